@@ -1,0 +1,54 @@
+# GridTwin — the two commands a user needs are `make demo` and `make test`.
+# Every target installs what it needs itself and is safe to run twice.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GRIDTWIN := $(VENV)/bin/gridtwin
+SITE ?= site.toml
+BOARD ?= esp32s3
+PORT ?=
+NODE ?=
+PYTEST_ARGS ?=
+# Debian packages the tests and the demo start for real.
+APT_PACKAGES := mosquitto mosquitto-clients influxdb
+
+.PHONY: help setup test demo flash deploy repl bench clean
+
+help:
+	@echo "make demo    - the whole system on this machine with virtual nodes"
+	@echo "make test    - the whole test suite (firmware under real MicroPython, real Mosquitto)"
+	@echo "make setup   - install what the two above need (.venv, Python and Debian packages)"
+	@echo "make flash BOARD=esp32s3 PORT=/dev/ttyACM0   make deploy NODE=pdu_a PORT=...   make repl PORT=..."
+	@echo "make bench   - performance figures"
+
+setup: $(VENV)/.setup-stamp
+
+$(VENV)/.setup-stamp: pyproject.toml tools/setup-system.sh
+	@bash tools/setup-system.sh $(APT_PACKAGES)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@bash tools/check-micropython.sh $(VENV)
+	@touch $@
+
+test: setup
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: setup
+	@echo "make demo: the live demo (twin engine + virtual fleet) is not built yet (issue #7)." >&2; exit 2
+
+flash: setup
+	@echo "make flash: not built yet (issue #8)." >&2; exit 2
+
+deploy: setup
+	@echo "make deploy: not built yet (issue #8)." >&2; exit 2
+
+repl: setup
+	@echo "make repl: not built yet (issue #8)." >&2; exit 2
+
+bench: setup
+	@echo "make bench: no benchmarks yet (issues #4, #6, #7 add them)." >&2; exit 2
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info host/*.egg-info

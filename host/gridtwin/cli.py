@@ -1,0 +1,81 @@
+"""The `gridtwin` command: a table of verbs and the one place that turns errors into messages.
+
+Each verb lives in ``gridtwin.commands.<module>`` and provides ``add_arguments(parser)`` and
+``run(args) -> int | None``. The table below is the whole CLI; a verb is added by adding a row and
+its module. Modules are imported only when their verb runs, so a slow import never taxes the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gridtwin import __version__
+from gridtwin.errors import GridTwinError, NotBuiltError
+
+# verb -> (module under gridtwin.commands, one-line help, issue that builds it)
+VERBS: dict[str, tuple[str, str, int]] = {
+    "pki": ("pki", "site PKI: init, issue, rotate, revoke, list", 3),
+    "broker": ("broker", "Mosquitto configuration: config, install, run", 3),
+    "vnode": ("vnode", "run a virtual node: the real firmware under the MicroPython unix port", 7),
+    "daemon": ("daemon", "ingest, storage, registry and twin engine", 6),
+    "nodes": ("nodes", "the fleet at a glance", 6),
+    "cmd": ("cmd", "send a command to a node and wait for its acknowledgement", 6),
+    "tail": ("tail", "live readings", 6),
+    "query": ("query", "stored readings of a node's metric", 6),
+    "demo": ("demo", "the whole system on loopback with virtual nodes", 7),
+    "stack": ("stack", "Telegraf, InfluxDB 2 and Grafana: render, install, provision, doctor", 8),
+    "deploy": ("deploy", "put firmware, config and certificate on a board", 8),
+    "flash": ("flash", "put MicroPython on a board with esptool", 8),
+    "doctor": ("doctor", "check this machine and the site", 2),
+}
+
+
+def _load(verb: str):
+    module, _help, issue = VERBS[verb]
+    try:
+        return importlib.import_module(f"gridtwin.commands.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"gridtwin.commands.{module}":
+            raise NotBuiltError(f"'{verb}' is not built yet", hint=f"see issue #{issue}") from None
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Only the chosen verb's module is imported; find it before building the full parser.
+    verb = next((a for a in argv if not a.startswith("-") and a in VERBS), None)
+    parser = argparse.ArgumentParser(prog="gridtwin", description="GridTwin host tools")
+    parser.add_argument("--version", action="version", version=f"gridtwin {__version__}")
+    parser.add_argument("--site", default="site.toml", help="site file (default: ./site.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        for name, (_module, help_text, _issue) in VERBS.items():
+            p = sub.add_parser(name, help=help_text, description=help_text)
+            if name == verb:
+                _load(name).add_arguments(p)
+        args = parser.parse_args(argv)
+        if not args.verb:
+            parser.print_help()
+            return 2
+        result = _load(args.verb).run(args)
+        return int(result or 0)
+    except GridTwinError as exc:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"gridtwin: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("gridtwin: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
