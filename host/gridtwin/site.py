@@ -1,0 +1,503 @@
+"""The site file (`site.toml`): load it, validate every value, and hand out a `Site`.
+
+Validation is declarative. `SCHEMA` maps each top-level section to a `Section` (a table of `Key`
+rows: type, default, check, help); `NODE_KEYS` is the row table of one `[[nodes]]` entry. Other
+modules extend the site file by adding rows, never by editing this loader::
+
+    from gridtwin.site import SCHEMA, NODE_KEYS, Key, Section, SITE_CHECKS
+
+    SCHEMA["storage"] = Section({
+        "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb2"), help="where readings go"),
+        "path": Key("path", "var/readings.db", help="SQLite file, relative to the site file"),
+    }, help="telemetry storage")
+    NODE_KEYS["sensors"] = Key(list, [], item=Key(dict, keys={...}), help="sensors on this node")
+    SITE_CHECKS.append(my_cross_check)   # fn(site) -> None, raises ConfigError
+
+Register rows at import time of the module that owns them and make sure `gridtwin.site` users
+import that module (or list it in `EXTENSIONS`) before `load_site` runs; rows registered later only
+affect later loads. Every error is a `ConfigError(file, key, problem, fix)` whose key is a dotted
+path such as ``nodes[3].parent`` (a node is also named by its id when it has one).
+
+Unknown keys are errors with a "did you mean" suggestion. Relative paths are resolved against the
+folder that holds the site file; `var/` (runtime data) and `certs/` (the PKI) default there.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gridtwin.errors import ConfigError
+
+# Node ids become MQTT topic levels, certificate CNs and broker usernames: no wildcards, no '/',
+# nothing a shell or a file name would choke on.
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+BOARD_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+# Identities the PKI issues to services (see gridtwin.pki); a node may not take one of these names,
+# or the broker could not tell the node from the service.
+RESERVED_IDS = frozenset({"gridtwin-host", "telegraf", "grafana", "broker", "ca"})
+
+# Roles a node may play in the plant. Issue #7 (twin) may add more: ROLES.add("...").
+ROLES = {
+    "utility", "transformer", "switchgear", "generator", "distribution", "ups", "pdu", "server",
+    "pv", "electrolyser", "grid_monitor", "sensor",
+}
+
+# Modules imported before each load so their schema rows are registered (module names).
+EXTENSIONS: list[str] = []
+
+class _Required:
+    def __repr__(self):
+        return "REQUIRED"
+
+
+# Default of a mandatory key.
+REQUIRED = _Required()
+
+
+@dataclass
+class Key:
+    """One row of the schema.
+
+    type: str, int, float, bool, list, dict, or "path" (a string resolved against the site folder).
+    default: value when absent; `REQUIRED` (the function) makes the key mandatory. Callables are
+        called with the partially built section dict (so a default may depend on another key).
+    check: fn(value) -> None | problem string | (problem, fix); runs after the type check.
+    item: for lists, the row each element must satisfy.  keys: for dicts, a nested row table.
+    fix: what to tell the user when the type or check fails (defaults to `help`).
+    """
+
+    type: Any
+    default: Any = None
+    check: Callable[[Any], Any] | None = None
+    help: str = ""
+    item: "Key | None" = None
+    keys: "dict[str, Key] | None" = None
+    fix: str | None = None
+
+
+@dataclass
+class Section:
+    """A top-level table of the site file. many=True makes it an array of tables ([[name]])."""
+
+    keys: dict[str, Key]
+    help: str = ""
+    many: bool = False
+    required: bool = False
+
+
+class Record:
+    """A validated table: attribute and item access, plus `get` and `as_dict`."""
+
+    def __init__(self, values: dict[str, Any]):
+        self.__dict__["_values"] = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self._values[name] = value
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._values.get(name, default)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._values!r})"
+
+
+class Node(Record):
+    """One `[[nodes]]` entry. Always has id, board, role, parent, parents (a list), interval_ms."""
+
+
+# --- checks (reusable by extensions) -------------------------------------------------------------
+
+def one_of(*choices: str) -> Callable[[Any], Any]:
+    def check(value):
+        if value not in choices:
+            near = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            return f"'{value}' is not one of {', '.join(choices)}", f"{hint}use one of: {', '.join(choices)}"
+        return None
+
+    return check
+
+
+def in_range(lo: float | None = None, hi: float | None = None) -> Callable[[Any], Any]:
+    def check(value):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            span = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
+            return f"{value} is out of range", f"use a value in {span}"
+        return None
+
+    return check
+
+
+def check_id(value: str):
+    if not ID_RE.match(value):
+        return (f"'{value}' is not a valid id",
+                "use 1 to 32 letters, digits, '_' or '-' (no '/', '+', '#' or spaces)")
+    return None
+
+
+def check_node_id(value: str):
+    problem = check_id(value)
+    if problem:
+        return problem
+    if value.startswith("_"):
+        return f"'{value}' starts with '_'", "ids starting with '_' are reserved for host topics (_host); rename it"
+    if value in RESERVED_IDS:
+        return (f"'{value}' is reserved for a service identity",
+                f"rename the node; reserved: {', '.join(sorted(RESERVED_IDS))}")
+    return None
+
+
+def check_port(value: int):
+    if not 0 <= value <= 65535:
+        return f"{value} is not a TCP port", "use 1..65535 (0 disables an optional listener)"
+    return None
+
+
+def check_topic_root(value: str):
+    if not value or value.startswith("/") or value.endswith("/") or "//" in value:
+        return f"'{value}' is not a usable topic root", "use levels separated by '/', e.g. 'gridtwin/demo'"
+    if any(c in value for c in "+#\0") or value.startswith("$"):
+        return f"'{value}' contains a wildcard or starts with '$'", "remove '+', '#' and a leading '$'"
+    return None
+
+
+def check_hostname(value: str):
+    if not HOSTNAME_RE.match(value):
+        return f"'{value}' is not a DNS host name", "use a name like 'localhost' or 'pi.lan'; IPs go in broker.addresses"
+    return None
+
+
+def check_ip(value: str):
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"'{value}' is not an IP address", "use an IPv4 or IPv6 address like 192.168.1.10 or ::1"
+    return None
+
+
+def check_board(value: str):
+    if not BOARD_RE.match(value):
+        return f"'{value}' is not a board name", "use the name of a file in boards/ without extension, e.g. 'esp32s3'"
+    return None
+
+
+def check_role(value: str):
+    if value not in ROLES:
+        near = difflib.get_close_matches(value, sorted(ROLES), n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        return f"unknown role '{value}'", f"{hint}use one of: {', '.join(sorted(ROLES))}"
+    return None
+
+
+def check_parent(value):
+    ids = [value] if isinstance(value, str) else value
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return "must be a node id or a list of node ids", "e.g. parent = \"trf_a\" or parent = [\"trf_a\", \"gen_a\"]"
+    for i in ids:
+        problem = check_id(i)
+        if problem:
+            return problem
+    return None
+
+
+# --- the schema ----------------------------------------------------------------------------------
+
+SCHEMA: dict[str, Section] = {
+    "site": Section({
+        "id": Key(str, REQUIRED, check=check_id, help="short site id, used in the topic root and the CA name"),
+        "name": Key(str, lambda s: s.get("id"), help="human-readable site name"),
+        "topic_root": Key(str, lambda s: f"gridtwin/{s.get('id')}", check=check_topic_root,
+                          help="MQTT topic root (default gridtwin/<site id>)"),
+        "var": Key("path", "var", help="runtime data folder (databases, broker state), relative to the site file"),
+        "certs": Key("path", "certs", help="PKI folder, relative to the site file"),
+    }, help="who this site is", required=True),
+    "broker": Section({
+        "hosts": Key(list, ["localhost"], item=Key(str, check=check_hostname),
+                     help="DNS names clients use for the broker (server certificate SANs)"),
+        "addresses": Key(list, ["127.0.0.1", "::1"], item=Key(str, check=check_ip),
+                         help="IP addresses clients use for the broker (server certificate SANs)"),
+        "port": Key(int, 8883, check=check_port, help="MQTT over TLS port"),
+        "ws_port": Key(int, 0, check=check_port, help="MQTT over TLS WebSockets port for browsers; 0 = off"),
+        "dev_port": Key(int, 1883, check=check_port, help="plain loopback listener, only with `broker run --dev`"),
+        "listen": Key(str, "", help="address `broker install` binds to; empty = all interfaces"),
+        "max_packet_size": Key(int, 32768, check=in_range(1024, 268435455),
+                               help="bytes; larger packets are refused and the sender disconnected"),
+        "max_queued_messages": Key(int, 100000, check=in_range(100, None),
+                                   help="QoS 1 messages queued per client (the host subscriber sees every node)"),
+        "max_queued_bytes": Key(int, 64 * 1024 * 1024, check=in_range(0, None),
+                                help="bytes queued per client; 0 = no byte limit"),
+        "max_inflight_messages": Key(int, 100, check=in_range(1, 65535), help="unacknowledged QoS 1 messages per client"),
+        "persistent_client_expiration": Key(str, "14d", check=lambda v: None if re.match(r"^\d+[hdwmy]$", v)
+                                            else (f"'{v}' is not a duration", "use a number and h/d/w/m/y, e.g. '14d'"),
+                                            help="drop sessions of clients gone this long"),
+    }, help="the Mosquitto broker"),
+    "pki": Section({
+        "ca_days": Key(int, 3650, check=in_range(1, 36500), help="CA validity in days"),
+        "days": Key(int, 825, check=in_range(1, 36500), help="validity of node, service and server certificates"),
+        "crl_days": Key(int, 365, check=in_range(1, 3650), help="how far ahead each CRL's next-update lies"),
+        "warn_days": Key(int, 30, check=in_range(0, 3650), help="`pki list` warns when a certificate expires sooner"),
+    }, help="the site PKI"),
+    "nodes": Section({}, help="telemetry nodes", many=True),  # rows live in NODE_KEYS
+}
+
+NODE_KEYS: dict[str, Key] = {
+    "id": Key(str, REQUIRED, check=check_node_id, help="node id: certificate CN, MQTT username and topic level"),
+    "board": Key(str, "esp32s3", check=check_board, help="board file name in boards/"),
+    "role": Key(str, REQUIRED, check=check_role, help="what the node stands for in the plant"),
+    "parent": Key((str, list), None, check=check_parent,
+                  help="upstream node(s) in the power topology: an id or a list of ids"),
+    "interval_ms": Key(int, 1000, check=in_range(50, 3_600_000), help="sampling interval in milliseconds"),
+    "description": Key(str, "", help="free text"),
+}
+SCHEMA["nodes"].keys = NODE_KEYS
+
+
+class Site:
+    """A validated site. Sections are `Record`s (site.broker.port); nodes are `Node`s in file order."""
+
+    def __init__(self, path: Path, sections: dict[str, Any]):
+        self.path = path
+        self.dir = path.parent
+        self.sections = sections
+        meta = sections["site"]
+        self.id: str = meta.id
+        self.name: str = meta.name
+        self.topic_root: str = meta.topic_root
+        self.var_dir: Path = meta.var
+        self.certs_dir: Path = meta.certs
+        self.broker: Record = sections["broker"]
+        self.pki: Record = sections["pki"]
+        self.nodes: list[Node] = sections["nodes"]
+
+    def __getattr__(self, name: str) -> Any:
+        # Sections added by extensions: site.storage, site.twin, site.stack ...
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(name)
+
+    def section(self, name: str) -> Any:
+        return self.sections[name]
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [n.id for n in self.nodes]
+
+    def node(self, node_id: str) -> Node:
+        """The node with this id, or a ConfigError naming the site file and suggesting a near id."""
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        near = difflib.get_close_matches(node_id, self.node_ids, n=1)
+        fix = f"did you mean '{near[0]}'?" if near else f"known nodes: {', '.join(self.node_ids) or 'none'}"
+        raise ConfigError(self.path, "nodes", f"no node '{node_id}'", fix)
+
+    def topic(self, node_id: str, leaf: str) -> str:
+        return f"{self.topic_root}/{node_id}/{leaf}"
+
+    def children(self, node_id: str) -> list[Node]:
+        return [n for n in self.nodes if node_id in n.parents]
+
+
+# Whole-site checks that rows cannot express; each gets the Site and raises ConfigError.
+SITE_CHECKS: list[Callable[[Site], None]] = []
+
+
+def _check_nodes(site: Site) -> None:
+    seen: dict[str, int] = {}
+    for i, n in enumerate(site.nodes):
+        if n.id in seen:
+            raise ConfigError(site.path, f"nodes[{i}].id", f"'{n.id}' is already used by nodes[{seen[n.id]}]",
+                              "give every node its own id")
+        seen[n.id] = i
+    for i, n in enumerate(site.nodes):
+        for p in n.parents:
+            if p == n.id:
+                raise ConfigError(site.path, f"nodes[{i}].parent", f"node '{n.id}' is its own parent", "name the node upstream")
+            if p not in seen:
+                near = difflib.get_close_matches(p, list(seen), n=1)
+                fix = f"did you mean '{near[0]}'?" if near else "name a node defined in this file"
+                raise ConfigError(site.path, f"nodes[{i}].parent", f"no node '{p}'", fix)
+    # The power topology must be a DAG: walk up from every node.
+    by_id = {n.id: n for n in site.nodes}
+    state: dict[str, int] = {}
+
+    def visit(nid: str, trail: list[str]):
+        if state.get(nid) == 2:
+            return
+        if state.get(nid) == 1:
+            loop = " -> ".join(trail[trail.index(nid):] + [nid])
+            raise ConfigError(site.path, f"nodes[{seen[nid]}].parent", f"the power topology has a loop: {loop}",
+                              "remove one parent link of the loop")
+        state[nid] = 1
+        for p in by_id[nid].parents:
+            visit(p, trail + [nid])
+        state[nid] = 2
+
+    for n in site.nodes:
+        visit(n.id, [])
+
+
+SITE_CHECKS.append(_check_nodes)
+
+
+# --- loader --------------------------------------------------------------------------------------
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a table", "path": "a path string"}
+
+
+def _type_ok(value: Any, typ: Any) -> bool:
+    if isinstance(typ, tuple):
+        return any(_type_ok(value, t) for t in typ)
+    if typ == "path":
+        return isinstance(value, str) and value != ""
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typ is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typ is Any:
+        return True
+    return isinstance(value, typ)
+
+
+def _type_name(typ: Any) -> str:
+    if isinstance(typ, tuple):
+        return " or ".join(_type_name(t) for t in typ)
+    return _TYPE_NAMES.get(typ, getattr(typ, "__name__", str(typ)))
+
+
+class _Loader:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str | None, problem: str, fix: str | None = None):
+        raise ConfigError(self.path, key, problem, fix)
+
+    def value(self, value: Any, key: Key, where: str) -> Any:
+        if not _type_ok(value, key.type):
+            self.fail(where, f"is {type(value).__name__} {value!r}, expected {_type_name(key.type)}", key.fix or key.help or None)
+        if key.type is float:
+            value = float(value)
+        if key.type == "path":
+            p = Path(value).expanduser()
+            value = p if p.is_absolute() else (self.path.parent / p)
+        if isinstance(value, list) and key.item is not None:
+            value = [self.value(v, key.item, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, dict) and key.keys is not None:
+            value = self.table(value, key.keys, where)
+        if key.check is not None:
+            result = key.check(value)
+            if result:
+                problem, fix = (result, key.fix or key.help) if isinstance(result, str) else result
+                self.fail(where, problem, fix)
+        return value
+
+    def table(self, raw: dict, keys: dict[str, Key], where: str, cls=Record) -> Record:
+        out: dict[str, Any] = {}
+        for name in raw:
+            if name not in keys:
+                near = difflib.get_close_matches(name, list(keys), n=1)
+                fix = f"did you mean '{near[0]}'?" if near else f"known keys: {', '.join(keys) or 'none'}"
+                self.fail(f"{where}.{name}" if where else name, "unknown key", fix)
+        for name, key in keys.items():
+            dotted = f"{where}.{name}" if where else name
+            if name in raw:
+                out[name] = self.value(raw[name], key, dotted)
+            elif key.default is REQUIRED:
+                self.fail(dotted, "is missing", f"add it: {key.help}" if key.help else "add it")
+            else:
+                default = key.default(out) if callable(key.default) else key.default
+                # Mutable defaults are copied so one site's edits never leak into another's.
+                default = list(default) if isinstance(default, list) else dict(default) if isinstance(default, dict) else default
+                if key.type == "path" and isinstance(default, str):
+                    default = self.path.parent / default
+                out[name] = default
+        return cls(out)
+
+    def site(self, raw: dict) -> Site:
+        for name in raw:
+            if name not in SCHEMA:
+                near = difflib.get_close_matches(name, list(SCHEMA), n=1)
+                fix = f"did you mean [{near[0]}]?" if near else f"known sections: {', '.join(SCHEMA)}"
+                self.fail(name, "unknown section", fix)
+        sections: dict[str, Any] = {}
+        for name, section in SCHEMA.items():
+            value = raw.get(name)
+            if section.many:
+                value = [] if value is None else value
+                if not isinstance(value, list):
+                    self.fail(name, "must be an array of tables", f"write each entry as [[{name}]]")
+                items = []
+                for i, entry in enumerate(value):
+                    if not isinstance(entry, dict):
+                        self.fail(f"{name}[{i}]", "must be a table", f"write each entry as [[{name}]]")
+                    label = f"{name}[{i}]"
+                    cls = Node if name == "nodes" else Record
+                    rec = self.table(entry, section.keys, label, cls)
+                    if name == "nodes":
+                        p = rec.parent
+                        rec.parents = [] if p is None else [p] if isinstance(p, str) else list(p)
+                    items.append(rec)
+                sections[name] = items
+            else:
+                if value is None:
+                    if section.required:
+                        self.fail(f"[{name}]", "section is missing", f"add a [{name}] table: {section.help}")
+                    value = {}
+                if not isinstance(value, dict):
+                    self.fail(name, "must be a table", f"write it as [{name}]")
+                sections[name] = self.table(value, section.keys, name)
+        site = Site(self.path, sections)
+        for check in SITE_CHECKS:
+            check(site)
+        return site
+
+
+def load_site(path: str | Path = "site.toml") -> Site:
+    """Read and validate a site file. Raises ConfigError naming file, key, problem and fix."""
+    for module in EXTENSIONS:
+        importlib.import_module(module)
+    path = Path(path).expanduser().absolute()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, "no such site file",
+                          f"run from the folder that holds site.toml, pass --site PATH, or start from the "
+                          f"example: cp {example_site_path()} site.toml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot read it: {exc}", "check the path and its permissions") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, None, f"not valid TOML: {exc}", "fix the syntax at that line") from None
+    return _Loader(path).site(raw)
+
+
+def example_site_path() -> Path:
+    """The packaged example site (the demo's data centre, electrolyser plant and grid monitor)."""
+    return Path(__file__).parent / "examples" / "site.toml"
