@@ -1,0 +1,63 @@
+"""The ``[storage]`` and ``[daemon]`` sections of site.toml (rows added to gridtwin.site's schema).
+
+Importing this module registers them; ``gridtwin.site.EXTENSIONS`` lists it so every load of the
+site file knows them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gridtwin.errors import ConfigError
+from gridtwin.site import SCHEMA, SITE_CHECKS, Key, Section, in_range, one_of
+
+SCHEMA.setdefault("storage", Section({
+    "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb"),
+                   help="where readings go: sqlite (embedded, default) or influxdb (InfluxDB 2, spooled to SQLite)"),
+    "path": Key(str, "", help="SQLite file; empty = <site var>/gridtwin.db; relative paths are under the site folder"),
+    "sync": Key(str, "normal", check=one_of("normal", "full"),
+                help="normal: a committed batch survives a daemon crash; full: also a power cut (slower)"),
+    "raw_days": Key(int, 30, check=in_range(1, 36500), help="days raw readings are kept before 1-minute rollups replace them"),
+    "rollup_days": Key(int, 730, check=in_range(1, 36500), help="days 1-minute rollups are kept"),
+    "max_payload": Key(int, 4096, check=in_range(256, 1 << 20), help="largest accepted payload in bytes"),
+    "max_past_days": Key(int, 7, check=in_range(1, 3650), help="oldest accepted reading ts (outbox replays), days before now"),
+    "max_future_s": Key(int, 300, check=in_range(0, 86400), help="clock skew accepted ahead of the host, seconds"),
+    "influx_url": Key(str, "http://127.0.0.1:8086", help="InfluxDB base URL (backend = influxdb)"),
+    "influx_api": Key(str, "v2", check=one_of("v2", "v1"), help="v2 for InfluxDB 2, v1 for InfluxDB 1.x"),
+    "influx_org": Key(str, "gridtwin", help="InfluxDB 2 organisation"),
+    "influx_bucket": Key(str, "gridtwin", help="InfluxDB 2 bucket (v1: database)"),
+    "influx_token_file": Key(str, "", help="file holding the InfluxDB token (never the token itself in site.toml)"),
+    "influx_measurement": Key(str, "telemetry", help="measurement name of readings"),
+}, help="telemetry storage"))
+
+SCHEMA.setdefault("daemon", Section({
+    "client_id": Key(str, "gridtwin-daemon", help="MQTT client id: fixed, so the broker keeps the session while the daemon restarts"),
+    "shared_group": Key(str, "", help="non-empty: ingest through $share/<group>/... so several daemons split the load"),
+    "batch_max": Key(int, 5000, check=in_range(1, 100000), help="most messages per storage transaction"),
+    "receive_maximum": Key(int, 2000, check=in_range(1, 65535), help="unacknowledged QoS 1 messages the broker may send us"),
+    "metrics_host": Key(str, "127.0.0.1", help="address of /healthz and /metrics"),
+    "metrics_port": Key(int, 9810, check=in_range(0, 65535), help="port of /healthz and /metrics; 0 = off"),
+    "stale_intervals": Key(int, 3, check=in_range(1, 1000), help="a node is stale after missing this many intervals"),
+    "command_ttl_s": Key(int, 60, check=in_range(0, 86400), help="how long a command for an offline node waits for it"),
+}, help="the host daemon: ingest, registry, commands"))
+
+
+def _check_storage(site) -> None:
+    st = site.storage
+    if st.raw_days < st.max_past_days:
+        # a replay older than the raw window would be re-stored after its original was rolled up
+        raise ConfigError(site.path, "storage.raw_days",
+                          f"{st.raw_days} days is shorter than storage.max_past_days ({st.max_past_days})",
+                          "keep raw readings at least as long as replays are accepted")
+
+
+if _check_storage not in SITE_CHECKS:
+    SITE_CHECKS.append(_check_storage)
+
+
+def db_path(site) -> Path:
+    p = site.storage.path
+    if not p:
+        return Path(site.var_dir) / "gridtwin.db"
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else Path(site.dir) / p

@@ -1,0 +1,211 @@
+"""MQTT side of the daemon: subscribe, validate, store, *then* acknowledge.
+
+Threads: paho's network loop only appends ``(generation, mid, qos, topic, payload)`` to a deque
+(cheap, so the socket is drained at full speed); one writer thread takes everything queued as a
+batch, validates it, commits it in one transaction and only then sends the PUBACKs, in receive
+order. Batches therefore grow with the load: one message at a time when quiet (low latency),
+thousands under a burst (high throughput).
+
+Why nothing is lost: the session is persistent (fixed client id, clean_start=False, session
+expiry) and acks are manual. A message is acked only after its transaction committed, so a
+``kill -9`` at any instant leaves every unacked message with the broker, which redelivers it on
+reconnect; readings committed but not yet acked come back as duplicates and the (node, boot, seq)
+primary key stores them once. Acks of messages received on an earlier connection are dropped
+(the broker redelivers those anyway), hence the connection *generation*.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from gridtwin.daemon import validate
+from gridtwin.daemon.lineprotocol import LineProtocolError, telemetry_line
+from gridtwin.daemon.metrics import Metrics
+from gridtwin.daemon.store_sqlite import StoreError
+
+log = logging.getLogger("gridtwin.daemon.ingest")
+
+# reasons logged at most once per node and reason in this many seconds (a flood must not fill the disk)
+LOG_EVERY_S = 10.0
+
+
+class Ingest:
+    def __init__(self, endpoint, store, *, client_id: str = "gridtwin-daemon", known_nodes=None,
+                 shared_group: str = "", limits: validate.Limits = validate.DEFAULT_LIMITS,
+                 metrics: Metrics | None = None, batch_max: int = 5000, receive_maximum: int = 2000,
+                 influx_measurement: str | None = None, on_spool=None):
+        self.endpoint, self.store = endpoint, store
+        self.root = endpoint.root
+        self.client_id = client_id
+        self.known = frozenset(known_nodes) if known_nodes is not None else None
+        self.shared_group = shared_group
+        self.limits = limits
+        self.metrics = metrics or Metrics()
+        self.batch_max = batch_max
+        self.receive_maximum = receive_maximum
+        self.influx_measurement = influx_measurement   # set: also spool line protocol for InfluxDB
+        self.on_spool = on_spool
+        self.listeners: list = []   # fn(list[Telemetry]) after each commit (twin engine, tail)
+        self._inbox: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._gen = 0
+        self._logged: dict = {}
+        self._suppressed = 0
+        self.client: mqtt.Client | None = None
+        self._writer: threading.Thread | None = None
+        self.host_prefix = f"{self.root}/_host/"
+
+    # -- MQTT callbacks (network thread) ----------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            self.metrics.connected = False
+            log.error("broker refused the connection: %s (is %s allowed by the ACL?)", reason_code, self.client_id)
+            return
+        self._gen += 1
+        self.metrics.connected = True
+        log.info("connected to %s:%s as %s (session present: %s)", self.endpoint.host, self.endpoint.port,
+                 self.client_id, flags.session_present)
+        everything = f"{self.root}/#"
+        if self.shared_group:
+            # retained birth/will messages are not delivered on shared subscriptions: every daemon also
+            # subscribes to status directly (registry updates are idempotent upserts)
+            client.subscribe([(f"$share/{self.shared_group}/{everything}", 1), (f"{self.root}/+/status", 1)])
+        else:
+            client.subscribe(everything, 1)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.metrics.connected = False
+        if not self._stop.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, msg):
+        self._inbox.append((self._gen, msg.mid, msg.qos, msg.topic, msg.payload))
+        if not self._wake.is_set():
+            self._wake.set()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True)
+        c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
+        self.client = c
+        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._writer.start()
+        self.endpoint.connect(c, persistent=True, receive_maximum=self.receive_maximum, blocking=False)
+        c.loop_start()
+
+    def stop(self) -> None:
+        """Stop taking messages, store what was received, and disconnect (unacked ones come back)."""
+        self._stop.set()
+        self._wake.set()
+        if self._writer:
+            self._writer.join(timeout=30)
+        if self.client:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def wait_connected(self, timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.metrics.connected:
+                return True
+            time.sleep(0.01)
+        return False
+
+    # -- writer thread ----------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        inbox = self._inbox
+        while True:
+            self._wake.clear()
+            while inbox:
+                n = min(len(inbox), self.batch_max)
+                self._process([inbox.popleft() for _ in range(n)])
+            if self._stop.is_set():
+                return
+            self._wake.wait(1.0)
+
+    def _reject(self, topic: str, node: str | None, r: validate.Rejected) -> None:
+        self.metrics.rejected[r.reason] += 1
+        key = (node, r.reason)
+        now = time.monotonic()
+        if now - self._logged.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            if len(self._logged) > 10000:
+                self._logged.clear()
+            self._logged[key] = now
+            more = f" ({self._suppressed} similar lines suppressed)" if self._suppressed else ""
+            self._suppressed = 0
+            log.warning("rejected node=%s topic=%r reason=%s: %s%s", node or "?", topic[:120], r.reason, r.detail, more)
+        else:
+            self._suppressed += 1
+
+    def _process(self, batch: list) -> None:
+        m = self.metrics
+        root, known, limits = self.root, self.known, self.limits
+        tel, statuses, acks, logs = [], [], [], []
+        now_ms = int(time.time() * 1000)
+        m.received += len(batch)
+        for _gen, _mid, _qos, topic, payload in batch:
+            if topic.startswith(self.host_prefix) or topic.endswith("/cmd"):
+                m.received -= 1  # the host's own output and commands: not node messages
+                continue
+            node = None
+            try:
+                node, kind = validate.split_topic(topic, root, known)
+                if kind == "telemetry":
+                    tel.append(validate.telemetry(node, payload, limits, now_ms))
+                elif kind == "status":
+                    statuses.append((node, validate.status(node, payload, limits)))
+                elif kind == "ack":
+                    acks.append((node, validate.ack(node, payload, limits)))
+                else:
+                    logs.append((node, validate.log(node, payload, limits)))
+            except validate.Rejected as r:
+                self._reject(topic, node, r)
+            except Exception as exc:  # a validator bug must cost one message, never the daemon
+                log.exception("validating %r failed", topic[:120])
+                self._reject(topic, node, validate.Rejected("internal", repr(exc)[:200]))
+        spool = None
+        if self.influx_measurement and tel:
+            spool = []
+            for t in tel:
+                try:
+                    spool.append(telemetry_line(t, self.influx_measurement))
+                except LineProtocolError as exc:
+                    self._reject(f"{root}/{t.node}/telemetry", t.node, validate.Rejected("metric", str(exc)))
+        backoff = 0.1
+        while True:
+            try:
+                res = self.store.write_batch(tel, statuses, acks, logs, spool)
+                break
+            except StoreError as exc:
+                m.store_error()
+                log.error("%s; retrying in %.1f s (messages stay unacknowledged meanwhile)", exc, backoff)
+                if self._stop.wait(backoff):
+                    return  # not acked: the broker redelivers after restart
+                backoff = min(backoff * 2, 10)
+        m.batches += 1
+        m.stored += res.stored
+        m.duplicates += res.duplicates
+        for node, boot, after, missing in res.gaps:
+            m.gaps += 1
+            m.missing += missing
+            log.warning("gap node=%s boot=%s: %d message(s) missing after seq %d", node, boot, missing, after)
+        live = [t.ts for t in tel if not t.hist]
+        if live:
+            m.last_lag_ms = max(0, int(time.time() * 1000) - max(live))
+        if spool and self.on_spool:
+            self.on_spool()
+        gen, client = self._gen, self.client
+        for g, mid, qos, _topic, _payload in batch:
+            if qos and g == gen:
+                client.ack(mid, qos)
+        for fn in self.listeners:
+            try:
+                fn(tel)
+            except Exception:
+                log.exception("a telemetry listener failed")

@@ -1,0 +1,114 @@
+"""Counters of the daemon and the HTTP endpoints that expose them: /healthz and /metrics.
+
+Counters are plain ints bumped by one thread each (the ingest writer), read by the HTTP thread;
+a torn read of a Python int cannot happen, so no lock is needed on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Metrics:
+    def __init__(self):
+        self.received = 0
+        self.stored = 0
+        self.duplicates = 0
+        self.gaps = 0            # gap events (forward jumps in seq within a boot)
+        self.missing = 0         # messages missing in those gaps
+        self.rejected: Counter = Counter()   # reason -> count
+        self.batches = 0
+        self.store_errors = 0
+        self.last_lag_ms = 0     # now - ts of the newest live (non-replayed) reading stored
+        self.connected = False
+        self.started = time.time()
+        self.gauges = {}         # name -> callable returning a number (spool depth, nodes online, ...)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def prometheus(self) -> str:
+        out = []
+
+        def metric(name, kind, help_text, samples):
+            out.append(f"# HELP gridtwin_{name} {help_text}")
+            out.append(f"# TYPE gridtwin_{name} {kind}")
+            for labels, value in samples:
+                out.append(f"gridtwin_{name}{labels} {value}")
+
+        metric("received_total", "counter", "MQTT messages received by ingest", [("", self.received)])
+        metric("stored_total", "counter", "telemetry messages stored (new)", [("", self.stored)])
+        metric("duplicates_total", "counter", "telemetry messages already stored (QoS 1 redelivery, replays)",
+               [("", self.duplicates)])
+        metric("rejected_total", "counter", "messages that broke the payload contract, by reason",
+               [(f'{{reason="{r}"}}', n) for r, n in sorted(self.rejected.items())] or [('{reason="none"}', 0)])
+        metric("gaps_total", "counter", "forward jumps in seq within a boot", [("", self.gaps)])
+        metric("missing_total", "counter", "messages missing in seq gaps", [("", self.missing)])
+        metric("store_errors_total", "counter", "failed storage transactions (retried)", [("", self.store_errors)])
+        metric("ingest_lag_seconds", "gauge", "now minus ts of the newest live reading stored",
+               [("", self.last_lag_ms / 1000)])
+        metric("mqtt_connected", "gauge", "1 while connected to the broker", [("", int(self.connected))])
+        for name, fn in sorted(self.gauges.items()):
+            try:
+                value = fn()
+            except Exception:  # a gauge must never break /metrics
+                continue
+            metric(name, "gauge", name.replace("_", " "), [("", value)])
+        return "\n".join(out) + "\n"
+
+    def health(self) -> tuple[bool, dict]:
+        ok = self.connected and self.store_errors_recent() == 0
+        return ok, {"ok": ok, "mqtt_connected": self.connected, "received": self.received,
+                    "stored": self.stored, "rejected": self.rejected_total,
+                    "uptime_s": round(time.time() - self.started, 1)}
+
+    _last_error_at = 0.0
+
+    def store_error(self) -> None:
+        self.store_errors += 1
+        self._last_error_at = time.time()
+
+    def store_errors_recent(self) -> int:
+        return int(time.time() - self._last_error_at < 30)
+
+
+class MetricsServer:
+    """/healthz (200 or 503, JSON) and /metrics (Prometheus text) on a small threaded HTTP server."""
+
+    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9810):
+        m = metrics
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/metrics":
+                    code, body, ctype = 200, m.prometheus().encode(), "text/plain; version=0.0.4"
+                elif self.path == "/healthz":
+                    ok, info = m.health()
+                    code, body, ctype = (200 if ok else 503), json.dumps(info).encode(), "application/json"
+                else:
+                    code, body, ctype = 404, b"try /healthz or /metrics\n", "text/plain"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):  # access logs would drown the structured log
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,160 @@
+"""The daemon as one object: ``Daemon(...).start()`` / ``.stop()`` / ``.run_forever()``.
+
+It wires the parts: SQLite store, ingest (MQTT), the InfluxDB forwarder when the site selects it,
+the /healthz + /metrics server and a maintenance thread (retention and downsampling). Build it
+from a site (``Daemon.from_site(site)``) or from explicit parts (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from gridtwin.daemon import validate
+from gridtwin.daemon.ingest import Ingest
+from gridtwin.daemon.metrics import Metrics, MetricsServer
+from gridtwin.daemon.store_influx import InfluxConfig, InfluxWriter, SpoolForwarder
+from gridtwin.daemon.store_sqlite import SqliteStore
+from gridtwin.errors import ConfigError, GridTwinError
+
+log = logging.getLogger("gridtwin.daemon")
+DAY_MS = 86400_000
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: what journald, Loki or `jq` want from a long-running service."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(verbose: bool = False, fmt: str = "auto") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    handler.setFormatter(JsonLogFormatter() if use_json else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("gridtwin")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+class Daemon:
+    def __init__(self, *, endpoint, db_path: Path | str, client_id: str = "gridtwin-daemon",
+                 known_nodes=None, shared_group: str = "", limits: validate.Limits = validate.DEFAULT_LIMITS,
+                 sync: str = "normal", batch_max: int = 5000, receive_maximum: int = 2000,
+                 metrics_host: str = "127.0.0.1", metrics_port: int | None = 0,
+                 influx: InfluxConfig | None = None, influx_measurement: str = "telemetry",
+                 raw_days: int = 30, rollup_days: int = 730, site=None):
+        self.site = site
+        self.endpoint = endpoint
+        self.metrics = Metrics()
+        self.store = SqliteStore(db_path, sync=sync)
+        self.known_nodes = None if known_nodes is None else list(known_nodes)
+        if self.known_nodes:
+            self.store.ensure_nodes(self.known_nodes)
+        self.forwarder = SpoolForwarder(self.store, InfluxWriter(influx), self.metrics) if influx else None
+        self.ingest = Ingest(endpoint, self.store, client_id=client_id, known_nodes=self.known_nodes,
+                             shared_group=shared_group, limits=limits, metrics=self.metrics,
+                             batch_max=batch_max, receive_maximum=receive_maximum,
+                             influx_measurement=influx_measurement if influx else None,
+                             on_spool=self.forwarder.wake.set if self.forwarder else None)
+        self.metrics.gauges["spool_depth"] = self.store.spool_depth
+        self.metrics.gauges["influx_reachable"] = lambda: int(self.forwarder.reachable) if self.forwarder else 1
+        self.metrics_server = MetricsServer(self.metrics, metrics_host, metrics_port) if metrics_port is not None else None
+        self.raw_days, self.rollup_days = raw_days, rollup_days
+        self._stop = threading.Event()
+        self._maint: threading.Thread | None = None
+
+    @classmethod
+    def from_site(cls, site, **overrides) -> "Daemon":
+        """The daemon a site file describes ([broker], [storage], [daemon], nodes, PKI)."""
+        from gridtwin.daemon import config
+        from gridtwin.daemon.connection import endpoint_from_site
+
+        st, d = site.storage, site.daemon
+        influx = None
+        if st.backend == "influxdb":
+            token = ""
+            if st.influx_token_file:
+                tf = Path(st.influx_token_file).expanduser()
+                tf = tf if tf.is_absolute() else Path(site.dir) / tf
+                try:
+                    token = tf.read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(site.path, "storage.influx_token_file", f"cannot read {tf}: {exc}",
+                                      "put the InfluxDB token in that file (chmod 600)") from None
+            influx = InfluxConfig(url=st.influx_url, api=st.influx_api, org=st.influx_org,
+                                  bucket=st.influx_bucket, token=token)
+        kw = dict(endpoint=endpoint_from_site(site), db_path=config.db_path(site), client_id=d.client_id,
+                  known_nodes=site.node_ids, shared_group=d.shared_group,
+                  limits=validate.Limits(max_bytes=st.max_payload, max_past_ms=st.max_past_days * DAY_MS,
+                                         max_future_ms=st.max_future_s * 1000),
+                  sync=st.sync, batch_max=d.batch_max, receive_maximum=d.receive_maximum,
+                  metrics_host=d.metrics_host, metrics_port=d.metrics_port or None, influx=influx,
+                  influx_measurement=st.influx_measurement, raw_days=st.raw_days, rollup_days=st.rollup_days,
+                  site=site)
+        kw.update(overrides)
+        return cls(**kw)
+
+    def start(self) -> "Daemon":
+        if self.metrics_server:
+            try:
+                self.metrics_server.start()
+            except OSError as exc:
+                raise GridTwinError(f"cannot serve /metrics: {exc}",
+                                    hint="another daemon runs here? set [daemon] metrics_port") from None
+        if self.forwarder:
+            self.forwarder.start()
+        self.ingest.start()
+        self._maint = threading.Thread(target=self._maintenance, name="maintenance", daemon=True)
+        self._maint.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.ingest.stop()
+        if self.forwarder:
+            self.forwarder.stop()
+        if self.metrics_server:
+            self.metrics_server.stop()
+        if self._maint:
+            self._maint.join(timeout=10)
+        self.store.close()
+
+    def run_forever(self) -> int:
+        done = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: done.set())
+        self.start()
+        where = f" /metrics on port {self.metrics_server.port}" if self.metrics_server else ""
+        log.info("daemon running: database %s,%s", self.store.path, where)
+        done.wait()
+        log.info("stopping: storing what was received; the broker keeps the rest for the next start")
+        self.stop()
+        return 0
+
+    def maintain(self, now_ms: int | None = None) -> int:
+        """Retention: raw readings older than raw_days become 1-minute rollups; old rollups go."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        folded = self.store.downsample(now_ms - self.raw_days * DAY_MS)
+        self.store.drop_rollups(now_ms - self.rollup_days * DAY_MS)
+        if folded:
+            log.info("retention: %d raw readings older than %d days folded into 1-minute rollups", folded, self.raw_days)
+        return folded
+
+    def _maintenance(self) -> None:
+        while not self._stop.wait(3600):
+            try:
+                self.maintain()
+            except GridTwinError as exc:
+                log.error("retention failed: %s", exc)

@@ -1,0 +1,193 @@
+"""The payload contract of DESIGN.md, checked on every message before anything is stored.
+
+A node is never trusted: the topic, the size, the JSON, every field and every number is checked
+here, and the node named in the payload must be the node named in the topic (the broker's ACL
+already ties the topic to the certificate; checking again means a misconfigured or permissive
+broker cannot let one node write another node's readings).
+
+Each check raises :class:`Rejected` with a short machine *reason* (a label of the
+``gridtwin_rejected_total`` metric) and a human *detail*. The daemon counts, logs one line and
+goes on; it never lets a bad payload stop ingest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+
+NODE_ID = re.compile(r"(?!_)[A-Za-z0-9_-]{1,32}\Z")  # as gridtwin.site; "_" starts host topics
+METRIC = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}\Z")
+KINDS = ("telemetry", "status", "ack", "log")
+SCHEMA_VERSION = 1
+
+
+class Rejected(Exception):
+    """A message that breaks the contract; ``reason`` is a metric label, ``detail`` says why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a sane message looks like. Defaults suit ESP32 nodes; the site may tighten them."""
+
+    max_bytes: int = 4096           # an ESP32 telemetry message is ~100-400 bytes
+    max_metrics: int = 64
+    max_past_ms: int = 7 * 86400_000   # outbox replays after a week offline are still accepted
+    max_future_ms: int = 300_000        # clock skew a node without NTP lock may show
+    max_str: int = 512
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(slots=True)
+class Telemetry:
+    node: str
+    boot: int | str
+    seq: int
+    ts: int
+    m: dict
+    hist: bool
+    raw: str  # the payload text, stored as received once validated
+
+
+def split_topic(topic: str, root: str, known_nodes=None) -> tuple[str, str]:
+    """``<root>/<node>/<kind>`` -> (node, kind), or Rejected."""
+    prefix = root + "/"
+    if not topic.startswith(prefix):
+        raise Rejected("topic", f"topic {topic!r} is outside the root {root!r}")
+    rest = topic[len(prefix):].split("/")
+    if len(rest) != 2 or rest[1] not in KINDS:
+        raise Rejected("topic", f"topic {topic!r} is not <root>/<node>/{{{'|'.join(KINDS)}}}")
+    node, kind = rest
+    if not NODE_ID.match(node):
+        raise Rejected("topic", f"node id {node!r} in topic {topic!r} is not a valid node id")
+    if known_nodes is not None and node not in known_nodes:
+        raise Rejected("unknown_node", f"node {node!r} is not in the site file")
+    return node, kind
+
+
+def _finite(value, what: str) -> float | int:
+    # bool is an int in Python but never a reading; a JSON 1e999 parses to inf.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Rejected("metric", f"{what} is {type(value).__name__}, not a number")
+    if isinstance(value, int):
+        if abs(value) > 2**53:
+            raise Rejected("metric", f"{what} is an integer too large to store exactly")
+        return value
+    if not math.isfinite(value):
+        raise Rejected("metric", f"{what} is not a finite number")
+    return value
+
+
+def _no_constants(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
+    if len(payload) > limits.max_bytes:
+        raise Rejected("too_large", f"payload of {len(payload)} bytes exceeds {limits.max_bytes}")
+    try:
+        # strictly UTF-8: json.loads(bytes) would also guess UTF-16/32, which no node sends
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected("json", f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def parse_object(payload: bytes | str, limits: Limits = DEFAULT_LIMITS) -> dict:
+    text = decode(payload, limits) if isinstance(payload, (bytes, bytearray)) else payload
+    try:
+        obj = json.loads(text, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise Rejected("json", f"not JSON ({str(exc)[:80]})") from None
+    if not isinstance(obj, dict):
+        raise Rejected("not_object", f"payload is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def telemetry(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, now_ms: int | None = None) -> Telemetry:
+    """Check one telemetry payload of *node* (from its topic) and return it typed."""
+    text = decode(payload, limits)
+    obj = parse_object(text, limits)
+    if obj.get("v") != SCHEMA_VERSION or isinstance(obj.get("v"), bool):
+        raise Rejected("version", f"schema version {obj.get('v')!r}, this host reads v={SCHEMA_VERSION}")
+    if obj.get("node") != node:
+        raise Rejected("node_mismatch", f"payload names node {obj.get('node')!r} but was published under {node!r}")
+    boot, seq, ts = obj.get("boot"), obj.get("seq"), obj.get("ts")
+    if isinstance(boot, bool) or not (
+        (isinstance(boot, int) and 0 <= boot < 2**63) or (isinstance(boot, str) and 0 < len(boot) <= 64)
+    ):
+        raise Rejected("field", f"boot {boot!r} is not a non-negative integer or short string")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+        raise Rejected("field", f"seq {seq!r} is not a non-negative integer")
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise Rejected("field", f"ts {ts!r} is not an integer (Unix milliseconds)")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if not now - limits.max_past_ms <= ts <= now + limits.max_future_ms:
+        raise Rejected("ts_window", f"ts {ts} is {(ts - now) / 1000:+.0f} s from now; is the node's clock set?")
+    m = obj.get("m")
+    if not isinstance(m, dict) or not m:
+        raise Rejected("field", "m is missing or not a non-empty object of metric: number")
+    if len(m) > limits.max_metrics:
+        raise Rejected("metric", f"{len(m)} metrics, more than {limits.max_metrics}")
+    for key, value in m.items():
+        if not METRIC.match(key):
+            raise Rejected("metric", f"metric name {key[:70]!r} is not [A-Za-z_][A-Za-z0-9_.]*")
+        _finite(value, f"metric {key}")
+    hist = obj.get("hist", False)
+    if not isinstance(hist, bool):
+        raise Rejected("field", f"hist {hist!r} is not true/false")
+    return Telemetry(node, boot, seq, ts, m, hist, text)
+
+
+# status/ack/log: declarative field tables, (name, types, required)
+_NUM = (int, float)
+STATUS_FIELDS = {
+    "state": (str, True), "fw": (str, False), "board": (str, False), "reset": (str, False),
+    "boot": ((int, str), False), "heap": (_NUM, False), "rssi": (_NUM, False), "uptime": (_NUM, False),
+    "cfg": (str, False), "sensors": ((list, dict), False), "outbox": (_NUM, False), "drops": (_NUM, False),
+    "interval": (_NUM, False), "ts": (int, False),
+}
+ACK_FIELDS = {"id": (str, True), "ok": (bool, True), "ts": (int, False), "err": (str, False)}
+LOG_FIELDS = {"lvl": (str, True), "msg": (str, True), "ts": (int, False)}
+
+
+def _fields(obj: dict, table: dict, kind: str, limits: Limits) -> dict:
+    for name, (types, required) in table.items():
+        if name not in obj:
+            if required:
+                raise Rejected("field", f"{kind} has no {name!r}")
+            continue
+        value = obj[name]
+        if types is not bool and isinstance(value, bool):
+            raise Rejected("field", f"{kind} {name} is a boolean")
+        if not isinstance(value, types):
+            raise Rejected("field", f"{kind} {name} is {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Rejected("field", f"{kind} {name} is not finite")
+        if isinstance(value, str) and len(value) > limits.max_str:
+            raise Rejected("field", f"{kind} {name} is longer than {limits.max_str} characters")
+    return obj
+
+
+def status(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict:
+    obj = _fields(parse_object(payload, limits), STATUS_FIELDS, "status", limits)
+    if obj["state"] not in ("online", "offline"):
+        raise Rejected("field", f"status state {obj['state']!r} is not online/offline")
+    if "node" in obj and obj["node"] != node:
+        raise Rejected("node_mismatch", f"status names node {obj['node']!r} but was published under {node!r}")
+    return obj
+
+
+def ack(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict:
+    return _fields(parse_object(payload, limits), ACK_FIELDS, "ack", limits)
+
+
+def log(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict:
+    return _fields(parse_object(payload, limits), LOG_FIELDS, "log", limits)
