@@ -369,7 +369,7 @@ class PKI:
         if self.exists() or self.index_path.exists():
             if not force:
                 raise PKIError(f"{self.dir} already holds a CA",
-                               hint="keep it, or replace it with --force (every node then needs a new certificate)")
+                               hint="keep it, or replace it with --force; every node then needs a new certificate")
             stamp = _now().strftime("%Y%m%dT%H%M%SZ")
             moved = [p.name for p in self.dir.iterdir() if p.is_dir() and p.name != "_backup"]
             target = self._backup(moved, stamp)
