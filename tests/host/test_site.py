@@ -1,0 +1,132 @@
+"""The site file: the example loads, defaults apply, every mistake is named with file, key and fix."""
+
+from pathlib import Path
+
+import pytest
+
+from gridtwin import site as site_mod
+from gridtwin.cli import main
+from gridtwin.errors import ConfigError
+from gridtwin.site import NODE_KEYS, SCHEMA, Key, Section, example_site_path, load_site, one_of
+
+ROOT = Path(__file__).resolve().parents[2]
+MINIMAL = '[site]\nid = "s1"\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n'
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "site.toml"
+    p.write_text(text)
+    return p
+
+
+def error_of(tmp_path, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_site(write(tmp_path, text))
+    return info.value
+
+
+def test_example_site_loads_with_the_demo_topology():
+    s = load_site(example_site_path())
+    assert s.id == "demo" and s.topic_root == "gridtwin/demo"
+    chain = ["util_a", "trf_a", "sw_a", "dist_a", "ups_a", "pdu_a", "srv_a"]
+    for up, down in zip(chain, chain[1:]):
+        assert up in s.node(down).parents
+    assert s.node("sw_a").parents == ["trf_a", "gen_a"]
+    assert {n.id for n in s.children("pv1")} == {"EL1", "EL2"}
+    assert s.node("grid1").role == "grid_monitor"
+    assert s.broker.hosts == ["localhost"] and s.broker.addresses == ["127.0.0.1", "::1"]
+
+
+def test_repository_site_equals_the_packaged_example():
+    assert (ROOT / "site.toml").read_text() == example_site_path().read_text()
+
+
+def test_defaults_and_paths_relative_to_the_site_file(tmp_path):
+    s = load_site(write(tmp_path, MINIMAL))
+    assert s.topic_root == "gridtwin/s1" and s.name == "s1"
+    assert s.var_dir == tmp_path / "var" and s.certs_dir == tmp_path / "certs"
+    n = s.node("n1")
+    assert (n.board, n.interval_ms, n.parent, n.parents) == ("esp32s3", 1000, None, [])
+    assert s.broker.port == 8883 and s.broker.ws_port == 0 and s.broker.max_packet_size == 32768
+    assert s.topic("n1", "telemetry") == "gridtwin/s1/n1/telemetry"
+
+
+@pytest.mark.parametrize("text, key, words", [
+    ('[site]\nid = "s1"\ntopic_rot = "x"\n', "site.topic_rot", "did you mean 'topic_root'"),
+    ('[site]\nid = "s1"\n[brokr]\nport = 1\n', "brokr", "did you mean [broker]"),
+    ('[site]\nname = "x"\n', "site.id", "is missing"),
+    ('[broker]\nport = 1\n', "[site]", "section is missing"),
+    ('[site]\nid = "s1"\n[broker]\nport = "8883"\n', "broker.port", "expected an integer"),
+    ('[site]\nid = "s1"\n[broker]\nport = 70000\n', "broker.port", "not a TCP port"),
+    ('[site]\nid = "s1"\n[broker]\naddresses = ["10.0.0.300"]\n', "broker.addresses[0]", "not an IP address"),
+    ('[site]\nid = "s1"\ntopic_root = "a/#"\n', "site.topic_root", "wildcard"),
+    ('[site]\nid = "s/1"\n', "site.id", "not a valid id"),
+    (MINIMAL.replace('"n1"', '"n+1"'), "nodes[0].id", "not a valid id"),
+    (MINIMAL.replace('"n1"', '"n/1"'), "nodes[0].id", "not a valid id"),
+    (MINIMAL.replace('"n1"', '"' + "n" * 33 + '"'), "nodes[0].id", "not a valid id"),
+    (MINIMAL.replace('"n1"', '"telegraf"'), "nodes[0].id", "reserved"),
+    (MINIMAL.replace('"n1"', '"_host"'), "nodes[0].id", "starts with '_'"),
+    (MINIMAL.replace('"pdu"', '"pdv"'), "nodes[0].role", "unknown role 'pdv'"),
+    (MINIMAL + 'board = "ESP 32"\n', "nodes[0].board", "not a board name"),
+    (MINIMAL + 'interval_ms = 5\n', "nodes[0].interval_ms", "out of range"),
+    (MINIMAL + 'colour = "red"\n', "nodes[0].colour", "unknown key"),
+    (MINIMAL + '\n[[nodes]]\nid = "n1"\nrole = "ups"\n', "nodes[1].id", "already used by nodes[0]"),
+    (MINIMAL + 'parent = "n2"\n\n[[nodes]]\nid = "n_2"\nrole = "ups"\n', "nodes[0].parent", "no node 'n2'"),
+    (MINIMAL + 'parent = "n1"\n', "nodes[0].parent", "its own parent"),
+    (MINIMAL + 'parent = "n2"\n\n[[nodes]]\nid = "n2"\nrole = "ups"\nparent = "n1"\n', "parent", "loop"),
+    (MINIMAL + 'parent = 3\n', "nodes[0].parent", "expected a string or a list"),
+])
+def test_mistakes_name_file_key_and_fix(tmp_path, text, key, words):
+    err = error_of(tmp_path, text)
+    assert err.file == str(tmp_path / "site.toml")
+    assert key in err.key
+    assert words in str(err)
+    assert err.fix, "every error says how to fix it"
+
+
+def test_unknown_parent_suggests_the_near_id(tmp_path):
+    err = error_of(tmp_path, MINIMAL + 'parent = "n2"\n\n[[nodes]]\nid = "n_2"\nrole = "ups"\n')
+    assert "did you mean 'n_2'" in str(err)
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    err = error_of(tmp_path, '[site\nid = "x"\n')
+    assert "not valid TOML" in str(err) and err.key is None
+    with pytest.raises(ConfigError, match="no such site file"):
+        load_site(tmp_path / "nope.toml")
+
+
+def test_node_lookup_suggests(tmp_path):
+    s = load_site(example_site_path())
+    with pytest.raises(ConfigError, match="did you mean 'pdu_a'"):
+        s.node("pdu_b")
+
+
+def test_other_issues_extend_the_schema_by_adding_rows(tmp_path, monkeypatch):
+    monkeypatch.setitem(SCHEMA, "storage", Section({
+        "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb2"), help="where readings go"),
+        "path": Key("path", "var/readings.db", help="SQLite file"),
+    }))
+    monkeypatch.setitem(NODE_KEYS, "sensors", Key(list, [], item=Key(dict, keys={
+        "kind": Key(str, site_mod.REQUIRED, check=one_of("lm75", "ina219")),
+        "addr": Key(int, 0x48),
+    })))
+    s = load_site(write(tmp_path, MINIMAL + 'sensors = [{kind = "lm75"}]\n\n[storage]\nbackend = "sqlite"\n'))
+    assert s.storage.backend == "sqlite" and s.storage.path == tmp_path / "var/readings.db"
+    assert s.node("n1").sensors[0].kind == "lm75" and s.node("n1").sensors[0].addr == 0x48
+    err = error_of(tmp_path, MINIMAL + 'sensors = [{kind = "lm76"}]\n')
+    assert err.key == "nodes[0].sensors[0].kind" and "did you mean 'lm75'" in str(err)
+    err = error_of(tmp_path, MINIMAL + '[storage]\nbackend = "influx"\n')
+    assert err.key == "storage.backend"
+
+
+def test_site_errors_are_one_line_with_nonzero_exit(tmp_path, capsys):
+    bad = write(tmp_path, MINIMAL.replace('"pdu"', '"pdv"'))
+    for argv in (["pki", "list"], ["broker", "config"], ["pki", "init"]):
+        assert main(["--site", str(bad), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f"gridtwin: {bad}: nodes[0].role: unknown role 'pdv'") and "did you mean" in err
+    assert main(["--site", str(tmp_path / "missing.toml"), "pki", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such site file" in err
