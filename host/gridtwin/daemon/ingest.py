@@ -69,6 +69,7 @@ class Ingest:
             return
         self._gen += 1
         self.metrics.connected = True
+        self.metrics.subscribed = False
         log.info("connected to %s:%s as %s (session present: %s)", self.endpoint.host, self.endpoint.port,
                  self.client_id, flags.session_present)
         everything = f"{self.root}/#"
@@ -79,8 +80,16 @@ class Ingest:
         else:
             client.subscribe(everything, 1)
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        bad = [rc for rc in reason_codes if rc.is_failure]
+        if bad:
+            log.error("broker refused the subscription (%s): does the ACL let %s read %s/#?", bad[0],
+                      self.endpoint.cert.stem, self.root)
+            return
+        self.metrics.subscribed = True
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self.metrics.connected = False
+        self.metrics.connected = self.metrics.subscribed = False
         if not self._stop.is_set():
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
@@ -93,6 +102,7 @@ class Ingest:
     def start(self) -> None:
         c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True)
         c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
+        c.on_subscribe = self._on_subscribe
         self.client = c
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self._writer.start()
@@ -110,9 +120,10 @@ class Ingest:
             self.client.loop_stop()
 
     def wait_connected(self, timeout: float = 10) -> bool:
+        """True once connected *and* subscribed (the broker then queues everything for us)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.metrics.connected:
+            if self.metrics.subscribed:
                 return True
             time.sleep(0.01)
         return False

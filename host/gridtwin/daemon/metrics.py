@@ -25,6 +25,7 @@ class Metrics:
         self.store_errors = 0
         self.last_lag_ms = 0     # now - ts of the newest live (non-replayed) reading stored
         self.connected = False
+        self.subscribed = False
         self.started = time.time()
         self.gauges = {}         # name -> callable returning a number (spool depth, nodes online, ...)
 
@@ -62,8 +63,8 @@ class Metrics:
         return "\n".join(out) + "\n"
 
     def health(self) -> tuple[bool, dict]:
-        ok = self.connected and self.store_errors_recent() == 0
-        return ok, {"ok": ok, "mqtt_connected": self.connected, "received": self.received,
+        ok = self.subscribed and self.store_errors_recent() == 0
+        return ok, {"ok": ok, "mqtt_connected": self.connected, "subscribed": self.subscribed, "received": self.received,
                     "stored": self.stored, "rejected": self.rejected_total,
                     "uptime_s": round(time.time() - self.started, 1)}
 

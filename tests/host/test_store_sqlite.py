@@ -1,0 +1,112 @@
+"""The SQLite store: de-duplication, gaps, queries, retention, command history, spool order."""
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from gridtwin.daemon import validate
+from gridtwin.daemon.store_sqlite import SqliteStore, StoreError
+
+NOW = int(time.time() * 1000)
+
+
+def tel(node="n1", boot=1, seq=0, ts=None, hist=False, **m):
+    payload = json.dumps({"v": 1, "node": node, "boot": boot, "seq": seq, "ts": ts or NOW - 60_000 + seq,
+                          "m": m or {"t": float(seq)}, "hist": hist}).encode()
+    return validate.telemetry(node, payload)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteStore(tmp_path / "var" / "gridtwin.db")
+    yield s
+    s.close()
+
+
+def test_redelivery_and_replays_are_stored_once(store):
+    first = store.write_batch([tel(seq=i) for i in range(10)])
+    assert (first.stored, first.duplicates) == (10, 0)
+    again = store.write_batch([tel(seq=i) for i in range(5, 15)] + [tel(seq=14)])
+    assert (again.stored, again.duplicates) == (5, 6)
+    assert store.count_readings("n1") == 15
+    # the same seq in another boot is another message
+    assert store.write_batch([tel(boot=2, seq=0)]).stored == 1
+
+
+def test_gaps_within_a_boot_are_reported_and_survive_a_reopen(tmp_path):
+    s = SqliteStore(tmp_path / "db")
+    assert s.write_batch([tel(seq=0), tel(seq=1), tel(seq=5)]).gaps == [("n1", "1", 1, 3)]
+    # a replay filling the gap is not a new gap; a reboot (new boot) starts afresh
+    assert s.write_batch([tel(seq=2, hist=True), tel(boot=9, seq=40)]).gaps == []
+    s.close()
+    s = SqliteStore(tmp_path / "db")  # the high-water mark comes back from the database
+    assert s.write_batch([tel(seq=8)]).gaps == [("n1", "1", 5, 2)]
+    assert s.conn.execute("SELECT count(*) FROM gaps").fetchone()[0] == 2
+    s.close()
+
+
+def test_query_returns_one_metric_in_time_order(store):
+    store.write_batch([tel(seq=i, ts=NOW - 10_000 + i * 1000, t=float(i), p=2.0 * i) for i in (3, 1, 2)]
+                      + [tel(node="n2", seq=0, t=99.0)])
+    rows = store.query("n1", "t", since_ms=NOW - 3_600_000)
+    assert rows == [(NOW - 9000, 1.0), (NOW - 8000, 2.0), (NOW - 7000, 3.0)]
+    assert store.query("n1", "t", since_ms=NOW - 7500) == [(NOW - 7000, 3.0)]
+    assert store.query("n1", "nope", since_ms=0) == []
+    assert store.latest("n1") == (NOW - 7000, {"t": 3.0, "p": 6.0})
+
+
+def test_downsampling_folds_old_raw_readings_into_minute_rollups(store):
+    base = (NOW // 60_000 - 100) * 60_000  # 100 minutes ago, on a minute boundary
+    store.write_batch([tel(seq=i, ts=base + i * 10_000, t=float(i)) for i in range(12)])  # 2 minutes of data
+    store.write_batch([tel(seq=100, ts=NOW, t=50.0)])
+    assert store.downsample(NOW - 3_600_000) == 12
+    assert store.count_readings() == 1
+    rows = store.query("n1", "t", since_ms=0)
+    assert rows == [(base, 2.5), (base + 60_000, 8.5), (NOW, 50.0)]  # minute averages, then raw
+    mn, mx, n = store.conn.execute("SELECT vmin, vmax, n FROM rollup_1m WHERE bucket=?", (base,)).fetchone()
+    assert (mn, mx, n) == (0.0, 5.0, 6)
+
+
+def test_status_ack_and_command_history(store):
+    store.write_batch([], statuses=[("n1", {"state": "online", "fw": "1.2", "heap": 90000, "rssi": -61,
+                                            "sensors": [{"name": "t", "unit": "C"}]})])
+    store.write_batch([], statuses=[("n1", {"state": "offline"})])
+    (node,) = store.nodes()
+    assert (node["state"], node["fw"], node["heap"]) == ("offline", "1.2", 90000)  # a will keeps what it knew
+    store.command_created("c1", "n1", "set_fault", {"state": True})
+    store.write_batch([], acks=[("n1", {"id": "c1", "ok": False, "err": "no such fault"})])
+    store.command_update("c1", "timeout")  # too late: the ack already decided it
+    (cmd,) = store.commands("n1")
+    assert (cmd["state"], cmd["ok"], cmd["err"], json.loads(cmd["args"])) == ("error", 0, "no such fault", {"state": True})
+
+
+def test_spool_keeps_arrival_order(store):
+    store.write_batch([], spool_lines=["a 1", "b 2"])
+    store.write_batch([], spool_lines=["c 3"])
+    rows = store.spool_peek(10)
+    assert [line for _i, line in rows] == ["a 1", "b 2", "c 3"]
+    store.spool_delete_upto(rows[1][0])
+    assert [line for _i, line in store.spool_peek(10)] == ["c 3"] and store.spool_depth() == 1
+
+
+def test_a_failed_batch_raises_store_error_and_keeps_nothing(tmp_path):
+    s = SqliteStore(tmp_path / "db")
+    s.write_batch([tel(seq=0)])
+    locker = sqlite3.connect(tmp_path / "db", timeout=0)
+    locker.execute("BEGIN EXCLUSIVE")
+    s.conn.execute("PRAGMA busy_timeout=50")
+    with pytest.raises(StoreError, match="cannot write") as exc:
+        s.write_batch([tel(seq=1)])
+    assert "disk" in exc.value.hint
+    locker.rollback()
+    locker.close()
+    assert s.write_batch([tel(seq=1)]).stored == 1  # retried later: stored once
+    s.close()
+
+
+def test_an_unwritable_database_is_a_clear_error(tmp_path):
+    (tmp_path / "ro").write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot open the database"):
+        SqliteStore(tmp_path / "ro" / "db")
