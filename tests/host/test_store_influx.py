@@ -2,7 +2,7 @@
 
 import pytest
 
-from fixtures.daemon_broker import wait_for
+from fixtures.daemon_fleet import wait_for
 from gridtwin.daemon import lineprotocol as lp
 from gridtwin.daemon.store_influx import InfluxConfig, InfluxRejected, InfluxUnavailable, InfluxWriter, SpoolForwarder
 from gridtwin.daemon.store_sqlite import SqliteStore
