@@ -13,9 +13,8 @@ modules extend the site file by adding rows, never by editing this loader::
     NODE_KEYS["sensors"] = Key(list, [], item=Key(dict, keys={...}), help="sensors on this node")
     SITE_CHECKS.append(my_cross_check)   # fn(site) -> None, raises ConfigError
 
-Register rows at import time of the module that owns them and make sure `gridtwin.site` users
-import that module (or list it in `EXTENSIONS`) before `load_site` runs; rows registered later only
-affect later loads. Every error is a `ConfigError(file, key, problem, fix)` whose key is a dotted
+Register rows at import time of the module that owns them and add that module's name to
+`EXTENSIONS` below, so every `load_site` (from any command) imports it first. Every error is a `ConfigError(file, key, problem, fix)` whose key is a dotted
 path such as ``nodes[3].parent`` (a node is also named by its id when it has one).
 
 Unknown keys are errors with a "did you mean" suggestion. Relative paths are resolved against the
@@ -51,8 +50,11 @@ ROLES = {
     "pv", "electrolyser", "grid_monitor", "sensor",
 }
 
-# Modules imported before each load so their schema rows are registered (module names).
-EXTENSIONS: list[str] = []
+# Modules imported before each load so their schema rows are registered. Every module that adds
+# rows adds its name here (one line), so that any command loading the site knows every section.
+EXTENSIONS: list[str] = [
+    "gridtwin.daemon.config",  # [storage], [daemon] (issue #6)
+]
 
 class _Required:
     def __repr__(self):
@@ -481,7 +483,11 @@ class _Loader:
 def load_site(path: str | Path = "site.toml") -> Site:
     """Read and validate a site file. Raises ConfigError naming file, key, problem and fix."""
     for module in EXTENSIONS:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a module that is there but broken must not pass silently
+                raise
     path = Path(path).expanduser().absolute()
     try:
         text = path.read_text(encoding="utf-8")

@@ -103,7 +103,7 @@ def test_node_lookup_suggests(tmp_path):
 
 
 def test_other_issues_extend_the_schema_by_adding_rows(tmp_path, monkeypatch):
-    monkeypatch.setitem(SCHEMA, "storage", Section({
+    monkeypatch.setitem(SCHEMA, "archive", Section({
         "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb2"), help="where readings go"),
         "path": Key("path", "var/readings.db", help="SQLite file"),
     }))
@@ -111,13 +111,13 @@ def test_other_issues_extend_the_schema_by_adding_rows(tmp_path, monkeypatch):
         "kind": Key(str, site_mod.REQUIRED, check=one_of("lm75", "ina219")),
         "addr": Key(int, 0x48),
     })))
-    s = load_site(write(tmp_path, MINIMAL + 'sensors = [{kind = "lm75"}]\n\n[storage]\nbackend = "sqlite"\n'))
-    assert s.storage.backend == "sqlite" and s.storage.path == tmp_path / "var/readings.db"
+    s = load_site(write(tmp_path, MINIMAL + 'sensors = [{kind = "lm75"}]\n\n[archive]\nbackend = "sqlite"\n'))
+    assert s.archive.backend == "sqlite" and s.archive.path == tmp_path / "var/readings.db"
     assert s.node("n1").sensors[0].kind == "lm75" and s.node("n1").sensors[0].addr == 0x48
     err = error_of(tmp_path, MINIMAL + 'sensors = [{kind = "lm76"}]\n')
     assert err.key == "nodes[0].sensors[0].kind" and "did you mean 'lm75'" in str(err)
-    err = error_of(tmp_path, MINIMAL + '[storage]\nbackend = "influx"\n')
-    assert err.key == "storage.backend"
+    err = error_of(tmp_path, MINIMAL + '[archive]\nbackend = "influx"\n')
+    assert err.key == "archive.backend"
 
 
 def test_site_errors_are_one_line_with_nonzero_exit(tmp_path, capsys):
@@ -130,3 +130,27 @@ def test_site_errors_are_one_line_with_nonzero_exit(tmp_path, capsys):
     assert main(["--site", str(tmp_path / "missing.toml"), "pki", "list"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such site file" in err
+
+
+def test_every_registered_extension_is_known_to_every_load(tmp_path):
+    # A section added by another module (listed in EXTENSIONS) loads in a fresh interpreter,
+    # as `gridtwin pki ...` would see it, without that command importing the module itself.
+    import subprocess
+    import sys
+
+    p = write(tmp_path, MINIMAL)
+    for module in site_mod.EXTENSIONS:
+        code = (f"import gridtwin.site as s, importlib; importlib.import_module({module!r}); "
+                "print(sorted(set(s.SCHEMA) - {'site', 'broker', 'pki', 'nodes'}))")
+        added = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for section in eval(added):  # noqa: S307 - our own output
+            out = subprocess.run([sys.executable, "-c", f"from gridtwin.site import load_site; "
+                                  f"s = load_site({str(p)!r}); print(type(s.{section}).__name__)"],
+                                 capture_output=True, text=True)
+            assert out.returncode == 0 and out.stdout.strip() == "Record", out.stderr
+
+
+def test_reserved_ids_cover_the_pki_identities():
+    from gridtwin.pki import SERVER_IDENTITY, SERVICE_IDENTITIES
+
+    assert {SERVER_IDENTITY, *SERVICE_IDENTITIES} <= site_mod.RESERVED_IDS
