@@ -348,6 +348,8 @@ def run_foreground(site: "Site", pki: "PKI", *, dev: bool = False, port: int | N
     if not pki.exists() or not pki.server_cert_path.exists():
         raise BrokerError(f"no PKI in {pki.dir}", hint="run `gridtwin pki init` first")
     binary = mosquitto_binary()
+    for warning in pki.warnings():  # expiring certificates or CRL: say so where the user looks
+        print(f"gridtwin: warning: {warning}", file=sys.stderr)
     folder = run_dir(site)
     pid_path = run_pid_path(site)
     user = getpass.getuser() if os.geteuid() == 0 else None
