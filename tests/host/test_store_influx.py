@@ -74,3 +74,43 @@ def test_spool_replays_in_order_after_an_outage(influxdb, tmp_path):
     finally:
         fwd.stop()
         store.close()
+
+
+def test_daemon_with_influxdb_backend_spools_while_it_is_down(fleet_broker, influxdb, tmp_path):
+    """End to end: nodes -> mosquitto -> daemon -> spool -> InfluxDB 1.x, with an outage in between."""
+    from fixtures.daemon_fleet import FLEET, NodeClient, endpoint, telemetry_payload
+    from gridtwin.daemon.service import Daemon
+
+    cfg = InfluxConfig(url=influxdb.url, api="v1", bucket=influxdb.db, timeout=2)
+    daemon = Daemon(endpoint=endpoint(fleet_broker), db_path=tmp_path / "db", metrics_port=None, influx=cfg)
+    daemon.forwarder.max_backoff = 0.2
+    daemon.start()
+    nodes = [NodeClient(fleet_broker, n) for n in FLEET[:5]]
+    base = int(__import__("time").time() * 1000) - 60_000
+    # a point in InfluxDB is (series, time): readings of one node carry distinct ts, as real nodes' do
+    ts = lambda seq: base + seq * 100  # noqa: E731
+    try:
+        assert daemon.ingest.wait_connected()
+        for seq in range(20):
+            for n in nodes:
+                n.publish(telemetry_payload(n.node, boot=4, seq=seq, ts=ts(seq)))
+        wait_for(lambda: daemon.metrics.stored == 100 and daemon.store.spool_depth() == 0, 20, "first 100 points")
+        influxdb.stop()
+        for seq in range(20, 60):
+            for n in nodes:
+                n.publish(telemetry_payload(n.node, boot=4, seq=seq, ts=ts(seq)))
+        wait_for(lambda: daemon.metrics.stored == 300, 20, "the daemon to store (and ack) during the outage")
+        wait_for(lambda: not daemon.forwarder.reachable, 10, "the forwarder to notice the outage")
+        assert daemon.store.spool_depth() > 0
+        influxdb.start()
+        wait_for(lambda: daemon.store.spool_depth() == 0, 30, "the spool to replay")
+        for n in nodes:
+            (series,) = influxdb.query(f"SELECT gt_seq, p_w FROM telemetry WHERE node='{n.node}'")
+            seqs = [row[1] for row in series["values"]]
+            assert seqs == list(range(60)), f"{n.node}: {seqs}"
+            assert [row[2] for row in series["values"]] == [s * 1.5 for s in range(60)]
+            assert [row[0] for row in series["values"]] == [ts(s) for s in range(60)]
+    finally:
+        for n in nodes:
+            n.close()
+        daemon.stop()
