@@ -152,6 +152,8 @@ def test_payload_over_the_size_limit_is_refused(broker, mqtt_client):
     big = mqtt_client("pdu_a")
     big.publish(broker.topic("pdu_a", "telemetry"), b"x" * (limit + 1), wait=False)
     big.wait_disconnected()
+    big.close()  # or paho would reconnect and resend it, again and again
+    broker.wait_for_log("Client pdu_a disconnected due to oversize packet")
     # A payload just under the limit (with room for the header) passes.
     ok = mqtt_client("srv_a")
     ok.publish(broker.topic("srv_a", "telemetry"), b"y" * (limit - 100))
