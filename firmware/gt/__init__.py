@@ -1,0 +1,2 @@
+# GridTwin node firmware.
+VERSION = "0.1.0"

@@ -1,0 +1,96 @@
+# The running node: builds its parts from the config and runs them as asyncio tasks.
+#
+#   sensors -> sampler -> outbox -> publisher -> transport (MQTT, when configured)
+#   app state -> display pages;  watchdog fed while sampler and publisher keep beating
+import asyncio
+import gc
+import time
+import machine
+from gt import clock, display, roles, sensors
+from gt.hw import Hardware
+from gt.outbox import Outbox
+from gt.publisher import Publisher
+from gt.sampler import Sampler
+from gt.watchdog import Watchdog
+
+
+class App:
+    def __init__(self, cfg, boot, log):
+        self.cfg = cfg
+        self.boot = boot
+        self.log = log
+        self.started = time.ticks_ms()
+        self.wdt = Watchdog(cfg["wdt_ms"], log)
+        self.hw = Hardware(cfg["pins"])
+        self.sensors = sensors.build(cfg["sensors"], self.hw, log)
+        self.role = roles.load(cfg["role"], self)
+        self.outbox = Outbox(cfg["queue"])
+        self.sampler = Sampler(self)
+        self.publisher = Publisher(self)
+        self.display = display.open(cfg, self.hw, log)
+        self.link = "none"  # what the display shows: none / down / up
+        gc.collect()
+        self.heap_min = gc.mem_free()
+        clock.check_rtc()
+
+    def faults(self):
+        return [(s.id, s.why) for s in self.sensors if not s.ok]
+
+    def units(self):
+        u = {}
+        for s in self.sensors:
+            u.update(s.units())
+        u.update(self.role.units())
+        return u
+
+    async def _guard(self, name, coro):
+        # a task that dies takes the node down quickly and visibly, not silently
+        try:
+            await coro
+        except Exception as e:
+            self.log.exc(name, e)
+            self.boot.crash("%s: %r" % (name, e))
+            machine.reset()
+
+    async def _housekeeping(self):
+        # Collect garbage on our schedule (short, regular pauses instead of one long one when the
+        # heap runs out) and keep the least free heap seen, which the birth document reports.
+        while True:
+            gc.collect()
+            free = gc.mem_free()
+            if free < self.heap_min:
+                self.heap_min = free
+            try:
+                self.display.update(self)
+            except Exception as e:  # a broken OLED never stops the node
+                self.log.warn("display", "update failed: %r" % e)
+                self.display = display.NullDisplay()
+            await asyncio.sleep_ms(1000)
+
+    async def main(self):
+        interval = self.cfg["sample_ms"]
+        self.wdt.watch("sampler", self.sampler, 3 * interval + 2000)
+        self.wdt.watch("publisher", self.publisher, 30000)
+        for name, coro in (("sampler", self.sampler.run()), ("publisher", self.publisher.run()),
+                           ("housekeeping", self._housekeeping()), ("wdt", self.wdt.run())):
+            asyncio.create_task(self._guard(name, coro))
+        self.log.info("app", "running node=%s role=%s sensors=%d interval=%dms boot=%d" % (
+            self.cfg["node"], self.cfg["role"], len(self.sensors), interval, self.boot.boots))
+        await asyncio.sleep_ms(self.cfg["stable_ms"])
+        self.boot.stable()
+        while True:
+            await asyncio.sleep_ms(60000)
+
+    def summary(self):
+        return "samples=%d overruns=%d queued=%d dropped=%d heap_min_free=%d faults=%d" % (
+            self.sampler.seq, self.sampler.overruns, len(self.outbox), self.outbox.dropped,
+            self.heap_min, len(self.faults()))
+
+
+def run(cfg, boot, log):
+    app = App(cfg, boot, log)
+    try:
+        asyncio.run(app.main())
+    except KeyboardInterrupt:  # Ctrl-C on the REPL: say where the node was, then give the prompt
+        log.info("app", "stopped: " + app.summary())
+        raise

@@ -1,0 +1,169 @@
+# The node config: a JSON file on the board's flash (config.json), rendered by the host from
+# site.toml and the board file (`gridtwin deploy`). It is validated against SCHEMA below before the
+# node starts; the first problem becomes one ConfigError line naming the key and the fix, and the
+# node waits in safe mode instead of crashing. New settings are new rows in schema().
+#
+# A row is  key: (type, default, check, help)  where default REQUIRED means the key must be given,
+# type is int/float/str/bool/list/dict or a nested schema (a dict of rows), and check(value) returns
+# None or what is wrong.
+import json
+
+PATH = "config.json"
+REQUIRED = "\x00required"
+FIX = "fix it in site.toml and run `gridtwin deploy`"
+
+
+class ConfigError(Exception):
+    def __init__(self, key, problem, fix=FIX):
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        super().__init__("%s: %s: %s (%s)" % (PATH, key, problem, fix))
+
+
+def between(lo, hi):
+    def check(v):
+        if not lo <= v <= hi:
+            return "must be between %s and %s, got %s" % (lo, hi, v)
+
+    return check
+
+
+def ident(v):
+    if not 1 <= len(v) <= 32:
+        return "must be 1 to 32 characters, got %r" % v
+    for c in v:
+        if not (c.isalpha() or c.isdigit() or c in "_-"):
+            return "may hold only letters, digits, '_' and '-', got %r" % v
+
+
+def one_of(*names):
+    def check(v):
+        if v not in names:
+            return "must be one of %s, got %r" % (", ".join(names), v)
+
+    return check
+
+
+def schema():
+    # Built on demand and dropped after validation: the schema costs RAM only while it is used.
+    pins = {
+        "i2c_scl": (int, 22, between(0, 48), "I2C clock pin"),
+        "i2c_sda": (int, 21, between(0, 48), "I2C data pin"),
+        "i2c_freq": (int, 400000, between(10000, 1000000), "I2C clock in Hz"),
+        "onewire": (int, -1, between(-1, 48), "1-Wire data pin, -1 when unused"),
+        "led": (int, -1, between(-1, 48), "status LED pin, -1 when none"),
+        "button": (int, -1, between(-1, 48), "button pin, -1 when none"),
+    }
+    display = {
+        "kind": (str, "ssd1306", one_of("ssd1306", "sh1106", "none"), "OLED controller"),
+        "addr": (int, 0x3C, between(0, 127), "OLED I2C address"),
+        "page_ms": (int, 4000, between(500, 60000), "how long each page shows"),
+    }
+    return {
+        "v": (int, 1, one_of(1), "config format version"),
+        "node": (str, REQUIRED, ident, "node id (the certificate CN)"),
+        "site": (str, REQUIRED, ident, "site id"),
+        "root": (str, REQUIRED, None, "MQTT topic root, e.g. gridtwin/demo"),
+        "role": (str, REQUIRED, None, "what the node is: a sensing role or a simulated component"),
+        "board": (str, "esp32", ident, "board file name"),
+        "sample_ms": (int, 1000, between(50, 3600000), "sampling interval in ms"),
+        "wdt_ms": (int, 10000, between(2000, 120000), "hardware watchdog timeout in ms"),
+        "crash_limit": (int, 3, between(1, 50), "crash boots in a row before safe mode"),
+        "stable_ms": (int, 60000, between(1000, 3600000), "run time after which a boot is good"),
+        "queue": (int, 64, between(4, 4096), "readings held in RAM for the publisher"),
+        "trace": (bool, False, None, "print every sample on the REPL"),
+        "pins": (pins, {}, None, "board pins"),
+        "display": (display, {"kind": "none"}, None, "the OLED"),
+        "sensors": (list, [], None, "sensors: a list of {id, type, ...}"),
+        "params": (dict, {}, None, "role parameters"),
+    }
+
+
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+          list: "a list", dict: "a table"}
+
+
+def _suggest(key, choices):
+    # the closest known key, for "did you mean"
+    best, score = None, 3
+    for c in choices:
+        d = _distance(key, c)
+        if d < score:
+            best, score = c, d
+    return best
+
+
+def _distance(a, b):
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a):
+        cur = [i + 1]
+        for j, cb in enumerate(b):
+            cur.append(min(prev[j + 1] + 1, cur[j] + 1, prev[j] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _type_ok(t, v):
+    if t is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if t is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, t)
+
+
+def validate(doc, schema, prefix=""):
+    """Return a new dict with defaults filled in, or raise ConfigError for the first problem."""
+    if not isinstance(doc, dict):
+        raise ConfigError(prefix or "(top)", "must be a table of keys")
+    for k in doc:
+        if k not in schema:
+            s = _suggest(k, schema)
+            raise ConfigError(prefix + k, "unknown key" + (" (did you mean '%s'?)" % s if s else ""))
+    out = {}
+    for k, row in schema.items():
+        t, default, check, _help = row
+        key = prefix + k
+        if k not in doc:
+            if default == REQUIRED:
+                raise ConfigError(key, "missing (%s)" % _help)
+            v = default
+        else:
+            v = doc[k]
+        if isinstance(t, dict):
+            v = validate(v, t, key + ".")
+        elif not _type_ok(t, v):
+            raise ConfigError(key, "must be %s, got %r" % (_NAMES.get(t, t), v))
+        if check is not None:
+            why = check(v)
+            if why:
+                raise ConfigError(key, why)
+        out[k] = v
+    return out
+
+
+def load(path=PATH):
+    """Read and validate the node config; ConfigError says what is wrong."""
+    try:
+        with open(path) as f:
+            raw = f.read()
+    except OSError:
+        raise ConfigError("(file)", "not found on the board", "deploy it with `gridtwin deploy`")
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise ConfigError("(file)", "is not valid JSON", "re-render it with `gridtwin deploy`")
+    cfg = validate(doc, schema())
+    from gt import sensors, roles
+
+    sensors.validate(cfg["sensors"])
+    roles.validate(cfg["role"])
+    cfg["hash"] = _hash(raw)
+    return cfg
+
+
+def _hash(raw):
+    import hashlib
+    import binascii
+
+    return binascii.hexlify(hashlib.sha256(raw).digest()[:4]).decode()

@@ -1,0 +1,27 @@
+# The display seam. open() returns an object with show(lines) (a message: safe mode, a banner) and
+# update(app) (the regular pages). Without an OLED, or when it fails, the NullDisplay keeps the last
+# lines so they can be read back; a display error never stops the node.
+class NullDisplay:
+    present = False
+
+    def __init__(self):
+        self.lines = ()
+
+    def show(self, lines):
+        self.lines = tuple(lines)
+
+    def update(self, app):
+        pass
+
+
+def open(cfg, hw, log):
+    kind = cfg["display"]["kind"]
+    if kind == "none":
+        return NullDisplay()
+    try:
+        from gt import screens  # the OLED pages; absent on a build without a display
+
+        return screens.open(cfg["display"], hw)
+    except (ImportError, OSError) as e:
+        log.warn("display", "no %s display: %s" % (kind, e))
+        return NullDisplay()

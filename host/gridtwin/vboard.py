@@ -1,0 +1,307 @@
+"""Virtual boards: the real firmware on the MicroPython unix port, with the fake-hardware shim.
+
+A virtual board is a folder. ``flash/`` is its filesystem (config.json, boot.json, the outbox
+spill, and the firmware when deployed); ``state/`` is what survives a reset outside the flash (the
+reset cause, RTC memory, world time); ``world.json`` describes the fake world (see
+``tests/shim/_world.py``). The runner starts the interpreter on ``_boot_board.py`` (boot.py then
+main.py, as the ESP32 does) and starts it again whenever the chip "resets" (exit status
+RESET_EXIT), so watchdog resets and reboots behave as on hardware.
+
+Two ways to run one:
+- ``VirtualBoard.start()``: stdout captured line by line for tests and the demo (``wait_for``).
+- ``VirtualBoard.serve_pty()``: behind a pseudo-terminal, the REPL and raw REPL as on a USB serial
+  port, for mpremote (deploy, repl).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import select
+import signal
+import subprocess
+import threading
+import time
+
+from gridtwin.errors import ToolError
+from gridtwin.micropython import FIRMWARE_DIR, SHIM_DIR, find_micropython
+
+RESET_EXIT = 75  # tests/shim/_world.py: the chip reset, start it again
+DEFAULT_HEAP = "96k"  # an ESP32-like GC heap (and stricter: the unix port's objects are 64-bit)
+
+
+class VirtualBoard:
+    def __init__(self, root: os.PathLike | str, *, config: dict | None = None,
+                 world: dict | None = None, heap: str = DEFAULT_HEAP,
+                 firmware: pathlib.Path | None = FIRMWARE_DIR, env: dict | None = None,
+                 max_resets: int = 20):
+        """``firmware``: a folder put on the board's import path (source or compiled .mpy), or
+        None when the firmware has been deployed into flash/ itself."""
+        self.root = pathlib.Path(root)
+        self.flash = self.root / "flash"
+        self.state = self.root / "state"
+        self.world_path = self.root / "world.json"
+        self.flash.mkdir(parents=True, exist_ok=True)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.heap = heap
+        self.firmware = pathlib.Path(firmware) if firmware else None
+        self.extra_env = env or {}
+        self.max_resets = max_resets
+        self.lines: list[str] = []
+        self.boots = 0
+        self.exit_code: int | None = None
+        self._cond = threading.Condition()
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._console = None
+        if config is not None:
+            self.write_config(config)
+        if world is not None:
+            self.write_world(world)
+        elif not self.world_path.exists():
+            self.write_world({})
+
+    # --- the board's files ---
+    def write_config(self, cfg: dict | str) -> None:
+        text = cfg if isinstance(cfg, str) else json.dumps(cfg)
+        (self.flash / "config.json").write_text(text)
+
+    def write_world(self, world: dict) -> None:
+        self.world_path.write_text(json.dumps(world))
+
+    def read_flash(self, name: str) -> str:
+        return (self.flash / name).read_text()
+
+    # --- the interpreter ---
+    def command(self, script: str | None = "_boot_board.py") -> list[str]:
+        cmd = [find_micropython(), "-X", f"heapsize={self.heap}"]
+        if script:
+            cmd.append(str(SHIM_DIR / script))
+        return cmd
+
+    def environ(self) -> dict[str, str]:
+        path = [str(SHIM_DIR), "", ".frozen"]  # "" is the flash, first as on the ESP32
+        if self.firmware:
+            path.append(str(self.firmware))
+        env = dict(os.environ)
+        env.update({
+            "MICROPYPATH": ":".join(path),
+            "GT_WORLD": str(self.world_path.resolve()),
+            "GT_BOARD_STATE": str(self.state.resolve()),
+            "GT_FIRMWARE": str(self.firmware or ""),
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> "VirtualBoard":
+        self._console = open(self.root / "console.log", "a")
+        self._thread = threading.Thread(target=self._supervise, name=f"vboard-{self.root.name}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _supervise(self) -> None:
+        while not self._stopping:
+            self.boots += 1
+            self._proc = subprocess.Popen(
+                self.command(), cwd=self.flash, env=self.environ(), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            for line in self._proc.stdout:
+                self._add(line.rstrip("\n"))
+            rc = self._proc.wait()
+            if rc != RESET_EXIT or self._stopping or self.boots > self.max_resets:
+                with self._cond:
+                    self.exit_code = rc
+                    self._cond.notify_all()
+                return
+
+    def _add(self, line: str) -> None:
+        if self._console:
+            self._console.write(line + "\n")
+            self._console.flush()
+        with self._cond:
+            self.lines.append(line)
+            self._cond.notify_all()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait_for(self, pattern: str, timeout: float = 10.0, start: int = 0) -> re.Match:
+        """Wait until an output line (from index ``start`` on) matches the regex; return the match.
+        Raises TimeoutError with the last lines of output when it does not come."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        i = start
+        with self._cond:
+            while True:
+                while i < len(self.lines):
+                    m = rx.search(self.lines[i])
+                    if m:
+                        return m
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.exit_code is not None and i >= len(self.lines)):
+                    tail = "\n".join(self.lines[-25:])
+                    why = "exited" if self.exit_code is not None else "timed out"
+                    raise TimeoutError(f"{why} waiting for /{pattern}/; last output:\n{tail}")
+                self._cond.wait(left)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.exit_code is not None, timeout):
+                raise TimeoutError("board still running; last output:\n" + "\n".join(self.lines[-25:]))
+            return self.exit_code
+
+    def run(self, timeout: float = 120.0) -> int:
+        """Start and wait until the board stops by itself (the world's clock.stop_at_ms)."""
+        self.start()
+        try:
+            return self.wait_exit(timeout)
+        finally:
+            self.stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ctrl-C, as on the REPL; then kill if it does not end."""
+        self._stopping = True
+        p = self._proc
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if self._thread:
+            self._thread.join(timeout)
+        if self._console:
+            self._console.close()
+            self._console = None
+
+    def grep(self, pattern: str) -> list[re.Match]:
+        rx = re.compile(pattern)
+        return [m for m in map(rx.search, self.lines) if m]
+
+    # --- behind a pseudo-terminal, for mpremote ---
+    def serve_pty(self) -> "PtyBoard":
+        return PtyBoard(self).start()
+
+
+_RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
+
+
+class PtyBoard:
+    """The board's REPL on a pseudo-terminal, like a USB serial port: ``.port`` is the path for
+    mpremote. MicroPython itself runs on a second pty; a thread copies bytes between the two (so
+    the interpreter sees a terminal, and the port can be opened and closed like a serial device).
+    When the interpreter exits (a reset, Ctrl-D on the REPL) it is started again."""
+
+    def __init__(self, board: VirtualBoard):
+        self.board = board
+        self.port = ""
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self.boots = 0
+
+    def start(self) -> "PtyBoard":
+        import tty
+
+        self._user_master, user_slave = os.openpty()
+        tty.setraw(user_slave)
+        self.port = os.ttyname(user_slave)
+        self._user_slave = user_slave  # kept open so the port exists while nobody has it open
+        self._spawn()
+        self._thread = threading.Thread(target=self._pump, daemon=True, name="vboard-pty")
+        self._thread.start()
+        return self
+
+    def _spawn(self, raw: bool = False) -> None:
+        import termios
+
+        self.boots += 1
+        mp_master, mp_slave = os.openpty()
+        self._mp_master = mp_master
+        # No output processing: MicroPython's REPL writes "\r\n" itself, as a board does on UART.
+        attrs = termios.tcgetattr(mp_slave)
+        attrs[1] &= ~termios.OPOST
+        termios.tcsetattr(mp_slave, termios.TCSANOW, attrs)
+
+        def controlling_tty():
+            # the pty becomes the interpreter's terminal, so Ctrl-C arrives as SIGINT as on a board
+            import fcntl
+
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        env = self.board.environ()
+        if raw:
+            env["GT_SKIP_MAIN"] = "1"  # a soft reset into the raw REPL runs boot.py only
+        self._hidden = b"" if raw else None
+        self._proc = subprocess.Popen(
+            self.board.command(script=None) + ["-i", str(SHIM_DIR / "_boot_board.py")],
+            cwd=self.board.flash, env=env, stdin=mp_slave, stdout=mp_slave, stderr=mp_slave,
+            preexec_fn=controlling_tty)
+        os.close(mp_slave)
+
+    def _restart(self, raw: bool) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        os.close(self._mp_master)
+        self._spawn(raw)
+
+    def _pump(self) -> None:
+        tail = b""  # the last output bytes, to know when the raw REPL prompt is showing
+        while not self._stop.is_set():
+            try:
+                r, _, _ = select.select([self._user_master, self._mp_master], [], [], 0.1)
+            except (OSError, ValueError):
+                return
+            for fd in r:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    data = b""
+                if fd == self._mp_master:
+                    if not data:  # the interpreter ended: the board resets and comes back
+                        if self._stop.is_set():
+                            return
+                        self._restart(raw=False)
+                        break
+                    if self._hidden is not None:
+                        # coming up after a soft reset: take it into the raw REPL unseen
+                        sent = self._hidden.find(b">>> ") >= 0
+                        self._hidden += data
+                        if not sent and self._hidden.find(b">>> ") >= 0:
+                            os.write(self._mp_master, b"\x01")
+                        if self._hidden.endswith(_RAW_PROMPT):
+                            self._hidden = None
+                            os.write(self._user_master, b"raw REPL; CTRL-B to exit\r\n>")
+                            tail = _RAW_PROMPT
+                        continue
+                    tail = (tail + data)[-64:]
+                    os.write(self._user_master, data)
+                else:
+                    if data == b"\x04" and tail.endswith(_RAW_PROMPT):
+                        # Ctrl-D on an empty raw REPL: a soft reset, as mpremote expects it
+                        os.write(self._user_master, b"\r\nMPY: soft reboot\r\n")
+                        tail = b""
+                        self._restart(raw=True)
+                        break
+                    tail = b""
+                    os.write(self._mp_master, data)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._thread.join(2)
+        for fd in (self._user_master, self._user_slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -1,0 +1,92 @@
+"""The running node: cadence, memory over a long run, sensor faults, the watchdog, crash boots."""
+
+import re
+
+LM75 = {"bus": 0, "model": "lm75", "addr": 0x48}
+
+
+def test_cadence_holds_for_10000_cycles_within_96k(vboard, node_config, firmware_build, record_property):
+    # Each read holds the bus for 37 ms of board time: a sampler that slept `interval` after each
+    # read would drift by 370 s over this run. Runs the compiled build, as a board does.
+    mpy_dir, _sizes = firmware_build
+    world = {"clock": {"mode": "warp", "stop_at_ms": 10_000_500},
+             "i2c": [dict(LM75, temp_c=[[0, 15.0], [10_000_000, 35.0]], busy_ms=37)]}
+    b = vboard(config=node_config(trace=True), world=world, heap="96k", firmware=mpy_dir)
+    assert b.run(timeout=240) == 0
+    ticks = [int(m[1]) for m in b.grep(r"^T \d+ (\d+) ")]
+    assert len(ticks) == 10_001
+    start = ticks[0]
+    worst = max(abs(((t - start) & 0x3FFFFFFF) - 1000 * k) for k, t in enumerate(ticks))
+    assert worst <= 1, f"sample times drifted by up to {worst} ms"
+    # the readings follow the world's temperature ramp, in the LM75's 0.125 degC steps
+    last = b.grep(r"^T 10001 \d+ \{'t_amb': ([-\d.]+)\}")[0]
+    assert abs(float(last[1]) - 35.0) <= 0.125
+    assert not b.grep("MemoryError|Traceback")
+    summary = b.wait_for(r"app: stopped: samples=(\d+) overruns=(\d+) queued=(\d+) dropped=(\d+) heap_min_free=(\d+)")
+    assert int(summary[1]) == 10_001 and int(summary[2]) == 0
+    # the RAM queue stayed bounded and counted what it had to drop (no transport attached)
+    assert int(summary[3]) == 64 and int(summary[4]) == 10_001 - 64
+    peak = int(b.wait_for(r"#world stop world_ms=\d+ peak_alloc=(\d+)")[1])
+    record_property("peak_alloc", peak)
+    record_property("heap_min_free", int(summary[5]))
+    print(f"\n10,000 cycles under -X heapsize=96k: peak gc.mem_alloc()={peak} B "
+          f"(shim included), least free heap seen by the node={summary[5]} B")
+
+
+def test_unplugged_sensor_is_reported_bad_then_recovers(vboard, node_config):
+    world = {"clock": {"mode": "warp", "stop_at_ms": 40_500},
+             "i2c": [dict(LM75, temp_c=20.0, unplugged=[[10_000, 20_500]]),
+                     dict(LM75, addr=0x49, temp_c=30.0)]}
+    cfg = node_config(trace=True, sensors=[{"id": "t_a", "type": "lm75", "addr": 0x48},
+                                           {"id": "t_b", "type": "lm75", "addr": 0x49}])
+    b = vboard(config=cfg, world=world)
+    assert b.run() == 0
+    rows = {int(m[1]): m[2] for m in b.grep(r"^T (\d+) \d+ (\{.*\})")}
+    assert len(rows) == 41  # sampling never stopped
+    assert all("'t_b': 30.0" in r for r in rows.values())  # the other sensor carried on
+    missing = sorted(seq for seq, r in rows.items() if "t_a" not in r)
+    # unplugged from 10 s to 20.5 s: seq 11 (t=10 s) fails, retries back off 1 s, 2 s, 4 s, 8 s
+    assert missing[0] == 11 and 21 <= missing[-1] <= 27
+    assert all("'t_a': 20.0" in rows[s] for s in range(missing[-1] + 1, 42))
+    b.wait_for(r"W \d+ sensor: t_a bad: no answer \(OSError 19\); retry in 1000 ms")
+    b.wait_for(r"I \d+ sensor: t_a recovered after \d+ errors")
+
+
+def test_watchdog_resets_a_hung_sampler_and_crash_boots_end_in_safe_mode(vboard, node_config):
+    # From 30 s the chip holds the bus forever: the event loop hangs, nothing feeds the WDT.
+    world = {"clock": {"mode": "warp", "stop_at_ms": 200_000},
+             "i2c": [dict(LM75, temp_c=20.0, hang_from_ms=30_000)]}
+    b = vboard(config=node_config(wdt_ms=8000, crash_limit=3), world=world)
+    assert b.run() == 0
+    resets = b.grep(r"#world reset cause=(\d+) world_ms=(\d+)")
+    assert [int(m[1]) for m in resets] == [3, 3, 3]  # WDT_RESET each time
+    first = int(resets[0][2])
+    assert 38_000 <= first <= 38_200  # 8 s after the hang, not later
+    boots = [m.group(0) for m in b.grep(r"boot=\d+ reset=\S+ crash_streak=\d+")]
+    assert boots == ["boot=1 reset=power-on crash_streak=0", "boot=2 reset=watchdog crash_streak=1",
+                     "boot=3 reset=watchdog crash_streak=2", "boot=4 reset=watchdog crash_streak=3"]
+    msg = b.wait_for(r"SAFE MODE: (.*)")[1]
+    assert msg.startswith("crashed 3 boots in a row (last: watchdog reset)")
+    assert b.boots == 4  # and it stays there: no fifth boot in the remaining board time
+
+
+def test_crash_in_a_task_is_logged_counted_and_reset(vboard, node_config):
+    # A driver bug (not a sensor fault) kills the sampler: the node logs it, records it as the
+    # crash reason and resets at once rather than waiting for the watchdog.
+    world = {"clock": {"mode": "warp", "stop_at_ms": 30_000}, "i2c": [dict(LM75, temp_c=20.0)]}
+    cfg = node_config(params={"crash_at_seq": 3}, role="sensor", crash_limit=2)
+    b = vboard(config=cfg, world=world)
+    b.flash.joinpath("gt_crash_hook.py").write_text(
+        "import gt.roles.base as b\n"
+        "_orig = b.Role.sample\n"
+        "def sample(self, m, now):\n"
+        "    if self.app.sampler.seq + 1 >= self.params.get('crash_at_seq', 10**9):\n"
+        "        raise TypeError('driver bug')\n"
+        "    _orig(self, m, now)\n"
+        "b.Role.sample = sample\n")
+    b.flash.joinpath("boot.py").write_text("import gt_crash_hook\n")
+    assert b.run() == 0
+    b.wait_for(r"E \d+ sampler: Traceback .*TypeError: driver bug")
+    assert [int(m[1]) for m in b.grep(r"#world reset cause=(\d+)")] == [5, 5]
+    b.wait_for(r"previous boot crashed: sampler: TypeError\('driver bug',\)")
+    assert "crashed 2 boots in a row (last: sampler: TypeError('driver bug',))" in b.wait_for("SAFE MODE: (.*)")[1]
