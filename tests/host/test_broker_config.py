@@ -219,3 +219,14 @@ def test_pki_list_prints_every_identity(site_pki, capsys):
     out = capsys.readouterr().out
     for identity in ("ca", "broker", HOST_IDENTITY, "srv_a", "EL1", "grid1"):
         assert re.search(rf"^{identity}\s+\w+\s+[0-9a-f]+\s+\d{{4}}-\d\d-\d\d\s+valid$", out, re.M), identity
+
+
+def test_render_picks_the_form_of_the_installed_version(site_pki, monkeypatch, capsys):
+    installed = gbroker.render(site_pki.site, site_pki.pki)["mosquitto.conf"]
+    assert ("per_listener_settings true" in installed) == (gbroker.detect_version() < (2, 1))
+    monkeypatch.setattr(gbroker, "detect_version", lambda binary=None: (2, 1, 2))
+    assert "plugin_use acl" in gbroker.render(site_pki.site, site_pki.pki)["mosquitto.conf"]
+    assert main(["broker", "version"]) == 0
+    assert "mosquitto 2.1.2: renders the 2.1 form" in capsys.readouterr().out
+    monkeypatch.setattr(gbroker, "detect_version", lambda binary=None: (2, 0, 18))
+    assert "acl_file " in gbroker.render(site_pki.site, site_pki.pki)["mosquitto.conf"]
