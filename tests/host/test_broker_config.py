@@ -227,6 +227,6 @@ def test_render_picks_the_form_of_the_installed_version(site_pki, monkeypatch, c
     monkeypatch.setattr(gbroker, "detect_version", lambda binary=None: (2, 1, 2))
     assert "plugin_use acl" in gbroker.render(site_pki.site, site_pki.pki)["mosquitto.conf"]
     assert main(["broker", "version"]) == 0
-    assert "mosquitto 2.1.2: renders the 2.1 form" in capsys.readouterr().out
+    assert "mosquitto 2.1.2: renders the 2.1 (acl-file plugin" in capsys.readouterr().out
     monkeypatch.setattr(gbroker, "detect_version", lambda binary=None: (2, 0, 18))
     assert "acl_file " in gbroker.render(site_pki.site, site_pki.pki)["mosquitto.conf"]
