@@ -50,7 +50,10 @@ class Ingest:
         self.receive_maximum = receive_maximum
         self.influx_measurement = influx_measurement   # set: also spool line protocol for InfluxDB
         self.on_spool = on_spool
-        self.listeners: list = []   # fn(list[Telemetry]) after each commit (twin engine, tail)
+        # after each commit: fn(list[Telemetry]) (twin engine, tail; may include redeliveries,
+        # (node, boot, seq) tells them apart) and fn(statuses, acks) (dispatcher)
+        self.listeners: list = []
+        self.batch_hooks: list = []
         self._inbox: collections.deque = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -76,7 +79,9 @@ class Ingest:
         if self.shared_group:
             # retained birth/will messages are not delivered on shared subscriptions: every daemon also
             # subscribes to status directly (registry updates are idempotent upserts)
-            client.subscribe([(f"$share/{self.shared_group}/{everything}", 1), (f"{self.root}/+/status", 1)])
+            # acks too: the daemon that sent a command must see its ack (duplicates are ignored)
+            client.subscribe([(f"$share/{self.shared_group}/{everything}", 1), (f"{self.root}/+/status", 1),
+                              (f"{self.root}/+/ack", 1)])
         else:
             client.subscribe(everything, 1)
 
@@ -220,3 +225,8 @@ class Ingest:
                 fn(tel)
             except Exception:
                 log.exception("a telemetry listener failed")
+        for fn in self.batch_hooks:
+            try:
+                fn(statuses, acks)
+            except Exception:
+                log.exception("a status/ack hook failed")

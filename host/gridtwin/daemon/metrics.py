@@ -79,25 +79,53 @@ class Metrics:
 
 
 class MetricsServer:
-    """/healthz (200 or 503, JSON) and /metrics (Prometheus text) on a small threaded HTTP server."""
+    """The daemon's local HTTP server: /healthz (200 or 503, JSON), /metrics (Prometheus text),
+    plus routes the daemon adds (``routes[(method, path)] = fn(handler, query, body)``).
 
-    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9810):
-        m = metrics
+    A route returns ``(code, content_type, bytes)`` or ``None`` when it wrote the response itself
+    (streaming). Routes marked private need the token the daemon writes to ``var/daemon.token``
+    (mode 600): /metrics may be scraped by anyone on the host, commands may not.
+    """
+
+    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9810, routes=None,
+                 token: str | None = None, private=()):
+        m, routes, private = metrics, dict(routes or {}), set(private)
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                if self.path == "/metrics":
-                    code, body, ctype = 200, m.prometheus().encode(), "text/plain; version=0.0.4"
-                elif self.path == "/healthz":
-                    ok, info = m.health()
-                    code, body, ctype = (200 if ok else 503), json.dumps(info).encode(), "application/json"
-                else:
-                    code, body, ctype = 404, b"try /healthz or /metrics\n", "text/plain"
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self, code, ctype, body):
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _route(self, method):
+                from urllib.parse import parse_qs, urlsplit
+                parts = urlsplit(self.path)
+                path, query = parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if method == "GET" and path == "/metrics":
+                    return self._reply(200, "text/plain; version=0.0.4", m.prometheus().encode())
+                if method == "GET" and path == "/healthz":
+                    ok, info = m.health()
+                    return self._reply(200 if ok else 503, "application/json", json.dumps(info).encode())
+                fn = routes.get((method, path))
+                if fn is None:
+                    return self._reply(404, "text/plain", b"try /healthz or /metrics\n")
+                if path in private and self.headers.get("Authorization") != f"Bearer {token}":
+                    return self._reply(401, "application/json", b'{"error": "missing or wrong daemon token"}')
+                out = fn(self, query, body)
+                if out is not None:
+                    self._reply(*out)
+
+            def do_GET(self):
+                self._route("GET")
+
+            def do_POST(self):
+                self._route("POST")
 
             def log_message(self, *a):  # access logs would drown the structured log
                 pass

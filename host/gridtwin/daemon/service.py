@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
+import secrets
 import signal
 import sys
 import threading
@@ -16,11 +19,12 @@ import time
 from pathlib import Path
 
 from gridtwin.daemon import validate
+from gridtwin.daemon.dispatch import Dispatcher, NodeOffline
 from gridtwin.daemon.ingest import Ingest
 from gridtwin.daemon.metrics import Metrics, MetricsServer
 from gridtwin.daemon.store_influx import InfluxConfig, InfluxWriter, SpoolForwarder
 from gridtwin.daemon.store_sqlite import SqliteStore
-from gridtwin.errors import ConfigError, GridTwinError
+from gridtwin.errors import CommandTimeout, ConfigError, GridTwinError
 
 log = logging.getLogger("gridtwin.daemon")
 DAY_MS = 86400_000
@@ -68,9 +72,19 @@ class Daemon:
                              batch_max=batch_max, receive_maximum=receive_maximum,
                              influx_measurement=influx_measurement if influx else None,
                              on_spool=self.forwarder.wake.set if self.forwarder else None)
+        self.dispatcher = Dispatcher(self.ingest, self.store, endpoint.root, self.known_nodes)
+        self.ingest.batch_hooks.append(self.dispatcher.on_batch)
+        self._tails: set = set()
+        self.ingest.listeners.append(self._feed_tails)
         self.metrics.gauges["spool_depth"] = self.store.spool_depth
         self.metrics.gauges["influx_reachable"] = lambda: int(self.forwarder.reachable) if self.forwarder else 1
-        self.metrics_server = MetricsServer(self.metrics, metrics_host, metrics_port) if metrics_port is not None else None
+        self.token = secrets.token_hex(16)
+        self.state_file = Path(db_path).parent / "daemon.json"
+        self.metrics_server = None
+        if metrics_port is not None:
+            self.metrics_server = MetricsServer(
+                self.metrics, metrics_host, metrics_port, token=self.token, private={"/cmd", "/tail"},
+                routes={("POST", "/cmd"): self._http_cmd, ("GET", "/tail"): self._http_tail})
         self.raw_days, self.rollup_days = raw_days, rollup_days
         self._stop = threading.Event()
         self._maint: threading.Thread | None = None
@@ -116,12 +130,25 @@ class Daemon:
         if self.forwarder:
             self.forwarder.start()
         self.ingest.start()
+        if self.metrics_server:
+            # how the CLI finds this daemon (port may be ephemeral) and proves it may command it
+            tmp = self.state_file.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": self.metrics_server.httpd.server_address[0],
+                           "port": self.metrics_server.port, "token": self.token}, f)
+            os.replace(tmp, self.state_file)
         self._maint = threading.Thread(target=self._maintenance, name="maintenance", daemon=True)
         self._maint.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        try:
+            if json.loads(self.state_file.read_text()).get("pid") == os.getpid():
+                self.state_file.unlink()
+        except (OSError, ValueError):
+            pass
         self.ingest.stop()
         if self.forwarder:
             self.forwarder.stop()
@@ -142,6 +169,60 @@ class Daemon:
         log.info("stopping: storing what was received; the broker keeps the rest for the next start")
         self.stop()
         return 0
+
+    # -- local HTTP API (gridtwin cmd, gridtwin tail) ----------------------------------------
+    def _http_cmd(self, handler, query, body):
+        try:
+            req = json.loads(body or b"{}")
+            node, cmd = req["node"], req["cmd"]
+        except (ValueError, KeyError, TypeError):
+            return 400, "application/json", json.dumps({"error": 'body must be {"node", "cmd", "args"}'}).encode()
+        def err(code, exc):
+            return code, "application/json", json.dumps({"error": exc.message, "hint": exc.hint}).encode()
+        try:
+            ack = self.dispatcher.send(node, cmd, req.get("args") or {}, timeout=float(req.get("timeout", 10)),
+                                       ttl=float(req.get("ttl", 0)))
+        except NodeOffline as exc:
+            return err(409, exc)
+        except CommandTimeout as exc:
+            return err(504, exc)
+        except GridTwinError as exc:
+            return err(400, exc)
+        return 200, "application/json", json.dumps({"ack": ack}).encode()
+
+    def _feed_tails(self, tel) -> None:
+        for q in list(self._tails):
+            for t in tel:
+                try:
+                    q.put_nowait(t)
+                except queue.Full:  # a slow reader loses lines, never slows ingest
+                    break
+
+    def _http_tail(self, handler, query, body):
+        node = query.get("node")
+        q: queue.Queue = queue.Queue(maxsize=10000)
+        self._tails.add(q)
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/x-ndjson")
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.flush()
+            while not self._stop.is_set():
+                try:
+                    t = q.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if node and t.node != node:
+                    continue
+                handler.wfile.write(t.raw.encode() + b"\n")
+                handler.wfile.flush()
+        except OSError:
+            pass  # the reader went away
+        finally:
+            self._tails.discard(q)
+            handler.close_connection = True
+        return None
 
     def maintain(self, now_ms: int | None = None) -> int:
         """Retention: raw readings older than raw_days become 1-minute rollups; old rollups go."""

@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS acks (
     id TEXT NOT NULL, node TEXT NOT NULL, ok INTEGER NOT NULL, result TEXT, err TEXT,
     ts INTEGER, received INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS acks_id ON acks (id);
+CREATE UNIQUE INDEX IF NOT EXISTS acks_id ON acks (id, node);  -- redelivered acks are stored once
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, node TEXT, severity TEXT NOT NULL,
     kind TEXT NOT NULL, message TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1, cleared INTEGER
@@ -190,7 +190,7 @@ class SqliteStore:
 
     def _ack(self, node: str, a: dict, now: int) -> None:
         result = json.dumps(a["result"]) if "result" in a else None
-        self.conn.execute("INSERT INTO acks VALUES (?,?,?,?,?,?,?)",
+        self.conn.execute("INSERT OR IGNORE INTO acks VALUES (?,?,?,?,?,?,?)",
                           (a["id"], node, int(a["ok"]), result, a.get("err"), a.get("ts"), now))
         self.conn.execute("UPDATE commands SET state=?, finished=?, ok=?, result=?, err=? "
                           "WHERE id=? AND node=? AND state IN ('pending','sent')",

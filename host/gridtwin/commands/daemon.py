@@ -1,0 +1,46 @@
+"""`gridtwin daemon`: run the daemon (default), install it as a systemd unit, or show its health."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    p = sub.add_parser("run", help="run in the foreground (the default)")
+    for q in (parser, p):
+        q.add_argument("--metrics-port", type=int, help="port of /healthz and /metrics (default: [daemon] metrics_port)")
+        q.add_argument("--log-format", choices=("auto", "json", "text"), default="auto",
+                       help="json: one object per line (default when not on a terminal)")
+    p = sub.add_parser("install", help="render and install a systemd unit with a restart policy")
+    p.add_argument("--user", default="gridtwin", help="system user the daemon runs as (default gridtwin)")
+    p.add_argument("--unit-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
+    p.add_argument("--dry-run", action="store_true", help="print the unit, change nothing")
+    p.add_argument("--no-start", action="store_true", help="write the unit only")
+    sub.add_parser("status", help="health and counters of the running daemon")
+
+
+def run(args) -> int:
+    from gridtwin.site import load_site
+
+    site = load_site(args.site)
+    action = getattr(args, "action", None) or "run"
+    if action == "install":
+        from gridtwin.daemon import systemd
+        if args.dry_run:
+            print(systemd.render_unit(site, user=args.user), end="")
+            return 0
+        unit = systemd.install(site, user=args.user, unit_dir=Path(args.unit_dir), start=not args.no_start)
+        print(f"installed {unit}" + ("" if args.no_start else f"; started: journalctl -u {unit.name} -f"))
+        return 0
+    if action == "status":
+        from gridtwin.daemon.client import DaemonClient
+        h = DaemonClient.for_site(site).health()
+        print(json.dumps(h, indent=2))
+        return 0 if h.get("ok") else 1
+    from gridtwin.daemon.service import Daemon, setup_logging
+    setup_logging(args.verbose, args.log_format)
+    overrides = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
+    return Daemon.from_site(site, **overrides).run_forever()

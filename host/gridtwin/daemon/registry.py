@@ -1,0 +1,58 @@
+"""The fleet at a glance: online/offline from birth and will, stale from missed intervals.
+
+The daemon writes what it learns into the ``nodes`` table (status fields on each birth/will,
+``last_seen`` on every batch); this module turns a row into a view. It reads only the database,
+so ``gridtwin nodes`` works whether or not the daemon is running.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class NodeView:
+    id: str
+    state: str          # online | offline | stale | unknown (never heard from)
+    last_seen: int | None
+    age_s: float | None
+    fw: str | None = None
+    board: str | None = None
+    rssi: float | None = None
+    heap: float | None = None
+    reset: str | None = None
+    outbox: float | None = None
+    drops: float | None = None
+    uptime: float | None = None
+    in_site: bool = True
+
+
+def node_state(row: dict, interval_ms: float, now_ms: int, stale_intervals: int = 3) -> str:
+    last = row.get("last_seen")
+    if row.get("state") is None and last is None:
+        return "unknown"
+    if row.get("state") == "offline":
+        return "offline"  # the broker published the will: the connection is gone
+    if last is None or now_ms - last > stale_intervals * interval_ms:
+        return "stale"    # connected (no will yet) but silent for too long: hung, or lost power
+    return "online"
+
+
+def fleet(store, site=None, now_ms: int | None = None, stale_intervals: int = 3) -> list[NodeView]:
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    site_nodes = {n.id: n for n in site.nodes} if site is not None else {}
+    rows = {r["id"]: r for r in store.nodes()}
+    out = []
+    for nid in list(site_nodes) + sorted(set(rows) - set(site_nodes)):
+        row = rows.get(nid, {"id": nid})
+        sn = site_nodes.get(nid)
+        interval = (sn.interval_ms if sn is not None else None) or row.get("interval") or 1000
+        last = row.get("last_seen")
+        out.append(NodeView(
+            id=nid, state=node_state(row, interval, now_ms, stale_intervals), last_seen=last,
+            age_s=None if last is None else max(0.0, (now_ms - last) / 1000),
+            fw=row.get("fw"), board=row.get("board") or (sn.board if sn is not None else None),
+            rssi=row.get("rssi"), heap=row.get("heap"), reset=row.get("reset"), outbox=row.get("outbox"),
+            drops=row.get("drops"), uptime=row.get("uptime"), in_site=sn is not None or site is None))
+    return out

@@ -1,0 +1,68 @@
+"""`gridtwin daemon install`: a systemd unit that restarts the daemon and confines it."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from gridtwin.errors import ToolError
+
+UNIT_NAME = "gridtwin-daemon.service"
+
+
+def render_unit(site, *, user: str = "gridtwin", exe: str | None = None) -> str:
+    exe = exe or shutil.which("gridtwin") or str(Path(sys.executable).parent / "gridtwin")
+    site_path = Path(site.path).resolve()
+    var = Path(site.var_dir).resolve()
+    return f"""# Rendered by `gridtwin daemon install` for site '{site.id}'. Render again instead of editing.
+[Unit]
+Description=GridTwin daemon for site {site.id}: ingest, storage, registry, commands
+# the broker on this host first; the daemon reconnects by itself if it starts later or restarts
+After=network-online.target mosquitto.service
+Wants=network-online.target
+# more than 5 failures in a minute means something is wrong that a restart will not fix
+StartLimitIntervalSec=60
+StartLimitBurst=5
+
+[Service]
+Type=simple
+User={user}
+WorkingDirectory={site_path.parent}
+ExecStart={shlex.quote(exe)} --site {shlex.quote(str(site_path))} daemon run --log-format json
+# SIGTERM stores what was received and disconnects; unacknowledged messages stay with the broker
+KillSignal=SIGTERM
+TimeoutStopSec=30
+Restart=always
+RestartSec=2
+NoNewPrivileges=yes
+PrivateTmp=yes
+ProtectSystem=strict
+ProtectHome=read-only
+ReadWritePaths={var}
+MemoryMax=400M
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def install(site, *, user: str, unit_dir: Path = Path("/etc/systemd/system"), start: bool = True) -> Path:
+    unit = Path(unit_dir) / UNIT_NAME
+    try:
+        unit.write_text(render_unit(site, user=user))
+    except OSError as exc:
+        raise ToolError(f"cannot write {unit}: {exc}", hint="run with sudo, or use --dry-run to see the unit") from None
+    if start:
+        for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", UNIT_NAME]):
+            try:
+                subprocess.run(cmd, check=True, capture_output=True, text=True)
+            except FileNotFoundError:
+                raise ToolError("systemctl not found: this system does not run systemd",
+                                hint=f"the unit is at {unit}; start `gridtwin daemon` another way") from None
+            except subprocess.CalledProcessError as exc:
+                raise ToolError(f"{' '.join(cmd)} failed: {exc.stderr.strip()}",
+                                hint=f"see `journalctl -u {UNIT_NAME}`") from None
+    return unit
