@@ -143,7 +143,8 @@ def validate(doc, schema, prefix=""):
 
 
 def load(path=PATH):
-    """Read and validate the node config; ConfigError says what is wrong."""
+    """Read and validate the node config; ConfigError says what is wrong. The caller should
+    drop this module afterwards (startup does): nothing at run time needs it."""
     try:
         with open(path) as f:
             raw = f.read()
@@ -154,12 +155,33 @@ def load(path=PATH):
     except ValueError:
         raise ConfigError("(file)", "is not valid JSON", "re-render it with `gridtwin deploy`")
     cfg = validate(doc, schema())
-    from gt import sensors, roles
+    _sensors(cfg["sensors"])
+    from gt.roles import ROLES
 
-    sensors.validate(cfg["sensors"])
-    roles.validate(cfg["role"])
+    if cfg["role"] not in ROLES:
+        raise ConfigError("role", "unknown role %r (known: %s)" % (cfg["role"], ", ".join(sorted(ROLES))))
     cfg["hash"] = _hash(raw)
     return cfg
+
+
+def _sensors(specs):
+    # each sensor type brings its own rows (its driver module's options())
+    from gt.sensors import TYPES, driver
+
+    for i, s in enumerate(specs):
+        key = "sensors[%d]" % i
+        if not isinstance(s, dict):
+            raise ConfigError(key, "must be a table like {id, type, ...}")
+        t = s.get("type")
+        if t not in TYPES:
+            raise ConfigError(key + ".type", "unknown sensor type %r (known: %s)" % (t, ", ".join(TYPES)))
+        rows = {"id": (str, REQUIRED, ident, "sensor id"), "type": (str, None, None, "")}
+        rows.update(driver(t).options())
+        specs[i] = validate(s, rows, key + ".")
+    ids = [s["id"] for s in specs]
+    for x in ids:
+        if ids.count(x) > 1:
+            raise ConfigError("sensors", "sensor id %r appears twice" % x)
 
 
 def _hash(raw):

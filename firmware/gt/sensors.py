@@ -10,8 +10,6 @@
 # on with the others. The first good read after that marks it good again: no reboot needed.
 import time
 from micropython import const
-from gt.config import ConfigError, REQUIRED, ident
-from gt.config import validate as _validate
 
 _BACKOFF_MAX = const(60000)
 
@@ -21,26 +19,8 @@ TYPES = {
 }
 
 
-def _driver(t):
+def driver(t):
     return __import__(TYPES[t], None, None, ("make",))
-
-
-def validate(specs):
-    for i, s in enumerate(specs):
-        key = "sensors[%d]" % i
-        if not isinstance(s, dict):
-            raise ConfigError(key, "must be a table like {id, type, ...}")
-        t = s.get("type")
-        if t not in TYPES:
-            raise ConfigError(key + ".type", "unknown sensor type %r (known: %s)" % (t, ", ".join(TYPES)))
-        rows = {"id": (str, REQUIRED, ident, "sensor id"), "type": (str, None, None, "")}
-        rows.update(_driver(t).options())
-        specs[i] = _validate(s, rows, key + ".")
-    ids = [s["id"] for s in specs]
-    for x in ids:
-        if ids.count(x) > 1:
-            raise ConfigError("sensors", "sensor id %r appears twice" % x)
-
 
 
 class Sensor:
@@ -101,7 +81,7 @@ def build(specs, hw, log):
     """Sensor objects for the config's specs. A sensor whose driver cannot start is kept, marked bad."""
     out = []
     for s in specs:
-        mod = _driver(s["type"])
+        mod = driver(s["type"])
         try:
             drv = mod.make(s, hw)
         except (OSError, ValueError) as e:

@@ -1,11 +1,29 @@
 # Boot sequence: count the boot, load and validate the config, then run the node — or explain in
 # safe mode why not. An unhandled exception is logged, counted as a crash and ends in a reset;
 # after `crash_limit` crash boots in a row the node stays in safe mode and says why.
+import sys
 import time
 import machine
-from gt import VERSION, config, safemode
+import gt
+from gt import VERSION, safemode
 from gt.bootstate import BootState
 from gt.log import log
+
+
+def _load_config():
+    # The validator and its schema are needed once; dropping the module afterwards gives their
+    # RAM back to the running node.
+    from gt import config
+
+    try:
+        return config.load(), None
+    except config.ConfigError as e:
+        return None, str(e)
+    finally:
+        del config
+        sys.modules.pop("gt.config", None)
+        if hasattr(gt, "config"):
+            delattr(gt, "config")
 
 
 def start():
@@ -15,10 +33,9 @@ def start():
         VERSION, boot.boots, boot.cause, boot.streak), persist=True)
     if crashed:
         log.warn("boot", "previous boot crashed: %s" % boot.last_crash)
-    try:
-        cfg = config.load()
-    except config.ConfigError as e:
-        return safemode.run(str(e), log)
+    cfg, problem = _load_config()
+    if problem:
+        return safemode.run(problem, log)
     if boot.streak >= cfg["crash_limit"]:
         return safemode.run("crashed %d boots in a row (last: %s); fix the cause, then press reset"
                             % (boot.streak, boot.last_crash), log)

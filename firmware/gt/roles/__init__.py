@@ -1,16 +1,9 @@
 # Roles: what a node is. A sensing role reads chips; a simulated component role (the data-centre
 # chain) keeps local state that commands change. ROLES maps a config "role" to its module, which
 # defines Role (a subclass of gt.roles.base.Role). Only the chosen role's module is imported.
-from gt.config import ConfigError
-
 ROLES = {
     "sensor": "gt.roles.base",
 }
-
-
-def validate(name):
-    if name not in ROLES:
-        raise ConfigError("role", "unknown role %r (known: %s)" % (name, ", ".join(sorted(ROLES))))
 
 
 def load(name, app):
