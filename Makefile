@@ -10,6 +10,8 @@ BOARD ?= esp32s3
 PORT ?=
 NODE ?=
 PYTEST_ARGS ?=
+# test processes in parallel (pytest-xdist); 2 suits the 2-core CI machine
+JOBS ?= 2
 # Debian packages the tests and the demo start for real.
 APT_PACKAGES := mosquitto mosquitto-clients influxdb
 
@@ -33,7 +35,7 @@ $(VENV)/.setup-stamp: pyproject.toml tools/setup-system.sh
 	@touch $@
 
 test: setup
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -n $(JOBS) $(PYTEST_ARGS)
 
 demo: setup
 	@echo "make demo: the live demo (twin engine + virtual fleet) is not built yet (issue #7)." >&2; exit 2
