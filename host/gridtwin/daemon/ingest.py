@@ -105,7 +105,7 @@ class Ingest:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
-        c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True)
+        c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True, v5=False)
         c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
         c.on_subscribe = self._on_subscribe
         self.client = c
@@ -217,9 +217,12 @@ class Ingest:
         if spool and self.on_spool:
             self.on_spool()
         gen, client = self._gen, self.client
-        for g, mid, qos, _topic, _payload in batch:
-            if qos and g == gen:
-                client.ack(mid, qos)
+        mids = [mid for g, mid, qos, _t, _p in batch if qos == 1 and g == gen]
+        if hasattr(client, "ack_many"):
+            client.ack_many(mids)
+        else:
+            for mid in mids:
+                client.ack(mid, 1)
         for fn in self.listeners:
             try:
                 fn(tel)

@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""`make bench`: performance figures of GridTwin, printed, never asserted (tests assert behaviour).
+
+Sections register themselves in SECTIONS (name -> function(args) -> list of (figure, value, note));
+run all of them or `--only NAME[,NAME]`. Other issues add their sections the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "host"))
+
+SECTIONS: dict = {}
+
+
+def section(name: str, help_text: str):
+    def register(fn):
+        SECTIONS[name] = (fn, help_text)
+        return fn
+    return register
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- a site, its PKI and its broker (the rendered configuration) ---------------------------------
+
+class BenchSite:
+    """A temporary site with N nodes, its PKI, and mosquitto with the config gridtwin renders, plus
+    the dev listener (plain, loopback, anonymous, confined to the topic root) for the load
+    generators: one client can then publish for a thousand nodes without a thousand TLS sessions."""
+
+    def __init__(self, nodes: int, workdir: Path):
+        from gridtwin import broker
+        from gridtwin.pki import PKI
+        from gridtwin.site import load_site
+
+        self.dir = workdir
+        self.node_ids = [f"n{i:04d}" for i in range(nodes)]
+        text = ('[site]\nid = "bench"\n\n[broker]\nmax_queued_messages = 2000000\nmax_queued_bytes = 0\n'
+                'max_inflight_messages = 1000\n\n')
+        text += "".join(f'[[nodes]]\nid = "{n}"\nrole = "sensor"\n\n' for n in self.node_ids)
+        (workdir / "site.toml").write_text(text)
+        self.site = load_site(workdir / "site.toml")
+        self.pki = PKI.for_site(self.site)
+        self.pki.init(self.site)
+        self.root = self.site.topic_root
+        self.port, self.dev_port = free_port(), free_port()
+        user = "root" if os.geteuid() == 0 else None
+        files = broker.render(self.site, self.pki, dev=True, port=self.port, dev_port=self.dev_port,
+                              data_dir=workdir / "broker", listen="127.0.0.1", user=user,
+                              log_dest=f"file {workdir}/mosquitto.log")
+        broker.write_files(files, workdir / "broker")
+        self.conf = workdir / "broker" / "mosquitto.conf"
+        self.proc = subprocess.Popen([broker.mosquitto_binary(), "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._listening, 10, "mosquitto")
+
+    def _listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.dev_port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def tls_args(self, identity: str) -> list[str]:
+        return ["--cafile", str(self.pki.ca_cert_path), "--cert", str(self.pki.cert_path(identity)),
+                "--key", str(self.pki.key_path(identity))]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+# --- load generator: raw MQTT 3.1.1 QoS 1 over a plain socket --------------------------------------
+
+def _remaining(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n % 128, n // 128
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _connect_packet(client_id: str) -> bytes:
+    cid = client_id.encode()
+    var = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack("!H", len(cid)) + cid
+    return b"\x10" + _remaining(len(var)) + var
+
+
+def _publish_packet(topic: bytes, mid: int, payload: bytes) -> bytes:
+    body = struct.pack("!H", len(topic)) + topic + struct.pack("!H", mid) + payload
+    return b"\x32" + _remaining(len(body)) + body
+
+
+class RawPublisher:
+    """Pipelines QoS 1 PUBLISH packets (a window of unacked ones) and counts PUBACKs."""
+
+    def __init__(self, port: int, client_id: str, window: int = 20000):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(_connect_packet(client_id))
+        ack = self.sock.recv(4)
+        if ack[:1] != b"\x20" or ack[3:4] != b"\x00":
+            raise RuntimeError(f"broker refused the load generator: {ack!r}")
+        self.window, self.sent, self.acked, self._buf = window, 0, 0, b""
+        self.mid = 0
+
+    def _read_acks(self, block: bool):
+        self.sock.setblocking(block)
+        try:
+            data = self.sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        finally:
+            self.sock.setblocking(True)
+        if not data:
+            raise RuntimeError("broker closed the load generator's connection")
+        self._buf += data
+        n = len(self._buf) // 4  # PUBACK is 4 bytes: 0x40 0x02 mid
+        self.acked += n
+        self._buf = self._buf[n * 4:]
+
+    def send(self, packets: list[tuple[bytes, bytes]]):
+        chunk = []
+        for topic, payload in packets:
+            self.mid = self.mid % 65535 + 1
+            chunk.append(_publish_packet(topic, self.mid, payload))
+        while self.sent - self.acked > self.window:
+            self._read_acks(True)
+        self.sock.sendall(b"".join(chunk))
+        self.sent += len(chunk)
+        self._read_acks(False)
+
+    def drain(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while self.acked < self.sent and time.monotonic() < deadline:
+            self._read_acks(True)
+        return self.acked == self.sent
+
+    def close(self):
+        self.sock.sendall(b"\xe0\x00")
+        self.sock.close()
+
+
+def telemetry(root: str, node: str, boot: int, seq: int, ts: int, **m) -> tuple[bytes, bytes]:
+    m = m or {"p_w": seq * 0.5, "t_c": 21.5}
+    return (f"{root}/{node}/telemetry".encode(),
+            json.dumps({"v": 1, "node": node, "boot": boot, "seq": seq, "ts": ts, "m": m},
+                       separators=(",", ":")).encode())
+
+
+# --- the daemon as a process -----------------------------------------------------------------------
+
+def start_daemon(bs: BenchSite, db: Path, metrics_port: int, extra=()) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "gridtwin.daemon", "--port", str(bs.port), "--root", bs.root,
+           "--ca", str(bs.pki.ca_cert_path), "--cert", str(bs.pki.cert_path("gridtwin-host")),
+           "--key", str(bs.pki.key_path("gridtwin-host")), "--db", str(db), "--metrics-port", str(metrics_port),
+           "--nodes", ",".join(bs.node_ids), *extra]
+    log = open(bs.dir / "daemon.log", "ab")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "host"))
+    p = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+    wait_until(lambda: _health(metrics_port), 30, "the daemon to subscribe")
+    return p
+
+
+def _health(port):
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
+    except OSError:
+        return False
+
+
+def scrape(port: int) -> dict:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stop(p: subprocess.Popen):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+# --- section: ingest ---------------------------------------------------------------------------------
+
+@section("ingest", "daemon: durable ingest rate vs mosquitto_sub, latency p50/p99 at 1,000 msg/s, RSS with 1,000 nodes")
+def bench_ingest(args) -> list:
+    figures = []
+    n_msgs, n_nodes = args.messages, 1000
+    work = Path(tempfile.mkdtemp(prefix="gridtwin-bench-"))
+    t0 = time.monotonic()
+    bs = BenchSite(n_nodes, work)
+    print(f"  site with {n_nodes} nodes, PKI and broker ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    daemon = None
+    try:
+        db = work / "gridtwin.db"
+        mport = free_port()
+        # 1. both consumers create their persistent sessions, then go away: the broker queues the
+        #    same stream for both, and each then drains it alone (no load generator competing for CPU)
+        daemon = start_daemon(bs, db, mport)
+        stop(daemon)
+        sub = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(bs.port), *bs.tls_args("telegraf"),
+               "-q", "1", "-c", "-i", "telegraf", "-t", f"{bs.root}/+/telemetry"]
+        subprocess.run(sub + ["-E"], check=True, stdout=subprocess.DEVNULL, timeout=30)
+        pub = RawPublisher(bs.dev_port, "bench-load")
+        now = int(time.time() * 1000)
+        per_node = n_msgs // n_nodes
+        t0 = time.monotonic()
+        for seq in range(per_node):
+            pub.send([telemetry(bs.root, n, 1, seq, now - 60_000 + seq) for n in bs.node_ids])
+        pub.drain()
+        pub.close()
+        total = per_node * n_nodes
+        print(f"  queued {total} messages for both consumers in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+
+        # 2. the daemon drains its queue: validate, store durably (WAL, synchronous=NORMAL), then ack
+        daemon = start_daemon(bs, db, mport)
+        first = wait_until(lambda: (lambda s: s if s > 0 else None)(scrape(mport).get("gridtwin_stored_total", 0)),
+                           60, "the first stored batch", interval=0.01)
+        t_first = time.monotonic()
+        wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) >= total, 600, "the daemon to store all",
+                   interval=0.05)
+        d_elapsed = time.monotonic() - t_first
+        d_rate = (total - first) / d_elapsed
+        m = scrape(mport)
+        figures.append(("durable ingest (daemon, stored + acked)", f"{d_rate:,.0f} msg/s",
+                        f"{total:,} msgs from {n_nodes} nodes, {m.get('gridtwin_duplicates_total', 0):.0f} duplicates"))
+        rss_after_stream = rss_mb(daemon.pid)
+
+        # 3. mosquitto_sub drains the same stream to /dev/null
+        t0 = time.monotonic()
+        subprocess.run(sub + ["-C", str(total)], check=True, stdout=subprocess.DEVNULL, timeout=600)
+        s_rate = total / (time.monotonic() - t0)
+        figures.append(("mosquitto_sub > /dev/null, same stream", f"{s_rate:,.0f} msg/s", "C client, QoS 1, TLS"))
+        figures.append(("ratio daemon / mosquitto_sub", f"{d_rate / s_rate:.2f}", "target >= 0.25"))
+
+        # 4. latency at 1,000 msg/s: each message carries its send time; the daemon's tail stream
+        #    shows it after commit and ack, so the difference is publish -> durably stored -> seen
+        lat = latency_run(bs, mport, rate=1000, seconds=args.latency_seconds)
+        lat.sort()
+        p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+        figures.append(("end-to-end latency at 1,000 msg/s", f"p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms",
+                        f"{len(lat)} msgs, publish -> stored -> seen; target p99 < 25 ms"))
+
+        # 5. memory with 1,000 nodes registered (each sent telemetry and a birth message)
+        pub = RawPublisher(bs.dev_port, "bench-birth")
+        pub.send([(f"{bs.root}/{n}/status".encode(),
+                   json.dumps({"state": "online", "fw": "0.6.0", "board": "esp32s3", "heap": 80000, "rssi": -60,
+                               "reset": "power_on", "boot": 1, "uptime": 5, "outbox": 0, "drops": 0}).encode())
+                  for n in bs.node_ids])
+        pub.drain()
+        pub.close()
+        wait_until(lambda: nodes_online(db) >= n_nodes, 60, "1,000 births to be registered")
+        figures.append(("daemon RSS, 1,000 nodes registered", f"{rss_mb(daemon.pid):.0f} MB",
+                        f"{rss_after_stream:.0f} MB right after the stream; target < 150 MB"))
+    finally:
+        if daemon:
+            stop(daemon)
+        bs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def nodes_online(db: Path) -> int:
+    import sqlite3
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return conn.execute("SELECT count(*) FROM nodes WHERE state='online'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def latency_run(bs: BenchSite, mport: int, rate: int, seconds: float) -> list:
+    state = json.loads((bs.dir / "daemon.json").read_text()) if (bs.dir / "daemon.json").exists() else None
+    req = urllib.request.Request(f"http://127.0.0.1:{mport}/tail",
+                                 headers={"Authorization": f"Bearer {state['token']}"})
+    stream = urllib.request.urlopen(req, timeout=30)
+    lat, done = [], threading.Event()
+
+    def reader():
+        for line in stream:
+            msg = json.loads(line)
+            lat.append(time.time() - msg["m"]["t0"])
+            if done.is_set() and len(lat) >= expected:
+                break
+
+    expected = int(rate * seconds)
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    pub = RawPublisher(bs.dev_port, "bench-latency")
+    nodes = bs.node_ids[:10]
+    start = time.monotonic()
+    for i in range(expected):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        n = nodes[i % len(nodes)]
+        pub.send([telemetry(bs.root, n, 2, i // len(nodes), int(time.time() * 1000), t0=time.time())])
+    pub.drain()
+    pub.close()
+    done.set()
+    th.join(30)
+    stream.close()
+    return lat[:expected]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    ap.add_argument("--messages", type=int, default=300_000, help="ingest: size of the stream")
+    ap.add_argument("--latency-seconds", type=float, default=10, help="ingest: length of the 1,000 msg/s run")
+    args = ap.parse_args(argv)
+    names = args.only.split(",") if args.only else list(SECTIONS)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    print(f"GridTwin bench on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
+    for name in names:
+        fn, help_text = SECTIONS[name]
+        print(f"\n[{name}] {help_text}", flush=True)
+        for figure, value, note in fn(args):
+            print(f"  {figure:<45} {value:>24}   {note}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
