@@ -1,0 +1,402 @@
+"""Put a node's firmware, config and certificate on its board, uploading only what changed.
+
+What goes on the board (paths relative to the board's filesystem root)::
+
+    boot.py main.py            source: the board runs them by name
+    gt/**/*.mpy                the firmware package, compiled by mpy-cross for the board file's "arch"
+    config.json                rendered from site.toml + the board file (gridtwin.nodeconfig)
+    ca.der cert.der key.der    the site CA and the node's certificate and SEC1 key (DER, as mbedTLS
+                               takes them); the node's pair is issued first when the PKI lacks it
+
+The board is asked for the SHA-256 of each of these files (and of everything under ``gt/``) by a
+tiny script run through the transport; only files whose hash differs are sent, and files under
+``gt/`` that are no longer part of the firmware are removed (a stale ``gt/x.py`` would shadow the
+new ``gt/x.mpy``). Then the board is hard-reset, and with ``wait`` deploy waits for the node's
+birth message (retained, state "online") on the broker.
+
+Transports: mpremote (default) and adafruit-ampy (``tool="ampy"``); both talk to the REPL on the
+serial port, so they work the same on a real board and on a virtual board's pseudo-terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+from gridtwin.errors import PKIError, ToolError
+from gridtwin.micropython import compile_firmware
+from gridtwin.nodeconfig import BOARDS_DIR, load_board, render
+
+CERT_FILES = {"ca.der": "ca", "cert.der": "cert", "key.der": "key"}
+MARK = "GTHASH "
+
+# Runs on the board: make the folders, then print the SHA-256 of the named files and of every file
+# under gt/ (None for a missing file) as one JSON line. Works on the ESP32 port and the unix port.
+_HASH_SCRIPT = """\
+import os, hashlib, binascii, json
+def _h(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    d = hashlib.sha256()
+    b = bytearray(1024)
+    m = memoryview(b)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        d.update(m[:n])
+    f.close()
+    return binascii.hexlify(d.digest()).decode()
+def _walk(d, out):
+    try:
+        it = os.ilistdir(d)
+    except OSError:
+        return
+    for e in it:
+        p = d + '/' + e[0]
+        if e[1] == 0x4000:
+            _walk(p, out)
+        else:
+            out.append(p)
+for _d in DIRS:
+    try:
+        os.mkdir(_d)
+    except OSError:
+        pass
+_all = list(PATHS)
+_walk('gt', _all)
+_r = {}
+for _p in _all:
+    _r[_p] = _h(_p)
+print('MARK' + json.dumps(_r))
+"""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class DeployResult:
+    node: str
+    port: str
+    files: dict[str, pathlib.Path] = field(default_factory=dict)  # board path -> local file
+    uploaded: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    birth: dict | None = None
+    seconds: float = 0.0
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(self.files[p].stat().st_size for p in self.uploaded)
+
+
+# --- what goes on the board -----------------------------------------------------------------------
+
+def _merge(dst: dict, src: dict) -> dict:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
+def build(site, node_id: str, out_dir: pathlib.Path, *, pki=None, boards_dir: pathlib.Path = BOARDS_DIR,
+          arch: str | None = None, config_overrides: dict | None = None, out=print) -> dict[str, pathlib.Path]:
+    """Prepare every file for the node's board in out_dir. Returns {board path: local file}."""
+    from gridtwin.pki import PKI
+
+    node = site.node(node_id)  # ConfigError for an unknown node
+    board = load_board(node.board, boards_dir)
+    out_dir = pathlib.Path(out_dir)
+    fw = out_dir / "fw"
+    if fw.exists():
+        shutil.rmtree(fw)
+    fw.mkdir(parents=True)
+    compile_firmware(fw, arch=arch or board.get("arch"))
+    files = {p.relative_to(fw).as_posix(): p for p in sorted(fw.rglob("*")) if p.is_file()}
+    cfg = render(site, node_id, boards_dir)
+    if config_overrides:
+        _merge(cfg, config_overrides)
+    cfg_path = out_dir / "config.json"
+    cfg_path.write_text(json.dumps(cfg, indent=1, sort_keys=True))
+    files["config.json"] = cfg_path
+    pki = pki or PKI.for_site(site)
+    if not pki.exists():
+        raise PKIError(f"the site has no CA yet ({pki.dir})", hint="run `gridtwin pki init` first")
+    if not pki.has(node_id):
+        pki.issue(node_id)
+        out(f"issued a certificate for {node_id} ({pki.identity_dir(node_id)})")
+    sources = {"ca": pki.ca_der_path, "cert": pki.der_cert_path(node_id), "key": pki.der_key_path(node_id)}
+    for name, kind in CERT_FILES.items():
+        files[name] = sources[kind]
+    return files
+
+
+# --- transports -----------------------------------------------------------------------------------
+
+def _exe(name: str) -> str:
+    beside = pathlib.Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        pip = {"mpremote": "mpremote", "ampy": "adafruit-ampy"}[name]
+        raise ToolError(f"{name} not found", hint=f"run `make setup` or `pip install {pip}`")
+    return found
+
+
+def _explain(tool: str, port: str, text: str) -> str:
+    low = text.lower()
+    if "in use" in low or "busy" in low or "could not exclusively lock" in low:
+        return f"{port} is busy: close the REPL, screen or IDE that has it open"
+    if "no such file" in low or "could not open" in low or "failed to access" in low:
+        return f"cannot open {port}: is the board plugged in?"
+    if "could not enter raw repl" in low or "timeout" in low:
+        return f"the board on {port} does not answer its REPL: press RESET, or flash MicroPython (make flash)"
+    last = text.strip().splitlines()[-1] if text.strip() else "no output"
+    return f"{tool} failed on {port}: {last}"
+
+
+class Mpremote:
+    name = "mpremote"
+
+    def __init__(self, port: str, timeout: float = 120.0):
+        self.port, self.timeout = port, timeout
+        self.exe = _exe("mpremote")
+
+    def _run(self, args: list[str]) -> str:
+        cmd = [self.exe, "connect", self.port, *args]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise ToolError(f"mpremote on {self.port} did not finish in {self.timeout:.0f}s",
+                            hint="press RESET on the board and try again") from None
+        if proc.returncode != 0:
+            raise ToolError(_explain("mpremote", self.port, proc.stderr + proc.stdout))
+        return proc.stdout
+
+    def exec(self, script: str) -> str:
+        return self._run(["exec", script])
+
+    def put(self, pairs: list[tuple[pathlib.Path, str]], remove: list[str]) -> None:
+        args: list[str] = []
+        for local, remote in pairs:
+            args += ["fs", "cp", "-f", str(local), ":" + remote, "+"]
+        for remote in remove:
+            args += ["fs", "rm", ":" + remote, "+"]
+        if args:
+            self._run(args[:-1])
+
+    def reset(self) -> None:
+        self._run(["reset"])
+
+
+class Ampy:
+    name = "ampy"
+
+    def __init__(self, port: str, timeout: float = 120.0):
+        self.port, self.timeout = port, timeout
+        self.exe = _exe("ampy")
+
+    def _run(self, args: list[str]) -> str:
+        cmd = [self.exe, "--port", self.port, *args]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise ToolError(f"ampy on {self.port} did not finish in {self.timeout:.0f}s") from None
+        if proc.returncode != 0:
+            raise ToolError(_explain("ampy", self.port, proc.stderr + proc.stdout))
+        return proc.stdout
+
+    def exec(self, script: str) -> str:
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+            f.write(script)
+        try:
+            return self._run(["run", f.name])
+        finally:
+            os.unlink(f.name)
+
+    def put(self, pairs: list[tuple[pathlib.Path, str]], remove: list[str]) -> None:
+        for local, remote in pairs:
+            self._run(["put", str(local), remote])
+        for remote in remove:
+            self._run(["rm", remote])
+
+    def reset(self) -> None:
+        self._run(["reset", "--hard"])
+
+
+TRANSPORTS = {"mpremote": Mpremote, "ampy": Ampy}
+
+
+def board_hashes(transport, paths: list[str]) -> dict[str, str | None]:
+    dirs = sorted({str(pathlib.PurePosixPath(p).parent) for p in paths} - {"."}, key=lambda d: (d.count("/"), d))
+    script = (_HASH_SCRIPT.replace("MARK", MARK).replace("DIRS", json.dumps(dirs))
+              .replace("PATHS", json.dumps(paths)))
+    out = transport.exec(script)
+    for line in out.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK):])
+    raise ToolError(f"the board on {transport.port} did not report its file hashes",
+                    hint="is MicroPython (with hashlib) on it? output was: " + (out.strip()[-200:] or "empty"))
+
+
+# --- waiting for the birth ------------------------------------------------------------------------
+
+class BirthWatcher:
+    """Subscribes to <root>/<node>/status with the host identity before the reset; `wait()` returns
+    the first *live* birth (a retained copy from before the reset does not count)."""
+
+    def __init__(self, site, node_id: str, pki, *, host: str | None = None, port: int | None = None,
+                 identity: str | None = None):
+        import ssl
+
+        import paho.mqtt.client as mqtt
+
+        from gridtwin.pki import HOST_IDENTITY
+
+        self.topic = site.topic(node_id, "status")
+        self.host = host or (site.broker.hosts[0] if site.broker.hosts else "localhost")
+        self.port = int(port or site.broker.port)
+        identity = identity or HOST_IDENTITY
+        self.cond = threading.Condition()
+        self.birth: dict | None = None
+        self.subscribed = False
+        self.error: str | None = None
+        self.seen: list = []  # every message received: (retained?, payload bytes)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=identity, clean_session=True)
+        try:
+            c.tls_set(ca_certs=str(pki.ca_cert_path), certfile=str(pki.cert_path(identity)),
+                      keyfile=str(pki.key_path(identity)), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (OSError, ssl.SSLError) as exc:
+            raise PKIError(f"cannot load the {identity} certificate: {exc}", hint="run `gridtwin pki init`") from None
+        c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+        self.client = c
+
+    def _on_connect(self, client, userdata, flags, rc, props):
+        if rc.is_failure:
+            with self.cond:
+                self.error = f"the broker refused the host identity: {rc}"
+                self.cond.notify_all()
+            return
+        client.subscribe(self.topic, 1)
+
+    def _on_subscribe(self, client, userdata, mid, rcs, props):
+        with self.cond:
+            self.subscribed = True
+            self.cond.notify_all()
+
+    def _on_message(self, client, userdata, msg):
+        with self.cond:
+            self.seen.append((msg.retain, msg.payload))
+            self.cond.notify_all()
+        if msg.retain:  # stored before we subscribed: the previous boot's birth or will
+            return
+        try:
+            doc = json.loads(msg.payload)
+        except ValueError:
+            return
+        if isinstance(doc, dict) and doc.get("state") == "online":
+            with self.cond:
+                self.birth = doc
+                self.cond.notify_all()
+
+    def start(self, timeout: float = 10.0) -> "BirthWatcher":
+        try:
+            self.client.connect(self.host, self.port, keepalive=30)
+        except OSError as exc:
+            raise ToolError(f"cannot reach the broker at {self.host}:{self.port}: {exc}",
+                            hint="start it (`gridtwin broker run`) or deploy without --wait") from None
+        self.client.loop_start()
+        with self.cond:
+            self.cond.wait_for(lambda: self.subscribed or self.error, timeout)
+        if not self.subscribed:
+            self.stop()
+            raise ToolError(self.error or f"no subscription on {self.host}:{self.port} within {timeout:.0f}s")
+        return self
+
+    def wait(self, timeout: float) -> dict:
+        with self.cond:
+            self.cond.wait_for(lambda: self.birth is not None, timeout)
+            birth = self.birth
+        if birth is None:
+            raise ToolError(f"no birth message on {self.topic} within {timeout:.0f}s after the reset",
+                            hint="watch the board's console (`make repl PORT=...`): Wi-Fi, broker address, clock")
+        return birth
+
+    def stop(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+
+# --- the whole thing ------------------------------------------------------------------------------
+
+def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool = False,
+           wait_timeout: float = 60.0, broker_host: str | None = None, broker_port: int | None = None,
+           pki=None, boards_dir: pathlib.Path = BOARDS_DIR, arch: str | None = None,
+           config_overrides: dict | None = None, build_dir: pathlib.Path | None = None,
+           check_serial: bool = True, out=print) -> DeployResult:
+    from gridtwin.flash import check_port
+    from gridtwin.pki import PKI
+
+    t0 = time.monotonic()
+    if tool not in TRANSPORTS:
+        raise ToolError(f"unknown transport '{tool}'", hint="use --tool mpremote or --tool ampy")
+    pki = pki or PKI.for_site(site)
+    if check_serial:
+        check_port(port)
+    transport = TRANSPORTS[tool](port)
+    tmp = None
+    if build_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="gridtwin-deploy-")
+        build_dir = pathlib.Path(tmp.name)
+    try:
+        files = build(site, node_id, build_dir, pki=pki, boards_dir=boards_dir, arch=arch,
+                      config_overrides=config_overrides, out=out)
+        result = DeployResult(node_id, port, files)
+        on_board = board_hashes(transport, list(files))
+        for path, local in files.items():
+            if on_board.get(path) == sha256_bytes(local.read_bytes()):
+                result.unchanged.append(path)
+            else:
+                result.uploaded.append(path)
+        result.removed = sorted(p for p, h in on_board.items()
+                                if p not in files and p.startswith("gt/") and h is not None)
+        transport.put([(files[p], p) for p in result.uploaded], result.removed)
+        out(f"{node_id} on {port}: {len(result.uploaded)} file(s) uploaded ({result.bytes_sent} bytes), "
+            f"{len(result.unchanged)} unchanged, {len(result.removed)} removed")
+        watcher = None
+        if wait:
+            watcher = BirthWatcher(site, node_id, pki, host=broker_host, port=broker_port).start()
+        try:
+            transport.reset()
+            if watcher:
+                result.birth = watcher.wait(wait_timeout)
+                out(f"{node_id} is online: firmware {result.birth.get('fw', result.birth.get('version', '?'))}, "
+                    f"boot {result.birth.get('boot', '?')}")
+        finally:
+            if watcher:
+                watcher.stop()
+        result.seconds = time.monotonic() - t0
+        return result
+    finally:
+        if tmp:
+            tmp.cleanup()

@@ -1,0 +1,180 @@
+"""`gridtwin deploy` onto a virtual board: the MicroPython unix port behind a pseudo-terminal,
+reached by mpremote exactly as a board on USB serial. The board starts with an empty flash and
+no firmware on its path (``firmware=None``): whatever runs after the reset came from the deploy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+
+from fixtures.broker import make_site_pki
+from gridtwin import deploy as gdeploy
+from gridtwin.cli import main
+from gridtwin.errors import ConfigError, PKIError
+from gridtwin.micropython import FIRMWARE_DIR, firmware_sources
+from gridtwin.nodeconfig import render
+from gridtwin.pki import PKI
+from gridtwin.site import load_site
+from gridtwin.vboard import VirtualBoard
+
+# A node the current firmware runs as it is (role "sensor"), on the ESP32-S3 board file.
+SITE = """\
+[site]
+id = "lab"
+[broker]
+hosts = ["localhost"]
+addresses = ["127.0.0.1"]
+[[nodes]]
+id = "env1"
+role = "sensor"
+board = "esp32s3"
+"""
+
+
+def sha(p) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def wait_file(path, pattern: str, timeout: float = 20.0) -> str:
+    """The board writes its log to flash; poll the file until the line appears (no event exists)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text() if path.exists() else ""
+        if pattern in text:
+            return text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pattern!r} not in {path} after {timeout}s:\n{text}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A site whose PKI has a CA but no certificate for env1 yet."""
+    (tmp_path / "site.toml").write_text(SITE)
+    site = load_site(tmp_path / "site.toml")
+    pki = PKI.for_site(site)
+    pki.init(site)
+    assert not pki.has("env1")
+    return site, pki
+
+
+@pytest.fixture
+def pty_board(tmp_path, micropython):
+    boards = []
+
+    def make(world=None):
+        b = VirtualBoard(tmp_path / f"board{len(boards)}", firmware=None,
+                         world=world or {"clock": {"mode": "real"}})
+        pty = b.serve_pty()
+        boards.append(pty)
+        return b, pty
+
+    yield make
+    for pty in boards:
+        pty.stop()
+
+
+def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab, pty_board, tmp_path):
+    site, pki = lab
+    board, pty = pty_board()
+    r1 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build", out=lambda s: None)
+    # every file is there, byte for byte: firmware compiled, config rendered, DER pair + CA
+    assert pki.has("env1")  # issued because it was missing
+    n_fw = len(firmware_sources())
+    assert len(r1.files) == n_fw + 4 and sorted(r1.uploaded) == sorted(r1.files) and not r1.unchanged
+    for path, local in r1.files.items():
+        assert sha(board.flash / path) == sha(local), path
+    assert (board.flash / "gt" / "startup.mpy").read_bytes()[:1] == b"M"  # compiled, not source
+    assert not list((board.flash / "gt").rglob("*.py"))
+    assert json.loads((board.flash / "config.json").read_text()) == render(site, "env1")
+    assert (board.flash / "key.der").read_bytes() == pki.der_key_path("env1").read_bytes()
+    assert (board.flash / "cert.der").read_bytes() == pki.der_cert_path("env1").read_bytes()
+    assert (board.flash / "ca.der").read_bytes() == pki.ca_der_path.read_bytes()
+    # the hard reset booted the deployed firmware from flash (nothing else is on its path)
+    log = wait_file(board.flash / "log.txt", "boot: GridTwin")
+    assert "SAFE MODE" not in log
+
+    # second deploy: nothing changed, nothing sent
+    mtimes = {p: (board.flash / p).stat().st_mtime_ns for p in r1.files}
+    r2 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build", out=lambda s: None)
+    assert r2.uploaded == [] and sorted(r2.unchanged) == sorted(r1.files) and r2.removed == []
+    assert {p: (board.flash / p).stat().st_mtime_ns for p in r1.files} == mtimes
+
+    # one config value changes and a stale module sits in gt/: only config.json goes, the stale file goes away
+    (board.flash / "gt" / "startup.py").write_text("raise RuntimeError('stale source shadows the .mpy')\n")
+    r3 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build",
+                        config_overrides={"sample_ms": 2500}, out=lambda s: None)
+    assert r3.uploaded == ["config.json"] and r3.removed == ["gt/startup.py"]
+    assert not (board.flash / "gt" / "startup.py").exists()
+    assert json.loads((board.flash / "config.json").read_text())["sample_ms"] == 2500
+    print(f"\ndeploy: first {r1.seconds:.2f}s ({r1.bytes_sent} bytes), unchanged {r2.seconds:.2f}s")
+
+
+def _has_mqtt(site, node) -> bool:
+    return any((FIRMWARE_DIR / "gt").glob("mqtt*.py")) and "mqtt" in render(site, node)
+
+
+def test_deployed_board_publishes_its_birth_to_a_real_broker(tmp_path, pty_board, broker_factory):
+    sp = make_site_pki(tmp_path / "site", SITE)
+    brk = broker_factory(sp)
+    board, pty = pty_board(world={"clock": {"mode": "real"}, "wlan": {"rssi": -55, "connect_ms": 50}})
+    cfg = render(sp.site, "env1")
+    if not _has_mqtt(sp.site, "env1"):
+        # The firmware's MQTT client (issue #4) has not landed: deploy and boot are still checked.
+        gdeploy.deploy(sp.site, "env1", pty.port, pki=sp.pki, out=lambda s: None)
+        wait_file(board.flash / "log.txt", "boot: GridTwin")
+        pytest.skip("firmware has no MQTT client config key yet (issue #4): birth not checked")
+    # point the node at the test broker's port (whatever the key is called, it holds the site's port)
+    mqtt = dict(cfg["mqtt"])
+    for k, v in mqtt.items():
+        if v == sp.site.broker.port:
+            mqtt[k] = brk.port
+    r = gdeploy.deploy(sp.site, "env1", pty.port, pki=sp.pki, wait=True, wait_timeout=30,
+                       broker_host="127.0.0.1", broker_port=brk.port, config_overrides={"mqtt": mqtt},
+                       out=lambda s: None)
+    assert r.birth["state"] == "online"
+    assert r.birth.get("board") in (None, "esp32s3")
+
+
+def test_cli_errors_are_one_line(lab, tmp_path, capsys, pty_board):
+    site, pki = lab
+    assert main(["--site", str(site.path), "deploy", "--node", "nope", "--port", "/dev/null"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gridtwin: ") and "nope" in err and "\n" == err[-1] and err.count("\n") == 1
+    assert main(["--site", str(site.path), "deploy", "--node", "env1", "--port", "/dev/ttyGT_NOPE3"]) == 1
+    assert "gridtwin: no serial port /dev/ttyGT_NOPE3" in capsys.readouterr().err
+
+
+def test_no_ca_is_a_clear_error(tmp_path, pty_board):
+    (tmp_path / "site.toml").write_text(SITE)
+    site = load_site(tmp_path / "site.toml")
+    board, pty = pty_board()
+    with pytest.raises(PKIError, match="no CA yet.*gridtwin pki init"):
+        gdeploy.deploy(site, "env1", pty.port, out=lambda s: None)
+    assert not (board.flash / "config.json").exists()
+
+
+def test_unknown_node_names_the_site_file(lab):
+    site, pki = lab
+    with pytest.raises(ConfigError):
+        gdeploy.build(site, "nope", site.path.parent / "b", pki=pki)
+
+
+def test_wait_ignores_the_retained_birth_of_the_previous_boot(broker, mqtt_client, site_pki):
+    # --wait against the contract: a retained birth from before the reset does not count
+    node = mqtt_client("pdu_a")
+    topic = broker.topic("pdu_a", "status")
+    node.publish(topic, json.dumps({"state": "online", "boot": 1}), retain=True)
+    w = gdeploy.BirthWatcher(site_pki.site, "pdu_a", site_pki.pki, host=broker.host, port=broker.port).start()
+    try:
+        node.publish(topic, json.dumps({"state": "offline"}), retain=True)
+        with w.cond:  # the old birth arrived (retained) and then the live 'offline': neither counts
+            assert w.cond.wait_for(lambda: len(w.seen) == 2, 5)
+            assert w.seen[0][0] is True and w.birth is None
+        node.publish(topic, json.dumps({"state": "online", "boot": 2, "fw": "0.1.0"}), retain=True)
+        assert w.wait(5)["boot"] == 2
+    finally:
+        w.stop()
