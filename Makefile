@@ -41,13 +41,17 @@ demo: setup
 	@echo "make demo: the live demo (twin engine + virtual fleet) is not built yet (issue #7)." >&2; exit 2
 
 flash: setup
-	@echo "make flash: not built yet (issue #8)." >&2; exit 2
+	@test -n "$(PORT)" || { echo "make flash: say which port, e.g. make flash BOARD=$(BOARD) PORT=/dev/ttyACM0" >&2; exit 2; }
+	@$(GRIDTWIN) --site $(SITE) flash --board $(BOARD) --port $(PORT)
 
 deploy: setup
-	@echo "make deploy: not built yet (issue #8)." >&2; exit 2
+	@test -n "$(NODE)" -a -n "$(PORT)" || { echo "make deploy: say which node and port, e.g. make deploy NODE=pdu_a PORT=/dev/ttyACM0" >&2; exit 2; }
+	@$(GRIDTWIN) --site $(SITE) deploy --node $(NODE) --port $(PORT) $(DEPLOY_ARGS)
 
 repl: setup
-	@echo "make repl: not built yet (issue #8)." >&2; exit 2
+	@test -n "$(PORT)" || { echo "make repl: say which port, e.g. make repl PORT=/dev/ttyACM0" >&2; exit 2; }
+	@test -e "$(PORT)" || { echo "make repl: no serial port $(PORT): is the board plugged in?" >&2; exit 2; }
+	@$(VENV)/bin/mpremote connect $(PORT) repl
 
 bench: setup
 	@echo "make bench: no benchmarks yet (issues #4, #6, #7 add them)." >&2; exit 2
