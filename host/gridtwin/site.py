@@ -54,6 +54,7 @@ ROLES = {
 # rows adds its name here (one line), so that any command loading the site knows every section.
 EXTENSIONS: list[str] = [
     "gridtwin.daemon.config",  # [storage], [daemon] (issue #6)
+    "gridtwin.stack.config",  # [stack] (issue #8)
 ]
 
 class _Required:
