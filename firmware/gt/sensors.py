@@ -16,6 +16,13 @@ _BACKOFF_MAX = const(60000)
 # type -> driver module; the module's options() gives the schema rows of its config keys
 TYPES = {
     "lm75": "gt.drivers.lm75",
+    "ina219": "gt.drivers.ina219",
+    "ina226": "gt.drivers.ina226",
+    "ade7953": "gt.drivers.ade7953",
+    "bme280": "gt.drivers.bme280",
+    "ds18b20": "gt.drivers.ds18b20",
+    "ads1115": "gt.drivers.ads1115",
+    "adc": "gt.drivers.adc",
 }
 
 
@@ -98,7 +105,8 @@ class _Absent:
         self._spec = spec
         self._hw = hw
         self._drv = None
-        self.METRICS = mod.METRICS
+        # a driver whose unit and range come from the config (adc, ads1115) gives metrics(spec)
+        self.METRICS = mod.metrics(spec) if hasattr(mod, "metrics") else mod.METRICS
 
     def read(self):
         if self._drv is None:
