@@ -99,7 +99,11 @@ class Ingest:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, msg):
-        self._inbox.append((self._gen, msg.mid, msg.qos, msg.topic, msg.payload))
+        self._on_raw(msg.topic, msg.mid, msg.qos, msg.payload)
+
+    def _on_raw(self, topic, mid, qos, payload):
+        # network thread: as little as possible, the writer thread does the rest
+        self._inbox.append((self._gen, mid, qos, topic, payload))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -108,6 +112,8 @@ class Ingest:
         c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True, v5=False)
         c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
         c.on_subscribe = self._on_subscribe
+        if hasattr(c, "on_publish_raw"):
+            c.on_publish_raw = self._on_raw
         self.client = c
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self._writer.start()

@@ -57,8 +57,23 @@ class Telemetry:
     raw: str  # the payload text, stored as received once validated
 
 
+_TOPICS: dict = {}
+
+
 def split_topic(topic: str, root: str, known_nodes=None) -> tuple[str, str]:
-    """``<root>/<node>/<kind>`` -> (node, kind), or Rejected."""
+    """``<root>/<node>/<kind>`` -> (node, kind), or Rejected. Good topics are remembered (a fleet
+    has a few thousand), so the checks run once per topic, not once per message."""
+    hit = _TOPICS.get((topic, root, id(known_nodes)))
+    if hit is not None:
+        return hit
+    node_kind = _split_topic(topic, root, known_nodes)
+    if len(_TOPICS) > 100_000:
+        _TOPICS.clear()
+    _TOPICS[(topic, root, id(known_nodes))] = node_kind
+    return node_kind
+
+
+def _split_topic(topic: str, root: str, known_nodes=None) -> tuple[str, str]:
     prefix = root + "/"
     if not topic.startswith(prefix):
         raise Rejected("topic", f"topic {topic!r} is outside the root {root!r}")
@@ -90,6 +105,10 @@ def _no_constants(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+# one decoder for all messages: json.loads(text, parse_constant=...) would build one per call
+_DECODE = json.JSONDecoder(parse_constant=_no_constants).decode
+
+
 def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
     if len(payload) > limits.max_bytes:
         raise Rejected("too_large", f"payload of {len(payload)} bytes exceeds {limits.max_bytes}")
@@ -103,7 +122,7 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
 def parse_object(payload: bytes | str, limits: Limits = DEFAULT_LIMITS) -> dict:
     text = decode(payload, limits) if isinstance(payload, (bytes, bytearray)) else payload
     try:
-        obj = json.loads(text, parse_constant=_no_constants)
+        obj = _DECODE(text)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Rejected("json", f"not JSON ({str(exc)[:80]})") from None
     if not isinstance(obj, dict):
