@@ -53,8 +53,9 @@ repl: setup
 	@test -e "$(PORT)" || { echo "make repl: no serial port $(PORT): is the board plugged in?" >&2; exit 2; }
 	@$(VENV)/bin/mpremote connect $(PORT) repl
 
+# BENCH_ARGS="--only ingest" runs one section; tools/bench.py --help lists them.
 bench: setup
-	@echo "make bench: no benchmarks yet (issues #4, #6, #7 add them)." >&2; exit 2
+	@$(PY) tools/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info host/*.egg-info
