@@ -1,0 +1,110 @@
+"""Registry states, the metrics endpoint, retention in the daemon, and the systemd unit."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+from gridtwin.daemon import validate
+from gridtwin.daemon.metrics import Metrics, MetricsServer
+from gridtwin.daemon.registry import fleet, node_state
+from gridtwin.daemon.store_sqlite import SqliteStore
+
+NOW = 1_800_000_000_000
+
+
+class _Node:
+    def __init__(self, id, interval_ms=1000, board="esp32s3"):
+        self.id, self.interval_ms, self.board = id, interval_ms, board
+
+
+class _Site:
+    nodes = [_Node("a"), _Node("b", interval_ms=200), _Node("c"), _Node("d")]
+
+
+def test_node_states_from_birth_will_and_silence():
+    assert node_state({}, 1000, NOW) == "unknown"
+    assert node_state({"state": "online", "last_seen": NOW - 2500}, 1000, NOW) == "online"
+    assert node_state({"state": "online", "last_seen": NOW - 3500}, 1000, NOW) == "stale"   # 3 intervals missed
+    assert node_state({"state": "online", "last_seen": NOW - 3500}, 1000, NOW, stale_intervals=5) == "online"
+    assert node_state({"state": "offline", "last_seen": NOW}, 1000, NOW) == "offline"
+    assert node_state({"state": None, "last_seen": NOW - 10}, 1000, NOW) == "online"  # readings, no birth seen yet
+
+
+def test_fleet_view_uses_each_nodes_interval(tmp_path):
+    store = SqliteStore(tmp_path / "db")
+    store.ensure_nodes(["a", "b", "c", "d"])
+    store.write_batch([], statuses=[("a", {"state": "online", "fw": "1.0", "rssi": -50}),
+                                    ("b", {"state": "online"}), ("c", {"state": "offline"}),
+                                    ("ghost", {"state": "online"})])
+    now = int(time.time() * 1000)
+    views = {v.id: v for v in fleet(store, _Site(), now_ms=now + 700)}
+    # b samples every 200 ms: 700 ms of silence is more than three of its intervals
+    assert (views["a"].state, views["b"].state, views["c"].state, views["d"].state) == ("online", "stale", "offline", "unknown")
+    assert views["a"].fw == "1.0" and views["a"].rssi == -50 and views["d"].board == "esp32s3"
+    assert views["ghost"].in_site is False and list(views)[:4] == ["a", "b", "c", "d"]
+    store.close()
+
+
+def test_metrics_and_healthz_endpoints():
+    m = Metrics()
+    srv = MetricsServer(m, "127.0.0.1", 0, routes={("GET", "/secret"): lambda h, q, b: (200, "text/plain", b"x")},
+                        token="t0k", private={"/secret"})
+    srv.start()
+    base = f"http://127.0.0.1:{srv.port}"
+    try:
+        with __import__("pytest").raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(base + "/healthz")
+        assert exc.value.code == 503 and json.loads(exc.value.read())["subscribed"] is False
+        m.connected = m.subscribed = True
+        m.received, m.stored, m.duplicates = 10, 7, 1
+        m.rejected["node_mismatch"] += 2
+        assert urllib.request.urlopen(base + "/healthz").status == 200
+        text = urllib.request.urlopen(base + "/metrics").read().decode()
+        assert "gridtwin_received_total 10" in text and "gridtwin_stored_total 7" in text
+        assert 'gridtwin_rejected_total{reason="node_mismatch"} 2' in text and "gridtwin_duplicates_total 1" in text
+        with __import__("pytest").raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(base + "/secret")
+        assert exc.value.code == 401
+        req = urllib.request.Request(base + "/secret", headers={"Authorization": "Bearer t0k"})
+        assert urllib.request.urlopen(req).read() == b"x"
+    finally:
+        srv.stop()
+
+
+def test_daemon_retention_folds_old_readings(tmp_path):
+    from gridtwin.daemon.connection import Endpoint
+    from gridtwin.daemon.service import Daemon
+
+    ep = Endpoint("127.0.0.1", 1, tmp_path / "ca", tmp_path / "c", tmp_path / "k", "gridtwin/t")
+    d = Daemon(endpoint=ep, db_path=tmp_path / "db", metrics_port=None, raw_days=1)  # not started: no broker needed
+    now = int(time.time() * 1000)
+    old = [validate.telemetry("n1", json.dumps({"v": 1, "node": "n1", "boot": 1, "seq": i, "ts": now - 2 * 86400_000 + i,
+                                                "m": {"t": 1.0}}).encode(), validate.Limits(max_past_ms=3 * 86400_000))
+           for i in range(3)]
+    d.store.write_batch(old + [validate.telemetry("n1", json.dumps(
+        {"v": 1, "node": "n1", "boot": 1, "seq": 3, "ts": now, "m": {"t": 2.0}}).encode())])
+    assert d.maintain(now) == 3
+    assert [v for _t, v in d.store.query("n1", "t", since_ms=0)] == [1.0, 2.0]
+    d.store.close()
+
+
+def test_systemd_unit_restarts_and_confines(tmp_path):
+    from gridtwin.daemon.systemd import render_unit
+
+    class S:
+        id, path, var_dir = "demo", tmp_path / "site.toml", tmp_path / "var"
+
+    unit = render_unit(S(), user="gridtwin", exe="/opt/gt/bin/gridtwin")
+    sections = {}
+    current = None
+    for line in unit.splitlines():
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+        elif "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            current[k] = v
+    assert sections["Service"]["Restart"] == "always" and sections["Service"]["User"] == "gridtwin"
+    assert sections["Service"]["ExecStart"].startswith("/opt/gt/bin/gridtwin --site ")
+    assert sections["Service"]["ReadWritePaths"] == str((tmp_path / "var").resolve())
+    assert "StartLimitBurst" in sections["Unit"] and sections["Install"]["WantedBy"] == "multi-user.target"
