@@ -18,7 +18,7 @@ pytestmark = pytest.mark.broker
 class Stream:
     """50 nodes publishing QoS 1 telemetry in rounds from a background thread."""
 
-    def __init__(self, broker, per_node: int, pause: float = 0.01):
+    def __init__(self, broker, per_node: int, pause: float = 0.02):
         self.nodes = [NodeClient(broker, n) for n in NODES]
         wait_for(lambda: all(c.client.is_connected() for c in self.nodes), 20, "50 node connections")
         self.per_node, self.pause = per_node, pause
@@ -72,7 +72,7 @@ def test_kill_9_of_the_daemon_mid_stream_loses_nothing(fleet_broker, tmp_path):
     daemon = DaemonProcess(fleet_broker, db).start()
     stream = Stream(fleet_broker, per_node=60).start()
     try:
-        wait_for(lambda: count_rows(db) >= 600, 60, "the daemon to store a first part")
+        wait_for(lambda: count_rows(db) >= 300, 60, "the daemon to store a first part")
         daemon.kill9()                      # mid-stream, with batches in flight and acks unsent
         assert stream.sent < 3000 and not stream.done.is_set(), "the stream ended before the kill"
         after_kill = count_rows(db)
@@ -91,7 +91,7 @@ def test_broker_restart_mid_stream_loses_nothing(fleet_broker, tmp_path):
     try:
         assert daemon.ingest.wait_connected()
         stream = Stream(fleet_broker, per_node=40).start()
-        wait_for(lambda: daemon.metrics.stored >= 400, 60, "a first part to be stored")
+        wait_for(lambda: daemon.metrics.stored >= 300, 60, "a first part to be stored")
         assert not stream.done.is_set(), "the stream ended before the broker restart"
         fleet_broker.restart()                    # SIGTERM: mosquitto saves sessions and queues
         stream.finish(timeout=90)
