@@ -30,8 +30,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -331,6 +333,92 @@ def restart_service() -> None:
 
 
 # --- broker run --------------------------------------------------------------------------------
+
+class Mosquitto:
+    """A mosquitto process with the site's rendered configuration, managed from Python: the demo
+    runs one, and the tests' broker fixture is one. ``start()`` returns once the TLS listener
+    accepts connections; ``log`` is what mosquitto wrote."""
+
+    READY_TIMEOUT = 10.0
+
+    def __init__(self, site: "Site", pki: "PKI", workdir: str | Path, *, host: str = "127.0.0.1",
+                 port: int | None = None, ws_port: int = 0, dev: bool = False,
+                 dev_port: int | None = None, extra: str = "", version=None):
+        self.site, self.pki = site, pki
+        self.workdir = Path(workdir)
+        self.host = host
+        self.port = port or site.broker.port
+        self.ws_port, self.dev, self.dev_port = ws_port, dev, dev_port
+        self.extra, self.version = extra, version
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "mosquitto.log"
+        self.files: dict[str, str] = {}
+
+    @property
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def render(self) -> dict[str, str]:
+        user = "root" if os.geteuid() == 0 else None  # as root, mosquitto would drop to 'mosquitto'
+        return render(self.site, self.pki, dev=self.dev, port=self.port, ws_port=self.ws_port,
+                      dev_port=self.dev_port, data_dir=self.workdir, listen=self.host, user=user,
+                      extra=self.extra, version=self.version)
+
+    def start(self) -> "Mosquitto":
+        if self.running:
+            return self
+        if not self.pki.exists():
+            raise BrokerError(f"no PKI in {self.pki.dir}", hint="run `gridtwin pki init` first")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.files = self.render()
+        write_files(self.files, self.workdir)
+        mark = len(self.log)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.workdir / "mosquitto.conf")],
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        ready = re.compile(r"mosquitto version \S+ running")
+        deadline = time.monotonic() + self.READY_TIMEOUT
+        # The log says "running" once its listeners are open; a TCP connect confirms ours is.
+        while not (ready.search(self.log, mark) and self._accepts()):
+            if self.proc.poll() is not None:
+                raise BrokerError(f"mosquitto exited with status {self.proc.returncode}",
+                                  hint=self.log[mark:].strip().splitlines()[-1] if self.log[mark:].strip() else
+                                  f"config in {self.workdir}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError(f"mosquitto not ready after {self.READY_TIMEOUT:.0f} s",
+                                  hint=f"is port {self.port} in use? see {self.log_path}")
+            time.sleep(0.01)
+        return self
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.running:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> "Mosquitto":
+        self.stop()
+        return self.start()
+
 
 def run_dir(site: "Site") -> Path:
     return site.var_dir / "broker"
