@@ -55,6 +55,7 @@ ROLES = {
 EXTENSIONS: list[str] = [
     "gridtwin.daemon.config",  # [storage], [daemon] (issue #6)
     "gridtwin.stack.config",  # [stack] (issue #8)
+    "gridtwin.twin.topology",  # [twin], component kinds and parameters (issue #7)
 ]
 
 class _Required:

@@ -1,0 +1,158 @@
+"""PV array physics: sun position, clear-sky irradiance, clouds, cell temperature, the I-V curve and MPPT.
+
+Equations (docs/twin-models.md gives the derivations and sources):
+
+* Sun position: NOAA's general solar position (Spencer 1971 Fourier series for declination and the
+  equation of time), cos(z) = sin(phi) sin(delta) + cos(phi) cos(delta) cos(h). About 0.5 degree.
+* Clear sky, Haurwitz (1945) as given by Reno, Hansen & Stein (2012, SAND2012-2389):
+  GHI_cs = 1098 cos(z) exp(-0.059 / cos(z)) W/m2, zero with the sun below the horizon.
+* Clouds, Kasten & Czeplak (1980): GHI = GHI_cs (1 - 0.75 N^3.4) with cloud cover N in [0, 1]. N is an
+  Ornstein-Uhlenbeck process around the mean cover, seeded, so clouds come and go.
+* Cell temperature, Faiman (2008): T_c = T_air + G / (u0 + u1 * wind).
+* DC power at the maximum-power point, PVWatts (Dobos 2014): P_mp = G/1000 * P_dc0 (1 + gamma (T_c - 25)).
+* The I-V curve the MPPT climbs is the explicit exponential model i = 1 - C1 (exp(v/C2) - 1) in
+  per-unit v = V/Voc, i = I/Isc, with C1 = 1/(exp(1/C2) - 1) so that i(1) = 0, and C2 chosen so that
+  the maximum of v*i lies at v = Vmp/Voc. Scaling Isc so that the curve passes through (Vmp, Imp)
+  with Vmp*Imp equal to PVWatts' P_mp makes the curve's true maximum *exactly* the PVWatts power.
+* Perturb and observe (Femia et al. 2005): move the operating voltage by dV; keep going while power
+  rises, turn round when it falls.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+
+def solar_zenith_deg(when: datetime, lat_deg: float, lon_deg: float) -> float:
+    """Solar zenith angle in degrees (NOAA / Spencer 1971). `when` is timezone-aware UTC."""
+    doy = when.timetuple().tm_yday
+    hour = when.hour + when.minute / 60 + (when.second + when.microsecond / 1e6) / 3600
+    g = 2 * math.pi / 365 * (doy - 1 + (hour - 12) / 24)
+    eqtime = 229.18 * (0.000075 + 0.001868 * math.cos(g) - 0.032077 * math.sin(g)
+                       - 0.014615 * math.cos(2 * g) - 0.040849 * math.sin(2 * g))
+    decl = (0.006918 - 0.399912 * math.cos(g) + 0.070257 * math.sin(g) - 0.006758 * math.cos(2 * g)
+            + 0.000907 * math.sin(2 * g) - 0.002697 * math.cos(3 * g) + 0.00148 * math.sin(3 * g))
+    tst = hour * 60 + eqtime + 4 * lon_deg          # true solar time, minutes
+    ha = math.radians(tst / 4 - 180)
+    lat = math.radians(lat_deg)
+    cz = math.sin(lat) * math.sin(decl) + math.cos(lat) * math.cos(decl) * math.cos(ha)
+    return math.degrees(math.acos(max(-1.0, min(1.0, cz))))
+
+
+def haurwitz_ghi(zenith_deg: float) -> float:
+    """Clear-sky global horizontal irradiance, W/m2 (Haurwitz 1945)."""
+    cz = math.cos(math.radians(zenith_deg))
+    if cz <= 0:
+        return 0.0
+    return 1098.0 * cz * math.exp(-0.059 / cz)
+
+
+def kasten_czeplak(ghi_cs: float, cover: float) -> float:
+    """All-sky GHI from clear-sky GHI and cloud cover fraction (Kasten & Czeplak 1980)."""
+    return ghi_cs * (1.0 - 0.75 * min(1.0, max(0.0, cover)) ** 3.4)
+
+
+def faiman_cell_temp(g_wm2: float, t_air_c: float, wind_ms: float = 1.0, u0: float = 25.0, u1: float = 6.84) -> float:
+    return t_air_c + g_wm2 / (u0 + u1 * wind_ms)
+
+
+def pvwatts_dc(g_wm2: float, t_cell_c: float, p_dc0_w: float, gamma_pdc: float) -> float:
+    """DC power at the maximum-power point, W (PVWatts, Dobos 2014)."""
+    return g_wm2 / 1000.0 * p_dc0_w * (1.0 + gamma_pdc * (t_cell_c - 25.0))
+
+
+def _shape_c2(vm: float) -> float:
+    """C2 of the per-unit curve whose power maximum lies at v = vm (bisection on d(vi)/dv = 0)."""
+    def dpdv(c2: float) -> float:
+        c1 = 1.0 / math.expm1(1.0 / c2)
+        i = 1.0 - c1 * math.expm1(vm / c2)
+        return i - vm * c1 / c2 * math.exp(vm / c2)
+
+    lo, hi = 0.005, 1.0   # sharp knee (small C2): power still rising at vm; soft curve: already falling
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if dpdv(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+class IVCurve:
+    """The array's I-V curve at one irradiance and cell temperature (see the module docstring)."""
+
+    def __init__(self, vmp_stc: float, voc_ratio: float, p_dc0_w: float, gamma_pdc: float):
+        self.vmp_stc, self.voc_ratio, self.p_dc0_w, self.gamma = vmp_stc, voc_ratio, p_dc0_w, gamma_pdc
+        self.vm = 1.0 / voc_ratio
+        self.c2 = _shape_c2(self.vm)
+        self.c1 = 1.0 / math.expm1(1.0 / self.c2)
+        self.i_m = 1.0 - self.c1 * math.expm1(self.vm / self.c2)   # per-unit current at the MPP
+        self.set_conditions(0.0, 25.0)
+
+    def set_conditions(self, g_wm2: float, t_cell_c: float) -> None:
+        # Voltages follow the power temperature coefficient (so Vmp*Imp is PVWatts' P_mp exactly);
+        # currents follow irradiance.
+        scale = max(0.05, 1.0 + self.gamma * (t_cell_c - 25.0))
+        self.vmp = self.vmp_stc * scale
+        self.voc = self.vmp * self.voc_ratio
+        self.p_mp = max(0.0, pvwatts_dc(g_wm2, t_cell_c, self.p_dc0_w, self.gamma))
+        imp = self.p_mp / self.vmp
+        self.isc = imp / self.i_m
+
+    def current(self, v: float) -> float:
+        if v <= 0:
+            return self.isc
+        if v >= self.voc:
+            return 0.0
+        return max(0.0, self.isc * (1.0 - self.c1 * math.expm1(v / self.voc / self.c2)))
+
+    def power(self, v: float) -> float:
+        return v * self.current(v)
+
+
+class PerturbObserve:
+    """Perturb-and-observe MPPT on the converter's input voltage.
+
+    With a power limit (the load cannot take more), it walks to the right of the maximum until the
+    power is under the limit: a PV array is curtailed by raising its voltage, never by shorting it.
+    """
+
+    def __init__(self, v0: float, dv: float):
+        self.v = v0
+        self.dv = dv
+        self.direction = 1.0
+        self.p_last = 0.0
+
+    def update(self, curve: IVCurve, p_limit: float) -> float:
+        p = curve.power(self.v)
+        if p > p_limit:
+            self.v = min(curve.voc, self.v + self.dv)
+            self.direction = 1.0
+        else:
+            if p < self.p_last:
+                self.direction = -self.direction
+            self.v = min(curve.voc, max(0.05 * curve.voc, self.v + self.direction * self.dv))
+        self.p_last = p
+        return self.v
+
+
+class Clouds:
+    """Cloud cover N(t): an Ornstein-Uhlenbeck process around the mean cover, clipped to [0, 1].
+
+    Exact discretisation: x' = mu + (x - mu) a + sigma sqrt(1 - a^2) z, a = exp(-dt/tau), so the
+    statistics do not depend on the time step.
+    """
+
+    def __init__(self, rng, mean: float, sigma: float, tau_s: float):
+        self.rng, self.mu, self.sigma, self.tau = rng, mean, sigma, tau_s
+        self.x = mean
+
+    def step(self, dt: float) -> float:
+        a = math.exp(-dt / self.tau)
+        self.x = self.mu + (self.x - self.mu) * a + self.sigma * math.sqrt(1 - a * a) * float(self.rng.standard_normal())
+        return min(1.0, max(0.0, self.x))
+
+
+def utc_at(start: datetime, t: float) -> datetime:
+    return start + timedelta(seconds=t)
