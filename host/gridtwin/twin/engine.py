@@ -43,7 +43,7 @@ from gridtwin.twin.topology import KINDS, Topology, build
 AC_KINDS = {"utility", "generator", "transfer_switch", "transformer", "distribution", "ups", "pdu", "server"}
 
 UNITS = {"_kw": "kW", "_pct": "%", "_v": "V", "_a": "A", "_c": "°C", "_hz": "Hz", "_bar": "bar", "_kg": "kg",
-         "_nm3h": "Nm³/h", "_wm2": "W/m²", "_mw": "MW", "_s": "s", "_hzs": "Hz/s", "_kwh": "kWh", "_mol": "mol"}
+         "_nm3h": "Nm³/h", "_wm2": "W/m²", "_acm2": "A/cm²", "_mw": "MW", "_s": "s", "_hzs": "Hz/s", "_kwh": "kWh", "_mol": "mol"}
 
 
 def unit_of(metric: str) -> str:
