@@ -175,7 +175,7 @@ KINDS: dict[str, KindSpec] = {
         "r_pu": P(0.05, 0.001, 1.0, "pu", "governor droop"),
         "t_gov_s": P(0.5, 0.01, 30.0, "s", "governor-turbine time constant"),
         "noise_mw": P(0.0, 0.0, None, "MW", "standard deviation of random load fluctuation"),
-        "alarm_hz": P(0.2, 0.001, 10.0, "Hz", "frequency_deviation event beyond this"),
+        "alarm_hz": P(0.1, 0.001, 10.0, "Hz", "frequency_deviation event beyond this"),
     }, source=True, help="aggregated power system (swing equation with droop)"),
 }
 
