@@ -13,7 +13,7 @@ import pytest
 from fixtures.broker import make_site_pki
 from gridtwin import deploy as gdeploy
 from gridtwin.cli import main
-from gridtwin.errors import ConfigError, PKIError
+from gridtwin.errors import ConfigError, PKIError, ToolError
 from gridtwin.micropython import FIRMWARE_DIR, firmware_sources
 from gridtwin.nodeconfig import render
 from gridtwin.pki import PKI
@@ -113,30 +113,35 @@ def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab
     print(f"\ndeploy: first {r1.seconds:.2f}s ({r1.bytes_sent} bytes), unchanged {r2.seconds:.2f}s")
 
 
-def _has_mqtt(site, node) -> bool:
-    return any((FIRMWARE_DIR / "gt").glob("mqtt*.py")) and "mqtt" in render(site, node)
+def _firmware_has_mqtt() -> bool:
+    """The firmware's MQTT client (issue #4) is there and its config schema has the `mqtt` key."""
+    cfg_src = (FIRMWARE_DIR / "gt" / "config.py").read_text()
+    return any((FIRMWARE_DIR / "gt").glob("mqtt*.py")) and '"mqtt"' in cfg_src
 
 
 def test_deployed_board_publishes_its_birth_to_a_real_broker(tmp_path, pty_board, broker_factory):
     sp = make_site_pki(tmp_path / "site", SITE)
     brk = broker_factory(sp)
     board, pty = pty_board(world={"clock": {"mode": "real"}, "wlan": {"rssi": -55, "connect_ms": 50}})
-    cfg = render(sp.site, "env1")
-    if not _has_mqtt(sp.site, "env1"):
+    if not _firmware_has_mqtt():
         # The firmware's MQTT client (issue #4) has not landed: deploy and boot are still checked.
         gdeploy.deploy(sp.site, "env1", pty.port, pki=sp.pki, out=lambda s: None)
         wait_file(board.flash / "log.txt", "boot: GridTwin")
         pytest.skip("firmware has no MQTT client config key yet (issue #4): birth not checked")
-    # point the node at the test broker's port (whatever the key is called, it holds the site's port)
-    mqtt = dict(cfg["mqtt"])
-    for k, v in mqtt.items():
-        if v == sp.site.broker.port:
-            mqtt[k] = brk.port
-    r = gdeploy.deploy(sp.site, "env1", pty.port, pki=sp.pki, wait=True, wait_timeout=30,
-                       broker_host="127.0.0.1", broker_port=brk.port, config_overrides={"mqtt": mqtt},
-                       out=lambda s: None)
+    # what the site renders for mqtt (issue #4's contributor), pointed at this test's broker port
+    mqtt = dict(render(sp.site, "env1").get("mqtt") or {"host": "localhost"})
+    mqtt.update(host="127.0.0.1", port=brk.port, server_hostname="localhost")
+    try:
+        r = gdeploy.deploy(sp.site, "env1", pty.port, pki=sp.pki, wait=True, wait_timeout=30,
+                           broker_host="127.0.0.1", broker_port=brk.port, config_overrides={"mqtt": mqtt},
+                           out=lambda s: None)
+    except ToolError:
+        log = board.flash / "log.txt"
+        raise AssertionError(f"no birth; board log:\n{log.read_text() if log.exists() else '(none)'}\n"
+                             f"broker log:\n{brk.log[-3000:]}") from None
     assert r.birth["state"] == "online"
     assert r.birth.get("board") in (None, "esp32s3")
+    assert "config.json" in r.uploaded and "cert.der" in r.uploaded
 
 
 def test_cli_errors_are_one_line(lab, tmp_path, capsys, pty_board):
@@ -178,3 +183,18 @@ def test_wait_ignores_the_retained_birth_of_the_previous_boot(broker, mqtt_clien
         assert w.wait(5)["boot"] == 2
     finally:
         w.stop()
+
+
+def test_ampy_transport_uploads_only_what_changed(lab, pty_board, tmp_path):
+    # adafruit-ampy is slow (a raw-REPL entry per call): the board gets its files through mpremote,
+    # then ampy does a small change, a removal and the reset
+    site, pki = lab
+    board, pty = pty_board()
+    gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "b", out=lambda s: None)
+    (board.flash / "gt" / "old.mpy").write_bytes(b"M stale")
+    r = gdeploy.deploy(site, "env1", pty.port, pki=pki, tool="ampy", build_dir=tmp_path / "b",
+                       config_overrides={"sample_ms": 3000}, out=lambda s: None)
+    assert r.uploaded == ["config.json"] and r.removed == ["gt/old.mpy"]
+    assert json.loads((board.flash / "config.json").read_text())["sample_ms"] == 3000
+    assert not (board.flash / "gt" / "old.mpy").exists()
+    wait_file(board.flash / "log.txt", "boot=2")  # ampy's hard reset booted the firmware again
