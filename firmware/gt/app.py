@@ -16,6 +16,11 @@ from gt.watchdog import Watchdog
 
 class App:
     def __init__(self, cfg, boot, log):
+        Net = None
+        if cfg["mqtt"]["host"]:
+            # imported first, while the heap is least fragmented: loading it grows MicroPython's
+            # string table by one large block
+            from gt.net import Net
         self.cfg = cfg
         self.boot = boot
         self.log = log
@@ -24,14 +29,30 @@ class App:
         self.hw = Hardware(cfg["pins"])
         self.sensors = sensors.build(cfg["sensors"], self.hw, log)
         self.role = roles.load(cfg["role"], self)
-        self.outbox = Outbox(cfg["queue"])
+        self.net = None
+        spill = None
+        if cfg["mqtt"]["host"]:
+            # with a broker configured: readings spill to flash while it cannot be reached
+            from gt.spool import Spill
+
+            spill = Spill("outbox", cfg["spill_kb"] * 1024, log) if cfg["spill_kb"] else None
+        self.outbox = Outbox(cfg["queue"], spill, boot.boot_id)
         self.sampler = Sampler(self)
         self.publisher = Publisher(self)
+        self.outbox.wake = self.publisher.nap.wake
+        if Net is not None:
+            self.net = self.publisher.transport = Net(self)
+            self.net.listeners.append(self._link_event)
         self.display = display.open(cfg, self.hw, log)
         self.link = "none"  # what the display shows: none / down / up
         gc.collect()
         self.heap_min = gc.mem_free()
         clock.check_rtc()
+
+    def _link_event(self, state):
+        self.link = state
+        if state == "up":
+            self.publisher.nap.wake()
 
     def faults(self):
         return [(s.id, s.why) for s in self.sensors if not s.ok]
@@ -74,6 +95,9 @@ class App:
         for name, coro in (("sampler", self.sampler.run()), ("publisher", self.publisher.run()),
                            ("housekeeping", self._housekeeping()), ("wdt", self.wdt.run())):
             asyncio.create_task(self._guard(name, coro))
+        if self.net is not None:
+            self.link = "down"
+            asyncio.create_task(self._guard("net", self.net.run()))
         self.log.info("app", "running node=%s role=%s sensors=%d interval=%dms boot=%d" % (
             self.cfg["node"], self.cfg["role"], len(self.sensors), interval, self.boot.boots))
         await asyncio.sleep_ms(self.cfg["stable_ms"])

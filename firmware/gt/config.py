@@ -77,6 +77,26 @@ def schema():
         "display": (display, {"kind": "none"}, None, "the OLED"),
         "sensors": (list, [], None, "sensors: a list of {id, type, ...}"),
         "params": (dict, {}, None, "role parameters"),
+        # the link to the broker (issue #4): no mqtt.host -> no transport, readings stay in RAM
+        "wifi": ({"ssid": (str, "", None, "Wi-Fi network, empty on the unix port"),
+                  "psk": (str, "", None, "Wi-Fi password")}, {}, None, "Wi-Fi station"),
+        "mqtt": ({
+            "host": (str, "", None, "broker host name or address (the Pi), empty: no broker"),
+            "port": (int, 8883, between(1, 65535), "broker TLS port"),
+            "server_hostname": (str, "", None, "name on the broker certificate (default: host)"),
+            "keepalive": (int, 30, between(5, 3600), "MQTT keepalive in s"),
+            "ca": (str, "ca.der", None, "site CA certificate (DER) on flash"),
+            "cert": (str, "cert.der", None, "node certificate (DER) on flash"),
+            "key": (str, "key.der", None, "node key (DER, SEC1) on flash"),
+            "wifi_ms": (int, 20000, between(1000, 120000), "deadline to join Wi-Fi"),
+            "tcp_ms": (int, 5000, between(100, 60000), "deadline for the TCP connect"),
+            "tls_ms": (int, 15000, between(100, 120000), "deadline for the TLS handshake"),
+            "connack_ms": (int, 5000, between(100, 60000), "deadline for the CONNACK"),
+            "backoff_max_ms": (int, 60000, between(1000, 3600000), "longest wait between retries"),
+            "replay_per_s": (int, 20, between(1, 1000), "backlog readings replayed a second"),
+        }, {}, None, "the broker"),
+        "ntp": (str, "", None, "NTP server (default: the broker host)"),
+        "spill_kb": (int, 64, between(0, 1024), "outbox spill file on flash in KB, 0: none"),
     }
 
 

@@ -1,35 +1,151 @@
-# The outbox: every reading goes here first, and the publisher takes it from here. It is a ring of
-# fixed size allocated once; when full, the oldest reading is dropped and counted, so the node
-# never runs out of memory while the link is down. (Store-and-forward to flash extends this.)
+# The outbox: every reading goes here first, and the publisher takes it from here, so a reading
+# survives any outage the node itself survives.
+#
+# A reading is one bytes object, packed once when it is pushed (cheaper than a dict, and what the
+# flash file holds): boot (u32), seq (u32), t (i64: Unix ms when the clock was known, else
+# -(ticks_ms + 1)), then the metrics as compact JSON.
+#
+#   RAM ring (`queue` readings) --full--> spill on flash (`spill_kb`) --full--> oldest dropped
+#
+# Order is kept: the spill holds the oldest readings, the ring the newest. When a connection comes
+# up, what is waiting is the backlog (published with "hist": true, rate-limited by the publisher);
+# readings pushed after that are live and go first, so live data flows during a long replay.
+#
+# The spill (gt/spool.py) is two append-only segment files on flash; a power cut mid-write loses
+# at most the record being written.
+import json
+import struct
+from micropython import const
+from gt import clock
+
+_HDR = const(16)
+
+
+def pack(boot, seq, ticks, mjson):
+    t = clock.unix_ms(ticks)
+    return struct.pack("<IIq", boot, seq, -(ticks + 1) if t is None else t) + mjson
+
+
+def fields(rec):
+    """(boot, seq, t) of a packed reading; t >= 0 is Unix ms, t < 0 is -(ticks + 1)."""
+    return struct.unpack_from("<IIq", rec)
+
+
+def stamp(rec, boot):
+    """The reading's Unix ms, or None while it cannot be known yet (clock not set)."""
+    b, _s, t = struct.unpack_from("<IIq", rec)
+    if t >= 0:
+        return t
+    if b != boot:
+        return -1  # ticks of an earlier boot: can never be dated
+    return clock.unix_ms(-t - 1)
+
+
 class Outbox:
-    def __init__(self, capacity):
+    def __init__(self, capacity, spill=None, boot=0):
         self.cap = capacity
+        self.boot = boot  # boot id stamped on the sampler's readings
         self._ring = [None] * capacity
         self._head = 0  # oldest
         self._n = 0
-        self.dropped = 0
+        self.mark = 0  # ring readings waiting from before the connection came up (backlog)
+        self.spill = spill
+        self._dropped = 0  # dropped from RAM (no spill, or the spill failed)
         self.pushed = 0
+        self.wake = None  # called on push (wakes the publisher)
 
     def __len__(self):
-        return self._n
+        return self._n + (self.spill.count if self.spill else 0)
+
+    @property
+    def dropped(self):
+        return self._dropped + (self.spill.dropped if self.spill else 0)
 
     def push(self, rec):
+        """Take a reading: a packed record, or the sampler's (seq, ticks, m)."""
+        if isinstance(rec, tuple):
+            rec = pack(self.boot, rec[0], rec[1], json.dumps(rec[2], separators=(",", ":")).encode())
         if self._n == self.cap:
-            self._head = (self._head + 1) % self.cap
-            self._n -= 1
-            self.dropped += 1
+            old = self._pop_head()
+            if self.spill is not None:
+                try:
+                    self.spill.append(self._dated(old))
+                except OSError:
+                    self._dropped += 1
+            else:
+                self._dropped += 1
         self._ring[(self._head + self._n) % self.cap] = rec
         self._n += 1
         self.pushed += 1
+        if self.wake is not None:
+            self.wake()
 
-    def peek(self):
-        return self._ring[self._head] if self._n else None
+    def _dated(self, rec):
+        # going to flash, where ticks mean nothing after a reset: stamp it if the clock is known
+        b, s, t = fields(rec)
+        if t < 0:
+            u = clock.unix_ms(-t - 1)
+            if u is not None:
+                return struct.pack("<IIq", b, s, u) + memoryview(rec)[_HDR:]
+        return rec
 
-    def pop(self):
-        if not self._n:
-            return None
+    def _pop_head(self):
         rec = self._ring[self._head]
         self._ring[self._head] = None
         self._head = (self._head + 1) % self.cap
         self._n -= 1
+        if self.mark:
+            self.mark -= 1
+        return rec
+
+    def begin(self):
+        """A connection came up: everything waiting now is backlog."""
+        self.mark = self._n
+
+    def live(self):
+        """The oldest reading pushed since the connection came up, or None."""
+        if self._n > self.mark:
+            return self._ring[(self._head + self.mark) % self.cap]
+        return None
+
+    def backlog(self):
+        """The oldest reading waiting from before the connection came up, or None."""
+        if self.spill is not None and self.spill.count:
+            return self.spill.peek()
+        if self.mark:
+            return self._ring[self._head]
+        return None
+
+    def peek(self):
+        return self.backlog() or self.live()
+
+    def done(self, rec):
+        """rec was delivered: take it out (it may have moved to flash meanwhile; then it stays
+        there and is sent again later, which the host's de-duplication by (boot, seq) absorbs)."""
+        sp = self.spill
+        if sp is not None and sp.count and sp.peek() is rec:
+            sp.pop()
+        elif self._n and self._ring[self._head] is rec:
+            self._pop_head()
+        elif self._n > self.mark and self._ring[(self._head + self.mark) % self.cap] is rec:
+            # the oldest live reading: close the gap by moving the (few) later ones down one
+            cap = self.cap
+            i = self.mark
+            while i < self._n - 1:
+                self._ring[(self._head + i) % cap] = self._ring[(self._head + i + 1) % cap]
+                i += 1
+            self._n -= 1
+            self._ring[(self._head + self._n) % cap] = None
+
+    def flush(self):
+        """Move the RAM readings to flash (before a planned reset)."""
+        if self.spill is None:
+            return
+        while self._n:
+            self.spill.append(self._dated(self._pop_head()))
+
+    def pop(self):
+        rec = self.peek()
+        if rec is not None:
+            self.done(rec)
         return rec

@@ -1,0 +1,165 @@
+# One connection attempt of gt/net.py: Wi-Fi, NTP, the TLS context (built once), DNS, TCP, the TLS
+# handshake and CONNACK, each phase with its deadline; then the subscription and the birth.
+# net.py imports this module for the attempt and drops it afterwards: connecting is rare, RAM is
+# not. connect(net) returns the CONNACK's session-present flag, or None when there is no link.
+import asyncio
+import errno
+import gc
+import json
+import socket
+import time
+from asyncio import core
+from gt import VERSION, clock, mqtt
+from gt.net import _io
+
+
+async def connect(net):
+    if not await _wifi(net):
+        return None
+    _ntp(net)
+    if net.ctx is None:
+        net.ctx = _context(net.c)  # built once, reused by every connection
+    c = net.c
+    t0 = time.ticks_ms()
+    if net._addr is None:
+        # DNS blocks on the ESP32 (lwIP's own timeout); an address answers at once, and the
+        # result is kept for the next reconnect
+        net._addr = socket.getaddrinfo(c["host"], c["port"], 0, socket.SOCK_STREAM)[0][-1]
+    s = net.sock = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect(net._addr)
+    except OSError as e:
+        if e.errno != errno.EINPROGRESS:
+            raise
+    await _phase("tcp", _io(core._io_queue.queue_write, s), c["tcp_ms"])
+    t1 = time.ticks_ms()
+    # verification is required (the context's verify_mode) and the server name always checked
+    s = net.sock = net.ctx.wrap_socket(s, server_hostname=c["server_hostname"] or c["host"],
+                                       do_handshake=False)
+    will = b'{"state":"offline","node":"%s","boot":%d}' % (net.cid, net.app.boot.boot_id)
+    n = mqtt.connect(net.tx, net.cid, net.ka, net.root + b"status", will)
+    await _phase("tls", _handshake(net, n), c["tls_ms"])
+    t2 = time.ticks_ms()
+    first, b, e = await _phase("connack", net._packet(), c["connack_ms"])
+    rx = net.rx.buf
+    if first >> 4 != mqtt.CONNACK or e - b != 2:
+        raise mqtt.ProtocolError("connack: got packet type %d" % (first >> 4))
+    rc, present = rx[b + 1], rx[b] & 1
+    net.rx.consume(e)
+    if rc:
+        raise OSError(0, "connack: refused, code %d" % rc)
+    t3 = time.ticks_ms()
+    net.handshake_ms = time.ticks_diff(t3, t0)
+    net.conns += 1
+    net.last_rx = t3
+    net.log.info("mqtt", "connected in %d ms (tcp %d, tls %d, connack %d) session=%d conn=%d" % (
+        net.handshake_ms, time.ticks_diff(t1, t0), time.ticks_diff(t2, t1),
+        time.ticks_diff(t3, t2), present, net.conns))
+    net._task = asyncio.create_task(net._reader())
+    await net._take()
+    try:
+        # subscribe on every connect: the broker may have lost the session
+        await net._out(net.txm, mqtt.subscribe(net.tx, net._next_pid(), net.t_cmd))
+    finally:
+        net._busy = False
+    await net._publish(b"status", birth(net), 1, True)
+    return present
+
+
+async def _phase(name, coro, ms):
+    try:
+        return await asyncio.wait_for_ms(coro, ms)
+    except asyncio.TimeoutError:
+        raise OSError(errno.ETIMEDOUT, "%s: no answer in %d ms" % (name, ms))
+    except (OSError, ValueError, mqtt.ProtocolError) as e:
+        # mbedTLS reports a certificate or name mismatch as ValueError
+        raise OSError(0, "%s: %s" % (name, e.args[1] if len(e.args) > 1 else repr(e)))
+
+
+async def _handshake(net, n):
+    # the TLS handshake runs inside the first write, a step per call on the non-blocking socket;
+    # None means it waits for the server
+    s = net.sock
+    while True:
+        r = s.write(net.txm[:n])
+        if r is not None:
+            break
+        await _io(core._io_queue.queue_read, s)
+    await net._out(net.txm, n, r)
+
+
+async def _wifi(net):
+    w = net.wifi
+    if not w["ssid"]:
+        return True  # no Wi-Fi configured: the port's own network (unix)
+    import network
+
+    if net.wlan is None:
+        net.wlan = network.WLAN(network.STA_IF)
+        net.wlan.active(True)
+    if net.wlan.isconnected():
+        return True
+    net.wlan.connect(w["ssid"], w["psk"])
+    t0 = time.ticks_ms()
+    while not net.wlan.isconnected():
+        if time.ticks_diff(time.ticks_ms(), t0) > net.c["wifi_ms"]:
+            net.log.warn("net", "wifi: not joined (status %s)" % net.wlan.status())
+            return False
+        await asyncio.sleep_ms(100)
+    net.log.info("net", "wifi up, rssi %s" % net.rssi())
+    return True
+
+
+def _ntp(net):
+    # After a reset without RTC the clock reads 2000-01-01: certificates would look not yet valid
+    # and readings could not be dated. ntptime waits at most its timeout (1 s), and only while the
+    # clock is unknown or once an hour.
+    now = time.ticks_ms()
+    if net.ntp_at is not None and time.ticks_diff(now, net.ntp_at) < 3600000:
+        return
+    try:
+        import ntptime
+
+        ntptime.host = net.ntp_host
+        ntptime.timeout = 1
+        ntptime.settime()
+        if clock.offset is None:
+            net.log.info("clock", "set by NTP")
+        clock.check_rtc()
+        net.ntp_at = now
+    except Exception as e:
+        if clock.offset is None:
+            net.log.warn("clock", "not set (NTP: %r): cert dates unchecked, readings wait" % e)
+
+
+def _context(c):
+    import tls
+
+    def rd(name):
+        with open(name, "rb") as f:
+            return f.read()
+
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = tls.CERT_REQUIRED  # said explicitly: MicroPython's default checks nothing
+    ctx.load_verify_locations(rd(c["ca"]))
+    ctx.load_cert_chain(rd(c["cert"]), rd(c["key"]))
+    return ctx
+
+
+def birth(net):
+    """The retained birth document on <root>/<node>/status (bytes)."""
+    app = net.app
+    cfg = app.cfg
+    boot = app.boot
+    box = app.outbox
+    gc.collect()
+    return json.dumps({
+        "state": "online", "node": cfg["node"], "fw": VERSION, "board": cfg["board"],
+        "role": cfg["role"], "reset": boot.cause, "boot": boot.boot_id, "boots": boot.boots,
+        "heap_free": gc.mem_free(), "heap_min": app.heap_min, "rssi": net.rssi(),
+        "uptime_s": time.ticks_diff(time.ticks_ms(), app.started) // 1000,
+        "config": cfg.get("hash"), "interval_ms": app.sampler.interval, "sensors": app.units(),
+        "outbox": len(box), "dropped": box.dropped, "conn": net.conns,
+        "handshake_ms": net.handshake_ms, "ts": clock.unix_ms(time.ticks_ms()),
+    }).encode()
