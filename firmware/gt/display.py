@@ -13,6 +13,9 @@ class NullDisplay:
     def update(self, app):
         pass
 
+    def banner(self, text, ms=5000):  # the `identify` command; with no OLED it is kept to read
+        self.lines = (text,)
+
 
 def open(cfg, hw, log):
     kind = cfg["display"]["kind"]

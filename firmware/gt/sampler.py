@@ -13,6 +13,7 @@ class Sampler:
         self.interval = app.cfg["sample_ms"]
         self.trace = app.cfg["trace"]
         self.seq = 0
+        self.last = None  # the latest (seq, ticks, metrics): what the OLED's readings page shows
         self.overruns = 0
         self.beat = time.ticks_ms()
 
@@ -25,6 +26,7 @@ class Sampler:
         self.seq += 1
         rec = (self.seq, now, m)
         app.outbox.push(rec)
+        self.last = rec
         if self.trace:
             print("T", self.seq, now, m)
         return rec
