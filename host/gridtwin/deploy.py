@@ -347,13 +347,61 @@ class BirthWatcher:
             self.client.loop_stop()
 
 
+class DaemonWatcher:
+    """When the daemon runs, it holds the host identity's MQTT session (the broker makes the client
+    id the certificate CN): a second connection with that identity would take its session over.
+    So deploy waits through the daemon's local API instead: the node's first live (not replayed)
+    reading after the reset, which by the contract follows its birth."""
+
+    def __init__(self, site, node_id: str):
+        from gridtwin.daemon.client import DaemonClient
+
+        self.node = node_id
+        self.client = DaemonClient.for_site(site)
+        self.resp = None
+
+    def start(self, timeout: float = 60.0) -> "DaemonWatcher":
+        self.resp = self.client._open("GET", f"/tail?node={self.node}", timeout=timeout)
+        return self
+
+    def wait(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                line = self.resp.readline()
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                doc = json.loads(line)
+                if doc.get("node") == self.node and not doc.get("hist"):
+                    return {"state": "online", "via": "daemon", "boot": doc.get("boot"), "seq": doc.get("seq")}
+        except (OSError, ValueError):
+            pass
+        raise ToolError(f"no reading from {self.node} reached the daemon within {timeout:.0f}s after the reset",
+                        hint="watch the board's console (`make repl PORT=...`): Wi-Fi, broker address, clock")
+
+    def stop(self) -> None:
+        if self.resp is not None:
+            self.resp.close()
+
+
+def daemon_running(site) -> bool:
+    try:
+        from gridtwin.daemon.client import DaemonClient
+
+        return bool(DaemonClient.for_site(site).health().get("ok", True))
+    except Exception:  # no state file, not reachable: not running
+        return False
+
+
 # --- the whole thing ------------------------------------------------------------------------------
 
 def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool = False,
            wait_timeout: float = 60.0, broker_host: str | None = None, broker_port: int | None = None,
            pki=None, boards_dir: pathlib.Path = BOARDS_DIR, arch: str | None = None,
            config_overrides: dict | None = None, build_dir: pathlib.Path | None = None,
-           check_serial: bool = True, out=print) -> DeployResult:
+           check_serial: bool = True, via_daemon: bool | None = None, out=print) -> DeployResult:
     from gridtwin.flash import check_port
     from gridtwin.pki import PKI
 
@@ -385,13 +433,17 @@ def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool 
             f"{len(result.unchanged)} unchanged, {len(result.removed)} removed")
         watcher = None
         if wait:
-            watcher = BirthWatcher(site, node_id, pki, host=broker_host, port=broker_port).start()
+            if via_daemon is None:
+                via_daemon = daemon_running(site)
+            watcher = (DaemonWatcher(site, node_id).start(wait_timeout) if via_daemon else
+                       BirthWatcher(site, node_id, pki, host=broker_host, port=broker_port).start())
         try:
             transport.reset()
             if watcher:
                 result.birth = watcher.wait(wait_timeout)
-                out(f"{node_id} is online: firmware {result.birth.get('fw', result.birth.get('version', '?'))}, "
-                    f"boot {result.birth.get('boot', '?')}")
+                out(f"{node_id} is online: boot {result.birth.get('boot', '?')}"
+                    + (" (seen by the daemon)" if result.birth.get("via") == "daemon" else
+                       f", firmware {result.birth.get('fw', result.birth.get('version', '?'))}"))
         finally:
             if watcher:
                 watcher.stop()

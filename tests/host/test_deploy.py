@@ -198,3 +198,47 @@ def test_ampy_transport_uploads_only_what_changed(lab, pty_board, tmp_path):
     assert json.loads((board.flash / "config.json").read_text())["sample_ms"] == 3000
     assert not (board.flash / "gt" / "old.mpy").exists()
     wait_file(board.flash / "log.txt", "boot=2")  # ampy's hard reset booted the firmware again
+
+
+def test_wait_goes_through_the_daemon_when_it_holds_the_host_session(site_pki_copy, broker, mqtt_client, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from fixtures.broker import free_port, wait_until
+    from fixtures.daemon_fleet import telemetry_payload
+
+    site_path = site_pki_copy.path
+    port = free_port()
+    text = re.sub(r"(?m)^port = \d+", f"port = {broker.port}", site_path.read_text())
+    site_path.write_text(text + f"\n[daemon]\nmetrics_port = {port}\n")
+    site = load_site(site_path)
+    log = open(tmp_path / "daemon.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site_path), "daemon"], stdout=log, stderr=log)
+
+    def healthy():
+        assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, 20, "the daemon to be healthy")
+        assert gdeploy.daemon_running(site)
+        w = gdeploy.DaemonWatcher(site, "pdu_a").start(10)
+        try:
+            node = mqtt_client("pdu_a")
+            topic = broker.topic("pdu_a", "telemetry")
+            node.publish(topic, telemetry_payload("pdu_a", boot=5, seq=0, hist=True))  # a replay: not proof
+            node.publish(topic, telemetry_payload("pdu_a", boot=6, seq=0))
+            got = w.wait(10)
+        finally:
+            w.stop()
+        assert got == {"state": "online", "via": "daemon", "boot": 6, "seq": 0}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        log.close()
