@@ -39,6 +39,7 @@ def test_valid_telemetry_is_returned_typed():
     (b'"text"', "not_object"),
     (enc(good(v=2)), "version"),
     (enc(good(v=True)), "version"),
+    (enc(good(v=1.0)), "version"),
     (enc(good(v=...)), "version"),
     (enc(good(node="n2")), "node_mismatch"),
     (enc(good(node=...)), "node_mismatch"),

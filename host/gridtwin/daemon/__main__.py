@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     p.add_argument("--nodes", default=None, help="comma-separated known node ids (default: any)")
     p.add_argument("--metrics-port", type=int, default=None)
     p.add_argument("--influx", default=None, help="JSON of InfluxConfig fields")
-    p.add_argument("--batch-max", type=int, default=5000)
+    p.add_argument("--batch-max", type=int, default=20000)
     p.add_argument("--receive-maximum", type=int, default=2000)
     p.add_argument("--log-format", default="json")
     p.add_argument("-v", "--verbose", action="store_true")

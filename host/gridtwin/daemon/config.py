@@ -33,7 +33,8 @@ SCHEMA.setdefault("storage", Section({
 SCHEMA.setdefault("daemon", Section({
     "client_id": Key(str, "gridtwin-daemon", help="MQTT client id: fixed, so the broker keeps the session while the daemon restarts"),
     "shared_group": Key(str, "", help="non-empty: ingest through $share/<group>/... so several daemons split the load"),
-    "batch_max": Key(int, 5000, check=in_range(1, 100000), help="most messages per storage transaction"),
+    "batch_max": Key(int, 20000, check=in_range(1, 100000),
+                     help="most messages per storage transaction (big batches share index pages: fewer writes)"),
     "receive_maximum": Key(int, 2000, check=in_range(1, 65535), help="unacknowledged QoS 1 messages the broker may send us"),
     "metrics_host": Key(str, "127.0.0.1", help="address of /healthz and /metrics"),
     "metrics_port": Key(int, 9810, check=in_range(0, 65535), help="port of /healthz and /metrics; 0 = off"),

@@ -37,7 +37,7 @@ LOG_EVERY_S = 10.0
 class Ingest:
     def __init__(self, endpoint, store, *, client_id: str = "gridtwin-daemon", known_nodes=None,
                  shared_group: str = "", limits: validate.Limits = validate.DEFAULT_LIMITS,
-                 metrics: Metrics | None = None, batch_max: int = 5000, receive_maximum: int = 2000,
+                 metrics: Metrics | None = None, batch_max: int = 20000, receive_maximum: int = 2000,
                  influx_measurement: str | None = None, on_spool=None):
         self.endpoint, self.store = endpoint, store
         self.root = endpoint.root

@@ -55,7 +55,7 @@ def setup_logging(verbose: bool = False, fmt: str = "auto") -> None:
 class Daemon:
     def __init__(self, *, endpoint, db_path: Path | str, client_id: str = "gridtwin-daemon",
                  known_nodes=None, shared_group: str = "", limits: validate.Limits = validate.DEFAULT_LIMITS,
-                 sync: str = "normal", batch_max: int = 5000, receive_maximum: int = 2000,
+                 sync: str = "normal", batch_max: int = 20000, receive_maximum: int = 2000,
                  metrics_host: str = "127.0.0.1", metrics_port: int | None = 0,
                  influx: InfluxConfig | None = None, influx_measurement: str = "telemetry",
                  raw_days: int = 30, rollup_days: int = 730, site=None):

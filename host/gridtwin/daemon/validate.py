@@ -88,19 +88,6 @@ def _split_topic(topic: str, root: str, known_nodes=None) -> tuple[str, str]:
     return node, kind
 
 
-def _finite(value, what: str) -> float | int:
-    # bool is an int in Python but never a reading; a JSON 1e999 parses to inf.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise Rejected("metric", f"{what} is {type(value).__name__}, not a number")
-    if isinstance(value, int):
-        if abs(value) > 2**53:
-            raise Rejected("metric", f"{what} is an integer too large to store exactly")
-        return value
-    if not math.isfinite(value):
-        raise Rejected("metric", f"{what} is not a finite number")
-    return value
-
-
 def _no_constants(name):
     raise ValueError(f"{name} is not valid JSON")
 
@@ -130,37 +117,57 @@ def parse_object(payload: bytes | str, limits: Limits = DEFAULT_LIMITS) -> dict:
     return obj
 
 
+_METRIC_NAMES: set = set()   # names already checked against METRIC (a fleet has a few hundred)
+_MAX_INT = 2**53                 # exactly representable in a double, as SQLite and InfluxDB read it
+_MAX_ID = 2**63
+
+
 def telemetry(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, now_ms: int | None = None) -> Telemetry:
-    """Check one telemetry payload of *node* (from its topic) and return it typed."""
+    """Check one telemetry payload of *node* (from its topic) and return it typed.
+
+    This runs for every message (tens of thousands a second), so it tests exact types
+    (``type(x) is int`` also refuses ``True``) rather than calling helpers per field."""
     text = decode(payload, limits)
     obj = parse_object(text, limits)
-    if obj.get("v") != SCHEMA_VERSION or isinstance(obj.get("v"), bool):
-        raise Rejected("version", f"schema version {obj.get('v')!r}, this host reads v={SCHEMA_VERSION}")
+    v = obj.get("v")
+    if v != SCHEMA_VERSION or type(v) is not int:
+        raise Rejected("version", f"schema version {v!r}, this host reads v={SCHEMA_VERSION}")
     if obj.get("node") != node:
         raise Rejected("node_mismatch", f"payload names node {obj.get('node')!r} but was published under {node!r}")
     boot, seq, ts = obj.get("boot"), obj.get("seq"), obj.get("ts")
-    if isinstance(boot, bool) or not (
-        (isinstance(boot, int) and 0 <= boot < 2**63) or (isinstance(boot, str) and 0 < len(boot) <= 64)
-    ):
+    tb = type(boot)
+    if not ((tb is int and 0 <= boot < _MAX_ID) or (tb is str and 0 < len(boot) <= 64)):
         raise Rejected("field", f"boot {boot!r} is not a non-negative integer or short string")
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+    if type(seq) is not int or not 0 <= seq < _MAX_ID:
         raise Rejected("field", f"seq {seq!r} is not a non-negative integer")
-    if isinstance(ts, bool) or not isinstance(ts, int):
+    if type(ts) is not int:
         raise Rejected("field", f"ts {ts!r} is not an integer (Unix milliseconds)")
     now = int(time.time() * 1000) if now_ms is None else now_ms
     if not now - limits.max_past_ms <= ts <= now + limits.max_future_ms:
         raise Rejected("ts_window", f"ts {ts} is {(ts - now) / 1000:+.0f} s from now; is the node's clock set?")
     m = obj.get("m")
-    if not isinstance(m, dict) or not m:
+    if type(m) is not dict or not m:
         raise Rejected("field", "m is missing or not a non-empty object of metric: number")
     if len(m) > limits.max_metrics:
         raise Rejected("metric", f"{len(m)} metrics, more than {limits.max_metrics}")
+    names = _METRIC_NAMES
     for key, value in m.items():
-        if not METRIC.match(key):
-            raise Rejected("metric", f"metric name {key[:70]!r} is not [A-Za-z_][A-Za-z0-9_.]*")
-        _finite(value, f"metric {key}")
+        if key not in names:
+            if not METRIC.match(key):
+                raise Rejected("metric", f"metric name {key[:70]!r} is not [A-Za-z_][A-Za-z0-9_.]*")
+            if len(names) < 10_000:
+                names.add(key)
+        tv = type(value)
+        if tv is float:
+            if value - value != 0.0:  # inf - inf and nan - nan are nan (a JSON 1e999 parses to inf)
+                raise Rejected("metric", f"metric {key} is not a finite number")
+        elif tv is int:
+            if not -_MAX_INT <= value <= _MAX_INT:
+                raise Rejected("metric", f"metric {key} is an integer too large to store exactly")
+        else:
+            raise Rejected("metric", f"metric {key} is {tv.__name__}, not a number")
     hist = obj.get("hist", False)
-    if not isinstance(hist, bool):
+    if hist is not False and hist is not True:
         raise Rejected("field", f"hist {hist!r} is not true/false")
     return Telemetry(node, boot, seq, ts, m, hist, text)
 
