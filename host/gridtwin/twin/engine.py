@@ -160,6 +160,7 @@ class Twin:
                 on = bool(o)
             if on != bool(ac.avail[i]):
                 ev.set(t, ids[i], "utility_lost", not on)
+                self._restoring = True
             ac.avail[i] = on
         # Transfer switches decide on the chain as last seen.
         want_gen: set[int] = set()
@@ -262,8 +263,9 @@ class Twin:
         self._prev_en = ac.en.copy()
         self._prev_in_ok = ac.in_ok.copy()
         if self._restoring:
-            # Restored: every switch back on its normal source and every load fed again.
-            if all(sw.position == 0 for sw in self.switches) and bool(ac.en[ac.load_idx].all()):
+            # Restored: every utility back, every switch on its normal source, every load fed again.
+            if all(sw.position == 0 for sw in self.switches) and bool(ac.en[ac.load_idx].all()) \
+                    and bool(ac.avail[self.utilities].all()):
                 ev.info(t, "site", "restored")
                 self._restoring = False
 
