@@ -387,7 +387,9 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         ap.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    print(f"GridTwin bench on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    # figures depend on what else runs: the load average says how quiet the machine was
+    print(f"GridTwin bench on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, load average {load}")
     for name in names:
         fn, help_text = SECTIONS[name]
         print(f"\n[{name}] {help_text}", flush=True)

@@ -56,6 +56,8 @@ class Ingest:
         self.batch_hooks: list = []
         self._inbox: collections.deque = collections.deque()
         self._wake = threading.Event()
+        self._drained = threading.Event()
+        self.max_queued = 2 * batch_max
         self._stop = threading.Event()
         self._gen = 0
         self._logged: dict = {}
@@ -103,9 +105,16 @@ class Ingest:
 
     def _on_raw(self, topic, mid, qos, payload):
         # network thread: as little as possible, the writer thread does the rest
-        self._inbox.append((self._gen, mid, qos, topic, payload))
+        inbox = self._inbox
+        inbox.append((self._gen, mid, qos, topic, payload))
         if not self._wake.is_set():
             self._wake.set()
+        if len(inbox) > self.max_queued:
+            # backpressure: stop reading until the writer catches up, so a backlog waits in the
+            # broker (which persists it) instead of in our memory; TCP flow control does the rest
+            self._drained.clear()
+            while len(inbox) > self.batch_max and not self._stop.is_set():
+                self._drained.wait(0.5)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -147,6 +156,7 @@ class Ingest:
             while inbox:
                 n = min(len(inbox), self.batch_max)
                 self._process([inbox.popleft() for _ in range(n)])
+                self._drained.set()
             if self._stop.is_set():
                 return
             self._wake.wait(1.0)
