@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 from gridtwin.errors import PKIError, ToolError
-from gridtwin.micropython import compile_firmware
+from gridtwin.micropython import FIRMWARE_DIR, compile_firmware
 from gridtwin.nodeconfig import BOARDS_DIR, load_board, render
 
 CERT_FILES = {"ca.der": "ca", "cert.der": "cert", "key.der": "key"}
@@ -115,7 +115,8 @@ def _merge(dst: dict, src: dict) -> dict:
 
 
 def build(site, node_id: str, out_dir: pathlib.Path, *, pki=None, boards_dir: pathlib.Path = BOARDS_DIR,
-          arch: str | None = None, config_overrides: dict | None = None, out=print) -> dict[str, pathlib.Path]:
+          arch: str | None = None, config_overrides: dict | None = None, firmware_dir: pathlib.Path = FIRMWARE_DIR,
+          out=print) -> dict[str, pathlib.Path]:
     """Prepare every file for the node's board in out_dir. Returns {board path: local file}."""
     from gridtwin.pki import PKI
 
@@ -126,7 +127,7 @@ def build(site, node_id: str, out_dir: pathlib.Path, *, pki=None, boards_dir: pa
     if fw.exists():
         shutil.rmtree(fw)
     fw.mkdir(parents=True)
-    compile_firmware(fw, arch=arch or board.get("arch"))
+    compile_firmware(fw, root=pathlib.Path(firmware_dir), arch=arch or board.get("arch"))
     files = {p.relative_to(fw).as_posix(): p for p in sorted(fw.rglob("*")) if p.is_file()}
     cfg = render(site, node_id, boards_dir)
     if config_overrides:
@@ -401,7 +402,8 @@ def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool 
            wait_timeout: float = 60.0, broker_host: str | None = None, broker_port: int | None = None,
            pki=None, boards_dir: pathlib.Path = BOARDS_DIR, arch: str | None = None,
            config_overrides: dict | None = None, build_dir: pathlib.Path | None = None,
-           check_serial: bool = True, via_daemon: bool | None = None, out=print) -> DeployResult:
+           check_serial: bool = True, via_daemon: bool | None = None, firmware_dir: pathlib.Path = FIRMWARE_DIR,
+           out=print) -> DeployResult:
     from gridtwin.flash import check_port
     from gridtwin.pki import PKI
 
@@ -418,7 +420,7 @@ def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool 
         build_dir = pathlib.Path(tmp.name)
     try:
         files = build(site, node_id, build_dir, pki=pki, boards_dir=boards_dir, arch=arch,
-                      config_overrides=config_overrides, out=out)
+                      config_overrides=config_overrides, firmware_dir=firmware_dir, out=out)
         result = DeployResult(node_id, port, files)
         on_board = board_hashes(transport, list(files))
         for path, local in files.items():

@@ -50,6 +50,17 @@ def wait_file(path, pattern: str, timeout: float = 20.0) -> str:
         time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def firmware_snapshot(tmp_path_factory):
+    """The firmware as it is when this module starts: other work may edit firmware/ meanwhile, and
+    'a second deploy uploads nothing' must compare like with like."""
+    import shutil
+
+    dst = tmp_path_factory.mktemp("fw") / "firmware"
+    shutil.copytree(FIRMWARE_DIR, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
 @pytest.fixture
 def lab(tmp_path):
     """A site whose PKI has a CA but no certificate for env1 yet."""
@@ -77,13 +88,14 @@ def pty_board(tmp_path, micropython):
         pty.stop()
 
 
-def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab, pty_board, tmp_path):
+def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab, pty_board, tmp_path, firmware_snapshot):
     site, pki = lab
     board, pty = pty_board()
-    r1 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build", out=lambda s: None)
+    r1 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build",
+                        firmware_dir=firmware_snapshot, out=lambda s: None)
     # every file is there, byte for byte: firmware compiled, config rendered, DER pair + CA
     assert pki.has("env1")  # issued because it was missing
-    n_fw = len(firmware_sources())
+    n_fw = len(firmware_sources(firmware_snapshot))
     assert len(r1.files) == n_fw + 4 and sorted(r1.uploaded) == sorted(r1.files) and not r1.unchanged
     for path, local in r1.files.items():
         assert sha(board.flash / path) == sha(local), path
@@ -99,14 +111,15 @@ def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab
 
     # second deploy: nothing changed, nothing sent
     mtimes = {p: (board.flash / p).stat().st_mtime_ns for p in r1.files}
-    r2 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build", out=lambda s: None)
+    r2 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build",
+                        firmware_dir=firmware_snapshot, out=lambda s: None)
     assert r2.uploaded == [] and sorted(r2.unchanged) == sorted(r1.files) and r2.removed == []
     assert {p: (board.flash / p).stat().st_mtime_ns for p in r1.files} == mtimes
 
     # one config value changes and a stale module sits in gt/: only config.json goes, the stale file goes away
     (board.flash / "gt" / "startup.py").write_text("raise RuntimeError('stale source shadows the .mpy')\n")
     r3 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build",
-                        config_overrides={"sample_ms": 2500}, out=lambda s: None)
+                        config_overrides={"sample_ms": 2500}, firmware_dir=firmware_snapshot, out=lambda s: None)
     assert r3.uploaded == ["config.json"] and r3.removed == ["gt/startup.py"]
     assert not (board.flash / "gt" / "startup.py").exists()
     assert json.loads((board.flash / "config.json").read_text())["sample_ms"] == 2500
@@ -132,7 +145,7 @@ def test_deployed_board_publishes_its_birth_to_a_real_broker(tmp_path, pty_board
     mqtt = dict(render(sp.site, "env1").get("mqtt") or {"host": "localhost"})
     mqtt.update(host="127.0.0.1", port=brk.port, server_hostname="localhost")
     try:
-        r = gdeploy.deploy(sp.site, "env1", pty.port, pki=sp.pki, wait=True, wait_timeout=30,
+        r = gdeploy.deploy(sp.site, "env1", pty.port, pki=sp.pki, wait=True, wait_timeout=20,
                            broker_host="127.0.0.1", broker_port=brk.port, config_overrides={"mqtt": mqtt},
                            out=lambda s: None)
     except ToolError:
@@ -185,15 +198,16 @@ def test_wait_ignores_the_retained_birth_of_the_previous_boot(broker, mqtt_clien
         w.stop()
 
 
-def test_ampy_transport_uploads_only_what_changed(lab, pty_board, tmp_path):
+def test_ampy_transport_uploads_only_what_changed(lab, pty_board, tmp_path, firmware_snapshot):
     # adafruit-ampy is slow (a raw-REPL entry per call): the board gets its files through mpremote,
     # then ampy does a small change, a removal and the reset
     site, pki = lab
     board, pty = pty_board()
-    gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "b", out=lambda s: None)
+    gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "b", firmware_dir=firmware_snapshot,
+                   out=lambda s: None)
     (board.flash / "gt" / "old.mpy").write_bytes(b"M stale")
     r = gdeploy.deploy(site, "env1", pty.port, pki=pki, tool="ampy", build_dir=tmp_path / "b",
-                       config_overrides={"sample_ms": 3000}, out=lambda s: None)
+                       config_overrides={"sample_ms": 3000}, firmware_dir=firmware_snapshot, out=lambda s: None)
     assert r.uploaded == ["config.json"] and r.removed == ["gt/old.mpy"]
     assert json.loads((board.flash / "config.json").read_text())["sample_ms"] == 3000
     assert not (board.flash / "gt" / "old.mpy").exists()
