@@ -29,7 +29,20 @@ from gridtwin.errors import ToolError
 from gridtwin.micropython import FIRMWARE_DIR, SHIM_DIR, find_micropython
 
 RESET_EXIT = 75  # tests/shim/_world.py: the chip reset, start it again
-DEFAULT_HEAP = "96k"  # an ESP32-like GC heap (and stricter: the unix port's objects are 64-bit)
+# The firmware's GC heap: ESP32-like, and stricter, since the unix port's objects are 64-bit.
+DEFAULT_HEAP = "96k"
+# Room in the interpreter's heap for the shim itself (its modules and chip models). The shim
+# fills what it does not use with ballast, so the firmware sees exactly its budget.
+SHIM_ALLOWANCE = 64 * 1024
+
+
+def heap_bytes(size: str | int) -> int:
+    """'96k' -> 98304 (k, m suffixes as micropython's -X heapsize takes them)."""
+    if isinstance(size, int):
+        return size
+    s = size.strip().lower()
+    mult = {"k": 1024, "m": 1024 * 1024}.get(s[-1:], 1)
+    return int(s.rstrip("km")) * mult
 
 
 class VirtualBoard:
@@ -37,7 +50,8 @@ class VirtualBoard:
                  world: dict | None = None, heap: str = DEFAULT_HEAP,
                  firmware: pathlib.Path | None = FIRMWARE_DIR, env: dict | None = None,
                  max_resets: int = 20):
-        """``firmware``: a folder put on the board's import path (source or compiled .mpy), or
+        """``heap``: the firmware's GC heap budget (the shim's own share comes on top of it).
+        ``firmware``: a folder put on the board's import path (source or compiled .mpy), or
         None when the firmware has been deployed into flash/ itself."""
         self.root = pathlib.Path(root)
         self.flash = self.root / "flash"
@@ -77,7 +91,7 @@ class VirtualBoard:
 
     # --- the interpreter ---
     def command(self, script: str | None = "_boot_board.py") -> list[str]:
-        cmd = [find_micropython(), "-X", f"heapsize={self.heap}"]
+        cmd = [find_micropython(), "-X", f"heapsize={heap_bytes(self.heap) + SHIM_ALLOWANCE}"]
         if script:
             cmd.append(str(SHIM_DIR / script))
         return cmd
@@ -92,6 +106,7 @@ class VirtualBoard:
             "GT_WORLD": str(self.world_path.resolve()),
             "GT_BOARD_STATE": str(self.state.resolve()),
             "GT_FIRMWARE": str(self.firmware or ""),
+            "GT_FW_HEAP": str(heap_bytes(self.heap)),
         })
         env.update(self.extra_env)
         return env

@@ -2,6 +2,9 @@
 # filesystem (the current folder), falling back to the firmware folder (GT_FIRMWARE) for files not
 # deployed there. The board runner (gridtwin.vboard) starts the interpreter on this file.
 import os
+import _world
+
+_world.settle_heap()
 
 
 def _find(name):

@@ -78,6 +78,7 @@ class Clock:
         self._v_us = 0  # warp mode: virtual microseconds since boot
         self.io_objects = 0  # sockets registered with a poller (set by the select shim)
         self.peak_alloc = 0
+        self.base = 0  # heap held by the shim itself (and its ballast), set by settle_heap()
         self.hooks = []  # called with world_ms after time moves (watchdog, stop)
         rtc = spec.get("rtc", 1764000000)
         # wall clock: unix seconds at boot, or None while nobody has set the RTC (reads 2000-01-01)
@@ -107,8 +108,9 @@ class Clock:
     def idle(self):
         # The board is about to wait: measure the heap it really holds (after a collection), so
         # peak_alloc is the high-water mark of live memory at rest, not of uncollected garbage.
+        # It counts the firmware only: the shim's own share (base) is taken off.
         gc.collect()
-        a = gc.mem_alloc()
+        a = gc.mem_alloc() - self.base
         if a > self.peak_alloc:
             self.peak_alloc = a
 
@@ -217,6 +219,39 @@ def in_windows(windows, t=None):
 def link_up():
     """Whether the simulated Wi-Fi link (and so the network behind it) is there right now."""
     return not in_windows(world.get("wlan", {}).get("down"))
+
+
+_ballast = None
+
+
+def settle_heap():
+    """Give the firmware exactly its budget (GT_FW_HEAP bytes) of the interpreter's heap.
+
+    The interpreter's heap is the firmware's budget plus an allowance for the shim (these modules
+    and the chip models, which a real board does not carry). The shim loads itself, then holds
+    whatever part of the allowance it did not need as ballast, so the firmware finds the budget
+    free, no more: a firmware that outgrows it fails here as it would on the chip.
+    """
+    global _ballast
+    import machine, network, select, time  # noqa: F401  (the shim modules a board always has)
+
+    for spec in world.get("i2c", ()):
+        device_model(spec["model"])
+    if world.get("onewire"):
+        import onewire  # noqa: F401
+
+        for spec in world["onewire"]:
+            device_model(spec["model"])
+    budget = int(os.getenv("GT_FW_HEAP") or 0)
+    gc.collect()
+    spare = gc.mem_free() - budget
+    if budget and spare > 0:
+        _ballast = bytearray(spare - 64)  # the block header: what remains free is the budget
+    gc.collect()
+    clock.base = gc.mem_alloc()
+    emit("heap shim=%d firmware_free=%d%s" % (clock.base - (len(_ballast) if _ballast else 0),
+                                                gc.mem_free(), "" if spare >= 0 or not budget else
+                                                " (shim allowance short by %d)" % -spare))
 
 
 def device_model(name):
