@@ -198,13 +198,16 @@ def test_wait_ignores_the_retained_birth_of_the_previous_boot(broker, mqtt_clien
         w.stop()
 
 
-def test_ampy_transport_uploads_only_what_changed(lab, pty_board, tmp_path, firmware_snapshot):
+def test_ampy_transport_uploads_only_what_changed(lab, pty_board, tmp_path, firmware_snapshot, capsys):
     # adafruit-ampy is slow (a raw-REPL entry per call): the board gets its files through mpremote,
     # then ampy does a small change, a removal and the reset
     site, pki = lab
     board, pty = pty_board()
-    gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "b", firmware_dir=firmware_snapshot,
-                   out=lambda s: None)
+    # the first deploy through the CLI, as `make deploy` runs it
+    assert main(["--site", str(site.path), "deploy", "--node", "env1", "--port", pty.port,
+                 "--firmware", str(firmware_snapshot)]) == 0
+    out = capsys.readouterr().out
+    assert f"env1 on {pty.port}: {len(firmware_sources(firmware_snapshot)) + 4} file(s) uploaded" in out
     (board.flash / "gt" / "old.mpy").write_bytes(b"M stale")
     r = gdeploy.deploy(site, "env1", pty.port, pki=pki, tool="ampy", build_dir=tmp_path / "b",
                        config_overrides={"sample_ms": 3000}, firmware_dir=firmware_snapshot, out=lambda s: None)

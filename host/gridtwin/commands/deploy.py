@@ -13,11 +13,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true",
                         help="after the reset, wait for the node's birth message on the broker")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (default 60)")
+    parser.add_argument("--firmware", metavar="DIR", help="firmware folder to deploy (default: the repository's firmware/)")
     parser.add_argument("--broker", metavar="HOST:PORT",
                         help="broker --wait connects to (default: the site's first broker host and port)")
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from gridtwin.deploy import deploy
     from gridtwin.errors import UsageError
     from gridtwin.site import load_site
@@ -30,8 +33,9 @@ def run(args) -> int:
         port = int(p)
     site = load_site(args.site)
     site.node(args.node)  # unknown node: a ConfigError before touching the port
+    kw = {"firmware_dir": Path(args.firmware)} if args.firmware else {}
     deploy(site, args.node, args.port, tool=args.tool, wait=args.wait, wait_timeout=args.timeout,
-           broker_host=host, broker_port=port)
+           broker_host=host, broker_port=port, **kw)
     if not args.wait:
         print(f"{args.node} restarted; it shows up in `gridtwin nodes` once it reaches the broker")
     return 0
