@@ -108,3 +108,51 @@ def test_systemd_unit_restarts_and_confines(tmp_path):
     assert sections["Service"]["ExecStart"].startswith("/opt/gt/bin/gridtwin --site ")
     assert sections["Service"]["ReadWritePaths"] == str((tmp_path / "var").resolve())
     assert "StartLimitBurst" in sections["Unit"] and sections["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_registry_changes_and_alerts_go_on_the_bus(fleet_broker, tmp_path, mqtt_client):
+    """A node that goes silent raises an alert (stored, retained on _host/alerts) that clears
+    when it is back; every state change is published on _host/nodes/<id>, retained."""
+    from fixtures.daemon_fleet import NodeClient, endpoint, telemetry_payload, wait_for
+    from gridtwin.daemon.service import Daemon
+
+    root = fleet_broker.site.topic_root
+    watcher = mqtt_client("telegraf", broker=fleet_broker)  # a read-only service, as Grafana's feed
+    watcher.subscribe(f"{root}/_host/#")
+    d = Daemon(endpoint=endpoint(fleet_broker), db_path=tmp_path / "db", metrics_port=None,
+               stale_intervals=3, watch_interval=3600)  # the test drives watch_registry itself
+    d.start()
+    node = NodeClient(fleet_broker, "node07")
+    try:
+        assert d.ingest.wait_connected()
+        assert json.loads(watcher.wait_for(f"{root}/_host/daemon/+").payload)["state"] == "online"
+        node.publish(json.dumps({"state": "online", "fw": "1.0", "interval": 100}).encode(), "status", retain=True)
+        node.publish(telemetry_payload("node07", 1, 0))
+        wait_for(lambda: d.metrics.stored == 1, 10, "the first reading")
+        now = int(time.time() * 1000)
+        assert d.watch_registry(now) == {"node07": "online"}
+        msg = watcher.wait_for(f"{root}/_host/nodes/node07")
+        assert json.loads(msg.payload)["state"] == "online"
+        assert d.watch_registry(now + 1000) == {"node07": "stale"}  # 1 s > 3 x 100 ms
+        alert = json.loads(watcher.wait_for(f"{root}/_host/alerts/node_node07").payload)
+        assert alert["kind"] == "node_stale" and alert["node"] == "node07"
+        assert count_alerts(tmp_path / "db", active=1) == 1
+        node.publish(telemetry_payload("node07", 1, 1))
+        wait_for(lambda: d.metrics.stored == 2, 10, "the reading after the silence")
+        assert d.watch_registry() == {"node07": "online"}
+        cleared = watcher.wait_for(f"{root}/_host/alerts/node_node07", where=lambda m: m.payload == b"")
+        assert cleared.payload == b"" and count_alerts(tmp_path / "db", active=1) == 0
+    finally:
+        node.close()
+        d.stop()
+    assert json.loads(watcher.wait_for(f"{root}/_host/daemon/+",
+                                       where=lambda m: b"offline" in m.payload).payload)["state"] == "offline"
+
+
+def count_alerts(db, active):
+    import sqlite3
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT count(*) FROM alerts WHERE active=?", (active,)).fetchone()[0]
+    finally:
+        conn.close()

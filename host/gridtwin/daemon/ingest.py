@@ -17,6 +17,7 @@ primary key stores them once. Acks of messages received on an earlier connection
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -65,6 +66,7 @@ class Ingest:
         self.client: mqtt.Client | None = None
         self._writer: threading.Thread | None = None
         self.host_prefix = f"{self.root}/_host/"
+        self.status_topic = f"{self.root}/_host/daemon/{client_id}"
 
     # -- MQTT callbacks (network thread) ----------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -77,6 +79,9 @@ class Ingest:
         self.metrics.subscribed = False
         log.info("connected to %s:%s as %s (session present: %s)", self.endpoint.host, self.endpoint.port,
                  self.client_id, flags.session_present)
+        # host status for dashboards, retained; the will below turns it offline if we vanish
+        client.publish(self.status_topic, json.dumps({"state": "online", "ts": int(time.time() * 1000)}),
+                       qos=1, retain=True)
         everything = f"{self.root}/#"
         if self.shared_group:
             # retained birth/will messages are not delivered on shared subscriptions: every daemon also
@@ -121,6 +126,7 @@ class Ingest:
         c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True, v5=False)
         c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
         c.on_subscribe = self._on_subscribe
+        c.will_set(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
         if hasattr(c, "on_publish_raw"):
             c.on_publish_raw = self._on_raw
         self.client = c
@@ -136,6 +142,8 @@ class Ingest:
         if self._writer:
             self._writer.join(timeout=30)
         if self.client:
+            if self.metrics.connected:  # a clean stop says so (a disconnect suppresses the will)
+                self.client.publish(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
             self.client.disconnect()
             self.client.loop_stop()
 

@@ -58,8 +58,12 @@ class Daemon:
                  sync: str = "normal", batch_max: int = 20000, receive_maximum: int = 2000,
                  metrics_host: str = "127.0.0.1", metrics_port: int | None = 0,
                  influx: InfluxConfig | None = None, influx_measurement: str = "telemetry",
-                 raw_days: int = 30, rollup_days: int = 730, site=None):
+                 raw_days: int = 30, rollup_days: int = 730, site=None, stale_intervals: int = 3,
+                 watch_interval: float = 1.0):
         self.site = site
+        self.stale_intervals, self.watch_interval = stale_intervals, watch_interval
+        self._states: dict[str, str] = {}
+        self._alerts: dict[str, int] = {}
         self.endpoint = endpoint
         self.metrics = Metrics()
         self.store = SqliteStore(db_path, sync=sync)
@@ -116,7 +120,7 @@ class Daemon:
                   sync=st.sync, batch_max=d.batch_max, receive_maximum=d.receive_maximum,
                   metrics_host=d.metrics_host, metrics_port=d.metrics_port or None, influx=influx,
                   influx_measurement=st.influx_measurement, raw_days=st.raw_days, rollup_days=st.rollup_days,
-                  site=site)
+                  site=site, stale_intervals=d.stale_intervals)
         kw.update(overrides)
         return cls(**kw)
 
@@ -233,9 +237,52 @@ class Daemon:
             log.info("retention: %d raw readings older than %d days folded into 1-minute rollups", folded, self.raw_days)
         return folded
 
+    # -- registry on the bus ------------------------------------------------------------------
+    def _publish(self, suffix: str, payload, retain: bool = True) -> None:
+        c = self.ingest.client
+        if c is not None and self.metrics.connected:
+            body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+            c.publish(f"{self.endpoint.root}/_host/{suffix}", body, qos=1, retain=retain)
+
+    def watch_registry(self, now_ms: int | None = None) -> dict[str, str]:
+        """Publish each node's state when it changes (``_host/nodes/<id>``, retained) and keep an
+        alert active while a node that was online is stale or offline (``_host/alerts/node_<id>``,
+        retained while active, cleared with an empty retained message); alerts are also stored."""
+        from gridtwin.daemon.registry import fleet
+        import dataclasses
+
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        changed = {}
+        for v in fleet(self.store, self.site, now_ms, self.stale_intervals):
+            before = self._states.get(v.id)
+            if before == v.state:
+                continue
+            self._states[v.id] = changed[v.id] = v.state
+            self._publish(f"nodes/{v.id}", {**dataclasses.asdict(v), "ts": now_ms})
+            if v.state in ("stale", "offline") and before == "online" and v.id not in self._alerts:
+                message = (f"{v.id} is offline (the broker published its will)" if v.state == "offline"
+                           else f"{v.id} has sent nothing for {v.age_s:.0f} s ({self.stale_intervals} intervals)")
+                aid = self.store.raise_alert("warning", f"node_{v.state}", message, v.id)
+                self._alerts[v.id] = aid
+                log.warning("alert: %s", message)
+                self._publish(f"alerts/node_{v.id}", {"id": aid, "severity": "warning", "kind": f"node_{v.state}",
+                                                      "node": v.id, "message": message, "ts": now_ms})
+            elif v.state == "online" and v.id in self._alerts:
+                self.store.clear_alert(self._alerts.pop(v.id))
+                log.info("alert cleared: %s is online again", v.id)
+                self._publish(f"alerts/node_{v.id}", b"")
+        return changed
+
     def _maintenance(self) -> None:
-        while not self._stop.wait(3600):
+        next_retention = time.monotonic() + 3600
+        while not self._stop.wait(self.watch_interval):
             try:
-                self.maintain()
+                if self.metrics.subscribed:
+                    self.watch_registry()
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + 3600
+                    self.maintain()
             except GridTwinError as exc:
-                log.error("retention failed: %s", exc)
+                log.error("maintenance failed: %s", exc)
+            except Exception:  # the watcher must not die silently: log and keep going
+                log.exception("maintenance failed")
