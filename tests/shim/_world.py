@@ -3,6 +3,7 @@
 # A test writes the world; the shim modules (machine, network, time, select, ...) read it. Nothing
 # in the firmware is patched. Keys (all optional):
 #   clock:  {"mode": "real"|"warp", "speed": 1.0, "rtc": <unix s at boot> | null (RTC not set),
+#            "true": <unix s an NTP server tells at boot (default 1764000000)>,
 #            "stop_at_ms": <world ms>}
 #           real: virtual time = real time x speed.  warp: time jumps to the next timer whenever the
 #           board is idle and no socket is registered, so hours run in seconds, deterministically.
@@ -83,7 +84,7 @@ class Clock:
         rtc = spec.get("rtc", 1764000000)
         # wall clock: unix seconds at boot, or None while nobody has set the RTC (reads 2000-01-01)
         self.rtc_at_boot = state.get("rtc_at_boot", rtc)
-        self.true_at_boot = state.get("true_at_boot", 1764000000)
+        self.true_at_boot = state.get("true_at_boot", spec.get("true", 1764000000))
 
     def us(self):
         if self.warp:
@@ -233,7 +234,7 @@ def settle_heap():
     free, no more: a firmware that outgrows it fails here as it would on the chip.
     """
     global _ballast
-    import machine, network, select, time  # noqa: F401  (the shim modules a board always has)
+    import machine, network, select, socket, time  # noqa: F401  (the shim modules a board always has)
 
     for spec in world.get("i2c", ()):
         device_model(spec["model"])
