@@ -189,3 +189,24 @@ def test_daemon_with_an_invalid_site_or_no_data_says_so(tmp_path, site_pki_copy)
     out = gridtwin(site, "daemon", "install", "--dry-run", "--user", "pi")
     assert out.returncode == 0 and "Restart=always" in out.stdout and "User=pi" in out.stdout
     assert f"--site {site.resolve()} daemon run" in out.stdout
+
+
+def test_influxdb_backend_from_the_site_file(site_pki_copy):
+    from gridtwin.daemon.service import Daemon
+    from gridtwin.errors import ConfigError
+    from gridtwin.site import load_site
+
+    site = site_pki_copy.path
+    site.write_text(site.read_text() + '\n[storage]\nbackend = "influxdb"\ninflux_api = "v1"\n'
+                    'influx_url = "http://127.0.0.1:8086"\ninflux_token_file = "influx.token"\n')
+    with pytest.raises(ConfigError) as exc:
+        Daemon.from_site(load_site(site))
+    assert exc.value.key == "storage.influx_token_file" and "influx.token" in exc.value.problem
+    (site.parent / "influx.token").write_text("s3cret\n")
+    d = Daemon.from_site(load_site(site), metrics_port=None)
+    try:
+        assert d.forwarder.writer.cfg.token == "s3cret" and "/write?db=gridtwin" in d.forwarder.writer.endpoint
+        assert d.ingest.influx_measurement == "telemetry"
+        assert d.store.path == site.parent / "var" / "gridtwin.db"
+    finally:
+        d.store.close()
