@@ -30,13 +30,9 @@ class App:
         self.sensors = sensors.build(cfg["sensors"], self.hw, log)
         self.role = roles.load(cfg["role"], self)
         self.net = None
-        spill = None
-        if cfg["mqtt"]["host"]:
-            # with a broker configured: readings spill to flash while it cannot be reached
-            from gt.spool import Spill
-
-            spill = Spill("outbox", cfg["spill_kb"] * 1024, log) if cfg["spill_kb"] else None
-        self.outbox = Outbox(cfg["queue"], spill, boot.boot_id)
+        # with a broker configured, readings spill to flash while it cannot be reached
+        spill = cfg["spill_kb"] * 1024 if Net is not None else 0
+        self.outbox = Outbox(cfg["queue"], spill, boot.boot_id, log)
         self.sampler = Sampler(self)
         self.publisher = Publisher(self)
         self.outbox.wake = self.publisher.nap.wake

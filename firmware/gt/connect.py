@@ -10,7 +10,7 @@ import socket
 import time
 from asyncio import core
 from gt import VERSION, clock, mqtt
-from gt.net import _io
+from gt.net import io, why
 
 
 async def connect(net):
@@ -21,32 +21,32 @@ async def connect(net):
         net.ctx = _context(net.c)  # built once, reused by every connection
     c = net.c
     t0 = time.ticks_ms()
-    if net._addr is None:
+    if net.addr is None:
         # DNS blocks on the ESP32 (lwIP's own timeout); an address answers at once, and the
         # result is kept for the next reconnect
-        net._addr = socket.getaddrinfo(c["host"], c["port"], 0, socket.SOCK_STREAM)[0][-1]
+        net.addr = socket.getaddrinfo(c["host"], c["port"], 0, socket.SOCK_STREAM)[0][-1]
     s = net.sock = socket.socket()
     s.setblocking(False)
     try:
-        s.connect(net._addr)
+        s.connect(net.addr)
     except OSError as e:
         if e.errno != errno.EINPROGRESS:
             raise
-    await _phase("tcp", _io(core._io_queue.queue_write, s), c["tcp_ms"])
+    await _phase("tcp", io(core._io_queue.queue_write, s), c["tcp_ms"])
     t1 = time.ticks_ms()
     # verification is required (the context's verify_mode) and the server name always checked
     s = net.sock = net.ctx.wrap_socket(s, server_hostname=c["server_hostname"] or c["host"],
-                                       do_handshake=False)
+                                       do_handshake_on_connect=False)
     will = b'{"state":"offline","node":"%s","boot":%d}' % (net.cid, net.app.boot.boot_id)
-    n = mqtt.connect(net.tx, net.cid, net.ka, net.root + b"status", will)
+    n = mqtt.connect(net.tx, net.cid, net.ka // 1000, net.root + b"status", will)
     await _phase("tls", _handshake(net, n), c["tls_ms"])
     t2 = time.ticks_ms()
-    first, b, e = await _phase("connack", net._packet(), c["connack_ms"])
-    rx = net.rx.buf
+    first, b, e = await _phase("connack", net.packet(), c["connack_ms"])
+    rx = net.rx
     if first >> 4 != mqtt.CONNACK or e - b != 2:
         raise mqtt.ProtocolError("connack: got packet type %d" % (first >> 4))
     rc, present = rx[b + 1], rx[b] & 1
-    net.rx.consume(e)
+    net.consume(e)
     if rc:
         raise OSError(0, "connack: refused, code %d" % rc)
     t3 = time.ticks_ms()
@@ -56,14 +56,14 @@ async def connect(net):
     net.log.info("mqtt", "connected in %d ms (tcp %d, tls %d, connack %d) session=%d conn=%d" % (
         net.handshake_ms, time.ticks_diff(t1, t0), time.ticks_diff(t2, t1),
         time.ticks_diff(t3, t2), present, net.conns))
-    net._task = asyncio.create_task(net._reader())
-    await net._take()
+    net.task = asyncio.create_task(net.reader())
+    await net.take()
     try:
         # subscribe on every connect: the broker may have lost the session
-        await net._out(net.txm, mqtt.subscribe(net.tx, net._next_pid(), net.t_cmd))
+        await net.out(net.txm, mqtt.subscribe(net.tx, net.next_pid(), net.root + b"cmd"))
     finally:
-        net._busy = False
-    await net._publish(b"status", birth(net), 1, True)
+        net.busy = False
+    await net.publish(b"status", birth(net), 1, True)
     return present
 
 
@@ -74,7 +74,7 @@ async def _phase(name, coro, ms):
         raise OSError(errno.ETIMEDOUT, "%s: no answer in %d ms" % (name, ms))
     except (OSError, ValueError, mqtt.ProtocolError) as e:
         # mbedTLS reports a certificate or name mismatch as ValueError
-        raise OSError(0, "%s: %s" % (name, e.args[1] if len(e.args) > 1 else repr(e)))
+        raise OSError(0, "%s: %s" % (name, why(e)))
 
 
 async def _handshake(net, n):
@@ -85,12 +85,12 @@ async def _handshake(net, n):
         r = s.write(net.txm[:n])
         if r is not None:
             break
-        await _io(core._io_queue.queue_read, s)
-    await net._out(net.txm, n, r)
+        await io(core._io_queue.queue_read, s)
+    await net.out(net.txm, n, r)
 
 
 async def _wifi(net):
-    w = net.wifi
+    w = net.app.cfg["wifi"]
     if not w["ssid"]:
         return True  # no Wi-Fi configured: the port's own network (unix)
     import network
@@ -121,7 +121,7 @@ def _ntp(net):
     try:
         import ntptime
 
-        ntptime.host = net.ntp_host
+        ntptime.host = net.app.cfg["ntp"] or net.c["host"]
         ntptime.timeout = 1
         ntptime.settime()
         if clock.offset is None:

@@ -1,18 +1,17 @@
-# Connectivity: Wi-Fi, NTP, TCP, TLS and the MQTT session over them (gt/mqtt.py is the protocol).
+# The link to the broker: the MQTT session over TLS (gt/mqtt.py is the protocol, gt/connect.py one
+# connection attempt: Wi-Fi, NTP, TCP, TLS, CONNACK, each with a deadline).
 #
-# run() loops for ever: bring the link up, set the clock, connect, serve the session until it
-# breaks, wait a backoff with jitter, again. Every phase has a deadline (TCP, TLS handshake,
-# CONNACK, PUBACK, and 1.5 keepalives of silence), so nothing can hang the event loop; whatever
-# goes wrong (refused, garbage, a silent peer, a hostile broker) closes the connection, is logged
-# with its phase and is retried. Link state goes to `listeners` as events: fn("up" | "down").
+# run() loops for ever: connect, serve the session until it breaks, wait a backoff with jitter,
+# again. While connected, 1.5 keepalives without a byte from the broker, a PUBACK that does not
+# come, the Wi-Fi link going or anything a broker must not send end the session; it is logged and
+# retried, never a crash. Link state goes to `listeners` as events: fn("up" | "down").
 #
 # As the publisher's transport: .up and async send(rec, hist) -> True once the broker has the
 # reading (QoS 1, PUBACK). One message is in flight at a time; it keeps its packet id and is sent
 # again with DUP after a reconnect on the persistent session (clean_session False).
 #
 # RAM: one tx and one rx buffer, allocated once; the telemetry document is written straight into
-# the tx buffer behind its PUBLISH header. Connecting (gt/connect.py) and command handling
-# (gt/commands.py) are imported only while they run.
+# tx behind its PUBLISH header. gt/connect.py and gt/commands.py are imported only while they run.
 import asyncio
 import errno
 import os
@@ -21,16 +20,25 @@ import time
 from asyncio import core
 from micropython import const
 from gt import mqtt
-from gt import outbox as ob
+from gt.outbox import fields, stamp
 from gt.publisher import Sleeper
 
-_TX = const(384)  # telemetry packets; bigger payloads (birth, acks) are written from their own bytes
-_RX = const(256)  # largest packet accepted: commands are small, bigger means a broken broker
+_TX = const(384)  # telemetry packets; bigger payloads (birth, acks) go out from their own bytes
+_RX = const(256)  # the largest packet accepted: commands are small, bigger means a broken broker
 
 
-def _io(queue, s):
+def io(queue, s):
     # wait until asyncio's poller says s is ready (as asyncio's own streams wait)
     yield queue(s)
+
+
+def unload(name):
+    # forget a module imported for one job so its code leaves RAM (the package refers to it too)
+    import gt
+
+    sys.modules.pop("gt." + name, None)
+    if hasattr(gt, name):
+        delattr(gt, name)
 
 
 class Net:
@@ -38,39 +46,31 @@ class Net:
         self.app = app
         self.log = app.log
         cfg = app.cfg
-        self.c = c = cfg["mqtt"]
-        self.wifi = cfg["wifi"]
-        self.ntp_host = cfg["ntp"] or c["host"]
+        self.c = cfg["mqtt"]
+        self.ka = self.c["keepalive"] * 1000
         self.cid = cfg["node"].encode()
-        self.root = ("%s/%s/" % (cfg["root"], cfg["node"])).encode()
+        self.root = b"%s/%s/" % (cfg["root"], self.cid)
         self.t_tel = self.root + b"telemetry"
-        self.t_cmd = self.root + b"cmd"
-        self.ka = c["keepalive"]
         self.up = False
         self.listeners = []
         self.tx = bytearray(_TX)
         self.txm = memoryview(self.tx)
-        self.rx = mqtt.Reader(_RX)
-        self.sock = self.ctx = self.wlan = self._addr = self._task = self._err = None
-        self._busy = False  # a packet is being written (tasks take turns, see _take)
-        self._acked = False
-        self._nap = Sleeper()  # the sender waiting for its PUBACK
-        self._pid = 0
+        self.rx = bytearray(_RX)
+        self.n = 0  # bytes in rx
+        self.sock = self.ctx = self.wlan = self.addr = self.task = self.err = self.ntp_at = None
+        self.busy = False  # a packet is being written: tasks take turns (see take)
+        self.acked = self.birth = False
+        self.nap = Sleeper()  # the sender waiting for its PUBACK
+        self.pid = 0
         self.inflight = None  # (pid, record, hist): the reading waiting for its PUBACK
-        self.seen = []  # (command id, ack) of the last commands: a repeat is not run again
-        self._birth = False
-        self.ntp_at = None
+        self.seen = []  # (id, ack) of recent commands: a repeated id is not run again
         self.conns = self.failures = self.undated = 0
         self.handshake_ms = None
         self.last_rx = self.last_tx = time.ticks_ms()
 
-    def _next_pid(self):
-        self._pid = self._pid % 65535 + 1
-        return self._pid
-
-    def _event(self, state):
-        for fn in self.listeners:
-            fn(state)
+    def next_pid(self):
+        self.pid = self.pid % 65535 + 1
+        return self.pid
 
     def rssi(self):
         try:
@@ -81,235 +81,225 @@ class Net:
     async def run(self):
         fails = 0
         while True:
-            began = None
+            began = time.ticks_ms()
             try:
-                from gt import connect  # for this attempt only (RAM)
+                from gt import connect
 
-                self._err = None
                 present = await connect.connect(self)
                 connect = None
-                del sys.modules["gt.connect"]
+                unload("connect")
                 if present is not None:
-                    began = time.ticks_ms()
                     await self._serve(present)
             except Exception as e:  # a broken or hostile broker must never take the node down
                 self.failures += 1
-                self.log.warn("mqtt", "%s: %s" % ("lost" if self.up else "failed", _why(e)))
-            sys.modules.pop("gt.connect", None)
+                self.log.warn("mqtt", "%s: %s" % ("lost" if self.up else "failed", why(e)))
+            unload("connect")
             self._close()
-            if began is not None and time.ticks_diff(time.ticks_ms(), began) > self.ka * 1000:
+            if time.ticks_diff(time.ticks_ms(), began) > self.ka:
                 fails = 0  # it ran a while: back off from the bottom again
             fails += 1
-            d = min(self.c["backoff_max_ms"], 500 << min(fails - 1, 12))
-            d = d // 2 + d // 2 * os.urandom(1)[0] // 255  # jitter: a fleet must not retry in step
-            await asyncio.sleep_ms(d)
+            d = min(self.c["backoff_max_ms"], 500 << min(fails, 12))
+            await asyncio.sleep_ms(d // 2 + d // 2 * os.urandom(1)[0] // 255)  # jitter
 
     async def _serve(self, present):
         if self.inflight is not None:
             # the reading the broker never acknowledged: same packet id, DUP if it may have it
             pid, rec, hist = self.inflight
             if not await self._send(pid, rec, hist, present):
-                raise OSError(0, "puback: resent reading not acknowledged")
+                raise OSError(0, "resent reading not acknowledged")
             self.inflight = None
             self.app.outbox.done(rec)
         self.app.outbox.begin()
         self.up = True
         self._event("up")
-        await self._watch()
-
-    async def _watch(self):
-        ka = self.ka * 1000
         while True:
             await asyncio.sleep_ms(250)
-            if self._err is not None:
-                raise self._err
+            if self.err is not None:
+                raise self.err
             if self.wlan is not None and not self.wlan.isconnected():
                 raise OSError(0, "wifi link lost")
             now = time.ticks_ms()
-            if time.ticks_diff(now, self.last_rx) > ka * 3 // 2:
-                raise OSError(errno.ETIMEDOUT, "broker silent for 1.5 keepalives")
-            if time.ticks_diff(now, self.last_tx) >= ka // 2:
-                await self._take()
+            if time.ticks_diff(now, self.last_rx) > self.ka * 3 // 2:
+                raise OSError(0, "broker silent for 1.5 keepalives")
+            if time.ticks_diff(now, self.last_tx) >= self.ka // 2:
+                await self.take()
                 try:
                     self.tx[:2] = mqtt.PINGREQ
-                    await self._out(self.txm, 2)
+                    await self.out(self.txm, 2)
                 finally:
-                    self._busy = False
-            if self._birth:
-                self._birth = False
+                    self.busy = False
+            if self.birth:
+                self.birth = False
                 from gt import connect
 
                 doc = connect.birth(self)
-                del sys.modules["gt.connect"]
-                await self._publish(b"status", doc, 1, True)
+                connect = None
+                unload("connect")
+                await self.publish(b"status", doc, 1, True)
+
+    def _event(self, state):
+        for fn in self.listeners:
+            fn(state)
 
     def _close(self):
         was = self.up
         self.up = False
-        self._nap.wake()  # a sender waiting for its PUBACK gives up now
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        self.nap.wake()  # a sender waiting for its PUBACK gives up now
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
         if self.sock is not None:
             try:
                 self.sock.close()
             except OSError:
                 pass
             self.sock = None
-        self.rx.n = 0
+        self.n = 0
+        self.busy = False
         if was:
             self._event("down")
 
-    async def _packet(self):
-        r = self.rx
+    async def packet(self):
+        """The next complete packet in rx: (first byte, body start, body end)."""
         while True:
-            p = r.packet()
+            p = mqtt.parse(self.rx, self.n)
             if p is not None:
                 return p
             s = self.sock
-            n = s.readinto(r.mv[r.n:])
-            if n is None:
-                await _io(core._io_queue.queue_read, s)
-            elif n == 0:
-                raise OSError(errno.ECONNRESET, "closed by the broker")
+            r = s.readinto(memoryview(self.rx)[self.n:])
+            if r is None:
+                await io(core._io_queue.queue_read, s)
+            elif r == 0:
+                raise OSError(0, "closed by the broker")
             else:
-                r.n += n
+                self.n += r
 
-    async def _out(self, mv, n, off=0):
-        # write mv[off:n]; the caller holds the lock
+    def consume(self, end):
+        # keep what follows the packet (usually nothing, so usually no copy)
+        b = self.rx
+        left = self.n - end
+        for j in range(left):
+            b[j] = b[end + j]
+        self.n = left
+
+    async def take(self):
+        # one packet at a time on the wire: a writer that finds another mid-packet waits its turn
+        # (rare: a packet usually goes out in one write). The taker clears busy in a finally.
+        while self.busy:
+            await asyncio.sleep_ms(2)
+        self.busy = True
+
+    async def out(self, mv, n, off=0):
         s = self.sock
         while off < n:
             r = s.write(mv[off:n])
             if r is None:
-                await _io(core._io_queue.queue_write, s)
+                await io(core._io_queue.queue_write, s)
             else:
                 off += r
         self.last_tx = time.ticks_ms()
 
-    async def _reader(self):
+    async def publish(self, leaf, payload, qos, retain=False):
+        await self.take()
+        try:
+            o = mqtt.head(self.tx, self.root + leaf, len(payload), self.next_pid() if qos else 0, retain)
+            await self.out(self.txm, o)
+            await self.out(memoryview(payload), len(payload))
+        finally:
+            self.busy = False
+
+    async def reader(self):
         try:
             while True:
-                first, b, e = await self._packet()
+                first, b, e = await self.packet()
                 self.last_rx = time.ticks_ms()
                 t = first >> 4
-                buf = self.rx.buf
+                rx = self.rx
                 if t == mqtt.PUBACK:
                     inf = self.inflight
-                    if inf is not None and inf[0] == buf[b] << 8 | buf[b + 1]:
-                        self._acked = True
-                        self._nap.wake()
+                    if inf is not None and inf[0] == rx[b] << 8 | rx[b + 1]:
+                        self.acked = True
+                        self.nap.wake()
                 elif t == mqtt.PUBLISH:
-                    await self._on_publish(first, buf, b, e)
-                elif t == mqtt.SUBACK:
-                    if buf[e - 1] & 0x80:
-                        self.log.error("mqtt", "cmd subscription refused")
+                    await self._command(first, b, e)
+                elif t == mqtt.SUBACK and rx[e - 1] & 0x80:
+                    self.log.error("mqtt", "cmd subscription refused")
                 elif t == mqtt.CONNACK:
                     raise mqtt.ProtocolError("second CONNACK")
-                self.rx.consume(e)
+                self.consume(e)
         except Exception as e:
-            self._err = e
-            self._nap.wake()
+            self.err = e
+            self.nap.wake()
 
-    async def _on_publish(self, first, buf, b, e):
-        tl = buf[b] << 8 | buf[b + 1]
-        o = b + 2 + tl
-        qos = first & 0x06
-        if o + (2 if qos else 0) > e:
+    async def _command(self, first, b, e):
+        rx = self.rx
+        o = b + 2 + (rx[b] << 8 | rx[b + 1])
+        qos = first & 6
+        if o + qos > e:
             raise mqtt.ProtocolError("PUBLISH topic past its end")
-        pid = buf[o] << 8 | buf[o + 1] if qos else 0
-        if qos:
-            o += 2
-        if bytes(self.rx.mv[b + 2:b + 2 + tl]) == self.t_cmd:
-            from gt import commands  # loaded for the command only
+        pid = rx[o] << 8 | rx[o + 1] if qos else 0
+        if bytes(rx[b + 2:o]) == self.root + b"cmd":
+            from gt import commands
 
-            ack = commands.handle(self.app, self.seen, bytes(self.rx.mv[o:e]))
-            del sys.modules["gt.commands"]
-            await self._publish(b"ack", ack, 1)
+            ack = commands.handle(self.app, self.seen, bytes(rx[o + qos:e]))
+            commands = None
+            unload("commands")
+            await self.publish(b"ack", ack, 1)
         if qos:
             # acknowledged after our ack went out: if the link drops in between, the broker sends
-            # the command again and the repeated id gets the same ack without running twice
-            await self._take()
+            # the command again, and the repeated id gets the same ack without running twice
+            await self.take()
             try:
-                await self._out(self.txm, mqtt.puback(self.tx, pid))
+                await self.out(self.txm, mqtt.puback(self.tx, pid))
             finally:
-                self._busy = False
-
-    async def _take(self):
-        # one packet at a time on the wire: a writer that finds another mid-packet waits its turn
-        # (rare: a packet usually goes out in one write). The taker builds in tx, writes, and
-        # clears _busy in a finally.
-        while self._busy:
-            await asyncio.sleep_ms(2)
-        self._busy = True
-
-    async def _publish(self, leaf, payload, qos, retain=False):
-        await self._take()
-        try:
-            topic = self.root + leaf
-            o = mqtt.head(self.tx, topic, len(payload), self._next_pid() if qos else 0, qos, retain)
-            await self._out(self.txm, o)
-            await self._out(memoryview(payload), len(payload))
-        finally:
-            self._busy = False
-
-    def rebirth(self):
-        self._birth = True
-
-    def _telemetry(self, rec, hist, pid, dup):
-        # the PUBLISH with its telemetry document, written into tx; its length, or None/-1/-2
-        boot, seq, _t = ob.fields(rec)
-        ts = ob.stamp(rec, self.app.boot.boot_id)
-        if ts is None or ts < 0:
-            return ts
-        doc = b'{"v":1,"node":"%s","boot":%d,"seq":%d,"ts":%d,"m":' % (self.cid, boot, seq, ts)
-        tail = b',"hist":true}' if hist else b"}"
-        m = memoryview(rec)[16:]
-        n = len(doc) + len(m) + len(tail)
-        if n + len(self.t_tel) + 9 > _TX:
-            return -2
-        o = mqtt.head(self.tx, self.t_tel, n, pid, 1, False, dup)
-        for part in (doc, m, tail):
-            self.tx[o:o + len(part)] = part
-            o += len(part)
-        return o
+                self.busy = False
 
     async def send(self, rec, hist):
         """Publish one reading at QoS 1; True once the broker has it (or it can never be sent and
         was counted), False to try again later."""
         if not self.up:
             return False
-        self.inflight = (self._next_pid(), rec, hist)
+        self.inflight = (self.next_pid(), rec, hist)
         if await self._send(self.inflight[0], rec, hist, False):
             self.inflight = None
             return True
         return False
 
     async def _send(self, pid, rec, hist, dup):
-        await self._take()
-        try:
-            n = self._telemetry(rec, hist, pid, dup)
-            if n is not None and n > 0:
-                self._acked = False
-                await self._out(self.txm, n)
-        finally:
-            self._busy = False
-        if n is None:
-            return False  # clock not known yet: wait for NTP
-        if n < 0:
+        boot, seq, _t = fields(rec)
+        ts = stamp(rec, self.app.boot.boot_id)
+        if ts is None:
+            return False  # the clock is not known yet: wait for NTP
+        doc = b'{"v":1,"node":"%s","boot":%d,"seq":%d,"ts":%d,"m":' % (self.cid, boot, seq, ts)
+        m = memoryview(rec)[16:]
+        tail = b',"hist":true}' if hist else b"}"
+        n = len(doc) + len(m) + len(tail)
+        if ts < 0 or n + len(self.t_tel) + 9 > _TX:
             self.undated += 1
-            self.log.warn("mqtt", "seq %d dropped: %s" % (ob.fields(rec)[1], "too big" if n == -2 else "undated"))
+            self.log.warn("mqtt", "seq %d dropped: %s" % (seq, "undated" if ts < 0 else "too big"))
             return True
+        await self.take()
+        try:
+            o = mqtt.head(self.tx, self.t_tel, n, pid, False, dup)
+            for part in (doc, m, tail):
+                self.tx[o:o + len(part)] = part
+                o += len(part)
+            self.acked = False
+            await self.out(self.txm, o)
+        finally:
+            self.busy = False
         t0 = time.ticks_ms()
-        if not self._acked:
-            await self._nap.sleep(self.ka * 1000)  # woken by the PUBACK, or by the connection ending
-        if self._acked:
+        if not self.acked:
+            await self.nap.sleep(self.ka)  # woken by the PUBACK, or by the connection ending
+        if self.acked:
             return True
-        if self.sock is not None and self._err is None and time.ticks_diff(time.ticks_ms(), t0) >= self.ka * 1000:
-            self._err = OSError(errno.ETIMEDOUT, "puback: none in %d s" % self.ka)
+        if self.err is None and self.sock is not None and time.ticks_diff(time.ticks_ms(), t0) >= self.ka:
+            self.err = OSError(errno.ETIMEDOUT, "no PUBACK in a keepalive")
         return False
 
+    def rebirth(self):
+        self.birth = True
 
-def _why(e):
-    if isinstance(e, OSError) and len(e.args) > 1:
-        return e.args[1]
-    return repr(e)
+
+def why(e):
+    return e.args[1] if isinstance(e, OSError) and len(e.args) > 1 else repr(e)

@@ -12,7 +12,7 @@
 # readings pushed after that are live and go first, so live data flows during a long replay.
 #
 # The spill (gt/spool.py) is two append-only segment files on flash; a power cut mid-write loses
-# at most the record being written.
+# at most the record being written. Its code is loaded only while the spill holds readings.
 import json
 import struct
 from micropython import const
@@ -42,15 +42,27 @@ def stamp(rec, boot):
 
 
 class Outbox:
-    def __init__(self, capacity, spill=None, boot=0):
+    def __init__(self, capacity, spill_bytes=0, boot=0, log=None):
         self.cap = capacity
         self.boot = boot  # boot id stamped on the sampler's readings
         self._ring = [None] * capacity
         self._head = 0  # oldest
         self._n = 0
         self.mark = 0  # ring readings waiting from before the connection came up (backlog)
-        self.spill = spill
-        self._dropped = 0  # dropped from RAM (no spill, or the spill failed)
+        self.spill = None
+        self.spill_bytes = spill_bytes
+        self.log = log
+        self._dropped = 0  # dropped and counted (RAM, and spills that were emptied)
+        if spill_bytes:
+            import os
+
+            for name in ("outbox.0", "outbox.1"):
+                try:
+                    os.stat(name)
+                except OSError:
+                    continue
+                self._sp()  # readings from before the reset wait on flash
+                break
         self.pushed = 0
         self.wake = None  # called on push (wakes the publisher)
 
@@ -67,9 +79,9 @@ class Outbox:
             rec = pack(self.boot, rec[0], rec[1], json.dumps(rec[2], separators=(",", ":")).encode())
         if self._n == self.cap:
             old = self._pop_head()
-            if self.spill is not None:
+            if self.spill_bytes:
                 try:
-                    self.spill.append(self._dated(old))
+                    self._sp().append(self._dated(old))
                 except OSError:
                     self._dropped += 1
             else:
@@ -79,6 +91,13 @@ class Outbox:
         self.pushed += 1
         if self.wake is not None:
             self.wake()
+
+    def _sp(self):
+        if self.spill is None:
+            from gt.spool import Spill
+
+            self.spill = Spill("outbox", self.spill_bytes, self.log)
+        return self.spill
 
     def _dated(self, rec):
         # going to flash, where ticks mean nothing after a reset: stamp it if the clock is known
@@ -125,6 +144,13 @@ class Outbox:
         sp = self.spill
         if sp is not None and sp.count and sp.peek() is rec:
             sp.pop()
+            if not sp.count:
+                # replayed to the end: the spill's code leaves RAM until the next outage
+                self._dropped += sp.dropped
+                self.spill = None
+                from gt.net import unload
+
+                unload("spool")
         elif self._n and self._ring[self._head] is rec:
             self._pop_head()
         elif self._n > self.mark and self._ring[(self._head + self.mark) % self.cap] is rec:
@@ -139,10 +165,10 @@ class Outbox:
 
     def flush(self):
         """Move the RAM readings to flash (before a planned reset)."""
-        if self.spill is None:
+        if not self.spill_bytes:
             return
         while self._n:
-            self.spill.append(self._dated(self._pop_head()))
+            self._sp().append(self._dated(self._pop_head()))
 
     def pop(self):
         rec = self.peek()

@@ -6,7 +6,6 @@
 # (the oldest) are dropped and counted, and that segment is reused.
 import os
 import struct
-import sys
 from binascii import crc32
 from micropython import const
 
@@ -30,7 +29,10 @@ class Spill:
         from gt import spoolload  # boot only: checked, repaired, then dropped (RAM)
 
         spoolload.load(self, log)
-        del sys.modules["gt.spoolload"]
+        spoolload = None
+        from gt.net import unload
+
+        unload("spoolload")
 
     def _remove(self, slot):
         try:
