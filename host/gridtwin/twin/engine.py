@@ -110,6 +110,11 @@ class Twin:
         self.switches = [_Switch(ac.pos[c.id], c.params, [ac.pos[p] for p in c.parents])
                          for c in comps if c.kind == "transfer_switch"]
         ac.avail[self.utilities] = True
+        # A generator that no transfer switch starts is prime power: it runs from t = 0.
+        standby = {p for sw in self.switches for p in sw.parents[1:]}
+        self.prime = [i for i in self.generators if i not in standby]
+        for i in self.prime:
+            self.generators[i].state = "running"
         self._prev_en = ac.en.copy()
         self._prev_in_ok = ac.in_ok.copy()
         self._low = np.zeros(len(ac.ups_idx), dtype=bool)
@@ -196,6 +201,7 @@ class Twin:
                     self._restoring = True
                 sw.position = pos
                 ac.select(sw.i, pos)
+        want_gen.update(self.prime)
         for i, g in self.generators.items():
             want = i in want_gen and not g.failed
             if g.failed:
@@ -282,6 +288,10 @@ class Twin:
         args = dict(args or {})
         c = self._component(component_id)
         kind, t = c.kind, self.t
+        if kind in ("electrolyser", "h2_tank", "gas_separator", "battery", "buck_converter") \
+                and component_id not in self.plant_of:
+            raise TwinCommandError(f"'{component_id}' ({kind}) is not connected to a PV plant",
+                                   hint="give it a parent chain up to a pv_array in site.toml")
         on = bool(args.get("on", True))
         ac = self.ac
         i = ac.pos.get(component_id)
@@ -444,6 +454,8 @@ class Twin:
             return ("alarm" if self._grid_alarm[cid] else "ok"), {
                 "f_hz": g.f_hz, "df_hz": g.f_hz - g.p["f_nom_hz"], "rocof_hzs": g.rocof,
                 "p_mech_mw": g.p_mech_mw, "load_mw": g.load_mw + g.noise_mw, "lost_mw": g.lost_mw}
+        if kind != "meter":
+            return "unconnected", {"p_kw": 0.0}   # e.g. a stack node with no PV plant above it
         # A meter outside the AC chain reports its parent's power.
         par = self.state_of(c.parents[0])["m"].get("p_kw", 0.0) if c.parents else 0.0
         return "ok", {"p_kw": par}

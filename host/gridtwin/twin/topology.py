@@ -372,7 +372,7 @@ def build(site) -> Topology:
                 _fail(path, key, f"no component '{p}'", f"did you mean '{near[0]}'?" if near else "name a node or a twin component")
             pk = comps[p].kind
             if spec.parent_kinds is not None:
-                if pk not in spec.parent_kinds and pk != "meter":
+                if pk not in spec.parent_kinds:
                     _fail(path, key, f"a {c.kind} cannot be fed by '{p}' ({pk})",
                           f"its parent must be a {' or '.join(spec.parent_kinds)}")
             elif spec.domain != "any" and KINDS[pk].domain not in (spec.domain, "any"):
