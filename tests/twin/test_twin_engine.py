@@ -265,3 +265,28 @@ def test_grid_bus_loss_of_generation_in_the_engine(example):
     tw.run_until(120.0)
     assert any(e.type == "frequency_deviation" and e.state == "clear" for e in tw.events)
     assert np.isclose(tw.state_of("grid1")["m"]["f_hz"], 50.0, atol=1e-3)
+
+
+def test_cell_overvoltage_and_tank_overpressure_trips(example):
+    tw = Twin.from_site(example, seed=1)
+    # A stack at 2 C (a thermocouple reading) under full sun: Ulleberg's activation term at that
+    # temperature puts the cell above 2.2 V (0.185*log10(263.7*I + 1) ~ 0.94 V at ~480 A).
+    tw.override("EL1", "t_c", 2.0)
+    tw.run_until(5.0)
+    trip = [e for e in tw.events if e.type == "trip:cell_overvoltage"]
+    assert [e.component for e in trip] == ["EL1"] and trip[0].detail["u_cell_v"] > 2.2
+    tw.override("tank1", "p_bar", 31.0)                       # the tank's pressure transmitter
+    tw.run_until(6.0)
+    started = {(e.component, e.type) for e in tw.events if e.state == "start"}
+    assert ("tank1", "trip:over_pressure") in started and ("EL2", "trip:over_pressure") in started
+    assert tw.state_of("tank1")["status"] == "over_pressure"
+
+
+def test_ups_state_of_charge_from_hardware(example):
+    tw = Twin.from_site(example, seed=1)
+    tw.override("ups_a", "soc_pct", 15.0)                     # the UPS reports its own SoC
+    tw.run_until(1.0)
+    assert any(e.component == "ups_a" and e.type == "battery_low" for e in tw.events)
+    tw.override("ups_a", "soc_pct", None)
+    tw.run_until(2.0)
+    assert tw.state_of("ups_a")["m"]["soc_pct"] == pytest.approx(15.0, abs=0.1)   # counting resumes from there
