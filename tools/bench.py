@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import sys

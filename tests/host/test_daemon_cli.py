@@ -5,16 +5,13 @@ by a paho client with the node's certificate that answers commands like the firm
 """
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
-import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
