@@ -244,6 +244,10 @@ class Daemon:
             body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
             c.publish(f"{self.endpoint.root}/_host/{suffix}", body, qos=1, retain=retain)
 
+    # the twin (and anything else in this process) publishes under _host/ through this session:
+    # the host identity has one broker session, and it is the daemon's
+    publish_host = _publish
+
     def watch_registry(self, now_ms: int | None = None) -> dict[str, str]:
         """Publish each node's state when it changes (``_host/nodes/<id>``, retained) and keep an
         alert active while a node that was online is stale or offline (``_host/alerts/node_<id>``,
