@@ -118,6 +118,7 @@ class Twin:
         self._prev_en = ac.en.copy()
         self._prev_in_ok = ac.in_ok.copy()
         self._low = np.zeros(len(ac.ups_idx), dtype=bool)
+        self._low_th = np.array([by[ac.ids[i]].params["low_soc_pct"] for i in ac.ups_idx])
         start = topo.start_datetime()
         self.plants = [plant_mod.Plant(c, topo, self.rng, cfg, start) for c in comps if c.kind == "pv_array"]
         self.plant_of = {}
@@ -261,7 +262,7 @@ class Twin:
                 ev.set(t, cid, "supply_lost", not ac.en[i])
         if len(ac.ups_idx):
             soc = ac.soc * 100.0
-            low_th = np.array([self.topo.by_id[ids[i]].params["low_soc_pct"] for i in ac.ups_idx])
+            low_th = self._low_th
             low = np.where(self._low, soc < low_th + 5.0, soc < low_th)   # 5 % hysteresis
             for k in np.nonzero(low != self._low)[0]:
                 ev.set(t, ids[ac.ups_idx[k]], "battery_low", bool(low[k]), soc_pct=round(float(soc[k]), 2))
