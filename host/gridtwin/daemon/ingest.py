@@ -62,6 +62,7 @@ class Ingest:
         self._stop = threading.Event()
         self._gen = 0
         self._logged: dict = {}
+        self._last_fail_log = -1e9
         self._suppressed = 0
         self.client: mqtt.Client | None = None
         self._writer: threading.Thread | None = None
@@ -100,6 +101,13 @@ class Ingest:
             return
         self.metrics.subscribed = True
 
+    def _on_connect_fail(self, client, userdata):
+        now = time.monotonic()
+        if now - self._last_fail_log >= 30:  # paho retries every few seconds; say it, not every time
+            self._last_fail_log = now
+            log.warning("cannot reach the broker at %s:%s (not running, wrong port or TLS refused); retrying. "
+                        "Messages wait in the broker's session meanwhile.", self.endpoint.host, self.endpoint.port)
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.metrics.connected = self.metrics.subscribed = False
         if not self._stop.is_set():
@@ -126,6 +134,7 @@ class Ingest:
         c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True, v5=False)
         c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_connect_fail = self._on_connect_fail
         c.will_set(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
         if hasattr(c, "on_publish_raw"):
             c.on_publish_raw = self._on_raw
