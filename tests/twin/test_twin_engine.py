@@ -290,3 +290,14 @@ def test_ups_state_of_charge_from_hardware(example):
     tw.override("ups_a", "soc_pct", None)
     tw.run_until(2.0)
     assert tw.state_of("ups_a")["m"]["soc_pct"] == pytest.approx(15.0, abs=0.1)   # counting resumes from there
+
+
+def test_ten_thousand_components_run_and_balance():
+    # The bench's largest site (make bench times it): every model present, energy conserved.
+    tw = Twin(synthetic_topology(10_000))
+    assert len(tw.topo.components) == 10_000 and len(tw.plants) == 10 and len(tw.grids) == 1
+    for _ in range(5):
+        tw.step()
+    assert abs(ac_balance(tw)) < 1e-8 * float(tw.ac.demand.sum())
+    standby = tw.ac.code == 2                                    # generators wait for their switch
+    assert tw.ac.en[~standby].all() and not tw.ac.en[standby].any() and not tw.active_events()

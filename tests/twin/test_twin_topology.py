@@ -122,3 +122,26 @@ def test_topology_error_is_one_line_from_the_cli(tmp_path, capsys):
 def test_repository_site_still_equals_the_example():
     root = Path(__file__).resolve().parents[2]
     assert (root / "site.toml").read_text() == example_site_path().read_text()
+
+
+def test_aliases_and_a_sensor_node_standing_for_any_kind(tmp_path):
+    topo = build(load(tmp_path, '''
+[[nodes]]
+id = "probe"
+role = "sensor"
+parent = "el"
+
+[[twin.components]]
+id = "sep"
+kind = "separator"
+parent = "el"
+
+[[twin.components]]
+id = "probe"
+kind = "hydrogen_tank"
+parent = "sep"
+params = { volume_m3 = 3.0 }
+'''))
+    assert topo.by_id["sep"].kind == "gas_separator"
+    assert topo.by_id["probe"].kind == "h2_tank" and topo.by_id["probe"].parents == ["sep"]
+    assert topo.by_id["probe"].params["volume_m3"] == 3.0
