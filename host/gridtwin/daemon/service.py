@@ -238,7 +238,10 @@ class Daemon:
         return folded
 
     # -- registry on the bus ------------------------------------------------------------------
-    def _publish(self, suffix: str, payload, retain: bool = True) -> None:
+    def publish_host(self, suffix: str, payload, retain: bool = True) -> None:
+        """Publish on ``<root>/_host/<suffix>`` with the daemon's connection (QoS 1, retained by
+        default; ``b""`` clears a retained topic). A dict is sent as JSON. Dropped while the
+        daemon is not connected: host topics carry current state, re-published on change."""
         c = self.ingest.client
         if c is not None and self.metrics.connected:
             body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
@@ -262,19 +265,19 @@ class Daemon:
             if before == v.state:
                 continue
             self._states[v.id] = changed[v.id] = v.state
-            self._publish(f"nodes/{v.id}", {**dataclasses.asdict(v), "ts": now_ms})
+            self.publish_host(f"nodes/{v.id}", {**dataclasses.asdict(v), "ts": now_ms})
             if v.state in ("stale", "offline") and before == "online" and v.id not in self._alerts:
                 message = (f"{v.id} is offline (the broker published its will)" if v.state == "offline"
                            else f"{v.id} has sent nothing for {v.age_s:.0f} s ({self.stale_intervals} intervals)")
                 aid = self.store.raise_alert("warning", f"node_{v.state}", message, v.id)
                 self._alerts[v.id] = aid
                 log.warning("alert: %s", message)
-                self._publish(f"alerts/node_{v.id}", {"id": aid, "severity": "warning", "kind": f"node_{v.state}",
+                self.publish_host(f"alerts/node_{v.id}", {"id": aid, "severity": "warning", "kind": f"node_{v.state}",
                                                       "node": v.id, "message": message, "ts": now_ms})
             elif v.state == "online" and v.id in self._alerts:
                 self.store.clear_alert(self._alerts.pop(v.id))
                 log.info("alert cleared: %s is online again", v.id)
-                self._publish(f"alerts/node_{v.id}", b"")
+                self.publish_host(f"alerts/node_{v.id}", b"")
         return changed
 
     def _maintenance(self) -> None:
