@@ -241,15 +241,13 @@ class Daemon:
     def publish_host(self, suffix: str, payload, retain: bool = True) -> None:
         """Publish on ``<root>/_host/<suffix>`` with the daemon's connection (QoS 1, retained by
         default; ``b""`` clears a retained topic). A dict is sent as JSON. Dropped while the
-        daemon is not connected: host topics carry current state, re-published on change."""
+        daemon is not connected: host topics carry current state, re-published on change.
+        The twin (and anything else in this process) publishes under _host/ through this: the
+        host identity has one broker session, and it is the daemon's."""
         c = self.ingest.client
         if c is not None and self.metrics.connected:
             body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
             c.publish(f"{self.endpoint.root}/_host/{suffix}", body, qos=1, retain=retain)
-
-    # the twin (and anything else in this process) publishes under _host/ through this session:
-    # the host identity has one broker session, and it is the daemon's
-    publish_host = _publish
 
     def watch_registry(self, now_ms: int | None = None) -> dict[str, str]:
         """Publish each node's state when it changes (``_host/nodes/<id>``, retained) and keep an
