@@ -1,11 +1,9 @@
-# The display seam. open() returns an object with show(lines) (a message: safe mode, a banner) and
-# update(app) (the regular pages). Without an OLED, or when it fails, the NullDisplay keeps the last
-# lines so they can be read back; a display error never stops the node.
+# The display seam. open() returns an object with show(lines) (a message that stays: safe mode),
+# banner(text, ms) (the `identify` command) and update(app) (the regular pages). Without an OLED,
+# or when it fails, the NullDisplay keeps the last lines so they can be read back; a display error
+# never stops the node.
 class NullDisplay:
-    present = False
-
-    def __init__(self):
-        self.lines = ()
+    lines = ()
 
     def show(self, lines):
         self.lines = tuple(lines)
@@ -13,18 +11,17 @@ class NullDisplay:
     def update(self, app):
         pass
 
-    def banner(self, text, ms=5000):  # the `identify` command; with no OLED it is kept to read
+    def banner(self, text, ms=5000):
         self.lines = (text,)
 
 
 def open(cfg, hw, log):
     kind = cfg["display"]["kind"]
-    if kind == "none":
-        return NullDisplay()
-    try:
-        from gt import screens  # the OLED pages; absent on a build without a display
+    if kind != "none":
+        try:
+            from gt import screens  # the OLED pages; absent on a build without a display
 
-        return screens.open(cfg["display"], hw)
-    except (ImportError, OSError) as e:
-        log.warn("display", "no %s display: %s" % (kind, e))
-        return NullDisplay()
+            return screens.open(cfg["display"], hw)
+        except (ImportError, OSError) as e:
+            log.warn("display", "no %s display: %s" % (kind, e))
+    return NullDisplay()

@@ -9,11 +9,12 @@
 # small square, so no pixel stays lit for years (OLEDs burn in). A display that stops answering
 # is retried every 30 s; its errors never reach the node.
 import time
+from micropython import const
 from gt.drivers.ssd1306 import SH1106, SSD1306
 
-_SHIFTS = ((0, 0), (1, 0), (1, 1), (0, 1))
-_SHIFT_MS = 60000
-_RETRY_MS = 30000
+_SHIFT_MS = const(60000)
+_RETRY_MS = const(30000)
+_PER_PAGE = const(7)  # readings under the page's header line
 
 
 def open(dcfg, hw):
@@ -31,7 +32,7 @@ def _fmt(v):
     return "%d" % round(v) if a >= 10000 else "%.1f" % v if a >= 100 else "%.2f" % v if a >= 10 else "%.3f" % v
 
 
-def _wrap(text, width=16, rows=7):
+def _wrap(text, width, rows):
     out = []
     while text and len(out) < rows:
         out.append(text[:width])
@@ -39,14 +40,13 @@ def _wrap(text, width=16, rows=7):
     return out
 
 
-def _age(ms):
-    s = ms // 1000
-    return "%ds" % s if s < 120 else "%dm" % (s // 60) if s < 7200 else "%dh" % (s // 3600)
+def _lr(left, right):
+    # one 16-character line: left text cut to fit, right text flush right, at least one space
+    left = left[:max(0, 15 - len(right))]
+    return left + " " * max(1, 16 - len(left) - len(right)) + right
 
 
 class Screens:
-    present = True
-
     def __init__(self, drv, page_ms):
         self.drv = drv
         self.page_ms = page_ms
@@ -63,59 +63,78 @@ class Screens:
         for ln in lines:
             rows += _wrap(ln, 16, 8 - len(rows)) or [""]
         self._msg = rows
-        self._draw(rows[:8])
+        self._draw(rows)
 
     def banner(self, text, ms=5000):
-        self._banner = text
+        self._banner = _wrap(text, 14, 4)
         self._until = time.ticks_add(time.ticks_ms(), ms)
-        self._draw_banner()
+        self._draw(self._banner, banner=True)
 
     def update(self, app):
         now = time.ticks_ms()
-        if self._retry_at is not None:
-            if time.ticks_diff(now, self._retry_at) < 0:
-                return
-            try:
+        try:
+            if self._retry_at is not None:
+                if time.ticks_diff(now, self._retry_at) < 0:
+                    return
+                self._drawn = None
                 self.drv.init()
                 self._retry_at = None
-                self._drawn = None
-            except OSError:
-                self._retry_at = time.ticks_add(now, _RETRY_MS)
-                return
-        try:
             self._update(app, now)
         except OSError as e:
-            app.log.warn("display", "OLED stopped answering (%r); retrying every 30 s" % e)
+            if self._retry_at is None:
+                app.log.warn("display", "OLED stopped answering (%r); retrying every 30 s" % e)
             self._retry_at = time.ticks_add(now, _RETRY_MS)
 
     # --- pages ---
     def _update(self, app, now):
         if self._msg is not None:
-            return
+            return self._draw(self._msg)
         if self._banner is not None:
             if time.ticks_diff(now, self._until) < 0:
-                return self._draw_banner()
+                return self._draw(self._banner, banner=True)
             self._banner = None
         up = time.ticks_diff(now, self.t0)
-        readings = self._readings(app)
-        n = 2 + len(readings)
+        m = app.sampler.last
+        m = m[2] if m else {}
+        items = []  # (metric, unit): the sensors' in config order, then the role's
+        for s in app.sensors:
+            items += zip(s.names, (x[1] for x in s.metrics))
+        items += sorted(app.role.units().items())
+        pages = (len(items) + _PER_PAGE - 1) // _PER_PAGE
+        n = 2 + pages
         i = (up // self.page_ms) % n
         if i == 0:
             rows = self._overview(app, now)
-        elif i <= len(readings):
-            rows = readings[i - 1]
+        elif i <= pages:
+            rows = ["readings"]
+            for name, unit in items[(i - 1) * _PER_PAGE:i * _PER_PAGE]:
+                v = m.get(name)
+                rows.append(_lr(name, "bad" if v is None else _fmt(v) + unit))
         else:
-            rows = self._faults(app)
-        head = rows[0]
-        tag = "%d/%d" % (i + 1, n)
-        rows[0] = head[:15 - len(tag)] + " " * (16 - len(tag) - len(head[:15 - len(tag)])) + tag
-        self._draw(rows, shift=_SHIFTS[(up // _SHIFT_MS) % 4])
+            rows = ["faults"]
+            f = app.faults()
+            for sid, why in f:
+                rows += _wrap("%s: %s" % (sid, why), 16, 8 - len(rows))
+            if not f:
+                rows.append("no faults")
+                err = app.log.last_error
+                if err:
+                    rows.append("last error:")
+                    rows += _wrap(err, 16, 5)
+        rows[0] = _lr(rows[0], "%d/%d" % (i + 1, n))
+        # burn-in: one pixel a minute around a square, (0,0) (1,0) (1,1) (0,1)
+        k = (up // _SHIFT_MS) % 4
+        self._draw(rows, ((k + 1) >> 1) & 1, k >> 1)
 
     def _overview(self, app, now):
         cfg = app.cfg
         tls = getattr(app, "tls", None)
         last = app.publisher.last_ok
-        pub = "never" if last is None else _age(time.ticks_diff(now, last)) + " ago"
+        if last is None:
+            pub = "never"
+        else:
+            s = time.ticks_diff(now, last) // 1000
+            pub = ("%ds" % s if s < 120 else "%dm" % (s // 60) if s < 7200 else "%dh" % (s // 3600)) + " ago"
         up = time.ticks_diff(now, app.started) // 1000
         nf = len(app.faults())
         return [cfg["node"], cfg["role"][:16],
@@ -126,67 +145,22 @@ class Screens:
                 app.role.state()[:16],
                 "faults %d" % nf if nf else "no faults"]
 
-    def _readings(self, app):
-        last = getattr(app.sampler, "last", None)
-        m = last[2] if last else {}
-        items = []
-        for s in app.sensors:
-            for i, n in enumerate(s.names):
-                items.append((n, s.drv.METRICS[i][1], m.get(n)))
-        for n, u in sorted(app.role.units().items()):
-            items.append((n, u, m.get(n)))
-        pages = []
-        for k in range(0, len(items), 7):
-            rows = ["readings"]
-            for n, u, v in items[k:k + 7]:
-                val = "bad" if v is None else _fmt(v) + u
-                rows.append(n[:15 - len(val)] + " " * max(1, 16 - len(n[:15 - len(val)]) - len(val)) + val)
-            pages.append(rows)
-        return pages
-
-    def _faults(self, app):
-        f = app.faults()
-        rows = ["faults"]
-        if not f:
-            rows.append("no faults")
-            err = app.log.last_error
-            if err:
-                rows.append("last error:")
-                rows += _wrap(err, 16, 5)
-            return rows
-        for sid, why in f:
-            rows += _wrap("%s: %s" % (sid, why), 16, 8 - len(rows))
-            if len(rows) >= 8:
-                break
-        return rows
-
     # --- drawing ---
-    def _draw(self, rows, shift=(0, 0), invert_head=True):
-        key = (tuple(rows), shift)
+    def _draw(self, rows, dx=0, dy=0, banner=False):
+        key = (tuple(rows), dx, dy, banner)
         if key == self._drawn:
             return  # nothing changed: spare the bus
         d = self.drv
-        dx, dy = shift
-        d.fill(0)
-        for r, text in enumerate(rows[:8]):
-            if r == 0 and invert_head:
-                d.fill_rect(0, dy, 128, 8, 1)
-                d.text(text, dx, dy, 0)
-            else:
-                d.text(text, dx, r * 8 + dy, 1)
-        d.show()
-        self._drawn = key
-
-    def _draw_banner(self):
-        key = ("banner", self._banner)
-        if key == self._drawn:
-            return
-        d = self.drv
-        d.fill(1)
-        d.rect(2, 2, 124, 60, 0)
-        lines = _wrap(self._banner, 14, 4)
-        y = 32 - len(lines) * 6
-        for k, t in enumerate(lines):
-            d.text(t, 64 - len(t) * 4, y + k * 12, 0)
+        if banner:  # dark text in a frame on a lit screen, centred
+            d.fill(1)
+            d.rect(2, 2, 124, 60, 0)
+            y = 32 - len(rows) * 6
+            for k, t in enumerate(rows):
+                d.text(t, 64 - len(t) * 4, y + k * 12, 0)
+        else:  # the first row in an inverted header bar
+            d.fill(0)
+            d.fill_rect(0, dy, 128, 8, 1)
+            for r, t in enumerate(rows[:8]):
+                d.text(t, dx, r * 8 + dy, 0 if r == 0 else 1)
         d.show()
         self._drawn = key

@@ -21,9 +21,16 @@ def _load_config():
         return None, str(e)
     finally:
         del config
-        sys.modules.pop("gt.config", None)
-        if hasattr(gt, "config"):
-            delattr(gt, "config")
+        _drop(gt, "config")
+        # the sensor types' config rows (gt/drivers/options.py), loaded by the validator
+        if "gt.drivers" in sys.modules:
+            _drop(sys.modules["gt.drivers"], "options")
+
+
+def _drop(pkg, name):
+    sys.modules.pop(pkg.__name__ + "." + name, None)
+    if hasattr(pkg, name):
+        delattr(pkg, name)
 
 
 def start():

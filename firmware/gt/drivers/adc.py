@@ -1,13 +1,12 @@
 # A generic analog channel on the ESP32's own ADC with linear calibration (gt/drivers/linear.py):
 # a 4-20 mA pressure transducer across a resistor, a pyranometer behind an amplifier. read_uv()
 # gives the factory-calibrated voltage; averaging a few readings takes out the ADC's noise.
+# Config rows: gt/drivers/options.py. Unit and range come from the config.
 import machine
-from gt.drivers import linear
-
-METRICS = (("", "V", -1e9, 1e9),)  # per sensor: the config's unit and range (metrics(spec))
+from gt.drivers.linear import Linear
 
 
-class ADC(linear.Linear):
+class ADC(Linear):
     def __init__(self, pin, spec):
         super().__init__(spec)
         self.adc = machine.ADC(machine.Pin(pin), atten=machine.ADC.ATTN_11DB)  # 0..3.1 V
@@ -18,16 +17,6 @@ class ADC(linear.Linear):
         for _ in range(self.n):
             uv += self.adc.read_uv()
         return (self.scale(uv / self.n / 1000000),)
-
-
-def options():
-    from gt.config import between
-
-    return linear.options({"pin": (int, 34, between(0, 48), "ADC pin (ADC1 pins: ADC2 stops with Wi-Fi)"),
-                           "samples": (int, 8, between(1, 256), "readings averaged per sample")})
-
-
-metrics = linear.metrics
 
 
 def make(spec, hw):

@@ -3,6 +3,7 @@
 # 32-bit view of the 24-bit measurements, sign-extended). The chip reports in ADC units: we turn
 # them into volts and amps with the front end the config describes (voltage divider ratio, and the
 # ohms the current input sees per amp of line current: a shunt, or a CT's burden / turns).
+# Config rows: gt/drivers/options.py.
 from micropython import const
 
 _ADDR = const(0x38)  # fixed I2C address
@@ -13,28 +14,24 @@ _PERIOD = const(0x10E)  # line period in CLKIN/16 ticks (223.75 kHz at CLKIN = 3
 _AWATT = const(0x312)  # instantaneous active power, channel A
 _IRMSA = const(0x31A)
 _VRMS = const(0x31C)
-
-_PERIOD_HZ = 223750
+_PERIOD_HZ = const(223750)
 # Full scale: a +-0.5 V peak sine on an input (0.3536 V rms) reads 9032007 in its RMS register;
 # full-scale sines on both channels give 4862401 in AWATT.
 _V_FS = 0.5 / 1.41421356
-_RMS_FS = 9032007
-_W_FS = 4862401
+_RMS_FS = const(9032007)
+_W_FS = const(4862401)
 
 METRICS = (("v", "V", 0, 500), ("a", "A", 0, 1000), ("w", "W", -500000, 500000),
            ("pf", "", -1, 1), ("hz", "Hz", 40, 70))
 
 
 class ADE7953:
-    METRICS = METRICS
-
     def __init__(self, i2c, v_div, i_ohm):
         self.i2c = i2c
         self.v_lsb = _V_FS * v_div / _RMS_FS
         self.i_lsb = _V_FS / i_ohm / _RMS_FS
         self.w_lsb = (_V_FS * v_div) * (_V_FS / i_ohm) / _W_FS
-        self._b = bytearray(4)
-        self._w = memoryview(self._b)
+        self._w = memoryview(bytearray(4))
         self.setup()
 
     def setup(self):
@@ -43,35 +40,20 @@ class ADE7953:
         self.i2c.writeto_mem(_ADDR, _RESERVED, b"\x00\x30", addrsize=16)
 
     def _reg(self, reg, n):
+        # big-endian, signed (all the registers read here that can be negative are signed)
         buf = self._w[:n]
         self.i2c.readfrom_mem_into(_ADDR, reg, buf, addrsize=16)
         v = 0
         for b in buf:
             v = (v << 8) | b
-        return v
-
-    def _s32(self, reg):
-        v = self._reg(reg, 4)
-        return v - 0x100000000 if v & 0x80000000 else v
+        return v - ((v & (0x80 << (8 * n - 8))) << 1)
 
     def read(self):
         if self._reg(_RESERVED, 2) != 0x30:  # a reset chip lost it: set it again
             self.setup()
-        period = self._reg(_PERIOD, 2)
-        pf = self._reg(_PFA, 2)
-        if pf & 0x8000:
-            pf -= 0x10000
-        return (self._s32(_VRMS) * self.v_lsb, self._s32(_IRMSA) * self.i_lsb,
-                self._s32(_AWATT) * self.w_lsb, pf / 32768, _PERIOD_HZ / (period + 1))
-
-
-def options():
-    from gt.config import between
-
-    return {"bus": (int, 0, between(0, 1), "I2C bus number (the ADE7953 is always at 0x38)"),
-            "v_div": (float, 1001.0, between(1, 100000), "voltage divider ratio, line V / input V"),
-            "i_ohm": (float, 0.005, between(0.00001, 1000),
-                      "input volts per line amp: shunt ohms, or CT burden ohms / turns")}
+        r = self._reg
+        return (r(_VRMS, 4) * self.v_lsb, r(_IRMSA, 4) * self.i_lsb, r(_AWATT, 4) * self.w_lsb,
+                r(_PFA, 2) / 32768, _PERIOD_HZ / ((r(_PERIOD, 2) & 0xFFFF) + 1))
 
 
 def make(spec, hw):

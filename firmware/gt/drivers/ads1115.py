@@ -1,31 +1,35 @@
 # ADS1115 16-bit ADC on I2C (TI SBAS444), single-shot: each read writes the config with OS=1 to
 # start one conversion, waits for OS to read back 1 (done), then reads the signed result. A result
 # at either end of the scale (0x7FFF / 0x8000) means the input is beyond the full-scale range.
+# Config rows: gt/drivers/options.py. Unit and range come from the config.
 import time
 from micropython import const
-from gt.drivers import linear
+from gt.drivers.linear import Linear
 
 _CONV = const(0x00)
 _CONFIG = const(0x01)
-_OS = const(0x8000)
-_SINGLE = const(0x0100)
-_DR_128 = const(0x0080)  # 128 samples/s: 7.8 ms per conversion
-_COMP_OFF = const(0x0003)
-# full-scale range (V) -> PGA bits 11..9
-_FSR = {6.144: 0, 4.096: 1, 2.048: 2, 1.024: 3, 0.512: 4, 0.256: 5}
-# input -> MUX bits 14..12: single-ended AIN0..3 against GND, or the differential pairs
-_MUX = {"0": 4, "1": 5, "2": 6, "3": 7, "0-1": 0, "0-3": 1, "1-3": 2, "2-3": 3}
-
-METRICS = (("", "V", -1e9, 1e9),)
+# OS (start), single-shot, 128 samples/s (7.8 ms a conversion), comparator off
+_CFG = const(0x8000 | 0x0100 | 0x0080 | 0x0003)
 
 
-class ADS1115(linear.Linear):
+class ADS1115(Linear):
     def __init__(self, i2c, addr, spec):
         super().__init__(spec)
         self.i2c = i2c
         self.addr = addr
-        self.lsb = spec["fsr"] / 32768
-        cfg = _OS | (_MUX[spec["input"]] << 12) | (_FSR[spec["fsr"]] << 9) | _SINGLE | _DR_128 | _COMP_OFF
+        fsr = spec["fsr"]
+        self.lsb = fsr / 32768
+        # PGA bits 11..9: 0 for +-6.144 V, 1 for +-4.096 V, then each step halves the range
+        pga, f = 1, 4.096
+        while f > fsr * 1.001:
+            f /= 2
+            pga += 1
+        if fsr > 5:
+            pga = 0
+        # MUX bits 14..12: 4..7 single-ended AIN0..3; pairs 0-1, 0-3, 1-3, 2-3 are 0..3
+        s = spec["input"]
+        mux = 4 + int(s) if len(s) == 1 else 0 if s[2] == "1" else int(s[0]) + 1
+        cfg = _CFG | (mux << 12) | (pga << 9)
         self._cfg = bytes((cfg >> 8, cfg & 0xFF))
         self._b = bytearray(2)
         i2c.readfrom_mem_into(addr, _CONFIG, self._b)  # probe: NACK -> OSError now
@@ -47,23 +51,6 @@ class ADS1115(linear.Linear):
         if raw & 0x8000:
             raw -= 0x10000
         return (self.scale(raw * self.lsb),)
-
-
-def options():
-    from gt.config import between, one_of
-
-    def fsr(v):
-        if v not in _FSR:
-            return "must be one of 6.144, 4.096, 2.048, 1.024, 0.512, 0.256, got %r" % v
-
-    return linear.options({
-        "addr": (int, 0x48, between(0x48, 0x4B), "I2C address (ADDR pin)"),
-        "bus": (int, 0, between(0, 1), "I2C bus number"),
-        "input": (str, "0", one_of(*_MUX), "AIN0..3 ('0'..'3') or a pair ('0-1', '2-3', ...)"),
-        "fsr": (float, 2.048, fsr, "full-scale range in volts (the PGA setting)")})
-
-
-metrics = linear.metrics
 
 
 def make(spec, hw):

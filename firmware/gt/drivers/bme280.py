@@ -1,7 +1,7 @@
 # BME280 temperature / humidity / pressure sensor on I2C (Bosch BST-BME280-DS002). Raw ADC values
 # become SI units through the factory trimming values and the data sheet's integer compensation
 # (section 4.2.3: 32-bit temperature and humidity, 64-bit pressure), so results match the data
-# sheet to the last digit.
+# sheet to the last digit. Config rows: gt/drivers/options.py.
 from micropython import const
 import struct
 
@@ -19,8 +19,6 @@ METRICS = (("t", "degC", -40, 85), ("rh", "%RH", 0, 100), ("p", "Pa", 30000, 110
 
 
 class BME280:
-    METRICS = METRICS
-
     def __init__(self, i2c, addr=0x76):
         self.i2c = i2c
         self.addr = addr
@@ -46,27 +44,24 @@ class BME280:
         w(self.addr, _CONFIG, b"\xa0")  # 1000 ms standby in normal mode, filter off
         w(self.addr, _CTRL_MEAS, b"\x27")  # temperature x1, pressure x1, normal mode
 
-    def read(self):
-        d = self._d
-        self.i2c.readfrom_mem_into(self.addr, _DATA, d)
-        adc_p = (d[0] << 12) | (d[1] << 4) | (d[2] >> 4)
-        adc_t = (d[3] << 12) | (d[4] << 4) | (d[5] >> 4)
-        adc_h = (d[6] << 8) | d[7]
-        if adc_t == _SKIPPED:
-            # sleep mode: the chip was reset (power glitch) or never started; start it again
-            self.setup()
-            raise ValueError("no conversion (chip in sleep mode); restarted")
-        t_fine, t = self.temperature(adc_t)
-        return (t, self.humidity(adc_h, t_fine), self.pressure(adc_p, t_fine))
-
     def temperature(self, adc):
+        # -> (t_fine, degC)
         t1, t2, t3 = self.t
         v1 = (((adc >> 3) - (t1 << 1)) * t2) >> 11
         v2 = (((((adc >> 4) - t1) * ((adc >> 4) - t1)) >> 12) * t3) >> 14
         f = v1 + v2
         return f, ((f * 5 + 128) >> 8) / 100
 
-    def pressure(self, adc, t_fine):
+    def read(self):
+        d = self._d
+        self.i2c.readfrom_mem_into(self.addr, _DATA, d)
+        adc_t = (d[3] << 12) | (d[4] << 4) | (d[5] >> 4)
+        if adc_t == _SKIPPED:
+            # sleep mode: the chip was reset (power glitch) or never started; start it again
+            self.setup()
+            raise ValueError("no conversion (chip in sleep mode); restarted")
+        t_fine, t = self.temperature(adc_t)
+        # pressure, 64-bit integer version: Pa in Q24.8
         p1, p2, p3, p4, p5, p6, p7, p8, p9 = self.p
         v1 = t_fine - 128000
         v2 = v1 * v1 * p6 + ((v1 * p5) << 17) + (p4 << 35)
@@ -74,27 +69,19 @@ class BME280:
         v1 = (((1 << 47) + v1) * p1) >> 33
         if v1 == 0:
             raise ValueError("pressure compensation: division by zero (bad trimming values)")
-        p = 1048576 - adc
+        p = 1048576 - ((d[0] << 12) | (d[1] << 4) | (d[2] >> 4))
         p = (((p << 31) - v2) * 3125) // v1
         v1 = (p9 * (p >> 13) * (p >> 13)) >> 25
         v2 = (p8 * p) >> 19
-        return (((p + v1 + v2) >> 8) + (p7 << 4)) / 256
-
-    def humidity(self, adc, t_fine):
+        p = (((p + v1 + v2) >> 8) + (p7 << 4)) / 256
+        # humidity: %RH in Q22.10
         h1, h2, h3, h4, h5, h6 = self.h
         x = t_fine - 76800
-        x = ((((adc << 14) - (h4 << 20) - (h5 * x)) + 16384) >> 15) * (
+        x = (((((d[6] << 8) | d[7]) << 14) - (h4 << 20) - (h5 * x) + 16384) >> 15) * (
             ((((((x * h6) >> 10) * (((x * h3) >> 11) + 32768)) >> 10) + 2097152) * h2 + 8192) >> 14)
         x -= ((((x >> 15) * (x >> 15)) >> 7) * h1) >> 4
         x = 0 if x < 0 else 419430400 if x > 419430400 else x
-        return (x >> 12) / 1024
-
-
-def options():
-    from gt.config import between
-
-    return {"addr": (int, 0x76, between(0x76, 0x77), "I2C address (SDO pin low 0x76, high 0x77)"),
-            "bus": (int, 0, between(0, 1), "I2C bus number")}
+        return (t, (x >> 12) / 1024, p)
 
 
 def make(spec, hw):

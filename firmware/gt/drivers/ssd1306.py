@@ -31,8 +31,6 @@ class SSD1306(framebuf.FrameBuffer):
     def __init__(self, i2c, addr=0x3C):
         self.i2c = i2c
         self.addr = addr
-        self.width = _W
-        self.height = _H
         self.buf = bytearray(_W * _H // 8)
         self._c = bytearray(3)
         super().__init__(self.buf, _W, _H, framebuf.MONO_VLSB)
@@ -46,17 +44,6 @@ class SSD1306(framebuf.FrameBuffer):
         self.cmd(self.INIT)
         self.show()
 
-    def power(self, on):
-        self.cmd(b"\xaf" if on else b"\xae")
-
-    def contrast(self, v):
-        self._c[0] = 0x81
-        self._c[1] = v & 0xFF
-        self.cmd(memoryview(self._c)[:2])
-
-    def invert(self, on):
-        self.cmd(b"\xa7" if on else b"\xa6")
-
     def show(self):
         self.cmd(_WINDOW)
         self.i2c.writevto(self.addr, (_DATA, self.buf))
@@ -66,14 +53,13 @@ class SH1106(SSD1306):
     # 132 columns of RAM, the 128 visible ones start at column 2; page addressing only, so the
     # picture goes one page (8 rows) at a time, each preceded by its page and column address.
     INIT = _INIT_SH
-    OFFSET = 2
 
     def show(self):
         c = self._c
         mv = memoryview(self.buf)
         for p in range(_H // 8):
             c[0] = 0xB0 | p
-            c[1] = self.OFFSET & 0x0F
-            c[2] = 0x10 | (self.OFFSET >> 4)
+            c[1] = 0x02  # column 2: low nibble
+            c[2] = 0x10  # high nibble 0
             self.cmd(c)
             self.i2c.writevto(self.addr, (_DATA, mv[p * _W:(p + 1) * _W]))

@@ -1,23 +1,23 @@
 # Roles: what a node is. A sensing role reads chips; a simulated component role (the data-centre
 # chain) keeps local state that commands change. ROLES maps a config "role" to its module, which
 # defines Role (a subclass of gt.roles.base.Role). Only the chosen role's module is imported.
+# role -> its module in gt/roles/
 ROLES = {
-    "sensor": "gt.roles.base",
-    "grid_monitor": "gt.roles.sensing",
-    "electrolyser": "gt.roles.sensing",
-    "pv": "gt.roles.sensing",
+    "sensor": "base",
+    "grid_monitor": "sensing",
+    "electrolyser": "sensing",
+    "pv": "sensing",
     # the data-centre chain: simulated components with local state (gt/roles/plant.py)
-    "utility": "gt.roles.plant",
-    "transformer": "gt.roles.plant",
-    "switchgear": "gt.roles.plant",
-    "generator": "gt.roles.plant",
-    "distribution": "gt.roles.plant",
-    "ups": "gt.roles.plant",
-    "pdu": "gt.roles.plant",
-    "server": "gt.roles.plant",
+    "utility": "plant",
+    "transformer": "plant",
+    "switchgear": "plant",
+    "generator": "plant",
+    "distribution": "plant",
+    "ups": "plant",
+    "pdu": "plant",
+    "server": "plant",
 }
 
 
 def load(name, app):
-    mod = __import__(ROLES[name], None, None, ("Role",))
-    return mod.Role(app)
+    return __import__("gt.roles." + ROLES[name], None, None, ("Role",)).Role(app)

@@ -2,8 +2,8 @@
 #   grid_monitor  an ADE7953 on the mains: adds the frequency deviation from nominal (f_dev, Hz)
 #   electrolyser  an INA226 on the stack (and ADC channels for pressure, temperature): adds the
 #                 hydrogen production from Faraday's law, h2_nlh (normal litres per hour)
-#   pv            a pyranometer and the string's INA226: no derived metric; state shows them
-# Which sensor to use comes from params (e.g. {"stack": "stack"}), else the first of its kind.
+#   pv            a pyranometer and the array's INA226: no derived metric
+# Which sensor to use comes from params ({"meter": id} / {"stack": id}), else the first of its kind.
 from gt.roles.base import Role as Base
 
 _F = 96485.33  # Faraday constant, C/mol
@@ -13,25 +13,23 @@ _NL_PER_MOL = 22.414  # normal litres per mole of ideal gas (0 degC, 1 atm)
 class Role(Base):
     def __init__(self, app):
         super().__init__(app)
-        self.name = app.cfg["role"]
+        self.name = n = app.cfg["role"]
         self.last = {}
+        self.key = self.out = None  # the metric read, and the (metric, unit) derived from it
         p = self.params
-        if self.name == "grid_monitor":
-            self.key = self._metric(p.get("meter"), "_hz")
+        if n == "grid_monitor":
+            sensor, suffix, self.out = p.get("meter"), "_hz", ("f_dev", "Hz")
             self.nominal = float(p.get("nominal_hz", 50))
-        elif self.name == "electrolyser":
-            self.key = self._metric(p.get("stack"), "_a")
-            self.cells = int(p.get("cells", 1))
-            self.eff = float(p.get("faradaic_eff", 0.95))
+        elif n == "electrolyser":
+            sensor, suffix, self.out = p.get("stack"), "_a", ("h2_nlh", "NL/h")
+            # each cell makes one H2 per two electrons: mol/s = I * cells * eff / (2 F)
+            self.k = int(p.get("cells", 1)) * float(p.get("faradaic_eff", 0.95)) / (2 * _F) * _NL_PER_MOL * 3600
         else:
-            self.key = None
-
-    def _metric(self, sensor, suffix):
-        for s in self.app.sensors:
-            for n in s.names:
-                if n.endswith(suffix) and (sensor is None or s.id == sensor):
-                    return n
-        return None
+            return
+        for s in app.sensors:
+            for m in s.names:
+                if self.key is None and m.endswith(suffix) and (sensor is None or s.id == sensor):
+                    self.key = m
 
     def sample(self, m, now):
         self.last = m
@@ -40,22 +38,16 @@ class Role(Base):
             return
         if self.name == "grid_monitor":
             m["f_dev"] = round(v - self.nominal, 4)
-        elif self.name == "electrolyser":
-            # each cell makes one H2 per two electrons: mol/s = I * cells * eff / (2 F)
-            mol_s = max(0.0, v) * self.cells * self.eff / (2 * _F)
-            m["h2_nlh"] = round(mol_s * _NL_PER_MOL * 3600, 3)
+        else:
+            m["h2_nlh"] = round(max(0.0, v) * self.k, 3)
 
     def units(self):
-        if self.name == "grid_monitor":
-            return {"f_dev": "Hz"}
-        if self.name == "electrolyser":
-            return {"h2_nlh": "NL/h"}
-        return {}
+        return dict((self.out,)) if self.out else {}
 
     def state(self):
         m = self.last
         if self.name == "grid_monitor":
             return "%.3f Hz" % m[self.key] if self.key in m else "no frequency"
-        if self.name == "electrolyser":
+        if self.out:
             return "H2 %.1f NL/h" % m["h2_nlh"] if "h2_nlh" in m else "stack unread"
         return ""
