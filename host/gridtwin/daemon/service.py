@@ -131,6 +131,7 @@ class Daemon:
             except OSError as exc:
                 raise GridTwinError(f"cannot serve /metrics: {exc}",
                                     hint="another daemon runs here? set [daemon] metrics_port") from None
+        self.store.start_checkpointer()
         if self.forwarder:
             self.forwarder.start()
         self.ingest.start()
