@@ -49,6 +49,7 @@ def handle(app, seen, payload):
         except Exception as e:
             app.log.exc("cmd", e)
             ack = _ack(cid, False, "err", "failed: %r" % e)
+    app.log.info("cmd", "%s id=%s -> %s" % (name, cid, ack.decode()))
     seen.append((cid, ack))
     if len(seen) > _SEEN:
         seen.pop(0)

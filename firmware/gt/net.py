@@ -82,6 +82,7 @@ class Net:
         fails = 0
         while True:
             began = time.ticks_ms()
+            self.err = None
             try:
                 from gt import connect
 
@@ -279,6 +280,7 @@ class Net:
             self.log.warn("mqtt", "seq %d dropped: %s" % (seq, "undated" if ts < 0 else "too big"))
             return True
         await self.take()
+        s = self.sock
         try:
             o = mqtt.head(self.tx, self.t_tel, n, pid, False, dup)
             for part in (doc, m, tail):
@@ -286,6 +288,10 @@ class Net:
                 o += len(part)
             self.acked = False
             await self.out(self.txm, o)
+        except OSError as e:  # the link broke under us: the session ends, the reading stays
+            if s is self.sock:  # (not a connection that is gone already)
+                self.err = e
+            return False
         finally:
             self.busy = False
         t0 = time.ticks_ms()

@@ -56,6 +56,7 @@ EXTENSIONS: list[str] = [
     "gridtwin.daemon.config",  # [storage], [daemon] (issue #6)
     "gridtwin.stack.config",  # [stack] (issue #8)
     "gridtwin.twin.topology",  # [twin], component kinds and parameters (issue #7)
+    "gridtwin.nodenet",  # [network]: how nodes reach the broker (issue #4)
 ]
 
 class _Required:

@@ -1,0 +1,57 @@
+"""How a node reaches the broker: the ``[network]`` section of site.toml and its config.json keys.
+
+Importing this module registers the section (``gridtwin.site.EXTENSIONS`` lists it) and adds a
+contributor to ``gridtwin.nodeconfig.CONTRIBUTORS`` that writes the keys the firmware's schema
+(firmware/gt/config.py: wifi, mqtt, ntp, spill_kb, queue) accepts::
+
+    [network]
+    wifi_ssid = "plant-iot"
+    wifi_psk = "..."              # stored on the node's flash (config.json), as any Wi-Fi password
+    # mqtt_host = "gridtwin.lan"  # default: the first of broker.hosts
+    # keepalive = 30
+
+The node's certificate, key and the site CA go to its flash as ``cert.der``, ``key.der`` and
+``ca.der`` (``gridtwin deploy``), the names the rendered config gives.
+"""
+
+from __future__ import annotations
+
+from gridtwin.nodeconfig import CONTRIBUTORS
+from gridtwin.site import SCHEMA, Key, Section, in_range
+
+SCHEMA.setdefault("network", Section({
+    "wifi_ssid": Key(str, "", help="Wi-Fi network the nodes join; empty: none (virtual nodes use the host's network)"),
+    "wifi_psk": Key(str, "", help="Wi-Fi password (written into each node's config.json)"),
+    "mqtt_host": Key(str, "", help="broker host name or address the nodes dial; empty: the first of broker.hosts"),
+    "server_name": Key(str, "", help="name checked on the broker certificate; empty: the first of broker.hosts"),
+    "ntp": Key(str, "", help="NTP server for the nodes; empty: the broker host (the Pi)"),
+    "keepalive": Key(int, 30, check=in_range(5, 3600), help="MQTT keepalive in seconds"),
+    "queue": Key(int, 16, check=in_range(4, 4096), help="readings a node keeps in RAM before spilling to flash"),
+    "spill_kb": Key(int, 64, check=in_range(0, 1024), help="outbox spill file on a node's flash, KB; 0: none"),
+    "replay_per_s": Key(int, 20, check=in_range(1, 1000), help="backlog readings a node replays a second"),
+}, help="how nodes reach the broker"))
+
+
+def contribute(site, node, board, cfg: dict) -> None:
+    net = site.sections.get("network")
+    get = (lambda k: net.get(k)) if net is not None else (lambda k: SCHEMA["network"].keys[k].default)
+    hosts = list(site.broker.hosts) or ["localhost"]
+    host = get("mqtt_host") or hosts[0]
+    cfg["wifi"] = {"ssid": get("wifi_ssid"), "psk": get("wifi_psk")}
+    cfg["mqtt"] = {
+        "host": host,
+        "port": site.broker.port,
+        "server_hostname": get("server_name") or hosts[0],
+        "keepalive": get("keepalive"),
+        "replay_per_s": get("replay_per_s"),
+        "ca": "ca.der",
+        "cert": "cert.der",
+        "key": "key.der",
+    }
+    cfg["ntp"] = get("ntp")
+    cfg["queue"] = get("queue")
+    cfg["spill_kb"] = get("spill_kb")
+
+
+if contribute not in CONTRIBUTORS:
+    CONTRIBUTORS.append(contribute)
