@@ -220,12 +220,16 @@ class Ingest:
                 self._reject(topic, node, validate.Rejected("internal", repr(exc)[:200]))
         spool = None
         if self.influx_measurement and tel:
-            spool = []
+            # validation leaves nothing line protocol cannot carry; should that ever change, the
+            # message is rejected as a whole (stored nowhere), not stored in SQLite only
+            spool, kept = [], []
             for t in tel:
                 try:
                     spool.append(telemetry_line(t, self.influx_measurement))
+                    kept.append(t)
                 except LineProtocolError as exc:
                     self._reject(f"{root}/{t.node}/telemetry", t.node, validate.Rejected("metric", str(exc)))
+            tel = kept
         backoff = 0.1
         while True:
             try:
