@@ -146,6 +146,9 @@ def test_nodes_cmd_query_tail_and_metrics(running, broker):
             tail.wait()
         assert tail.returncode == 0 and len(lines) == 2 and all(json.loads(x)["node"] == "pdu_a" for x in lines)
 
+        out = gridtwin(site, "daemon", "status")
+        assert out.returncode == 0 and json.loads(out.stdout)["subscribed"] is True
+
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
         stored = int(re.search(r"(?m)^gridtwin_stored_total (\d+)", text).group(1))
         assert stored >= 7 and "gridtwin_spool_depth 0" in text and 'gridtwin_rejected_total{reason="none"} 0' in text
