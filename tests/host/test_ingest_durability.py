@@ -124,3 +124,35 @@ def test_two_daemons_on_a_shared_subscription_split_the_stream(broker_factory, f
     finally:
         for d in daemons:
             d.stop()
+
+
+def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(fleet_broker, tmp_path):
+    """The database refuses writes for a while (another process holds its lock): the writer retries
+    with backoff and acks nothing, the MQTT thread stops reading once two batches wait, the broker
+    keeps the rest; when the lock goes, everything is stored exactly once."""
+    import sqlite3
+
+    db = tmp_path / "gridtwin.db"
+    daemon = Daemon(endpoint=endpoint(fleet_broker), db_path=db, metrics_port=None, batch_max=50).start()
+    locker = None
+    try:
+        assert daemon.ingest.wait_connected()
+        daemon.store.conn.execute("PRAGMA busy_timeout=50")  # fail fast instead of waiting 30 s
+        locker = sqlite3.connect(db, timeout=0)
+        locker.execute("BEGIN EXCLUSIVE")
+        stream = Stream(fleet_broker, per_node=20, pause=0).start()
+        stream.finish()                                     # the broker has all 1,000 messages
+        wait_for(lambda: daemon.metrics.store_errors > 0, 10, "the writer to hit the lock")
+        inbox = daemon.ingest._inbox
+        assert len(inbox) <= daemon.ingest.max_queued + 1, f"{len(inbox)} messages held in memory"
+        assert daemon.metrics.health()[0] is False          # /healthz says something is wrong
+        locker.rollback()
+        locker.close()
+        locker = None
+        wait_for(lambda: count_rows(db) == 1000, 60, "everything to be stored once the lock is gone")
+        assert_exactly_once(stored_keys(db), stream.expected)
+    finally:
+        if locker is not None:
+            locker.rollback()
+            locker.close()
+        daemon.stop()
