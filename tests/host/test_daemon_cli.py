@@ -148,6 +148,8 @@ def test_nodes_cmd_query_tail_and_metrics(running, broker):
 
         out = gridtwin(site, "daemon", "status")
         assert out.returncode == 0 and json.loads(out.stdout)["subscribed"] is True
+        out = gridtwin(site, "daemon")  # a second daemon for the same site
+        assert out.returncode == 1 and "is another daemon running" in out.stderr and "Traceback" not in out.stderr
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
         stored = int(re.search(r"(?m)^gridtwin_stored_total (\d+)", text).group(1))

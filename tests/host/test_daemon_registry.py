@@ -156,3 +156,27 @@ def count_alerts(db, active):
         return conn.execute("SELECT count(*) FROM alerts WHERE active=?", (active,)).fetchone()[0]
     finally:
         conn.close()
+
+
+def test_one_daemon_per_database_and_client_id(tmp_path, site_pki):
+    import pytest
+    from gridtwin.daemon.connection import Endpoint
+    from gridtwin.daemon.service import Daemon
+    from gridtwin.errors import GridTwinError
+    from gridtwin.pki import HOST_IDENTITY
+
+    pki = site_pki.pki
+    # a broker port nobody listens on: the first daemon just keeps retrying in the background
+    ep = Endpoint("127.0.0.1", 9, pki.ca_cert_path, pki.cert_path(HOST_IDENTITY), pki.key_path(HOST_IDENTITY), "gt/x")
+    first = Daemon(endpoint=ep, db_path=tmp_path / "db", metrics_port=None).start()
+    try:
+        second = Daemon(endpoint=ep, db_path=tmp_path / "db", metrics_port=None)
+        with pytest.raises(GridTwinError, match="another daemon is running") as exc:
+            second.start()
+        assert "client_id" in exc.value.hint
+        second.store.close()
+        other = Daemon(endpoint=ep, db_path=tmp_path / "db", client_id="gridtwin-daemon-2", metrics_port=None).start()
+        other.stop()
+    finally:
+        first.stop()
+    Daemon(endpoint=ep, db_path=tmp_path / "db", metrics_port=None).start().stop()  # the lock went with it

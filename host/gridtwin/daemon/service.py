@@ -86,9 +86,16 @@ class Daemon:
         self.state_file = Path(db_path).parent / "daemon.json"
         self.metrics_server = None
         if metrics_port is not None:
-            self.metrics_server = MetricsServer(
-                self.metrics, metrics_host, metrics_port, token=self.token, private={"/cmd", "/tail"},
-                routes={("POST", "/cmd"): self._http_cmd, ("GET", "/tail"): self._http_tail})
+            try:
+                self.metrics_server = MetricsServer(
+                    self.metrics, metrics_host, metrics_port, token=self.token, private={"/cmd", "/tail"},
+                    routes={("POST", "/cmd"): self._http_cmd, ("GET", "/tail"): self._http_tail})
+            except OSError as exc:
+                self.store.close()
+                raise GridTwinError(f"cannot serve /healthz and /metrics on {metrics_host}:{metrics_port}: "
+                                    f"{exc.strerror or exc}",
+                                    hint="is another daemon running for this site? (`gridtwin daemon status`) "
+                                         "or set [daemon] metrics_port") from None
         self.raw_days, self.rollup_days = raw_days, rollup_days
         self._stop = threading.Event()
         self._maint: threading.Thread | None = None
@@ -124,13 +131,26 @@ class Daemon:
         kw.update(overrides)
         return cls(**kw)
 
+    def _lock_instance(self) -> None:
+        """One daemon per database and client id: a second one would take over the first one's
+        broker session (same client id) and both would lose track of what is acked."""
+        import fcntl
+
+        path = Path(f"{self.store.path}.{self.ingest.client_id}.lock")
+        self._lockfile = open(path, "w")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lockfile.close()
+            self._lockfile = None
+            raise GridTwinError(f"another daemon is running with {self.store.path} as {self.ingest.client_id}",
+                                hint="stop it first (`gridtwin daemon status` shows it), or give this one its "
+                                     "own [daemon] client_id and database") from None
+
     def start(self) -> "Daemon":
+        self._lock_instance()
         if self.metrics_server:
-            try:
-                self.metrics_server.start()
-            except OSError as exc:
-                raise GridTwinError(f"cannot serve /metrics: {exc}",
-                                    hint="another daemon runs here? set [daemon] metrics_port") from None
+            self.metrics_server.start()
         self.store.start_checkpointer()
         if self.forwarder:
             self.forwarder.start()
@@ -162,6 +182,8 @@ class Daemon:
         if self._maint:
             self._maint.join(timeout=10)
         self.store.close()
+        if getattr(self, "_lockfile", None):
+            self._lockfile.close()  # releases the lock
 
     def run_forever(self) -> int:
         done = threading.Event()
