@@ -84,7 +84,11 @@ class Dispatcher:
             ack = self._acks.pop(cid, None)
         if not got:
             self.store.command_update(cid, "timeout")
-            published = "" if info.is_published() else " (the broker did not confirm the publish either)"
+            try:
+                confirmed = info.is_published()
+            except (RuntimeError, ValueError):  # paho raises when the publish found no connection
+                confirmed = False
+            published = "" if confirmed else " (the broker did not confirm the publish either)"
             raise CommandTimeout(f"{node} did not acknowledge '{cmd}' (id {cid}) within {timeout:g} s{published}",
                                  hint="the node may be busy or not handle this command; see `gridtwin tail` and its log")
         return ack

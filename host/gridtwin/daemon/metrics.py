@@ -7,10 +7,13 @@ a torn read of a Python int cannot happen, so no lock is needed on the hot path.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger("gridtwin.daemon.http")
 
 
 class Metrics:
@@ -117,7 +120,11 @@ class MetricsServer:
                     return self._reply(404, "text/plain", b"try /healthz or /metrics\n")
                 if path in private and self.headers.get("Authorization") != f"Bearer {token}":
                     return self._reply(401, "application/json", b'{"error": "missing or wrong daemon token"}')
-                out = fn(self, query, body)
+                try:
+                    out = fn(self, query, body)
+                except Exception:  # a bug in a route: one log line and a 500, the daemon goes on
+                    log.exception("%s %s failed", method, path)
+                    out = 500, "application/json", b'{"error": "internal error, see the daemon log"}'
                 if out is not None:
                     self._reply(*out)
 
