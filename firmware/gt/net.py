@@ -107,7 +107,7 @@ class Net:
             # the reading the broker never acknowledged: same packet id, DUP if it may have it
             pid, rec, hist = self.inflight
             if not await self._send(pid, rec, hist, present):
-                raise OSError(0, "resent reading not acknowledged")
+                raise self.err or OSError(0, "resent reading not acknowledged")
             self.inflight = None
             self.app.outbox.done(rec)
         self.app.outbox.begin()

@@ -1,8 +1,27 @@
-"""MQTT over mutual TLS from a real MicroPython node to a real Mosquitto (issue #4)."""
+"""MQTT over mutual TLS from a real MicroPython node to a real Mosquitto (issue #4).
+
+Broker restarts, silent and garbage-talking peers, a hostile broker speaking bad MQTT, and a
+1,000-message soak under the 96 KB heap. The 10,000-message soak is in `make bench`.
+"""
 
 import json
+import os
+import re
+import socket
+import ssl
+import threading
 
-from fixtures.netnode import telemetry
+import pytest
+
+from fixtures.broker import free_port, wait_until
+from fixtures.netnode import LM75, crashed, telemetry
+
+
+def dedup(docs):
+    out = {}
+    for d in docs:
+        out.setdefault((d["boot"], d["seq"]), d)
+    return out
 
 
 def test_node_connects_publishes_birth_and_telemetry(net_node, broker, mqtt_client):
@@ -12,11 +31,205 @@ def test_node_connects_publishes_birth_and_telemetry(net_node, broker, mqtt_clie
     b.start()
     b.wait_for(r"mqtt: connected in \d+ ms", timeout=20)
     birth = json.loads(host.wait_for(broker.topic("pv1", "status"), timeout=10).payload)
-    assert birth["state"] == "online" and birth["node"] == "pv1"
-    docs = []
-    while len(docs) < 5:
-        docs += telemetry([host.wait_for(broker.topic("pv1", "telemetry"), timeout=10)])
-    print(docs)
-    assert [d["seq"] for d in docs] == sorted(d["seq"] for d in docs)
+    assert birth["state"] == "online" and birth["node"] == "pv1" and birth["conn"] == 1
+    assert birth["sensors"] == {"t_amb": "degC"} and birth["reset"] == "power-on" and birth["boots"] == 1
+    assert birth["fw"] and birth["config"] and birth["heap_free"] > 0 and "rssi" in birth
+    docs = [json.loads(host.wait_for(broker.topic("pv1", "telemetry"), timeout=10).payload) for _ in range(5)]
+    assert [d["seq"] for d in docs] == list(range(docs[0]["seq"], docs[0]["seq"] + 5))
+    assert all(d["v"] == 1 and d["node"] == "pv1" and d["boot"] == birth["boot"] for d in docs)
+    assert all(d["m"] == {"t_amb": 21.5} and d["ts"] > 1_700_000_000_000 for d in docs)
+    # the broker holds the birth retained; the will it keeps for the node says offline
+    b.stop()
+    will = json.loads(host.wait_for(broker.topic("pv1", "status"), timeout=10).payload)
+    assert will == {"state": "offline", "node": "pv1", "boot": birth["boot"]}
 
 
+def test_broker_restart_at_10hz_loses_no_reading(net_node, broker, mqtt_client):
+    host = mqtt_client("gridtwin-host", clean_start=False)
+    host.subscribe(broker.topic("pv1", "telemetry"))
+    b = net_node(sample_ms=100, trace=True, mqtt={"replay_per_s": 100})
+    b.start()
+    b.wait_for(r"conn=1", timeout=20)
+    wait_until(lambda: len(host.received(broker.topic("pv1", "telemetry"))) >= 20, 20, "20 readings")
+    broker.stop()
+    lost = len(b.lines)
+    b.wait_for(r"mqtt: lost", timeout=20, start=lost)
+    b.wait_for(r"mqtt: failed", timeout=20, start=lost)  # it tried while the broker was away
+    broker.start()
+    up = b.wait_for(r"conn=2", timeout=30)
+    i_up = next(i for i in range(len(b.lines) - 1, -1, -1) if b.lines[i] is up.string)
+    during = [int(m[1]) for m in (re.match(r"^T (\d+) ", line) for line in b.lines[lost:i_up]) if m]
+    last = int(b.wait_for(r"^T (\d+) ", start=i_up + 20, timeout=20)[1])
+    got = wait_until(lambda: (lambda g: g if max(s for _, s in g) >= last and
+                              len(g) >= last else None)(dedup(telemetry(host.received(broker.topic("pv1", "telemetry"))))),
+                     30, "every reading up to seq %d" % last)
+    b.stop()
+    boots = {bt for bt, _ in got}
+    assert len(boots) == 1
+    seqs = sorted(s for _, s in got)
+    assert seqs[: last] == list(range(1, last + 1))  # every seq of the boot, each once
+    assert len(during) >= 5
+    # what was sampled while the broker was away came as replayed readings (but the one that was
+    # in flight when it went, which is sent again as it was)
+    boot = boots.pop()
+    assert sum(1 for s in during if got[(boot, s)].get("hist")) >= len(during) - 1
+    assert not crashed(b)
+
+
+class Peer:
+    """A TCP peer on a free port that is not a broker: `mode` is "silent" (accepts, says nothing)
+    or "garbage" (answers with random bytes), or a function(ssl_socket) speaking TLS as the broker."""
+
+    def __init__(self, broker=None):
+        self.port = free_port()
+        self.mode = "silent"
+        self.accepted = 0
+        self.srv = socket.create_server(("127.0.0.1", self.port))
+        self.conns = []
+        self.ctx = None
+        if broker is not None:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(broker.pki.server_cert_path, broker.pki.server_key_path)
+            self.ctx.load_verify_locations(broker.ca)
+            self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._serve, daemon=True)
+        self.t.start()
+
+    def _serve(self):
+        self.srv.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                c, _ = self.srv.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.accepted += 1
+            self.conns.append(c)
+            mode = self.mode
+            if mode == "garbage":
+                c.sendall(os.urandom(300))
+            elif callable(mode):
+                threading.Thread(target=self._tls, args=(c, mode), daemon=True).start()
+
+    def _tls(self, c, fn):
+        try:
+            c.settimeout(10)
+            s = self.ctx.wrap_socket(c, server_side=True)
+            s.recv(1024)  # the CONNECT
+            fn(s)
+            while s.recv(1024):  # until the node hangs up
+                pass
+        except OSError:
+            pass
+
+    def close(self):
+        self.stop.set()
+        self.t.join(2)
+        for c in self.conns:
+            c.close()
+        self.srv.close()
+
+
+@pytest.fixture
+def peer():
+    made = []
+
+    def make(broker=None):
+        made.append(Peer(broker))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def _cadence(board):
+    ticks = [int(m[1]) for m in board.grep(r"^T \d+ (\d+) ")]
+    return ticks, [y - x for x, y in zip(ticks, ticks[1:])]
+
+
+def test_silent_peer_hits_the_handshake_deadline_and_garbage_is_survived(net_node, peer):
+    p = peer()
+    world = {"clock": {"mode": "real", "speed": 2}, "i2c": [LM75]}
+    b = net_node(world=world, sample_ms=100, trace=True, mqtt={"port": p.port, "tls_ms": 3000})
+    b.start()
+    b.wait_for(r"mqtt: failed: tls: no answer in 3000 ms", timeout=20)
+    p.mode = "garbage"
+    b.wait_for(r"mqtt: failed: tls: ", start=len(b.lines), timeout=20)
+    b.stop()
+    assert p.accepted >= 2
+    # sampling never waited for the network: one reading every 100 ms all along
+    ticks, gaps = _cadence(b)
+    assert len(ticks) >= 30 and set(gaps) == {100}
+    assert not crashed(b) and b.boots == 1
+
+
+def _connack_then(data):
+    def speak(s):
+        s.sendall(b"\x20\x02\x00\x00" + data)
+    return speak
+
+
+HOSTILE = [
+    (_connack_then(b"\x30\xff\xff\xff\xff\x7f"), r"bad remaining length"),
+    (_connack_then(b"\x30\xff\xff\xff\x7f"), r"byte packet over limit"),
+    (_connack_then(b"\x82\x02\x00\x01"), r"packet type 8"),
+    (lambda s: s.sendall(b"\x20\x02\x00\x05"), r"connack: refused, code 5"),
+    (lambda s: s.sendall(b"\x00\x17garbage-instead-of-mqtt"), r"packet type 0"),
+]
+
+
+def test_hostile_broker_gets_the_connection_closed_and_retried(net_node, broker, peer):
+    p = peer(broker)
+    # board time runs as real time here: the handshake's crypto steps (each a blocking call of a
+    # few ms in mbedTLS) stay shorter than the 100 ms sampling interval, as on the chip at 1 Hz
+    world = {"clock": {"mode": "real"}, "i2c": [LM75]}
+    b = net_node(world=world, sample_ms=100, trace=True, mqtt={"port": p.port, "backoff_max_ms": 2000})
+    b.start()
+    for speak, why in HOSTILE:
+        mark = len(b.lines)
+        p.mode = speak
+        b.wait_for(r"mqtt: (lost|failed): .*" + why, start=mark, timeout=20)
+    b.stop()
+    ticks, gaps = _cadence(b)
+    assert set(gaps) == {100}  # sampling carried on through all of it
+    assert not crashed(b) and b.boots == 1
+
+
+def test_soak_1000_messages_with_tls_in_96k(net_node, broker, mqtt_client, record_property):
+    host = mqtt_client("gridtwin-host")
+    host.subscribe(broker.topic("pv1", "#"))
+    world = {"clock": {"mode": "real", "speed": 4}, "i2c": [dict(LM75, temp_c=[[0, 10.0], [400_000, 30.0]])]}
+    b = net_node(world=world, sample_ms=50, mqtt={"keepalive": 60})
+    b.start()
+    b.wait_for(r"conn=1", timeout=20)
+    cmd = broker.topic("pv1", "cmd")
+
+    def heap_after(n, tag):
+        wait_until(lambda: len(host.received(broker.topic("pv1", "telemetry"))) >= n, 120, f"{n} readings")
+        host.publish(cmd, json.dumps({"id": tag, "cmd": "rebirth"}))
+        doc = host.wait_for(broker.topic("pv1", "status"), timeout=20,
+                            where=lambda m: json.loads(m.payload).get("state") == "online" and
+                            json.loads(m.payload)["uptime_s"] > 0)
+        return json.loads(doc.payload)["heap_free"]
+
+    for i in range(16):  # fill the node's ring of remembered command ids first
+        host.publish(cmd, json.dumps({"id": "warm%02d" % i, "cmd": "ping"}))
+    # free heap after a collection, as the birth reports it, over the first and the last messages
+    early = [heap_after(n, "early%d" % n) for n in (100, 200, 300)]
+    late = [heap_after(n, "late%d" % n) for n in (800, 900, 1000)]
+    b.stop()
+    got = dedup(telemetry(host.received(broker.topic("pv1", "telemetry"))))
+    seqs = sorted(s for _, s in got)
+    assert seqs[:1000] == list(range(1, 1001))
+    assert not crashed(b)
+    hs = int(b.grep(r"connected in (\d+) ms")[0][1])
+    record_property("heap_free_early", early)
+    record_property("heap_free_late", late)
+    record_property("handshake_ms", hs)
+    print(f"\nsoak, 1,000 messages over TLS in a 96 KB heap: free heap after collection at messages "
+          f"100/200/300: {early} B, at 800/900/1000: {late} B; handshake {hs} ms (board time)")
+    # Nothing grows between the first and the last messages. A collection keeps a few hundred bytes
+    # alive or not (stale pointers on the C stack), so the lowest readings are compared: a leak of
+    # a byte a message would show as 500 B here (and as 9 KB in the 10,000-message bench soak).
+    assert min(late) >= min(early) - 256
