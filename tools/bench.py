@@ -396,6 +396,13 @@ def latency_run(bs: BenchSite, mport: int, rate: int, seconds: float, warmup: fl
     return lat
 
 
+@section("firmware", "node firmware (issue #4): MQTT/TLS connect time, 10,000-message soak in a 96 KB heap")
+def firmware_section(args):
+    from bench_firmware import run  # tools/bench_firmware.py
+
+    return run(args, BenchSite, wait_until)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")

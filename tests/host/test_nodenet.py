@@ -1,0 +1,48 @@
+"""site.toml [network] -> the link keys of a node's config.json (issue #4)."""
+
+import pytest
+
+from gridtwin.errors import ConfigError
+from gridtwin.nodeconfig import render
+from gridtwin.site import load_site
+
+SITE = """
+[site]
+id = "lab"
+
+[broker]
+hosts = ["pi.lan", "localhost"]
+port = 8884
+
+[network]
+wifi_ssid = "plant-iot"
+wifi_psk = "s3cret"
+keepalive = 45
+spill_kb = 128
+
+[[nodes]]
+id = "env1"
+role = "sensor"
+board = "esp32"
+"""
+
+
+def test_render_writes_the_link_keys_the_firmware_reads(tmp_path):
+    (tmp_path / "site.toml").write_text(SITE)
+    cfg = render(load_site(tmp_path / "site.toml"), "env1")
+    assert cfg["wifi"] == {"ssid": "plant-iot", "psk": "s3cret"}
+    assert cfg["mqtt"] == {"host": "pi.lan", "port": 8884, "server_hostname": "pi.lan", "keepalive": 45,
+                           "replay_per_s": 20, "ca": "ca.der", "cert": "cert.der", "key": "key.der"}
+    assert cfg["ntp"] == "" and cfg["spill_kb"] == 128 and cfg["queue"] == 16
+
+
+def test_defaults_without_a_network_section(tmp_path):
+    (tmp_path / "site.toml").write_text(SITE.split("[network]")[0] + '[[nodes]]\nid = "env1"\nrole = "sensor"\n')
+    cfg = render(load_site(tmp_path / "site.toml"), "env1")
+    assert cfg["wifi"]["ssid"] == "" and cfg["mqtt"]["host"] == "pi.lan" and cfg["mqtt"]["keepalive"] == 30
+
+
+def test_a_bad_value_names_the_key(tmp_path):
+    (tmp_path / "site.toml").write_text(SITE.replace("keepalive = 45", "keepalive = 2"))
+    with pytest.raises(ConfigError, match=r"network\.keepalive"):
+        load_site(tmp_path / "site.toml")

@@ -1,0 +1,114 @@
+"""`make bench` section "firmware": the node's MQTT client under the real MicroPython unix port,
+against the real Mosquitto the host renders (tools/bench.py registers it).
+
+Figures: the TLS + MQTT connect time (TCP, handshake, CONNACK), and a 10,000-message soak over
+mutual TLS in a 96 KB firmware heap: free heap after a collection over the first and the last
+thousand messages (as the node's birth reports it when asked to rebirth), the live-heap peak, and
+whether every reading arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+MESSAGES = 10_000
+SAMPLE_MS = 50
+SPEED = 5  # board time runs 5x real time: 100 readings a second, 10,000 in 100 s
+
+
+def run(args, BenchSite, wait_until):
+    import paho.mqtt.client as mqtt
+
+    from gridtwin.micropython import FIRMWARE_DIR, compile_firmware
+    from gridtwin.vboard import VirtualBoard
+
+    work = Path(tempfile.mkdtemp(prefix="gt-bench-fw-"))
+    site = BenchSite(1, work)
+    node = site.node_ids[0]
+    for identity in (node, "gridtwin-host"):
+        if not site.pki.has(identity):
+            site.pki.issue(identity)
+    host = None
+    board = None
+    try:
+        got, births = {}, []
+        cond = threading.Condition()
+
+        def on_message(client, userdata, msg):
+            d = json.loads(msg.payload)
+            with cond:
+                if msg.topic.endswith("/telemetry"):
+                    got.setdefault((d["boot"], d["seq"]), d)
+                elif msg.topic.endswith("/status") and d.get("state") == "online":
+                    births.append(d)
+                cond.notify_all()
+
+        host = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gridtwin-host")
+        host.tls_set(ca_certs=str(site.pki.ca_cert_path), certfile=str(site.pki.cert_path("gridtwin-host")),
+                     keyfile=str(site.pki.key_path("gridtwin-host")))
+        host.on_message = on_message
+        host.connect("127.0.0.1", site.port)
+        host.subscribe(f"{site.root}/{node}/#", qos=1)
+        host.loop_start()
+
+        cfg = {"v": 1, "node": node, "site": "bench", "root": site.root, "role": "sensor",
+               "sample_ms": SAMPLE_MS, "queue": 16,
+               "sensors": [{"id": "t_amb", "type": "lm75", "addr": 0x48}],
+               "mqtt": {"host": "127.0.0.1", "port": site.port, "server_hostname": "localhost",
+                        "keepalive": 60, "replay_per_s": 200}}
+        stop_ms = (MESSAGES + 400) * SAMPLE_MS
+        world = {"clock": {"mode": "real", "speed": SPEED, "stop_at_ms": stop_ms},
+                 "i2c": [{"bus": 0, "model": "lm75", "addr": 0x48, "temp_c": [[0, 10.0], [stop_ms, 40.0]]}]}
+        # the compiled build, as deploy puts it on a board (GT_FIRMWARE_SRC: another source folder)
+        compile_firmware(work / "mpy", Path(os.environ.get("GT_FIRMWARE_SRC") or FIRMWARE_DIR))
+        board = VirtualBoard(work / "board", config=cfg, world=world, heap="96k", firmware=work / "mpy")
+        for src, name in ((site.pki.ca_der_path, "ca.der"), (site.pki.der_cert_path(node), "cert.der"),
+                          (site.pki.der_key_path(node), "key.der")):
+            shutil.copyfile(src, board.flash / name)
+        t0 = time.monotonic()
+        board.start()
+        hs = board.wait_for(r"connected in (\d+) ms \(tcp (\d+), tls (\d+), connack (\d+)\)", timeout=60)
+
+        def heap_at(n):
+            wait_until(lambda: len(got) >= n, 600, f"{n} readings")
+            before = len(births)
+            host.publish(f"{site.root}/{node}/cmd", json.dumps({"id": f"b{n}", "cmd": "rebirth"}), qos=1)
+            wait_until(lambda: len(births) > before, 60, "a birth")
+            return births[-1]["heap_free"]
+
+        for i in range(16):  # fill the node's ring of remembered command ids first
+            host.publish(f"{site.root}/{node}/cmd", json.dumps({"id": f"warm{i}", "cmd": "ping"}), qos=1)
+        first = [heap_at(n) for n in (300, 600, 1000)]
+        last = [heap_at(n) for n in (MESSAGES - 700, MESSAGES - 400, MESSAGES)]
+        elapsed = time.monotonic() - t0
+        board.wait_exit(timeout=300)
+        peak = board.wait_for(r"#world stop world_ms=\d+ peak_alloc=(\d+)", timeout=5)[1]
+        errors = [line for line in board.lines if "MemoryError" in line or "Traceback" in line]
+        seqs = sorted(s for _, s in got)
+        missing = sorted(set(range(1, MESSAGES + 1)) - set(seqs))
+        ms = [int(x) for x in hs.groups()]
+        return [
+            ("connect (board ms / speed = real ms)", f"{ms[0] / SPEED:.0f} ms",
+             f"tcp {ms[1] / SPEED:.0f}, TLS handshake {ms[2] / SPEED:.0f}, CONNACK {ms[3] / SPEED:.0f} (ECDSA P-256, mutual)"),
+            ("soak messages (QoS 1, TLS)", f"{len(seqs)}",
+             f"{MESSAGES} wanted, {len(missing)} missing, {elapsed:.0f} s real at {1000 * SPEED // SAMPLE_MS} msg/s"),
+            ("free heap, first 1,000 messages", " / ".join(map(str, first)) + " B", "after gc.collect(), at msgs 300/600/1000"),
+            ("free heap, last 1,000 messages", " / ".join(map(str, last)) + " B",
+             f"at msgs {MESSAGES - 700}/{MESSAGES - 400}/{MESSAGES}; change of the lowest: {min(last) - min(first):+d} B"),
+            ("live-heap peak (firmware, of 96 KB)", f"{int(peak)} B", "at idle points, after collection"),
+            ("MemoryError / Traceback", f"{len(errors)}", "; ".join(errors[:2]) or "none"),
+        ]
+    finally:
+        if board is not None:
+            board.stop()
+        if host is not None:
+            host.loop_stop()
+            host.disconnect()
+        site.stop()
+        shutil.rmtree(work, ignore_errors=True)
