@@ -17,9 +17,9 @@ _RETRY_MS = const(30000)
 _PER_PAGE = const(7)  # readings under the page's header line
 
 
-def open(dcfg, hw):
+def open(dcfg, hw, buf=None):
     cls = SH1106 if dcfg["kind"] == "sh1106" else SSD1306
-    return Screens(cls(hw.i2c(0), dcfg["addr"]), dcfg["page_ms"])
+    return Screens(cls(hw.i2c(0), dcfg["addr"], buf), dcfg["page_ms"])
 
 
 def _fmt(v):

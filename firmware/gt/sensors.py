@@ -73,7 +73,9 @@ class Sensor:
         self.why = None
         self._backoff = 0
         for i, n in enumerate(self.names):
-            m[n] = vals[i]
+            # 7 significant digits: more than any of these chips resolves (24-bit ADCs), and the
+            # reading's JSON (outbox RAM, flash, MQTT) stays short: 231.0 V, not 231.00000108361004
+            m[n] = float("%.7g" % vals[i])
         return True
 
     def units(self):

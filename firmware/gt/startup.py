@@ -1,6 +1,7 @@
 # Boot sequence: count the boot, load and validate the config, then run the node — or explain in
 # safe mode why not. An unhandled exception is logged, counted as a crash and ends in a reset;
 # after `crash_limit` crash boots in a row the node stays in safe mode and says why.
+import gc
 import sys
 import time
 import machine
@@ -12,7 +13,9 @@ from gt.log import log
 
 def _load_config():
     # The validator and its schema are needed once; dropping the module afterwards gives their
-    # RAM back to the running node.
+    # RAM back to the running node. What the node keeps (the sensor and role tables) is imported
+    # first, so it does not end up scattered among the validator's garbage.
+    from gt import sensors, roles  # noqa: F401
     from gt import config
 
     try:
@@ -25,6 +28,7 @@ def _load_config():
         # the sensor types' config rows (gt/drivers/options.py), loaded by the validator
         if "gt.drivers" in sys.modules:
             _drop(sys.modules["gt.drivers"], "options")
+        gc.collect()
 
 
 def _drop(pkg, name):
@@ -46,6 +50,9 @@ def start():
     if boot.streak >= cfg["crash_limit"]:
         return safemode.run("crashed %d boots in a row (last: %s); fix the cause, then press reset"
                             % (boot.streak, boot.last_crash), log)
+    from gt import display
+
+    display.reserve(cfg)
     from gt import app
 
     try:

@@ -31,9 +31,10 @@ from gridtwin.micropython import FIRMWARE_DIR, SHIM_DIR, find_micropython
 RESET_EXIT = 75  # tests/shim/_world.py: the chip reset, start it again
 # The firmware's GC heap: ESP32-like, and stricter, since the unix port's objects are 64-bit.
 DEFAULT_HEAP = "96k"
-# Room in the interpreter's heap for the shim itself (its modules and chip models). The shim
-# fills what it does not use with ballast, so the firmware sees exactly its budget.
-SHIM_ALLOWANCE = 64 * 1024
+# Room in the interpreter's heap for the shim itself (its modules, and the chip models with their
+# instances). The shim fills what it does not use with ballast, so the firmware sees exactly its
+# budget.
+SHIM_ALLOWANCE = 80 * 1024
 
 
 def heap_bytes(size: str | int) -> int:

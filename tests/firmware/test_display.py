@@ -6,9 +6,9 @@ import textwrap
 
 from oled import frames, image, last_before, matches_golden, pixels
 
-# RAM is measured in test_sensing_node.py (every driver and the OLED); here the pages are under
-# test, so the board gets room enough.
-ROOMY = "192k"
+# Every board here runs the compiled build (.mpy, what `gridtwin deploy` puts on a node) in the
+# default 96 KB firmware heap, as a node does. (From source, the compiler's own transient RAM for
+# the larger modules does not fit next to everything else: a board never compiles them.)
 OLED = {"bus": 0, "model": "ssd1306", "addr": 0x3C, "frames": True}
 # An electrolyser cell-stack node: stack voltage/current on an INA226, H2 pressure on a 4-20 mA
 # transducer (ADC pin 34), stack temperature on a DS18B20 that is unplugged from 5 s on.
@@ -31,9 +31,9 @@ def el_config(node_config, **kw):
                        params={"stack": "stack", "cells": 1}, **kw)
 
 
-def test_pages_rotate_and_match_golden_images(vboard, node_config, tmp_path):
+def test_pages_rotate_and_match_golden_images(vboard, node_config, firmware_build, tmp_path):
     world = dict(EL_WORLD, clock={"mode": "warp", "stop_at_ms": 72_500})
-    b = vboard(config=el_config(node_config), world=world, heap=ROOMY)
+    b = vboard(config=el_config(node_config), world=world, firmware=firmware_build[0])
     assert b.run() == 0
     fs = frames(b)
     assert fs and all(f["addr"] == 0x3C and f["on"] for f in fs)
@@ -52,7 +52,7 @@ def test_pages_rotate_and_match_golden_images(vboard, node_config, tmp_path):
     assert not b.grep("Traceback|display: update failed")
 
 
-def test_identify_banner_and_sh1106_column_offset(vboard, node_config, tmp_path):
+def test_identify_banner_and_sh1106_column_offset(vboard, node_config, firmware_build, tmp_path):
     # The same banner on an SSD1306 and on an SH1106 (132-column RAM, panel from column 2) must
     # look the same on the glass. The banner is what the `identify` command shows.
     code = textwrap.dedent("""
@@ -73,7 +73,7 @@ def test_identify_banner_and_sh1106_column_offset(vboard, node_config, tmp_path)
         cfg["display"]["kind"] = kind
         world = dict(EL_WORLD, clock={"mode": "warp"})
         world["i2c"] = [dict(OLED, model=kind)] + EL_WORLD["i2c"][1:]
-        b = vboard(name=kind, config=cfg, world=world, heap=ROOMY)
+        b = vboard(name=kind, config=cfg, world=world, firmware=firmware_build[0])
         b.flash.joinpath("main.py").write_text(code)
         assert b.run(timeout=30) == 0, "\n".join(b.lines)
         fs = frames(b)
@@ -85,19 +85,19 @@ def test_identify_banner_and_sh1106_column_offset(vboard, node_config, tmp_path)
     assert imgs["ssd1306"] == imgs["sh1106"]
 
 
-def test_missing_or_failing_display_never_stops_the_node(vboard, node_config):
+def test_missing_or_failing_display_never_stops_the_node(vboard, node_config, firmware_build):
     # No OLED at boot: the node says so and runs. An OLED that drops off the bus mid-run is
     # retried and comes back, while sampling carries on.
     world = dict(EL_WORLD, clock={"mode": "warp", "stop_at_ms": 6_500})
     world["i2c"] = EL_WORLD["i2c"][1:]
-    b = vboard(config=el_config(node_config, trace=True), world=world, heap=ROOMY)
+    b = vboard(config=el_config(node_config, trace=True), world=world, firmware=firmware_build[0])
     assert b.run() == 0
     b.wait_for(r"W \d+ display: no ssd1306 display")
     assert len(b.grep(r"^T \d+ ")) == 7
 
     world = dict(EL_WORLD, clock={"mode": "warp", "stop_at_ms": 60_500})
     world["i2c"] = [dict(OLED, unplugged=[[10_000, 20_000]])] + EL_WORLD["i2c"][1:]
-    b = vboard(name="flaky", config=el_config(node_config, trace=True), world=world, heap=ROOMY)
+    b = vboard(name="flaky", config=el_config(node_config, trace=True), world=world, firmware=firmware_build[0])
     assert b.run() == 0
     b.wait_for(r"W \d+ display: OLED stopped answering")
     assert len(b.grep(r"^T \d+ ")) == 61

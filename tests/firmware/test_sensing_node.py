@@ -5,8 +5,6 @@ import textwrap
 
 import pytest
 
-from chips import fakes_bytes
-
 ALL_SENSORS = [
     {"id": "t_amb", "type": "lm75", "addr": 0x48},
     {"id": "pv", "type": "ina219", "addr": 0x41, "shunt_ohm": 0.01, "max_a": 20.0},
@@ -45,9 +43,12 @@ def test_every_driver_at_once_unplug_replug_and_heap(vboard, node_config, firmwa
     # The compiled build, as a board runs it. The INA226 is unplugged from 20 s to 26.5 s.
     mpy_dir, _ = firmware_build
     world = dict(ALL_WORLD, clock={"mode": "warp", "stop_at_ms": 40_500})
-    # 19 metrics per reading: each queued reading holds a dict of them, so the RAM queue is kept
-    # at 16 readings (the issue #4 outbox spills the rest to flash)
-    b = vboard(config=_cfg(node_config, queue=16), world=world, heap="256k", firmware=mpy_dir)
+    # 19 metrics per reading, so the RAM queue is kept at 16 readings (the outbox spills the rest
+    # to flash when a broker is configured). NOT YET the default 96k: the live heap peaks under
+    # 96 KB (asserted below), but with all eight driver types and the OLED at once, at 96k the
+    # heap fragments and an allocation of ~300 B fails after ~10 s (MemoryError in the sampler).
+    # 112k until the remaining RAM work (issue #5) lands; the display and role tests run at 96k.
+    b = vboard(config=_cfg(node_config, queue=16), world=world, heap="112k", firmware=mpy_dir)
     assert b.run() == 0
     rows = {int(m[1]): eval(m[2]) for m in b.grep(r"^T (\d+) \d+ (\{.*\})")}  # noqa: S307
     assert len(rows) == 41  # sampling never stopped
@@ -71,16 +72,15 @@ def test_every_driver_at_once_unplug_replug_and_heap(vboard, node_config, firmwa
     b.wait_for(r"W \d+ sensor: stack bad: lost its calibration \(chip reset\?\); restored")
     b.wait_for(r"I \d+ sensor: stack recovered after \d+ errors")
     assert not b.grep("Traceback|MemoryError")
+    # the firmware's own live heap at its highest (the shim's share is not counted)
     peak = int(b.wait_for(r"#world stop world_ms=\d+ peak_alloc=(\d+)")[1])
-    fakes = fakes_bytes(world)
     record_property("peak_alloc_all_drivers", peak)
-    record_property("fake_chips_bytes", fakes)
-    print(f"\nevery driver + OLED, compiled build: peak gc.mem_alloc()={peak} B, of which the fake "
-          f"chips {fakes} B -> firmware + base shim {peak - fakes} B")
-    # NOT inside the 96 KB target yet: ~122 KB on this 64-bit port with all eight driver types
-    # and the OLED at once (a realistic node loads 2-4 of them). This guard keeps it from growing
-    # while the RAM work (issue #5 follow-up) brings it down.
-    assert peak - fakes < 128 * 1024
+    print(f"\nevery driver + OLED, compiled build: peak firmware heap {peak} B "
+          f"({peak / 1024:.1f} of 96 KB)")
+    # The live heap stays under the 96 KB limit (82.8 KB when this was written; 97.1 KB before the
+    # RAM work of issue #5, chip models then counted in); the margin is not yet enough against
+    # fragmentation, see above.
+    assert peak < 96 * 1024
 
 
 def test_plant_roles_keep_state_and_obey_commands(vboard, node_config, firmware_build):

@@ -236,13 +236,14 @@ def settle_heap():
     global _ballast
     import machine, network, select, socket, time  # noqa: F401  (the shim modules a board always has)
 
+    # the chips themselves, in the shim's share: the firmware's bus objects only find them
     for spec in world.get("i2c", ()):
-        device_model(spec["model"])
+        device(spec)
     if world.get("onewire"):
         import onewire  # noqa: F401
 
         for spec in world["onewire"]:
-            device_model(spec["model"])
+            device(spec)
     budget = int(os.getenv("GT_FW_HEAP") or 0)
     gc.collect()
     spare = gc.mem_free() - budget
@@ -253,6 +254,18 @@ def settle_heap():
     emit("heap shim=%d firmware_free=%d%s" % (clock.base - (len(_ballast) if _ballast else 0),
                                                 gc.mem_free(), "" if spare >= 0 or not budget else
                                                 " (shim allowance short by %d)" % -spare))
+
+
+_devices = {}
+
+
+def device(spec):
+    """The chip model of a world entry, made once: a second bus object on the same wires (or a
+    board that builds its I2C twice) talks to the same chip, with the same registers."""
+    d = _devices.get(id(spec))
+    if d is None:
+        d = _devices[id(spec)] = device_model(spec["model"])(spec)
+    return d
 
 
 def device_model(name):

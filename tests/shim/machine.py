@@ -62,7 +62,7 @@ class I2C:
         self._devs = {}
         for spec in W.world.get("i2c", ()):
             if spec.get("bus", 0) == id:
-                self._devs[spec["addr"]] = W.device_model(spec["model"])(spec)
+                self._devs[spec["addr"]] = W.device(spec)
         self._ptr_dev = None
 
     def _dev(self, addr):
@@ -84,7 +84,9 @@ class I2C:
         buf[:] = data
 
     def writeto_mem(self, addr, memaddr, buf, *, addrsize=8):
-        self._dev(addr).write_reg(memaddr, bytes(buf))
+        # a view, not a copy: the chip models only read it during the call, and copying a 1 KB
+        # OLED frame would take a block of the firmware's heap that a real bus never needs
+        self._dev(addr).write_reg(memaddr, memoryview(buf))
 
     def readfrom(self, addr, nbytes, stop=True):
         return self._dev(addr).read_current(nbytes)
@@ -108,7 +110,7 @@ class SoftI2C(I2C):
         # a SoftI2C bus is described in the world as bus "soft"
         for spec in W.world.get("i2c", ()):
             if spec.get("bus") == "soft":
-                self._devs[spec["addr"]] = W.device_model(spec["model"])(spec)
+                self._devs[spec["addr"]] = W.device(spec)
 
 
 class ADC:

@@ -4,7 +4,8 @@
 # controller's page layout), then sent in one transfer.
 #
 # Every I2C transfer starts with a control byte: 0x00 a stream of commands, 0x40 a stream of
-# display data.
+# display data. On the wire that is exactly a register write (address, one byte, data), so
+# writeto_mem sends it, straight from our buffer.
 import framebuf
 from micropython import const
 
@@ -21,23 +22,23 @@ _INIT = bytes((0xAE, 0xD5, 0x80, 0xA8, 0x3F, 0xD3, 0x00, 0x40, 0x8D, 0x14, 0x20,
 _INIT_SH = bytes((0xAE, 0xD5, 0x80, 0xA8, 0x3F, 0xD3, 0x00, 0x40, 0xAD, 0x8B,
                   0xA1, 0xC8, 0xDA, 0x12, 0x81, 0xCF, 0xD9, 0x22, 0xDB, 0x35, 0xA4, 0xA6, 0xAF))
 _WINDOW = bytes((0x21, 0, _W - 1, 0x22, 0, _H // 8 - 1))  # columns 0..127, pages 0..7
-_CMD = b"\x00"
-_DATA = b"\x40"
+_CMD = const(0x00)
+_DATA = const(0x40)
 
 
 class SSD1306(framebuf.FrameBuffer):
     INIT = _INIT
 
-    def __init__(self, i2c, addr=0x3C):
+    def __init__(self, i2c, addr=0x3C, buf=None):
         self.i2c = i2c
         self.addr = addr
-        self.buf = bytearray(_W * _H // 8)
+        self.buf = buf or bytearray(_W * _H // 8)  # buf: 1 KB the caller set aside early
         self._c = bytearray(3)
         super().__init__(self.buf, _W, _H, framebuf.MONO_VLSB)
         self.init()  # probes the display too: no answer -> OSError
 
     def cmd(self, seq):
-        self.i2c.writevto(self.addr, (_CMD, seq))
+        self.i2c.writeto_mem(self.addr, _CMD, seq)
 
     def init(self):
         self.fill(0)
@@ -46,7 +47,7 @@ class SSD1306(framebuf.FrameBuffer):
 
     def show(self):
         self.cmd(_WINDOW)
-        self.i2c.writevto(self.addr, (_DATA, self.buf))
+        self.i2c.writeto_mem(self.addr, _DATA, self.buf)
 
 
 class SH1106(SSD1306):
@@ -62,4 +63,4 @@ class SH1106(SSD1306):
             c[1] = 0x02  # column 2: low nibble
             c[2] = 0x10  # high nibble 0
             self.cmd(c)
-            self.i2c.writevto(self.addr, (_DATA, mv[p * _W:(p + 1) * _W]))
+            self.i2c.writeto_mem(self.addr, _DATA, mv[p * _W:(p + 1) * _W])
