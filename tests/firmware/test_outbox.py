@@ -141,3 +141,26 @@ def _records(data):
         out.append((o, body))
         o += 6 + n
     return out
+
+
+def test_readings_taken_before_the_clock_is_known_get_real_time_stamps(net_node, broker, mqtt_client):
+    # No RTC time at boot (reads 2000-01-01) and no link for the first 5 s: the node says it has no
+    # time, keeps sampling, and once NTP answers every reading carries real Unix time.
+    host = mqtt_client("gridtwin-host")
+    host.subscribe(broker.topic("pv1", "telemetry"))
+    world = {"clock": {"mode": "warp", "rtc": None}, "i2c": [LM75],
+             "wlan": {"down": [[0, 5_000]], "connect_ms": 200}}
+    b = net_node(world=world, wifi=WIFI, trace=True)
+    b.start()
+    b.wait_for(r"clock: set by NTP", timeout=30)
+    b.wait_for(r"conn=1", timeout=30)
+    docs = wait_until(lambda: (lambda d: d if len(d) >= 8 else None)(dedup(received(host, broker))), 30,
+                      "8 readings")
+    b.stop()
+    taken = samples(b)
+    boot = next(iter(docs))[0]
+    first = docs[(boot, 1)]["ts"]
+    assert 1_764_000_000_000 <= first < 1_764_000_060_000  # the world's true time, not 2000-01-01
+    for s in range(1, 9):
+        assert docs[(boot, s)]["ts"] - first == taken[s] - taken[1]
+    assert not crashed(b)
