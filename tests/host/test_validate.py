@@ -91,6 +91,10 @@ def test_topics_outside_the_contract_are_rejected(topic, reason):
 def test_topic_split_and_other_kinds():
     assert validate.split_topic(f"{ROOT}/n1/ack", ROOT, {"n1"}) == ("n1", "ack")
     assert validate.status("n1", b'{"state":"online","fw":"1.0","heap":1000,"rssi":-60}')["fw"] == "1.0"
+    # an optional field may be null (a node without Wi-Fi has no RSSI); a required one may not
+    assert validate.status("n1", b'{"state":"online","rssi":null}')["rssi"] is None
+    with pytest.raises(Rejected):
+        validate.status("n1", b'{"state":null}')
     assert validate.ack("n1", b'{"id":"a","ok":true,"result":{"x":1}}')["ok"] is True
     for bad, fn in ((b'{"state":"dancing"}', validate.status), (b'{"state":"online","heap":"lots"}', validate.status),
                     (b'{"state":"online","node":"n2"}', validate.status), (b'{"id":"a","ok":1}', validate.ack),

@@ -191,6 +191,8 @@ def _fields(obj: dict, table: dict, kind: str, limits: Limits) -> dict:
                 raise Rejected("field", f"{kind} has no {name!r}")
             continue
         value = obj[name]
+        if value is None and not required:
+            continue  # null: not known (e.g. no RSSI on a node without Wi-Fi)
         if types is not bool and isinstance(value, bool):
             raise Rejected("field", f"{kind} {name} is a boolean")
         if not isinstance(value, types):
