@@ -1,0 +1,1 @@
+"""`gridtwin demo`: the whole system on one machine (see gridtwin.demo.runner)."""

@@ -1,0 +1,181 @@
+"""The twin on the bus: what couples the engine to the daemon, the nodes and the operator.
+
+``TwinLink(twin, daemon, site, virtual=...)`` is called once per twin step (``after_step()``):
+
+- twin state goes out retained on ``<root>/_host/twin`` (every ``state_every_s`` of twin time), so
+  Telegraf, Grafana and `gridtwin tail` see the plant without another path;
+- twin events become alerts: stored by the daemon, published retained on
+  ``<root>/_host/alerts/twin_<component>_<type>`` while active, cleared with an empty retained message;
+- a component whose state changes (supply lost or back, fault, a load that moved) gets a command on
+  its node, so the node's OLED and telemetry show what the twin knows; commands go through the
+  daemon's dispatcher on a worker thread and never hold up the twin;
+- virtual nodes' chips are fed from the twin (``feeds``): what a real sensor would measure;
+- hardware in the loop: telemetry from a node that is *not* virtual overrides the twin's metric of
+  the same name on its component (``twin.override``), so a real INA226 on EL1 drives the model.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import threading
+
+log = logging.getLogger("gridtwin.twin")
+
+# Node role -> twin kind, where the names differ.
+ROLE_KIND = {"switchgear": "transfer_switch", "pv": "pv_array", "grid_monitor": "grid_bus"}
+# Roles whose firmware keeps simulated component state that commands set (gt/roles/plant.py).
+PLANT_ROLES = {"utility", "transformer", "switchgear", "generator", "distribution", "ups", "pdu", "server"}
+
+
+class TwinLink:
+    def __init__(self, twin, daemon, site, *, virtual=(), fleet=None, state_every_s: float = 1.0,
+                 load_step: float = 0.1, command_timeout: float = 10.0):
+        self.twin, self.daemon, self.site, self.fleet = twin, daemon, site, fleet
+        self.virtual = set(virtual)
+        self.state_every_s = state_every_s
+        self.load_step = load_step
+        self.command_timeout = command_timeout
+        self._next_state = 0.0
+        self._alerts: dict[tuple[str, str], int] = {}
+        self._told: dict[str, dict] = {}  # node -> what it was last told
+        self.overrides = 0
+        self.state: dict = {}  # the last published twin state
+        self.commands_sent = 0
+        self.command_errors = 0
+        self.events: list = []  # every event seen, in order (the demo's log, the tests' record)
+        self._roles = {n.id: n.role for n in site.nodes}
+        self._hil: collections.deque = collections.deque(maxlen=10000)  # (node, metric, value)
+        self._work: queue.Queue = queue.Queue(maxsize=1000)
+        # a few senders, so one slow node does not hold up the commands of the others
+        self._workers = [threading.Thread(target=self._send_loop, name=f"twin-commands-{i}", daemon=True)
+                         for i in range(4)]
+        for w in self._workers:
+            w.start()
+        daemon.ingest.listeners.append(self._on_telemetry)
+
+    # --- once per step ---
+    def after_step(self) -> None:
+        twin = self.twin
+        for ev in twin.drain_events():
+            self.events.append(ev)
+            self._alert(ev)
+        if twin.t + 1e-9 < self._next_state:
+            return
+        self._next_state = twin.t + self.state_every_s
+        state = twin.state()
+        while self._hil:  # readings from real nodes, taken in on the twin's own thread
+            node, metric, value = self._hil.popleft()
+            comp = state.get(node)
+            if comp is not None and metric in comp["m"]:
+                twin.override(node, metric, value)
+                self.overrides += 1
+        self.state = state
+        self.daemon.publish_host("twin", {"t": round(twin.t, 3), "components": {
+            cid: {"kind": c["kind"], "status": c["status"], "m": c["m"]} for cid, c in state.items()}})
+        self._tell_nodes(state)
+        if self.fleet is not None:
+            self.fleet.feed(feeds(self.site, state, self.fleet))
+
+    def close(self) -> None:
+        try:
+            self.daemon.ingest.listeners.remove(self._on_telemetry)
+        except ValueError:
+            pass
+        for w in self._workers:
+            self._work.put(None)
+        for w in self._workers:
+            w.join(5)
+
+    # --- alerts ---
+    def _alert(self, ev) -> None:
+        topic = f"alerts/twin_{ev.component}_{ev.type.replace(':', '_')}"
+        if ev.state == "start":
+            message = f"{ev.component}: {ev.type.replace('_', ' ')}" + (
+                f" ({', '.join(f'{k}={v}' for k, v in ev.detail.items())})" if ev.detail else "")
+            aid = self.daemon.store.raise_alert(ev.severity, ev.type, message, ev.component)
+            self._alerts[ev.key] = aid
+            self.daemon.publish_host(topic, {"id": aid, "t": ev.t, "component": ev.component,
+                                             "type": ev.type, "severity": ev.severity,
+                                             "message": message, "active": True})
+        elif ev.state == "clear":
+            aid = self._alerts.pop(ev.key, None)
+            if aid is not None:
+                self.daemon.store.clear_alert(aid)
+            self.daemon.publish_host(topic, b"")  # an empty retained message clears it
+        log.info("twin event t=%.1f %s %s %s", ev.t, ev.component, ev.type, ev.state)
+
+    # --- commands to nodes whose component changed ---
+    def _tell_nodes(self, state: dict) -> None:
+        # Only online nodes are told; what an offline node was not told it is told when it is back
+        # (its "told" record stays behind the twin until then).
+        for node, role in self._roles.items():
+            c = state.get(node)
+            if c is None or role not in PLANT_ROLES or not self.daemon.dispatcher.is_online(node):
+                continue
+            m = c["m"]
+            told = self._told.setdefault(node, {})
+            if role == "generator":
+                self._change(node, told, "running", bool(m.get("running")),
+                             lambda on: ("start" if on else "stop", {}))
+            else:
+                self._change(node, told, "supply", bool(m.get("energized", 1)),
+                             lambda on: ("set_supply", {"on": on}))
+            self._change(node, told, "fault", c["status"] == "fault", lambda on: ("set_fault", {"on": on}))
+            kw = round(float(m.get("p_kw", 0.0)), 2)
+            last = told.get("kw")
+            if role == "server" and (last is None or abs(kw - last) > max(self.load_step * abs(last), 0.2)):
+                told["kw"] = kw
+                self._queue(node, "set_load", {"kw": kw})
+
+    def _change(self, node, told, key, value, command) -> None:
+        if told.get(key) != value:
+            told[key] = value
+            self._queue(node, *command(value))
+
+    def _queue(self, node: str, cmd: str, args: dict) -> None:
+        try:
+            self._work.put_nowait((node, cmd, args))
+        except queue.Full:
+            self.command_errors += 1
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            node, cmd, args = item
+            try:
+                ack = self.daemon.dispatcher.send(node, cmd, args, timeout=self.command_timeout,
+                                                  ttl=self.command_timeout)
+                self.commands_sent += 1
+                if not ack.get("ok"):
+                    self.command_errors += 1
+                    log.warning("%s refused %s %s: %s", node, cmd, json.dumps(args), ack.get("err"))
+            except Exception as exc:  # an offline node or a timeout must not stop the twin
+                self.command_errors += 1
+                log.warning("command %s to %s failed: %s", cmd, node, exc)
+
+    # --- hardware in the loop ---
+    def _on_telemetry(self, batch) -> None:
+        # ingest's thread, after each committed batch: only note the readings of real (not
+        # virtual) nodes; after_step applies them between steps
+        for tel in batch:
+            if tel.node in self.virtual or tel.hist:
+                continue
+            for metric, value in tel.m.items():
+                self._hil.append((tel.node, metric, value))
+
+
+def feeds(site, state: dict, fleet) -> dict[str, dict]:
+    """What each virtual node's chips measure now, keyed as gridtwin.vworld names the live values."""
+    from gridtwin.twin.sensorfeed import live_values
+
+    out = {}
+    for node_id, vnode in fleet.nodes.items():
+        comp = state.get(node_id)
+        if comp is not None:
+            out[node_id] = live_values(vnode.config, comp["kind"], comp["m"])
+    return out
