@@ -48,8 +48,21 @@ def start():
     if problem:
         return safemode.run(problem, log)
     if boot.streak >= cfg["crash_limit"]:
+        # the config is good, so the LED and the OLED can say it too (issue #2: the reason on the
+        # OLED); neither may stop safe mode from holding the node still
+        hw = disp = None
+        try:
+            from gt.hw import Hardware
+            from gt import display
+
+            hw = Hardware(cfg["pins"])
+            disp = display.open(cfg, hw, log)
+        except Exception as e:
+            log.warn("safe", "no LED/display: %r" % e)
         return safemode.run("crashed %d boots in a row (last: %s); fix the cause, then press reset"
-                            % (boot.streak, boot.last_crash), log)
+                            % (boot.streak, boot.last_crash), log, hw, disp,
+                            ["crashed %d boots" % boot.streak, "in a row; last:", boot.last_crash,
+                             "fix it, then", "press reset"])
     from gt import display
 
     display.reserve(cfg)

@@ -102,3 +102,18 @@ def test_missing_or_failing_display_never_stops_the_node(vboard, node_config, fi
     b.wait_for(r"W \d+ display: OLED stopped answering")
     assert len(b.grep(r"^T \d+ ")) == 61
     assert [f for f in frames(b) if f["ms"] > 40_000]  # drawing again after the retry
+
+
+def test_safe_mode_shows_the_reason(vboard, node_config, firmware_build, tmp_path):
+    # The config is good but the last boots crashed (boot.json: a streak of 2, this boot makes 3
+    # = crash_limit): the node stays in safe mode and the OLED says why, so a person at the node
+    # needs no laptop to know what happened.
+    b = vboard(config=el_config(node_config), firmware=firmware_build[0],
+               world=dict(EL_WORLD, clock={"mode": "warp", "stop_at_ms": 5_000}))
+    b.flash.joinpath("boot.json").write_text('{"boots": 7, "streak": 2, "crash": "sampler: ValueError(\'boom\')"}')
+    assert b.run() == 0
+    b.wait_for(r"E \d+ safe: SAFE MODE: crashed 3 boots in a row \(last: sampler: ValueError\('boom'\)\)")
+    assert not b.grep(r"app: running|Traceback")
+    fs = frames(b)
+    assert fs and fs[-1]["on"]
+    matches_golden(fs[-1], "safemode", tmp_path)
