@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         q.add_argument("--metrics-port", type=int, help="port of /healthz and /metrics (default: [daemon] metrics_port)")
         q.add_argument("--log-format", choices=("auto", "json", "text"), default="auto",
                        help="json: one object per line (default when not on a terminal)")
+        q.add_argument("--twin", action="store_true",
+                       help="also run the digital twin: state and alerts under _host/, commands to nodes")
     p = sub.add_parser("install", help="render and install a systemd unit with a restart policy")
     p.add_argument("--user", default="gridtwin", help="system user the daemon runs as (default gridtwin)")
     p.add_argument("--unit-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
@@ -43,4 +45,9 @@ def run(args) -> int:
     from gridtwin.daemon.service import Daemon, setup_logging
     setup_logging(args.verbose, args.log_format)
     overrides = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
-    return Daemon.from_site(site, **overrides).run_forever()
+    daemon = Daemon.from_site(site, **overrides)
+    if getattr(args, "twin", False):
+        from gridtwin.twin.coupling import run_with_daemon
+
+        return run_with_daemon(daemon, site)
+    return daemon.run_forever()

@@ -179,3 +179,28 @@ def feeds(site, state: dict, fleet) -> dict[str, dict]:
         if comp is not None:
             out[node_id] = live_values(vnode.config, comp["kind"], comp["m"])
     return out
+
+
+def run_with_daemon(daemon, site, *, seed: int | None = None) -> int:
+    """`gridtwin daemon --twin`: the daemon plus the twin in real time (at [twin].speed), every node
+    treated as real (its telemetry overrides the model) until SIGINT/SIGTERM."""
+    import signal
+
+    from gridtwin.twin import Twin
+    from gridtwin.twin.scenario import run_realtime
+
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    daemon.start()
+    twin = Twin.from_site(site, **({"seed": seed} if seed is not None else {}))
+    link = TwinLink(twin, daemon, site)
+    log.info("twin running: %d components, step %.3g s, %g x real time", len(twin.state()),
+             getattr(site.twin, "step_s", 0.1), twin.speed or 1.0)
+    try:
+        run_realtime(twin, float("inf"), twin.speed or 1.0, on_step=lambda _t: link.after_step(),
+                     stop=done.is_set)
+    finally:
+        link.close()
+        daemon.stop()
+    return 0
