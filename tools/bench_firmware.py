@@ -84,8 +84,9 @@ def run(args, BenchSite, wait_until):
 
         for i in range(16):  # fill the node's ring of remembered command ids first
             host.publish(f"{site.root}/{node}/cmd", json.dumps({"id": f"warm{i}", "cmd": "ping"}), qos=1)
-        first = [heap_at(n) for n in (300, 600, 1000)]
-        last = [heap_at(n) for n in (MESSAGES - 700, MESSAGES - 400, MESSAGES)]
+        points = [300, 600, 1000] + list(range(2000, MESSAGES - 1000, 1000)) + [MESSAGES - 700, MESSAGES - 400, MESSAGES]
+        heap = [heap_at(n) for n in points]
+        first, last = heap[:3], heap[-3:]
         elapsed = time.monotonic() - t0
         board.wait_exit(timeout=300)
         peak = board.wait_for(r"#world stop world_ms=\d+ peak_alloc=(\d+)", timeout=5)[1]
@@ -101,6 +102,8 @@ def run(args, BenchSite, wait_until):
             ("free heap, first 1,000 messages", " / ".join(map(str, first)) + " B", "after gc.collect(), at msgs 300/600/1000"),
             ("free heap, last 1,000 messages", " / ".join(map(str, last)) + " B",
              f"at msgs {MESSAGES - 700}/{MESSAGES - 400}/{MESSAGES}; change of the lowest: {min(last) - min(first):+d} B"),
+            ("free heap along the soak (KB)", " ".join(f"{h / 1024:.1f}" for h in heap),
+             "at msgs " + ", ".join(map(str, points))),
             ("live-heap peak (firmware, of 96 KB)", f"{int(peak)} B", "at idle points, after collection"),
             ("MemoryError / Traceback", f"{len(errors)}", "; ".join(errors[:2]) or "none"),
         ]

@@ -137,8 +137,11 @@ def _context(c):
     import tls
 
     def rd(name):
-        with open(name, "rb") as f:
-            return f.read()
+        try:
+            with open(name, "rb") as f:
+                return f.read()
+        except OSError:
+            raise OSError(0, "tls: %s is not on the flash (gridtwin deploy puts it there)" % name)
 
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = tls.CERT_REQUIRED  # said explicitly: MicroPython's default checks nothing

@@ -83,6 +83,7 @@ class Net:
         while True:
             began = time.ticks_ms()
             self.err = None
+            present = False
             try:
                 from gt import connect
 
@@ -96,8 +97,10 @@ class Net:
                 self.log.warn("mqtt", "%s: %s" % ("lost" if self.up else "failed", why(e)))
             unload("connect")
             self._close()
-            if time.ticks_diff(time.ticks_ms(), began) > self.ka:
-                fails = 0  # it ran a while: back off from the bottom again
+            if present is None or time.ticks_diff(time.ticks_ms(), began) > self.ka:
+                # no Wi-Fi yet (the join is retried at once, to be back as soon as it is), or the
+                # session ran a while: back off from the bottom again
+                fails = 0
             fails += 1
             d = min(self.c["backoff_max_ms"], 500 << min(fails, 12))
             await asyncio.sleep_ms(d // 2 + d // 2 * os.urandom(1)[0] // 255)  # jitter
