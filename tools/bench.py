@@ -403,6 +403,13 @@ def firmware_section(args):
     return run(args, BenchSite, wait_until)
 
 
+@section("fleet", "virtual nodes (issue #7): CPU and memory of 50 nodes at 1 Hz on this machine")
+def fleet_section(args):
+    from bench_fleet import run  # tools/bench_fleet.py
+
+    return run(args, BenchSite, wait_until)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
@@ -410,6 +417,7 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-seconds", type=float, default=10, help="ingest: length of the 1,000 msg/s run")
     ap.add_argument("--live-rate", type=int, default=30000, help="ingest: rate offered in the live run")
     ap.add_argument("--live-seconds", type=float, default=10, help="ingest: length of the live run")
+    ap.add_argument("--fleet-nodes", type=int, default=50, help="fleet: how many virtual nodes")
     args = ap.parse_args(argv)
     names = args.only.split(",") if args.only else list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]

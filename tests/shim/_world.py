@@ -80,6 +80,7 @@ class Clock:
         self.io_objects = 0  # sockets registered with a poller (set by the select shim)
         self.peak_alloc = 0
         self.base = 0  # heap held by the shim itself (and its ballast), set by settle_heap()
+        self._probed = _rt.ticks_ms()
         self.hooks = []  # called with world_ms after time moves (watchdog, stop)
         rtc = spec.get("rtc", 1764000000)
         # wall clock: unix seconds at boot, or None while nobody has set the RTC (reads 2000-01-01)
@@ -109,7 +110,13 @@ class Clock:
     def idle(self):
         # The board is about to wait: measure the heap it really holds (after a collection), so
         # peak_alloc is the high-water mark of live memory at rest, not of uncollected garbage.
-        # It counts the firmware only: the shim's own share (base) is taken off.
+        # It counts the firmware only: the shim's own share (base) is taken off. In real time a
+        # probe at most once a second keeps a fleet of boards cheap (a collection costs CPU).
+        if not self.warp:
+            now = _rt.ticks_ms()
+            if _rt.ticks_diff(now, self._probed) < 1000:
+                return
+            self._probed = now
         gc.collect()
         a = gc.mem_alloc() - self.base
         if a > self.peak_alloc:
