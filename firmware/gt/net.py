@@ -14,12 +14,13 @@
 # tx behind its PUBLISH header. gt/connect.py and gt/commands.py are imported only while they run.
 import asyncio
 import errno
+import json
 import os
 import sys
 import time
 from asyncio import core
 from micropython import const
-from gt import mqtt
+from gt import clock, mqtt
 from gt.outbox import fields, stamp
 from gt.publisher import Sleeper
 
@@ -67,6 +68,17 @@ class Net:
         self.conns = self.failures = self.undated = 0
         self.handshake_ms = None
         self.last_rx = self.last_tx = time.ticks_ms()
+        self.logq = []  # warnings and errors for <root>/<node>/log, sent while connected
+        self.log_dropped = 0
+        app.log.sinks.append(self._log)
+
+    def _log(self, lvl, tag, msg):
+        if lvl in "WE" and self.up:
+            if len(self.logq) < 4:
+                self.logq.append(b'{"lvl":"%s","msg":%s,"ts":%d}' % (
+                    lvl, json.dumps(tag + ": " + msg), clock_ms()))
+            else:
+                self.log_dropped += 1
 
     def next_pid(self):
         self.pid = self.pid % 65535 + 1
@@ -132,6 +144,8 @@ class Net:
                     await self.out(self.txm, 2)
                 finally:
                     self.busy = False
+            while self.logq:
+                await self.publish(b"log", self.logq.pop(0), 0)
             if self.birth:
                 self.birth = False
                 from gt import connect
@@ -312,6 +326,10 @@ class Net:
 
     def rebirth(self):
         self.birth = True
+
+
+def clock_ms():
+    return clock.unix_ms(time.ticks_ms()) or 0
 
 
 def why(e):

@@ -44,6 +44,18 @@ def test_node_connects_publishes_birth_and_telemetry(net_node, broker, mqtt_clie
     assert will == {"state": "offline", "node": "pv1", "boot": birth["boot"]}
 
 
+def test_warnings_go_to_the_log_topic_while_connected(net_node, broker, mqtt_client):
+    host = mqtt_client("gridtwin-host")
+    host.subscribe(broker.topic("pv1", "log"))
+    world = {"clock": {"mode": "real"}, "i2c": [dict(LM75, unplugged=[[1_500, 10**9]])]}
+    b = net_node(world=world, sample_ms=200)
+    b.start()
+    b.wait_for(r"conn=1", timeout=20)
+    doc = json.loads(host.wait_for(broker.topic("pv1", "log"), timeout=10).payload)
+    assert doc["lvl"] == "W" and doc["msg"].startswith("sensor: t_amb bad: no answer") and doc["ts"] > 0
+    b.stop()
+
+
 def test_broker_restart_at_10hz_loses_no_reading(net_node, broker, mqtt_client):
     host = mqtt_client("gridtwin-host", clean_start=False)
     host.subscribe(broker.topic("pv1", "telemetry"))
