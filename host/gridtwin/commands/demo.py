@@ -22,6 +22,14 @@ def run(args) -> int:
     site = load_site(args.site)
     view = not args.no_view and sys.stdout.isatty()
     setup_logging(args.verbose, "text")
+    if view:  # the live view owns the terminal: log lines go to a file beside the demo's data
+        import logging
+
+        log_path = site.var_dir / "demo" / "demo.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("gridtwin").handlers[:] = [handler]
     demo = Demo(site, speed=args.speed, port=args.port,
                 nodes=args.nodes.split(",") if args.nodes else None)
     print(f"gridtwin: starting the demo of site '{site.id}' ({len(demo.node_ids)} virtual nodes) ...",

@@ -75,4 +75,9 @@ def render(demo) -> Group:
         alerts.add_row(f"{ev.t:6.1f}", Text(f"{ev.component} {ev.type} {ev.state}", style=style))
     head = Text(f"GridTwin demo — twin t={demo.twin.t:6.1f} s  speed {demo.speed:g}x   "
                 f"commands sent {demo.link.commands_sent if demo.link else 0}   Ctrl-C stops", style="bold")
-    return Group(head, Panel(nodes), Panel(chain), Panel(plant), Panel(alerts))
+    # two columns: the fleet and the alerts on the left, the plant on the right
+    grid = Table.grid(expand=True)
+    grid.add_column(ratio=1)
+    grid.add_column(ratio=1)
+    grid.add_row(Group(Panel(nodes), Panel(alerts)), Group(Panel(chain), Panel(plant)))
+    return Group(head, grid)
