@@ -22,18 +22,13 @@ import time
 from gridtwin.micropython import compile_firmware
 from gridtwin.nodeconfig import render
 from gridtwin.vboard import VirtualBoard
+from gridtwin.vworld import world_for
 
 
 class VirtualNode:
     def __init__(self, site, pki, node_id: str, root: os.PathLike | str, *, broker: tuple[str, int],
                  firmware_dir: pathlib.Path, speed: float = 1.0, heap: str = "96k",
                  server_hostname: str = "localhost", world_extra: dict | None = None):
-        try:
-            from gridtwin.vworld import world_for
-        except ImportError:  # TEMP until vworld lands
-            def world_for(cfg, live_prefix="", clock=None, **_):
-                return {"clock": clock or {}}
-
         self.id = node_id
         self.root = pathlib.Path(root)
         self.live_path = self.root / "live.json"

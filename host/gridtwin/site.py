@@ -57,6 +57,7 @@ EXTENSIONS: list[str] = [
     "gridtwin.stack.config",  # [stack] (issue #8)
     "gridtwin.twin.topology",  # [twin], component kinds and parameters (issue #7)
     "gridtwin.nodenet",  # [network]: how nodes reach the broker (issue #4)
+    "gridtwin.sensors_site",  # nodes: sensors, display, pins, and their config.json keys (issue #5)
 ]
 
 class _Required:

@@ -34,7 +34,8 @@ def lm75():
 
 def ina219(shunt=0.1, max_a=3.2):
     r = _i2c(0x40, 0x4F, "A1, A0 pins")
-    r["shunt_ohm"] = (float, shunt, between(0.0001, 100), "shunt resistance in ohms")
+    r["shunt_ohm"] = (float, shunt, between(0.00001, 100),
+                      "shunt resistance in ohms (a 75 mV, 1000 A shunt: 0.000075)")
     r["max_a"] = (float, max_a, between(0.001, 1000), "largest current expected, in A")
     return r
 

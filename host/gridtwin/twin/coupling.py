@@ -177,7 +177,9 @@ def feeds(site, state: dict, fleet) -> dict[str, dict]:
     for node_id, vnode in fleet.nodes.items():
         comp = state.get(node_id)
         if comp is not None:
-            out[node_id] = live_values(vnode.config, comp["kind"], comp["m"])
+            # the site says which twin metric each sensor measures; the rendered config how the
+            # chip is wired and calibrated
+            out[node_id] = live_values(vnode.config, site.node(node_id), comp["m"])
     return out
 
 

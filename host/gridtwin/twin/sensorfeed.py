@@ -1,29 +1,36 @@
 """What a virtual node's chips measure, from the twin's state of its component.
 
-``live_values(cfg, kind, m)`` -> ``{"<sensor id>.<quantity>": value}`` for the sensors of a node's
-rendered config, the keys gridtwin.vworld.world_for reads live. Each sensor type lists which twin
-metric feeds which chip quantity (per component kind); quantities not listed keep the world's
-constant, and an ADC channel is fed the voltage its calibration turns into the twin's value.
+``live_values(cfg, node, m)`` -> ``{"<prefix><sensor id>.<key>": value}``: for every sensor of the
+node's rendered config whose site entry names a twin metric (``twin`` in site.toml, see
+gridtwin.sensors_site), the chip-level quantity that makes the firmware read the twin's value,
+keyed exactly as gridtwin.vworld.world_for names the chip's live values. An analog channel gets
+the volts its calibration turns into the value, a shunt monitor amps, a thermometer degC, the
+ADE7953 Hz (gridtwin.vworld.chip_value). A metric the component does not have is skipped: the
+chip keeps its world default.
 """
 
 from __future__ import annotations
 
-# sensor type -> component kind -> {chip quantity: twin metric}
-FEEDS: dict[str, dict[str, dict[str, str]]] = {
-    "ina226": {"electrolyser": {"current_a": "i_a", "bus_v": "u_stack_v"},
-               "pv_array": {"current_a": "i_a", "bus_v": "v_v"}},
-    "ina219": {"electrolyser": {"current_a": "i_a", "bus_v": "u_stack_v"},
-               "pv_array": {"current_a": "i_a", "bus_v": "v_v"}},
-    "ade7953": {"grid_bus": {"hz": "f_hz"}},
-    "lm75": {"electrolyser": {"temp_c": "t_c"}, "pv_array": {"temp_c": "t_cell_c"}},
-    "ds18b20": {"electrolyser": {"temp_c": "t_c"}, "pv_array": {"temp_c": "t_cell_c"}},
-}
+from gridtwin.vworld import chip_value, quantity_key
 
 
-def live_values(cfg: dict, kind: str, m: dict) -> dict:
+def twin_metrics(node) -> dict[str, dict[str, str]]:
+    """{sensor id: {firmware metric suffix: twin metric}} from a validated site node."""
+    out = {}
+    for s in node.get("sensors") or ():
+        twin = s.get("twin")
+        if twin:
+            out[s["id"]] = dict(twin)
+    return out
+
+
+def live_values(cfg: dict, node, m: dict, *, live_prefix: str = "") -> dict:
+    feeds = twin_metrics(node)
     out = {}
     for s in cfg.get("sensors", ()):
-        for quantity, metric in FEEDS.get(s["type"], {}).get(kind, {}).items():
-            if metric in m:
-                out[f"{s['id']}.{quantity}"] = m[metric]
+        for suffix, metric in feeds.get(s["id"], {}).items():
+            value = m.get(metric)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                key = f"{live_prefix}{s['id']}.{quantity_key(s, suffix)}"
+                out[key] = round(chip_value(s, suffix, float(value)), 9)
     return out
