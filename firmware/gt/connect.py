@@ -57,6 +57,7 @@ async def connect(net):
         net.handshake_ms, time.ticks_diff(t1, t0), time.ticks_diff(t2, t1),
         time.ticks_diff(t3, t2), present, net.conns))
     net.task = asyncio.create_task(net.reader())
+    await net.resend(present)  # the session first: what the broker never acknowledged
     await net.take()
     try:
         # subscribe on every connect: the broker may have lost the session

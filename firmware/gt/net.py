@@ -103,7 +103,7 @@ class Net:
                 connect = None
                 unload("connect")
                 if present is not None:
-                    await self._serve(present)
+                    await self._serve()
             except Exception as e:  # a broken or hostile broker must never take the node down
                 self.failures += 1
                 self.log.warn("mqtt", "%s: %s" % ("lost" if self.up else "failed", why(e)))
@@ -117,7 +117,7 @@ class Net:
             d = min(self.c["backoff_max_ms"], 500 << min(fails, 12))
             await asyncio.sleep_ms(d // 2 + d // 2 * os.urandom(1)[0] // 255)  # jitter
 
-    async def _serve(self, present):
+    async def resend(self, present):
         if self.inflight is not None:
             # the reading the broker never acknowledged: same packet id, DUP if it may have it
             pid, rec, hist = self.inflight
@@ -125,6 +125,8 @@ class Net:
                 raise self.err or OSError(0, "resent reading not acknowledged")
             self.inflight = None
             self.app.outbox.done(rec)
+
+    async def _serve(self):
         self.app.outbox.begin()
         self.up = True
         self._event("up")
@@ -279,9 +281,10 @@ class Net:
     async def send(self, rec, hist):
         """Publish one reading at QoS 1; True once the broker has it (or it can never be sent and
         was counted), False to try again later."""
-        if not self.up:
-            return False
-        self.inflight = (self.next_pid(), rec, hist)
+        if not self.up or self.err is not None:
+            return False  # no session, or one that is ending: the reading waits for the next
+        if self.inflight is None or self.inflight[1] is not rec:
+            self.inflight = (self.next_pid(), rec, hist)
         if await self._send(self.inflight[0], rec, hist, False):
             self.inflight = None
             return True

@@ -208,6 +208,68 @@ def test_hostile_broker_gets_the_connection_closed_and_retried(net_node, broker,
     assert not crashed(b) and b.boots == 1
 
 
+def _packet(s):
+    """One MQTT packet from a socket: (first byte, body)."""
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise OSError("closed")
+            buf += chunk
+        return buf
+
+    first = exact(1)[0]
+    rl, shift = 0, 0
+    while True:
+        c = exact(1)[0]
+        rl |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return first, exact(rl)
+
+
+def test_unacknowledged_reading_is_resent_with_dup_and_its_packet_id(net_node, broker, peer):
+    # A broker of our own (TLS with the site's broker certificate): on the first connection it
+    # takes the first reading and hangs up without a PUBACK; on the second it says the session
+    # is present and acknowledges everything.
+    p = peer(broker)
+    pubs = []  # (connection, first byte, packet id, document) of every telemetry PUBLISH
+    conns = []
+
+    def speak(s):
+        conns.append(s)
+        n = len(conns)
+        s.sendall(b"\x20\x02" + (b"\x01" if n > 1 else b"\x00") + b"\x00")
+        while True:
+            first, body = _packet(s)
+            if first >> 4 == 8:  # SUBSCRIBE -> SUBACK, QoS 1 granted
+                s.sendall(b"\x90\x03" + body[:2] + b"\x01")
+            elif first >> 4 == 3:
+                tl = int.from_bytes(body[:2], "big")
+                pid = int.from_bytes(body[2 + tl:4 + tl], "big") if first & 6 else None
+                if body[2:2 + tl].endswith(b"/telemetry"):
+                    pubs.append((n, first, pid, json.loads(body[4 + tl:])))
+                    if n == 1:
+                        s.close()  # gone before the PUBACK
+                        return
+                if pid is not None:
+                    s.sendall(b"\x40\x02" + pid.to_bytes(2, "big"))
+
+    p.mode = speak
+    b = net_node(sample_ms=500, mqtt={"port": p.port})
+    b.start()
+    b.wait_for(r"conn=2", timeout=30)
+    lost = pubs[0]
+    # then the readings taken meanwhile follow, none missing
+    wait_until(lambda: {x[3]["seq"] for x in pubs if x[0] == 2} >= set(range(lost[3]["seq"], lost[3]["seq"] + 4)),
+               20, "the readings after the lost one")
+    b.stop()
+    again = next(x for x in pubs if x[0] == 2)  # the first PUBLISH of the new connection
+    assert lost[1] & 0x08 == 0 and again[1] & 0x08 == 0x08  # DUP set on the resend only
+    assert again[2] == lost[2] and again[3] == lost[3]  # the same packet id, the same reading
+
+
 def test_soak_1000_messages_with_tls_in_96k(net_node, broker, mqtt_client, record_property):
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "#"))

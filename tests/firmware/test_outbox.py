@@ -53,9 +53,13 @@ def test_link_drop_of_10_minutes_loses_nothing(net_node, broker, mqtt_client):
         # (but the one in flight as the link went: it is sent again as it was, with DUP)
         assert got[(boot, s)]["ts"] - t1 == taken[s] - taken[1]
         assert got[(boot, s)].get("hist") is True or s == outage[0]
-    # replayed in order
-    hist = [d["seq"] for d in received(host, broker) if d.get("hist")]
+    # replayed in order, at the rate limit, while live readings went first
+    arrivals = received(host, broker)
+    hist = [d["seq"] for d in arrivals if d.get("hist")]
     assert hist == sorted(hist) and set(outage[1:]) <= set(hist)
+    live = [i for i, d in enumerate(arrivals) if d["seq"] > outage[-1] and not d.get("hist")]
+    last_hist = max(i for i, d in enumerate(arrivals) if d.get("hist"))
+    assert live and live[0] < last_hist
     # sampling kept its cadence through the outage: one reading a second, none missed
     ticks = [taken[s] for s in sorted(taken)]
     assert sorted(taken) == list(range(1, len(taken) + 1))
