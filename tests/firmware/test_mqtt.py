@@ -194,9 +194,9 @@ HOSTILE = [
 def test_hostile_broker_gets_the_connection_closed_and_retried(net_node, broker, peer):
     p = peer(broker)
     # board time runs as real time here: the handshake's crypto steps (each a blocking call of a
-    # few ms in mbedTLS) stay shorter than the 100 ms sampling interval, as on the chip at 1 Hz
+    # few ms in mbedTLS) stay well inside the 250 ms sampling interval, as on the chip at 1 Hz
     world = {"clock": {"mode": "real"}, "i2c": [LM75]}
-    b = net_node(world=world, sample_ms=100, trace=True, mqtt={"port": p.port, "backoff_max_ms": 2000})
+    b = net_node(world=world, sample_ms=250, trace=True, mqtt={"port": p.port, "backoff_max_ms": 2000})
     b.start()
     for speak, why in HOSTILE:
         mark = len(b.lines)
@@ -204,7 +204,7 @@ def test_hostile_broker_gets_the_connection_closed_and_retried(net_node, broker,
         b.wait_for(r"mqtt: (lost|failed): .*" + why, start=mark, timeout=20)
     b.stop()
     ticks, gaps = _cadence(b)
-    assert set(gaps) == {100}  # sampling carried on through all of it
+    assert len(ticks) >= 8 and set(gaps) == {250}  # sampling carried on through all of it
     assert not crashed(b) and b.boots == 1
 
 
