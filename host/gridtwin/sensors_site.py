@@ -226,7 +226,7 @@ def _check_one(path, where: str, s: Record) -> None:
                 continue
             v = cal_volts(s.as_dict(), value)
             if v > fs * 1.0001 or (t == "ads1115" and v < -fs * 1.0001):
-                fix = ("choose a larger fsr (" + ", ".join(str(x) for x in FSR if x > abs(v)) + ") or a larger divider"
+                fix = ("choose a larger fsr (" + ", ".join(str(x) for x in sorted(FSR) if x > abs(v)) + ") or a larger divider"
                        if t == "ads1115" and abs(v) < FSR[0] else "divide the signal down further (and change cal)")
                 _fail(path, f"{where}.{name}",
                       f"{value:g} {s.unit} is {v:.3f} V at the input by cal, beyond its full scale of "
