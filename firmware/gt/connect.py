@@ -1,5 +1,5 @@
-# One connection attempt of gt/net.py: Wi-Fi, NTP, the TLS context (built once), DNS, TCP, the TLS
-# handshake and CONNACK, each phase with its deadline; then the subscription and the birth.
+# One connection attempt of gt/net.py: Wi-Fi, NTP (async SNTP), the TLS context (built once), DNS,
+# TCP, the TLS handshake and CONNACK, each phase with its deadline; then subscription and birth.
 # net.py imports this module for the attempt and drops it afterwards: connecting is rare, RAM is
 # not. connect(net) returns the CONNACK's session-present flag, or None when there is no link.
 import asyncio
@@ -16,7 +16,7 @@ from gt.net import io, why
 async def connect(net):
     if not await _wifi(net):
         return None
-    _ntp(net)
+    await _ntp(net)
     if net.ctx is None:
         net.ctx = _context(net.c)  # built once, reused by every connection
     c = net.c
@@ -112,26 +112,43 @@ async def _wifi(net):
     return True
 
 
-def _ntp(net):
+async def _ntp(net):
     # After a reset without RTC the clock reads 2000-01-01: certificates would look not yet valid
-    # and readings could not be dated. ntptime waits at most its timeout (1 s), and only while the
-    # clock is unknown or once an hour.
+    # and readings could not be dated. One SNTP exchange over a non-blocking UDP socket, awaited
+    # like any other I/O (ntptime would block the event loop for its whole timeout); repeated
+    # hourly to keep the RTC from drifting.
     now = time.ticks_ms()
     if net.ntp_at is not None and time.ticks_diff(now, net.ntp_at) < 3600000:
         return
+    s = None
     try:
-        import ntptime
+        host = net.app.cfg["ntp"] or net.c["host"]
+        addr = socket.getaddrinfo(host, 123, 0, socket.SOCK_DGRAM)[0][-1]
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        q = bytearray(48)
+        q[0] = 0x1B  # LI 0, version 3, mode 3 (client)
+        s.sendto(q, addr)
+        await _phase("ntp", io(core._io_queue.queue_read, s), 1500)
+        r = s.recv(48)
+        if len(r) < 48 or r[0] & 7 != 4:
+            raise OSError(0, "ntp: not a server reply")
+        unix = int.from_bytes(r[40:44], "big") - 2208988800  # NTP counts from 1900
+        us = (int.from_bytes(r[44:48], "big") * 1000000) >> 32
+        import machine
 
-        ntptime.host = net.app.cfg["ntp"] or net.c["host"]
-        ntptime.timeout = 1
-        ntptime.settime()
+        tm = time.gmtime(unix - clock.EPOCH_S)  # the port's own epoch (1970 or 2000)
+        machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], us))
         if clock.offset is None:
             net.log.info("clock", "set by NTP")
         clock.check_rtc()
         net.ntp_at = now
     except Exception as e:
         if clock.offset is None:
-            net.log.warn("clock", "not set (NTP: %r): cert dates unchecked, readings wait" % e)
+            net.log.warn("clock", "not set (NTP: %s): cert dates unchecked, readings wait" % why(e))
+    finally:
+        if s is not None:
+            s.close()
 
 
 def _context(c):

@@ -168,3 +168,19 @@ def test_readings_taken_before_the_clock_is_known_get_real_time_stamps(net_node,
     for s in range(1, 9):
         assert docs[(boot, s)]["ts"] - first == taken[s] - taken[1]
     assert not crashed(b)
+
+
+def test_a_silent_ntp_server_never_holds_up_sampling(net_node, broker, mqtt_client):
+    # The NTP server never answers: the SNTP exchange times out on its own deadline while the
+    # sampler keeps its 200 ms cadence, the node says its clock is not set, and it still connects.
+    world = {"clock": {"mode": "real", "rtc": None}, "i2c": [LM75], "ntp": {"silent": True}}
+    b = net_node(world=world, trace=True, sample_ms=200)
+    b.start()
+    b.wait_for(r"W \d+ clock: not set \(NTP: ntp: no answer in 1500 ms\)", timeout=30)
+    b.wait_for(r"mqtt: connected", timeout=30)
+    b.wait_for(r"^T 20 ", timeout=30)
+    b.stop()
+    taken = samples(b)
+    gaps = [taken[s + 1] - taken[s] for s in range(1, 20)]
+    assert max(gaps) <= 201 and min(gaps) >= 199, gaps  # no beat missed while NTP was awaited
+    assert not crashed(b)

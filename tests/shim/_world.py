@@ -82,6 +82,7 @@ class Clock:
         self.base = 0  # heap held by the shim itself (and its ballast), set by settle_heap()
         self._probed = _rt.ticks_ms()
         self.hooks = []  # called with world_ms after time moves (watchdog, stop)
+        self.pre_wait = []  # called just before the board waits in select (network services)
         rtc = spec.get("rtc", 1764000000)
         # wall clock: unix seconds at boot, or None while nobody has set the RTC (reads 2000-01-01)
         self.rtc_at_boot = state.get("rtc_at_boot", rtc)

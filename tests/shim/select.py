@@ -26,6 +26,8 @@ class _Poll:
         self._p.modify(obj, mask)
 
     def _wait(self, fn, timeout, *flags):
+        for h in _clock.pre_wait:
+            h()
         if timeout:
             _clock.idle()
         if _clock.warp:

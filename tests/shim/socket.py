@@ -45,7 +45,56 @@ def _need_link():
 
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
     _need_link()
+    if port == 123:
+        # every NTP server the board asks for is the world's: it tells the world's true time
+        return [(AF_INET, SOCK_DGRAM, 0, "", _ntp_server())]
     return _s.getaddrinfo(host, port, af, type, proto, flags)
+
+
+# --- the site's NTP server, as the world sees it ----------------------------------------------
+# A real UDP socket on loopback: the firmware's SNTP client sends to it and waits in select.poll
+# like on the chip. Requests are answered just before the board waits (the select shim's
+# pre-wait hooks), with the world's true time, and only while the link is up (world
+# {"ntp": {"silent": true}} makes it a server that never answers).
+_ntpd = []
+
+
+def _ntp_server():
+    if not _ntpd:
+        import os
+
+        srv = _s.socket(AF_INET, SOCK_DGRAM)
+        for _ in range(50):  # no getsockname() here: pick a free port ourselves
+            port = 20000 + int.from_bytes(os.urandom(2), "big") % 40000
+            addr = _s.getaddrinfo("127.0.0.1", port)[0][-1]
+            try:
+                srv.bind(addr)
+                break
+            except OSError:
+                pass
+        srv.setblocking(False)
+        _ntpd.append((srv, addr))
+        W.clock.pre_wait.append(_ntp_answer)
+    return _ntpd[0][1]
+
+
+def _ntp_answer():
+    srv = _ntpd[0][0]
+    while True:
+        try:
+            req, peer = srv.recvfrom(64)
+        except OSError:
+            return
+        if len(req) < 48 or not W.link_up() or W.world.get("ntp", {}).get("silent"):
+            continue  # a lost request, as over a dead link or to a server that is down
+        t = W.clock.true_wall() + 2208988800  # NTP counts from 1900
+        sec, frac = int(t), int((t % 1) * 4294967296) & 0xFFFFFFFF
+        r = bytearray(48)
+        r[0], r[1] = 0x24, 1  # LI 0, version 4, mode 4 (server); stratum 1
+        r[24:32] = req[40:48]  # originate = the client's transmit time
+        for off in (32, 40):  # receive and transmit time
+            r[off:off + 8] = sec.to_bytes(4, "big") + frac.to_bytes(4, "big")
+        srv.sendto(r, peer)
 
 
 def socket(af=AF_INET, type=SOCK_STREAM, proto=0):
