@@ -7,7 +7,7 @@ contributor to ``gridtwin.nodeconfig.CONTRIBUTORS`` that writes the keys the fir
     [network]
     wifi_ssid = "plant-iot"
     wifi_psk = "..."              # stored on the node's flash (config.json), as any Wi-Fi password
-    # mqtt_host = "gridtwin.lan"  # default: the first of broker.hosts
+    # mqtt_host = "gridtwin.lan"  # default: the broker's first LAN IPv4 address, else broker.hosts[0]
     # keepalive = 30
 
 The node's certificate, key and the site CA go to its flash as ``cert.der``, ``key.der`` and
@@ -22,7 +22,8 @@ from gridtwin.site import SCHEMA, Key, Section, in_range
 SCHEMA.setdefault("network", Section({
     "wifi_ssid": Key(str, "", help="Wi-Fi network the nodes join; empty: none (virtual nodes use the host's network)"),
     "wifi_psk": Key(str, "", help="Wi-Fi password (written into each node's config.json)"),
-    "mqtt_host": Key(str, "", help="broker host name or address the nodes dial; empty: the first of broker.hosts"),
+    "mqtt_host": Key(str, "", help="broker host name or address the nodes dial; empty: the broker's first "
+                                   "non-loopback IPv4 address (no DNS on the node), else the first of broker.hosts"),
     "server_name": Key(str, "", help="name checked on the broker certificate; empty: the first of broker.hosts"),
     "ntp": Key(str, "", help="NTP server for the nodes; empty: the broker host (the Pi)"),
     "keepalive": Key(int, 30, check=in_range(5, 3600), help="MQTT keepalive in seconds"),
@@ -32,11 +33,24 @@ SCHEMA.setdefault("network", Section({
 }, help="how nodes reach the broker"))
 
 
+def _dial_address(site) -> str | None:
+    # Nodes dial an address when the site gives one: a name means a DNS lookup on the node, and
+    # MicroPython's getaddrinfo blocks the event loop for as long as lwIP waits. Loopback addresses
+    # are for the host's own clients, never for a board.
+    import ipaddress
+
+    for a in site.broker.addresses:
+        ip = ipaddress.ip_address(a)
+        if not ip.is_loopback and ip.version == 4:
+            return a
+    return None
+
+
 def contribute(site, node, board, cfg: dict) -> None:
     net = site.sections.get("network")
     get = (lambda k: net.get(k)) if net is not None else (lambda k: SCHEMA["network"].keys[k].default)
     hosts = list(site.broker.hosts) or ["localhost"]
-    host = get("mqtt_host") or hosts[0]
+    host = get("mqtt_host") or _dial_address(site) or hosts[0]
     cfg["wifi"] = {"ssid": get("wifi_ssid"), "psk": get("wifi_psk")}
     cfg["mqtt"] = {
         "host": host,

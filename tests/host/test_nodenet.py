@@ -46,3 +46,11 @@ def test_a_bad_value_names_the_key(tmp_path):
     (tmp_path / "site.toml").write_text(SITE.replace("keepalive = 45", "keepalive = 2"))
     with pytest.raises(ConfigError, match=r"network\.keepalive"):
         load_site(tmp_path / "site.toml")
+
+
+def test_nodes_dial_the_brokers_lan_address_not_a_name(tmp_path):
+    # a name would mean a blocking DNS lookup on the node; loopback is never a board's broker
+    site = SITE.replace('port = 8884', 'port = 8884\naddresses = ["127.0.0.1", "::1", "192.168.10.2"]')
+    (tmp_path / "site.toml").write_text(site)
+    cfg = render(load_site(tmp_path / "site.toml"), "env1")
+    assert cfg["mqtt"]["host"] == "192.168.10.2" and cfg["mqtt"]["server_hostname"] == "pi.lan"
