@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gridtwin.errors import BrokerError, ToolError
-from gridtwin.pki import HOST_IDENTITY, GRAFANA_IDENTITY, TELEGRAF_IDENTITY
+from gridtwin.pki import HOST_IDENTITY, GRAFANA_IDENTITY, TELEGRAF_IDENTITY, host_identities
 
 if TYPE_CHECKING:
     from gridtwin.pki import PKI
@@ -98,13 +98,19 @@ def render_acl(site: "Site") -> str:
         "# Rendered by `gridtwin broker config`; edit site.toml and render again instead of this file.",
         "# The username is the certificate CN. Anyone not named here (anonymous, unknown CN) gets nothing.",
         "",
-        "# The host daemon reads every node, sends commands and owns _host/ (twin state, alerts).",
-        f"user {HOST_IDENTITY}",
-        f"topic read {root}/#",
-        f"topic write {root}/+/cmd",
-        f"topic readwrite {root}/_host/#",
-        "",
     ]
+    for i, host in enumerate(host_identities(site)):
+        # every daemon instance ([daemon] instances) has the same rights under its own CN, so each
+        # keeps a session of its own (CN = client id) instead of taking over instance 1's
+        lines += [
+            "# The host daemon reads every node, sends commands and owns _host/ (twin state, alerts)."
+            if i == 0 else f"# Host daemon instance {i + 1}: the same rights.",
+            f"user {host}",
+            f"topic read {root}/#",
+            f"topic write {root}/+/cmd",
+            f"topic readwrite {root}/_host/#",
+            "",
+        ]
     for service in READ_ONLY_SERVICES:
         lines += [f"# {service} only reads.", f"user {service}", f"topic read {root}/#", ""]
     for node in site.nodes:

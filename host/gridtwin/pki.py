@@ -13,7 +13,8 @@ PEM is for the host side (Mosquitto, paho, Telegraf, Grafana). DER is for the bo
 it under the unix port against the rendered Mosquitto). The node key DER is SEC1 ("EC PRIVATE KEY").
 
 Identities: the broker's server certificate (`SERVER_IDENTITY`, every configured host name and
-address as SAN), the services `HOST_IDENTITY`, `TELEGRAF_IDENTITY`, `GRAFANA_IDENTITY`, and one per
+address as SAN), the services `HOST_IDENTITY`, `TELEGRAF_IDENTITY`, `GRAFANA_IDENTITY`, one more
+host identity per extra daemon instance (`host_identities`: ``gridtwin-host-2`` ...), and one per
 node (CN = node id). The broker maps the CN to the MQTT username (see gridtwin.broker).
 
 Nothing is overwritten without ``force``: an old pair is moved to ``_backup/`` first. Keys are
@@ -39,8 +40,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gridtwin.errors import PKIError
-from gridtwin.site import ID_RE
+from gridtwin.errors import ConfigError, PKIError
+from gridtwin.site import HOST_INSTANCE_RE, ID_RE
 
 if TYPE_CHECKING:
     from gridtwin.site import Site
@@ -50,6 +51,27 @@ HOST_IDENTITY = "gridtwin-host"
 TELEGRAF_IDENTITY = "telegraf"
 GRAFANA_IDENTITY = "grafana"
 SERVICE_IDENTITIES = (HOST_IDENTITY, TELEGRAF_IDENTITY, GRAFANA_IDENTITY)
+
+
+def host_identities(site: "Site | None") -> list[str]:
+    """The host daemons' identities: ``gridtwin-host`` for instance 1, then ``gridtwin-host-2`` ...
+    ``gridtwin-host-N`` for ``[daemon] instances = N``. Each daemon needs its own certificate because
+    the broker makes the CN the client id: two daemons on one certificate would share one session,
+    and each connection would take it over from the other."""
+    daemon = getattr(site, "daemon", None) if site is not None else None
+    n = getattr(daemon, "instances", 1) or 1
+    return [HOST_IDENTITY] + [f"{HOST_IDENTITY}-{k}" for k in range(2, n + 1)]
+
+
+def host_identity(site: "Site", instance: int = 1) -> str:
+    """Instance K's identity; a ConfigError (file, key, fix) when the site has fewer instances."""
+    ids = host_identities(site)
+    if not 1 <= instance <= len(ids):
+        raise ConfigError(site.path, "daemon.instances",
+                          f"instance {instance} is not configured (instances = {len(ids)})",
+                          f"set [daemon] instances = {max(instance, 1)}, then `gridtwin pki issue --all` and "
+                          "render the broker again (`gridtwin broker run` / `broker install`)")
+    return ids[instance - 1]
 
 DEFAULT_CA_DAYS = 3650
 DEFAULT_DAYS = 825
@@ -297,7 +319,7 @@ class PKI:
     def kind(self, identity: str) -> str:
         if identity == SERVER_IDENTITY:
             return "server"
-        if identity in SERVICE_IDENTITIES:
+        if identity in SERVICE_IDENTITIES or HOST_INSTANCE_RE.match(identity):
             return "service"
         return "node"
 
@@ -310,6 +332,9 @@ class PKI:
             near = difflib.get_close_matches(identity, known, n=1)
             hint = f"did you mean '{near[0]}'?" if near else f"add [[nodes]] id = \"{identity}\" to {self.site.path} first"
             raise PKIError(f"'{identity}' is not a node of site '{self.site.id}' nor a service", hint=hint)
+        if HOST_INSTANCE_RE.match(identity) and self.site is not None and identity not in host_identities(self.site):
+            raise PKIError(f"'{identity}' is a host daemon instance that site '{self.site.id}' does not have",
+                           hint=f"raise [daemon] instances in {self.site.path} first")
 
     def _server_names(self) -> tuple[list[str], list[str]]:
         if self.site is not None:
@@ -386,7 +411,7 @@ class PKI:
         _write(self.ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
         _write(self.ca_der_path, ca_cert.public_bytes(serialization.Encoding.DER), 0o644)
         index = {"serials": {}, "server_names": {}}
-        created = [SERVER_IDENTITY, *SERVICE_IDENTITIES]
+        created = [SERVER_IDENTITY, *SERVICE_IDENTITIES, *host_identities(self.site)[1:]]
         for identity in created:
             self._issue(identity, index, (ca_key, ca_cert))
         self._save_index(index)
@@ -397,7 +422,8 @@ class PKI:
         """Create whatever is missing (CA, server, services, every site node); never overwrite."""
         self.site = site or self.site
         created = [] if self.exists() else self.init(self.site)
-        wanted = [SERVER_IDENTITY, *SERVICE_IDENTITIES] + (self.site.node_ids if self.site else [])
+        wanted = [SERVER_IDENTITY, *SERVICE_IDENTITIES, *host_identities(self.site)[1:]] + (
+            self.site.node_ids if self.site else [])
         for identity in wanted:
             if not self.has(identity):
                 self.issue(identity)

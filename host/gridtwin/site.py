@@ -43,6 +43,9 @@ HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0
 # Identities the PKI issues to services (see gridtwin.pki); a node may not take one of these names,
 # or the broker could not tell the node from the service.
 RESERVED_IDS = frozenset({"gridtwin-host", "telegraf", "grafana", "broker", "ca"})
+# Extra host daemons (`[daemon] instances`) get `gridtwin-host-2`, `-3`, ...: the whole pattern is
+# reserved, not only the instances configured today, so raising `instances` later never collides.
+HOST_INSTANCE_RE = re.compile(r"^gridtwin-host-[0-9]+$")
 
 # Roles a node may play in the plant. Issue #7 (twin) may add more: ROLES.add("...").
 ROLES = {
@@ -174,6 +177,9 @@ def check_node_id(value: str):
     if value in RESERVED_IDS:
         return (f"'{value}' is reserved for a service identity",
                 f"rename the node; reserved: {', '.join(sorted(RESERVED_IDS))}")
+    if HOST_INSTANCE_RE.match(value):
+        return (f"'{value}' is reserved for a host daemon instance ([daemon] instances)",
+                "rename the node; gridtwin-host-<number> names the extra host daemons")
     return None
 
 

@@ -16,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="json: one object per line (default when not on a terminal)")
         q.add_argument("--twin", action="store_true",
                        help="also run the digital twin: state and alerts under _host/, commands to nodes")
+        # SUPPRESS: `daemon --instance 2 run` must not be reset to a default by the subparser
+        q.add_argument("--instance", type=int, default=argparse.SUPPRESS, metavar="K",
+                       help="run daemon instance K of [daemon] instances (default 1): its own certificate "
+                            "gridtwin-host-K and broker session, sharing the ingest; instance 1 serves cmd/tail")
     p = sub.add_parser("install", help="render and install a systemd unit with a restart policy")
     p.add_argument("--user", default="gridtwin", help="system user the daemon runs as (default gridtwin)")
     p.add_argument("--unit-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
@@ -45,7 +49,12 @@ def run(args) -> int:
     from gridtwin.daemon.service import Daemon, setup_logging
     setup_logging(args.verbose, args.log_format)
     overrides = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
-    daemon = Daemon.from_site(site, **overrides)
+    instance = getattr(args, "instance", 1)
+    if getattr(args, "twin", False) and instance != 1:
+        # the twin publishes _host/ state and sends commands: one of it per site, beside instance 1
+        from gridtwin.errors import UsageError
+        raise UsageError(f"--twin runs with instance 1, not {instance}", hint="start instance 1 with --twin")
+    daemon = Daemon.from_site(site, instance=instance, **overrides)
     if getattr(args, "twin", False):
         from gridtwin.twin.coupling import run_with_daemon
 

@@ -33,6 +33,9 @@ SCHEMA.setdefault("storage", Section({
 SCHEMA.setdefault("daemon", Section({
     "client_id": Key(str, "gridtwin-daemon", help="MQTT client id: fixed, so the broker keeps the session while the daemon restarts"),
     "shared_group": Key(str, "", help="non-empty: ingest through $share/<group>/... so several daemons split the load"),
+    "instances": Key(int, 1, check=in_range(1, 16),
+                     help="host daemons sharing the ingest (`gridtwin daemon --instance K`); each has its own "
+                          "certificate gridtwin-host[-K] and broker session; >1 ingests through $share/"),
     "batch_max": Key(int, 20000, check=in_range(1, 100000),
                      help="most messages per storage transaction (big batches share index pages: fewer writes)"),
     "receive_maximum": Key(int, 2000, check=in_range(1, 65535), help="unacknowledged QoS 1 messages the broker may send us"),
@@ -52,8 +55,26 @@ def _check_storage(site) -> None:
                           "keep raw readings at least as long as replays are accepted")
 
 
-if _check_storage not in SITE_CHECKS:
-    SITE_CHECKS.append(_check_storage)
+def _check_daemon(site) -> None:
+    d = site.daemon
+    if d.metrics_port and d.metrics_port + d.instances - 1 > 65535:
+        # instance K serves /healthz and /metrics on metrics_port + K - 1
+        raise ConfigError(site.path, "daemon.metrics_port",
+                          f"{d.metrics_port} + {d.instances - 1} (one port per instance) passes 65535",
+                          "pick a lower metrics_port")
+    if d.shared_group and ("/" in d.shared_group or "+" in d.shared_group or "#" in d.shared_group):
+        raise ConfigError(site.path, "daemon.shared_group", f"'{d.shared_group}' is not a valid share name",
+                          "use letters, digits, '_' or '-' (no '/', '+', '#')")
+
+
+def shared_group(site) -> str:
+    """The $share group ingest uses: the configured one, or "ingest" once there are several instances."""
+    return site.daemon.shared_group or ("ingest" if site.daemon.instances > 1 else "")
+
+
+for _check in (_check_storage, _check_daemon):
+    if _check not in SITE_CHECKS:
+        SITE_CHECKS.append(_check)
 
 
 def db_path(site) -> Path:

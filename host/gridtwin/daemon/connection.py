@@ -204,11 +204,16 @@ class Endpoint:
                               hint="is it running? `gridtwin broker run`, or check [broker] in site.toml") from None
 
 
-def endpoint_from_site(site, identity: str = HOST_IDENTITY) -> Endpoint:
-    """The host identity's endpoint for this site (certificates from the site PKI)."""
-    from gridtwin.pki import PKI  # issue #3's module; imported late so validation code needs no PKI
+def endpoint_from_site(site, identity: str | None = None, *, instance: int = 1) -> Endpoint:
+    """A host identity's endpoint for this site (certificates from the site PKI): ``identity`` if
+    given, else daemon instance ``instance``'s (``gridtwin-host``, ``gridtwin-host-2``, ...)."""
+    from gridtwin.pki import PKI, host_identity  # issue #3's module; imported late so validation code needs no PKI
 
+    identity = identity or host_identity(site, instance)
     pki = PKI(site.certs_dir)
+    if not pki.has(identity) and pki.exists():
+        raise PKIError(f"'{identity}' has no certificate in {pki.dir}",
+                       hint="run `gridtwin pki issue --all` (it issues every missing identity)")
     host = "localhost" if "localhost" in site.broker.hosts else site.broker.hosts[0]
     return Endpoint(host=host, port=site.broker.port, ca=Path(pki.ca_cert_path),
                     cert=Path(pki.cert_path(identity)), key=Path(pki.key_path(identity)), root=site.topic_root)

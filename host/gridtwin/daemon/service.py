@@ -59,14 +59,21 @@ class Daemon:
                  metrics_host: str = "127.0.0.1", metrics_port: int | None = 0,
                  influx: InfluxConfig | None = None, influx_measurement: str = "telemetry",
                  raw_days: int = 30, rollup_days: int = 730, site=None, stale_intervals: int = 3,
-                 watch_interval: float = 1.0):
+                 watch_interval: float = 1.0, instance: int = 1):
         self.site = site
+        # Instances share the ingest ($share/) and, from a site, one database. Instance 1 is the one
+        # the CLI talks to (daemon.json: cmd, tail, status) and the only one that watches the
+        # registry and runs retention, so alerts and rollups happen once, not once per instance.
+        self.instance = instance
         self.stale_intervals, self.watch_interval = stale_intervals, watch_interval
         self._states: dict[str, str] = {}
         self._alerts: dict[str, int] = {}
         self.endpoint = endpoint
         self.metrics = Metrics()
         self.store = SqliteStore(db_path, sync=sync)
+        # On a shared subscription each daemon sees only part of a node's seq numbers, so a
+        # per-process high-water mark would report a gap at nearly every message.
+        self.store.track_gaps = not shared_group
         self.known_nodes = None if known_nodes is None else list(known_nodes)
         if self.known_nodes:
             self.store.ensure_nodes(self.known_nodes)
@@ -83,7 +90,7 @@ class Daemon:
         self.metrics.gauges["spool_depth"] = self.store.spool_depth
         self.metrics.gauges["influx_reachable"] = lambda: int(self.forwarder.reachable) if self.forwarder else 1
         self.token = secrets.token_hex(16)
-        self.state_file = Path(db_path).parent / "daemon.json"
+        self.state_file = Path(db_path).parent / ("daemon.json" if instance == 1 else f"daemon-{instance}.json")
         self.metrics_server = None
         if metrics_port is not None:
             try:
@@ -101,10 +108,17 @@ class Daemon:
         self._maint: threading.Thread | None = None
 
     @classmethod
-    def from_site(cls, site, **overrides) -> "Daemon":
-        """The daemon a site file describes ([broker], [storage], [daemon], nodes, PKI)."""
+    def from_site(cls, site, instance: int = 1, **overrides) -> "Daemon":
+        """The daemon a site file describes ([broker], [storage], [daemon], nodes, PKI).
+
+        ``instance`` K (1..[daemon] instances) connects with its own certificate
+        (``pki.host_identity``), so the broker gives it a session of its own; with more than one
+        instance all of them ingest through ``$share/<group>/`` into the one SQLite database
+        (WAL; the (node, boot, seq) key keeps a message redelivered to another instance once).
+        """
         from gridtwin.daemon import config
         from gridtwin.daemon.connection import endpoint_from_site
+        from gridtwin.pki import host_identity
 
         st, d = site.storage, site.daemon
         influx = None
@@ -120,12 +134,18 @@ class Daemon:
                                       "put the InfluxDB token in that file (chmod 600)") from None
             influx = InfluxConfig(url=st.influx_url, api=st.influx_api, org=st.influx_org,
                                   bucket=st.influx_bucket, token=token)
-        kw = dict(endpoint=endpoint_from_site(site), db_path=config.db_path(site), client_id=d.client_id,
-                  known_nodes=site.node_ids, shared_group=d.shared_group,
+        identity = host_identity(site, instance)  # ConfigError naming daemon.instances if out of range
+        metrics_port = d.metrics_port + instance - 1 if d.metrics_port else None
+        # Instance 1 keeps [daemon] client_id (its lock file and _host/daemon/<id> status topic stay
+        # as they were); the rendered broker replaces any client id by the CN anyway. The others
+        # send their CN, which is the id the broker uses, so logs, lock and status topic agree with it.
+        client_id = d.client_id if instance == 1 else identity
+        kw = dict(endpoint=endpoint_from_site(site, identity), db_path=config.db_path(site), client_id=client_id,
+                  known_nodes=site.node_ids, shared_group=config.shared_group(site), instance=instance,
                   limits=validate.Limits(max_bytes=st.max_payload, max_past_ms=st.max_past_days * DAY_MS,
                                          max_future_ms=st.max_future_s * 1000),
                   sync=st.sync, batch_max=d.batch_max, receive_maximum=d.receive_maximum,
-                  metrics_host=d.metrics_host, metrics_port=d.metrics_port or None, influx=influx,
+                  metrics_host=d.metrics_host, metrics_port=metrics_port, influx=influx,
                   influx_measurement=st.influx_measurement, raw_days=st.raw_days, rollup_days=st.rollup_days,
                   site=site, stale_intervals=d.stale_intervals)
         kw.update(overrides)
@@ -144,8 +164,8 @@ class Daemon:
             self._lockfile.close()
             self._lockfile = None
             raise GridTwinError(f"another daemon is running with {self.store.path} as {self.ingest.client_id}",
-                                hint="stop it first (`gridtwin daemon status` shows it), or give this one its "
-                                     "own [daemon] client_id and database") from None
+                                hint="stop it first (`gridtwin daemon status` shows it); to run more daemons "
+                                     "set [daemon] instances and start each with its own --instance K") from None
 
     def start(self) -> "Daemon":
         self._lock_instance()
@@ -163,8 +183,9 @@ class Daemon:
                 json.dump({"pid": os.getpid(), "host": self.metrics_server.httpd.server_address[0],
                            "port": self.metrics_server.port, "token": self.token}, f)
             os.replace(tmp, self.state_file)
-        self._maint = threading.Thread(target=self._maintenance, name="maintenance", daemon=True)
-        self._maint.start()
+        if self.instance == 1:  # registry alerts and retention once per site (see __init__)
+            self._maint = threading.Thread(target=self._maintenance, name="maintenance", daemon=True)
+            self._maint.start()
         return self
 
     def stop(self) -> None:

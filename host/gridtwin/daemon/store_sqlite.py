@@ -120,6 +120,7 @@ class SqliteStore:
         self.conn = connect(self.path, sync)
         self._lock = threading.Lock()   # one writer at a time on this connection
         self._last_seq: dict[tuple[str, str], int] = {}
+        self.track_gaps = True  # off when daemons share the stream (service.Daemon sets it)
 
     def start_checkpointer(self, interval: float = 0.5) -> None:
         """Checkpoint the WAL from a thread of its own, off the commit path.
@@ -183,7 +184,7 @@ class SqliteStore:
         batch_json = "[" + ",".join(t.raw for t in readings) + "]" if readings else None
         with self._lock:
             try:
-                gaps = self._gaps(readings)
+                gaps = self._gaps(readings) if self.track_gaps else []
                 conn = self.conn
                 conn.execute("BEGIN")
                 before = conn.total_changes
