@@ -143,10 +143,6 @@ NODE_KEYS["pins"] = PINS
 
 # --- validation ----------------------------------------------------------------------------------
 
-def _where(i: int, node_id) -> str:
-    return f"nodes[{i}]"
-
-
 def _check_sensors(site) -> None:
     # Another module (or a test) may own the `sensors` rows: then they are not ours to check.
     if NODE_KEYS.get("sensors") is not SENSORS:
