@@ -4,11 +4,15 @@ Real mosquitto (mutual TLS, ACL, persistence), real paho clients with node certi
 daemon as its own process where it must be killed.
 """
 
+import dataclasses
 import threading
 
 import pytest
 
-from fixtures.daemon_fleet import FLEET as NODES, DaemonProcess, NodeClient, count_rows, endpoint, telemetry_payload, wait_for
+from fixtures.broker import make_site_pki
+from fixtures.daemon_fleet import (FLEET as NODES, DaemonProcess, NodeClient, count_rows, endpoint,
+                                   fleet_site_text, telemetry_payload, wait_for)
+from gridtwin.daemon.connection import endpoint_from_site
 from gridtwin.daemon.service import Daemon
 
 pytestmark = pytest.mark.broker
@@ -102,28 +106,72 @@ def test_broker_restart_mid_stream_loses_nothing(fleet_broker, tmp_path):
         daemon.stop()
 
 
-def test_two_daemons_on_a_shared_subscription_split_the_stream(broker_factory, fleet_site, tmp_path):
-    # The rendered config maps the certificate CN to the client id, so two daemons with the host
-    # identity would take over each other's session. Scale-out needs distinct client ids for the
-    # host identity (docs/scaling.md); this broker allows them, everything else as rendered.
-    fleet_broker = broker_factory(fleet_site, extra="use_username_as_clientid false")
-    dbs = [tmp_path / "a.db", tmp_path / "b.db"]
-    daemons = [Daemon(endpoint=endpoint(fleet_broker), db_path=db, client_id=f"gridtwin-daemon-{i}",
-                      shared_group="ingest", metrics_port=None).start() for i, db in enumerate(dbs)]
+@pytest.fixture(scope="module")
+def two_instance_site(tmp_path_factory):
+    """The fleet site with `[daemon] instances = 2`: its PKI holds gridtwin-host and gridtwin-host-2."""
+    return make_site_pki(tmp_path_factory.mktemp("fleet2"), fleet_site_text(extra="[daemon]\ninstances = 2\n"))
+
+
+def site_daemon(sp, broker, instance, db):
+    """Daemon instance K as `gridtwin daemon --instance K` builds it, pointed at the test broker's port."""
+    ep = dataclasses.replace(endpoint_from_site(sp.site, instance=instance), host=broker.host, port=broker.port)
+    return Daemon.from_site(sp.site, instance=instance, endpoint=ep, db_path=db, metrics_port=None)
+
+
+def test_two_daemons_on_a_shared_subscription_split_the_stream(broker_factory, two_instance_site, tmp_path):
+    # The broker exactly as rendered (CN = username = client id): each instance has its own
+    # certificate, hence its own session, and both store into one database.
+    fleet_broker = broker_factory(two_instance_site)
+    db = tmp_path / "gridtwin.db"
+    daemons = [site_daemon(two_instance_site, fleet_broker, k, db).start() for k in (1, 2)]
     try:
+        assert [d.endpoint.cert.parent.name for d in daemons] == ["gridtwin-host", "gridtwin-host-2"]
+        assert {d.ingest.shared_group for d in daemons} == {"ingest"}
         for d in daemons:
-            assert d.ingest.wait_connected()
-        # subscriptions are made in on_connect; wait until the broker has both before publishing
+            assert d.ingest.wait_connected()   # subscribed: the broker queues for the group from now on
         stream = Stream(fleet_broker, per_node=30).start()
         stream.finish()
-        wait_for(lambda: sum(count_rows(db) for db in dbs) >= 1500, 60, "the two daemons to store everything")
-        a, b = (stored_keys(db) for db in dbs)
-        assert a and b, "one daemon got nothing: the subscription was not shared"
-        assert not {(n, s) for n, _b, s in a} & {(n, s) for n, _b, s in b}, "a message reached both daemons"
-        assert_exactly_once(a + b, stream.expected)
+        wait_for(lambda: count_rows(db) >= 1500, 60, "the two daemons to store everything")
+        wait_for(lambda: sum(d.metrics.received for d in daemons) >= 1500, 10, "both writers to finish")
+        got = [d.metrics.received for d in daemons]
+        assert all(got), f"one daemon got nothing ({got}): the subscription was not shared"
+        assert sum(got) == 1500, f"{got}: a message reached both daemons"
+        assert sum(d.metrics.duplicates for d in daemons) == 0
+        assert_exactly_once(stored_keys(db), stream.expected)
+        assert [d.ingest._gen for d in daemons] == [1, 1], "a daemon lost its session to the other"
+        for cid in ("gridtwin-host", "gridtwin-host-2"):
+            assert f" as {cid} " in fleet_broker.log, f"the broker did not see client id {cid}"
     finally:
         for d in daemons:
             d.stop()
+
+
+def test_instance_2_cannot_take_over_instance_1s_session(broker_factory, two_instance_site, mqtt_client, tmp_path):
+    """A client with instance 2's certificate asking for instance 1's client ids (and a clean
+    session, which would wipe the queue) gets a session of its own: the broker uses the CN."""
+    b = broker_factory(two_instance_site)
+    db = tmp_path / "gridtwin.db"
+    d1 = site_daemon(two_instance_site, b, 1, db).start()
+    node = None
+    try:
+        assert d1.ingest.wait_connected()
+        for claimed in ("gridtwin-host", d1.ingest.client_id):
+            mark = len(b.log)
+            intruder = mqtt_client("gridtwin-host-2", client_id=claimed, broker=b)   # CONNACK received
+            assert intruder.connected
+            b.wait_for_log(r"as gridtwin-host-2 ", start=mark)
+            intruder.close()
+        node = NodeClient(b, NODES[0])
+        node.publish(telemetry_payload(NODES[0], boot=1, seq=0))
+        # MQTT keeps order per connection: had instance 1 been kicked, the sentinel would arrive on
+        # its next connection (generation 2); it arrives on the first and is stored.
+        wait_for(lambda: count_rows(db) == 1, 20, "instance 1 to store the sentinel")
+        assert d1.ingest._gen == 1 and d1.metrics.connected
+        assert "already connected, closing old connection" not in b.log
+    finally:
+        if node:
+            node.close()
+        d1.stop()
 
 
 def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(fleet_broker, tmp_path):
