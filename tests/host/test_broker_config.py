@@ -230,3 +230,19 @@ def test_render_picks_the_form_of_the_installed_version(site_pki, monkeypatch, c
     assert "mosquitto 2.1.2: renders the 2.1 (acl-file plugin" in capsys.readouterr().out
     monkeypatch.setattr(gbroker, "detect_version", lambda binary=None: (2, 0, 18))
     assert "acl_file " in gbroker.render(site_pki.site, site_pki.pki)["mosquitto.conf"]
+
+
+def test_every_daemon_instance_gets_the_host_rights(tmp_path):
+    from gridtwin.site import load_site
+
+    path = tmp_path / "site.toml"
+    path.write_text('[site]\nid = "s"\n[daemon]\ninstances = 3\n[[nodes]]\nid = "n1"\nrole = "pdu"\n')
+    acl = gbroker.render_acl(load_site(path))
+    blocks = {}
+    for block in acl.split("\nuser ")[1:]:
+        name, *rules = [ln for ln in block.splitlines() if ln and not ln.startswith("#")]
+        blocks[name] = rules
+    r = "gridtwin/s"
+    host = [f"topic read {r}/#", f"topic write {r}/+/cmd", f"topic readwrite {r}/_host/#"]
+    assert blocks[HOST_IDENTITY] == blocks["gridtwin-host-2"] == blocks["gridtwin-host-3"] == host
+    assert "gridtwin-host-4" not in blocks

@@ -171,3 +171,27 @@ def test_micropython_mbedtls_loads_the_der_pair_and_connects(micropython, broker
 def test_pki_reads_settings_from_the_site(site_pki):
     assert PKI.for_site(site_pki.site).dir == site_pki.dir / "certs"
     assert HOST_IDENTITY in {r.identity for r in site_pki.pki.list()}
+
+
+def test_daemon_instances_get_host_identities_of_their_own(tmp_path):
+    from gridtwin.pki import host_identities
+
+    sp = make_site_pki(tmp_path / "s", '[site]\nid = "s"\n[daemon]\ninstances = 3\n'
+                                       '[[nodes]]\nid = "n1"\nrole = "pdu"\n')
+    pki = sp.pki
+    assert host_identities(sp.site) == [HOST_IDENTITY, "gridtwin-host-2", "gridtwin-host-3"]
+    for ident in host_identities(sp.site):
+        cert = pki.load_cert(ident)
+        assert cert.subject.rfc4514_string().startswith(f"CN={ident},")
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH] and pki.kind(ident) == "service"
+        assert mode(pki.key_path(ident)) == 0o600
+    assert pki.ensure(sp.site) == []                  # nothing missing, nothing overwritten
+    with pytest.raises(PKIError, match="does not have") as info:
+        pki.issue("gridtwin-host-4")                  # not configured: say which setting to raise
+    assert "instances" in info.value.hint
+    # raising instances later: `pki issue --all` (ensure) issues only the new one
+    sp.path.write_text(sp.path.read_text().replace("instances = 3", "instances = 4"))
+    from gridtwin.site import load_site
+    site4 = load_site(sp.path)
+    assert PKI.for_site(site4).ensure(site4) == ["gridtwin-host-4"]

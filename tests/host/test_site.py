@@ -154,3 +154,36 @@ def test_reserved_ids_cover_the_pki_identities():
     from gridtwin.pki import SERVER_IDENTITY, SERVICE_IDENTITIES
 
     assert {SERVER_IDENTITY, *SERVICE_IDENTITIES} <= site_mod.RESERVED_IDS
+
+
+@pytest.mark.parametrize("text, key, words", [
+    ('[daemon]\ninstances = 0\n', "daemon.instances", ""),
+    ('[daemon]\ninstances = 17\n', "daemon.instances", ""),
+    ('[daemon]\ninstances = "2"\n', "daemon.instances", ""),
+    ('[daemon]\ninstances = 3\nmetrics_port = 65534\n', "daemon.metrics_port", "one port per instance"),
+    ('[daemon]\nshared_group = "a/b"\n', "daemon.shared_group", "share name"),
+])
+def test_daemon_instances_are_validated(tmp_path, text, key, words):
+    err = error_of(tmp_path, MINIMAL + text)
+    assert err.key == key and words in f"{err.problem} {err.fix}"
+
+
+def test_host_instance_names_are_reserved_for_any_count(tmp_path):
+    for name in ("gridtwin-host-2", "gridtwin-host-9"):  # also beyond today's instances
+        err = error_of(tmp_path, MINIMAL + f'\n[[nodes]]\nid = "{name}"\nrole = "pdu"\n')
+        assert "host daemon instance" in err.problem and err.key.endswith(".id")
+    load_site(write(tmp_path, MINIMAL + '\n[[nodes]]\nid = "gridtwin-hostess"\nrole = "pdu"\n'))
+
+
+def test_daemon_instances_give_identities_groups_and_clear_errors(tmp_path):
+    from gridtwin.daemon.config import shared_group
+    from gridtwin.pki import host_identities, host_identity
+
+    one = load_site(write(tmp_path, MINIMAL))
+    assert one.daemon.instances == 1 and host_identities(one) == ["gridtwin-host"] and shared_group(one) == ""
+    three = load_site(write(tmp_path, MINIMAL + "[daemon]\ninstances = 3\n"))
+    assert host_identities(three) == ["gridtwin-host", "gridtwin-host-2", "gridtwin-host-3"]
+    assert host_identity(three, 3) == "gridtwin-host-3" and shared_group(three) == "ingest"
+    with pytest.raises(ConfigError) as info:
+        host_identity(three, 4)
+    assert info.value.key == "daemon.instances" and "instances = 4" in info.value.fix
