@@ -165,7 +165,8 @@ class Daemon:
             self._lockfile = None
             raise GridTwinError(f"another daemon is running with {self.store.path} as {self.ingest.client_id}",
                                 hint="stop it first (`gridtwin daemon status` shows it); to run more daemons "
-                                     "set [daemon] instances and start each with its own --instance K") from None
+                                     "set [daemon] instances and start each with its own --instance K (own "
+                                     "certificate and client_id)") from None
 
     def start(self) -> "Daemon":
         self._lock_instance()
