@@ -21,13 +21,13 @@ import time
 
 from gridtwin.micropython import compile_firmware
 from gridtwin.nodeconfig import render
-from gridtwin.vboard import VirtualBoard
+from gridtwin.vboard import NODE_HEAP, VirtualBoard
 from gridtwin.vworld import world_for
 
 
 class VirtualNode:
     def __init__(self, site, pki, node_id: str, root: os.PathLike | str, *, broker: tuple[str, int],
-                 firmware_dir: pathlib.Path, speed: float = 1.0, heap: str = "96k",
+                 firmware_dir: pathlib.Path, speed: float = 1.0, heap: str = NODE_HEAP,
                  server_hostname: str = "localhost", world_extra: dict | None = None):
         self.id = node_id
         self.root = pathlib.Path(root)
@@ -66,7 +66,7 @@ class VirtualNode:
 
 class VirtualFleet:
     def __init__(self, site, pki, root: os.PathLike | str, *, broker: tuple[str, int],
-                 nodes: list[str] | None = None, speed: float = 1.0, heap: str = "96k"):
+                 nodes: list[str] | None = None, speed: float = 1.0, heap: str = NODE_HEAP):
         self.root = pathlib.Path(root)
         fw = self.root / "firmware"
         if fw.exists():

@@ -28,14 +28,16 @@ log = logging.getLogger("gridtwin.demo")
 class Demo:
     def __init__(self, site, *, speed: float = 1.0, port: int | None = None, nodes: list[str] | None = None,
                  seed: int | None = None, fail_at: float = 20.0, back_at: float = 120.0,
-                 daemon_overrides: dict | None = None, heap: str = "96k"):
+                 daemon_overrides: dict | None = None, heap: str | None = None):
         self.site = site
         self.speed = speed
         self.port = port or site.broker.port
         self.node_ids = nodes if nodes is not None else site.node_ids
         self.seed, self.fail_at, self.back_at = seed, fail_at, back_at
         self.daemon_overrides = daemon_overrides or {}
-        self.heap = heap
+        from gridtwin.vboard import NODE_HEAP
+
+        self.heap = heap or NODE_HEAP
         self.roles = {n.id: n.role for n in site.nodes}
         self.dir = Path(site.var_dir) / "demo"
         self.broker = self.daemon = self.fleet = self.link = self.twin = None
