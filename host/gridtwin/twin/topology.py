@@ -428,3 +428,29 @@ def _site_check(site) -> None:
 
 if _site_check not in SITE_CHECKS:
     SITE_CHECKS.append(_site_check)
+
+
+# --- what a node's firmware role needs of its component ------------------------------------------
+
+ROLE_PARAMS = {"electrolyser": ("cells",)}  # role -> parameters copied into config.json "params"
+
+
+def _render_role_params(site, node, board, cfg) -> None:
+    # The electrolyser role computes H2 from its stack current: it must count the same cells as the
+    # twin, or node and twin disagree by the stack's cell count.
+    names = ROLE_PARAMS.get(node.role)
+    if not names:
+        return
+    comp = build(site).by_id.get(node.id)
+    if comp is not None:
+        cfg.setdefault("params", {}).update({n: comp.params[n] for n in names})
+
+
+def _register_contributor() -> None:
+    from gridtwin.nodeconfig import CONTRIBUTORS
+
+    if _render_role_params not in CONTRIBUTORS:
+        CONTRIBUTORS.append(_render_role_params)
+
+
+_register_contributor()
