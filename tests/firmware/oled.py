@@ -69,7 +69,7 @@ def matches_golden(f: dict, name: str, tmp_path: pathlib.Path) -> None:
     got = tmp_path / f"{name}.png"
     img.save(got)
     want = Image.open(path).convert("RGB")
-    assert list(want.getdata()) == list(img.getdata()), (
+    assert want.tobytes() == img.tobytes(), (
         f"OLED page '{name}' differs from {path}; see {got} (GT_UPDATE_GOLDEN=1 rewrites it)")
 
 

@@ -77,7 +77,7 @@ def test_identify_banner_and_sh1106_column_offset(vboard, node_config, firmware_
         b.flash.joinpath("main.py").write_text(code)
         assert b.run(timeout=30) == 0, "\n".join(b.lines)
         fs = frames(b)
-        imgs[kind] = [list(image(f).getdata()) for f in fs]
+        imgs[kind] = [image(f).tobytes() for f in fs]
         banner = [f for f in fs if sum(map(sum, pixels(f))) > 4000]  # mostly lit: the banner
         assert banner
         if kind == "sh1106":
