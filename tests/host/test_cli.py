@@ -37,3 +37,15 @@ def test_doctor_passes_on_the_example_site(capsys, micropython):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "site 'demo'" in out
+
+
+def test_make_bench_has_every_section_the_issues_ask_for():
+    # the sections live in one file that several people edit: a lost one would go unnoticed
+    import importlib.util
+
+    from gridtwin.micropython import REPO
+
+    spec = importlib.util.spec_from_file_location("bench", REPO / "tools" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert {"ingest", "twin", "firmware", "fleet"} <= set(bench.SECTIONS)
