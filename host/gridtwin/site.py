@@ -225,15 +225,23 @@ def check_role(value: str):
     return None
 
 
-def check_parent(value):
-    ids = [value] if isinstance(value, str) else value
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return "must be a node id or a list of node ids", "e.g. parent = \"trf_a\" or parent = [\"trf_a\", \"gen_a\"]"
-    for i in ids:
-        problem = check_id(i)
-        if problem:
-            return problem
-    return None
+def check_parents(what: str, example: str) -> Callable[[Any], Any]:
+    """A check for `parent`: one id or a list of ids (what: "node", "component")."""
+
+    def check(value):
+        ids = [value] if isinstance(value, str) else value
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return f"must be a {what} id or a list of {what} ids", example
+        for i in ids:
+            problem = check_id(i)
+            if problem:
+                return problem
+        return None
+
+    return check
+
+
+check_parent = check_parents("node", 'e.g. parent = "trf_a" or parent = ["trf_a", "gen_a"]')
 
 
 # --- the schema ----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 
 from gridtwin.errors import ConfigError
 from gridtwin.site import REQUIRED as SITE_REQUIRED
-from gridtwin.site import SCHEMA, SITE_CHECKS, Key, Section, check_id, in_range
+from gridtwin.site import SCHEMA, SITE_CHECKS, Key, Section, check_id, check_parents, in_range
 
 
 class _Req:
@@ -218,15 +218,7 @@ def _check_kind(value: str):
     return f"unknown kind '{value}'", f"{hint}use one of: {', '.join(sorted(KINDS))}"
 
 
-def _check_parent(value):
-    ids = [value] if isinstance(value, str) else value
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return "must be a component id or a list of ids", 'e.g. parent = "pv1" or parent = ["sep1", "sep2"]'
-    for i in ids:
-        p = check_id(i)
-        if p:
-            return p
-    return None
+_check_parent = check_parents("component", 'e.g. parent = "pv1" or parent = ["sep1", "sep2"]')
 
 
 COMPONENT_KEYS = {
