@@ -1,6 +1,8 @@
 """`make demo`, faster than real time: the scenario runs end to end on the real firmware, the real
 broker and the real daemon, and every virtual node's readings reach storage."""
 
+import json
+import sqlite3
 import time
 
 from gridtwin.daemon.validate import Limits
@@ -35,10 +37,34 @@ def test_demo_scenario_end_to_end(site_pki_copy, micropython):
                 break
             time.sleep(0.2)
         assert all(counts.values()), f"nodes with no stored readings: {[n for n, c in counts.items() if not c]}"
-        # the UPS node was told it lost and regained its supply, and acknowledged both
-        ups = [c for c in store.commands("ups_a", 50) if c["cmd"] == "set_supply"] if hasattr(store, "commands") else []
-        assert ups, "ups_a got no set_supply command"
-        # the twin's alerts were stored and cleared
-        assert demo.link.commands_sent > 0
+        # the nodes were told what the twin knows, and each acknowledged: the distribution board
+        # lost its supply and got it back, the generator started (commands oldest first)
+        told = lambda node, cmd: [(json.loads(c["args"]), c["ok"]) for c in reversed(store.commands(node, 50))
+                                  if c["cmd"] == cmd]
+        supply = told("dist_a", "set_supply")
+        assert ({"on": False}, 1) in supply and supply[-1] == ({"on": True}, 1), supply
+        assert told("gen_a", "start")[:1] == [({}, 1)]
+        # the twin's alerts were stored, and the utility's cleared when it came back
+        with sqlite3.connect(store.path) as db:
+            rows = db.execute("SELECT kind, node, active FROM alerts WHERE kind = 'utility_lost'").fetchall()
+        assert rows == [("utility_lost", "util_a", 0)]
     finally:
         demo.stop()
+
+
+def test_a_busy_broker_port_is_one_clear_error(site_pki_copy, micropython):
+    import socket
+
+    import pytest
+
+    from gridtwin.errors import BrokerError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        demo = Demo(load_site(site_pki_copy.path), port=port, daemon_overrides={"metrics_port": None})
+        with pytest.raises(BrokerError, match=rf"cannot start the demo's broker on 127.0.0.1:{port}.*"
+                                              r"another broker on that port\? stop it or pass --port"):
+            demo.start()
+    assert demo.daemon is None and not demo.broker.running  # nothing left behind
