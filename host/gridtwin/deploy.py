@@ -422,6 +422,8 @@ def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool 
         files = build(site, node_id, build_dir, pki=pki, boards_dir=boards_dir, arch=arch,
                       config_overrides=config_overrides, firmware_dir=firmware_dir, out=out)
         result = DeployResult(node_id, port, files)
+        # each step says what it is doing before it does it: the serial link is slow
+        out(f"{node_id}: comparing {len(files)} file(s) with what {port} holds ...")
         on_board = board_hashes(transport, list(files))
         for path, local in files.items():
             if on_board.get(path) == sha256_bytes(local.read_bytes()):
@@ -430,6 +432,9 @@ def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool 
                 result.uploaded.append(path)
         result.removed = sorted(p for p, h in on_board.items()
                                 if p not in files and p.startswith("gt/") and h is not None)
+        if result.uploaded or result.removed:
+            out(f"{node_id}: uploading {len(result.uploaded)} file(s)"
+                + (f", removing {len(result.removed)}" if result.removed else "") + " ...")
         transport.put([(files[p], p) for p in result.uploaded], result.removed)
         out(f"{node_id} on {port}: {len(result.uploaded)} file(s) uploaded ({result.bytes_sent} bytes), "
             f"{len(result.unchanged)} unchanged, {len(result.removed)} removed")
@@ -442,6 +447,7 @@ def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool 
         try:
             transport.reset()
             if watcher:
+                out(f"{node_id}: reset; waiting up to {wait_timeout:.0f} s for its birth message ...")
                 result.birth = watcher.wait(wait_timeout)
                 out(f"{node_id} is online: boot {result.birth.get('boot', '?')}"
                     + (" (seen by the daemon)" if result.birth.get("via") == "daemon" else

@@ -91,8 +91,13 @@ def pty_board(tmp_path, micropython):
 def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab, pty_board, tmp_path, firmware_snapshot):
     site, pki = lab
     board, pty = pty_board()
+    said = []
     r1 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build",
-                        firmware_dir=firmware_snapshot, out=lambda s: None)
+                        firmware_dir=firmware_snapshot, out=said.append)
+    # it said what it was doing, step by step, before the summary
+    steps = [line.split(" ")[1] for line in said if line.startswith("env1: ")]
+    assert steps == ["comparing", "uploading"] and f"uploading {len(r1.files)} file(s)" in said[-2]
+    assert said[-1].startswith(f"env1 on {pty.port}: {len(r1.files)} file(s) uploaded")
     # every file is there, byte for byte: firmware compiled, config rendered, DER pair + CA
     assert pki.has("env1")  # issued because it was missing
     n_fw = len(firmware_sources(firmware_snapshot))
