@@ -2,4 +2,10 @@
 # precompiles to .mpy so it loads fast and costs less RAM.
 from gt import startup
 
-startup.start()
+go = startup.start()  # count the boot, load the config; in safe mode it never returns
+del startup  # what only boot needed leaves RAM before the node's code loads
+if go:
+    from gt import app
+    from gt.log import log
+
+    app.run(go[0], go[1], log)

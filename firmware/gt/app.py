@@ -108,9 +108,17 @@ class App:
 
 
 def run(cfg, boot, log):
-    app = App(cfg, boot, log)
+    # An unhandled exception is logged, counted as a crash and ends in a reset. KeyboardInterrupt
+    # and SystemExit pass: Ctrl-C gives the REPL.
     try:
-        asyncio.run(app.main())
-    except KeyboardInterrupt:  # Ctrl-C on the REPL: say where the node was, then give the prompt
-        log.info("app", "stopped: " + app.summary())
-        raise
+        app = App(cfg, boot, log)
+        try:
+            asyncio.run(app.main())
+        except KeyboardInterrupt:  # Ctrl-C on the REPL: say where the node was, then the prompt
+            log.info("app", "stopped: " + app.summary())
+            raise
+    except Exception as e:
+        log.exc("crash", e)
+        boot.crash(repr(e))
+        time.sleep_ms(1000)
+        machine.reset()

@@ -16,10 +16,17 @@ class Sampler:
         self.last = None  # the latest (seq, ticks, metrics): what the OLED's readings page shows
         self.overruns = 0
         self.beat = time.ticks_ms()
+        # One dict for every reading: emptied key by key (deleting keeps its table) instead of a
+        # new one growing through 8 tables a reading, each a different size; varying sizes are
+        # what fragments a small heap. The outbox packs the reading at once; the display and the
+        # role only ever look at the latest.
+        self.m = {}
 
     def sample(self, now):
         app = self.app
-        m = {}
+        m = self.m
+        while m:
+            m.popitem()
         for s in app.sensors:
             s.read_into(m, now, app.log)
         app.role.sample(m, now)

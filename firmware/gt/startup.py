@@ -1,10 +1,8 @@
-# Boot sequence: count the boot, load and validate the config, then run the node — or explain in
-# safe mode why not. An unhandled exception is logged, counted as a crash and ends in a reset;
-# after `crash_limit` crash boots in a row the node stays in safe mode and says why.
+# Boot sequence: count the boot, load and validate the config, then hand (config, boot state) to
+# main.py, which runs the node — or explain in safe mode why not (start() then never returns).
+# After `crash_limit` crash boots in a row the node stays in safe mode and says why.
 import gc
 import sys
-import time
-import machine
 import gt
 from gt import VERSION, safemode
 from gt.bootstate import BootState
@@ -66,12 +64,8 @@ def start():
     from gt import display
 
     display.reserve(cfg)
-    from gt import app
-
-    try:
-        app.run(cfg, boot, log)
-    except Exception as e:  # KeyboardInterrupt and SystemExit pass: Ctrl-C gives the REPL
-        log.exc("crash", e)
-        boot.crash(repr(e))
-        time.sleep_ms(1000)
-        machine.reset()
+    # Boot's code leaves RAM before the node's is loaded: main.py drops this module (and safe
+    # mode's) and runs the app with what start() returns.
+    _drop(gt, "safemode")
+    _drop(gt, "startup")
+    return cfg, boot

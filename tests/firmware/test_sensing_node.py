@@ -44,11 +44,10 @@ def test_every_driver_at_once_unplug_replug_and_heap(vboard, node_config, firmwa
     mpy_dir, _ = firmware_build
     world = dict(ALL_WORLD, clock={"mode": "warp", "stop_at_ms": 40_500})
     # 19 metrics per reading, so the RAM queue is kept at 16 readings (the outbox spills the rest
-    # to flash when a broker is configured). NOT YET the default 96k: the live heap peaks under
-    # 96 KB (asserted below), but with all eight driver types and the OLED at once, at 96k the
-    # heap fragments and an allocation of ~300 B fails after ~10 s (MemoryError in the sampler).
-    # 112k until the remaining RAM work (issue #5) lands; the display and role tests run at 96k.
-    b = vboard(config=_cfg(node_config, queue=16), world=world, heap="112k", firmware=mpy_dir)
+    # to flash when a broker is configured). The default 96k heap: this used to fragment (an
+    # allocation of ~300 B failing with 17 KB free) until boot.py set gc.threshold and the sampler
+    # kept one dict for its readings.
+    b = vboard(config=_cfg(node_config, queue=16), world=world, firmware=mpy_dir)
     assert b.run() == 0
     rows = {int(m[1]): eval(m[2]) for m in b.grep(r"^T (\d+) \d+ (\{.*\})")}  # noqa: S307
     assert len(rows) == 41  # sampling never stopped
@@ -78,8 +77,7 @@ def test_every_driver_at_once_unplug_replug_and_heap(vboard, node_config, firmwa
     print(f"\nevery driver + OLED, compiled build: peak firmware heap {peak} B "
           f"({peak / 1024:.1f} of 96 KB)")
     # The live heap stays under the 96 KB limit (82.8 KB when this was written; 97.1 KB before the
-    # RAM work of issue #5, chip models then counted in); the margin is not yet enough against
-    # fragmentation, see above.
+    # RAM work of issue #5, chip models then counted in).
     assert peak < 96 * 1024
 
 
