@@ -66,7 +66,10 @@ class App:
             await coro
         except Exception as e:
             self.log.exc(name, e)
-            self.boot.crash("%s: %r" % (name, e))
+            try:
+                self.boot.crash("%s: %r" % (name, e))
+            except MemoryError:
+                pass  # no RAM left to record it: the reset matters more
             machine.reset()
 
     async def _housekeeping(self):
@@ -119,6 +122,9 @@ def run(cfg, boot, log):
             raise
     except Exception as e:
         log.exc("crash", e)
-        boot.crash(repr(e))
+        try:
+            boot.crash(repr(e))
+        except MemoryError:
+            pass
         time.sleep_ms(1000)
         machine.reset()

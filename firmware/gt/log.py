@@ -60,12 +60,21 @@ class Log:
         self.log("E", tag, msg)
 
     def exc(self, tag, e):
-        import sys
-        import io
+        # Called when something died, often because RAM ran out: it never raises itself, so the
+        # caller's crash count and reset still happen. Without room for the traceback the
+        # exception alone is logged; without room even for that, it goes to the REPL in pieces.
+        try:
+            import sys
+            import io
 
-        buf = io.StringIO()
-        sys.print_exception(e, buf)
-        self.error(tag, buf.getvalue().replace("\n", " | ").strip(" |"))
+            buf = io.StringIO()
+            sys.print_exception(e, buf)
+            self.error(tag, buf.getvalue().replace("\n", " | ").strip(" |"))
+        except MemoryError:
+            try:
+                self.error(tag, repr(e))
+            except MemoryError:
+                print("E", tag, e)
 
 
 log = Log()

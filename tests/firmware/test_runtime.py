@@ -1,6 +1,7 @@
 """The running node: cadence, memory over a long run, sensor faults, the watchdog, crash boots."""
 
 import re
+import textwrap
 
 LM75 = {"bus": 0, "model": "lm75", "addr": 0x48}
 
@@ -91,3 +92,24 @@ def test_crash_in_a_task_is_logged_counted_and_reset(vboard, node_config):
     assert [int(m[1]) for m in b.grep(r"#world reset cause=(\d+)")] == [5, 5]
     b.wait_for(r"previous boot crashed: sampler: TypeError\('driver bug',\)")
     assert "crashed 2 boots in a row (last: sampler: TypeError('driver bug',))" in b.wait_for("SAFE MODE: (.*)")[1]
+
+
+def test_a_crash_with_no_ram_left_is_still_logged(vboard):
+    # A task that dies because RAM ran out: formatting its traceback needs RAM too. log.exc must
+    # not raise in turn (the app's crash count and reset come after it), and still say something.
+    b = vboard(world={"clock": {"mode": "warp"}})
+    b.flash.joinpath("main.py").write_text(textwrap.dedent("""
+        import micropython
+        from gt.log import log
+        try:
+            raise ValueError("driver bug")
+        except ValueError as e:
+            err = e
+        micropython.heap_lock()  # from here every allocation fails, as with no RAM left
+        log.exc("sampler", err)
+        micropython.heap_unlock()
+        print("still running")
+        """))
+    assert b.run(timeout=30) == 0
+    b.wait_for(r"^E sampler driver bug$")
+    b.wait_for(r"^still running$")
