@@ -45,8 +45,8 @@ def test_every_driver_at_once_unplug_replug_and_heap(vboard, node_config, firmwa
     world = dict(ALL_WORLD, clock={"mode": "warp", "stop_at_ms": 40_500})
     # 19 metrics per reading, so the RAM queue is kept at 16 readings (the outbox spills the rest
     # to flash when a broker is configured). The default 96k heap: this used to fragment (an
-    # allocation of ~300 B failing with 17 KB free) until the firmware set gc.threshold and the sampler
-    # kept one dict for its readings.
+    # allocation of ~300 B failing with 17 KB free) until the firmware set gc.threshold and the
+    # sampler kept one dict for its readings.
     b = vboard(config=_cfg(node_config, queue=16), world=world, firmware=mpy_dir)
     assert b.run() == 0
     rows = {int(m[1]): eval(m[2]) for m in b.grep(r"^T (\d+) \d+ (\{.*\})")}  # noqa: S307
