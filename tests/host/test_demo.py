@@ -48,6 +48,13 @@ def test_demo_scenario_end_to_end(site_pki_copy, micropython):
         with sqlite3.connect(store.path) as db:
             rows = db.execute("SELECT kind, node, active FROM alerts WHERE kind = 'utility_lost'").fetchall()
         assert rows == [("utility_lost", "util_a", 0)]
+        # `gridtwin nodes` knows every node from its birth: online, firmware, free heap
+        from gridtwin.daemon.registry import fleet
+
+        views = {v.id: v for v in fleet(store, site)}
+        bad = {n: (views[n].state, views[n].fw, views[n].heap) for n in demo.node_ids
+               if not (views[n].state == "online" and views[n].fw and (views[n].heap or 0) > 0)}
+        assert not bad, bad
     finally:
         demo.stop()
 
