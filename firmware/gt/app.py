@@ -16,11 +16,23 @@ from gt.watchdog import Watchdog
 
 class App:
     def __init__(self, cfg, boot, log):
-        Net = None
+        Net = ctx = None
         if cfg["mqtt"]["host"]:
             # imported first, while the heap is least fragmented: loading it grows MicroPython's
             # string table by one large block
-            from gt.net import Net
+            from gt.net import Net, unload
+            # The TLS context too: kept for good, and its largest part is one ~3 KB block, which
+            # a heap that has run a while may not have in one piece at the first connect (the
+            # demo's EL1 failed there with 14 KB free). Missing certificates: each connection
+            # attempt tries again and says why.
+            from gt import connect
+
+            try:
+                ctx = connect.context(cfg["mqtt"])
+            except (OSError, ValueError):
+                pass
+            connect = None
+            unload("connect")
         self.cfg = cfg
         self.boot = boot
         self.log = log
@@ -38,6 +50,7 @@ class App:
         self.outbox.wake = self.publisher.nap.wake
         if Net is not None:
             self.net = self.publisher.transport = Net(self)
+            self.net.ctx = ctx
             self.net.listeners.append(self._link_event)
         self.display = display.open(cfg, self.hw, log)
         self.link = "none"  # what the display shows: none / down / up

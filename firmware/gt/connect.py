@@ -18,7 +18,7 @@ async def connect(net):
         return None
     await _ntp(net)
     if net.ctx is None:
-        net.ctx = _context(net.c)  # built once, reused by every connection
+        net.ctx = context(net.c)  # built once (the app tries at boot), reused by every connection
     c = net.c
     t0 = time.ticks_ms()
     if net.addr is None:
@@ -151,7 +151,7 @@ async def _ntp(net):
             s.close()
 
 
-def _context(c):
+def context(c):
     import tls
 
     def rd(name):
