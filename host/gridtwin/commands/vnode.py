@@ -18,7 +18,7 @@ def add_arguments(p):
     p.add_argument("node", help="node id from the site file")
     p.add_argument("--broker", default=None, help="HOST:PORT of the broker (default: 127.0.0.1 and the site's port)")
     p.add_argument("--speed", type=float, default=1.0, help="the node's clock x real time (default 1)")
-    p.add_argument("--heap", default=None, help="the firmware's heap (default 96k: see gridtwin.vboard.NODE_HEAP)")
+    p.add_argument("--heap", default=None, help="the firmware's heap (default 128k: see gridtwin.vboard.NODE_HEAP)")
     p.add_argument("--dir", default=None, help="the board's folder (default: <var>/vnodes/NODE)")
 
 
