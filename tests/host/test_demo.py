@@ -24,6 +24,10 @@ def test_demo_scenario_end_to_end(site_pki_copy, micropython):
     demo.start()
     try:
         demo.run(until=150.0)
+        # every node ran clean: no reset, no crash boot, no MemoryError on any console
+        sick = {n: [ln for ln in v.board.lines if "MemoryError" in ln or "Traceback" in ln][:2]
+                for n, v in demo.fleet.nodes.items()}
+        assert not any(sick.values()) and all(v.board.boots == 1 for v in demo.fleet.nodes.values()), sick
         # the twin told the story in order (other events, e.g. the grid unit trip, interleave)
         wanted = {t for t, _ in DEMO_SEQUENCE}
         seen = [(e.type, e.state) for e in demo.link.events if e.type in wanted]
