@@ -8,9 +8,12 @@ from fixtures.netnode import crashed
 def test_every_command_gets_exactly_one_ack_and_a_repeat_is_not_run_again(net_node, broker, mqtt_client):
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "ack"))
+    host.subscribe(broker.topic("pv1", "status"))
     b = net_node(sample_ms=200, trace=True)
     b.start()
-    b.wait_for(r"conn=1", timeout=20)
+    # the birth follows the node's SUBSCRIBE on the same connection: once it is here, a command
+    # can no longer arrive before the subscription does (as a host's dispatcher waits for online)
+    host.wait_for(broker.topic("pv1", "status"), timeout=20, where=lambda m: b'"online"' in m.payload)
     cmd = broker.topic("pv1", "cmd")
 
     def ask(doc, raw=None):
