@@ -277,6 +277,8 @@ def test_soak_1000_messages_with_tls_in_96k(net_node, broker, mqtt_client, recor
     b = net_node(world=world, sample_ms=50, mqtt={"keepalive": 60})
     b.start()
     b.wait_for(r"conn=1", timeout=20)
+    # the birth follows the node's SUBSCRIBE: from then on no command can miss it
+    host.wait_for(broker.topic("pv1", "status"), timeout=20, where=lambda m: b'"online"' in m.payload)
     cmd = broker.topic("pv1", "cmd")
 
     def heap_after(n, tag):

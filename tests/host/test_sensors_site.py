@@ -3,6 +3,7 @@ and every mistake named with file, key and fix before a node would refuse it (is
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -38,16 +39,15 @@ def error_of(tmp_path, node_lines: str, *, render_node: str | None = None) -> Co
     return err
 
 
-def test_host_rows_are_the_firmwares_rows():
-    # The same types, keys and defaults as the node validates with. firmware/gt/drivers/options.py
-    # needs only gt.config, which runs on CPython too; gt/sensors.py (micropython.const) does not,
-    # so its TYPES is read from the source.
+def test_host_rows_are_the_firmwares_rows(micropython):
+    # The same types, keys and defaults as the node validates with, read from the firmware itself
+    # under MicroPython (firmware/gt/drivers/options.py holds each type's rows).
     src = (ROOT / "firmware/gt/sensors.py").read_text()
     fw_types = ast.literal_eval(re.search(r"^TYPES = (\(.*\))$", src, re.M).group(1))
-    code = ("import json, sys; from gt.drivers import options as o; "
-            "print(json.dumps({t: {k: r[1] for k, r in o.of(t).options().items()} for t in sys.argv[1:]}))")
-    out = subprocess.run([sys.executable, "-c", code, *fw_types], cwd=ROOT / "firmware", capture_output=True,
-                         text=True, check=True).stdout
+    code = ("import json; from gt.drivers import options as o; "
+            f"print(json.dumps({{t: {{k: r[1] for k, r in o.of(t).options().items()}} for t in {list(fw_types)!r}}}))")
+    env = dict(os.environ, MICROPYPATH=f"{ROOT / 'firmware'}:.frozen")
+    out = subprocess.run([micropython, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     host = {t: {k: key.default for k, key in rows.items()} for t, rows in TYPES.items()}
     assert list(TYPES) == list(fw_types) and host == json.loads(out)
 
