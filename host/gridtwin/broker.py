@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gridtwin.errors import BrokerError, ToolError
-from gridtwin.pki import HOST_IDENTITY, GRAFANA_IDENTITY, TELEGRAF_IDENTITY, host_identities
+from gridtwin.pki import GRAFANA_IDENTITY, TELEGRAF_IDENTITY, host_identities
 
 if TYPE_CHECKING:
     from gridtwin.pki import PKI

@@ -25,7 +25,6 @@ import subprocess
 import threading
 import time
 
-from gridtwin.errors import ToolError
 from gridtwin.micropython import FIRMWARE_DIR, SHIM_DIR, find_micropython
 
 RESET_EXIT = 75  # tests/shim/_world.py: the chip reset, start it again

@@ -1,6 +1,5 @@
 """Every firmware file compiles with mpy-cross; the size of what goes on the board is recorded."""
 
-import pathlib
 import subprocess
 
 from gridtwin.micropython import FIRMWARE_DIR, compile_firmware, find_mpy_cross, firmware_sources

@@ -1,7 +1,6 @@
 """The host renders what the firmware accepts: a rendered config boots to the running state."""
 
 import json
-import pathlib
 
 import pytest
 

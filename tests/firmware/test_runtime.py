@@ -1,6 +1,5 @@
 """The running node: cadence, memory over a long run, sensor faults, the watchdog, crash boots."""
 
-import re
 import textwrap
 
 LM75 = {"bus": 0, "model": "lm75", "addr": 0x48}

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import threading
 import time
 from pathlib import Path
 
 from gridtwin.broker import Mosquitto
-from gridtwin.errors import BrokerError, GridTwinError
+from gridtwin.errors import BrokerError
 
 log = logging.getLogger("gridtwin.demo")
 

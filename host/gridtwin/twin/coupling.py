@@ -24,8 +24,6 @@ import threading
 
 log = logging.getLogger("gridtwin.twin")
 
-# Node role -> twin kind, where the names differ.
-ROLE_KIND = {"switchgear": "transfer_switch", "pv": "pv_array", "grid_monitor": "grid_bus"}
 # Roles whose firmware keeps simulated component state that commands set (gt/roles/plant.py).
 PLANT_ROLES = {"utility", "transformer", "switchgear", "generator", "distribution", "ups", "pdu", "server"}
 
