@@ -68,9 +68,7 @@ def run(args, BenchSite, wait_until):
         # the compiled build, as deploy puts it on a board (GT_FIRMWARE_SRC: another source folder)
         compile_firmware(work / "mpy", Path(os.environ.get("GT_FIRMWARE_SRC") or FIRMWARE_DIR))
         board = VirtualBoard(work / "board", config=cfg, world=world, heap="96k", firmware=work / "mpy")
-        for src, name in ((site.pki.ca_der_path, "ca.der"), (site.pki.der_cert_path(node), "cert.der"),
-                          (site.pki.der_key_path(node), "key.der")):
-            shutil.copyfile(src, board.flash / name)
+        board.install_identity(site.pki, node)
         t0 = time.monotonic()
         board.start()
         hs = board.wait_for(r"connected in (\d+) ms \(tcp (\d+), tls (\d+), connack (\d+)\)", timeout=60)

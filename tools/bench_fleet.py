@@ -63,9 +63,7 @@ def run(args, BenchSite, wait_until):
             world = {"clock": {"mode": "real", "rtc": None, "true": int(time.time())},
                      "i2c": [{"bus": 0, "model": "lm75", "addr": 0x48, "temp_c": 24.0}]}
             b = VirtualBoard(work / node, config=cfg, world=world, firmware=fw)
-            for src, name in ((site.pki.ca_der_path, "ca.der"), (site.pki.der_cert_path(node), "cert.der"),
-                              (site.pki.der_key_path(node), "key.der")):
-                shutil.copyfile(src, b.flash / name)
+            b.install_identity(site.pki, node)
             boards.append(b.start())
         for b in boards:
             b.wait_for(r"mqtt: connected", timeout=180)

@@ -45,10 +45,7 @@ class VirtualNode:
         if not self.live_path.exists():
             self.live_path.write_text("{}")
         self.board = VirtualBoard(self.root, config=cfg, world=world, firmware=firmware_dir, heap=heap)
-        for src, name in ((pki.ca_der_path, "ca.der"), (pki.der_cert_path(node_id), "cert.der"),
-                          (pki.der_key_path(node_id), "key.der")):
-            shutil.copyfile(src, self.board.flash / name)
-        os.chmod(self.board.flash / "key.der", 0o600)
+        self.board.install_identity(pki, node_id)
 
     def feed(self, values: dict) -> None:
         """Replace what the node's chips measure (keys as world_for names them)."""

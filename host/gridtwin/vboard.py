@@ -93,6 +93,16 @@ class VirtualBoard:
     def write_world(self, world: dict) -> None:
         self.world_path.write_text(json.dumps(world))
 
+    def install_identity(self, pki, node: str) -> None:
+        """The node's DER certificate and key and the site CA onto the flash, under the names the
+        rendered config gives them (ca.der, cert.der, key.der), as `gridtwin deploy` puts them."""
+        import shutil
+
+        for src, name in ((pki.ca_der_path, "ca.der"), (pki.der_cert_path(node), "cert.der"),
+                          (pki.der_key_path(node), "key.der")):
+            shutil.copyfile(src, self.flash / name)
+        os.chmod(self.flash / "key.der", 0o600)
+
     def read_flash(self, name: str) -> str:
         return (self.flash / name).read_text()
 
