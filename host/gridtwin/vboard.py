@@ -78,6 +78,7 @@ class VirtualBoard:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._console = None
+        self.on_line = None  # called with each console line as it arrives (gridtwin vnode prints them)
         if config is not None:
             self.write_config(config)
         if world is not None:
@@ -154,6 +155,8 @@ class VirtualBoard:
         if self._console:
             self._console.write(line + "\n")
             self._console.flush()
+        if self.on_line is not None:
+            self.on_line(line)
         with self._cond:
             self.lines.append(line)
             self._cond.notify_all()
@@ -182,7 +185,7 @@ class VirtualBoard:
                     raise TimeoutError(f"{why} waiting for /{pattern}/; last output:\n{tail}")
                 self._cond.wait(left)
 
-    def wait_exit(self, timeout: float = 60.0) -> int:
+    def wait_exit(self, timeout: float | None = 60.0) -> int:
         with self._cond:
             if not self._cond.wait_for(lambda: self.exit_code is not None, timeout):
                 raise TimeoutError("board still running; last output:\n" + "\n".join(self.lines[-25:]))

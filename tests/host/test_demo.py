@@ -79,3 +79,29 @@ def test_a_busy_broker_port_is_one_clear_error(site_pki_copy, micropython):
                                               r"another broker on that port\? stop it or pass --port"):
             demo.start()
     assert demo.daemon is None and not demo.broker.running  # nothing left behind
+
+
+def test_gridtwin_vnode_runs_one_node_against_the_broker(site_pki_copy, broker_factory, micropython):
+    # `gridtwin vnode NODE` prints the board's console as it comes and stops cleanly on Ctrl-C
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    brk = broker_factory(site_pki_copy)
+    cmd = [str(Path(sys.executable).parent / "gridtwin"), "--site", str(site_pki_copy.path), "vnode",
+           "srv_a", "--broker", f"127.0.0.1:{brk.port}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in proc.stdout:  # the console, line by line, while the node runs
+            seen.append(line)
+            if "mqtt: connected" in line:
+                break
+        assert any("app: running node=srv_a role=server" in ln for ln in seen), seen
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in proc.stderr.read()

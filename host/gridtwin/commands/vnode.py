@@ -8,8 +8,8 @@ stay at plausible constants. Its console is printed here; Ctrl-C stops it.
 
 from __future__ import annotations
 
+import shutil
 import sys
-import time
 
 from gridtwin.errors import UsageError
 
@@ -40,24 +40,18 @@ def run(args) -> int:
     pki.ensure(site)
     root = site.var_dir / "vnodes" / args.node if args.dir is None else args.dir
     fw = site.var_dir / "vnodes" / "firmware"
+    shutil.rmtree(fw, ignore_errors=True)  # no module left over from an older firmware
     compile_firmware(fw)
     node = VirtualNode(site, pki, args.node, root, broker=(host, port), firmware_dir=fw,
                        speed=args.speed, **({"heap": args.heap} if args.heap else {}))
     print(f"gridtwin: {args.node} on a virtual board in {root} (live values: {node.live_path}); "
           f"Ctrl-C stops it", file=sys.stderr)
+    node.board.on_line = lambda line: print(line, flush=True)
     node.start()
-    shown = 0
     try:
-        while node.board.running:
-            lines = node.board.lines
-            for line in lines[shown:]:
-                print(line, flush=True)
-            shown = len(lines)
-            time.sleep(0.1)
+        node.board.wait_exit(timeout=None)  # until the board stops by itself, or Ctrl-C
     except KeyboardInterrupt:
         pass
     finally:
         node.stop()
-    for line in node.board.lines[shown:]:
-        print(line)
     return 0
