@@ -78,7 +78,7 @@ def run(args, BenchSite, wait_until):
             before = len(births)
             host.publish(f"{site.root}/{node}/cmd", json.dumps({"id": f"b{n}", "cmd": "rebirth"}), qos=1)
             wait_until(lambda: len(births) > before, 60, "a birth")
-            return births[-1]["heap_free"]
+            return births[-1]["heap"]
 
         for i in range(16):  # fill the node's ring of remembered command ids first
             host.publish(f"{site.root}/{node}/cmd", json.dumps({"id": f"warm{i}", "cmd": "ping"}), qos=1)

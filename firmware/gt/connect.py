@@ -178,9 +178,9 @@ def birth(net):
     return json.dumps({
         "state": "online", "node": cfg["node"], "fw": VERSION, "board": cfg["board"],
         "role": cfg["role"], "reset": boot.cause, "boot": boot.boot_id, "boots": boot.boots,
-        "heap_free": gc.mem_free(), "heap_min": app.heap_min, "rssi": net.rssi(),
-        "uptime_s": time.ticks_diff(time.ticks_ms(), app.started) // 1000,
-        "config": cfg.get("hash"), "interval_ms": app.sampler.interval, "sensors": app.units(),
-        "outbox": len(box), "dropped": box.dropped, "conn": net.conns,
+        "heap": gc.mem_free(), "heap_min": app.heap_min, "rssi": net.rssi(),
+        "uptime": time.ticks_diff(time.ticks_ms(), app.started) // 1000,
+        "cfg": cfg.get("hash"), "interval": app.sampler.interval, "sensors": app.units(),
+        "outbox": len(box), "drops": box.dropped, "conn": net.conns,
         "handshake_ms": net.handshake_ms, "ts": clock.unix_ms(time.ticks_ms()),
     }).encode()

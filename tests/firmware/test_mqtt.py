@@ -30,10 +30,16 @@ def test_node_connects_publishes_birth_and_telemetry(net_node, broker, mqtt_clie
     b = net_node(sample_ms=200)
     b.start()
     b.wait_for(r"mqtt: connected in \d+ ms", timeout=20)
-    birth = json.loads(host.wait_for(broker.topic("pv1", "status"), timeout=10).payload)
+    raw = host.wait_for(broker.topic("pv1", "status"), timeout=10).payload
+    birth = json.loads(raw)
+    # one contract: the daemon takes the node's birth as it is, every field under its own name
+    from gridtwin.daemon import validate
+
+    taken = validate.status("pv1", raw)
+    assert all(taken[k] == birth[k] for k in ("heap", "drops", "uptime", "cfg", "interval", "outbox"))
     assert birth["state"] == "online" and birth["node"] == "pv1" and birth["conn"] == 1
     assert birth["sensors"] == {"t_amb": "degC"} and birth["reset"] == "power-on" and birth["boots"] == 1
-    assert birth["fw"] and birth["config"] and birth["heap_free"] > 0 and "rssi" in birth
+    assert birth["fw"] and birth["cfg"] and birth["heap"] > 0 and "rssi" in birth
     docs = [json.loads(host.wait_for(broker.topic("pv1", "telemetry"), timeout=10).payload) for _ in range(5)]
     assert [d["seq"] for d in docs] == list(range(docs[0]["seq"], docs[0]["seq"] + 5))
     assert all(d["v"] == 1 and d["node"] == "pv1" and d["boot"] == birth["boot"] for d in docs)
@@ -286,8 +292,8 @@ def test_soak_1000_messages_with_tls_in_96k(net_node, broker, mqtt_client, recor
         host.publish(cmd, json.dumps({"id": tag, "cmd": "rebirth"}))
         doc = host.wait_for(broker.topic("pv1", "status"), timeout=20,
                             where=lambda m: json.loads(m.payload).get("state") == "online" and
-                            json.loads(m.payload)["uptime_s"] > 0)
-        return json.loads(doc.payload)["heap_free"]
+                            json.loads(m.payload)["uptime"] > 0)
+        return json.loads(doc.payload)["heap"]
 
     for i in range(16):  # fill the node's ring of remembered command ids first
         host.publish(cmd, json.dumps({"id": "warm%02d" % i, "cmd": "ping"}))

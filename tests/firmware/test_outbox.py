@@ -82,8 +82,8 @@ def test_full_outbox_drops_the_oldest_and_the_birth_counts_them(net_node, broker
               for _ in range(3)]
     # birth, the will the broker published when the link went, the birth after it
     assert [d["state"] for d in status] == ["online", "offline", "online"]
-    assert status[0]["dropped"] == 0 and status[2]["conn"] == 2
-    dropped = status[2]["dropped"]
+    assert status[0]["drops"] == 0 and status[2]["conn"] == 2
+    dropped = status[2]["drops"]
     assert dropped > 0
     last = max(samples(b))
     got = wait_until(lambda: (lambda g: g if max(s for _, s in g) >= last else None)(

@@ -204,18 +204,8 @@ def _fields(obj: dict, table: dict, kind: str, limits: Limits) -> dict:
     return obj
 
 
-# The firmware's birth (firmware/gt/connect.py birth()) names some fields for what they are on
-# the node; the registry's columns take them under its own names.
-STATUS_ALIASES = {"heap_free": "heap", "dropped": "drops", "uptime_s": "uptime", "interval_ms": "interval",
-                  "config": "cfg"}
-
-
 def status(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict:
-    obj = parse_object(payload, limits)
-    for src, dst in STATUS_ALIASES.items():
-        if src in obj and dst not in obj:
-            obj[dst] = obj[src]
-    obj = _fields(obj, STATUS_FIELDS, "status", limits)
+    obj = _fields(parse_object(payload, limits), STATUS_FIELDS, "status", limits)
     if obj["state"] not in ("online", "offline"):
         raise Rejected("field", f"status state {obj['state']!r} is not online/offline")
     if "node" in obj and obj["node"] != node:
