@@ -105,3 +105,14 @@ def test_gridtwin_vnode_runs_one_node_against_the_broker(site_pki_copy, broker_f
         if proc.poll() is None:
             proc.kill()
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_a_site_mistake_is_reported_before_anything_starts(site_pki_copy):
+    import pytest
+
+    from gridtwin.errors import ConfigError
+
+    demo = Demo(load_site(site_pki_copy.path), nodes=["srv_a", "nosuch"], port=free_port())
+    with pytest.raises(ConfigError, match=r"no node 'nosuch' \(known nodes: util_a"):
+        demo.start()
+    assert demo.broker is None and demo.daemon is None  # no broker, daemon or board was started

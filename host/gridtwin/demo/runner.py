@@ -53,6 +53,12 @@ class Demo:
         from gridtwin.twin.coupling import TwinLink
 
         site = self.site
+        # what can be wrong in the site is found before anything starts: the nodes asked for, the
+        # twin and its scenario
+        for n in self.node_ids:
+            site.node(n)
+        self.twin = Twin.from_site(site, **({"seed": self.seed} if self.seed is not None else {}))
+        self.twin.schedule(demo_scenario(self.twin, fail_at=self.fail_at, back_at=self.back_at))
         pki = PKI.for_site(site)
         made = pki.ensure(site)
         if made:
@@ -67,8 +73,6 @@ class Demo:
         try:
             ep = dataclasses.replace(endpoint_from_site(site), host="127.0.0.1", port=self.port)
             self.daemon = Daemon.from_site(site, endpoint=ep, **self.daemon_overrides).start()
-            self.twin = Twin.from_site(site, **({"seed": self.seed} if self.seed is not None else {}))
-            self.twin.schedule(demo_scenario(self.twin, fail_at=self.fail_at, back_at=self.back_at))
             boards = self.dir / "boards"
             self.fleet = VirtualFleet(site, pki, boards, broker=("127.0.0.1", self.port), nodes=self.node_ids,
                                       speed=self.speed, heap=self.heap)
