@@ -97,6 +97,8 @@ class ACNetwork:
         self.ups_of = np.full(n, -1)
         self.ups_of[u] = np.arange(len(u))
         self.sources = np.nonzero((self.code == K_UTIL) | (self.code == K_GEN))[0]
+        # Breakers that tripped in the last step; empty until a step has run (and always, without a chain).
+        self.new_trips = np.zeros(0, dtype=np.int64)
 
     def select(self, i: int, slot: int) -> None:
         """Point transfer switch i at parent `slot` (-1: open)."""
