@@ -20,7 +20,9 @@ node (CN = node id). The broker maps the CN to the MQTT username (see gridtwin.b
 Nothing is overwritten without ``force``: an old pair is moved to ``_backup/`` first. Keys are
 written 0600 and folders 0700. ``index.json`` records every serial ever issued, so the CRL can be
 re-signed at any time (`refresh_crl`). Mosquitto reads the CA and the CRL at start only: after a
-revocation the broker must be restarted (gridtwin.broker.notify_revocation does it for a dev broker).
+revocation the broker must be restarted (gridtwin.broker.notify_revocation). `list` and `warnings` check every
+current certificate against the current CA by signature and against the CRL; `ensure` and `init` never
+make a CA where the PKI of another one is still on disk.
 """
 
 from __future__ import annotations
@@ -296,8 +298,34 @@ class PKI:
     def _save_index(self, index: dict) -> None:
         _write(self.index_path, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode(), 0o600)
 
+    def identities(self) -> list[str]:
+        """Every identity that has a current certificate in the folder, sorted."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(p.name for p in self.dir.iterdir()
+                      if p.is_dir() and p.name not in ("ca", "_backup") and (p / "cert.pem").exists())
+
+    def remnants(self) -> list[str]:
+        """What of a PKI is on disk: CA files, the index, identity folders. Empty: a new PKI may be made."""
+        ca = [f"ca/{p.name}" for p in sorted(self.ca_dir.iterdir())] if self.ca_dir.is_dir() else []
+        return ca + (["index.json"] if self.index_path.exists() else []) + self.identities()
+
+    def _orphaned(self) -> PKIError:
+        """The CA is gone (or half gone) but what it signed is still there: a new CA would orphan it."""
+        left = self.remnants()
+        certs = [r for r in left if "/" not in r and r != "index.json"]
+        what = [r for r in left if "/" in r or r == "index.json"]
+        if certs:
+            what.append(f"{len(certs)} certificates ({', '.join(certs[:3])}{', ...' if len(certs) > 3 else ''})")
+        return PKIError(f"the CA is missing ({self.ca_dir}/ca.crt + ca.key), but {self.dir} still holds what it "
+                        f"signed: {', '.join(what)}; a new CA would orphan them",
+                        hint=f"restore {self.ca_dir} from your backup, or start over with `gridtwin pki init --force "
+                             "--nodes`: the old PKI moves to _backup/ and every board needs its new pair")
+
     def _load_ca(self):
         if not self.exists():
+            if self.remnants():
+                raise self._orphaned()
             raise PKIError(f"no CA in {self.dir}", hint="run `gridtwin pki init` first")
         try:
             key = serialization.load_pem_private_key(self.ca_key_path.read_bytes(), None)
@@ -347,6 +375,13 @@ class PKI:
         moving = [i for i in identities if self.identity_dir(i).exists()]
         if not moving:
             return None
+        target = self._backup_folder(stamp)
+        for i in moving:
+            shutil.move(str(self.identity_dir(i)), str(target / i))
+        return target
+
+    def _backup_folder(self, stamp: str | None = None) -> Path:
+        """A new, empty _backup/<UTC time>[-n]/ folder (0700)."""
         self.backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         base = stamp or _now().strftime("%Y%m%dT%H%M%SZ")
         target, n = self.backup_dir / base, 1
@@ -354,8 +389,6 @@ class PKI:
             n += 1
             target = self.backup_dir / f"{base}-{n}"
         target.mkdir(mode=0o700)
-        for i in moving:
-            shutil.move(str(self.identity_dir(i)), str(target / i))
         return target
 
     def _issue(self, identity: str, index: dict, ca) -> x509.Certificate:
@@ -391,14 +424,15 @@ class PKI:
         every node certificate must be issued again). Returns the identities created.
         """
         self.site = site or self.site
-        if self.exists() or self.index_path.exists():
+        if self.remnants():
             if not force:
+                if not self.exists():
+                    raise self._orphaned()
                 raise PKIError(f"{self.dir} already holds a CA",
                                hint="keep it, or replace it with --force; every node then needs a new certificate")
-            stamp = _now().strftime("%Y%m%dT%H%M%SZ")
             moved = [p.name for p in self.dir.iterdir() if p.is_dir() and p.name != "_backup"]
-            target = self._backup(moved, stamp)
-            if target and self.index_path.exists():
+            target = self._backup(moved) or self._backup_folder()
+            if self.index_path.exists():
                 shutil.move(str(self.index_path), str(target / "index.json"))
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
@@ -419,9 +453,16 @@ class PKI:
         return created
 
     def ensure(self, site: "Site | None" = None) -> list[str]:
-        """Create whatever is missing (CA, server, services, every site node); never overwrite."""
+        """Create whatever is missing (CA, server, services, every site node); never overwrite.
+
+        Refuses (PKIError naming the fix) when the CA is gone but what it signed is still there (a
+        new CA would orphan it: `init` says so) and when a certificate was not issued by the current
+        CA (the broker would refuse it: `pki rotate all`)."""
         self.site = site or self.site
         created = [] if self.exists() else self.init(self.site)
+        foreign = self.foreign()
+        if foreign:
+            raise self._foreign_error(foreign)
         wanted = [SERVER_IDENTITY, *SERVICE_IDENTITIES, *host_identities(self.site)[1:]] + (
             self.site.node_ids if self.site else [])
         for identity in wanted:
@@ -451,9 +492,8 @@ class PKI:
         """
         ca = self._load_ca()
         index = self._index()
-        if identity == "all":
-            targets = sorted(p.name for p in self.dir.iterdir()
-                             if p.is_dir() and p.name not in ("ca", "_backup") and (p / "cert.pem").exists())
+        if identity == "all":  # also the certificates another CA signed: this is how they come home
+            targets = self.identities()
         else:
             self._check_identity(identity)
             if not self.has(identity):
@@ -463,7 +503,7 @@ class PKI:
         backup = self._backup(targets)
         for t in targets:
             self._issue(t, index, ca)
-            if revoke_old:
+            if revoke_old and str(old[t]) in index["serials"]:  # another CA's serial means nothing to this CRL
                 self._mark_revoked(index, old[t])
         self._save_index(index)
         if revoke_old:
@@ -502,6 +542,47 @@ class PKI:
         self.refresh_crl()
         return [serial]
 
+    # integrity: every certificate against the current CA and its CRL
+    @staticmethod
+    def _issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+        """True when ca_cert signed cert: issuer name AND signature (a new CA of the same name fails)."""
+        try:
+            cert.verify_directly_issued_by(ca_cert)
+            return True
+        except Exception:  # ValueError (name), InvalidSignature, TypeError (key type): not ours either way
+            return False
+
+    def crl_problem(self, ca_cert: x509.Certificate | None = None) -> str | None:
+        """Why the CRL cannot be trusted (missing, unreadable, signed by another CA), or None."""
+        ca_cert = ca_cert or self._load_ca()[1]
+        try:
+            crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+        except FileNotFoundError:
+            return f"{self.crl_path} is missing"
+        except ValueError as exc:
+            return f"{self.crl_path} is damaged: {exc}"
+        if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):
+            return f"{self.crl_path} was not signed by the current CA"
+        return None
+
+    def crl_revoked(self) -> set[int]:
+        """The serials the CRL on disk revokes (empty when there is no trustworthy CRL)."""
+        try:
+            return {r.serial_number for r in x509.load_pem_x509_crl(self.crl_path.read_bytes())}
+        except (FileNotFoundError, ValueError):
+            return set()
+
+    def foreign(self) -> list[str]:
+        """Identities whose current certificate the current CA did not sign (the broker refuses them)."""
+        ca_cert = self._load_ca()[1]
+        return [i for i in self.identities() if not self._issued_by(self.load_cert(i), ca_cert)]
+
+    def _foreign_error(self, foreign: list[str]) -> PKIError:
+        return PKIError(f"{len(foreign)} certificate(s) in {self.dir} were not issued by the current CA "
+                        f"({', '.join(foreign)}): the broker refuses them",
+                        hint="re-issue them under this CA with `gridtwin pki rotate all`, which moves the old pairs "
+                             "to _backup/, then deploy the new pairs to the boards")
+
     def refresh_crl(self) -> Path:
         """Sign a new CRL of every revoked serial, next update `crl_days` ahead."""
         ca_key, ca_cert = self._load_ca()
@@ -531,7 +612,7 @@ class PKI:
         now = _now()
 
         def status(not_after: dt.datetime, recorded: str) -> str:
-            if recorded in ("revoked", "superseded"):
+            if recorded in ("revoked", "superseded", "foreign"):
                 return recorded
             if not_after <= now:
                 return "expired"
@@ -540,14 +621,17 @@ class PKI:
         rows = [CertInfo("ca", "ca", ca_cert.serial_number, ca_cert.not_valid_after_utc,
                          status(ca_cert.not_valid_after_utc, "valid"))]
         index = self._index()["serials"]
+        revoked = set() if self.crl_problem(ca_cert) else self.crl_revoked()
         current = set()
-        for p in sorted(self.dir.iterdir(), key=lambda p: p.name):
-            if p.is_dir() and p.name not in ("ca", "_backup") and (p / "cert.pem").exists():
-                cert = self.load_cert(p.name)
-                rec = index.get(str(cert.serial_number), {})
-                current.add(str(cert.serial_number))
-                rows.append(CertInfo(p.name, self.kind(p.name), cert.serial_number, cert.not_valid_after_utc,
-                                     status(cert.not_valid_after_utc, rec.get("status", "valid"))))
+        for identity in self.identities():
+            cert = self.load_cert(identity)
+            rec = index.get(str(cert.serial_number), {})
+            current.add(str(cert.serial_number))
+            # what the broker will do with it decides, not what the index remembers
+            recorded = ("foreign" if not self._issued_by(cert, ca_cert)
+                        else "revoked" if cert.serial_number in revoked else rec.get("status", "valid"))
+            rows.append(CertInfo(identity, self.kind(identity), cert.serial_number, cert.not_valid_after_utc,
+                                 status(cert.not_valid_after_utc, recorded)))
         if include_old:
             for serial, rec in sorted(index.items(), key=lambda kv: kv[1]["identity"]):
                 if serial not in current:
@@ -558,14 +642,25 @@ class PKI:
     def warnings(self) -> list[str]:
         """Human sentences for certificates and the CRL that expire soon or have expired."""
         out = []
-        for row in self.list():
-            if row.status == "expired":
+        rows = self.list()
+        foreign = [r.identity for r in rows if r.status == "foreign"]
+        if foreign:
+            err = self._foreign_error(foreign)
+            out.append(f"{err.message}; {err.hint}")
+        for row in rows:
+            if row.status == "revoked":
+                out.append(f"{row.identity}: the current certificate (serial {row.serial:x}) is revoked by the CRL; "
+                           f"run `gridtwin pki issue {row.identity} --force` and deploy it")
+            elif row.status == "expired":
                 out.append(f"{row.identity}: certificate expired on {row.not_after:%Y-%m-%d}; "
                            f"run `gridtwin pki rotate {row.identity}`")
             elif row.status == "expiring":
                 out.append(f"{row.identity}: certificate expires in {row.days_left:.0f} days "
                            f"({row.not_after:%Y-%m-%d}); run `gridtwin pki rotate {row.identity}`")
-        nu = self.crl_next_update()
+        problem = self.crl_problem()
+        if problem:
+            out.append(f"CRL: {problem}; run `gridtwin pki crl` and restart the broker")
+        nu = None if problem else self.crl_next_update()
         warn = dt.timedelta(days=self._setting("warn_days", DEFAULT_WARN_DAYS))
         if nu is not None and nu - _now() < warn:
             out.append(f"CRL: next update due {nu:%Y-%m-%d}; run `gridtwin pki crl` and restart the broker")

@@ -1,6 +1,7 @@
 """The site PKI: files, modes, refusals, rotation, revocation, and the DER a board loads."""
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -195,3 +196,90 @@ def test_daemon_instances_get_host_identities_of_their_own(tmp_path):
     from gridtwin.site import load_site
     site4 = load_site(sp.path)
     assert PKI.for_site(site4).ensure(site4) == ["gridtwin-host-4"]
+
+
+# --- integrity: a lost CA, certificates of another CA (issue 12 item 3) ------------------------
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("lost", ["ca", "ca+index"])
+def test_a_deleted_ca_with_node_certificates_is_refused_by_every_verb(site_pki_copy, capsys, lost):
+    from gridtwin import cli
+
+    pki, site = site_pki_copy.pki, str(site_pki_copy.path)
+    shutil.rmtree(pki.ca_dir)
+    if lost == "ca+index":  # what the issue's user had: no CA and no index, only the pairs
+        pki.index_path.unlink()
+    before = _tree(pki.dir)
+    for argv in (["vnode", "pdu_a"], ["demo", "--no-view", "--duration", "1"], ["pki", "init"],
+                 ["pki", "init", "--nodes"], ["pki", "issue", "--all"], ["pki", "list"]):
+        assert cli.main(["--site", site, *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, (argv, err)
+        err = err.splitlines()[-1]  # the demo says first what it starts
+        assert "the CA is missing" in err and "16 certificates" in err and "pki init --force" in err, err
+        assert _tree(pki.dir) == before, f"{argv} changed {pki.dir}"  # no new CA, nothing overwritten
+    assert cli.main(["--site", site, "doctor", "--json"]) == 1
+    pki_check = {r["check"]: r for r in json.loads(capsys.readouterr().out)}["pki"]
+    assert pki_check["ok"] is False and "is missing" in pki_check["found"] and "--force" in pki_check["fix"]
+    # --force starts over and keeps every old file in one backup folder
+    assert cli.main(["--site", site, "pki", "init", "--force", "--nodes"]) == 0
+    capsys.readouterr()
+    [backup] = list(pki.backup_dir.iterdir())
+    assert _tree(backup) == before
+    assert all(r.status == "valid" for r in pki.list())
+
+
+def test_pki_list_and_doctor_flag_certificates_another_ca_signed(site_pki_copy, capsys):
+    """A CA replaced by one of the same name: the issuer names still match, only the signature tells."""
+    from gridtwin import cli
+    from gridtwin.pki import _write, new_ca
+
+    pki, site = site_pki_copy.pki, str(site_pki_copy.path)
+    old_ca = pki._load_ca()[1]
+    key, ca = new_ca(old_ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value,
+                     organization=old_ca.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)[0].value)
+    assert ca.subject == old_ca.subject == pki.load_cert("pdu_a").issuer
+    _write(pki.ca_key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()), 0o600)
+    _write(pki.ca_cert_path, ca.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write(pki.ca_der_path, ca.public_bytes(serialization.Encoding.DER), 0o644)
+    ids = pki.identities()
+    assert {r.identity: r.status for r in pki.list() if r.kind != "ca"} == dict.fromkeys(ids, "foreign")
+
+    assert cli.main(["--site", site, "pki", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" foreign\n") == len(ids) and "warning:" in out and "`gridtwin pki rotate all`" in out
+    assert "CRL: " in out and "not signed by the current CA" in out  # the old CA's CRL is no use either
+    assert cli.main(["--site", site, "doctor", "--json"]) == 1
+    pki_check = {r["check"]: r for r in json.loads(capsys.readouterr().out)}["pki"]
+    assert pki_check["ok"] is False and "pki rotate all" in pki_check["found"] and "pdu_a" in pki_check["found"]
+    # every verb that would use them says so before starting anything, instead of "nothing to do"
+    for argv in (["pki", "issue", "--all"], ["vnode", "pdu_a"]):
+        assert cli.main(["--site", site, *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not issued by the current CA" in err and "pki rotate all" in err, err
+    old_pairs = {i: pki.key_path(i).read_bytes() for i in ids}
+    assert cli.main(["--site", site, "pki", "rotate", "all"]) == 0
+    assert "(it was not from this CA)" in capsys.readouterr().out
+    assert cli.main(["--site", site, "pki", "crl"]) == 0
+    capsys.readouterr()
+    assert all(r.status == "valid" for r in pki.list()) and pki.warnings() == []
+    for i in ids:
+        pki.load_cert(i).verify_directly_issued_by(ca)
+        assert [b.read_bytes() for b in pki.backup_dir.glob(f"*/{i}/key.pem")] == [old_pairs[i]]  # backed up
+    assert cli.main(["--site", site, "doctor", "--json"]) == 0
+    assert {r["check"]: r for r in json.loads(capsys.readouterr().out)}["pki"]["ok"] is True
+
+
+def test_a_current_certificate_the_crl_revokes_is_not_called_valid(site_pki_copy):
+    pki = site_pki_copy.pki
+    cert = pki.cert_path("srv_a").read_bytes()
+    pki.revoke("srv_a")
+    [backup] = list(pki.backup_dir.glob("*/srv_a"))
+    shutil.copytree(backup, pki.identity_dir("srv_a"))  # the revoked pair put back by hand
+    assert pki.cert_path("srv_a").read_bytes() == cert
+    assert {r.identity: r.status for r in pki.list()}["srv_a"] == "revoked"
+    assert any(w.startswith("srv_a: the current certificate") and "revoked by the CRL" in w for w in pki.warnings())

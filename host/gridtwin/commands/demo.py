@@ -40,9 +40,15 @@ def run(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        counts = {n: demo.daemon.store.count_readings(n) for n in demo.node_ids}
+        counts = demo.run_counts()  # this run's readings, not the database's total
         demo.stop()
-    print(f"gridtwin: demo stopped at twin t={demo.twin.t:.0f} s; {sum(counts.values())} readings from "
-          f"{sum(1 for c in counts.values() if c)} nodes stored in {site.var_dir}; "
+    silent = demo.never_online(counts)
+    print(f"gridtwin: demo stopped at twin t={demo.twin.t:.0f} s; this run stored {sum(counts.values())} readings "
+          f"from {len(counts) - len(silent)} of {len(counts)} nodes in {site.var_dir}; "
           f"try `gridtwin query srv_a load_kw --since 10m`", file=sys.stderr)
+    if silent:
+        print(f"gridtwin: {len(silent)} node(s) never came online during this run: {', '.join(silent)} (see "
+              f"{demo.dir / 'boards'}/<node>/console.log, and `gridtwin pki list` for refused certificates)",
+              file=sys.stderr)
+        return 1
     return 0

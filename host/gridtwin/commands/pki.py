@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from gridtwin import broker
-    from gridtwin.pki import PKI
+    from gridtwin.pki import PKI, SERVER_IDENTITY
     from gridtwin.site import load_site
 
     if not getattr(args, "action", None):
@@ -56,18 +56,23 @@ def run(args) -> int:
             folder = pki.issue(args.identity, force=args.force)
             print(f"{args.identity}: {folder}/cert.pem + key.pem (host), cert.der + key.der (board)")
     elif args.action == "rotate":
-        for identity, backup in pki.rotate(args.identity, revoke_old=args.revoke_old):
-            print(f"{identity}: new key and certificate; old pair in {backup}")
-        if args.revoke_old:
-            print(broker.notify_revocation(site))
-        else:
+        foreign = set(pki.foreign())
+        rotated = pki.rotate(args.identity, revoke_old=args.revoke_old)
+        for identity, backup in rotated:
+            print(f"{identity}: new key and certificate; old pair in {backup}"
+                  + (" (it was not from this CA)" if identity in foreign else ""))
+        if args.revoke_old or any(i == SERVER_IDENTITY for i, _ in rotated):
+            print(broker.notify_revocation(site))  # a new CRL or server certificate: the broker restarts
+        if not args.revoke_old and any(i not in foreign for i, _ in rotated):
             print("the old certificates stay valid until revoked: deploy the new ones, then "
                   "`gridtwin pki revoke ID --serial OLD` (serials in `pki list --all`)")
+        print("deploy the new pairs: `gridtwin deploy --node NODE --port /dev/ttyACM0` for a board; "
+              "virtual nodes (`vnode`, `demo`) take theirs at start")
     elif args.action == "revoke":
         serials = pki.revoke(args.identity, serial=args.serial)
         print(f"{args.identity}: revoked serial {', '.join(map(str, serials))}; CRL re-signed ({pki.crl_path})")
         print(broker.notify_revocation(site))
-    elif args.action == "list":
+    elif args.action == "list":  # statuses verify each certificate against the current CA and CRL
         rows = pki.list(include_old=args.all)
         width = max(len(r.identity) for r in rows)
         print(f"{'identity':<{width}}  {'kind':<7}  {'serial':<40}  {'expires':<10}  status")

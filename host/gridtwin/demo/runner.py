@@ -43,6 +43,7 @@ class Demo:
         self._stop = threading.Event()
         self._counts: dict[str, int] = {}
         self._counts_at = 0.0
+        self._base: dict[str, int] = {}  # readings the store held before this run (run_counts subtracts them)
 
     def start(self) -> "Demo":
         from gridtwin.daemon.connection import endpoint_from_site
@@ -73,6 +74,7 @@ class Demo:
         try:
             ep = dataclasses.replace(endpoint_from_site(site), host="127.0.0.1", port=self.port)
             self.daemon = Daemon.from_site(site, endpoint=ep, **self.daemon_overrides).start()
+            self._base = {n: self.daemon.store.count_readings(n) for n in self.node_ids}
             boards = self.dir / "boards"
             self.fleet = VirtualFleet(site, pki, boards, broker=("127.0.0.1", self.port), nodes=self.node_ids,
                                       speed=self.speed, heap=self.heap)
@@ -116,6 +118,15 @@ class Demo:
             self._counts_at = now
             self._counts = {n: self.daemon.store.count_readings(n) for n in self.node_ids}
         return self._counts
+
+    def run_counts(self) -> dict[str, int]:
+        """Readings stored during this run, per node (the site's database also holds earlier runs')."""
+        return {n: self.daemon.store.count_readings(n) - self._base.get(n, 0) for n in self.node_ids}
+
+    def never_online(self, counts: dict[str, int] | None = None) -> list[str]:
+        """The nodes that stored no reading during this run: the demo fails naming them."""
+        counts = self.run_counts() if counts is None else counts
+        return [n for n in self.node_ids if not counts.get(n)]
 
     def stop(self) -> None:
         self._stop.set()
