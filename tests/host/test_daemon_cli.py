@@ -153,7 +153,9 @@ def test_nodes_cmd_query_tail_and_metrics(running, broker):
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
         stored = int(re.search(r"(?m)^gridtwin_stored_total (\d+)", text).group(1))
-        assert stored >= 7 and "gridtwin_spool_depth 0" in text and 'gridtwin_rejected_total{reason="none"} 0' in text
+        assert stored >= 7 and "gridtwin_spool_depth 0" in text and 'reason="none"' not in text
+        # per-node gauges for Prometheus users; no InfluxDB gauge on the SQLite backend
+        assert 'gridtwin_node_online{node="pdu_a"} 1' in text and "influx_reachable" not in text
 
         # /cmd is not for anyone on the host: it needs the token only the daemon's user can read
         req = urllib.request.Request(f"http://127.0.0.1:{metrics_port}/cmd", data=b'{"node":"pdu_a","cmd":"x"}')

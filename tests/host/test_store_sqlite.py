@@ -110,3 +110,96 @@ def test_an_unwritable_database_is_a_clear_error(tmp_path):
     (tmp_path / "ro").write_text("not a folder")
     with pytest.raises(StoreError, match="cannot open the database"):
         SqliteStore(tmp_path / "ro" / "db")
+
+
+def test_the_database_and_its_side_files_are_private(tmp_path):
+    """Readings and command history are the daemon's: var/ 0700, database, WAL and SHM 0600,
+    whatever the umask (issue #19: `nobody` could read every reading)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        s = SqliteStore(tmp_path / "var" / "gridtwin.db")
+        s.write_batch([tel(seq=0)])
+        files = [tmp_path / "var" / f for f in ("gridtwin.db", "gridtwin.db-wal", "gridtwin.db-shm")]
+        assert all(f.exists() for f in files)
+        assert stat.S_IMODE((tmp_path / "var").stat().st_mode) == 0o700
+        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+        s.close()
+        # an older install made them 0644: the next open tightens them
+        for f in files[:1]:
+            os.chmod(f, 0o644)
+        os.chmod(tmp_path / "var", 0o755)
+        SqliteStore(tmp_path / "var" / "gridtwin.db").close()
+        assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "var").stat().st_mode) == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_stored_values_are_the_validated_ones_and_old_databases_are_migrated(tmp_path):
+    s = SqliteStore(tmp_path / "db")
+    s.write_batch([tel(seq=0, t=1.5, p=2)])
+    assert s.conn.execute("SELECT msg FROM readings").fetchone()[0] == '{"t":1.5,"p":2}'
+    s.close()
+    # a database of the first release kept the whole payload; its queries keep working after an open
+    conn = sqlite3.connect(tmp_path / "old.db")
+    conn.executescript("CREATE TABLE readings (node TEXT NOT NULL, boot TEXT NOT NULL, seq INTEGER NOT NULL, "
+                       "ts INTEGER NOT NULL, hist INTEGER NOT NULL DEFAULT 0, msg TEXT NOT NULL);"
+                       "CREATE TABLE nodes (id TEXT PRIMARY KEY, state TEXT, fw TEXT, board TEXT, reset TEXT, "
+                       "boot TEXT, heap REAL, rssi REAL, uptime REAL, cfg TEXT, sensors TEXT, outbox REAL, "
+                       "drops REAL, interval REAL, last_seen INTEGER, status_at INTEGER);")
+    conn.execute("INSERT INTO readings VALUES ('n1', '1', 0, ?, 0, ?)",
+                 (NOW, json.dumps({"v": 1, "node": "n1", "boot": 1, "seq": 0, "ts": NOW, "m": {"t": 4.5}})))
+    conn.commit()
+    conn.close()
+    old = SqliteStore(tmp_path / "old.db")
+    assert old.query("n1", "t", since_ms=0) == [(NOW, 4.5)]
+    assert old.latest("n1") == (NOW, {"t": 4.5})
+    assert "rejected" in old.nodes()[0] if old.nodes() else True
+    old.close()
+
+
+def _corrupt_pages(path):
+    """Overwrite the pages after the header (the readings' B-trees) with junk."""
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big") or 65536
+    for i in range(page, len(data), 7):
+        data[i] = 0x5A
+    path.write_bytes(bytes(data))
+
+
+def _made_db(tmp_path, name="gridtwin.db"):
+    path = tmp_path / name
+    s = SqliteStore(path)
+    s.write_batch([tel(seq=i) for i in range(300)])
+    s.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    s.close()
+    return path
+
+
+def test_a_corrupt_database_is_named_with_its_fix(tmp_path):
+    from gridtwin.daemon.store_sqlite import CorruptDatabase
+
+    header = _made_db(tmp_path, "header.db")
+    header.write_bytes(b"\0" * 100 + header.read_bytes()[100:])
+    with pytest.raises(CorruptDatabase) as exc:
+        SqliteStore(header, check=True)
+    assert "header.db is corrupt" in exc.value.message and "mv " in exc.value.hint
+    assert "disk is not full" not in str(exc.value)
+
+    pages = _made_db(tmp_path, "pages.db")
+    _corrupt_pages(pages)
+    with pytest.raises(CorruptDatabase):
+        SqliteStore(pages, check=True)       # the daemon's start and doctor
+    # a reader that skipped the check (the CLI) meets it mid-query: the same error, never a traceback
+    store = SqliteStore(pages)
+    met = 0
+    for read in (lambda: store.query("n1", "t", since_ms=0), store.count_readings, store.nodes,
+                 lambda: store.latest("n1")):
+        try:
+            read()
+        except CorruptDatabase:
+            met += 1
+    assert met >= 1

@@ -31,7 +31,9 @@ SCHEMA.setdefault("storage", Section({
 }, help="telemetry storage"))
 
 SCHEMA.setdefault("daemon", Section({
-    "client_id": Key(str, "gridtwin-daemon", help="MQTT client id: fixed, so the broker keeps the session while the daemon restarts"),
+    "client_id": Key(str, "", help="MQTT client id of instance 1 (fixed, so the broker keeps the session while the "
+                                   "daemon restarts); empty: the host certificate's CN, which the rendered broker "
+                                   "uses as client id anyway (use_username_as_clientid)"),
     "shared_group": Key(str, "", help="non-empty: ingest through $share/<group>/... so several daemons split the load"),
     "instances": Key(int, 1, check=in_range(1, 16),
                      help="host daemons sharing the ingest (`gridtwin daemon --instance K`); each has its own "

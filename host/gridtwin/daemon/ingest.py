@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 from gridtwin.daemon import validate
 from gridtwin.daemon.lineprotocol import LineProtocolError, telemetry_line
 from gridtwin.daemon.metrics import Metrics
-from gridtwin.daemon.store_sqlite import StoreError
+from gridtwin.daemon.store_sqlite import BatchResult, CorruptDatabase, StoreError
 
 log = logging.getLogger("gridtwin.daemon.ingest")
 
@@ -63,7 +63,9 @@ class Ingest:
         self._gen = 0
         self._logged: dict = {}
         self._last_fail_log = -1e9
-        self._suppressed = 0
+        self._suppressed: dict = {}
+        self._node_rejects: dict = {}   # node -> (count, last reason, at ms), stored with the next batch
+        self.on_fatal = None            # fn(thread name): the writer died (service.Daemon exits)
         self.client: mqtt.Client | None = None
         self._writer: threading.Thread | None = None
         self.host_prefix = f"{self.root}/_host/"
@@ -168,29 +170,90 @@ class Ingest:
     # -- writer thread ----------------------------------------------------------------------
     def _write_loop(self) -> None:
         inbox = self._inbox
-        while True:
-            self._wake.clear()
-            while inbox:
-                n = min(len(inbox), self.batch_max)
-                self._process([inbox.popleft() for _ in range(n)])
-                self._drained.set()
-            if self._stop.is_set():
-                return
-            self._wake.wait(1.0)
+        try:
+            while True:
+                self._wake.clear()
+                while inbox:
+                    n = min(len(inbox), self.batch_max)
+                    self._process([inbox.popleft() for _ in range(n)])
+                    self._drained.set()
+                if self._stop.is_set():
+                    return
+                self._wake.wait(1.0)
+        except CorruptDatabase as exc:
+            log.critical("%s; %s", exc.message, exc.hint)
+            if self.on_fatal:
+                self.on_fatal("ingest-writer")
+        except BaseException:
+            # Should never happen (every message is stored or rejected); if it does, say so loudly
+            # and let /healthz turn 503 and the daemon exit non-zero, so its supervisor restarts it
+            # (the unacknowledged batch comes back from the broker).
+            log.critical("the ingest writer stopped: nothing more is stored until the daemon restarts",
+                         exc_info=True)
+            if self.on_fatal:
+                self.on_fatal("ingest-writer")
 
     def _reject(self, topic: str, node: str | None, r: validate.Rejected) -> None:
         self.metrics.rejected[r.reason] += 1
+        now_ms = int(time.time() * 1000)
+        if node is not None and r.reason != "unknown_node" and len(self._node_rejects) < 10000:
+            n, _text, _at = self._node_rejects.get(node, (0, "", 0))
+            self._node_rejects[node] = (n + 1, f"{r.reason}: {r.detail}"[:300], now_ms)
+        # one line per (node, reason) every LOG_EVERY_S at most: a flood must not fill the disk
         key = (node, r.reason)
         now = time.monotonic()
         if now - self._logged.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
             if len(self._logged) > 10000:
                 self._logged.clear()
             self._logged[key] = now
-            more = f" ({self._suppressed} similar lines suppressed)" if self._suppressed else ""
-            self._suppressed = 0
-            log.warning("rejected node=%s topic=%r reason=%s: %s%s", node or "?", topic[:120], r.reason, r.detail, more)
-        else:
-            self._suppressed += 1
+            more = self._suppressed.pop(key, 0)
+            more = f" (+{more} more like it in the last {LOG_EVERY_S:.0f} s)" if more else ""
+            log.warning("rejected node=%s topic=%r reason=%s: %s%s", node or "?", topic[:120], r.reason,
+                        r.detail[:300], more)
+        elif len(self._suppressed) < 10000:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+
+    def _store(self, tel, statuses, acks, logs, spool):
+        """One transaction for the batch. Should the store refuse a value for a reason other than
+        the database itself (a bind error: something validation let through), the batch is
+        written message by message and only the message that fails is rejected ("internal")."""
+        rejects, self._node_rejects = self._node_rejects, {}
+        try:
+            return self.store.write_batch(tel, statuses, acks, logs, spool, rejects=rejects)
+        except StoreError:
+            self._node_rejects.update(rejects)
+            raise
+        except Exception:
+            pass
+        root = self.root
+        singles = [("telemetry", t.node, ([t], (), (), (), [spool[i]] if spool else None))
+                   for i, t in enumerate(tel)]
+        singles += [("status", n, ((), [(n, st)], (), (), None)) for n, st in statuses]
+        singles += [("ack", n, ((), (), [(n, a)], (), None)) for n, a in acks]
+        singles += [("log", n, ((), (), (), [(n, lg)], None)) for n, lg in logs]
+        total = BatchResult(0, 0, [])
+        for kind, node, parts in singles:
+            try:
+                res = self.store.write_batch(*parts)
+            except StoreError:
+                self._node_rejects.update(rejects)
+                raise
+            except Exception as exc:
+                self._reject(f"{root}/{node}/{kind}", node,
+                             validate.Rejected("internal", f"the store refused it: {exc!r}"[:200]))
+                continue
+            total.stored += res.stored
+            total.duplicates += res.duplicates
+            total.gaps += res.gaps
+        if rejects or self._node_rejects:
+            merged = dict(rejects)
+            merged.update(self._node_rejects)
+            self._node_rejects = {}
+            try:
+                self.store.write_batch((), rejects=merged)
+            except Exception:  # bookkeeping only: never worth the batch
+                pass
+        return total
 
     def _process(self, batch: list) -> None:
         m = self.metrics
@@ -216,8 +279,7 @@ class Ingest:
             except validate.Rejected as r:
                 self._reject(topic, node, r)
             except Exception as exc:  # a validator bug must cost one message, never the daemon
-                log.exception("validating %r failed", topic[:120])
-                self._reject(topic, node, validate.Rejected("internal", repr(exc)[:200]))
+                self._reject(topic, node, validate.Rejected("internal", f"validating failed: {exc!r}"[:200]))
         spool = None
         if self.influx_measurement and tel:
             # validation leaves nothing line protocol cannot carry; should that ever change, the
@@ -233,8 +295,12 @@ class Ingest:
         backoff = 0.1
         while True:
             try:
-                res = self.store.write_batch(tel, statuses, acks, logs, spool)
+                res = self._store(tel, statuses, acks, logs, spool)
                 break
+            except CorruptDatabase:
+                # retrying cannot help: stop (the batch stays unacknowledged at the broker) and let
+                # the daemon exit non-zero; its next start says the same at quick_check
+                raise
             except StoreError as exc:
                 m.store_error()
                 log.error("%s; retrying in %.1f s (messages stay unacknowledged meanwhile)", exc, backoff)

@@ -31,6 +31,15 @@ class Metrics:
         self.subscribed = False
         self.started = time.time()
         self.gauges = {}         # name -> callable returning a number (spool depth, nodes online, ...)
+        self.node_gauges = None  # callable -> [(node, {name: value})] for per-node gauges
+        self.threads: list = []  # worker threads that must be alive while the daemon runs
+        self.stopping = False
+
+    def watch(self, thread) -> None:
+        self.threads.append(thread)
+
+    def dead_threads(self) -> list[str]:
+        return [] if self.stopping else [t.name for t in self.threads if not t.is_alive()]
 
     @property
     def rejected_total(self) -> int:
@@ -50,7 +59,7 @@ class Metrics:
         metric("duplicates_total", "counter", "telemetry messages already stored (QoS 1 redelivery, replays)",
                [("", self.duplicates)])
         metric("rejected_total", "counter", "messages that broke the payload contract, by reason",
-               [(f'{{reason="{r}"}}', n) for r, n in sorted(self.rejected.items())] or [('{reason="none"}', 0)])
+               [(f'{{reason="{r}"}}', n) for r, n in sorted(self.rejected.items()) if n])
         metric("gaps_total", "counter", "forward jumps in seq within a boot", [("", self.gaps)])
         metric("missing_total", "counter", "messages missing in seq gaps", [("", self.missing)])
         metric("store_errors_total", "counter", "failed storage transactions (retried)", [("", self.store_errors)])
@@ -62,14 +71,31 @@ class Metrics:
                 value = fn()
             except Exception:  # a gauge must never break /metrics
                 continue
-            metric(name, "gauge", name.replace("_", " "), [("", value)])
+            if value is not None:
+                metric(name, "gauge", name.replace("_", " "), [("", value)])
+        if self.node_gauges:
+            try:
+                rows = self.node_gauges()
+            except Exception:  # a gauge must never break /metrics
+                rows = []
+            by_name: dict = {}
+            for node, values in rows:
+                for name, value in values.items():
+                    if value is not None:
+                        by_name.setdefault(name, []).append((f'{{node="{node}"}}', value))
+            for name, (help_text, samples) in sorted((n, (NODE_GAUGES.get(n, n), v)) for n, v in by_name.items()):
+                metric(f"node_{name}", "gauge", help_text, samples)
         return "\n".join(out) + "\n"
 
     def health(self) -> tuple[bool, dict]:
-        ok = self.subscribed and self.store_errors_recent() == 0
-        return ok, {"ok": ok, "mqtt_connected": self.connected, "subscribed": self.subscribed, "received": self.received,
-                    "stored": self.stored, "rejected": self.rejected_total,
-                    "uptime_s": round(time.time() - self.started, 1)}
+        dead = self.dead_threads()
+        ok = self.subscribed and self.store_errors_recent() == 0 and not dead
+        info = {"ok": ok, "mqtt_connected": self.connected, "subscribed": self.subscribed, "received": self.received,
+                "stored": self.stored, "rejected": self.rejected_total,
+                "uptime_s": round(time.time() - self.started, 1)}
+        if dead:
+            info["dead_threads"] = dead
+        return ok, info
 
     _last_error_at = 0.0
 
@@ -79,6 +105,19 @@ class Metrics:
 
     def store_errors_recent(self) -> int:
         return int(time.time() - self._last_error_at < 30)
+
+
+# per-node gauges on /metrics (gridtwin_node_<name>{node="..."}) for Prometheus users
+NODE_GAUGES = {
+    "online": "1 while the node is online (birth seen, no will since, not stale)",
+    "last_seen_seconds": "seconds since the node's last message",
+    "rssi_dbm": "Wi-Fi signal strength the node reported last",
+    "heap_free_bytes": "free heap the node reported last",
+    "heap_min_bytes": "lowest free heap since the node's boot",
+    "outbox": "readings waiting in the node's outbox",
+    "drops": "readings the node dropped (outbox full) since its boot",
+    "rejected": "messages of the node the daemon refused",
+}
 
 
 class MetricsServer:

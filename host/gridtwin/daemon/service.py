@@ -52,6 +52,14 @@ def setup_logging(verbose: bool = False, fmt: str = "auto") -> None:
     root.propagate = False
 
 
+def tail_line(t) -> bytes:
+    """A stored reading as `gridtwin tail` shows it: the validated values, not the node's bytes."""
+    doc = {"v": validate.SCHEMA_VERSION, "node": t.node, "boot": t.boot, "seq": t.seq, "ts": t.ts, "m": t.m}
+    if t.hist:
+        doc["hist"] = True
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
 class Daemon:
     def __init__(self, *, endpoint, db_path: Path | str, client_id: str = "gridtwin-daemon",
                  known_nodes=None, shared_group: str = "", limits: validate.Limits = validate.DEFAULT_LIMITS,
@@ -70,7 +78,7 @@ class Daemon:
         self._alerts: dict[str, int] = {}
         self.endpoint = endpoint
         self.metrics = Metrics()
-        self.store = SqliteStore(db_path, sync=sync)
+        self.store = SqliteStore(db_path, sync=sync, check=True)
         # On a shared subscription each daemon sees only part of a node's seq numbers, so a
         # per-process high-water mark would report a gap at nearly every message.
         self.store.track_gaps = not shared_group
@@ -88,7 +96,12 @@ class Daemon:
         self._tails: set = set()
         self.ingest.listeners.append(self._feed_tails)
         self.metrics.gauges["spool_depth"] = self.store.spool_depth
-        self.metrics.gauges["influx_reachable"] = lambda: int(self.forwarder.reachable) if self.forwarder else 1
+        if self.forwarder:  # only where there is an InfluxDB to reach
+            self.metrics.gauges["influx_reachable"] = lambda: int(self.forwarder.reachable)
+        self.metrics.node_gauges = self._node_gauges
+        # set when a worker thread dies: run_forever returns non-zero so a supervisor restarts us
+        self.failed = threading.Event()
+        self.ingest.on_fatal = lambda name: self.failed.set()
         self.token = secrets.token_hex(16)
         self.state_file = Path(db_path).parent / ("daemon.json" if instance == 1 else f"daemon-{instance}.json")
         self.metrics_server = None
@@ -139,7 +152,7 @@ class Daemon:
         # Instance 1 keeps [daemon] client_id (its lock file and _host/daemon/<id> status topic stay
         # as they were); the rendered broker replaces any client id by the CN anyway. The others
         # send their CN, which is the id the broker uses, so logs, lock and status topic agree with it.
-        client_id = d.client_id if instance == 1 else identity
+        client_id = (d.client_id or identity) if instance == 1 else identity
         kw = dict(endpoint=endpoint_from_site(site, identity), db_path=config.db_path(site), client_id=client_id,
                   known_nodes=site.node_ids, shared_group=config.shared_group(site), instance=instance,
                   limits=validate.Limits(max_bytes=st.max_payload, max_past_ms=st.max_past_days * DAY_MS,
@@ -176,6 +189,7 @@ class Daemon:
         if self.forwarder:
             self.forwarder.start()
         self.ingest.start()
+        self.metrics.watch(self.ingest._writer)
         if self.metrics_server:
             # how the CLI finds this daemon (port may be ephemeral) and proves it may command it
             tmp = self.state_file.with_suffix(".tmp")
@@ -191,6 +205,7 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self.metrics.stopping = True
         try:
             if json.loads(self.state_file.read_text()).get("pid") == os.getpid():
                 self.state_file.unlink()
@@ -208,15 +223,23 @@ class Daemon:
             self._lockfile.close()  # releases the lock
 
     def run_forever(self) -> int:
-        done = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        """Run until SIGINT, SIGTERM or SIGHUP (0), or until a worker thread dies (1: a supervisor
+        such as systemd's Restart=on-failure starts a fresh daemon, and the broker redelivers)."""
+        done = self.failed
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: done.set())
+        self._signalled = False
         self.start()
         where = f" /metrics on port {self.metrics_server.port}" if self.metrics_server else ""
         log.info("daemon running: database %s,%s", self.store.path, where)
-        done.wait()
+        while not done.wait(1.0):
+            pass
+        dead = self.metrics.dead_threads()
         log.info("stopping: storing what was received; the broker keeps the rest for the next start")
         self.stop()
+        if dead:
+            log.error("exiting with status 1: %s stopped", ", ".join(dead))
+            return 1
         return 0
 
     # -- local HTTP API (gridtwin cmd, gridtwin tail) ----------------------------------------
@@ -264,7 +287,7 @@ class Daemon:
                     continue
                 if node and t.node != node:
                     continue
-                handler.wfile.write(t.raw.encode() + b"\n")
+                handler.wfile.write(tail_line(t) + b"\n")
                 handler.wfile.flush()
         except OSError:
             pass  # the reader went away
@@ -272,6 +295,22 @@ class Daemon:
             self._tails.discard(q)
             handler.close_connection = True
         return None
+
+    def _node_gauges(self) -> list:
+        """Per-node gauges for /metrics: state, age and the health the node reported last."""
+        from gridtwin.daemon.registry import fleet
+
+        now_ms = int(time.time() * 1000)
+        rows = {r["id"]: r for r in self.store.nodes()}
+        out = []
+        for v in fleet(self.store, self.site, now_ms, self.stale_intervals):
+            r = rows.get(v.id, {})
+            out.append((v.id, {"online": int(v.state == "online"),
+                               "last_seen_seconds": None if v.age_s is None else round(v.age_s, 1),
+                               "rssi_dbm": r.get("rssi"), "heap_free_bytes": r.get("heap"),
+                               "heap_min_bytes": r.get("heap_min"), "outbox": r.get("outbox"),
+                               "drops": r.get("drops"), "rejected": r.get("rejected") or 0}))
+        return out
 
     def maintain(self, now_ms: int | None = None) -> int:
         """Retention: raw readings older than raw_days become 1-minute rollups; old rollups go."""

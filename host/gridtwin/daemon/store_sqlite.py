@@ -17,6 +17,7 @@ Only the daemon's writer thread writes readings; the CLI opens its own connectio
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -32,7 +33,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     node TEXT NOT NULL, boot TEXT NOT NULL, seq INTEGER NOT NULL,
     ts INTEGER NOT NULL, hist INTEGER NOT NULL DEFAULT 0,
-    msg TEXT NOT NULL  -- the validated payload as the node sent it; metrics under $.m
+    msg TEXT NOT NULL  -- the metrics object {name: number} as the validator checked it
 );
 CREATE UNIQUE INDEX IF NOT EXISTS readings_key ON readings (node, boot, seq);  -- the de-duplication
 CREATE INDEX IF NOT EXISTS readings_node_ts ON readings (node, ts);
@@ -67,19 +68,35 @@ CREATE TABLE IF NOT EXISTS gaps (
 CREATE TABLE IF NOT EXISTS logs (
     node TEXT NOT NULL, ts INTEGER, lvl TEXT, msg TEXT, received INTEGER NOT NULL
 );
+-- node health over time (each status a node publishes: its birth, then one per health interval)
+CREATE TABLE IF NOT EXISTS health (
+    node TEXT NOT NULL, ts INTEGER NOT NULL, heap REAL, heap_min REAL, rssi REAL, uptime REAL,
+    outbox REAL, drops REAL
+);
+CREATE INDEX IF NOT EXISTS health_node_ts ON health (node, ts);
 -- line protocol waiting for InfluxDB, in arrival order (AUTOINCREMENT never reuses an id)
 CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL);
 """
 
+# One row per element of a JSON array of [node, boot, seq, ts, hist, {metrics}] that write_batch
+# builds itself from the validated values: never from the node's payload, which SQLite would read
+# differently from Python (duplicate keys: first wins here, last there; escaped keys). The metrics
+# object comes back from json_extract as its text, numbers as written.
 INSERT_BATCH = (
     "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) "
-    "SELECT json_extract(value, '$.node'), CAST(json_extract(value, '$.boot') AS TEXT), "
-    "json_extract(value, '$.seq'), json_extract(value, '$.ts'), coalesce(json_extract(value, '$.hist'), 0), value "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+    "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') "
     "FROM json_each(?)"  # json_extract, not ->>: SQLite before 3.38 (Debian bullseye) lacks ->>
 )
+_ROWS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+SCHEMA_VERSION = 1  # PRAGMA user_version; 0: readings.msg held the whole payload (metrics under $.m)
 
 STATUS_COLUMNS = ("state", "fw", "board", "reset", "boot", "heap", "rssi", "uptime", "cfg",
-                  "sensors", "outbox", "drops", "interval")
+                  "sensors", "outbox", "drops", "interval", "heap_min")
+HEALTH_COLUMNS = ("heap", "heap_min", "rssi", "uptime", "outbox", "drops")
+# columns added to nodes after its first release (databases made then get them by ALTER TABLE)
+NODE_EXTRA_COLUMNS = (("heap_min", "REAL"), ("rejected", "INTEGER"), ("last_reject", "TEXT"),
+                      ("last_reject_at", "INTEGER"))
 
 
 class StoreError(GridTwinError):
@@ -97,27 +114,124 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def connect(path: Path | str, sync: str = "normal") -> sqlite3.Connection:
+CORRUPT_HINT = ("move it aside (`mv {path} {path}.corrupt`) and start again: a new database is made, and "
+                "the broker still holds every message the daemon had not acknowledged")
+
+
+class CorruptDatabase(StoreError):
+    """The file is not a usable SQLite database: a destroyed header or damaged pages."""
+
+    def __init__(self, path: Path, detail: str):
+        super().__init__(f"the database {path} is corrupt ({detail})", hint=CORRUPT_HINT.format(path=path))
+
+
+_CORRUPT = ("file is not a database", "malformed", "corrupt")
+
+
+def _is_corruption(exc: Exception) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return True
+    return any(word in str(exc) for word in _CORRUPT)
+
+
+def error(path: Path, exc: Exception, doing: str, hint: str) -> StoreError:
+    """The project's error for a failed SQLite call: corruption says so and names the fix."""
+    if _is_corruption(exc):
+        return CorruptDatabase(path, str(exc))
+    return StoreError(f"{doing} {path}: {exc}", hint=hint)
+
+
+def secure_dir(folder: Path) -> None:
+    """The site's var/ is the daemon's alone (0700): readings and command history are private."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077 and folder.name == "var":
+        os.chmod(folder, 0o700)
+
+
+def _private(path: Path) -> None:
+    """Database, WAL and shared-memory file mode 0600, whoever made them and with which umask."""
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if p.stat().st_mode & 0o077:
+                os.chmod(p, 0o600)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            pass  # a reader that does not own the file (the CLI as another user): not ours to change
+
+
+def quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    """PRAGMA quick_check: damaged pages found now, with a clear message, not mid-query later."""
+    try:
+        rows = conn.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise error(path, exc, "cannot check", "") from None
+    if rows != [("ok",)]:
+        raise CorruptDatabase(path, "; ".join(r[0] for r in rows)[:300])
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= SCHEMA_VERSION:
+        return
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(nodes)")}
+    conn.execute("BEGIN")
+    if version < 1:
+        # readings.msg: the whole payload -> its metrics object (what queries read, validated)
+        conn.execute("UPDATE readings SET msg = json_extract(msg, '$.m') WHERE json_type(msg, '$.m') = 'object'")
+    for col, kind in NODE_EXTRA_COLUMNS:
+        if col not in cols:
+            conn.execute(f"ALTER TABLE nodes ADD COLUMN {col} {kind}")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    conn.execute("COMMIT")
+
+
+def connect(path: Path | str, sync: str = "normal", check: bool = False) -> sqlite3.Connection:
+    """Open (or make) the database. ``check``: run PRAGMA quick_check first (the daemon at start
+    and `doctor`; it reads every page, so the CLI's readers skip it and report corruption when a
+    query meets it)."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-        conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: the hot index pages of a fleet stay in memory
-        conn.executescript(SCHEMA)
+        secure_dir(path.parent)
+        old = os.umask(0o077)  # SQLite makes the -wal and -shm files with the process umask
+        try:
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: the hot index pages of a fleet stay in memory
+            if check:
+                quick_check(conn, path)
+            conn.executescript(SCHEMA)
+            _migrate(conn)
+        finally:
+            os.umask(old)
+        _private(path)
     except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"cannot open the database {path}: {exc}",
-                         hint="check that the site's var/ folder is writable and the disk is not full") from None
+        raise error(path, exc, "cannot open the database",
+                    "check that the site's var/ folder is writable and the disk is not full") from None
     return conn
+
+
+def _reads(fn):
+    """A reader's SQLite error (damaged pages met mid-query) as the project's error, named."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise error(self.path, exc, "cannot read", "is the site's var/ folder readable?") from None
+    return wrapper
 
 
 class SqliteStore:
     """Readings, registry, command history, alerts and the InfluxDB spool in one SQLite file."""
 
-    def __init__(self, path: Path | str, sync: str = "normal"):
+    def __init__(self, path: Path | str, sync: str = "normal", check: bool = False):
         self.path = Path(path)
-        self.conn = connect(self.path, sync)
+        self.conn = connect(self.path, sync, check)
         self._lock = threading.Lock()   # one writer at a time on this connection
         self._last_seq: dict[tuple[str, str], int] = {}
         self.track_gaps = True  # off when daemons share the stream (service.Daemon sets it)
@@ -173,15 +287,19 @@ class SqliteStore:
             last[key] = max(prev, t.seq)
         return gaps
 
-    def write_batch(self, readings, statuses=(), acks=(), logs=(), spool_lines=None) -> BatchResult:
-        """Store one batch in one transaction; returns what was new. Raises StoreError."""
+    def write_batch(self, readings, statuses=(), acks=(), logs=(), spool_lines=None, rejects=None) -> BatchResult:
+        """Store one batch in one transaction; returns what was new. Raises StoreError.
+
+        ``rejects``: {node: (count, "reason: detail", at_ms)} of messages ingest refused since the
+        last batch, so `gridtwin nodes` and `deploy --wait` can say why a node's readings are missing."""
         now = _now_ms()
         # The whole batch goes to SQLite as one JSON array and is inserted by one statement: one
         # sqlite3_step for thousands of rows. executemany steps once per row and releases the GIL
         # each time, and every re-acquire waits behind the MQTT thread (up to 5 ms): that convoy
-        # cost more than all the rest of ingest. The payloads passed validation, so SQLite's
-        # parser sees only well-formed objects with the keys below.
-        batch_json = "[" + ",".join(t.raw for t in readings) + "]" if readings else None
+        # cost more than all the rest of ingest. The array is built here from the validated
+        # values (see INSERT_BATCH), so what is stored is exactly what was checked.
+        batch_json = _ROWS([[t.node, str(t.boot), t.seq, t.ts, 1 if t.hist else 0, t.m] for t in readings]) \
+            if readings else None
         with self._lock:
             try:
                 gaps = self._gaps(readings) if self.track_gaps else []
@@ -210,13 +328,23 @@ class SqliteStore:
                 if logs:
                     conn.executemany("INSERT INTO logs VALUES (?,?,?,?,?)",
                                      [(n, lg.get("ts"), lg["lvl"], lg["msg"], now) for n, lg in logs])
+                if rejects:
+                    conn.executemany(
+                        "INSERT INTO nodes (id, rejected, last_reject, last_reject_at) VALUES (?,?,?,?) "
+                        "ON CONFLICT(id) DO UPDATE SET rejected=coalesce(nodes.rejected, 0)+excluded.rejected, "
+                        "last_reject=excluded.last_reject, last_reject_at=excluded.last_reject_at",
+                        [(node, n, text, at) for node, (n, text, at) in rejects.items()])
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except Exception as exc:
+                # sqlite3.Error, or a value the bind cannot take (whatever slipped past validation):
+                # nothing of this batch happened; ingest retries it or isolates the bad message
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 self._last_seq.clear()  # re-read high-water marks: this batch did not happen
-                raise StoreError(f"cannot write to {self.path}: {exc}",
-                                 hint="check free disk space and permissions of the site's var/ folder") from None
+                if isinstance(exc, sqlite3.Error):
+                    raise error(self.path, exc, "cannot write to",
+                                "check free disk space and permissions of the site's var/ folder") from None
+                raise
         return BatchResult(stored, len(readings) - stored, gaps)
 
     def _status(self, node: str, st: dict, now: int) -> None:
@@ -228,6 +356,9 @@ class SqliteStore:
         cols = ", ".join(("id",) + STATUS_COLUMNS + ("last_seen", "status_at"))
         marks = ", ".join("?" * (len(STATUS_COLUMNS) + 3))
         last_seen = now if st.get("state") == "online" else None
+        if last_seen and any(st.get(c) is not None for c in HEALTH_COLUMNS):
+            self.conn.execute("INSERT INTO health VALUES (?,?,?,?,?,?,?,?)",
+                              [node, st.get("ts") or now] + [st.get(c) for c in HEALTH_COLUMNS])
         self.conn.execute(
             f"INSERT INTO nodes ({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {sets}, "
             "status_at=excluded.status_at, last_seen=coalesce(excluded.last_seen, nodes.last_seen)",
@@ -246,6 +377,7 @@ class SqliteStore:
         with self._lock:
             self.conn.executemany("INSERT OR IGNORE INTO nodes (id) VALUES (?)", [(i,) for i in ids])
 
+    @_reads
     def nodes(self) -> list[dict]:
         cur = self.conn.execute("SELECT * FROM nodes ORDER BY id")
         names = [d[0] for d in cur.description]
@@ -270,6 +402,7 @@ class SqliteStore:
             self.conn.execute(f"UPDATE commands SET {sets} WHERE id=? AND state IN ('pending','sent')",
                               list(cols.values()) + [cid])
 
+    @_reads
     def commands(self, node: str | None = None, limit: int = 50) -> list[dict]:
         sql = "SELECT * FROM commands" + (" WHERE node=?" if node else "") + " ORDER BY created DESC LIMIT ?"
         cur = self.conn.execute(sql, ((node,) if node else ()) + (limit,))
@@ -287,10 +420,11 @@ class SqliteStore:
             self.conn.execute("UPDATE alerts SET active=0, cleared=? WHERE id=?", (_now_ms(), alert_id))
 
     # -- queries ----------------------------------------------------------------------------
+    @_reads
     def query(self, node: str, metric: str, since_ms: int, until_ms: int | None = None) -> list[tuple[int, float]]:
         """(ts, value) of one metric, oldest first: 1-minute averages where raw data was downsampled."""
         until_ms = _now_ms() + 86400_000 if until_ms is None else until_ms
-        path = f'$.m."{metric}"'
+        path = f'$."{metric}"'
         rolled = self.conn.execute(
             "SELECT bucket, vsum / n FROM rollup_1m WHERE node=? AND metric=? AND bucket>=? AND bucket<? ORDER BY bucket",
             (node, metric, since_ms, until_ms)).fetchall()
@@ -299,14 +433,16 @@ class SqliteStore:
             (path, node, since_ms, until_ms)).fetchall()
         return rolled + raw if not rolled or not raw or rolled[-1][0] <= raw[0][0] else sorted(rolled + raw)
 
+    @_reads
     def count_readings(self, node: str | None = None) -> int:
         if node:
             return self.conn.execute("SELECT count(*) FROM readings WHERE node=?", (node,)).fetchone()[0]
         return self.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
 
+    @_reads
     def latest(self, node: str) -> tuple[int, dict] | None:
         row = self.conn.execute("SELECT ts, msg FROM readings WHERE node=? ORDER BY ts DESC LIMIT 1", (node,)).fetchone()
-        return (row[0], json.loads(row[1])["m"]) if row else None
+        return (row[0], json.loads(row[1])) if row else None
 
     # -- retention --------------------------------------------------------------------------
     def downsample(self, older_than_ms: int) -> int:
@@ -322,7 +458,7 @@ class SqliteStore:
                 for node in nodes:
                     conn.execute(
                         "INSERT INTO rollup_1m SELECT r.node, j.key, (r.ts / 60000) * 60000 AS b, count(*), "
-                        "min(j.value), max(j.value), sum(j.value) FROM readings r, json_each(r.msg, '$.m') j "
+                        "min(j.value), max(j.value), sum(j.value) FROM readings r, json_each(r.msg) j "
                         "WHERE r.node = ? AND r.ts < ? GROUP BY j.key, b ORDER BY 1, 2, 3 "
                         "ON CONFLICT(node, metric, bucket) DO UPDATE SET n=n+excluded.n, "
                         "vmin=min(vmin, excluded.vmin), vmax=max(vmax, excluded.vmax), vsum=vsum+excluded.vsum",

@@ -92,8 +92,35 @@ def _no_constants(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list) -> dict:
+    """JSON allows a key twice and parsers disagree on which one wins (Python: the last, SQLite's
+    json_extract: the first); a payload that says two things is refused, not guessed at."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set = set()
+        raise _DuplicateKey(next(k for k, _v in pairs if k in seen or seen.add(k)))
+    return obj
+
+
 # one decoder for all messages: json.loads(text, parse_constant=...) would build one per call
-_DECODE = json.JSONDecoder(parse_constant=_no_constants).decode
+_DECODE = json.JSONDecoder(parse_constant=_no_constants, object_pairs_hook=_unique_pairs).decode
+# a \uD800-\uDFFF escape: the only way a string decoded from UTF-8 can hold a lone surrogate
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_text(obj, text: str) -> None:
+    """Refuse strings that are not Unicode text (a lone surrogate from a \\ud800 escape): they
+    cannot be written as UTF-8, so SQLite, a log line or line protocol would fail on them later."""
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return  # the common case: one regex scan, no walk
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        raise Rejected("text", "a string holds a lone surrogate escape (\\ud800-\\udfff), not text") from None
 
 
 def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
@@ -110,11 +137,20 @@ def parse_object(payload: bytes | str, limits: Limits = DEFAULT_LIMITS) -> dict:
     text = decode(payload, limits) if isinstance(payload, (bytes, bytearray)) else payload
     try:
         obj = _DECODE(text)
+    except _DuplicateKey as exc:
+        raise Rejected("duplicate_key", f"key {str(exc)[:40]!r} appears twice in one object") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Rejected("json", f"not JSON ({str(exc)[:80]})") from None
     if not isinstance(obj, dict):
         raise Rejected("not_object", f"payload is a JSON {type(obj).__name__}, not an object")
+    _check_text(obj, text)
     return obj
+
+
+def _short(value, n: int = 40) -> str:
+    """A value for a log line: a 400-digit number or a long string must not make the line long."""
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + f"...({len(text)} chars)"
 
 
 _METRIC_NAMES: set = set()   # names already checked against METRIC (a fleet has a few hundred)
@@ -131,17 +167,17 @@ def telemetry(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, now_ms
     obj = parse_object(text, limits)
     v = obj.get("v")
     if v != SCHEMA_VERSION or type(v) is not int:
-        raise Rejected("version", f"schema version {v!r}, this host reads v={SCHEMA_VERSION}")
+        raise Rejected("version", f"schema version {_short(v)}, this host reads v={SCHEMA_VERSION}")
     if obj.get("node") != node:
-        raise Rejected("node_mismatch", f"payload names node {obj.get('node')!r} but was published under {node!r}")
+        raise Rejected("node_mismatch", f"payload names node {_short(obj.get('node'))} but was published under {node!r}")
     boot, seq, ts = obj.get("boot"), obj.get("seq"), obj.get("ts")
     tb = type(boot)
     if not ((tb is int and 0 <= boot < _MAX_ID) or (tb is str and 0 < len(boot) <= 64)):
-        raise Rejected("field", f"boot {boot!r} is not a non-negative integer or short string")
+        raise Rejected("field", f"boot {_short(boot)} is not a non-negative integer or short string")
     if type(seq) is not int or not 0 <= seq < _MAX_ID:
-        raise Rejected("field", f"seq {seq!r} is not a non-negative integer")
-    if type(ts) is not int:
-        raise Rejected("field", f"ts {ts!r} is not an integer (Unix milliseconds)")
+        raise Rejected("field", f"seq {_short(seq)} is not a non-negative integer")
+    if type(ts) is not int or not 0 <= ts < _MAX_INT:
+        raise Rejected("field", f"ts {_short(ts)} is not an integer of Unix milliseconds")
     now = int(time.time() * 1000) if now_ms is None else now_ms
     if not now - limits.max_past_ms <= ts <= now + limits.max_future_ms:
         raise Rejected("ts_window", f"ts {ts} is {(ts - now) / 1000:+.0f} s from now; is the node's clock set?")
@@ -168,7 +204,7 @@ def telemetry(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, now_ms
             raise Rejected("metric", f"metric {key} is {tv.__name__}, not a number")
     hist = obj.get("hist", False)
     if hist is not False and hist is not True:
-        raise Rejected("field", f"hist {hist!r} is not true/false")
+        raise Rejected("field", f"hist {_short(hist)} is not true/false")
     return Telemetry(node, boot, seq, ts, m, hist, text)
 
 
@@ -178,7 +214,7 @@ STATUS_FIELDS = {
     "state": (str, True), "fw": (str, False), "board": (str, False), "reset": (str, False),
     "boot": ((int, str), False), "heap": (_NUM, False), "rssi": (_NUM, False), "uptime": (_NUM, False),
     "cfg": (str, False), "sensors": ((list, dict), False), "outbox": (_NUM, False), "drops": (_NUM, False),
-    "interval": (_NUM, False), "ts": (int, False),
+    "interval": (_NUM, False), "ts": (int, False), "heap_min": (_NUM, False),
 }
 ACK_FIELDS = {"id": (str, True), "ok": (bool, True), "ts": (int, False), "err": (str, False)}
 LOG_FIELDS = {"lvl": (str, True), "msg": (str, True), "ts": (int, False)}
@@ -199,6 +235,8 @@ def _fields(obj: dict, table: dict, kind: str, limits: Limits) -> dict:
             raise Rejected("field", f"{kind} {name} is {type(value).__name__}")
         if isinstance(value, float) and not math.isfinite(value):
             raise Rejected("field", f"{kind} {name} is not finite")
+        if type(value) is int and not -_MAX_INT <= value <= _MAX_INT:
+            raise Rejected("field", f"{kind} {name} is an integer too large to store exactly")
         if isinstance(value, str) and len(value) > limits.max_str:
             raise Rejected("field", f"{kind} {name} is longer than {limits.max_str} characters")
     return obj
