@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from gridtwin import __version__
-from gridtwin.errors import GridTwinError, NotBuiltError
+from gridtwin.errors import GridTwinError, NotBuiltError, UsageError
 
 # verb -> (module under gridtwin.commands, one-line help, issue that builds it)
 VERBS: dict[str, tuple[str, str, int]] = {
@@ -42,11 +43,60 @@ def _load(verb: str):
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the CLI's one clear line (usage and all would be three)."""
+
+    def error(self, message):
+        verb = self.prog.partition(" ")[2]
+        raise UsageError(f"{verb}: {message}" if verb else message, hint=f"see `{self.prog} --help`")
+
+
+def positive(kind=float, what="a number greater than 0"):
+    """An argparse type: a number > 0 (a speed, a duration), refused with what it must be."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return convert
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1..65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1..65535)")
+    return int(text)
+
+
+def _join_dashed_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--since -5m` as `--since=-5m`: argparse takes a value that starts with '-' and is not a
+    plain negative number for an option and fails with "expected one argument"."""
+    options = parser._option_string_actions  # noqa: SLF001 (argparse keeps no public table)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        action = options.get(a)
+        if (action is not None and action.nargs is None and i + 1 < len(argv)
+                and re.match(r"^-[0-9.]", argv[i + 1])):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Only the chosen verb's module is imported; find it before building the full parser.
     verb = next((a for a in argv if not a.startswith("-") and a in VERBS), None)
-    parser = argparse.ArgumentParser(prog="gridtwin", description="GridTwin host tools")
+    parser = _Parser(prog="gridtwin", description="GridTwin host tools")
     parser.add_argument("--version", action="version", version=f"gridtwin {__version__}")
     parser.add_argument("--site", default="site.toml", help="site file (default: ./site.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
@@ -57,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             p = sub.add_parser(name, help=help_text, description=help_text)
             if name == verb:
                 _load(name).add_arguments(p)
+                argv = _join_dashed_values(p, argv)
         args = parser.parse_args(argv)
         if not args.verb:
             parser.print_help()

@@ -15,7 +15,7 @@ modules extend the site file by adding rows, never by editing this loader::
 
 Register rows at import time of the module that owns them and add that module's name to
 `EXTENSIONS` below, so every `load_site` (from any command) imports it first. Every error is a `ConfigError(file, key, problem, fix)` whose key is a dotted
-path such as ``nodes[3].parent`` (a node is also named by its id when it has one).
+path such as ``nodes[3].parent``; `load_site` names a node by its id (``nodes[pdu_a].parent``).
 
 Unknown keys are errors with a "did you mean" suggestion. Relative paths are resolved against the
 folder that holds the site file; `var/` (runtime data) and `certs/` (the PKI) default there.
@@ -214,6 +214,15 @@ def check_ip(value: str):
 def check_board(value: str):
     if not BOARD_RE.match(value):
         return f"'{value}' is not a board name", "use the name of a file in boards/ without extension, e.g. 'esp32s3'"
+    from gridtwin.nodeconfig import BOARDS_DIR
+
+    # caught here, not when a node's config is first rendered (by then the demo has its broker up)
+    known = sorted(p.stem for p in BOARDS_DIR.glob("*.json"))
+    if known and value not in known:
+        near = difflib.get_close_matches(value, known, n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        return (f"unknown board '{value}': there is no {BOARDS_DIR / value}.json",
+                f"{hint}use one of: {', '.join(known)}, or add a board file")
     return None
 
 
@@ -519,7 +528,32 @@ def load_site(path: str | Path = "site.toml") -> Site:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, None, f"not valid TOML: {exc}", "fix the syntax at that line") from None
-    return _Loader(path).site(raw)
+    try:
+        return _Loader(path).site(raw)
+    except ConfigError as exc:
+        raise _by_node_id(exc, raw) from None
+
+
+_NODE_INDEX = re.compile(r"\bnodes\[(\d+)\]")
+
+
+def _by_node_id(exc: ConfigError, raw: dict) -> ConfigError:
+    """`nodes[6].role` -> `nodes[pdu_a].role`: the id says which node, the index only counts tables.
+
+    One place for every check (the loader's, SITE_CHECKS, the extensions'); a node keeps its index
+    when its id is missing, invalid or used twice."""
+    entries = raw.get("nodes") if isinstance(raw.get("nodes"), list) else []
+    ids = [e.get("id") if isinstance(e, dict) else None for e in entries]
+
+    def name(m: re.Match) -> str:
+        i = int(m.group(1))
+        nid = ids[i] if i < len(ids) else None
+        ok = isinstance(nid, str) and ID_RE.match(nid) and ids.count(nid) == 1
+        return f"nodes[{nid}]" if ok else m.group(0)
+
+    if not exc.key or not _NODE_INDEX.search(exc.key) or re.fullmatch(r"nodes\[\d+\]\.id", exc.key):
+        return exc  # a wrong id is better named by its place
+    return ConfigError(exc.file, _NODE_INDEX.sub(name, exc.key), _NODE_INDEX.sub(name, exc.problem), exc.fix)
 
 
 def example_site_path() -> Path:

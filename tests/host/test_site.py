@@ -66,15 +66,15 @@ def test_defaults_and_paths_relative_to_the_site_file(tmp_path):
     (MINIMAL.replace('"n1"', '"' + "n" * 33 + '"'), "nodes[0].id", "not a valid id"),
     (MINIMAL.replace('"n1"', '"telegraf"'), "nodes[0].id", "reserved"),
     (MINIMAL.replace('"n1"', '"_host"'), "nodes[0].id", "starts with '_'"),
-    (MINIMAL.replace('"pdu"', '"pdv"'), "nodes[0].role", "unknown role 'pdv'"),
-    (MINIMAL + 'board = "ESP 32"\n', "nodes[0].board", "not a board name"),
-    (MINIMAL + 'interval_ms = 5\n', "nodes[0].interval_ms", "out of range"),
-    (MINIMAL + 'colour = "red"\n', "nodes[0].colour", "unknown key"),
+    (MINIMAL.replace('"pdu"', '"pdv"'), "nodes[n1].role", "unknown role 'pdv'"),
+    (MINIMAL + 'board = "ESP 32"\n', "nodes[n1].board", "not a board name"),
+    (MINIMAL + 'interval_ms = 5\n', "nodes[n1].interval_ms", "out of range"),
+    (MINIMAL + 'colour = "red"\n', "nodes[n1].colour", "unknown key"),
     (MINIMAL + '\n[[nodes]]\nid = "n1"\nrole = "ups"\n', "nodes[1].id", "already used by nodes[0]"),
-    (MINIMAL + 'parent = "n2"\n\n[[nodes]]\nid = "n_2"\nrole = "ups"\n', "nodes[0].parent", "no node 'n2'"),
-    (MINIMAL + 'parent = "n1"\n', "nodes[0].parent", "its own parent"),
+    (MINIMAL + 'parent = "n2"\n\n[[nodes]]\nid = "n_2"\nrole = "ups"\n', "nodes[n1].parent", "no node 'n2'"),
+    (MINIMAL + 'parent = "n1"\n', "nodes[n1].parent", "its own parent"),
     (MINIMAL + 'parent = "n2"\n\n[[nodes]]\nid = "n2"\nrole = "ups"\nparent = "n1"\n', "parent", "loop"),
-    (MINIMAL + 'parent = 3\n', "nodes[0].parent", "expected a string or a list"),
+    (MINIMAL + 'parent = 3\n', "nodes[n1].parent", "expected a string or a list"),
 ])
 def test_mistakes_name_file_key_and_fix(tmp_path, text, key, words):
     err = error_of(tmp_path, text)
@@ -115,7 +115,7 @@ def test_other_issues_extend_the_schema_by_adding_rows(tmp_path, monkeypatch):
     assert s.archive.backend == "sqlite" and s.archive.path == tmp_path / "var/readings.db"
     assert s.node("n1").sensors[0].kind == "lm75" and s.node("n1").sensors[0].addr == 0x48
     err = error_of(tmp_path, MINIMAL + 'sensors = [{kind = "lm76"}]\n')
-    assert err.key == "nodes[0].sensors[0].kind" and "did you mean 'lm75'" in str(err)
+    assert err.key == "nodes[n1].sensors[0].kind" and "did you mean 'lm75'" in str(err)
     err = error_of(tmp_path, MINIMAL + '[archive]\nbackend = "influx"\n')
     assert err.key == "archive.backend"
 
@@ -126,7 +126,7 @@ def test_site_errors_are_one_line_with_nonzero_exit(tmp_path, capsys):
         assert main(["--site", str(bad), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err
-        assert err.startswith(f"gridtwin: {bad}: nodes[0].role: unknown role 'pdv'") and "did you mean" in err
+        assert err.startswith(f"gridtwin: {bad}: nodes[n1].role: unknown role 'pdv'") and "did you mean" in err
     assert main(["--site", str(tmp_path / "missing.toml"), "pki", "list"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such site file" in err

@@ -8,9 +8,12 @@ from gridtwin.site import load_site
 
 
 def add_arguments(p):
-    p.add_argument("--speed", type=float, default=1.0, help="twin and node clocks x real time (default 1)")
-    p.add_argument("--duration", type=float, default=180.0, help="twin seconds to run (default 180: the scenario)")
-    p.add_argument("--port", type=int, default=None, help="broker port (default: the site's)")
+    from gridtwin.cli import port, positive
+
+    p.add_argument("--speed", type=positive(), default=1.0, help="twin and node clocks x real time (default 1)")
+    p.add_argument("--duration", type=positive(), default=180.0,
+                   help="twin seconds to run (default 180: the scenario)")
+    p.add_argument("--port", type=port, default=None, help="broker port (default: the site's)")
     p.add_argument("--nodes", default=None, help="comma-separated node ids (default: every node)")
     p.add_argument("--no-view", action="store_true", help="log lines instead of the live view")
 

@@ -14,10 +14,12 @@ from gridtwin.errors import UsageError
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
+def parse_duration(text: str, flag: str = "--since") -> float:
+    """'15m' -> 900.0 s. A leading '-' is allowed and means the same ('-5m': five minutes ago, as
+    InfluxDB and Grafana write it)."""
+    m = re.fullmatch(r"-?(\d+(?:\.\d+)?)([smhdw])", text.strip())
     if not m:
-        raise UsageError(f"--since {text!r} is not a duration", hint="use a number and s/m/h/d/w, e.g. 90s, 15m, 1h, 7d")
+        raise UsageError(f"{flag} {text!r} is not a duration", hint="use a number and s/m/h/d/w, e.g. 90s, 15m, 1h, 7d")
     return float(m.group(1)) * UNITS[m.group(2)]
 
 

@@ -8,17 +8,41 @@ stay at plausible constants. Its console is printed here; Ctrl-C stops it.
 
 from __future__ import annotations
 
+import argparse
+import re
 import shutil
 import sys
+import threading
 
-from gridtwin.errors import UsageError
+from gridtwin.errors import GridTwinError, UsageError
+
+# The smallest firmware heap in which a node of the example site boots, connects over TLS and
+# keeps publishing (measured with `gridtwin vnode NODE --heap N` against `gridtwin broker run`:
+# MIN_HEAP_NOTE). Below it the board crash-loops into safe mode, so the flag is refused up front.
+MIN_HEAP = "80k"
+MIN_HEAP_NOTE = "pdu_a needs 80k, el1 (INA226, ADC, DS18B20, OLED) 96k"
+
+
+def heap_size(text: str) -> str:
+    """An argparse type for --heap: bytes with an optional k or m, at least MIN_HEAP."""
+    from gridtwin.vboard import heap_bytes
+
+    if not re.fullmatch(r"\d+[kKmM]?", text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a heap size: a number of bytes with k or m, e.g. 128k")
+    if heap_bytes(text) < heap_bytes(MIN_HEAP):
+        raise argparse.ArgumentTypeError(f"{text} is below the {MIN_HEAP} the firmware needs ({MIN_HEAP_NOTE}); "
+                                         f"leave it out for the default 128k")
+    return text.strip()
 
 
 def add_arguments(p):
+    from gridtwin.cli import positive
+
     p.add_argument("node", help="node id from the site file")
     p.add_argument("--broker", default=None, help="HOST:PORT of the broker (default: 127.0.0.1 and the site's port)")
-    p.add_argument("--speed", type=float, default=1.0, help="the node's clock x real time (default 1)")
-    p.add_argument("--heap", default=None, help="the firmware's heap (default 128k: see gridtwin.vboard.NODE_HEAP)")
+    p.add_argument("--speed", type=positive(), default=1.0, help="the node's clock x real time (default 1)")
+    p.add_argument("--heap", type=heap_size, default=None,
+                   help=f"the firmware's heap, at least {MIN_HEAP} (default 128k: see gridtwin.vboard.NODE_HEAP)")
     p.add_argument("--dir", default=None, help="the board's folder (default: <var>/vnodes/NODE)")
 
 
@@ -46,12 +70,34 @@ def run(args) -> int:
                        speed=args.speed, **({"heap": args.heap} if args.heap else {}))
     print(f"gridtwin: {args.node} on a virtual board in {root} (live values: {node.live_path}); "
           f"Ctrl-C stops it", file=sys.stderr)
-    node.board.on_line = lambda line: print(line, flush=True)
+    stopping = []
+
+    def echo(line: str) -> None:
+        if stopping and line.endswith("KeyboardInterrupt"):
+            line = line[:-len("KeyboardInterrupt")]  # the REPL's answer to our own Ctrl-C, not news
+            if not line:
+                return
+        print(line, flush=True)
+
+    node.board.on_line = echo
     node.start()
     try:
-        node.board.wait_exit(timeout=None)  # until the board stops by itself, or Ctrl-C
+        # until the board stops by itself, falls into safe mode, or Ctrl-C
+        node.board.wait_for(r"SAFE MODE", timeout=threading.TIMEOUT_MAX / 2)
+        why = "fell into safe mode"
+    except TimeoutError:
+        why = f"stopped by itself (status {node.board.exit_code})"
     except KeyboardInterrupt:
-        pass
+        why = None
     finally:
+        stopping.append(True)
         node.stop()
-    return 0
+    if why is None:
+        print(f"gridtwin: stopped {args.node} (its console: {root}/console.log)", file=sys.stderr)
+        return 0
+    last = "\n".join(node.board.lines[-8:])
+    if "MemoryError" in last:
+        raise GridTwinError(f"{args.node} ran out of its {node.board.heap} heap and {why}",
+                            hint=f"give it more with --heap, e.g. --heap 128k ({MIN_HEAP_NOTE})")
+    raise GridTwinError(f"{args.node} {why}: {node.board.lines[-1] if node.board.lines else 'no output'}",
+                        hint=f"see {root}/console.log")
