@@ -91,8 +91,18 @@ def acl_plugin_path() -> str:
     return ACL_PLUGIN_CANDIDATES[-1 if sys.platform != "linux" else 0]
 
 
+def _one_line(*values) -> None:
+    """Nothing rendered into mosquitto.conf or the ACL may start a line of its own: site.toml's
+    checks refuse such values already, and this refuses them again at the one place it matters."""
+    for v in values:
+        if any(c in str(v) for c in "\r\n\0"):
+            raise BrokerError(f"refusing to render {str(v)!r} into the broker configuration: it holds a line break",
+                              hint="fix the value in site.toml (ids and topic_root are letters, digits, '_', '-')")
+
+
 def render_acl(site: "Site") -> str:
     root = site.topic_root
+    _one_line(site.id, root, *(n.id for n in site.nodes))
     lines = [
         f"# GridTwin site '{site.id}': who may touch which topic under {root}/.",
         "# Rendered by `gridtwin broker config`; edit site.toml and render again instead of this file.",
@@ -155,6 +165,8 @@ def render(site: "Site", pki: "PKI", *, dev: bool = False, port: int | None = No
     paths.update(certs or {})
     acl = conf_dir / "acl"
     vtext = ".".join(map(str, version))
+    _one_line(data_dir, conf_dir, listen, user or "", pid_file or "", log_dest, b.persistent_client_expiration,
+              *paths.values())
 
     head = [
         f"# GridTwin site '{site.id}': Mosquitto {vtext} configuration rendered by `gridtwin broker config`.",
@@ -272,7 +284,7 @@ def install_plan(site: "Site", pki: "PKI", *, etc_dir: str | Path = ETC_DIR, dat
     """
     etc = Path(etc_dir)
     gt = etc / "gridtwin"
-    certs = {"ca": gt / "ca.crt", "cert": gt / "server.crt", "key": gt / "server.key", "crl": gt / "crl.pem"}
+    certs = {"ca": gt / "ca.crt", "cert": gt / "server.crt", "key": gt / "server.key", "crl": installed_crl(etc)}
     files = render(site, pki, data_dir=data_dir, conf_dir=gt, version=version, certs=certs,
                    listen=site.broker.listen, pid_file="/run/mosquitto/mosquitto.pid",
                    log_dest="syslog")
@@ -292,6 +304,19 @@ def install_plan(site: "Site", pki: "PKI", *, etc_dir: str | Path = ETC_DIR, dat
         PlannedFile(certs["key"], read(pki.server_key_path), 0o640, "root", "mosquitto"),
         PlannedFile(certs["crl"], read(pki.crl_path), 0o644),
     ]
+
+
+def installed_crl(etc_dir: str | Path = ETC_DIR) -> Path:
+    """Where `broker install` puts the broker's copy of the CRL (the one an installed broker reads)."""
+    return Path(etc_dir) / "gridtwin" / "crl.pem"
+
+
+def installed_by_us(etc_dir: str | Path = ETC_DIR) -> bool:
+    """True when `broker install` wrote the mosquitto.conf in etc_dir (it carries our header)."""
+    try:
+        return (Path(etc_dir) / "gridtwin").is_dir() and b"GridTwin" in (Path(etc_dir) / "mosquitto.conf").read_bytes()
+    except OSError:
+        return False
 
 
 def apply_plan(plan: list[PlannedFile], *, chown: bool = True) -> list[Path]:
@@ -327,10 +352,13 @@ def apply_plan(plan: list[PlannedFile], *, chown: bool = True) -> list[Path]:
     return written
 
 
-def restart_service() -> None:
-    """Restart the installed broker (a CA or CRL change needs a restart)."""
+RESTART_SERVICE = ["systemctl", "restart", "mosquitto"]
+
+
+def restart_service(run=subprocess.run) -> None:
+    """Restart the installed broker (a CA or CRL change needs a restart). `run`: subprocess.run's stand-in."""
     try:
-        subprocess.run(["systemctl", "restart", "mosquitto"], check=True, capture_output=True, text=True, timeout=60)
+        run(RESTART_SERVICE, check=True, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
         raise BrokerError("systemctl is not available", hint="restart mosquitto by hand") from None
     except subprocess.CalledProcessError as exc:
@@ -497,15 +525,41 @@ def run_foreground(site: "Site", pki: "PKI", *, dev: bool = False, port: int | N
             pass
 
 
-def notify_revocation(site: "Site") -> str:
-    """Tell a running broker that the CRL changed; returns a sentence for the user."""
+def notify_revocation(site: "Site", *, etc_dir: str | Path = ETC_DIR, run=subprocess.run,
+                      euid: int | None = None, systemd: bool | None = None) -> str:
+    """Make the broker that serves this site start again with the new CRL, so every session drops and
+    a revoked node cannot come back (Mosquitto checks the CRL at the handshake only). Returns what
+    was done, or exactly what to run, as a sentence for the user.
+
+    - `broker run` (its pid file): SIGHUP; it re-renders and restarts mosquitto.
+    - a broker `broker install` set up (our mosquitto.conf in etc_dir): as root, copy the CRL to the
+      broker's copy and `systemctl restart mosquitto` when systemd runs here; otherwise name the
+      commands. euid, systemd and run stand in for os.geteuid(), a booted systemd and
+      subprocess.run in tests (systemd cannot run in the test sandbox).
+    """
+    from gridtwin.pki import PKI
+
+    said = []
     pid_path = run_pid_path(site)
     try:
         pid = int(pid_path.read_text().strip())
         os.kill(pid, signal.SIGHUP)
-        return f"the dev broker (`broker run`, pid {pid}) restarts with the new CRL"
+        said.append(f"the dev broker (`broker run`, pid {pid}) restarts with the new CRL")
     except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
         pass
-    if (ETC_DIR / "gridtwin").exists():
-        return "an installed broker reads the CRL only at start: run `sudo gridtwin broker install` to copy it and restart"
-    return "no running broker found; the new CRL applies when it starts"
+    if installed_by_us(etc_dir):
+        src, dst = PKI.for_site(site).crl_path, installed_crl(etc_dir)
+        manual = f"sudo install -m 0644 {src} {dst} && sudo {' '.join(RESTART_SERVICE)}"
+        if (os.geteuid() if euid is None else euid) != 0:
+            said.append("the installed broker reads the CRL only at start, and giving it the new one needs root: "
+                        f"run `{manual}` (the revoked node's open session ends with the restart)")
+        else:
+            apply_plan([PlannedFile(dst, src.read_bytes(), 0o644)])
+            if not (Path("/run/systemd/system").is_dir() if systemd is None else systemd):
+                said.append(f"new CRL copied to {dst}; systemd does not run here: restart mosquitto yourself "
+                            "(it reads the CRL only at start; the revoked node's session ends with the restart)")
+            else:
+                restart_service(run)
+                said.append(f"new CRL copied to {dst} and `{' '.join(RESTART_SERVICE)}` done: every session "
+                            "dropped, the revoked node cannot come back")
+    return "; ".join(said) or "no running broker found; the new CRL applies when it starts"

@@ -162,7 +162,7 @@ def in_range(lo: float | None = None, hi: float | None = None) -> Callable[[Any]
 
 
 def check_id(value: str):
-    if not ID_RE.match(value):
+    if not ID_RE.fullmatch(value):
         return (f"'{value}' is not a valid id",
                 "use 1 to 32 letters, digits, '_' or '-' (no '/', '+', '#' or spaces)")
     return None
@@ -177,7 +177,7 @@ def check_node_id(value: str):
     if value in RESERVED_IDS:
         return (f"'{value}' is reserved for a service identity",
                 f"rename the node; reserved: {', '.join(sorted(RESERVED_IDS))}")
-    if HOST_INSTANCE_RE.match(value):
+    if HOST_INSTANCE_RE.fullmatch(value):
         return (f"'{value}' is reserved for a host daemon instance ([daemon] instances)",
                 "rename the node; gridtwin-host-<number> names the extra host daemons")
     return None
@@ -189,16 +189,24 @@ def check_port(value: int):
     return None
 
 
+# the whole root, every character: it is written into the broker's ACL lines, where a newline
+# would start a rule of its own (issue #19)
+TOPIC_ROOT_RE = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+
+
 def check_topic_root(value: str):
     if not value or value.startswith("/") or value.endswith("/") or "//" in value:
-        return f"'{value}' is not a usable topic root", "use levels separated by '/', e.g. 'gridtwin/demo'"
+        return f"{value!r} is not a usable topic root", "use levels separated by '/', e.g. 'gridtwin/demo'"
     if any(c in value for c in "+#\0") or value.startswith("$"):
-        return f"'{value}' contains a wildcard or starts with '$'", "remove '+', '#' and a leading '$'"
+        return f"{value!r} contains a wildcard or starts with '$'", "remove '+', '#' and a leading '$'"
+    if not TOPIC_ROOT_RE.fullmatch(value):
+        return (f"{value!r} has characters a topic root may not hold",
+                "use letters, digits, '_', '-', '.' in levels separated by '/', e.g. 'gridtwin/demo'")
     return None
 
 
 def check_hostname(value: str):
-    if not HOSTNAME_RE.match(value):
+    if not HOSTNAME_RE.fullmatch(value):
         return f"'{value}' is not a DNS host name", "use a name like 'localhost' or 'pi.lan'; IPs go in broker.addresses"
     return None
 
@@ -212,7 +220,7 @@ def check_ip(value: str):
 
 
 def check_board(value: str):
-    if not BOARD_RE.match(value):
+    if not BOARD_RE.fullmatch(value):
         return f"'{value}' is not a board name", "use the name of a file in boards/ without extension, e.g. 'esp32s3'"
     from gridtwin.nodeconfig import BOARDS_DIR
 
@@ -280,7 +288,7 @@ SCHEMA: dict[str, Section] = {
         "max_queued_bytes": Key(int, 64 * 1024 * 1024, check=in_range(0, None),
                                 help="bytes queued per client; 0 = no byte limit"),
         "max_inflight_messages": Key(int, 100, check=in_range(1, 65535), help="unacknowledged QoS 1 messages per client"),
-        "persistent_client_expiration": Key(str, "14d", check=lambda v: None if re.match(r"^\d+[hdwmy]$", v)
+        "persistent_client_expiration": Key(str, "14d", check=lambda v: None if re.fullmatch(r"\d+[hdwmy]", v)
                                             else (f"'{v}' is not a duration", "use a number and h/d/w/m/y, e.g. '14d'"),
                                             help="drop sessions of clients gone this long"),
     }, help="the Mosquitto broker"),
@@ -548,7 +556,7 @@ def _by_node_id(exc: ConfigError, raw: dict) -> ConfigError:
     def name(m: re.Match) -> str:
         i = int(m.group(1))
         nid = ids[i] if i < len(ids) else None
-        ok = isinstance(nid, str) and ID_RE.match(nid) and ids.count(nid) == 1
+        ok = isinstance(nid, str) and ID_RE.fullmatch(nid) and ids.count(nid) == 1
         return f"nodes[{nid}]" if ok else m.group(0)
 
     if not exc.key or not _NODE_INDEX.search(exc.key) or re.fullmatch(r"nodes\[\d+\]\.id", exc.key):

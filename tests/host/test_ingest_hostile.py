@@ -267,3 +267,26 @@ def test_property_junk_of_every_kind_interleaved_with_a_valid_stream(fleet_broke
         node.publish(b"", "status", retain=True)
         node.close()
         daemon.stop()
+
+
+def test_a_flood_of_rejections_logs_a_line_per_node_and_reason(fleet_broker, tmp_path, caplog):
+    """2,000 messages with a 400-digit ts used to log 1.45 MB of tracebacks: now one short line per
+    (node, reason) every 10 s, and every one is counted on /metrics."""
+    caplog.set_level(logging.INFO, logger="gridtwin")
+    db = tmp_path / "db"
+    daemon = _daemon(fleet_broker, db)
+    node = NodeClient(fleet_broker, NODE)
+    try:
+        huge = '{"v":1,"node":"%s","boot":1,"seq":%d,"ts":' + "7" * 400 + ',"m":{"t":1.0}}'
+        for seq in range(2000):
+            node.publish((huge % (NODE, seq)).encode())
+        _sentinel_then_wait(node, daemon, db, boot=31, seq=0)
+        lines = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+        assert len(lines) == 1 and len(lines[0]) < 300, lines
+        assert sum(len(r.getMessage()) for r in caplog.records) < 5000
+        assert 'gridtwin_rejected_total{reason="field"} 2000' in daemon.metrics.prometheus()
+        row = daemon.store.conn.execute("SELECT rejected, last_reject FROM nodes WHERE id=?", (NODE,)).fetchone()
+        assert row[0] == 2000 and row[1].startswith("field: ts")
+    finally:
+        node.close()
+        daemon.stop()

@@ -187,3 +187,28 @@ def test_daemon_instances_give_identities_groups_and_clear_errors(tmp_path):
     with pytest.raises(ConfigError) as info:
         host_identity(three, 4)
     assert info.value.key == "daemon.instances" and "instances = 4" in info.value.fix
+
+
+@pytest.mark.parametrize("key, text", [
+    ("nodes[0].id", '[site]\nid = "s1"\n\n[[nodes]]\nid = "n1\\n"\nrole = "pdu"\n'),
+    ("site.id", '[site]\nid = "s1\\n"\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n'),
+    ("site.topic_root", '[site]\nid = "s1"\ntopic_root = "gt/s1\\nuser evil\\ntopic readwrite #"\n\n'
+                        '[[nodes]]\nid = "n1"\nrole = "pdu"\n'),
+    ("site.topic_root", '[site]\nid = "s1"\ntopic_root = "gt/s 1"\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n'),
+    ("broker.hosts", '[site]\nid = "s1"\n\n[broker]\nhosts = ["pi.lan\\n"]\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n'),
+])
+def test_values_that_would_escape_into_the_broker_config_are_refused(tmp_path, key, text):
+    """A trailing newline passed `^...$` patterns: the rendered ACL then stopped Mosquitto from
+    starting, and a topic_root with a newline injected ACL rules for another user (issue #19)."""
+    err = error_of(tmp_path, text)
+    assert err.key.replace("nodes[n1\n]", "nodes[0]").startswith(key.split("[")[0]), err
+
+
+def test_the_acl_renderer_refuses_a_line_break_whatever_validation_let_through(tmp_path):
+    from gridtwin.broker import render_acl
+    from gridtwin.errors import BrokerError
+
+    s = load_site(write(tmp_path, MINIMAL))
+    s.topic_root = "gt/s1\nuser evil"
+    with pytest.raises(BrokerError, match="line break"):
+        render_acl(s)
