@@ -75,7 +75,21 @@ async def _phase(name, coro, ms):
         raise OSError(errno.ETIMEDOUT, "%s: no answer in %d ms" % (name, ms))
     except (OSError, ValueError, mqtt.ProtocolError) as e:
         # mbedTLS reports a certificate or name mismatch as ValueError
-        raise OSError(0, "%s: %s" % (name, why(e)))
+        raise OSError(0, "%s: %s" % (name, _errno_why(name, e)))
+
+
+def _errno_why(name, e):
+    # A bare errno ("OSError(111,)") tells a user nothing: what it means at this phase. A broker
+    # that refuses our certificate sends its alert and closes, so our next write finds the pipe
+    # broken (EPIPE, 32: not in MicroPython's errno) or the connection reset.
+    n = e.args[0] if isinstance(e, OSError) and len(e.args) == 1 else None
+    if n == errno.ECONNREFUSED:
+        return "broker not listening (connection refused)"
+    if name == "tls" and n in (32, errno.ECONNRESET, errno.ECONNABORTED):
+        return "certificate refused (expired, revoked or foreign CA?)"
+    if n == errno.EHOSTUNREACH:
+        return "broker host unreachable"
+    return why(e)
 
 
 async def _handshake(net, n):
