@@ -20,7 +20,7 @@ through the acl-file plugin (``plugin_load``/``plugin_use``) and anonymous acces
 (``listener_allow_anonymous``). `detect_version()` picks the form; `render(version=...)` forces one.
 
 Reloading: SIGHUP re-reads the ACL, but Mosquitto reads the CA and the CRL only at start, so after
-`pki revoke` or a new CA the broker must be restarted (`notify_revocation`).
+`pki revoke` or a new CA the broker must be restarted (`notify_revocation`: `broker run` or the installed service).
 """
 
 from __future__ import annotations

@@ -61,8 +61,12 @@ def run(args) -> int:
         for identity, backup in rotated:
             print(f"{identity}: new key and certificate; old pair in {backup}"
                   + (" (it was not from this CA)" if identity in foreign else ""))
-        if args.revoke_old or any(i == SERVER_IDENTITY for i, _ in rotated):
+        server = any(i == SERVER_IDENTITY for i, _ in rotated)
+        if args.revoke_old or server:
             print(broker.notify_revocation(site))  # a new CRL or server certificate: the broker restarts
+        if server and broker.installed_by_us():
+            print("the installed broker keeps its copy of the old server certificate until "
+                  "`sudo gridtwin broker install` copies the new one and restarts it")
         if not args.revoke_old and any(i not in foreign for i, _ in rotated):
             print("the old certificates stay valid until revoked: deploy the new ones, then "
                   "`gridtwin pki revoke ID --serial OLD` (serials in `pki list --all`)")
