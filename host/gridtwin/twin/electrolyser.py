@@ -1,20 +1,25 @@
 """Alkaline electrolyser stack, gas separator and hydrogen tank.
 
 Ulleberg, O. (2003) "Modeling of advanced alkaline electrolyzers: a system simulation approach",
-Int. J. Hydrogen Energy 28, 21-33. Parameters of the PHOEBUS Juelich stack (21 cells, 0.25 m2):
+Int. J. Hydrogen Energy 28, 21-33. Every stack parameter is an input (site.toml `[[twin.components]]`
+of kind electrolyser); the defaults in `topology.KINDS["electrolyser"]` are his PHOEBUS Juelich stack
+(21 cells, 0.25 m2, 7 bar). docs/twin-models.md says where each value comes from.
 
-* Cell voltage (his eq. 4), T in degrees C, I in A, A in m2:
-  U = U_rev + (r1 + r2 T)/A * I + s * log10((t1 + t2/T + t3/T^2)/A * I + 1)
-  r1 = 8.05e-5 ohm m2, r2 = -2.5e-7 ohm m2/C, s = 0.185 V, t1 = -0.1002 m2/A, t2 = 8.424 m2 C/A,
-  t3 = 247.3 m2 C2/A. U_rev = 1.229 V: the parameters were fitted with the standard reversible
-  voltage, so we keep it (his eq. 1 at 25 C, 1 atm).
-* Faraday efficiency (his eq. 9): eta_F = (i^2 / (f1 + i^2)) * f2 with i = I/A in mA/cm2;
-  f1 = 150, 200, 250 mA2/cm4 and f2 = 0.990, 0.985, 0.980 at 40, 60, 80 C (his Table 2), linear
-  between and held outside.
+* Reversible cell voltage U_rev = dG / (2F) at the stack's temperature and pressure: the temperature
+  dependence at 1 bar from LeRoy, Bowen & LeRoy (1980, J. Electrochem. Soc. 127, 1954),
+    U_rev0(T) = 1.5184 - 1.5421e-3 T + 9.523e-5 T ln T + 9.84e-8 T^2   (T in K; 1.2291 V at 25 C),
+  plus the Nernst term of ideal, dry product gases at the stack pressure p (bar, water activity 1):
+    U_rev = U_rev0(T) + R T / (2F) ln(p^1.5).
+  At 80 C that is 1.1834 V at 1 bar and 1.2278 V at PHOEBUS' 7 bar; with it his I-U parameters
+  reproduce his measured PHOEBUS cell voltages (30-80 C) to 7 mV rms (tests/twin/test_twin_electrolyser.py).
+* Cell voltage (his I-U relation), T in degrees C, I in A, A in m2:
+    U = U_rev + (r1 + r2 T)/A * I + s * log10((t1 + t2/T + t3/T^2)/A * I + 1)
+* Faraday efficiency: eta_F = (j^2 / (f1 + j^2)) * f2 with j = I/A in mA/cm2 (PHOEBUS: f1 = 250
+  mA2/cm4, f2 = 0.96, one set for its 80 C operation).
 * Gas production by Faraday's law: n_H2 = eta_F * n_c * I / (2 F) mol/s, n_O2 = n_H2 / 2.
-* Lumped thermal model (his eq. 12): C_t dT/dt = Q_gen - Q_loss - Q_cool with
-  Q_gen = n_c (U - U_tn) I, U_tn = 1.482 V (thermoneutral voltage, HHV), Q_loss = (T - T_a)/R_t,
-  C_t = 625 kJ/C, R_t = 0.167 C/W; Q_cool a proportional cooler above the set point.
+* Lumped thermal model: C_t dT/dt = Q_gen - Q_loss - Q_cool with Q_gen = n_c (U - U_tn) I,
+  U_tn = 1.482 V (thermoneutral voltage, HHV; it hardly moves with T), Q_loss = (T - T_a)/R_t,
+  Q_cool a proportional cooler above the set point.
 
 Gas purity: hydrogen crosses the diaphragm by diffusion (Fick's law), at a rate proportional to its
 partial pressure and independent of current, while oxygen production is proportional to current;
@@ -30,44 +35,42 @@ import math
 
 F = 96485.33212           # C/mol, Faraday constant
 R_GAS = 8.314462618       # J/(mol K)
-U_REV = 1.229             # V, reversible cell voltage at standard conditions
 U_TN = 1.482              # V, thermoneutral cell voltage (HHV)
 NM3_PER_MOL = 0.022414    # m3 (0 C, 1 atm) per mol of ideal gas
 M_H2 = 2.01588e-3         # kg/mol
-
-# Ulleberg (2003), Table 1: PHOEBUS stack.
-R1, R2 = 8.05e-5, -2.5e-7
-S = 0.185
-T1, T2, T3 = -0.1002, 8.424, 247.3
-# Ulleberg (2003), Table 2: Faraday-efficiency parameters at 40, 60, 80 C.
-_F_TEMPS = (40.0, 60.0, 80.0)
-_F1 = (150.0, 200.0, 250.0)
-_F2 = (0.990, 0.985, 0.980)
+_LN10 = math.log(10.0)
 
 
-def cell_voltage(i_a: float, t_c: float, area_m2: float = 0.25) -> float:
-    """Ulleberg's cell voltage, V. Valid for I >= 0 and T > 0 C (his fit covers 20-80 C)."""
-    t = max(t_c, 1.0)   # the t2/T, t3/T^2 terms blow up at 0 C
-    ohmic = (R1 + R2 * t) / area_m2 * i_a
-    act = S * math.log10(max((T1 + T2 / t + T3 / (t * t)) / area_m2 * i_a + 1.0, 1e-12))
-    return U_REV + ohmic + act
+def reversible_voltage(t_c: float, p_bar: float = 1.0) -> float:
+    """U_rev at t_c (degrees C) and p_bar (LeRoy et al. 1980 at 1 bar, plus the Nernst pressure term)."""
+    tk = t_c + 273.15
+    u0 = 1.5184 - 1.5421e-3 * tk + 9.523e-5 * tk * math.log(tk) + 9.84e-8 * tk * tk
+    return u0 + R_GAS * tk / (2.0 * F) * 1.5 * math.log(p_bar)
 
 
-def _interp(x: float, xs, ys) -> float:
-    if x <= xs[0]:
-        return ys[0]
-    for k in range(1, len(xs)):
-        if x <= xs[k]:
-            w = (x - xs[k - 1]) / (xs[k] - xs[k - 1])
-            return ys[k - 1] + w * (ys[k] - ys[k - 1])
-    return ys[-1]
+def coefficients(t_c: float, p: dict) -> tuple[float, float, float, float]:
+    """(U_rev, a, b, s) so that U(I) = U_rev + a I + s log10(b I + 1) at temperature t_c for stack p."""
+    t = max(t_c, 1.0)   # the t2/T, t3/T^2 terms blow up at 0 C (his fit covers 20-80 C)
+    area = p["area_m2"]
+    # Above ~105 C (PHOEBUS values) t1 + t2/T + t3/T^2 turns negative, far outside the fit: no
+    # activation term then, rather than the logarithm of a negative number.
+    b = max(0.0, (p["t1"] + p["t2"] / t + p["t3"] / (t * t)) / area)
+    return reversible_voltage(t_c, p["pressure_bar"]), (p["r1"] + p["r2"] * t) / area, b, p["s"]
 
 
-def faraday_efficiency(i_a: float, t_c: float, area_m2: float = 0.25) -> float:
-    j = i_a / area_m2 / 10.0          # A/m2 -> mA/cm2
-    f1 = _interp(t_c, _F_TEMPS, _F1)
-    f2 = _interp(t_c, _F_TEMPS, _F2)
-    return j * j / (f1 + j * j) * f2
+def _u(i_a: float, c: tuple[float, float, float, float]) -> float:
+    u_rev, a, b, s = c
+    return u_rev + a * i_a + s * math.log10(b * i_a + 1.0)
+
+
+def cell_voltage(i_a: float, t_c: float, p: dict) -> float:
+    """Ulleberg's cell voltage, V, for a stack with parameters p. Valid for I >= 0 and T > 0 C."""
+    return _u(i_a, coefficients(t_c, p))
+
+
+def faraday_efficiency(i_a: float, p: dict) -> float:
+    j = i_a / p["area_m2"] / 10.0          # A/m2 -> mA/cm2
+    return j * j / (p["f1"] + j * j) * p["f2"]
 
 
 def h2_mol_s(i_a: float, cells: int, eta_f: float) -> float:
@@ -75,25 +78,27 @@ def h2_mol_s(i_a: float, cells: int, eta_f: float) -> float:
     return eta_f * cells * i_a / (2.0 * F)
 
 
-def current_for_power(p_w: float, t_c: float, cells: int, area_m2: float, i_max: float) -> float:
+def current_for_power(p_w: float, t_c: float, p: dict, i_max: float | None = None) -> float:
     """The stack current that draws p_w, i.e. solves n_c U(I, T) I = P (U rises with I: one root)."""
     if p_w <= 0:
         return 0.0
-    lo, hi = 0.0, i_max
-    if cells * cell_voltage(hi, t_c, area_m2) * hi <= p_w:
+    cells = p["cells"]
+    c = coefficients(t_c, p)
+    lo, hi = 0.0, p["i_max_a"] if i_max is None else i_max
+    if cells * _u(hi, c) * hi <= p_w:
         return hi
+    _, a, b, s = c
     # Newton from a good start, guarded by the bracket (the function is smooth and increasing).
     i = min(hi, p_w / (cells * 1.8))
     for _ in range(30):
-        u = cell_voltage(i, t_c, area_m2)
+        u = _u(i, c)
         f = cells * u * i - p_w
         if f > 0:
             hi = i
         else:
             lo = i
-        du = (cell_voltage(i + 1e-3, t_c, area_m2) - u) / 1e-3
-        step = f / (cells * (u + i * du))
-        i_new = i - step
+        du = a + s * b / ((b * i + 1.0) * _LN10)
+        i_new = i - f / (cells * (u + i * du))
         if not lo < i_new < hi:
             i_new = 0.5 * (lo + hi)
         if abs(i_new - i) < 1e-9 * max(1.0, i):
@@ -110,7 +115,7 @@ class Stack:
         self.t_c = p["t0_c"]
         self.t_air_c = t_air_c
         self.i_a = 0.0
-        self.u_cell = U_REV
+        self.u_cell = reversible_voltage(self.t_c, p["pressure_bar"])
         self.eta_f = 0.0
         self.n_h2 = 0.0
         self.n_o2 = 0.0
@@ -132,12 +137,13 @@ class Stack:
         if self.tripped:
             i = 0.0
         else:
-            i = current_for_power(p_avail_w, self.t_c, p["cells"], p["area_m2"], p["i_max_a"])
+            i = current_for_power(p_avail_w, self.t_c, p)
             if i < p["min_current_a"]:
                 i = 0.0   # below minimum load the controller idles the stack
         self.i_a = i
-        self.u_cell = cell_voltage(i, self.t_c, p["area_m2"]) if i > 0 else U_REV
-        self.eta_f = faraday_efficiency(i, self.t_c, p["area_m2"]) if i > 0 else 0.0
+        # Idle, the cell sits at its open-circuit (reversible) voltage.
+        self.u_cell = cell_voltage(i, self.t_c, p)
+        self.eta_f = faraday_efficiency(i, p) if i > 0 else 0.0
         self.n_h2 = h2_mol_s(i, p["cells"], self.eta_f)
         self.n_o2 = self.n_h2 / 2.0
         n_cross = p["permeability"] * p["pressure_bar"] * p["area_m2"] * p["cells"]

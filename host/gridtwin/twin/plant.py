@@ -78,9 +78,9 @@ class Plant:
             if s.tripped:
                 continue
             p = s.p
-            hi += p["cells"] * el.cell_voltage(p["i_max_a"], s.t_c, p["area_m2"]) * p["i_max_a"]
+            hi += p["cells"] * el.cell_voltage(p["i_max_a"], s.t_c, p) * p["i_max_a"]
             if p["min_current_a"] > 0:
-                lo += p["cells"] * el.cell_voltage(p["min_current_a"], s.t_c, p["area_m2"]) * p["min_current_a"]
+                lo += p["cells"] * el.cell_voltage(p["min_current_a"], s.t_c, p) * p["min_current_a"]
         return hi, lo
 
     def step(self, t: float, dt: float, events) -> None:
