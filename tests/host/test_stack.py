@@ -13,122 +13,71 @@ import types
 import urllib.parse
 import urllib.request
 
-import paho.mqtt.client as paho
 import pytest
 import yaml
 
 from fixtures.broker import make_site_pki
 from gridtwin.cli import main
-from gridtwin.daemon.lineprotocol import line, telemetry_line
+from gridtwin.daemon.lineprotocol import telemetry_line
 from gridtwin.errors import ToolError
 from gridtwin.pki import GRAFANA_IDENTITY, TELEGRAF_IDENTITY
 from gridtwin.stack import doctor, grafana, influx, install, telegraf
+from test_stack_telegraf import Script, lp, rendered  # tests/host is on sys.path (pytest puts it there)
 
 
-def apply_pattern(topic: str, pattern: str) -> dict:
-    levels, names = topic.split("/"), pattern.split("/")
-    assert len(levels) == len(names), (topic, pattern)
-    return {n: v for n, v in zip(names, levels) if n != "_"}
-
-
-def consumers(site) -> list[dict]:
-    return tomllib.loads(telegraf.render(site))["inputs"]["mqtt_consumer"]
-
-
-# --- Telegraf -------------------------------------------------------------------------------------
+# --- Telegraf (its MQTT identity and Starlark processor: test_stack_telegraf.py) -------------------
 
 def test_telegraf_config_holds_the_keys(site_pki):
     site = site_pki.site
-    conf = tomllib.loads(telegraf.render(site))
-    tele, status = conf["inputs"]["mqtt_consumer"]
-    assert tele["servers"] == ["ssl://localhost:8883"] and tele["topics"] == ["gridtwin/demo/+/telemetry"]
+    conf = rendered(site)
+    (tele,) = conf["inputs"]["mqtt_consumer"]
+    assert tele["servers"] == ["ssl://localhost:8883"] and tele["topics"][0] == "gridtwin/demo/+/telemetry"
     assert tele["qos"] == 1 and tele["persistent_session"] is True and tele["client_id"] == "telegraf"
     assert tele["tls_cert"] == "/etc/telegraf/gridtwin/telegraf.crt"
     assert tele["tls_key"] == "/etc/telegraf/gridtwin/telegraf.key"
-    assert tele["tls_ca"] == "/etc/telegraf/gridtwin/ca.crt" and tele["data_format"] == "json_v2"
-    assert tele["topic_tag"] == ""
-    j = tele["json_v2"][0]
-    assert (j["measurement_name"], j["timestamp_path"], j["timestamp_format"]) == ("telemetry", "ts", "unix_ms")
-    assert j["object"] == [{"path": "m", "disable_prepend_keys": True}]
-    assert {(f["path"], f["rename"], f["type"]) for f in j["field"]} == {("seq", "gt_seq", "int"), ("boot", "gt_boot", "string")}
-    assert status["topics"] == ["gridtwin/demo/+/status"]
+    assert tele["tls_ca"] == "/etc/telegraf/gridtwin/ca.crt" and tele["data_format"] == "value"
     out = conf["outputs"]["influxdb_v2"][0]
     assert out["token"] == "${INFLUX_TOKEN}" and out["organization"] == "gridtwin" and out["bucket"] == "gridtwin"
     assert out["urls"] == ["http://127.0.0.1:8086"]
     assert conf["agent"]["omit_hostname"] is True and conf["agent"]["flush_interval"] == "10s"
 
 
-def test_topic_parsing_matches_every_contract_topic(site_pki, tmp_path):
-    site = site_pki.site
-    for c in consumers(site):
-        (tp,) = c["topic_parsing"]
-        leaf = tp["topic"].rsplit("/", 1)[1]
-        for node in site.node_ids:
-            topic = site.topic(node, leaf)
-            assert paho.topic_matches_sub(tp["topic"], topic) and c["topics"] == [tp["topic"]]
-            assert apply_pattern(topic, tp["tags"]) == {"site": "demo", "node": node}
-        # commands, acks and logs are not readings
-        assert not paho.topic_matches_sub(tp["topic"], site.topic("pdu_a", "cmd"))
-    # a root that does not end in the site id: site becomes a static tag, node still parsed
+def test_another_topic_root_still_gives_node_and_site(tmp_path):
     other = make_site_pki(tmp_path / "s", "[site]\nid = \"north\"\ntopic_root = \"plants/n1/grid\"\n"
                           "[[nodes]]\nid = \"a1\"\nrole = \"sensor\"\n").site
-    for c in consumers(other):
-        (tp,) = c["topic_parsing"]
-        assert c["tags"] == {"site": "north"}
-        assert apply_pattern("plants/n1/grid/a1/" + tp["topic"].rsplit("/", 1)[1], tp["tags"]) == {"node": "a1"}
+    (inp,) = rendered(other)["inputs"]["mqtt_consumer"]
+    assert inp["topics"][0] == "plants/n1/grid/+/telemetry"
+    (p,) = Script(other).points("plants/n1/grid/a1/telemetry", {"v": 1, "node": "a1", "boot": 1, "seq": 1, "ts": 5,
+                                                                "m": {"t": 20.5}})
+    assert p["tags"] == {"node": "a1", "site": "north"} and p["fields"]["t"] == 20.5
 
 
-def test_telegraf_identity_reads_the_contract_topics_on_the_real_broker(broker, mqtt_client, site_pki):
-    # the rendered Mosquitto config (ACL) grants Telegraf's subscriptions; Grafana's too
-    (tele, status) = consumers(site_pki.site)
-    t = mqtt_client(TELEGRAF_IDENTITY)
-    assert [rc.value for rc in t.subscribe(tele["topics"][0], tele["qos"])] == [1]
-    assert [rc.value for rc in t.subscribe(status["topics"][0], 1)] == [1]
+def test_grafana_identity_reads_the_readings_on_the_real_broker(broker, mqtt_client, site_pki):
+    # (Telegraf's identity: test_stack_telegraf.py connects exactly what the rendered config says)
     g = mqtt_client(GRAFANA_IDENTITY)
     assert [rc.value for rc in g.subscribe(site_pki.site.topic("+", "telemetry"), 1)] == [1]
-    node = mqtt_client("pdu_a")
-    node.publish(broker.topic("pdu_a", "telemetry"), b'{"v":1,"node":"pdu_a","boot":1,"seq":1,"ts":1,"m":{"p_w":1}}')
-    msg = t.wait_for(tele["topics"][0])
-    assert apply_pattern(msg.topic, tele["topic_parsing"][0]["tags"]) == {"site": "demo", "node": "pdu_a"}
+    mqtt_client("pdu_a").publish(broker.topic("pdu_a", "telemetry"), b'{"v":1}')
     g.wait_for(site_pki.site.topic("+", "telemetry"))
-
-
-def telegraf_point(conf: dict, topic: str, payload: dict) -> str:
-    """What the rendered json_v2 + topic_parsing sections make of one message (their documented
-    meaning: fields renamed/typed, object keys as fields, ts as unix_ms, parsed + static tags)."""
-    j = conf["json_v2"][0]
-    tags = apply_pattern(topic, conf["topic_parsing"][0]["tags"]) | conf.get("tags", {})
-    for t in j.get("tag", []):
-        if t["path"] in payload:
-            tags[t["path"]] = str(payload[t["path"]]).lower()
-    fields = {}
-    for f in j.get("field", []):
-        v = payload[f["path"]]
-        fields[f.get("rename", f["path"])] = {"int": int, "string": str, "float": float}[f["type"]](v)
-    for o in j.get("object", []):
-        fields.update({k: float(v) for k, v in payload[o["path"]].items()})
-    assert j["timestamp_format"] == "unix_ms"
-    return line(j["measurement_name"], tags, fields, payload[j["timestamp_path"]])
 
 
 def test_daemon_and_telegraf_points_round_trip_through_real_influxdb(influxdb, site_pki):
     site = site_pki.site
-    tele = consumers(site)[0]
     payload = {"v": 1, "node": "EL1", "boot": 7, "seq": 42, "ts": 1_700_000_000_123,
-               "m": {"eff": 71.5, "h2_rate": 0.25, "t amb,1": -3.0}, "hist": True}
+               "m": {"stack_a": 71.5, "h2_nlh": 0.25, "t amb,1": -3.0}, "hist": True}
     t = types.SimpleNamespace(node="EL1", boot=7, seq=42, ts=payload["ts"], m=payload["m"], hist=True)
     daemon = telemetry_line(t, site.storage.influx_measurement)
-    tg = telegraf_point(tele, site.topic("EL1", "telemetry"), payload)
-    for db, lp in (("gridtwin", daemon), ("viatelegraf", tg)):
+    (point,) = Script(site).points(site.topic("EL1", "telemetry"), payload)
+    tg = lp(point)
+    for db, text in (("gridtwin", daemon), ("viatelegraf", tg)):
         influxdb.query(f'CREATE DATABASE "{db}"', db=None)
-        req = urllib.request.Request(f"{influxdb.url}/write?db={db}&precision=ms", data=lp.encode(), method="POST")
+        req = urllib.request.Request(f"{influxdb.url}/write?db={db}&precision=ms", data=text.encode(), method="POST")
         assert urllib.request.urlopen(req, timeout=10).status == 204
     got = {}
     for db in ("gridtwin", "viatelegraf"):
         (series,) = influxdb.query('SELECT * FROM "telemetry"', db=db)
         got[db] = dict(zip(series["columns"], series["values"][0]))
     assert got["gridtwin"]["time"] == got["viatelegraf"]["time"] == payload["ts"]
-    for k in ("eff", "h2_rate", "t amb,1", "gt_seq", "gt_boot", "node", "hist"):
+    for k in ("stack_a", "h2_nlh", "t amb,1", "gt_seq", "gt_boot", "node", "hist"):
         assert got["gridtwin"][k] == got["viatelegraf"][k], k
     assert got["viatelegraf"]["site"] == "demo" and got["gridtwin"]["gt_seq"] == 42
     # the dashboards' queries select exactly this schema
@@ -315,16 +264,17 @@ def test_doctor_follows_the_probe_and_says_what_to_fix(site_pki_copy, fake_influ
     dp = checks["data path MQTT -> Telegraf -> InfluxDB"]
     assert not dp.ok and "journalctl -u telegraf" in dp.fix
     # a Telegraf stand-in (its identity, the rendered topic and json_v2 mapping, the write token)
-    tele = consumers(site)[0]
+    (tele,) = rendered(site)["inputs"]["mqtt_consumer"]
+    script = Script(site)
     t = mqtt_client(TELEGRAF_IDENTITY)
     t.subscribe(tele["topics"][0])
     token = influx.read_env(env.telegraf)["INFLUX_TOKEN"]
 
     def forward(client, userdata, msg):
-        lp = telegraf_point(tele, msg.topic, json.loads(msg.payload))
+        body = "\n".join(lp(p) for p in script.points(msg.topic, msg.payload))
         urllib.request.urlopen(urllib.request.Request(
             f"{fake_influx2.url}/api/v2/write?" + urllib.parse.urlencode({"org": "gridtwin", "bucket": "gridtwin", "precision": "ms"}),
-            data=lp.encode(), method="POST", headers={"Authorization": f"Token {token}"}))
+            data=body.encode(), method="POST", headers={"Authorization": f"Token {token}"}))
 
     t.client.on_message = forward
     checks = run(10)

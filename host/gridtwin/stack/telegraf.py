@@ -1,13 +1,24 @@
-"""Telegraf's configuration: MQTT (mTLS, its own certificate) in, InfluxDB 2 out.
+"""Telegraf's configuration: one MQTT connection (mTLS, its own certificate) in, InfluxDB 2 out.
 
-Readings land exactly as the daemon's InfluxDB writer stores them (gridtwin.daemon.lineprotocol):
-measurement ``[storage] influx_measurement`` (default "telemetry"), tag ``node``, one float field
-per metric, ``gt_seq`` (int) and ``gt_boot`` (string), tag ``hist`` on replayed readings, time from
-the payload's ``ts`` in ms. Telegraf adds the tag ``site``. So the dashboards read either writer.
+One ``[[inputs.mqtt_consumer]]`` subscribes to every contract topic Telegraf stores, on one
+persistent session: the broker makes the client id the certificate CN, so a second input on the
+``telegraf`` certificate would take the first one's session over, and back, forever. An MQTT input
+has one data format for all its topics, and the payloads differ, so the input keeps each payload
+as a string (``data_format = "value"``, the topic in tag ``topic``) and one ``processors.starlark``
+script (``STARLARK``, run by Telegraf's embedded Go Starlark) turns each message into points:
 
-Topic parsing: ``<root>/+/telemetry`` has len(root)+2 levels; the ``tags`` pattern has exactly as
-many, with ``node`` at the ``+`` and ``site`` at the root's last level when that is the site id
-(the default root ``gridtwin/<site>``), else ``site`` is a static tag.
+| topic | measurement | tags | fields | time |
+| --- | --- | --- | --- | --- |
+| ``<root>/<node>/telemetry`` | ``[storage] influx_measurement`` | node, site, hist (replayed) | each key of ``m`` (float), gt_seq (int), gt_boot (string) | ``ts`` (ms) |
+| ``<root>/<node>/status`` | ``node_status`` | node, site, state | online (1/0), every number (float), fw, board, role, reset, cfg (string), gt_boot | ``ts``, else arrival |
+| ``<root>/<node>/log`` | ``node_log`` | node, site, lvl, mod (if sent) | msg | ``ts`` |
+| ``<root>/_host/twin`` | ``twin`` | component, kind, site | each number of its ``m`` (float), status, twin_t | arrival |
+| ``<root>/_host/alerts/<key>`` | ``alerts`` | alert (the key), site, severity, kind, source | active 1, message, alert_id | ``ts``, else arrival |
+| same, empty payload (cleared) | ``alerts`` | alert, site | active 0 | arrival |
+
+Telemetry lands exactly as the daemon's InfluxDB writer stores it (gridtwin.daemon.lineprotocol), plus
+the tag ``site``, so the dashboards read either writer. Anything else (a payload that is not JSON,
+an unknown topic) makes no point; the output drops whatever the script did not convert.
 """
 
 from __future__ import annotations
@@ -22,6 +33,163 @@ CERTS = f"{ETC}/gridtwin"
 ENV_FILE = "/etc/default/telegraf"  # Debian's telegraf.service reads it (EnvironmentFile=-)
 TOKEN_VAR = "INFLUX_TOKEN"
 CLIENT_ID = "telegraf"  # the broker sets it to the certificate CN anyway (use_username_as_clientid)
+RAW = "gridtwin_mqtt"  # the input's metric name: a message not yet turned into points
+NODE_LEAVES = ("telemetry", "status", "log")  # <root>/<node>/<leaf> topics Telegraf stores
+STATUS, LOG, TWIN, ALERTS = "node_status", "node_log", "twin", "alerts"  # measurements
+
+# Go Starlark (Telegraf's processors.starlark), not Python: type() gives a string, no try/except,
+# no classes. `points` is pure (topic, decoded JSON or None) -> point dicts, so the tests run it
+# in the same interpreter; `apply` is Telegraf's entry point. starlark_source() prepends ROOT,
+# SITE and the measurement names. Numbers become floats: InfluxDB fixes a field's type at its
+# first write, and a value sent once as 21 and later as 21.5 must not be refused (the daemon's
+# writer does the same).
+STARLARK = """
+def _num(v):
+    if type(v) == "int" or type(v) == "float":
+        return float(v)
+    if type(v) == "bool":
+        return 1.0 if v else 0.0
+    return None
+
+
+def _ms(v):
+    if type(v) == "int" or type(v) == "float":
+        return int(v)
+    return None
+
+
+def _numbers(d):
+    out = {}
+    for k, v in d.items():
+        x = _num(v)
+        if x != None:
+            out[k] = x
+    return out
+
+
+def _point(name, tags, fields, time_ms):
+    return {"name": name, "tags": tags, "fields": fields, "time": time_ms}
+
+
+def _telemetry(node, doc):
+    m = doc.get("m")
+    ts = _ms(doc.get("ts"))
+    if type(m) != "dict" or ts == None:
+        return []
+    fields = _numbers(m)
+    if not fields:
+        return []
+    if type(doc.get("seq")) == "int":
+        fields["gt_seq"] = doc["seq"]
+    if doc.get("boot") != None:
+        fields["gt_boot"] = str(doc["boot"])
+    tags = {"node": node, "site": SITE}
+    if doc.get("hist") == True:
+        tags["hist"] = "true"
+    return [_point(TELEMETRY, tags, fields, ts)]
+
+
+def _status(node, doc):
+    state = doc.get("state")
+    if type(state) != "string":
+        return []
+    fields = {"online": 1.0 if state == "online" else 0.0}
+    for k, v in doc.items():
+        if k in ("ts", "boot", "state", "node"):
+            continue
+        if type(v) == "string":
+            fields[k] = v
+        elif _num(v) != None:
+            fields[k] = _num(v)
+    if doc.get("boot") != None:
+        fields["gt_boot"] = str(doc["boot"])
+    return [_point(STATUS, {"node": node, "site": SITE, "state": state}, fields, _ms(doc.get("ts")))]
+
+
+def _log(node, doc):
+    msg = doc.get("msg")
+    if type(msg) != "string":
+        return []
+    tags = {"node": node, "site": SITE, "lvl": str(doc.get("lvl", "?"))}
+    if type(doc.get("mod")) == "string" and doc["mod"]:
+        tags["mod"] = doc["mod"]
+    return [_point(LOG, tags, {"msg": msg}, _ms(doc.get("ts")))]
+
+
+def _twin(doc):
+    comps = doc.get("components")
+    if type(comps) != "dict":
+        return []
+    t = _num(doc.get("t"))
+    out = []
+    for cid, c in comps.items():
+        if type(c) != "dict":
+            continue
+        fields = _numbers(c["m"]) if type(c.get("m")) == "dict" else {}
+        if type(c.get("status")) == "string":
+            fields["status"] = c["status"]
+        if t != None:
+            fields["twin_t"] = t
+        if fields:
+            tags = {"component": cid, "kind": str(c.get("kind", "")), "site": SITE}
+            out.append(_point(TWIN, tags, fields, None))
+    return out
+
+
+def _alert(key, doc):
+    if doc == None:  # an empty retained message: the alert is cleared
+        return [_point(ALERTS, {"alert": key, "site": SITE}, {"active": 0.0}, None)]
+    if type(doc) != "dict":
+        return []
+    tags = {"alert": key, "site": SITE}
+    for tag, paths in (("severity", ("severity",)), ("kind", ("kind", "type")), ("source", ("node", "component"))):
+        for p in paths:
+            if type(doc.get(p)) == "string" and doc[p] and tag not in tags:
+                tags[tag] = doc[p]
+    fields = {"active": 1.0}
+    if type(doc.get("message")) == "string":
+        fields["message"] = doc["message"]
+    if _num(doc.get("id")) != None:
+        fields["alert_id"] = _num(doc["id"])
+    return [_point(ALERTS, tags, fields, _ms(doc.get("ts")))]
+
+
+def points(topic, doc):
+    # topic: the MQTT topic; doc: its payload decoded from JSON, None when the payload was empty
+    if not topic.startswith(ROOT + "/"):
+        return []
+    parts = topic[len(ROOT) + 1:].split("/")
+    if len(parts) > 2 and parts[0] == "_host" and parts[1] == "alerts":
+        return _alert("/".join(parts[2:]), doc)
+    if type(doc) != "dict" or len(parts) != 2:
+        return []
+    if parts == ["_host", "twin"]:
+        return _twin(doc)
+    if parts[1] == "telemetry":
+        return _telemetry(parts[0], doc)
+    if parts[1] == "status" and parts[0] != "_host":
+        return _status(parts[0], doc)
+    if parts[1] == "log" and parts[0] != "_host":
+        return _log(parts[0], doc)
+    return []
+
+
+def apply(metric):
+    raw = metric.fields.get("value", "")
+    doc = None
+    if type(raw) == "string" and raw.strip():
+        doc = json.decode(raw)
+    out = []
+    for p in points(metric.tags.get("topic", ""), doc):
+        m = Metric(p["name"])
+        for k, v in p["tags"].items():
+            m.tags[k] = v
+        for k, v in p["fields"].items():
+            m.fields[k] = v
+        m.time = p["time"] * 1000000 if p["time"] != None else metric.time
+        out.append(m)
+    return out if out else None
+"""
 
 
 def _q(value) -> str:
@@ -35,26 +203,31 @@ def _q(value) -> str:
     return json.dumps(str(value))
 
 
-def topic_tags(site, leaf: str) -> tuple[str, str, dict]:
-    """(topic filter, tags pattern, static tags) for `<root>/+/<leaf>`; pattern length == topic length."""
-    levels = site.topic_root.split("/")
-    names = ["_"] * len(levels)
-    static = {}
-    if levels[-1] == site.id:
-        names[-1] = "site"
-    else:
-        static["site"] = site.id
-    topic = "/".join(levels + ["+", leaf])
-    pattern = "/".join(names + ["node", "_"])
-    return topic, pattern, static
+def topics(site) -> list[str]:
+    """Every topic filter Telegraf subscribes to, all on its one connection."""
+    root = site.topic_root
+    return [f"{root}/+/{leaf}" for leaf in NODE_LEAVES] + [f"{root}/_host/twin", f"{root}/_host/alerts/#"]
+
+
+def starlark_source(site) -> str:
+    """The processor's script for this site: its constants, then STARLARK."""
+    return (f"# GridTwin site '{site.id}': MQTT messages -> InfluxDB points (gridtwin.stack.telegraf)\n"
+            'load("json.star", "json")\n\n'
+            f"ROOT = {json.dumps(site.topic_root)}\n"
+            f"SITE = {json.dumps(site.id)}\n"
+            f"TELEMETRY = {json.dumps(site.storage.influx_measurement)}\n"
+            f"STATUS, LOG, TWIN, ALERTS = {json.dumps(STATUS)}, {json.dumps(LOG)}, {json.dumps(TWIN)}, "
+            f"{json.dumps(ALERTS)}\n" + STARLARK)
 
 
 def render(site, *, certs_dir: str = CERTS) -> str:
     st, stack = site.storage, site.stack
-    meas = st.influx_measurement
     host, port = broker_host(site), site.broker.port
+    script = starlark_source(site)
+    if "'''" in script:  # it goes into a TOML multi-line literal string
+        raise ValueError("the Starlark script must not contain three single quotes")
     lines = [
-        f"# GridTwin site '{site.id}': Telegraf reads the node topics and writes InfluxDB 2.",
+        f"# GridTwin site '{site.id}': Telegraf reads the contract topics and writes InfluxDB 2.",
         "# Rendered by `gridtwin stack render|install`; change site.toml and render again instead of this file.",
         f"# The InfluxDB token comes from ${{{TOKEN_VAR}}}, set in {ENV_FILE} (root-only) by `gridtwin stack provision`.",
         "",
@@ -69,73 +242,38 @@ def render(site, *, certs_dir: str = CERTS) -> str:
         "  logfile = \"\"",
         "  quiet = true",
         "",
-    ]
-
-    def consumer(leaf: str, comment: str, body: list[str]) -> list[str]:
-        topic, pattern, static = topic_tags(site, leaf)
-        out = [
-            f"# {comment}",
-            "[[inputs.mqtt_consumer]]",
-            f"  servers = {_q([f'ssl://{host}:{port}'])}",
-            f"  topics = {_q([topic])}",
-            "  qos = 1",
-            "  persistent_session = true",
-            f"  client_id = {_q(CLIENT_ID)}",
-            "  topic_tag = \"\"",
-            "  connection_timeout = \"30s\"",
-            "  max_undelivered_messages = 1000",
-            f"  tls_ca = {_q(f'{certs_dir}/ca.crt')}",
-            f"  tls_cert = {_q(f'{certs_dir}/telegraf.crt')}",
-            f"  tls_key = {_q(f'{certs_dir}/telegraf.key')}",
-            f"  tls_server_name = {_q(host)}",
-            "  data_format = \"json_v2\"",
-        ]
-        if static:
-            out += ["  [inputs.mqtt_consumer.tags]"] + [f"    {k} = {_q(v)}" for k, v in static.items()]
-        out += [
-            "  [[inputs.mqtt_consumer.topic_parsing]]",
-            f"    topic = {_q(topic)}",
-            f"    tags = {_q(pattern)}",
-        ]
-        return out + body + [""]
-
-    lines += consumer("telemetry", "Telemetry: {\"v\",\"node\",\"boot\",\"seq\",\"ts\",\"m\":{metric: number},\"hist\"?}", [
-        "  [[inputs.mqtt_consumer.json_v2]]",
-        f"    measurement_name = {_q(meas)}",
-        "    timestamp_path = \"ts\"",
-        "    timestamp_format = \"unix_ms\"",
-        "    [[inputs.mqtt_consumer.json_v2.tag]]",
-        "      path = \"hist\"",
-        "      type = \"string\"",
-        "      optional = true",
-        "    [[inputs.mqtt_consumer.json_v2.field]]",
-        "      path = \"seq\"",
-        "      rename = \"gt_seq\"",
-        "      type = \"int\"",
-        "    [[inputs.mqtt_consumer.json_v2.field]]",
-        "      path = \"boot\"",
-        "      rename = \"gt_boot\"",
-        "      type = \"string\"",
-        "    [[inputs.mqtt_consumer.json_v2.object]]",
-        "      path = \"m\"",
-        "      disable_prepend_keys = true",
-    ])
-    lines += consumer("status", "Birth and will (retained): state, heap, RSSI, uptime", [
-        "  [[inputs.mqtt_consumer.json_v2]]",
-        "    measurement_name = \"node_status\"",
-        "    [[inputs.mqtt_consumer.json_v2.tag]]",
-        "      path = \"state\"",
-        "      type = \"string\"",
-        *[line for f, t in (("heap", "int"), ("rssi", "int"), ("uptime", "int"), ("fw", "string"))
-          for line in ("    [[inputs.mqtt_consumer.json_v2.field]]", f"      path = {_q(f)}",
-                       f"      type = {_q(t)}", "      optional = true")],
-    ])
-    lines += [
+        "# ONE input, so ONE connection: the broker makes the client id the certificate CN, and a second",
+        "# input on this certificate would take this session over (and back) forever.",
+        "[[inputs.mqtt_consumer]]",
+        f"  servers = {_q([f'ssl://{host}:{port}'])}",
+        f"  topics = {_q(topics(site))}",
+        "  qos = 1",
+        "  persistent_session = true",
+        f"  client_id = {_q(CLIENT_ID)}",
+        "  connection_timeout = \"30s\"",
+        "  max_undelivered_messages = 1000",
+        f"  tls_ca = {_q(f'{certs_dir}/ca.crt')}",
+        f"  tls_cert = {_q(f'{certs_dir}/telegraf.crt')}",
+        f"  tls_key = {_q(f'{certs_dir}/telegraf.key')}",
+        f"  tls_server_name = {_q(host)}",
+        "  # the payloads differ per topic: each is kept as a string; the Starlark processor parses it",
+        "  topic_tag = \"topic\"",
+        f"  name_override = {_q(RAW)}",
+        "  data_format = \"value\"",
+        "  data_type = \"string\"",
+        "",
+        "[[processors.starlark]]",
+        f"  namepass = {_q([RAW])}",
+        "  source = '''",
+        script.rstrip("\n"),
+        "'''",
+        "",
         "[[outputs.influxdb_v2]]",
         f"  urls = {_q([st.influx_url])}",
         f"  token = \"${{{TOKEN_VAR}}}\"",
         f"  organization = {_q(st.influx_org)}",
         f"  bucket = {_q(st.influx_bucket)}",
+        f"  namedrop = {_q([RAW])}  # a message the script made no point of is never written raw",
         "  content_encoding = \"gzip\"",
         "  timeout = \"10s\"",
         "",
