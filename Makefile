@@ -27,6 +27,7 @@ help:
 setup: $(VENV)/.setup-stamp
 
 $(VENV)/.setup-stamp: pyproject.toml tools/setup-system.sh
+	@echo "setup: Debian packages, $(VENV) with gridtwin and MicroPython (about a minute, once) ..."
 	@bash tools/setup-system.sh $(APT_PACKAGES)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip

@@ -102,3 +102,94 @@ def _store_readings(site_path, node, metrics: list[dict], *, step_ms=1000, end_m
         store.write_batch(batch)
     finally:
         store.close()
+
+
+def test_vnode_with_an_expired_certificate_warns_before_it_starts(tmp_path, micropython):
+    import datetime as dt
+    import signal
+    import subprocess
+    import sys
+
+    from fixtures.broker import make_site_pki
+    from gridtwin.pki import issue_test_identity
+
+    sp = make_site_pki(tmp_path / "site")
+    now = dt.datetime.now(dt.timezone.utc)
+    issue_test_identity(sp.pki.dir, "pdu_a", ca=sp.pki, not_before=now - dt.timedelta(days=10),
+                        not_after=now - dt.timedelta(days=1))
+    proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(sp.path), "vnode", "pdu_a"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:  # up to the line that says the board starts
+            lines.append(line)
+            if "on a virtual board" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        lines += proc.stderr.readlines()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    text = "".join(lines)
+    warning = next((i for i, x in enumerate(lines) if x.startswith("gridtwin: warning: pdu_a: certificate expired")),
+                   None)
+    start = next(i for i, x in enumerate(lines) if "on a virtual board" in x)
+    assert warning is not None and warning < start and "gridtwin pki rotate pdu_a" in lines[warning], text
+
+
+def test_make_setup_says_what_it_does_before_it_does_it_and_readme_names_the_cli():
+    import subprocess
+
+    out = subprocess.run(["make", "-n", "-B", "--no-print-directory", ".venv/.setup-stamp"], cwd=REPO,
+                         capture_output=True, text=True)
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("echo \"setup: ") and "minute" in first, out.stdout
+    readme = (REPO / "README.md").read_text()
+    assert "`.venv/bin/gridtwin`" in readme and "source .venv/bin/activate" in readme
+    assert "state=true" not in readme  # the firmware's set_fault takes on=true|false
+
+
+@pytest.fixture
+def daemon_site(site_pki_copy, broker, tmp_path):
+    """The example site with its PKI, a real broker and `gridtwin daemon` running on it."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from fixtures.broker import free_port, wait_until
+
+    site = site_pki_copy.path
+    metrics_port = free_port()
+    text = re.sub(r"(?m)^port = \d+", f"port = {broker.port}", site.read_text())
+    site.write_text(text + f"\n[daemon]\nmetrics_port = {metrics_port}\n")
+    log = open(tmp_path / "daemon.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site), "daemon"], stdout=log, stderr=log)
+
+    def healthy():
+        assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).status == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, 20, "the daemon to be healthy")
+    yield site
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+    log.close()
+
+
+def test_cmd_to_an_offline_node_says_whom_it_waits_for_and_how_long(daemon_site):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "gridtwin", "--site", str(daemon_site), "cmd", "util_a", "reboot",
+                          "--ttl", "1"], capture_output=True, text=True, timeout=30)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 4, out.stderr
+    assert lines[0] == ("gridtwin: util_a is offline (never seen); waiting up to 1 s for it to come online (--ttl), "
+                        "then 10 s for its ack; Ctrl-C gives up"), out.stderr
+    assert "util_a is offline" in lines[-1] and len(lines) == 2
