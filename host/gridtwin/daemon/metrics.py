@@ -129,12 +129,24 @@ class MetricsServer:
     (mode 600): /metrics may be scraped by anyone on the host, commands may not.
     """
 
+    # A local API, but every local user can reach it: the token is checked before the body is
+    # read, bodies are small, a client that stalls is cut off, and connections are bounded.
+    MAX_BODY = 64 * 1024
+    TIMEOUT_S = 10.0
+    MAX_CONNECTIONS = 64
+
     def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9810, routes=None,
-                 token: str | None = None, private=()):
+                 token: str | None = None, private=(), timeout: float | None = None,
+                 max_connections: int | None = None):
         m, routes, private = metrics, dict(routes or {}), set(private)
+        max_body = self.MAX_BODY
+        slots = threading.BoundedSemaphore(max_connections or self.MAX_CONNECTIONS)
+        self.refused = 0
+        io_timeout = self.TIMEOUT_S if timeout is None else timeout
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = io_timeout  # per socket operation: a client that stalls is cut off
 
             def _reply(self, code, ctype, body):
                 self.send_response(code)
@@ -147,8 +159,22 @@ class MetricsServer:
                 from urllib.parse import parse_qs, urlsplit
                 parts = urlsplit(self.path)
                 path, query = parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()}
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                self.close_connection = True  # one request per connection: nothing lingers
+                if path in private and self.headers.get("Authorization") != f"Bearer {token}":
+                    # before the body: an unauthenticated client cannot make us read (or wait for) it
+                    return self._reply(401, "application/json", b'{"error": "missing or wrong daemon token"}')
+                raw_length = self.headers.get("Content-Length") or "0"
+                if not raw_length.isdigit():
+                    return self._reply(400, "application/json", b'{"error": "bad Content-Length"}')
+                length = int(raw_length)
+                if length > max_body:
+                    return self._reply(413, "application/json", b'{"error": "body too large"}')
+                try:
+                    body = self.rfile.read(length) if length else b""
+                except OSError:  # stalled past the timeout, or reset
+                    return None
+                if len(body) != length:
+                    return None  # the client went away or stalled past the timeout
                 if method == "GET" and path == "/metrics":
                     return self._reply(200, "text/plain; version=0.0.4", m.prometheus().encode())
                 if method == "GET" and path == "/healthz":
@@ -157,8 +183,6 @@ class MetricsServer:
                 fn = routes.get((method, path))
                 if fn is None:
                     return self._reply(404, "text/plain", b"try /healthz or /metrics\n")
-                if path in private and self.headers.get("Authorization") != f"Bearer {token}":
-                    return self._reply(401, "application/json", b'{"error": "missing or wrong daemon token"}')
                 try:
                     out = fn(self, query, body)
                 except Exception:  # a bug in a route: one log line and a 500, the daemon goes on
@@ -176,8 +200,26 @@ class MetricsServer:
             def log_message(self, *a):  # access logs would drown the structured log
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
+        outer = self
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128  # accepted fast and answered or closed, not left in the backlog
+
+            def process_request(self, request, client_address):
+                if not slots.acquire(blocking=False):
+                    outer.refused += 1  # over the bound: closed at once, no thread for it
+                    self.shutdown_request(request)
+                    return
+                super().process_request(request, client_address)
+
+            def process_request_thread(self, request, client_address):
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    slots.release()
+
+        self.httpd = Server((host, port), Handler)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
 
