@@ -193,3 +193,39 @@ def test_cmd_to_an_offline_node_says_whom_it_waits_for_and_how_long(daemon_site)
     assert lines[0] == ("gridtwin: util_a is offline (never seen); waiting up to 1 s for it to come online (--ttl), "
                         "then 10 s for its ack; Ctrl-C gives up"), out.stderr
     assert "util_a is offline" in lines[-1] and len(lines) == 2
+
+
+@pytest.mark.parametrize("argv, run_flags", [
+    (["daemon", "--twin", "install"], {"twin": True, "instance": 1, "metrics_port": None}),
+    (["daemon", "install", "--twin", "--metrics-port", "9911"], {"twin": True, "instance": 1, "metrics_port": 9911}),
+    (["daemon", "--instance", "2", "install"], {"twin": False, "instance": 2, "metrics_port": None}),
+    (["daemon", "install"], {"twin": False, "instance": 1, "metrics_port": None}),
+])
+def test_daemon_install_passes_the_run_flags_to_the_units_execstart(site, capsys, argv, run_flags):
+    import argparse
+    import shlex
+
+    from gridtwin.commands import daemon as daemon_cmd
+
+    assert cli.main(["--site", str(site), *argv, "--dry-run", "--user", "pi"]) == 0
+    unit = capsys.readouterr().out
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    words = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert words[1:3] == ["--site", str(site.resolve())] and words[3] == "daemon"
+    # what the service will run, parsed by the daemon verb's own parser
+    parser = argparse.ArgumentParser()
+    daemon_cmd.add_arguments(parser)
+    ns = parser.parse_args(words[4:])
+    assert ns.action == "run" and ns.log_format == "json"
+    assert (ns.twin, getattr(ns, "instance", 1), ns.metrics_port) == tuple(run_flags.values()), exec_start
+    assert ("digital twin" in unit) == run_flags["twin"]
+
+
+def test_daemon_install_writes_the_instances_own_unit(site, tmp_path, capsys):
+    assert cli.main(["--site", str(site), "daemon", "--twin", "install", "--no-start", "--unit-dir", str(tmp_path)]) == 0
+    assert " --twin" in (tmp_path / "gridtwin-daemon.service").read_text()
+    assert cli.main(["--site", str(site), "daemon", "--instance", "2", "install", "--no-start",
+                     "--unit-dir", str(tmp_path)]) == 0
+    assert "--instance 2" in (tmp_path / "gridtwin-daemon-2.service").read_text()
+    assert "--instance" not in (tmp_path / "gridtwin-daemon.service").read_text()
+    one_line_error(capsys, ["--site", str(site), "daemon", "--instance", "2", "install", "--twin", "--dry-run"])
