@@ -68,9 +68,11 @@ def test_daemon_and_telegraf_points_round_trip_through_real_influxdb(influxdb, s
     daemon = telemetry_line(t, site.storage.influx_measurement)
     (point,) = Script(site).points(site.topic("EL1", "telemetry"), payload)
     tg = lp(point)
-    for db, text in (("gridtwin", daemon), ("viatelegraf", tg)):
+    # the daemon's writer sends nanoseconds (ms + seq: one point per reading, lineprotocol.point_time_ns)
+    for db, text, precision in (("gridtwin", daemon, "ns"), ("viatelegraf", tg, "ms")):
         influxdb.query(f'CREATE DATABASE "{db}"', db=None)
-        req = urllib.request.Request(f"{influxdb.url}/write?db={db}&precision=ms", data=text.encode(), method="POST")
+        req = urllib.request.Request(f"{influxdb.url}/write?db={db}&precision={precision}", data=text.encode(),
+                                     method="POST")
         assert urllib.request.urlopen(req, timeout=10).status == 204
     got = {}
     for db in ("gridtwin", "viatelegraf"):

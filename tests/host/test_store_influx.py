@@ -8,6 +8,7 @@ from gridtwin.daemon.store_influx import InfluxConfig, InfluxRejected, InfluxUna
 from gridtwin.daemon.store_sqlite import SqliteStore
 
 TS = 1_700_000_000_000
+NS = 1_000_000  # the writer's precision is nanoseconds; the fixture's queries answer in ms
 
 
 def v1(server, **kw):
@@ -17,7 +18,7 @@ def v1(server, **kw):
 def test_escaping_round_trips_through_a_real_influxdb(influxdb):
     awkward = {"site name": "a,b=c d", "node": r"n\1"}
     fields = {"val ue,x=": 1.5, "text": 'say "hi" \\ bye', "n": 3, "flag": True}
-    line = lp.line("my meas,ure ment", awkward, fields, TS)
+    line = lp.line("my meas,ure ment", awkward, fields, TS * NS)
     v1(influxdb).write([line])
     (series,) = influxdb.query('SELECT * FROM "my meas,ure ment"')
     row = dict(zip(series["columns"], series["values"][0]))
@@ -38,7 +39,7 @@ def test_line_protocol_refuses_what_it_cannot_carry():
 
 def test_gzip_batches_and_errors(influxdb):
     w = v1(influxdb, gzip=True)
-    w.write([lp.line("g", {"node": "n1"}, {"x": float(i)}, TS + i) for i in range(2000)])
+    w.write([lp.line("g", {"node": "n1"}, {"x": float(i)}, (TS + i) * NS) for i in range(2000)])
     (series,) = influxdb.query("SELECT count(x) FROM g")
     assert series["values"][0][1] == 2000
     with pytest.raises(InfluxRejected, match="HTTP 400"):
@@ -59,8 +60,8 @@ def test_spool_replays_in_order_after_an_outage(influxdb, tmp_path):
     fwd.start()
     try:
         for i in range(50):
-            store.write_batch([], spool_lines=[f"order,node=n1 v={i}i,k{i}=1i {TS}",
-                                               f"points,node=n1 v={i}i {TS + i}"])
+            store.write_batch([], spool_lines=[f"order,node=n1 v={i}i,k{i}=1i {TS * NS}",
+                                               f"points,node=n1 v={i}i {(TS + i) * NS}"])
             fwd.wake.set()
         wait_for(lambda: not fwd.reachable, 10, "the forwarder to notice InfluxDB is down")
         assert store.spool_depth() == 100
@@ -87,8 +88,9 @@ def test_daemon_with_influxdb_backend_spools_while_it_is_down(fleet_broker, infl
     daemon.start()
     nodes = [NodeClient(fleet_broker, n) for n in FLEET[:5]]
     base = int(__import__("time").time() * 1000) - 60_000
-    # a point in InfluxDB is (series, time): readings of one node carry distinct ts, as real nodes' do
-    ts = lambda seq: base + seq * 100  # noqa: E731
+    # a point in InfluxDB is (series, time): here every two readings of a node share a millisecond,
+    # and each must still be a point of its own (issue #19: the second overwrote the first)
+    ts = lambda seq: base + (seq // 2) * 100  # noqa: E731
     try:
         assert daemon.ingest.wait_connected()
         for seq in range(20):

@@ -48,8 +48,9 @@ def field_value(value) -> str:
     return '"' + _clean(str(value), "string field").translate(_STR) + '"'
 
 
-def line(measurement: str, tags: dict, fields: dict, ts_ms: int) -> str:
-    """One point; tags are sorted (InfluxDB's fastest path), timestamp in milliseconds."""
+def line(measurement: str, tags: dict, fields: dict, ts: int) -> str:
+    """One point; tags are sorted (InfluxDB's fastest path); ``ts`` in the writer's precision
+    (the daemon's writer: nanoseconds, see telemetry_line)."""
     if not fields:
         raise LineProtocolError("a point needs at least one field")
     head = escape_measurement(measurement)
@@ -59,12 +60,24 @@ def line(measurement: str, tags: dict, fields: dict, ts_ms: int) -> str:
             continue  # an empty tag value is invalid line protocol; omitting it means "no tag"
         head += f",{escape_key(k)}={escape_key(str(v))}"
     body = ",".join(f"{escape_key(k)}={field_value(v)}" for k, v in fields.items())
-    return f"{head} {body} {int(ts_ms)}"
+    return f"{head} {body} {int(ts)}"
+
+
+NS_PER_MS = 1_000_000
+
+
+def point_time_ns(ts_ms: int, seq: int) -> int:
+    """The point's time in nanoseconds: the node's millisecond plus its seq in the sub-millisecond
+    digits. InfluxDB keeps one point per series and time, so two readings of one node stamped in
+    the same millisecond would otherwise merge (the second overwriting the first); within a boot
+    seq differs, and a million readings in one millisecond cannot happen."""
+    return ts_ms * NS_PER_MS + seq % NS_PER_MS
 
 
 def telemetry_line(t, measurement: str = "telemetry") -> str:
-    """A validated Telemetry message as one point: tag node, a float field per metric."""
+    """A validated Telemetry message as one point: tag node, a float field per metric, time in ns."""
     fields = {k: float(v) for k, v in t.m.items()}
     fields["gt_seq"] = t.seq  # prefixed: a metric may itself be called "seq"
     fields["gt_boot"] = str(t.boot)
-    return line(measurement, {"node": t.node, "hist": "true" if t.hist else None}, fields, t.ts)
+    return line(measurement, {"node": t.node, "hist": "true" if t.hist else None}, fields,
+                point_time_ns(t.ts, t.seq))

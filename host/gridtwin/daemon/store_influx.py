@@ -45,14 +45,17 @@ class InfluxConfig:
 
 
 class InfluxWriter:
+    # the spool holds nanosecond times (lineprotocol.point_time_ns): one point per reading
+    precision = "ns"
+
     def __init__(self, cfg: InfluxConfig):
         self.cfg = cfg
         base = cfg.url.rstrip("/")
         if cfg.api == "v1":
-            self.endpoint = f"{base}/write?" + urllib.parse.urlencode({"db": cfg.bucket, "precision": "ms"})
+            self.endpoint = f"{base}/write?" + urllib.parse.urlencode({"db": cfg.bucket, "precision": self.precision})
         else:
             self.endpoint = f"{base}/api/v2/write?" + urllib.parse.urlencode(
-                {"org": cfg.org, "bucket": cfg.bucket, "precision": "ms"})
+                {"org": cfg.org, "bucket": cfg.bucket, "precision": self.precision})
 
     def write(self, lines: list[str]) -> None:
         body = ("\n".join(lines) + "\n").encode()

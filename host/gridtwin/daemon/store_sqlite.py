@@ -180,6 +180,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if version < 1:
         # readings.msg: the whole payload -> its metrics object (what queries read, validated)
         conn.execute("UPDATE readings SET msg = json_extract(msg, '$.m') WHERE json_type(msg, '$.m') = 'object'")
+        # spooled line protocol: millisecond times -> nanoseconds (the writer's precision now)
+        conn.execute("UPDATE spool SET line = line || '000000'")
     for col, kind in NODE_EXTRA_COLUMNS:
         if col not in cols:
             conn.execute(f"ALTER TABLE nodes ADD COLUMN {col} {kind}")
