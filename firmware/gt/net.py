@@ -176,10 +176,9 @@ class Net:
             self.sock = None
         self.n = 0
         self.busy = False
-        if self.inflight is not None:
-            # the reading in flight is resent first thing on the next connection: the outbox
-            # need not keep (and, when full, drop and count) a second copy
-            self.app.outbox.done(self.inflight[1])
+        # the reading in flight is resent first thing on the next connection; the outbox keeps
+        # what waits (and that reading) on flash while there is no link
+        self.app.outbox.end(self.inflight[1] if self.inflight is not None else None)
         if was:
             self._event("down")
 

@@ -11,6 +11,12 @@
 # up, what is waiting is the backlog (published with "hist": true, rate-limited by the publisher);
 # readings pushed after that are live and go first, so live data flows during a long replay.
 #
+# While there is no connection (up False) nothing waits in RAM for long: when the link goes, the
+# ring (with the reading that was in flight) is written to flash, and each later reading follows
+# when the next one is taken, so a power cut in an outage loses at most the newest reading. That
+# is one small append a sample interval, and only during an outage (docs/architecture.md: flash
+# wear). While the link is up, readings wait in the RAM ring; flash is written only when it overflows.
+#
 # The spill (gt/spool.py) is two append-only segment files on flash; a power cut mid-write loses
 # at most the record being written. Its code is loaded only while the spill holds readings.
 import json
@@ -31,6 +37,11 @@ def fields(rec):
     return struct.unpack_from("<IIq", rec)
 
 
+def _same(a, b):
+    # the same reading: the same object, or its copy read back from flash (same boot and seq)
+    return a is b or (a is not None and a[:8] == b[:8])
+
+
 def stamp(rec, boot):
     """The reading's Unix ms, or None while it cannot be known yet (clock not set)."""
     b, _s, t = struct.unpack_from("<IIq", rec)
@@ -49,6 +60,7 @@ class Outbox:
         self._head = 0  # oldest
         self._n = 0
         self.mark = 0  # ring readings waiting from before the connection came up (backlog)
+        self.up = False  # a connection is up: readings wait in RAM (else they go to flash)
         self.spill = None
         self.spill_bytes = spill_bytes
         self.log = log
@@ -77,6 +89,9 @@ class Outbox:
         """Take a reading: a packed record, or the sampler's (seq, ticks, m)."""
         if isinstance(rec, tuple):
             rec = pack(self.boot, rec[0], rec[1], json.dumps(rec[2], separators=(",", ":")).encode())
+        if self._n and not self.up and self.spill_bytes:
+            # no link: the reading taken one interval ago goes to flash now
+            self.flush()
         if self._n == self.cap:
             old = self._pop_head()
             if self.spill_bytes:
@@ -119,7 +134,21 @@ class Outbox:
 
     def begin(self):
         """A connection came up: everything waiting now is backlog."""
+        self.up = True
         self.mark = self._n
+
+    def end(self, inflight=None):
+        """The connection ended (or an attempt failed); inflight: the reading the broker never
+        acknowledged, which the transport sends again first on the next connection. With a spill,
+        everything in RAM goes to flash now, that reading with the others (a power cut must not
+        take it: the copy on flash is taken out when the resend is acknowledged, see done()).
+        Without one, the transport's copy is enough: the outbox lets it go instead of keeping a
+        second (and, when full, dropping and counting one more)."""
+        self.up = False
+        if self.spill_bytes:
+            self.flush()
+        elif inflight is not None:
+            self.done(inflight)
 
     def live(self):
         """The oldest reading pushed since the connection came up, or None."""
@@ -142,7 +171,7 @@ class Outbox:
         """rec was delivered: take it out (it may have moved to flash meanwhile; then it stays
         there and is sent again later, which the host's de-duplication by (boot, seq) absorbs)."""
         sp = self.spill
-        if sp is not None and sp.count and sp.peek() is rec:
+        if sp is not None and sp.count and _same(sp.peek(), rec):
             sp.pop()
             if not sp.count:
                 # replayed to the end: the spill's code leaves RAM until the next outage
@@ -164,11 +193,16 @@ class Outbox:
             self._ring[(self._head + self._n) % cap] = None
 
     def flush(self):
-        """Move the RAM readings to flash (before a planned reset)."""
+        """Move the RAM readings to flash, oldest first (while there is no link, and before a
+        planned reset). A flash that fails leaves them in RAM, where the ring bounds them."""
         if not self.spill_bytes:
             return
         while self._n:
-            self._sp().append(self._dated(self._pop_head()))
+            try:
+                self._sp().append(self._dated(self._ring[self._head]))
+            except OSError:
+                return
+            self._pop_head()
 
     def pop(self):
         rec = self.peek()
