@@ -62,7 +62,7 @@ def test_example_site_topology():
     assert topo.by_id["EL1"].node == "EL1" and topo.by_id["tank1"].node is None
     # Parameters from the file, the rest from the kind's defaults.
     assert topo.by_id["srv_a"].params["load_kw"] == 12.0
-    assert topo.by_id["gen_a"].params["start_delay_s"] == 10.0
+    assert topo.by_id["gen_a"].params["start_delay_s"] == 8.0
     assert topo.by_id["EL1"].params["u_cell_max_v"] == KINDS["electrolyser"].params["u_cell_max_v"].default
 
 

@@ -79,6 +79,9 @@ class _Switch:
         self.i, self.p, self.parents = i, p, parents
         self.position = 0       # index into parents; -1 = open
         self.normal_ok_for = 0.0
+        self.normal_lost_for = 0.0    # how long the normal source has been seen dead (detection)
+        self.standby_ok_for = 0.0     # how long a standby source has been seen live (transfer)
+        self.out_lost_at: float | None = None   # when the switch's output lost power (NFPA 110 clock)
 
 
 class Twin:
@@ -126,6 +129,10 @@ class Twin:
             for cid in [pl.array.id, *(pl.stacks), *(pl.separators), *(pl.tanks)] + \
                        ([pl.converter.id] if pl.converter else []) + ([pl.battery.id] if pl.battery else []):
                 self.plant_of[cid] = pl
+        # NFPA 110: switches with a standby generator must restore power within the declared type's seconds.
+        self.nfpa110_type = cfg.get("nfpa110_type", 0)
+        self._nfpa = [sw for sw in self.switches if any(by[ac.ids[g]].kind == "generator" for g in sw.parents[1:])] \
+            if self.nfpa110_type else []
         self.grids = {c.id: GridBus(c.params, self.rng) for c in comps if c.kind == "grid_bus"}
         self._grid_alarm = {g: False for g in self.grids}
         self._restoring = False
@@ -176,13 +183,18 @@ class Twin:
             standby = sw.parents[1:]
             sid = ids[sw.i]
             sw.normal_ok_for = sw.normal_ok_for + dt if normal_ok else 0.0
+            sw.normal_lost_for = 0.0 if normal_ok else sw.normal_lost_for + dt
             pos = sw.position
-            if pos == 0 and not normal_ok:
+            # Detection: the normal source must stay dead detect_s (at least the one step the relay
+            # needs to see it) before the switch opens and signals its standby generator.
+            if pos == 0 and not normal_ok and sw.normal_lost_for >= sw.p["detect_s"] - 1e-9:
                 pos = -1
-            if pos <= 0 and not normal_ok:
+            if pos < 0 and not normal_ok:
                 want_gen.update(standby)
                 live = [s for s in standby if ac.en[s]]
-                if live:
+                # Transfer: the standby must be ready transfer_s (at least one step) before the switch closes.
+                sw.standby_ok_for = sw.standby_ok_for + dt if live else 0.0
+                if live and sw.standby_ok_for >= sw.p["transfer_s"] - 1e-9:
                     pos = sw.parents.index(live[0])
             elif pos > 0:
                 if normal_ok and sw.normal_ok_for >= sw.p["retransfer_delay_s"]:
@@ -194,6 +206,8 @@ class Twin:
                     want_gen.add(sw.parents[pos])
             elif pos == -1 and normal_ok:
                 pos = 0
+            if pos >= 0:
+                sw.standby_ok_for = 0.0
             if pos != sw.position:
                 if pos > 0:
                     ev.start(t, sid, "transfer_to_generator", source=ids[sw.parents[pos]])
@@ -231,6 +245,8 @@ class Twin:
                 ac.soc[k] = o / 100.0
         ac.step(dt, self.rng)
         self._ac_events(t)
+        if self._nfpa:
+            self._nfpa110(t)
         for pl in self.plants:
             pl.step(t, dt, ev)
         for gid, g in self.grids.items():
@@ -275,6 +291,21 @@ class Twin:
                     and bool(ac.avail[self.utilities].all()):
                 ev.info(t, "site", "restored")
                 self._restoring = False
+
+    def _nfpa110(self, t: float) -> None:
+        """Time each outage at the switches' outputs; `nfpa110_missed` starts when one outlasts the type."""
+        ac, ev, limit = self.ac, self.log, self.nfpa110_type
+        for sw in self._nfpa:
+            sid = self.ac.ids[sw.i]
+            if ac.en[sw.i]:
+                if sw.out_lost_at is not None:
+                    after = round(t - sw.out_lost_at, 9)
+                    ev.clear(t, sid, "nfpa110_missed", restored_after_s=after, type_s=limit)
+                    sw.out_lost_at = None
+            elif sw.out_lost_at is None:
+                sw.out_lost_at = t      # the output went dark in this step
+            elif t - sw.out_lost_at >= limit - 1e-9:
+                ev.start(t, sid, "nfpa110_missed", type_s=limit, outage_s=round(t - sw.out_lost_at, 9))
 
     # --- commands and overrides ------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Typed twin events with start and clear, so they can become alerts (raised, then resolved).
 
 Types: utility_lost, generator_start (info), transfer_to_generator, ups_on_battery, battery_low,
-load_dropped, supply_lost, restored (info), frequency_deviation, trip:<reason> with reasons overload,
+load_dropped, supply_lost, restored (info), frequency_deviation, nfpa110_missed (a transfer switch's
+output stayed dark longer than the site's NFPA 110 type), trip:<reason> with reasons overload,
 cell_overvoltage, over_temperature, h2_in_o2, over_pressure, fault.
 
 A condition event has state "start" when it begins and "clear" when it ends; an `info` event marks a
@@ -16,7 +17,7 @@ from typing import Any
 SEVERITY = {
     "utility_lost": "major", "transfer_to_generator": "minor", "ups_on_battery": "major",
     "battery_low": "critical", "load_dropped": "critical", "supply_lost": "major",
-    "frequency_deviation": "major", "generator_start": "info", "restored": "info",
+    "frequency_deviation": "major", "generator_start": "info", "restored": "info", "nfpa110_missed": "major",
 }
 
 

@@ -47,7 +47,7 @@ DEMO_SEQUENCE = [
     ("utility_lost", "start"),          # t = 20: the utility fails
     ("ups_on_battery", "start"),        # the UPS bridges at once
     ("generator_start", "info"),        # the transfer switch signals the generator
-    ("transfer_to_generator", "start"),  # after the generator's start delay (10 s)
+    ("transfer_to_generator", "start"),  # after detection, the generator's start and the transfer (9.5 s)
     ("ups_on_battery", "clear"),        # the UPS is back on (generator) mains
     ("utility_lost", "clear"),          # t = 120: the utility returns
     ("transfer_to_generator", "clear"),  # after the retransfer delay

@@ -89,6 +89,10 @@ KINDS: dict[str, KindSpec] = {
     }),
     "transfer_switch": KindSpec("ac", {
         "capacity_kw": P(1000.0, 0.001, None, "kW", "rating"),
+        "detect_s": P(0.0, 0.0, 60.0, "s", "normal source gone this long before the switch opens and starts the "
+                      "standby generator (rides through short dips); never less than one step"),
+        "transfer_s": P(0.0, 0.0, 60.0, "s", "standby source ready this long before the switch closes on it; "
+                        "never less than one step"),
         "retransfer_delay_s": P(5.0, 0.0, 3600.0, "s", "utility must be back this long before switching back"),
         **_AC_LOSS,
     }, help="automatic transfer switch: first parent is the normal source, the next the standby"),
@@ -219,6 +223,15 @@ def _parse_start(value: str) -> datetime:
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
+NFPA110_TYPES = (10, 60, 120)   # NFPA 110 types: seconds within which the EPSS must restore power
+
+
+def _check_nfpa110(value: int):
+    if value == 0 or value in NFPA110_TYPES:
+        return None
+    return f"{value} is not an NFPA 110 type", "use 10, 60 or 120 (seconds to restore power), or leave it out"
+
+
 def _check_kind(value: str):
     if value in KINDS or value in ALIASES:
         return None
@@ -249,6 +262,9 @@ SCHEMA.setdefault("twin", Section({
     "longitude": Key(float, 6.4, check=in_range(-180.0, 180.0), help="site longitude in degrees east (PV)"),
     "altitude_m": Key(float, 100.0, check=in_range(-500.0, 9000.0), help="site altitude"),
     "t_air_c": Key(float, 20.0, check=in_range(-60.0, 60.0), help="ambient air temperature"),
+    "nfpa110_type": Key(int, 0, check=_check_nfpa110,
+                        help="NFPA 110 type the emergency supply must meet: power back within 10, 60 or 120 s "
+                             "(detection + generator start + transfer); 0 = not declared"),
     "components": Key(list, [], item=Key(dict, keys=COMPONENT_KEYS),
                       help="component parameters and components without a node"),
 }, help="the digital twin: time step, seed and component parameters"))
@@ -421,7 +437,47 @@ def build(site) -> Topology:
             if p not in up:
                 _fail(path, f"{c.where}.parent", f"node '{nid}' has parent '{p}', which is not upstream of its twin parents",
                       f"splice only node-less components between '{nid}' and '{p}'")
+    _check_transfer_timing(path, twin, comps)
     return Topology(order, comps, twin, str(path))
+
+
+def _steps(x: float, dt: float) -> float:
+    """x rounded up to whole steps of dt, at least one (the engine acts on step boundaries)."""
+    return max(1, math.ceil(x / dt - 1e-9)) * dt
+
+
+def transfer_time_s(switch: Component, gen: Component, dt: float) -> tuple[float, float, float]:
+    """(detection, start, transfer) seconds from the loss of the normal source to the switch closing on
+    a cold standby generator, exactly as the engine steps them (docs/twin-models.md, Transfer timing)."""
+    sp = switch.params
+    return _steps(sp["detect_s"], dt), _steps(gen.params["start_delay_s"], dt), _steps(sp["transfer_s"], dt)
+
+
+def _check_transfer_timing(path, twin, comps: dict[str, Component]) -> None:
+    """A declared NFPA 110 type must be reachable: detection + start + transfer within its seconds."""
+    need = twin.get("nfpa110_type", 0) if twin is not None else 0
+    if not need:
+        return
+    dt = twin.get("step_s", 0.1)
+    pairs = [(c, comps[g]) for c in comps.values() if c.kind == "transfer_switch"
+             for g in c.parents[1:] if comps[g].kind == "generator"]
+    if not pairs:
+        _fail(path, "twin.nfpa110_type", f"NFPA 110 Type {need} is declared but no transfer switch has a standby generator",
+              'give a transfer switch a generator as its second parent (parent = ["<normal>", "<generator>"]), '
+              "or leave nfpa110_type out")
+    for sw, gen in pairs:
+        d, st, tr = transfer_time_s(sw, gen, dt)
+        total = d + st + tr
+        if total > need + 1e-9:
+            room = need - d - tr
+            where = gen.where + ".params.start_delay_s" if gen.where.startswith("twin.") else \
+                f"a [[twin.components]] entry with id = \"{gen.id}\""
+            fix = (f"lower start_delay_s of '{gen.id}' ({where}) to at most {room:g} s" if room > 0
+                   else f"shorten detect_s and transfer_s of '{sw.id}'")
+            _fail(path, "twin.nfpa110_type",
+                  f"transfer switch '{sw.id}' restores power {total:g} s after the normal source fails (detection "
+                  f"{d:g} s + '{gen.id}' start {st:g} s + transfer {tr:g} s), over NFPA 110 Type {need}'s {need} s",
+                  f"{fix}, or declare a slower type (60 or 120)")
 
 
 def _site_check(site) -> None:
