@@ -52,7 +52,7 @@ ROLE_METRICS: dict[str, tuple[tuple[str, str, str, str, str | None], ...]] = {
     "sensor": (),
     "pv": (),
     "grid_monitor": (("f_dev", "Hz", "frequency deviation", "frequency minus nominal ([params] nominal_hz)", "_hz"),),
-    "electrolyser": (("h2_nlh", "NL/h", "hydrogen",
+    "electrolyser": (("h2_nlh", "NL/h", "hydrogen yield",
                       "hydrogen production from the stack current (Faraday: cells x efficiency / 2F)", "_a"),),
     **{role: _PLANT for role in ("utility", "transformer", "switchgear", "generator", "distribution", "pdu", "server")},
     "ups": (("batt_pct", "%", "battery", "battery charge", None),

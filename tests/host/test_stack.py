@@ -107,7 +107,8 @@ def test_grafana_provisioning_parses_and_holds_the_keys(site_pki, tmp_path):
     (p,) = prov["providers"]
     assert p["type"] == "file" and p["options"]["path"] == grafana.DASH_DIR
     dashes = {path.rsplit("/", 1)[1]: json.loads(text) for path, text in files.items() if path.endswith(".json")}
-    assert set(dashes) == {"fleet.json", "power_chain.json", "electrolysers.json", "grid_frequency.json"}
+    assert set(dashes) == {"fleet.json", "power_chain.json", "pv.json", "electrolysers.json", "grid_frequency.json",
+                           "twin.json", "events.json"}  # no "sensors" dashboard: the example has no sensor node
     uids = {d["uid"] for d in ds["datasources"]}
     for name, d in dashes.items():
         for panel in d["panels"]:
@@ -123,12 +124,12 @@ def test_grafana_provisioning_parses_and_holds_the_keys(site_pki, tmp_path):
                      ("ups_a", "pdu_a"), ("pdu_a", "srv_a")):
         assert chain.index(up) < chain.index(down)
     assert "pv1" not in chain and "grid1" not in chain
-    el = dashes["electrolysers.json"]["panels"]
-    pos = {(pn["title"].split(":")[0], pn["title"].split(": ")[1]): pn["gridPos"] for pn in el}
-    for what in ("efficiency", "hydrogen yield", "safety"):
-        a, b = pos[("EL1", what)], pos[("EL2", what)]
-        assert a["y"] == b["y"] and a["x"] < b["x"]  # side by side
-    assert [pn["title"] for pn in dashes["grid_frequency.json"]["panels"]] == ["grid1: frequency", "grid1: rate of change"]
+    # EL1 vs EL2: each panel of the electrolyser dashboard shows both (one query, or one per node)
+    el = {pn["title"]: "\n".join(t["query"] for t in pn["targets"]) for pn in dashes["electrolysers.json"]["panels"]}
+    for what in ("efficiency (HHV)", "specific energy", "hydrogen yield", "safety: stack temperature", "current"):
+        assert '"EL1"' in el[what] and '"EL2"' in el[what], what
+    grid = [pn["title"] for pn in dashes["grid_frequency.json"]["panels"]]
+    assert grid[:2] == ["frequency", "rate of change (RoCoF)"] and "frequency deviation" in grid
     assert "${GRAFANA_INFLUX_TOKEN}" not in json.dumps(dashes)
 
 

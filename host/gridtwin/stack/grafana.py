@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+from gridtwin import catalog
+from gridtwin.stack import telegraf
 from gridtwin.stack.config import broker_host
 
 ETC = "/etc/grafana"
@@ -72,25 +74,45 @@ def dashboard_provider(dash_dir: str = DASH_DIR) -> dict:
 
 
 # --- dashboards ------------------------------------------------------------------------------------
+# Every panel names the fields it shows, taken from gridtwin.catalog (what the firmware publishes)
+# or from the twin's own state; tests/host/test_stack_catalog.py checks each panel against what the
+# example site's firmware really publishes.
 
-def _flux(site, node_expr: str, field_re: str | None = None, window: bool = True) -> str:
-    st = site.storage
-    q = (f'from(bucket: "{st.influx_bucket}")\n'
-         f'  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)\n'
-         f'  |> filter(fn: (r) => r._measurement == "{st.influx_measurement}" and {node_expr})\n'
-         f'  |> filter(fn: (r) => r._field != "gt_seq" and r._field != "gt_boot")\n')
-    if field_re:
-        q += f'  |> filter(fn: (r) => r._field =~ /{field_re}/)\n'
-    if window:
-        q += '  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)\n'
-    return q + '  |> yield(name: "mean")'
+GAUGE_FIELDS = ("gt_seq", "gt_boot")  # bookkeeping fields of a reading, not metrics
+TWIN_UNITS = {"°C": "celsius", "MW": "megwatt", "s": "s", "kg": "masskg", "W/m²": "suffix: W/m²",
+              "Nm³/h": "suffix: Nm³/h", "A/cm²": "suffix: A/cm²", "Hz/s": "suffix: Hz/s"}
 
 
-def _ts(pid: int, title: str, query: str, x: int, y: int, w: int = 12, h: int = 8, unit: str = "short") -> dict:
-    return {"id": pid, "type": "timeseries", "title": title, "gridPos": {"x": x, "y": y, "w": w, "h": h},
-            "datasource": {"type": "influxdb", "uid": INFLUX_UID},
-            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-            "targets": [{"refId": "A", "datasource": {"type": "influxdb", "uid": INFLUX_UID}, "query": query}]}
+def _any(column: str, values) -> str:
+    return "(" + " or ".join(f'r.{column} == {json.dumps(v)}' for v in values) + ")"
+
+
+def _from(site, measurement: str, *where: str, start: str = "v.timeRangeStart") -> str:
+    q = (f'from(bucket: "{site.storage.influx_bucket}")\n'
+         f'  |> range(start: {start}, stop: v.timeRangeStop)\n'
+         f'  |> filter(fn: (r) => r._measurement == "{measurement}")\n')
+    return q + "".join(f"  |> filter(fn: (r) => {w})\n" for w in where)
+
+
+def _readings(site, nodes, fields, *, fn: str = "mean", tail: str = "") -> str:
+    """Telemetry of these nodes and fields, one series per node and field: the `hist` tag (replayed
+    readings) and Telegraf's `site` tag do not split a series."""
+    node_expr = 'r.node == "${node}"' if nodes == "$node" else _any("node", nodes)
+    return (_from(site, site.storage.influx_measurement, node_expr, _any("_field", fields))
+            + '  |> group(columns: ["node", "_field"])\n  |> sort(columns: ["_time"])\n'
+            + f'  |> aggregateWindow(every: v.windowPeriod, fn: {fn}, createEmpty: false)\n' + tail
+            + f'  |> yield(name: "{fn}")')
+
+
+def _panel(pid: int, kind: str, title: str, queries, grid: tuple, unit: str = "none", ds=None, **extra) -> dict:
+    ds = ds or {"type": "influxdb", "uid": INFLUX_UID}
+    x, y, w, h = grid
+    queries = [queries] if isinstance(queries, str) else queries
+    p = {"id": pid, "type": kind, "title": title, "gridPos": {"x": x, "y": y, "w": w, "h": h}, "datasource": ds,
+         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+         "targets": [{"refId": chr(65 + i), "datasource": ds, "query": q} for i, q in enumerate(queries)]}
+    p.update(extra)
+    return p
 
 
 def _dash(uid: str, title: str, panels: list, templating: list | None = None, tags=("gridtwin",)) -> dict:
@@ -120,9 +142,192 @@ def _order(site, roles: set[str]) -> list:
 
 
 POWER_ROLES = {"utility", "transformer", "generator", "switchgear", "distribution", "ups", "pdu", "server"}
+# role families with a dashboard each: (key, uid, title, roles)
+FAMILIES = (("pv", "gridtwin-pv", "PV arrays", {"pv"}),
+            ("electrolysers", "gridtwin-electrolysers", "electrolysers side by side", {"electrolyser"}),
+            ("grid_frequency", "gridtwin-grid-frequency", "grid frequency", {"grid_monitor"}),
+            ("sensors", "gridtwin-sensors", "sensor nodes", {"sensor"}))
 
 
-def dashboards(site) -> dict[str, dict]:
+class _Grid:
+    """Panels left to right in rows of 24 columns."""
+
+    def __init__(self):
+        self.pid, self.x, self.y, self.h = 0, 0, 0, 0
+
+    def place(self, w: int, h: int = 8) -> tuple[int, tuple]:
+        if self.x + w > 24:
+            self.x, self.y = 0, self.y + self.h
+        self.pid += 1
+        at = (self.x, self.y, w, h)
+        self.x += w
+        self.h = h if self.x == w else max(self.h, h)
+        return self.pid, at
+
+    def newline(self):
+        if self.x:
+            self.x, self.y = 0, self.y + self.h
+
+
+def _group_panel(site, g: _Grid, nodes, ms: list[catalog.Metric], title: str, w: int) -> dict:
+    pid, at = g.place(w)
+    names = list(dict.fromkeys(m.name for m in ms))
+    m0 = ms[0]
+    if m0.quantity == "state":  # 0/1 flags
+        return _panel(pid, "state-timeline", title, _readings(site, nodes, names, fn="last"), at,
+                      description="1 = yes, 0 = no: " + "; ".join(f"{m.name}: {m.description}" for m in ms))
+    return _panel(pid, "timeseries", title, _readings(site, nodes, names), at, catalog.grafana_unit(m0.unit),
+                  description="; ".join(f"{m.name}: {m.description}" for m in ms))
+
+
+def _family_panels(site, nodes, g: _Grid, skip=()) -> list:
+    """One panel per (quantity, unit) of these nodes' metrics, all nodes in each (side by side)."""
+    metrics = [m for n in nodes for m in catalog.node_metrics(n).values() if m.name not in skip]
+    groups = catalog.groups(metrics)
+    out = []
+    for (quantity, unit), ms in groups.items():
+        title = quantity + (f" ({unit})" if unit and sum(q == quantity for q, _ in groups) > 1 else "")
+        out.append(_group_panel(site, g, [n.id for n in nodes], ms, title, 8))
+    return out
+
+
+def _electrolyser_panels(site, els, g: _Grid) -> list:
+    """Efficiency, hydrogen, specific energy and safety, EL1 vs EL2 in each panel. The derived
+    quantities are computed here, in Flux, from what the nodes publish (gridtwin.catalog:
+    electrolyser_inputs): electric power P = u x i (or the chip's power), hydrogen h2_nlh (NL/h):
+    efficiency = h2 x HHV / P (HHV 3.5424 kWh/Nm3, i.e. Wh/NL), specific energy = P / h2 (W per
+    NL/h = kWh/Nm3)."""
+    hhv = catalog.HHV_KWH_PER_NM3
+
+    def derived(n, name: str, expr: str) -> str | None:
+        ins = catalog.electrolyser_inputs(n)
+        if ins is None:
+            return None
+        p = f'r.{ins["u"]} * r.{ins["i"]}' if "u" in ins else f'r.{ins["p"]}'
+        have = " and ".join(f"exists r.{f}" for f in ins.values())
+        return _readings(site, [n.id], list(ins.values()), tail=(
+            '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+            f'  |> filter(fn: (r) => {have} and {p} > 0.0 and r.h2_nlh > 0.0)\n'
+            f'  |> map(fn: (r) => ({{_time: r._time, node: r.node, _field: "{name}", '
+            f'_value: {expr.format(p=p, hhv=hhv)}}}))\n'))
+
+    ids = [n.id for n in els]
+    out = []
+    for title, name, expr, unit in (
+            ("efficiency (HHV)", "efficiency", "100.0 * r.h2_nlh * {hhv} / ({p})", "percent"),
+            ("specific energy", "specific_energy", "({p}) / r.h2_nlh", "suffix: kWh/Nm³")):
+        qs = [q for n in els if (q := derived(n, name, expr))]
+        if qs:
+            pid, at = g.place(8)
+            out.append(_panel(pid, "timeseries", title, qs, at, unit, description=(
+                f"from u x i (or the stack monitor's power) and h2_nlh; HHV of hydrogen {hhv} kWh/Nm³")))
+    h2 = [n.id for n in els if "h2_nlh" in catalog.node_metrics(n)]
+    if h2:
+        pid, at = g.place(8)
+        out.append(_panel(pid, "stat", "hydrogen made in the time range", _from(
+            site, site.storage.influx_measurement, _any("node", h2), 'r._field == "h2_nlh"')
+            + '  |> group(columns: ["node"])\n  |> sort(columns: ["_time"])\n  |> integral(unit: 1h)\n'
+            + '  |> yield(name: "integral")', at, "suffix: NL", description="the integral of h2_nlh (NL/h) over time"))
+    g.newline()
+    # safety: stack temperature (from the nodes), gas purity and trips (the twin), active alerts
+    temps = [m.name for n in els for m in catalog.node_metrics(n).values() if m.quantity == "temperature"]
+    if temps:
+        pid, at = g.place(8)
+        out.append(_panel(pid, "timeseries", "safety: stack temperature", _readings(site, ids, list(dict.fromkeys(temps))),
+                          at, "celsius"))
+    pid, at = g.place(8)
+    out.append(_panel(pid, "timeseries", "safety: hydrogen in oxygen (twin)", _from(
+        site, telegraf.TWIN, _any("component", ids), 'r._field == "hto_pct"')
+        + '  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)', at, "percent",
+        description="the twin's HTO: an electrolyser trips at 2 %, the lower explosive limit is 4 %"))
+    pid, at = g.place(8)
+    out.append(_panel(pid, "table", "safety: active alerts", _active_alerts(site, ids), at))
+    g.newline()
+    return out
+
+
+def _active_alerts(site, sources=None) -> str:
+    # the last point per alert: raised (active 1, from the retained alert) or cleared (active 0,
+    # the empty retained message); an alert raised before the time range is still active, so
+    # this looks back 30 days
+    where = [_any("_field", ("active", "message", "alert_id"))]
+    return (_from(site, telegraf.ALERTS, *where, start="-30d")
+            + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+            + '  |> group(columns: ["alert"])\n  |> sort(columns: ["_time"])\n  |> last(column: "_time")\n'
+            + (f'  |> filter(fn: (r) => {_any("source", sources)})\n' if sources else "")
+            + '  |> filter(fn: (r) => r.active == 1.0)\n  |> group()\n'
+            + '  |> keep(columns: ["_time", "alert", "severity", "kind", "source", "message"])')
+
+
+def _grid_panels(site, grids, g: _Grid) -> list:
+    """Frequency, its deviation from nominal (the node's f_dev) and its rate of change (RoCoF,
+    computed here: the derivative of the measured frequency), then everything else the meters read."""
+    out = []
+    hz = [(n.id, catalog.role_input(n)) for n in grids if catalog.role_input(n)]
+    if hz:
+        pid, at = g.place(8)
+        out.append(_panel(pid, "timeseries", "frequency", _readings(site, [n for n, _ in hz], [f for _, f in hz]),
+                          at, "hertz"))
+        pid, at = g.place(8)
+        out.append(_panel(pid, "timeseries", "rate of change (RoCoF)", [
+            _readings(site, [n], [f], tail='  |> derivative(unit: 1s, nonNegative: false)\n') for n, f in hz],
+            at, "suffix: Hz/s", description="d(frequency)/dt of the measured frequency, per second"))
+    g.newline()
+    return out + _family_panels(site, grids, g, skip={f for _, f in hz})
+
+
+def _twin_panels(site, g: _Grid) -> list:
+    """The twin's state (<root>/_host/twin): component status, then one panel per unit."""
+    try:
+        from gridtwin.twin import Twin
+
+        state = Twin.from_site(site).state()
+    except Exception:  # noqa: BLE001 - a site without a twin has no twin dashboard
+        return []
+    pid, at = g.place(24)
+    out = [_panel(pid, "state-timeline", "component status", _from(site, telegraf.TWIN, 'r._field == "status"')
+                  + '  |> group(columns: ["component"])\n  |> aggregateWindow(every: v.windowPeriod, fn: last, '
+                  'createEmpty: false)', at)]
+    by_unit: dict[str, list[str]] = {}
+    for c in state.values():
+        for k, v in c["m"].items():
+            if isinstance(v, (int, float)):
+                by_unit.setdefault(c["units"].get(k, ""), []).append(k)
+    for unit, names in sorted(by_unit.items(), key=lambda kv: kv[0] == ""):
+        names = list(dict.fromkeys(names))
+        q = (_from(site, telegraf.TWIN, _any("_field", names))
+             + '  |> group(columns: ["component", "_field"])\n'
+             + f'  |> aggregateWindow(every: v.windowPeriod, fn: {"mean" if unit else "last"}, createEmpty: false)')
+        pid, at = g.place(8)
+        title = f"twin: {unit}" if unit else "twin: states (0/1)"
+        out.append(_panel(pid, "timeseries" if unit else "state-timeline", title, q, at,
+                          TWIN_UNITS.get(unit, catalog.grafana_unit(unit)), description=", ".join(names)))
+    return out
+
+
+def _events_panels(site, g: _Grid) -> list:
+    """Alerts (<root>/_host/alerts/...) and node logs (<root>/<node>/log)."""
+    out = []
+    pid, at = g.place(24)
+    out.append(_panel(pid, "table", "active alerts", _active_alerts(site), at))
+    pid, at = g.place(24)
+    out.append(_panel(pid, "table", "alerts raised in the time range", _from(
+        site, telegraf.ALERTS, _any("_field", ("active", "message")))
+        + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+        + '  |> filter(fn: (r) => r.active == 1.0)\n  |> group()\n  |> sort(columns: ["_time"], desc: true)\n'
+        + '  |> keep(columns: ["_time", "alert", "severity", "kind", "source", "message"])', at))
+    pid, at = g.place(24)
+    out.append(_panel(pid, "timeseries", "node log lines per level", _from(site, telegraf.LOG, 'r._field == "msg"')
+                      + '  |> group(columns: ["node", "lvl"])\n'
+                      + '  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)', at, "short"))
+    pid, at = g.place(24, 12)
+    out.append(_panel(pid, "table", "node logs", _from(site, telegraf.LOG, 'r._field == "msg"')
+                      + '  |> group()\n  |> sort(columns: ["_time"], desc: true)\n'
+                      + '  |> keep(columns: ["_time", "node", "lvl", "mod", "_value"])', at))
+    return out
+
+
+def _fleet(site) -> dict:
     st = site.storage
     node_var = {
         "name": "node", "label": "node", "type": "query", "multi": True, "includeAll": True,
@@ -132,50 +337,60 @@ def dashboards(site) -> dict[str, dict]:
                   f'(r) => r._measurement == "{st.influx_measurement}", start: -30d)'),
         "refresh": 2, "sort": 1, "current": {"text": "All", "value": "$__all"},
     }
-    fleet_panels = [
+    status = telegraf.STATUS
+    panels = [
         {"id": 1, "type": "row", "title": "$node", "repeat": "node", "collapsed": False,
          "gridPos": {"x": 0, "y": 0, "w": 24, "h": 1}, "panels": []},
-        _ts(2, "$node readings", _flux(site, 'r.node == "${node}"'), 0, 1, w=16),
-        {"id": 3, "type": "stat", "title": "$node heap / RSSI", "gridPos": {"x": 16, "y": 1, "w": 8, "h": 8},
-         "datasource": {"type": "influxdb", "uid": INFLUX_UID},
-         "targets": [{"refId": "A", "datasource": {"type": "influxdb", "uid": INFLUX_UID},
-                      "query": (f'from(bucket: "{st.influx_bucket}")\n'
-                                '  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)\n'
-                                '  |> filter(fn: (r) => r._measurement == "node_status" and r.node == "${node}")\n'
-                                '  |> filter(fn: (r) => r._field == "heap" or r._field == "rssi")\n'
-                                '  |> last()')}]},
+        # every reading of the node, whatever it is (the role dashboards show them by quantity)
+        _panel(2, "timeseries", "$node readings", _from(site, st.influx_measurement, 'r.node == "${node}"',
+                                                        " and ".join(f'r._field != "{f}"' for f in GAUGE_FIELDS))
+               + '  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)\n  |> yield(name: "mean")',
+               (0, 1, 16, 8), "short"),
+        _panel(3, "stat", "$node heap / RSSI", _from(site, status, 'r.node == "${node}"',
+                                                     _any("_field", ("heap", "heap_min", "rssi")))
+               + "  |> last()", (16, 1, 8, 8)),
+        _panel(4, "state-timeline", "$node online", _from(site, status, 'r.node == "${node}"', 'r._field == "online"')
+               + '  |> group(columns: ["node"])', (0, 9, 12, 4)),
+        _panel(5, "table", "$node log", _from(site, telegraf.LOG, 'r.node == "${node}"', 'r._field == "msg"')
+               + '  |> group()\n  |> sort(columns: ["_time"], desc: true)\n'
+               + '  |> keep(columns: ["_time", "lvl", "mod", "_value"])', (12, 9, 12, 4)),
     ]
     if site.stack.mqtt_live:
-        fleet_panels.append({
-            "id": 4, "type": "timeseries", "title": "Live (MQTT): $node", "gridPos": {"x": 0, "y": 9, "w": 24, "h": 8},
-            "datasource": {"type": MQTT_PLUGIN, "uid": MQTT_UID},
-            "targets": [{"refId": "A", "datasource": {"type": MQTT_PLUGIN, "uid": MQTT_UID},
-                         "topic": site.topic("${node}", "telemetry")}]})
-    out = {"fleet": _dash("gridtwin-fleet", f"GridTwin {site.id}: fleet", fleet_panels, [node_var])}
+        live = {"type": MQTT_PLUGIN, "uid": MQTT_UID}
+        panels.append({"id": 6, "type": "timeseries", "title": "Live (MQTT): $node",
+                       "gridPos": {"x": 0, "y": 13, "w": 24, "h": 8}, "datasource": live,
+                       "targets": [{"refId": "A", "datasource": live, "topic": site.topic("${node}", "telemetry")}]})
+    return _dash("gridtwin-fleet", f"GridTwin {site.id}: fleet", panels, [node_var])
 
-    def per_node(nodes, panels_for, cols: int) -> list:
-        panels, pid = [], 1
-        w = max(24 // max(min(len(nodes), cols), 1), 4)
-        for i, n in enumerate(nodes):
-            for j, (title, field_re, unit) in enumerate(panels_for):
-                panels.append(_ts(pid, f"{n.id}: {title}", _flux(site, f'r.node == "{n.id}"', field_re),
-                                  (i % cols) * w, (i // cols) * 8 * len(panels_for) + j * 8, w=w, unit=unit))
-                pid += 1
-        return panels
 
+def dashboards(site) -> dict[str, dict]:
+    out = {"fleet": _fleet(site)}
     chain = _order(site, POWER_ROLES)
-    out["power_chain"] = _dash("gridtwin-power-chain", f"GridTwin {site.id}: data-centre power chain",
-                               per_node(chain, [("power", None, "short")], cols=4))
-    els = [n for n in site.nodes if n.role == "electrolyser"]
-    out["electrolysers"] = _dash("gridtwin-electrolysers", f"GridTwin {site.id}: electrolysers side by side",
-                                 per_node(els, [("efficiency", "eff", "percent"),
-                                                ("hydrogen yield", "h2_(rate|yield|flow)|hydrogen", "short"),
-                                                ("safety", "h2_ppm|leak|pressure|temp|safety|trip", "short")],
-                                          cols=max(len(els), 1)))
-    grid = [n for n in site.nodes if n.role == "grid_monitor"]
-    out["grid_frequency"] = _dash("gridtwin-grid-frequency", f"GridTwin {site.id}: grid frequency",
-                                  per_node(grid, [("frequency", "freq|f_hz|hz", "hertz"),
-                                                  ("rate of change", "rocof", "short")], cols=1))
+    if chain:
+        g, panels = _Grid(), []
+        for n in chain:  # a row of panels per node, upstream first
+            groups = catalog.groups(catalog.node_metrics(n).values())
+            w = max(24 // max(len(groups), 1), 4)
+            for (quantity, _unit), ms in groups.items():
+                panels.append(_group_panel(site, g, [n.id], ms, f"{n.id}: {quantity}", w))
+            g.newline()
+        out["power_chain"] = _dash("gridtwin-power-chain", f"GridTwin {site.id}: data-centre power chain", panels)
+    for key, uid, title, roles in FAMILIES:
+        nodes = [n for n in site.nodes if n.role in roles]
+        if not nodes:
+            continue
+        g = _Grid()
+        if key == "electrolysers":
+            panels = _electrolyser_panels(site, nodes, g) + _family_panels(site, nodes, g)
+        elif key == "grid_frequency":
+            panels = _grid_panels(site, nodes, g)
+        else:
+            panels = _family_panels(site, nodes, g)
+        out[key] = _dash(uid, f"GridTwin {site.id}: {title}", panels)
+    twin = _twin_panels(site, _Grid())
+    if twin:
+        out["twin"] = _dash("gridtwin-twin", f"GridTwin {site.id}: digital twin", twin)
+    out["events"] = _dash("gridtwin-events", f"GridTwin {site.id}: alerts and node logs", _events_panels(site, _Grid()))
     return out
 
 
