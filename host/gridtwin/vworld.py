@@ -13,6 +13,14 @@ is the chip model's own world key (``current_a``, ``bus_v``, ``ain0``..``ain3``,
 chip quantity drives, and ``chip_value`` turns a value of that metric into what the chip must see
 so that the firmware reads the value back: the inverse of an analog channel's linear calibration,
 amps for a shunt monitor, degC for the thermometers, Hz for the ADE7953.
+
+``CHIPS`` is the one catalog of what each chip resolves and how noisy its readings are, from its
+data sheet: the chip models add that noise (seeded per sensor, when ``world_for`` is given a seed)
+and ``tolerance()`` gives the error a reading may have against the value fed: what tests allow.
+
+A plant-role node (gt/roles/plant.py) on a virtual board is wired as on a hardware-in-the-loop
+bench (``PLANT_INPUTS``): digital inputs for supply and fault, analog inputs for load and battery,
+which the twin drives like any chip (``plant_inputs``, ``plant_hil``).
 """
 
 from __future__ import annotations
@@ -39,6 +47,174 @@ PRIMARY: dict[str, str] = {"ina219": "a", "ina226": "a"}
 for _t, _q in QUANTITIES.items():
     if len(_q) == 1:
         PRIMARY[_t] = next(iter(_q))
+
+# --- the chip catalog ------------------------------------------------------------------------------
+#
+# Per chip: `lsb`, the step of each quantity the chip converts (in the unit of its world key, before
+# the firmware's scaling), and `noise`, the RMS noise the chip model adds to it (same unit), each
+# from the data sheet named in `source`. The models draw the noise as the sum of three uniform
+# variates (Irwin-Hall): near-normal with that RMS, but bounded at NOISE_BOUND x RMS, so a test can
+# state a hard tolerance. Data sheets give accuracy (offset, gain error) more often than noise;
+# where one gives no noise figure the catalog says so and takes one LSB, the chip's own resolution.
+# Offset and gain errors are not modelled: the twin stays the truth a reading is compared with.
+NOISE_BOUND = 3.0
+
+
+class Chip(dict):
+    """{"lsb": {quantity: step}, "noise": {quantity: rms}, "source": "..."}"""
+
+
+CHIPS: dict[str, Chip] = {
+    "ina226": Chip(
+        lsb={"shunt_v": 2.5e-6, "bus_v": 1.25e-3},
+        noise={"shunt_v": 2.5e-6, "bus_v": 1.25e-3},
+        source="TI SBOS547A, 7.5 Electrical Characteristics: shunt LSB 2.5 uV, bus LSB 1.25 mV; offset "
+               "typ. +-2.5 uV (shunt), +-1.25 mV (bus). No noise figure: 1 LSB RMS, the typical offset, "
+               "at the 16 averages the firmware sets (gt/drivers/ina226.py CFG)"),
+    "ina219": Chip(
+        lsb={"shunt_v": 10e-6, "bus_v": 4e-3},
+        noise={"shunt_v": 10e-6, "bus_v": 4e-3},
+        source="TI SBOS448G, 7.5 Electrical Characteristics: shunt LSB 10 uV, bus LSB 4 mV; offset "
+               "typ. +-10 uV. No noise figure: 1 LSB RMS"),
+    "lm75": Chip(
+        lsb={"temp_c": 0.125}, noise={"temp_c": 0.125},
+        source="NXP LM75A rev. 9, 7.4.3 Temperature register: 11 bits, 0.125 degC (9-bit LM75B/TI "
+               "parts: 0.5 degC); accuracy +-2 degC, no noise figure: 1 LSB RMS"),
+    "ds18b20": Chip(
+        lsb={"temp_c": 0.0625}, noise={"temp_c": 0.0625},
+        source="Maxim DS18B20 19-7487 rev. 6, Operation - Measuring Temperature: 12 bits, 0.0625 degC; "
+               "accuracy +-0.5 degC (-10..+85 degC), no noise figure: 1 LSB RMS"),
+    "bme280": Chip(
+        lsb={"temp_c": 0.01, "rh": 1 / 1024, "pressure_pa": 1 / 256},
+        noise={"temp_c": 0.005, "rh": 0.02, "pressure_pa": 3.3},
+        source="Bosch BST-BME280-DS002, table 1-2 and 3.4 (osrs x1): temperature 0.01 degC output, "
+               "0.005 degC RMS noise; humidity 0.008 %RH resolution, 0.02 %RH RMS noise; pressure "
+               "2.62 Pa resolution, 3.3 Pa RMS noise (Q24.8 output: 1/256 Pa steps)"),
+    "ads1115": Chip(
+        lsb={"ain": 4.096 / 32768}, noise={"ain": 4.096 / 32768},
+        source="TI SBAS444D, table 1 (noise at 128 SPS, VDD 3.3 V): 1 LSB RMS at every range, the "
+               "LSB being FSR / 2^15 (125 uV at +-4.096 V); `ain` here scales with the sensor's fsr"),
+    "ade7953": Chip(
+        lsb={"rms": 1 / 9032007, "period": 1 / 223750},
+        noise={"rms": 0.0005, "period": 1 / 223750},
+        source="ADI ADE7953 rev. C, specifications: VRMS/IRMS error 0.1 % over 1000:1 (here 0.05 % "
+               "RMS of the reading, bounded at 0.15 %); 24-bit RMS codes (9032007 full scale); the "
+               "line period in 1/223.75 kHz steps, 1 step RMS"),
+}
+
+
+def chip_noise(sensor: dict) -> dict:
+    """The RMS noise of each converted quantity of a sensor's chip (CHIPS), for its world spec."""
+    c = CHIPS.get(sensor["type"])
+    if c is None:
+        return {}
+    noise = dict(c["noise"])
+    if sensor["type"] == "ads1115":
+        noise["ain"] = sensor.get("fsr", 2.048) / 32768
+    return noise
+
+
+def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None) -> float:
+    """How far a firmware reading of metric `suffix` may be from the value fed (`value`, in the
+    metric's units), from the catalog: one step of each quantity it is made of, plus the noise
+    bound; `fed` holds the sensor's other fed metrics (a power reading depends on v and a)."""
+    t = sensor["type"]
+    nb = NOISE_BOUND
+    if t in ("ina219", "ina226"):
+        c = CHIPS[t]
+        lsb = current_lsb(sensor["max_a"])
+        k, _ = INA_CAL[t]
+        cal = int(k / (lsb * sensor["shunt_ohm"]) + 1e-6)
+        shunt = c["lsb"]["shunt_v"] + nb * c["noise"]["shunt_v"]
+        # the current register truncates (1 LSB) a shunt reading of its own step and noise, scaled
+        # by a calibration register that is a whole number (eq. 1 truncated)
+        da = 2 * lsb + shunt / sensor["shunt_ohm"] + abs((fed or {}).get("a", value if suffix == "a" else 0)) / cal
+        dv = (c["lsb"]["bus_v"] + nb * c["noise"]["bus_v"]) * sensor.get("v_div", 1.0)
+        if suffix == "a":
+            return da
+        if suffix == "v":
+            return dv
+        f = fed or {}
+        return abs(f.get("v", 0.0)) * da + abs(f.get("a", 0.0)) * dv + da * dv + \
+            (20 if t == "ina219" else 25) * lsb * sensor.get("v_div", 1.0)
+    if t in ("ads1115", "adc"):
+        v0, y0, v1, y1 = sensor.get("cal", [0, 0, 1, 1])
+        slope = abs((y1 - y0) / (v1 - v0))
+        if t == "adc":
+            return slope * 2e-6  # the shim's read_uv: whole microvolts (no ESP32 ADC model yet)
+        step = sensor.get("fsr", 2.048) / 32768
+        return slope * step * (1 + nb)
+    if t == "ade7953":
+        if suffix == "hz":
+            # one period step (and its noise) at this frequency: f^2 / 223750 each
+            return value * value / 223750 * (1 + nb) + 1e-6
+        if suffix == "pf":
+            return 2 / 32768
+        rel = CHIPS[t]["noise"]["rms"] * nb
+        return abs(value) * rel * (3 if suffix == "w" else 1) + 1e-3
+    key = QUANTITIES[t][suffix]
+    c = CHIPS[t]
+    return c["lsb"][key] + nb * c["noise"][key]
+
+
+# the INA2xx calibration: data sheet eq. 1's constant and the register's valid bits
+INA_CAL = {"ina219": (0.04096, 0xFFFE), "ina226": (0.00512, 0x7FFF)}
+
+
+def current_lsb(max_a: float) -> float:
+    """gt/drivers/ina219.py's current LSB: max_a / 2^15 rounded up to 1, 2 or 5 x 10^n."""
+    m = max_a / 32768 * 0.999999
+    d = 1e-9
+    while d * 10 <= m:
+        d *= 10
+    return d * (1 if d >= m else 2 if 2 * d >= m else 5 if 5 * d >= m else 10)
+
+
+# --- plant-role nodes on a hardware-in-the-loop bench ------------------------------------------------
+#
+# A plant-role node simulates its component from commands; wired to a HIL bench (params "hil"), it
+# reads what the component does from its inputs instead, every sample: digital inputs for supply
+# (upstream power present; a generator: running) and fault, analog inputs (0..HIL_FS_V) for load
+# (0..load_fs_kw) and a UPS's battery (0..100 %). The twin drives them on a virtual board.
+HIL_FS_V = 3.0
+PLANT_INPUTS = ("supply", "fault", "load", "batt")
+
+
+def plant_hil(cfg: dict, load_fs_kw: float) -> dict:
+    """The params "hil" of a plant-role node: free pins of its board for each input."""
+    pins = cfg.get("pins", {})
+    used = {v for k, v in pins.items() if k in ("i2c_scl", "i2c_sda", "onewire", "led", "button") and v >= 0}
+    used |= {s["pin"] for s in cfg.get("sensors", ()) if s["type"] == "adc"}
+    free = [p for p in range(1, 40) if p not in used]
+    names = PLANT_INPUTS if cfg.get("role") == "ups" else PLANT_INPUTS[:3]
+    hil = {f"{n}_pin": free[i] for i, n in enumerate(names)}
+    hil["load_fs_kw"] = float(load_fs_kw)
+    return hil
+
+
+def plant_values(hil: dict, m: dict) -> dict:
+    """The HIL inputs' live values (pins: 0/1, analog: volts) for plant metrics `m` (supply, fault,
+    load_kw, batt_pct, as gt/roles/plant.py reports them)."""
+    out = {}
+    if "supply" in m:
+        out["hil.supply"] = int(bool(m["supply"]))
+    if "fault" in m:
+        out["hil.fault"] = int(bool(m["fault"]))
+    if "load_kw" in m:
+        out["hil.load"] = round(max(0.0, min(m["load_kw"] / hil["load_fs_kw"], 1.0)) * HIL_FS_V, 7)
+    if "batt_pct" in m and "batt_pin" in hil:
+        out["hil.batt"] = round(max(0.0, min(m["batt_pct"] / 100.0, 1.0)) * HIL_FS_V, 7)
+    return out
+
+
+def plant_tolerance(hil: dict, metric: str) -> float:
+    """What a HIL input resolves, in the plant metric's units (the shim's ADC: whole microvolts)."""
+    if metric == "load_kw":
+        return hil["load_fs_kw"] / HIL_FS_V * 2e-6 + 1e-6
+    if metric == "batt_pct":
+        return 100.0 / HIL_FS_V * 2e-6 + 0.005  # the role rounds to 0.01 %
+    return 0.0
+
 
 _ADE_V_FS = 0.5 / 2 ** 0.5  # the ADE7953's full-scale input, volts rms (gt/drivers/ade7953.py)
 ADC_MAX_V = 3.1  # the ESP32 ADC at 11 dB attenuation (gt/drivers/adc.py)
@@ -101,8 +277,11 @@ def _crc8(data: bytes) -> int:
 
 
 def world_for(cfg: dict, *, live_prefix: str = "", clock: dict | None = None,
-              wlan: dict | None = None) -> dict:
-    """The world for a rendered node config: its chips (and OLED), every measured quantity live."""
+              wlan: dict | None = None, seed: int | None = None) -> dict:
+    """The world for a rendered node config: its chips (and OLED), every measured quantity live.
+    With a seed every chip adds its data sheet's noise (CHIPS), its own stream per sensor; without
+    one the chips convert exactly (to their resolution). A plant-role node wired to a HIL bench
+    (params "hil") gets its inputs, live as "hil.<input>"."""
     world: dict = {}
     if clock is not None:
         world["clock"] = dict(clock)
@@ -117,7 +296,16 @@ def world_for(cfg: dict, *, live_prefix: str = "", clock: dict | None = None,
     def chip(s, model, addr, **extra):
         spec = chips.setdefault((s.get("bus", 0), addr), {"bus": s.get("bus", 0), "model": model, "addr": addr})
         spec.update(extra)
+        if seed is not None and s.get("type") in CHIPS:
+            spec.setdefault("noise", {}).update(_noise(s))
         return spec
+
+    def _noise(s):
+        n = chip_noise(s)
+        if s["type"] == "ads1115":  # one chip, several channels: the noise is the chip's
+            n = {"ain": n["ain"]}
+        n["seed"] = zlib.crc32(f"{cfg.get('node', '')}/{s['id']}".encode()) ^ (seed or 0)
+        return n
 
     for s in cfg.get("sensors", ()):
         t = s["type"]
@@ -141,12 +329,28 @@ def world_for(cfg: dict, *, live_prefix: str = "", clock: dict | None = None,
             key = quantity_key(s, "")
             chip(s, "ads1115", s["addr"], **{key: _live(p, s, key, cal_volts(s, plausible(s)))})
         elif t == "ds18b20":
-            onewire.append({"pin": pins.get("onewire", -1), "model": "ds18b20",
-                            "rom": s.get("rom") or rom_for(s["id"]), "temp_c": _live(p, s, "temp_c", 25.0)})
+            ow = {"pin": pins.get("onewire", -1), "model": "ds18b20",
+                  "rom": s.get("rom") or rom_for(s["id"]), "temp_c": _live(p, s, "temp_c", 25.0)}
+            if seed is not None:
+                ow["noise"] = _noise(s)
+            onewire.append(ow)
         elif t == "adc":
             adc[str(s["pin"])] = _live(p, s, "pin_v", cal_volts(s, plausible(s)))
         else:
             raise ValueError(f"sensor {s['id']}: no chip model for type {t!r}")
+    hil = (cfg.get("params") or {}).get("hil")
+    if hil:
+        # the bench's idle state: supply present, no fault, a quarter load, a full battery
+        digital = {"supply": 1, "fault": 0}
+        analog = {"load": 0.25 * HIL_FS_V, "batt": HIL_FS_V}
+        for name in PLANT_INPUTS:
+            pin = hil.get(f"{name}_pin")
+            if pin is None:
+                continue
+            if name in digital:
+                world.setdefault("pins", {})[str(pin)] = {"live": f"{p}hil.{name}", "default": digital[name]}
+            else:
+                adc[str(pin)] = {"live": f"{p}hil.{name}", "default": analog[name]}
     disp = cfg.get("display", {})
     if disp.get("kind", "none") != "none":
         chip({}, disp["kind"], disp.get("addr", 0x3C))

@@ -1,66 +1,162 @@
 """`make demo`, faster than real time: the scenario runs end to end on the real firmware, the real
 broker and the real daemon, and every virtual node's readings reach storage."""
 
+import bisect
 import json
+import shutil
 import sqlite3
 import time
+
+import pytest
 
 from gridtwin.daemon.validate import Limits
 from gridtwin.demo.runner import Demo
 from gridtwin.site import load_site
 from gridtwin.twin.scenario import DEMO_SEQUENCE
+from gridtwin.twin.sensorfeed import PLANT_ROLES, sensor_readings
+from gridtwin.vworld import plant_tolerance, tolerance
 
 from fixtures.broker import free_port
 
 SPEED = 10.0
+UNTIL = 150.0
+# How late a board may sample after its reading's ts, in host seconds: at SPEED x on a loaded
+# machine a board waits a few ms for the CPU, which its clock counts SPEED times over (at 1x the
+# delay is a few ms of the node's time). Measured here: up to 0.08 s.
+LATE_S = 0.15
 
 
-def test_demo_scenario_end_to_end(site_pki_copy, micropython):
-    site = load_site(site_pki_copy.path)
+@pytest.fixture(scope="module")
+def demo(site_pki, micropython, tmp_path_factory):
+    """One demo run for the module: the scenario to UNTIL at SPEED x real time, every node's
+    readings stored; the system keeps running while the tests look at it."""
+    folder = tmp_path_factory.mktemp("demo") / "site"
+    shutil.copytree(site_pki.dir, folder, ignore=shutil.ignore_patterns("var"))
+    site = load_site(folder / "site.toml")
     # The nodes' clocks run SPEED x real time too, so their timestamps run ahead of the daemon's
     # clock: widen its future-skew window for this run (the real demo runs at 1x).
     limits = Limits(max_future_ms=3_600_000)
-    demo = Demo(site, speed=SPEED, port=free_port(), daemon_overrides={"metrics_port": None, "limits": limits})
-    demo.start()
+    d = Demo(site, speed=SPEED, port=free_port(), daemon_overrides={"metrics_port": None, "limits": limits})
+    d.start()
     try:
-        demo.run(until=150.0)
-        # every node ran clean: no reset, no crash boot, no MemoryError on any console
-        sick = {n: [ln for ln in v.board.lines if "MemoryError" in ln or "Traceback" in ln][:2]
-                for n, v in demo.fleet.nodes.items()}
-        assert not any(sick.values()) and all(v.board.boots == 1 for v in demo.fleet.nodes.values()), sick
-        # the twin told the story in order (other events, e.g. the grid unit trip, interleave)
-        wanted = {t for t, _ in DEMO_SEQUENCE}
-        seen = [(e.type, e.state) for e in demo.link.events if e.type in wanted]
-        assert seen[: len(DEMO_SEQUENCE)] == DEMO_SEQUENCE
-        # every virtual node's readings reached storage
-        store = demo.daemon.store
+        d.run(until=UNTIL)
+        d.ran_until = time.time()  # host time the twin stopped: later readings hold its last feed
+        store = d.daemon.store
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            counts = {n: store.count_readings(n) for n in demo.node_ids}
-            if all(counts.values()):
+            if all(store.count_readings(n) for n in d.node_ids):
                 break
             time.sleep(0.2)
-        assert all(counts.values()), f"nodes with no stored readings: {[n for n, c in counts.items() if not c]}"
-        # the nodes were told what the twin knows, and each acknowledged: the distribution board
-        # lost its supply and got it back, the generator started (commands oldest first)
-        told = lambda node, cmd: [(json.loads(c["args"]), c["ok"]) for c in reversed(store.commands(node, 50))
-                                  if c["cmd"] == cmd]
-        supply = told("dist_a", "set_supply")
-        assert ({"on": False}, 1) in supply and supply[-1] == ({"on": True}, 1), supply
-        assert told("gen_a", "start")[:1] == [({}, 1)]
-        # the twin's alerts were stored, and the utility's cleared when it came back
-        with sqlite3.connect(store.path) as db:
-            rows = db.execute("SELECT kind, node, active FROM alerts WHERE kind = 'utility_lost'").fetchall()
-        assert rows == [("utility_lost", "util_a", 0)]
-        # `gridtwin nodes` knows every node from its birth: online, firmware, free heap
-        from gridtwin.daemon.registry import fleet
-
-        views = {v.id: v for v in fleet(store, site)}
-        bad = {n: (views[n].state, views[n].fw, views[n].heap) for n in demo.node_ids
-               if not (views[n].state == "online" and views[n].fw and (views[n].heap or 0) > 0)}
-        assert not bad, bad
+        yield d
     finally:
-        demo.stop()
+        d.stop()
+
+
+def test_demo_scenario_end_to_end(demo):
+    site = demo.site
+    # every node ran clean: no reset, no crash boot, no MemoryError on any console
+    sick = {n: [ln for ln in v.board.lines if "MemoryError" in ln or "Traceback" in ln][:2]
+            for n, v in demo.fleet.nodes.items()}
+    assert not any(sick.values()) and all(v.board.boots == 1 for v in demo.fleet.nodes.values()), sick
+    # the twin told the story in order (other events, e.g. the grid unit trip, interleave)
+    wanted = {t for t, _ in DEMO_SEQUENCE}
+    seen = [(e.type, e.state) for e in demo.link.events if e.type in wanted]
+    assert seen[: len(DEMO_SEQUENCE)] == DEMO_SEQUENCE
+    # every virtual node's readings reached storage
+    store = demo.daemon.store
+    counts = {n: store.count_readings(n) for n in demo.node_ids}
+    assert all(counts.values()), f"nodes with no stored readings: {[n for n, c in counts.items() if not c]}"
+    # the plant nodes are wired to the twin's HIL inputs: no commands needed to tell them
+    assert demo.link.hil == {n for n in demo.node_ids if demo.roles[n] in PLANT_ROLES}
+    assert demo.link.command_errors == 0
+    # the twin's alerts were stored, and the utility's cleared when it came back
+    with sqlite3.connect(store.path) as db:
+        rows = db.execute("SELECT kind, node, active FROM alerts WHERE kind = 'utility_lost'").fetchall()
+    assert rows == [("utility_lost", "util_a", 0)]
+    # `gridtwin nodes` knows every node from its birth: online, firmware, free heap
+    from gridtwin.daemon.registry import fleet
+
+    views = {v.id: v for v in fleet(store, site)}
+    bad = {n: (views[n].state, views[n].fw, views[n].heap) for n in demo.node_ids
+           if not (views[n].state == "online" and views[n].fw and (views[n].heap or 0) > 0)}
+    assert not bad, bad
+
+
+def _stored(store, node):
+    with sqlite3.connect(store.path) as db:
+        return [(ts, json.loads(msg)) for ts, msg in
+                db.execute("SELECT ts, msg FROM readings WHERE node = ? ORDER BY ts", (node,))]
+
+
+def test_stored_readings_agree_with_the_twin(demo):
+    # Every stored reading of every metric that has a twin counterpart (gridtwin.twin.sensorfeed.
+    # readings: sensors the site maps, plant quantities, derived ones) lies within what the twin
+    # said over the sample interval before it was taken, give or take the chip's resolution and
+    # noise bound (gridtwin.vworld.CHIPS). A reading's ts is the boards' clock, one for the fleet
+    # (fleet.host_time), so each is compared with the twin's states of its own moment.
+    fleet, link, site = demo.fleet, demo.link, demo.site
+    hist = list(link.history)
+    assert hist and hist[-1][1] >= UNTIL - 1
+    bad, checked = {}, {}
+    for n in demo.node_ids:
+        feeds = [(h, e[n]) for h, _t, e in hist if n in e]
+        times = [h for h, _ in feeds]
+        cfg = fleet.nodes[n].config
+        lag = cfg["sample_ms"] / 1000 / SPEED  # one sample interval, in host seconds
+        sensors = {s["id"]: s for s in cfg["sensors"]}
+        node = site.node(n)
+        for ts, m in _stored(demo.daemon.store, n):
+            at = fleet.host_time(ts)
+            if at > demo.ran_until or at < times[0]:
+                continue
+            lo = max(0, bisect.bisect_right(times, at - lag) - 1)
+            hi = bisect.bisect_right(times, at + LATE_S)
+            window = [e for _, e in feeds[lo:hi]] or [feeds[lo][1]]
+            for metric, value in m.items():
+                want = [e[metric] for e in window if metric in e]
+                if not want:
+                    continue
+                fed = {k: v[2] for k, v in sensor_readings(node, {**_twin_of(node, window[-1])}).items()}
+                tol = _tol(n, metric, max(want, key=abs), sensors, node, cfg, window[-1], fed)
+                checked[(n, metric)] = checked.get((n, metric), 0) + 1
+                if not min(want) - tol <= value <= max(want) + tol:
+                    # when (host s from the reading) the twin did say that: the reading's true lag
+                    said = [round(h - at, 3) for h, e in feeds if abs(e.get(metric, 1e18) - value) <= tol]
+                    bad.setdefault((n, metric), []).append(
+                        (round(at - fleet.epoch, 2), value, min(want), max(want), said[:3]))
+    summary = {k: (len(v), checked[k], v[:3]) for k, v in bad.items()}
+    assert not bad, f"(node, metric): (readings off, checked, first (host s, read, twin min, twin max, twin said it at)): {summary}"
+    # every node's counterparts were checked: the chain, the PV array, both stacks, the grid
+    for n in demo.node_ids:
+        assert any(k[0] == n for k in checked), f"{n}: no reading compared"
+    for k in [("ups_a", "on_batt"), ("ups_a", "batt_pct"), ("srv_a", "load_kw"), ("pv1", "array_w"),
+              ("EL1", "stack_w"), ("EL2", "stack_a"), ("grid1", "mains_hz"), ("pv1", "t_cell")]:
+        assert checked.get(k, 0) >= 10, (k, checked.get(k))
+
+
+def _twin_of(node, expect):
+    # the twin metrics behind a node's sensor readings, from what the node should read
+    out = {}
+    for s in node.get("sensors") or ():
+        for suffix, metric in (s.get("twin") or {}).items():
+            name = s["id"] + ("_" + suffix if suffix else "")
+            if name in expect:
+                out[metric] = expect[name]
+    return out
+
+
+def _tol(n, metric, value, sensors, node, cfg, expect, fed):
+    if metric in ("load_kw", "batt_pct"):
+        return plant_tolerance(cfg["params"]["hil"], metric)
+    if metric == "f_dev":
+        mains = next(s for s in sensors.values() if s["type"] == "ade7953")
+        return tolerance(mains, "hz", 50 + value)
+    for s in node.get("sensors") or ():
+        for suffix in ("", "v", "a", "w", "hz", "pf", "t", "rh", "p"):
+            if s["id"] + ("_" + suffix if suffix else "") == metric:
+                mine = {k.rsplit("_", 1)[-1]: v for k, v in fed.items() if k.startswith(s["id"] + "_")}
+                return tolerance(sensors[s["id"]], suffix, value, mine)
+    return 0.0  # flags and states: exact
 
 
 def test_a_busy_broker_port_is_one_clear_error(site_pki_copy, micropython):

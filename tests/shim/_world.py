@@ -4,7 +4,11 @@
 # in the firmware is patched. Keys (all optional):
 #   clock:  {"mode": "real"|"warp", "speed": 1.0, "rtc": <unix s at boot> | null (RTC not set),
 #            "true": <unix s an NTP server tells at boot (default 1764000000)>,
+#            "true_real": <unix s of the host's clock at which the true time was "true">,
 #            "stop_at_ms": <world ms>}
+#           With true_real, the true time runs from the host's wall clock, not from this process's
+#           start: true = true + (host now - true_real) x speed, the same instant on every board
+#           of a fleet (so the host can tell which twin state a reading's timestamp belongs to).
 #           real: virtual time = real time x speed.  warp: time jumps to the next timer whenever the
 #           board is idle and no socket is registered, so hours run in seconds, deterministically.
 #   board:  {"unique_id": "hex", "mcu_temp_c": 45, "freq": 240000000}
@@ -86,7 +90,10 @@ class Clock:
         rtc = spec.get("rtc", 1764000000)
         # wall clock: unix seconds at boot, or None while nobody has set the RTC (reads 2000-01-01)
         self.rtc_at_boot = state.get("rtc_at_boot", rtc)
-        self.true_at_boot = state.get("true_at_boot", spec.get("true", 1764000000))
+        true = spec.get("true", 1764000000)
+        if spec.get("true_real") is not None:
+            true += (self._t0 / 1e9 - spec["true_real"]) * self.speed
+        self.true_at_boot = state.get("true_at_boot", true)
 
     def us(self):
         if self.warp:
@@ -173,23 +180,21 @@ def reset(cause):
     raise SystemExit(RESET_EXIT)
 
 
-_live = {"mtime": None, "data": {}, "checked": -1000}
+LIVE_MS = 50  # how often (world ms) the live file is read again: well under any sample interval
+_live = {"data": {}, "at": None}
 
 
 def _live_data():
+    # Read again after LIVE_MS of world time (not real time: at 10x speed 100 real ms would be a
+    # whole second of the node's). Not by mtime: it counts whole seconds here, and the twin rewrites
+    # the file many times a second. The writer replaces the file whole, so a read is never torn.
     path = world.get("live")
     if not path:
         return _live["data"]
-    now = _rt.ticks_ms()
-    if _rt.ticks_diff(now, _live["checked"]) >= 100:
-        _live["checked"] = now
-        try:
-            m = os.stat(path)[8]
-            if m != _live["mtime"]:
-                _live["data"] = _load(path, _live["data"])
-                _live["mtime"] = m
-        except OSError:
-            pass
+    now = clock.world_ms()
+    if _live["at"] is None or now - _live["at"] >= LIVE_MS or now < _live["at"]:
+        _live["at"] = now
+        _live["data"] = _load(path, _live["data"])
     return _live["data"]
 
 

@@ -7,8 +7,18 @@
 #   batt_pct the UPS's battery: drains while it carries the load without supply, recharges after
 # Output is on when the component is healthy and has something to give: supply, a running
 # generator, or UPS battery charge.
+#
+# On a hardware-in-the-loop bench (params "hil": {"supply_pin", "fault_pin", "load_pin",
+# "load_fs_kw", "batt_pin"}) the node does not simulate: every sample it reads what the component
+# does from its inputs: supply and fault on digital pins (1 = present / failed), load and battery
+# on analog pins, 0..3.0 V for 0..load_fs_kw and 0..100 %. That is how the twin drives a virtual
+# node continuously (gridtwin.vworld.plant_hil); commands still work, but a wired input wins at the
+# next sample.
 import time
+from micropython import const
 from gt.roles.base import Role as Base
+
+_HIL_FS_UV = const(3000000)  # an analog input's full scale, microvolts (gridtwin.vworld.HIL_FS_V)
 
 _UNITS = {"supply": "", "fault": "", "out": "", "load_kw": "kW", "v": "V"}
 
@@ -38,6 +48,21 @@ class Role(Base):
         self.charge_kw = float(p.get("charge_kw", 5))
         self.batt = float(p.get("batt_pct", 100)) if self.ups else None
         self._t = None
+        self._hil = None
+        hil = p.get("hil")
+        if hil:
+            import machine
+
+            def din(k):
+                n = hil.get(k)
+                return None if n is None else machine.Pin(n, machine.Pin.IN)
+
+            def ain(k):
+                n = hil.get(k)
+                return None if n is None else machine.ADC(machine.Pin(n), atten=machine.ADC.ATTN_11DB)
+
+            self._hil = (din("supply_pin"), din("fault_pin"), ain("load_pin"), ain("batt_pin"),
+                         float(hil.get("load_fs_kw", self.rated_kw)))
         c = self.commands = {"set_fault": self.set_fault, "set_load": self.set_load}
         if self.gen:
             c["start"] = self.start
@@ -95,9 +120,23 @@ class Role(Base):
         elif self.batt > 0:
             self.batt = max(0.0, self.batt - self.load_kw * h / self.batt_kwh * 100)
 
+    def _inputs(self):
+        supply, fault, load, batt, fs = self._hil
+        if supply is not None:
+            self.supply = bool(supply.value())
+        if fault is not None:
+            self.fault = bool(fault.value())
+        if load is not None:
+            self.load_kw = load.read_uv() * fs / _HIL_FS_UV
+        if batt is not None and self.ups:
+            self.batt = min(100.0, batt.read_uv() * 100 / _HIL_FS_UV)
+
     def sample(self, m, now):
-        if self.ups:
+        if self._hil is not None:
+            self._inputs()
+        if self.ups and (self._hil is None or self._hil[3] is None):
             self._battery(now)
+        if self.ups:
             m["batt_pct"] = round(self.batt, 2)
             m["on_batt"] = 1 if self.out() and not self.supply else 0
         on = self.out()

@@ -9,7 +9,11 @@
 - a component whose state changes (supply lost or back, fault, a load that moved) gets a command on
   its node, so the node's OLED and telemetry show what the twin knows; commands go through the
   daemon's dispatcher on a worker thread and never hold up the twin;
-- virtual nodes' chips are fed from the twin (``feeds``): what a real sensor would measure;
+- virtual nodes are fed from the twin continuously (``feeds``), each at half its sample interval
+  of twin time: its chips measure what a real sensor would, and a plant-role node's HIL inputs
+  (supply, fault, load, battery) carry what its component does; such a node needs no commands.
+  ``history`` keeps, per feed, the host's clock, the twin's time and what each node should read
+  (gridtwin.twin.sensorfeed.readings): the demo test compares the stored readings with it;
 - hardware in the loop: telemetry from a node that is *not* virtual overrides the twin's metric of
   the same name on its component (``twin.override``), so a real INA226 on EL1 drives the model.
 """
@@ -21,11 +25,11 @@ import json
 import logging
 import queue
 import threading
+import time
+
+from gridtwin.twin.sensorfeed import PLANT_ROLES, feed, plant_readings, readings
 
 log = logging.getLogger("gridtwin.twin")
-
-# Roles whose firmware keeps simulated component state that commands set (gt/roles/plant.py).
-PLANT_ROLES = {"utility", "transformer", "switchgear", "generator", "distribution", "ups", "pdu", "server"}
 
 
 class TwinLink:
@@ -45,6 +49,17 @@ class TwinLink:
         self.command_errors = 0
         self.events: list = []  # every event seen, in order (the demo's log, the tests' record)
         self._roles = {n.id: n.role for n in site.nodes}
+        by = twin.topo.by_id
+        self._parents = {n: list(by[n].parents) if n in by else [] for n in self._roles}
+        # virtual nodes: fed every half sample interval (twin s); HIL-wired ones get no commands
+        nodes = fleet.nodes if fleet is not None else {}
+        self._feed_every = {n: max(v.config.get("sample_ms", 1000) / 2000.0, twin.dt * 0.999)
+                            for n, v in nodes.items()}
+        self._next_feed = dict.fromkeys(nodes, 0.0)
+        self._fed: dict[str, dict] = {}
+        self.hil = {n for n, v in nodes.items() if (v.config.get("params") or {}).get("hil")}
+        # (host time.time(), twin t, {node: {metric: what the node should read}}), one per feed
+        self.history: collections.deque = collections.deque(maxlen=100000)
         self._hil: collections.deque = collections.deque(maxlen=10000)  # (node, metric, value)
         self._work: queue.Queue = queue.Queue(maxsize=1000)
         # a few senders, so one slow node does not hold up the commands of the others
@@ -60,6 +75,8 @@ class TwinLink:
         for ev in twin.drain_events():
             self.events.append(ev)
             self._alert(ev)
+        if self.fleet is not None:
+            self._feed()
         if twin.t + 1e-9 < self._next_state:
             return
         self._next_state = twin.t + self.state_every_s
@@ -74,8 +91,25 @@ class TwinLink:
         self.daemon.publish_host("twin", {"t": round(twin.t, 3), "components": {
             cid: {"kind": c["kind"], "status": c["status"], "m": c["m"]} for cid, c in state.items()}})
         self._tell_nodes(state)
-        if self.fleet is not None:
-            self.fleet.feed(feeds(self.site, state, self.fleet))
+
+    def _feed(self) -> None:
+        # the nodes due (each at half its sample interval): what their world measures now
+        t = self.twin.t
+        due = [n for n, at in self._next_feed.items() if t + 1e-9 >= at]
+        if not due:
+            return
+        state = self.twin.state()
+        expect = {}
+        for n in due:
+            self._next_feed[n] = t + self._feed_every[n]
+            vnode = self.fleet.nodes[n]
+            node, role = self.site.node(n), self._roles[n]
+            values = feed(vnode.config, node, role, state, self._parents[n])
+            if values != self._fed.get(n):
+                self._fed[n] = values
+                vnode.feed(values)
+            expect[n] = readings(role, node, state, self._parents[n], vnode.config)
+        self.history.append((time.time(), t, expect))
 
     def close(self) -> None:
         try:
@@ -111,20 +145,22 @@ class TwinLink:
         # (its "told" record stays behind the twin until then).
         for node, role in self._roles.items():
             c = state.get(node)
-            if c is None or role not in PLANT_ROLES or not self.daemon.dispatcher.is_online(node):
+            if c is None or role not in PLANT_ROLES or node in self.hil or not self.daemon.dispatcher.is_online(node):
                 continue
-            m = c["m"]
+            # what the node should report (a UPS's supply is its input, not its output)
+            want = plant_readings(role, c, [state[p] for p in self._parents[node] if p in state])
             told = self._told.setdefault(node, {})
             if role == "generator":
-                self._change(node, told, "running", bool(m.get("running")),
+                self._change(node, told, "running", bool(want["supply"]),
                              lambda on: ("start" if on else "stop", {}))
             else:
-                self._change(node, told, "supply", bool(m.get("energized", 1)),
+                self._change(node, told, "supply", bool(want["supply"]),
                              lambda on: ("set_supply", {"on": on}))
-            self._change(node, told, "fault", c["status"] == "fault", lambda on: ("set_fault", {"on": on}))
-            kw = round(float(m.get("p_kw", 0.0)), 2)
+            self._change(node, told, "fault", bool(want["fault"]), lambda on: ("set_fault", {"on": on}))
+            # a load that moved by more than load_step (a node without HIL inputs keeps the last)
+            kw = round(float(c["m"].get("p_kw", 0.0)), 2)
             last = told.get("kw")
-            if role == "server" and (last is None or abs(kw - last) > max(self.load_step * abs(last), 0.2)):
+            if kw > 0 and (last is None or abs(kw - last) > max(self.load_step * abs(last), 0.2)):
                 told["kw"] = kw
                 self._queue(node, "set_load", {"kw": kw})
 
@@ -165,20 +201,6 @@ class TwinLink:
                 continue
             for metric, value in tel.m.items():
                 self._hil.append((tel.node, metric, value))
-
-
-def feeds(site, state: dict, fleet) -> dict[str, dict]:
-    """What each virtual node's chips measure now, keyed as gridtwin.vworld names the live values."""
-    from gridtwin.twin.sensorfeed import live_values
-
-    out = {}
-    for node_id, vnode in fleet.nodes.items():
-        comp = state.get(node_id)
-        if comp is not None:
-            # the site says which twin metric each sensor measures; the rendered config how the
-            # chip is wired and calibrated
-            out[node_id] = live_values(vnode.config, site.node(node_id), comp["m"])
-    return out
 
 
 def run_with_daemon(daemon, site, *, seed: int | None = None) -> int:

@@ -9,6 +9,8 @@
 #   0x0FE unlock (0xAD) enables the write of 0x0030 to 0x120 the data sheet requires at power-up.
 # World spec: {"model": "ade7953", "addr": 56, "v_div": 1001, "i_ohm": 0.005,
 #              "v_rms": 230, "i_rms": 5, "pf": 0.95, "hz": 50.0}
+#              "noise": {"rms": relative rms of VRMS/IRMS, "period": rms seconds, "seed": n} (optional)
+from fakes.noise import Noise
 from fakes.powered import PoweredDevice
 
 _V_FS = 0.5 / 2 ** 0.5
@@ -17,6 +19,10 @@ _W_FS = 4862401
 
 
 class Device(PoweredDevice):
+    def __init__(self, spec):
+        self.noise = Noise(spec)
+        super().__init__(spec)
+
     def power_on(self):
         self.regs = {0x102: 0x8004, 0x120: 0, 0x0FE: 0, 0x004: 0x40, 0x702: 0x02}
 
@@ -25,8 +31,8 @@ class Device(PoweredDevice):
 
     def _measured(self, a):
         s = self.spec
-        vp = self.v("v_rms", 230.0) / s.get("v_div", 1001.0)
-        ip = self.v("i_rms", 0.0) * s.get("i_ohm", 0.005)
+        vp = self.v("v_rms", 230.0) / s.get("v_div", 1001.0) * self.noise.add("rms", 1.0)
+        ip = self.v("i_rms", 0.0) * s.get("i_ohm", 0.005) * self.noise.add("rms", 1.0)
         pf = max(-1.0, min(1.0, float(self.v("pf", 1.0))))
         low = a & 0xFF
         if low == 0x1C:
@@ -44,7 +50,7 @@ class Device(PoweredDevice):
             return max(-32768, min(32767, round(self.v("pf", 1.0) * 32768)))
         if a == 0x10E:
             hz = self.v("hz", 50.0)
-            return 0xFFFF if hz <= 0 else max(0, min(0xFFFF, round(223750 / hz) - 1))
+            return 0xFFFF if hz <= 0 else max(0, min(0xFFFF, round(self.noise.add("period", 1 / hz) * 223750) - 1))
         return self.regs.get(a, 0)
 
     def read(self, ptr, n):

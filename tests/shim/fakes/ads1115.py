@@ -6,6 +6,7 @@
 #   7..5 DR (8..860 SPS; conversion takes 1/DR), 4..0 comparator   0x02/0x03 Lo/Hi threshold
 # World spec: {"model": "ads1115", "addr": 72, "ain0": volts, "ain1": ..., "ain2": ..., "ain3": ...}
 from _world import clock as _clock
+from fakes.noise import Noise
 from fakes.powered import PoweredDevice, u16
 from fakes.i2cdev import be16
 
@@ -15,6 +16,10 @@ _PAIRS = ((0, 1), (0, 3), (1, 3), (2, 3))
 
 
 class Device(PoweredDevice):
+    def __init__(self, spec):
+        self.noise = Noise(spec)  # "noise": {"ain": rms volts, "seed": n}
+        super().__init__(spec)
+
     def power_on(self):
         self.config = 0x8583
         self.conv = 0
@@ -24,7 +29,7 @@ class Device(PoweredDevice):
     def _convert(self):
         m = (self.config >> 12) & 7
         ain = lambda i: float(self.v("ain%d" % i, 0.0))
-        v = ain(m - 4) if m >= 4 else ain(_PAIRS[m][0]) - ain(_PAIRS[m][1])
+        v = self.noise.add("ain", ain(m - 4) if m >= 4 else ain(_PAIRS[m][0]) - ain(_PAIRS[m][1]))
         code = int(round(v / _FSR[(self.config >> 9) & 7] * 32768))
         self.conv = max(-32768, min(32767, code)) & 0xFFFF
 

@@ -10,6 +10,7 @@
 # World spec: {"model": "bme280", "addr": 118, "temp_c": 21.0, "rh": 45.0, "pressure_pa": 101325,
 #              "calib": {...} (optional: dig_T1.. dig_H6), "raw": {"t": n, "p": n, "h": n} (optional)}
 import struct
+from fakes.noise import Noise
 from fakes.powered import PoweredDevice
 
 # dig_T*/dig_P* of the BMP280 data sheet's compensation example (same formulas in the BME280);
@@ -56,6 +57,7 @@ class Device(PoweredDevice):
     def __init__(self, spec):
         self.c = dict(CALIB)
         self.c.update(spec.get("calib", {}))
+        self.noise = Noise(spec)  # "noise": {"temp_c": rms, "rh": rms, "pressure_pa": rms, "seed": n}
         super().__init__(spec)
 
     def power_on(self):
@@ -79,14 +81,14 @@ class Device(PoweredDevice):
         raw = self.spec.get("raw", {})
         t = raw.get("t")
         if t is None:
-            t = _solve(lambda a: comp_t(c, a)[1], round(self.v("temp_c", 21.0) * 100), 0, 0xFFFFF)
+            t = _solve(lambda a: comp_t(c, a)[1], round(self.noise.add("temp_c", self.v("temp_c", 21.0)) * 100), 0, 0xFFFFF)
         tf = comp_t(c, t)[0]
         p = raw.get("p")
         if p is None:
-            p = _solve(lambda a: comp_p(c, a, tf), self.v("pressure_pa", 101325.0) * 256, 0, 0xFFFFF, False)
+            p = _solve(lambda a: comp_p(c, a, tf), self.noise.add("pressure_pa", self.v("pressure_pa", 101325.0)) * 256, 0, 0xFFFFF, False)
         h = raw.get("h")
         if h is None:
-            h = _solve(lambda a: comp_h(c, a, tf), self.v("rh", 45.0) * 1024, 0, 0xFFFF)
+            h = _solve(lambda a: comp_h(c, a, tf), self.noise.add("rh", self.v("rh", 45.0)) * 1024, 0, 0xFFFF)
         if not self.osrs_h:
             h = 0x8000  # humidity skipped
         if not (self.ctrl_meas >> 2) & 7:

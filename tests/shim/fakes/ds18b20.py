@@ -9,6 +9,7 @@
 #              "unplugged": [[from_ms, to_ms]]}
 import _world as W
 from _world import clock as _clock
+from fakes.noise import Noise
 from fakes.onewiredev import OneWireDevice
 from fakes.powered import lost_power
 from onewire import crc8
@@ -19,6 +20,7 @@ class Device(OneWireDevice):
         super().__init__(spec)
         self._powered = True
         self._seen_ms = _clock.world_ms()
+        self.noise = Noise(spec)  # "noise": {"temp_c": rms, "seed": n}
         self.power_on()
 
     def power_on(self):
@@ -42,7 +44,7 @@ class Device(OneWireDevice):
     def _latch(self):
         # a conversion that has finished by now puts the world's temperature at its end time
         if self.done_at is not None and _clock.world_ms() >= self.done_at:
-            t = W.value(self.spec.get("temp_c"), 25.0, self.done_at)
+            t = self.noise.add("temp_c", W.value(self.spec.get("temp_c"), 25.0, self.done_at))
             bits = 9 + ((self.conf >> 5) & 3)
             raw = int(round(t * 16)) & ~((1 << (12 - bits)) - 1)
             self.temp = max(-55 * 16, min(125 * 16, raw)) & 0xFFFF

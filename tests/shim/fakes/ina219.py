@@ -5,7 +5,11 @@
 #   0x03 Power = Current * Bus / 5000    0x04 Current = Shunt * Cal / 4096 (signed)
 #   0x05 Calibration (bit 0 reads 0); while it is 0 current and power read 0.
 # The chip computes current and power from its own registers, exactly as below.
-# World spec: {"model": "ina219", "addr": 64, "shunt_ohm": 0.1, "current_a": 1.5, "bus_v": 12.0}
+# World spec: {"model": "ina219", "addr": 64, "shunt_ohm": 0.1, "current_a": 1.5, "bus_v": 12.0,
+#              "noise": {"shunt_v": rms, "bus_v": rms, "seed": n} (optional, fakes/noise.py)}
+# A conversion's result holds for CONV_MS of world time (every register of one read agrees).
+from _world import clock as _clock
+from fakes.noise import Noise
 from fakes.powered import PoweredDevice, u16
 from fakes.i2cdev import be16
 
@@ -19,6 +23,12 @@ class Device(PoweredDevice):
     POW_DIV = 5000
     CAL_MASK = 0xFFFE
     BUS_MAX = 0x1FFF  # 13 bits, in bits 15..3
+    CONV_MS = 1  # 12-bit shunt and bus conversions: 532 us each
+
+    def __init__(self, spec):
+        self.noise = Noise(spec)
+        self._conv = None  # (world ms, result) of the latest conversion
+        super().__init__(spec)
 
     def power_on(self):
         self.regs = {0: 0x399F, 5: 0}
@@ -28,13 +38,18 @@ class Device(PoweredDevice):
 
     def measure(self):
         """(shunt counts, bus counts, overflow) from the world's current and bus voltage."""
-        shunt_v = self.v("current_a", 0.0) * self.spec.get("shunt_ohm", 0.1)
+        now = _clock.world_ms()
+        if self._conv is not None and 0 <= now - self._conv[0] < self.CONV_MS:
+            return self._conv[1]
+        shunt_v = self.noise.add("shunt_v", self.v("current_a", 0.0) * self.spec.get("shunt_ohm", 0.1))
         n = round(shunt_v / self.SHUNT_LSB)
         fs = self.shunt_fs()
         ovf = abs(n) > fs
         n = max(-fs, min(fs, n))
-        bus = round(self.v("bus_v", 0.0) / self.BUS_LSB)
-        return n, max(0, min(bus, self.BUS_MAX)), ovf
+        bus = round(self.noise.add("bus_v", self.v("bus_v", 0.0)) / self.BUS_LSB)
+        r = (n, max(0, min(bus, self.BUS_MAX)), ovf)
+        self._conv = (now, r)
+        return r
 
     def computed(self):
         shunt, bus, ovf = self.measure()

@@ -17,6 +17,7 @@ class Device(INA219):
     POW_DIV = 20000
     CAL_MASK = 0x7FFF
     BUS_MAX = 0x7FFF
+    CONV_MS = 35  # 16 averages of 1.1 ms shunt and bus conversions (gt/drivers/ina226.py CFG)
 
     def power_on(self):
         self.regs = {0: 0x4127, 5: 0}

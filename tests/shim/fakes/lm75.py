@@ -4,7 +4,9 @@
 #   0x02 Thyst (2 bytes, default 75 degC), 0x03 Tos (2 bytes, default 80 degC): 9-bit in D15..D7
 # The pointer does not auto-increment; reading past a register repeats it.
 # World spec: {"model": "lm75", "addr": 72, "temp_c": 21.5 | schedule}
+# "noise": {"temp_c": rms, "seed": n} (optional, fakes/noise.py)
 from fakes.i2cdev import I2CDevice, be16, s16
+from fakes.noise import Noise
 
 _TEMP = const(0)
 _CONF = const(1)
@@ -19,10 +21,11 @@ class Device(I2CDevice):
         self.thyst = 75 * 256
         self.tos = 80 * 256
         self.last = 0
+        self.noise = Noise(spec)
 
     def _temp_reg(self):
         if not self.conf & 1:
-            t = self.v("temp_c", 25.0)
+            t = self.noise.add("temp_c", self.v("temp_c", 25.0))
             self.last = s16(round(t * 8)) << 5  # 0.125 degC steps in D15..D5
         return be16(self.last)
 
