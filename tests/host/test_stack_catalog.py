@@ -132,7 +132,8 @@ def universe(published) -> list[dict]:
     add(s.points(f"{root}/_host/twin", {"t": 0.0, "components": {
         cid: {"kind": c["kind"], "status": c["status"], "m": c["m"]} for cid, c in state.items()}}))
     add(s.points(f"{root}/_host/alerts/twin_EL1_trip", {"id": 1, "t": 1.0, "component": "EL1", "type": "trip",
-                                                        "severity": "critical", "message": "EL1: trip", "active": True}))
+                                                        "severity": "critical", "message": "EL1: trip",
+                                                        "active": True}))
     add(s.points(f"{root}/_host/alerts/node_pdu_a", {"id": 2, "severity": "warning", "kind": "node_offline",
                                                      "node": "pdu_a", "message": "pdu_a is offline", "ts": 1}))
     add(s.points(f"{root}/_host/alerts/node_pdu_a", b""))

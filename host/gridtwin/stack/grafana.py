@@ -233,8 +233,8 @@ def _electrolyser_panels(site, els, g: _Grid) -> list:
     temps = [m.name for n in els for m in catalog.node_metrics(n).values() if m.quantity == "temperature"]
     if temps:
         pid, at = g.place(8)
-        out.append(_panel(pid, "timeseries", "safety: stack temperature", _readings(site, ids, list(dict.fromkeys(temps))),
-                          at, "celsius"))
+        out.append(_panel(pid, "timeseries", "safety: stack temperature",
+                          _readings(site, ids, list(dict.fromkeys(temps))), at, "celsius"))
     pid, at = g.place(8)
     out.append(_panel(pid, "timeseries", "safety: hydrogen in oxygen (twin)", _from(
         site, telegraf.TWIN, _any("component", ids), 'r._field == "hto_pct"')

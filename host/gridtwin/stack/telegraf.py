@@ -7,18 +7,24 @@ has one data format for all its topics, and the payloads differ, so the input ke
 as a string (``data_format = "value"``, the topic in tag ``topic``) and one ``processors.starlark``
 script (``STARLARK``, run by Telegraf's embedded Go Starlark) turns each message into points:
 
-| topic | measurement | tags | fields | time |
-| --- | --- | --- | --- | --- |
-| ``<root>/<node>/telemetry`` | ``[storage] influx_measurement`` | node, site, hist (replayed) | each key of ``m`` (float), gt_seq (int), gt_boot (string) | ``ts`` (ms) |
-| ``<root>/<node>/status`` | ``node_status`` | node, site, state | online (1/0), every number (float), fw, board, role, reset, cfg (string), gt_boot | ``ts``, else arrival |
-| ``<root>/<node>/log`` | ``node_log`` | node, site, lvl, mod (if sent) | msg | ``ts`` |
-| ``<root>/_host/twin`` | ``twin`` | component, kind, site | each number of its ``m`` (float), status, twin_t | arrival |
-| ``<root>/_host/alerts/<key>`` | ``alerts`` | alert (the key), site, severity, kind, source | active 1, message, alert_id | ``ts``, else arrival |
-| same, empty payload (cleared) | ``alerts`` | alert, site | active 0 | arrival |
+- ``<root>/<node>/telemetry`` -> ``[storage] influx_measurement`` (default "telemetry"): tags node,
+  site, hist (replayed readings); fields: each key of ``m`` (float), gt_seq (int), gt_boot (string);
+  time ``ts`` (ms).
+- ``<root>/<node>/status`` (birth, will) -> ``node_status``: tags node, site, state; fields online
+  (1/0), every number (float: heap, heap_min, rssi, uptime, outbox, drops, ...), every string (fw,
+  board, role, reset, cfg), gt_boot; time ``ts``, else arrival (the will has none).
+- ``<root>/<node>/log`` -> ``node_log``: tags node, site, lvl, mod (when sent); field msg; time ``ts``.
+- ``<root>/_host/twin`` -> ``twin``, a point per component: tags component, kind, site; fields each
+  number of its ``m`` (float), status (string), twin_t; arrival time (the twin's t is simulated).
+- ``<root>/_host/alerts/<key>`` -> ``alerts``: tags alert (the key), site, severity, kind (kind or
+  type), source (node or component); fields active 1, message, alert_id; time ``ts``, else arrival.
+  The empty retained message that clears an alert becomes active 0 (tags alert, site): a dashboard
+  tells active alerts by the last point per alert.
 
 Telemetry lands exactly as the daemon's InfluxDB writer stores it (gridtwin.daemon.lineprotocol), plus
-the tag ``site``, so the dashboards read either writer. Anything else (a payload that is not JSON,
-an unknown topic) makes no point; the output drops whatever the script did not convert.
+the tag ``site``, so the dashboards read either writer. An unknown topic or payload shape makes no
+point (a payload that is not JSON is logged by Telegraf and dropped); the output drops whatever the
+script did not convert.
 """
 
 from __future__ import annotations
