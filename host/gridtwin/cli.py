@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str, int]] = {
     "nodes": ("nodes", "the fleet at a glance", 6),
     "cmd": ("cmd", "send a command to a node and wait for its acknowledgement", 6),
     "tail": ("tail", "live readings", 6),
+    "logs": ("logs", "what a node logged (warnings, errors; --follow)", 11),
     "query": ("query", "stored readings of a node's metric", 6),
     "demo": ("demo", "the whole system on loopback with virtual nodes", 7),
     "stack": ("stack", "Telegraf, InfluxDB 2 and Grafana: render, install, provision, doctor", 8),

@@ -490,3 +490,24 @@ class SqliteStore:
     def spool_depth(self) -> int:
         with self._lock:
             return self.conn.execute("SELECT count(*) FROM spool").fetchone()[0]
+
+    # -- read-only views for the CLI (`query`, `nodes NODE`, `logs`) ------------------------------
+    def metric_names(self, node: str) -> list[str]:
+        """Every metric name this store holds for the node: its rollups' and its latest reading's."""
+        names = {r[0] for r in self.conn.execute("SELECT DISTINCT metric FROM rollup_1m WHERE node=?", (node,))}
+        last = self.latest(node)
+        return sorted(names | set(last[1] if last else ()))
+
+    def rollups(self, node: str, metric: str, since_ms: int, until_ms: int) -> list[tuple]:
+        """(bucket, n, vmin, vmax, vsum) of the 1-minute rollups of one metric, oldest first."""
+        return self.conn.execute(
+            "SELECT bucket, n, vmin, vmax, vsum FROM rollup_1m WHERE node=? AND metric=? AND bucket>=? AND bucket<? "
+            "ORDER BY bucket", (node, metric, since_ms, until_ms)).fetchall()
+
+    def node_logs(self, node: str, after: int = 0, limit: int | None = None) -> list[dict]:
+        """The node's log lines in arrival order, each with its ``row`` (pass the last one as ``after``
+        to get only newer lines); with ``limit``, the newest ``limit`` of them."""
+        sql = "SELECT rowid AS row, * FROM logs WHERE node=? AND rowid>? ORDER BY rowid DESC"
+        cur = self.conn.execute(sql + (" LIMIT ?" if limit else ""), (node, after) + ((limit,) if limit else ()))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in reversed(cur.fetchall())]
