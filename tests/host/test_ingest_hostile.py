@@ -37,7 +37,7 @@ def _sentinel_then_wait(node_client, daemon, db, boot, seq):
     """Per-client order: once a reading published last is stored, everything before it was handled."""
     node_client.publish(telemetry_payload(node_client.node, boot=boot, seq=seq))
     wait_for(lambda: count_rows(db, "SELECT count(*) FROM readings WHERE boot=? AND seq=?", (str(boot), seq)) == 1,
-             15, "the sentinel reading")
+             60, "the sentinel reading")
 
 
 POISON = [

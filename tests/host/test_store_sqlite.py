@@ -47,6 +47,28 @@ def test_gaps_within_a_boot_are_reported_and_survive_a_reopen(tmp_path):
     s.close()
 
 
+def test_a_gap_that_replay_fills_is_retracted_and_only_what_stays_missing_counts(tmp_path):
+    """Issue #11: after an outage the live readings arrive before the replayed backlog; the jump
+    is a *pending* gap that the replay fills, never a loss. Only what is still missing once the
+    grace period passed is confirmed."""
+    s = SqliteStore(tmp_path / "db")
+    s.write_batch([tel(seq=0), tel(seq=1), tel(seq=6)])              # 2..5 pending
+    s.write_batch([tel(seq=7), tel(boot=2, seq=0), tel(boot=2, seq=3)])  # boot 2: 1..2 pending
+    assert s.pending_gaps() == 4 + 2
+    s.write_batch([tel(seq=2, hist=True), tel(seq=3, hist=True), tel(seq=3, hist=True)])
+    s.write_batch([tel(seq=3, hist=True)])                           # a redelivery fills nothing
+    s.write_batch([tel(boot=2, seq=1, hist=True), tel(boot=2, seq=2, hist=True)])  # boot 2 complete
+    assert s.pending_gaps() == 2
+    assert s.settle_gaps(older_than_ms=0) == []                       # still in its grace period
+    confirmed = s.settle_gaps(older_than_ms=int(time.time() * 1000) + 1)
+    assert confirmed == [("n1", "1", 1, 2)]                           # 4 and 5 never came
+    assert s.pending_gaps() == 0
+    assert s.conn.execute("SELECT count(*) FROM gaps").fetchone()[0] == 1  # the filled one is gone
+    s.write_batch([tel(seq=4, hist=True)])                            # too late to matter: stored, once
+    assert s.count_readings("n1") == 7 + 4
+    s.close()
+
+
 def test_query_returns_one_metric_in_time_order(store):
     store.write_batch([tel(seq=i, ts=NOW - 10_000 + i * 1000, t=float(i), p=2.0 * i) for i in (3, 1, 2)]
                       + [tel(node="n2", seq=0, t=99.0)])

@@ -44,6 +44,8 @@ SCHEMA.setdefault("daemon", Section({
     "metrics_host": Key(str, "127.0.0.1", help="address of /healthz and /metrics"),
     "metrics_port": Key(int, 9810, check=in_range(0, 65535), help="port of /healthz and /metrics; 0 = off"),
     "stale_intervals": Key(int, 3, check=in_range(1, 1000), help="a node is stale after missing this many intervals"),
+    "gap_grace_s": Key(int, 600, check=in_range(1, 7 * 86400),
+                       help="seconds a seq gap may wait for the node's replay before it counts as missing readings"),
     "command_ttl_s": Key(int, 60, check=in_range(0, 86400), help="how long a command for an offline node waits for it"),
 }, help="the host daemon: ingest, registry, commands"))
 

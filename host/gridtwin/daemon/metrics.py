@@ -21,8 +21,8 @@ class Metrics:
         self.received = 0
         self.stored = 0
         self.duplicates = 0
-        self.gaps = 0            # gap events (forward jumps in seq within a boot)
-        self.missing = 0         # messages missing in those gaps
+        self.gaps = 0            # confirmed gaps: seq jumps within a boot that replay did not fill
+        self.missing = 0         # messages still missing in those gaps
         self.rejected: Counter = Counter()   # reason -> count
         self.batches = 0
         self.store_errors = 0
@@ -60,8 +60,9 @@ class Metrics:
                [("", self.duplicates)])
         metric("rejected_total", "counter", "messages that broke the payload contract, by reason",
                [(f'{{reason="{r}"}}', n) for r, n in sorted(self.rejected.items()) if n])
-        metric("gaps_total", "counter", "forward jumps in seq within a boot", [("", self.gaps)])
-        metric("missing_total", "counter", "messages missing in seq gaps", [("", self.missing)])
+        metric("gaps_total", "counter", "seq gaps within a boot still open once replay had its chance",
+               [("", self.gaps)])
+        metric("missing_total", "counter", "messages missing in those gaps", [("", self.missing)])
         metric("store_errors_total", "counter", "failed storage transactions (retried)", [("", self.store_errors)])
         metric("ingest_lag_seconds", "gauge", "now minus ts of the newest live reading stored",
                [("", self.last_lag_ms / 1000)])

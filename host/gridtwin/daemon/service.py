@@ -67,13 +67,15 @@ class Daemon:
                  metrics_host: str = "127.0.0.1", metrics_port: int | None = 0,
                  influx: InfluxConfig | None = None, influx_measurement: str = "telemetry",
                  raw_days: int = 30, rollup_days: int = 730, site=None, stale_intervals: int = 3,
-                 watch_interval: float = 1.0, instance: int = 1):
+                 watch_interval: float = 1.0, instance: int = 1, sntp=None, gap_grace_s: float = 600):
         self.site = site
+        self.sntp = sntp  # gridtwin.daemon.sntp.SntpServer: the nodes' time source, or None
         # Instances share the ingest ($share/) and, from a site, one database. Instance 1 is the one
         # the CLI talks to (daemon.json: cmd, tail, status) and the only one that watches the
         # registry and runs retention, so alerts and rollups happen once, not once per instance.
         self.instance = instance
         self.stale_intervals, self.watch_interval = stale_intervals, watch_interval
+        self.gap_grace_s = gap_grace_s
         self._states: dict[str, str] = {}
         self._alerts: dict[str, int] = {}
         self.endpoint = endpoint
@@ -96,6 +98,7 @@ class Daemon:
         self._tails: set = set()
         self.ingest.listeners.append(self._feed_tails)
         self.metrics.gauges["spool_depth"] = self.store.spool_depth
+        self.metrics.gauges["gap_readings_pending"] = self.store.pending_gaps
         if self.forwarder:  # only where there is an InfluxDB to reach
             self.metrics.gauges["influx_reachable"] = lambda: int(self.forwarder.reachable)
         self.metrics.node_gauges = self._node_gauges
@@ -160,7 +163,11 @@ class Daemon:
                   sync=st.sync, batch_max=d.batch_max, receive_maximum=d.receive_maximum,
                   metrics_host=d.metrics_host, metrics_port=metrics_port, influx=influx,
                   influx_measurement=st.influx_measurement, raw_days=st.raw_days, rollup_days=st.rollup_days,
-                  site=site, stale_intervals=d.stale_intervals)
+                  site=site, stale_intervals=d.stale_intervals, gap_grace_s=d.gap_grace_s)
+        if instance == 1:  # the nodes' time: one responder per host ([network] ntp_serve/ntp_port/ntp_bind)
+            from gridtwin.daemon.sntp import from_site as sntp_from_site
+
+            kw["sntp"] = sntp_from_site(site)
         kw.update(overrides)
         return cls(**kw)
 
@@ -190,6 +197,12 @@ class Daemon:
             self.forwarder.start()
         self.ingest.start()
         self.metrics.watch(self.ingest._writer)
+        if self.sntp:
+            try:
+                self.sntp.start()
+            except GridTwinError:  # a [network] ntp_port we may not bind: one clear line, nothing left running
+                self.stop()
+                raise
         if self.metrics_server:
             # how the CLI finds this daemon (port may be ephemeral) and proves it may command it
             tmp = self.state_file.with_suffix(".tmp")
@@ -212,6 +225,8 @@ class Daemon:
         except (OSError, ValueError):
             pass
         self.ingest.stop()
+        if self.sntp:
+            self.sntp.stop()
         if self.forwarder:
             self.forwarder.stop()
         if self.metrics_server:
@@ -296,6 +311,18 @@ class Daemon:
             handler.close_connection = True
         return None
 
+    def settle_gaps(self, now_ms: int | None = None) -> list:
+        """Confirm the seq gaps that replay did not fill within gap_grace_s: only these count as
+        missing readings (a gap the node's outbox replay fills a moment later never does)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        confirmed = self.store.settle_gaps(now_ms - int(self.gap_grace_s * 1000))
+        for node, boot, after, missing in confirmed:
+            self.metrics.gaps += 1
+            self.metrics.missing += missing
+            log.warning("gap node=%s boot=%s: %d message(s) after seq %d never arrived (not replayed within %g s)",
+                        node, boot, missing, after, self.gap_grace_s)
+        return confirmed
+
     def _node_gauges(self) -> list:
         """Per-node gauges for /metrics: state, age and the health the node reported last."""
         from gridtwin.daemon.registry import fleet
@@ -364,10 +391,14 @@ class Daemon:
 
     def _maintenance(self) -> None:
         next_retention = time.monotonic() + 3600
+        next_gaps = 0.0
         while not self._stop.wait(self.watch_interval):
             try:
                 if self.metrics.subscribed:
                     self.watch_registry()
+                if self.store.track_gaps and time.monotonic() >= next_gaps:
+                    next_gaps = time.monotonic() + min(10.0, self.gap_grace_s / 2)
+                    self.settle_gaps()
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + 3600
                     self.maintain()

@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, node TEXT, severity TEXT NOT NULL,
     kind TEXT NOT NULL, message TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1, cleared INTEGER
 );
+-- A forward jump in seq is a *pending* gap: `missing` counts down as replayed readings fill it.
+-- Once replay had its chance (Daemon: [daemon] gap_grace_s) it is confirmed if anything is still
+-- missing, or deleted if nothing is.
 CREATE TABLE IF NOT EXISTS gaps (
     node TEXT NOT NULL, boot TEXT NOT NULL, after_seq INTEGER NOT NULL, missing INTEGER NOT NULL,
     detected INTEGER NOT NULL
@@ -185,6 +188,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
     for col, kind in NODE_EXTRA_COLUMNS:
         if col not in cols:
             conn.execute(f"ALTER TABLE nodes ADD COLUMN {col} {kind}")
+    gap_cols = {r[1] for r in conn.execute("PRAGMA table_info(gaps)")}
+    for col, kind in (("last_seq", "INTEGER"), ("confirmed", "INTEGER")):
+        if col not in gap_cols:
+            conn.execute(f"ALTER TABLE gaps ADD COLUMN {col} {kind}")
+    # gaps of the first release were never retracted: their end is after_seq + missing
+    conn.execute("UPDATE gaps SET last_seq = after_seq + missing, confirmed = detected WHERE last_seq IS NULL")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     conn.execute("COMMIT")
 
@@ -271,9 +280,11 @@ class SqliteStore:
             self.conn.close()
 
     # -- ingest ---------------------------------------------------------------------------
-    def _gaps(self, batch) -> list:
-        """Forward jumps in seq within a boot; the high-water mark survives restarts via the DB."""
-        gaps = []
+    def _gaps(self, batch) -> tuple[list, list]:
+        """Forward jumps in seq within a boot (new pending gaps), and the readings below the
+        high-water mark (late: a replay or out-of-order delivery) that may fill one. The mark
+        survives restarts via the database."""
+        gaps, late = [], []
         last = self._last_seq
         for t in batch:
             key = (t.node, str(t.boot))
@@ -286,8 +297,43 @@ class SqliteStore:
                     continue
             if t.seq > prev + 1:
                 gaps.append((t.node, str(t.boot), prev, t.seq - prev - 1))
+            elif t.seq < prev:
+                late.append((t.node, str(t.boot), t.seq))
             last[key] = max(prev, t.seq)
-        return gaps
+        return gaps, late
+
+    def _fill_gaps(self, late: list, first_rowid: int) -> None:
+        """Late readings stored by this batch (rowid past first_rowid: new, not a redelivery)
+        fill the pending gap they fall in, one count each."""
+        conn = self.conn
+        for node, boot, seq in set(late):
+            if conn.execute("SELECT 1 FROM readings WHERE node=? AND boot=? AND seq=? AND rowid>?",
+                            (node, boot, seq, first_rowid)).fetchone():
+                conn.execute("UPDATE gaps SET missing = missing - 1 WHERE node=? AND boot=? AND after_seq < ? "
+                             "AND ? <= last_seq AND confirmed IS NULL AND missing > 0", (node, boot, seq, seq))
+
+    def settle_gaps(self, older_than_ms: int) -> list[tuple[str, str, int, int]]:
+        """Gaps detected before the cut-off have had their replay: confirm those still missing
+        readings (returned as (node, boot, after_seq, missing)) and drop those that were filled."""
+        now = _now_ms()
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN")
+                rows = conn.execute("SELECT node, boot, after_seq, missing FROM gaps WHERE confirmed IS NULL "
+                                    "AND detected < ? AND missing > 0", (older_than_ms,)).fetchall()
+                conn.execute("UPDATE gaps SET confirmed=? WHERE confirmed IS NULL AND detected < ? AND missing > 0",
+                             (now, older_than_ms))
+                conn.execute("DELETE FROM gaps WHERE confirmed IS NULL AND missing <= 0")
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise error(self.path, exc, "cannot update gaps in", "check the site's var/ folder") from None
+        return rows
+
+    def pending_gaps(self) -> int:
+        return self.conn.execute("SELECT coalesce(sum(missing), 0) FROM gaps WHERE confirmed IS NULL").fetchone()[0]
 
     def write_batch(self, readings, statuses=(), acks=(), logs=(), spool_lines=None, rejects=None) -> BatchResult:
         """Store one batch in one transaction; returns what was new. Raises StoreError.
@@ -304,15 +350,20 @@ class SqliteStore:
             if readings else None
         with self._lock:
             try:
-                gaps = self._gaps(readings) if self.track_gaps else []
+                gaps, late = self._gaps(readings) if self.track_gaps else ([], [])
                 conn = self.conn
                 conn.execute("BEGIN")
                 before = conn.total_changes
+                first_rowid = conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0] \
+                    if late else 0
                 if batch_json:
                     conn.execute(INSERT_BATCH, (batch_json,))
                 stored = conn.total_changes - before
                 if gaps:
-                    conn.executemany("INSERT INTO gaps VALUES (?,?,?,?,?)", [g + (now,) for g in gaps])
+                    conn.executemany("INSERT INTO gaps (node, boot, after_seq, missing, detected, last_seq) "
+                                     "VALUES (?,?,?,?,?,?)", [g + (now, g[2] + g[3]) for g in gaps])
+                if late and stored:
+                    self._fill_gaps(late, first_rowid)
                 if spool_lines:
                     conn.executemany("INSERT INTO spool (line) VALUES (?)", [(s,) for s in spool_lines])
                 seen = {}
