@@ -197,6 +197,8 @@ class Daemon:
             self.forwarder.start()
         self.ingest.start()
         self.metrics.watch(self.ingest._writer)
+        if self.forwarder:
+            self.metrics.watch(self.forwarder._thread)
         if self.sntp:
             try:
                 self.sntp.start()

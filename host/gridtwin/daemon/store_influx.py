@@ -103,7 +103,13 @@ class SpoolForwarder:
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
-            rows = self.store.spool_peek(self.writer.cfg.batch_lines)
+            try:
+                rows = self.store.spool_peek(self.writer.cfg.batch_lines)
+            except Exception as exc:  # the spool cannot be read (locked, disk): keep the thread alive
+                log.error("cannot read the InfluxDB spool: %s; retrying in %.1f s", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
             if not rows:
                 self.wake.wait(1.0)
                 self.wake.clear()
