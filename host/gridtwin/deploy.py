@@ -20,6 +20,7 @@ serial port, so they work the same on a real board and on a virtual board's pseu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -352,33 +353,79 @@ class DaemonWatcher:
     """When the daemon runs, it holds the host identity's MQTT session (the broker makes the client
     id the certificate CN): a second connection with that identity would take its session over.
     So deploy waits through the daemon's local API instead: the node's first live (not replayed)
-    reading after the reset, which by the contract follows its birth."""
+    reading after the reset, which by the contract follows its birth. While it waits it looks, once
+    a second, at whether the daemon is rejecting the node's readings (a clock not set, ...): then it
+    says so and why at once instead of waiting for the timeout."""
 
     def __init__(self, site, node_id: str):
         from gridtwin.daemon.client import DaemonClient
 
-        self.node = node_id
+        self.site, self.node = site, node_id
         self.client = DaemonClient.for_site(site)
         self.resp = None
+        self.started_ms = int(time.time() * 1000)
+        self._got: dict | None = None
+        self._done = threading.Event()
 
     def start(self, timeout: float = 60.0) -> "DaemonWatcher":
+        self.started_ms = int(time.time() * 1000)
         self.resp = self.client._open("GET", f"/tail?node={self.node}", timeout=timeout)
+        threading.Thread(target=self._read, name="deploy-wait", daemon=True).start()
         return self
 
-    def wait(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
+    def _read(self) -> None:
         try:
-            while time.monotonic() < deadline:
-                line = self.resp.readline()
-                if not line:
-                    break
+            for line in self.resp:
                 if not line.strip():
                     continue
                 doc = json.loads(line)
                 if doc.get("node") == self.node and not doc.get("hist"):
-                    return {"state": "online", "via": "daemon", "boot": doc.get("boot"), "seq": doc.get("seq")}
+                    self._got = {"state": "online", "via": "daemon", "boot": doc.get("boot"), "seq": doc.get("seq")}
+                    return
         except (OSError, ValueError):
             pass
+        finally:
+            self._done.set()
+
+    def rejects(self) -> tuple[int, str] | None:
+        """(count, "reason: detail") when the daemon rejected the node's messages since start(), else
+        None. Reads the store's nodes.rejected / last_reject / last_reject_at (absent in old databases)."""
+        import sqlite3
+
+        from gridtwin.daemon.config import db_path
+
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db_path(self.site)}?mode=ro", uri=True, timeout=1)) as db:
+                db.row_factory = sqlite3.Row
+                row = db.execute("SELECT * FROM nodes WHERE id = ?", (self.node,)).fetchone()
+        except sqlite3.Error:
+            return None
+        row = dict(row) if row is not None else {}
+        if not row.get("rejected") or (row.get("last_reject_at") or 0) < self.started_ms:
+            return None
+        return row["rejected"], row.get("last_reject") or "?"
+
+    def _rejected_error(self, rejects: tuple[int, str]) -> ToolError:
+        from gridtwin.daemon.registry import REJECT_FIXES
+
+        n, last = rejects
+        return ToolError(f"{self.node}: the daemon rejects its readings ({n} rejected so far; the last: {last})",
+                         hint=REJECT_FIXES.get(last.split(":", 1)[0],
+                                               "the daemon's log has one line per rejection"))
+
+    def wait(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while not self._done.wait(max(0.0, min(1.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                break
+            rejects = self.rejects()
+            if rejects:
+                raise self._rejected_error(rejects)
+        if self._got is not None:
+            return self._got
+        rejects = self.rejects()
+        if rejects:
+            raise self._rejected_error(rejects)
         raise ToolError(f"no reading from {self.node} reached the daemon within {timeout:.0f}s after the reset",
                         hint="watch the board's console (`make repl PORT=...`): Wi-Fi, broker address, clock")
 

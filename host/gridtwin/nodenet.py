@@ -25,7 +25,14 @@ SCHEMA.setdefault("network", Section({
     "mqtt_host": Key(str, "", help="broker host name or address the nodes dial; empty: the broker's first "
                                    "non-loopback IPv4 address (no DNS on the node), else the first of broker.hosts"),
     "server_name": Key(str, "", help="name checked on the broker certificate; empty: the first of broker.hosts"),
-    "ntp": Key(str, "", help="NTP server for the nodes; empty: the broker host (the Pi)"),
+    "ntp": Key(str, "", help="NTP server for the nodes; empty: the broker host (the Pi), where `gridtwin daemon` "
+                             "answers SNTP (ntp_serve)"),
+    "ntp_serve": Key(bool, True, help="the daemon answers SNTP with the host's clock, the one it judges readings "
+                                      "by (gridtwin.daemon.sntp); false when chrony/ntpd serves the nodes"),
+    "ntp_port": Key(int, 0, check=in_range(0, 65535),
+                    help="UDP port of the daemon's SNTP responder; 0: 123 (what boards ask), or 10123 when the "
+                         "daemon may not bind 123 (not root and no CAP_NET_BIND_SERVICE)"),
+    "ntp_bind": Key(str, "", help="address the SNTP responder binds; empty: every IPv4 address"),
     "keepalive": Key(int, 30, check=in_range(5, 3600), help="MQTT keepalive in seconds"),
     "queue": Key(int, 16, check=in_range(4, 4096), help="readings a node keeps in RAM before spilling to flash"),
     "spill_kb": Key(int, 64, check=in_range(0, 1024), help="outbox spill file on a node's flash, KB; 0: none"),

@@ -46,6 +46,11 @@ def _need_link():
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
     _need_link()
     if port == 123:
+        real = W.world.get("ntp", {}).get("port")
+        if real:
+            # {"ntp": {"port": P}}: the world leaves time to a real server on the host the board
+            # names (the daemon's SNTP responder), on port P because a test cannot take udp/123
+            return _s.getaddrinfo(host, real, af, type, proto, flags)
         # every NTP server the board asks for is the world's: it tells the world's true time
         return [(AF_INET, SOCK_DGRAM, 0, "", _ntp_server())]
     return _s.getaddrinfo(host, port, af, type, proto, flags)
@@ -55,7 +60,8 @@ def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
 # A real UDP socket on loopback: the firmware's SNTP client sends to it and waits in select.poll
 # like on the chip. Requests are answered just before the board waits (the select shim's
 # pre-wait hooks), with the world's true time, and only while the link is up (world
-# {"ntp": {"silent": true}} makes it a server that never answers).
+# {"ntp": {"silent": true}} makes it a server that never answers; {"ntp": {"port": P}} sends the
+# board to a real server instead, see getaddrinfo).
 _ntpd = []
 
 

@@ -39,7 +39,7 @@ def open_store(site):
 
 
 def run(args) -> int:
-    from gridtwin.daemon.registry import fleet
+    from gridtwin.daemon.registry import fleet, reject_note
     from gridtwin.site import load_site
 
     site = load_site(args.site)
@@ -54,9 +54,11 @@ def run(args) -> int:
         for v in views:
             print(json.dumps(dataclasses.asdict(v)))
         return 0
-    cols = ("node", "state", "last seen", "fw", "board", "rssi", "heap", "reset", "outbox", "drops")
+    cols = ("node", "state", "last seen", "fw", "board", "rssi", "heap", "reset", "outbox", "drops", "rejected")
     rows = [(v.id + ("" if v.in_site else " (not in site)"), v.state, _age(v.age_s), _fmt(v.fw), _fmt(v.board),
-             _fmt(v.rssi), _fmt(v.heap), _fmt(v.reset), _fmt(v.outbox), _fmt(v.drops)) for v in views]
+             _fmt(v.rssi), _fmt(v.heap), _fmt(v.reset), _fmt(v.outbox), _fmt(v.drops),
+             f"{v.rejected} ({v.last_reject.split(':', 1)[0]})" if v.rejected and v.last_reject else _fmt(v.rejected))
+            for v in views]
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
@@ -71,6 +73,8 @@ def run(args) -> int:
         widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
         for r in (cols, *rows):
             print("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
+    for note in filter(None, map(reject_note, views)):  # readings refused now: say why and the fix
+        print(f"gridtwin: {note}", file=sys.stderr)
     counts = {s: sum(v.state == s for v in views) for s in ("online", "stale", "offline", "unknown")}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no nodes", file=sys.stderr)
     return 0

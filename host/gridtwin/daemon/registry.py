@@ -26,6 +26,9 @@ class NodeView:
     drops: float | None = None
     uptime: float | None = None
     in_site: bool = True
+    rejected: int | None = None        # messages of the node the daemon refused (store columns, if present)
+    last_reject: str | None = None     # "reason: detail" of the last one
+    last_reject_at: int | None = None  # host ms
 
 
 def node_state(row: dict, interval_ms: float, now_ms: int, stale_intervals: int = 3) -> str:
@@ -54,5 +57,24 @@ def fleet(store, site=None, now_ms: int | None = None, stale_intervals: int = 3)
             age_s=None if last is None else max(0.0, (now_ms - last) / 1000),
             fw=row.get("fw"), board=row.get("board") or (sn.board if sn is not None else None),
             rssi=row.get("rssi"), heap=row.get("heap"), reset=row.get("reset"), outbox=row.get("outbox"),
-            drops=row.get("drops"), uptime=row.get("uptime"), in_site=sn is not None or site is None))
+            drops=row.get("drops"), uptime=row.get("uptime"), in_site=sn is not None or site is None,
+            rejected=row.get("rejected"), last_reject=row.get("last_reject"), last_reject_at=row.get("last_reject_at")))
     return out
+
+
+# What to do about a node's rejected messages, by reason (the validator's labels); the rest: the log.
+REJECT_FIXES = {
+    "ts_window": "its clock is off: a node sets it by SNTP from [network] ntp (default: the broker host, where "
+                 "`gridtwin daemon` answers on udp/123; see docs/security.md, 'The nodes' time')",
+}
+
+
+def reject_note(v: NodeView, now_ms: int | None = None, recent_s: float = 120.0) -> str | None:
+    """A sentence when the node's messages are being rejected (the last one within recent_s), else None."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if not v.rejected or v.last_reject_at is None or now_ms - v.last_reject_at > recent_s * 1000:
+        return None
+    reason = (v.last_reject or "?").split(":", 1)[0]
+    fix = REJECT_FIXES.get(reason, "the daemon's log has one line per rejection (`journalctl -u gridtwin-daemon`)")
+    return (f"{v.id}: its readings are being rejected ({v.rejected} so far, the last "
+            f"{max(0, now_ms - v.last_reject_at) / 1000:.0f} s ago: {v.last_reject}); {fix}")
