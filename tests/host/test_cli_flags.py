@@ -35,7 +35,7 @@ def one_line_error(capsys, argv, code=2):
 
 @pytest.mark.parametrize("argv, words", [
     (["vnode", "pdu_a", "--heap", "lots"], ["--heap", "'lots' is not a heap size", "128k"]),
-    (["vnode", "pdu_a", "--heap", "20k"], ["--heap", "below the 80k the firmware needs", "el1", "96k"]),
+    (["vnode", "pdu_a", "--heap", "20k"], ["--heap", "below the 80k the firmware needs", "EL1", "96k"]),
     (["vnode", "pdu_a", "--speed", "0"], ["--speed", "not a number greater than 0"]),
     (["demo", "--speed", "0"], ["--speed", "'0' is not a number greater than 0"]),
     (["demo", "--speed", "-1"], ["--speed", "'-1' is not a number greater than 0"]),
@@ -359,3 +359,41 @@ def test_logs_prints_the_newest_lines_and_follows_new_ones(site, capsys):
         if follow.poll() is None:
             follow.kill()
             follow.wait()
+
+
+def _vnode(site_path, *argv):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site_path), "vnode", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_vnode_out_of_memory_ends_with_one_line_and_a_nonzero_exit(site_pki_copy, micropython):
+    # EL1 (INA226, two analog inputs, DS18B20, OLED) runs out of an 80k heap while it boots, three
+    # boots in a row, and the firmware falls into safe mode: that is the end of this board's run
+    proc = _vnode(site_pki_copy.path, "EL1", "--heap", "80k")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "MemoryError" in out and "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("gridtwin: EL1 ran out of its 80k heap and fell into safe mode") and "--heap 128k" in last
+
+
+def test_vnode_ctrl_c_stops_without_a_bare_keyboard_interrupt(site_pki_copy, micropython):
+    import signal
+
+    proc = _vnode(site_pki_copy.path, "pdu_a")
+    try:
+        for line in proc.stdout:  # the firmware is up and sampling (no broker: it keeps retrying)
+            if " boot: " in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "KeyboardInterrupt" not in out + err and "Traceback" not in err
+    assert "stopped" in err.splitlines()[-1] and "pdu_a" in err.splitlines()[-1]

@@ -20,7 +20,7 @@ from gridtwin.errors import GridTwinError, UsageError
 # keeps publishing (measured with `gridtwin vnode NODE --heap N` against `gridtwin broker run`:
 # MIN_HEAP_NOTE). Below it the board crash-loops into safe mode, so the flag is refused up front.
 MIN_HEAP = "80k"
-MIN_HEAP_NOTE = "pdu_a needs 80k, el1 (INA226, ADC, DS18B20, OLED) 96k"
+MIN_HEAP_NOTE = "pdu_a needs 80k, EL1 (INA226, ADC, DS18B20, OLED) 96k"
 
 
 def heap_size(text: str) -> str:
