@@ -1,4 +1,5 @@
-"""PV fidelity against pvlib (an independent implementation): sun position (SPA), Haurwitz clear sky,
+"""PV fidelity against pvlib (an independent implementation): sun position (SPA), Haurwitz and Ineichen
+clear sky,
 Faiman cell temperature, PVWatts DC power; and the MPPT against the curve's true maximum."""
 
 from datetime import datetime, timedelta, timezone
@@ -49,6 +50,62 @@ def test_haurwitz_clear_sky_matches_pvlib():
     np.testing.assert_allclose(ours[high], ref[high], rtol=0.015)
     assert np.abs(ours - ref).max() < 12.0
     assert (ours[ref_pos["zenith"].to_numpy() > 91] == 0).all()
+
+
+def test_ineichen_parts_match_pvlib():
+    times = _times()
+    idx = pd.DatetimeIndex(times)
+    # Extraterrestrial irradiance (Spencer), relative air mass (Kasten & Young), pressure at altitude.
+    np.testing.assert_allclose([pv.extraterrestrial_wm2(t) for t in times],
+                               pvlib.irradiance.get_extra_radiation(idx, method="spencer").to_numpy(), rtol=1e-9)
+    zen = np.linspace(0.0, 89.5, 60)
+    np.testing.assert_allclose([pv.relative_airmass(z) for z in zen],
+                               pvlib.atmosphere.get_relative_airmass(zen, model="kastenyoung1989"), rtol=1e-9)
+    for h in (0.0, 100.0, 1500.0, 3000.0):
+        assert pv.pressure_pa(h) == pytest.approx(pvlib.atmosphere.alt2pres(h), rel=2e-4)
+    # The model itself on the same inputs, several turbidities and altitudes: 1e-9.
+    for tl, h in ((2.0, 0.0), (3.0, 100.0), (4.55, 100.0), (6.0, 2000.0)):
+        am = pvlib.atmosphere.get_relative_airmass(zen) * pvlib.atmosphere.alt2pres(h) / 101325.0
+        ref = pvlib.clearsky.ineichen(zen, am, tl, altitude=h, dni_extra=1361.0)["ghi"]
+        ours = [pv.ineichen_ghi(z, a, tl, h, 1361.0) for z, a in zip(zen, am)]
+        np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_ineichen_clear_sky_end_to_end_matches_pvlib():
+    # The site option against pvlib's own pipeline (SPA apparent zenith, its air mass and pressure):
+    # within 1.5 % above 20 degrees of elevation, 15 W/m2 everywhere, zero at night.
+    times = _times()
+    loc = pvlib.location.Location(LAT, LON, altitude=100.0)
+    ref = loc.get_clearsky(pd.DatetimeIndex(times), model="ineichen", linke_turbidity=4.55)["ghi"].to_numpy()
+    sky = pv.ClearSky("ineichen", 4.55, 100.0)
+    ours = np.array([sky.ghi(pv.solar_zenith_deg(t, LAT, LON), t) for t in times])
+    zen = loc.get_solarposition(pd.DatetimeIndex(times))["apparent_zenith"].to_numpy()
+    high = zen < 70
+    np.testing.assert_allclose(ours[high], ref[high], rtol=0.015)
+    assert np.abs(ours - ref).max() < 15.0
+    assert (ours[zen > 91] == 0).all()
+    # Haurwitz runs ~9 % above it at Juelich's June noon with its climatological TL of 4.55.
+    noon = datetime(2026, 6, 21, 11, 35, tzinfo=timezone.utc)
+    z = pv.solar_zenith_deg(noon, LAT, LON)
+    assert pv.haurwitz_ghi(z) / sky.ghi(z, noon) == pytest.approx(1.09, abs=0.01)
+
+
+def test_the_example_site_uses_ineichen_with_its_linke_turbidity():
+    from gridtwin.site import example_site_path, load_site
+    from gridtwin.twin import Twin
+
+    tw = Twin.from_site(load_site(example_site_path()))
+    cfg = tw.topo.twin
+    assert cfg.clear_sky == "ineichen"
+    # Remund et al. (2003)'s Linke turbidity climatology, as pvlib looks it up, for Juelich in June.
+    tl = pvlib.clearsky.lookup_linke_turbidity(pd.DatetimeIndex([pd.Timestamp(cfg.start)]), cfg.latitude,
+                                               cfg.longitude, interp_turbidity=False).iloc[0]
+    assert cfg.linke_turbidity == pytest.approx(tl, abs=0.01)
+    tw.step()
+    pl = tw.plants[0]
+    when = pv.utc_at(tw.topo.start_datetime(), 0.0)
+    zen = pv.solar_zenith_deg(when, cfg.latitude, cfg.longitude)
+    assert pl.ghi_cs == pytest.approx(pv.ClearSky("ineichen", tl, cfg.altitude_m).ghi(zen, when), rel=1e-12)
 
 
 @pytest.mark.parametrize("g, t_air, wind", [(1000, 25, 1), (800, 10, 3), (200, 35, 0.5), (0, 5, 2)])

@@ -102,6 +102,8 @@ def test_every_role_has_a_kind_and_nodes_alone_make_a_twin(tmp_path):
     ('[[twin.components]]\nid = "el"\nparams = { f2 = 1.2 }\n', "twin.components[0].params.f2", "out of range"),
     ('[[twin.components]]\nid = "el"\nparams = { r1 = "low" }\n', "twin.components[0].params.r1", "expected a number"),
     ('[twin]\nstep_s = 0\n', "twin.step_s", "out of range"),
+    ('[twin]\nclear_sky = "perez"\n', "twin.clear_sky", "unknown clear-sky model"),
+    ('[twin]\nlinke_turbidity = 0.5\n', "twin.linke_turbidity", "out of range"),
     ('[twin]\nstart = "yesterday"\n', "twin.start", "not an ISO 8601"),
     ('[twin]\nsede = 3\n', "twin.sede", "did you mean 'seed'"),
 ])

@@ -2,7 +2,8 @@
 
 One `Plant` per PV array. Each step:
 
-1. irradiance: Haurwitz clear sky at the sun's zenith, dimmed by Kasten-Czeplak clouds; cell
+1. irradiance: the site's clear sky (Haurwitz, or Ineichen with its Linke turbidity) at the sun's
+   zenith, dimmed by Kasten-Czeplak clouds; cell
    temperature by Faiman; the I-V curve scaled so its maximum is the PVWatts power (pv.py);
 2. the converter's P&O sets the array voltage, limited to what the stacks and the battery can take;
 3. the converter output (efficiency, no-load loss) is split equally between the running stacks; a
@@ -34,6 +35,8 @@ class Plant:
         self.start = start
         self.lat, self.lon = twin_cfg.latitude, twin_cfg.longitude
         self.t_air = twin_cfg.t_air_c
+        self.sky = pv.ClearSky(twin_cfg.get("clear_sky", "haurwitz"), twin_cfg.get("linke_turbidity", 3.0),
+                               twin_cfg.get("altitude_m", 0.0))
         ap = array.params
         self.curve = pv.IVCurve(ap["vmp_v"], ap["voc_ratio"], ap["p_dc0_kw"] * 1000.0, ap["gamma_pdc"])
         self.clouds = pv.Clouds(rng, ap["cloud_cover"], ap["cloud_sigma"], ap["cloud_tau_s"])
@@ -89,7 +92,7 @@ class Plant:
         ap = self.array.params
         when = pv.utc_at(self.start, t)
         zen = pv.solar_zenith_deg(when, self.lat, self.lon)
-        self.ghi_cs = pv.haurwitz_ghi(zen)
+        self.ghi_cs = self.sky.ghi(zen, when)
         self.cover = self.clouds.step(dt)
         self.ghi = ov.get((aid, "ghi_wm2"), pv.kasten_czeplak(self.ghi_cs, self.cover))
         if not self.on:

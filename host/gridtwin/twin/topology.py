@@ -262,6 +262,11 @@ SCHEMA.setdefault("twin", Section({
     "longitude": Key(float, 6.4, check=in_range(-180.0, 180.0), help="site longitude in degrees east (PV)"),
     "altitude_m": Key(float, 100.0, check=in_range(-500.0, 9000.0), help="site altitude"),
     "t_air_c": Key(float, 20.0, check=in_range(-60.0, 60.0), help="ambient air temperature"),
+    "clear_sky": Key(str, "haurwitz", check=lambda v: None if v in ("haurwitz", "ineichen") else (
+        f"unknown clear-sky model '{v}'", 'use "haurwitz" or "ineichen" (with linke_turbidity)'),
+        help="clear-sky irradiance model: haurwitz (no parameters) or ineichen (Linke turbidity, altitude)"),
+    "linke_turbidity": Key(float, 3.0, check=in_range(1.0, 10.0),
+                           help="Linke turbidity of the site's air for ineichen (clean 2-3, hazy summer 4-5)"),
     "nfpa110_type": Key(int, 0, check=_check_nfpa110,
                         help="NFPA 110 type the emergency supply must meet: power back within 10, 60 or 120 s "
                              "(detection + generator start + transfer); 0 = not declared"),
