@@ -32,7 +32,9 @@ class Sensor:
         self.spec = spec
         self.hw = hw
         self.mod = mod = __import__("gt.drivers." + spec["type"], None, None, ("make",))
-        self.metrics = m = (("", spec["unit"], spec["lo"], spec["hi"]),) if "unit" in spec else mod.METRICS
+        # a type whose ranges depend on its config (a divider, a calibrated range) has metrics(spec)
+        self.metrics = m = (("", spec["unit"], spec["lo"], spec["hi"]),) if "unit" in spec else \
+            mod.metrics(spec) if hasattr(mod, "metrics") else mod.METRICS
         self.names = tuple(self.id + ("_" + x[0] if x[0] else "") for x in m)
         self.ok = True
         self.why = None

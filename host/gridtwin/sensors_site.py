@@ -57,6 +57,8 @@ def _ina(shunt: float, max_a: float) -> dict[str, Key]:
     r["shunt_ohm"] = Key(float, shunt, check=in_range(0.00001, 100),
                          help="shunt resistance in ohms (75 mV at 1000 A: 0.000075)")
     r["max_a"] = Key(float, max_a, check=in_range(0.001, 1000), help="largest current expected, in A")
+    r["v_div"] = Key(float, 1.0, check=in_range(1, 1000),
+                     help="divider ratio in front of VBUS, bus V / VBUS V (1: VBUS on the bus itself)")
     return r
 
 

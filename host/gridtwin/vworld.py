@@ -12,7 +12,8 @@ is the chip model's own world key (``current_a``, ``bus_v``, ``ain0``..``ain3``,
 ``QUANTITIES`` says which firmware metric of a sensor (its suffix in gt/drivers/*.py METRICS) a
 chip quantity drives, and ``chip_value`` turns a value of that metric into what the chip must see
 so that the firmware reads the value back: the inverse of an analog channel's linear calibration,
-amps for a shunt monitor, degC for the thermometers, Hz for the ADE7953.
+amps for a shunt monitor (and its bus volts after the VBUS divider, ``v_div``), degC for the
+thermometers, Hz for the ADE7953.
 
 ``CHIPS`` is the one catalog of what each chip resolves and how noisy its readings are, from its
 data sheet: the chip models add that noise (seeded per sensor, when ``world_for`` is given a seed)
@@ -240,6 +241,8 @@ def chip_value(sensor: dict, suffix: str, value: float) -> float:
     """What the chip must measure for the firmware to read `value` as metric `suffix`."""
     if sensor["type"] in ("ads1115", "adc"):
         return cal_volts(sensor, value)
+    if suffix == "v" and sensor["type"] in ("ina219", "ina226"):
+        return value / sensor.get("v_div", 1.0)  # VBUS sees the bus through its divider
     return value  # the other chips measure in the firmware's own units (A, V, degC, Hz, Pa, %RH)
 
 

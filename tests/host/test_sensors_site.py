@@ -57,7 +57,7 @@ def test_example_nodes_render_sensors_display_and_pins():
     assert [s["id"] for s in cfg["sensors"]] == ["stack", "u_stack", "t_stack"]
     assert all("twin" not in s for s in cfg["sensors"])  # host only
     assert cfg["sensors"][0] == {"id": "stack", "type": "ina226", "bus": 0, "addr": 0x40,
-                                 "shunt_ohm": 0.000075, "max_a": 1000.0}
+                                 "shunt_ohm": 0.000075, "max_a": 1000.0, "v_div": 2.0}
     assert cfg["display"] == {"kind": "ssd1306", "addr": 0x3C}  # boards/esp32s3.json
     assert cfg["pins"]["onewire"] == 4 and cfg["pins"]["i2c_scl"] == 9
     assert render(site, "grid1")["pins"]["i2c_scl"] == 22  # boards/esp32.json
@@ -84,10 +84,11 @@ def test_live_values_invert_each_chips_calibration():
     site = load_site(example_site_path())
     m = {"i_a": 500.0, "v_v": 90.0, "ghi_wm2": 1000.0, "t_cell_c": 48.5}
     v = live_values(render(site, "pv1"), site.node("pv1"), m)
-    assert v == {"array.current_a": 500.0, "v_array.ain0": pytest.approx(1.8),
+    assert v == {"array.current_a": 500.0, "array.bus_v": 22.5, "v_array.ain0": pytest.approx(1.8),
                  "ghi.ain1": pytest.approx(0.66 + 1000 / 2000 * 2.64), "t_cell.temp_c": 48.5}
     v = live_values(render(site, "EL1"), site.node("EL1"), {"u_stack_v": 40.0, "t_c": 70.0})
-    assert v == {"u_stack.pin_v": pytest.approx(2.0), "t_stack.temp_c": 70.0}  # no i_a: keeps its default
+    # the INA226's bus input through its 2:1 divider; no i_a: the current keeps its default
+    assert v == {"stack.bus_v": 20.0, "u_stack.pin_v": pytest.approx(2.0), "t_stack.temp_c": 70.0}
     assert live_values(render(site, "grid1"), site.node("grid1"), {"f_hz": 49.9}) == {"mains.hz": 49.9}
     assert live_values(render(site, "srv_a"), site.node("srv_a"), {"p_kw": 12.0}) == {}
 

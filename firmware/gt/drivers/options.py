@@ -37,6 +37,8 @@ def ina219(shunt=0.1, max_a=3.2):
     r["shunt_ohm"] = (float, shunt, between(0.00001, 100),
                       "shunt resistance in ohms (a 75 mV, 1000 A shunt: 0.000075)")
     r["max_a"] = (float, max_a, between(0.001, 1000), "largest current expected, in A")
+    r["v_div"] = (float, 1.0, between(1, 1000),
+                  "divider ratio in front of VBUS, bus V / VBUS V (1: VBUS on the bus itself)")
     return r
 
 
