@@ -9,6 +9,12 @@ writes what the plant measures and the firmware reads it through its own drivers
 
 ``VirtualFleet`` does this for many nodes, compiling the firmware once (boards run the .mpy build,
 as deployed boards do).
+
+Every board of a fleet keeps one clock: its true time (what NTP tells it, so its readings' ts) is
+``epoch + (host time - epoch) x speed``, the same instant on every board whenever each started, so
+``fleet.host_time(ts)`` says when on the host's clock a reading was taken. A plant-role node is wired
+to a HIL bench (gridtwin.vworld.plant_hil: params "hil"), so the twin drives what it reports. With a
+``seed`` every chip adds its data sheet's noise (gridtwin.vworld.CHIPS), its own stream per sensor.
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ import time
 from gridtwin.micropython import compile_firmware
 from gridtwin.nodeconfig import render
 from gridtwin.vboard import NODE_HEAP, VirtualBoard
-from gridtwin.vworld import world_for
+from gridtwin.vworld import plant_hil, world_for
+
+PLANT_ROLES = ("utility", "transformer", "switchgear", "generator", "distribution", "ups", "pdu", "server")
 
 
 class VirtualNode:
     def __init__(self, site, pki, node_id: str, root: os.PathLike | str, *, broker: tuple[str, int],
                  firmware_dir: pathlib.Path, speed: float = 1.0, heap: str = NODE_HEAP,
-                 server_hostname: str = "localhost", world_extra: dict | None = None):
+                 server_hostname: str = "localhost", world_extra: dict | None = None,
+                 epoch: float | None = None, seed: int | None = None):
         self.id = node_id
         self.root = pathlib.Path(root)
         self.live_path = self.root / "live.json"
@@ -36,9 +45,12 @@ class VirtualNode:
         mqtt = dict(cfg.get("mqtt", {}))
         mqtt.update({"host": broker[0], "port": broker[1], "server_hostname": server_hostname})
         cfg["mqtt"] = mqtt
+        if cfg["role"] in PLANT_ROLES:
+            cfg["params"] = dict(cfg.get("params") or {}, hil=plant_hil(cfg, _load_fs_kw(site, node_id)))
         self.config = cfg
-        now = int(time.time())
-        world = world_for(cfg, live_prefix="", clock={"mode": "real", "speed": speed, "rtc": None, "true": now})
+        epoch = time.time() if epoch is None else epoch
+        world = world_for(cfg, live_prefix="", seed=seed,
+                          clock={"mode": "real", "speed": speed, "rtc": None, "true": epoch, "true_real": epoch})
         world["live"] = str(self.live_path.resolve())
         world.update(world_extra or {})
         self.root.mkdir(parents=True, exist_ok=True)
@@ -61,17 +73,39 @@ class VirtualNode:
         self.board.stop()
 
 
+def _load_fs_kw(site, node_id: str) -> float:
+    """A plant node's load input full scale: its twin component's capacity (or a server's load
+    with room), 100 kW when the site gives neither."""
+    for c in site.twin.components if getattr(site, "twin", None) else ():
+        if c.get("id") == node_id:
+            p = c.get("params") or {}
+            if p.get("capacity_kw"):
+                return float(p["capacity_kw"])
+            if p.get("load_kw"):
+                return 2.0 * float(p["load_kw"])
+    return 100.0
+
+
 class VirtualFleet:
     def __init__(self, site, pki, root: os.PathLike | str, *, broker: tuple[str, int],
-                 nodes: list[str] | None = None, speed: float = 1.0, heap: str = NODE_HEAP):
+                 nodes: list[str] | None = None, speed: float = 1.0, heap: str = NODE_HEAP,
+                 seed: int | None = None):
         self.root = pathlib.Path(root)
+        self.speed = speed
+        self.epoch = time.time()  # the boards' clocks and the host's agree at this instant
+        if seed is None and getattr(site, "twin", None) is not None:
+            seed = site.twin.get("seed")  # readings look measured, the same way every run
         fw = self.root / "firmware"
         if fw.exists():
             shutil.rmtree(fw)
         compile_firmware(fw)
         ids = nodes if nodes is not None else site.node_ids
         self.nodes = {n: VirtualNode(site, pki, n, self.root / n, broker=broker, firmware_dir=fw,
-                                     speed=speed, heap=heap) for n in ids}
+                                     speed=speed, heap=heap, epoch=self.epoch, seed=seed) for n in ids}
+
+    def host_time(self, ts_ms: float) -> float:
+        """The host's time.time() at which the boards' clocks read ts_ms (a reading's ts)."""
+        return self.epoch + (ts_ms / 1000.0 - self.epoch) / self.speed
 
     def start(self) -> None:
         for n in self.nodes.values():
