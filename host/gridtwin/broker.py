@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gridtwin import procs
 from gridtwin.errors import BrokerError, ToolError
 from gridtwin.pki import GRAFANA_IDENTITY, TELEGRAF_IDENTITY, host_identities
 
@@ -415,21 +416,25 @@ class Mosquitto:
         write_files(self.files, self.workdir)
         mark = len(self.log)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.workdir / "mosquitto.conf")],
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = procs.spawn([mosquitto_binary(), "-c", str(self.workdir / "mosquitto.conf")],
+                                    kind="mosquitto", stdout=log, stderr=subprocess.STDOUT)
         ready = re.compile(r"mosquitto version \S+ running")
         deadline = time.monotonic() + self.READY_TIMEOUT
-        # The log says "running" once its listeners are open; a TCP connect confirms ours is.
-        while not (ready.search(self.log, mark) and self._accepts()):
-            if self.proc.poll() is not None:
-                raise BrokerError(f"mosquitto exited with status {self.proc.returncode}",
-                                  hint=self.log[mark:].strip().splitlines()[-1] if self.log[mark:].strip() else
-                                  f"config in {self.workdir}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError(f"mosquitto not ready after {self.READY_TIMEOUT:.0f} s",
-                                  hint=f"is port {self.port} in use? see {self.log_path}")
-            time.sleep(0.01)
+        try:
+            # The log says "running" once its listeners are open; a TCP connect confirms ours is.
+            while not (ready.search(self.log, mark) and self._accepts()):
+                if self.proc.poll() is not None:
+                    procs.reaped(self.proc)
+                    raise BrokerError(f"mosquitto exited with status {self.proc.returncode}",
+                                      hint=self.log[mark:].strip().splitlines()[-1] if self.log[mark:].strip() else
+                                      f"config in {self.workdir}")
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"mosquitto not ready after {self.READY_TIMEOUT:.0f} s",
+                                      hint=f"is port {self.port} in use? see {self.log_path}")
+                time.sleep(0.01)
+        except BaseException:  # not ready, or Ctrl-C/SIGTERM while waiting: nothing is left running
+            self.stop()
+            raise
         return self
 
     def _accepts(self) -> bool:
@@ -440,13 +445,7 @@ class Mosquitto:
             return False
 
     def stop(self) -> None:
-        if self.running:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc, timeout=10)  # SIGTERM: mosquitto saves its persistence and ends
         self.proc = None
 
     def restart(self) -> "Mosquitto":
@@ -463,10 +462,16 @@ def run_pid_path(site: "Site") -> Path:
     return run_dir(site) / "run.pid"
 
 
+# `pki revoke` asks a running `broker run` to restart mosquitto with this signal. Not SIGHUP: that is
+# a closed terminal or SSH session, and it stops `broker run` like SIGTERM and Ctrl-C.
+RESTART_SIGNAL = signal.SIGUSR1
+
+
 def run_foreground(site: "Site", pki: "PKI", *, dev: bool = False, port: int | None = None,
                    ws_port: int | None = None, listen: str = "127.0.0.1") -> int:
-    """Run mosquitto in the foreground until Ctrl-C. SIGHUP to this process restarts mosquitto with
-    freshly rendered files (new CRL, new ACL); `pki revoke` sends it."""
+    """Run mosquitto in the foreground until Ctrl-C, SIGTERM or SIGHUP, which stop it (and say so).
+    RESTART_SIGNAL to this process restarts mosquitto with freshly rendered files (new CRL, new ACL);
+    `pki revoke` sends it."""
     if not pki.exists() or not pki.server_cert_path.exists():
         raise BrokerError(f"no PKI in {pki.dir}", hint="run `gridtwin pki init` first")
     binary = mosquitto_binary()
@@ -479,50 +484,46 @@ def run_foreground(site: "Site", pki: "PKI", *, dev: bool = False, port: int | N
     def start():
         files = render(site, pki, dev=dev, port=port, ws_port=ws_port, data_dir=folder, listen=listen, user=user)
         write_files(files, folder)
-        return subprocess.Popen([binary, "-c", str(folder / "mosquitto.conf")])
+        return procs.spawn([binary, "-c", str(folder / "mosquitto.conf")], kind="mosquitto")
 
     restart = {"wanted": False}
 
-    def on_hup(_sig, _frame):
+    def on_restart(_sig, _frame):
         restart["wanted"] = True
         if proc.poll() is None:
             proc.terminate()
 
-    proc = start()
-    pid_path.write_text(f"{os.getpid()}\n")
-    old = signal.signal(signal.SIGHUP, on_hup)
-    b = site.broker
-    print(f"gridtwin: mosquitto on {listen}:{port or b.port} (TLS)"
-          + (f", {listen}:{ws_port or b.ws_port} (TLS WebSockets)" if (ws_port or b.ws_port) else "")
-          + (f", 127.0.0.1:{b.dev_port} (plain, dev)" if dev else "")
-          + f"; files in {folder}; Ctrl-C stops it", file=sys.stderr)
-    try:
-        while True:
-            rc = proc.wait()
-            if restart["wanted"]:
-                restart["wanted"] = False
-                print("gridtwin: restarting mosquitto (new CRL/ACL)", file=sys.stderr)
-                proc = start()
-                continue
-            if rc not in (0, -signal.SIGTERM, -signal.SIGINT):
-                raise BrokerError(f"mosquitto exited with status {rc}", hint=f"see its log above; config in {folder}")
+    with procs.stop_on_signals():
+        proc = start()
+        old = signal.signal(RESTART_SIGNAL, on_restart)
+        try:
+            pid_path.write_text(f"{os.getpid()}\n")
+            b = site.broker
+            print(f"gridtwin: mosquitto on {listen}:{port or b.port} (TLS)"
+                  + (f", {listen}:{ws_port or b.ws_port} (TLS WebSockets)" if (ws_port or b.ws_port) else "")
+                  + (f", 127.0.0.1:{b.dev_port} (plain, dev)" if dev else "")
+                  + f"; files in {folder}; Ctrl-C stops it", file=sys.stderr, flush=True)
+            while True:
+                rc = proc.wait()
+                procs.reaped(proc)
+                if restart["wanted"]:
+                    restart["wanted"] = False
+                    print("gridtwin: restarting mosquitto (new CRL/ACL)", file=sys.stderr, flush=True)
+                    proc = start()
+                    continue
+                if rc not in (0, -signal.SIGTERM, -signal.SIGINT):
+                    raise BrokerError(f"mosquitto exited with status {rc}",
+                                      hint=f"see its log above; config in {folder}")
+                return 0
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (procs.Terminated)
             return 0
-    except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        return 0
-    finally:
-        signal.signal(signal.SIGHUP, old)
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait()
-        try:
-            pid_path.unlink()
-        except FileNotFoundError:
-            pass
+        finally:
+            signal.signal(RESTART_SIGNAL, old)
+            procs.stop(proc, timeout=10)
+            try:
+                pid_path.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def notify_revocation(site: "Site", *, etc_dir: str | Path = ETC_DIR, run=subprocess.run,
@@ -531,7 +532,7 @@ def notify_revocation(site: "Site", *, etc_dir: str | Path = ETC_DIR, run=subpro
     a revoked node cannot come back (Mosquitto checks the CRL at the handshake only). Returns what
     was done, or exactly what to run, as a sentence for the user.
 
-    - `broker run` (its pid file): SIGHUP; it re-renders and restarts mosquitto.
+    - `broker run` (its pid file): RESTART_SIGNAL; it re-renders and restarts mosquitto.
     - a broker `broker install` set up (our mosquitto.conf in etc_dir): as root, copy the CRL to the
       broker's copy and `systemctl restart mosquitto` when systemd runs here; otherwise name the
       commands. euid, systemd and run stand in for os.geteuid(), a booted systemd and
@@ -543,7 +544,7 @@ def notify_revocation(site: "Site", *, etc_dir: str | Path = ETC_DIR, run=subpro
     pid_path = run_pid_path(site)
     try:
         pid = int(pid_path.read_text().strip())
-        os.kill(pid, signal.SIGHUP)
+        os.kill(pid, RESTART_SIGNAL)
         said.append(f"the dev broker (`broker run`, pid {pid}) restarts with the new CRL")
     except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
         pass

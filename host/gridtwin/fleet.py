@@ -27,7 +27,7 @@ import time
 
 from gridtwin.micropython import compile_firmware
 from gridtwin.nodeconfig import render
-from gridtwin.vboard import NODE_HEAP, VirtualBoard
+from gridtwin.vboard import NODE_HEAP, VirtualBoard, hold_folder, release_folder
 from gridtwin.vworld import plant_hil, world_for
 
 PLANT_ROLES = ("utility", "transformer", "switchgear", "generator", "distribution", "ups", "pdu", "server")
@@ -56,7 +56,8 @@ class VirtualNode:
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.live_path.exists():
             self.live_path.write_text("{}")
-        self.board = VirtualBoard(self.root, config=cfg, world=world, firmware=firmware_dir, heap=heap)
+        self.board = VirtualBoard(self.root, config=cfg, world=world, firmware=firmware_dir, heap=heap,
+                                  name=node_id)
         self.board.install_identity(pki, node_id)
 
     def feed(self, values: dict) -> None:
@@ -95,13 +96,21 @@ class VirtualFleet:
         self.epoch = time.time()  # the boards' clocks and the host's agree at this instant
         if seed is None and getattr(site, "twin", None) is not None:
             seed = site.twin.get("seed")  # readings look measured, the same way every run
-        fw = self.root / "firmware"
-        if fw.exists():
-            shutil.rmtree(fw)
-        compile_firmware(fw)
         ids = nodes if nodes is not None else site.node_ids
-        self.nodes = {n: VirtualNode(site, pki, n, self.root / n, broker=broker, firmware_dir=fw,
-                                     speed=speed, heap=heap, epoch=self.epoch, seed=seed) for n in ids}
+        # every board folder is ours before the shared firmware is rebuilt under a running fleet
+        held = []
+        try:
+            for n in ids:
+                held.append(hold_folder(self.root / n, n))
+            fw = self.root / "firmware"
+            if fw.exists():
+                shutil.rmtree(fw)
+            compile_firmware(fw)
+            self.nodes = {n: VirtualNode(site, pki, n, self.root / n, broker=broker, firmware_dir=fw,
+                                         speed=speed, heap=heap, epoch=self.epoch, seed=seed) for n in ids}
+        finally:
+            for key in held:  # the boards hold their folders from here on
+                release_folder(key)
 
     def host_time(self, ts_ms: float) -> float:
         """The host's time.time() at which the boards' clocks read ts_ms (a reading's ts)."""

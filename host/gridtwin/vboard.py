@@ -25,6 +25,8 @@ import subprocess
 import threading
 import time
 
+from gridtwin import procs
+from gridtwin.errors import GridTwinError
 from gridtwin.micropython import FIRMWARE_DIR, SHIM_DIR, find_micropython
 
 RESET_EXIT = 75  # tests/shim/_world.py: the chip reset, start it again
@@ -43,6 +45,56 @@ NODE_HEAP = "128k"
 SHIM_ALLOWANCE = 80 * 1024
 
 
+LOCK_FILE = "board.lock"
+_held_lock = threading.Lock()
+_held: dict[pathlib.Path, list] = {}  # board folder -> [its open lock file, boards of ours using it]
+
+
+def hold_folder(root: os.PathLike | str, name: str | None = None) -> pathlib.Path:
+    """Take a board folder for this process, or fail naming who has it.
+
+    One folder is one board: two interpreters on it would share its flash and, with the same
+    certificate, take the MQTT session from each other in a loop. The lock is an flock on
+    ``board.lock`` (the kernel drops it when the holder dies, however it dies), and the file says
+    who holds it. Boards of this process may share a folder (a test that builds a board again on
+    the same flash): the lock is counted, and dropped with the last (``release_folder``)."""
+    import fcntl
+
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    key = root.resolve()
+    with _held_lock:
+        if key in _held:
+            _held[key][1] += 1
+            return key
+        f = open(key / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid, _, started = f.read().strip().partition(" ")
+            f.close()
+            raise GridTwinError(f"virtual board {name or root.name} is already running "
+                                f"(pid {pid or 'unknown'}, started {started or 'at an unknown time'}); "
+                                f"stop it first") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        _held[key] = [f, 1]
+        return key
+
+
+def release_folder(key: pathlib.Path) -> None:
+    with _held_lock:
+        entry = _held.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _held[key]
+            entry[0].close()  # closing the file drops the flock
+
+
 def heap_bytes(size: str | int) -> int:
     """'96k' -> 98304 (k, m suffixes as micropython's -X heapsize takes them)."""
     if isinstance(size, int):
@@ -56,11 +108,17 @@ class VirtualBoard:
     def __init__(self, root: os.PathLike | str, *, config: dict | None = None,
                  world: dict | None = None, heap: str = DEFAULT_HEAP,
                  firmware: pathlib.Path | None = FIRMWARE_DIR, env: dict | None = None,
-                 max_resets: int = 20):
+                 max_resets: int = 20, name: str | None = None):
         """``heap``: the firmware's GC heap budget (the shim's own share comes on top of it).
         ``firmware``: a folder put on the board's import path (source or compiled .mpy), or
-        None when the firmware has been deployed into flash/ itself."""
+        None when the firmware has been deployed into flash/ itself. ``name``: what messages call
+        the board (default: its folder's name). The folder is this board's while the object lives
+        (``hold_folder``): a second process running it is refused before anything is written."""
         self.root = pathlib.Path(root)
+        self.name = name or self.root.name
+        import weakref
+
+        weakref.finalize(self, release_folder, hold_folder(self.root, self.name))
         self.flash = self.root / "flash"
         self.state = self.root / "state"
         self.world_path = self.root / "world.json"
@@ -137,19 +195,26 @@ class VirtualBoard:
         return self
 
     def _supervise(self) -> None:
-        while not self._stopping:
-            self.boots += 1
-            self._proc = subprocess.Popen(
-                self.command(), cwd=self.flash, env=self.environ(), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        # This thread starts each interpreter and outlives it, as procs.spawn's death signal needs.
+        rc = -signal.SIGINT  # stopped before it started
+        while True:
+            with self._cond:  # stop() either sees this interpreter or keeps the next from starting
+                if self._stopping:
+                    break
+                self.boots += 1
+                self._proc = procs.spawn(
+                    self.command(), kind="virtual board", name=self.name, cwd=self.flash, env=self.environ(),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                    bufsize=1)
             for line in self._proc.stdout:
                 self._add(line.rstrip("\n"))
             rc = self._proc.wait()
+            procs.reaped(self._proc)
             if rc != RESET_EXIT or self._stopping or self.boots > self.max_resets:
-                with self._cond:
-                    self.exit_code = rc
-                    self._cond.notify_all()
-                return
+                break
+        with self._cond:
+            self.exit_code = rc
+            self._cond.notify_all()
 
     def _add(self, line: str) -> None:
         if self._console:
@@ -201,15 +266,10 @@ class VirtualBoard:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ctrl-C, as on the REPL; then kill if it does not end."""
-        self._stopping = True
-        p = self._proc
-        if p and p.poll() is None:
-            p.send_signal(signal.SIGINT)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        with self._cond:
+            self._stopping = True
+            p = self._proc
+        procs.stop(p, sig=signal.SIGINT, timeout=timeout)
         if self._thread:
             self._thread.join(timeout)
         if self._console:
@@ -265,26 +325,24 @@ class PtyBoard:
         termios.tcsetattr(mp_slave, termios.TCSANOW, attrs)
 
         def controlling_tty():
-            # the pty becomes the interpreter's terminal, so Ctrl-C arrives as SIGINT as on a board
+            # the pty becomes the interpreter's terminal (in the session procs.spawn made), so Ctrl-C
+            # arrives as SIGINT as on a board
             import fcntl
 
-            os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         env = self.board.environ()
         if raw:
             env["GT_SKIP_MAIN"] = "1"  # a soft reset into the raw REPL runs boot.py only
         self._hidden = b"" if raw else None
-        self._proc = subprocess.Popen(
+        self._proc = procs.spawn(
             self.board.command(script=None) + ["-i", str(SHIM_DIR / "_boot_board.py")],
-            cwd=self.board.flash, env=env, stdin=mp_slave, stdout=mp_slave, stderr=mp_slave,
-            preexec_fn=controlling_tty)
+            kind="virtual board", name=self.board.name, setup=controlling_tty,
+            cwd=self.board.flash, env=env, stdin=mp_slave, stdout=mp_slave, stderr=mp_slave)
         os.close(mp_slave)
 
     def _restart(self, raw: bool) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
+        procs.stop(self._proc, sig=signal.SIGKILL)
         os.close(self._mp_master)
         self._spawn(raw)
 
@@ -331,9 +389,7 @@ class PtyBoard:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._proc and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
+        procs.stop(self._proc, sig=signal.SIGKILL)
         self._thread.join(2)
         for fd in (self._user_master, self._user_slave):
             try:

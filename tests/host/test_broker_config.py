@@ -158,7 +158,7 @@ def test_dev_listener_is_anonymous_loopback_and_confined_to_the_root(broker_fact
     assert f"listener {brk.dev_port} 127.0.0.1" in brk.files["mosquitto.conf"]
 
 
-def test_broker_run_foreground_restarts_on_sighup_and_stops_on_ctrl_c(site_pki_copy, tmp_path):
+def test_broker_run_foreground_restarts_on_revoke_and_stops_on_ctrl_c(site_pki_copy, tmp_path):
     port = free_port()
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
@@ -178,7 +178,8 @@ def test_broker_run_foreground_restarts_on_sighup_and_stops_on_ctrl_c(site_pki_c
         assert proc.poll() is None
         pid_file = site_pki_copy.dir / "var" / "broker" / "run.pid"
         assert int(pid_file.read_text()) == proc.pid
-        # `pki revoke` finds the running broker and tells it (SIGHUP -> restart with the new CRL).
+        # `pki revoke` finds the running broker and tells it (SIGUSR1 -> restart with the new CRL;
+        # SIGHUP stops it, as a closed terminal should: tests/host/test_signals.py).
         assert main(["--site", str(site_pki_copy.path), "pki", "revoke", "EL2"]) == 0
         wait_until(lambda: log.read_text().count(" running") >= 2, 10, "the restarted broker")
         assert "restarting mosquitto" in log.read_text()

@@ -66,7 +66,12 @@ def run(args) -> int:
     overrides = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
     daemon = Daemon.from_site(site, instance=instance, **overrides)
     if twin:
+        import signal
+
         from gridtwin.twin.coupling import run_with_daemon
 
+        # A closed terminal or SSH session stops it as SIGTERM does (the handler run_with_daemon sets),
+        # so it stores what it received instead of dying mid-batch.
+        signal.signal(signal.SIGHUP, lambda *_: signal.raise_signal(signal.SIGTERM))
         return run_with_daemon(daemon, site)
     return daemon.run_forever()

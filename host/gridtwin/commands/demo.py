@@ -19,6 +19,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from gridtwin import procs
     from gridtwin.daemon.service import setup_logging
     from gridtwin.demo.runner import Demo
 
@@ -37,14 +38,16 @@ def run(args) -> int:
                 nodes=args.nodes.split(",") if args.nodes else None)
     print(f"gridtwin: starting the demo of site '{site.id}' ({len(demo.node_ids)} virtual nodes) ...",
           file=sys.stderr)
-    demo.start()
-    try:
-        demo.run(args.duration, view=view)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        counts = demo.run_counts()  # this run's readings, not the database's total
-        demo.stop()
+    # Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop the broker and every board; one line says so
+    with procs.stop_on_signals():
+        demo.start()  # interrupted while starting: it stops what it started, and the CLI says so
+        try:
+            demo.run(args.duration, view=view)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            counts = demo.run_counts()  # this run's readings, not the database's total
+            demo.stop()
     silent = demo.never_online(counts)
     print(f"gridtwin: demo stopped at twin t={demo.twin.t:.0f} s; this run stored {sum(counts.values())} readings "
           f"from {len(counts) - len(silent)} of {len(counts)} nodes in {site.var_dir}; "

@@ -13,6 +13,7 @@ import re
 import shutil
 import sys
 import threading
+from pathlib import Path
 
 from gridtwin.errors import GridTwinError, UsageError
 
@@ -64,10 +65,12 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from gridtwin import procs
     from gridtwin.fleet import VirtualNode
     from gridtwin.micropython import compile_firmware
     from gridtwin.pki import PKI
     from gridtwin.site import load_site
+    from gridtwin.vboard import hold_folder
 
     site = load_site(args.site)
     site.node(args.node)  # a clear error for an unknown node
@@ -77,13 +80,16 @@ def run(args) -> int:
         if not host or not p.isdigit():
             raise UsageError(f"--broker {args.broker!r} is not HOST:PORT", hint="e.g. --broker 127.0.0.1:8883")
         port = int(p)
+    root = Path(site.var_dir / "vnodes" / args.node if args.dir is None else args.dir)
+    # The folder is this process's before anything in it (or the PKI) is touched: a second vnode of
+    # the node would share its flash and steal its MQTT session in a loop.
+    hold_folder(root, args.node)
     pki = PKI.for_site(site)
     pki.ensure(site)
     problem = certificate_problem(pki, args.node)
     if problem:  # it will start, and the broker will refuse it: say so before the first failure
         print(f"gridtwin: warning: {problem}", file=sys.stderr)
-    root = site.var_dir / "vnodes" / args.node if args.dir is None else args.dir
-    fw = site.var_dir / "vnodes" / "firmware"
+    fw = root / "firmware"  # the board's own: another node's vnode rebuilds its own, not this one's
     shutil.rmtree(fw, ignore_errors=True)  # no module left over from an older firmware
     compile_firmware(fw)
     node = VirtualNode(site, pki, args.node, root, broker=(host, port), firmware_dir=fw,
@@ -100,20 +106,22 @@ def run(args) -> int:
         print(line, flush=True)
 
     node.board.on_line = echo
-    node.start()
-    try:
-        # until the board stops by itself, falls into safe mode, or Ctrl-C
-        node.board.wait_for(r"SAFE MODE", timeout=threading.TIMEOUT_MAX / 2)
-        why = "fell into safe mode"
-    except TimeoutError:
-        why = f"stopped by itself (status {node.board.exit_code})"
-    except KeyboardInterrupt:
-        why = None
-    finally:
-        stopping.append(True)
-        node.stop()
+    # Ctrl-C, SIGTERM and SIGHUP stop the board; the closing line says so ("stopped virtual board ...")
+    with procs.stop_on_signals() as session:
+        session.note = f"; its console: {root}/console.log"
+        try:
+            node.start()
+            # until the board stops by itself, falls into safe mode, or Ctrl-C
+            node.board.wait_for(r"SAFE MODE", timeout=threading.TIMEOUT_MAX / 2)
+            why = "fell into safe mode"
+        except TimeoutError:
+            why = f"stopped by itself (status {node.board.exit_code})"
+        except KeyboardInterrupt:
+            why = None
+        finally:
+            stopping.append(True)
+            node.stop()
     if why is None:
-        print(f"gridtwin: stopped {args.node} (its console: {root}/console.log)", file=sys.stderr)
         return 0
     last = "\n".join(node.board.lines[-8:])
     if "MemoryError" in last:

@@ -81,9 +81,11 @@ class Demo:
             self.link = TwinLink(self.twin, self.daemon, site, virtual=self.node_ids, fleet=self.fleet)
             self.link.after_step()  # the chips read the twin's values from their first sample
             self.fleet.start()
-        except BaseException:
+        except BaseException:  # a failure, or Ctrl-C/SIGTERM while starting: nothing stays behind
             self.stop()
             raise
+        log.info("demo running: broker on 127.0.0.1:%d (pid %d), daemon, twin, %d virtual boards",
+                 self.port, self.broker.proc.pid, len(self.fleet.nodes))
         return self
 
     def run(self, until: float, *, view: bool = False) -> None:
