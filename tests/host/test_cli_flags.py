@@ -225,7 +225,8 @@ def test_daemon_install_passes_the_run_flags_to_the_units_execstart(site, capsys
 
 
 def test_daemon_install_writes_the_instances_own_unit(site, tmp_path, capsys):
-    assert cli.main(["--site", str(site), "daemon", "--twin", "install", "--no-start", "--unit-dir", str(tmp_path)]) == 0
+    assert cli.main(["--site", str(site), "daemon", "--twin", "install", "--no-start",
+                     "--unit-dir", str(tmp_path)]) == 0
     assert " --twin" in (tmp_path / "gridtwin-daemon.service").read_text()
     assert cli.main(["--site", str(site), "daemon", "--instance", "2", "install", "--no-start",
                      "--unit-dir", str(tmp_path)]) == 0

@@ -77,7 +77,8 @@ def run(args) -> int:
         print(f"gridtwin: {args.node} is {offline}; waiting up to {ttl:g} s for it to come online (--ttl), "
               f"then {args.timeout:g} s for its ack; Ctrl-C gives up", file=sys.stderr, flush=True)
     elif sys.stderr.isatty():
-        print(f"sending {args.command} to {args.node}, waiting up to {args.timeout:g} s for its ack ...", file=sys.stderr)
+        print(f"sending {args.command} to {args.node}, waiting up to {args.timeout:g} s for its ack ...",
+              file=sys.stderr)
     ack = client.cmd(args.node, args.command, cargs, timeout=args.timeout, ttl=ttl)
     if ack.get("ok"):
         result = ack.get("result")
