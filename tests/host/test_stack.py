@@ -68,8 +68,8 @@ def test_daemon_and_telegraf_points_round_trip_through_real_influxdb(influxdb, s
     daemon = telemetry_line(t, site.storage.influx_measurement)
     (point,) = Script(site).points(site.topic("EL1", "telemetry"), payload)
     tg = lp(point)
-    # the daemon's writer sends nanoseconds (ms + seq: one point per reading, lineprotocol.point_time_ns)
-    for db, text, precision in (("gridtwin", daemon, "ns"), ("viatelegraf", tg, "ms")):
+    # both in nanoseconds: ms + seq, one point per reading (lineprotocol.point_time_ns)
+    for db, text, precision in (("gridtwin", daemon, "ns"), ("viatelegraf", tg, "ns")):
         influxdb.query(f'CREATE DATABASE "{db}"', db=None)
         req = urllib.request.Request(f"{influxdb.url}/write?db={db}&precision={precision}", data=text.encode(),
                                      method="POST")
@@ -276,7 +276,7 @@ def test_doctor_follows_the_probe_and_says_what_to_fix(site_pki_copy, fake_influ
     def forward(client, userdata, msg):
         body = "\n".join(lp(p) for p in script.points(msg.topic, msg.payload))
         urllib.request.urlopen(urllib.request.Request(
-            f"{fake_influx2.url}/api/v2/write?" + urllib.parse.urlencode({"org": "gridtwin", "bucket": "gridtwin", "precision": "ms"}),
+            f"{fake_influx2.url}/api/v2/write?" + urllib.parse.urlencode({"org": "gridtwin", "bucket": "gridtwin", "precision": "ns"}),
             data=body.encode(), method="POST", headers={"Authorization": f"Token {token}"}))
 
     t.client.on_message = forward

@@ -63,8 +63,10 @@ def published(micropython, firmware_build, tmp_path_factory):
     out = {}
     for node in site.nodes:
         cfg = render_config(site, node.id)  # the config.json a deploy writes
+        # a roomier heap than a board's: this script holds the App and imports the connection code
+        # at once, which the firmware's own start-up never does (its RAM is tested in tests/firmware)
         b = VirtualBoard(tmp / node.id, config=cfg, world=dict(world_for(cfg), clock={"mode": "warp"}),
-                         firmware=firmware_build[0])
+                         firmware=firmware_build[0], heap="192k")
         try:
             b.flash.joinpath("main.py").write_text(PROBE)
             assert b.run(timeout=60) == 0, "\n".join(b.lines)

@@ -97,8 +97,9 @@ class Script:
         return self.st.eval("points(topic, doc)")
 
 
-def lp(p: dict, ts_ms: int = 1) -> str:
-    return line(p["name"], p["tags"], p["fields"], p["time"] if p["time"] is not None else ts_ms)
+def lp(p: dict, arrival_ns: int = 1) -> str:
+    """The point as line protocol, time in ns (Telegraf's precision)."""
+    return line(p["name"], p["tags"], p["fields"], p["time"] if p["time"] is not None else arrival_ns)
 
 
 def test_one_input_subscribes_every_topic_telegraf_stores(site_pki):
@@ -142,7 +143,7 @@ def test_status_log_twin_and_alert_points(site_pki):
              "handshake_ms": 950, "ts": 1_700_000_000_000}
     (p,) = s.points(site.topic("pdu_a", "status"), birth)
     assert (p["name"], p["tags"], p["time"]) == ("node_status", {"node": "pdu_a", "site": "demo", "state": "online"},
-                                                 birth["ts"])
+                                                 birth["ts"] * 1_000_000)
     f = p["fields"]
     assert f["online"] == 1.0 and f["heap"] == 61000.0 and f["rssi"] == -61.0 and f["fw"] == "0.9.0"
     assert f["gt_boot"] == "3" and "sensors" not in f
@@ -179,7 +180,8 @@ def test_status_log_twin_and_alert_points(site_pki):
     node_alert = {"id": 5, "severity": "warning", "kind": "node_offline", "node": "pdu_a",
                   "message": "pdu_a is offline", "ts": 1_700_000_001_000}
     (p,) = s.points(f"{root}/_host/alerts/node_pdu_a", node_alert)
-    assert p["tags"]["source"] == "pdu_a" and p["tags"]["kind"] == "node_offline" and p["time"] == node_alert["ts"]
+    assert p["tags"]["source"] == "pdu_a" and p["tags"]["kind"] == "node_offline"
+    assert p["time"] == node_alert["ts"] * 1_000_000
     (p,) = s.points(f"{root}/_host/alerts/pdu_a/overload", b"")
     assert p["tags"] == {"alert": "pdu_a/overload", "site": "demo"} and p["fields"] == {"active": 0.0}
     # not stored: commands, acks, the daemon's own topics, empty payloads elsewhere
@@ -199,9 +201,9 @@ def test_every_kind_of_point_is_accepted_by_real_influxdb(site_pki, influxdb):
     pts += s.points(f"{root}/_host/alerts/node_EL1", {"id": 1, "severity": "warning", "kind": "node_stale",
                                                       "node": "EL1", "message": "EL1 is stale", "ts": 1000})
     pts += s.points(f"{root}/_host/alerts/node_EL1", b"")
-    body = "\n".join(lp(p, 2000) for p in pts).encode()
+    body = "\n".join(lp(p, 2_000_000_000) for p in pts).encode()
     influxdb.query('CREATE DATABASE "tg"', db=None)
-    req = urllib.request.Request(f"{influxdb.url}/write?db=tg&precision=ms", data=body, method="POST")
+    req = urllib.request.Request(f"{influxdb.url}/write?db=tg&precision=ns", data=body, method="POST")
     assert urllib.request.urlopen(req, timeout=10).status == 204
     (series,) = influxdb.query('SELECT "msg" FROM "node_log"', db="tg")
     assert series["values"][0][1] == 'quote " and \\ back'

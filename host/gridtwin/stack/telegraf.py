@@ -9,7 +9,7 @@ script (``STARLARK``, run by Telegraf's embedded Go Starlark) turns each message
 
 - ``<root>/<node>/telemetry`` -> ``[storage] influx_measurement`` (default "telemetry"): tags node,
   site, hist (replayed readings); fields: each key of ``m`` (float), gt_seq (int), gt_boot (string);
-  time ``ts`` (ms).
+  time ``ts`` (ms) plus ``seq`` in the sub-millisecond digits (ns), as the daemon's writer.
 - ``<root>/<node>/status`` (birth, will) -> ``node_status``: tags node, site, state; fields online
   (1/0), every number (float: heap, heap_min, rssi, uptime, outbox, drops, ...), every string (fw,
   board, role, reset, cfg), gt_boot; time ``ts``, else arrival (the will has none).
@@ -58,9 +58,10 @@ def _num(v):
     return None
 
 
-def _ms(v):
-    if type(v) == "int" or type(v) == "float":
-        return int(v)
+def _ns(ms):
+    # a payload's ts (Unix ms) as the point's time in ns; None: the time it arrived
+    if type(ms) == "int" or type(ms) == "float":
+        return int(ms) * 1000000
     return None
 
 
@@ -73,13 +74,13 @@ def _numbers(d):
     return out
 
 
-def _point(name, tags, fields, time_ms):
-    return {"name": name, "tags": tags, "fields": fields, "time": time_ms}
+def _point(name, tags, fields, time_ns):
+    return {"name": name, "tags": tags, "fields": fields, "time": time_ns}
 
 
 def _telemetry(node, doc):
     m = doc.get("m")
-    ts = _ms(doc.get("ts"))
+    ts = _ns(doc.get("ts"))
     if type(m) != "dict" or ts == None:
         return []
     fields = _numbers(m)
@@ -87,6 +88,9 @@ def _telemetry(node, doc):
         return []
     if type(doc.get("seq")) == "int":
         fields["gt_seq"] = doc["seq"]
+        # as the daemon's writer (gridtwin.daemon.lineprotocol.point_time_ns): seq in the
+        # sub-millisecond digits, so two readings stamped in one millisecond stay two points
+        ts += doc["seq"] % 1000000
     if doc.get("boot") != None:
         fields["gt_boot"] = str(doc["boot"])
     tags = {"node": node, "site": SITE}
@@ -109,7 +113,7 @@ def _status(node, doc):
             fields[k] = _num(v)
     if doc.get("boot") != None:
         fields["gt_boot"] = str(doc["boot"])
-    return [_point(STATUS, {"node": node, "site": SITE, "state": state}, fields, _ms(doc.get("ts")))]
+    return [_point(STATUS, {"node": node, "site": SITE, "state": state}, fields, _ns(doc.get("ts")))]
 
 
 def _log(node, doc):
@@ -119,7 +123,7 @@ def _log(node, doc):
     tags = {"node": node, "site": SITE, "lvl": str(doc.get("lvl", "?"))}
     if type(doc.get("mod")) == "string" and doc["mod"]:
         tags["mod"] = doc["mod"]
-    return [_point(LOG, tags, {"msg": msg}, _ms(doc.get("ts")))]
+    return [_point(LOG, tags, {"msg": msg}, _ns(doc.get("ts")))]
 
 
 def _twin(doc):
@@ -157,7 +161,7 @@ def _alert(key, doc):
         fields["message"] = doc["message"]
     if _num(doc.get("id")) != None:
         fields["alert_id"] = _num(doc["id"])
-    return [_point(ALERTS, tags, fields, _ms(doc.get("ts")))]
+    return [_point(ALERTS, tags, fields, _ns(doc.get("ts")))]
 
 
 def points(topic, doc):
@@ -192,7 +196,7 @@ def apply(metric):
             m.tags[k] = v
         for k, v in p["fields"].items():
             m.fields[k] = v
-        m.time = p["time"] * 1000000 if p["time"] != None else metric.time
+        m.time = p["time"] if p["time"] != None else metric.time
         out.append(m)
     return out if out else None
 """
