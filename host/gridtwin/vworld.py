@@ -211,7 +211,7 @@ def plant_values(hil: dict, m: dict) -> dict:
 def plant_tolerance(hil: dict, metric: str) -> float:
     """What a HIL input resolves, in the plant metric's units (the shim's ADC: whole microvolts)."""
     if metric == "load_kw":
-        return hil["load_fs_kw"] / HIL_FS_V * 2e-6 + 1e-6
+        return hil["load_fs_kw"] / HIL_FS_V * 2e-6 + 0.0005  # the role rounds to the watt
     if metric == "batt_pct":
         return 100.0 / HIL_FS_V * 2e-6 + 0.005  # the role rounds to 0.01 %
     return 0.0

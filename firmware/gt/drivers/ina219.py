@@ -90,7 +90,7 @@ class INA219:
         # the power register holds the magnitude; give it the current's sign (export reads < 0)
         w = self._rd(_POWER) * self.P * self.lsb * self.k
         v = (bus * 0.00125 if self.IS226 else (bus >> 3) * 0.004) * self.k
-        return (v, i * self.lsb, -w if i < 0 else w)
+        return (v, i * self.lsb, 0.0 - w if i < 0 else w)  # 0.0 - w: no "-0.0" for a zero power
 
 
 def make(spec, hw):

@@ -127,7 +127,7 @@ class Role(Base):
         if fault is not None:
             self.fault = bool(fault.value())
         if load is not None:
-            self.load_kw = load.read_uv() * fs / _HIL_FS_UV
+            self.load_kw = round(load.read_uv() * fs / _HIL_FS_UV, 3)  # to the watt
         if batt is not None and self.ups:
             self.batt = min(100.0, batt.read_uv() * 100 / _HIL_FS_UV)
 
