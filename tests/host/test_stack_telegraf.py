@@ -12,7 +12,6 @@ import types
 import urllib.request
 
 import paho.mqtt.client as paho
-import pytest
 
 from gridtwin.daemon.lineprotocol import line, telemetry_line
 from gridtwin.pki import HOST_IDENTITY

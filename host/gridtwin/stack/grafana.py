@@ -278,11 +278,12 @@ def _grid_panels(site, grids, g: _Grid) -> list:
 
 def _twin_panels(site, g: _Grid) -> list:
     """The twin's state (<root>/_host/twin): component status, then one panel per unit."""
-    try:
-        from gridtwin.twin import Twin
+    from gridtwin.errors import GridTwinError
+    from gridtwin.twin import Twin
 
+    try:
         state = Twin.from_site(site).state()
-    except Exception:  # noqa: BLE001 - a site without a twin has no twin dashboard
+    except GridTwinError:  # a site the twin cannot model has no twin dashboard
         return []
     pid, at = g.place(24)
     out = [_panel(pid, "state-timeline", "component status", _from(site, telegraf.TWIN, 'r._field == "status"')
