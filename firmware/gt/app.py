@@ -36,7 +36,8 @@ class App:
         self.cfg = cfg
         self.boot = boot
         self.log = log
-        self.started = time.ticks_ms()
+        self.started = self._up_at = time.ticks_ms()
+        self.up_s = self._up_ms = 0
         self.wdt = Watchdog(cfg["wdt_ms"], log)
         self.hw = Hardware(cfg["pins"])
         self.sensors = sensors.build(cfg["sensors"], self.hw, log)
@@ -62,6 +63,17 @@ class App:
         self.link = state
         if state == "up":
             self.publisher.nap.wake()
+
+    def uptime(self):
+        """Seconds since boot. ticks_ms wraps (every ~12.4 days on the ESP32), so the steps are
+        added up (housekeeping takes one a second); seconds stay a small int for decades."""
+        now = time.ticks_ms()
+        self._up_ms += time.ticks_diff(now, self._up_at)
+        self._up_at = now
+        if self._up_ms >= 1000:
+            self.up_s += self._up_ms // 1000
+            self._up_ms %= 1000
+        return self.up_s
 
     def faults(self):
         return [(s.id, s.why) for s in self.sensors if not s.ok]
@@ -93,6 +105,7 @@ class App:
             free = gc.mem_free()
             if free < self.heap_min:
                 self.heap_min = free
+            self.uptime()
             try:
                 self.display.update(self)
             except Exception as e:  # a broken OLED never stops the node

@@ -97,6 +97,8 @@ def schema():
         }, {}, None, "the broker"),
         "ntp": (str, "", None, "NTP server (default: the broker host)"),
         "spill_kb": (int, 64, between(0, 1024), "outbox spill file on flash in KB, 0: none"),
+        "health_s": (int, 60, between(0, 86400), "node health on the status topic every N s, 0: birth only"),
+        "log_level": (str, "warn", one_of("info", "warn", "error"), "least level sent on the log topic"),
     }
 
 

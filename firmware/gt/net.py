@@ -14,6 +14,7 @@
 # tx behind its PUBLISH header. gt/connect.py and gt/commands.py are imported only while they run.
 import asyncio
 import errno
+import gc
 import json
 import os
 import sys
@@ -68,17 +69,36 @@ class Net:
         self.conns = self.failures = self.undated = 0
         self.handshake_ms = None
         self.last_rx = self.last_tx = time.ticks_ms()
-        self.logq = []  # warnings and errors for <root>/<node>/log, sent while connected
+        self.logq = []  # log lines for <root>/<node>/log, sent while connected
         self.log_dropped = 0
+        self.log_lvls = "IWE"["iwe".index(cfg["log_level"][0]):]  # the levels sent (config log_level)
+        self.health_ms = cfg["health_s"] * 1000  # the health document on status every so often
+        self.health_at = 0
         app.log.sinks.append(self._log)
 
     def _log(self, lvl, tag, msg):
-        if lvl in "WE" and self.up:
+        if lvl in self.log_lvls and self.up:
             if len(self.logq) < 4:
-                self.logq.append(b'{"lvl":"%s","msg":%s,"ts":%d}' % (
-                    lvl, json.dumps(tag + ": " + msg), clock_ms()))
+                self.logq.append(b'{"lvl":"%s","mod":%s,"msg":%s,"ts":%d}' % (
+                    lvl, json.dumps(tag), json.dumps(msg), clock_ms()))
             else:
                 self.log_dropped += 1
+
+    def health(self):
+        """The health document, published on status (retained, as the birth) every health_s: what
+        changes while the node runs, under the birth's field names. One bytes object, formatted
+        in place (no dict, no JSON encoder)."""
+        app = self.app
+        box = app.outbox
+        free = gc.mem_free()
+        if free < app.heap_min:
+            app.heap_min = free
+        r = self.rssi()
+        t = clock.unix_ms(time.ticks_ms())
+        return (b'{"state":"online","boot":%d,"heap":%d,"heap_min":%d,"rssi":%s,"uptime":%d,'
+                b'"outbox":%d,"drops":%d,"ts":%s}') % (
+            app.boot.boot_id, free, app.heap_min, "null" if r is None else r, app.uptime(), len(box),
+            box.dropped, "null" if t is None else t)
 
     def next_pid(self):
         self.pid = self.pid % 65535 + 1
@@ -129,6 +149,7 @@ class Net:
     async def _serve(self):
         self.app.outbox.begin()
         self.up = True
+        self.health_at = time.ticks_ms()  # the birth just went out
         self._event("up")
         while True:
             await asyncio.sleep_ms(250)
@@ -156,6 +177,10 @@ class Net:
                 connect = None
                 unload("connect")
                 await self.publish(b"status", doc, 1, True)
+                self.health_at = time.ticks_ms()
+            if self.health_ms and time.ticks_diff(now, self.health_at) >= self.health_ms:
+                self.health_at = now
+                await self.publish(b"status", self.health(), 1, True)
 
     def _event(self, state):
         for fn in self.listeners:

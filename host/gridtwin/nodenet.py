@@ -2,13 +2,15 @@
 
 Importing this module registers the section (``gridtwin.site.EXTENSIONS`` lists it) and adds a
 contributor to ``gridtwin.nodeconfig.CONTRIBUTORS`` that writes the keys the firmware's schema
-(firmware/gt/config.py: wifi, mqtt, ntp, spill_kb, queue) accepts::
+(firmware/gt/config.py: wifi, mqtt, ntp, spill_kb, queue, health_s, log_level) accepts::
 
     [network]
     wifi_ssid = "plant-iot"
     wifi_psk = "..."              # stored on the node's flash (config.json), as any Wi-Fi password
     # mqtt_host = "gridtwin.lan"  # default: the broker's first LAN IPv4 address, else broker.hosts[0]
     # keepalive = 30
+    # health_s = 60               # heap, RSSI, uptime, outbox, drops on <root>/<node>/status
+    # log_level = "info"          # default "warn": problems only on <root>/<node>/log
 
 The node's certificate, key and the site CA go to its flash as ``cert.der``, ``key.der`` and
 ``ca.der`` (``gridtwin deploy``), the names the rendered config gives.
@@ -17,7 +19,7 @@ The node's certificate, key and the site CA go to its flash as ``cert.der``, ``k
 from __future__ import annotations
 
 from gridtwin.nodeconfig import CONTRIBUTORS
-from gridtwin.site import SCHEMA, Key, Section, in_range
+from gridtwin.site import SCHEMA, Key, Section, in_range, one_of
 
 SCHEMA.setdefault("network", Section({
     "wifi_ssid": Key(str, "", help="Wi-Fi network the nodes join; empty: none (virtual nodes use the host's network)"),
@@ -37,6 +39,12 @@ SCHEMA.setdefault("network", Section({
     "queue": Key(int, 16, check=in_range(4, 4096), help="readings a node keeps in RAM before spilling to flash"),
     "spill_kb": Key(int, 64, check=in_range(0, 1024), help="outbox spill file on a node's flash, KB; 0: none"),
     "replay_per_s": Key(int, 20, check=in_range(1, 1000), help="backlog readings a node replays a second"),
+    "health_s": Key(int, 60, check=in_range(0, 86400),
+                    help="seconds between a node's health reports on its status topic (heap, RSSI, uptime, "
+                         "outbox, drops); 0: only the birth at each connect"),
+    "log_level": Key(str, "warn", check=one_of("info", "warn", "error"),
+                     help="least level a node sends on its log topic; info adds what it does (commands, "
+                          "recoveries), warn: problems only"),
 }, help="how nodes reach the broker"))
 
 
@@ -72,6 +80,8 @@ def contribute(site, node, board, cfg: dict) -> None:
     cfg["ntp"] = get("ntp")
     cfg["queue"] = get("queue")
     cfg["spill_kb"] = get("spill_kb")
+    cfg["health_s"] = get("health_s")
+    cfg["log_level"] = get("log_level")
 
 
 if contribute not in CONTRIBUTORS:

@@ -52,14 +52,55 @@ def test_node_connects_publishes_birth_and_telemetry(net_node, broker, mqtt_clie
 
 def test_warnings_go_to_the_log_topic_while_connected(net_node, broker, mqtt_client):
     host = mqtt_client("gridtwin-host")
-    host.subscribe(broker.topic("pv1", "log"))
-    world = {"clock": {"mode": "real"}, "i2c": [dict(LM75, unplugged=[[1_500, 10**9]])]}
+    host.subscribe(broker.topic("pv1", "#"))
+    world = {"clock": {"mode": "real"}, "i2c": [dict(LM75, unplugged=[[4_000, 10**9]])]}
     b = net_node(world=world, sample_ms=200)
     b.start()
     b.wait_for(r"conn=1", timeout=20)
+    # a command logs at INFO on the node; by default (log_level "warn") that stays on the node
+    host.publish(broker.topic("pv1", "cmd"), b'{"id":"p1","cmd":"ping","args":{}}')
+    assert json.loads(host.wait_for(broker.topic("pv1", "ack"), timeout=10).payload)["id"] == "p1"
     doc = json.loads(host.wait_for(broker.topic("pv1", "log"), timeout=10).payload)
-    assert doc["lvl"] == "W" and doc["msg"].startswith("sensor: t_amb bad: no answer") and doc["ts"] > 0
+    # the first log line is the sensor's warning; the module is a field of its own
+    assert doc["lvl"] == "W" and doc["mod"] == "sensor" and doc["msg"].startswith("t_amb bad: no answer")
+    assert doc["ts"] > 0 and set(doc) == {"lvl", "mod", "msg", "ts"}
     b.stop()
+
+
+def test_health_goes_out_on_status_every_interval_and_info_logs_when_asked(net_node, broker, mqtt_client):
+    # issue #11: heap, heap_min, RSSI, uptime, outbox depth and drops on a period, not only at connect
+    from gridtwin.daemon import validate
+
+    host = mqtt_client("gridtwin-host")
+    host.subscribe(broker.topic("pv1", "#"))
+    b = net_node(sample_ms=500, health_s=2, log_level="info")
+    b.start()
+    b.wait_for(r"conn=1", timeout=20)
+    birth = json.loads(host.wait_for(broker.topic("pv1", "status"), timeout=10).payload)
+    assert "sensors" in birth
+    health = [host.wait_for(broker.topic("pv1", "status"), timeout=10) for _ in range(3)]
+    docs = [json.loads(m.payload) for m in health]
+    for d, m in zip(docs, health):
+        assert set(d) == {"state", "boot", "heap", "heap_min", "rssi", "uptime", "outbox", "drops", "ts"}
+        assert d["state"] == "online" and d["boot"] == birth["boot"] and 0 < d["heap_min"] <= d["heap"]
+        assert d["drops"] == 0 and 0 <= d["outbox"] <= 2 and d["ts"] > 1_700_000_000_000
+        assert validate.status("pv1", m.payload)["heap"] == d["heap"]  # the daemon takes it as it is
+    # every 2 s, by the node's clock and by its uptime
+    gaps = [y["ts"] - x["ts"] for x, y in zip([birth] + docs, docs)]
+    assert all(1_900 <= g <= 2_600 for g in gaps), gaps
+    assert [d["uptime"] for d in docs] == sorted(d["uptime"] for d in docs)
+    assert docs[-1]["uptime"] - docs[0]["uptime"] in (3, 4, 5)
+    # retained, as the birth: a client that subscribes now gets the latest at once
+    late = mqtt_client("telegraf")  # another identity: the broker makes the client id the CN
+    late.subscribe(broker.topic("pv1", "status"))
+    kept = late.wait_for(broker.topic("pv1", "status"), timeout=5)
+    assert kept.retain and json.loads(kept.payload)["state"] == "online" and "heap_min" in json.loads(kept.payload)
+    # log_level "info": what the node does goes out too, its module in a field of its own
+    host.publish(broker.topic("pv1", "cmd"), b'{"id":"p2","cmd":"ping","args":{}}')
+    doc = json.loads(host.wait_for(broker.topic("pv1", "log"), timeout=10).payload)
+    assert doc["lvl"] == "I" and doc["mod"] == "cmd" and doc["msg"].startswith("ping id=p2")
+    b.stop()
+    assert not crashed(b)
 
 
 def test_broker_restart_at_10hz_loses_no_reading(net_node, broker, mqtt_client):

@@ -34,6 +34,21 @@ def test_render_writes_the_link_keys_the_firmware_reads(tmp_path):
     assert cfg["mqtt"] == {"host": "pi.lan", "port": 8884, "server_hostname": "pi.lan", "keepalive": 45,
                            "replay_per_s": 20, "ca": "ca.der", "cert": "cert.der", "key": "key.der"}
     assert cfg["ntp"] == "" and cfg["spill_kb"] == 128 and cfg["queue"] == 16
+    assert cfg["health_s"] == 60 and cfg["log_level"] == "warn"  # defaults: health every minute, INFO off
+
+
+def test_health_interval_and_info_logs_reach_the_nodes_config(tmp_path):
+    (tmp_path / "site.toml").write_text(SITE.replace("spill_kb = 128", 'health_s = 15\nlog_level = "info"'))
+    cfg = render(load_site(tmp_path / "site.toml"), "env1")
+    assert cfg["health_s"] == 15 and cfg["log_level"] == "info"
+
+
+@pytest.mark.parametrize("line, key", [("health_s = -1", "network.health_s"),
+                                       ('log_level = "debug"', "network.log_level")])
+def test_a_bad_health_or_log_setting_names_the_key(tmp_path, line, key):
+    (tmp_path / "site.toml").write_text(SITE.replace("spill_kb = 128", line))
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_site(tmp_path / "site.toml")
 
 
 def test_defaults_without_a_network_section(tmp_path):
