@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import sys
 import threading
 from pathlib import Path
@@ -67,7 +66,7 @@ def add_arguments(p):
 def run(args) -> int:
     from gridtwin import procs
     from gridtwin.fleet import VirtualNode
-    from gridtwin.micropython import compile_firmware
+    from gridtwin.micropython import build_firmware
     from gridtwin.pki import PKI
     from gridtwin.site import load_site
     from gridtwin.vboard import hold_folder
@@ -89,9 +88,9 @@ def run(args) -> int:
     problem = certificate_problem(pki, args.node)
     if problem:  # it will start, and the broker will refuse it: say so before the first failure
         print(f"gridtwin: warning: {problem}", file=sys.stderr)
-    fw = root / "firmware"  # the board's own: another node's vnode rebuilds its own, not this one's
-    shutil.rmtree(fw, ignore_errors=True)  # no module left over from an older firmware
-    compile_firmware(fw)
+    # one build per firmware content, shared by every vnode of the site and never rebuilt under a
+    # running one (several started at once used to delete each other's: issue #19, item 10)
+    fw = build_firmware(site.var_dir / "firmware-builds")
     node = VirtualNode(site, pki, args.node, root, broker=(host, port), firmware_dir=fw,
                        speed=args.speed, **({"heap": args.heap} if args.heap else {}))
     print(f"gridtwin: {args.node} on a virtual board in {root} (live values: {node.live_path}); "
