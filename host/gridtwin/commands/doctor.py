@@ -95,6 +95,26 @@ def check_pki(site_path: str):
     return True, f"PKI in {pki.dir}", ""
 
 
+def check_database(site_path: str):
+    """The daemon's database: present, readable and not corrupt (PRAGMA quick_check)."""
+    from gridtwin.daemon.config import db_path
+    from gridtwin.daemon.store_sqlite import SqliteStore
+    from gridtwin.site import load_site
+
+    try:
+        site = load_site(site_path)
+    except GridTwinError:
+        return None, "skipped (no site)", ""
+    path = db_path(site)
+    if not path.exists():
+        return None, f"no database yet ({path})", "`gridtwin daemon` (or `gridtwin demo`) makes it"
+    try:
+        SqliteStore(path, check=True).close()
+    except GridTwinError as exc:
+        return False, exc.message, exc.hint or ""
+    return True, f"database {path} (quick_check ok)", ""
+
+
 CHECKS = [
     ("python", lambda a: check_python(), True),
     ("micropython", lambda a: check_micropython(), True),
@@ -102,6 +122,7 @@ CHECKS = [
     ("mosquitto", lambda a: check_mosquitto(), True),
     ("site", lambda a: check_site(a.site), True),
     ("pki", lambda a: check_pki(a.site), True),  # fails only for a PKI the broker would refuse
+    ("database", lambda a: check_database(a.site), True),
 ]
 
 

@@ -125,6 +125,7 @@ class CorruptDatabase(StoreError):
     """The file is not a usable SQLite database: a destroyed header or damaged pages."""
 
     def __init__(self, path: Path, detail: str):
+        detail = " ".join(detail.split())[:200]  # quick_check's report spans lines: one line here
         super().__init__(f"the database {path} is corrupt ({detail})", hint=CORRUPT_HINT.format(path=path))
 
 
