@@ -148,6 +148,12 @@ def _twin_of(node, expect):
 def _tol(n, metric, value, sensors, node, cfg, expect, fed):
     if metric in ("load_kw", "batt_pct"):
         return plant_tolerance(cfg["params"]["hil"], metric)
+    if metric == "h2_nlh":
+        # Faraday's law with eta_F(j) rises at most twice as fast as the current, relatively;
+        # the role rounds to 1 mL/h
+        stack = next(s for s in sensors.values() if s["type"] in ("ina219", "ina226"))
+        i = abs(fed.get("stack_a", 0.0)) or 1.0
+        return abs(value) * 3 * tolerance(stack, "a", i) / i + 0.001
     if metric == "f_dev":
         mains = next(s for s in sensors.values() if s["type"] == "ade7953")
         return tolerance(mains, "hz", 50 + value)

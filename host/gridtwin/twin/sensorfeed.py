@@ -10,7 +10,8 @@ counterparts: the feed below is made from it, and the demo test compares stored 
 - a plant role (gt/roles/plant.py): ``supply`` (upstream power present: a utility's grid, a
   generator running, a UPS's input), ``fault`` (failed, tripped), ``out`` (energized), ``load_kw``
   and, on a UPS, ``batt_pct`` and ``on_batt``;
-- a grid monitor's ``f_dev`` (its ``hz`` metric's deviation from nominal).
+- a grid monitor's ``f_dev`` (its ``hz`` metric's deviation from nominal), an electrolyser's
+  ``h2_nlh`` when its config has the twin's cells and Faraday parameters.
 
 ``live_values(cfg, node, m)`` -> ``{"<prefix><sensor id>.<key>": value}``: for every sensor of the
 node's rendered config whose site entry names a twin metric, the chip-level quantity that makes the
@@ -97,6 +98,11 @@ def readings(role: str, node, state: dict, parents: list[str], cfg: dict | None 
     out = {k: v[2] for k, v in sensed.items()}
     if role in PLANT_ROLES:
         out.update(plant_readings(role, comp, [state[p] for p in parents if p in state]))
+    elif role == "electrolyser":
+        # gt/roles/sensing.py computes the twin's H2 only with the twin's Faraday parameters
+        params = (cfg or {}).get("params", {})
+        if all(k in params for k in ("cells", "f1", "f2", "area_m2")) and "h2_nm3h" in comp["m"]:
+            out["h2_nlh"] = float(comp["m"]["h2_nm3h"]) * 1000.0
     elif role == "grid_monitor":
         hz = [v for _sid, suffix, v in sensed.values() if suffix == "hz"]
         if hz:  # gt/roles/sensing.py: the first frequency it has, minus its nominal
