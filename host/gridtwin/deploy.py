@@ -26,6 +26,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -431,6 +432,14 @@ class DaemonWatcher:
 
     def stop(self) -> None:
         if self.resp is not None:
+            # the reader thread may be blocked in readline, holding the stream: end the connection
+            # under it first, or close() would wait for the daemon's next line
+            sock = getattr(getattr(getattr(self.resp, "fp", None), "raw", None), "_sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             self.resp.close()
 
 

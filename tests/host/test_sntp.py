@@ -155,3 +155,66 @@ def test_a_virtual_node_whose_only_time_source_is_the_host_gets_its_readings_sto
     out = capsys.readouterr()
     line = next(ln for ln in out.err.splitlines() if ln.startswith("gridtwin: pdu_a:"))
     assert "readings are being rejected" in line and "ts_window" in line and "ntp" in line, out.err
+
+
+def test_the_daemon_unit_may_bind_udp_123_and_nothing_more(tmp_path):
+    from gridtwin.daemon.systemd import render_unit
+
+    class S:
+        id, path, var_dir = "demo", tmp_path / "site.toml", tmp_path / "var"
+
+    service = dict(ln.split("=", 1) for ln in render_unit(S(), user="gridtwin", exe="/opt/gt/bin/gridtwin")
+                   .split("[Service]")[1].split("[Install]")[0].splitlines() if "=" in ln and not ln.startswith("#"))
+    assert service["User"] == "gridtwin" and service["NoNewPrivileges"] == "yes"
+    assert service["AmbientCapabilities"] == service["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
+
+
+@pytest.mark.broker
+def test_deploy_wait_says_at_once_that_the_daemon_rejects_the_nodes_readings_and_why(
+        site_pki_copy, broker, mqtt_client, tmp_path):
+    import re
+    import signal
+    import urllib.request
+
+    from fixtures.broker import free_port
+    from fixtures.daemon_fleet import telemetry_payload
+    from gridtwin import deploy as gdeploy
+    from gridtwin.errors import ToolError
+    from gridtwin.site import load_site
+
+    site_path = site_pki_copy.path
+    port = free_port()
+    text = re.sub(r"(?m)^port = \d+", f"port = {broker.port}", site_path.read_text())
+    # this test is about deploy: its daemon leaves udp/123 alone
+    site_path.write_text(text + f"\n[daemon]\nmetrics_port = {port}\n[network]\nntp_serve = false\n")
+    site = load_site(site_path)
+    with open(tmp_path / "daemon.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site_path), "daemon"],
+                                stdout=log, stderr=log)
+
+    def healthy():
+        assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, 20, "the daemon to be healthy")
+        w = gdeploy.DaemonWatcher(site, "pdu_a").start(60)
+        try:
+            node = mqtt_client("pdu_a")  # a board whose clock is a day ahead
+            node.publish(broker.topic("pdu_a", "telemetry"),
+                         telemetry_payload("pdu_a", boot=6, seq=0, ts=int((time.time() + 86400) * 1000)))
+            t0 = time.monotonic()
+            with pytest.raises(ToolError) as info:
+                w.wait(60)
+            took = time.monotonic() - t0
+        finally:
+            w.stop()
+        assert "pdu_a: the daemon rejects its readings (1 rejected so far; the last: ts_window: " in info.value.message
+        assert "clock" in info.value.hint and "[network] ntp" in info.value.hint
+        assert took < 10, f"deploy --wait took {took:.1f} s to say so"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

@@ -56,6 +56,9 @@ KillSignal=SIGTERM
 TimeoutStopSec=30
 Restart=always
 RestartSec=2
+# the nodes' time: the daemon's SNTP responder (gridtwin.daemon.sntp) binds udp/123, and only that
+AmbientCapabilities=CAP_NET_BIND_SERVICE
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE
 NoNewPrivileges=yes
 PrivateTmp=yes
 ProtectSystem=strict
