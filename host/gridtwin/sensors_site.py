@@ -35,16 +35,16 @@ from gridtwin import site as site_mod
 from gridtwin.errors import ConfigError
 from gridtwin.nodeconfig import CONTRIBUTORS
 from gridtwin.site import NODE_KEYS, SITE_CHECKS, Key, Record, check_id, in_range, one_of
-from gridtwin.vworld import ADC_MAX_V, PRIMARY, QUANTITIES, cal_volts
+from gridtwin.vworld import ADC_MAX_V, INA_CAL as CAL, PRIMARY, QUANTITIES, cal_volts, current_lsb as _current_lsb
 
 # --- the firmware's rows, in the site's terms (firmware/gt/drivers/options.py) -------------------
 
 FSR = (6.144, 4.096, 2.048, 1.024, 0.512, 0.256)  # ADS1115 PGA ranges, volts
 MUX = ("0", "1", "2", "3", "0-1", "0-3", "1-3", "2-3")  # ADS1115 inputs
 ADE7953_ADDR = 0x38  # fixed
-# INA2xx shunt input full scale in volts, and the valid bits of the calibration register
+# INA2xx shunt input full scale in volts (the calibration register's constant and valid bits, CAL,
+# and the current LSB are gridtwin.vworld's, with the chips' other figures)
 SHUNT_FS = {"ina219": 0.320, "ina226": 0.08192}
-CAL = {"ina219": (0.04096, 0xFFFE), "ina226": (0.00512, 0x7FFF)}
 
 
 def _i2c(addr: int, hi: int, pins: str) -> dict[str, Key]:
@@ -229,15 +229,6 @@ def _check_one(path, where: str, s: Record) -> None:
                 _fail(path, f"{where}.{name}",
                       f"{value:g} {s.unit} is {v:.3f} V at the input by cal, beyond its full scale of "
                       f"{'+-' if t == 'ads1115' else ''}{fs:g} V", fix)
-
-
-def _current_lsb(max_a: float) -> float:
-    # gt/drivers/ina219.py: max_a / 2^15 rounded up to 1, 2 or 5 x 10^n
-    m = max_a / 32768 * 0.999999
-    d = 1e-9
-    while d * 10 <= m:
-        d *= 10
-    return d * (1 if d >= m else 2 if 2 * d >= m else 5 if 5 * d >= m else 10)
 
 
 def _check_together(path, i: int, node_id: str, sensors: list) -> None:

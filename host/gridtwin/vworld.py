@@ -115,12 +115,13 @@ def chip_noise(sensor: dict) -> dict:
     return noise
 
 
-def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None) -> float:
+def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None, *, noise: bool = True) -> float:
     """How far a firmware reading of metric `suffix` may be from the value fed (`value`, in the
     metric's units), from the catalog: one step of each quantity it is made of, plus the noise
-    bound; `fed` holds the sensor's other fed metrics (a power reading depends on v and a)."""
+    bound (noise=False: a world without a seed, whose chips add none); `fed` holds the sensor's
+    other fed metrics (a power reading depends on v and a)."""
     t = sensor["type"]
-    nb = NOISE_BOUND
+    nb = NOISE_BOUND if noise else 0.0
     if t in ("ina219", "ina226"):
         c = CHIPS[t]
         lsb = current_lsb(sensor["max_a"])
@@ -151,7 +152,7 @@ def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None) 
             return value * value / 223750 * (1 + nb) + 1e-6
         if suffix == "pf":
             return 2 / 32768
-        rel = CHIPS[t]["noise"]["rms"] * nb
+        rel = CHIPS[t]["noise"]["rms"] * nb + 1 / 9032007  # noise, and one step of the RMS code
         return abs(value) * rel * (3 if suffix == "w" else 1) + 1e-3
     key = QUANTITIES[t][suffix]
     c = CHIPS[t]

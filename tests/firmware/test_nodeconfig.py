@@ -52,7 +52,7 @@ def test_unknown_board_is_a_clear_error():
 from gridtwin.site import example_site_path  # noqa: E402
 from gridtwin.twin import Twin, demo_scenario  # noqa: E402
 from gridtwin.twin.sensorfeed import live_values  # noqa: E402
-from gridtwin.vworld import plausible, quantity_key  # noqa: E402
+from gridtwin.vworld import plausible, quantity_key, tolerance  # noqa: E402
 
 EXAMPLE = load_site(example_site_path())
 SENSING = ("pv1", "EL1", "EL2", "grid1")
@@ -91,21 +91,10 @@ def _twin_state(t_s=70.0):
     return twin.state()
 
 
-def _tolerance(sensor, value):
-    # one step of what the chip resolves, in the firmware metric's units (plus the 7 digits kept)
-    t = sensor["type"]
-    if t == "ina226":
-        from gridtwin.sensors_site import _current_lsb
-
-        # a current LSB (the chip truncates), a shunt LSB, and the calibration register's whole
-        # number (data sheet eq. 1 truncated: 1365 for 1365.33 reads 0.024 % low)
-        lsb = _current_lsb(sensor["max_a"])
-        cal = int(0.00512 / (lsb * sensor["shunt_ohm"]) + 1e-6)
-        return 2 * lsb + 2.5e-6 / sensor["shunt_ohm"] + abs(value) / cal
-    v0, y0, v1, y1 = sensor.get("cal", [0, 0, 1, 1])
-    slope = abs((y1 - y0) / (v1 - v0))
-    return {"ads1115": lambda: slope * sensor.get("fsr", 2.048) / 32768, "adc": lambda: slope * 2e-6,
-            "ds18b20": lambda: 1 / 16, "lm75": lambda: 0.125, "ade7953": lambda: 0.006}[t]() + 1e-4
+def _tolerance(sensor, suffix, value, fed):
+    # what the chip resolves, in the firmware metric's units (gridtwin.vworld's catalog; these
+    # worlds have no seed, so no noise), plus the 7 digits kept
+    return tolerance(sensor, suffix, value, fed, noise=False) + 1e-4
 
 
 @pytest.mark.parametrize("node_id", SENSING)
@@ -140,7 +129,8 @@ def test_the_firmware_reads_back_what_the_twin_feeds(vboard, firmware_build, tmp
         spec = next(x for x in cfg["sensors"] if x["id"] == s.id)
         for suffix, metric in (s.twin or {}).items():
             name = s.id + ("_" + suffix if suffix else "")
-            tol = _tolerance(spec, m[metric])
+            fed = {k: m[v] for k, v in (s.twin or {}).items()}
+            tol = _tolerance(spec, suffix, m[metric], fed)
             assert last[name] == pytest.approx(m[metric], abs=tol), (name, metric)
             default = defaults[f"{s.id}.{quantity_key(spec, suffix)}"]
             if spec["type"] in ("ads1115", "adc"):
