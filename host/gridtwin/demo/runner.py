@@ -73,7 +73,9 @@ class Demo:
                               hint="is another broker on that port? stop it or pass --port") from None
         try:
             ep = dataclasses.replace(endpoint_from_site(site), host="127.0.0.1", port=self.port)
-            self.daemon = Daemon.from_site(site, endpoint=ep, **self.daemon_overrides).start()
+            # no SNTP responder: the demo's boards are virtual (their world tells the time) and its
+            # broker listens on loopback only, so no real board could use it
+            self.daemon = Daemon.from_site(site, endpoint=ep, **{"sntp": None, **self.daemon_overrides}).start()
             self._base = {n: self.daemon.store.count_readings(n) for n in self.node_ids}
             boards = self.dir / "boards"
             self.fleet = VirtualFleet(site, pki, boards, broker=("127.0.0.1", self.port), nodes=self.node_ids,
