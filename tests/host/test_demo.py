@@ -21,9 +21,10 @@ from fixtures.broker import free_port
 SPEED = 10.0
 UNTIL = 150.0
 # How late a board may sample after its reading's ts, in host seconds: at SPEED x on a loaded
-# machine a board waits a few ms for the CPU, which its clock counts SPEED times over (at 1x the
-# delay is a few ms of the node's time). Measured here: up to 0.08 s.
-LATE_S = 0.15
+# machine a board waits for the CPU, and its clock counts that wait SPEED times over (at 1x it is
+# a few ms of the node's time). Measured on 2 cores: up to 0.08 s alone, 0.15 s with the load
+# average at 12 (the failure message shows when the twin did say what a reading says).
+LATE_S = 0.25
 
 
 @pytest.fixture(scope="module")
