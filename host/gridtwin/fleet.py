@@ -12,8 +12,9 @@ as deployed boards do).
 
 Every board of a fleet keeps one clock: its true time (what NTP tells it, so its readings' ts) is
 ``epoch + (host time - epoch) x speed``, the same instant on every board whenever each started, so
-``fleet.host_time(ts)`` says when on the host's clock a reading was taken. A plant-role node is wired
-to a HIL bench (gridtwin.vworld.plant_hil: params "hil"), so the twin drives what it reports. With a
+``fleet.host_time(ts)`` says when on the host's clock a reading was taken. A fleet's plant-role node is
+wired to a HIL bench (gridtwin.vworld.plant_hil: params "hil"), so the twin drives what it reports (a
+lone VirtualNode, as `gridtwin vnode` runs it, is not: it obeys commands). With a
 ``seed`` every chip adds its data sheet's noise (gridtwin.vworld.CHIPS), its own stream per sensor.
 """
 
@@ -37,7 +38,7 @@ class VirtualNode:
     def __init__(self, site, pki, node_id: str, root: os.PathLike | str, *, broker: tuple[str, int],
                  firmware_dir: pathlib.Path, speed: float = 1.0, heap: str = NODE_HEAP,
                  server_hostname: str = "localhost", world_extra: dict | None = None,
-                 epoch: float | None = None, seed: int | None = None):
+                 epoch: float | None = None, seed: int | None = None, hil: bool = False):
         self.id = node_id
         self.root = pathlib.Path(root)
         self.live_path = self.root / "live.json"
@@ -45,7 +46,7 @@ class VirtualNode:
         mqtt = dict(cfg.get("mqtt", {}))
         mqtt.update({"host": broker[0], "port": broker[1], "server_hostname": server_hostname})
         cfg["mqtt"] = mqtt
-        if cfg["role"] in PLANT_ROLES:
+        if hil and cfg["role"] in PLANT_ROLES:  # the twin drives it (a lone vnode obeys commands)
             cfg["params"] = dict(cfg.get("params") or {}, hil=plant_hil(cfg, _load_fs_kw(site, node_id)))
         self.config = cfg
         epoch = time.time() if epoch is None else epoch
@@ -107,7 +108,7 @@ class VirtualFleet:
                 shutil.rmtree(fw)
             compile_firmware(fw)
             self.nodes = {n: VirtualNode(site, pki, n, self.root / n, broker=broker, firmware_dir=fw,
-                                         speed=speed, heap=heap, epoch=self.epoch, seed=seed) for n in ids}
+                                         speed=speed, heap=heap, epoch=self.epoch, seed=seed, hil=True) for n in ids}
         finally:
             for key in held:  # the boards hold their folders from here on
                 release_folder(key)

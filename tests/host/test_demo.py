@@ -126,7 +126,8 @@ def test_stored_readings_agree_with_the_twin(demo):
                     bad.setdefault((n, metric), []).append(
                         (round(at - fleet.epoch, 2), value, min(want), max(want), said[:3]))
     summary = {k: (len(v), checked[k], v[:3]) for k, v in bad.items()}
-    assert not bad, f"(node, metric): (readings off, checked, first (host s, read, twin min, twin max, twin said it at)): {summary}"
+    assert not bad, ("(node, metric): (readings off, checked, first (host s, read, twin min, twin max, "
+                     f"twin said it at)): {summary}")
     # every node's counterparts were checked: the chain, the PV array, both stacks, the grid
     for n in demo.node_ids:
         assert any(k[0] == n for k in checked), f"{n}: no reading compared"

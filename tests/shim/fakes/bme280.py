@@ -81,11 +81,13 @@ class Device(PoweredDevice):
         raw = self.spec.get("raw", {})
         t = raw.get("t")
         if t is None:
-            t = _solve(lambda a: comp_t(c, a)[1], round(self.noise.add("temp_c", self.v("temp_c", 21.0)) * 100), 0, 0xFFFFF)
+            want = round(self.noise.add("temp_c", self.v("temp_c", 21.0)) * 100)
+            t = _solve(lambda a: comp_t(c, a)[1], want, 0, 0xFFFFF)
         tf = comp_t(c, t)[0]
         p = raw.get("p")
         if p is None:
-            p = _solve(lambda a: comp_p(c, a, tf), self.noise.add("pressure_pa", self.v("pressure_pa", 101325.0)) * 256, 0, 0xFFFFF, False)
+            want = self.noise.add("pressure_pa", self.v("pressure_pa", 101325.0)) * 256
+            p = _solve(lambda a: comp_p(c, a, tf), want, 0, 0xFFFFF, False)
         h = raw.get("h")
         if h is None:
             h = _solve(lambda a: comp_h(c, a, tf), self.noise.add("rh", self.v("rh", 45.0)) * 1024, 0, 0xFFFF)
