@@ -42,27 +42,6 @@ def test_five_builds_started_at_once_by_processes_all_succeed_with_identical_out
     assert build_firmware(cache) == built and (built / "gt" / "app.mpy").stat().st_ino == ino
 
 
-def test_five_builds_started_at_once_by_threads_share_one(tmp_path, micropython):
-    cache = tmp_path / "cache"
-    got, errors = [], []
-    start = threading.Barrier(5)
-
-    def build():
-        start.wait()
-        try:
-            got.append(build_firmware(cache))
-        except Exception as exc:  # collected: the assertion below names it
-            errors.append(exc)
-
-    threads = [threading.Thread(target=build) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors and len(got) == 5 and len(set(got)) == 1
-    assert tree(got[0]) == tree(build_firmware(cache))
-
-
 def test_a_source_change_is_a_new_build_and_the_old_one_stays(tmp_path, micropython):
     cache = tmp_path / "cache"
     first = build_firmware(cache)
@@ -72,3 +51,38 @@ def test_a_source_change_is_a_new_build_and_the_old_one_stays(tmp_path, micropyt
     second = build_firmware(cache, src)
     assert second != first and (second / "gt" / "extra.mpy").is_file()
     assert first.is_dir() and not (first / "gt" / "extra.mpy").exists()  # a board running from it keeps it
+
+
+def test_five_vnodes_started_at_once_all_run(site_pki_copy, broker_factory, micropython):
+    # the user's view of the same race: five `gridtwin vnode` at once, each comes up and connects
+    import signal
+
+    brk = broker_factory(site_pki_copy)
+    gridtwin = str(Path(sys.executable).parent / "gridtwin")
+    nodes = ["util_a", "trf_a", "pdu_a", "srv_a", "pv1"]
+    procs = {n: subprocess.Popen([gridtwin, "--site", str(site_pki_copy.path), "vnode", n, "--broker",
+                                  f"127.0.0.1:{brk.port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in nodes}
+    connected = {}
+
+    def watch(node, proc):
+        for line in proc.stdout:  # the board's console, line by line
+            if "mqtt: connected" in line:
+                connected[node] = line
+                return
+
+    watchers = [threading.Thread(target=watch, args=item, daemon=True) for item in procs.items()]
+    try:
+        for t in watchers:
+            t.start()
+        for t in watchers:
+            t.join(90)
+        assert sorted(connected) == sorted(nodes), {n: p.poll() for n, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        codes = {n: p.wait(30) for n, p in procs.items()}
+    assert codes == dict.fromkeys(nodes, 0)
+    builds = [p for p in (site_pki_copy.dir / "var" / "firmware-builds").iterdir() if p.is_dir()]
+    assert len(builds) == 1  # one build, shared
