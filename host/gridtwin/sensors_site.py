@@ -35,7 +35,9 @@ from gridtwin import site as site_mod
 from gridtwin.errors import ConfigError
 from gridtwin.nodeconfig import CONTRIBUTORS
 from gridtwin.site import NODE_KEYS, SITE_CHECKS, Key, Record, check_id, in_range, one_of
-from gridtwin.vworld import ADC_MAX_V, INA_CAL as CAL, PRIMARY, QUANTITIES, cal_volts, current_lsb as _current_lsb
+from gridtwin.vworld import ADC_MAX_V, PRIMARY, QUANTITIES, cal_volts
+from gridtwin.vworld import INA_CAL as CAL
+from gridtwin.vworld import current_lsb as _current_lsb
 
 # --- the firmware's rows, in the site's terms (firmware/gt/drivers/options.py) -------------------
 

@@ -6,8 +6,12 @@ import sqlite3
 import pytest
 
 from gridtwin.daemon.service import Daemon
-from gridtwin.twin import Twin
+from gridtwin.nodeconfig import render
+from gridtwin.site import example_site_path, load_site
+from gridtwin.twin import Twin, demo_scenario
 from gridtwin.twin.coupling import TwinLink
+from gridtwin.twin.sensorfeed import feed, readings
+from gridtwin.vworld import NOISE_BOUND, chip_noise, plant_hil, plant_tolerance, tolerance, world_for
 
 from fixtures.daemon_fleet import NodeClient, endpoint, telemetry_payload, wait_for
 
@@ -67,12 +71,6 @@ def test_events_become_alerts_and_real_telemetry_drives_the_twin(broker, site_pk
 
 
 # --- what a virtual node reads, by the twin (issue #11 item 1, issue #13 item 6) -----------------
-
-from gridtwin.nodeconfig import render  # noqa: E402
-from gridtwin.site import example_site_path, load_site  # noqa: E402
-from gridtwin.twin import demo_scenario  # noqa: E402
-from gridtwin.twin.sensorfeed import feed, readings  # noqa: E402
-from gridtwin.vworld import NOISE_BOUND, chip_noise, plant_hil, plant_tolerance, tolerance, world_for  # noqa: E402
 
 EXAMPLE = load_site(example_site_path())
 
