@@ -10,6 +10,7 @@ about as much as 10 (see `make bench`):
    position); a UPS's output stays energized on battery while its state of charge is above zero.
 2. Up (levels descending): each component's input is
        P_in = P_out / efficiency + no_load_kw + load_loss_kw * (P_out / capacity)^2
+   (a UPS adds no_load_pct and load_loss_pct of its capacity to the last two: its part-load curve)
    (servers: P_in = demand). P_in is shared equally between its energized active parents and added
    to their P_out. A UPS on mains also draws its recharge power; on battery it draws nothing upstream
    and discharges P_out / battery_efficiency + no_load_kw from the battery instead.
@@ -43,9 +44,11 @@ class ACNetwork:
             return np.array([float(c.params.get(name, default)) for c in comps])
 
         self.eff = arr("efficiency", 1.0)
-        self.p0 = arr("no_load_kw", 0.0)
         self.cap = np.array([float(c.params.get("capacity_kw", np.inf)) for c in comps])
-        self.k2 = arr("load_loss_kw", 0.0) / np.where(np.isfinite(self.cap), self.cap, 1.0) ** 2
+        cap = np.where(np.isfinite(self.cap), self.cap, 1.0)
+        # A UPS may give its constant and copper losses in % of its rating (its part-load curve).
+        self.p0 = arr("no_load_kw", 0.0) + arr("no_load_pct", 0.0) / 100.0 * cap
+        self.k2 = (arr("load_loss_kw", 0.0) + arr("load_loss_pct", 0.0) / 100.0 * cap) / cap ** 2
         self.trip_delay = arr("trip_delay_s", 2.0)
         self.level = np.zeros(n, dtype=np.int32)
         child, parent, slot = [], [], []

@@ -101,7 +101,13 @@ KINDS: dict[str, KindSpec] = {
     "ups": KindSpec("ac", {
         "capacity_kw": P(200.0, 0.001, None, "kW", "output rating"),
         **_AC_LOSS,
-        "efficiency": P(0.95, 0.5, 1.0, "", "double-conversion efficiency"),
+        # Part-load curve (docs/twin-models.md, UPS): the loss structure of Schneider Electric WP 108 -
+        # no-load losses ~40 % of the full-load losses, square-law losses ~1 % of rating at full load -
+        # anchored at 95 % full-load efficiency: 81 % at 10 % load, 90.3 % at 25 %, 93.6 % at 50 %.
+        "efficiency": P(0.979, 0.5, 1.0, "", "proportional efficiency of the double conversion"),
+        "no_load_pct": P(2.1, 0.0, 50.0, "%", "no-load losses in % of capacity_kw (added to no_load_kw)"),
+        "load_loss_pct": P(1.0, 0.0, 50.0, "%", "square-law losses at rated load in % of capacity_kw "
+                           "(added to load_loss_kw)"),
         "battery_v": P(480.0, 1.0, None, "V", "battery bus voltage (Coulomb counting uses it)"),
         "battery_ah": P(40.0, 0.001, None, "Ah", "battery capacity"),
         "battery_efficiency": P(0.95, 0.5, 1.0, "", "inverter efficiency on battery"),
