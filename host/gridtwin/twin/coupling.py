@@ -6,10 +6,11 @@
   Telegraf, Grafana and `gridtwin tail` see the plant without another path;
 - twin events become alerts: stored by the daemon, published retained on
   ``<root>/_host/alerts/twin_<component>_<type>`` while active, cleared with an empty retained message;
-- a component whose state changes (supply lost or back, fault, a load that moved) gets a command on
-  its node, so the node's OLED and telemetry show what the twin knows; commands go through the
-  daemon's dispatcher on a worker thread and never hold up the twin;
-- virtual nodes are fed from the twin continuously (``feeds``), each at half its sample interval
+- a component whose state changes (supply lost or back, fault, a load that moved by more than
+  ``load_step``) gets a command on its plant node, unless the node is wired to HIL inputs (below),
+  so the node's OLED and telemetry show what the twin knows; commands go through the daemon's
+  dispatcher on a worker thread and never hold up the twin;
+- virtual nodes are fed from the twin continuously (``_feed``), each at half its sample interval
   of twin time: its chips measure what a real sensor would, and a plant-role node's HIL inputs
   (supply, fault, load, battery) carry what its component does; such a node needs no commands.
   ``history`` keeps, per feed, the host's clock, the twin's time and what each node should read
