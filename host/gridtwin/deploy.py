@@ -440,6 +440,7 @@ class DaemonWatcher:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                self._done.wait(5)  # the reader sees the end and lets go (two closers would race)
             self.resp.close()
 
 
