@@ -189,6 +189,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     for col, kind in NODE_EXTRA_COLUMNS:
         if col not in cols:
             conn.execute(f"ALTER TABLE nodes ADD COLUMN {col} {kind}")
+    if "mod" not in {r[1] for r in conn.execute("PRAGMA table_info(logs)")}:
+        conn.execute("ALTER TABLE logs ADD COLUMN mod TEXT")  # the firmware module that logged the line
     gap_cols = {r[1] for r in conn.execute("PRAGMA table_info(gaps)")}
     for col, kind in (("last_seq", "INTEGER"), ("confirmed", "INTEGER")):
         if col not in gap_cols:
@@ -380,8 +382,8 @@ class SqliteStore:
                 for node, a in acks:
                     self._ack(node, a, now)
                 if logs:
-                    conn.executemany("INSERT INTO logs VALUES (?,?,?,?,?)",
-                                     [(n, lg.get("ts"), lg["lvl"], lg["msg"], now) for n, lg in logs])
+                    conn.executemany("INSERT INTO logs (node, ts, lvl, msg, received, mod) VALUES (?,?,?,?,?,?)",
+                                     [(n, lg.get("ts"), lg["lvl"], lg["msg"], now, lg.get("mod")) for n, lg in logs])
                 if rejects:
                     conn.executemany(
                         "INSERT INTO nodes (id, rejected, last_reject, last_reject_at) VALUES (?,?,?,?) "

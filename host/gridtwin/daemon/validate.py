@@ -217,7 +217,7 @@ STATUS_FIELDS = {
     "interval": (_NUM, False), "ts": (int, False), "heap_min": (_NUM, False),
 }
 ACK_FIELDS = {"id": (str, True), "ok": (bool, True), "ts": (int, False), "err": (str, False)}
-LOG_FIELDS = {"lvl": (str, True), "msg": (str, True), "ts": (int, False)}
+LOG_FIELDS = {"lvl": (str, True), "msg": (str, True), "mod": (str, False), "ts": (int, False)}
 
 
 def _fields(obj: dict, table: dict, kind: str, limits: Limits) -> dict:
