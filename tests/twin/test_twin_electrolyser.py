@@ -212,7 +212,8 @@ def test_a_site_models_its_own_stack(tmp_path):
     params = ", ".join(f"{k} = {v!r}" for k, v in own.items())
     site = tmp_path / "site.toml"
     site.write_text('[site]\nid = "s"\n\n[[nodes]]\nid = "pv1"\nrole = "pv"\n\n[[nodes]]\nid = "EL1"\n'
-                    f'role = "electrolyser"\nparent = "pv1"\n\n[[twin.components]]\nid = "EL1"\nparams = {{ {params} }}\n')
+                    'role = "electrolyser"\nparent = "pv1"\n\n[[twin.components]]\nid = "EL1"\n'
+                    f'params = {{ {params} }}\n')
     tw = Twin.from_site(load_site(site))
     assert {k: tw.topo.by_id["EL1"].params[k] for k in own} == own
     tw.run_until(2.0)

@@ -79,7 +79,8 @@ def plant(draw, k: int) -> list[Record]:
         out.append(_c(p + "buck", "buck_converter", up, rated_kw=60.0))
         up = p + "buck"
         if draw(st.booleans()):
-            out.append(_c(p + "bat", "battery", up, capacity_kwh=2.0, soc0_pct=draw(st.sampled_from([0.0, 50.0, 100.0]))))
+            soc0 = draw(st.sampled_from([0.0, 50.0, 100.0]))
+            out.append(_c(p + "bat", "battery", up, capacity_kwh=2.0, soc0_pct=soc0))
     tank_feed = []
     for s in range(draw(st.integers(0, 2))):
         out.append(_c(f"{p}el{s}", "electrolyser", up, t0_c=draw(st.sampled_from([20.0, 60.0, 85.0]))))

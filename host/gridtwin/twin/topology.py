@@ -473,7 +473,8 @@ def _check_transfer_timing(path, twin, comps: dict[str, Component]) -> None:
     pairs = [(c, comps[g]) for c in comps.values() if c.kind == "transfer_switch"
              for g in c.parents[1:] if comps[g].kind == "generator"]
     if not pairs:
-        _fail(path, "twin.nfpa110_type", f"NFPA 110 Type {need} is declared but no transfer switch has a standby generator",
+        _fail(path, "twin.nfpa110_type",
+              f"NFPA 110 Type {need} is declared but no transfer switch has a standby generator",
               'give a transfer switch a generator as its second parent (parent = ["<normal>", "<generator>"]), '
               "or leave nfpa110_type out")
     for sw, gen in pairs:
