@@ -69,28 +69,29 @@ CHIPS: dict[str, Chip] = {
     "ina226": Chip(
         lsb={"shunt_v": 2.5e-6, "bus_v": 1.25e-3},
         noise={"shunt_v": 2.5e-6, "bus_v": 1.25e-3},
-        source="TI SBOS547A, 7.5 Electrical Characteristics: shunt LSB 2.5 uV, bus LSB 1.25 mV; offset "
+        source="TI SBOS547A, Electrical Characteristics: shunt LSB 2.5 uV, bus LSB 1.25 mV; offset "
                "typ. +-2.5 uV (shunt), +-1.25 mV (bus). No noise figure: 1 LSB RMS, the typical offset, "
                "at the 16 averages the firmware sets (gt/drivers/ina226.py CFG)"),
     "ina219": Chip(
         lsb={"shunt_v": 10e-6, "bus_v": 4e-3},
         noise={"shunt_v": 10e-6, "bus_v": 4e-3},
-        source="TI SBOS448G, 7.5 Electrical Characteristics: shunt LSB 10 uV, bus LSB 4 mV; offset "
+        source="TI SBOS448G, Electrical Characteristics: shunt LSB 10 uV, bus LSB 4 mV; offset "
                "typ. +-10 uV. No noise figure: 1 LSB RMS"),
     "lm75": Chip(
         lsb={"temp_c": 0.125}, noise={"temp_c": 0.125},
-        source="NXP LM75A rev. 9, 7.4.3 Temperature register: 11 bits, 0.125 degC (9-bit LM75B/TI "
-               "parts: 0.5 degC); accuracy +-2 degC, no noise figure: 1 LSB RMS"),
+        source="NXP LM75A data sheet, Temperature register: 11 bits, 0.125 degC (the chip model is an "
+               "LM75A; 9-bit LM75B/TI parts: 0.5 degC); accuracy +-2 degC, no noise figure: 1 LSB RMS"),
     "ds18b20": Chip(
         lsb={"temp_c": 0.0625}, noise={"temp_c": 0.0625},
-        source="Maxim DS18B20 19-7487 rev. 6, Operation - Measuring Temperature: 12 bits, 0.0625 degC; "
-               "accuracy +-0.5 degC (-10..+85 degC), no noise figure: 1 LSB RMS"),
+        source="Maxim DS18B20 (19-7487), Operation - Measuring Temperature: 12 bits, 0.0625 degC (9..11 "
+               "bits: 0.5..0.125); accuracy +-0.5 degC (-10..+85 degC), no noise figure: 1 LSB RMS"),
     "bme280": Chip(
         lsb={"temp_c": 0.01, "rh": 1 / 1024, "pressure_pa": 1 / 256},
         noise={"temp_c": 0.005, "rh": 0.02, "pressure_pa": 3.3},
-        source="Bosch BST-BME280-DS002, table 1-2 and 3.4 (osrs x1): temperature 0.01 degC output, "
-               "0.005 degC RMS noise; humidity 0.008 %RH resolution, 0.02 %RH RMS noise; pressure "
-               "2.62 Pa resolution, 3.3 Pa RMS noise (Q24.8 output: 1/256 Pa steps)"),
+        source="Bosch BST-BME280-DS002: humidity 0.008 %RH resolution, 0.02 %RH RMS noise (table 1); "
+               "pressure at x1 oversampling 2.62 Pa resolution, 3.3 Pa RMS noise (weather monitoring, "
+               "3.5.1; Q24.8 output: 1/256 Pa steps); temperature at x1 16 bits, 0.005 degC, output in "
+               "0.01 degC, no noise figure: 1 LSB of the ADC"),
     "ads1115": Chip(
         lsb={"ain": 4.096 / 32768}, noise={"ain": 4.096 / 32768},
         source="TI SBAS444D, table 1 (noise at 128 SPS, VDD 3.3 V): 1 LSB RMS at every range, the "
@@ -156,7 +157,10 @@ def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None, 
         return abs(value) * rel * (3 if suffix == "w" else 1) + 1e-3
     key = QUANTITIES[t][suffix]
     c = CHIPS[t]
-    return c["lsb"][key] + nb * c["noise"][key]
+    step = c["lsb"][key]
+    if t == "ds18b20":  # 9..11 bits: the undefined low bits are masked off (gt/drivers/ds18b20.py)
+        step *= 2 ** (12 - sensor.get("bits", 12))
+    return step + nb * c["noise"][key]
 
 
 # the INA2xx calibration: data sheet eq. 1's constant and the register's valid bits
