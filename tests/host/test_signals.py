@@ -147,9 +147,15 @@ class Cli:
                 self._cond.wait(0.5)
 
     def children(self, want: int) -> dict[int, int]:
-        """Wait until ``want`` processes run under the verb (its children start in threads)."""
-        self.tree = wait_until(lambda: (lambda t: t if len(t) >= want else None)(descendants(self.proc.pid)),
-                               30, f"{want} processes under gridtwin")
+        """Wait until ``want`` processes run under the verb (its children start in threads; one
+        forked but not yet exec'd still shows gridtwin's own command line, and is not counted)."""
+        me = cmdline(self.proc.pid)
+
+        def started():
+            tree = descendants(self.proc.pid)
+            return tree if sum(cmdline(p) != me for p in tree) >= want else None
+
+        self.tree = wait_until(started, 30, f"{want} processes under gridtwin")
         return self.tree
 
     def finish(self, timeout: float = 60.0) -> int:
@@ -279,17 +285,22 @@ def test_a_second_vnode_of_the_same_node_is_refused(site_pki_copy, broker_factor
 DEMO_NODES = ["srv_a", "pdu_a", "ups_a"]
 
 
-def every_node_stored(site_dir: Path, nodes: list[str]) -> bool:
-    """The demo's daemon stored a reading of each node (so a stop is not a run whose nodes never
-    came online, which the demo rightly reports as a failure)."""
+def stored_nodes(db_path: Path) -> set[str]:
     import sqlite3
 
+    if not db_path.exists():
+        return set()
     try:
-        with sqlite3.connect(f"file:{site_dir / 'var' / 'gridtwin.db'}?mode=ro", uri=True, timeout=5) as db:
-            seen = {n for (n,) in db.execute("SELECT DISTINCT node FROM readings")}
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
+            return {n for (n,) in db.execute("SELECT DISTINCT node FROM readings")}
     except sqlite3.Error:
-        return False
-    return seen >= set(nodes)
+        return set()
+
+
+def every_node_stored(site_dir: Path, nodes: list[str]) -> bool:
+    """The demo's daemon stored a reading of each node (so a stop is not a run whose nodes never
+    came online, which the demo rightly reports as a failure). The demo's own database."""
+    return stored_nodes(site_dir / "var" / "demo" / "gridtwin.db") >= set(nodes)
 
 
 @pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGHUP, id="SIGHUP")])
@@ -353,3 +364,44 @@ def test_daemon_stops_cleanly_on_a_signal(site_pki_copy, broker_factory, sig, tw
         assert_all_gone(cli, metrics)
     finally:
         cli.close()
+
+
+# --- the demo's data ------------------------------------------------------------------------------
+
+def test_demo_data_stays_apart_and_the_readme_commands_read_it(site_pki_copy, micropython):
+    # At --speed 10 the boards' clocks run 10x: their readings are stamped ahead of the host's. They
+    # go to the demo's own database (var/demo/), never the site's, and README's commands after the
+    # demo read them through the demo's site copy, as the demo's last line says.
+    port, metrics = free_port(), free_port()
+    with_ports(site_pki_copy.path, port, metrics)
+    site_db, demo_db = site_pki_copy.dir / "var" / "gridtwin.db", site_pki_copy.dir / "var" / "demo" / "gridtwin.db"
+    cli = Cli("demo", "--no-view", "--speed", "10", "--duration", "3600", "--nodes", "srv_a", site=site_pki_copy.path)
+    try:
+        wait_until(lambda: stored_nodes(site_db) | stored_nodes(demo_db) or cli.proc.poll() is not None, 90,
+                   "srv_a's first stored reading", interval=0.2)
+        assert stored_nodes(demo_db) == {"srv_a"} and not site_db.exists(), (stored_nodes(site_db), cli.err)
+        # while it runs, the demo's daemon is reached through the copy too (README: `tail`)
+        copy = site_pki_copy.dir / "var" / "demo" / "site.toml"
+        tail = subprocess.run([GRIDTWIN, "--site", str(copy), "tail", "srv_a", "-n", "1"], capture_output=True,
+                              text=True, timeout=60)
+        assert tail.returncode == 0 and "srv_a" in tail.stdout, (tail.stdout, tail.stderr)
+        cli.proc.send_signal(signal.SIGINT)
+        assert cli.finish(60) == 0, cli.err
+    finally:
+        cli.close()
+    m = re.search(r"apart from the site's data; try `gridtwin --site (\S+) query srv_a load_kw --since 10m`",
+                  "\n".join(cli.err))
+    assert m, cli.err
+    assert Path(m.group(1)).resolve() == copy.resolve()
+
+    def gridtwin(site, *args):
+        return subprocess.run([GRIDTWIN, "--site", str(site), *args], capture_output=True, text=True, timeout=60)
+
+    q = gridtwin(copy, "query", "srv_a", "load_kw", "--since", "10m")
+    assert q.returncode == 0 and len(q.stdout.strip().splitlines()) >= 1, (q.stdout, q.stderr)
+    n = gridtwin(copy, "nodes")
+    assert n.returncode == 0 and "srv_a" in n.stdout, (n.stdout, n.stderr)
+    # the site itself has no readings: nothing of the demo's is among what real nodes send
+    own = gridtwin(site_pki_copy.path, "query", "srv_a", "load_kw", "--since", "10m")
+    assert own.returncode != 0 and "no data yet" in own.stderr, (own.stdout, own.stderr)
+    assert not site_db.exists()

@@ -20,8 +20,8 @@ def add_arguments(p):
 
 def run(args) -> int:
     from gridtwin import procs
-    from gridtwin.daemon.service import setup_logging
-    from gridtwin.demo.runner import Demo
+    from gridtwin.daemon.logsetup import setup_logging
+    from gridtwin.demo.runner import Demo, shown_path
 
     site = load_site(args.site)
     view = not args.no_view and sys.stdout.isatty()
@@ -49,9 +49,11 @@ def run(args) -> int:
             counts = demo.run_counts()  # this run's readings, not the database's total
             demo.stop()
     silent = demo.never_online(counts)
+    # the demo's data is in its own folder (gridtwin.demo.runner.demo_site), read through its site copy
+    here = shown_path(demo.site.path)
     print(f"gridtwin: demo stopped at twin t={demo.twin.t:.0f} s; this run stored {sum(counts.values())} readings "
-          f"from {len(counts) - len(silent)} of {len(counts)} nodes in {site.var_dir}; "
-          f"try `gridtwin query srv_a load_kw --since 10m`", file=sys.stderr)
+          f"from {len(counts) - len(silent)} of {len(counts)} nodes in {shown_path(demo.site.var_dir)}, apart from "
+          f"the site's data; try `gridtwin --site {here} query srv_a load_kw --since 10m`", file=sys.stderr)
     if silent:
         print(f"gridtwin: {len(silent)} node(s) never came online during this run: {', '.join(silent)} (see "
               f"{demo.dir / 'boards'}/<node>/console.log, and `gridtwin pki list` for refused certificates)",

@@ -3,16 +3,24 @@
     demo = Demo(site, speed=1.0)
     demo.start()          # PKI (made if missing), mosquitto, daemon, virtual fleet, twin link
     demo.run(until=180)   # the scenario, paced at `speed`; view=True draws the live terminal view
-    demo.stop()           # everything stops; the readings stay in the site's var/ for `gridtwin query`
+    demo.stop()           # everything stops; the readings stay in <var>/demo/ for `gridtwin query`
 
 Every node of the site runs the real firmware (compiled, as deployed) under the MicroPython unix
 port: it joins the broker with its own certificate, samples chips the twin feeds, and obeys the
 commands the twin sends when its component's state changes.
+
+The demo keeps its data apart from the site's (``demo_site``): it runs on a copy of the site file,
+``<var>/demo/site.toml``, whose runtime folder is ``<var>/demo/`` (its own database, broker state,
+boards and daemon state) and whose storage is always SQLite. The demo's readings are stamped by the
+boards' clocks, which run ``speed`` x real time (at ``--speed 5`` minutes ahead of the host's): in
+the site's own database they would sit among real readings in ``query --since``. The copy is what
+`gridtwin --site <var>/demo/site.toml query|nodes|tail ...` reads, during the demo and after it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -22,6 +30,62 @@ from gridtwin.broker import Mosquitto
 from gridtwin.errors import BrokerError
 
 log = logging.getLogger("gridtwin.demo")
+
+DEMO_SITE_HEADER = """\
+# Written by `gridtwin demo` from {source}: the demo's own site, the same nodes, twin and PKI, with
+# its runtime data (database, broker, boards) in this folder, apart from the site's. Read it with
+# `gridtwin --site {here} query|nodes|tail ...`. Each demo writes it again: do not edit it.
+"""
+
+
+def _toml(value) -> str:
+    """A TOML value on one line (inline tables and arrays): enough for what a site file holds."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def shown_path(path: Path) -> str:
+    """The path as a user types it here: relative to the current folder when under it."""
+    import os
+
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def demo_site(site):
+    """Write and load ``<var>/demo/site.toml``: the site as its file says, with ``var`` the folder
+    of the copy, ``certs`` the site's own PKI (absolute) and storage SQLite in that folder (demo
+    readings never reach the site's database or InfluxDB), which takes readings up to a day ahead
+    of the host's clock (at --speed 5 the boards' clocks gain 4 s every second)."""
+    import os
+    import tomllib
+
+    from gridtwin.site import load_site
+
+    folder = Path(site.var_dir) / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = tomllib.loads(Path(site.path).read_text(encoding="utf-8"))
+    raw.setdefault("site", {}).update(var=".", certs=str(Path(site.certs_dir).resolve()))
+    storage = raw.setdefault("storage", {})
+    # max_future_s: the boards' clocks run at the demo's speed, ahead of the host's by design
+    storage.update(backend="sqlite", path="", max_future_s=86400)
+    storage.pop("influx_token_file", None)
+    path = folder / "site.toml"
+    text = DEMO_SITE_HEADER.format(source=site.path, here=shown_path(path))
+    text += "".join(f"{json.dumps(k)} = {_toml(v)}\n" for k, v in raw.items())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return load_site(path)
 
 
 class Demo:
@@ -60,6 +124,8 @@ class Demo:
             site.node(n)
         self.twin = Twin.from_site(site, **({"seed": self.seed} if self.seed is not None else {}))
         self.twin.schedule(demo_scenario(self.twin, fail_at=self.fail_at, back_at=self.back_at))
+        # from here on the demo's own copy of the site: its data in self.dir, apart from the site's
+        self.site = site = demo_site(site)
         pki = PKI.for_site(site)
         made = pki.ensure(site)
         if made:
