@@ -1,6 +1,7 @@
 """Registry states, the metrics endpoint, retention in the daemon, and the systemd unit."""
 
 import json
+import types
 import time
 import urllib.error
 import urllib.request
@@ -56,7 +57,7 @@ def test_metrics_and_healthz_endpoints():
         with __import__("pytest").raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(base + "/healthz")
         assert exc.value.code == 503 and json.loads(exc.value.read())["subscribed"] is False
-        m.connected = m.subscribed = True
+        m.link = types.SimpleNamespace(connected=True, subscribed=True)  # the bus's link state
         m.received, m.stored, m.duplicates = 10, 7, 1
         m.rejected["node_mismatch"] += 2
         assert urllib.request.urlopen(base + "/healthz").status == 200

@@ -61,7 +61,8 @@ def run(args) -> int:
         h = DaemonClient.for_site(site).health()
         print(json.dumps(h, indent=2))
         return 0 if h.get("ok") else 1
-    from gridtwin.daemon.service import Daemon, setup_logging
+    from gridtwin.daemon.logsetup import setup_logging
+    from gridtwin.daemon.service import Daemon
     setup_logging(args.verbose, args.log_format)
     overrides = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
     daemon = Daemon.from_site(site, instance=instance, **overrides)

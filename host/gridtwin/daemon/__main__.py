@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from gridtwin.daemon.connection import Endpoint
-from gridtwin.daemon.service import Daemon, setup_logging
+from gridtwin.daemon.logsetup import setup_logging
+from gridtwin.daemon.service import Daemon
 from gridtwin.daemon.store_influx import InfluxConfig
 from gridtwin.errors import GridTwinError
 

@@ -7,7 +7,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from gridtwin.errors import CommandTimeout, GridTwinError
+from gridtwin.daemon import api
+from gridtwin.errors import GridTwinError
 
 
 class DaemonNotRunning(GridTwinError):
@@ -45,8 +46,9 @@ class DaemonClient:
                 detail = json.loads(exc.read())
             except ValueError:
                 detail = {"error": f"HTTP {exc.code}"}
-            cls = CommandTimeout if exc.code in (409, 504) else GridTwinError
-            raise cls(detail.get("error", f"HTTP {exc.code}"), hint=detail.get("hint")) from None
+            err = api.exception_for(exc.code)(detail.get("error", f"HTTP {exc.code}"), hint=detail.get("hint"))
+            err.status = exc.code
+            raise err from None
         except (urllib.error.URLError, OSError) as exc:
             raise DaemonNotRunning(f"the daemon does not answer at {self.url} ({getattr(exc, 'reason', exc)})",
                                    hint="is it running? `gridtwin daemon status`") from None
@@ -65,10 +67,11 @@ class DaemonClient:
                     yield json.loads(line)
 
     def health(self) -> dict:
+        """/healthz as a dict; an unhealthy daemon answers 503 with the same document."""
         try:
             with self._open("GET", "/healthz", timeout=5) as r:
                 return json.loads(r.read())
         except GridTwinError as exc:
-            if "503" in exc.message:
-                return {"ok": False}
+            if getattr(exc, "status", None) == api.UNHEALTHY:
+                return {"ok": False, "error": exc.message}
             raise

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 
+from gridtwin.daemon.bus import NotConnected
 from gridtwin.errors import CommandTimeout, GridTwinError
 
 
@@ -27,8 +28,8 @@ class NodeOffline(CommandTimeout):
 
 
 class Dispatcher:
-    def __init__(self, ingest, store, root: str, known_nodes=None):
-        self.ingest, self.store, self.root = ingest, store, root
+    def __init__(self, bus, store, known_nodes=None):
+        self.bus, self.store, self.root = bus, store, bus.root
         self.known = set(known_nodes) if known_nodes else None
         self._cond = threading.Condition()
         self._acks: dict[str, dict] = {}
@@ -69,14 +70,14 @@ class Dispatcher:
                 self.store.command_update(cid, "offline")
                 raise NodeOffline(f"{node} is offline; command '{cmd}' not sent (waited {ttl:g} s)",
                                   hint="power the node up, or pass a longer --ttl to wait for it")
-        client = self.ingest.client
-        if client is None or not self.ingest.metrics.connected:
+        payload = json.dumps({"id": cid, "cmd": cmd, "args": args, "ts": int(time.time() * 1000)})
+        try:
+            info = self.bus.publish(f"{self.root}/{node}/cmd", payload, qos=1)
+        except NotConnected:
             self._waiting.discard(cid)
             self.store.command_update(cid, "error", err="daemon not connected to the broker")
             raise GridTwinError("the daemon is not connected to the broker; command not sent",
-                                hint="see `gridtwin daemon` logs and `gridtwin doctor`")
-        payload = json.dumps({"id": cid, "cmd": cmd, "args": args, "ts": int(time.time() * 1000)})
-        info = client.publish(f"{self.root}/{node}/cmd", payload, qos=1)
+                                hint="see `gridtwin daemon` logs and `gridtwin doctor`") from None
         self.store.command_update(cid, "sent", sent=int(time.time() * 1000))
         with self._cond:
             got = self._cond.wait_for(lambda: cid in self._acks, timeout=timeout)

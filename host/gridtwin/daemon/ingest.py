@@ -1,6 +1,6 @@
-"""MQTT side of the daemon: subscribe, validate, store, *then* acknowledge.
+"""Ingest: validate, store, *then* acknowledge what the daemon's bus (``bus.py``) receives.
 
-Threads: paho's network loop only appends ``(generation, mid, qos, topic, payload)`` to a deque
+Threads: the bus hands each message over on paho's network loop, which only appends ``(generation, mid, qos, topic, payload)`` to a deque
 (cheap, so the socket is drained at full speed); one writer thread takes everything queued as a
 batch, validates it, commits it in one transaction and only then sends the PUBACKs, in receive
 order. Batches therefore grow with the load: one message at a time when quiet (low latency),
@@ -17,12 +17,9 @@ primary key stores them once. Acks of messages received on an earlier connection
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import threading
 import time
-
-import paho.mqtt.client as mqtt
 
 from gridtwin.daemon import validate
 from gridtwin.daemon.lineprotocol import LineProtocolError, telemetry_line
@@ -36,19 +33,17 @@ LOG_EVERY_S = 10.0
 
 
 class Ingest:
-    def __init__(self, endpoint, store, *, client_id: str = "gridtwin-daemon", known_nodes=None,
-                 shared_group: str = "", limits: validate.Limits = validate.DEFAULT_LIMITS,
-                 metrics: Metrics | None = None, batch_max: int = 20000, receive_maximum: int = 2000,
-                 influx_measurement: str | None = None, on_spool=None):
-        self.endpoint, self.store = endpoint, store
-        self.root = endpoint.root
-        self.client_id = client_id
+    """Validate, store, then acknowledge everything the bus receives (see the module docstring)."""
+
+    def __init__(self, bus, store, *, known_nodes=None, limits: validate.Limits = validate.DEFAULT_LIMITS,
+                 metrics: Metrics | None = None, batch_max: int = 20000, influx_measurement: str | None = None,
+                 on_spool=None):
+        self.bus, self.store = bus, store
+        self.root = bus.root
         self.known = frozenset(known_nodes) if known_nodes is not None else None
-        self.shared_group = shared_group
         self.limits = limits
         self.metrics = metrics or Metrics()
         self.batch_max = batch_max
-        self.receive_maximum = receive_maximum
         self.influx_measurement = influx_measurement   # set: also spool line protocol for InfluxDB
         self.on_spool = on_spool
         # after each commit: fn(list[Telemetry]) (twin engine, tail; may include redeliveries,
@@ -60,68 +55,23 @@ class Ingest:
         self._drained = threading.Event()
         self.max_queued = 2 * batch_max
         self._stop = threading.Event()
-        self._gen = 0
         self._logged: dict = {}
-        self._last_fail_log = -1e9
         self._suppressed: dict = {}
         self._node_rejects: dict = {}   # node -> (count, last reason, at ms), stored with the next batch
         self.on_fatal = None            # fn(thread name): the writer died (service.Daemon exits)
-        self.client: mqtt.Client | None = None
         self._writer: threading.Thread | None = None
         self.host_prefix = f"{self.root}/_host/"
-        self.status_topic = f"{self.root}/_host/daemon/{client_id}"
+        bus.sink = self._on_raw
 
-    # -- MQTT callbacks (network thread) ----------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            self.metrics.connected = False
-            log.error("broker refused the connection: %s (is %s allowed by the ACL?)", reason_code, self.client_id)
-            return
-        self._gen += 1
-        self.metrics.connected = True
-        self.metrics.subscribed = False
-        log.info("connected to %s:%s as %s (session present: %s)", self.endpoint.host, self.endpoint.port,
-                 self.client_id, flags.session_present)
-        # host status for dashboards, retained; the will below turns it offline if we vanish
-        client.publish(self.status_topic, json.dumps({"state": "online", "ts": int(time.time() * 1000)}),
-                       qos=1, retain=True)
-        everything = f"{self.root}/#"
-        if self.shared_group:
-            # retained birth/will messages are not delivered on shared subscriptions: every daemon also
-            # subscribes to status directly (registry updates are idempotent upserts)
-            # acks too: the daemon that sent a command must see its ack (duplicates are ignored)
-            client.subscribe([(f"$share/{self.shared_group}/{everything}", 1), (f"{self.root}/+/status", 1),
-                              (f"{self.root}/+/ack", 1)])
-        else:
-            client.subscribe(everything, 1)
+    # the session's facts, for tests and logs (the bus owns them)
+    client_id = property(lambda self: self.bus.client_id)
+    shared_group = property(lambda self: self.bus.shared_group)
+    _gen = property(lambda self: self.bus.generation)
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        bad = [rc for rc in reason_codes if rc.is_failure]
-        if bad:
-            log.error("broker refused the subscription (%s): does the ACL let %s read %s/#?", bad[0],
-                      self.endpoint.cert.stem, self.root)
-            return
-        self.metrics.subscribed = True
-
-    def _on_connect_fail(self, client, userdata):
-        now = time.monotonic()
-        if now - self._last_fail_log >= 30:  # paho retries every few seconds; say it, not every time
-            self._last_fail_log = now
-            log.warning("cannot reach the broker at %s:%s (not running, wrong port or TLS refused); retrying. "
-                        "Messages wait in the broker's session meanwhile.", self.endpoint.host, self.endpoint.port)
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self.metrics.connected = self.metrics.subscribed = False
-        if not self._stop.is_set():
-            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
-
-    def _on_message(self, client, userdata, msg):
-        self._on_raw(msg.topic, msg.mid, msg.qos, msg.payload)
-
-    def _on_raw(self, topic, mid, qos, payload):
-        # network thread: as little as possible, the writer thread does the rest
+    def _on_raw(self, gen, mid, qos, topic, payload):
+        # paho's network thread: as little as possible, the writer thread does the rest
         inbox = self._inbox
-        inbox.append((self._gen, mid, qos, topic, payload))
+        inbox.append((gen, mid, qos, topic, payload))
         if not self._wake.is_set():
             self._wake.set()
         if len(inbox) > self.max_queued:
@@ -133,39 +83,20 @@ class Ingest:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
-        c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True, v5=False)
-        c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
-        c.on_subscribe = self._on_subscribe
-        c.on_connect_fail = self._on_connect_fail
-        c.will_set(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
-        if hasattr(c, "on_publish_raw"):
-            c.on_publish_raw = self._on_raw
-        self.client = c
+        """Start the writer; the bus delivers once it is started (Daemon starts it after this)."""
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self._writer.start()
-        self.endpoint.connect(c, persistent=True, receive_maximum=self.receive_maximum, blocking=False)
-        c.loop_start()
 
     def stop(self) -> None:
-        """Stop taking messages, store what was received, and disconnect (unacked ones come back)."""
+        """Stop taking messages and store what was received (unacked ones come back)."""
         self._stop.set()
         self._wake.set()
         if self._writer:
             self._writer.join(timeout=30)
-        if self.client:
-            if self.metrics.connected:  # a clean stop says so (a disconnect suppresses the will)
-                self.client.publish(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
-            self.client.disconnect()
-            self.client.loop_stop()
 
     def wait_connected(self, timeout: float = 10) -> bool:
         """True once connected *and* subscribed (the broker then queues everything for us)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.metrics.subscribed:
-                return True
-            time.sleep(0.01)
-        return False
+        return self.bus.wait_subscribed(timeout)
 
     # -- writer thread ----------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -317,13 +248,8 @@ class Ingest:
             m.last_lag_ms = max(0, int(time.time() * 1000) - max(live))
         if spool and self.on_spool:
             self.on_spool()
-        gen, client = self._gen, self.client
-        mids = [mid for g, mid, qos, _t, _p in batch if qos == 1 and g == gen]
-        if hasattr(client, "ack_many"):
-            client.ack_many(mids)
-        else:
-            for mid in mids:
-                client.ack(mid, 1)
+        gen = self.bus.generation
+        self.bus.ack(gen, [mid for g, mid, qos, _t, _p in batch if qos == 1 and g == gen])
         for fn in self.listeners:
             try:
                 fn(tel)

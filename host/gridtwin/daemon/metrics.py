@@ -27,8 +27,7 @@ class Metrics:
         self.batches = 0
         self.store_errors = 0
         self.last_lag_ms = 0     # now - ts of the newest live (non-replayed) reading stored
-        self.connected = False
-        self.subscribed = False
+        self.link = None         # the bus: connected / subscribed are its state, read here
         self.started = time.time()
         self.gauges = {}         # name -> callable returning a number (spool depth, nodes online, ...)
         self.node_gauges = None  # callable -> [(node, {name: value})] for per-node gauges
@@ -40,6 +39,14 @@ class Metrics:
 
     def dead_threads(self) -> list[str]:
         return [] if self.stopping else [t.name for t in self.threads if not t.is_alive()]
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.link and self.link.connected)
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self.link and self.link.subscribed)
 
     @property
     def rejected_total(self) -> int:

@@ -1,63 +1,33 @@
 """The daemon as one object: ``Daemon(...).start()`` / ``.stop()`` / ``.run_forever()``.
 
-It wires the parts: SQLite store, ingest (MQTT), the InfluxDB forwarder when the site selects it,
-the /healthz + /metrics server and a maintenance thread (retention and downsampling). Build it
-from a site (``Daemon.from_site(site)``) or from explicit parts (tests, benchmarks).
+It only wires and runs the parts: the store (``store_sqlite``), the one MQTT session (``bus``),
+ingest, the dispatcher, alerts and node states (``alerts``), the InfluxDB forwarder when the site
+selects it, the HTTP server (``metrics``: /healthz, /metrics, and the local API of ``api``), the
+nodes' time server (``sntp``) and a maintenance thread (node states, gap settling, retention).
+Build it from a site (``Daemon.from_site(site)``) or from explicit parts (tests, benchmarks).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import queue
-import secrets
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 from gridtwin.daemon import validate
-from gridtwin.daemon.dispatch import Dispatcher, NodeOffline
+from gridtwin.daemon.alerts import Alerts, NodeWatch
+from gridtwin.daemon.api import LocalApi
+from gridtwin.daemon.bus import Bus
+from gridtwin.daemon.dispatch import Dispatcher
 from gridtwin.daemon.ingest import Ingest
 from gridtwin.daemon.metrics import Metrics, MetricsServer
 from gridtwin.daemon.store_influx import InfluxConfig, InfluxWriter, SpoolForwarder
 from gridtwin.daemon.store_sqlite import SqliteStore
-from gridtwin.errors import CommandTimeout, ConfigError, GridTwinError
+from gridtwin.errors import ConfigError, GridTwinError
 
 log = logging.getLogger("gridtwin.daemon")
 DAY_MS = 86400_000
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: what journald, Loki or `jq` want from a long-running service."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-               "msg": record.getMessage()}
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def setup_logging(verbose: bool = False, fmt: str = "auto") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler.setFormatter(JsonLogFormatter() if use_json else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("gridtwin")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    root.propagate = False
-
-
-def tail_line(t) -> bytes:
-    """A stored reading as `gridtwin tail` shows it: the validated values, not the node's bytes."""
-    doc = {"v": validate.SCHEMA_VERSION, "node": t.node, "boot": t.boot, "seq": t.seq, "ts": t.ts, "m": t.m}
-    if t.hist:
-        doc["hist"] = True
-    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 class Daemon:
@@ -76,8 +46,6 @@ class Daemon:
         self.instance = instance
         self.stale_intervals, self.watch_interval = stale_intervals, watch_interval
         self.gap_grace_s = gap_grace_s
-        self._states: dict[str, str] = {}
-        self._alerts: dict[str, int] = {}
         self.endpoint = endpoint
         self.metrics = Metrics()
         self.store = SqliteStore(db_path, sync=sync, check=True)
@@ -87,16 +55,16 @@ class Daemon:
         self.known_nodes = None if known_nodes is None else list(known_nodes)
         if self.known_nodes:
             self.store.ensure_nodes(self.known_nodes)
+        self.bus = Bus(endpoint, client_id=client_id, shared_group=shared_group, receive_maximum=receive_maximum)
+        self.metrics.link = self.bus
         self.forwarder = SpoolForwarder(self.store, InfluxWriter(influx), self.metrics) if influx else None
-        self.ingest = Ingest(endpoint, self.store, client_id=client_id, known_nodes=self.known_nodes,
-                             shared_group=shared_group, limits=limits, metrics=self.metrics,
-                             batch_max=batch_max, receive_maximum=receive_maximum,
-                             influx_measurement=influx_measurement if influx else None,
+        self.ingest = Ingest(self.bus, self.store, known_nodes=self.known_nodes, limits=limits, metrics=self.metrics,
+                             batch_max=batch_max, influx_measurement=influx_measurement if influx else None,
                              on_spool=self.forwarder.wake.set if self.forwarder else None)
-        self.dispatcher = Dispatcher(self.ingest, self.store, endpoint.root, self.known_nodes)
+        self.dispatcher = Dispatcher(self.bus, self.store, self.known_nodes)
         self.ingest.batch_hooks.append(self.dispatcher.on_batch)
-        self._tails: set = set()
-        self.ingest.listeners.append(self._feed_tails)
+        self.alerts = Alerts(self.store, self.bus)
+        self.nodewatch = NodeWatch(self.store, self.bus, self.alerts, site, stale_intervals)
         self.metrics.gauges["spool_depth"] = self.store.spool_depth
         self.metrics.gauges["gap_readings_pending"] = self.store.pending_gaps
         if self.forwarder:  # only where there is an InfluxDB to reach
@@ -105,14 +73,15 @@ class Daemon:
         # set when a worker thread dies: run_forever returns non-zero so a supervisor restarts us
         self.failed = threading.Event()
         self.ingest.on_fatal = lambda name: self.failed.set()
-        self.token = secrets.token_hex(16)
-        self.state_file = Path(db_path).parent / ("daemon.json" if instance == 1 else f"daemon-{instance}.json")
+        self._stop = threading.Event()
+        self.api = LocalApi(self.dispatcher, Path(db_path).parent / (
+            "daemon.json" if instance == 1 else f"daemon-{instance}.json"), stopping=self._stop.is_set)
+        self.ingest.listeners.append(self.api.feed)
         self.metrics_server = None
         if metrics_port is not None:
             try:
-                self.metrics_server = MetricsServer(
-                    self.metrics, metrics_host, metrics_port, token=self.token, private={"/cmd", "/tail"},
-                    routes={("POST", "/cmd"): self._http_cmd, ("GET", "/tail"): self._http_tail})
+                self.metrics_server = MetricsServer(self.metrics, metrics_host, metrics_port, token=self.api.token,
+                                                    private=LocalApi.PRIVATE, routes=self.api.routes())
             except OSError as exc:
                 self.store.close()
                 raise GridTwinError(f"cannot serve /healthz and /metrics on {metrics_host}:{metrics_port}: "
@@ -120,7 +89,6 @@ class Daemon:
                                     hint="is another daemon running for this site? (`gridtwin daemon status`) "
                                          "or set [daemon] metrics_port") from None
         self.raw_days, self.rollup_days = raw_days, rollup_days
-        self._stop = threading.Event()
         self._maint: threading.Thread | None = None
 
     @classmethod
@@ -176,14 +144,14 @@ class Daemon:
         broker session (same client id) and both would lose track of what is acked."""
         import fcntl
 
-        path = Path(f"{self.store.path}.{self.ingest.client_id}.lock")
+        path = Path(f"{self.store.path}.{self.bus.client_id}.lock")
         self._lockfile = open(path, "w")
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lockfile.close()
             self._lockfile = None
-            raise GridTwinError(f"another daemon is running with {self.store.path} as {self.ingest.client_id}",
+            raise GridTwinError(f"another daemon is running with {self.store.path} as {self.bus.client_id}",
                                 hint="stop it first (`gridtwin daemon status` shows it); to run more daemons "
                                      "set [daemon] instances and start each with its own --instance K (own "
                                      "certificate and client_id)") from None
@@ -195,7 +163,8 @@ class Daemon:
         self.store.start_checkpointer()
         if self.forwarder:
             self.forwarder.start()
-        self.ingest.start()
+        self.ingest.start()   # the writer first: the bus delivers as soon as it is subscribed
+        self.bus.start()
         self.metrics.watch(self.ingest._writer)
         if self.forwarder:
             self.metrics.watch(self.forwarder._thread)
@@ -206,13 +175,8 @@ class Daemon:
                 self.stop()
                 raise
         if self.metrics_server:
-            # how the CLI finds this daemon (port may be ephemeral) and proves it may command it
-            tmp = self.state_file.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": self.metrics_server.httpd.server_address[0],
-                           "port": self.metrics_server.port, "token": self.token}, f)
-            os.replace(tmp, self.state_file)
+            # how the CLI finds this daemon (the port may be ephemeral) and proves it may command it
+            self.api.publish_state(self.metrics_server.httpd.server_address[0], self.metrics_server.port)
         if self.instance == 1:  # registry alerts and retention once per site (see __init__)
             self._maint = threading.Thread(target=self._maintenance, name="maintenance", daemon=True)
             self._maint.start()
@@ -221,12 +185,9 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
         self.metrics.stopping = True
-        try:
-            if json.loads(self.state_file.read_text()).get("pid") == os.getpid():
-                self.state_file.unlink()
-        except (OSError, ValueError):
-            pass
-        self.ingest.stop()
+        self.api.withdraw_state()
+        self.ingest.stop()     # store what was received; unacked messages come back from the broker
+        self.bus.stop()
         if self.sntp:
             self.sntp.stop()
         if self.forwarder:
@@ -245,7 +206,6 @@ class Daemon:
         done = self.failed
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: done.set())
-        self._signalled = False
         self.start()
         where = f" /metrics on port {self.metrics_server.port}" if self.metrics_server else ""
         log.info("daemon running: database %s,%s", self.store.path, where)
@@ -259,59 +219,22 @@ class Daemon:
             return 1
         return 0
 
-    # -- local HTTP API (gridtwin cmd, gridtwin tail) ----------------------------------------
-    def _http_cmd(self, handler, query, body):
-        try:
-            req = json.loads(body or b"{}")
-            node, cmd = req["node"], req["cmd"]
-        except (ValueError, KeyError, TypeError):
-            return 400, "application/json", json.dumps({"error": 'body must be {"node", "cmd", "args"}'}).encode()
-        def err(code, exc):
-            return code, "application/json", json.dumps({"error": exc.message, "hint": exc.hint}).encode()
-        try:
-            ack = self.dispatcher.send(node, cmd, req.get("args") or {}, timeout=float(req.get("timeout", 10)),
-                                       ttl=float(req.get("ttl", 0)))
-        except NodeOffline as exc:
-            return err(409, exc)
-        except CommandTimeout as exc:
-            return err(504, exc)
-        except GridTwinError as exc:
-            return err(400, exc)
-        return 200, "application/json", json.dumps({"ack": ack}).encode()
+    # -- what the rest of the process uses -----------------------------------------------------
+    def publish_host(self, suffix: str, payload, retain: bool = True) -> None:
+        """``<root>/_host/<suffix>`` on the daemon's one session (see Bus.publish_host)."""
+        self.bus.publish_host(suffix, payload, retain)
 
-    def _feed_tails(self, tel) -> None:
-        for q in list(self._tails):
-            for t in tel:
-                try:
-                    q.put_nowait(t)
-                except queue.Full:  # a slow reader loses lines, never slows ingest
-                    break
+    def watch_registry(self, now_ms: int | None = None) -> dict[str, str]:
+        return self.nodewatch.check(now_ms)
 
-    def _http_tail(self, handler, query, body):
-        node = query.get("node")
-        q: queue.Queue = queue.Queue(maxsize=10000)
-        self._tails.add(q)
-        try:
-            handler.send_response(200)
-            handler.send_header("Content-Type", "application/x-ndjson")
-            handler.send_header("Connection", "close")
-            handler.end_headers()
-            handler.wfile.flush()
-            while not self._stop.is_set():
-                try:
-                    t = q.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                if node and t.node != node:
-                    continue
-                handler.wfile.write(tail_line(t) + b"\n")
-                handler.wfile.flush()
-        except OSError:
-            pass  # the reader went away
-        finally:
-            self._tails.discard(q)
-            handler.close_connection = True
-        return None
+    def maintain(self, now_ms: int | None = None) -> int:
+        """Retention: raw readings older than raw_days become 1-minute rollups; old rollups go."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        folded = self.store.downsample(now_ms - self.raw_days * DAY_MS)
+        self.store.drop_rollups(now_ms - self.rollup_days * DAY_MS)
+        if folded:
+            log.info("retention: %d raw readings older than %d days folded into 1-minute rollups", folded, self.raw_days)
+        return folded
 
     def settle_gaps(self, now_ms: int | None = None) -> list:
         """Confirm the seq gaps that replay did not fill within gap_grace_s: only these count as
@@ -341,63 +264,15 @@ class Daemon:
                                "drops": r.get("drops"), "rejected": r.get("rejected") or 0}))
         return out
 
-    def maintain(self, now_ms: int | None = None) -> int:
-        """Retention: raw readings older than raw_days become 1-minute rollups; old rollups go."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        folded = self.store.downsample(now_ms - self.raw_days * DAY_MS)
-        self.store.drop_rollups(now_ms - self.rollup_days * DAY_MS)
-        if folded:
-            log.info("retention: %d raw readings older than %d days folded into 1-minute rollups", folded, self.raw_days)
-        return folded
-
-    # -- registry on the bus ------------------------------------------------------------------
-    def publish_host(self, suffix: str, payload, retain: bool = True) -> None:
-        """Publish on ``<root>/_host/<suffix>`` with the daemon's connection (QoS 1, retained by
-        default; ``b""`` clears a retained topic). A dict is sent as JSON. Dropped while the
-        daemon is not connected: host topics carry current state, re-published on change.
-        The twin (and anything else in this process) publishes under _host/ through this: the
-        host identity has one broker session, and it is the daemon's."""
-        c = self.ingest.client
-        if c is not None and self.metrics.connected:
-            body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
-            c.publish(f"{self.endpoint.root}/_host/{suffix}", body, qos=1, retain=retain)
-
-    def watch_registry(self, now_ms: int | None = None) -> dict[str, str]:
-        """Publish each node's state when it changes (``_host/nodes/<id>``, retained) and keep an
-        alert active while a node that was online is stale or offline (``_host/alerts/node_<id>``,
-        retained while active, cleared with an empty retained message); alerts are also stored."""
-        from gridtwin.daemon.registry import fleet
-        import dataclasses
-
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        changed = {}
-        for v in fleet(self.store, self.site, now_ms, self.stale_intervals):
-            before = self._states.get(v.id)
-            if before == v.state:
-                continue
-            self._states[v.id] = changed[v.id] = v.state
-            self.publish_host(f"nodes/{v.id}", {**dataclasses.asdict(v), "ts": now_ms})
-            if v.state in ("stale", "offline") and before == "online" and v.id not in self._alerts:
-                message = (f"{v.id} is offline (the broker published its will)" if v.state == "offline"
-                           else f"{v.id} has sent nothing for {v.age_s:.0f} s ({self.stale_intervals} intervals)")
-                aid = self.store.raise_alert("warning", f"node_{v.state}", message, v.id)
-                self._alerts[v.id] = aid
-                log.warning("alert: %s", message)
-                self.publish_host(f"alerts/node_{v.id}", {"id": aid, "severity": "warning", "kind": f"node_{v.state}",
-                                                      "node": v.id, "message": message, "ts": now_ms})
-            elif v.state == "online" and v.id in self._alerts:
-                self.store.clear_alert(self._alerts.pop(v.id))
-                log.info("alert cleared: %s is online again", v.id)
-                self.publish_host(f"alerts/node_{v.id}", b"")
-        return changed
-
     def _maintenance(self) -> None:
+        """Instance 1's housekeeping thread: node states and alerts every watch_interval, gap
+        settling every few seconds, retention hourly."""
         next_retention = time.monotonic() + 3600
         next_gaps = 0.0
         while not self._stop.wait(self.watch_interval):
             try:
-                if self.metrics.subscribed:
-                    self.watch_registry()
+                if self.bus.subscribed:
+                    self.nodewatch.check()
                 if self.store.track_gaps and time.monotonic() >= next_gaps:
                     next_gaps = time.monotonic() + min(10.0, self.gap_grace_s / 2)
                     self.settle_gaps()
