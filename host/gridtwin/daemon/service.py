@@ -220,6 +220,13 @@ class Daemon:
         return 0
 
     # -- what the rest of the process uses -----------------------------------------------------
+    def on_readings(self, fn, remove: bool = False) -> None:
+        """Call ``fn(list[Telemetry])`` after each committed batch (the twin link, the tail API)."""
+        if not remove:
+            self.ingest.listeners.append(fn)
+        elif fn in self.ingest.listeners:
+            self.ingest.listeners.remove(fn)
+
     def publish_host(self, suffix: str, payload, retain: bool = True) -> None:
         """``<root>/_host/<suffix>`` on the daemon's one session (see Bus.publish_host)."""
         self.bus.publish_host(suffix, payload, retain)

@@ -42,7 +42,6 @@ class TwinLink:
         self.load_step = load_step
         self.command_timeout = command_timeout
         self._next_state = 0.0
-        self._alerts: dict[tuple[str, str], int] = {}
         self._told: dict[str, dict] = {}  # node -> what it was last told
         self.overrides = 0
         self.state: dict = {}  # the last published twin state
@@ -68,7 +67,7 @@ class TwinLink:
                          for i in range(4)]
         for w in self._workers:
             w.start()
-        daemon.ingest.listeners.append(self._on_telemetry)
+        daemon.on_readings(self._on_telemetry)
 
     # --- once per step ---
     def after_step(self) -> None:
@@ -113,10 +112,7 @@ class TwinLink:
         self.history.append((time.time(), t, expect))
 
     def close(self) -> None:
-        try:
-            self.daemon.ingest.listeners.remove(self._on_telemetry)
-        except ValueError:
-            pass
+        self.daemon.on_readings(self._on_telemetry, remove=True)
         for w in self._workers:
             self._work.put(None)
         for w in self._workers:
@@ -124,20 +120,15 @@ class TwinLink:
 
     # --- alerts ---
     def _alert(self, ev) -> None:
-        topic = f"alerts/twin_{ev.component}_{ev.type.replace(':', '_')}"
+        # the daemon's alerts: stored, retained on _host/alerts/<key> while active, cleared empty
+        key = f"twin_{ev.component}_{ev.type.replace(':', '_')}"
         if ev.state == "start":
             message = f"{ev.component}: {ev.type.replace('_', ' ')}" + (
                 f" ({', '.join(f'{k}={v}' for k, v in ev.detail.items())})" if ev.detail else "")
-            aid = self.daemon.store.raise_alert(ev.severity, ev.type, message, ev.component)
-            self._alerts[ev.key] = aid
-            self.daemon.publish_host(topic, {"id": aid, "t": ev.t, "component": ev.component,
-                                             "type": ev.type, "severity": ev.severity,
-                                             "message": message, "active": True})
+            self.daemon.alerts.raise_(key, ev.severity, ev.type, message, ev.component, t=ev.t,
+                                      component=ev.component, type=ev.type, active=True)
         elif ev.state == "clear":
-            aid = self._alerts.pop(ev.key, None)
-            if aid is not None:
-                self.daemon.store.clear_alert(aid)
-            self.daemon.publish_host(topic, b"")  # an empty retained message clears it
+            self.daemon.alerts.clear(key)
         log.info("twin event t=%.1f %s %s %s", ev.t, ev.component, ev.type, ev.state)
 
     # --- commands to nodes whose component changed ---
