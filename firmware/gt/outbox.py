@@ -11,11 +11,14 @@
 # up, what is waiting is the backlog (published with "hist": true, rate-limited by the publisher);
 # readings pushed after that are live and go first, so live data flows during a long replay.
 #
-# While there is no connection (up False) nothing waits in RAM for long: when the link goes, the
-# ring (with the reading that was in flight) is written to flash, and each later reading follows
-# when the next one is taken, so a power cut in an outage loses at most the newest reading. That
-# is one small append a sample interval, and only during an outage (docs/architecture.md: flash
-# wear). While the link is up, readings wait in the RAM ring; flash is written only when it overflows.
+# While there is no connection (up False) nothing waits in RAM: when the link goes, the ring (with
+# the reading that was in flight) is written to flash, and from then on each reading is appended
+# as it is taken, before push() returns. So whenever the power goes in an outage, every reading
+# taken is on flash but the one whose append the cut tears (gt/spoolload.py cuts that off): at
+# most one is lost, whatever the timing (writing each reading only when the next is taken loses
+# two when the cut tears that write: the one written and the newest, still in RAM). That is one
+# small append a sample interval, and only during an outage (docs/architecture.md: flash wear).
+# While the link is up, readings wait in the RAM ring; flash is written only when it overflows.
 #
 # The spill (gt/spool.py) is two append-only segment files on flash; a power cut mid-write loses
 # at most the record being written. Its code is loaded only while the spill holds readings.
@@ -63,6 +66,7 @@ class Outbox:
         self.up = False  # a connection is up: readings wait in RAM (else they go to flash)
         self.spill = None
         self.spill_bytes = spill_bytes
+        self._gone = None  # boot + seq of a reading delivered while its copy waits on flash (done())
         self.log = log
         self._dropped = 0  # dropped and counted (RAM, and spills that were emptied)
         if spill_bytes:
@@ -89,9 +93,6 @@ class Outbox:
         """Take a reading: a packed record, or the sampler's (seq, ticks, m)."""
         if isinstance(rec, tuple):
             rec = pack(self.boot, rec[0], rec[1], json.dumps(rec[2], separators=(",", ":")).encode())
-        if self._n and not self.up and self.spill_bytes:
-            # no link: the reading taken one interval ago goes to flash now
-            self.flush()
         if self._n == self.cap:
             old = self._pop_head()
             if self.spill_bytes:
@@ -103,6 +104,9 @@ class Outbox:
                 self._dropped += 1
         self._ring[(self._head + self._n) % self.cap] = rec
         self._n += 1
+        if not self.up and self.spill_bytes:
+            # no link: the reading goes to flash now, behind any a failing flash left in RAM
+            self.flush()
         self.pushed += 1
         if self.wake is not None:
             self.wake()
@@ -158,8 +162,15 @@ class Outbox:
 
     def backlog(self):
         """The oldest reading waiting from before the connection came up, or None."""
-        if self.spill is not None and self.spill.count:
-            return self.spill.peek()
+        sp = self.spill
+        while sp is not None and sp.count:
+            rec = sp.peek()
+            if self._gone is None or rec is None or rec[:8] != self._gone:
+                return rec
+            # a copy of a reading already delivered (done()): taken out, not sent twice
+            self._gone = None
+            self.done(rec)
+            sp = self.spill
         if self.mark:
             return self._ring[self._head]
         return None
@@ -168,8 +179,11 @@ class Outbox:
         return self.backlog() or self.live()
 
     def done(self, rec):
-        """rec was delivered: take it out (it may have moved to flash meanwhile; then it stays
-        there and is sent again later, which the host's de-duplication by (boot, seq) absorbs)."""
+        """rec was delivered: take it out. Its copy may be on flash behind older readings (the
+        reading in flight when the link went, resent first on the next connection; or one that
+        moved there meanwhile): the replay skips that copy when it reaches it (backlog()). A power
+        cut before then forgets that, and the copy is sent again: the host de-duplicates by (boot,
+        seq)."""
         sp = self.spill
         if sp is not None and sp.count and _same(sp.peek(), rec):
             sp.pop()
@@ -191,6 +205,8 @@ class Outbox:
                 i += 1
             self._n -= 1
             self._ring[(self._head + self._n) % cap] = None
+        elif sp is not None and sp.count:
+            self._gone = rec[:8]
 
     def flush(self):
         """Move the RAM readings to flash, oldest first (while there is no link, and before a
