@@ -266,10 +266,7 @@ class BirthWatcher:
 
     def __init__(self, site, node_id: str, pki, *, host: str | None = None, port: int | None = None,
                  identity: str | None = None):
-        import ssl
-
-        import paho.mqtt.client as mqtt
-
+        from gridtwin.daemon.connection import Endpoint
         from gridtwin.pki import HOST_IDENTITY
 
         self.topic = site.topic(node_id, "status")
@@ -281,12 +278,8 @@ class BirthWatcher:
         self.subscribed = False
         self.error: str | None = None
         self.seen: list = []  # every message received: (retained?, payload bytes)
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=identity, clean_session=True)
-        try:
-            c.tls_set(ca_certs=str(pki.ca_cert_path), certfile=str(pki.cert_path(identity)),
-                      keyfile=str(pki.key_path(identity)), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        except (OSError, ssl.SSLError) as exc:
-            raise PKIError(f"cannot load the {identity} certificate: {exc}", hint="run `gridtwin pki init`") from None
+        # the one place that builds TLS MQTT clients (PKIError naming the file if one is missing)
+        c = Endpoint.of(pki, identity, self.host, self.port, site.topic_root).client(identity, v5=False)
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message

@@ -157,6 +157,12 @@ class Endpoint:
     key: Path
     root: str  # topic root, e.g. gridtwin/demo
 
+    @classmethod
+    def of(cls, pki, identity: str, host: str, port: int, root: str) -> "Endpoint":
+        """``identity``'s endpoint from a PKI (certificate and key under ``pki.dir``)."""
+        return cls(host=host, port=int(port), ca=Path(pki.ca_cert_path), cert=Path(pki.cert_path(identity)),
+                   key=Path(pki.key_path(identity)), root=root)
+
     def client(self, client_id: str, *, persistent: bool = False, manual_ack: bool = False,
                v5: bool = True) -> mqtt.Client:
         """A paho client with our TLS identity. v5=False gives MQTT 3.1.1, whose PUBLISH carries no

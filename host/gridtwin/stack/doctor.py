@@ -25,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridtwin.errors import GridTwinError
 from gridtwin.stack import grafana, influx, telegraf
 
 PROBE_FIELD = "gt_doctor"
@@ -160,8 +161,7 @@ def check_data_path(site, pki, token: str | None, *, daemon_running: bool = Fals
         return Check(name, False, "no readings in the last 2 minutes",
                      "are nodes online (`gridtwin nodes`)? is telegraf running (`journalctl -u telegraf`)?")
 
-    import paho.mqtt.client as mqtt
-
+    from gridtwin.daemon.connection import Endpoint
     from gridtwin.pki import HOST_IDENTITY
     from gridtwin.stack.config import broker_host as default_host
 
@@ -169,10 +169,11 @@ def check_data_path(site, pki, token: str | None, *, daemon_running: bool = Fals
     payload = json.dumps({"v": 1, "node": PROBE_NODE, "boot": 0, "seq": 0, "ts": int(time.time() * 1000),
                           "m": {PROBE_FIELD: value}})
     host, port = broker_host or default_host(site), broker_port or site.broker.port
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=HOST_IDENTITY)
     try:
-        c.tls_set(ca_certs=str(pki.ca_cert_path), certfile=str(pki.cert_path(HOST_IDENTITY)),
-                  keyfile=str(pki.key_path(HOST_IDENTITY)), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c = Endpoint.of(pki, HOST_IDENTITY, host, port, site.topic_root).client(HOST_IDENTITY, v5=False)
+    except GridTwinError as exc:  # a certificate or key missing or unreadable
+        return Check(name, False, exc.message, exc.hint or "")
+    try:
         c.connect(host, port, keepalive=10)
         c.loop_start()
         info = c.publish(site.topic(PROBE_NODE, "telemetry"), payload, qos=1)
