@@ -163,7 +163,10 @@ def stop_on_signals():
         with _lock:
             done = _stopped[mark:]
         if done:
-            print(f"gridtwin: stopped {describe(done)}{session.note}", file=sys.stderr, flush=True)
+            try:
+                print(f"gridtwin: stopped {describe(done)}{session.note}", file=sys.stderr, flush=True)
+            except OSError:  # the terminal that was closed (SIGHUP) is not there to read it
+                pass
 
 
 @atexit.register
