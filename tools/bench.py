@@ -428,6 +428,15 @@ def firmware_section(args):
     return run(args, BenchSite, wait_until)
 
 
+@section("cost", "issue #20: daemon CPU at 1,000 msg/s vs its burst cost, idle CPU with 10,000 nodes, bytes per "
+                 "reading, `gridtwin query` vs a plain script")
+def cost_section(args):
+    from bench_cost import run  # tools/bench_cost.py
+
+    return run(args, BenchSite, wait_until, start_daemon=start_daemon, stop=stop, scrape=scrape,
+               free_port=free_port, RawPublisher=RawPublisher, telemetry=telemetry)
+
+
 @section("fleet", "virtual nodes (issue #7): CPU and memory of 50 nodes at 1 Hz on this machine")
 def fleet_section(args):
     from bench_fleet import run  # tools/bench_fleet.py
@@ -443,6 +452,9 @@ def main(argv=None) -> int:
     ap.add_argument("--live-rate", type=int, default=30000, help="ingest: rate offered in the live run")
     ap.add_argument("--live-seconds", type=float, default=10, help="ingest: length of the live run")
     ap.add_argument("--fleet-nodes", type=int, default=50, help="fleet: how many virtual nodes")
+    ap.add_argument("--cost-seconds", type=float, default=10, help="cost: length of each measured window")
+    ap.add_argument("--cost-readings", type=int, default=1_000_000, help="cost: readings stored for the size "
+                    "and query figures")
     args = ap.parse_args(argv)
     names = args.only.split(",") if args.only else list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]

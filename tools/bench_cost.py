@@ -1,0 +1,198 @@
+"""`make bench` section "cost" (issue #20): what the daemon costs at the loads users really run.
+
+Each figure comes with its peer measured in the same run, and the ratio:
+
+- daemon CPU at 1,000 msg/s offered (1,000 nodes at 1 Hz), per message and in % of a core, against
+  the daemon's own cost per message when it drains a burst;
+- idle daemon CPU with 10,000 known nodes;
+- bytes per stored reading (6-metric payload) against the raw row bytes of the same values;
+- `gridtwin query NODE METRIC --since 1h` as a whole process against a plain Python script that runs
+  the same SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _paced(pub, bs, telemetry, rate: int, seconds: float, boot: int, start_seq: int = 0) -> int:
+    """Offer `rate` msg/s for `seconds`, spread over the nodes (each node once per its interval)."""
+    tick = 0.01
+    per_tick = max(1, round(rate * tick))
+    nodes = bs.node_ids
+    now = int(time.time() * 1000)
+    start, sent, i = time.monotonic(), 0, 0
+    while time.monotonic() - start < seconds:
+        delay = start + i * tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        batch = []
+        for _ in range(per_tick):
+            k = sent + start_seq
+            n = nodes[k % len(nodes)]
+            seq = k // len(nodes)
+            batch.append(telemetry(bs.root, n, boot, seq, now + seq * 1000, p_w=seq * 0.5, t_c=21.5, v=230.1,
+                                   i=1.25, pf=0.98, f=50.01))
+            sent += 1
+        pub.send(batch)
+        i += 1
+    return sent
+
+
+def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, RawPublisher, telemetry) -> list:
+    figures = []
+    work = Path(tempfile.mkdtemp(prefix="gridtwin-bench-cost-"))
+    bs = BenchSite(1000, work)
+    daemon = None
+    try:
+        db = work / "gridtwin.db"
+        mport = free_port()
+        daemon = start_daemon(bs, db, mport)
+        pub = RawPublisher(bs.dev_port, "bench-cost")
+        # warm up (sessions, first sight of every node), then 1,000 msg/s for the measured window
+        sent = _paced(pub, bs, telemetry, 1000, 3, boot=5)
+        wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) >= sent, 60, "the warm-up")
+        seconds = args.cost_seconds
+        c0, t0 = cpu_s(daemon.pid), time.monotonic()
+        n = _paced(pub, bs, telemetry, 1000, seconds, boot=5, start_seq=sent)
+        wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) >= sent + n, 60, "the paced stream")
+        c1, t1 = cpu_s(daemon.pid), time.monotonic()
+        steady_us = (c1 - c0) / n * 1e6
+        steady_pct = (c1 - c0) / (t1 - t0) * 100
+        sent += n
+
+        # its own burst cost: the same daemon drains a backlog queued while it was stopped
+        stop(daemon)
+        burst = 100_000
+        now = int(time.time() * 1000)
+        per_node = burst // len(bs.node_ids)
+        for seq in range(per_node):
+            pub.send([telemetry(bs.root, nd, 6, seq, now - 100_000 + seq, p_w=seq * 0.5, t_c=21.5, v=230.1,
+                                i=1.25, pf=0.98, f=50.01) for nd in bs.node_ids])
+        pub.drain()
+        daemon = start_daemon(bs, db, mport)
+        c0 = cpu_s(daemon.pid)
+        base = scrape(mport).get("gridtwin_stored_total", 0)
+        wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) >= per_node * len(bs.node_ids), 300,
+                   "the burst", interval=0.05)
+        burst_us = (cpu_s(daemon.pid) - c0) / max(1, per_node * len(bs.node_ids) - base) * 1e6
+        figures.append(("daemon CPU at 1,000 msg/s offered", f"{steady_us:.0f} us/msg, {steady_pct:.1f} % core",
+                        f"burst cost {burst_us:.0f} us/msg, ratio {steady_us / burst_us:.1f}x; "
+                        f"target <= 50 us/msg, <= 5 %"))
+
+        # idle with 10,000 known nodes: nothing arrives, the daemon only keeps its registry
+        stop(daemon)
+        ids = [f"n{i:05d}" for i in range(10_000)]
+        conn = sqlite3.connect(db)
+        now = int(time.time() * 1000)
+        conn.executemany("INSERT OR IGNORE INTO nodes (id, state, last_seen, interval) VALUES (?, 'online', ?, 1000)",
+                         [(i, now) for i in ids])
+        conn.commit()
+        conn.close()
+        daemon = start_daemon(bs, db, mport, extra=("--nodes", ",".join(ids)))
+        time.sleep(3)  # past start-up
+        c0, t0 = cpu_s(daemon.pid), time.monotonic()
+        time.sleep(args.cost_seconds)
+        idle_pct = (cpu_s(daemon.pid) - c0) / (time.monotonic() - t0) * 100
+        figures.append(("idle daemon CPU, 10,000 known nodes", f"{idle_pct:.2f} % core", "target <= 0.5 %"))
+        pub.close()
+    finally:
+        if daemon:
+            stop(daemon)
+        bs.stop()
+    try:
+        figures += _storage_and_query(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def _storage_and_query(args, work: Path) -> list:
+    sys.path.insert(0, str(ROOT / "host"))
+    from gridtwin.daemon import validate
+    from gridtwin.daemon.store_sqlite import SqliteStore
+
+    figures = []
+    db = work / "var" / "gridtwin.db"
+    store = SqliteStore(db)
+    nodes = [f"n{i:04d}" for i in range(100)]
+    n = args.cost_readings
+    per_node = n // len(nodes)
+    now = int(time.time() * 1000)
+    t0 = time.monotonic()
+    batch = []
+    for seq in range(per_node):
+        ts = now - (per_node - seq) * 1000
+        for nd in nodes:
+            doc = {"v": 1, "node": nd, "boot": 7, "seq": seq, "ts": ts,
+                   "m": {"p_w": round(1000 + seq % 97 * 1.7, 1), "t_c": round(21 + seq % 13 * 0.125, 3),
+                         "v": round(229 + seq % 11 * 0.1, 1), "i": round(4.3 + seq % 7 * 0.01, 2),
+                         "pf": 0.98, "f": round(50 + (seq % 5 - 2) * 0.01, 2)}}
+            batch.append(validate.telemetry(nd, json.dumps(doc).encode(), now_ms=now))
+        if len(batch) >= 20_000:
+            store.write_batch(batch)
+            batch = []
+    if batch:
+        store.write_batch(batch)
+    write_s = time.monotonic() - t0
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    stored = per_node * len(nodes)
+    conn = sqlite3.connect(db)
+    conn.execute("VACUUM")
+    pages = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    per = pages / stored
+    raw = 8 * 6 + 8  # six doubles and a timestamp: the values themselves, uncompressed
+    figures.append(("bytes per stored reading (6 metrics)", f"{per:.0f} B",
+                    f"{stored:,} readings written at {stored / write_s:,.0f}/s; the bare values are {raw} B "
+                    f"({per / raw:.1f}x); InfluxDB 1.x after compaction: 37.5 B (issue #20); target <= 60 B"))
+
+    # query: the CLI as a whole process against a plain script with the same SQL
+    site = work / "site.toml"
+    site.write_text('[site]\nid = "cost"\nvar = "var"\n\n' + "".join(
+        f'[[nodes]]\nid = "{nd}"\nrole = "sensor"\n\n' for nd in nodes))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "host"))
+    cli = [sys.executable, "-m", "gridtwin", "--site", str(site), "query", "n0042", "p_w", "--since", "1h", "--csv"]
+    from gridtwin.daemon.store_sqlite import SqliteStore as _S  # noqa: F401 (warm the import cache on disk)
+
+    plain = work / "plain.py"
+    plain.write_text(
+        "import sqlite3, sys, time\n"
+        f"c = sqlite3.connect({str(db)!r})\n"
+        "since = int(time.time() * 1000) - 3600_000\n"
+        "rows = c.execute(\"SELECT ts, json_extract(msg, '$.p_w') FROM readings WHERE node='n0042' AND ts>=? "
+        "ORDER BY ts\", (since,)).fetchall()\n"
+        "sys.stdout.write(''.join(f'{t},{v}\\n' for t, v in rows))\n")
+
+    def timed(cmd) -> float:
+        best = []
+        for _ in range(5):
+            t = time.monotonic()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+            best.append(time.monotonic() - t)
+        return sorted(best)[len(best) // 2]
+
+    q = timed(cli)
+    p = timed([sys.executable, str(plain)])
+    figures.append(("`gridtwin query` --since 1h, whole process", f"{q * 1000:.0f} ms",
+                    f"plain Python script, same SQL: {p * 1000:.0f} ms, ratio {q / p:.2f}; {stored:,} readings; "
+                    f"target <= 1.5x"))
+    return figures
