@@ -183,7 +183,7 @@ class Outbox:
         reading in flight when the link went, resent first on the next connection; or one that
         moved there meanwhile): the replay skips that copy when it reaches it (backlog()). A power
         cut before then forgets that, and the copy is sent again: the host de-duplicates by (boot,
-        seq)."""
+        seq). Without a spill, end() took it out already."""
         sp = self.spill
         if sp is not None and sp.count and _same(sp.peek(), rec):
             sp.pop()
@@ -205,8 +205,19 @@ class Outbox:
                 i += 1
             self._n -= 1
             self._ring[(self._head + self._n) % cap] = None
-        elif sp is not None and sp.count:
-            self._gone = rec[:8]
+        elif self.spill_bytes:
+            # not in RAM nor first on flash: its copy is further on (skipped when the replay gets
+            # there), or it went with the oldest when the spill was full, counted as dropped: it
+            # was delivered after all. The flash is in time order; boot ids are random, but a
+            # reading of this boot is newer than one of another.
+            h = sp.peek() if sp is not None and sp.count else None
+            if h is not None:
+                hb, hs, _ = fields(h)
+                rb, rs, _ = fields(rec)
+                if hs < rs if hb == rb else rb == self.boot:
+                    self._gone = rec[:8]
+                    return
+            self._dropped -= 1
 
     def flush(self):
         """Move the RAM readings to flash, oldest first (while there is no link, and before a

@@ -6,6 +6,7 @@ open then), so ten minutes of board time pass in a moment, deterministically.
 """
 
 import json
+import textwrap
 
 from fixtures.broker import wait_until
 from fixtures.netnode import LM75, crashed, telemetry
@@ -184,3 +185,68 @@ def test_a_silent_ntp_server_never_holds_up_sampling(net_node, broker, mqtt_clie
     gaps = [taken[s + 1] - taken[s] for s in range(1, 20)]
     assert max(gaps) <= 201 and min(gaps) >= 199, gaps  # no beat missed while NTP was awaited
     assert not crashed(b)
+
+
+def run_outbox(vboard, code):
+    """Run `code` against the firmware's own Outbox on a board's flash (no link, no broker: the
+    script plays the transport); `show(label, value)` prints a result; -> {label: value}."""
+    prelude = textwrap.dedent("""
+        from gt.outbox import Outbox, fields
+        from gt.log import Log
+        def show(label, value):
+            print('=', label, repr(value))
+        def reading(s):
+            return (s, s * 1000, {"v": s})
+        def replay(box):
+            out = []
+            while True:
+                r = box.backlog()
+                if r is None:
+                    return out
+                out.append(fields(r)[1])
+                box.done(r)
+    """)
+    b = vboard(world={"clock": {"mode": "warp"}})
+    b.flash.joinpath("main.py").write_text(prelude + textwrap.dedent(code))
+    assert b.run(timeout=30) == 0 and not b.grep("Traceback"), "\n".join(b.lines)
+    return {m[1]: eval(m[2]) for m in b.grep(r"^= (\S+) (.*)$")}  # noqa: S307 - our own repr() output
+
+
+def test_the_reading_in_flight_when_the_link_goes_is_sent_once_and_counted_right(vboard):
+    # The transport keeps the reading in flight and resends it first after the reconnect; the outbox
+    # keeps its copy on flash meanwhile (a power cut must not take it). Once the resend is
+    # acknowledged, that copy is not replayed again, and if the full spill dropped it, it is not
+    # counted as dropped: it was delivered.
+    out = run_outbox(vboard, """
+        box = Outbox(4, 4096, boot=7, log=Log())
+        for s in (1, 2, 3):
+            box.push(reading(s))  # no link: on flash as it is taken
+        show('on_flash_as_taken', box.spill.count)
+        box.begin()  # link up: 1-3 are backlog
+        r = box.backlog(); box.done(r)  # 1 replayed
+        box.push(reading(4))
+        live = box.live()  # 4 goes first, sent, never acknowledged: the link goes
+        box.end(live)  # 4 to flash, behind 2 and 3
+        show('on_flash_at_end', box.spill.count)
+        box.begin(); box.done(live)  # resent first on the next connection, acknowledged
+        show('replay', replay(box))
+        show('dropped', box.dropped)
+
+        # a spill of two 100-byte segments (3 of these records each)
+        box = Outbox(4, 200, boot=8, log=Log())
+        box.begin()
+        box.push(reading(1))
+        live = box.live()  # in flight when the link goes
+        box.end(live)
+        for s in range(2, 8):
+            box.push(reading(s))  # 7 overflows the spill: 1-3 (1 with them) go, counted
+        show('dropped_full', box.dropped)
+        box.begin(); box.done(live)  # 1 delivered by the resend after all
+        show('dropped_after', box.dropped)
+        show('replay_full', replay(box))
+    """)
+    assert out["on_flash_as_taken"] == 3 and out["on_flash_at_end"] == 3
+    assert out["replay"] == [2, 3]  # not 4 a second time
+    assert out["dropped"] == 0
+    assert out["dropped_full"] == 3 and out["dropped_after"] == 2  # 2 and 3 lost, 1 delivered
+    assert out["replay_full"] == [4, 5, 6, 7]
