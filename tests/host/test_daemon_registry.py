@@ -181,3 +181,41 @@ def test_one_daemon_per_database_and_client_id(tmp_path, site_pki):
     finally:
         first.stop()
     Daemon(endpoint=ep, db_path=tmp_path / "db", metrics_port=None).start().stop()  # the lock went with it
+
+
+def test_the_node_watch_is_kept_by_events_not_by_walking_the_fleet(tmp_path):
+    """Issue #20: an idle daemon with 10,000 known nodes walked all of them every second. Now a
+    check reads only the nodes that spoke or whose silence just ran out."""
+    from gridtwin.daemon.alerts import Alerts, NodeWatch
+
+    store = SqliteStore(tmp_path / "db")
+    ids = [f"n{i:05d}" for i in range(10_000)]
+    store.ensure_nodes(ids)
+    published = []
+    bus = types.SimpleNamespace(publish_host=lambda suffix, payload, retain=True: published.append(suffix))
+    watch = NodeWatch(store, bus, Alerts(store, bus), stale_intervals=3)
+    reads = []
+    real = store.node_row
+    store.node_row = lambda nid: reads.append(nid) or real(nid)
+    t0 = int(time.time() * 1000)
+    watch.check(t0)                      # the one walk, at start
+    published.clear()
+    for k in range(100):                 # idle: nothing to read, nothing to say
+        assert watch.check(t0 + k * 1000) == {}
+    assert reads == []
+    # n00007 says hello: its birth is read once, then its readings only move its deadline
+    now = int(time.time() * 1000)
+    store.write_batch([], statuses=[("n00007", {"state": "online", "interval": 1000})])
+    watch.note((), [("n00007", {})])
+    assert watch.check(now) == {"n00007": "online"} and reads == ["n00007"]
+    for k in range(1, 4):
+        store.write_batch([validate.telemetry("n00007", json.dumps(
+            {"v": 1, "node": "n00007", "boot": 1, "seq": k, "ts": now, "m": {"t": 1.0}}).encode())])
+        watch.note([types.SimpleNamespace(node="n00007")], ())
+        assert watch.check(now + k) == {}
+    assert reads == ["n00007"]
+    # silent past 3 intervals: exactly that node is looked at again, and it is stale
+    late = int(time.time() * 1000) + 3001
+    assert watch.check(late) == {"n00007": "stale"} and reads == ["n00007", "n00007"]
+    assert "alerts/node_n00007" in published
+    store.close()

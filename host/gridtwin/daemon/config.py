@@ -1,7 +1,7 @@
 """The ``[storage]`` and ``[daemon]`` sections of site.toml (rows added to gridtwin.site's schema).
 
-Importing this module registers them; ``gridtwin.site.EXTENSIONS`` lists it so every load of the
-site file knows them.
+``STORAGE``, ``DAEMON`` and their ``CHECKS``; gridtwin.schema (the site schema's composition root)
+lists them.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from gridtwin.errors import ConfigError
-from gridtwin.site import SCHEMA, SITE_CHECKS, Key, Section, in_range, one_of
+from gridtwin.site import Key, Section, in_range, one_of
 
-SCHEMA.setdefault("storage", Section({
+STORAGE = Section({
     "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb"),
                    help="where readings go: sqlite (embedded, default) or influxdb (InfluxDB 2, spooled to SQLite)"),
     "path": Key(str, "", help="SQLite file; empty = <site var>/gridtwin.db; relative paths are under the site folder"),
@@ -28,9 +28,9 @@ SCHEMA.setdefault("storage", Section({
     "influx_bucket": Key(str, "gridtwin", help="InfluxDB 2 bucket (v1: database)"),
     "influx_token_file": Key(str, "", help="file holding the InfluxDB token (never the token itself in site.toml)"),
     "influx_measurement": Key(str, "telemetry", help="measurement name of readings"),
-}, help="telemetry storage"))
+}, help="telemetry storage")
 
-SCHEMA.setdefault("daemon", Section({
+DAEMON = Section({
     "client_id": Key(str, "", help="MQTT client id of instance 1 (fixed, so the broker keeps the session while the "
                                    "daemon restarts); empty: the host certificate's CN, which the rendered broker "
                                    "uses as client id anyway (use_username_as_clientid)"),
@@ -44,10 +44,13 @@ SCHEMA.setdefault("daemon", Section({
     "metrics_host": Key(str, "127.0.0.1", help="address of /healthz and /metrics"),
     "metrics_port": Key(int, 9810, check=in_range(0, 65535), help="port of /healthz and /metrics; 0 = off"),
     "stale_intervals": Key(int, 3, check=in_range(1, 1000), help="a node is stale after missing this many intervals"),
+    "linger_ms": Key(int, 20, check=in_range(0, 1000),
+                     help="ms ingest waits for more messages before committing a small batch (0: none); "
+                          "fewer transactions at moderate rates, at most this much more latency"),
     "gap_grace_s": Key(int, 600, check=in_range(1, 7 * 86400),
                        help="seconds a seq gap may wait for the node's replay before it counts as missing readings"),
     "command_ttl_s": Key(int, 60, check=in_range(0, 86400), help="how long a command for an offline node waits for it"),
-}, help="the host daemon: ingest, registry, commands"))
+}, help="the host daemon: ingest, registry, commands")
 
 
 def _check_storage(site) -> None:
@@ -76,9 +79,7 @@ def shared_group(site) -> str:
     return site.daemon.shared_group or ("ingest" if site.daemon.instances > 1 else "")
 
 
-for _check in (_check_storage, _check_daemon):
-    if _check not in SITE_CHECKS:
-        SITE_CHECKS.append(_check)
+CHECKS = (_check_storage, _check_daemon)
 
 
 def db_path(site) -> Path:

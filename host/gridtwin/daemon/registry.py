@@ -29,6 +29,7 @@ class NodeView:
     rejected: int | None = None        # messages of the node the daemon refused (store columns, if present)
     last_reject: str | None = None     # "reason: detail" of the last one
     last_reject_at: int | None = None  # host ms
+    interval_ms: float | None = None    # its sample interval: stale after stale_intervals of them
 
 
 def node_state(row: dict, interval_ms: float, now_ms: int, stale_intervals: int = 3) -> str:
@@ -42,24 +43,31 @@ def node_state(row: dict, interval_ms: float, now_ms: int, stale_intervals: int 
     return "online"
 
 
+def interval_of(row: dict, sn=None) -> float:
+    """The node's sample interval in ms: the site's, else what its birth said, else 1 s."""
+    return (sn.interval_ms if sn is not None else None) or row.get("interval") or 1000
+
+
+def view(nid: str, row: dict, sn, now_ms: int, stale_intervals: int = 3, in_site: bool = True) -> NodeView:
+    """One node's view from its ``nodes`` row and its site entry (``sn``, or None)."""
+    last = row.get("last_seen")
+    return NodeView(
+        id=nid, state=node_state(row, interval_of(row, sn), now_ms, stale_intervals), last_seen=last,
+        age_s=None if last is None else max(0.0, (now_ms - last) / 1000),
+        fw=row.get("fw"), board=row.get("board") or (sn.board if sn is not None else None),
+        rssi=row.get("rssi"), heap=row.get("heap"), reset=row.get("reset"), outbox=row.get("outbox"),
+        drops=row.get("drops"), uptime=row.get("uptime"), in_site=in_site,
+        rejected=row.get("rejected"), last_reject=row.get("last_reject"), last_reject_at=row.get("last_reject_at"),
+        interval_ms=interval_of(row, sn))
+
+
 def fleet(store, site=None, now_ms: int | None = None, stale_intervals: int = 3) -> list[NodeView]:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     site_nodes = {n.id: n for n in site.nodes} if site is not None else {}
     rows = {r["id"]: r for r in store.nodes()}
-    out = []
-    for nid in list(site_nodes) + sorted(set(rows) - set(site_nodes)):
-        row = rows.get(nid, {"id": nid})
-        sn = site_nodes.get(nid)
-        interval = (sn.interval_ms if sn is not None else None) or row.get("interval") or 1000
-        last = row.get("last_seen")
-        out.append(NodeView(
-            id=nid, state=node_state(row, interval, now_ms, stale_intervals), last_seen=last,
-            age_s=None if last is None else max(0.0, (now_ms - last) / 1000),
-            fw=row.get("fw"), board=row.get("board") or (sn.board if sn is not None else None),
-            rssi=row.get("rssi"), heap=row.get("heap"), reset=row.get("reset"), outbox=row.get("outbox"),
-            drops=row.get("drops"), uptime=row.get("uptime"), in_site=sn is not None or site is None,
-            rejected=row.get("rejected"), last_reject=row.get("last_reject"), last_reject_at=row.get("last_reject_at")))
-    return out
+    return [view(nid, rows.get(nid, {"id": nid}), site_nodes.get(nid), now_ms, stale_intervals,
+                 in_site=nid in site_nodes or site is None)
+            for nid in list(site_nodes) + sorted(set(rows) - set(site_nodes))]
 
 
 # What to do about a node's rejected messages, by reason (the validator's labels); the rest: the log.

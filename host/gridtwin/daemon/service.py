@@ -37,7 +37,8 @@ class Daemon:
                  metrics_host: str = "127.0.0.1", metrics_port: int | None = 0,
                  influx: InfluxConfig | None = None, influx_measurement: str = "telemetry",
                  raw_days: int = 30, rollup_days: int = 730, site=None, stale_intervals: int = 3,
-                 watch_interval: float = 1.0, instance: int = 1, sntp=None, gap_grace_s: float = 600):
+                 watch_interval: float = 1.0, instance: int = 1, sntp=None, gap_grace_s: float = 600,
+                 linger_ms: int = 20):
         self.site = site
         self.sntp = sntp  # gridtwin.daemon.sntp.SntpServer: the nodes' time source, or None
         # Instances share the ingest ($share/) and, from a site, one database. Instance 1 is the one
@@ -60,11 +61,14 @@ class Daemon:
         self.forwarder = SpoolForwarder(self.store, InfluxWriter(influx), self.metrics) if influx else None
         self.ingest = Ingest(self.bus, self.store, known_nodes=self.known_nodes, limits=limits, metrics=self.metrics,
                              batch_max=batch_max, influx_measurement=influx_measurement if influx else None,
-                             on_spool=self.forwarder.wake.set if self.forwarder else None)
+                             on_spool=self.forwarder.wake.set if self.forwarder else None,
+                             linger_s=linger_ms / 1000)
         self.dispatcher = Dispatcher(self.bus, self.store, self.known_nodes)
         self.ingest.batch_hooks.append(self.dispatcher.on_batch)
         self.alerts = Alerts(self.store, self.bus)
         self.nodewatch = NodeWatch(self.store, self.bus, self.alerts, site, stale_intervals)
+        self.ingest.listeners.append(lambda tel: self.nodewatch.note(tel, ()))
+        self.ingest.batch_hooks.append(lambda statuses, acks: self.nodewatch.note((), statuses))
         self.metrics.gauges["spool_depth"] = self.store.spool_depth
         self.metrics.gauges["gap_readings_pending"] = self.store.pending_gaps
         if self.forwarder:  # only where there is an InfluxDB to reach
@@ -131,7 +135,7 @@ class Daemon:
                   sync=st.sync, batch_max=d.batch_max, receive_maximum=d.receive_maximum,
                   metrics_host=d.metrics_host, metrics_port=metrics_port, influx=influx,
                   influx_measurement=st.influx_measurement, raw_days=st.raw_days, rollup_days=st.rollup_days,
-                  site=site, stale_intervals=d.stale_intervals, gap_grace_s=d.gap_grace_s)
+                  site=site, stale_intervals=d.stale_intervals, gap_grace_s=d.gap_grace_s, linger_ms=d.linger_ms)
         if instance == 1:  # the nodes' time: one responder per host ([network] ntp_serve/ntp_port/ntp_bind)
             from gridtwin.daemon.sntp import from_site as sntp_from_site
 

@@ -169,11 +169,8 @@ class SntpServer:
 
 def from_site(site) -> SntpServer | None:
     """The responder ``[network]`` asks for (None with ``ntp_serve = false``)."""
-    import gridtwin.nodenet  # noqa: F401  registers [network]
-    from gridtwin.site import SCHEMA
+    from gridtwin.nodenet import setting
 
-    net = site.sections.get("network")
-    get = (lambda k: net.get(k)) if net is not None else (lambda k: SCHEMA["network"].keys[k].default)
-    if not get("ntp_serve"):
+    if not setting(site, "ntp_serve"):
         return None
-    return SntpServer(get("ntp_bind"), get("ntp_port"))
+    return SntpServer(setting(site, "ntp_bind"), setting(site, "ntp_port"))

@@ -459,6 +459,12 @@ class SqliteStore:
                               list(cols.values()) + [cid])
 
     @_reads
+    def node_row(self, node: str) -> dict | None:
+        cur = self.conn.execute("SELECT * FROM nodes WHERE id=?", (node,))
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row)) if row else None
+
+    @_reads
     def commands(self, node: str | None = None, limit: int = 50) -> list[dict]:
         sql = "SELECT * FROM commands" + (" WHERE node=?" if node else "") + " ORDER BY created DESC LIMIT ?"
         cur = self.conn.execute(sql, ((node,) if node else ()) + (limit,))
