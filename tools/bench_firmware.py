@@ -25,7 +25,8 @@ SPEED = 5  # board time runs 5x real time: 100 readings a second, 10,000 in 100 
 def run(args, BenchSite, wait_until):
     import paho.mqtt.client as mqtt
 
-    from gridtwin.micropython import FIRMWARE_DIR, compile_firmware
+    from gridtwin.micropython import compile_firmware
+    from gridtwin.resources import FIRMWARE_DIR
     from gridtwin.vboard import VirtualBoard
 
     work = Path(tempfile.mkdtemp(prefix="gt-bench-fw-"))

@@ -40,7 +40,7 @@ def ident(v):
 def one_of(*names):
     def check(v):
         if v not in names:
-            return "must be one of %s, got %r" % (", ".join(names), v)
+            return "must be one of %s, got %r" % (", ".join(str(n) for n in names), v)
 
     return check
 
@@ -66,12 +66,12 @@ def schema():
         "site": (str, REQUIRED, ident, "site id"),
         "root": (str, REQUIRED, None, "MQTT topic root, e.g. gridtwin/demo"),
         "role": (str, REQUIRED, None, "what the node is: a sensing role or a simulated component"),
-        "board": (str, "esp32", ident, "board file name"),
+        "board": (str, "esp32s3", ident, "board file name"),
         "sample_ms": (int, 1000, between(50, 3600000), "sampling interval in ms"),
         "wdt_ms": (int, 10000, between(2000, 120000), "hardware watchdog timeout in ms"),
         "crash_limit": (int, 3, between(1, 50), "crash boots in a row before safe mode"),
         "stable_ms": (int, 60000, between(1000, 3600000), "run time after which a boot is good"),
-        "queue": (int, 64, between(4, 4096), "readings held in RAM for the publisher"),
+        "queue": (int, 16, between(4, 4096), "readings held in RAM before spilling to flash"),
         "trace": (bool, False, None, "print every sample on the REPL"),
         "pins": (pins, {}, None, "board pins"),
         "display": (display, {"kind": "none"}, None, "the OLED"),
@@ -187,8 +187,8 @@ def load(path=PATH):
 
 
 def _sensors(specs):
-    # each sensor type brings its own rows (its driver module's options())
-    from gt.sensors import TYPES, driver
+    # each sensor type brings its own rows (gt/drivers/options.py, generated from the host's catalog)
+    from gt.drivers.options import TYPES, rows as type_rows
 
     for i, s in enumerate(specs):
         key = "sensors[%d]" % i
@@ -198,7 +198,7 @@ def _sensors(specs):
         if t not in TYPES:
             raise ConfigError(key + ".type", "unknown sensor type %r (known: %s)" % (t, ", ".join(TYPES)))
         rows = {"id": (str, REQUIRED, ident, "sensor id"), "type": (str, None, None, "")}
-        rows.update(driver(t).options())
+        rows.update(type_rows(t))
         specs[i] = validate(s, rows, key + ".")
     ids = [s["id"] for s in specs]
     for x in ids:

@@ -1,10 +1,11 @@
 # Sensors: the sensor types, and the health of each configured sensor.
 #
-# TYPES names the sensor types. Type t is read by the module gt.drivers.<t>: its METRICS is a tuple
-# of (suffix, unit, lo, hi), and make(spec, hw) gives a driver whose read() returns a tuple of
-# values in SI units, one per metric. The analog inputs (adc, ads1115) take unit and range from the
-# config instead. A metric is named after the sensor id, plus "_" + suffix when the suffix is not
-# empty. The config rows of each type live in gt/drivers/options.py (loaded only to validate).
+# The sensor types are the host's catalog (host/gridtwin/sensortypes.py), whose rows the validator
+# gets from gt/drivers/options.py, generated from it. Type t is read by the module gt.drivers.<t>:
+# its METRICS is a tuple of (suffix, unit, lo, hi), and make(spec, hw) gives a driver whose read()
+# returns a tuple of values in SI units, one per metric. The analog inputs (adc, ads1115) take unit
+# and range from the config instead. A metric is named after the sensor id, plus "_" + suffix when
+# the suffix is not empty.
 #
 # Health: a read that raises OSError (no answer), ValueError (bad data, CRC) or gives a value
 # outside [lo, hi] marks the sensor bad; it is retried with exponential backoff and the node carries
@@ -14,16 +15,6 @@ import time
 from micropython import const
 
 _BACKOFF_MAX = const(60000)
-
-TYPES = ("lm75", "ina219", "ina226", "ade7953", "bme280", "ds18b20", "ads1115", "adc")
-
-
-def driver(t):
-    # What the config validator (gt/config.py) asks of a type: driver(t).options(), its rows.
-    # They come from gt/drivers/options.py, which startup drops with the validator.
-    from gt.drivers import options
-
-    return options.of(t)
 
 
 class Sensor:

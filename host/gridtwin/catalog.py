@@ -3,8 +3,9 @@
 The names and units are the firmware's: a sensor's metrics are its id plus each suffix of its
 driver's ``METRICS`` (firmware/gt/drivers/<type>.py; an analog input, adc or ads1115, is one metric
 named after the sensor with the unit of its config), and a role adds its own
-(firmware/gt/roles/*.py: ``sample`` and ``units``). This module holds the host's copy with what the
-firmware has no room for (descriptions, the quantity a metric measures), and
+(firmware/gt/roles/*.py: ``sample`` and ``units``). The sensors' come from the sensor-type catalog
+(gridtwin.sensortypes, with what the firmware has no room for: descriptions, the quantity a metric
+measures), the roles' are here, and
 tests/host/test_stack_catalog.py keeps the two equal: it reads the drivers' tables under
 MicroPython and runs every node of the example site on a virtual board, comparing the metrics and
 units the firmware reports with ``node_metrics``. The dashboards (gridtwin.stack.grafana) are
@@ -18,28 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# sensor type -> ((suffix, unit, quantity, description), ...), in the driver's METRICS order.
-# quantity groups metrics on a panel (one panel per quantity and unit).
+from gridtwin.sensortypes import TYPES as SENSOR_TYPES
+from gridtwin.site import PLANT_ROLES, ROLE_MODULES
+
+# sensor type -> ((suffix, unit, quantity, description), ...), in the driver's METRICS order, and the
+# analog inputs (one metric named after the sensor, unit and range from the config): the sensor-type
+# catalog's (gridtwin.sensortypes). quantity groups metrics on a panel (one per quantity and unit).
 SENSOR_METRICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
-    "lm75": (("", "degC", "temperature", "temperature (LM75)"),),
-    "ina219": (("v", "V", "voltage", "bus voltage at the INA219's input"),
-               ("a", "A", "current", "current through the shunt"),
-               ("w", "W", "power", "power the chip computes: bus voltage x current")),
-    "ina226": (("v", "V", "voltage", "bus voltage at the INA226's input"),
-               ("a", "A", "current", "current through the shunt"),
-               ("w", "W", "power", "power the chip computes: bus voltage x current")),
-    "ade7953": (("v", "V", "voltage", "mains voltage, rms"),
-                ("a", "A", "current", "mains current, rms"),
-                ("w", "W", "power", "active power"),
-                ("pf", "", "power factor", "power factor"),
-                ("hz", "Hz", "frequency", "mains frequency")),
-    "bme280": (("t", "degC", "temperature", "air temperature"),
-               ("rh", "%RH", "humidity", "relative humidity"),
-               ("p", "Pa", "pressure", "air pressure")),
-    "ds18b20": (("", "degC", "temperature", "temperature (DS18B20)"),),
-}
-# the analog inputs: one metric named after the sensor, unit and range from the config
-ANALOG = {"ads1115": "analog input (ADS1115), calibrated", "adc": "analog input (ESP32 ADC), calibrated"}
+    t.name: t.metrics for t in SENSOR_TYPES.values() if not t.analog}
+ANALOG = {t.name: t.analog for t in SENSOR_TYPES.values() if t.analog}
 
 _STATE = "state"  # 0/1 flags: a state timeline, not a curve
 # role -> ((metric, unit, quantity, description, derived from: sensor metric suffix or None), ...)
@@ -54,7 +42,7 @@ ROLE_METRICS: dict[str, tuple[tuple[str, str, str, str, str | None], ...]] = {
     "grid_monitor": (("f_dev", "Hz", "frequency deviation", "frequency minus nominal ([params] nominal_hz)", "_hz"),),
     "electrolyser": (("h2_nlh", "NL/h", "hydrogen yield",
                       "hydrogen production from the stack current (Faraday: cells x efficiency / 2F)", "_a"),),
-    **{role: _PLANT for role in ("utility", "transformer", "switchgear", "generator", "distribution", "pdu", "server")},
+    **{role: _PLANT for role in ROLE_MODULES if role in PLANT_ROLES and role != "ups"},
     "ups": (("batt_pct", "%", "battery", "battery charge", None),
             ("on_batt", "", _STATE, "carrying the load from the battery (1)", None)) + _PLANT,
 }

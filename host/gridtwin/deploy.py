@@ -35,8 +35,9 @@ import time
 from dataclasses import dataclass, field
 
 from gridtwin.errors import PKIError, ToolError
-from gridtwin.micropython import FIRMWARE_DIR, compile_firmware
-from gridtwin.nodeconfig import BOARDS_DIR, load_board, render
+from gridtwin.micropython import compile_firmware
+from gridtwin.nodeconfig import load_board, render
+from gridtwin.resources import BOARDS_DIR, FIRMWARE_DIR
 
 CERT_FILES = {"ca.der": "ca", "cert.der": "cert", "key.der": "key"}
 MARK = "GTHASH "

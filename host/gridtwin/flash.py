@@ -27,7 +27,8 @@ import urllib.parse
 import urllib.request
 
 from gridtwin.errors import ConfigError, ToolError
-from gridtwin.nodeconfig import BOARDS_DIR, load_board
+from gridtwin.nodeconfig import load_board
+from gridtwin.resources import BOARDS_DIR, known_boards
 
 DEFAULT_BAUD = 460800
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -174,7 +175,7 @@ def explain_esptool(output: str, board: dict, port: str) -> str | None:
     if m:
         found = m.group(1)
         want = board.get("chip")
-        known = sorted(p.stem for p in BOARDS_DIR.glob("*.json"))
+        known = known_boards()
         guess = next((b for b in known if b.replace("-", "").lower() == found.replace("-", "").lower()), None)
         fix = f"use BOARD={guess}" if guess else f"add a board file for {found} (known boards: {', '.join(known)})"
         return f"the chip on {port} is an {found}, but board '{board.get('name')}' is an {want.upper()}: {fix}"

@@ -28,10 +28,10 @@ import time
 
 from gridtwin.micropython import compile_firmware
 from gridtwin.nodeconfig import render
+from gridtwin.site import PLANT_ROLES
 from gridtwin.vboard import NODE_HEAP, VirtualBoard, hold_folder, release_folder
 from gridtwin.vworld import plant_hil, world_for
 
-PLANT_ROLES = ("utility", "transformer", "switchgear", "generator", "distribution", "ups", "pdu", "server")
 
 
 class VirtualNode:

@@ -19,10 +19,7 @@ import sys
 import tempfile
 
 from gridtwin.errors import ToolError
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
-FIRMWARE_DIR = REPO / "firmware"
-SHIM_DIR = REPO / "tests" / "shim"
+from gridtwin.resources import FIRMWARE_DIR, SHIM_DIR, firmware_dir  # noqa: F401  (their home is resources.py)
 
 HOW_TO_GET = (
     "set MICROPYTHON to a MicroPython unix port; on x86-64 `make setup` installs it, "
@@ -55,8 +52,14 @@ def find_mpy_cross() -> str:
 
 
 def firmware_sources(root: pathlib.Path = FIRMWARE_DIR) -> list[pathlib.Path]:
-    """Every firmware file, boot.py and main.py first."""
+    """Every firmware file, boot.py and main.py first; none is an error naming the folder."""
+    root = pathlib.Path(root)
     files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    if not files:
+        if root == FIRMWARE_DIR:
+            firmware_dir()  # says the installation lacks its firmware, and where it looked
+        raise ToolError(f"no firmware files (*.py) in {root}",
+                        hint="give the folder that holds boot.py, main.py and gt/")
     return sorted(files, key=lambda p: (p.parent != root or p.name not in ("boot.py", "main.py"), str(p)))
 
 

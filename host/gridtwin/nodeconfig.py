@@ -2,24 +2,24 @@
 
 The firmware validates this file again on boot (firmware/gt/config.py): the host renders what the
 firmware's schema() accepts, and a test boots the firmware on every rendered config to keep the two
-in step. Each part of the system contributes its keys through CONTRIBUTORS, a list of
-``fn(site, node, board, cfg)`` that add to ``cfg`` in place (the transport adds wifi/mqtt, the
-sensor layer adds sensors and display); board files live in ``boards/<name>.json``.
+in step. `render` is one pipeline of four stages, each returning its keys: the node's own (id, role,
+board, interval), the link to the broker (gridtwin.nodenet.network, the same for every node), the
+hardware (gridtwin.sensors_site.hardware: pins, display, sensors, checked against the board file)
+and the params the twin decides (gridtwin.twin.topology.role_params, from the topology the site's
+load built once). Board files live in ``boards/<name>.json``.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Callable
 
+from gridtwin import nodenet, sensors_site
 from gridtwin.errors import ConfigError
 from gridtwin.micropython import REPO
+from gridtwin.twin import topology
 
 BOARDS_DIR = REPO / "boards"
-
-Contributor = Callable[..., None]
-CONTRIBUTORS: list[Contributor] = []
 
 
 def load_board(name: str, boards_dir: pathlib.Path = BOARDS_DIR) -> dict:
@@ -50,10 +50,12 @@ def render(site, node_id: str, boards_dir: pathlib.Path = BOARDS_DIR) -> dict:
         "role": node.role,
         "board": node.board,
         "sample_ms": node.interval_ms,
-        "pins": dict(board["pins"]),
     }
-    for contribute in CONTRIBUTORS:
-        contribute(site, node, board, cfg)
+    cfg.update(nodenet.network(site))
+    cfg.update(sensors_site.hardware(site, node, board))
+    params = topology.role_params(site, node)
+    if params:
+        cfg["params"] = params
     return cfg
 
 

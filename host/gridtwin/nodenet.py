@@ -1,8 +1,9 @@
 """How a node reaches the broker: the ``[network]`` section of site.toml and its config.json keys.
 
-Importing this module registers the section (``gridtwin.site.EXTENSIONS`` lists it) and adds a
-contributor to ``gridtwin.nodeconfig.CONTRIBUTORS`` that writes the keys the firmware's schema
-(firmware/gt/config.py: wifi, mqtt, ntp, spill_kb, queue, health_s, log_level) accepts::
+``NETWORK`` is the section (gridtwin.schema lists it) and ``network(site)`` the config.json keys
+it renders to (gridtwin.nodeconfig's pipeline), the keys the firmware's schema (firmware/gt/config.py:
+wifi, mqtt, ntp, spill_kb, queue, health_s, log_level) accepts. The keys rendered as they are take
+their type, default and range from that schema (``firmware_key``), so host and node agree::
 
     [network]
     wifi_ssid = "plant-iot"
@@ -18,10 +19,9 @@ The node's certificate, key and the site CA go to its flash as ``cert.der``, ``k
 
 from __future__ import annotations
 
-from gridtwin.nodeconfig import CONTRIBUTORS
-from gridtwin.site import SCHEMA, Key, Section, in_range, one_of
+from gridtwin.site import Key, Section, firmware_key, in_range
 
-SCHEMA.setdefault("network", Section({
+NETWORK = Section({
     "wifi_ssid": Key(str, "", help="Wi-Fi network the nodes join; empty: none (virtual nodes use the host's network)"),
     "wifi_psk": Key(str, "", help="Wi-Fi password (written into each node's config.json)"),
     "mqtt_host": Key(str, "", help="broker host name or address the nodes dial; empty: the broker's first "
@@ -35,17 +35,15 @@ SCHEMA.setdefault("network", Section({
                     help="UDP port of the daemon's SNTP responder; 0: 123 (what boards ask), or 10123 when the "
                          "daemon may not bind 123 (not root and no CAP_NET_BIND_SERVICE)"),
     "ntp_bind": Key(str, "", help="address the SNTP responder binds; empty: every IPv4 address"),
-    "keepalive": Key(int, 30, check=in_range(5, 3600), help="MQTT keepalive in seconds"),
-    "queue": Key(int, 16, check=in_range(4, 4096), help="readings a node keeps in RAM before spilling to flash"),
-    "spill_kb": Key(int, 64, check=in_range(0, 1024), help="outbox spill file on a node's flash, KB; 0: none"),
-    "replay_per_s": Key(int, 20, check=in_range(1, 1000), help="backlog readings a node replays a second"),
-    "health_s": Key(int, 60, check=in_range(0, 86400),
-                    help="seconds between a node's health reports on its status topic (heap, RSSI, uptime, "
-                         "outbox, drops); 0: only the birth at each connect"),
-    "log_level": Key(str, "warn", check=one_of("info", "warn", "error"),
-                     help="least level a node sends on its log topic; info adds what it does (commands, "
-                          "recoveries), warn: problems only"),
-}, help="how nodes reach the broker"))
+    "keepalive": firmware_key("mqtt.keepalive", "MQTT keepalive in seconds"),
+    "queue": firmware_key("queue", "readings a node keeps in RAM before spilling to flash"),
+    "spill_kb": firmware_key("spill_kb", "outbox spill file on a node's flash, KB; 0: none"),
+    "replay_per_s": firmware_key("mqtt.replay_per_s", "backlog readings a node replays a second"),
+    "health_s": firmware_key("health_s", "seconds between a node's health reports on its status topic (heap, RSSI, "
+                                         "uptime, outbox, drops); 0: only the birth at each connect"),
+    "log_level": firmware_key("log_level", "least level a node sends on its log topic; info adds what it does "
+                                           "(commands, recoveries), warn: problems only"),
+}, help="how nodes reach the broker")
 
 
 def _dial_address(site) -> str | None:
@@ -61,13 +59,20 @@ def _dial_address(site) -> str | None:
     return None
 
 
-def contribute(site, node, board, cfg: dict) -> None:
+def setting(site, key: str):
+    """A `[network]` value of the site, or its default when the site was built without the section."""
     net = site.sections.get("network")
-    get = (lambda k: net.get(k)) if net is not None else (lambda k: SCHEMA["network"].keys[k].default)
+    return net.get(key) if net is not None else NETWORK.keys[key].default
+
+
+def network(site) -> dict:
+    """The config.json keys of the link to the broker; the same for every node of the site."""
+    def get(k):
+        return setting(site, k)
+
     hosts = list(site.broker.hosts) or ["localhost"]
     host = get("mqtt_host") or _dial_address(site) or hosts[0]
-    cfg["wifi"] = {"ssid": get("wifi_ssid"), "psk": get("wifi_psk")}
-    cfg["mqtt"] = {
+    return {"wifi": {"ssid": get("wifi_ssid"), "psk": get("wifi_psk")}, "mqtt": {
         "host": host,
         "port": site.broker.port,
         "server_hostname": get("server_name") or hosts[0],
@@ -76,13 +81,5 @@ def contribute(site, node, board, cfg: dict) -> None:
         "ca": "ca.der",
         "cert": "cert.der",
         "key": "key.der",
-    }
-    cfg["ntp"] = get("ntp")
-    cfg["queue"] = get("queue")
-    cfg["spill_kb"] = get("spill_kb")
-    cfg["health_s"] = get("health_s")
-    cfg["log_level"] = get("log_level")
-
-
-if contribute not in CONTRIBUTORS:
-    CONTRIBUTORS.append(contribute)
+    }, "ntp": get("ntp"), "queue": get("queue"), "spill_kb": get("spill_kb"), "health_s": get("health_s"),
+        "log_level": get("log_level")}

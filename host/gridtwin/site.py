@@ -1,21 +1,20 @@
 """The site file (`site.toml`): load it, validate every value, and hand out a `Site`.
 
-Validation is declarative. `SCHEMA` maps each top-level section to a `Section` (a table of `Key`
-rows: type, default, check, help); `NODE_KEYS` is the row table of one `[[nodes]]` entry. Other
-modules extend the site file by adding rows, never by editing this loader::
+Validation is declarative. A section is a `Section` (a table of `Key` rows: type, default, check,
+help); this module holds the loader and the sections every site has (`SITE`, `BROKER`, `PKI`, the
+core `NODE_KEYS` of a `[[nodes]]` entry). The schema as a whole is listed in one place, the
+composition root gridtwin.schema: each section, each node key and each whole-site check by name,
+from the module that owns it (`[network]` from gridtwin.nodenet, `[twin]` from
+gridtwin.twin.topology, ...). Those modules only define their rows: importing one registers
+nothing. A new section is a `Section` in its module and one line in gridtwin.schema::
 
-    from gridtwin.site import SCHEMA, NODE_KEYS, Key, Section, SITE_CHECKS
-
-    SCHEMA["storage"] = Section({
+    STORAGE = Section({
         "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb2"), help="where readings go"),
         "path": Key("path", "var/readings.db", help="SQLite file, relative to the site file"),
     }, help="telemetry storage")
-    NODE_KEYS["sensors"] = Key(list, [], item=Key(dict, keys={...}), help="sensors on this node")
-    SITE_CHECKS.append(my_cross_check)   # fn(site) -> None, raises ConfigError
 
-Register rows at import time of the module that owns them and add that module's name to
-`EXTENSIONS` below, so every `load_site` (from any command) imports it first. Every error is a `ConfigError(file, key, problem, fix)` whose key is a dotted
-path such as ``nodes[3].parent``; `load_site` names a node by its id (``nodes[pdu_a].parent``).
+Every error is a `ConfigError(file, key, problem, fix)` whose key is a dotted path such as
+``nodes[3].parent``; `load_site` names a node by its id (``nodes[pdu_a].parent``).
 
 Unknown keys are errors with a "did you mean" suggestion. Relative paths are resolved against the
 folder that holds the site file; `var/` (runtime data) and `certs/` (the PKI) default there.
@@ -24,7 +23,6 @@ folder that holds the site file; `var/` (runtime data) and `certs/` (the PKI) de
 from __future__ import annotations
 
 import difflib
-import importlib
 import ipaddress
 import re
 import tomllib
@@ -32,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from gridtwin import fwsource
 from gridtwin.errors import ConfigError
 
 # Node ids become MQTT topic levels, certificate CNs and broker usernames: no wildcards, no '/',
@@ -47,21 +46,11 @@ RESERVED_IDS = frozenset({"gridtwin-host", "telegraf", "grafana", "broker", "ca"
 # reserved, not only the instances configured today, so raising `instances` later never collides.
 HOST_INSTANCE_RE = re.compile(r"^gridtwin-host-[0-9]+$")
 
-# Roles a node may play in the plant. Issue #7 (twin) may add more: ROLES.add("...").
-ROLES = {
-    "utility", "transformer", "switchgear", "generator", "distribution", "ups", "pdu", "server",
-    "pv", "electrolyser", "grid_monitor", "sensor",
-}
-
-# Modules imported before each load so their schema rows are registered. Every module that adds
-# rows adds its name here (one line), so that any command loading the site knows every section.
-EXTENSIONS: list[str] = [
-    "gridtwin.daemon.config",  # [storage], [daemon] (issue #6)
-    "gridtwin.stack.config",  # [stack] (issue #8)
-    "gridtwin.twin.topology",  # [twin], component kinds and parameters (issue #7)
-    "gridtwin.nodenet",  # [network]: how nodes reach the broker (issue #4)
-    "gridtwin.sensors_site",  # nodes: sensors, display, pins, and their config.json keys (issue #5)
-]
+# Roles a node may play: the firmware's role table (firmware/gt/roles/__init__.py, role -> module),
+# the one list of roles; a role whose module is "plant" is a simulated component of the power chain.
+ROLE_MODULES: dict[str, str] = fwsource.firmware_literal("gt/roles/__init__.py", "ROLES")
+ROLES = frozenset(ROLE_MODULES)
+PLANT_ROLES = frozenset(r for r, m in ROLE_MODULES.items() if m == "plant")
 
 class _Required:
     def __repr__(self):
@@ -261,56 +250,112 @@ def check_parents(what: str, example: str) -> Callable[[Any], Any]:
 check_parent = check_parents("node", 'e.g. parent = "trf_a" or parent = ["trf_a", "gen_a"]')
 
 
+_FIRMWARE_DEFAULT = object()
+
+
+def firmware_key(dotted: str, help: str | None = None, default: Any = _FIRMWARE_DEFAULT, check=None) -> Key:
+    """A site key rendered into the firmware's config key `dotted` ("queue", "mqtt.keepalive"): its
+    type, default and range are the firmware's (gt/config.py's schema), so the two agree by
+    construction. `default` overrides the firmware's (None: absent, the board file's value
+    stands); `check` replaces the range; `help` says what the key means in site.toml."""
+    return row_key(fwsource.firmware_row(dotted), help, default, check)
+
+
+def row_key(row: fwsource.Row, help: str | None = None, default: Any = _FIRMWARE_DEFAULT, check=None) -> Key:
+    """The site key of a firmware row (gridtwin.fwsource.Row): its range or choices as the check."""
+    if check is None and row.lo is not None:
+        check = in_range(row.lo, row.hi)
+    elif check is None and row.choices:
+        check = one_of(*row.choices) if all(isinstance(c, str) for c in row.choices) else _number_of(row)
+    return Key(row.type, row.default if default is _FIRMWARE_DEFAULT else default, check=check,
+               help=help or row.help)
+
+
+def _number_of(row) -> Callable[[Any], Any]:
+    def check(v):
+        if v not in row.choices:
+            what = getattr(row, "what", "") or f"one of {', '.join(str(x) for x in row.choices)}"
+            return f"{v} is not {what}", f"use one of: {', '.join(str(x) for x in row.choices)}"
+        return None
+
+    return check
+
+
+def parents_first(parents: dict[str, list[str]]) -> tuple[list[str], list[str] | None]:
+    """The ids ordered so that each comes after its parents, and the first loop met: its ids from
+    the one met twice back to it ("a", "b", "a"), or None. Used by the site's power topology and the
+    twin's (gridtwin.twin.topology)."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(i: str, trail: list[str]) -> list[str] | None:
+        if state.get(i) == 2:
+            return None
+        if state.get(i) == 1:
+            return trail[trail.index(i):] + [i]
+        state[i] = 1
+        for p in parents[i]:
+            loop = visit(p, trail + [i])
+            if loop:
+                return loop
+        state[i] = 2
+        order.append(i)
+        return None
+
+    for i in parents:
+        loop = visit(i, [])
+        if loop:
+            return order, loop
+    return order, None
+
+
 # --- the schema ----------------------------------------------------------------------------------
 
-SCHEMA: dict[str, Section] = {
-    "site": Section({
-        "id": Key(str, REQUIRED, check=check_id, help="short site id, used in the topic root and the CA name"),
-        "name": Key(str, lambda s: s.get("id"), help="human-readable site name"),
-        "topic_root": Key(str, lambda s: f"gridtwin/{s.get('id')}", check=check_topic_root,
-                          help="MQTT topic root (default gridtwin/<site id>)"),
-        "var": Key("path", "var", help="runtime data folder (databases, broker state), relative to the site file"),
-        "certs": Key("path", "certs", help="PKI folder, relative to the site file"),
-    }, help="who this site is", required=True),
-    "broker": Section({
-        "hosts": Key(list, ["localhost"], item=Key(str, check=check_hostname),
-                     help="DNS names clients use for the broker (server certificate SANs)"),
-        "addresses": Key(list, ["127.0.0.1", "::1"], item=Key(str, check=check_ip),
-                         help="IP addresses clients use for the broker (server certificate SANs)"),
-        "port": Key(int, 8883, check=check_port, help="MQTT over TLS port"),
-        "ws_port": Key(int, 0, check=check_port, help="MQTT over TLS WebSockets port for browsers; 0 = off"),
-        "dev_port": Key(int, 1883, check=check_port, help="plain loopback listener, only with `broker run --dev`"),
-        "listen": Key(str, "", help="address `broker install` binds to; empty = all interfaces"),
-        "max_packet_size": Key(int, 32768, check=in_range(1024, 268435455),
-                               help="bytes; larger packets are refused and the sender disconnected"),
-        "max_queued_messages": Key(int, 100000, check=in_range(100, None),
-                                   help="QoS 1 messages queued per client (the host subscriber sees every node)"),
-        "max_queued_bytes": Key(int, 64 * 1024 * 1024, check=in_range(0, None),
-                                help="bytes queued per client; 0 = no byte limit"),
-        "max_inflight_messages": Key(int, 100, check=in_range(1, 65535), help="unacknowledged QoS 1 messages per client"),
-        "persistent_client_expiration": Key(str, "14d", check=lambda v: None if re.fullmatch(r"\d+[hdwmy]", v)
-                                            else (f"'{v}' is not a duration", "use a number and h/d/w/m/y, e.g. '14d'"),
-                                            help="drop sessions of clients gone this long"),
-    }, help="the Mosquitto broker"),
-    "pki": Section({
-        "ca_days": Key(int, 3650, check=in_range(1, 36500), help="CA validity in days"),
-        "days": Key(int, 825, check=in_range(1, 36500), help="validity of node, service and server certificates"),
-        "crl_days": Key(int, 365, check=in_range(1, 3650), help="how far ahead each CRL's next-update lies"),
-        "warn_days": Key(int, 30, check=in_range(0, 3650), help="`pki list` warns when a certificate expires sooner"),
-    }, help="the site PKI"),
-    "nodes": Section({}, help="telemetry nodes", many=True),  # rows live in NODE_KEYS
-}
+SITE = Section({
+    "id": Key(str, REQUIRED, check=check_id, help="short site id, used in the topic root and the CA name"),
+    "name": Key(str, lambda s: s.get("id"), help="human-readable site name"),
+    "topic_root": Key(str, lambda s: f"gridtwin/{s.get('id')}", check=check_topic_root,
+                      help="MQTT topic root (default gridtwin/<site id>)"),
+    "var": Key("path", "var", help="runtime data folder (databases, broker state), relative to the site file"),
+    "certs": Key("path", "certs", help="PKI folder, relative to the site file"),
+}, help="who this site is", required=True)
+BROKER = Section({
+    "hosts": Key(list, ["localhost"], item=Key(str, check=check_hostname),
+                 help="DNS names clients use for the broker (server certificate SANs)"),
+    "addresses": Key(list, ["127.0.0.1", "::1"], item=Key(str, check=check_ip),
+                     help="IP addresses clients use for the broker (server certificate SANs)"),
+    "port": Key(int, 8883, check=check_port, help="MQTT over TLS port"),
+    "ws_port": Key(int, 0, check=check_port, help="MQTT over TLS WebSockets port for browsers; 0 = off"),
+    "dev_port": Key(int, 1883, check=check_port, help="plain loopback listener, only with `broker run --dev`"),
+    "listen": Key(str, "", help="address `broker install` binds to; empty = all interfaces"),
+    "max_packet_size": Key(int, 32768, check=in_range(1024, 268435455),
+                           help="bytes; larger packets are refused and the sender disconnected"),
+    "max_queued_messages": Key(int, 100000, check=in_range(100, None),
+                               help="QoS 1 messages queued per client (the host subscriber sees every node)"),
+    "max_queued_bytes": Key(int, 64 * 1024 * 1024, check=in_range(0, None),
+                            help="bytes queued per client; 0 = no byte limit"),
+    "max_inflight_messages": Key(int, 100, check=in_range(1, 65535), help="unacknowledged QoS 1 messages per client"),
+    "persistent_client_expiration": Key(str, "14d", check=lambda v: None if re.fullmatch(r"\d+[hdwmy]", v)
+                                        else (f"'{v}' is not a duration", "use a number and h/d/w/m/y, e.g. '14d'"),
+                                        help="drop sessions of clients gone this long"),
+}, help="the Mosquitto broker")
+PKI = Section({
+    "ca_days": Key(int, 3650, check=in_range(1, 36500), help="CA validity in days"),
+    "days": Key(int, 825, check=in_range(1, 36500), help="validity of node, service and server certificates"),
+    "crl_days": Key(int, 365, check=in_range(1, 3650), help="how far ahead each CRL's next-update lies"),
+    "warn_days": Key(int, 30, check=in_range(0, 3650), help="`pki list` warns when a certificate expires sooner"),
+}, help="the site PKI")
 
+# a [[nodes]] entry's own keys; gridtwin.schema adds the sensor layer's (sensors, display, pins)
 NODE_KEYS: dict[str, Key] = {
     "id": Key(str, REQUIRED, check=check_node_id, help="node id: certificate CN, MQTT username and topic level"),
-    "board": Key(str, "esp32s3", check=check_board, help="board file name in boards/"),
+    "board": firmware_key("board", "board file name in boards/", check=check_board),
     "role": Key(str, REQUIRED, check=check_role, help="what the node stands for in the plant"),
     "parent": Key((str, list), None, check=check_parent,
                   help="upstream node(s) in the power topology: an id or a list of ids"),
-    "interval_ms": Key(int, 1000, check=in_range(50, 3_600_000), help="sampling interval in milliseconds"),
+    "interval_ms": firmware_key("sample_ms", "sampling interval in milliseconds"),
     "description": Key(str, "", help="free text"),
 }
-SCHEMA["nodes"].keys = NODE_KEYS
 
 
 class Site:
@@ -360,11 +405,8 @@ class Site:
         return [n for n in self.nodes if node_id in n.parents]
 
 
-# Whole-site checks that rows cannot express; each gets the Site and raises ConfigError.
-SITE_CHECKS: list[Callable[[Site], None]] = []
-
-
-def _check_nodes(site: Site) -> None:
+def check_nodes(site: Site) -> None:
+    """Node ids unique, parents known, the power topology without loops (a whole-site check)."""
     seen: dict[str, int] = {}
     for i, n in enumerate(site.nodes):
         if n.id in seen:
@@ -379,27 +421,11 @@ def _check_nodes(site: Site) -> None:
                 near = difflib.get_close_matches(p, list(seen), n=1)
                 fix = f"did you mean '{near[0]}'?" if near else "name a node defined in this file"
                 raise ConfigError(site.path, f"nodes[{i}].parent", f"no node '{p}'", fix)
-    # The power topology must be a DAG: walk up from every node.
-    by_id = {n.id: n for n in site.nodes}
-    state: dict[str, int] = {}
-
-    def visit(nid: str, trail: list[str]):
-        if state.get(nid) == 2:
-            return
-        if state.get(nid) == 1:
-            loop = " -> ".join(trail[trail.index(nid):] + [nid])
-            raise ConfigError(site.path, f"nodes[{seen[nid]}].parent", f"the power topology has a loop: {loop}",
-                              "remove one parent link of the loop")
-        state[nid] = 1
-        for p in by_id[nid].parents:
-            visit(p, trail + [nid])
-        state[nid] = 2
-
-    for n in site.nodes:
-        visit(n.id, [])
-
-
-SITE_CHECKS.append(_check_nodes)
+    # The power topology must be a DAG.
+    _, loop = parents_first({n.id: n.parents for n in site.nodes})
+    if loop:
+        raise ConfigError(site.path, f"nodes[{seen[loop[0]]}].parent",
+                          f"the power topology has a loop: {' -> '.join(loop)}", "remove one parent link of the loop")
 
 
 # --- loader --------------------------------------------------------------------------------------
@@ -476,14 +502,14 @@ class _Loader:
                 out[name] = default
         return cls(out)
 
-    def site(self, raw: dict) -> Site:
+    def site(self, raw: dict, schema: dict[str, Section], checks) -> Site:
         for name in raw:
-            if name not in SCHEMA:
-                near = difflib.get_close_matches(name, list(SCHEMA), n=1)
-                fix = f"did you mean [{near[0]}]?" if near else f"known sections: {', '.join(SCHEMA)}"
+            if name not in schema:
+                near = difflib.get_close_matches(name, list(schema), n=1)
+                fix = f"did you mean [{near[0]}]?" if near else f"known sections: {', '.join(schema)}"
                 self.fail(name, "unknown section", fix)
         sections: dict[str, Any] = {}
-        for name, section in SCHEMA.items():
+        for name, section in schema.items():
             value = raw.get(name)
             if section.many:
                 value = [] if value is None else value
@@ -510,19 +536,16 @@ class _Loader:
                     self.fail(name, "must be a table", f"write it as [{name}]")
                 sections[name] = self.table(value, section.keys, name)
         site = Site(self.path, sections)
-        for check in SITE_CHECKS:
+        for check in checks:
             check(site)
         return site
 
 
 def load_site(path: str | Path = "site.toml") -> Site:
-    """Read and validate a site file. Raises ConfigError naming file, key, problem and fix."""
-    for module in EXTENSIONS:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a module that is there but broken must not pass silently
-                raise
+    """Read and validate a site file against the whole schema (gridtwin.schema, the composition
+    root). Raises ConfigError naming file, key, problem and fix."""
+    from gridtwin import schema  # the root imports the sections' modules, which import this one
+
     path = Path(path).expanduser().absolute()
     try:
         text = path.read_text(encoding="utf-8")
@@ -537,7 +560,7 @@ def load_site(path: str | Path = "site.toml") -> Site:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, None, f"not valid TOML: {exc}", "fix the syntax at that line") from None
     try:
-        return _Loader(path).site(raw)
+        return _Loader(path).site(raw, schema.SCHEMA, schema.CHECKS)
     except ConfigError as exc:
         raise _by_node_id(exc, raw) from None
 
@@ -548,7 +571,7 @@ _NODE_INDEX = re.compile(r"\bnodes\[(\d+)\]")
 def _by_node_id(exc: ConfigError, raw: dict) -> ConfigError:
     """`nodes[6].role` -> `nodes[pdu_a].role`: the id says which node, the index only counts tables.
 
-    One place for every check (the loader's, SITE_CHECKS, the extensions'); a node keeps its index
+    One place for every check (the loader's and the schema's CHECKS); a node keeps its index
     when its id is missing, invalid or used twice."""
     entries = raw.get("nodes") if isinstance(raw.get("nodes"), list) else []
     ids = [e.get("id") if isinstance(e, dict) else None for e in entries]

@@ -3,7 +3,7 @@
 A virtual board is a folder. ``flash/`` is its filesystem (config.json, boot.json, the outbox
 spill, and the firmware when deployed); ``state/`` is what survives a reset outside the flash (the
 reset cause, RTC memory, world time); ``world.json`` describes the fake world (see
-``tests/shim/_world.py``). The runner starts the interpreter on ``_boot_board.py`` (boot.py then
+``gridtwin/virtual/shim/_world.py``). The runner starts the interpreter on ``_boot_board.py`` (boot.py then
 main.py, as the ESP32 does) and starts it again whenever the chip "resets" (exit status
 RESET_EXIT), so watchdog resets and reboots behave as on hardware.
 
@@ -27,9 +27,10 @@ import time
 
 from gridtwin import procs
 from gridtwin.errors import GridTwinError
-from gridtwin.micropython import FIRMWARE_DIR, SHIM_DIR, find_micropython
+from gridtwin.micropython import find_micropython
+from gridtwin.resources import FIRMWARE_DIR, shim_dir
 
-RESET_EXIT = 75  # tests/shim/_world.py: the chip reset, start it again
+RESET_EXIT = 75  # virtual/shim/_world.py: the chip reset, start it again
 # The firmware's GC heap: ESP32-like, and stricter, since the unix port's objects are 64-bit.
 DEFAULT_HEAP = "96k"
 # What a fully equipped node (OLED, three or four chips, the TLS link) gets in the demo and
@@ -169,11 +170,11 @@ class VirtualBoard:
     def command(self, script: str | None = "_boot_board.py") -> list[str]:
         cmd = [find_micropython(), "-X", f"heapsize={heap_bytes(self.heap) + SHIM_ALLOWANCE}"]
         if script:
-            cmd.append(str(SHIM_DIR / script))
+            cmd.append(str(shim_dir() / script))
         return cmd
 
     def environ(self) -> dict[str, str]:
-        path = [str(SHIM_DIR), "", ".frozen"]  # "" is the flash, first as on the ESP32
+        path = [str(shim_dir()), "", ".frozen"]  # "" is the flash, first as on the ESP32
         if self.firmware:
             path.append(str(self.firmware))
         env = dict(os.environ)
@@ -336,7 +337,7 @@ class PtyBoard:
             env["GT_SKIP_MAIN"] = "1"  # a soft reset into the raw REPL runs boot.py only
         self._hidden = b"" if raw else None
         self._proc = procs.spawn(
-            self.board.command(script=None) + ["-i", str(SHIM_DIR / "_boot_board.py")],
+            self.board.command(script=None) + ["-i", str(shim_dir() / "_boot_board.py")],
             kind="virtual board", name=self.board.name, setup=controlling_tty,
             cwd=self.board.flash, env=env, stdin=mp_slave, stdout=mp_slave, stderr=mp_slave)
         os.close(mp_slave)

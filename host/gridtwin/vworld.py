@@ -28,81 +28,39 @@ from __future__ import annotations
 
 import zlib
 
-# sensor type -> {firmware metric suffix: chip world key}. Only quantities the chip measures:
-# power ("w") is computed by the INA2xx and ADE7953 from current and voltage, so it is not here.
-# The analog inputs' key depends on the channel (ads1115: ain<n>; adc: pin_v), see quantity_key().
-QUANTITIES: dict[str, dict[str, str]] = {
-    "lm75": {"": "temp_c"},
-    "ds18b20": {"": "temp_c"},
-    "ina219": {"v": "bus_v", "a": "current_a"},
-    "ina226": {"v": "bus_v", "a": "current_a"},
-    "ade7953": {"v": "v_rms", "a": "i_rms", "pf": "pf", "hz": "hz"},
-    "bme280": {"t": "temp_c", "rh": "rh", "p": "pressure_pa"},
-    "ads1115": {"": "ain"},
-    "adc": {"": "pin_v"},
-}
-# What `twin = "metric"` (a plain string) feeds on a sensor with several metrics: a shunt monitor
-# is there for its current (its bus input, 26/36 V at most, rarely sees the plant's voltage).
-# Types not listed here with several metrics need the table form, e.g. twin = { hz = "f_hz" }.
-PRIMARY: dict[str, str] = {"ina219": "a", "ina226": "a"}
-for _t, _q in QUANTITIES.items():
-    if len(_q) == 1:
-        PRIMARY[_t] = next(iter(_q))
+from gridtwin import fwsource
+from gridtwin.sensortypes import (  # noqa: F401
+    ADC_MAX_V,
+    PRIMARY,
+    TYPES,
+    UNSET,
+    Chip,
+    ain_key,
+    cal_volts,
+    current_lsb,
+    ina_calibration,
+    plausible,
+)
+
+# sensor type -> {firmware metric suffix: chip world key}, from the sensor-type catalog. Only
+# quantities the chip measures: power ("w") is computed by the INA2xx and ADE7953 from current and
+# voltage. The analog inputs' key depends on the channel (ads1115: ain<n>; adc: pin_v), see
+# quantity_key(). PRIMARY: what `twin = "metric"` (a plain string) feeds.
+QUANTITIES: dict[str, dict[str, str]] = {t.name: t.quantities for t in TYPES.values()}
 
 # --- the chip catalog ------------------------------------------------------------------------------
 #
-# Per chip: `lsb`, the step of each quantity the chip converts (in the unit of its world key, before
-# the firmware's scaling), and `noise`, the RMS noise the chip model adds to it (same unit), each
-# from the data sheet named in `source`. The models draw the noise as the sum of three uniform
-# variates (Irwin-Hall): near-normal with that RMS, but bounded at NOISE_BOUND x RMS, so a test can
-# state a hard tolerance. Data sheets give accuracy (offset, gain error) more often than noise;
-# where one gives no noise figure the catalog says so and takes one LSB, the chip's own resolution.
-# Offset and gain errors are not modelled: the twin stays the truth a reading is compared with.
+# Per chip (each sensor type's `chip` in gridtwin.sensortypes): `lsb`, the step of each quantity the
+# chip converts (in the unit of its world key, before the firmware's scaling), and `noise`, the RMS
+# noise the chip model adds to it (same unit), each from the data sheet named in `source`. The
+# models draw the noise as the sum of three uniform variates (Irwin-Hall): near-normal with that
+# RMS, but bounded at NOISE_BOUND x RMS, so a test can state a hard tolerance. Data sheets give
+# accuracy (offset, gain error) more often than noise; where one gives no noise figure the catalog
+# says so and takes one LSB, the chip's own resolution. Offset and gain errors are not modelled: the
+# twin stays the truth a reading is compared with.
 NOISE_BOUND = 3.0
 
-
-class Chip(dict):
-    """{"lsb": {quantity: step}, "noise": {quantity: rms}, "source": "..."}"""
-
-
-CHIPS: dict[str, Chip] = {
-    "ina226": Chip(
-        lsb={"shunt_v": 2.5e-6, "bus_v": 1.25e-3},
-        noise={"shunt_v": 2.5e-6, "bus_v": 1.25e-3},
-        source="TI SBOS547A, Electrical Characteristics: shunt LSB 2.5 uV, bus LSB 1.25 mV; offset "
-               "typ. +-2.5 uV (shunt), +-1.25 mV (bus). No noise figure: 1 LSB RMS, the typical offset, "
-               "at the 16 averages the firmware sets (gt/drivers/ina226.py CFG)"),
-    "ina219": Chip(
-        lsb={"shunt_v": 10e-6, "bus_v": 4e-3},
-        noise={"shunt_v": 10e-6, "bus_v": 4e-3},
-        source="TI SBOS448G, Electrical Characteristics: shunt LSB 10 uV, bus LSB 4 mV; offset "
-               "typ. +-10 uV. No noise figure: 1 LSB RMS"),
-    "lm75": Chip(
-        lsb={"temp_c": 0.125}, noise={"temp_c": 0.125},
-        source="NXP LM75A data sheet, Temperature register: 11 bits, 0.125 degC (the chip model is an "
-               "LM75A; 9-bit LM75B/TI parts: 0.5 degC); accuracy +-2 degC, no noise figure: 1 LSB RMS"),
-    "ds18b20": Chip(
-        lsb={"temp_c": 0.0625}, noise={"temp_c": 0.0625},
-        source="Maxim DS18B20 (19-7487), Operation - Measuring Temperature: 12 bits, 0.0625 degC (9..11 "
-               "bits: 0.5..0.125); accuracy +-0.5 degC (-10..+85 degC), no noise figure: 1 LSB RMS"),
-    "bme280": Chip(
-        lsb={"temp_c": 0.01, "rh": 1 / 1024, "pressure_pa": 1 / 256},
-        noise={"temp_c": 0.005, "rh": 0.02, "pressure_pa": 3.3},
-        source="Bosch BST-BME280-DS002: humidity 0.008 %RH resolution, 0.02 %RH RMS noise (table 1); "
-               "pressure at x1 oversampling 2.62 Pa resolution, 3.3 Pa RMS noise (weather monitoring, "
-               "3.5.1; Q24.8 output: 1/256 Pa steps); temperature at x1 16 bits, 0.005 degC, output in "
-               "0.01 degC, no noise figure: 1 LSB of the ADC"),
-    "ads1115": Chip(
-        lsb={"ain": 4.096 / 32768}, noise={"ain": 4.096 / 32768},
-        source="TI SBAS444D, table 1 (noise at 128 SPS, VDD 3.3 V): 1 LSB RMS at every range, the "
-               "LSB being FSR / 2^15 (125 uV at +-4.096 V); `ain` here scales with the sensor's fsr"),
-    "ade7953": Chip(
-        lsb={"rms": 1 / 9032007, "period": 1 / 223750},
-        noise={"rms": 0.0005, "period": 1 / 223750},
-        source="ADI ADE7953 rev. C, specifications: VRMS/IRMS error 0.1 % over 1000:1 (here 0.05 % "
-               "RMS of the reading, bounded at 0.15 %); 24-bit RMS codes (9032007 full scale); the "
-               "line period in 1/223.75 kHz steps, 1 step RMS"),
-}
+CHIPS: dict[str, Chip] = {t.name: t.chip for t in TYPES.values() if t.chip is not None}
 
 
 def chip_noise(sensor: dict) -> dict:
@@ -126,8 +84,7 @@ def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None, 
     if t in ("ina219", "ina226"):
         c = CHIPS[t]
         lsb = current_lsb(sensor["max_a"])
-        k, _ = INA_CAL[t]
-        cal = int(k / (lsb * sensor["shunt_ohm"]) + 1e-6)
+        cal = ina_calibration(t, sensor["shunt_ohm"], sensor["max_a"])
         shunt = c["lsb"]["shunt_v"] + nb * c["noise"]["shunt_v"]
         # the current register truncates (1 LSB) a shunt reading of its own step and noise, scaled
         # by a calibration register that is a whole number (eq. 1 truncated)
@@ -161,19 +118,6 @@ def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None, 
     if t == "ds18b20":  # 9..11 bits: the undefined low bits are masked off (gt/drivers/ds18b20.py)
         step *= 2 ** (12 - sensor.get("bits", 12))
     return step + nb * c["noise"][key]
-
-
-# the INA2xx calibration: data sheet eq. 1's constant and the register's valid bits
-INA_CAL = {"ina219": (0.04096, 0xFFFE), "ina226": (0.00512, 0x7FFF)}
-
-
-def current_lsb(max_a: float) -> float:
-    """gt/drivers/ina219.py's current LSB: max_a / 2^15 rounded up to 1, 2 or 5 x 10^n."""
-    m = max_a / 32768 * 0.999999
-    d = 1e-9
-    while d * 10 <= m:
-        d *= 10
-    return d * (1 if d >= m else 2 if 2 * d >= m else 5 if 5 * d >= m else 10)
 
 
 # --- plant-role nodes on a hardware-in-the-loop bench ------------------------------------------------
@@ -222,24 +166,10 @@ def plant_tolerance(hil: dict, metric: str) -> float:
     return 0.0
 
 
-_ADE_V_FS = 0.5 / 2 ** 0.5  # the ADE7953's full-scale input, volts rms (gt/drivers/ade7953.py)
-ADC_MAX_V = 3.1  # the ESP32 ADC at 11 dB attenuation (gt/drivers/adc.py)
-_UNSET = 1e9  # the lo/hi defaults of the analog inputs (firmware/gt/drivers/options.py): "no bound"
-
-
 def quantity_key(sensor: dict, suffix: str) -> str:
     """The chip world key that drives metric `suffix` of `sensor` (a rendered sensor table)."""
     key = QUANTITIES[sensor["type"]][suffix]
-    if key == "ain":
-        # a differential pair is driven on its first input; the second stays at 0 V
-        key = f"ain{sensor.get('input', '0')[0]}"
-    return key
-
-
-def cal_volts(sensor: dict, value: float) -> float:
-    """The input volts an analog channel's calibration [v0, y0, v1, y1] turns into `value`."""
-    v0, y0, v1, y1 = sensor.get("cal", [0, 0, 1, 1])
-    return v0 + (value - y0) * (v1 - v0) / (y1 - y0)
+    return ain_key(sensor) if key == "ain" else key
 
 
 def chip_value(sensor: dict, suffix: str, value: float) -> float:
@@ -249,15 +179,6 @@ def chip_value(sensor: dict, suffix: str, value: float) -> float:
     if suffix == "v" and sensor["type"] in ("ina219", "ina226"):
         return value / sensor.get("v_div", 1.0)  # VBUS sees the bus through its divider
     return value  # the other chips measure in the firmware's own units (A, V, degC, Hz, Pa, %RH)
-
-
-def plausible(sensor: dict) -> float:
-    """A calibrated value for an analog channel's default: the middle of its plausible range when
-    the site gives one, else the calibration's first point."""
-    lo, hi = sensor.get("lo", -_UNSET), sensor.get("hi", _UNSET)
-    if -_UNSET < lo < hi < _UNSET:
-        return (lo + hi) / 2
-    return sensor.get("cal", [0, 0, 1, 1])[1]
 
 
 def _live(prefix: str, sensor: dict, key: str, default: float) -> dict:
@@ -273,15 +194,8 @@ def rom_for(sensor_id: str) -> str:
 
 
 def _crc8(data: bytes) -> int:
-    crc = 0
-    for byte in data:
-        for _ in range(8):
-            mix = (crc ^ byte) & 1
-            crc >>= 1
-            if mix:
-                crc ^= 0x8C
-            byte >>= 1
-    return crc
+    # the Dallas CRC-8 of the shim's 1-Wire bus (virtual/shim/onewire.py), which checks the ROM
+    return fwsource.shim_function("onewire.py", "crc8")(data)
 
 
 def world_for(cfg: dict, *, live_prefix: str = "", clock: dict | None = None,
@@ -316,36 +230,21 @@ def world_for(cfg: dict, *, live_prefix: str = "", clock: dict | None = None,
         return n
 
     for s in cfg.get("sensors", ()):
-        t = s["type"]
-        if t == "lm75":
-            chip(s, "lm75", s["addr"], temp_c=_live(p, s, "temp_c", 25.0))
-        elif t in ("ina219", "ina226"):
-            # a quarter of the calibrated range: inside the shunt input whatever the site chose
-            chip(s, t, s["addr"], shunt_ohm=s["shunt_ohm"],
-                 current_a=_live(p, s, "current_a", s["max_a"] / 4), bus_v=_live(p, s, "bus_v", 12.0))
-        elif t == "ade7953":
-            # 230 V where the divider brings it inside the input's range, else half of that range
-            v = 230.0 if 230.0 / s["v_div"] < 0.9 * _ADE_V_FS else 0.5 * _ADE_V_FS * s["v_div"]
-            i = min(5.0, 0.5 * _ADE_V_FS / s["i_ohm"])
-            chip(s, "ade7953", 0x38, v_div=s["v_div"], i_ohm=s["i_ohm"], ptr_bytes=2,
-                 v_rms=_live(p, s, "v_rms", v), i_rms=_live(p, s, "i_rms", i),
-                 pf=_live(p, s, "pf", 0.95), hz=_live(p, s, "hz", 50.0))
-        elif t == "bme280":
-            chip(s, "bme280", s["addr"], temp_c=_live(p, s, "temp_c", 21.0), rh=_live(p, s, "rh", 45.0),
-                 pressure_pa=_live(p, s, "pressure_pa", 101325.0))
-        elif t == "ads1115":
-            key = quantity_key(s, "")
-            chip(s, "ads1115", s["addr"], **{key: _live(p, s, key, cal_volts(s, plausible(s)))})
-        elif t == "ds18b20":
-            ow = {"pin": pins.get("onewire", -1), "model": "ds18b20",
-                  "rom": s.get("rom") or rom_for(s["id"]), "temp_c": _live(p, s, "temp_c", 25.0)}
+        t = TYPES.get(s["type"])
+        if t is None:
+            raise ValueError(f"sensor {s['id']}: no chip model for type {s['type']!r}")
+        fixed, idle = t.world(s)
+        live = {key: _live(p, s, key, value) for key, value in idle.items()}
+        if t.bus == "i2c":
+            chip(s, t.model, t.addr if t.addr is not None else s["addr"], **fixed, **live)
+        elif t.bus == "onewire":
+            ow = {"pin": pins.get("onewire", -1), "model": t.model, "rom": s.get("rom") or rom_for(s["id"]),
+                  **fixed, **live}
             if seed is not None:
                 ow["noise"] = _noise(s)
             onewire.append(ow)
-        elif t == "adc":
-            adc[str(s["pin"])] = _live(p, s, "pin_v", cal_volts(s, plausible(s)))
-        else:
-            raise ValueError(f"sensor {s['id']}: no chip model for type {t!r}")
+        else:  # the ESP32's own ADC: the volts at the pin
+            adc[str(s["pin"])] = live["pin_v"]
     hil = (cfg.get("params") or {}).get("hil")
     if hil:
         # the bench's idle state: supply present, no fault, a quarter load, a full battery

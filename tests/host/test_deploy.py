@@ -14,7 +14,8 @@ from fixtures.broker import make_site_pki
 from gridtwin import deploy as gdeploy
 from gridtwin.cli import main
 from gridtwin.errors import ConfigError, PKIError, ToolError
-from gridtwin.micropython import FIRMWARE_DIR, firmware_sources
+from gridtwin.micropython import firmware_sources
+from gridtwin.resources import FIRMWARE_DIR
 from gridtwin.nodeconfig import render
 from gridtwin.pki import PKI
 from gridtwin.site import load_site

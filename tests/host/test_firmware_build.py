@@ -14,7 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
-from gridtwin.micropython import FIRMWARE_DIR, build_firmware, compile_firmware
+from gridtwin.micropython import build_firmware, compile_firmware
+from gridtwin.resources import FIRMWARE_DIR
 
 BUILD = "import sys; from gridtwin.micropython import build_firmware; print(build_firmware(sys.argv[1]))"
 

@@ -1,10 +1,8 @@
 """Sensors, display and pins in site.toml: the host's rows equal the firmware's, the rendering,
 and every mistake named with file, key and fix before a node would refuse it (issue #5)."""
 
-import ast
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 from gridtwin.errors import ConfigError
 from gridtwin.nodeconfig import render
+from gridtwin.micropython import FIRMWARE_DIR
 from gridtwin.sensors_site import TYPES
 from gridtwin.site import REQUIRED, example_site_path, load_site
 from gridtwin.twin import Twin
@@ -40,15 +39,14 @@ def error_of(tmp_path, node_lines: str, *, render_node: str | None = None) -> Co
 
 def test_host_rows_are_the_firmwares_rows(micropython):
     # The same types, keys and defaults as the node validates with, read from the firmware itself
-    # under MicroPython (firmware/gt/drivers/options.py holds each type's rows).
-    src = (ROOT / "firmware/gt/sensors.py").read_text()
-    fw_types = ast.literal_eval(re.search(r"^TYPES = (\(.*\))$", src, re.M).group(1))
+    # under MicroPython (firmware/gt/drivers/options.py, generated from gridtwin.sensortypes).
     code = ("import json; from gt.drivers import options as o; "
-            f"print(json.dumps({{t: {{k: r[1] for k, r in o.of(t).options().items()}} for t in {list(fw_types)!r}}}))")
-    env = dict(os.environ, MICROPYPATH=f"{ROOT / 'firmware'}:.frozen")
+            "print(json.dumps([o.TYPES, {t: {k: r[1] for k, r in o.rows(t).items()} for t in o.TYPES}]))")
+    env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_DIR}:.frozen")
     out = subprocess.run([micropython, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    fw_types, fw_rows = json.loads(out)
     host = {t: {k: key.default for k, key in rows.items()} for t, rows in TYPES.items()}
-    assert list(TYPES) == list(fw_types) and host == json.loads(out)
+    assert list(TYPES) == fw_types and host == fw_rows
 
 
 def test_example_nodes_render_sensors_display_and_pins():

@@ -7,7 +7,8 @@ import pytest
 from gridtwin import site as site_mod
 from gridtwin.cli import main
 from gridtwin.errors import ConfigError
-from gridtwin.site import NODE_KEYS, SCHEMA, Key, Section, example_site_path, load_site, one_of
+from gridtwin import schema as schema_mod
+from gridtwin.site import Key, Section, example_site_path, load_site, one_of
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = '[site]\nid = "s1"\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n'
@@ -102,20 +103,21 @@ def test_node_lookup_suggests(tmp_path):
         s.node("pdu_b")
 
 
-def test_other_issues_extend_the_schema_by_adding_rows(tmp_path, monkeypatch):
-    monkeypatch.setitem(SCHEMA, "archive", Section({
+def test_a_section_or_node_key_is_one_row_in_the_composition_root(tmp_path, monkeypatch):
+    # gridtwin.schema lists the sections and node keys; a new one is a row there, not an import
+    monkeypatch.setitem(schema_mod.SCHEMA, "archive", Section({
         "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb2"), help="where readings go"),
         "path": Key("path", "var/readings.db", help="SQLite file"),
     }))
-    monkeypatch.setitem(NODE_KEYS, "sensors", Key(list, [], item=Key(dict, keys={
+    monkeypatch.setitem(schema_mod.NODE_KEYS, "tags", Key(list, [], item=Key(dict, keys={
         "kind": Key(str, site_mod.REQUIRED, check=one_of("lm75", "ina219")),
         "addr": Key(int, 0x48),
     })))
-    s = load_site(write(tmp_path, MINIMAL + 'sensors = [{kind = "lm75"}]\n\n[archive]\nbackend = "sqlite"\n'))
+    s = load_site(write(tmp_path, MINIMAL + 'tags = [{kind = "lm75"}]\n\n[archive]\nbackend = "sqlite"\n'))
     assert s.archive.backend == "sqlite" and s.archive.path == tmp_path / "var/readings.db"
-    assert s.node("n1").sensors[0].kind == "lm75" and s.node("n1").sensors[0].addr == 0x48
-    err = error_of(tmp_path, MINIMAL + 'sensors = [{kind = "lm76"}]\n')
-    assert err.key == "nodes[n1].sensors[0].kind" and "did you mean 'lm75'" in str(err)
+    assert s.node("n1").tags[0].kind == "lm75" and s.node("n1").tags[0].addr == 0x48
+    err = error_of(tmp_path, MINIMAL + 'tags = [{kind = "lm76"}]\n')
+    assert err.key == "nodes[n1].tags[0].kind" and "did you mean 'lm75'" in str(err)
     err = error_of(tmp_path, MINIMAL + '[archive]\nbackend = "influx"\n')
     assert err.key == "archive.backend"
 
@@ -132,22 +134,28 @@ def test_site_errors_are_one_line_with_nonzero_exit(tmp_path, capsys):
     assert err.count("\n") == 1 and "no such site file" in err
 
 
-def test_every_registered_extension_is_known_to_every_load(tmp_path):
-    # A section added by another module (listed in EXTENSIONS) loads in a fresh interpreter,
-    # as `gridtwin pki ...` would see it, without that command importing the module itself.
+def test_every_section_of_the_root_is_known_to_every_load_and_no_import_registers_one(tmp_path):
+    # In a fresh interpreter, as `gridtwin pki ...` sees it: load_site alone knows every section the
+    # composition root lists, and importing a section's module changes no table of another module
+    # (the schema is assembled in gridtwin.schema, not by import side effects).
     import subprocess
     import sys
 
     p = write(tmp_path, MINIMAL)
-    for module in site_mod.EXTENSIONS:
-        code = (f"import gridtwin.site as s, importlib; importlib.import_module({module!r}); "
-                "print(sorted(set(s.SCHEMA) - {'site', 'broker', 'pki', 'nodes'}))")
-        added = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        for section in eval(added):  # noqa: S307 - our own output
-            out = subprocess.run([sys.executable, "-c", f"from gridtwin.site import load_site; "
-                                  f"s = load_site({str(p)!r}); print(type(s.{section}).__name__)"],
-                                 capture_output=True, text=True)
-            assert out.returncode == 0 and out.stdout.strip() == "Record", out.stderr
+    code = ("import gridtwin.site as s, gridtwin.nodeconfig as nc\n"
+            "before = (dict(vars(s)), dict(vars(nc)))\n"
+            "import gridtwin.nodenet, gridtwin.sensors_site, gridtwin.twin.topology, gridtwin.daemon.config\n"
+            "import gridtwin.stack.config\n"
+            "assert not hasattr(s, 'SCHEMA') and not hasattr(s, 'EXTENSIONS') and not hasattr(nc, 'CONTRIBUTORS')\n"
+            "assert set(vars(s)) == set(before[0]) and s.NODE_KEYS == before[0]['NODE_KEYS']\n"
+            "from gridtwin import schema\n"
+            f"site = s.load_site({str(p)!r})\n"
+            "print([sorted(schema.SCHEMA), sorted(type(site.section(n)).__name__ for n in schema.SCHEMA)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    names, kinds = eval(out.stdout)  # noqa: S307 - our own output
+    assert set(names) == {"site", "broker", "pki", "nodes", "storage", "daemon", "stack", "twin", "network"}
+    assert kinds.count("Record") == len(names) - 1  # and nodes, a list
 
 
 def test_reserved_ids_cover_the_pki_identities():

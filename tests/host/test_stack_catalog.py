@@ -23,6 +23,7 @@ import pytest
 from gridtwin import catalog
 from gridtwin.cli import main
 from gridtwin.nodeconfig import render as render_config
+from gridtwin.micropython import FIRMWARE_DIR
 from gridtwin.site import example_site_path, load_site
 from gridtwin.vboard import VirtualBoard
 from gridtwin.vworld import world_for
@@ -81,7 +82,7 @@ def published(micropython, firmware_build, tmp_path_factory):
 
 def test_sensor_tables_are_the_firmwares(micropython):
     # each driver's METRICS (suffix, unit, lo, hi), read from the firmware under MicroPython
-    src = (ROOT / "firmware/gt/sensors.py").read_text()
+    src = (FIRMWARE_DIR / "gt/drivers/options.py").read_text()
     fw_types = ast.literal_eval(re.search(r"^TYPES = (\(.*\))$", src, re.M).group(1))
     code = ("import json\nout = {}\n"
             f"for t in {list(fw_types)!r}:\n"

@@ -152,10 +152,9 @@ params = { volume_m3 = 3.0 }
 
 
 def test_an_electrolyser_node_counts_the_cells_of_its_twin_stack():
-    from gridtwin.micropython import REPO
     from gridtwin.nodeconfig import render
     from gridtwin.site import load_site
 
-    site = load_site(REPO / "host/gridtwin/examples/site.toml")
+    site = load_site(example_site_path())
     assert render(site, "EL1")["params"]["cells"] == 21
     assert "params" not in render(site, "srv_a")

@@ -27,6 +27,12 @@ def current_lsb(max_a):
     return d * (1 if d >= m else 2 if 2 * d >= m else 5 if 5 * d >= m else 10)
 
 
+def calibration(k, lsb, shunt_ohm):
+    # data sheet eq. 1, Cal = trunc(K / (Current_LSB * R_shunt)); + 1e-6: the quotient of two
+    # rounded floats may land just under the whole number. The host reads this function too.
+    return int(k / (lsb * shunt_ohm) + 1e-6)
+
+
 def metrics(spec, cls=None, bus_max=32):
     # what the registers can hold: the bus range and the 16-bit current and power registers,
     # scaled by the divider
@@ -52,8 +58,7 @@ class INA219:
         self.addr = addr
         self.k = v_div
         self.lsb = current_lsb(max_a)
-        # + 1e-6: the quotient of two rounded floats may land just under the whole number
-        self.cal = int(self.K / (self.lsb * shunt_ohm) + 1e-6) & self.CAL_BITS
+        self.cal = calibration(self.K, self.lsb, shunt_ohm) & self.CAL_BITS
         self._b = bytearray(2)
         self.setup()
 

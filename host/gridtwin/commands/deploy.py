@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true",
                         help="after the reset, wait for the node's birth message on the broker")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (default 60)")
-    parser.add_argument("--firmware", metavar="DIR", help="firmware folder to deploy (default: the repository's firmware/)")
+    parser.add_argument("--firmware", metavar="DIR",
+                        help="firmware folder to deploy (default: the firmware installed with gridtwin)")
     parser.add_argument("--broker", metavar="HOST:PORT",
                         help="broker --wait connects to (default: the site's first broker host and port)")
 

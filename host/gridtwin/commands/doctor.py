@@ -50,6 +50,20 @@ def check_mpy_cross():
     return True, _version([path, "--version"]), ""
 
 
+def check_install():
+    """What gridtwin ships besides its modules: the firmware, the board files, the virtual-board shim."""
+    from gridtwin import resources
+    from gridtwin.micropython import firmware_sources
+
+    try:
+        n = len(firmware_sources(resources.firmware_dir()))
+        boards = resources.known_boards()
+        resources.shim_dir()
+    except GridTwinError as exc:
+        return False, exc.message, exc.hint or ""
+    return True, f"firmware {n} files, boards {', '.join(boards)}, shim ({resources.PACKAGE_DIR})", ""
+
+
 def check_mosquitto():
     path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if not path:
@@ -119,6 +133,7 @@ CHECKS = [
     ("python", lambda a: check_python(), True),
     ("micropython", lambda a: check_micropython(), True),
     ("mpy-cross", lambda a: check_mpy_cross(), True),
+    ("install", lambda a: check_install(), True),
     ("mosquitto", lambda a: check_mosquitto(), True),
     ("site", lambda a: check_site(a.site), True),
     ("pki", lambda a: check_pki(a.site), True),  # fails only for a PKI the broker would refuse

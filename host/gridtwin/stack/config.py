@@ -4,9 +4,9 @@ and the dashboards agree on where readings are."""
 
 from __future__ import annotations
 
-from gridtwin.site import SCHEMA, Key, Section, in_range
+from gridtwin.site import Key, Section, in_range
 
-SCHEMA.setdefault("stack", Section({
+STACK = Section({
     "retention_days": Key(int, 365, check=in_range(0, 36500),
                           help="days InfluxDB 2 keeps readings in the bucket; 0 = forever"),
     "broker_host": Key(str, "", help="broker name Telegraf and Grafana connect to; empty = the first [broker] hosts entry"),
@@ -14,7 +14,7 @@ SCHEMA.setdefault("stack", Section({
     "flush_interval_s": Key(int, 10, check=in_range(1, 3600),
                             help="seconds Telegraf batches readings before writing (larger spares the SD card)"),
     "mqtt_live": Key(bool, True, help="provision Grafana's MQTT live datasource (plugin grafana-mqtt-datasource)"),
-}, help="Telegraf, InfluxDB 2 and Grafana (gridtwin stack)"))
+}, help="Telegraf, InfluxDB 2 and Grafana (gridtwin stack)")
 
 
 def broker_host(site) -> str:

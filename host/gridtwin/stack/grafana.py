@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from gridtwin import catalog
+from gridtwin.site import PLANT_ROLES
 from gridtwin.stack import telegraf
 from gridtwin.stack.config import broker_host
 
@@ -141,7 +142,7 @@ def _order(site, roles: set[str]) -> list:
     return out
 
 
-POWER_ROLES = {"utility", "transformer", "generator", "switchgear", "distribution", "ups", "pdu", "server"}
+POWER_ROLES = PLANT_ROLES  # the power chain's nodes: the firmware's plant roles
 # role families with a dashboard each: (key, uid, title, roles)
 FAMILIES = (("pv", "gridtwin-pv", "PV arrays", {"pv"}),
             ("electrolysers", "gridtwin-electrolysers", "electrolysers side by side", {"electrolyser"}),

@@ -24,9 +24,9 @@ world default. ``feed(cfg, node, role, state, parents)`` adds a plant node's HIL
 
 from __future__ import annotations
 
+from gridtwin.site import PLANT_ROLES
 from gridtwin.vworld import chip_value, plant_values, quantity_key
 
-PLANT_ROLES = {"utility", "transformer", "switchgear", "generator", "distribution", "ups", "pdu", "server"}
 FAILED = {"fault", "tripped", "failed"}  # twin statuses the node reports as fault = 1
 POWER = {"ina219", "ina226"}  # chips that compute power (w) from their bus voltage and current
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from gridtwin.errors import ConfigError
 from gridtwin.site import REQUIRED as SITE_REQUIRED
-from gridtwin.site import SCHEMA, SITE_CHECKS, Key, Section, check_id, check_parents, in_range
+from gridtwin.site import Key, Section, check_id, check_parents, in_range, parents_first
 
 
 class _Req:
@@ -259,7 +259,7 @@ COMPONENT_KEYS = {
     "description": Key(str, "", help="free text"),
 }
 
-SCHEMA.setdefault("twin", Section({
+TWIN = Section({
     "seed": Key(int, 1, help="random seed: the same seed gives the same run"),
     "step_s": Key(float, 0.1, check=in_range(0.001, 10.0), help="simulation time step in seconds"),
     "speed": Key(float, 1.0, check=in_range(0.0, 1e6), help="simulated seconds per wall second; 0 = as fast as possible"),
@@ -278,7 +278,7 @@ SCHEMA.setdefault("twin", Section({
                              "(detection + generator start + transfer); 0 = not declared"),
     "components": Key(list, [], item=Key(dict, keys=COMPONENT_KEYS),
                       help="component parameters and components without a node"),
-}, help="the digital twin: time step, seed and component parameters"))
+}, help="the digital twin: time step, seed and component parameters")
 
 
 @dataclass
@@ -411,23 +411,11 @@ def build(site) -> Topology:
             _fail(path, key, "a transfer switch has at most two sources", "parent = [\"<normal>\", \"<standby>\"]")
         if c.kind in ("buck_converter", "electrolyser", "gas_separator", "battery") and len(c.parents) > 1:
             _fail(path, key, f"a {c.kind} has one parent", "name one upstream component")
-    order: list[Component] = []
-    state: dict[str, int] = {}
-
-    def visit(cid: str, trail: list[str]):
-        if state.get(cid) == 2:
-            return
-        if state.get(cid) == 1:
-            loop = " -> ".join(trail[trail.index(cid):] + [cid])
-            _fail(path, f"{comps[cid].where}.parent", f"the twin topology has a loop: {loop}", "remove one parent link of the loop")
-        state[cid] = 1
-        for p in comps[cid].parents:
-            visit(p, trail + [cid])
-        state[cid] = 2
-        order.append(comps[cid])
-
-    for cid in comps:
-        visit(cid, [])
+    ids, loop = parents_first({cid: c.parents for cid, c in comps.items()})
+    if loop:
+        _fail(path, f"{comps[loop[0]].where}.parent", f"the twin topology has a loop: {' -> '.join(loop)}",
+              "remove one parent link of the loop")
+    order = [comps[cid] for cid in ids]
     for i, c in enumerate(order):
         c.index = i
         for p in c.parents:
@@ -492,12 +480,18 @@ def _check_transfer_timing(path, twin, comps: dict[str, Component]) -> None:
                   f"{fix}, or declare a slower type (60 or 120)")
 
 
-def _site_check(site) -> None:
-    build(site)
+def of(site) -> Topology:
+    """The site's topology, built once per loaded site (its whole-site check builds it), so that
+    rendering every node's config.json does not build it again per node."""
+    topo = site.__dict__.get("_twin_topology")
+    if topo is None:
+        topo = site.__dict__["_twin_topology"] = build(site)
+    return topo
 
 
-if _site_check not in SITE_CHECKS:
-    SITE_CHECKS.append(_site_check)
+def check_site(site) -> None:
+    """The twin's view of the site: components, kinds, parameters, parents (a whole-site check)."""
+    of(site)
 
 
 # --- what a node's firmware role needs of its component ------------------------------------------
@@ -505,22 +499,12 @@ if _site_check not in SITE_CHECKS:
 ROLE_PARAMS = {"electrolyser": ("cells",)}  # role -> parameters copied into config.json "params"
 
 
-def _render_role_params(site, node, board, cfg) -> None:
-    # The electrolyser role computes H2 from its stack current: it must count the same cells as the
-    # twin, or node and twin disagree by the stack's cell count.
+def role_params(site, node) -> dict:
+    """The params of a node's config.json that its twin component decides. The electrolyser role
+    computes H2 from its stack current: it must count the same cells as the twin, or node and twin
+    disagree by the stack's cell count."""
     names = ROLE_PARAMS.get(node.role)
     if not names:
-        return
-    comp = build(site).by_id.get(node.id)
-    if comp is not None:
-        cfg.setdefault("params", {}).update({n: comp.params[n] for n in names})
-
-
-def _register_contributor() -> None:
-    from gridtwin.nodeconfig import CONTRIBUTORS
-
-    if _render_role_params not in CONTRIBUTORS:
-        CONTRIBUTORS.append(_render_role_params)
-
-
-_register_contributor()
+        return {}
+    comp = of(site).by_id.get(node.id)
+    return {n: comp.params[n] for n in names} if comp is not None else {}
