@@ -6,7 +6,8 @@ in step. `render` is one pipeline of four stages, each returning its keys: the n
 board, interval), the link to the broker (gridtwin.nodenet.network, the same for every node), the
 hardware (gridtwin.sensors_site.hardware: pins, display, sensors, checked against the board file)
 and the params the twin decides (gridtwin.twin.topology.role_params, from the topology the site's
-load built once). Board files live in ``boards/<name>.json``.
+load built once). Board files live in ``boards/<name>.json``, shipped in the package
+(gridtwin.resources).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import pathlib
 
 from gridtwin import nodenet, sensors_site
 from gridtwin.errors import ConfigError
-from gridtwin.micropython import REPO
+from gridtwin.resources import BOARDS_DIR
+from gridtwin.resources import boards_dir as shipped_boards_dir
 from gridtwin.twin import topology
-
-BOARDS_DIR = REPO / "boards"
 
 
 def load_board(name: str, boards_dir: pathlib.Path = BOARDS_DIR) -> dict:
+    if pathlib.Path(boards_dir) == BOARDS_DIR:
+        shipped_boards_dir()  # an installation without its board files says so, not "unknown board"
     path = pathlib.Path(boards_dir) / f"{name}.json"
     try:
         board = json.loads(path.read_text())

@@ -211,11 +211,12 @@ def check_ip(value: str):
 def check_board(value: str):
     if not BOARD_RE.fullmatch(value):
         return f"'{value}' is not a board name", "use the name of a file in boards/ without extension, e.g. 'esp32s3'"
-    from gridtwin.nodeconfig import BOARDS_DIR
+    from gridtwin.resources import BOARDS_DIR, known_boards
 
-    # caught here, not when a node's config is first rendered (by then the demo has its broker up)
-    known = sorted(p.stem for p in BOARDS_DIR.glob("*.json"))
-    if known and value not in known:
+    # caught here, not when a node's config is first rendered (by then the demo has its broker up);
+    # an installation without board files is an error of its own (known_boards says where it looked)
+    known = known_boards()
+    if value not in known:
         near = difflib.get_close_matches(value, known, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
         return (f"unknown board '{value}': there is no {BOARDS_DIR / value}.json",
@@ -589,4 +590,6 @@ def _by_node_id(exc: ConfigError, raw: dict) -> ConfigError:
 
 def example_site_path() -> Path:
     """The packaged example site (the demo's data centre, electrolyser plant and grid monitor)."""
-    return Path(__file__).parent / "examples" / "site.toml"
+    from gridtwin.resources import EXAMPLE_SITE
+
+    return EXAMPLE_SITE

@@ -1,8 +1,8 @@
 """The fake world of a virtual node: the chips behind every sensor of its rendered config.
 
 ``world_for(cfg, live_prefix="", clock=None, wlan=None)`` gives the world document
-(tests/shim/_world.py's format) that provides, for each sensor of a rendered config.json, the
-register-level chip model (tests/shim/fakes/) its driver talks to, plus the OLED the config names.
+(virtual/shim/_world.py's format) that provides, for each sensor of a rendered config.json, the
+register-level chip model (virtual/shim/fakes/) its driver talks to, plus the OLED the config names.
 Every quantity a chip measures is ``{"live": "<prefix><sensor id>.<key>", "default": <plausible
 constant>}``: the shim reads it from the world's ``live`` file (which the twin rewrites, see
 gridtwin.twin.sensorfeed) and falls back to the constant while the file does not name it. ``<key>``

@@ -10,7 +10,7 @@ import pytest
 
 from gridtwin.errors import ConfigError
 from gridtwin.nodeconfig import render
-from gridtwin.micropython import FIRMWARE_DIR
+from gridtwin.resources import FIRMWARE_DIR, SHIM_DIR
 from gridtwin.sensors_site import TYPES
 from gridtwin.site import REQUIRED, example_site_path, load_site
 from gridtwin.twin import Twin
@@ -151,5 +151,5 @@ def test_render_errors_check_the_board(tmp_path, lines, key, words):
 
 def test_every_type_has_a_chip_model_and_required_rows_only_for_id_and_type():
     for t, rows in TYPES.items():
-        assert (ROOT / "tests/shim/fakes" / f"{t}.py").exists() or t == "adc"
+        assert (SHIM_DIR / "fakes" / f"{t}.py").exists() or t == "adc"
         assert all(k.default is not REQUIRED for k in rows.values())

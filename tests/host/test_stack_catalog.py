@@ -23,7 +23,7 @@ import pytest
 from gridtwin import catalog
 from gridtwin.cli import main
 from gridtwin.nodeconfig import render as render_config
-from gridtwin.micropython import FIRMWARE_DIR
+from gridtwin.resources import FIRMWARE_DIR, SHIM_DIR
 from gridtwin.site import example_site_path, load_site
 from gridtwin.vboard import VirtualBoard
 from gridtwin.vworld import world_for
@@ -89,7 +89,7 @@ def test_sensor_tables_are_the_firmwares(micropython):
             "    m = __import__('gt.drivers.' + t, None, None, ('make',))\n"
             "    out[t] = [list(x[:2]) for x in m.METRICS] if hasattr(m, 'METRICS') else None\n"
             "print(json.dumps(out))")
-    env = dict(os.environ, MICROPYPATH=f"{ROOT / 'tests/shim'}:{ROOT / 'firmware'}:.frozen")
+    env = dict(os.environ, MICROPYPATH=f"{SHIM_DIR}:{FIRMWARE_DIR}:.frozen")
     run = subprocess.run([micropython, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0, run.stderr
     fw = json.loads(run.stdout)
