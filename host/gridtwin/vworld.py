@@ -39,6 +39,7 @@ from gridtwin.sensortypes import (  # noqa: F401
     cal_volts,
     current_lsb,
     ina_calibration,
+    ina_constants,
     plausible,
 )
 
@@ -80,8 +81,9 @@ def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None, 
     bound (noise=False: a world without a seed, whose chips add none); `fed` holds the sensor's
     other fed metrics (a power reading depends on v and a)."""
     t = sensor["type"]
+    kind = TYPES[t]
     nb = NOISE_BOUND if noise else 0.0
-    if t in ("ina219", "ina226"):
+    if kind.shunt_fs is not None:  # a shunt monitor (INA2xx)
         c = CHIPS[t]
         lsb = current_lsb(sensor["max_a"])
         cal = ina_calibration(t, sensor["shunt_ohm"], sensor["max_a"])
@@ -96,11 +98,11 @@ def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None, 
             return dv
         f = fed or {}
         return abs(f.get("v", 0.0)) * da + abs(f.get("a", 0.0)) * dv + da * dv + \
-            (20 if t == "ina219" else 25) * lsb * sensor.get("v_div", 1.0)
-    if t in ("ads1115", "adc"):
+            ina_constants(t)["P"] * lsb * sensor.get("v_div", 1.0)
+    if kind.analog:
         v0, y0, v1, y1 = sensor.get("cal", [0, 0, 1, 1])
         slope = abs((y1 - y0) / (v1 - v0))
-        if t == "adc":
+        if kind.bus == "adc":
             return slope * 2e-6  # the shim's read_uv: whole microvolts (no ESP32 ADC model yet)
         step = sensor.get("fsr", 2.048) / 32768
         return slope * step * (1 + nb)
@@ -134,7 +136,7 @@ def plant_hil(cfg: dict, load_fs_kw: float) -> dict:
     """The params "hil" of a plant-role node: free pins of its board for each input."""
     pins = cfg.get("pins", {})
     used = {v for k, v in pins.items() if k in ("i2c_scl", "i2c_sda", "onewire", "led", "button") and v >= 0}
-    used |= {s["pin"] for s in cfg.get("sensors", ()) if s["type"] == "adc"}
+    used |= {s["pin"] for s in cfg.get("sensors", ()) if TYPES[s["type"]].bus == "adc"}
     free = [p for p in range(1, 40) if p not in used]
     names = PLANT_INPUTS if cfg.get("role") == "ups" else PLANT_INPUTS[:3]
     hil = {f"{n}_pin": free[i] for i, n in enumerate(names)}
@@ -174,9 +176,10 @@ def quantity_key(sensor: dict, suffix: str) -> str:
 
 def chip_value(sensor: dict, suffix: str, value: float) -> float:
     """What the chip must measure for the firmware to read `value` as metric `suffix`."""
-    if sensor["type"] in ("ads1115", "adc"):
+    kind = TYPES[sensor["type"]]
+    if kind.analog:
         return cal_volts(sensor, value)
-    if suffix == "v" and sensor["type"] in ("ina219", "ina226"):
+    if suffix == "v" and kind.shunt_fs is not None:
         return value / sensor.get("v_div", 1.0)  # VBUS sees the bus through its divider
     return value  # the other chips measure in the firmware's own units (A, V, degC, Hz, Pa, %RH)
 

@@ -24,11 +24,13 @@ world default. ``feed(cfg, node, role, state, parents)`` adds a plant node's HIL
 
 from __future__ import annotations
 
+from gridtwin.sensortypes import TYPES as SENSOR_TYPES
 from gridtwin.site import PLANT_ROLES
 from gridtwin.vworld import chip_value, plant_values, quantity_key
 
 FAILED = {"fault", "tripped", "failed"}  # twin statuses the node reports as fault = 1
-POWER = {"ina219", "ina226"}  # chips that compute power (w) from their bus voltage and current
+# chips that compute power (w) from their bus voltage and current: the shunt monitors
+POWER = {t for t, e in SENSOR_TYPES.items() if e.shunt_fs is not None}
 
 
 def twin_metrics(node) -> dict[str, dict[str, str]]:
