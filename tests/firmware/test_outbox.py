@@ -101,7 +101,7 @@ def test_full_outbox_drops_the_oldest_and_the_birth_counts_them(net_node, broker
 
 
 def test_power_cut_mid_spill_write_loses_at_most_that_record(net_node, broker, mqtt_client):
-    # Boot 1: no link; 31 readings, 4 in RAM, the rest spilled to flash. Then the power goes
+    # Boot 1: no link; 31 readings, each appended to flash as it is taken. Then the power goes
     # while a record is being written: the file ends in half a record.
     world = {"clock": {"mode": "warp", "stop_at_ms": 30_500}, "i2c": [LM75], "wlan": {"down": [[0, 10**9]]}}
     b = net_node(world=world, wifi=WIFI, queue=4)
