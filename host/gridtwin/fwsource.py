@@ -24,17 +24,15 @@ from typing import Any
 
 
 def _firmware_dir() -> pathlib.Path:
-    from gridtwin import (
-        micropython,  # looked up on each call: the package decides where it lives
-    )
+    from gridtwin import resources  # the shipped firmware; an installation without it says so
 
-    return pathlib.Path(micropython.FIRMWARE_DIR)
+    return resources.firmware_dir()
 
 
 def _shim_dir() -> pathlib.Path:
-    from gridtwin import micropython
+    from gridtwin import resources
 
-    return pathlib.Path(micropython.SHIM_DIR)
+    return resources.shim_dir()
 
 
 @cache
@@ -88,7 +86,7 @@ def firmware_function(rel: str, name: str):
 
 @cache
 def shim_function(rel: str, name: str):
-    """A pure function of the virtual board's shim (gridtwin.micropython.SHIM_DIR/<rel>)."""
+    """A pure function of the virtual board's shim (gridtwin.resources.SHIM_DIR/<rel>)."""
     return _function(_shim_dir() / rel, name)
 
 
