@@ -183,12 +183,13 @@ TYPES: dict[str, SensorType] = {t.name: t for t in (
                  ("rh", "%RH", "humidity", "relative humidity"),
                  ("p", "Pa", "pressure", "air pressure")),
         quantities={"t": "temp_c", "rh": "rh", "p": "pressure_pa"}, model="bme280",
-        chip=Chip(lsb={"temp_c": 0.01, "rh": 1 / 1024, "pressure_pa": 1 / 256},
+        chip=Chip(lsb={"temp_c": 0.01, "rh": 0.008, "pressure_pa": 2.62},
                   noise={"temp_c": 0.005, "rh": 0.02, "pressure_pa": 3.3},
                   source="Bosch BST-BME280-DS002: humidity 0.008 %RH resolution, 0.02 %RH RMS noise (table 1); "
                          "pressure at x1 oversampling 2.62 Pa resolution, 3.3 Pa RMS noise (weather monitoring, "
                          "3.5.1; Q24.8 output: 1/256 Pa steps); temperature at x1 16 bits, 0.005 degC, output in "
-                         "0.01 degC, no noise figure: 1 LSB of the ADC"),
+                         "0.01 degC, no noise figure: 1 LSB of the ADC. The steps are the resolutions: the "
+                         "output formats' 1/1024 %RH and 1/256 Pa are finer than the ADC behind them"),
         world=lambda s: ({}, {"temp_c": 21.0, "rh": 45.0, "pressure_pa": 101325.0})),
     SensorType(
         "ds18b20", "onewire", {
