@@ -192,6 +192,14 @@ TYPES: dict[str, SensorType] = {t.name: t for t in (
                          "output formats' 1/1024 %RH and 1/256 Pa are finer than the ADC behind them"),
         world=lambda s: ({}, {"temp_c": 21.0, "rh": 45.0, "pressure_pa": 101325.0})),
     SensorType(
+        "tmp102", "i2c", _i2c(0x48, 0x4B, "ADD0 pin"),
+        metrics=(("", "degC", "temperature", "temperature (TMP102)"),),
+        quantities={"": "temp_c"}, model="tmp102",
+        chip=Chip(lsb={"temp_c": 0.0625}, noise={"temp_c": 0.0625},
+                  source="TI SBOS397C, Temperature Register: 12 bits, 0.0625 degC; accuracy +-0.5 degC "
+                         "(-25..+85 degC), no noise figure: 1 LSB RMS"),
+        world=lambda s: ({}, {"temp_c": 25.0})),
+    SensorType(
         "ds18b20", "onewire", {
             "rom": Opt(str, "", "ROM code in hex; empty when it is alone on the wire", check="rom"),
             "bits": Opt(int, 12, "resolution in bits (9: 94 ms .. 12: 750 ms)", 9, 12)},
