@@ -496,7 +496,7 @@ def check_site(site) -> None:
 
 # --- what a node's firmware role needs of its component ------------------------------------------
 
-ROLE_PARAMS = {"electrolyser": ("cells",)}  # role -> parameters copied into config.json "params"
+ROLE_PARAMS = {"electrolyser": ("cells", "area_m2", "f1", "f2")}  # role -> params copied into config.json
 
 
 def role_params(site, node) -> dict:
