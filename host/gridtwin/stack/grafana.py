@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from gridtwin import catalog
-from gridtwin.site import PLANT_ROLES
+from gridtwin.site import PLANT_ROLES, parents_first
 from gridtwin.stack import telegraf
 from gridtwin.stack.config import broker_host
 
@@ -124,22 +124,9 @@ def _dash(uid: str, title: str, panels: list, templating: list | None = None, ta
 
 def _order(site, roles: set[str]) -> list:
     """Nodes with these roles, upstream before downstream (the power topology's order)."""
-    chosen = [n for n in site.nodes if n.role in roles]
-    done, out = set(), []
-
-    def visit(n):
-        if n.id in done:
-            return
-        done.add(n.id)
-        for p in n.parents:
-            up = next((m for m in chosen if m.id == p), None)
-            if up:
-                visit(up)
-        out.append(n)
-
-    for n in chosen:
-        visit(n)
-    return out
+    chosen = {n.id: n for n in site.nodes if n.role in roles}
+    ids, _ = parents_first({i: [p for p in n.parents if p in chosen] for i, n in chosen.items()})
+    return [chosen[i] for i in ids]
 
 
 POWER_ROLES = PLANT_ROLES  # the power chain's nodes: the firmware's plant roles
