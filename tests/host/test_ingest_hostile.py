@@ -290,3 +290,38 @@ def test_a_flood_of_rejections_logs_a_line_per_node_and_reason(fleet_broker, tmp
     finally:
         node.close()
         daemon.stop()
+
+
+def test_the_daemon_process_exits_non_zero_when_its_writer_dies(fleet_broker, tmp_path):
+    """`run_forever` returns 1 when a worker thread is gone, so systemd (Restart=always) starts a
+    fresh daemon and the broker redelivers what was not acknowledged."""
+    import subprocess
+    import sys
+
+    ep = endpoint(fleet_broker)
+    script = f"""
+import sys
+from pathlib import Path
+from gridtwin.daemon.connection import Endpoint
+from gridtwin.daemon.service import Daemon
+ep = Endpoint({ep.host!r}, {ep.port}, Path({str(ep.ca)!r}), Path({str(ep.cert)!r}), Path({str(ep.key)!r}), {ep.root!r})
+d = Daemon(endpoint=ep, db_path={str(tmp_path / 'db')!r}, metrics_port=None)
+def die(batch):
+    raise RuntimeError("simulated: a bug outside every per-message guard")
+d.ingest._process = die
+import threading
+threading.Thread(target=lambda: d.bus.wait_subscribed(20) and print("ready", flush=True), daemon=True).start()
+sys.exit(d.run_forever())
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        node = NodeClient(fleet_broker, NODE)
+        node.publish(telemetry_payload(NODE, boot=14, seq=0))
+        assert proc.wait(30) == 1
+        node.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert "the ingest writer stopped" in err and "exiting with status 1" in err
