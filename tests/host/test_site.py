@@ -220,3 +220,18 @@ def test_the_acl_renderer_refuses_a_line_break_whatever_validation_let_through(t
     s.topic_root = "gt/s1\nuser evil"
     with pytest.raises(BrokerError, match="line break"):
         render_acl(s)
+
+
+def test_config_json_is_one_pipeline_and_the_twin_topology_is_built_once_per_site(monkeypatch):
+    # rendering every node reuses the topology the site's load built (it used to be rebuilt per node)
+    from gridtwin.nodeconfig import render
+    from gridtwin.twin import topology
+
+    calls = []
+    build = topology.build
+    monkeypatch.setattr(topology, "build", lambda site: calls.append(1) or build(site))
+    s = load_site(example_site_path())
+    configs = {n: render(s, n) for n in s.node_ids}
+    assert len(calls) == 1 and len(configs) == len(s.node_ids) > 10
+    assert configs["EL1"]["params"]["cells"] == 21 and "params" not in configs["srv_a"]
+    assert {"wifi", "mqtt", "queue", "pins", "display", "sensors"} <= set(configs["EL1"])
