@@ -9,6 +9,7 @@ runs ``CHECKS`` in order. A new section is a `Section` in its module and one lin
 from __future__ import annotations
 
 from gridtwin import nodenet, sensors_site, site
+from gridtwin.analytics import config as analytics_config
 from gridtwin.daemon import config as daemon_config
 from gridtwin.stack import config as stack_config
 from gridtwin.twin import topology
@@ -27,6 +28,7 @@ SCHEMA: dict[str, site.Section] = {
     "stack": stack_config.STACK,  # issue #8
     "twin": topology.TWIN,  # issue #7
     "network": nodenet.NETWORK,  # issue #4
+    "analytics": analytics_config.ANALYTICS,  # issue #15
 }
 
 # whole-site checks that rows cannot express: fn(site) raises ConfigError

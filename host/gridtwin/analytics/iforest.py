@@ -1,0 +1,460 @@
+"""Multivariate anomalies: one scikit-learn ``IsolationForest`` per node, on its metrics and derived features.
+
+    det = IsolationForestDetector(ctx, train_s=86400, retrain_s=3600, contamination=0.001)
+    findings = det.observe(batch)      # scores each node's new rows once its model is trained
+    det.tick(now_ms)                   # trains what is due (in the background worker unless background=False)
+    det.close()                        # stops the worker
+
+A node's *row* is the readings one message carried (same node, same ts). Its features are every metric
+the node reports plus, derived: the power of each ``<p>_v``/``<p>_a`` pair without a ``<p>_w``, each
+metric's absolute deviation from its nominal (``nominal`` config, else the training median) and each
+metric's rate of change per second (against the node's previous row; 0 after a gap).
+
+Training reads the last ``train_s`` of the node's *stored* readings (ctx.store, the daemon's reader), so a
+restart or a new model never needs the readings in memory; the window ends at the newest reading seen (the
+readings' clock, not the host's: a replay or the bench's simulated days train on their own time). No model,
+no alert: a node needs ``min_samples`` stored rows first. Models are retrained every ``retrain_s`` of
+reading time by a background thread and saved with their training window (joblib, mode 0600, in the
+site's var/analytics/), and reloaded at start.
+
+Scoring does not call scikit-learn: each fitted forest is compiled into flat arrays and walked for all of
+a node's new rows at once (numpy, one pass per tree level), which is what lets one worker score tens of
+thousands of readings a second; it equals ``IsolationForest.decision_function`` (tests check it). A row
+is anomalous below the contamination's offset; ``confirm`` anomalous rows in a row raise the condition
+(one row in ``1/contamination`` is an outlier by construction: a single one is not worth an alert), and
+``clear_rows`` normal ones clear it. The finding names the metric that strays most from its training
+median (robust z), kept for the life of the condition so the alert keeps one key.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from gridtwin.analytics.base import Context, Finding, Reading
+
+log = logging.getLogger("gridtwin.analytics.iforest")
+
+MODEL_VERSION = 1
+SEVERITY_BY_MARGIN = ((0.10, "high"), (0.05, "medium"), (0.0, "low"))  # how far below the offset the score is
+
+
+def _avg_path(n: np.ndarray) -> np.ndarray:
+    """c(n): the mean path length of an unsuccessful BST search (Liu et al. 2008), as scikit-learn computes it."""
+    n = np.asarray(n, dtype=float)
+    out = np.zeros_like(n)
+    out[n == 2] = 1.0
+    big = n > 2
+    out[big] = 2.0 * (np.log(n[big] - 1.0) + np.euler_gamma) - 2.0 * (n[big] - 1.0) / n[big]
+    return out
+
+
+class CompiledForest:
+    """A fitted IsolationForest as flat arrays: every tree's nodes concatenated, walked level by level."""
+
+    __slots__ = ("left", "right", "feat", "thr", "leaf_depth", "roots", "levels", "denom", "offset")
+
+    def __init__(self, model):
+        lefts, rights, feats, thrs, depths, roots = [], [], [], [], [], []
+        base = 0
+        for tree, features, dpl, apl in zip(model.estimators_, model.estimators_features_,
+                                             model._decision_path_lengths, model._average_path_length_per_tree):
+            t = tree.tree_
+            leaf = t.children_left < 0
+            idx = np.arange(t.node_count)
+            # a leaf points to itself, so walking further keeps rows that already arrived where they are
+            lefts.append(np.where(leaf, idx, t.children_left) + base)
+            rights.append(np.where(leaf, idx, t.children_right) + base)
+            f = np.asarray(features)[np.where(leaf, 0, t.feature)]
+            feats.append(f)
+            thrs.append(np.where(leaf, np.inf, t.threshold))
+            depths.append(np.asarray(dpl, dtype=float) + np.asarray(apl, dtype=float) - 1.0)
+            roots.append(base)
+            base += t.node_count
+        self.left = np.concatenate(lefts).astype(np.int32)
+        self.right = np.concatenate(rights).astype(np.int32)
+        self.feat = np.concatenate(feats).astype(np.int16)
+        self.thr = np.concatenate(thrs)
+        self.leaf_depth = np.concatenate(depths).astype(np.float32)
+        self.roots = np.asarray(roots, dtype=np.int32)
+        self.levels = int(max(t.tree_.max_depth for t in model.estimators_))
+        self.denom = len(model.estimators_) * float(_avg_path(np.array([model._max_samples]))[0])
+        self.offset = float(model.offset_)
+
+    def decision(self, X: np.ndarray) -> np.ndarray:
+        """IsolationForest.decision_function(X): negative = anomalous."""
+        X = np.asarray(X, dtype=np.float32).astype(np.float64)  # the trees split on float32 inputs
+        r = X.shape[0]
+        node = np.broadcast_to(self.roots, (r, len(self.roots))).copy()
+        rows = np.arange(r)[:, None]
+        for _ in range(self.levels):
+            go_left = X[rows, self.feat[node]] <= self.thr[node]
+            node = np.where(go_left, self.left[node], self.right[node])
+        depth = self.leaf_depth[node].sum(axis=1, dtype=np.float64)
+        score = -(2.0 ** (-depth / self.denom)) if self.denom else -np.ones(r)
+        return score - self.offset
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, a).nbytes for a in ("left", "right", "feat", "thr", "leaf_depth", "roots"))
+
+
+class Features:
+    """The feature layout of one node: its metrics, power pairs, deviations and rates."""
+
+    def __init__(self, metrics: list[str], nominal: dict[str, float], gap_s: float):
+        self.metrics = sorted(metrics)
+        have = set(self.metrics)
+        self.pairs = [(m[:-2] + "_v", m[:-2] + "_a") for m in self.metrics
+                      if m.endswith("_v") and m[:-2] + "_a" in have and m[:-2] + "_w" not in have]
+        self.nominal = np.array([nominal.get(m, math.nan) for m in self.metrics])
+        self.gap_s = gap_s
+        self.median_raw: np.ndarray | None = None   # the training median: the nominal of a metric without one
+        self.names = (self.metrics + [f"{v[:-2]}_w*" for v, _ in self.pairs]
+                      + [f"|{m}-nom|" for m in self.metrics] + [f"d{m}/dt" for m in self.metrics])
+        # each feature back to the metric a user knows
+        self.source = self.metrics + [v for v, _ in self.pairs] + self.metrics + self.metrics
+
+    def matrix(self, ts: np.ndarray, raw: np.ndarray, prev: tuple | None) -> np.ndarray:
+        """Features of rows (ts ms, raw values in self.metrics order), given the row before the first."""
+        n = len(ts)
+        col = {m: i for i, m in enumerate(self.metrics)}
+        power = [raw[:, col[v]] * raw[:, col[a]] for v, a in self.pairs]
+        med = self.median_raw if self.median_raw is not None else np.nanmedian(raw, axis=0)
+        nom = np.where(np.isnan(self.nominal), med, self.nominal)
+        dev = np.abs(raw - nom)
+        prev_ts = np.empty(n)
+        prev_raw = np.empty_like(raw)
+        if n:
+            prev_ts[1:], prev_raw[1:] = ts[:-1], raw[:-1]
+            if prev is None:
+                prev_ts[0], prev_raw[0] = ts[0], raw[0]
+            else:
+                prev_ts[0], prev_raw[0] = prev
+        dt = (ts - prev_ts) / 1000.0
+        ok = (dt > 0) & (dt <= self.gap_s)
+        rate = np.where(ok[:, None], (raw - prev_raw) / np.where(ok, dt, 1.0)[:, None], 0.0)
+        parts = [raw] + ([np.column_stack(power)] if power else []) + [dev, rate]
+        return np.column_stack(parts) if n else np.empty((0, len(self.names)))
+
+
+class _Fit:
+    """One node's trained model: the forest (and its compiled form), the feature layout, the training
+    rows' median and robust scale per feature (the explanation) and the end of its training window."""
+
+    __slots__ = ("model", "forest", "feats", "center", "scale", "trained_to")
+
+    def __init__(self, model, feats: Features, center: np.ndarray, scale: np.ndarray, trained_to: int):
+        self.model, self.forest, self.feats = model, CompiledForest(model), feats
+        self.center, self.scale, self.trained_to = center, scale, int(trained_to)
+
+
+class _Node:
+    __slots__ = ("metrics", "pending_ts", "pending", "last", "prev", "fit", "streak", "normal", "active",
+                 "active_metric", "newest", "tried_at")
+
+    def __init__(self):
+        self.metrics: set[str] = set()
+        self.pending_ts: int | None = None
+        self.pending: dict[str, float] = {}
+        self.last: dict[str, float] = {}      # the last value of each metric (fills a row that lacks one)
+        self.prev: tuple | None = None        # (ts, raw row) of the last scored row: the rates' reference
+        self.fit: _Fit | None = None          # swapped whole by the trainer: the scorer never sees half a model
+        self.streak = self.normal = 0
+        self.active = False
+        self.active_metric = ""
+        self.newest = 0                       # newest reading ts seen (the training window's end)
+        self.tried_at = None                  # reading time of the last training attempt
+
+    @property
+    def trained_to(self):
+        return self.fit.trained_to if self.fit is not None else None
+
+
+class IsolationForestDetector:
+    name = "iforest"
+
+    def __init__(self, ctx: Context, *, train_s: float = 86400.0, retrain_s: float = 3600.0,
+                 contamination: float = 0.001, min_samples: int = 1000, max_train: int = 8192,
+                 n_estimators: int = 100, max_samples: int = 256, confirm: int = 3, clear_rows: int = 5,
+                 nominal: dict[str, float] | None = None, gap_s: float = 120.0, seed: int = 0,
+                 path: str | os.PathLike | None = None, background: bool = True, min_metrics: int = 2):
+        if not 0.0 < contamination <= 0.5:
+            raise ValueError(f"contamination {contamination} is not in (0, 0.5]")
+        self.ctx = ctx
+        self.train_ms, self.retrain_ms = int(train_s * 1000), int(retrain_s * 1000)
+        self.contamination, self.min_samples, self.max_train = contamination, min_samples, max_train
+        self.n_estimators, self.max_samples, self.seed = n_estimators, max_samples, seed
+        self.confirm, self.clear_rows, self.gap_s, self.min_metrics = confirm, clear_rows, gap_s, min_metrics
+        self.nominal = dict(nominal or {})
+        self.nodes: dict[str, _Node] = {}
+        self.path = Path(path) if path else self._default_path()
+        self.background = background
+        self.trainings = 0
+        self._lock = threading.Lock()        # guards the set of nodes due for training
+        self._due: set[str] = set()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.load()
+
+    def _default_path(self) -> Path | None:
+        site = self.ctx.site
+        var = getattr(site, "var_dir", None) if site is not None else None
+        return Path(var) / "analytics" / "iforest.joblib" if var else None
+
+    # --- the stream ------------------------------------------------------------------------------
+
+    def observe(self, batch: list[Reading]) -> list[Finding]:
+        rows: dict[str, list] = {}
+        nodes = self.nodes
+        for node, metric, ts, value in batch:
+            st = nodes.get(node)
+            if st is None:
+                st = nodes[node] = _Node()
+            if st.pending_ts != ts:
+                if st.pending:
+                    rows.setdefault(node, []).append((st.pending_ts, st.pending))
+                st.pending_ts, st.pending = ts, {}
+            st.pending[metric] = value
+            st.metrics.add(metric)
+        # a message's readings are committed together: the rows still open are complete
+        for node, st in nodes.items():
+            if st.pending:
+                rows.setdefault(node, []).append((st.pending_ts, st.pending))
+                st.pending_ts, st.pending = None, {}
+        out: list[Finding] = []
+        for node, rs in rows.items():
+            st = nodes[node]
+            st.newest = max(st.newest, rs[-1][0])
+            self._maybe_due(node, st)
+            if st.fit is not None:
+                f = self._score(node, st, rs)
+                if f is not None:
+                    out.append(f)
+            else:
+                for _ts, m in rs:
+                    st.last.update(m)
+        return out
+
+    def tick(self, now_ms: int) -> list[Finding]:
+        """Training that is due: handed to the worker, or done here when background is off."""
+        if self._due:
+            if self.background:
+                self._start_worker()
+                self._wake.set()
+            else:
+                self.train_due()
+        return []
+
+    def _maybe_due(self, node: str, st: _Node) -> None:
+        if len(st.metrics) < self.min_metrics:
+            return
+        if st.trained_to is None:
+            # untrained: try again once another tenth of the warm-up's worth of time has passed
+            if st.tried_at is None or st.newest - st.tried_at >= min(self.retrain_ms, self.train_ms // 10):
+                self._due.add(node)
+        elif st.newest - st.trained_to >= self.retrain_ms:
+            self._due.add(node)
+
+    def _score(self, node: str, st: _Node, rs: list) -> Finding | None:
+        fit = st.fit
+        feats, forest = fit.feats, fit.forest
+        metrics = feats.metrics
+        raw = np.empty((len(rs), len(metrics)))
+        ts = np.empty(len(rs))
+        last = st.last
+        for i, (t, m) in enumerate(rs):
+            last.update(m)
+            ts[i] = t
+            raw[i] = [last.get(k, math.nan) for k in metrics]
+        keep = ~np.isnan(raw).any(axis=1)
+        if not keep.all():
+            raw, ts, rs = raw[keep], ts[keep], [r for r, k in zip(rs, keep) if k]
+            if not len(ts):
+                return None
+        X = feats.matrix(ts, raw, st.prev)
+        st.prev = (ts[-1], raw[-1].copy())
+        d = forest.decision(X)
+        finding = None
+        for i in range(len(d)):
+            if d[i] < 0:
+                st.streak += 1
+                st.normal = 0
+                if st.streak >= self.confirm:
+                    if not st.active:
+                        st.active = True
+                        st.active_metric = self._top_metric(fit, X[i])
+                    finding = self._finding(node, st, fit, int(ts[i]), raw[i], X[i], float(d[i]))
+            else:
+                st.streak = 0
+                st.normal += 1
+                if st.active and st.normal >= self.clear_rows:
+                    st.active = False
+                    finding = Finding(node, st.active_metric, int(ts[i]), None, "iforest", "low",
+                                      f"{node}: its metrics are back to their usual pattern", cleared=True)
+        return finding
+
+    @staticmethod
+    def _top_metric(fit: _Fit, x: np.ndarray) -> str:
+        z = np.abs((x - fit.center) / fit.scale)
+        return fit.feats.source[int(np.nanargmax(z))]
+
+    def _finding(self, node: str, st: _Node, fit: _Fit, ts: int, raw: np.ndarray, x: np.ndarray,
+                 d: float) -> Finding:
+        metric = st.active_metric
+        if metric not in fit.feats.metrics:  # restored from a run whose model had other metrics
+            metric = st.active_metric = self._top_metric(fit, x)
+        k = fit.feats.metrics.index(metric)
+        z = (x - fit.center) / fit.scale
+        top = np.argsort(-np.abs(z))[:3]
+        why = ", ".join(f"{fit.feats.names[j]} {z[j]:+.1f}σ" for j in top)
+        sev = next(s for lim, s in SEVERITY_BY_MARGIN if -d >= lim)
+        median = float(fit.feats.median_raw[k])
+        return Finding(node, metric, ts, float(raw[k]), "iforest", sev,
+                       f"{node}: unusual combination of readings, mostly {metric} = {raw[k]:g} "
+                       f"(usually about {median:g}); {why}",
+                       detail={"score": round(d, 4), "top": [fit.feats.names[j] for j in top],
+                               "trained": [fit.trained_to - self.train_ms, fit.trained_to]})
+
+    # --- training --------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._run, name="gridtwin-iforest", daemon=True)
+            self._worker.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(5.0)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.train_due()
+            except Exception:  # a failed round is logged; the next one tries again, scoring goes on
+                log.exception("IsolationForest training failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+
+    def train_due(self) -> int:
+        """Train every node that is due; returns how many got a model. Saves the models when any did."""
+        with self._lock:
+            due, self._due = sorted(self._due), set()
+        trained = 0
+        for node in due:
+            st = self.nodes[node]
+            st.tried_at = st.newest
+            if self.train_node(node, st.newest):
+                trained += 1
+        if trained:
+            self.save()
+        return trained
+
+    def training_rows(self, node: str, metrics: list[str], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ts, raw rows) of the node's stored readings in [lo, hi], rows that carry every metric."""
+        store = self.ctx.store
+        if store is None:
+            return np.empty(0), np.empty((0, len(metrics)))
+        cols: dict[int, list] = {}
+        for j, m in enumerate(metrics):
+            for ts, v in store.query(node, m, lo, hi + 1):
+                if isinstance(v, (int, float)):
+                    cols.setdefault(ts, [math.nan] * len(metrics))[j] = float(v)
+        if not cols:
+            return np.empty(0), np.empty((0, len(metrics)))
+        ts = np.array(sorted(cols), dtype=float)
+        raw = np.array([cols[int(t)] for t in ts])
+        keep = ~np.isnan(raw).any(axis=1)
+        return ts[keep], raw[keep]
+
+    def train_node(self, node: str, end_ms: int) -> bool:
+        from sklearn.ensemble import IsolationForest
+
+        st = self.nodes[node]
+        metrics = sorted(st.metrics)
+        ts, raw = self.training_rows(node, metrics, end_ms - self.train_ms, end_ms)
+        if len(ts) < self.min_samples:
+            log.debug("%s: %d rows stored in the training window, %d needed", node, len(ts), self.min_samples)
+            return False
+        feats = Features(metrics, self.nominal, self.gap_s)
+        feats.median_raw = np.median(raw, axis=0)
+        X = feats.matrix(ts, raw, None)
+        if len(X) > self.max_train:  # evenly over the window, deterministic
+            X = X[np.linspace(0, len(X) - 1, self.max_train).astype(int)]
+        model = IsolationForest(n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(X)),
+                                contamination=self.contamination, random_state=self.seed).fit(X)
+        self._install(node, st, model, feats, X, end_ms)
+        self.trainings += 1
+        return True
+
+    def _install(self, node: str, st: _Node, model, feats: Features, X: np.ndarray, end_ms: int) -> None:
+        center = np.median(X, axis=0)
+        scale = 1.4826 * np.median(np.abs(X - center), axis=0)
+        scale = np.where(scale > 1e-9, scale, np.maximum(np.std(X, axis=0), 1e-6))
+        st.fit = _Fit(model, feats, center, scale, end_ms)  # one assignment: the scorer sees old or new
+        st.metrics.update(feats.metrics)
+
+    # --- persistence -----------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Every trained model with its window and feature layout, atomically, readable by the daemon's user only."""
+        if self.path is None:
+            return
+        import joblib
+
+        fits = {n: st.fit for n, st in list(self.nodes.items()) if st.fit is not None}
+        models = {n: {"model": f.model, "metrics": f.feats.metrics, "median": f.feats.median_raw,
+                      "center": f.center, "scale": f.scale, "window": [f.trained_to - self.train_ms, f.trained_to]}
+                  for n, f in fits.items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            joblib.dump({"version": MODEL_VERSION, "train_ms": self.train_ms, "nominal": self.nominal,
+                         "models": models}, f)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def load(self) -> int:
+        """Models saved by an earlier run (same training length): scoring resumes without a warm-up."""
+        if self.path is None or not self.path.exists():
+            return 0
+        import joblib
+
+        try:
+            saved = joblib.load(self.path)
+            if saved.get("version") != MODEL_VERSION or saved.get("train_ms") != self.train_ms:
+                log.info("%s: saved with other settings; models are trained again", self.path)
+                return 0
+            for node, m in saved["models"].items():
+                st = self.nodes.setdefault(node, _Node())
+                feats = Features(m["metrics"], self.nominal, self.gap_s)
+                feats.median_raw = m["median"]
+                st.metrics.update(m["metrics"])
+                st.fit = _Fit(m["model"], feats, m["center"], m["scale"], m["window"][1])
+                st.newest = int(m["window"][1])
+            return len(saved["models"])
+        except Exception as exc:  # a damaged or foreign file costs a warm-up, never the daemon
+            log.warning("%s: cannot load the saved models (%s); they are trained again", self.path, exc)
+            return 0
+
+    def state(self) -> dict:
+        """What the engine saves for us: the conditions that are active (the models have their own file)."""
+        return {"active": {n: st.active_metric for n, st in self.nodes.items() if st.active}}
+
+    def restore(self, saved: dict) -> None:
+        for node, metric in (saved or {}).get("active", {}).items():
+            st = self.nodes.setdefault(node, _Node())
+            st.active, st.active_metric, st.streak = True, metric, self.confirm
+
+    def memory_bytes(self) -> int:
+        return sum(st.fit.forest.nbytes() for st in self.nodes.values() if st.fit is not None)
