@@ -176,6 +176,7 @@ def quick_check(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
+    _analytics_tables(conn)  # gridtwin.analytics: its tables and the alerts' columns (idempotent, any version)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version >= SCHEMA_VERSION:
         return
@@ -571,3 +572,112 @@ class SqliteStore:
         cur = self.conn.execute(sql + (" LIMIT ?" if limit else ""), (node, after) + ((limit,) if limit else ()))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in reversed(cur.fetchall())]
+
+    # -- analytics (gridtwin.analytics): alerts with their reading, saved state, reading quality, KPIs ----
+    def record_alert(self, key: str, severity: str, kind: str, message: str, node: str | None = None,
+                     metric: str | None = None, value: float | None = None, detail: dict | None = None,
+                     ts: int | None = None) -> int:
+        """An alert raised (``key``: its topic under _host/alerts/, so a restart finds it active again)."""
+        with self._lock:
+            return self.conn.execute(
+                "INSERT INTO alerts (ts, node, severity, kind, message, key, metric, value, detail) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (_now_ms() if ts is None else ts, node, severity, kind, message, key, metric, value,
+                 json.dumps(detail) if detail else None)).lastrowid
+
+    @_reads
+    def active_alert_keys(self) -> dict[str, int]:
+        """{key: alert id} of the alerts still active (the newest per key)."""
+        return {k: i for k, i in self.conn.execute(
+            "SELECT key, max(id) FROM alerts WHERE active=1 AND key IS NOT NULL GROUP BY key")}
+
+    @_reads
+    def alerts(self, active: bool = False, since_ms: int | None = None, after_id: int = 0,
+               changed_after_ms: int | None = None, limit: int | None = None) -> list[dict]:
+        """Alerts oldest first: all, only the active ones, raised since ``since_ms``, or (``--follow``)
+        raised after ``after_id`` or cleared after ``changed_after_ms``."""
+        where, args = [], []
+        if active:
+            where.append("active=1")
+        if since_ms is not None:
+            where.append("(ts>=? OR active=1)")
+            args.append(since_ms)
+        if changed_after_ms is not None:
+            where.append("(id>? OR cleared>?)")
+            args += [after_id, changed_after_ms]
+        elif after_id:
+            where.append("id>?")
+            args.append(after_id)
+        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+        cur = self.conn.execute(sql + (" LIMIT ?" if limit else ""), args + ([limit] if limit else []))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in reversed(cur.fetchall())]
+
+    def save_state(self, name: str, data: dict) -> None:
+        with self._lock:
+            self.conn.execute("INSERT INTO analytics_state (name, data, saved) VALUES (?,?,?) "
+                              "ON CONFLICT(name) DO UPDATE SET data=excluded.data, saved=excluded.saved",
+                              (name, json.dumps(data, separators=(",", ":")), _now_ms()))
+
+    @_reads
+    def load_state(self, name: str) -> dict | None:
+        row = self.conn.execute("SELECT data FROM analytics_state WHERE name=?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def write_quality(self, rows) -> None:
+        """(node, metric, ts, value, quality) of the readings that are not GOOD (GOOD is the default)."""
+        with self._lock:
+            self.conn.executemany("INSERT OR REPLACE INTO reading_quality VALUES (?,?,?,?,?)", rows)
+
+    @_reads
+    def quality(self, node: str, metric: str | None = None, since_ms: int = 0) -> list[tuple]:
+        """(metric, ts, value, quality) of a node's readings judged UNCERTAIN or BAD, oldest first."""
+        sql = "SELECT metric, ts, value, quality FROM reading_quality WHERE node=? AND ts>=?"
+        args = [node, since_ms]
+        if metric:
+            sql += " AND metric=?"
+            args.append(metric)
+        return self.conn.execute(sql + " ORDER BY ts", args).fetchall()
+
+    def write_kpis(self, rows, spool_lines=None) -> None:
+        """(bucket ms, node or "" for the site, kpi, value) rows, and their InfluxDB lines when spooled."""
+        with self._lock:
+            self.conn.execute("BEGIN")
+            try:
+                self.conn.executemany("INSERT OR REPLACE INTO kpi VALUES (?,?,?,?)", rows)
+                if spool_lines:
+                    self.conn.executemany("INSERT INTO spool (line) VALUES (?)", [(s,) for s in spool_lines])
+                self.conn.execute("COMMIT")
+            except Exception:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    @_reads
+    def kpis(self, since_ms: int = 0, node: str | None = None) -> list[tuple]:
+        """(bucket, node, kpi, value) oldest first."""
+        sql = "SELECT bucket, node, kpi, value FROM kpi WHERE bucket>=?" + (" AND node=?" if node is not None else "")
+        return self.conn.execute(sql + " ORDER BY bucket, node, kpi",
+                                 (since_ms,) + ((node,) if node is not None else ())).fetchall()
+
+
+ANALYTICS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS analytics_state (name TEXT PRIMARY KEY, data TEXT NOT NULL, saved INTEGER);
+-- the quality of readings analytics judged UNCERTAIN or BAD (every other reading is GOOD)
+CREATE TABLE IF NOT EXISTS reading_quality (
+    node TEXT NOT NULL, metric TEXT NOT NULL, ts INTEGER NOT NULL, value REAL, quality TEXT NOT NULL,
+    PRIMARY KEY (node, metric, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kpi (
+    bucket INTEGER NOT NULL, node TEXT NOT NULL, kpi TEXT NOT NULL, value REAL,
+    PRIMARY KEY (bucket, node, kpi)
+) WITHOUT ROWID;
+"""
+ALERT_COLUMNS = (("key", "TEXT"), ("metric", "TEXT"), ("value", "REAL"), ("detail", "TEXT"))
+
+
+def _analytics_tables(conn: sqlite3.Connection) -> None:
+    conn.executescript(ANALYTICS_SCHEMA)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(alerts)")}
+    for col, kind in ALERT_COLUMNS:
+        if col not in have:
+            conn.execute(f"ALTER TABLE alerts ADD COLUMN {col} {kind}")
