@@ -135,13 +135,13 @@ def test_registry_changes_and_alerts_go_on_the_bus(fleet_broker, tmp_path, mqtt_
         msg = watcher.wait_for(f"{root}/_host/nodes/node07")
         assert json.loads(msg.payload)["state"] == "online"
         assert d.watch_registry(now + 1000) == {"node07": "stale"}  # 1 s > 3 x 100 ms
-        alert = json.loads(watcher.wait_for(f"{root}/_host/alerts/node_node07").payload)
+        alert = json.loads(watcher.wait_for(f"{root}/_host/alerts/node07/node_stale").payload)
         assert alert["kind"] == "node_stale" and alert["node"] == "node07"
         assert count_alerts(tmp_path / "db", active=1) == 1
         node.publish(telemetry_payload("node07", 1, 1))
         wait_for(lambda: d.metrics.stored == 2, 10, "the reading after the silence")
         assert d.watch_registry() == {"node07": "online"}
-        cleared = watcher.wait_for(f"{root}/_host/alerts/node_node07", where=lambda m: m.payload == b"")
+        cleared = watcher.wait_for(f"{root}/_host/alerts/node07/node_stale", where=lambda m: m.payload == b"")
         assert cleared.payload == b"" and count_alerts(tmp_path / "db", active=1) == 0
     finally:
         node.close()
@@ -217,5 +217,5 @@ def test_the_node_watch_is_kept_by_events_not_by_walking_the_fleet(tmp_path):
     # silent past 3 intervals: exactly that node is looked at again, and it is stale
     late = int(time.time() * 1000) + 3001
     assert watch.check(late) == {"n00007": "stale"} and reads == ["n00007", "n00007"]
-    assert "alerts/node_n00007" in published
+    assert "alerts/n00007/node_stale" in published
     store.close()

@@ -41,7 +41,7 @@ def test_events_become_alerts_and_real_telemetry_drives_the_twin(broker, site_pk
         twin.apply("util_a", "set_fault", {"on": True})
         twin.step()
         link.after_step()
-        topic = f"{root}/_host/alerts/twin_util_a_utility_lost"
+        topic = f"{root}/_host/alerts/util_a/utility_lost"
         alert = json.loads(watcher.wait_for(topic, timeout=10).payload)
         assert alert["active"] and alert["severity"] == "major" and alert["component"] == "util_a"
         late = mqtt_client("grafana")  # subscribes after the fact: the alert is retained
@@ -51,7 +51,7 @@ def test_events_become_alerts_and_real_telemetry_drives_the_twin(broker, site_pk
         twin.apply("util_a", "set_fault", {"on": False})
         twin.run_until(twin.t + 0.5)
         link.after_step()
-        cleared = watcher.wait_for(f"{root}/_host/alerts/twin_util_a_utility_lost", timeout=10,
+        cleared = watcher.wait_for(f"{root}/_host/alerts/util_a/utility_lost", timeout=10,
                                    where=lambda m: m.payload == b"")
         assert cleared.payload == b""
         assert ("utility_lost", "util_a", 0) in alerts(tmp_path / "gt.db")

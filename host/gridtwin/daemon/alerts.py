@@ -1,10 +1,15 @@
-"""Alerts: stored (history), and retained on ``<root>/_host/alerts/<key>`` while active.
+"""Alerts, one model for twin events, node health and analytics: stored (history), and retained on
+``<root>/_host/alerts/<node>/<kind>[/<metric>]`` while active (the DESIGN topic contract).
 
 ``Alerts.raise_(key, ...)`` stores the alert and publishes it retained; ``clear(key)`` marks it
-cleared and publishes an empty retained message, which removes it from the broker. Keys name
-what the alert is about (``node_<id>``, ``twin_<component>_<type>``), so raising an active key
-again changes nothing. ``NodeWatch`` turns the registry's view of the fleet into node alerts
-and ``_host/nodes/<id>`` state; the twin link raises its events through the same object.
+cleared and publishes an empty retained message, which removes it from the broker. The key is the
+topic below ``_host/alerts/`` (``alert_key``): ``<node>/node_stale`` for node health,
+``<component>/<event type>`` for the twin, ``<node>/<kind>/<metric>`` for analytics; raising an
+active key again changes nothing, and active alerts survive a daemon restart (the store keeps
+their key). ``NodeWatch`` turns the registry's view of the fleet into node alerts and
+``_host/nodes/<id>`` state; the twin link and analytics (gridtwin.analytics.engine) raise theirs
+through the same object. Every raise and clear is counted by kind and severity (/metrics) and handed
+to ``listeners`` (the notifier), which must not block.
 """
 
 from __future__ import annotations
@@ -18,27 +23,70 @@ import time
 log = logging.getLogger("gridtwin.daemon")
 
 
+def alert_key(node: str | None, kind: str, metric: str | None = None) -> str:
+    """The topic below ``_host/alerts/`` of one condition: ``<node>/<kind>[/<metric>]``."""
+    return "/".join(p for p in (node or "_site", kind.replace("/", "_"), metric) if p)
+
+
 class Alerts:
     def __init__(self, store, bus):
         self.store, self.bus = store, bus
-        self.active: dict[str, int] = {}   # key -> alert id
+        self._lock = threading.Lock()  # raised from the maintenance, twin and analytics threads
+        try:
+            self.active: dict[str, int] = store.active_alert_keys()  # key -> alert id, across restarts
+        except Exception:  # a store without the analytics columns (a test double): start empty
+            self.active = {}
+        self.raised: dict[tuple[str, str], int] = {}   # (kind, severity) -> alerts raised
+        self.cleared: dict[tuple[str, str], int] = {}  # (kind, severity) -> alerts cleared
+        self._meta: dict[str, tuple[str, str]] = {}    # key -> (kind, severity) of the active alert
+        self.listeners: list = []  # fn(alert dict with "state": "raised" | "cleared"); must not block
 
-    def raise_(self, key: str, severity: str, kind: str, message: str, node: str | None = None, **extra) -> int:
-        if key in self.active:
-            return self.active[key]
-        aid = self.store.raise_alert(severity, kind, message, node)
-        self.active[key] = aid
-        self.bus.publish_host(f"alerts/{key}", {"id": aid, "severity": severity, "kind": kind, "node": node,
-                                               "message": message, "ts": int(time.time() * 1000), **extra})
+    def raise_(self, key: str, severity: str, kind: str, message: str, node: str | None = None,
+               metric: str | None = None, value: float | None = None, detail: dict | None = None,
+               ts: int | None = None, **extra) -> int:
+        with self._lock:
+            if key in self.active:
+                return self.active[key]
+            ts = int(time.time() * 1000) if ts is None else ts
+            aid = self.store.record_alert(key, severity, kind, message, node, metric, value, detail, ts)
+            self.active[key] = aid
+            self._meta[key] = (kind, severity)
+            self.raised[(kind, severity)] = self.raised.get((kind, severity), 0) + 1
+        doc = {"id": aid, "key": key, "severity": severity, "kind": kind, "node": node, "metric": metric,
+               "value": value, "message": message, "ts": ts, **({"detail": detail} if detail else {}), **extra}
+        self.bus.publish_host(f"alerts/{key}", {k: v for k, v in doc.items() if v is not None})
+        self._tell({**doc, "state": "raised"})
         return aid
 
-    def clear(self, key: str) -> bool:
-        aid = self.active.pop(key, None)
-        if aid is None:
-            return False
-        self.store.clear_alert(aid)
+    def clear(self, key: str, ts: int | None = None) -> bool:
+        with self._lock:
+            aid = self.active.pop(key, None)
+            if aid is None:
+                return False
+            self.store.clear_alert(aid)
+            kind, severity = self._meta.pop(key, ("", ""))
+            if kind:
+                self.cleared[(kind, severity)] = self.cleared.get((kind, severity), 0) + 1
         self.bus.publish_host(f"alerts/{key}", b"")  # an empty retained message clears it
+        self._tell({"id": aid, "key": key, "kind": kind, "severity": severity, "state": "cleared",
+                    "ts": int(time.time() * 1000) if ts is None else ts})
         return True
+
+    def _tell(self, doc: dict) -> None:
+        for fn in self.listeners:
+            try:
+                fn(doc)
+            except Exception:  # a listener's bug never stops the raiser
+                log.exception("alert listener failed")
+
+    def counters(self) -> dict[str, int]:
+        """/metrics gauges: alerts raised and cleared since the start, by kind and severity, and active."""
+        out = {}
+        for what, table in (("raised", self.raised), ("cleared", self.cleared)):
+            for (kind, sev), n in table.items():
+                out[f'alerts_{what}_total{{kind="{kind}",severity="{sev}"}}'] = n
+        out["alerts_active"] = len(self.active)
+        return out
 
 
 class NodeWatch:
@@ -123,12 +171,12 @@ class NodeWatch:
         if before is None and v.state == "unknown":
             return False  # never heard from: nothing to publish (10,000 of them at a start would be a flood)
         self.bus.publish_host(f"nodes/{v.id}", {**dataclasses.asdict(v), "ts": now_ms})
-        key = f"node_{v.id}"
-        if v.state in ("stale", "offline") and before == "online" and key not in self.alerts.active:
+        keys = [alert_key(v.id, f"node_{s}") for s in ("stale", "offline")]  # one of them at a time
+        if v.state in ("stale", "offline") and before == "online" and not any(k in self.alerts.active for k in keys):
             message = (f"{v.id} is offline (the broker published its will)" if v.state == "offline"
                        else f"{v.id} has sent nothing for {v.age_s:.0f} s ({self.stale_intervals} intervals)")
-            self.alerts.raise_(key, "warning", f"node_{v.state}", message, v.id)
+            self.alerts.raise_(alert_key(v.id, f"node_{v.state}"), "warning", f"node_{v.state}", message, v.id)
             log.warning("alert: %s", message)
-        elif v.state == "online" and self.alerts.clear(key):
+        elif v.state == "online" and any([self.alerts.clear(k) for k in keys]):
             log.info("alert cleared: %s is online again", v.id)
         return True

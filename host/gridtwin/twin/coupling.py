@@ -5,7 +5,7 @@
 - twin state goes out retained on ``<root>/_host/twin`` (every ``state_every_s`` of twin time), so
   Telegraf, Grafana and `gridtwin tail` see the plant without another path;
 - twin events become alerts: stored by the daemon, published retained on
-  ``<root>/_host/alerts/twin_<component>_<type>`` while active, cleared with an empty retained message;
+  ``<root>/_host/alerts/<component>/<type>`` while active, cleared with an empty retained message;
 - a component whose state changes (supply lost or back, fault, a load that moved by more than
   ``load_step``) gets a command on its plant node, unless the node is wired to HIL inputs (below),
   so the node's OLED and telemetry show what the twin knows; commands go through the daemon's
@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 
+from gridtwin.daemon.alerts import alert_key
 from gridtwin.twin.sensorfeed import PLANT_ROLES, feed, plant_readings, readings
 
 log = logging.getLogger("gridtwin.twin")
@@ -120,8 +121,8 @@ class TwinLink:
 
     # --- alerts ---
     def _alert(self, ev) -> None:
-        # the daemon's alerts: stored, retained on _host/alerts/<key> while active, cleared empty
-        key = f"twin_{ev.component}_{ev.type.replace(':', '_')}"
+        # the daemon's alerts: stored, retained on _host/alerts/<component>/<type> while active, cleared empty
+        key = alert_key(ev.component, ev.type.replace(":", "_"))
         if ev.state == "start":
             message = f"{ev.component}: {ev.type.replace('_', ' ')}" + (
                 f" ({', '.join(f'{k}={v}' for k, v in ev.detail.items())})" if ev.detail else "")
