@@ -11,17 +11,15 @@ import _world as W
 from _world import clock as _clock
 from fakes.noise import Noise
 from fakes.onewiredev import OneWireDevice
-from fakes.powered import lost_power
+from fakes.powered import power_up, powered
 from onewire import crc8
 
 
 class Device(OneWireDevice):
     def __init__(self, spec):
         super().__init__(spec)
-        self._powered = True
-        self._seen_ms = _clock.world_ms()
         self.noise = Noise(spec)  # "noise": {"temp_c": rms, "seed": n}
-        self.power_on()
+        power_up(self)
 
     def power_on(self):
         self.temp = 0x0550
@@ -31,12 +29,7 @@ class Device(OneWireDevice):
         self._args = bytearray()
 
     def present(self):
-        cycled = lost_power(self)
-        p = super().present()
-        if p and (cycled or not self._powered):
-            self.power_on()
-        self._powered = p
-        return p
+        return powered(self, super().present)
 
     def conv_ms(self):
         return 750 >> (3 - ((self.conf >> 5) & 3))

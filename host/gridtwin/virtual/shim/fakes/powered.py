@@ -1,6 +1,7 @@
 # A chip that loses its registers when it loses power: unplugging it for a while (the world's
 # "unplugged" windows) and plugging it back brings it up in its power-on state, as on the bench.
-# Models call power_on() from __init__ and override it to set their reset values.
+# Models call power_up() from __init__ and override power_on() to set their reset values; an I2C
+# chip subclasses PoweredDevice, others (the DS18B20 on 1-Wire) call power_up() and powered().
 import _world as W
 from _world import clock as _clock
 from fakes.i2cdev import I2CDevice
@@ -18,20 +19,31 @@ def lost_power(dev):
     return False
 
 
+def power_up(dev):
+    # the model's first power-on: it starts from its reset values
+    dev._powered = True
+    dev._seen_ms = _clock.world_ms()
+    dev.power_on()
+
+
+def powered(dev, answers):
+    """Whether the chip answers (`answers`: its bus's presence check), in its power-on state again
+    when it was off since the bus last saw it."""
+    cycled = lost_power(dev)
+    p = answers()
+    if p and (cycled or not dev._powered):
+        dev.power_on()
+    dev._powered = p
+    return p
+
+
 class PoweredDevice(I2CDevice):
     def __init__(self, spec):
         super().__init__(spec)
-        self._powered = True
-        self._seen_ms = _clock.world_ms()
-        self.power_on()
+        power_up(self)
 
     def present(self):
-        cycled = lost_power(self)
-        p = super().present()
-        if p and (cycled or not self._powered):
-            self.power_on()
-        self._powered = p
-        return p
+        return powered(self, super().present)
 
     def power_on(self):
         pass
