@@ -453,6 +453,8 @@ def main(argv=None) -> int:
     ap.add_argument("--live-seconds", type=float, default=10, help="ingest: length of the live run")
     ap.add_argument("--fleet-nodes", type=int, default=50, help="fleet: how many virtual nodes")
     ap.add_argument("--cost-seconds", type=float, default=10, help="cost: length of each measured window")
+    ap.add_argument("--no-cost-latency", dest="cost_latency", action="store_false",
+                    help="cost: skip the 10,000 msg/s latency run")
     ap.add_argument("--cost-readings", type=int, default=1_000_000, help="cost: readings stored for the size "
                     "and query figures")
     args = ap.parse_args(argv)
