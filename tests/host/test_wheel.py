@@ -11,6 +11,7 @@ installed package: the test checks that every path it uses lies in the new venv.
 from __future__ import annotations
 
 import base64
+import email.parser
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from importlib.metadata import distribution
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def repack(name: str, out: Path) -> Path:
     scripts pip wrote into bin/ are left out, pip writes them again from entry_points.txt)."""
     dist = distribution(name)
     tag = next(ln.split(":", 1)[1].strip() for ln in dist.read_text("WHEEL").splitlines() if ln.startswith("Tag:"))
-    info = Path(dist._path).name  # the .dist-info folder
+    info = next(f.parts[0] for f in dist.files if f.name == "METADATA" and f.parts[0].endswith(".dist-info"))
     whl = out / f"{_norm(dist.metadata['Name']).replace('-', '_')}-{dist.version}-{tag}.whl"
     record = []
     with zipfile.ZipFile(whl, "w") as z:
@@ -63,16 +64,24 @@ def repack(name: str, out: Path) -> Path:
     return whl
 
 
-def wheelhouse(out: Path) -> list[str]:
-    """gridtwin's run-time dependencies, transitively, as wheels in ``out``."""
-    todo, seen = [r for r in distribution("gridtwin").requires or []], set()
+def wheelhouse(wheel: Path) -> list[str]:
+    """The run-time dependencies the built wheel declares, transitively, as wheels beside it, made
+    from this venv's installed distributions (`make setup` installs them)."""
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        todo = email.parser.HeaderParser().parsestr(z.read(meta).decode()).get_all("Requires-Dist") or []
+    seen = set()
     while todo:
         req = Requirement(todo.pop())
         if _norm(req.name) in seen or (req.marker and not req.marker.evaluate({"extra": ""})):
             continue
         seen.add(_norm(req.name))
-        repack(req.name, out)
-        todo.extend(distribution(req.name).requires or [])
+        try:
+            dist = distribution(req.name)
+        except PackageNotFoundError:
+            pytest.fail(f"gridtwin needs {req} and this venv lacks it: run `make setup`")
+        repack(req.name, wheel.parent)
+        todo.extend(dist.requires or [])
     return sorted(seen)
 
 
@@ -134,14 +143,18 @@ def installed(tmp_path):
             shutil.copy2(s, src / name)
     wheels.mkdir()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--isolated"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, src],
-                   check=True, capture_output=True, timeout=120)
-    deps = wheelhouse(wheels)
+    # the venv's own setuptools builds it (pinned in the dev extras), so no index is asked for one
+    built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, src],
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, f"pip wheel failed (run `make setup`?):\n{built.stderr[-3000:]}"
+    [wheel] = wheels.glob("gridtwin-*.whl")
+    deps = wheelhouse(wheel)
     assert {"cryptography", "paho-mqtt", "rich", "numpy"} <= set(deps)
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
-    subprocess.run([venv / "bin/python", "-m", "pip", "--disable-pip-version-check", "--isolated", "install",
-                    "-q", "--no-index", "--find-links", wheels, "gridtwin"], check=True, capture_output=True,
-                   timeout=300)
+    inst = subprocess.run([venv / "bin/python", "-m", "pip", "--disable-pip-version-check", "--isolated", "install",
+                           "-q", "--no-index", "--find-links", wheels, "gridtwin"], capture_output=True, text=True,
+                          timeout=300)
+    assert inst.returncode == 0, f"pip install from the wheelhouse failed:\n{inst.stderr[-3000:]}"
     site.mkdir()
     sys_ = Installed(venv, site)
     yield sys_
