@@ -11,7 +11,12 @@ ingest committed them, on the analytics worker thread (never on the writer's):
 A ``Finding`` says "this (node, metric) is abnormal now"; the engine owns what follows (alert
 hysteresis, minimum duration, storage, the retained MQTT topic, the notifier). A detector reports a
 condition each time it still holds (or only when it starts: the engine keeps it active until the
-detector reports ``cleared`` or the condition stops being reported for ``clear_after_s``).
+detector reports ``cleared``; a point anomaly, ``detail["instant"] = True``, until none has been
+reported for ``clear_after_s``).
+
+Plugging in: the engine (gridtwin.analytics.engine.PLUGINS) imports each listed module and calls its
+``from_context(ctx) -> Detector | None`` (None: not configured, or its dependency missing); the
+site's ``[analytics]`` Record is ``ctx.config``.
 """
 
 from __future__ import annotations

@@ -94,7 +94,8 @@ RULE_KEYS = {
     "relative": Key(bool, False, help="drop/rise: threshold in percent of the window's extreme"),
     "nominal": Key(float, 0.0, help="deviation: the nominal value (0: the node's params nominal_v, else the "
                                     "metric's catalog nominal)"),
-    "floor": Key(float, 0.0, check=in_range(0, None), help="ratio: no spike while the window's lowest is at or below this"),
+    "floor": Key(float, 0.0, check=in_range(0, None),
+                 help="ratio: no spike while the window's lowest is at or below this"),
     "hysteresis": Key(float, 0.1, check=in_range(0, 0.9),
                       help="fraction of the threshold the change must fall back below to clear"),
     "severity": Key(str, "medium", check=one_of(*SEVERITIES), help="severity of the alert"),
@@ -103,7 +104,8 @@ RULE_KEYS = {
 ANALYTICS = Section({
     "enabled": Key(bool, True, help="run analytics in the daemon"),
     "queue_max": Key(int, 200_000, check=in_range(1000, 10_000_000),
-                     help="readings waiting for analytics; beyond it they are dropped (and counted), ingest never waits"),
+                     help="readings waiting for analytics; beyond it they are dropped (and counted), "
+                          "ingest never waits"),
     "min_duration_s": Key(float, 10.0, check=in_range(0, 86400),
                           help="a condition must hold this long (by reading time) before it raises an alert"),
     "clear_after_s": Key(float, 300.0, check=in_range(1, 7 * 86400),
@@ -115,7 +117,8 @@ ANALYTICS = Section({
     "sigma_warmup": Key(int, 60, check=in_range(5, 100_000), help="readings per metric before sigma judges any"),
     "sigma_halflife": Key(int, 600, check=in_range(10, 10_000_000),
                           help="readings after which an old reading weighs half in the rolling estimate"),
-    "aggregation_s": Key(int, 300, check=in_range(10, 86400), help="energy KPIs are aggregated every this many seconds"),
+    "aggregation_s": Key(int, 300, check=in_range(10, 86400),
+                         help="energy KPIs are aggregated every this many seconds"),
     "notify_command": Key(str, "", help="command run with each alert (raised or cleared) as JSON on stdin"),
     "notify_url": Key(str, "", check=lambda v: None if not v or v.startswith(("http://", "https://")) else
                       (f"'{v}' is not an http(s) URL", "use a webhook URL like https://hooks.example/alerts"),
@@ -143,7 +146,8 @@ DEFAULT_RULES = (
     dict(name="soc_drop", quantity="battery", kind="drop", window_s=300.0, threshold=20.0, severity="high"),
     dict(name="power_spike", quantity="power", kind="ratio", window_s=60.0, threshold=2.0, floor=1.0,
          roles=["sensor", "grid_monitor", "electrolyser"], severity="medium"),
-    dict(name="power_spike", quantity="load", kind="ratio", window_s=60.0, threshold=2.0, floor=0.01, severity="medium"),
+    dict(name="power_spike", quantity="load", kind="ratio", window_s=60.0, threshold=2.0, floor=0.01,
+         severity="medium"),
     dict(name="efficiency_drop", metric="efficiency", kind="drop", relative=True, window_s=600.0, threshold=15.0,
          severity="medium"),
     dict(name="voltage_deviation", quantity="voltage", kind="deviation", window_s=120.0, threshold=10.0,

@@ -79,14 +79,10 @@ class Alerts:
             except Exception:  # a listener's bug never stops the raiser
                 log.exception("alert listener failed")
 
-    def counters(self) -> dict[str, int]:
-        """/metrics gauges: alerts raised and cleared since the start, by kind and severity, and active."""
-        out = {}
-        for what, table in (("raised", self.raised), ("cleared", self.cleared)):
-            for (kind, sev), n in table.items():
-                out[f'alerts_{what}_total{{kind="{kind}",severity="{sev}"}}'] = n
-        out["alerts_active"] = len(self.active)
-        return out
+    def counters(self, what: str = "raised") -> dict[str, int]:
+        """/metrics: alerts raised (or cleared) since the start, {'{kind="..",severity=".."}': n}."""
+        table = self.raised if what == "raised" else self.cleared
+        return {f'{{kind="{k}",severity="{s}"}}': n for (k, s), n in sorted(table.items())}
 
 
 class NodeWatch:

@@ -79,7 +79,9 @@ class Metrics:
                 value = fn()
             except Exception:  # a gauge must never break /metrics
                 continue
-            if value is not None:
+            if isinstance(value, dict):  # labelled samples: {'{kind="limit",severity="high"}': n}
+                metric(name, "gauge", name.replace("_", " "), sorted(value.items()))
+            elif value is not None:
                 metric(name, "gauge", name.replace("_", " "), [("", value)])
         if self.node_gauges:
             try:
