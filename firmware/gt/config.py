@@ -198,7 +198,7 @@ def _sensors(specs):
         if t not in TYPES:
             raise ConfigError(key + ".type", "unknown sensor type %r (known: %s)" % (t, ", ".join(TYPES)))
         rows = {"id": (str, REQUIRED, ident, "sensor id"), "type": (str, None, None, "")}
-        rows.update(type_rows(t))
+        rows.update(type_rows(t, between, one_of))
         specs[i] = validate(s, rows, key + ".")
     ids = [s["id"] for s in specs]
     for x in ids:

@@ -40,8 +40,9 @@ def error_of(tmp_path, node_lines: str, *, render_node: str | None = None) -> Co
 def test_host_rows_are_the_firmwares_rows(micropython):
     # The same types, keys and defaults as the node validates with, read from the firmware itself
     # under MicroPython (firmware/gt/drivers/options.py, generated from gridtwin.sensortypes).
-    code = ("import json; from gt.drivers import options as o; "
-            "print(json.dumps([o.TYPES, {t: {k: r[1] for k, r in o.rows(t).items()} for t in o.TYPES}]))")
+    code = ("import json; from gt.drivers import options as o; from gt.config import between, one_of; "
+            "print(json.dumps([o.TYPES, {t: {k: r[1] for k, r in o.rows(t, between, one_of).items()} "
+            "for t in o.TYPES}]))")
     env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_DIR}:.frozen")
     out = subprocess.run([micropython, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     fw_types, fw_rows = json.loads(out)

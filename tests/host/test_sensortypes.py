@@ -50,9 +50,9 @@ def test_host_and_node_refuse_the_same_values(micropython):
     # every check of every row, fed the same values on both sides: the firmware's (under
     # MicroPython, from the generated table) and the host's (site.toml) agree on what is wrong
     cases = [(t, k, v) for t, e in sensortypes.TYPES.items() for k, o in e.rows.items() for v in _samples(o)]
-    code = ("import json\nfrom gt.drivers import options as o\nout = []\n"
+    code = ("import json\nfrom gt.drivers import options as o\nfrom gt.config import between, one_of\nout = []\n"
             f"for t, k, v in json.loads({json.dumps(json.dumps(cases))}):\n"
-            "    c = o.rows(t)[k][2]\n"
+            "    c = o.rows(t, between, one_of)[k][2]\n"
             "    out.append(c is None or not c(v))\n"
             "print(json.dumps(out))")
     env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_DIR}:.frozen")
