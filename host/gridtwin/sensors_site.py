@@ -183,7 +183,8 @@ def _check_one(path, where: str, s: Record) -> None:
                 continue
             v = cal_volts(s.as_dict(), value)
             if v > fs * 1.0001 or (t == "ads1115" and v < -fs * 1.0001):
-                fix = ("choose a larger fsr (" + ", ".join(str(x) for x in sorted(FSR) if x > abs(v)) + ") or a larger divider"
+                larger = ", ".join(str(x) for x in sorted(FSR) if x > abs(v))
+                fix = (f"choose a larger fsr ({larger}) or a larger divider"
                        if t == "ads1115" and abs(v) < FSR[0] else "divide the signal down further (and change cal)")
                 _fail(path, f"{where}.{name}",
                       f"{value:g} {s.unit} is {v:.3f} V at the input by cal, beyond its full scale of "
@@ -197,7 +198,8 @@ def _check_together(path, i: int, node_id: str, sensors: list) -> None:
     for j, s in enumerate(sensors):
         where = f"nodes[{i}].sensors[{j}]"
         if s.id in seen:
-            _fail(path, f"{where}.id", f"sensor id '{s.id}' is already used by sensors[{seen[s.id]}] of node '{node_id}'",
+            _fail(path, f"{where}.id",
+                  f"sensor id '{s.id}' is already used by sensors[{seen[s.id]}] of node '{node_id}'",
                   "give every sensor of a node its own id (it names the sensor's metrics)")
         seen[s.id] = j
         t = CATALOG[s.type]
@@ -210,22 +212,26 @@ def _check_together(path, i: int, node_id: str, sensors: list) -> None:
                 k, o = other
                 same_adc = o.type == s.type == "ads1115"
                 if not same_adc:
-                    _fail(path, f"{where}.addr", f"I2C bus {at[0]} address 0x{at[1]:02x} is taken by sensors[{k}] ({o.type})",
+                    _fail(path, f"{where}.addr",
+                          f"I2C bus {at[0]} address 0x{at[1]:02x} is taken by sensors[{k}] ({o.type})",
                           "set the chip's address pins to another address and give it here")
                 if o.input == s.input:
-                    _fail(path, f"{where}.input", f"ADS1115 0x{at[1]:02x} input '{s.input}' is read by sensors[{k}] already",
+                    _fail(path, f"{where}.input",
+                          f"ADS1115 0x{at[1]:02x} input '{s.input}' is read by sensors[{k}] already",
                           "wire this signal to another input of the chip")
             else:
                 i2c[at] = (j, s)
     if len(wire) > 1:
         for j, s in wire:
             if not s.rom:
-                _fail(path, f"nodes[{i}].sensors[{j}].rom", f"{len(wire)} DS18B20s share the 1-Wire bus and this one has no ROM",
+                _fail(path, f"nodes[{i}].sensors[{j}].rom",
+                      f"{len(wire)} DS18B20s share the 1-Wire bus and this one has no ROM",
                       "give each its ROM code (16 hex digits, printed by onewire.OneWire.scan() on the node)")
         roms = [s.rom.lower() for _, s in wire]
         for j, s in wire:
             if roms.count(s.rom.lower()) > 1:
-                _fail(path, f"nodes[{i}].sensors[{j}].rom", f"ROM {s.rom} is given twice", "each DS18B20 has its own ROM code")
+                _fail(path, f"nodes[{i}].sensors[{j}].rom", f"ROM {s.rom} is given twice",
+                      "each DS18B20 has its own ROM code")
 
 
 # --- config.json ---------------------------------------------------------------------------------
