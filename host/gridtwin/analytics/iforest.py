@@ -41,6 +41,11 @@ from gridtwin.analytics.base import Context, Finding, Reading
 log = logging.getLogger("gridtwin.analytics.iforest")
 
 MODEL_VERSION = 1
+# a feature this many times farther from its median than all but 0.1 % of the training rows (robust
+# deviations, at least 3): out of the envelope. The quantile, not the farthest row, so that an anomaly
+# the training window holds does not widen the envelope for the next.
+ENVELOPE, ENVELOPE_Q = 3.0, 0.999
+MAX_EXCLUDED = 0.2   # retraining leaves out what the last model found outside its envelope, up to this share
 SEVERITY_BY_MARGIN = ((0.10, "high"), (0.05, "medium"), (0.0, "low"))  # how far below the offset the score is
 
 
@@ -114,10 +119,33 @@ class Features:
         self.nominal = np.array([nominal.get(m, math.nan) for m in self.metrics])
         self.gap_s = gap_s
         self.median_raw: np.ndarray | None = None   # the training median: the nominal of a metric without one
+        self.pca: tuple | None = None    # (center, scale, components) of the training rows' metrics
+        self._layout(0)
+
+    def _layout(self, pcs: int) -> None:
         self.names = (self.metrics + [f"{v[:-2]}_w*" for v, _ in self.pairs]
-                      + [f"|{m}-nom|" for m in self.metrics] + [f"d{m}/dt" for m in self.metrics])
-        # each feature back to the metric a user knows
-        self.source = self.metrics + [v for v, _ in self.pairs] + self.metrics + self.metrics
+                      + [f"|{m}-nom|" for m in self.metrics] + [f"d{m}/dt" for m in self.metrics]
+                      + [f"relation{k + 1}" for k in range(pcs)])
+        # each feature back to the metric a user knows (a relation: the metric that weighs most in it)
+        heavy = [self.metrics[int(np.argmax(np.abs(self.pca[2][:, k])))] for k in range(pcs)] if pcs else []
+        self.source = self.metrics + [v for v, _ in self.pairs] + self.metrics + self.metrics + heavy
+
+    def fit(self, raw: np.ndarray) -> None:
+        """Learn the medians and the node's usual relations from the training rows.
+
+        An IsolationForest splits one feature at a time, so a reading that breaks the relation between
+        two metrics (a voltage that belongs to another current) while each stays in its range looks
+        normal to it. The principal components of the standardised metrics make each relation a
+        feature of its own: the minor ones are near zero while the relations hold."""
+        self.median_raw = np.median(raw, axis=0)
+        if raw.shape[1] < 2:
+            return
+        center = raw.mean(axis=0)
+        scale = raw.std(axis=0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        _u, _s, vt = np.linalg.svd((raw - center) / scale, full_matrices=False)
+        self.pca = (center, scale, vt.T)
+        self._layout(vt.shape[0])
 
     def matrix(self, ts: np.ndarray, raw: np.ndarray, prev: tuple | None) -> np.ndarray:
         """Features of rows (ts ms, raw values in self.metrics order), given the row before the first."""
@@ -139,6 +167,9 @@ class Features:
         ok = (dt > 0) & (dt <= self.gap_s)
         rate = np.where(ok[:, None], (raw - prev_raw) / np.where(ok, dt, 1.0)[:, None], 0.0)
         parts = [raw] + ([np.column_stack(power)] if power else []) + [dev, rate]
+        if self.pca is not None:
+            center, scale, comps = self.pca
+            parts.append(((raw - center) / scale) @ comps)
         return np.column_stack(parts) if n else np.empty((0, len(self.names)))
 
 
@@ -146,11 +177,32 @@ class _Fit:
     """One node's trained model: the forest (and its compiled form), the feature layout, the training
     rows' median and robust scale per feature (the explanation) and the end of its training window."""
 
-    __slots__ = ("model", "forest", "feats", "center", "scale", "trained_to")
+    __slots__ = ("model", "forest", "feats", "center", "scale", "envelope", "trained_to")
 
-    def __init__(self, model, feats: Features, center: np.ndarray, scale: np.ndarray, trained_to: int):
+    def __init__(self, model, feats: Features, center: np.ndarray, scale: np.ndarray, envelope: np.ndarray,
+                 trained_to: int):
         self.model, self.forest, self.feats = model, CompiledForest(model), feats
-        self.center, self.scale, self.trained_to = center, scale, int(trained_to)
+        self.center, self.scale, self.envelope, self.trained_to = center, scale, envelope, int(trained_to)
+
+    def judge(self, X: np.ndarray) -> np.ndarray:
+        """Per row: the forest's decision, or below it when a feature leaves the training envelope.
+
+        A forest cannot rank what lies beyond everything it was trained on: every split sends such a row
+        with the training extremes, so a voltage 100 deviations off its usual relation scores like the
+        most unusual minute of the day. Beyond the envelope (see ENVELOPE) a row is anomalous by how far
+        out it is."""
+        d = self.forest.decision(X)
+        worst = self.worst(X)
+        return np.where(worst > 1.0, np.minimum(d, -0.01 * worst), d)
+
+    def worst(self, X: np.ndarray) -> np.ndarray:
+        """Per row: how far its farthest feature is, in envelopes (> 1: outside)."""
+        if not X.shape[1]:
+            return np.zeros(len(X))
+        return (np.abs((X - self.center) / self.scale) / self.envelope).max(axis=1)
+
+    def outside(self, X: np.ndarray) -> np.ndarray:
+        return self.worst(X) > 1.0
 
 
 class _Node:
@@ -200,6 +252,7 @@ class IsolationForestDetector:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self.trained = threading.Event()     # set after each round that trained a model (tests await it)
         self.load()
 
     def _default_path(self) -> Path | None:
@@ -263,7 +316,7 @@ class IsolationForestDetector:
 
     def _score(self, node: str, st: _Node, rs: list) -> Finding | None:
         fit = st.fit
-        feats, forest = fit.feats, fit.forest
+        feats = fit.feats
         metrics = feats.metrics
         raw = np.empty((len(rs), len(metrics)))
         ts = np.empty(len(rs))
@@ -279,7 +332,7 @@ class IsolationForestDetector:
                 return None
         X = feats.matrix(ts, raw, st.prev)
         st.prev = (ts[-1], raw[-1].copy())
-        d = forest.decision(X)
+        d = fit.judge(X)
         finding = None
         for i in range(len(d)):
             if d[i] < 0:
@@ -357,6 +410,7 @@ class IsolationForestDetector:
                 trained += 1
         if trained:
             self.save()
+            self.trained.set()
         return trained
 
     def training_rows(self, node: str, metrics: list[str], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -385,8 +439,16 @@ class IsolationForestDetector:
         if len(ts) < self.min_samples:
             log.debug("%s: %d rows stored in the training window, %d needed", node, len(ts), self.min_samples)
             return False
+        old = st.fit
+        if old is not None and old.feats.metrics == metrics:
+            # what the last model found out of its envelope is not learnt as normal by the next (or one
+            # fault in the window widens the envelope for all the others); unless it is most of the
+            # window: then the normal has moved, and the model must follow
+            out = old.outside(old.feats.matrix(ts, raw, None))
+            if 0 < out.sum() <= MAX_EXCLUDED * len(ts):
+                ts, raw = ts[~out], raw[~out]
         feats = Features(metrics, self.nominal, self.gap_s)
-        feats.median_raw = np.median(raw, axis=0)
+        feats.fit(raw)
         X = feats.matrix(ts, raw, None)
         if len(X) > self.max_train:  # evenly over the window, deterministic
             X = X[np.linspace(0, len(X) - 1, self.max_train).astype(int)]
@@ -400,7 +462,8 @@ class IsolationForestDetector:
         center = np.median(X, axis=0)
         scale = 1.4826 * np.median(np.abs(X - center), axis=0)
         scale = np.where(scale > 1e-9, scale, np.maximum(np.std(X, axis=0), 1e-6))
-        st.fit = _Fit(model, feats, center, scale, end_ms)  # one assignment: the scorer sees old or new
+        envelope = ENVELOPE * np.maximum(np.quantile(np.abs((X - center) / scale), ENVELOPE_Q, axis=0), 3.0)
+        st.fit = _Fit(model, feats, center, scale, envelope, end_ms)  # one assignment: the scorer sees old or new
         st.metrics.update(feats.metrics)
 
     # --- persistence -----------------------------------------------------------------------------
@@ -412,8 +475,9 @@ class IsolationForestDetector:
         import joblib
 
         fits = {n: st.fit for n, st in list(self.nodes.items()) if st.fit is not None}
-        models = {n: {"model": f.model, "metrics": f.feats.metrics, "median": f.feats.median_raw,
-                      "center": f.center, "scale": f.scale, "window": [f.trained_to - self.train_ms, f.trained_to]}
+        models = {n: {"model": f.model, "metrics": f.feats.metrics, "median": f.feats.median_raw, "pca": f.feats.pca,
+                      "center": f.center, "scale": f.scale, "envelope": f.envelope,
+                      "window": [f.trained_to - self.train_ms, f.trained_to]}
                   for n, f in fits.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path.with_suffix(".tmp")
@@ -438,9 +502,10 @@ class IsolationForestDetector:
             for node, m in saved["models"].items():
                 st = self.nodes.setdefault(node, _Node())
                 feats = Features(m["metrics"], self.nominal, self.gap_s)
-                feats.median_raw = m["median"]
+                feats.median_raw, feats.pca = m["median"], m["pca"]
+                feats._layout(0 if feats.pca is None else feats.pca[2].shape[1])
                 st.metrics.update(m["metrics"])
-                st.fit = _Fit(m["model"], feats, m["center"], m["scale"], m["window"][1])
+                st.fit = _Fit(m["model"], feats, m["center"], m["scale"], m["envelope"], m["window"][1])
                 st.newest = int(m["window"][1])
             return len(saved["models"])
         except Exception as exc:  # a damaged or foreign file costs a warm-up, never the daemon
