@@ -523,3 +523,29 @@ class IsolationForestDetector:
 
     def memory_bytes(self) -> int:
         return sum(st.fit.forest.nbytes() for st in self.nodes.values() if st.fit is not None)
+
+
+# [analytics] keys this detector reads when the site's section has them (else these defaults)
+SETTINGS = {"iforest": True, "iforest_train_s": 86400.0, "iforest_retrain_s": 3600.0,
+            "iforest_contamination": 0.001, "iforest_min_samples": 1000}
+
+
+def setting(section, key: str):
+    if section is not None:
+        try:
+            if key in section:
+                return section[key]
+        except TypeError:
+            pass
+    return SETTINGS[key]
+
+
+def from_context(ctx: Context) -> IsolationForestDetector | None:
+    """The engine's plugin hook (gridtwin.analytics.engine.PLUGINS): the detector the site asks for."""
+    sec = ctx.config
+    if not setting(sec, "iforest"):
+        return None
+    return IsolationForestDetector(ctx, train_s=setting(sec, "iforest_train_s"),
+                                   retrain_s=setting(sec, "iforest_retrain_s"),
+                                   contamination=setting(sec, "iforest_contamination"),
+                                   min_samples=setting(sec, "iforest_min_samples"))
