@@ -213,9 +213,14 @@ class Analytics:
         found: list[Finding] = []
         for det in self.detectors:
             try:
-                found += det.observe(batch)
+                new = det.observe(batch)
             except Exception:
                 log.exception("analytics: detector %s failed", getattr(det, "name", det))
+                continue
+            found += new
+            bad = {(f.node, f.metric, f.ts) for f in new if f.quality == "BAD"}
+            if bad:  # a physically impossible reading feeds no rule, statistic or KPI after the limits
+                batch = [r for r in batch if (r[0], r[1], r[2]) not in bad]
         self.handle(found)
         return found
 

@@ -81,6 +81,13 @@ class Daemon:
         self.api = LocalApi(self.dispatcher, Path(db_path).parent / (
             "daemon.json" if instance == 1 else f"daemon-{instance}.json"), stopping=self._stop.is_set)
         self.ingest.listeners.append(self.api.feed)
+        # analytics reads what ingest committed, from a bounded queue on its own thread; once per site
+        # (instance 1), off for a daemon built without a site (tests and benchmarks set their own)
+        from gridtwin.analytics.engine import Analytics
+
+        self.analytics = Analytics.from_daemon(self) if instance == 1 and site is not None else None
+        if self.analytics:
+            self.on_readings(self.analytics.feed)
         self.metrics_server = None
         if metrics_port is not None:
             try:
@@ -167,6 +174,8 @@ class Daemon:
         self.store.start_checkpointer()
         if self.forwarder:
             self.forwarder.start()
+        if self.analytics:
+            self.analytics.start()
         self.ingest.start()   # the writer first: the bus delivers as soon as it is subscribed
         self.bus.start()
         self.metrics.watch(self.ingest._writer)
@@ -200,6 +209,8 @@ class Daemon:
             self.metrics_server.stop()
         if self._maint:
             self._maint.join(timeout=10)
+        if self.analytics:
+            self.analytics.stop()  # analyses what ingest stored last, saves its state
         self.store.close()
         if getattr(self, "_lockfile", None):
             self._lockfile.close()  # releases the lock

@@ -1,0 +1,350 @@
+"""Analytics' core (gridtwin.analytics): the rules fire at their threshold and not just below it and
+clear with hysteresis; limits mark each reading's quality; sigma grades by 3/4/5 robust deviations;
+kWh integrate power without bridging gaps. Through a real daemon on a real broker: kWh counters and
+active alerts survive a restart, a failing or hanging notifier never stops ingest. A bad
+[analytics] key is one file/key/fix line."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gridtwin.analytics.base import Context
+from gridtwin.analytics.config import Resolver
+from gridtwin.analytics.detectors import LimitDetector, RuleDetector, SigmaDetector
+from gridtwin.analytics.engine import Analytics
+from gridtwin.analytics.kpi import EnergyKpi
+from gridtwin.daemon.alerts import Alerts
+from gridtwin.daemon.store_sqlite import SqliteStore
+from gridtwin.site import example_site_path, load_site
+
+T0 = 1_780_000_000_000
+SITE = load_site(example_site_path())
+
+
+class _Bus:
+    """The daemon bus's publish_host, recorded (what a subscriber to _host/alerts/# would get)."""
+
+    def __init__(self):
+        self.sent = []
+
+    def publish_host(self, suffix, payload, retain=True):
+        self.sent.append((suffix, payload))
+        return True
+
+
+def _feed(det, node, metric, points):
+    """points: [(seconds after T0, value)] -> the findings, in order."""
+    out = []
+    for s, v in points:
+        out += det.observe([(node, metric, T0 + int(s * 1000), v)])
+    return out
+
+
+def _fires(found):
+    return [f for f in found if not f.cleared]
+
+
+# (node, metric, kind, steady, at the threshold, just below it)
+DEFAULT_RULES = [
+    ("ups_a", "batt_pct", "rule:drop", 100.0, 80.0, 80.1),     # SoC drop of 20 % in 5 min
+    ("pdu_a", "load_kw", "rule:ratio", 10.0, 20.0, 19.99),     # 2x power spike in 1 min
+    ("EL1", "efficiency", "rule:drop", 70.0, 59.5, 59.6),      # 15 % efficiency drop in 10 min
+]
+
+
+@pytest.mark.parametrize("node,metric,kind,steady,at,below", DEFAULT_RULES)
+def test_each_default_rule_fires_at_its_threshold_and_not_just_below(node, metric, kind, steady, at, below):
+    res = Resolver(SITE.analytics, SITE)
+    (rule,) = res.rules(node, metric)
+    det = RuleDetector(Context(site=SITE), res)
+    assert _fires(_feed(det, node, metric, [(0, steady), (30, steady), (40, below)])) == []
+    found = _fires(_feed(det, node, metric, [(41, at)]))
+    assert [(f.kind, f.metric) for f in found] == [(kind, metric)], found
+    assert found[0].severity == rule.severity and rule.name in found[0].description
+
+
+def test_rules_clear_only_past_their_hysteresis():
+    res = Resolver(SITE.analytics, SITE)
+    det = RuleDetector(Context(site=SITE), res)
+    # 2x spike: raised at 20 kW over 10, held at 1.9x (the hysteresis is 10 % of the part above 1x), cleared below
+    found = _feed(det, "pdu_a", "load_kw", [(0, 10.0), (10, 20.0), (11, 19.0)])
+    assert [f.cleared for f in found] == [False, False]
+    (cleared,) = _feed(det, "pdu_a", "load_kw", [(12, 18.9)])
+    assert cleared.cleared and cleared.kind == "rule:ratio"
+    # SoC drop: 20 points raise it; back to an 18-point drop holds it, 17.9 clears it
+    found = _feed(det, "ups_a", "batt_pct", [(0, 100.0), (60, 80.0), (61, 82.0)])
+    assert [f.cleared for f in found] == [False, False]
+    assert [f.cleared for f in _feed(det, "ups_a", "batt_pct", [(62, 82.1)])] == [True]
+    # nothing fires again until the condition is reached again
+    assert _feed(det, "ups_a", "batt_pct", [(63, 81.0)]) == []
+
+
+def test_voltage_deviation_from_nominal_over_its_window():
+    """10 % from the grid monitor's 230 V nominal, averaged over 2 min: 253 V fires, 252.9 V does not;
+    it holds at 9.1 % and clears once the window's mean is under 9 %."""
+    res = Resolver(SITE.analytics, SITE)
+    det = RuleDetector(Context(site=SITE), res)
+    assert _fires(_feed(det, "grid1", "mains_v", [(s, 252.9) for s in range(0, 300, 5)])) == []
+    det = RuleDetector(Context(site=SITE), res)
+    (f,) = _feed(det, "grid1", "mains_v", [(0, 253.0)])
+    assert f.kind == "rule:deviation" and not f.cleared and "10.0 % from nominal 230" in f.description
+    held = _feed(det, "grid1", "mains_v", [(s, 251.0) for s in range(5, 400, 5)])
+    assert held and not any(f.cleared for f in held)  # 9.13 %: inside the hysteresis
+    found = _feed(det, "grid1", "mains_v", [(s, 250.6) for s in range(400, 700, 5)])
+    assert [f.cleared for f in found][-1] is True and sum(f.cleared for f in found) == 1
+
+
+def test_a_site_rule_and_limit_come_before_the_defaults(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text(example_site_path().read_text() + """
+[analytics]
+[[analytics.rules]]
+name = "soc_drop"
+metric = "batt_pct"
+kind = "drop"
+window_s = 60
+threshold = 5.0
+severity = "low"
+[[analytics.limits]]
+metric = "mains_v"
+nodes = ["grid1"]
+lo = 220.0
+hi = 240.0
+""")
+    site = load_site(path)
+    res = Resolver(site.analytics, site)
+    (rule,) = res.rules("ups_a", "batt_pct")
+    assert (rule.threshold, rule.window_ms, rule.severity) == (5.0, 60_000, "low")
+    lim = res.limit("grid1", "mains_v")
+    assert (lim.lo, lim.hi) == (220.0, 240.0)
+    assert res.limit("EL1", "t_stack").hi == 80.0  # the default still applies where the site says nothing
+
+
+def test_a_bad_analytics_key_names_file_key_and_fix(tmp_path):
+    for extra, key, fix in (("[analytics]\nnotfy_command = 'x'\n", "analytics.notfy_command", "notify_command"),
+                            ("[[analytics.rules]]\nmetric = 'batt_pct'\nkind = 'dorp'\n", "analytics.rules[0].kind",
+                             "did you mean 'drop'"),
+                            ("[[analytics.limits]]\nquantity = 'voltage'\nlo = 250.0\nhi = 200.0\n",
+                             "analytics.limits[0]", "make lo < hi")):
+        path = tmp_path / "site.toml"
+        path.write_text(example_site_path().read_text() + "\n" + extra)
+        r = subprocess.run([sys.executable, "-m", "gridtwin", "--site", str(path), "alerts"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith(f"gridtwin: {path}: {key}") and fix in line, line
+
+
+def _engine(tmp_path, **section):
+    store = SqliteStore(tmp_path / "gt.db")
+    bus = _Bus()
+    alerts = Alerts(store, bus)
+    sec = {"min_duration_s": 0.0, "sigma": False, **section}
+    return Analytics(store, alerts, site=SITE, section=sec, plugins=()), store, bus
+
+
+def test_limits_mark_quality_and_alert_with_hysteresis(tmp_path):
+    """The grid monitor's 200-250 V: 250 V is in range (GOOD), 250.5 V is UNCERTAIN and raises the
+    limit alert, which holds at 249.5 V (hysteresis 2 % of the span: 1 V) and clears at 249 V; a
+    9999 V reading is BAD (physically impossible) with an alert of its own, high."""
+    an, store, bus = _engine(tmp_path)
+    vals = [230.0, 250.0, 250.5, 249.5, 249.0, 9999.0]
+    for k, v in enumerate(vals):
+        an.observe([("grid1", "mains_v", T0 + k * 1000, v)])
+    q = {ts: quality for _m, ts, _v, quality in store.quality("grid1", "mains_v")}
+    assert q == {T0 + 2000: "UNCERTAIN", T0 + 5000: "BAD"}  # every other reading is GOOD
+    rows = store.alerts()
+    assert [(r["kind"], r["metric"], r["value"], r["active"]) for r in rows] == [
+        ("limit", "mains_v", 250.5, 0), ("limit:bad", "mains_v", 9999.0, 1)]
+    assert rows[1]["severity"] == "high" and rows[0]["cleared"] is not None
+    topics = [(s, p if p == b"" else json.loads(json.dumps(p))["kind"]) for s, p in bus.sent]
+    assert topics == [("alerts/grid1/limit/mains_v", "limit"), ("alerts/grid1/limit/mains_v", b""),
+                      ("alerts/grid1/limit:bad/mains_v", "limit:bad")]
+    store.close()
+
+
+def test_a_condition_must_last_min_duration_before_it_alerts(tmp_path):
+    an, store, bus = _engine(tmp_path, min_duration_s=10.0)
+    for s in range(0, 10):
+        an.observe([("grid1", "t_box", T0 + s * 1000, 85.0)])
+    assert store.alerts() == []  # 9 s over 80 degC
+    an.observe([("grid1", "t_box", T0 + 10_000, 85.0)])
+    (row,) = store.alerts()
+    assert row["kind"] == "limit" and row["ts"] == T0 + 10_000
+    store.close()
+
+
+def test_sigma_grades_low_medium_high_after_its_warmup():
+    det = SigmaDetector(Context(), warmup=20, halflife=1000)
+    warm = [10.0 + (1.0 if k % 2 else -1.0) for k in range(20)]  # median 11 (upper), MAD... spread known below
+    for name, z in (("a", 3.2), ("b", 4.2), ("c", 5.2), ("d", 2.9)):
+        found = _feed(det, "n", name, [(k, v) for k, v in enumerate(warm)])
+        assert found == []  # nothing judged during the warm-up
+        s = det._s[("n", name)]
+        center, spread = s.center, s.spread()
+        found = _feed(det, "n", name, [(30, center + z * spread)])
+        want = {3.2: ["low"], 4.2: ["medium"], 5.2: ["high"], 2.9: []}[z]
+        assert [f.severity for f in found] == want
+
+
+def test_kwh_integrate_power_and_do_not_bridge_gaps(tmp_path):
+    store = SqliteStore(tmp_path / "gt.db")
+    kpi = EnergyKpi(Context(site=SITE, store=store), aggregation_s=3600)
+    pts = [(s, 10.0) for s in range(0, 3601, 5)]          # 10 kW for an hour: 10 kWh
+    pts += [(s, 10.0) for s in range(4201, 4201 + 1801, 5)]  # 10 min unmeasured, then half an hour: 5 kWh
+    for s, v in pts:
+        kpi.observe([("pdu_a", "load_kw", T0 + s * 1000, v)])
+    assert kpi.total_kwh["pdu_a"] == pytest.approx(15.0)
+    rows = {(n, k): v for _b, n, k, v in store.kpis()}  # the first hour's bucket is written
+    assert rows[("pdu_a", "energy_kwh")] > 0 and ("", "consumption_kwh") in rows
+    store.close()
+
+
+def test_electrolyser_efficiency_is_derived_and_its_drop_alerts(tmp_path):
+    """EL1's efficiency comes from its hydrogen and its stack power (gridtwin.analytics.derived);
+    a 15 % drop of it over 10 min raises the efficiency rule."""
+    from types import SimpleNamespace
+
+    an, store, bus = _engine(tmp_path)
+
+    def msg(s, h2):
+        m = {"stack_a": 100.0, "u_stack": 40.0, "h2_nlh": h2, "t_stack": 60.0}
+        return SimpleNamespace(node="EL1", ts=T0 + s * 1000, m=m)
+
+    an.process([msg(0, 800.0), msg(10, 800.0)])
+    assert store.alerts() == []
+    an.process([msg(20, 675.0)])  # over 15 % less hydrogen for the same power
+    (row,) = store.alerts()
+    assert row["kind"] == "rule:drop" and row["metric"] == "efficiency"
+    store.close()
+
+
+# --- through the daemon, on a real broker -----------------------------------------------------------
+
+def _daemon(broker, site, db, **section):
+    from fixtures.daemon_fleet import endpoint
+    from gridtwin.daemon.service import Daemon
+
+    d = Daemon(endpoint=endpoint(broker), db_path=db, known_nodes=site.node_ids, metrics_port=None, site=site)
+    if section:  # this test's [analytics], in place of the site's
+        d.on_readings(d.analytics.feed, remove=True)
+        d.analytics = Analytics(d.store, d.alerts, site=site, metrics=d.metrics,
+                                section={"sigma": False, **section}, plugins=())
+        d.on_readings(d.analytics.feed)
+    d.start()
+    from fixtures.daemon_fleet import wait_for
+
+    wait_for(lambda: d.bus.subscribed, 10, "the daemon to subscribe")  # what is sent before is not its
+    return d
+
+
+def _tel(node, seq, ts, **m):
+    return json.dumps({"v": 1, "node": node, "boot": 1, "seq": seq, "ts": ts, "m": m}).encode()
+
+
+def test_kwh_and_active_alerts_survive_a_daemon_restart(broker, site_pki, mqtt_client, tmp_path):
+    from fixtures.daemon_fleet import NodeClient, wait_for
+
+    site, db = site_pki.site, tmp_path / "gt.db"
+    root = site.topic_root
+    watcher = mqtt_client("telegraf")
+    watcher.subscribe(f"{root}/_host/alerts/#")
+    start = int(time.time() * 1000) - 3_600_000
+    pdu, grid = NodeClient(broker, "pdu_a"), NodeClient(broker, "grid1")
+    d = _daemon(broker, site, db, min_duration_s=0.0)
+    try:
+        for k in range(121):  # 12 kW for 10 min, every 5 s: 2 kWh
+            pdu.publish(_tel("pdu_a", k, start + k * 5000, load_kw=12.0))
+        grid.publish(_tel("grid1", 0, start, mains_v=262.0))
+        wait_for(lambda: d.analytics.analysed >= 122, 20, "analytics to see every reading")
+        wait_for(lambda: "grid1/limit/mains_v" in d.alerts.active, 10, "the limit alert")
+        alert = json.loads(watcher.wait_for(f"{root}/_host/alerts/grid1/limit/mains_v", timeout=10).payload)
+        assert (alert["node"], alert["metric"], alert["value"], alert["severity"]) == ("grid1", "mains_v", 262.0,
+                                                                                      "medium")
+        assert d.analytics.kpi.total_kwh["pdu_a"] == pytest.approx(2.0)
+    finally:
+        d.stop()
+    d = _daemon(broker, site, db, min_duration_s=0.0)
+    try:
+        assert "grid1/limit/mains_v" in d.alerts.active            # still active after the restart
+        assert d.analytics.kpi.total_kwh["pdu_a"] == pytest.approx(2.0)  # the counter goes on from there
+        pdu.publish(_tel("pdu_a", 121, start + 121 * 5000, load_kw=12.0))
+        grid.publish(_tel("grid1", 1, start + 1000, mains_v=230.0))  # back in range: the restored alert clears
+        wait_for(lambda: "grid1/limit/mains_v" not in d.alerts.active, 20, "the alert to clear")
+        watcher.wait_for(f"{root}/_host/alerts/grid1/limit/mains_v", timeout=10, where=lambda m: m.payload == b"")
+        wait_for(lambda: d.analytics.kpi.total_kwh["pdu_a"] > 2.0, 10, "the next reading's energy")
+        assert d.analytics.kpi.total_kwh["pdu_a"] == pytest.approx(2.0 + 12.0 * 5 / 3600)
+    finally:
+        d.stop()
+        pdu.close()
+        grid.close()
+
+
+@pytest.mark.parametrize("command", ["sleep 600", "false"])
+def test_a_failing_or_hanging_notifier_never_stops_ingest(broker, site_pki, tmp_path, command):
+    """Every reading makes an alert (raised, then cleared): the notifier hangs (`sleep 600`, stopped
+    at its time limit) or fails (`false`); ingest stores every message all the same, analytics keeps
+    up, and the failures are counted."""
+    from fixtures.daemon_fleet import NodeClient, wait_for
+
+    site, db = site_pki.site, tmp_path / "gt.db"
+    start = int(time.time() * 1000) - 600_000
+    grid = NodeClient(broker, "grid1")
+    d = _daemon(broker, site, db, min_duration_s=0.0, notify_command=command, notify_timeout_s=0.5)
+    try:
+        n = 400
+        for k in range(n):  # out of range, back in range, ...: alerts raised and cleared, each notified
+            grid.publish(_tel("grid1", k, start + k * 1000, mains_v=262.0 if k % 2 == 0 else 230.0))
+        wait_for(lambda: d.metrics.stored == n, 20, "ingest to store every message")
+        wait_for(lambda: d.analytics.analysed == n, 20, "analytics to analyse every reading")
+        # (messages in flight together may be committed in another order: not every pair is an alert)
+        assert d.alerts.raised[("limit", "medium")] >= n // 10
+        wait_for(lambda: d.analytics.notifier.failed >= 1, 20, "the notifier's failure to be counted")
+        assert d.analytics.dropped == 0
+    finally:
+        t = time.monotonic()
+        d.stop()
+        assert time.monotonic() - t < 15  # a hung notifier does not hold the daemon's stop either
+        grid.close()
+
+
+def _cli(site_path, *args):
+    return subprocess.run([sys.executable, "-m", "gridtwin", "--site", str(site_path), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_alerts_and_kpi_commands_read_the_store(tmp_path):
+    from gridtwin.daemon.config import db_path
+
+    path = tmp_path / "site.toml"
+    path.write_text(example_site_path().read_text())
+    site = load_site(path)
+    store = SqliteStore(db_path(site))
+    alerts = Alerts(store, _Bus())
+    now = int(time.time() * 1000)
+    alerts.raise_("grid1/limit/mains_v", "medium", "limit", "grid1 mains_v = 262 is above its limit 250", "grid1",
+                  metric="mains_v", value=262.0, ts=now - 60_000)
+    alerts.raise_("pdu_a/node_stale", "warning", "node_stale", "pdu_a has sent nothing for 9 s", "pdu_a")
+    alerts.clear("pdu_a/node_stale")
+    store.write_kpis([(now - 600_000, "pdu_a", "energy_kwh", 1.5), (now - 300_000, "pdu_a", "energy_kwh", 1.0),
+                      (now - 300_000, "", "pue", 1.4)])
+    store.save_state("detector:kpi", {"total_kwh": {"pdu_a": 12.5}})
+    store.close()
+    r = _cli(path, "alerts", "--active", "--json")
+    assert r.returncode == 0, r.stderr
+    (doc,) = [json.loads(x) for x in r.stdout.splitlines()]
+    assert (doc["key"], doc["node"], doc["metric"], doc["value"], doc["active"]) == (
+        "grid1/limit/mains_v", "grid1", "mains_v", 262.0, True)
+    r = _cli(path, "alerts", "--since", "1h")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2 and "cleared" in r.stdout, r.stdout + r.stderr
+    r = _cli(path, "kpi", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["kpi"]["pdu_a"]["energy_kwh"] == pytest.approx(2.5) and doc["kpi"]["site"]["pue"] == 1.4
+    assert doc["total_kwh"] == {"pdu_a": 12.5}
+    r = _cli(path, "kpi", "--node", "pdu_b")
+    assert r.returncode == 2 and "did you mean 'pdu_a'" in r.stderr
