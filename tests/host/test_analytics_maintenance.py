@@ -2,13 +2,16 @@
 lies within 10 % of the true one on a noisy linear ramp, nothing is raised when the crossing lies
 beyond the horizon, confidence falls with noise, and the detector raises and clears a finding."""
 
-from types import SimpleNamespace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gridtwin.analytics.base import Context
 from gridtwin.analytics.maintenance import THRESHOLDS, MaintenanceDetector, Threshold, forecast
+from gridtwin.site import load_site
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "host/gridtwin/examples/site.toml"
 
 T0 = 1_780_000_000_000
 H = 3_600_000
@@ -66,9 +69,10 @@ def test_too_short_a_history_forecasts_nothing():
 
 
 def test_detector_raises_then_clears_with_role_actions():
-    site = SimpleNamespace(node=lambda n: SimpleNamespace(role="electrolyser"))
+    site = load_site(EXAMPLE)  # EL1: an electrolyser whose t_stack is a DS18B20 (the catalog's temperature)
     det = MaintenanceDetector(Context(site=site), horizon_s=86400)
     assert det.threshold_for("EL1", "t_stack") is not None and det.threshold_for("EL1", "stack_v") is None
+    assert det.threshold_for("grid1", "t_box") is not None and det.threshold_for("grid1", "mains_hz") is None
     ts, y = ramp(8, 10, 55.0, 2.5, 0.5)   # crosses 85 degC at 12 h
     found = det.observe([("EL1", "t_stack", int(t), float(v)) for t, v in zip(ts, y)])
     raised = [f for f in found if not f.cleared]

@@ -37,26 +37,28 @@ MIN_CONFIDENCE = 0.5
 
 @dataclass(frozen=True)
 class Threshold:
-    metric: str                  # a metric name or an fnmatch pattern ("t_*")
+    metric: str                  # a metric name or fnmatch patterns joined by | ("t_*|*_t")
     limit: float
     direction: str = "rise"      # rise: crossing upwards; fall: downwards
     roles: tuple = ()            # only nodes of these roles (empty: all)
     nodes: tuple = ()            # only these nodes (empty: all)
     unit: str = ""
-    what: str = "temperature"    # the quantity in words (risk factors, actions)
+    quantity: str = ""           # every metric of this catalog quantity (gridtwin.catalog) of a node the site knows
 
-    def matches(self, node: str, role: str | None, metric: str) -> bool:
-        return (fnmatch.fnmatchcase(metric, self.metric) and (not self.roles or role in self.roles)
-                and (not self.nodes or node in self.nodes))
+    def matches(self, node: str, role: str | None, metric: str, quantity: str | None = None) -> bool:
+        """`quantity`: the metric's catalog quantity, None when the site does not know the node (then
+        the name patterns decide)."""
+        if (self.roles and role not in self.roles) or (self.nodes and node not in self.nodes):
+            return False
+        if self.quantity and quantity is not None:
+            return quantity == self.quantity
+        return any(fnmatch.fnmatchcase(metric, p) for p in self.metric.split("|") if p)
 
 
-# Thermometers by the firmware's names: a sensor's own id (t_cell, t_stack, t_box) or a combined chip's
-# "<id>_t" (BME280). 85 °C: the seed system's maintenance threshold.
-THRESHOLDS = (
-    Threshold("t_*", 85.0, unit="°C"),
-    Threshold("*_t", 85.0, unit="°C"),
-    Threshold("temp*", 85.0, unit="°C"),
-)
+# Every thermometer (the catalog's temperature quantity; by the firmware's names for a node the site does
+# not describe: a sensor's own id such as t_cell, or a combined chip's "<id>_t"); 85 °C: the seed system's
+# maintenance threshold.
+THRESHOLDS = (Threshold("t_*|*_t|temp*", 85.0, unit="°C", quantity="temperature"),)
 
 # What to do about a rising temperature, by the node's role (gridtwin.site roles).
 ACTIONS = {
@@ -203,9 +205,22 @@ class MaintenanceDetector:
                 self._roles[node] = None
         return self._roles[node]
 
+    def quantity(self, node: str, metric: str) -> str | None:
+        from gridtwin.catalog import node_metrics
+
+        site = self.ctx.site
+        try:
+            n = site.node(node) if site is not None else None
+        except Exception:
+            n = None
+        if n is None:
+            return None
+        m = node_metrics(n).get(metric)
+        return m.quantity if m is not None else ""
+
     def threshold_for(self, node: str, metric: str) -> Threshold | None:
-        role = self.role(node)
-        return next((t for t in self.thresholds if t.matches(node, role, metric)), None)
+        role, q = self.role(node), self.quantity(node, metric)
+        return next((t for t in self.thresholds if t.matches(node, role, metric, q)), None)
 
     def observe(self, batch: list[Reading]) -> list[Finding]:
         out = []
