@@ -15,6 +15,7 @@ API (what the daemon, `gridtwin demo` and the virtual fleet use)::
     twin.apply("util_a", "set_fault", {"on": True})     # commands: set_fault, set_load, set_supply, reset
     twin.override("srv_a", "p_kw", 4.2)        # hardware in the loop: a node's reading replaces the model's
     twin.override("srv_a", "p_kw", None)       # ... and hands back to the model
+    twin.inject(Fault("load_spike", "srv_a", 60, 120))   # gridtwin.twin.faults: labelled ground truth
 
 Determinism: every random draw comes from one numpy Generator seeded from the seed, drawn in the
 same order every step, so two twins with the same site and seed produce identical states.
@@ -97,6 +98,7 @@ class Twin:
         self.log = EventLog()
         self.overrides: dict[tuple[str, str], float] = {}
         self._actions: list = []
+        self.faults = None  # gridtwin.twin.faults.FaultInjector, made by the first inject()
         comps = topo.components
         by = topo.by_id
         # The AC chain: AC kinds and the meters hanging in it.
@@ -149,9 +151,20 @@ class Twin:
     # --- running -------------------------------------------------------------------------------
 
     def schedule(self, actions) -> None:
-        """Add timed actions (a Scenario or a list of Action); each is applied once t reaches it."""
+        """Add timed actions (a Scenario or a list of Action); each is applied once t reaches it.
+        A Scenario's faults are injected (gridtwin.twin.faults)."""
         self._actions.extend(getattr(actions, "actions", actions))
         self._actions.sort(key=lambda a: a.t)
+        for f in getattr(actions, "faults", ()):
+            self.inject(f)
+
+    def inject(self, fault) -> dict:
+        """Inject a gridtwin.twin.faults.Fault; returns its label (node, metric, start, end)."""
+        if self.faults is None:
+            from gridtwin.twin.faults import FaultInjector
+
+            self.faults = FaultInjector(self)
+        return self.faults.add(fault)
 
     def run_until(self, t_end: float) -> None:
         while self.t < t_end - 1e-9:
@@ -162,6 +175,8 @@ class Twin:
         while self._actions and self._actions[0].t <= t + 1e-9:
             a = self._actions.pop(0)
             self.apply(a.component, a.command, a.args)
+        if self.faults is not None:
+            self.faults.before_step(t, dt)
         ev = self.log
         ac = self.ac
         ids = ac.ids
@@ -495,6 +510,8 @@ class Twin:
     def state_of(self, component_id: str) -> dict[str, Any]:
         c = self._component(component_id)
         status, m = self._metrics(c)
+        if self.faults is not None:
+            self.faults.report(component_id, m, self.t)
         over = []
         for (cid, metric), v in self.overrides.items():
             if cid == component_id:

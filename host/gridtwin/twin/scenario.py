@@ -3,12 +3,13 @@
     from gridtwin.twin import Twin, Action, Scenario, demo_scenario, run_realtime
 
     twin = Twin.from_site(site)
-    twin.schedule(demo_scenario(twin))   # utility fails at t=20 s, returns at t=120 s
+    twin.schedule(demo_scenario(twin))   # utility fails at t=20 s, returns at t=120 s; EL1's stack heats
     twin.run_until(180)                  # faster than real time (tests)
     run_realtime(twin, 180)              # paced at [twin].speed (the demo)
 
 The expected event sequence of the demo scenario (with the example site's parameters) is
-`DEMO_SEQUENCE`; tests/twin/test_scenario.py checks it.
+`DEMO_SEQUENCE`; tests/twin/test_scenario.py checks it. A scenario also carries faults
+(gridtwin.twin.faults), injected by `schedule`: the demo's is `DEMO_FAULT`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Scenario:
     name: str
     actions: list[Action]
     duration_s: float
+    faults: list = field(default_factory=list)   # gridtwin.twin.faults.Fault, labelled ground truth
 
     @classmethod
     def from_list(cls, name: str, rows: list[dict], duration_s: float) -> "Scenario":
@@ -55,12 +57,20 @@ DEMO_SEQUENCE = [
 ]
 
 
+# The demo's analytics story: the first electrolyser with a node reads its stack temperature climbing
+# 0.3 degC/s from t = 40 s (its cooling loop failing, as its thermometer sees it) past the thermometers'
+# 80 degC limit (gridtwin.analytics.config) at ~90 s, and back at 130 s: a limit alert raised, then cleared.
+DEMO_FAULT = {"kind": "temp_rise", "start": 40.0, "end": 130.0, "args": {"metric": "t_c", "rate_c_per_h": 1080.0}}
+
+
 def demo_scenario(twin, fail_at: float = 20.0, back_at: float = 120.0, duration_s: float = 180.0) -> Scenario:
     """The demo's story: the (first) utility fails at `fail_at` and returns at `back_at`.
 
     On a site with a grid bus the largest unit trips at 60 s and is re-dispatched at 150 s, so the
-    frequency display has something to show too.
+    frequency display has something to show too; on a site with an electrolyser node, DEMO_FAULT.
     """
+    from gridtwin.twin.faults import Fault
+
     utilities = [c.id for c in twin.topo.components if c.kind == "utility"]
     if not utilities:
         raise ConfigError(twin.topo.path, "nodes", "the demo scenario needs a utility component",
@@ -73,7 +83,10 @@ def demo_scenario(twin, fail_at: float = 20.0, back_at: float = 120.0, duration_
             loss = round(0.05 * c.params["s_base_mw"], 3)
             actions += [Action(60.0, c.id, "set_fault", {"on": True, "gen_loss_mw": loss}, "a large unit trips"),
                         Action(150.0, c.id, "set_fault", {"on": False}, "replacement dispatched")]
-    return Scenario("demo", sorted(actions, key=lambda a: a.t), duration_s)
+    faults = [Fault(DEMO_FAULT["kind"], c.id, DEMO_FAULT["start"], DEMO_FAULT["end"], dict(DEMO_FAULT["args"]),
+                    "the stack's cooling fails")
+              for c in twin.topo.components if c.kind == "electrolyser" and c.node][:1]
+    return Scenario("demo", sorted(actions, key=lambda a: a.t), duration_s, faults)
 
 
 def run_realtime(twin, until: float, speed: float | None = None, *, clock: Callable[[], float] = time.monotonic,
