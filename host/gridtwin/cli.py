@@ -26,6 +26,7 @@ VERBS: dict[str, tuple[str, str, int]] = {
     "tail": ("tail", "live readings", 6),
     "logs": ("logs", "what a node logged (warnings, errors; --follow)", 11),
     "query": ("query", "stored readings of a node's metric", 6),
+    "maintenance": ("maintenance", "when each thermometer's trend reaches its maintenance threshold", 15),
     "alerts": ("alerts", "alerts from node health, the twin and analytics (--active, --follow)", 15),
     "kpi": ("kpi", "energy KPIs: kWh per node, renewable share, PUE, electrolyser efficiency", 15),
     "demo": ("demo", "the whole system on loopback with virtual nodes", 7),
