@@ -3,7 +3,8 @@
 from gt import startup
 
 go = startup.start()  # count the boot, load the config; in safe mode it never returns
-del startup  # what only boot needed leaves RAM before the node's code loads
+startup = None  # what only boot needed leaves RAM before the node's code loads (None first:
+del startup  # a deleted global keeps its value in the dict's table, see gt.unload)
 if go:
     from gt import app
     from gt.log import log

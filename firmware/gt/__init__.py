@@ -1,5 +1,7 @@
-# GridTwin node firmware.
+# GridTwin node firmware. This package module is also the one home of the RAM helpers: it is
+# always loaded, so they cost no module of their own.
 import gc
+import sys
 
 VERSION = "0.1.0"
 
@@ -11,3 +13,19 @@ VERSION = "0.1.0"
 # after 15 s). Collected early, garbage is reused at once, what stays packs together and the free
 # heap stays in large pieces.
 gc.threshold(4096)
+
+
+def unload(name):
+    """Forget gt.<name> (e.g. "connect", "drivers.options"), imported for one job, so its code
+    leaves RAM. Each reference is overwritten before it is deleted: a deleted dict entry keeps its
+    value in the table until the slot is reused (MicroPython's map.c), so a module only popped from
+    sys.modules stays reachable. That kept the validator (~10 KB) alive after boot (issue #20)."""
+    key = "gt." + name
+    if key in sys.modules:
+        sys.modules[key] = None
+        del sys.modules[key]
+    pkg, _, leaf = key.rpartition(".")
+    p = sys.modules.get(pkg)
+    if p is not None and hasattr(p, leaf):
+        setattr(p, leaf, None)
+        delattr(p, leaf)

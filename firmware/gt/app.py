@@ -20,19 +20,20 @@ class App:
         if cfg["mqtt"]["host"]:
             # imported first, while the heap is least fragmented: loading it grows MicroPython's
             # string table by one large block
-            from gt.net import Net, unload
+            from gt import unload
+            from gt.net import Net
             # The TLS context too: kept for good, and its largest part is one ~3 KB block, which
             # a heap that has run a while may not have in one piece at the first connect (the
             # demo's EL1 failed there with 14 KB free). Missing certificates: each connection
             # attempt tries again and says why.
-            from gt import connect
+            from gt import link
 
             try:
-                ctx = connect.context(cfg["mqtt"])
+                ctx = link.context(cfg["mqtt"])
             except (OSError, ValueError):
                 pass
-            connect = None
-            unload("connect")
+            link = None
+            unload("link")
         self.cfg = cfg
         self.boot = boot
         self.log = log

@@ -14,14 +14,12 @@
 # tx behind its PUBLISH header. gt/connect.py and gt/commands.py are imported only while they run.
 import asyncio
 import errno
-import gc
 import json
 import os
-import sys
 import time
 from asyncio import core
 from micropython import const
-from gt import clock, mqtt
+from gt import clock, mqtt, unload
 from gt.outbox import fields, stamp
 from gt.publisher import Sleeper
 
@@ -32,15 +30,6 @@ _RX = const(256)  # the largest packet accepted: commands are small, bigger mean
 def io(queue, s):
     # wait until asyncio's poller says s is ready (as asyncio's own streams wait)
     yield queue(s)
-
-
-def unload(name):
-    # forget a module imported for one job so its code leaves RAM (the package refers to it too)
-    import gt
-
-    sys.modules.pop("gt." + name, None)
-    if hasattr(gt, name):
-        delattr(gt, name)
 
 
 class Net:
@@ -84,21 +73,14 @@ class Net:
             else:
                 self.log_dropped += 1
 
-    def health(self):
-        """The health document, published on status (retained, as the birth) every health_s: what
-        changes while the node runs, under the birth's field names. One bytes object, formatted
-        in place (no dict, no JSON encoder)."""
-        app = self.app
-        box = app.outbox
-        free = gc.mem_free()
-        if free < app.heap_min:
-            app.heap_min = free
-        r = self.rssi()
-        t = clock.unix_ms(time.ticks_ms())
-        return (b'{"state":"online","boot":%d,"heap":%d,"heap_min":%d,"rssi":%s,"uptime":%d,'
-                b'"outbox":%d,"drops":%d,"ts":%s}') % (
-            app.boot.boot_id, free, app.heap_min, "null" if r is None else r, app.uptime(), len(box),
-            box.dropped, "null" if t is None else t)
+    def doc(self, kind):
+        """The birth or health document (bytes), from gt/wire.py, loaded for it and dropped."""
+        from gt import wire
+
+        d = getattr(wire, kind)(self)
+        wire = None
+        unload("wire")
+        return d
 
     def next_pid(self):
         self.pid = self.pid % 65535 + 1
@@ -171,16 +153,11 @@ class Net:
                 await self.publish(b"log", self.logq.pop(0), 0)
             if self.birth:
                 self.birth = False
-                from gt import connect
-
-                doc = connect.birth(self)
-                connect = None
-                unload("connect")
-                await self.publish(b"status", doc, 1, True)
+                await self.publish(b"status", self.doc("birth"), 1, True)
                 self.health_at = time.ticks_ms()
             if self.health_ms and time.ticks_diff(now, self.health_at) >= self.health_ms:
                 self.health_at = now
-                await self.publish(b"status", self.health(), 1, True)
+                await self.publish(b"status", self.doc("health"), 1, True)
 
     def _event(self, state):
         for fn in self.listeners:

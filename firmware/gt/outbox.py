@@ -191,7 +191,7 @@ class Outbox:
                 # replayed to the end: the spill's code leaves RAM until the next outage
                 self._dropped += sp.dropped
                 self.spill = None
-                from gt.net import unload
+                from gt import unload
 
                 unload("spool")
         elif self._n and self._ring[self._head] is rec:

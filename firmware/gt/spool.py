@@ -30,7 +30,7 @@ class Spill:
 
         spoolload.load(self, log)
         spoolload = None
-        from gt.net import unload
+        from gt import unload
 
         unload("spoolload")
 

@@ -2,9 +2,7 @@
 # main.py, which runs the node — or explain in safe mode why not (start() then never returns).
 # After `crash_limit` crash boots in a row the node stays in safe mode and says why.
 import gc
-import sys
-import gt
-from gt import VERSION, safemode
+from gt import VERSION, safemode, unload
 from gt.bootstate import BootState
 from gt.log import log
 
@@ -22,17 +20,9 @@ def _load_config():
         return None, str(e)
     finally:
         del config
-        _drop(gt, "config")
-        # the sensor types' config rows (gt/drivers/options.py), loaded by the validator
-        if "gt.drivers" in sys.modules:
-            _drop(sys.modules["gt.drivers"], "options")
+        unload("config")
+        unload("drivers.options")  # the sensor types' config rows, loaded by the validator
         gc.collect()
-
-
-def _drop(pkg, name):
-    sys.modules.pop(pkg.__name__ + "." + name, None)
-    if hasattr(pkg, name):
-        delattr(pkg, name)
 
 
 def start():
@@ -66,6 +56,6 @@ def start():
     display.reserve(cfg)
     # Boot's code leaves RAM before the node's is loaded: main.py drops this module (and safe
     # mode's) and runs the app with what start() returns.
-    _drop(gt, "safemode")
-    _drop(gt, "startup")
+    unload("safemode")
+    unload("startup")
     return cfg, boot
