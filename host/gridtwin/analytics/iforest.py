@@ -45,6 +45,7 @@ MODEL_VERSION = 1
 # deviations, at least 3): out of the envelope. The quantile, not the farthest row, so that an anomaly
 # the training window holds does not widen the envelope for the next.
 ENVELOPE, ENVELOPE_Q = 3.0, 0.999
+IDLE_S = 10.0        # the training worker ends after this long without a request
 MAX_EXCLUDED = 0.2   # retraining leaves out what the last model found outside its envelope, up to this share
 SEVERITY_BY_MARGIN = ((0.10, "high"), (0.05, "medium"), (0.0, "low"))  # how far below the offset the score is
 
@@ -382,8 +383,11 @@ class IsolationForestDetector:
             self._worker.start()
 
     def _run(self) -> None:
+        # the worker lives while there is training to do: it ends after IDLE_S without a request (tick()
+        # starts it again), so a daemon that stops without close() leaves no thread behind for long
         while not self._stop.is_set():
-            self._wake.wait(5.0)
+            if not self._wake.wait(IDLE_S):
+                return
             self._wake.clear()
             if self._stop.is_set():
                 return
