@@ -8,13 +8,12 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from gridtwin.analytics.base import Context
 from gridtwin.analytics.config import Resolver
-from gridtwin.analytics.detectors import LimitDetector, RuleDetector, SigmaDetector
+from gridtwin.analytics.detectors import RuleDetector, SigmaDetector
 from gridtwin.analytics.engine import Analytics
 from gridtwin.analytics.kpi import EnergyKpi
 from gridtwin.daemon.alerts import Alerts
@@ -348,3 +347,29 @@ def test_alerts_and_kpi_commands_read_the_store(tmp_path):
     assert doc["total_kwh"] == {"pdu_a": 12.5}
     r = _cli(path, "kpi", "--node", "pdu_b")
     assert r.returncode == 2 and "did you mean 'pdu_a'" in r.stderr
+
+
+def test_alerts_follow_prints_raised_and_cleared_alerts_until_ctrl_c(tmp_path):
+    import signal
+
+    from gridtwin.daemon.config import db_path
+
+    path = tmp_path / "site.toml"
+    path.write_text(example_site_path().read_text())
+    site = load_site(path)
+    store = SqliteStore(db_path(site))
+    alerts = Alerts(store, _Bus())
+    p = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(path), "alerts", "--follow", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        alerts.raise_("grid1/limit/t_box", "medium", "limit", "grid1 t_box = 85 is above its limit 80", "grid1",
+                      metric="t_box", value=85.0)
+        raised = json.loads(p.stdout.readline())
+        assert (raised["key"], raised["active"]) == ("grid1/limit/t_box", True)
+        alerts.clear("grid1/limit/t_box")
+        cleared = json.loads(p.stdout.readline())
+        assert (cleared["key"], cleared["active"]) == ("grid1/limit/t_box", False) and cleared["cleared"]
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(20) == 0
+        store.close()

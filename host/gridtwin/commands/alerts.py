@@ -58,6 +58,9 @@ def run(args) -> int:
     store = open_store(site)
     try:
         since = parse_time(args.since, "--since", time.time()) if args.since else None
+        # --follow: what changes from here on, marked before the first read so none is missed
+        checked = int(time.time() * 1000)
+        last_id = max((r["id"] for r in store.alerts(limit=1)), default=0)
         rows = store.alerts(active=args.active, since_ms=since, limit=None if since or args.active else 50)
         for r in rows:
             print(json.dumps(_doc(r)) if args.json else _line(r), flush=True)
@@ -66,13 +69,15 @@ def run(args) -> int:
                   file=sys.stderr)
         if not args.follow:
             return 0
-        last_id = max((r["id"] for r in store.alerts(limit=1)), default=0)
-        checked = int(time.time() * 1000)
+        shown = {r["id"] for r in rows if r["id"] > last_id}  # raised while the list was read: shown once
         try:
             while True:
                 time.sleep(FOLLOW_POLL_S)
                 now = int(time.time() * 1000)
                 for r in store.alerts(after_id=last_id, changed_after_ms=checked - 1):
+                    if r["id"] in shown and r["active"]:
+                        continue
+                    shown.discard(r["id"])
                     cleared_now = r["id"] <= last_id
                     print(json.dumps(_doc(r)) if args.json else _line(r, cleared_now), flush=True)
                     last_id = max(last_id, r["id"])
