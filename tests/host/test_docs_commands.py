@@ -97,6 +97,12 @@ RUN_HERE = [
     "gridtwin cmd pdu_a set_fault on=true",
     "gridtwin query pdu_a load_kw --since 1h --csv",
     "gridtwin query pdu_a load_kw --since 1h --every 1m --json",
+    # docs/analytics.md
+    "gridtwin alerts",
+    "gridtwin alerts --active",
+    "gridtwin alerts --since 1h --json",
+    "gridtwin kpi",
+    "gridtwin kpi --since 1h --json",
 ]
 
 
