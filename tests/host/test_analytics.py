@@ -373,3 +373,21 @@ def test_alerts_follow_prints_raised_and_cleared_alerts_until_ctrl_c(tmp_path):
         p.send_signal(signal.SIGINT)
         assert p.wait(20) == 0
         store.close()
+
+
+def test_telegraf_stores_an_analytics_alert_with_its_metric_and_value(site_pki, tmp_path):
+    """The alert exactly as the daemon publishes it, through the Starlark processor Telegraf runs."""
+    from test_stack_telegraf import Script
+
+    site = site_pki.site
+    bus = _Bus()
+    store = SqliteStore(tmp_path / "gt.db")
+    alerts = Alerts(store, bus)  # the payload as the daemon builds it
+    alerts.raise_("grid1/limit/mains_v", "medium", "limit", "grid1 mains_v = 262 is above its limit 250", "grid1",
+                  metric="mains_v", value=262.0, ts=T0, source="analytics")
+    (suffix, doc), = bus.sent
+    (p,) = Script(site).points(f"{site.topic_root}/_host/{suffix}", json.loads(json.dumps(doc)))
+    assert p["tags"] == {"alert": "grid1/limit/mains_v", "site": site.id, "severity": "medium", "kind": "limit",
+                         "source": "grid1", "metric": "mains_v"}
+    assert p["fields"]["value"] == 262.0 and p["fields"]["active"] == 1.0 and p["time"] == T0 * 1_000_000
+    store.close()

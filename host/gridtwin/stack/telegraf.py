@@ -16,8 +16,9 @@ script (``STARLARK``, run by Telegraf's embedded Go Starlark) turns each message
 - ``<root>/<node>/log`` -> ``node_log``: tags node, site, lvl, mod (when sent); field msg; time ``ts``.
 - ``<root>/_host/twin`` -> ``twin``, a point per component: tags component, kind, site; fields each
   number of its ``m`` (float), status (string), twin_t; arrival time (the twin's t is simulated).
-- ``<root>/_host/alerts/<key>`` -> ``alerts``: tags alert (the key), site, severity, kind (kind or
-  type), source (node or component); fields active 1, message, alert_id; time ``ts``, else arrival.
+- ``<root>/_host/alerts/<key>`` -> ``alerts`` (key: ``<node>/<kind>[/<metric>]``): tags alert (the key),
+  site, severity, kind (kind or type), source (node or component), metric (analytics); fields active 1,
+  message, alert_id, value (analytics: the reading); time ``ts``, else arrival.
   The empty retained message that clears an alert becomes active 0 (tags alert, site): a dashboard
   tells active alerts by the last point per alert.
 
@@ -152,7 +153,8 @@ def _alert(key, doc):
     if type(doc) != "dict":
         return []
     tags = {"alert": key, "site": SITE}
-    for tag, paths in (("severity", ("severity",)), ("kind", ("kind", "type")), ("source", ("node", "component"))):
+    for tag, paths in (("severity", ("severity",)), ("kind", ("kind", "type")), ("source", ("node", "component")),
+                       ("metric", ("metric",))):
         for p in paths:
             if type(doc.get(p)) == "string" and doc[p] and tag not in tags:
                 tags[tag] = doc[p]
@@ -161,6 +163,8 @@ def _alert(key, doc):
         fields["message"] = doc["message"]
     if _num(doc.get("id")) != None:
         fields["alert_id"] = _num(doc["id"])
+    if _num(doc.get("value")) != None:
+        fields["value"] = _num(doc["value"])
     return [_point(ALERTS, tags, fields, _ns(doc.get("ts")))]
 
 
