@@ -391,3 +391,24 @@ def test_telegraf_stores_an_analytics_alert_with_its_metric_and_value(site_pki, 
                          "source": "grid1", "metric": "mains_v"}
     assert p["fields"]["value"] == 262.0 and p["fields"]["active"] == 1.0 and p["time"] == T0 * 1_000_000
     store.close()
+
+
+def test_a_new_twin_clears_the_twin_alerts_a_previous_run_left_active(tmp_path):
+    """Active alerts survive a restart, but a twin event's alert belongs to the twin run that raised it:
+    node health and analytics alerts stay, the old twin's go."""
+    from types import SimpleNamespace
+
+    from gridtwin.twin import Twin
+    from gridtwin.twin.coupling import TwinLink
+
+    store = SqliteStore(tmp_path / "gt.db")
+    alerts = Alerts(store, _Bus())
+    for key, kind in (("util_a/utility_lost", "utility_lost"), ("pdu_a/node_stale", "node_stale"),
+                      ("grid1/limit/mains_v", "limit")):
+        alerts.raise_(key, "medium", kind, key, key.split("/")[0])
+    alerts = Alerts(store, _Bus())  # the daemon restarted
+    assert set(alerts.active) == {"util_a/utility_lost", "pdu_a/node_stale", "grid1/limit/mains_v"}
+    daemon = SimpleNamespace(alerts=alerts, on_readings=lambda fn, remove=False: None)
+    TwinLink(Twin.from_site(SITE), daemon, SITE)
+    assert set(alerts.active) == {"pdu_a/node_stale", "grid1/limit/mains_v"}
+    store.close()

@@ -51,6 +51,11 @@ class TwinLink:
         self.events: list = []  # every event seen, in order (the demo's log, the tests' record)
         self._roles = {n.id: n.role for n in site.nodes}
         by = twin.topo.by_id
+        # a twin event's alert (<component>/<type>) left active by a previous run ends with that run:
+        # this twin starts afresh and raises again what happens again (node health and analytics keep theirs)
+        for key in [k for k in daemon.alerts.active if k.count("/") == 1 and k.split("/")[0] in by
+                    and not k.split("/")[1].startswith("node_")]:
+            daemon.alerts.clear(key)
         self._parents = {n: list(by[n].parents) if n in by else [] for n in self._roles}
         # virtual nodes: fed every half sample interval (twin s); HIL-wired ones get no commands
         nodes = fleet.nodes if fleet is not None else {}
