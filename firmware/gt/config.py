@@ -6,6 +6,9 @@
 # A row is  key: (type, default, check, help)  where default REQUIRED means the key must be given,
 # type is int/float/str/bool/list/dict or a nested schema (a dict of rows), and check(value) returns
 # None or what is wrong.
+#
+# The host renders config.json with these types, defaults and ranges: it runs schema() under CPython
+# (gridtwin/fwsource.py), so this module stays plain Python (no micropython-only imports).
 import json
 
 PATH = "config.json"

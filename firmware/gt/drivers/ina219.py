@@ -18,6 +18,7 @@ METRICS = (("v", "V", 0, 32), ("a", "A", -1000, 1000), ("w", "W", -32000, 32000)
 
 
 def current_lsb(max_a):
+    # (pure: the host runs this function and calibration() from this file, gridtwin/fwsource.py)
     # eq. 2: Current_LSB >= Max_Expected_I / 2^15. Like the data sheet example (18.3 uA ->
     # 20 uA) it is rounded up to 1, 2 or 5 x 10^n so readings are round numbers of the LSB.
     m = max_a / 32768 * 0.999999
