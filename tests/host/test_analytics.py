@@ -412,3 +412,29 @@ def test_a_new_twin_clears_the_twin_alerts_a_previous_run_left_active(tmp_path):
     TwinLink(Twin.from_site(SITE), daemon, SITE)
     assert set(alerts.active) == {"pdu_a/node_stale", "grid1/limit/mains_v"}
     store.close()
+
+
+def test_when_analytics_falls_behind_it_drops_counts_and_says_so(tmp_path, caplog):
+    """The writer's listener never waits: beyond queue_max readings a batch is dropped, counted on
+    /metrics and logged once (a minute), and what was queued is still analysed."""
+    from types import SimpleNamespace
+
+    from gridtwin.daemon.metrics import Metrics
+
+    store = SqliteStore(tmp_path / "gt.db")
+    metrics = Metrics()
+    an = Analytics(store, Alerts(store, _Bus()), site=SITE, metrics=metrics, plugins=(),
+                   section={"queue_max": 1000, "min_duration_s": 0.0})  # no worker: nothing drains
+    batch = [SimpleNamespace(node="grid1", ts=T0 + k, m={"mains_v": 230.0, "t_box": 90.0}) for k in range(100)]
+    for _ in range(12):
+        an.feed(batch)
+    assert an.dropped == 7 * 200 and an._queued == 1000  # five batches of 200 readings fit
+    assert [r.message for r in caplog.records].count(next(r.message for r in caplog.records
+                                                         if "analytics is behind" in r.message)) == 1
+    an.drain()
+    assert an.analysed == 1000 and an._queued == 0
+    text = metrics.prometheus()
+    assert "gridtwin_analytics_dropped_total 1400" in text
+    assert 'gridtwin_alerts_raised_total{kind="limit",severity="medium"} 1' in text
+    assert "gridtwin_alerts_active 1" in text
+    store.close()
