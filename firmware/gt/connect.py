@@ -31,7 +31,7 @@ async def connect(net):
         # DNS blocks on the ESP32 (lwIP's own timeout); an address answers at once, and the
         # result is kept for the next reconnect
         net.addr = socket.getaddrinfo(c["host"], c["port"], 0, socket.SOCK_STREAM)[0][-1]
-    s = net.sock = socket.socket()
+    s = net.sock = net.raw = socket.socket()
     s.setblocking(False)
     try:
         s.connect(net.addr)
@@ -107,5 +107,5 @@ async def _handshake(net, n):
         r = s.write(net.txm[:n])
         if r is not None:
             break
-        await io(core._io_queue.queue_read, s)
+        await io(core._io_queue.queue_read, net.raw)
     await net.out(net.txm, n, r)
