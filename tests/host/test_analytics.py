@@ -438,3 +438,24 @@ def test_when_analytics_falls_behind_it_drops_counts_and_says_so(tmp_path, caplo
     assert 'gridtwin_alerts_raised_total{kind="limit",severity="medium"} 1' in text
     assert "gridtwin_alerts_active 1" in text
     store.close()
+
+
+def test_sigma_knows_a_sensors_resolution_and_alerts_from_medium(tmp_path):
+    """A thermometer that reads 25.0 and now and then 25.125 (an LM75's step) has a MAD of 0: a step
+    of its resolution is not a 5-sigma anomaly. A low (3 sigma) finding is counted, not alerted
+    (sigma_alert = "medium", the default)."""
+    det = SigmaDetector(Context(), warmup=20, halflife=1000)
+    flat = [(k, 25.125 if k % 10 == 0 else 25.0) for k in range(40)]
+    assert _feed(det, "grid1", "t_box", flat + [(40, 25.25)]) == []
+    assert [f.severity for f in _feed(det, "grid1", "t_box", [(41, 25.0 + 5.2 * 0.125)])] == ["high"]
+
+    an, store, bus = _engine(tmp_path, sigma=True, sigma_warmup=20)
+    for k in range(20):
+        an.observe([("grid1", "mains_hz", T0 + k * 200, 50.0 + (0.01 if k % 2 else -0.01))])
+    s = next(d for d in an.detectors if isinstance(d, SigmaDetector))._s[("grid1", "mains_hz")]
+    an.observe([("grid1", "mains_hz", T0 + 5000, s.center + 3.2 * s.spread())])
+    assert an.counts[("sigma", "low")] == 1 and store.alerts() == []
+    an.observe([("grid1", "mains_hz", T0 + 5200, s.center + 4.5 * s.spread())])
+    (row,) = store.alerts()
+    assert (row["kind"], row["severity"], row["key"]) == ("sigma", "medium", "grid1/sigma/mains_hz")
+    store.close()

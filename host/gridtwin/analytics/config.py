@@ -111,9 +111,12 @@ ANALYTICS = Section({
     "clear_after_s": Key(float, 300.0, check=in_range(1, 7 * 86400),
                          help="a point anomaly (sigma, iforest) clears after this long without another"),
     "sigma": Key(bool, True, help="flag readings 3/4/5 robust deviations from their rolling median"),
-    "sigma_roles": Key(list, ["sensor", "grid_monitor", "electrolyser", "pv"], item=Key(str),
-                       help="roles whose metrics the sigma detector watches (the simulated plant's step changes "
-                            "are events, not anomalies)"),
+    "sigma_alert": Key(str, "medium", check=one_of(*SEVERITIES),
+                       help="the lowest sigma severity that raises an alert (3 sigma happens 3 times in 1,000 "
+                            "readings of plain noise: low findings are counted, not alerted, by default)"),
+    "sigma_roles": Key(list, ["sensor", "grid_monitor"], item=Key(str, check=check_role),
+                       help="roles whose metrics the sigma detector watches (a PV array's clouds, the stack that "
+                            "follows it and the simulated plant's steps are weather and events, not anomalies)"),
     "sigma_warmup": Key(int, 60, check=in_range(5, 100_000), help="readings per metric before sigma judges any"),
     "sigma_halflife": Key(int, 600, check=in_range(10, 10_000_000),
                           help="readings after which an old reading weighs half in the rolling estimate"),

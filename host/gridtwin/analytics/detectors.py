@@ -246,16 +246,24 @@ class _Robust:
     exponentially weighted mean and variance of each reading winsorised to center +- 3 spreads, so an
     anomaly moves the estimate by at most 3 spreads x alpha."""
 
-    __slots__ = ("warm", "center", "var")
+    __slots__ = ("warm", "center", "var", "prev", "res")
 
     def __init__(self):
         self.warm: list | None = []
         self.center = 0.0
         self.var = 0.0
+        self.prev: float | None = None
+        self.res = math.inf  # the smallest step seen between consecutive readings: the sensor's resolution
 
     def spread(self) -> float:
-        # a floor: a flat series (MAD 0) would make the smallest step infinitely many sigmas
-        return max(math.sqrt(self.var), 1e-3 * abs(self.center), 1e-6)
+        # floors: a flat or coarsely quantised series (MAD 0: an LM75 reading 25.0 then 25.125) would
+        # make its smallest step infinitely many sigmas; one step of resolution is one sigma at least
+        return max(math.sqrt(self.var), self.res if self.res < math.inf else 0.0, 1e-3 * abs(self.center), 1e-6)
+
+    def step(self, value: float) -> None:
+        if self.prev is not None and value != self.prev:
+            self.res = min(self.res, abs(value - self.prev))
+        self.prev = value
 
 
 class SigmaDetector:
@@ -290,6 +298,7 @@ class SigmaDetector:
                     skip.add(key)
                     continue
                 s = s_of[key] = _Robust()
+            s.step(value)
             if s.warm is not None:
                 s.warm.append(value)
                 if len(s.warm) >= self.warmup:
@@ -313,9 +322,11 @@ class SigmaDetector:
         return out
 
     def state(self) -> dict:
-        return {"s": [[n, m, s.center, s.var] for (n, m), s in self._s.items() if s.warm is None]}
+        return {"s": [[n, m, s.center, s.var, None if s.res == math.inf else s.res]
+                      for (n, m), s in self._s.items() if s.warm is None]}
 
     def restore(self, saved: dict) -> None:
-        for n, m, c, v in saved.get("s", []):
+        for n, m, c, v, *res in saved.get("s", []):
             s = self._s[(n, m)] = _Robust()
             s.warm, s.center, s.var = None, c, v
+            s.res = res[0] if res and res[0] is not None else math.inf

@@ -30,7 +30,7 @@ from gridtwin.analytics.base import Context, Finding
 from gridtwin.analytics.derived import derivers
 from gridtwin.analytics.detectors import LimitDetector, RuleDetector, SigmaDetector
 from gridtwin.analytics.kpi import EnergyKpi
-from gridtwin.analytics.notify import Notifier
+from gridtwin.analytics.notify import SEVERITY_RANK, Notifier
 from gridtwin.daemon.alerts import alert_key
 
 log = logging.getLogger("gridtwin.analytics")
@@ -70,6 +70,8 @@ class Analytics:
             self.kpi = next((d for d in detectors if isinstance(d, EnergyKpi)), None)
         self.detectors = list(detectors)
         self.min_duration_ms = int(_cfg(section, "min_duration_s") * 1000)
+        self.sigma_rank = SEVERITY_RANK[_cfg(section, "sigma_alert")]
+        self.counts: dict = {}      # (kind, severity) -> findings (alerted or not)
         self.clear_after_ms = int(_cfg(section, "clear_after_s") * 1000)
         self.queue_max = _cfg(section, "queue_max")
         self._derive = derivers(site)
@@ -100,6 +102,8 @@ class Analytics:
             metrics.gauges["alerts_cleared_total"] = lambda: alerts.counters("cleared")
             metrics.gauges["alerts_active"] = lambda: len(alerts.active)
             metrics.gauges["analytics_notify_failed_total"] = lambda: self.notifier.failed
+            metrics.gauges["analytics_findings_total"] = lambda: {
+                f'{{kind="{k}",severity="{s}"}}': n for (k, s), n in sorted(self.counts.items())}
         self.restore()
 
     @classmethod
@@ -248,6 +252,10 @@ class Analytics:
                 self._instant.pop(key, None)
                 self.alerts.clear(key)
                 continue
+            ks = (f.kind, f.severity)
+            self.counts[ks] = self.counts.get(ks, 0) + 1
+            if f.kind == "sigma" and SEVERITY_RANK.get(f.severity, 2) < self.sigma_rank:
+                continue  # counted, not alerted (sigma_alert)
             if f.detail.get("instant"):
                 self._instant[key] = f.ts
                 if key not in self.alerts.active:
