@@ -459,3 +459,54 @@ def test_sigma_knows_a_sensors_resolution_and_alerts_from_medium(tmp_path):
     (row,) = store.alerts()
     assert (row["kind"], row["severity"], row["key"]) == ("sigma", "medium", "grid1/sigma/mains_hz")
     store.close()
+
+
+def test_the_webhook_gets_each_alert_as_json_and_a_slow_one_is_cut_off():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from gridtwin.analytics.notify import Notifier
+
+    got, release = [], threading.Event()
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            if got[-1].get("key") == "slow":
+                release.wait(10)  # a webhook that does not answer in time
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    n = Notifier(url=f"http://127.0.0.1:{srv.server_address[1]}/hook", timeout_s=0.5).start()
+    try:
+        n({"key": "slow", "severity": "high", "state": "raised"})
+        n({"key": "grid1/limit/mains_v", "severity": "medium", "state": "raised", "value": 262.0})
+        wait = time.monotonic() + 10
+        while (len(got) < 2 or n.failed < 1) and time.monotonic() < wait:
+            time.sleep(0.01)
+        assert n.failed == 1 and got[1] == {"key": "grid1/limit/mains_v", "severity": "medium", "state": "raised",
+                                            "value": 262.0}
+    finally:
+        release.set()
+        n.stop()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_kpis_go_to_influxdb_through_the_spool_when_the_site_uses_it(tmp_path):
+    store = SqliteStore(tmp_path / "gt.db")
+    kpi = EnergyKpi(Context(site=SITE, store=store), aggregation_s=60, influx_measurement="analytics")
+    for s in range(0, 125, 5):
+        kpi.observe([("pdu_a", "load_kw", T0 - T0 % 60_000 + s * 1000, 6.0)])
+    lines = [line for _id, line in store.spool_peek(100)]
+    pdu = [x for x in lines if x.startswith("analytics,node=pdu_a ")][0]  # one a minute
+    fields = dict(f.split("=") for f in pdu.split(" ")[1].split(","))
+    # the first minute's bucket: 0..55 s measured in it (the 55..60 s stretch ends in the next bucket)
+    assert float(fields["energy_kwh"]) == pytest.approx(6.0 * 55 / 3600) and float(fields["peak_kw"]) == 6.0
+    assert any(x.startswith("analytics,node=_site ") for x in lines)
+    store.close()
