@@ -20,13 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gridtwin.sensortypes import TYPES as SENSOR_TYPES
+from gridtwin.sensortypes import metrics as sensor_type_metrics
 from gridtwin.site import PLANT_ROLES, ROLE_MODULES
 
 # sensor type -> ((suffix, unit, quantity, description), ...), in the driver's METRICS order, and the
 # analog inputs (one metric named after the sensor, unit and range from the config): the sensor-type
 # catalog's (gridtwin.sensortypes). quantity groups metrics on a panel (one per quantity and unit).
 SENSOR_METRICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
-    t.name: t.metrics for t in SENSOR_TYPES.values() if not t.analog}
+    t.name: sensor_type_metrics(t.name) for t in SENSOR_TYPES.values() if not t.analog}
 ANALOG = {t.name: t.analog for t in SENSOR_TYPES.values() if t.analog}
 
 _STATE = "state"  # 0/1 flags: a state timeline, not a curve

@@ -2,8 +2,9 @@
 
 An entry says how the type is wired (``bus``: i2c, onewire or the ESP32's adc, and a fixed I2C
 address), its config rows (the keys of a ``sensors`` table in site.toml and config.json, with
-type, default, range or choices and help), the metrics its driver publishes (suffix, unit,
-quantity, description), which chip quantity drives each metric on a virtual board and the chip
+type, default, range or choices and help), what the metrics its driver publishes are (suffix,
+quantity, description; ``metrics()`` adds each unit from the driver's own METRICS), which chip
+quantity drives each metric on a virtual board and the chip
 model's register-level fake (the shim's fakes/<model>.py) with its resolution and noise (``chip``:
 the data sheet's figures) and its idle values (``world``).
 
@@ -55,7 +56,7 @@ class SensorType:
     name: str
     bus: str  # "i2c", "onewire" or "adc" (the ESP32's own ADC pins)
     rows: dict[str, Opt]
-    metrics: tuple[tuple[str, str, str, str], ...] = ()  # (suffix, unit, quantity, description)
+    metrics: tuple[tuple[str, str, str], ...] = ()  # (suffix, quantity, description), the driver's order
     analog: str = ""  # an analog input: one metric named after the sensor, unit and range from its config
     quantities: dict[str, str] = field(default_factory=dict)  # metric suffix -> chip world key
     primary: str | None = None  # the quantity a plain `twin = "metric"` feeds
@@ -97,9 +98,9 @@ ADC_MAX_V = 3.1  # the ESP32 ADC at 11 dB attenuation (gt/drivers/adc.py)
 ADE_V_FS = 0.5 / 2 ** 0.5  # the ADE7953's full-scale input, volts rms (gt/drivers/ade7953.py)
 UNSET = 1e9  # the analog inputs' lo/hi defaults: "no bound"
 
-_POWER = (("v", "V", "voltage", "bus voltage at the {}'s input"),
-          ("a", "A", "current", "current through the shunt"),
-          ("w", "W", "power", "power the chip computes: bus voltage x current"))
+_POWER = (("v", "voltage", "bus voltage at the {}'s input"),
+          ("a", "current", "current through the shunt"),
+          ("w", "power", "power the chip computes: bus voltage x current"))
 
 
 def cal_volts(sensor: dict, value: float) -> float:
@@ -133,7 +134,7 @@ def _ade_world(s: dict) -> tuple[dict, dict]:
 def _ina_type(name: str, shunt: float, max_a: float, fs: float, chip: Chip) -> SensorType:
     return SensorType(
         name, "i2c", _ina(shunt, max_a),
-        metrics=tuple((sfx, u, q, d.format(name.upper())) for sfx, u, q, d in _POWER),
+        metrics=tuple((sfx, q, d.format(name.upper())) for sfx, q, d in _POWER),
         # power ("w") is computed by the chip from current and voltage: no quantity of its own
         quantities={"v": "bus_v", "a": "current_a"}, primary="a", model=name, chip=chip, shunt_fs=fs,
         # a quarter of the calibrated range: inside the shunt input whatever the site chose
@@ -145,7 +146,7 @@ def _ina_type(name: str, shunt: float, max_a: float, fs: float, chip: Chip) -> S
 TYPES: dict[str, SensorType] = {t.name: t for t in (
     SensorType(
         "lm75", "i2c", _i2c(0x48, 0x4F, "A2..A0 pins"),
-        metrics=(("", "degC", "temperature", "temperature (LM75)"),),
+        metrics=(("", "temperature", "temperature (LM75)"),),
         quantities={"": "temp_c"}, model="lm75",
         chip=Chip(lsb={"temp_c": 0.125}, noise={"temp_c": 0.125},
                   source="NXP LM75A data sheet, Temperature register: 11 bits, 0.125 degC (the chip model is an "
@@ -166,11 +167,11 @@ TYPES: dict[str, SensorType] = {t.name: t for t in (
             "v_div": Opt(float, 1001.0, "voltage divider ratio, line V / input V", 1, 100000),
             "i_ohm": Opt(float, 0.005, "input volts per line amp: shunt ohms, or CT burden ohms / turns",
                          0.00001, 1000)},
-        metrics=(("v", "V", "voltage", "mains voltage, rms"),
-                 ("a", "A", "current", "mains current, rms"),
-                 ("w", "W", "power", "active power"),
-                 ("pf", "", "power factor", "power factor"),
-                 ("hz", "Hz", "frequency", "mains frequency")),
+        metrics=(("v", "voltage", "mains voltage, rms"),
+                 ("a", "current", "mains current, rms"),
+                 ("w", "power", "active power"),
+                 ("pf", "power factor", "power factor"),
+                 ("hz", "frequency", "mains frequency")),
         quantities={"v": "v_rms", "a": "i_rms", "pf": "pf", "hz": "hz"}, addr=0x38, model="ade7953",
         chip=Chip(lsb={"rms": 1 / 9032007, "period": 1 / 223750}, noise={"rms": 0.0005, "period": 1 / 223750},
                   source="ADI ADE7953 rev. C, specifications: VRMS/IRMS error 0.1 % over 1000:1 (here 0.05 % "
@@ -179,9 +180,9 @@ TYPES: dict[str, SensorType] = {t.name: t for t in (
         world=_ade_world),
     SensorType(
         "bme280", "i2c", _i2c(0x76, 0x77, "SDO pin low 0x76, high 0x77"),
-        metrics=(("t", "degC", "temperature", "air temperature"),
-                 ("rh", "%RH", "humidity", "relative humidity"),
-                 ("p", "Pa", "pressure", "air pressure")),
+        metrics=(("t", "temperature", "air temperature"),
+                 ("rh", "humidity", "relative humidity"),
+                 ("p", "pressure", "air pressure")),
         quantities={"t": "temp_c", "rh": "rh", "p": "pressure_pa"}, model="bme280",
         chip=Chip(lsb={"temp_c": 0.01, "rh": 0.008, "pressure_pa": 2.62},
                   noise={"temp_c": 0.005, "rh": 0.02, "pressure_pa": 3.3},
@@ -193,7 +194,7 @@ TYPES: dict[str, SensorType] = {t.name: t for t in (
         world=lambda s: ({}, {"temp_c": 21.0, "rh": 45.0, "pressure_pa": 101325.0})),
     SensorType(
         "tmp102", "i2c", _i2c(0x48, 0x4B, "ADD0 pin"),
-        metrics=(("", "degC", "temperature", "temperature (TMP102)"),),
+        metrics=(("", "temperature", "temperature (TMP102)"),),
         quantities={"": "temp_c"}, model="tmp102",
         chip=Chip(lsb={"temp_c": 0.0625}, noise={"temp_c": 0.0625},
                   source="TI SBOS397C, Temperature Register: 12 bits, 0.0625 degC; accuracy +-0.5 degC "
@@ -203,7 +204,7 @@ TYPES: dict[str, SensorType] = {t.name: t for t in (
         "ds18b20", "onewire", {
             "rom": Opt(str, "", "ROM code in hex; empty when it is alone on the wire", check="rom"),
             "bits": Opt(int, 12, "resolution in bits (9: 94 ms .. 12: 750 ms)", 9, 12)},
-        metrics=(("", "degC", "temperature", "temperature (DS18B20)"),),
+        metrics=(("", "temperature", "temperature (DS18B20)"),),
         quantities={"": "temp_c"}, model="ds18b20",
         chip=Chip(lsb={"temp_c": 0.0625}, noise={"temp_c": 0.0625},
                   source="Maxim DS18B20 (19-7487), Operation - Measuring Temperature: 12 bits, 0.0625 degC (9..11 "
@@ -233,6 +234,20 @@ TYPES: dict[str, SensorType] = {t.name: t for t in (
 # Types with several quantities and no primary need the table form, e.g. twin = { hz = "f_hz" }.
 PRIMARY: dict[str, str] = {t.name: t.primary or next(iter(t.quantities)) for t in TYPES.values()
                            if t.primary or len(t.quantities) == 1}
+
+
+def metrics(t: str) -> tuple[tuple[str, str, str, str], ...]:
+    """(suffix, unit, quantity, description) of each metric of type t, in the driver's order: the
+    unit is the driver's METRICS' (firmware/gt/drivers/<t>.py), the rest the catalog's. () for an
+    analog input (its one metric takes unit and range from the config)."""
+    e = TYPES[t]
+    if e.analog:
+        return ()
+    units = {row[0]: row[1] for row in fwsource.firmware_literal(f"gt/drivers/{t}.py", "METRICS")}
+    if list(units) != [m[0] for m in e.metrics]:
+        raise LookupError(f"gridtwin.sensortypes: {t}'s metrics {[m[0] for m in e.metrics]} are not its driver's "
+                          f"METRICS {list(units)} (firmware/gt/drivers/{t}.py): give the catalog entry the same")
+    return tuple((sfx, units[sfx], q, d) for sfx, q, d in e.metrics)
 
 
 # --- the INA2xx arithmetic: the firmware driver's own ---------------------------------------------
@@ -339,7 +354,7 @@ def docs_source() -> str:
             out.append(f"Metric: `<id>`, {t.analog}, in the config's `unit`.\n")
         else:
             out.append("| metric | unit | quantity | meaning |\n| --- | --- | --- | --- |")
-            for sfx, unit, q, d in t.metrics:
+            for sfx, unit, q, d in metrics(t.name):
                 out.append(f"| `<id>{'_' + sfx if sfx else ''}` | {unit or '-'} | {q} | {d} |")
             out.append("")
     return "\n".join(out)

@@ -27,7 +27,7 @@ def test_every_reader_takes_its_facts_from_the_catalog():
     assert list(HOST_ROWS) == list(types)  # the host's site.toml rows
     assert vworld.QUANTITIES == {t: e.quantities for t, e in types.items()}  # the virtual world
     assert vworld.CHIPS == {t: e.chip for t, e in types.items() if e.chip}
-    assert catalog.SENSOR_METRICS == {t: e.metrics for t, e in types.items() if not e.analog}  # dashboards
+    assert catalog.SENSOR_METRICS == {t: sensortypes.metrics(t) for t, e in types.items() if not e.analog}
     for t, e in types.items():
         assert e.model is None or (SHIM_DIR / "fakes" / f"{e.model}.py").exists(), t  # a chip model each
         assert e.bus in ("i2c", "onewire", "adc") and (e.bus != "i2c" or e.addr or "addr" in e.rows), t
