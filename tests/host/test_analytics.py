@@ -510,3 +510,13 @@ def test_kpis_go_to_influxdb_through_the_spool_when_the_site_uses_it(tmp_path):
     assert float(fields["energy_kwh"]) == pytest.approx(6.0 * 55 / 3600) and float(fields["peak_kw"]) == 6.0
     assert any(x.startswith("analytics,node=_site ") for x in lines)
     store.close()
+
+
+def test_a_replay_behind_the_live_readings_does_not_break_the_kwh_integration(tmp_path):
+    kpi = EnergyKpi(Context(site=SITE), aggregation_s=3600)
+    for s in range(0, 601, 5):  # live: 10 kW for 10 min
+        kpi.observe([("pdu_a", "load_kw", T0 + s * 1000, 10.0)])
+    kpi.observe([("pdu_a", "load_kw", T0 - 60_000, 10.0)])  # an old reading replayed late
+    for s in range(605, 1201, 5):  # the live readings go on: 10 more minutes
+        kpi.observe([("pdu_a", "load_kw", T0 + s * 1000, 10.0)])
+    assert kpi.total_kwh["pdu_a"] == pytest.approx(10.0 * 1200 / 3600)

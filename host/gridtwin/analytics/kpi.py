@@ -10,7 +10,8 @@ consumption_kwh (servers, electrolysers, meters), renewable_share_pct (pv over a
 (utility + generator over the IT load of the servers).
 
 Integration is trapezoidal between consecutive readings of a node; a gap longer than three of the
-node's intervals (at least 10 s) is not bridged: energy nobody measured is not invented. The
+node's intervals (at least 10 s) is not bridged: energy nobody measured is not invented (nor is a
+stretch an outbox replays after the live readings went past it). The
 running totals (``total_kwh``) are saved with the detector's state and survive a restart.
 """
 
@@ -94,6 +95,8 @@ class EnergyKpi:
             if p is not None and metric == p[0]:
                 kw = value * p[1]
                 last = self._last.get(node)
+                if last is not None and ts <= last[0]:
+                    continue  # an outbox replay behind the live readings: that stretch is a gap here
                 self._last[node] = (ts, kw)
                 acc = self._acc.get(node)
                 if acc is None:
@@ -109,6 +112,8 @@ class EnergyKpi:
                         acc.batt += e
             elif metric == "h2_nlh":
                 last = self._h2_last.get(node)
+                if last is not None and ts <= last[0]:
+                    continue
                 self._h2_last[node] = (ts, value)
                 if last is not None and 0 < ts - last[0] <= self._max_gap(node):
                     acc = self._acc.setdefault(node, _Acc())
