@@ -681,3 +681,6 @@ def _analytics_tables(conn: sqlite3.Connection) -> None:
     for col, kind in ALERT_COLUMNS:
         if col not in have:
             conn.execute(f"ALTER TABLE alerts ADD COLUMN {col} {kind}")
+    if "key" not in have:
+        # alerts raised before they had a key can never be cleared by it: close them now, once
+        conn.execute("UPDATE alerts SET active=0, cleared=? WHERE active=1", (_now_ms(),))
