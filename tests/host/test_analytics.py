@@ -520,3 +520,23 @@ def test_a_replay_behind_the_live_readings_does_not_break_the_kwh_integration(tm
     for s in range(605, 1201, 5):  # the live readings go on: 10 more minutes
         kpi.observe([("pdu_a", "load_kw", T0 + s * 1000, 10.0)])
     assert kpi.total_kwh["pdu_a"] == pytest.approx(10.0 * 1200 / 3600)
+
+
+def test_alerts_stored_before_they_had_a_key_are_closed_once(tmp_path):
+    """A database from before #15: its active alerts have no key, so nothing could ever clear them;
+    opening it closes them (once), and keyed alerts from then on stay active across restarts."""
+    import sqlite3
+
+    db = tmp_path / "gt.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE alerts (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, node TEXT, severity TEXT NOT NULL,"
+                  " kind TEXT NOT NULL, message TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1, cleared INTEGER)")
+        c.execute("INSERT INTO alerts (ts, node, severity, kind, message) VALUES (1, 'pdu_a', 'warning', "
+                  "'node_stale', 'old')")
+    store = SqliteStore(db)
+    assert store.alerts(active=True) == []
+    Alerts(store, _Bus()).raise_("pdu_a/node_stale", "warning", "node_stale", "new", "pdu_a")
+    store.close()
+    store = SqliteStore(db)
+    assert [r["message"] for r in store.alerts(active=True)] == ["new"]
+    store.close()
