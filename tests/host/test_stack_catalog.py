@@ -45,7 +45,7 @@ PROBE = textwrap.dedent("""
     rec = a.sampler.sample(time.ticks_ms())
     print('=UNITS', json.dumps(a.units()))
     print('=SAMPLE', json.dumps(rec[2]))
-    from gt.connect import birth
+    from gt.wire import birth
     class Net:
         app = a
         conns = 1
