@@ -37,4 +37,5 @@ CHECKS = (
     *daemon_config.CHECKS,  # storage windows, instance ports
     topology.check_site,  # the twin's components (builds the topology the renderer reuses)
     sensors_site.check_sensors,  # sensors against their type's rows and the chips' limits
+    analytics_config.check_site,  # the nodes analytics rows name
 )

@@ -128,7 +128,9 @@ def test_a_bad_analytics_key_names_file_key_and_fix(tmp_path):
                             ("[[analytics.rules]]\nmetric = 'batt_pct'\nkind = 'dorp'\n", "analytics.rules[0].kind",
                              "did you mean 'drop'"),
                             ("[[analytics.limits]]\nquantity = 'voltage'\nlo = 250.0\nhi = 200.0\n",
-                             "analytics.limits[0]", "make lo < hi")):
+                             "analytics.limits[0]", "make lo < hi"),
+                            ("[[analytics.limits]]\nmetric = 'mains_v'\nnodes = ['grid2']\nhi = 240.0\n",
+                             "analytics.limits[0].nodes: no node 'grid2'", "did you mean 'grid1'")):
         path = tmp_path / "site.toml"
         path.write_text(example_site_path().read_text() + "\n" + extra)
         r = subprocess.run([sys.executable, "-m", "gridtwin", "--site", str(path), "alerts"],

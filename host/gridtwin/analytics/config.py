@@ -136,6 +136,25 @@ ANALYTICS = Section({
     "default_rules": Key(bool, True, help="add the seed systems' four rate rules where their metrics exist"),
 }, help="rules, anomaly detection, energy KPIs and alerts (docs/analytics.md)")
 
+def check_site(site) -> None:
+    """Whole-site check: the nodes a limit or rule names are the site's."""
+    import difflib
+
+    from gridtwin.errors import ConfigError
+
+    sec = site.sections.get("analytics")
+    if sec is None:
+        return
+    ids = site.node_ids
+    for what in ("limits", "rules"):
+        for i, row in enumerate(sec[what]):
+            for nid in row.nodes:
+                if nid not in ids:
+                    near = difflib.get_close_matches(nid, ids, n=1)
+                    raise ConfigError(site.path, f"analytics.{what}[{i}].nodes", f"no node '{nid}'",
+                                      f"did you mean '{near[0]}'?" if near else "name a node of this site")
+
+
 # The seed systems' defaults, as rows of the site schema. The power grid monitor's ranges apply to the
 # metrics it measured (its mains voltage and current); temperature ranges to every thermometer.
 DEFAULT_LIMITS = (
