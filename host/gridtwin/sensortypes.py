@@ -141,17 +141,21 @@ def _ina_type(name: str, shunt: float, max_a: float, fs: float, chip: Chip) -> S
         world=lambda s: ({"shunt_ohm": s["shunt_ohm"]}, {"current_a": s["max_a"] / 4, "bus_v": 12.0}))
 
 
+def _thermometer(name: str, bus: str, rows: dict[str, Opt], step: float, source: str) -> SensorType:
+    # one temperature in degC, converted in steps of `step`; data sheets give these chips an accuracy
+    # but no noise figure, so the model's noise is one step RMS
+    return SensorType(
+        name, bus, rows, metrics=(("", "temperature", f"temperature ({name.upper()})"),),
+        quantities={"": "temp_c"}, model=name, chip=Chip(lsb={"temp_c": step}, noise={"temp_c": step}, source=source),
+        world=lambda s: ({}, {"temp_c": 25.0}))
+
+
 # --- the catalog -----------------------------------------------------------------------------------
 
 TYPES: dict[str, SensorType] = {t.name: t for t in (
-    SensorType(
-        "lm75", "i2c", _i2c(0x48, 0x4F, "A2..A0 pins"),
-        metrics=(("", "temperature", "temperature (LM75)"),),
-        quantities={"": "temp_c"}, model="lm75",
-        chip=Chip(lsb={"temp_c": 0.125}, noise={"temp_c": 0.125},
-                  source="NXP LM75A data sheet, Temperature register: 11 bits, 0.125 degC (the chip model is an "
-                         "LM75A; 9-bit LM75B/TI parts: 0.5 degC); accuracy +-2 degC, no noise figure: 1 LSB RMS"),
-        world=lambda s: ({}, {"temp_c": 25.0})),
+    _thermometer("lm75", "i2c", _i2c(0x48, 0x4F, "A2..A0 pins"), 0.125,
+                 "NXP LM75A data sheet, Temperature register: 11 bits, 0.125 degC (the chip model is an LM75A; "
+                 "9-bit LM75B/TI parts: 0.5 degC); accuracy +-2 degC, no noise figure: 1 LSB RMS"),
     _ina_type("ina219", 0.1, 3.2, 0.320, Chip(
         lsb={"shunt_v": 10e-6, "bus_v": 4e-3}, noise={"shunt_v": 10e-6, "bus_v": 4e-3},
         source="TI SBOS448G, Electrical Characteristics: shunt LSB 10 uV, bus LSB 4 mV; offset "
@@ -192,24 +196,14 @@ TYPES: dict[str, SensorType] = {t.name: t for t in (
                          "0.01 degC, no noise figure: 1 LSB of the ADC. The steps are the resolutions: the "
                          "output formats' 1/1024 %RH and 1/256 Pa are finer than the ADC behind them"),
         world=lambda s: ({}, {"temp_c": 21.0, "rh": 45.0, "pressure_pa": 101325.0})),
-    SensorType(
-        "tmp102", "i2c", _i2c(0x48, 0x4B, "ADD0 pin"),
-        metrics=(("", "temperature", "temperature (TMP102)"),),
-        quantities={"": "temp_c"}, model="tmp102",
-        chip=Chip(lsb={"temp_c": 0.0625}, noise={"temp_c": 0.0625},
-                  source="TI SBOS397C, Temperature Register: 12 bits, 0.0625 degC; accuracy +-0.5 degC "
-                         "(-25..+85 degC), no noise figure: 1 LSB RMS"),
-        world=lambda s: ({}, {"temp_c": 25.0})),
-    SensorType(
-        "ds18b20", "onewire", {
-            "rom": Opt(str, "", "ROM code in hex; empty when it is alone on the wire", check="rom"),
-            "bits": Opt(int, 12, "resolution in bits (9: 94 ms .. 12: 750 ms)", 9, 12)},
-        metrics=(("", "temperature", "temperature (DS18B20)"),),
-        quantities={"": "temp_c"}, model="ds18b20",
-        chip=Chip(lsb={"temp_c": 0.0625}, noise={"temp_c": 0.0625},
-                  source="Maxim DS18B20 (19-7487), Operation - Measuring Temperature: 12 bits, 0.0625 degC (9..11 "
-                         "bits: 0.5..0.125); accuracy +-0.5 degC (-10..+85 degC), no noise figure: 1 LSB RMS"),
-        world=lambda s: ({}, {"temp_c": 25.0})),
+    _thermometer("tmp102", "i2c", _i2c(0x48, 0x4B, "ADD0 pin"), 0.0625,
+                 "TI SBOS397C, Temperature Register: 12 bits, 0.0625 degC; accuracy +-0.5 degC (-25..+85 degC), "
+                 "no noise figure: 1 LSB RMS"),
+    _thermometer("ds18b20", "onewire", {
+        "rom": Opt(str, "", "ROM code in hex; empty when it is alone on the wire", check="rom"),
+        "bits": Opt(int, 12, "resolution in bits (9: 94 ms .. 12: 750 ms)", 9, 12)}, 0.0625,
+        "Maxim DS18B20 (19-7487), Operation - Measuring Temperature: 12 bits, 0.0625 degC (9..11 bits: "
+        "0.5..0.125); accuracy +-0.5 degC (-10..+85 degC), no noise figure: 1 LSB RMS"),
     SensorType(
         "ads1115", "i2c", _linear({
             **_i2c(0x48, 0x4B, "ADDR pin"),
