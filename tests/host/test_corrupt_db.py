@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from fixtures.dbfiles import destroy_header, destroy_pages
+
 from gridtwin import cli
 from gridtwin.daemon.store_sqlite import SqliteStore
 from gridtwin.site import example_site_path
@@ -29,19 +31,7 @@ def _site_with_db(tmp_path):
     return site, db
 
 
-def _destroy_header(db):
-    db.write_bytes(b"\0" * 100 + db.read_bytes()[100:])
-
-
-def _destroy_pages(db):
-    data = bytearray(db.read_bytes())
-    page = int.from_bytes(data[16:18], "big") or 65536
-    for i in range(page, len(data), 7):
-        data[i] = 0x5A
-    db.write_bytes(bytes(data))
-
-
-@pytest.mark.parametrize("damage", [_destroy_header, _destroy_pages], ids=["header", "pages"])
+@pytest.mark.parametrize("damage", [destroy_header, destroy_pages], ids=["header", "pages"])
 def test_every_verb_and_doctor_name_a_corrupt_database(tmp_path, capsys, damage):
     site, db = _site_with_db(tmp_path)
     damage(db)
@@ -49,7 +39,7 @@ def test_every_verb_and_doctor_name_a_corrupt_database(tmp_path, capsys, damage)
                  ["daemon", "--metrics-port", "0"]):
         rc = cli.main(["--site", str(site), *argv])
         err = capsys.readouterr().err
-        if damage is _destroy_pages and argv[0] in ("nodes", "logs") and rc == 0:
+        if damage is destroy_pages and argv[0] in ("nodes", "logs") and rc == 0:
             continue  # a reader that never touches a damaged page has nothing to report
         assert rc != 0, (argv, err)
         assert err.startswith("gridtwin: ") and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
