@@ -120,7 +120,8 @@ hi = 240.0
     assert (rule.threshold, rule.window_ms, rule.severity) == (5.0, 60_000, "low")
     lim = res.limit("grid1", "mains_v")
     assert (lim.lo, lim.hi) == (220.0, 240.0)
-    assert res.limit("EL1", "t_stack").hi == 80.0  # the default still applies where the site says nothing
+    assert res.limit("grid1", "t_box").hi == 80.0  # the default still applies where the site says nothing
+    assert res.limit("EL1", "t_stack").hi is None  # a stack runs hotter: only the physical bounds
 
 
 def test_a_bad_analytics_key_names_file_key_and_fix(tmp_path):
@@ -175,7 +176,7 @@ def test_a_condition_must_last_min_duration_before_it_alerts(tmp_path):
     assert store.alerts() == []  # 9 s over 80 degC
     an.observe([("grid1", "t_box", T0 + 10_000, 85.0)])
     (row,) = store.alerts()
-    assert row["kind"] == "limit" and row["ts"] == T0 + 10_000
+    assert row["kind"] == "limit" and json.loads(row["detail"])["reading_ts"] == T0 + 10_000
     store.close()
 
 

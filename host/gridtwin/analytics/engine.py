@@ -271,9 +271,12 @@ class Analytics:
             self.store.write_quality(quality)
 
     def _raise(self, key: str, f: Finding) -> None:
+        # raised and cleared are the host's times (as for every alert); the reading's time is in detail
+        # (a replay or a demo's fast clock stamps readings far from now)
+        detail = {k: v for k, v in f.detail.items() if k != "instant"}
+        detail["reading_ts"] = f.ts
         self.alerts.raise_(key, f.severity, f.kind, f.description, f.node, metric=f.metric, value=f.value,
-                           detail={k: v for k, v in f.detail.items() if k != "instant"} or None, ts=f.ts,
-                           source="analytics", **({"quality": f.quality} if f.quality else {}))
+                           detail=detail, source="analytics", **({"quality": f.quality} if f.quality else {}))
         log.warning("alert: %s", f.description)
 
     def _expire(self) -> None:
