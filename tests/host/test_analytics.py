@@ -543,3 +543,16 @@ def test_alerts_stored_before_they_had_a_key_are_closed_once(tmp_path):
     store = SqliteStore(db)
     assert [r["message"] for r in store.alerts(active=True)] == ["new"]
     store.close()
+
+
+def test_a_rule_that_holds_across_a_restart_is_judged_on_its_saved_window():
+    res = Resolver(SITE.analytics, SITE)
+    det = RuleDetector(Context(site=SITE), res)
+    assert _fires(_feed(det, "ups_a", "batt_pct", [(0, 100.0), (60, 75.0)]))
+    saved = json.loads(json.dumps(det.state()))  # as the store keeps it
+    det = RuleDetector(Context(site=SITE), res)
+    det.restore(saved)
+    held = _feed(det, "ups_a", "batt_pct", [(70, 76.0)])  # still 24 below the window's 100: holds
+    assert [f.cleared for f in held] == [False]
+    (cleared,) = _feed(det, "ups_a", "batt_pct", [(400, 76.0)])  # the 100 has left the 5-min window
+    assert cleared.cleared

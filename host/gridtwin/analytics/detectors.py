@@ -227,14 +227,19 @@ class RuleDetector:
                                "window_s": rule.window_ms / 1000})
 
     def state(self) -> dict:
-        return {"active": [list(k) for k, w in self._win.items() if w.active]}
+        # the windows of the conditions that hold (few), so a restart judges their end on the same data
+        return {"active": [list(k) + [[w.idx, w.lo, w.hi, w.sum, w.n, w.last_ts]]
+                           for k, w in self._win.items() if w.active]}
 
     def restore(self, saved: dict) -> None:
-        for node, metric, name in saved.get("active", []):
+        for node, metric, name, *win in saved.get("active", []):
             for rule in self.rules(node, metric):
                 if rule.name == name:
                     w = self._win.setdefault((node, metric, name), _Window(rule.window_ms))
                     w.active = True
+                    if win and len(win[0]) == 6 and len(win[0][0]) == w.NB:
+                        w.idx, w.lo, w.hi, w.sum, w.n, w.last_ts = (list(x) if isinstance(x, list) else x
+                                                                      for x in win[0])
 
 
 SIGMA_LEVELS = ((5.0, "high"), (4.0, "medium"), (3.0, "low"))
