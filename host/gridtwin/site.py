@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from gridtwin import fwsource
 from gridtwin.errors import ConfigError
+from gridtwin.sitedefaults import CERTS, VAR
 
 # Node ids become MQTT topic levels, certificate CNs and broker usernames: no wildcards, no '/',
 # nothing a shell or a file name would choke on.
@@ -317,8 +318,8 @@ SITE = Section({
     "name": Key(str, lambda s: s.get("id"), help="human-readable site name"),
     "topic_root": Key(str, lambda s: f"gridtwin/{s.get('id')}", check=check_topic_root,
                       help="MQTT topic root (default gridtwin/<site id>)"),
-    "var": Key("path", "var", help="runtime data folder (databases, broker state), relative to the site file"),
-    "certs": Key("path", "certs", help="PKI folder, relative to the site file"),
+    "var": Key("path", VAR, help="runtime data folder (databases, broker state), relative to the site file"),
+    "certs": Key("path", CERTS, help="PKI folder, relative to the site file"),
 }, help="who this site is", required=True)
 BROKER = Section({
     "hosts": Key(list, ["localhost"], item=Key(str, check=check_hostname),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gridtwin.errors import ConfigError
 from gridtwin.site import Key, Section, in_range, one_of
+from gridtwin.sitedefaults import DB_FILE
 
 STORAGE = Section({
     "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb"),
@@ -85,6 +86,6 @@ CHECKS = (_check_storage, _check_daemon)
 def db_path(site) -> Path:
     p = site.storage.path
     if not p:
-        return Path(site.var_dir) / "gridtwin.db"
+        return Path(site.var_dir) / DB_FILE
     p = Path(p).expanduser()
     return p if p.is_absolute() else Path(site.dir) / p
