@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from fixtures.dbfiles import destroy_header, destroy_pages
+
 from gridtwin.daemon import validate
 from gridtwin.daemon.store_sqlite import SqliteStore, StoreError
 
@@ -183,15 +185,6 @@ def test_stored_values_are_the_validated_ones_and_old_databases_are_migrated(tmp
     old.close()
 
 
-def _corrupt_pages(path):
-    """Overwrite the pages after the header (the readings' B-trees) with junk."""
-    data = bytearray(path.read_bytes())
-    page = int.from_bytes(data[16:18], "big") or 65536
-    for i in range(page, len(data), 7):
-        data[i] = 0x5A
-    path.write_bytes(bytes(data))
-
-
 def _made_db(tmp_path, name="gridtwin.db"):
     path = tmp_path / name
     s = SqliteStore(path)
@@ -205,14 +198,14 @@ def test_a_corrupt_database_is_named_with_its_fix(tmp_path):
     from gridtwin.daemon.store_sqlite import CorruptDatabase
 
     header = _made_db(tmp_path, "header.db")
-    header.write_bytes(b"\0" * 100 + header.read_bytes()[100:])
+    destroy_header(header)
     with pytest.raises(CorruptDatabase) as exc:
         SqliteStore(header, check=True)
     assert "header.db is corrupt" in exc.value.message and "mv " in exc.value.hint
     assert "disk is not full" not in str(exc.value)
 
     pages = _made_db(tmp_path, "pages.db")
-    _corrupt_pages(pages)
+    destroy_pages(pages)
     with pytest.raises(CorruptDatabase):
         SqliteStore(pages, check=True)       # the daemon's start and doctor
     # a reader that skipped the check (the CLI) meets it mid-query: the same error, never a traceback
@@ -225,3 +218,130 @@ def test_a_corrupt_database_is_named_with_its_fix(tmp_path):
         except CorruptDatabase:
             met += 1
     assert met >= 1
+
+
+# -- compaction into blocks (issue #20: <= 60 B a reading) --------------------------------------------
+
+def _mixed_readings():
+    """Two nodes, two boots, readings that lack a metric, ints and floats, -0.0, hist flags, and two
+    readings of one node at the same ts (another boot)."""
+    out = []
+    for i in range(300):
+        m = {"p_w": round(1000 + i * 1.7, 1), "t_c": 21 + i % 13 * 0.125, "n": i * 3, "pf": 0.98}
+        if i % 7 == 0:
+            del m["pf"]
+        if i == 5:
+            m["t_c"] = -0.0
+        if i % 11 == 0:
+            m["n"] = float(i)  # an int metric sent as a float once: it comes back a float
+        out.append(tel(seq=i, ts=NOW - 3_000_000 + i * 1000, hist=i % 5 == 0, **m))
+        out.append(tel(node="n2", boot=4, seq=i, ts=NOW - 3_000_000 + i * 2000, v=230.0 + i / 3))
+    out.append(tel(boot=2, seq=0, ts=NOW - 3_000_000 + 10_000, p_w=1.0))
+    return out
+
+
+def _everything(s, nodes=("n1", "n2"), metrics=("p_w", "t_c", "n", "pf", "v")):
+    import math
+    return ({(n, m): [(ts, v, math.copysign(1, v), type(v)) for ts, v in s.query(n, m, since_ms=0)]
+             for n in nodes for m in metrics},
+            {n: s.latest(n) for n in nodes}, {n: s.metric_names(n) for n in nodes},
+            s.count_readings(), {n: s.count_readings(n) for n in nodes})
+
+
+def test_compaction_moves_readings_into_blocks_and_queries_return_the_same_rows(store):
+    store.write_batch(_mixed_readings())
+    before = _everything(store)
+    assert before[3] == 601
+    moved = store.compact(now_ms=NOW, hot_ms=60_000, min_rows=50, max_rows=128)
+    left = store.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    assert moved == 601 - left and left == 0
+    assert store.conn.execute("SELECT max(n) FROM blocks").fetchone()[0] <= 128
+    assert _everything(store) == before
+    # a window inside a block, and readings still in rows next to blocks
+    store.write_batch([tel(seq=300, ts=NOW - 1000, p_w=7.5)])
+    assert store.query("n1", "p_w", since_ms=NOW - 3_000_000 + 298_500, until_ms=NOW) == [
+        (NOW - 3_000_000 + 299_000, round(1000 + 299 * 1.7, 1)), (NOW - 1000, 7.5)]
+    assert store.latest("n1") == (NOW - 1000, {"p_w": 7.5})
+    # below min_rows and younger than settle_ms: they wait; once they have settled, they go too
+    assert store.compact(now_ms=NOW + 600_000, hot_ms=60_000, min_rows=50) == 0
+    assert store.compact(now_ms=NOW + 600_000, hot_ms=60_000, min_rows=50, settle_ms=300_000) == 1
+
+
+def test_a_reading_replayed_after_its_span_was_compacted_is_stored_once(tmp_path):
+    """A node's outbox replays a week late, or a QoS 1 redelivery comes after compaction: readings a
+    block holds are counted as duplicates, those it lacks (the gap) are stored and fill the gap."""
+    s = SqliteStore(tmp_path / "db")
+    s.write_batch([tel(seq=i) for i in range(10)] + [tel(seq=i) for i in range(13, 20)])
+    assert s.pending_gaps() == 3
+    assert s.compact(now_ms=NOW + 3_600_000, min_rows=1) == 17
+    s.close()
+    s = SqliteStore(tmp_path / "db")  # the high-water mark comes from the blocks' runs now
+    replay = [tel(seq=i, hist=True) for i in range(20)]
+    r = s.write_batch(replay)
+    assert (r.stored, r.duplicates, r.gaps) == (3, 17, [])
+    assert s.pending_gaps() == 0
+    assert s.count_readings("n1") == 20
+    assert s.compact(now_ms=NOW + 3_600_000, min_rows=1) == 3   # the replayed three: a block of their own
+    assert s.write_batch(replay + [tel(seq=5)]).stored == 0      # and again: nothing is stored twice
+    assert s.write_batch([tel(seq=20), tel(boot=2, seq=5)]).stored == 2  # the next seq; another boot's seq 5
+    assert [v for _ts, v in s.query("n1", "t", since_ms=0)] == sorted([float(i) for i in range(21)] + [5.0])
+    assert s.write_batch([tel(seq=24)]).gaps == [("n1", "1", 20, 3)]
+    s.close()
+
+
+def test_retention_folds_blocks_as_it_folds_rows(tmp_path):
+    """downsample() gives the same rollups and leaves the same readings whether they were compacted
+    or not, with the cut-off inside a block (its newer readings stay, as a block)."""
+    base = (NOW // 60_000 - 100) * 60_000
+    batch = [tel(seq=i, ts=base + i * 5_000, t=i * 0.5, p=i % 4) for i in range(60)]  # 5 minutes
+    rows, packed = SqliteStore(tmp_path / "rows.db"), SqliteStore(tmp_path / "packed.db")
+    for s in (rows, packed):
+        s.write_batch(batch)
+    assert packed.compact(now_ms=NOW, min_rows=1, max_rows=40) == 60
+    cut = base + 100_000  # inside the second minute and inside the first block (readings 0-29)
+    assert rows.downsample(cut) == packed.downsample(cut) == 20
+    assert packed.conn.execute("SELECT count(*), sum(n) FROM blocks").fetchone() == (2, 40)
+    dump = "SELECT node, metric, bucket, n, vmin, vmax, vsum FROM rollup_1m ORDER BY metric, bucket"
+    assert rows.conn.execute(dump).fetchall() == packed.conn.execute(dump).fetchall()
+    assert packed.conn.execute("SELECT n, vmin, vmax FROM rollup_1m WHERE metric='t' AND bucket=?",
+                               (base,)).fetchone() == (12, 0.0, 5.5)
+    for m in ("t", "p"):
+        assert rows.query("n1", m, since_ms=0) == packed.query("n1", m, since_ms=0)
+    assert rows.count_readings() == packed.count_readings() == 40
+    assert packed.downsample(NOW) == 40 and packed.conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+    rows.close()
+    packed.close()
+
+
+def test_a_version_1_database_is_migrated_without_loss(tmp_path):
+    """A database of the release before blocks (user_version 1): opened, its readings and queries are
+    all there, and the daemon's compaction then takes its rows like any others."""
+    conn = sqlite3.connect(tmp_path / "v1.db")
+    conn.executescript("""
+        CREATE TABLE readings (node TEXT NOT NULL, boot TEXT NOT NULL, seq INTEGER NOT NULL,
+            ts INTEGER NOT NULL, hist INTEGER NOT NULL DEFAULT 0, msg TEXT NOT NULL);
+        CREATE UNIQUE INDEX readings_key ON readings (node, boot, seq);
+        CREATE INDEX readings_node_ts ON readings (node, ts);
+        CREATE TABLE rollup_1m (node TEXT NOT NULL, metric TEXT NOT NULL, bucket INTEGER NOT NULL,
+            n INTEGER NOT NULL, vmin REAL, vmax REAL, vsum REAL, PRIMARY KEY (node, metric, bucket)) WITHOUT ROWID;
+        CREATE TABLE nodes (id TEXT PRIMARY KEY, state TEXT, fw TEXT, board TEXT, reset TEXT, boot TEXT,
+            heap REAL, rssi REAL, uptime REAL, cfg TEXT, sensors TEXT, outbox REAL, drops REAL,
+            interval REAL, last_seen INTEGER, status_at INTEGER, heap_min REAL, rejected INTEGER,
+            last_reject TEXT, last_reject_at INTEGER);
+        PRAGMA user_version = 1;""")
+    conn.executemany("INSERT INTO readings VALUES ('n1', '3', ?, ?, 0, ?)",
+                     [(i, NOW - 700_000 + i * 1000, json.dumps({"t": i / 4, "k": i})) for i in range(500)])
+    conn.execute("INSERT INTO rollup_1m VALUES ('n1', 't', ?, 2, 1.0, 3.0, 4.0)", (NOW - 7_200_000,))
+    conn.execute("INSERT INTO nodes (id) VALUES ('n1')")
+    conn.commit()
+    conn.close()
+    s = SqliteStore(tmp_path / "v1.db")
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    want = [(NOW - 7_200_000, 2.0)] + [(NOW - 700_000 + i * 1000, i / 4) for i in range(500)]
+    assert s.query("n1", "t", since_ms=0) == want and s.count_readings() == 500
+    assert s.compact(now_ms=NOW) == 400   # the last 5 minutes stay rows
+    assert s.query("n1", "t", since_ms=0) == want and s.count_readings() == 500
+    assert s.latest("n1") == (NOW - 700_000 + 499_000, {"t": 499 / 4, "k": 499})
+    assert s.compact(now_ms=NOW + 3_600_000) == 100 and s.latest("n1")[1] == {"t": 499 / 4, "k": 499}
+    assert s.write_batch([tel(boot=3, seq=i) for i in range(0, 600, 50)]).stored == 2  # 500 and 550
+    s.close()

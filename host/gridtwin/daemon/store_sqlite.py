@@ -5,6 +5,12 @@ message, which is what lets one Python process store tens of thousands of messag
 The unique index on (node, boot, seq) *is* the de-duplication: QoS 1 redeliveries and outbox replays
 hit ``INSERT OR IGNORE`` and are counted, never stored twice.
 
+Readings older than a few minutes do not stay one row each: the daemon's maintenance thread moves
+them (``compact``) into compressed blocks of one node's readings (gridtwin.daemon.blocks), about
+10x smaller in all. Each block's unbroken seq runs, (node, boot, first seq, last seq), stay in a
+small table that ingest checks, so a reading replayed a week late into a compacted span is still
+known stored, without decompressing anything. Whatever reads readings reads both.
+
 Durability trade-off (documented in docs/scaling.md): WAL with ``synchronous=NORMAL``. A
 committed batch survives a crash or ``kill -9`` of the daemon (the WAL is in the OS page cache);
 only a power cut can lose the last commits before the next checkpoint. ``synchronous="FULL"``
@@ -22,8 +28,10 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
+from gridtwin.daemon import blocks
 from gridtwin.errors import GridTwinError
 
 SCHEMA = """
@@ -37,6 +45,18 @@ CREATE TABLE IF NOT EXISTS readings (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS readings_key ON readings (node, boot, seq);  -- the de-duplication
 CREATE INDEX IF NOT EXISTS readings_node_ts ON readings (node, ts);
+-- readings moved out of `readings` by compact(): one row per block of one node's readings
+CREATE TABLE IF NOT EXISTS blocks (
+    id INTEGER PRIMARY KEY, node TEXT NOT NULL, ts_lo INTEGER NOT NULL, ts_hi INTEGER NOT NULL,
+    n INTEGER NOT NULL, data BLOB NOT NULL  -- gridtwin.daemon.blocks.encode()
+);
+CREATE INDEX IF NOT EXISTS blocks_node_ts ON blocks (node, ts_lo, ts_hi);
+-- every (boot, seq) a block holds, as unbroken runs: the de-duplication of compacted readings
+CREATE TABLE IF NOT EXISTS runs (
+    node TEXT NOT NULL, boot TEXT NOT NULL, seq_hi INTEGER NOT NULL, seq_lo INTEGER NOT NULL,
+    block INTEGER NOT NULL,
+    PRIMARY KEY (node, boot, seq_hi)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_1m (
     node TEXT NOT NULL, metric TEXT NOT NULL, bucket INTEGER NOT NULL,
     n INTEGER NOT NULL, vmin REAL, vmax REAL, vsum REAL,
@@ -84,15 +104,20 @@ CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEX
 # One row per element of a JSON array of [node, boot, seq, ts, hist, {metrics}] that write_batch
 # builds itself from the validated values: never from the node's payload, which SQLite would read
 # differently from Python (duplicate keys: first wins here, last there; escaped keys). The metrics
-# object comes back from json_extract as its text, numbers as written.
+# object comes back from json_extract as its text, numbers as written. A reading that a block
+# already holds (the run with the first seq_hi >= its seq starts at or before it) is not inserted.
 INSERT_BATCH = (
     "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) "
-    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-    "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') "
-    "FROM json_each(?)"  # json_extract, not ->>: SQLite before 3.38 (Debian bullseye) lacks ->>
+    "SELECT * FROM (SELECT json_extract(value, '$[0]') AS n, json_extract(value, '$[1]') AS b, "
+    "json_extract(value, '$[2]') AS s, json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
+    "json_extract(value, '$[5]') FROM json_each(?)) "  # json_extract, not ->>: SQLite < 3.38 (bullseye) lacks ->>
+    "WHERE coalesce((SELECT seq_lo FROM runs WHERE node = n AND boot = b AND seq_hi >= s "
+    "ORDER BY seq_hi LIMIT 1) > s, 1)"
 )
 _ROWS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
-SCHEMA_VERSION = 1  # PRAGMA user_version; 0: readings.msg held the whole payload (metrics under $.m)
+# PRAGMA user_version; 0: readings.msg held the whole payload (metrics under $.m); 1: no blocks yet (the
+# tables are made by SCHEMA, and the daemon compacts the rows a version-1 database holds as it runs)
+SCHEMA_VERSION = 2
 
 STATUS_COLUMNS = ("state", "fw", "board", "reset", "boot", "heap", "rssi", "uptime", "cfg",
                   "sensors", "outbox", "drops", "interval", "heap_min")
@@ -241,6 +266,19 @@ def _reads(fn):
     return wrapper
 
 
+# the highest seq stored of a (node, boot), in rows or blocks; -1: none
+HIGH_WATER = ("SELECT max(coalesce((SELECT max(seq) FROM readings WHERE node=?1 AND boot=?2), -1), "
+              "coalesce((SELECT max(seq_hi) FROM runs WHERE node=?1 AND boot=?2), -1))")
+
+# compact(): a node's readings older than HOT_MS are moved into blocks once MIN_ROWS of them are
+# waiting, or when the oldest has waited SETTLE_MS (a slow node, a late replay); blocks of at most
+# MAX_ROWS (a query decodes whole blocks: 1h of a 1 Hz node is four of them)
+HOT_MS = 5 * 60_000
+SETTLE_MS = 60 * 60_000
+MIN_ROWS = 256
+MAX_ROWS = 1024
+
+
 class SqliteStore:
     """Readings, registry, command history, alerts and the InfluxDB spool in one SQLite file."""
 
@@ -277,6 +315,8 @@ class SqliteStore:
         self._ckpt.start()
 
     def close(self) -> None:
+        if getattr(self, "_reader", None):
+            self._reader.close()
         if getattr(self, "_ckpt", None):
             self._ckpt_stop.set()
             self._ckpt.join(timeout=10)
@@ -294,8 +334,8 @@ class SqliteStore:
             key = (t.node, str(t.boot))
             prev = last.get(key)
             if prev is None:
-                prev = self.conn.execute("SELECT max(seq) FROM readings WHERE node=? AND boot=?", key).fetchone()[0]
-                if prev is None:
+                prev = self.conn.execute(HIGH_WATER, key).fetchone()[0]
+                if prev < 0:
                     # first sight of this boot: the host may have started mid-boot, not a gap
                     last[key] = t.seq
                     continue
@@ -491,20 +531,42 @@ class SqliteStore:
         rolled = self.conn.execute(
             "SELECT bucket, vsum / n FROM rollup_1m WHERE node=? AND metric=? AND bucket>=? AND bucket<? ORDER BY bucket",
             (node, metric, since_ms, until_ms)).fetchall()
-        raw = self.conn.execute(
-            "SELECT ts, json_extract(msg, ?) AS v FROM readings WHERE node=? AND ts>=? AND ts<? AND v IS NOT NULL ORDER BY ts, seq",
-            (path, node, since_ms, until_ms)).fetchall()
+        packed = self.conn.execute("SELECT data FROM blocks WHERE node=? AND ts_lo<? AND ts_hi>=? ORDER BY ts_lo",
+                                   (node, until_ms, since_ms)).fetchall()
+        if packed:
+            raw = self._with_blocks(packed, path, node, metric, since_ms, until_ms)
+        else:
+            raw = self.conn.execute(
+                "SELECT ts, json_extract(msg, ?) AS v FROM readings WHERE node=? AND ts>=? AND ts<? AND v IS NOT NULL "
+                "ORDER BY ts, seq", (path, node, since_ms, until_ms)).fetchall()
         return rolled + raw if not rolled or not raw or rolled[-1][0] <= raw[0][0] else sorted(rolled + raw)
+
+    def _with_blocks(self, packed, path, node, metric, since_ms, until_ms) -> list[tuple[int, float]]:
+        """The (ts, value) of the blocks and of the rows, in (ts, seq) order as the rows alone come."""
+        out = []
+        for (data,) in packed:
+            ts, seq, vals = blocks.Block(data).metric(metric)
+            out += [(t, s, v) for t, s, v in zip(ts, seq, vals) if since_ms <= t < until_ms]
+        out += self.conn.execute(
+            "SELECT ts, seq, json_extract(msg, ?) AS v FROM readings WHERE node=? AND ts>=? AND ts<? "
+            "AND v IS NOT NULL ORDER BY ts, seq", (path, node, since_ms, until_ms)).fetchall()
+        out.sort(key=itemgetter(0, 1))  # in order already but for late replays (blocks that overlap): O(n)
+        return [(t, v) for t, _s, v in out]
 
     @_reads
     def count_readings(self, node: str | None = None) -> int:
-        if node:
-            return self.conn.execute("SELECT count(*) FROM readings WHERE node=?", (node,)).fetchone()[0]
-        return self.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        where, args = (" WHERE node=?", (node,)) if node else ("", ())
+        return self.conn.execute(f"SELECT (SELECT count(*) FROM readings{where}) + "
+                                 f"(SELECT coalesce(sum(n), 0) FROM blocks{where})", args * 2).fetchone()[0]
 
     @_reads
     def latest(self, node: str) -> tuple[int, dict] | None:
         row = self.conn.execute("SELECT ts, msg FROM readings WHERE node=? ORDER BY ts DESC LIMIT 1", (node,)).fetchone()
+        packed = self.conn.execute("SELECT data FROM blocks WHERE node=? AND ts_hi>? ORDER BY ts_hi DESC LIMIT 1",
+                                   (node, row[0] if row else -1)).fetchone()
+        if packed:  # a node silent since its readings were compacted (or a clock that went back)
+            last = max(blocks.Block(packed[0]).rows(), key=lambda r: r[2])
+            return last[2], last[4]
         return (row[0], json.loads(row[1])) if row else None
 
     # -- retention --------------------------------------------------------------------------
@@ -528,12 +590,114 @@ class SqliteStore:
                         (node, older_than_ms))
                     deleted += conn.execute("DELETE FROM readings WHERE node = ? AND ts < ?",
                                             (node, older_than_ms)).rowcount
+                    deleted += self._downsample_blocks(node, older_than_ms)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 conn.execute("ROLLBACK")
                 raise StoreError(f"downsampling {self.path} failed: {exc}") from None
             self._last_seq.clear()
             return deleted
+
+    def _downsample_blocks(self, node: str, older_than_ms: int) -> int:
+        """downsample() for the node's blocks that start before the cut-off: their older readings
+        go into the rollups, a block's newer ones into a block of their own."""
+        conn = self.conn
+        acc: dict = {}
+        folded = 0
+        for bid, data in conn.execute("SELECT id, data FROM blocks WHERE node=? AND ts_lo<?",
+                                      (node, older_than_ms)).fetchall():
+            rows = blocks.Block(data).rows()
+            self._drop_block(bid, node, rows)
+            keep = [r for r in rows if r[2] >= older_than_ms]
+            if keep:
+                self._put_block(node, keep)
+            for r in rows:
+                if r[2] < older_than_ms:
+                    b = r[2] // 60000 * 60000
+                    for k, v in r[4].items():
+                        a = acc.get((k, b))
+                        if a is None:
+                            acc[(k, b)] = [1, v, v, v]
+                        else:
+                            a[0] += 1
+                            a[1] = min(a[1], v)
+                            a[2] = max(a[2], v)
+                            a[3] += v
+            folded += len(rows) - len(keep)
+        conn.executemany(
+            "INSERT INTO rollup_1m VALUES (?,?,?,?,?,?,?) ON CONFLICT(node, metric, bucket) "
+            "DO UPDATE SET n=n+excluded.n, vmin=min(vmin, excluded.vmin), vmax=max(vmax, excluded.vmax), vsum=vsum+excluded.vsum",
+            [(node, k, b, *a) for (k, b), a in sorted(acc.items())])
+        return folded
+
+    def _put_block(self, node: str, rows: list, data: bytes | None = None) -> None:
+        """Rows [(boot, seq, ts, hist, metrics)] sorted by (ts, seq) as one block, in the caller's transaction."""
+        bid = self.conn.execute("INSERT INTO blocks (node, ts_lo, ts_hi, n, data) VALUES (?,?,?,?,?)",
+                                (node, rows[0][2], rows[-1][2], len(rows), data or blocks.encode(rows))).lastrowid
+        self.conn.executemany("INSERT INTO runs (node, boot, seq_hi, seq_lo, block) VALUES (?,?,?,?,?)",
+                              [(node, boot, hi, lo, bid) for boot, lo, hi in blocks.runs(rows)])
+
+    def _drop_block(self, bid: int, node: str, rows: list) -> None:
+        self.conn.execute("DELETE FROM blocks WHERE id=?", (bid,))
+        self.conn.executemany("DELETE FROM runs WHERE node=? AND boot=? AND seq_hi=?",
+                              [(node, boot, hi) for boot, _lo, hi in blocks.runs(rows)])
+
+    def compact(self, now_ms: int | None = None, hot_ms: int = HOT_MS, settle_ms: int = SETTLE_MS,
+                min_rows: int = MIN_ROWS, max_rows: int = MAX_ROWS) -> int:
+        """Move readings older than ``hot_ms`` from rows into blocks, node by node; returns how many.
+
+        The daemon's maintenance thread calls it every minute. Rows are read on a connection of
+        their own and encoded without the lock; each block is then written, and its rows deleted,
+        in one short transaction under the lock, so ingest waits milliseconds, not the whole pass.
+        A reading is in a row or in a block, never both and never neither, at every commit."""
+        now = _now_ms() if now_ms is None else now_ms
+        cutoff = now - hot_ms
+        reader = getattr(self, "_reader", None)
+        if reader is None:
+            reader = self._reader = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                                    check_same_thread=False)
+        moved = 0
+        try:
+            for (node,) in reader.execute("SELECT id FROM nodes").fetchall():
+                count, oldest = reader.execute("SELECT count(*), min(ts) FROM readings WHERE node=? AND ts<?",
+                                               (node, cutoff)).fetchone()
+                if not count or (count < min_rows and oldest >= now - settle_ms):
+                    continue
+                size = -(-count // -(-count // max_rows))  # even blocks: 2,700 rows -> 3 x 900
+                while count > 0:
+                    got = reader.execute("SELECT rowid, boot, seq, ts, hist, msg FROM readings WHERE node=? AND ts<? "
+                                         "ORDER BY ts, seq LIMIT ?", (node, cutoff, size)).fetchall()
+                    if not got:
+                        break
+                    rows = [(boot, seq, ts, hist, json.loads(msg)) for _r, boot, seq, ts, hist, msg in got]
+                    data = blocks.encode(rows)
+                    if not self._move(node, rows, data, json.dumps([r[0] for r in got])):
+                        break
+                    moved += len(rows)
+                    count -= len(rows)
+        except sqlite3.Error as exc:
+            raise error(self.path, exc, "cannot compact readings in", "check the site's var/ folder") from None
+        return moved
+
+    def _move(self, node: str, rows: list, data: bytes, rowids: str) -> bool:
+        """One block in, its rows out, in one transaction; False (nothing done) if the rows changed since
+        they were read (only retention deletes rows, and it runs on the same thread: never, in practice)."""
+        with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN")
+            try:
+                self._put_block(node, rows, data)
+                gone = conn.execute("DELETE FROM readings WHERE rowid IN (SELECT value FROM json_each(?))",
+                                    (rowids,)).rowcount
+                if gone != len(rows):
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return True
 
     def drop_rollups(self, older_than_ms: int) -> int:
         with self._lock:
