@@ -73,7 +73,8 @@ def test_detector_raises_then_clears_with_role_actions():
     det = MaintenanceDetector(Context(site=site), horizon_s=86400)
     assert det.threshold_for("EL1", "t_stack") is not None and det.threshold_for("EL1", "stack_v") is None
     assert det.threshold_for("grid1", "t_box") is not None and det.threshold_for("grid1", "mains_hz") is None
-    ts, y = ramp(8, 10, 55.0, 2.5, 0.5)   # crosses 85 degC at 12 h
+    assert det.threshold_for("EL1", "t_stack").limit == 88.0   # a stack runs at 80 degC and trips at 90
+    ts, y = ramp(8, 10, 58.0, 2.5, 0.5)   # crosses 88 degC at 12 h
     found = det.observe([("EL1", "t_stack", int(t), float(v)) for t, v in zip(ts, y)])
     raised = [f for f in found if not f.cleared]
     assert raised and not any(f.cleared for f in found)
@@ -94,4 +95,4 @@ def test_detector_raises_then_clears_with_role_actions():
 
 
 def test_default_thresholds_are_the_seed_systems():
-    assert {t.limit for t in THRESHOLDS} == {85.0}
+    assert THRESHOLDS[-1].limit == 85.0 and THRESHOLDS[-1].quantity == "temperature" and not THRESHOLDS[-1].roles

@@ -57,8 +57,10 @@ class Threshold:
 
 # Every thermometer (the catalog's temperature quantity; by the firmware's names for a node the site does
 # not describe: a sensor's own id such as t_cell, or a combined chip's "<id>_t"); 85 °C: the seed system's
-# maintenance threshold.
-THRESHOLDS = (Threshold("t_*|*_t|temp*", 85.0, unit="°C", quantity="temperature"),)
+# maintenance threshold. An alkaline stack runs at 80 °C by design (the twin's t_set_c) and trips at 90
+# (t_max_c): its threshold lies between, or every sunny morning's warm-up would be a forecast.
+THRESHOLDS = (Threshold("t_*|*_t|temp*", 88.0, unit="°C", quantity="temperature", roles=("electrolyser",)),
+              Threshold("t_*|*_t|temp*", 85.0, unit="°C", quantity="temperature"))
 
 # What to do about a rising temperature, by the node's role (gridtwin.site roles).
 ACTIONS = {
