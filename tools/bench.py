@@ -437,6 +437,14 @@ def cost_section(args):
                free_port=free_port, RawPublisher=RawPublisher, telemetry=telemetry)
 
 
+@section("analytics", "issue #15: detectors against faults the twin injects (precision, recall, delay, false alerts "
+                      "per node-day), predicted-crossing error, readings/s analysed")
+def analytics_section(args):
+    from bench_analytics import run  # tools/bench_analytics.py
+
+    return run(args)
+
+
 @section("fleet", "virtual nodes (issue #7): CPU and memory of 50 nodes at 1 Hz on this machine")
 def fleet_section(args):
     from bench_fleet import run  # tools/bench_fleet.py
@@ -457,6 +465,9 @@ def main(argv=None) -> int:
                     help="cost: skip the 10,000 msg/s latency run")
     ap.add_argument("--cost-readings", type=int, default=1_000_000, help="cost: readings stored for the size "
                     "and query figures")
+    ap.add_argument("--analytics-seed", type=int, default=2, help="analytics: the twin's seed (1 is the one the "
+                    "detectors were tuned on: report another)")
+    ap.add_argument("--analytics-days", type=int, default=3, help="analytics: simulated days (the first is clean)")
     args = ap.parse_args(argv)
     names = args.only.split(",") if args.only else list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
