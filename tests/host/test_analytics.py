@@ -121,7 +121,7 @@ hi = 240.0
     lim = res.limit("grid1", "mains_v")
     assert (lim.lo, lim.hi) == (220.0, 240.0)
     assert res.limit("grid1", "t_box").hi == 80.0  # the default still applies where the site says nothing
-    assert res.limit("EL1", "t_stack").hi is None  # a stack runs hotter: only the physical bounds
+    assert res.limit("EL1", "t_stack").hi == 80.0
 
 
 def test_a_bad_analytics_key_names_file_key_and_fix(tmp_path):

@@ -155,14 +155,13 @@ def check_site(site) -> None:
                                       f"did you mean '{near[0]}'?" if near else "name a node of this site")
 
 
-# The seed systems' defaults, as rows of the site schema. The power grid monitor's ranges apply to what
-# it measured: its mains voltage and current and its equipment's temperature (grid monitors, and plain
-# sensor nodes). Not to a PV cell in the sun or an electrolyser stack, which run hotter by design
-# (the twin's stack trips at 90 degC; the demo's runs at 83).
+# The seed systems' defaults, as rows of the site schema. The power grid monitor's voltage and current
+# ranges apply to what it measured (its mains); its temperature range to every thermometer (the demo's
+# electrolyser stack runs at 65 degC and alerts when its injected fault drives it past 80).
 DEFAULT_LIMITS = (
     dict(quantity="voltage", roles=["grid_monitor"], lo=200.0, hi=250.0, bad_lo=0.0, bad_hi=1000.0),
     dict(quantity="current", roles=["grid_monitor"], lo=0.0, hi=10.0, bad_lo=-100.0, bad_hi=1000.0),
-    dict(quantity="temperature", roles=["grid_monitor", "sensor"], lo=0.0, hi=80.0, bad_lo=-273.15, bad_hi=1000.0),
+    dict(quantity="temperature", lo=0.0, hi=80.0, bad_lo=-273.15, bad_hi=1000.0),
 )
 # The OPC UA energy bridge's four rate-of-change rules, where the metric exists. "efficiency" is the
 # electrolyser's derived efficiency (gridtwin.analytics.derived), in percent.
