@@ -12,9 +12,37 @@
 import asyncio
 import json
 import time
-from gt import clock
+from gt import clock, mqtt
 
 _SEEN = 16
+
+
+def on_publish(net, first, b, e):
+    """A PUBLISH from the broker, in net.rx[b:e]: the command's ack, then its PUBACK (a coroutine
+    for the reader to await once this module is dropped)."""
+    rx = net.rx
+    o = b + 2 + (rx[b] << 8 | rx[b + 1])
+    qos = first & 6
+    if o + qos > e:
+        raise mqtt.ProtocolError("PUBLISH topic past its end")
+    pid = rx[o] << 8 | rx[o + 1] if qos else 0
+    ack = None
+    if bytes(rx[b + 2:o]) == net.root + b"cmd":
+        ack = handle(net.app, net.seen, bytes(rx[o + qos:e]))
+    return _reply(net, ack, pid)
+
+
+async def _reply(net, ack, pid):
+    if ack is not None:
+        await net.publish(b"ack", ack, 1)
+    if pid:
+        # acknowledged after our ack went out: if the link drops in between, the broker sends
+        # the command again, and the repeated id gets the same ack without running twice
+        await net.take()
+        try:
+            await net.out(net.txm, mqtt.puback(net.tx, pid))
+        finally:
+            net.busy = False
 
 
 def handle(app, seen, payload):

@@ -9,22 +9,14 @@ import gc
 import socket
 import time
 from asyncio import core
-from gt import mqtt, unload
+from gt import mqtt
 from gt.net import io, why
 
 
-async def connect(net):
-    from gt import link
-
-    up = await link.wifi(net)
-    if up:
-        await link.ntp(net)
-        if net.ctx is None:
-            net.ctx = link.context(net.c)  # built once (the app tries at boot), reused after
-    link = None
-    unload("link")  # the handshake below is the node's tightest moment for RAM
-    if not up:
-        return None
+async def open(net):
+    """DNS, TCP, and the CONNECT packet written into net.tx: its length. Wi-Fi, NTP and the TLS
+    context came first (gt/link.py); the TLS handshake comes next, run by net.py with this module
+    out of RAM."""
     c = net.c
     t0 = time.ticks_ms()
     if net.addr is None:
@@ -44,9 +36,23 @@ async def connect(net):
     s = net.sock = net.ctx.wrap_socket(s, server_hostname=c["server_hostname"] or c["host"],
                                        do_handshake_on_connect=False)
     will = b'{"state":"offline","node":"%s","boot":%d}' % (net.cid, net.app.boot.boot_id)
-    n = mqtt.connect(net.tx, net.cid, net.ka // 1000, net.root + b"status", will)
-    await _phase("tls", _handshake(net, n), c["tls_ms"])
-    t2 = time.ticks_ms()
+    net.t_conn = (t0, t1)
+    # CONNECT: clean session off, a retained QoS 1 will (the packets net.py sends are in mqtt.py;
+    # CONNECT and SUBSCRIBE are written here, their only sender, loaded only while connecting)
+    buf = net.tx
+    buf[0] = 0x10
+    o = mqtt._str(buf, mqtt._len(buf, 1, 16 + len(net.cid) + len(net.root) + 6 + len(will)), b"MQTT")
+    buf[o] = 4  # protocol level 3.1.1
+    buf[o + 1] = 0x2C  # will retained, will QoS 1, will flag; clean session off
+    o = mqtt._str(buf, mqtt._pid(buf, o + 2, net.ka // 1000), net.cid)
+    return mqtt._str(buf, mqtt._str(buf, o, net.root + b"status"), will)
+
+
+async def finish(net, t2):
+    """After the handshake (done at ticks t2): CONNACK, the session's unacknowledged readings,
+    the subscription and the birth. Returns the CONNACK's session-present flag."""
+    c = net.c
+    t0, t1 = net.t_conn
     first, b, e = await _phase("connack", net.packet(), c["connack_ms"])
     rx = net.rx
     if first >> 4 != mqtt.CONNACK or e - b != 2:
@@ -68,7 +74,12 @@ async def connect(net):
     await net.take()
     try:
         # subscribe on every connect: the broker may have lost the session
-        await net.out(net.txm, mqtt.subscribe(net.tx, net.next_pid(), net.root + b"cmd"))
+        buf = net.tx
+        buf[0] = 0x82  # SUBSCRIBE to <root>/<node>/cmd at QoS 1
+        o = mqtt._str(buf, mqtt._pid(buf, mqtt._len(buf, 1, 5 + len(net.root) + 3), net.next_pid()),
+                      net.root + b"cmd")
+        buf[o] = 1
+        await net.out(net.txm, o + 1)
     finally:
         net.busy = False
     await net.publish(b"status", net.doc("birth"), 1, True)
@@ -78,11 +89,18 @@ async def connect(net):
 async def _phase(name, coro, ms):
     try:
         return await asyncio.wait_for_ms(coro, ms)
-    except asyncio.TimeoutError:
-        raise OSError(errno.ETIMEDOUT, "%s: no answer in %d ms" % (name, ms))
-    except (OSError, ValueError, mqtt.ProtocolError) as e:
+    except Exception as e:
+        raise failed(name, e, ms)
+
+
+def failed(name, e, ms):
+    """The error a phase's failure is reported as (net.py asks for the handshake's)."""
+    if isinstance(e, asyncio.TimeoutError):
+        return OSError(errno.ETIMEDOUT, "%s: no answer in %d ms" % (name, ms))
+    if isinstance(e, (OSError, ValueError, mqtt.ProtocolError)):
         # mbedTLS reports a certificate or name mismatch as ValueError
-        raise OSError(0, "%s: %s" % (name, _errno_why(name, e)))
+        return OSError(0, "%s: %s" % (name, _errno_why(name, e)))
+    return e
 
 
 def _errno_why(name, e):
@@ -97,15 +115,3 @@ def _errno_why(name, e):
     if n == errno.EHOSTUNREACH:
         return "broker host unreachable"
     return why(e)
-
-
-async def _handshake(net, n):
-    # the TLS handshake runs inside the first write, a step per call on the non-blocking socket;
-    # None means it waits for the server
-    s = net.sock
-    while True:
-        r = s.write(net.txm[:n])
-        if r is not None:
-            break
-        await io(core._io_queue.queue_read, net.raw)
-    await net.out(net.txm, n, r)

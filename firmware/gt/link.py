@@ -10,6 +10,16 @@ from gt import clock
 from gt.net import io, why
 
 
+async def up(net):
+    """Wi-Fi joined, the clock set (hourly) and the TLS context built: False without Wi-Fi."""
+    if not await wifi(net):
+        return False
+    await ntp(net)
+    if net.ctx is None:
+        net.ctx = context(net.c)  # built once (the app tries at boot), reused by every connection
+    return True
+
+
 async def wifi(net):
     w = net.app.cfg["wifi"]
     if not w["ssid"]:

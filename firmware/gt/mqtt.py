@@ -1,4 +1,6 @@
-# MQTT 3.1.1 packets, pure protocol: no sockets, no asyncio. gt/net.py moves the bytes.
+# MQTT 3.1.1 packets, pure protocol: no sockets, no asyncio. gt/net.py moves the bytes. CONNECT and
+# SUBSCRIBE are written by gt/connect.py (their only sender, loaded only while it connects) with
+# the helpers below.
 #
 # Packets are written into the caller's preallocated bytearray (no per-message garbage), and
 # parse() finds a complete packet in the caller's receive buffer. What a broker must not send (a
@@ -43,30 +45,12 @@ def _pid(buf, o, pid):
     return o + 2
 
 
-def connect(buf, cid, keepalive, will_topic, will):
-    """CONNECT (clean_session False, retained QoS 1 will) into buf; returns its length."""
-    buf[0] = 0x10
-    o = _str(buf, _len(buf, 1, 16 + len(cid) + len(will_topic) + len(will)), b"MQTT")
-    buf[o] = 4  # protocol level 3.1.1
-    buf[o + 1] = 0x2C  # will retained, will QoS 1, will flag; clean session off
-    o = _str(buf, _pid(buf, o + 2, keepalive), cid)
-    return _str(buf, _str(buf, o, will_topic), will)
-
-
 def head(buf, topic, n, pid=0, retain=False, dup=False):
     """PUBLISH header (QoS 1 when pid, else 0) for an n-byte payload; returns where it starts."""
     qos = 1 if pid else 0
     buf[0] = 0x30 | (8 if dup else 0) | qos << 1 | (1 if retain else 0)
     o = _str(buf, _len(buf, 1, 2 + len(topic) + 2 * qos + n), topic)
     return _pid(buf, o, pid) if pid else o
-
-
-def subscribe(buf, pid, topic):
-    """SUBSCRIBE to one topic at QoS 1; returns its length."""
-    buf[0] = 0x82
-    o = _str(buf, _pid(buf, _len(buf, 1, 5 + len(topic)), pid), topic)
-    buf[o] = 1
-    return o + 1
 
 
 def puback(buf, pid):

@@ -14,6 +14,7 @@
 # tx behind its PUBLISH header. gt/connect.py and gt/commands.py are imported only while they run.
 import asyncio
 import errno
+import gc
 import json
 import os
 import time
@@ -102,17 +103,47 @@ class Net:
             began = time.ticks_ms()
             self.err = None
             present = False
+            connect = link = None
             try:
-                from gt import connect
+                # One module at a time, each dropped before the next loads (RAM, issue #20):
+                # Wi-Fi, NTP and the TLS context; TCP; the handshake here; CONNACK and birth
+                from gt import link
 
-                present = await connect.connect(self)
-                connect = None
-                unload("connect")
-                if present is not None:
+                up = await link.up(self)
+                link = None
+                unload("link")
+                if not up:
+                    present = None  # no link (Wi-Fi) to try on
+                else:
+                    from gt import connect
+
+                    n = await connect.open(self)
+                    connect = None
+                    unload("connect")
+                    # The TLS handshake, the node's tightest moment for RAM, runs here with the
+                    # connection code out of RAM and the garbage collected
+                    gc.collect()
+                    try:
+                        await asyncio.wait_for_ms(self._handshake(n), self.c["tls_ms"])
+                    except Exception as e:
+                        from gt import connect
+
+                        raise connect.failed("tls", e, self.c["tls_ms"])
+                    t2 = time.ticks_ms()
+                    from gt import connect
+
+                    present = await connect.finish(self, t2)
+                    connect = None
+                    unload("connect")
                     await self._serve()
             except Exception as e:  # a broken or hostile broker must never take the node down
+                connect = link = None  # (the modules leave RAM during the backoff too)
                 self.failures += 1
-                self.log.warn("mqtt", "%s: %s" % ("lost" if self.up else "failed", why(e)))
+                try:
+                    self.log.warn("mqtt", "%s: %s" % ("lost" if self.up else "failed", why(e)))
+                except MemoryError:  # out of RAM in the handshake: say less, and try again later
+                    self.err = None
+            unload("link")
             unload("connect")
             self._close()
             if present is None or time.ticks_diff(time.ticks_ms(), began) > self.ka:
@@ -122,6 +153,17 @@ class Net:
             fails += 1
             d = min(self.c["backoff_max_ms"], 500 << min(fails, 12))
             await asyncio.sleep_ms(d // 2 + d // 2 * os.urandom(1)[0] // 255)  # jitter
+
+    async def _handshake(self, n):
+        # the TLS handshake runs inside the first write of CONNECT (n bytes in tx), a step per
+        # call on the non-blocking socket; None means it waits for the server
+        s = self.sock
+        while True:
+            r = s.write(self.txm[:n])
+            if r is not None:
+                break
+            await io(core._io_queue.queue_read, self.raw)
+        await self.out(self.txm, n, r)
 
     async def resend(self, present):
         if self.inflight is not None:
@@ -250,7 +292,12 @@ class Net:
                         self.acked = True
                         self.nap.wake()
                 elif t == mqtt.PUBLISH:
-                    await self._command(first, b, e)
+                    from gt import commands  # loaded per command: they are rare, RAM is not
+
+                    c = commands.on_publish(self, first, b, e)
+                    commands = None
+                    unload("commands")
+                    await c
                 elif t == mqtt.SUBACK and rx[e - 1] & 0x80:
                     self.log.error("mqtt", "cmd subscription refused")
                 elif t == mqtt.CONNACK:
@@ -259,29 +306,6 @@ class Net:
         except Exception as e:
             self.err = e
             self.nap.wake()
-
-    async def _command(self, first, b, e):
-        rx = self.rx
-        o = b + 2 + (rx[b] << 8 | rx[b + 1])
-        qos = first & 6
-        if o + qos > e:
-            raise mqtt.ProtocolError("PUBLISH topic past its end")
-        pid = rx[o] << 8 | rx[o + 1] if qos else 0
-        if bytes(rx[b + 2:o]) == self.root + b"cmd":
-            from gt import commands
-
-            ack = commands.handle(self.app, self.seen, bytes(rx[o + qos:e]))
-            commands = None
-            unload("commands")
-            await self.publish(b"ack", ack, 1)
-        if qos:
-            # acknowledged after our ack went out: if the link drops in between, the broker sends
-            # the command again, and the repeated id gets the same ack without running twice
-            await self.take()
-            try:
-                await self.out(self.txm, mqtt.puback(self.tx, pid))
-            finally:
-                self.busy = False
 
     async def send(self, rec, hist):
         """Publish one reading at QoS 1; True once the broker has it (or it can never be sent and
