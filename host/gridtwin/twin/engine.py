@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from gridtwin.errors import GridTwinError
+from gridtwin.twin import assets as assets_mod
 from gridtwin.twin import plant as plant_mod
 from gridtwin.twin.events import EventLog
 from gridtwin.twin.grid import GridBus
@@ -44,7 +45,8 @@ from gridtwin.twin.topology import KINDS, Topology, build
 AC_KINDS = {"utility", "generator", "transfer_switch", "transformer", "distribution", "ups", "pdu", "server"}
 
 UNITS = {"_kw": "kW", "_pct": "%", "_v": "V", "_a": "A", "_c": "°C", "_hz": "Hz", "_bar": "bar", "_kg": "kg",
-         "_nm3h": "Nm³/h", "_wm2": "W/m²", "_acm2": "A/cm²", "_mw": "MW", "_s": "s", "_hzs": "Hz/s", "_kwh": "kWh", "_mol": "mol"}
+         "_nm3h": "Nm³/h", "_wm2": "W/m²", "_acm2": "A/cm²", "_mw": "MW", "_s": "s", "_hzs": "Hz/s", "_kwh": "kWh",
+         "_mol": "mol", "_kvar": "kvar"}
 
 
 def unit_of(metric: str) -> str:
@@ -136,6 +138,8 @@ class Twin:
         self._nfpa = [sw for sw in self.switches if any(by[ac.ids[g]].kind == "generator" for g in sw.parents[1:])] \
             if self.nfpa110_type else []
         self.grids = {c.id: GridBus(c.params, self.rng) for c in comps if c.kind == "grid_bus"}
+        self.microgrids = assets_mod.build(topo, self.seed, cfg, start)   # issue #16's energy assets
+        self.asset_of = {cid: mg for mg in self.microgrids for cid in mg.ids}
         self._grid_alarm = {g: False for g in self.grids}
         self._restoring = False
         # Settle the chain at t=0 without advancing time, so state() is meaningful before step().
@@ -264,6 +268,8 @@ class Twin:
             self._nfpa110(t)
         for pl in self.plants:
             pl.step(t, dt, ev)
+        for mg in self.microgrids:
+            mg.step(t, dt, ev)
         for gid, g in self.grids.items():
             g.step(dt)
             dev = abs(g.f_hz - g.p["f_nom_hz"])
@@ -383,6 +389,8 @@ class Twin:
                 self.grids[component_id].load_mw = float(args["mw"])
             elif kind == "h2_tank":
                 self.plant_of[component_id].tanks[component_id][1].p["offtake_nm3h"] = float(args["nm3h"])
+            elif kind == "load_panel":
+                self.asset_of[component_id].set_load(component_id, float(args["kw"]))
             else:
                 raise TwinCommandError(f"set_load does not apply to a {kind}", hint="servers (kw), grid buses (mw), tanks (nm3h)")
             return {"ok": True}
@@ -496,6 +504,9 @@ class Twin:
                     "fill_pct": 100.0 * tank.p_bar / tank.p["p_max_bar"]}
             if kind == "battery":
                 return "ok", {"soc_pct": pl.soc * 100.0, "p_kw": pl.batt_kw}
+        mg = self.asset_of.get(cid)
+        if mg is not None:
+            return mg.metrics(cid)
         if kind == "grid_bus":
             g = self.grids[cid]
             return ("alarm" if self._grid_alarm[cid] else "ok"), {

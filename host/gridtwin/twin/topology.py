@@ -197,6 +197,38 @@ KINDS: dict[str, KindSpec] = {
         "noise_mw": P(0.0, 0.0, None, "MW", "standard deviation of random load fluctuation"),
         "alarm_hz": P(0.1, 0.001, 10.0, "Hz", "frequency_deviation event beyond this"),
     }, source=True, help="aggregated power system (swing equation with droop)"),
+    # Energy assets at a grid connection (issue #16; models in gridtwin/twin/assets.py)
+    "grid_meter": KindSpec("microgrid", {
+        "voltage_v": P(400.0, 1.0, None, "V", "nominal line-to-line voltage at the connection"),
+        "f_nom_hz": P(50.0, 1.0, 400.0, "Hz", "nominal grid frequency"),
+        "f_noise_hz": P(0.01, 0.0, 1.0, "Hz", "standard deviation of the measured frequency"),
+    }, source=True, help="smart meter at the grid interface: import/export power and kWh, frequency, PF"),
+    "pv_inverter": KindSpec("microgrid", {
+        "rated_kw": P(500.0, 0.001, None, "kW", "AC rating (clips above it)"),
+        "p_dc0_kw": P(550.0, 0.001, None, "kW", "array DC rating at STC (PVWatts)"),
+        "gamma_pdc": P(-0.004, -0.02, 0.0, "1/K", "power temperature coefficient"),
+        "loss_nl_pct": P(0.5, 0.0, 20.0, "%", "no-load losses in % of rating (below this DC it stands by)"),
+        "loss_v_pct": P(1.0, 0.0, 20.0, "%", "losses proportional to output, % of output"),
+        "loss_r_pct": P(1.5, 0.0, 20.0, "%", "ohmic losses at rated output in % of rating (square law)"),
+        "t_rise_c": P(25.0, 0.0, 100.0, "C", "heat-sink rise above ambient at rated output"),
+        "cloud_cover": P(0.3, 0.0, 1.0, "", "mean cloud cover fraction (Kasten-Czeplak)"),
+        "cloud_sigma": P(0.25, 0.0, 2.0, "", "cloud cover variability"),
+        "cloud_tau_s": P(60.0, 0.1, None, "s", "cloud correlation time"),
+    }, parent_kinds=("grid_meter",), help="grid-tied PV inverter with its array: efficiency curve, three phases"),
+    "bess": KindSpec("microgrid", {
+        "capacity_kwh": P(1000.0, 0.001, None, "kWh", "usable energy"),
+        "max_kw": P(250.0, 0.0, None, "kW", "largest charge or discharge power (AC side)"),
+        "efficiency": P(0.95, 0.5, 1.0, "", "one-way efficiency (round trip is its square)"),
+        "soc0_pct": P(50.0, 0.0, 100.0, "%", "state of charge at t=0"),
+        "soc_min_pct": P(10.0, 0.0, 100.0, "%", "never discharged below this"),
+        "soc_max_pct": P(95.0, 0.0, 100.0, "%", "never charged above this"),
+    }, parent_kinds=("grid_meter",), help="battery store: self-consumption (takes the PV surplus, covers the deficit)"),
+    "load_panel": KindSpec("microgrid", {
+        "load_kw": P(300.0, 0.0, None, "kW", "mean demand"),
+        "pf": P(0.92, 0.05, 1.0, "", "power factor (lagging)"),
+        "noise_pct": P(5.0, 0.0, 100.0, "%", "standard deviation of the demand around its mean"),
+        "noise_tau_s": P(30.0, 0.01, None, "s", "correlation time of that fluctuation"),
+    }, parent_kinds=("grid_meter",), help="load panel (feeder) behind the meter"),
 }
 
 ALIASES = {
