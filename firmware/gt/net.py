@@ -98,6 +98,11 @@ class Net:
             return None
 
     async def run(self):
+        # The first reading first: sensors starting up (a DS18B20's power-on conversion, warnings
+        # written to flash) and the first connection (NTP, the TLS handshake) are a boot's two
+        # largest transients; together they ran EL1 out of RAM at every boot (issue #20)
+        while not self.app.sampler.seq:
+            await asyncio.sleep_ms(20)
         fails = 0
         while True:
             began = time.ticks_ms()
