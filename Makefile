@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # test processes in parallel (pytest-xdist); 2 suits the 2-core CI machine
 JOBS ?= 2
 # Debian packages the tests and the demo start for real.
-APT_PACKAGES := mosquitto mosquitto-clients influxdb
+APT_PACKAGES := mosquitto mosquitto-clients influxdb chromium
 
 .PHONY: help setup test demo flash deploy repl bench clean
 

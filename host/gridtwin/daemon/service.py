@@ -92,7 +92,8 @@ class Daemon:
         if metrics_port is not None:
             try:
                 self.metrics_server = MetricsServer(self.metrics, metrics_host, metrics_port, token=self.api.token,
-                                                    private=LocalApi.PRIVATE, routes=self.api.routes())
+                                                    private=LocalApi.PRIVATE,
+                                                    routes={**self.api.routes(), **self._web_routes()})
             except OSError as exc:
                 self.store.close()
                 raise GridTwinError(f"cannot serve /healthz and /metrics on {metrics_host}:{metrics_port}: "
@@ -269,6 +270,13 @@ class Daemon:
             log.warning("gap node=%s boot=%s: %d message(s) after seq %d never arrived (not replayed within %g s)",
                         node, boot, missing, after, self.gap_grace_s)
         return confirmed
+
+    def _web_routes(self) -> dict:
+        """The web view's pages and live stream (gridtwin.web), served on this same server."""
+        from gridtwin.web import WebView
+
+        self.web = WebView.for_daemon(self)
+        return self.web.routes()
 
     def _node_gauges(self) -> list:
         """Per-node gauges for /metrics: state, age and the health the node reported last."""
