@@ -175,9 +175,14 @@ class AckingNode(NodeClient):
     """A node that acknowledges each command as the firmware does: ``{"id","ok","result","ts"}``."""
 
     def __init__(self, broker, node):
+        self.subscribed = threading.Event()
         super().__init__(broker, node)
         self.client.on_message = self._on_cmd
-        self.client.subscribe(f"{self.root}/{node}/cmd", qos=1)
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        # subscribed on each connect: one made before the connection is up would be lost
+        self.client.on_connect = lambda c, *a: c.subscribe(f"{self.root}/{node}/cmd", qos=1)
+        if self.client.is_connected():
+            self.client.subscribe(f"{self.root}/{node}/cmd", qos=1)
 
     def _on_cmd(self, client, userdata, msg):
         cmd = json.loads(msg.payload)
@@ -247,13 +252,12 @@ def test_pages_render_live_values_ack_and_restart(fleet_broker, tmp_path, browse
         assert live_s < 2
 
         # a command's ack is shown (sent by the daemon's dispatcher, acknowledged by the node)
-        ack = {}
-        sender = threading.Thread(target=lambda: ack.update(d.dispatcher.send("node07", "ping", {}, timeout=10, ttl=5)))
-        sender.start()
-        sender.join(15)
+        assert node.subscribed.wait(10)
+        ack = d.dispatcher.send("node07", "ping", {}, timeout=10, ttl=5)
         assert ack.get("ok") is True
         browser.wait("document.getElementById('commands').textContent.includes('pong')", 2, "the ack on screen")
         assert browser.errors() == []
+        assert not_blank(browser.screenshot(tmp_path / "node.png"))
 
         # the daemon restarts on the same port: the page reconnects and shows new readings by itself
         d.stop()
