@@ -11,6 +11,7 @@ from __future__ import annotations
 from gridtwin import nodenet, sensors_site, site
 from gridtwin.analytics import config as analytics_config
 from gridtwin.daemon import config as daemon_config
+from gridtwin.opcua import config as opcua_config
 from gridtwin.stack import config as stack_config
 from gridtwin.twin import topology
 
@@ -29,6 +30,7 @@ SCHEMA: dict[str, site.Section] = {
     "twin": topology.TWIN,  # issue #7
     "network": nodenet.NETWORK,  # issue #4
     "analytics": analytics_config.ANALYTICS,  # issue #15
+    "opcua": opcua_config.OPCUA,  # issue #16
 }
 
 # whole-site checks that rows cannot express: fn(site) raises ConfigError

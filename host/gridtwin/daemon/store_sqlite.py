@@ -823,6 +823,50 @@ class SqliteStore:
         return self.conn.execute(sql + " ORDER BY bucket, node, kpi",
                                  (since_ms,) + ((node,) if node is not None else ())).fetchall()
 
+    # -- OPC UA points (issue #16, gridtwin/opcua/collector.py) ----------------------------------
+    # One row per (ISA-95 path, tag, source time): a point a collector receives again after a
+    # reconnect (the subscription's first value) is not stored twice.
+    def _opcua_ready(self) -> None:
+        if not self.__dict__.get("_opcua_schema"):
+            self.conn.executescript(
+                "CREATE TABLE IF NOT EXISTS opcua_points (enterprise TEXT NOT NULL, site TEXT NOT NULL, "
+                "area TEXT NOT NULL, line TEXT NOT NULL, machine TEXT NOT NULL, tag TEXT NOT NULL, "
+                "ts_ns INTEGER NOT NULL, value REAL, text TEXT, unit TEXT, quality TEXT NOT NULL, source TEXT, "
+                "PRIMARY KEY (enterprise, site, area, line, machine, tag, ts_ns)) WITHOUT ROWID;")
+            self._opcua_schema = True
+
+    def write_opcua(self, rows, spool_lines=None) -> int:
+        """(enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality, source) rows and
+        their InfluxDB lines (spooled) in one transaction; returns the rows that were new."""
+        with self._lock:
+            self._opcua_ready()
+            self.conn.execute("BEGIN")
+            try:
+                before = self.conn.total_changes
+                self.conn.executemany("INSERT OR IGNORE INTO opcua_points VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                new = self.conn.total_changes - before
+                if spool_lines:
+                    self.conn.executemany("INSERT INTO spool (line) VALUES (?)", [(s,) for s in spool_lines])
+                self.conn.execute("COMMIT")
+            except Exception:
+                self.conn.execute("ROLLBACK")
+                raise
+            return new
+
+    @_reads
+    def opcua_points(self, machine: str | None = None, tag: str | None = None, since_ns: int = 0) -> list[tuple]:
+        """(enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality) oldest first."""
+        with self._lock:
+            self._opcua_ready()
+            sql = ("SELECT enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality "
+                   "FROM opcua_points WHERE ts_ns>=?")
+            args: list = [since_ns]
+            for col, v in (("machine", machine), ("tag", tag)):
+                if v is not None:
+                    sql += f" AND {col}=?"
+                    args.append(v)
+            return self.conn.execute(sql + " ORDER BY ts_ns, machine, tag", args).fetchall()
+
 
 ANALYTICS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS analytics_state (name TEXT PRIMARY KEY, data TEXT NOT NULL, saved INTEGER);

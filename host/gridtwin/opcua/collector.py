@@ -1,0 +1,228 @@
+"""`gridtwin opcua collect`: subscribe to every variable of an OPC UA server's ISA-95 tree and store
+each point once, with its unit and quality, in the site's SQLite database (and InfluxDB).
+
+One session at a time, encrypted (``[opcua] policy``/``mode``) with the site PKI's OPC UA identity
+``collector``; the server's certificate must be signed by the site CA and not revoked. After
+connecting the collector browses the tree under the namespace (``Objects/<enterprise>/<site>/<area>/
+<line>/<machine>/<tag>``), reads each variable's EngineeringUnits, and subscribes to all of them
+(``sampling_ms``, ``queue_size``): subscriptions, never polling. Each notification becomes a row
+(the ISA-95 path, tag, source time in ns, the value as float or text, unit, quality from the status
+code's severity: Good -> GOOD, Uncertain -> UNCERTAIN, Bad -> BAD).
+
+Rows are queued in memory and committed by one flusher every 50 ms with their InfluxDB lines
+(measurement ``opcua_telemetry``) in the store's spool when the site's storage is InfluxDB; the
+daemon's spool forwarder writes those in order and holds them while InfluxDB is away. If a commit
+fails (the database locked or unwritable), the rows stay queued, in order, and are retried: none
+is dropped. The key (path, tag, source time) stores a point once even when a reconnect delivers it
+again. While the server is away the collector says so once, stores one BAD row per variable (no
+value: nothing is invented), and reconnects with exponential backoff up to ``reconnect_max_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+import time
+
+from gridtwin.daemon.lineprotocol import line
+from gridtwin.opcua import certs
+from gridtwin.opcua.server import POLICY_NAMES, namespace_uri
+
+MEASUREMENT = "opcua_telemetry"
+
+
+def quality_of(code: int) -> str:
+    """OPC UA Part 4, 7.34: the two top bits of a status code are its severity."""
+    sev = (code >> 30) & 0x3
+    return "GOOD" if sev == 0 else "UNCERTAIN" if sev == 1 else "BAD"
+
+
+def _ns(ts) -> int:
+    if ts is None:
+        return time.time_ns()
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=dt.timezone.utc)
+    return int(ts.timestamp()) * 1_000_000_000 + ts.microsecond * 1000
+
+
+class Collector:
+    def __init__(self, site, store, pki, endpoint: str | None = None, influx: bool | None = None, log=None):
+        self.site, self.store, self.pki = site, store, pki
+        self.cfg = site.opcua
+        self.endpoint = endpoint or self.cfg.endpoint
+        self.influx = site.storage.backend == "influxdb" if influx is None else influx
+        self.log = log or (lambda msg: print(f"gridtwin: opcua collect: {msg}", file=sys.stderr, flush=True))
+        self.vars: dict[str, tuple[tuple, str, str]] = {}   # NodeId string -> (ISA-95 path, tag, unit)
+        self.queue: list[tuple] = []
+        self.stored = 0          # rows committed (new)
+        self.received = 0        # notifications received
+        self.connected = asyncio.Event()
+        self.sessions = 0
+        self.flush_errors = 0
+        self._down_since: float | None = None
+        self._committed = asyncio.Event()
+
+    # -- the subscription handler (asyncua calls it for every notification) --------------------
+    def datachange_notification(self, node, val, data) -> None:
+        info = self.vars.get(node.nodeid.to_string())
+        if info is None:
+            return
+        dv = data.monitored_item.Value
+        path, tag, unit = info
+        q = quality_of(dv.StatusCode.value if dv.StatusCode is not None else 0)
+        self._add(path, tag, _ns(dv.SourceTimestamp or dv.ServerTimestamp), val, unit, q)
+        self.received += 1
+
+    def status_change_notification(self, status) -> None:
+        pass
+
+    def _add(self, path, tag, ts_ns, val, unit, quality) -> None:
+        num = text = None
+        if isinstance(val, bool):
+            num = float(val)
+        elif isinstance(val, (int, float)):
+            num = float(val)
+        elif val is not None:
+            text = str(val)
+        self.queue.append((*path, tag, ts_ns, num, text, unit, quality, self.endpoint))
+
+    # -- storing ---------------------------------------------------------------------------------
+    def _lines(self, rows) -> list[str]:
+        out = []
+        for e, s, a, ln, m, tag, ts, num, text, _unit, q, _src in rows:
+            fields: dict = {"quality": q}
+            if num is not None:
+                fields["value_float"] = num
+            if text is not None:
+                fields["value_string"] = text
+            out.append(line(MEASUREMENT, {"enterprise": e, "site": s, "area": a, "line": ln, "machine": m,
+                                          "tag": tag}, fields, ts))
+        return out
+
+    async def flush(self) -> int:
+        """Commit what is queued; on failure keep it queued (in order) and return 0."""
+        if not self.queue:
+            return 0
+        rows, self.queue = self.queue, []
+        try:
+            new = await asyncio.to_thread(self.store.write_opcua, rows, self._lines(rows) if self.influx else None)
+        except Exception as exc:  # the store is away: hold the rows, say so once per outage
+            self.queue[:0] = rows
+            if not self.flush_errors:
+                self.log(f"cannot store points ({exc}); holding {len(self.queue)} and retrying")
+            self.flush_errors += 1
+            return 0
+        if self.flush_errors:
+            self.log(f"store back: {len(rows)} held points written")
+            self.flush_errors = 0
+        self.stored += new
+        self._committed.set()
+        return new
+
+    async def _flusher(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 0.05)
+            except asyncio.TimeoutError:
+                pass
+            await self.flush()
+        await self.flush()
+
+    def _mark_bad(self) -> None:
+        now = time.time_ns()
+        for path, tag, unit in self.vars.values():
+            self._add(path, tag, now, None, unit, "BAD")
+
+    # -- the session -----------------------------------------------------------------------------
+    async def _browse(self, client, ua) -> list:
+        idx = await client.get_namespace_index(namespace_uri(self.site))
+        nodes = []
+
+        async def walk(node, path):
+            for child in await node.get_children():
+                bn = await child.read_browse_name()
+                if bn.NamespaceIndex != idx:
+                    continue
+                cls = await child.read_node_class()
+                if cls == ua.NodeClass.Object:
+                    await walk(child, path + (bn.Name,))
+                elif cls == ua.NodeClass.Variable and len(path) == 5:
+                    unit = ""
+                    try:
+                        eu = await (await child.get_child("0:EngineeringUnits")).read_value()
+                        unit = eu.DisplayName.Text or ""
+                    except ua.UaError:
+                        pass
+                    self.vars[child.nodeid.to_string()] = (path, bn.Name, unit)
+                    nodes.append(child)
+
+        await walk(client.nodes.objects, ())
+        return nodes
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        from asyncua import Client, ua
+        from asyncua.crypto import security_policies as sp
+
+        ident = certs.issue(self.pki, certs.COLLECTOR, certs.application_uri(self.site.id, certs.COLLECTOR))
+        client = Client(self.endpoint, timeout=2)
+        client.application_uri = ident.uri
+        client.certificate_validator = certs.validator(self.pki, "server")
+        policy = getattr(sp, f"SecurityPolicy{POLICY_NAMES[self.cfg.policy]}")
+        await client.set_security(policy, certificate=str(ident.cert_der), private_key=str(ident.key_pem),
+                                  mode=getattr(ua.MessageSecurityMode, self.cfg.mode))
+        await client.connect()
+        try:
+            nodes = await self._browse(client, ua)
+            sub = await client.create_subscription(max(self.cfg.sampling_ms, 10), self)
+            await sub.subscribe_data_change(nodes, queuesize=self.cfg.queue_size,
+                                            sampling_interval=float(self.cfg.sampling_ms))
+            self.sessions += 1
+            if self._down_since is not None:
+                self.log(f"{self.endpoint} back after {time.monotonic() - self._down_since:.1f} s")
+                self._down_since = None
+            else:
+                self.log(f"collecting {len(nodes)} variables from {self.endpoint} "
+                         f"({self.cfg.policy}, {self.cfg.mode})")
+            self.connected.set()
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), 0.25)
+                except asyncio.TimeoutError:
+                    pass
+                # a server that went away: the read fails or times out
+                await asyncio.wait_for(client.nodes.server_state.read_value(), 1.0)
+        finally:
+            self.connected.clear()
+            try:
+                await asyncio.wait_for(client.disconnect(), 1.0)
+            except Exception:
+                pass
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Collect until `stop` is set: reconnect with backoff, BAD rows while the server is away."""
+        flusher = asyncio.create_task(self._flusher(stop))
+        backoff = 0.1
+        try:
+            while not stop.is_set():
+                try:
+                    await self._session(stop)
+                    backoff = 0.1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if stop.is_set():
+                        break
+                    if self._down_since is None:
+                        self._down_since = time.monotonic()
+                        why = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+                        self.log(f"{self.endpoint} unreachable ({why}); points BAD, reconnecting")
+                        self._mark_bad()
+                try:
+                    await asyncio.wait_for(stop.wait(), backoff)
+                except asyncio.TimeoutError:
+                    pass
+                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+        finally:
+            stop.set()
+            await flusher
