@@ -41,6 +41,8 @@ def run(args) -> int:
     # Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop the broker and every board; one line says so
     with procs.stop_on_signals():
         demo.start()  # interrupted while starting: it stops what it started, and the CLI says so
+        if demo.web_url:
+            print(f"gridtwin: the web view is at {demo.web_url}", file=sys.stderr)
         try:
             demo.run(args.duration, view=view)
         except KeyboardInterrupt:

@@ -156,6 +156,12 @@ class Demo:
                  self.port, self.broker.proc.pid, len(self.fleet.nodes))
         return self
 
+    @property
+    def web_url(self) -> str | None:
+        """The daemon's web view (gridtwin.web), on loopback; None when the site turned the server off."""
+        srv = self.daemon.metrics_server if self.daemon else None
+        return f"http://127.0.0.1:{srv.port}/ui/" if srv else None
+
     def run(self, until: float, *, view: bool = False) -> None:
         """Step the twin to `until` seconds at `speed` x real time (Ctrl-C or stop() ends it early)."""
         from gridtwin.twin.scenario import run_realtime
