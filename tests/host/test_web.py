@@ -45,7 +45,8 @@ class Browser:
                                       f"--window-size={width},{height}", "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=open(tmp / "chromium.log", "wb"))
         port_file = profile / "DevToolsActivePort"
-        wait_until(lambda: port_file.exists() and port_file.read_text().count("\n") >= 1, 30, "Chromium's DevTools port")
+        wait_until(lambda: port_file.exists() and port_file.read_text().count("\n") >= 1, 30,
+                   "Chromium's DevTools port")
         port = int(port_file.read_text().split()[0])
         targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
         page = next(t for t in targets if t["type"] == "page")
@@ -101,7 +102,8 @@ class Browser:
         for e in self.events:
             m, p = e.get("method"), e.get("params", {})
             if m == "Runtime.exceptionThrown":
-                out.append(p["exceptionDetails"].get("exception", {}).get("description") or p["exceptionDetails"]["text"])
+                ex = p["exceptionDetails"]
+                out.append(ex.get("exception", {}).get("description") or ex["text"])
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
                 out.append(" ".join(str(a.get("value", a.get("description"))) for a in p.get("args", [])))
             elif m == "Log.entryAdded" and p["entry"]["level"] == "error":
