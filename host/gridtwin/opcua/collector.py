@@ -61,7 +61,7 @@ class Collector:
         self.sessions = 0
         self.flush_errors = 0
         self._down_since: float | None = None
-        self._committed = asyncio.Event()
+        self.committed = asyncio.Event()
 
     # -- the subscription handler (asyncua calls it for every notification) --------------------
     def datachange_notification(self, node, val, data) -> None:
@@ -117,7 +117,7 @@ class Collector:
             self.log(f"store back: {len(rows)} held points written")
             self.flush_errors = 0
         self.stored += new
-        self._committed.set()
+        self.committed.set()
         return new
 
     async def _flusher(self, stop: asyncio.Event) -> None:
