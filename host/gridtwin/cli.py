@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str, int]] = {
     "maintenance": ("maintenance", "when each thermometer's trend reaches its maintenance threshold", 15),
     "alerts": ("alerts", "alerts from node health, the twin and analytics (--active, --follow)", 15),
     "kpi": ("kpi", "energy KPIs: kWh per node, renewable share, PUE, electrolyser efficiency", 15),
+    "opcua": ("opcua", "the twin as an encrypted OPC UA server (ISA-95) and its collector", 16),
     "demo": ("demo", "the whole system on loopback with virtual nodes", 7),
     "stack": ("stack", "Telegraf, InfluxDB 2 and Grafana: render, install, provision, doctor", 8),
     "deploy": ("deploy", "put firmware, config and certificate on a board", 8),

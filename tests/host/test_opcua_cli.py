@@ -1,0 +1,90 @@
+"""`gridtwin opcua` as a user runs it: serve until a signal stops it, collect, points; a busy port and
+a bad [opcua] key are one line naming the fix."""
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("asyncua")
+
+from fixtures.broker import free_port  # noqa: E402
+
+GRIDTWIN = str(Path(sys.executable).with_name("gridtwin"))
+
+SITE = '''[site]
+id = "mg"
+
+[twin]
+step_s = 1.0
+speed = 10.0
+
+[opcua]
+endpoint = "opc.tcp://127.0.0.1:{port}/gridtwin"
+publish_ms = 100
+{extra}
+
+[[twin.components]]
+id = "meter1"
+kind = "grid_meter"
+
+[[twin.components]]
+id = "inv1"
+kind = "pv_inverter"
+parent = "meter1"
+
+[[twin.components]]
+id = "panel1"
+kind = "load_panel"
+parent = "meter1"
+'''
+
+
+def _site(tmp_path, extra="", port=None):
+    p = tmp_path / "site.toml"
+    p.write_text(SITE.format(port=port or free_port(), extra=extra))
+    return p
+
+
+def _gt(site, *args, timeout=60):
+    return subprocess.run([GRIDTWIN, "--site", str(site), *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_serve_then_collect_then_points_and_signals_stop_serve(tmp_path, sig):
+    site = _site(tmp_path)
+    srv = subprocess.Popen([GRIDTWIN, "--site", str(site), "opcua", "serve"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        first = srv.stdout.readline()          # printed once the server listens
+        assert first.startswith("serving ") and "Basic256Sha256/SignAndEncrypt" in first and "None" not in first
+        if sig == signal.SIGTERM:
+            r = _gt(site, "opcua", "collect", "--for", "2")
+            assert r.returncode == 0, r.stderr
+            n = first.split()[1]                   # every variable the server serves is collected
+            assert f"collecting {n} variables" in r.stderr and "points stored" in r.stderr
+            r = _gt(site, "opcua", "points", "--machine", "meter1", "--tag", "Energy_Import", "--json")
+            assert r.returncode == 0 and '"unit": "kWh"' in r.stdout and '"quality": "GOOD"' in r.stdout
+        srv.send_signal(sig)
+        out, err = srv.communicate(timeout=15)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+    assert srv.returncode == 0, err
+    assert "Traceback" not in err and "opcua serve: stopped" in err
+
+
+def test_a_busy_port_and_a_bad_policy_are_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = _gt(_site(tmp_path, port=s.getsockname()[1]), "opcua", "serve", "--for", "1")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("gridtwin: opcua serve: cannot listen on opc.tcp://127.0.0.1:")
+    r = _gt(_site(tmp_path, 'policies = ["None"]'), "opcua", "serve", "--for", "1")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "opcua.policies: security policy 'None' is not supported" in r.stderr
