@@ -68,6 +68,11 @@ def test_serve_then_collect_then_points_and_signals_stop_serve(tmp_path, sig):
             assert f"collecting {n} variables" in r.stderr and "points stored" in r.stderr
             r = _gt(site, "opcua", "points", "--machine", "meter1", "--tag", "Energy_Import", "--json")
             assert r.returncode == 0 and '"unit": "kWh"' in r.stdout and '"quality": "GOOD"' in r.stdout
+            r = _gt(site, "opcua", "browse")
+            assert r.returncode == 0, r.stderr
+            assert "GridTwin/mg/energy/meter1/inv1/Efficiency\t%\tns=2;s=GridTwin.mg.energy.meter1.inv1.Efficiency" \
+                in r.stdout.splitlines()
+            assert len(r.stdout.splitlines()) == int(n)
         srv.send_signal(sig)
         out, err = srv.communicate(timeout=15)
     finally:
