@@ -14,6 +14,7 @@ from gridtwin.daemon import config as daemon_config
 from gridtwin.opcua import config as opcua_config
 from gridtwin.stack import config as stack_config
 from gridtwin.twin import topology
+from gridtwin.web import config as web_config
 
 # a [[nodes]] entry: its own keys, then the sensor layer's (sensors, display, pins)
 NODE_KEYS = {**site.NODE_KEYS, **sensors_site.NODE_KEYS}
@@ -31,6 +32,7 @@ SCHEMA: dict[str, site.Section] = {
     "network": nodenet.NETWORK,  # issue #4
     "analytics": analytics_config.ANALYTICS,  # issue #15
     "opcua": opcua_config.OPCUA,  # issue #16
+    "web": web_config.WEB,  # issue #18
 }
 
 # whole-site checks that rows cannot express: fn(site) raises ConfigError

@@ -90,11 +90,15 @@ class Browser:
         # polls the page's DOM (the protocol has no event for "this text changed")
         deadline = time.monotonic() + timeout
         while True:
-            value = self.eval(f"!!({expr})")
+            try:
+                value, err = self.eval(f"!!({expr})"), None
+            except RuntimeError as exc:  # the page is between two documents (a form posted, a redirect)
+                value, err = False, exc
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what} ({expr})")
+                why = f": {err}" if err else ""
+                raise AssertionError(f"timed out after {timeout} s waiting for {what} ({expr}){why}")
             time.sleep(0.05)
 
     def errors(self) -> list[str]:

@@ -172,6 +172,8 @@ class Daemon:
         self._lock_instance()
         if self.metrics_server:
             self.metrics_server.start()
+            if self.web_remote:
+                self.web_remote.start()
         self.store.start_checkpointer()
         if self.forwarder:
             self.forwarder.start()
@@ -208,6 +210,8 @@ class Daemon:
             self.forwarder.stop()
         if self.metrics_server:
             self.metrics_server.stop()
+            if self.web_remote:
+                self.web_remote.stop()
         if self._maint:
             self._maint.join(timeout=10)
         if self.analytics:
@@ -275,7 +279,11 @@ class Daemon:
         """The web view's pages and live stream (gridtwin.web), served on this same server."""
         from gridtwin.web import WebView
 
+        from gridtwin.web.remote import RemoteWeb
+
         self.web = WebView.for_daemon(self)
+        # beyond loopback only over HTTPS with a login ([web] host; None when unset)
+        self.web_remote = RemoteWeb.from_site(self.web, self.site) if self.site is not None else None
         return self.web.routes()
 
     def _node_gauges(self) -> list:

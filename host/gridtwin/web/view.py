@@ -15,9 +15,10 @@ so it is there whenever the daemon is, with nothing else to install: ``WebView.f
   page loses events, never slows ingest. ``retry: 1000`` and a ``hello`` carrying the daemon's start
   time let the page reconnect after a daemon restart and reload what it shows.
 
-Who may look: these routes answer clients on loopback only. The daemon's server may listen beyond
-loopback ([daemon] metrics_host, for Prometheus); a client from another address gets 403 naming why,
-since the view beyond this host needs HTTPS and a login (see docs/web.md).
+Who may look: on the daemon's server these routes answer clients on loopback only (it may listen
+beyond loopback for Prometheus: [daemon] metrics_host); a client from another address gets 403
+naming why. Beyond loopback the view is served by gridtwin.web.remote: HTTPS with the site PKI's
+server certificate and a login ([web] host).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from importlib import resources
 log = logging.getLogger("gridtwin.web")
 
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "app.css": "text/css; charset=utf-8", "icon.svg": "image/svg+xml"}
+          "app.css": "text/css; charset=utf-8", "icon.svg": "image/svg+xml", "login.html": "text/html; charset=utf-8"}
 SERIES_POINTS = 600       # a chart gets at most this many points (bucket means beyond)
 HEARTBEAT_S = 15.0        # an idle stream sends a comment this often: a gone page is noticed
 CLIENT_QUEUE = 2000       # events waiting per page before it loses some
@@ -146,21 +147,27 @@ class WebView:
         self._send("twin", doc)
 
     # -- routes -------------------------------------------------------------------------------------
-    def routes(self) -> dict:
+    def static(self, name: str) -> bytes:
+        return self._static[name]
+
+    def routes(self, remote: bool = False) -> dict:
+        """``{(method, path): fn}``; ``remote``: for gridtwin.web.remote (HTTPS and a login), without the
+        loopback check."""
         r = {("GET", "/"): self.root, ("GET", "/ui"): self.root, ("GET", "/ui/"): self.page}
         for name in STATIC:
-            r[("GET", f"/ui/{name}")] = self._asset(name)
+            if name != "login.html":  # the HTTPS server's (remote.py), not a page of its own here
+                r[("GET", f"/ui/{name}")] = self._asset(name)
         for name, fn in (("fleet", self.fleet), ("node", self.node), ("series", self.series),
                          ("twin", self.twin_view), ("alerts", self.alerts), ("events", self.events)):
-            r[("GET", f"/api/ui/{name}")] = self._guard(fn)
-        return {k: (v if k[1].startswith("/api/") else self._guard(v)) for k, v in r.items()}
+            r[("GET", f"/api/ui/{name}")] = fn
+        return {k: self._guard(v, remote) for k, v in r.items()}
 
-    def _guard(self, fn):
+    def _guard(self, fn, remote: bool = False):
         def route(handler, query, body):
-            if not is_loopback(handler.client_address[0]):
+            if not remote and not is_loopback(handler.client_address[0]):
                 return _json({"error": "the web view answers on this host only (loopback)",
-                              "hint": "open it on the daemon's host, or through `ssh -L 9810:127.0.0.1:9810 HOST`"},
-                             403)
+                              "hint": "set [web] host to serve it over HTTPS with a login (docs/web.md), or "
+                                      "open it through `ssh -L 9810:127.0.0.1:9810 HOST`"}, 403)
             try:
                 return fn(handler, query, body)
             except ValueError as exc:

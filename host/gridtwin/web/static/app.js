@@ -34,6 +34,7 @@ function clock(ms) { return ms == null ? "–" : new Date(ms).toLocaleTimeString
 function badge(state) { return `<span class="badge s-${esc(state)}">${esc(state)}</span>`; }
 async function api(path) {
   const r = await fetch(path, {cache: "no-store"});
+  if (r.status === 401) { location.href = "/ui/login"; throw new Error("log in first"); }  // HTTPS beyond loopback
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
   return r.json();
 }
