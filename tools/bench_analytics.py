@@ -19,6 +19,7 @@ Held out: the parameters were tuned on seed 1; the figures are for --analytics-s
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -302,9 +303,18 @@ def run(args) -> list:
     try:
         w0 = time.monotonic()
         res = evaluate(seed, days, work)
-        wall = time.monotonic() - w0
+        res["wall"] = time.monotonic() - w0
+        res["seed"] = seed
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    save = getattr(args, "analytics_save", None)
+    if save:
+        Path(save).write_text(json.dumps(res))
+    return report(res)
+
+
+def report(res: dict) -> list:
+    seed, days, wall = res["seed"], res["days"], res["wall"]
     figures = []
     held = "held out" if seed != TUNED_ON else "THE TUNING SEED: not a fair figure"
     n_faults = len(res["labels"])
@@ -338,18 +348,6 @@ def run(args) -> list:
     return figures
 
 
-if __name__ == "__main__":
-    import argparse
-    import sys
-
-    sys.path.insert(0, str(ROOT / "host"))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--analytics-seed", type=int, default=TUNED_ON)
-    ap.add_argument("--analytics-days", type=int, default=3)
-    for f in run(ap.parse_args()):
-        print(f"  {f[0]:<45} {f[1]:>24}   {f[2]}")
-
-
 def twin_crossing(res: dict):
     """The slow rise's first maintenance alert: how long before the true crossing of 85 degC, and the error
     of the crossing it predicted (from the alert's detail) against the true one."""
@@ -371,3 +369,19 @@ def twin_crossing(res: dict):
     err = f", predicted crossing {100 * (pred - true_ms) / (true_ms - a['raised']):+.1f} % of the lead" if pred else ""
     return (f"{lead_h:.1f} h ahead", f"{lb['node']} {lb['metric']} {rate} degC/h from {base} degC: first alert "
                                       f"{lead_h:.1f} h before it reached 85 degC{err}")
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(ROOT / "host"))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--analytics-seed", type=int, default=TUNED_ON)
+    ap.add_argument("--analytics-days", type=int, default=3)
+    ap.add_argument("--analytics-save", help="write the run's labels and alerts here (JSON)")
+    ap.add_argument("--load", help="score a saved run again instead of running one")
+    a = ap.parse_args()
+    for f in (report(json.loads(Path(a.load).read_text())) if a.load else run(a)):
+        print(f"  {f[0]:<45} {f[1]:>24}   {f[2]}")
+
