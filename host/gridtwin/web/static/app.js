@@ -345,7 +345,9 @@ function connect() {
   es.onerror = () => {
     $live.textContent = "reconnecting"; $live.classList.add("down");
     if (view) view.lost = true;
-    if (es.readyState === EventSource.CLOSED) { es.close(); setTimeout(connect, 1000); }
+    if (es.readyState === EventSource.CLOSED) {  // refused (a 401 beyond loopback after a restart: api() goes to the login)
+      es.close(); api("/api/ui/fleet").catch(() => {}); setTimeout(connect, 1000);
+    }
   };
 }
 connect();
