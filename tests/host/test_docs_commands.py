@@ -52,6 +52,10 @@ ELSEWHERE = {
     # docs/scaling.md: a site with [daemon] instances = 2
     "gridtwin pki issue --all": "tests/host/test_pki.py",
     "gridtwin daemon --instance 2": "tests/host/test_ingest_durability.py::test_two_daemons_on_a_shared_subscription_split_the_stream",
+    # docs/opcua.md: a site with the energy assets (the example site has none), server and collector
+    **dict.fromkeys(["gridtwin opcua serve", "gridtwin opcua collect --for 60", "gridtwin opcua browse",
+                     "gridtwin opcua points --machine inv1 --tag Power_Active"],
+                    "tests/host/test_opcua_cli.py::test_serve_then_collect_then_points_and_signals_stop_serve"),
 }
 
 # long-running commands: started, held until they show they work, then stopped with Ctrl-C
