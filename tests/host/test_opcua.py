@@ -339,3 +339,44 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
     assert {tuple(v[2:]) for v in series["values"]} == {("GOOD", "Acme", "energy", "meter1")}
     [state] = influxdb.query("SELECT value_string FROM opcua_telemetry WHERE \"tag\"='Inverter_State'")
     assert {v[1] for v in state["values"]} <= {"mppt", "clipping", "standby"}
+
+
+def test_status_codes_carry_the_components_quality(env):
+    # a utility (any other twin kind is served by its metric names): a fault is BadOutOfService -> BAD
+    site, pki, tw, store = env('\n[[twin.components]]\nid = "util1"\nkind = "utility"\n')
+
+    def quality(tag):
+        rows = [r for r in store.opcua_points("util1", tag)]
+        return rows[-1][10] if rows else None
+
+    async def main():
+        srv = TwinServer(site, tw, pki)
+        await srv.start()
+        stop = asyncio.Event()
+        col = Collector(site, store, pki, log=lambda m: None)
+        task = asyncio.create_task(col.run(stop))
+        seen = []
+        try:
+            await asyncio.wait_for(col.connected.wait(), 20)
+            await _until(col, lambda: quality("State") == "GOOD")
+            seen.append(store.opcua_points("util1", "State")[-1][8])
+            tw.apply("util1", "set_fault", {"on": True})
+            tw.step()
+            await srv.publish()
+            await _until(col, lambda: quality("State") == "BAD" and quality("on") == "BAD")
+            seen.append(store.opcua_points("util1", "State")[-1][8])
+            tw.apply("util1", "set_fault", {"on": False})
+            tw.step()
+            await srv.publish()
+            await _until(col, lambda: quality("State") == "GOOD")
+        finally:
+            stop.set()
+            await task
+            await srv.stop()
+        return seen
+
+    # OPC UA Part 4, 7.7.1: a Bad value is null; the row keeps the quality and no value (none is invented)
+    assert asyncio.run(main()) == ["ok", None]
+    bad = [r for r in store.opcua_points("util1") if r[10] == "BAD"]
+    assert bad and all(r[7] is None and r[8] is None for r in bad)
+    assert {r[5] for r in bad} == {r[5] for r in store.opcua_points("util1")}   # every tag of the machine
