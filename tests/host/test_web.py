@@ -220,16 +220,28 @@ def test_pages_render_live_values_ack_and_restart(fleet_broker, tmp_path, browse
         d.publish_host("twin", twin_doc(twin))
         wait_until(lambda: d.web.twin, 10, "the twin's state to reach the web view")
         d.alerts.raise_("node07/node_stale", "warning", "node_stale", "node07: silent for 3 intervals", "node07")
+        # energy KPIs as analytics writes them (gridtwin.analytics.kpi): two buckets, a node and the site
+        d.store.write_kpis([(now - 120_000, "node07", "energy_kwh", 0.5), (now - 60_000, "node07", "energy_kwh", 0.25),
+                            (now - 60_000, "node07", "peak_kw", 31.0), (now - 60_000, "", "pue", 1.42),
+                            (now - 60_000, "", "consumption_kwh", 0.75)])
 
         # every page renders without console errors
         for page, ready in (("#/", "document.querySelector('#n-node07 .badge')"),
                             ("#/node/node07", "document.getElementById('v-t_c')"),
                             ("#/twin", "document.querySelector('#oneline #el-EL1')"),
-                            ("#/alerts", "document.querySelector('#active td.msg')")):
+                            ("#/alerts", "document.querySelector('#active td.msg')"),
+                            ("#/energy", "document.querySelector('#node-kpi td.num')")):
             browser.goto(f"{base}/ui/{page}")
             browser.wait(ready, 5, f"page {page}")
             assert browser.errors() == [], page
+        browser.goto(f"{base}/ui/#/alerts")
+        browser.wait("document.querySelector('#active td.msg')", 5, "the alerts page")
         assert "node07: silent" in browser.eval("document.getElementById('active').textContent")
+        browser.goto(f"{base}/ui/#/energy")
+        browser.wait("document.querySelector('#node-kpi td.num')", 5, "the energy page")
+        assert browser.eval("[...document.querySelectorAll('#node-kpi td')].map(t => t.textContent)") == \
+            ["node07", "0.750", "31.00"]  # energy summed over the buckets, the peak the highest
+        assert "1.42" in browser.eval("document.getElementById('site-kpi').textContent")
 
         # the twin page: the power chain with power on each element, the plant, the grid frequency
         browser.goto(f"{base}/ui/#/twin")

@@ -5,9 +5,9 @@ so it is there whenever the daemon is, with nothing else to install: ``WebView.f
 .routes()`` adds
 
 - ``GET /ui/`` (one HTML page; the fragment picks the view: ``#/``, ``#/node/<id>``, ``#/twin``,
-  ``#/alerts``) and its assets ``/ui/<file>``, all from ``gridtwin/web/static/`` in the package (a Pi
+  ``#/alerts``, ``#/energy``) and its assets ``/ui/<file>``, all from ``gridtwin/web/static/`` in the package (a Pi
   on a plant network has no internet: no CDN);
-- ``GET /api/ui/{fleet,node,series,twin,alerts}``: JSON read from the store (and the twin's last
+- ``GET /api/ui/{fleet,node,series,twin,alerts,energy}``: JSON read from the store (and the twin's last
   state), the same facts ``gridtwin nodes|query|logs|alerts`` print;
 - ``GET /api/ui/events``: server-sent events. ``reading`` (each node's newest values of a committed
   batch), ``twin`` (the twin's state as published on ``<root>/_host/twin``), ``changed`` (``fleet``,
@@ -158,7 +158,8 @@ class WebView:
             if name != "login.html":  # the HTTPS server's (remote.py), not a page of its own here
                 r[("GET", f"/ui/{name}")] = self._asset(name)
         for name, fn in (("fleet", self.fleet), ("node", self.node), ("series", self.series),
-                         ("twin", self.twin_view), ("alerts", self.alerts), ("events", self.events)):
+                         ("twin", self.twin_view), ("alerts", self.alerts), ("energy", self.energy),
+                         ("events", self.events)):
             r[("GET", f"/api/ui/{name}")] = fn
         return {k: self._guard(v, remote) for k, v in r.items()}
 
@@ -268,6 +269,29 @@ class WebView:
     def alerts(self, handler, query, body):
         return _json({"active": self.store.alerts(active=True), "history": self.store.alerts(limit=200),
                       "started": self.started})
+
+    def energy(self, handler, query, body):
+        """The energy KPIs (gridtwin.analytics.kpi) since ``since`` (default: 24 h): per node and for the
+        site (node ""), energies and volumes summed over the buckets, peaks the highest, the rest (means,
+        ratios, shares, PUE) the latest bucket's."""
+        now = int(time.time() * 1000)
+        since = _int(query, "since", now - 86400_000)
+        out: dict = {}
+        last = None
+        for bucket, node, kpi, value in self.store.kpis(since):
+            if value is None:
+                continue
+            last = bucket if last is None else max(last, bucket)
+            row = out.setdefault(node or "", {})
+            if kpi.endswith(("_kwh", "_nm3")):
+                row[kpi] = row.get(kpi, 0.0) + value
+            elif kpi.startswith("peak"):
+                row[kpi] = max(row.get(kpi, value), value)
+            else:
+                row[kpi] = value  # oldest first: the latest bucket's stays
+        site = out.pop("", {})
+        return _json({"since": since, "last_bucket": last, "site": site,
+                      "nodes": [{"id": n, **v} for n, v in sorted(out.items())], "started": self.started})
 
     def events(self, handler, query, body):
         q: queue.Queue = queue.Queue(maxsize=CLIENT_QUEUE)

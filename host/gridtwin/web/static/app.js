@@ -51,6 +51,7 @@ function route() {
   if (parts[0] === "node" && parts[1]) return showNode(parts[1]);
   if (parts[0] === "twin") return showTwin();
   if (parts[0] === "alerts") return showAlerts();
+  if (parts[0] === "energy") return showEnergy();
   return showFleet();
 }
 function failed(err) {
@@ -304,6 +305,31 @@ function renderAlerts(d) {
     <h2>History</h2><div class="scroll"><table id="history"><thead><tr><th>raised</th><th>severity</th><th>kind</th><th>node</th><th>message</th><th>state</th></tr></thead>
     <tbody>${alertRows(d.history, true) || '<tr><td colspan="6" class="muted">none</td></tr>'}</tbody></table></div>`;
 }
+
+// -- energy --------------------------------------------------------------------------------------
+const KPI_UNITS = {energy_kwh: "kWh", avg_kw: "kW", peak_kw: "kW", load_factor: "", pf_mean: "", h2_nm3: "Nm³",
+  specific_kwh_nm3: "kWh/Nm³", efficiency_pct: "%", battery_discharge_kwh: "kWh", generation_kwh: "kWh",
+  import_kwh: "kWh", consumption_kwh: "kWh", renewable_share_pct: "%", pue: ""};
+async function showEnergy() {
+  view = {name: "energy"};
+  try { renderEnergy(await api("/api/ui/energy")); } catch (e) { failed(e); }
+}
+function renderEnergy(d) {
+  if (view.name !== "energy") return;
+  const cards = Object.entries(d.site).map(([k, v]) => `<div class="card"><div class="muted">${esc(k)}</div>
+    <div class="big">${fmt(v)} ${esc(KPI_UNITS[k] || "")}</div></div>`).join("");
+  const cols = [...new Set(d.nodes.flatMap(n => Object.keys(n).filter(k => k !== "id")))];
+  const rows = d.nodes.map(n => `<tr><td><a href="#/node/${encodeURIComponent(n.id)}">${esc(n.id)}</a></td>
+    ${cols.map(c => `<td class="num">${fmt(n[c])}</td>`).join("")}</tr>`).join("");
+  $main.innerHTML = `<h1>Energy <span class="muted">last 24 h${d.last_bucket ? " · up to " + clock(d.last_bucket) : ""}</span></h1>
+    <h2>Site</h2><div class="cards" id="site-kpi">${cards || '<p class="muted">no KPIs yet (analytics computes them from power readings)</p>'}</div>
+    <h2>Nodes</h2><div class="scroll"><table id="node-kpi"><thead><tr><th>node</th>${cols.map(c =>
+      `<th>${esc(c)}${KPI_UNITS[c] ? " " + esc(KPI_UNITS[c]) : ""}</th>`).join("")}</tr></thead>
+    <tbody>${rows || '<tr><td class="muted">none yet</td></tr>'}</tbody></table></div>`;
+}
+setInterval(() => {  // KPIs are written per aggregation bucket, not per reading: a reload now and then
+  if (view && view.name === "energy") api("/api/ui/energy").then(renderEnergy, () => {});
+}, 10000);
 
 // -- live ----------------------------------------------------------------------------------------
 let refetching = {};
