@@ -237,6 +237,10 @@ def _storage_and_query(args, work: Path) -> list:
     if batch:
         store.write_batch(batch)
     write_s = time.monotonic() - t0
+    # what the daemon's maintenance thread does every minute: readings older than 5 minutes -> blocks
+    t0 = time.monotonic()
+    moved = store.compact(now_ms=now)
+    compact_s = time.monotonic() - t0
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
     stored = per_node * len(nodes)
@@ -247,10 +251,11 @@ def _storage_and_query(args, work: Path) -> list:
     per = pages / stored
     raw = 8 * 6 + 8  # six doubles and a timestamp: the values themselves, uncompressed
     figures.append(("bytes per stored reading (6 metrics)", f"{per:.0f} B",
-                    f"{stored:,} readings written at {stored / write_s:,.0f}/s; the bare values are {raw} B "
+                    f"{stored:,} readings written at {stored / write_s:,.0f}/s, the {moved:,} older than 5 min "
+                    f"compacted at {moved / max(compact_s, 1e-9):,.0f}/s; the bare values are {raw} B "
                     f"({per / raw:.1f}x); InfluxDB 1.x after compaction: 37.5 B (issue #20); target <= 60 B"))
 
-    # query: the CLI as a whole process against a plain script with the same SQL
+    # query: the CLI as a whole process against a plain script that reads the same rows and blocks
     site = work / "site.toml"
     site.write_text('[site]\nid = "cost"\nvar = "var"\n\n' + "".join(
         f'[[nodes]]\nid = "{nd}"\nrole = "sensor"\n\n' for nd in nodes))
@@ -261,10 +266,16 @@ def _storage_and_query(args, work: Path) -> list:
     plain = work / "plain.py"
     plain.write_text(
         "import sqlite3, sys, time\n"
+        "from gridtwin.daemon.blocks import Block\n"
         f"c = sqlite3.connect({str(db)!r})\n"
         "since = int(time.time() * 1000) - 3600_000\n"
-        "rows = c.execute(\"SELECT ts, json_extract(msg, '$.p_w') FROM readings WHERE node='n0042' AND ts>=? "
-        "ORDER BY ts\", (since,)).fetchall()\n"
+        "rows = []\n"
+        "for (data,) in c.execute(\"SELECT data FROM blocks WHERE node='n0042' AND ts_hi>=?\", (since,)):\n"
+        "    ts, _seq, vs = Block(data).metric('p_w')\n"
+        "    rows += [(t, v) for t, v in zip(ts, vs) if t >= since]\n"
+        "rows += c.execute(\"SELECT ts, json_extract(msg, '$.p_w') FROM readings WHERE node='n0042' AND ts>=?\", "
+        "(since,)).fetchall()\n"
+        "rows.sort(key=lambda r: r[0])\n"
         "sys.stdout.write(''.join(f'{t},{v}\\n' for t, v in rows))\n")
 
     def timed(cmd) -> float:
@@ -278,6 +289,6 @@ def _storage_and_query(args, work: Path) -> list:
     q = timed(cli)
     p = timed([sys.executable, str(plain)])
     figures.append(("`gridtwin query` --since 1h, whole process", f"{q * 1000:.0f} ms",
-                    f"plain Python script, same SQL: {p * 1000:.0f} ms, ratio {q / p:.2f}; {stored:,} readings; "
-                    f"target <= 1.5x"))
+                    f"plain Python script, same rows and blocks: {p * 1000:.0f} ms, ratio {q / p:.2f}; "
+                    f"{stored:,} readings; target <= 1.5x"))
     return figures

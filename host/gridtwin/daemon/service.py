@@ -307,6 +307,7 @@ class Daemon:
         settling every few seconds, retention hourly."""
         next_retention = time.monotonic() + 3600
         next_gaps = 0.0
+        next_compact = time.monotonic() + 300  # readings older than 5 min -> compressed blocks (issue #20)
         while not self._stop.wait(self.watch_interval):
             try:
                 if self.bus.subscribed:
@@ -314,6 +315,9 @@ class Daemon:
                 if self.store.track_gaps and time.monotonic() >= next_gaps:
                     next_gaps = time.monotonic() + min(10.0, self.gap_grace_s / 2)
                     self.settle_gaps()
+                if time.monotonic() >= next_compact:
+                    next_compact = time.monotonic() + 60
+                    self.store.compact()
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + 3600
                     self.maintain()

@@ -110,7 +110,8 @@ INSERT_BATCH = (
     "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) "
     "SELECT * FROM (SELECT json_extract(value, '$[0]') AS n, json_extract(value, '$[1]') AS b, "
     "json_extract(value, '$[2]') AS s, json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
-    "json_extract(value, '$[5]') FROM json_each(?)) "  # json_extract, not ->>: SQLite < 3.38 (bullseye) lacks ->>
+    "json_extract(value, '$[5]') FROM json_each(?) "  # json_extract, not ->>: SQLite < 3.38 (bullseye) lacks ->>
+    "LIMIT -1 OFFSET 0) "  # not flattened into the outer query, which would extract n, b and s twice
     "WHERE coalesce((SELECT seq_lo FROM runs WHERE node = n AND boot = b AND seq_hi >= s "
     "ORDER BY seq_hi LIMIT 1) > s, 1)"
 )
@@ -626,7 +627,8 @@ class SqliteStore:
             folded += len(rows) - len(keep)
         conn.executemany(
             "INSERT INTO rollup_1m VALUES (?,?,?,?,?,?,?) ON CONFLICT(node, metric, bucket) "
-            "DO UPDATE SET n=n+excluded.n, vmin=min(vmin, excluded.vmin), vmax=max(vmax, excluded.vmax), vsum=vsum+excluded.vsum",
+            "DO UPDATE SET n=n+excluded.n, vmin=min(vmin, excluded.vmin), vmax=max(vmax, excluded.vmax), "
+            "vsum=vsum+excluded.vsum",
             [(node, k, b, *a) for (k, b), a in sorted(acc.items())])
         return folded
 
