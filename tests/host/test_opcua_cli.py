@@ -93,3 +93,25 @@ def test_a_busy_port_and_a_bad_policy_are_one_line(tmp_path):
     r = _gt(_site(tmp_path, 'policies = ["None"]'), "opcua", "serve", "--for", "1")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "opcua.policies: security policy 'None' is not supported" in r.stderr
+
+
+def test_cert_issues_keeps_and_revokes_the_rsa_application_certificate(tmp_path):
+    from cryptography import x509
+
+    site = _site(tmp_path)
+    r = _gt(site, "opcua", "cert", "collector")
+    assert r.returncode == 0 and "urn:gridtwin:mg:opcua-collector" in r.stdout, r.stderr
+    der = tmp_path / "certs/opcua/collector/cert.der"
+    cert = x509.load_der_x509_certificate(der.read_bytes())
+    assert cert.public_key().key_size == 2048
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "urn:gridtwin:mg:opcua-collector" in sans.get_values_for_type(x509.UniformResourceIdentifier)
+    assert _gt(site, "opcua", "cert", "collector").returncode == 0
+    assert x509.load_der_x509_certificate(der.read_bytes()).serial_number == cert.serial_number   # kept
+    r = _gt(site, "opcua", "cert", "collector", "--revoke")
+    assert r.returncode == 0 and "revoked opcua/collector" in r.stdout
+    assert "opcua/collector" in _gt(site, "pki", "list", "--all").stdout
+    assert _gt(site, "opcua", "cert", "collector").returncode == 0    # a revoked one is replaced
+    assert x509.load_der_x509_certificate(der.read_bytes()).serial_number != cert.serial_number
+    r = _gt(site, "opcua", "cert", "server", "--revoke")
+    assert r.returncode == 1 and r.stderr.startswith("gridtwin: opcua server has no certificate to revoke")

@@ -1,6 +1,6 @@
-"""`gridtwin opcua serve|collect|browse|points`: the twin as an encrypted OPC UA server organised by
-ISA-95, the collector that stores its points with unit and quality, and what it stored
-(gridtwin/opcua/, docs/opcua.md)."""
+"""`gridtwin opcua serve|collect|browse|points|cert`: the twin as an encrypted OPC UA server organised
+by ISA-95, the collector that stores its points with unit and quality, what it stored, and the RSA
+application certificates both use (gridtwin/opcua/, docs/opcua.md)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--for", dest="duration", type=positive(), help="stop after this many seconds")
     p = sub.add_parser("browse", help="print a server's ISA-95 tree: path, tag, unit, NodeId")
     p.add_argument("--endpoint", help="opc.tcp://HOST:PORT/PATH (default: [opcua] endpoint)")
+    p = sub.add_parser("cert", help="issue (or --revoke) the RSA application certificate of the server or collector")
+    p.add_argument("name", choices=["server", "collector"])
+    p.add_argument("--force", action="store_true", help="a new key and certificate even when the current one is good")
+    p.add_argument("--revoke", action="store_true", help="revoke the current one (the CRL is re-signed)")
     p = sub.add_parser("points", help="the points the collector stored (newest last)")
     p.add_argument("--machine", help="only this machine (component id)")
     p.add_argument("--tag", help="only this tag, e.g. Power_Active")
@@ -127,8 +131,25 @@ def run(args) -> int:
 
     action = getattr(args, "action", None)
     if not action:
-        raise UsageError("say what to do: gridtwin opcua serve|collect|browse|points")
+        raise UsageError("say what to do: gridtwin opcua serve|collect|browse|points|cert")
     site = load_site(args.site)
+    if action == "cert":
+        from gridtwin.opcua import certs
+        from gridtwin.pki import PKI
+
+        pki = PKI.for_site(site)
+        if args.revoke:
+            if not (pki.dir / "opcua" / args.name / "cert.der").exists():
+                raise GridTwinError(f"opcua {args.name} has no certificate to revoke",
+                                    hint=f"issue one with `gridtwin opcua cert {args.name}`")
+            serial = certs.revoke(pki, args.name)
+            print(f"revoked opcua/{args.name} (serial {serial:x}); restart `opcua serve` so it reads the new CRL")
+            return 0
+        pki.ensure(site)
+        uri = certs.application_uri(site.id, args.name)
+        ident = certs.issue(pki, args.name, uri, force=args.force)
+        print(f"opcua/{args.name}: {ident.cert_der} + {ident.key_pem} (RSA 2048, {uri}, signed by the site CA)")
+        return 0
     if action == "points":
         from gridtwin.commands.nodes import open_store
 
