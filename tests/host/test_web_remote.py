@@ -139,3 +139,56 @@ def test_the_daemon_serves_it_beyond_loopback_only_with_users(tmp_path):
         d.stop()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_a_command_button_shows_its_ack(fleet_broker, fleet_site, tmp_path):
+    """Logged in over HTTPS, a node page's ping button goes through the daemon's dispatcher to the
+    node, and its ack shows, on the button's line and in the commands table; without the header
+    (a cross-site form) or a session the command is refused."""
+    from fixtures.broker import wait_until
+    from fixtures.daemon_fleet import endpoint
+    from gridtwin.daemon.service import Daemon
+    from gridtwin.web import users
+    from gridtwin.web.remote import RemoteWeb
+    from test_web import AckingNode, Browser
+
+    pki = fleet_site.pki  # the broker's site: its server certificate, its CA
+    users.add(tmp_path / "web-users", "ops", PASSWORD)
+    d = Daemon(endpoint=endpoint(fleet_broker), db_path=tmp_path / "db", metrics_port=free_port(), instance=2).start()
+    srv = RemoteWeb(d.web, "127.0.0.1", free_port(), pki.server_cert_path, pki.server_key_path,
+                    tmp_path / "web-users", 3600)
+    srv.start()
+    srv.sp = fleet_site
+    node = AckingNode(fleet_broker, "node07")
+    b = Browser(tmp_path)
+    try:
+        assert d.ingest.wait_connected() and node.subscribed.wait(10)
+        node.publish(json.dumps({"state": "online", "fw": "1.4.2", "interval": 1000}).encode(), "status", retain=True)
+        wait_until(lambda: d.dispatcher.is_online("node07"), 10, "node07 online at the dispatcher")
+        body = json.dumps({"node": "node07", "cmd": "ping"})
+        assert _https(srv, "POST", "/api/ui/cmd", body)[0] == 401
+        code, headers, _ = _login(srv, "ops", PASSWORD)
+        sid = headers["Set-Cookie"].split(";")[0]
+        assert _https(srv, "POST", "/api/ui/cmd", body, {"Cookie": sid})[0] == 403  # no X-Requested-With
+        code, _, out = _https(srv, "POST", "/api/ui/cmd", json.dumps({"node": "node07", "cmd": "reboot"}),
+                              {"Cookie": sid, "X-Requested-With": "gridtwin"})
+        assert code == 400 and b"gridtwin cmd" in out
+
+        b.send("Security.setIgnoreCertificateErrors", ignore=True)
+        base = f"https://127.0.0.1:{srv.port}"
+        b.goto(f"{base}/ui/login")
+        b.eval(f"document.getElementById('user').value = 'ops'; document.getElementById('password').value = "
+               f"'{PASSWORD}'; document.getElementById('submit').click()")
+        b.wait("document.querySelector('#fleet tbody tr')", 5, "the fleet after logging in")
+        b.goto(f"{base}/ui/#/node/node07")
+        b.wait("document.querySelector('[data-cmd=ping]')", 5, "the ping button")
+        b.eval("document.querySelector('[data-cmd=ping]').click()")
+        b.wait("document.getElementById('cmd-result').textContent.includes('pong')", 10, "the ack by the button")
+        b.wait("document.getElementById('commands').textContent.includes('pong')", 5, "the ack in the table")
+        assert b.errors() == []
+    finally:
+        b.close()
+        node.close()
+        srv.stop()
+        d.stop()
+

@@ -6,12 +6,15 @@ server certificate (the broker's, whose names are the host's: ``[broker] hosts``
 There is no plain-HTTP listener beyond loopback. Every page and stream needs a session cookie
 (``Secure``, ``HttpOnly``, ``SameSite=Strict``) given by ``POST /ui/login`` for a name and password
 of the users file (scrypt hashes, mode 600, ``gridtwin.web.users``); a wrong one gets 401. Sessions
-live in memory: a daemon restart asks everyone to log in again.
+live in memory: a daemon restart asks everyone to log in again. A logged-in user's node page has
+buttons (``view.BUTTONS``: ping, identify) that ``POST /api/ui/cmd`` with ``X-Requested-With:
+gridtwin``; the ack is shown. On loopback the view is read-only (commands: `gridtwin cmd`).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import secrets
 import ssl
@@ -93,10 +96,13 @@ class RemoteWeb:
                 if path == "/ui/logout":
                     outer.sessions = {k: v for k, v in outer.sessions.items() if v[0] != self._user()}
                     return self._reply(303, "text/plain", b"", [("Location", "/ui/login")])
-                if path not in PUBLIC and self._user() is None:
+                self.user = self._user()
+                if path not in PUBLIC and self.user is None:
                     if path.startswith("/api/"):
                         return self._reply(401, "application/json", b'{"error": "log in first: /ui/login"}')
                     return self._reply(303, "text/plain", b"", [("Location", "/ui/login")])
+                if (method, path) == ("POST", "/api/ui/cmd"):
+                    return self._command()
                 fn = routes.get((method, path))
                 if fn is None:
                     return self._reply(404, "text/plain", b"not here: try /ui/\n")
@@ -107,6 +113,21 @@ class RemoteWeb:
                     out = 500, "application/json", b'{"error": "internal error, see the daemon log"}'
                 if out is not None:
                     self._reply(*out)
+
+            def _command(self):
+                # the cookie is SameSite=Strict, and a cross-site form cannot set this header either
+                if self.headers.get("X-Requested-With") != "gridtwin":
+                    return self._reply(403, "application/json", b'{"error": "X-Requested-With: gridtwin missing"}')
+                raw = self.headers.get("Content-Length") or "0"
+                if not raw.isdigit() or int(raw) > MAX_BODY:
+                    return self._reply(413, "application/json", b'{"error": "body too large"}')
+                try:
+                    req = json.loads(self.rfile.read(int(raw)) or b"{}")
+                    node, cmd = str(req["node"]), str(req["cmd"])
+                except (ValueError, KeyError, TypeError):
+                    return self._reply(400, "application/json", b'{"error": "body must be {\\"node\\", \\"cmd\\"}"}')
+                log.info("web: %s sends %s to %s", self.user, cmd, node)
+                return self._reply(*view.command(node, cmd))
 
             def _login(self, method):
                 if method == "GET":

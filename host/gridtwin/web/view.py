@@ -38,6 +38,7 @@ STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; 
 SERIES_POINTS = 600       # a chart gets at most this many points (bucket means beyond)
 HEARTBEAT_S = 15.0        # an idle stream sends a comment this often: a gone page is noticed
 CLIENT_QUEUE = 2000       # events waiting per page before it loses some
+BUTTONS = ("ping", "identify")  # the commands a node page offers a logged-in user (HTTPS only: remote.py)
 
 
 def is_loopback(addr: str) -> bool:
@@ -77,6 +78,7 @@ def downsample(points: list, n: int = SERIES_POINTS) -> list:
 class WebView:
     def __init__(self, store, *, site=None, stale_intervals: int = 3, stopping=lambda: False):
         self.store, self.site, self.stale_intervals, self.stopping = store, site, stale_intervals, stopping
+        self.dispatcher = None  # the daemon's: the command buttons of a logged-in user (remote.py)
         self.started = int(time.time() * 1000)  # the page reloads what it shows when this changes
         self.twin: dict = {}                    # the twin's last state document, as published
         self.twin_at: int | None = None
@@ -93,6 +95,7 @@ class WebView:
         process, ``gridtwin daemon --twin`` and the demo, or anywhere else on the bus)."""
         web = cls(daemon.store, site=daemon.site, stale_intervals=daemon.stale_intervals,
                   stopping=lambda: daemon.metrics.stopping)
+        web.dispatcher = daemon.dispatcher
         daemon.on_readings(web.on_readings)
         daemon.ingest.batch_hooks.append(web.on_batch)
         daemon.alerts.listeners.append(web.on_alert)
@@ -233,8 +236,27 @@ class WebView:
                    for k in list(units) + sorted(set(values) - set(units))]
         logs = self.store.node_logs(nid, limit=50)
         cmds = self.store.commands(nid, limit=20)
+        # buttons only for a user logged in over HTTPS (remote.py sets handler.user); loopback is read-only
+        buttons = list(BUTTONS) if getattr(handler, "user", None) and self.dispatcher is not None else []
         return _json({"now": now, "started": self.started, "node": row, "metrics": metrics,
-                      "logs": logs, "commands": cmds})
+                      "logs": logs, "commands": cmds, "buttons": buttons})
+
+    def command(self, node: str, cmd: str):
+        """A node page's button (remote.py, logged in): the command through the daemon's dispatcher,
+        answered with its ack, or the error `gridtwin cmd` would print."""
+        from gridtwin.daemon.api import status_of
+        from gridtwin.errors import GridTwinError
+
+        if cmd not in BUTTONS:
+            return _json({"error": f"the web view sends only {', '.join(BUTTONS)}, not {cmd!r}",
+                          "hint": "use `gridtwin cmd` for the others"}, 400)
+        if self.dispatcher is None:
+            return _json({"error": "no daemon behind this view to send commands"}, 503)
+        try:
+            ack = self.dispatcher.send(node, cmd, {}, timeout=10, ttl=0)
+        except GridTwinError as exc:
+            return _json({"error": exc.message, "hint": exc.hint}, status_of(exc))
+        return _json({"ack": ack})
 
     def series(self, handler, query, body):
         nid, metric = query.get("node") or "", query.get("metric") or ""

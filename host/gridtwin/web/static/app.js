@@ -125,6 +125,8 @@ function renderNode(d) {
       <span class="muted" id="range-note">drag across the chart to zoom</span></div>
     <div class="chart" id="chart"></div>
     <h2>Commands</h2>
+    ${d.buttons.length ? `<div class="controls">${d.buttons.map(c => `<button data-cmd="${esc(c)}">${esc(c)}</button>`).join("")}
+      <span id="cmd-result" class="muted"></span></div>` : ""}
     <div class="scroll"><table id="commands"><thead><tr><th>sent</th><th>command</th><th>args</th><th>ack</th><th>result</th><th>done</th></tr></thead>
     <tbody>${cmds || '<tr><td colspan="6" class="muted">none</td></tr>'}</tbody></table></div>
     <h2>Log</h2>
@@ -135,7 +137,19 @@ function renderNode(d) {
   document.querySelectorAll("[data-range]").forEach(b => b.addEventListener("click", () => {
     view.range = Number(b.dataset.range); view.since = view.until = null; loadSeries();
   }));
+  document.querySelectorAll("[data-cmd]").forEach(b => b.addEventListener("click", () => sendCommand(b.dataset.cmd)));
   loadSeries();
+}
+async function sendCommand(cmd) {
+  const out = document.getElementById("cmd-result");
+  out.textContent = `${cmd}: waiting for the ack ...`;
+  try {
+    const r = await fetch("/api/ui/cmd", {method: "POST", headers: {"Content-Type": "application/json",
+      "X-Requested-With": "gridtwin"}, body: JSON.stringify({node: view.id, cmd})});
+    const d = await r.json();
+    out.textContent = d.ack ? `${cmd}: ${d.ack.ok ? "ok" : "refused"} ${JSON.stringify(d.ack.result || d.ack.err || "")}`
+      : `${cmd}: ${d.error}${d.hint ? " (" + d.hint + ")" : ""}`;
+  } catch (e) { out.textContent = `${cmd}: ${e.message}`; }
 }
 async function loadSeries() {
   if (!view.metric) return;
