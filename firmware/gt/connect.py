@@ -66,14 +66,12 @@ async def finish(net, t2):
     net.conns += 1
     net.last_rx = t3
     gc.collect()  # the free heap at the connect, the tightest moment of a node's life (issue #20)
-    net.log.info("mqtt", "connected in %d ms (tcp %d, tls %d, connack %d) session=%d conn=%d free=%d" % (
-        net.handshake_ms, time.ticks_diff(t1, t0), time.ticks_diff(t2, t1),
-        time.ticks_diff(t3, t2), present, net.conns, gc.mem_free()))
+    free = gc.mem_free()
     net.task = asyncio.create_task(net.reader())
-    await net.resend(present)  # the session first: what the broker never acknowledged
     await net.take()
     try:
-        # subscribe on every connect: the broker may have lost the session
+        # subscribe on every connect (the broker may have lost the session), before the line
+        # that says the node is connected: a command sent on seeing it finds the subscription
         buf = net.tx
         buf[0] = 0x82  # SUBSCRIBE to <root>/<node>/cmd at QoS 1
         o = mqtt._str(buf, mqtt._pid(buf, mqtt._len(buf, 1, 5 + len(net.root) + 3), net.next_pid()),
@@ -82,6 +80,10 @@ async def finish(net, t2):
         await net.out(net.txm, o + 1)
     finally:
         net.busy = False
+    net.log.info("mqtt", "connected in %d ms (tcp %d, tls %d, connack %d) session=%d conn=%d free=%d" % (
+        net.handshake_ms, time.ticks_diff(t1, t0), time.ticks_diff(t2, t1),
+        time.ticks_diff(t3, t2), present, net.conns, free))
+    await net.resend(present)  # the session first: what the broker never acknowledged
     await net.publish(b"status", net.doc("birth"), 1, True)
     return present
 

@@ -5,7 +5,8 @@ import subprocess
 from gridtwin.micropython import compile_firmware, find_mpy_cross, firmware_sources
 from gridtwin.resources import FIRMWARE_DIR
 
-MPY_BUDGET = 48 * 1024  # what the firmware may take on flash, compiled; raise it knowingly
+MPY_BUDGET = 52 * 1024  # what the firmware may take on flash, compiled; raise it knowingly (issue #20:
+# code that runs once split into modules loaded per use, ~1 KB more flash for RAM)
 
 
 def test_every_firmware_file_compiles(tmp_path, record_property):
