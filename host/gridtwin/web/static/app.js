@@ -55,7 +55,8 @@ function route() {
   return showFleet();
 }
 function failed(err) {
-  $main.innerHTML = `<p class="muted">Cannot load this page: ${esc(err.message)}. It retries when the daemon is back.</p>`;
+  $main.innerHTML = `<p class="muted">Cannot load this page: ${esc(err.message)}.
+    It retries when the daemon is back.</p>`;
 }
 window.addEventListener("hashchange", route);
 
@@ -101,36 +102,45 @@ function renderNode(d) {
   d.metrics.forEach(m => { view.units[m.name] = m.unit; });
   const numeric = d.metrics.filter(m => typeof m.value === "number" || m.value == null);
   if (!view.metric || !view.units.hasOwnProperty(view.metric)) view.metric = (numeric[0] || d.metrics[0] || {}).name;
-  const sensors = d.metrics.map(m => `<tr><td>${esc(m.name)}</td><td class="num" id="v-${esc(m.name)}">${fmt(m.value)}</td>
+  const sensors = d.metrics.map(m => `<tr><td>${esc(m.name)}</td>
+    <td class="num" id="v-${esc(m.name)}">${fmt(m.value)}</td>
     <td>${esc(m.unit)}</td><td class="msg muted">${esc(m.description)}</td></tr>`).join("");
   const logs = d.logs.slice().reverse().map(l => `<tr><td>${clock(l.ts || l.received)}</td><td>${esc(l.lvl)}</td>
     <td>${esc(l.mod)}</td><td class="msg">${esc(l.msg)}</td></tr>`).join("");
   const cmds = d.commands.map(c => `<tr><td>${clock(c.created)}</td><td>${esc(c.cmd)}</td>
     <td class="msg">${esc(c.args)}</td><td>${badge(c.state)}</td>
-    <td class="msg">${esc(c.ok === 0 ? c.err || c.result : c.result)}</td><td>${c.finished ? clock(c.finished) : "–"}</td></tr>`).join("");
+    <td class="msg">${esc(c.ok === 0 ? c.err || c.result : c.result)}</td>
+    <td>${c.finished ? clock(c.finished) : "–"}</td></tr>`).join("");
   $main.innerHTML = `<h1><a href="#/">Fleet</a> / ${esc(n.id)} ${badge(n.state)}</h1>
     <div class="cards">
       <div class="card"><div class="muted">last seen</div><div class="big ls-node">${ago(n.last_seen)}</div></div>
       <div class="card"><div class="muted">RSSI</div><div class="big">${fmt(n.rssi, 0)} dBm</div></div>
-      <div class="card"><div class="muted">heap free / min</div><div class="big">${fmt(n.heap, 0)} / ${fmt(n.heap_min, 0)}</div></div>
+      <div class="card"><div class="muted">heap free / min</div>
+        <div class="big">${fmt(n.heap, 0)} / ${fmt(n.heap_min, 0)}</div></div>
       <div class="card"><div class="muted">firmware</div><div class="big">${esc(n.fw || "–")}</div></div>
-      <div class="card"><div class="muted">drops · outbox</div><div class="big">${fmt(n.drops, 0)} · ${fmt(n.outbox, 0)}</div></div>
+      <div class="card"><div class="muted">drops · outbox</div>
+        <div class="big">${fmt(n.drops, 0)} · ${fmt(n.outbox, 0)}</div></div>
     </div>
     <h2>Sensors</h2>
-    <div class="scroll"><table id="sensors"><thead><tr><th>metric</th><th>value</th><th>unit</th><th>what</th></tr></thead>
+    <div class="scroll"><table id="sensors">
+    <thead><tr><th>metric</th><th>value</th><th>unit</th><th>what</th></tr></thead>
     <tbody>${sensors || '<tr><td colspan="4" class="muted">no readings yet</td></tr>'}</tbody></table></div>
     <h2>Chart</h2>
-    <div class="controls"><select id="metric">${numeric.map(m => `<option${m.name === view.metric ? " selected" : ""}>${esc(m.name)}</option>`).join("")}</select>
+    <div class="controls"><select id="metric">${numeric.map(m =>
+      `<option${m.name === view.metric ? " selected" : ""}>${esc(m.name)}</option>`).join("")}</select>
       ${RANGES.map(([l, ms]) => `<button data-range="${ms}">${l}</button>`).join("")}
       <span class="muted" id="range-note">drag across the chart to zoom</span></div>
     <div class="chart" id="chart"></div>
     <h2>Commands</h2>
-    ${d.buttons.length ? `<div class="controls">${d.buttons.map(c => `<button data-cmd="${esc(c)}">${esc(c)}</button>`).join("")}
+    ${d.buttons.length ? `<div class="controls">${d.buttons.map(c =>
+      `<button data-cmd="${esc(c)}">${esc(c)}</button>`).join("")}
       <span id="cmd-result" class="muted"></span></div>` : ""}
-    <div class="scroll"><table id="commands"><thead><tr><th>sent</th><th>command</th><th>args</th><th>ack</th><th>result</th><th>done</th></tr></thead>
+    <div class="scroll"><table id="commands"><thead><tr><th>sent</th><th>command</th><th>args</th><th>ack</th>
+    <th>result</th><th>done</th></tr></thead>
     <tbody>${cmds || '<tr><td colspan="6" class="muted">none</td></tr>'}</tbody></table></div>
     <h2>Log</h2>
-    <div class="scroll"><table id="logs"><thead><tr><th>time</th><th>level</th><th>module</th><th>message</th></tr></thead>
+    <div class="scroll"><table id="logs">
+    <thead><tr><th>time</th><th>level</th><th>module</th><th>message</th></tr></thead>
     <tbody>${logs || '<tr><td colspan="4" class="muted">no log lines</td></tr>'}</tbody></table></div>`;
   view.lastSeen = n.last_seen;
   document.getElementById("metric").addEventListener("change", e => { view.metric = e.target.value; loadSeries(); });
@@ -147,7 +157,8 @@ async function sendCommand(cmd) {
     const r = await fetch("/api/ui/cmd", {method: "POST", headers: {"Content-Type": "application/json",
       "X-Requested-With": "gridtwin"}, body: JSON.stringify({node: view.id, cmd})});
     const d = await r.json();
-    out.textContent = d.ack ? `${cmd}: ${d.ack.ok ? "ok" : "refused"} ${JSON.stringify(d.ack.result || d.ack.err || "")}`
+    const said = d.ack ? JSON.stringify(d.ack.result || d.ack.err || "") : "";
+    out.textContent = d.ack ? `${cmd}: ${d.ack.ok ? "ok" : "refused"} ${said}`
       : `${cmd}: ${d.error}${d.hint ? " (" + d.hint + ")" : ""}`;
   } catch (e) { out.textContent = `${cmd}: ${e.message}`; }
 }
@@ -156,7 +167,8 @@ async function loadSeries() {
   const live = view.since == null;
   const until = live ? Date.now() + skew : view.until;
   const since = live ? until - view.range : view.since;
-  document.querySelectorAll("[data-range]").forEach(b => b.classList.toggle("on", live && Number(b.dataset.range) === view.range));
+  document.querySelectorAll("[data-range]").forEach(b =>
+    b.classList.toggle("on", live && Number(b.dataset.range) === view.range));
   document.getElementById("range-note").textContent = live ? "live · drag across the chart to zoom"
     : `${clock(since)} – ${clock(until)} · pick a range to go live again`;
   try {
@@ -184,14 +196,18 @@ function drawChart() {
   let grid = "";
   for (let i = 0; i <= 4; i++) {
     const v = lo + (hi - lo) * i / 4, yy = y(v).toFixed(1);
-    grid += `<line x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}" stroke="#eceff3"/><text x="${L - 4}" y="${yy}" dy="4" text-anchor="end" font-size="10" fill="#6b7480">${fmt(v)}</text>`;
+    grid += `<line x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}" stroke="#eceff3"/>
+      <text x="${L - 4}" y="${yy}" dy="4" text-anchor="end" font-size="10" fill="#6b7480">${fmt(v)}</text>`;
   }
   for (let i = 0; i <= 4; i++) {
     const t = t0 + (t1 - t0) * i / 4, xx = x(t).toFixed(1);
-    grid += `<text x="${xx}" y="${H - 6}" text-anchor="${i === 0 ? "start" : i === 4 ? "end" : "middle"}" font-size="10" fill="#6b7480">${new Date(t - skew).toLocaleTimeString()}</text>`;
+    const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+    grid += `<text x="${xx}" y="${H - 6}" text-anchor="${anchor}" font-size="10" fill="#6b7480">${
+      new Date(t - skew).toLocaleTimeString()}</text>`;
   }
   box.innerHTML = `<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" id="chart-svg">${grid}
-    <text x="${L + 4}" y="${T + 10}" font-size="11" fill="#1c2430">${esc(view.metric)} ${esc(view.units[view.metric] || "")} · ${pts.length} points</text>
+    <text x="${L + 4}" y="${T + 10}" font-size="11" fill="#1c2430">${esc(view.metric)} ${
+      esc(view.units[view.metric] || "")} · ${pts.length} points</text>
     <path d="${path}" fill="none" stroke="#1d4e89" stroke-width="1.5" vector-effect="non-scaling-stroke"/>
     <rect id="sel" x="0" y="${T}" width="0" height="${H - T - B}" fill="rgba(29,78,137,.15)"/></svg>`;
   const svg = box.firstElementChild, sel = svg.querySelector("#sel");
@@ -214,7 +230,9 @@ function drawChart() {
 function nodeReading(r, at) {
   Object.entries(r.m).forEach(([k, v]) => {
     const td = document.getElementById("v-" + k);
-    if (td) { td.textContent = typeof v === "number" ? fmt(v) : String(v); td.classList.remove("flash"); void td.offsetWidth; td.classList.add("flash"); }
+    if (!td) return;
+    td.textContent = typeof v === "number" ? fmt(v) : String(v);
+    td.classList.remove("flash"); void td.offsetWidth; td.classList.add("flash");  // restarts the animation
   });
   const ls = document.querySelector(".ls-node");
   if (ls) { view.lastSeen = at; ls.textContent = ago(at); }
@@ -262,16 +280,20 @@ function twinState(doc) {
     || '<p class="muted">no grid bus in this twin</p>';
   document.getElementById("diagram").innerHTML = diagram(view.topology.filter(c => c.kind !== "grid_bus"), comps);
   const plant = view.topology.filter(c => PLANT.includes(c.kind) && comps[c.id]);
-  document.getElementById("plant").innerHTML = plant.length ? `<table id="plant-table"><thead><tr><th>element</th><th>kind</th>
+  document.getElementById("plant").innerHTML = plant.length ? `<table id="plant-table">
+    <thead><tr><th>element</th><th>kind</th>
     <th>state</th><th>values</th></tr></thead><tbody>${plant.map(c => `<tr><td>${esc(c.id)}</td><td>${esc(c.kind)}</td>
     <td>${badge(comps[c.id].status)}</td><td class="msg">${Object.entries(comps[c.id].m).map(([k, v]) =>
-      `${esc(k)} <b>${fmt(v)}</b>${esc(view.units[k] ? " " + view.units[k] : "")}`).join(" · ")}</td></tr>`).join("")}</tbody></table>`
+      `${esc(k)} <b>${fmt(v)}</b>${esc(view.units[k] ? " " + view.units[k] : "")}`).join(" · ")}</td></tr>`)
+      .join("")}</tbody></table>`
     : '<p class="muted">no electrolyser plant in this twin</p>';
 }
 function spark(s) {
   if (!s || s.length < 2) return "";
   const vs = s.map(p => p[1]), lo = Math.min(...vs), hi = Math.max(...vs, lo + 1e-6);
-  const d = s.map((p, i) => `${i ? "L" : "M"}${(i / (s.length - 1) * 160).toFixed(1)},${(30 - (p[1] - lo) / (hi - lo) * 28 + 1).toFixed(1)}`).join("");
+  const d = s.map((p, i) =>
+    `${i ? "L" : "M"}${(i / (s.length - 1) * 160).toFixed(1)},${(30 - (p[1] - lo) / (hi - lo) * 28 + 1).toFixed(1)}`)
+    .join("");
   return `<svg width="160" height="32" viewBox="0 0 160 32"><path d="${d}" fill="none" stroke="#1d4e89"/></svg>`;
 }
 function diagram(topo, comps) {
@@ -286,15 +308,21 @@ function diagram(topo, comps) {
   let lines = "", boxes = "";
   topo.forEach(c => c.parents.filter(p => pos[p]).forEach(p => {
     const [x1, y1] = xy(p), [x2, y2] = xy(c.id), on = comps[c.id] && comps[c.id].m.energized !== 0;
-    lines += `<path d="M${x1 + BW},${y1 + BH / 2} C${x1 + BW + GX / 2},${y1 + BH / 2} ${x2 - GX / 2},${y2 + BH / 2} ${x2},${y2 + BH / 2}" fill="none" stroke="${on ? "#1f8a4c" : "#b8bec7"}" stroke-width="2"/>`;
+    const ya = y1 + BH / 2, yb = y2 + BH / 2;
+    lines += `<path d="M${x1 + BW},${ya} C${x1 + BW + GX / 2},${ya} ${x2 - GX / 2},${yb} ${x2},${yb}" fill="none"
+      stroke="${on ? "#1f8a4c" : "#b8bec7"}" stroke-width="2"/>`;
   }));
-  const colour = {ok: "#1f8a4c", normal: "#1f8a4c", running: "#1f8a4c", off: "#8a8f98", fault: "#c62828", tripped: "#c62828"};
+  const colour = {ok: "#1f8a4c", normal: "#1f8a4c", running: "#1f8a4c", off: "#8a8f98", fault: "#c62828",
+    tripped: "#c62828"};
   topo.forEach(c => {
     const [x, y] = xy(c.id), s = comps[c.id] || {m: {}, status: "unknown"};
-    const p = s.m.p_kw != null ? `${fmt(s.m.p_kw)} kW` : s.m.p_bar != null ? `${fmt(s.m.p_bar)} bar` : s.m.hto_pct != null ? `HTO ${fmt(s.m.hto_pct)} %` : "";
-    boxes += `<g id="el-${esc(c.id)}"><rect x="${x}" y="${y}" width="${BW}" height="${BH}" rx="5" fill="#fff" stroke="${colour[s.status] || "#c77d00"}" stroke-width="2"/>
+    const p = s.m.p_kw != null ? `${fmt(s.m.p_kw)} kW` : s.m.p_bar != null ? `${fmt(s.m.p_bar)} bar`
+      : s.m.hto_pct != null ? `HTO ${fmt(s.m.hto_pct)} %` : "";
+    const edge = colour[s.status] || "#c77d00";
+    boxes += `<g id="el-${esc(c.id)}">
+      <rect x="${x}" y="${y}" width="${BW}" height="${BH}" rx="5" fill="#fff" stroke="${edge}" stroke-width="2"/>
       <text x="${x + 8}" y="${y + 16}" font-size="12" font-weight="600">${esc(c.id)}</text>
-      <text x="${x + BW - 8}" y="${y + 16}" font-size="10" text-anchor="end" fill="${colour[s.status] || "#c77d00"}">${esc(s.status)}</text>
+      <text x="${x + BW - 8}" y="${y + 16}" font-size="10" text-anchor="end" fill="${edge}">${esc(s.status)}</text>
       <text x="${x + 8}" y="${y + 31}" font-size="10" fill="#6b7480">${esc(c.kind)}</text>
       <text x="${x + 8}" y="${y + 47}" font-size="12" class="p">${esc(p)}</text></g>`;
   });
@@ -307,16 +335,20 @@ async function showAlerts() {
   try { renderAlerts(await api("/api/ui/alerts")); } catch (e) { failed(e); }
 }
 function alertRows(list, history) {
-  return list.slice().reverse().map(a => `<tr><td>${clock(a.ts)}</td><td>${badge(a.severity)}</td><td>${esc(a.kind)}</td>
-    <td>${a.node ? `<a href="#/node/${encodeURIComponent(a.node)}">${esc(a.node)}</a>` : ""}</td><td class="msg">${esc(a.message)}</td>
+  return list.slice().reverse().map(a => `<tr><td>${clock(a.ts)}</td><td>${badge(a.severity)}</td>
+    <td>${esc(a.kind)}</td>
+    <td>${a.node ? `<a href="#/node/${encodeURIComponent(a.node)}">${esc(a.node)}</a>` : ""}</td>
+    <td class="msg">${esc(a.message)}</td>
     ${history ? `<td>${a.active ? "active" : "cleared " + clock(a.cleared)}</td>` : ""}</tr>`).join("");
 }
 function renderAlerts(d) {
   if (view.name !== "alerts") return;
   $main.innerHTML = `<h1>Alerts <span class="muted">${d.active.length} active</span></h1>
-    <h2>Active</h2><div class="scroll"><table id="active"><thead><tr><th>since</th><th>severity</th><th>kind</th><th>node</th><th>message</th></tr></thead>
+    <h2>Active</h2><div class="scroll"><table id="active">
+    <thead><tr><th>since</th><th>severity</th><th>kind</th><th>node</th><th>message</th></tr></thead>
     <tbody>${alertRows(d.active, false) || '<tr><td colspan="5" class="muted">none</td></tr>'}</tbody></table></div>
-    <h2>History</h2><div class="scroll"><table id="history"><thead><tr><th>raised</th><th>severity</th><th>kind</th><th>node</th><th>message</th><th>state</th></tr></thead>
+    <h2>History</h2><div class="scroll"><table id="history">
+    <thead><tr><th>raised</th><th>severity</th><th>kind</th><th>node</th><th>message</th><th>state</th></tr></thead>
     <tbody>${alertRows(d.history, true) || '<tr><td colspan="6" class="muted">none</td></tr>'}</tbody></table></div>`;
 }
 
@@ -335,8 +367,10 @@ function renderEnergy(d) {
   const cols = [...new Set(d.nodes.flatMap(n => Object.keys(n).filter(k => k !== "id")))];
   const rows = d.nodes.map(n => `<tr><td><a href="#/node/${encodeURIComponent(n.id)}">${esc(n.id)}</a></td>
     ${cols.map(c => `<td class="num">${fmt(n[c])}</td>`).join("")}</tr>`).join("");
-  $main.innerHTML = `<h1>Energy <span class="muted">last 24 h${d.last_bucket ? " · up to " + clock(d.last_bucket) : ""}</span></h1>
-    <h2>Site</h2><div class="cards" id="site-kpi">${cards || '<p class="muted">no KPIs yet (analytics computes them from power readings)</p>'}</div>
+  const upto = d.last_bucket ? " · up to " + clock(d.last_bucket) : "";
+  $main.innerHTML = `<h1>Energy <span class="muted">last 24 h${upto}</span></h1>
+    <h2>Site</h2><div class="cards" id="site-kpi">${cards
+      || '<p class="muted">no KPIs yet (analytics computes them from power readings)</p>'}</div>
     <h2>Nodes</h2><div class="scroll"><table id="node-kpi"><thead><tr><th>node</th>${cols.map(c =>
       `<th>${esc(c)}${KPI_UNITS[c] ? " " + esc(KPI_UNITS[c]) : ""}</th>`).join("")}</tr></thead>
     <tbody>${rows || '<tr><td class="muted">none yet</td></tr>'}</tbody></table></div>`;
@@ -377,15 +411,18 @@ function connect() {
   es.addEventListener("changed", ev => {
     const d = JSON.parse(ev.data);
     if (!view) return;
-    if (d.what === "fleet" && view.name === "fleet") soon("fleet", () => api("/api/ui/fleet").then(renderFleet, () => {}));
+    if (d.what === "fleet" && view.name === "fleet")
+      soon("fleet", () => api("/api/ui/fleet").then(renderFleet, () => {}));
     if ((d.what === "commands" || d.what === "fleet") && view.name === "node" && d.nodes.includes(view.id))
       soon("node", () => api(`/api/ui/node?id=${encodeURIComponent(view.id)}`).then(renderNode, () => {}));
-    if (d.what === "alerts" && view.name === "alerts") soon("alerts", () => api("/api/ui/alerts").then(renderAlerts, () => {}));
+    if (d.what === "alerts" && view.name === "alerts")
+      soon("alerts", () => api("/api/ui/alerts").then(renderAlerts, () => {}));
   });
   es.onerror = () => {
     $live.textContent = "reconnecting"; $live.classList.add("down");
     if (view) view.lost = true;
-    if (es.readyState === EventSource.CLOSED) {  // refused (a 401 beyond loopback after a restart: api() goes to the login)
+    // refused (beyond loopback after a restart: 401), so a new stream; api() goes to the login on a 401
+    if (es.readyState === EventSource.CLOSED) {
       es.close(); api("/api/ui/fleet").catch(() => {}); setTimeout(connect, 1000);
     }
   };
