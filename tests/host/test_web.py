@@ -289,9 +289,13 @@ def test_pages_render_live_values_ack_and_restart(fleet_broker, tmp_path, browse
 
         # 360 px wide: nothing wider than the screen but the tables' own scroll boxes
         browser.viewport(360, 740)
-        browser.goto(f"{base}/ui/#/")
-        browser.wait("document.querySelector('#n-node07')", 5, "the fleet at 360 px")
-        assert browser.eval("document.documentElement.scrollWidth") <= 360
+        for page, ready in (("#/twin", "document.querySelector('#oneline')"),
+                            ("#/node/node07", "document.querySelector('#chart svg')"),
+                            ("#/alerts", "document.querySelector('#history td')"),
+                            ("#/", "document.querySelector('#n-node07')")):
+            browser.goto(f"{base}/ui/{page}")
+            browser.wait(ready, 5, f"{page} at 360 px")
+            assert browser.eval("document.documentElement.scrollWidth") <= 360, page
         assert not_blank(browser.screenshot(tmp_path / "fleet-360.png"))
     finally:
         node.close()
