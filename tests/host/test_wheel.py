@@ -45,7 +45,10 @@ def repack(name: str, out: Path) -> Path:
     """A wheel of an installed distribution, from its RECORD: what pip unpacked, packed back (the
     scripts pip wrote into bin/ are left out, pip writes them again from entry_points.txt)."""
     dist = distribution(name)
-    tag = next(ln.split(":", 1)[1].strip() for ln in dist.read_text("WHEEL").splitlines() if ln.startswith("Tag:"))
+    # every Tag line, as one compressed tag set (pytz has py2-none-any and py3-none-any: py2.py3-none-any)
+    tags = [ln.split(":", 1)[1].strip().split("-") for ln in dist.read_text("WHEEL").splitlines()
+            if ln.startswith("Tag:")]
+    tag = "-".join(".".join(dict.fromkeys(t[i] for t in tags)) for i in range(3))
     info = next(f.parts[0] for f in dist.files if f.name == "METADATA" and f.parts[0].endswith(".dist-info"))
     whl = out / f"{_norm(dist.metadata['Name']).replace('-', '_')}-{dist.version}-{tag}.whl"
     record = []
