@@ -62,9 +62,10 @@ parent = "meter1"
 
 @pytest.fixture
 def env(tmp_path):
-    def make(extra=""):
-        p = tmp_path / "site.toml"
-        p.write_text(SITE.format(port=free_port(), extra=extra))
+    def make(extra="", port=None, name="site.toml"):
+        p = tmp_path / name
+        port = port or free_port()
+        p.write_text(SITE.format(port=port, extra=extra.replace("{port}", str(port))))
         site = load_site(p)
         pki = PKI.for_site(site)
         pki.ensure(site)
@@ -380,3 +381,56 @@ def test_status_codes_carry_the_components_quality(env):
     bad = [r for r in store.opcua_points("util1") if r[10] == "BAD"]
     assert bad and all(r[7] is None and r[8] is None for r in bad)
     assert {r[5] for r in bad} == {r[5] for r in store.opcua_points("util1")}   # every tag of the machine
+
+
+def _mapping_site(env, points, port=None, name="site.toml"):
+    rows = ",\n".join(f'  {{ path = "{p}", tag = "{t}", node = "{n}" }}' for p, t, n in points)
+    return env('\n[[opcua.sources]]\nendpoint = "opc.tcp://127.0.0.1:{port}/gridtwin"\n'
+               f'policy = "Aes128_Sha256_RsaOaep"\npoints = [\n{rows}\n]\n', port=port, name=name)
+
+
+def test_a_source_mapping_stores_under_its_isa95_path_and_a_bad_mapping_names_the_key(env, tmp_path):
+    from gridtwin.errors import ConfigError
+
+    ns = "ns=2;s=Acme.mg.energy.meter1."
+    good = [("Plant/north/energy/feeder1/pv-a", "Power_Active", ns + "inv1.Power_Active"),
+            ("Plant/north/energy/feeder1/pv-a", "Mode", ns + "inv1.Inverter_State"),
+            ("Plant/north/energy/pcc/meter", "Import", ns + "meter1.Energy_Import")]
+    bad = {"unknown": (ns + "inv1.Nope", "no such node"),
+           "object": (ns + "inv1", "not a variable"),
+           "wrong type": ("ns=0;i=2256", "holds a i=862, not a number, boolean or string")}
+    site, pki, tw, store = _mapping_site(env, good)
+    port = int(site.opcua.endpoint.rsplit(":", 1)[1].split("/")[0])
+    errors = {}
+
+    async def main():
+        srv = TwinServer(site, tw, pki)
+        await srv.start()
+        try:
+            stop = asyncio.Event()
+            col = Collector(site, store, pki, log=lambda m: None, source=0)
+            task = asyncio.create_task(col.run(stop))
+            await asyncio.wait_for(col.connected.wait(), 20)
+            await _until(col, lambda: len({r[5] for r in store.opcua_points()}) == 3)
+            stop.set()
+            await task
+            for name, (node, _problem) in bad.items():   # the same server, a site with one bad row each
+                bsite = _mapping_site(env, good[:1] + [("P/s/a/l/m", "X", node)], port=port, name=f"{name}.toml")[0]
+                with pytest.raises(ConfigError) as e:
+                    await Collector(bsite, store, pki, log=lambda m: None, source=0).run(asyncio.Event())
+                errors[name] = e.value
+        finally:
+            await srv.stop()
+
+    asyncio.run(main())
+    got = {(r[4], r[5]): r for r in store.opcua_points()}
+    assert set(got) == {("pv-a", "Power_Active"), ("pv-a", "Mode"), ("meter", "Import")}
+    st = tw.state()
+    assert got[("pv-a", "Power_Active")][7] == pytest.approx(st["inv1"]["m"]["p_kw"], rel=1e-9)
+    assert got[("pv-a", "Power_Active")][9] == "kW" and got[("meter", "Import")][9] == "kWh"
+    assert got[("pv-a", "Mode")][8] == st["inv1"]["status"]
+    assert got[("meter", "Import")][:4] == ("Plant", "north", "energy", "pcc")
+    for name, (node, problem) in bad.items():
+        err = errors[name]
+        assert err.key == "opcua.sources[0].points[1].node" and err.file.endswith(f"{name}.toml"), name
+        assert problem in err.problem and "gridtwin opcua browse" in err.fix, (name, str(err))

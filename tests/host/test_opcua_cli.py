@@ -73,6 +73,16 @@ def test_serve_then_collect_then_points_and_signals_stop_serve(tmp_path, sig):
             assert "GridTwin/mg/energy/meter1/inv1/Efficiency\t%\tns=2;s=GridTwin.mg.energy.meter1.inv1.Efficiency" \
                 in r.stdout.splitlines()
             assert len(r.stdout.splitlines()) == int(n)
+            r = _gt(site, "opcua", "browse", "--toml")
+            assert r.returncode == 0 and r.stdout.startswith("[[opcua.sources]]\n")
+            # the stub, pasted into a site file, is a mapping the collector takes; one wrong NodeId is one line
+            stub = r.stdout.replace("inv1.Efficiency", "inv1.Efficency")
+            mapped = tmp_path / "mapped.toml"        # beside site.toml: the same PKI
+            mapped.write_text(site.read_text().replace("[[twin.components]]", stub + "\n[[twin.components]]", 1))
+            r = _gt(mapped, "opcua", "collect", "--for", "5")
+            assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+            [err] = [ln for ln in r.stderr.splitlines() if ln.startswith("gridtwin: ")]
+            assert ".node: 'ns=2;s=GridTwin.mg.energy.meter1.inv1.Efficency': no such node" in err
         srv.send_signal(sig)
         out, err = srv.communicate(timeout=15)
     finally:

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--for", dest="duration", type=positive(), help="stop after this many seconds")
     p = sub.add_parser("browse", help="print a server's ISA-95 tree: path, tag, unit, NodeId")
     p.add_argument("--endpoint", help="opc.tcp://HOST:PORT/PATH (default: [opcua] endpoint)")
+    p.add_argument("--toml", action="store_true", help="as an [[opcua.sources]] mapping stub to paste into site.toml")
     p = sub.add_parser("cert", help="issue (or --revoke) the RSA application certificate of the server or collector")
     p.add_argument("name", choices=["server", "collector"])
     p.add_argument("--force", action="store_true", help="a new key and certificate even when the current one is good")
@@ -93,13 +94,23 @@ async def _collect(site, args) -> int:
     pki = PKI.for_site(site)
     pki.ensure(site)
     store = SqliteStore(db_path(site))
-    col = Collector(site, store, pki, endpoint=args.endpoint)
+    # [[opcua.sources]]: one collector per source, by its mapping; none (or --endpoint): the tree at the endpoint
+    sources = range(len(site.opcua.sources)) if site.opcua.sources and not args.endpoint else [None]
+    cols = [Collector(site, store, pki, endpoint=args.endpoint, source=k) for k in sources]
     stop = _stop_event(args.duration)
+
+    async def one(col):
+        try:
+            await col.run(stop)
+        finally:
+            stop.set()   # a bad mapping in one source stops them all: the user fixes site.toml first
+
     try:
-        await col.run(stop)
+        await asyncio.gather(*(one(c) for c in cols))
     finally:
         store.close()
-    print(f"opcua collect: stopped; {col.stored} points stored from {col.received} notifications", file=sys.stderr)
+    print(f"opcua collect: stopped; {sum(c.stored for c in cols)} points stored from "
+          f"{sum(c.received for c in cols)} notifications", file=sys.stderr)
     return 0
 
 
@@ -121,7 +132,15 @@ async def _browse(site, args) -> int:
                             hint="is `gridtwin opcua serve` running there, with this site's PKI?") from None
     stop.set()
     await task
-    for nid, (path, tag, unit) in sorted(col.vars.items(), key=lambda kv: (kv[1][0], kv[1][1])):
+    rows = sorted(col.vars.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+    if args.toml:
+        print(f'[[opcua.sources]]\nendpoint = "{col.endpoint}"\npolicy = "{col.policy}"\nmode = "{col.mode}"')
+        print("points = [")
+        for nid, (path, tag, unit) in rows:
+            print(f'  {{ path = "{"/".join(path)}", tag = "{tag}", node = "{nid}", unit = "{unit}" }},')
+        print("]")
+        return 0
+    for nid, (path, tag, unit) in rows:
         print(f"{'/'.join(path)}/{tag}\t{unit or '-'}\t{nid}")
     return 0
 

@@ -4,7 +4,9 @@ each point once, with its unit and quality, in the site's SQLite database (and I
 One session at a time, encrypted (``[opcua] policy``/``mode``) with the site PKI's OPC UA identity
 ``collector``; the server's certificate must be signed by the site CA and not revoked. After
 connecting the collector browses the tree under the namespace (``Objects/<enterprise>/<site>/<area>/
-<line>/<machine>/<tag>``), reads each variable's EngineeringUnits, and subscribes to all of them
+<line>/<machine>/<tag>``), or, for a ``[[opcua.sources]]`` entry, takes its mapping (ISA-95 path and
+tag -> NodeId; a NodeId the server lacks or one that holds no value is a ConfigError naming the
+key, not retried), reads each variable's EngineeringUnits, and subscribes to all of them
 (``sampling_ms``, ``queue_size``): subscriptions, never polling. Each notification becomes a row
 (the ISA-95 path, tag, source time in ns, the value as float or text, unit, quality from the status
 code's severity: Good -> GOOD, Uncertain -> UNCERTAIN, Bad -> BAD).
@@ -26,10 +28,17 @@ import sys
 import time
 
 from gridtwin.daemon.lineprotocol import line
+from gridtwin.errors import ConfigError
 from gridtwin.opcua import certs
 from gridtwin.opcua.server import POLICY_NAMES, namespace_uri
 
 MEASUREMENT = "opcua_telemetry"
+
+# the data types a mapped variable may have (ns 0 ids): Boolean .. Double, String, LocalizedText,
+# and the abstract Number, Integer, UInteger
+VALUE_TYPES = {1: "Boolean", 2: "SByte", 3: "Byte", 4: "Int16", 5: "UInt16", 6: "Int32", 7: "UInt32", 8: "Int64",
+               9: "UInt64", 10: "Float", 11: "Double", 12: "String", 21: "LocalizedText", 26: "Number",
+               27: "Integer", 28: "UInteger"}
 
 
 def quality_of(code: int) -> str:
@@ -47,10 +56,17 @@ def _ns(ts) -> int:
 
 
 class Collector:
-    def __init__(self, site, store, pki, endpoint: str | None = None, influx: bool | None = None, log=None):
+    def __init__(self, site, store, pki, endpoint: str | None = None, influx: bool | None = None, log=None,
+                 source: int | None = None):
         self.site, self.store, self.pki = site, store, pki
         self.cfg = site.opcua
-        self.endpoint = endpoint or self.cfg.endpoint
+        # source k: [[opcua.sources]] entry k, its endpoint, security and mapping; None: browse the tree
+        self.source = self.cfg.sources[source] if source is not None else None
+        self.source_key = f"opcua.sources[{source}]"
+        src = self.source if self.source is not None else {}
+        self.endpoint = endpoint or src.get("endpoint") or self.cfg.endpoint
+        self.policy = src.get("policy") or self.cfg.policy
+        self.mode = src.get("mode") or self.cfg.mode
         self.influx = site.storage.backend == "influxdb" if influx is None else influx
         self.log = log or (lambda msg: print(f"gridtwin: opcua collect: {msg}", file=sys.stderr, flush=True))
         self.vars: dict[str, tuple[tuple, str, str]] = {}   # NodeId string -> (ISA-95 path, tag, unit)
@@ -160,6 +176,34 @@ class Collector:
         await walk(client.nodes.objects, ())
         return nodes
 
+    async def _mapped(self, client, ua) -> list:
+        """The nodes of the source's mapping; a NodeId the server lacks or that holds no value is a
+        ConfigError naming the site key (retrying would not mend it)."""
+        nodes = []
+        for j, pt in enumerate(self.source["points"]):
+            key = f"{self.source_key}.points[{j}].node"
+            fix = f"map a variable `gridtwin opcua browse --endpoint {self.endpoint}` lists"
+            try:
+                node = client.get_node(pt["node"])
+                dtype = await node.read_data_type()
+            except ua.UaStatusCodeError as exc:
+                what = "no such node" if isinstance(exc, ua.uaerrors.BadNodeIdUnknown) else "not a variable"
+                raise ConfigError(self.site.path, key, f"{pt['node']!r}: {what} on {self.endpoint}", fix) from None
+            except ValueError as exc:   # e.g. an nsu= namespace the server does not have
+                raise ConfigError(self.site.path, key, f"{pt['node']!r}: {exc}", fix) from None
+            if dtype.NamespaceIndex != 0 or dtype.Identifier not in VALUE_TYPES:
+                raise ConfigError(self.site.path, key, f"{pt['node']!r} holds a {dtype.to_string()}, not a number, "
+                                  "boolean or string", fix)
+            unit = pt.get("unit") or ""
+            if not unit:
+                try:
+                    unit = (await (await node.get_child("0:EngineeringUnits")).read_value()).DisplayName.Text or ""
+                except ua.UaError:
+                    pass
+            self.vars[node.nodeid.to_string()] = (tuple(pt["path"].split("/")), pt["tag"], unit)
+            nodes.append(node)
+        return nodes
+
     async def _session(self, stop: asyncio.Event) -> None:
         from asyncua import Client, ua
         from asyncua.crypto import security_policies as sp
@@ -168,12 +212,12 @@ class Collector:
         client = Client(self.endpoint, timeout=2)
         client.application_uri = ident.uri
         client.certificate_validator = certs.validator(self.pki, "server")
-        policy = getattr(sp, f"SecurityPolicy{POLICY_NAMES[self.cfg.policy]}")
+        policy = getattr(sp, f"SecurityPolicy{POLICY_NAMES[self.policy]}")
         await client.set_security(policy, certificate=str(ident.cert_der), private_key=str(ident.key_pem),
-                                  mode=getattr(ua.MessageSecurityMode, self.cfg.mode))
+                                  mode=getattr(ua.MessageSecurityMode, self.mode))
         await client.connect()
         try:
-            nodes = await self._browse(client, ua)
+            nodes = await (self._mapped(client, ua) if self.source is not None else self._browse(client, ua))
             sub = await client.create_subscription(max(self.cfg.sampling_ms, 10), self)
             await sub.subscribe_data_change(nodes, queuesize=self.cfg.queue_size,
                                             sampling_interval=float(self.cfg.sampling_ms))
@@ -182,8 +226,7 @@ class Collector:
                 self.log(f"{self.endpoint} back after {time.monotonic() - self._down_since:.1f} s")
                 self._down_since = None
             else:
-                self.log(f"collecting {len(nodes)} variables from {self.endpoint} "
-                         f"({self.cfg.policy}, {self.cfg.mode})")
+                self.log(f"collecting {len(nodes)} variables from {self.endpoint} ({self.policy}, {self.mode})")
             self.connected.set()
             while not stop.is_set():
                 try:
@@ -208,7 +251,7 @@ class Collector:
                 try:
                     await self._session(stop)
                     backoff = 0.1
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, ConfigError):
                     raise
                 except Exception as exc:
                     if stop.is_set():
