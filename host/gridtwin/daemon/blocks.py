@@ -22,17 +22,13 @@ import json
 import math
 import zlib
 from itertools import accumulate
+from operator import sub
 
 _LIMIT = 2**62  # zigzag deltas of values below this fit an unsigned 64-bit word
 
 
-def _zigzag(xs) -> list:
-    out, prev = [], 0
-    for x in xs:
-        d = x - prev
-        prev = x
-        out.append(d << 1 if d >= 0 else (-d << 1) - 1)
-    return out
+def _zigzag(xs: list) -> list:
+    return [d << 1 if d >= 0 else (-d << 1) - 1 for d in map(sub, xs, [0] + xs[:-1])]
 
 
 def _unzigzag(zs) -> list:
@@ -46,19 +42,17 @@ def _words(values, code: str = "Q") -> bytes:
 
 def _scaled(col: list):
     """(k, [round(v * 10**k)]) for the smallest k that gives every value back exactly, else None."""
+    first = col[0]
     for k in range(10):
         s = 10**k
-        xs = []
         try:
-            for v in col:
-                x = round(v * s)
-                if x / s != v or not -_LIMIT // 2 < x < _LIMIT // 2:
-                    break
-                xs.append(x)
-            else:
-                return k, xs
-        except (OverflowError, ValueError):
+            if round(first * s) / s != first:  # the first value rules most k out cheaply
+                continue
+            xs = [round(v * s) for v in col]
+        except (OverflowError, ValueError):  # inf after scaling: a value too large for decimals
             return None
+        if [x / s for x in xs] == col and -_LIMIT // 2 < min(xs) and max(xs) < _LIMIT // 2:
+            return k, xs
     return None
 
 
@@ -72,11 +66,15 @@ def encode(rows) -> bytes:
         bidx.append(boots.setdefault(boot, len(boots)))
         sidx.append(shapes.setdefault(tuple(m), len(shapes)))
         hist.append(1 if h else 0)
-        for k, v in m.items():
-            c = cols.get(k)
-            if c is None:
-                c = cols[k] = []
-            c.append(v)
+    if len(shapes) == 1:  # every reading has the same metrics (the usual case): columns by zip
+        cols = dict(zip(next(iter(shapes)), map(list, zip(*[r[4].values() for r in rows]))))
+    else:
+        for m in (r[4] for r in rows):
+            for k, v in m.items():
+                c = cols.get(k)
+                if c is None:
+                    c = cols[k] = []
+                c.append(v)
     parts = [_words(_zigzag([r[2] for r in rows])), _words(_zigzag([r[1] for r in rows]))]
     aux = []
     for col in (bidx, sidx, hist):  # usually one value for the whole block: kept in the header

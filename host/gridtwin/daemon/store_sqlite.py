@@ -278,6 +278,7 @@ HOT_MS = 5 * 60_000
 SETTLE_MS = 60 * 60_000
 MIN_ROWS = 256
 MAX_ROWS = 1024
+TXN_ROWS = 50_000  # rows moved per transaction: ingest waits for it (about 0.2 s), once a pass
 
 
 class SqliteStore:
@@ -645,61 +646,69 @@ class SqliteStore:
                               [(node, boot, hi) for boot, _lo, hi in blocks.runs(rows)])
 
     def compact(self, now_ms: int | None = None, hot_ms: int = HOT_MS, settle_ms: int = SETTLE_MS,
-                min_rows: int = MIN_ROWS, max_rows: int = MAX_ROWS) -> int:
-        """Move readings older than ``hot_ms`` from rows into blocks, node by node; returns how many.
+                min_rows: int = MIN_ROWS, max_rows: int = MAX_ROWS, txn_rows: int = TXN_ROWS) -> int:
+        """Move readings older than ``hot_ms`` from rows into blocks; returns how many.
 
         The daemon's maintenance thread calls it every minute. Rows are read on a connection of
-        their own and encoded without the lock; each block is then written, and its rows deleted,
-        in one short transaction under the lock, so ingest waits milliseconds, not the whole pass.
-        A reading is in a row or in a block, never both and never neither, at every commit."""
+        their own and encoded without the lock. Blocks are then written, and their rows deleted,
+        up to ``txn_rows`` rows of many nodes per transaction: rows arrive interleaved (a table page
+        holds the readings of dozens of nodes), and deleting one node's rows per transaction wrote
+        each page to the WAL once per node (measured: 17 ms a commit, 30 us a reading; the SD card
+        of a Pi pays for every page). A reading is in a row or in a block, never both and never
+        neither, at every commit."""
         now = _now_ms() if now_ms is None else now_ms
         cutoff = now - hot_ms
         reader = getattr(self, "_reader", None)
         if reader is None:
             reader = self._reader = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                                     check_same_thread=False)
-        moved = 0
+        moved, pending, rowids = 0, [], []
         try:
             for (node,) in reader.execute("SELECT id FROM nodes").fetchall():
                 count, oldest = reader.execute("SELECT count(*), min(ts) FROM readings WHERE node=? AND ts<?",
                                                (node, cutoff)).fetchone()
                 if not count or (count < min_rows and oldest >= now - settle_ms):
                     continue
+                count = min(count, txn_rows)  # the rest next time (a large version-1 database: a few passes)
                 size = -(-count // -(-count // max_rows))  # even blocks: 2,700 rows -> 3 x 900
-                while count > 0:
-                    got = reader.execute("SELECT rowid, boot, seq, ts, hist, msg FROM readings WHERE node=? AND ts<? "
-                                         "ORDER BY ts, seq LIMIT ?", (node, cutoff, size)).fetchall()
-                    if not got:
-                        break
-                    rows = [(boot, seq, ts, hist, json.loads(msg)) for _r, boot, seq, ts, hist, msg in got]
-                    data = blocks.encode(rows)
-                    if not self._move(node, rows, data, json.dumps([r[0] for r in got])):
-                        break
-                    moved += len(rows)
-                    count -= len(rows)
+                got = reader.execute("SELECT rowid, boot, seq, ts, hist, msg FROM readings WHERE node=? AND ts<? "
+                                     "ORDER BY ts, seq LIMIT ?", (node, cutoff, count)).fetchall()
+                for i in range(0, len(got), size):
+                    rows = [(boot, seq, ts, hist, json.loads(msg)) for _r, boot, seq, ts, hist, msg in got[i:i + size]]
+                    pending.append((node, rows[0][2], rows[-1][2], len(rows), blocks.encode(rows), blocks.runs(rows)))
+                rowids += [r[0] for r in got]
+                if len(rowids) >= txn_rows:
+                    moved += self._move(pending, rowids)
+                    pending, rowids = [], []
+            if pending:
+                moved += self._move(pending, rowids)
         except sqlite3.Error as exc:
             raise error(self.path, exc, "cannot compact readings in", "check the site's var/ folder") from None
         return moved
 
-    def _move(self, node: str, rows: list, data: bytes, rowids: str) -> bool:
-        """One block in, its rows out, in one transaction; False (nothing done) if the rows changed since
+    def _move(self, pending: list, rowids: list) -> int:
+        """Blocks in, their rows out, in one transaction; 0 (nothing done) if the rows changed since
         they were read (only retention deletes rows, and it runs on the same thread: never, in practice)."""
         with self._lock:
             conn = self.conn
             conn.execute("BEGIN")
             try:
-                self._put_block(node, rows, data)
+                for node, ts_lo, ts_hi, n, data, runs in pending:
+                    bid = conn.execute("INSERT INTO blocks (node, ts_lo, ts_hi, n, data) VALUES (?,?,?,?,?)",
+                                       (node, ts_lo, ts_hi, n, data)).lastrowid
+                    conn.executemany("INSERT INTO runs (node, boot, seq_hi, seq_lo, block) VALUES (?,?,?,?,?)",
+                                     [(node, boot, hi, lo, bid) for boot, lo, hi in runs])
                 gone = conn.execute("DELETE FROM readings WHERE rowid IN (SELECT value FROM json_each(?))",
-                                    (rowids,)).rowcount
-                if gone != len(rows):
+                                    (json.dumps(rowids),)).rowcount
+                if gone != len(rowids):
                     conn.execute("ROLLBACK")
-                    return False
+                    return 0
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        return True
+        return gone
 
     def drop_rollups(self, older_than_ms: int) -> int:
         with self._lock:
