@@ -83,7 +83,8 @@ def run(args, BenchSite, wait_until):
 
         for i in range(16):  # fill the node's ring of remembered command ids first
             host.publish(f"{site.root}/{node}/cmd", json.dumps({"id": f"warm{i}", "cmd": "ping"}), qos=1)
-        points = [300, 600, 1000] + list(range(2000, MESSAGES - 1000, 1000)) + [MESSAGES - 700, MESSAGES - 400, MESSAGES]
+        points = ([300, 600, 1000] + list(range(2000, MESSAGES - 1000, 1000))
+                  + [MESSAGES - 700, MESSAGES - 400, MESSAGES])
         heap = [heap_at(n) for n in points]
         first, last = heap[:3], heap[-3:]
         elapsed = time.monotonic() - t0
@@ -95,12 +96,16 @@ def run(args, BenchSite, wait_until):
         ms = [int(x) for x in hs.groups()]
         return [
             ("connect (board ms / speed = real ms)", f"{ms[0] / SPEED:.0f} ms",
-             f"tcp {ms[1] / SPEED:.0f}, TLS handshake {ms[2] / SPEED:.0f}, CONNACK {ms[3] / SPEED:.0f} (ECDSA P-256, mutual)"),
+             f"tcp {ms[1] / SPEED:.0f}, TLS handshake {ms[2] / SPEED:.0f}, CONNACK {ms[3] / SPEED:.0f}"
+             " (ECDSA P-256, mutual)"),
             ("soak messages (QoS 1, TLS)", f"{len(seqs)}",
-             f"{MESSAGES} wanted, {len(missing)} missing, {elapsed:.0f} s real at {1000 * SPEED // SAMPLE_MS} msg/s"),
-            ("free heap, first 1,000 messages", " / ".join(map(str, first)) + " B", "after gc.collect(), at msgs 300/600/1000"),
+             f"{MESSAGES} wanted, {len(missing)} missing,"
+             f" {elapsed:.0f} s real at {1000 * SPEED // SAMPLE_MS} msg/s"),
+            ("free heap, first 1,000 messages", " / ".join(map(str, first)) + " B",
+             "after gc.collect(), at msgs 300/600/1000"),
             ("free heap, last 1,000 messages", " / ".join(map(str, last)) + " B",
-             f"at msgs {MESSAGES - 700}/{MESSAGES - 400}/{MESSAGES}; change of the lowest: {min(last) - min(first):+d} B"),
+             f"at msgs {MESSAGES - 700}/{MESSAGES - 400}/{MESSAGES};"
+             f" change of the lowest: {min(last) - min(first):+d} B"),
             ("free heap along the soak (KB)", " ".join(f"{h / 1024:.1f}" for h in heap),
              "at msgs " + ", ".join(map(str, points))),
             ("live-heap peak (firmware, of 96 KB)", f"{int(peak)} B", "at idle points, after collection"),

@@ -81,7 +81,8 @@ def detect_version(binary: str | None = None) -> tuple[int, int, int]:
 def parse_version(text: str) -> tuple[int, int, int]:
     m = re.search(r"mosquitto version (\d+)\.(\d+)(?:\.(\d+))?", text)
     if not m:
-        raise ToolError("cannot tell the mosquitto version", hint="`mosquitto -h` should print 'mosquitto version X.Y.Z'")
+        raise ToolError("cannot tell the mosquitto version",
+                        hint="`mosquitto -h` should print 'mosquitto version X.Y.Z'")
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
@@ -276,7 +277,8 @@ class PlannedFile:
     group: str = "root"
 
 
-def install_plan(site: "Site", pki: "PKI", *, etc_dir: str | Path = ETC_DIR, data_dir: str | Path = "/var/lib/mosquitto",
+def install_plan(site: "Site", pki: "PKI", *, etc_dir: str | Path = ETC_DIR,
+                 data_dir: str | Path = "/var/lib/mosquitto",
                  version: tuple[int, ...] | None = None) -> list[PlannedFile]:
     """What `broker install` writes: the config, the ACL and copies of the server's certificates.
 

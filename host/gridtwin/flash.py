@@ -161,7 +161,8 @@ def check_port(port: str) -> None:
         text = str(exc)
         if "lock" in text.lower() or "busy" in text.lower() or "Resource temporarily unavailable" in text:
             raise ToolError(f"{port} is busy: another program has it open",
-                            hint="close the REPL, mpremote, screen or the IDE using it (see `fuser -v " + port + "`)") from None
+                            hint="close the REPL, mpremote, screen or the IDE using it (see `fuser -v "
+                            + port + "`)") from None
         raise ToolError(f"cannot open {port}: {text}") from None
     s.close()
 

@@ -292,8 +292,9 @@ class PKI:
         except FileNotFoundError:
             return {"serials": {}, "server_names": {}}
         except (OSError, ValueError) as exc:
-            raise PKIError(f"{self.index_path}: cannot read the certificate index: {exc}",
-                           hint="restore it from _backup/ or re-create the PKI with `gridtwin pki init --force`") from None
+            raise PKIError(
+                f"{self.index_path}: cannot read the certificate index: {exc}",
+                hint="restore it from _backup/ or re-create the PKI with `gridtwin pki init --force`") from None
 
     def _save_index(self, index: dict) -> None:
         _write(self.index_path, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode(), 0o600)
@@ -358,7 +359,8 @@ class PKI:
         if self.kind(identity) == "node" and self.site is not None and identity not in self.site.node_ids:
             known = self.site.node_ids + [SERVER_IDENTITY, *SERVICE_IDENTITIES]
             near = difflib.get_close_matches(identity, known, n=1)
-            hint = f"did you mean '{near[0]}'?" if near else f"add [[nodes]] id = \"{identity}\" to {self.site.path} first"
+            hint = (f"did you mean '{near[0]}'?" if near
+                    else f"add [[nodes]] id = \"{identity}\" to {self.site.path} first")
             raise PKIError(f"'{identity}' is not a node of site '{self.site.id}' nor a service", hint=hint)
         if HOST_INSTANCE_RE.match(identity) and self.site is not None and identity not in host_identities(self.site):
             raise PKIError(f"'{identity}' is a host daemon instance that site '{self.site.id}' does not have",
@@ -497,7 +499,8 @@ class PKI:
         else:
             self._check_identity(identity)
             if not self.has(identity):
-                raise PKIError(f"'{identity}' has no certificate to rotate", hint=f"run `gridtwin pki issue {identity}`")
+                raise PKIError(f"'{identity}' has no certificate to rotate",
+                               hint=f"run `gridtwin pki issue {identity}`")
             targets = [identity]
         old = {t: self.load_cert(t).serial_number for t in targets}
         backup = self._backup(targets)

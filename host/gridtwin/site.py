@@ -38,7 +38,8 @@ from gridtwin.sitedefaults import CERTS, VAR
 # nothing a shell or a file name would choke on.
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 BOARD_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+                         r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 # Identities the PKI issues to services (see gridtwin.pki); a node may not take one of these names,
 # or the broker could not tell the node from the service.
@@ -197,7 +198,8 @@ def check_topic_root(value: str):
 
 def check_hostname(value: str):
     if not HOSTNAME_RE.fullmatch(value):
-        return f"'{value}' is not a DNS host name", "use a name like 'localhost' or 'pi.lan'; IPs go in broker.addresses"
+        return (f"'{value}' is not a DNS host name",
+                "use a name like 'localhost' or 'pi.lan'; IPs go in broker.addresses")
     return None
 
 
@@ -418,7 +420,8 @@ def check_nodes(site: Site) -> None:
     for i, n in enumerate(site.nodes):
         for p in n.parents:
             if p == n.id:
-                raise ConfigError(site.path, f"nodes[{i}].parent", f"node '{n.id}' is its own parent", "name the node upstream")
+                raise ConfigError(site.path, f"nodes[{i}].parent", f"node '{n.id}' is its own parent",
+                                  "name the node upstream")
             if p not in seen:
                 near = difflib.get_close_matches(p, list(seen), n=1)
                 fix = f"did you mean '{near[0]}'?" if near else "name a node defined in this file"
@@ -465,7 +468,8 @@ class _Loader:
 
     def value(self, value: Any, key: Key, where: str) -> Any:
         if not _type_ok(value, key.type):
-            self.fail(where, f"is {type(value).__name__} {value!r}, expected {_type_name(key.type)}", key.fix or key.help or None)
+            self.fail(where, f"is {type(value).__name__} {value!r}, expected {_type_name(key.type)}",
+                      key.fix or key.help or None)
         if key.type is float:
             value = float(value)
         if key.type == "path":
@@ -498,7 +502,8 @@ class _Loader:
             else:
                 default = key.default(out) if callable(key.default) else key.default
                 # Mutable defaults are copied so one site's edits never leak into another's.
-                default = list(default) if isinstance(default, list) else dict(default) if isinstance(default, dict) else default
+                default = (list(default) if isinstance(default, list)
+                           else dict(default) if isinstance(default, dict) else default)
                 if key.type == "path" and isinstance(default, str):
                     default = self.path.parent / default
                 out[name] = default

@@ -160,7 +160,8 @@ def test_bme280_datasheet_compensation_example(vboard):
     # double-precision formula (BME280 data sheet, section 8.1), written out independently here
     h1, h2, h3, h4, h5, h6 = 75, 362, 0, 313, 50, 30
     x = 128422 - 76800.0
-    x = (30000 - (h4 * 64.0 + h5 / 16384.0 * x)) * (h2 / 65536.0 * (1.0 + h6 / 67108864.0 * x * (1.0 + h3 / 67108864.0 * x)))
+    x = ((30000 - (h4 * 64.0 + h5 / 16384.0 * x))
+         * (h2 / 65536.0 * (1.0 + h6 / 67108864.0 * x * (1.0 + h3 / 67108864.0 * x))))
     x = x * (1.0 - h1 * x / 524288.0)
     assert rh == pytest.approx(x, abs=0.02)
     # physical values through the chip model's raw codes, in the data sheet's resolutions

@@ -120,7 +120,8 @@ def test_broker_restart_at_10hz_loses_no_reading(net_node, broker, mqtt_client):
     during = [int(m[1]) for m in (re.match(r"^T (\d+) ", line) for line in b.lines[lost:i_up]) if m]
     last = int(b.wait_for(r"^T (\d+) ", start=i_up + 20, timeout=20)[1])
     got = wait_until(lambda: (lambda g: g if max(s for _, s in g) >= last and
-                              len(g) >= last else None)(dedup(telemetry(host.received(broker.topic("pv1", "telemetry"))))),
+                              len(g) >= last else None)(
+                         dedup(telemetry(host.received(broker.topic("pv1", "telemetry"))))),
                      30, "every reading up to seq %d" % last)
     b.stop()
     boots = {bt for bt, _ in got}

@@ -21,7 +21,8 @@ def test_replay_after_an_outage_is_fast_in_order_and_once(net_node, broker, mqtt
     b = net_node(world=world, wifi=WIFI, trace=True, mqtt={"replay_per_s": 1000})
     b.start()
     b.wait_for(r"mqtt: connected .* conn=2", timeout=60)
-    msgs = wait_until(lambda: (lambda m: m if sum(1 for x in telemetry(m) if x.get("hist") and x["seq"] >= 5) >= 598 else None)(
+    msgs = wait_until(lambda: (lambda m: m if sum(1 for x in telemetry(m)
+                                                  if x.get("hist") and x["seq"] >= 5) >= 598 else None)(
         [m for m in host.received(topic)]), 60, "the outage's readings replayed")
     b.stop()
     # the outage's readings (from seq 5: the link went at 3 s), not the boot's first ones, which

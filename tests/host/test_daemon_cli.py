@@ -165,7 +165,8 @@ def test_nodes_cmd_query_tail_and_metrics(running, broker):
         assert oct((db.parent / "daemon.json").stat().st_mode & 0o777) == "0o600"
 
         node.die()
-        wait_for(lambda: "offline" in next(l for l in gridtwin(site, "nodes").stdout.splitlines() if l.startswith("pdu_a")),
+        wait_for(lambda: "offline" in next(line for line in gridtwin(site, "nodes").stdout.splitlines()
+                                           if line.startswith("pdu_a")),
                  10, "the will to mark pdu_a offline")
         history = count_rows(db, "SELECT count(*) FROM commands")
         assert history == 4  # set_fault, reboot, unknown_cmd, util_a (offline); the bad ones never got an id

@@ -41,7 +41,8 @@ def test_fleet_view_uses_each_nodes_interval(tmp_path):
     now = int(time.time() * 1000)
     views = {v.id: v for v in fleet(store, _Site(), now_ms=now + 700)}
     # b samples every 200 ms: 700 ms of silence is more than three of its intervals
-    assert (views["a"].state, views["b"].state, views["c"].state, views["d"].state) == ("online", "stale", "offline", "unknown")
+    assert ((views["a"].state, views["b"].state, views["c"].state, views["d"].state)
+            == ("online", "stale", "offline", "unknown"))
     assert views["a"].fw == "1.0" and views["a"].rssi == -50 and views["d"].board == "esp32s3"
     assert views["ghost"].in_site is False and list(views)[:4] == ["a", "b", "c", "d"]
     store.close()
@@ -80,8 +81,9 @@ def test_daemon_retention_folds_old_readings(tmp_path):
     ep = Endpoint("127.0.0.1", 1, tmp_path / "ca", tmp_path / "c", tmp_path / "k", "gridtwin/t")
     d = Daemon(endpoint=ep, db_path=tmp_path / "db", metrics_port=None, raw_days=1)  # not started: no broker needed
     now = int(time.time() * 1000)
-    old = [validate.telemetry("n1", json.dumps({"v": 1, "node": "n1", "boot": 1, "seq": i, "ts": now - 2 * 86400_000 + i,
-                                                "m": {"t": 1.0}}).encode(), validate.Limits(max_past_ms=3 * 86400_000))
+    old = [validate.telemetry("n1", json.dumps({"v": 1, "node": "n1", "boot": 1, "seq": i,
+                                                "ts": now - 2 * 86400_000 + i, "m": {"t": 1.0}}).encode(),
+                              validate.Limits(max_past_ms=3 * 86400_000))
            for i in range(3)]
     d.store.write_batch(old + [validate.telemetry("n1", json.dumps(
         {"v": 1, "node": "n1", "boot": 1, "seq": 3, "ts": now, "m": {"t": 2.0}}).encode())])

@@ -89,7 +89,8 @@ def pty_board(tmp_path, micropython):
         pty.stop()
 
 
-def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab, pty_board, tmp_path, firmware_snapshot):
+def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab, pty_board, tmp_path,
+                                                                             firmware_snapshot):
     site, pki = lab
     board, pty = pty_board()
     said = []
@@ -239,7 +240,8 @@ def test_wait_goes_through_the_daemon_when_it_holds_the_host_session(site_pki_co
     site_path.write_text(text + f"\n[daemon]\nmetrics_port = {port}\n")
     site = load_site(site_path)
     log = open(tmp_path / "daemon.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site_path), "daemon"], stdout=log, stderr=log)
+    proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site_path), "daemon"],
+                            stdout=log, stderr=log)
 
     def healthy():
         assert proc.poll() is None, (tmp_path / "daemon.log").read_text()

@@ -41,7 +41,8 @@ ELSEWHERE = {
         "tests/firmware/test_compile.py::test_every_firmware_file_compiles",
     # root on a Pi: the same code runs against a folder of the test's own
     "sudo gridtwin broker install": "tests/host/test_broker_config.py::test_install_plan_modes_and_owners",
-    "sudo gridtwin daemon install --user pi": "tests/host/test_cli_flags.py::test_daemon_install_passes_the_run_flags_to_the_units_execstart",
+    "sudo gridtwin daemon install --user pi":
+        "tests/host/test_cli_flags.py::test_daemon_install_passes_the_run_flags_to_the_units_execstart",
     "sudo gridtwin stack install": "tests/host/test_stack.py::test_install_plan_gives_each_service_its_own_certificate",
     "sudo gridtwin stack doctor": "tests/host/test_stack.py::test_doctor_follows_the_probe_and_says_what_to_fix",
     # a board on a serial port: the same verbs against a virtual board on a pseudo-terminal
@@ -51,7 +52,8 @@ ELSEWHERE = {
     "make repl PORT=/dev/ttyACM0": "tests/firmware/test_pty_board.py",
     # docs/scaling.md: a site with [daemon] instances = 2
     "gridtwin pki issue --all": "tests/host/test_pki.py",
-    "gridtwin daemon --instance 2": "tests/host/test_ingest_durability.py::test_two_daemons_on_a_shared_subscription_split_the_stream",
+    "gridtwin daemon --instance 2":
+        "tests/host/test_ingest_durability.py::test_two_daemons_on_a_shared_subscription_split_the_stream",
     # docs/opcua.md: a site with the energy assets (the example site has none), server and collector
     **dict.fromkeys(["gridtwin opcua serve", "gridtwin opcua collect --for 60", "gridtwin opcua browse",
                      "gridtwin opcua points --machine inv1 --tag Power_Active"],

@@ -49,7 +49,8 @@ telemetry_junk = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
     st.tuples(st.sampled_from(["v", "node", "boot", "seq", "ts", "m"]), st.sampled_from(BAD_VALUES))
       .map(lambda kv: json.dumps(_mutated(kv[0], kv[1], False)).encode()),
-    st.sampled_from(["v", "node", "boot", "seq", "ts", "m"]).map(lambda k: json.dumps(_mutated(k, None, True)).encode()),
+    st.sampled_from(["v", "node", "boot", "seq", "ts", "m"])
+      .map(lambda k: json.dumps(_mutated(k, None, True)).encode()),
     st.text(max_size=10).filter(lambda s: s != FUZZER).map(
         lambda other: json.dumps({**_valid(), "node": other}).encode()),
     st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=5) | st.booleans(), min_size=1, max_size=3)

@@ -180,7 +180,8 @@ def prov(site_pki, root, url, capsys):
     return rc, cap.out + cap.err
 
 
-def test_provisioning_captures_tokens_into_root_only_files_and_never_prints_them(site_pki, fake_influx2, tmp_path, capsys):
+def test_provisioning_captures_tokens_into_root_only_files_and_never_prints_them(site_pki, fake_influx2, tmp_path,
+                                                                                  capsys):
     root = tmp_path / "root"
     rc, text = prov(site_pki, root, fake_influx2.url, capsys)
     assert rc == 0, text
@@ -189,15 +190,18 @@ def test_provisioning_captures_tokens_into_root_only_files_and_never_prints_them
     calls = [(r["method"], r["path"]) for r in fake_influx2.requests]
     assert calls[:2] == [("GET", "/api/v2/setup"), ("POST", "/api/v2/setup")]
     setup = fake_influx2.requests[1]["body"]
-    assert setup["org"] == "gridtwin" and setup["bucket"] == "gridtwin" and setup["retentionPeriodSeconds"] == 365 * 86400
+    assert (setup["org"] == "gridtwin" and setup["bucket"] == "gridtwin"
+            and setup["retentionPeriodSeconds"] == 365 * 86400)
     (bucket,) = s["buckets"]
     assert bucket["retentionRules"] == [{"type": "expire", "everySeconds": 365 * 86400}]
     tokens = {a["description"]: a for a in s["auths"]}
     write, read = tokens[influx.TELEGRAF_DESC], tokens[influx.GRAFANA_DESC]
-    assert write["permissions"] == [{"action": "write", "resource": {"type": "buckets", "id": bucket["id"], "orgID": bucket["orgID"]}}]
+    assert write["permissions"] == [{"action": "write",
+                                     "resource": {"type": "buckets", "id": bucket["id"], "orgID": bucket["orgID"]}}]
     assert read["permissions"][0]["action"] == "read" and len(read["permissions"]) == 1
     operator = next(a for a in s["auths"] if a["permissions"][0]["action"] == "operator")
-    for path, var, token in ((env.telegraf, "INFLUX_TOKEN", write["token"]), (env.grafana, "GRAFANA_INFLUX_TOKEN", read["token"]),
+    for path, var, token in ((env.telegraf, "INFLUX_TOKEN", write["token"]),
+                             (env.grafana, "GRAFANA_INFLUX_TOKEN", read["token"]),
                              (env.admin, "INFLUX_ADMIN_TOKEN", operator["token"])):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert influx.read_env(path)[var] == token
@@ -239,7 +243,8 @@ def test_already_set_up_influxdb_without_admin_token_is_a_clear_error(site_pki, 
     influx.write_env(influx.EnvFiles.under(tmp_path / "b").admin, {"INFLUX_ADMIN_TOKEN": "wrong"})
     rc, text = prov(site_pki, tmp_path / "b", fake_influx2.url, capsys)
     assert rc == 1 and "HTTP 401" in text and "operator token" in text
-    assert prov(site_pki, tmp_path / "c", "http://127.0.0.1:9", capsys)[1].startswith("gridtwin: InfluxDB at http://127.0.0.1:9 does not answer")
+    assert prov(site_pki, tmp_path / "c", "http://127.0.0.1:9", capsys)[1].startswith(
+        "gridtwin: InfluxDB at http://127.0.0.1:9 does not answer")
 
 
 # --- doctor ---------------------------------------------------------------------------------------
@@ -276,7 +281,8 @@ def test_doctor_follows_the_probe_and_says_what_to_fix(site_pki_copy, fake_influ
     def forward(client, userdata, msg):
         body = "\n".join(lp(p) for p in script.points(msg.topic, msg.payload))
         urllib.request.urlopen(urllib.request.Request(
-            f"{fake_influx2.url}/api/v2/write?" + urllib.parse.urlencode({"org": "gridtwin", "bucket": "gridtwin", "precision": "ns"}),
+            f"{fake_influx2.url}/api/v2/write?"
+            + urllib.parse.urlencode({"org": "gridtwin", "bucket": "gridtwin", "precision": "ns"}),
             data=body.encode(), method="POST", headers={"Authorization": f"Token {token}"}))
 
     t.client.on_message = forward

@@ -105,7 +105,8 @@ def test_topic_split_and_other_kinds():
 
 def _json_values():
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
-    return st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    return st.recursive(scalars,
+                        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
                         max_leaves=10)
 
 
@@ -122,7 +123,8 @@ def test_fuzz_validator_only_ever_accepts_or_rejects(payload):
     try:
         t = validate.telemetry("n1", payload)
     except Rejected as r:
-        assert r.reason in {"json", "not_object", "version", "node_mismatch", "field", "ts_window", "metric", "too_large"}
+        assert r.reason in {"json", "not_object", "version", "node_mismatch", "field", "ts_window", "metric",
+                            "too_large"}
         return
     assert t.node == "n1" and isinstance(t.seq, int) and t.m
     assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in t.m.values())

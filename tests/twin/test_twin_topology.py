@@ -68,7 +68,8 @@ def test_example_site_topology():
 
 def test_every_role_has_a_kind_and_nodes_alone_make_a_twin(tmp_path):
     from gridtwin.site import ROLES
-    assert set(ROLE_KIND) <= ROLES and {"utility", "ups", "server", "pv", "electrolyser", "grid_monitor"} <= set(ROLE_KIND)
+    assert set(ROLE_KIND) <= ROLES
+    assert {"utility", "ups", "server", "pv", "electrolyser", "grid_monitor"} <= set(ROLE_KIND)
     topo = build(load(tmp_path, ""))
     assert [c.kind for c in topo.components] == ["utility", "ups", "server", "pv_array", "electrolyser"]
     assert topo.twin.step_s == 0.1 and topo.twin.seed == 1
@@ -76,7 +77,8 @@ def test_every_role_has_a_kind_and_nodes_alone_make_a_twin(tmp_path):
 
 @pytest.mark.parametrize("extra, key, words", [
     # cycle through node-less components
-    ('[[twin.components]]\nid = "a"\nkind = "pdu"\nparent = "b"\n[[twin.components]]\nid = "b"\nkind = "pdu"\nparent = "a"\n',
+    ('[[twin.components]]\nid = "a"\nkind = "pdu"\nparent = "b"\n'
+     '[[twin.components]]\nid = "b"\nkind = "pdu"\nparent = "a"\n',
      "twin.components[0].parent", "loop: a -> b -> a"),
     ('[[twin.components]]\nid = "t"\nkind = "h2_tank"\nparent = "sep9"\nparams = { volume_m3 = 1.0 }\n',
      "twin.components[0].parent", "no component 'sep9'"),
@@ -89,16 +91,19 @@ def test_every_role_has_a_kind_and_nodes_alone_make_a_twin(tmp_path):
     ('[[twin.components]]\nid = "ups"\nparams = { capacty_kw = 3.0 }\n',
      "twin.components[0].params.capacty_kw", "unknown parameter"),
     ('[[twin.components]]\nid = "ups"\nkind = "server"\n', "twin.components[0].kind", "does not fit node 'ups'"),
-    ('[[twin.components]]\nid = "x"\nkind = "transfomer"\nparent = "util"\n', "twin.components[0].kind", "unknown kind"),
+    ('[[twin.components]]\nid = "x"\nkind = "transfomer"\nparent = "util"\n',
+     "twin.components[0].kind", "unknown kind"),
     ('[[twin.components]]\nid = "x"\nparent = "util"\n', "twin.components[0].kind", "needs a kind"),
     ('[[twin.components]]\nid = "x"\nkind = "pdu"\n', "twin.components[0].parent", "missing its parent"),
     ('[[twin.components]]\nid = "t"\nkind = "h2_tank"\nparent = "ups"\nparams = { volume_m3 = 1.0 }\n',
      "twin.components[0].parent", "cannot be fed by 'ups' (ups)"),
-    ('[[twin.components]]\nid = "g"\nkind = "generator"\nparent = "util"\n', "twin.components[0].parent", "takes no parent"),
+    ('[[twin.components]]\nid = "g"\nkind = "generator"\nparent = "util"\n',
+     "twin.components[0].parent", "takes no parent"),
     ('[[twin.components]]\nid = "x"\nkind = "pdu"\nparent = "pv"\n', "twin.components[0].parent", "different systems"),
     ('[[twin.components]]\nid = "el"\nparent = "pv2"\n[[twin.components]]\nid = "pv2"\nkind = "pv_array"\n',
      "twin.components[0].parent", "not upstream"),
-    ('[[twin.components]]\nid = "el"\nparams = { cells = 2.5 }\n', "twin.components[0].params.cells", "expected an integer"),
+    ('[[twin.components]]\nid = "el"\nparams = { cells = 2.5 }\n',
+     "twin.components[0].params.cells", "expected an integer"),
     ('[[twin.components]]\nid = "el"\nparams = { f2 = 1.2 }\n', "twin.components[0].params.f2", "out of range"),
     ('[[twin.components]]\nid = "el"\nparams = { r1 = "low" }\n', "twin.components[0].params.r1", "expected a number"),
     ('[twin]\nstep_s = 0\n', "twin.step_s", "out of range"),

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="TLS port (default: [broker] port)")
     p.add_argument("--ws-port", type=int, help="TLS WebSocket port, 0 = none (default: [broker] ws_port)")
     p.add_argument("--mosquitto-version", help="render for this version, e.g. 2.1 (default: the installed one)")
-    p = sub.add_parser("install", help="write /etc/mosquitto (config, ACL, server certificates) and restart the service")
+    p = sub.add_parser("install",
+                       help="write /etc/mosquitto (config, ACL, server certificates) and restart the service")
     p.add_argument("--etc", default="/etc/mosquitto", help=argparse.SUPPRESS)
     p.add_argument("--no-restart", action="store_true", help="write the files only")
     p.add_argument("--dry-run", action="store_true", help="show what would be written, with modes and owners")
@@ -47,7 +48,8 @@ def run(args) -> int:
         raise UsageError("say what to do: gridtwin broker config|install|run|version")
     if args.action == "version":
         v = broker.detect_version()
-        form = "2.1 (acl-file plugin, listener_allow_anonymous)" if v >= (2, 1) else "2.0 (per_listener_settings, acl_file)"
+        form = ("2.1 (acl-file plugin, listener_allow_anonymous)" if v >= (2, 1)
+                else "2.0 (per_listener_settings, acl_file)")
         print(f"mosquitto {'.'.join(map(str, v))}: renders the {form} form")
         return 0
     site = load_site(args.site)

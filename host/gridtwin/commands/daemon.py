@@ -11,7 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     p = sub.add_parser("run", help="run in the foreground (the default)")
     for q in (parser, p):
-        q.add_argument("--metrics-port", type=int, help="port of /healthz and /metrics (default: [daemon] metrics_port)")
+        q.add_argument("--metrics-port", type=int,
+                       help="port of /healthz and /metrics (default: [daemon] metrics_port)")
         q.add_argument("--log-format", choices=("auto", "json", "text"), default="auto",
                        help="json: one object per line (default when not on a terminal)")
         q.add_argument("--twin", action="store_true",

@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default="/", help=argparse.SUPPRESS)
     p.add_argument("--no-restart", action="store_true", help="write the files only")
     p.add_argument("--dry-run", action="store_true", help="list what would be written, with modes and owners")
-    p = sub.add_parser("provision", help="InfluxDB 2: setup, bucket, Telegraf's and Grafana's tokens (into root-only files)")
+    p = sub.add_parser("provision",
+                       help="InfluxDB 2: setup, bucket, Telegraf's and Grafana's tokens (into root-only files)")
     p.add_argument("--root", default="/", help=argparse.SUPPRESS)
     p.add_argument("--url", help="InfluxDB base URL (default: [storage] influx_url)")
     p = sub.add_parser("doctor", help="check each service and the data path; say what to fix")
@@ -82,7 +83,8 @@ def run(args) -> int:
                                    data_path=not args.no_data_path, timeout=args.timeout,
                                    broker_host=host, broker_port=port)
         for c in checks:
-            print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}" + (f"\n     fix: {c.fix}" if c.fix and not c.ok else ""))
+            print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}"
+                  + (f"\n     fix: {c.fix}" if c.fix and not c.ok else ""))
         bad = [c for c in checks if not c.ok]
         print(f"{len(checks) - len(bad)}/{len(checks)} checks pass")
         return 1 if bad else 0

@@ -22,8 +22,9 @@ class DaemonClient:
             info = json.loads(self.state_file.read_text())
             self.url, self.token = f"http://{info['host']}:{info['port']}", info["token"]
         except FileNotFoundError:
-            raise DaemonNotRunning(f"the daemon is not running ({self.state_file} does not exist)",
-                                   hint="start it: `gridtwin daemon` (or `gridtwin daemon install` for systemd)") from None
+            raise DaemonNotRunning(
+                f"the daemon is not running ({self.state_file} does not exist)",
+                hint="start it: `gridtwin daemon` (or `gridtwin daemon install` for systemd)") from None
         except PermissionError:
             raise GridTwinError(f"cannot read {self.state_file}: only the daemon's user may send commands",
                                 hint="run as that user, e.g. sudo -u gridtwin gridtwin cmd ...") from None
@@ -38,7 +39,8 @@ class DaemonClient:
     def _open(self, method: str, path: str, body: dict | None = None, timeout: float = 10):
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+                                     headers={"Authorization": f"Bearer {self.token}",
+                                              "Content-Type": "application/json"})
         try:
             return urllib.request.urlopen(req, timeout=timeout)
         except urllib.error.HTTPError as exc:

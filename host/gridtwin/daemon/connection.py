@@ -114,7 +114,8 @@ class BufferedClient(mqtt.Client):
         ok = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
         if self.on_publish_raw is None or self._protocol != mqtt.MQTTv311:
             rc = super().loop_read(max_packets)
-            while rc == ok and self._sock is not None and self._gt_sock is self._sock and self._gt_pos < len(self._gt_data):
+            while (rc == ok and self._sock is not None and self._gt_sock is self._sock
+                   and self._gt_pos < len(self._gt_data)):
                 rc = super().loop_read(max_packets)
             return rc
         while True:

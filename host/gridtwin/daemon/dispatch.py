@@ -90,6 +90,7 @@ class Dispatcher:
             except (RuntimeError, ValueError):  # paho raises when the publish found no connection
                 confirmed = False
             published = "" if confirmed else " (the broker did not confirm the publish either)"
-            raise CommandTimeout(f"{node} did not acknowledge '{cmd}' (id {cid}) within {timeout:g} s{published}",
-                                 hint="the node may be busy or not handle this command; see `gridtwin tail` and its log")
+            raise CommandTimeout(
+                f"{node} did not acknowledge '{cmd}' (id {cid}) within {timeout:g} s{published}",
+                hint="the node may be busy or not handle this command; see `gridtwin tail` and its log")
         return ack

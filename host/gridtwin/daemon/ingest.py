@@ -1,6 +1,7 @@
 """Ingest: validate, store, *then* acknowledge what the daemon's bus (``bus.py``) receives.
 
-Threads: the bus hands each message over on paho's network loop, which only appends ``(generation, mid, qos, topic, payload)`` to a deque
+Threads: the bus hands each message over on paho's network loop, which only appends
+``(generation, mid, qos, topic, payload)`` to a deque
 (cheap, so the socket is drained at full speed); one writer thread takes everything queued as a
 batch, validates it, commits it in one transaction and only then sends the PUBACKs, in receive
 order. Batches therefore grow with the load: one message at a time when quiet (low latency),

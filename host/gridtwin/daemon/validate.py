@@ -169,7 +169,8 @@ def telemetry(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, now_ms
     if v != SCHEMA_VERSION or type(v) is not int:
         raise Rejected("version", f"schema version {_short(v)}, this host reads v={SCHEMA_VERSION}")
     if obj.get("node") != node:
-        raise Rejected("node_mismatch", f"payload names node {_short(obj.get('node'))} but was published under {node!r}")
+        raise Rejected("node_mismatch",
+                       f"payload names node {_short(obj.get('node'))} but was published under {node!r}")
     boot, seq, ts = obj.get("boot"), obj.get("seq"), obj.get("ts")
     tb = type(boot)
     if not ((tb is int and 0 <= boot < _MAX_ID) or (tb is str and 0 < len(boot) <= 64)):

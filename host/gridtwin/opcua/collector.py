@@ -151,29 +151,72 @@ class Collector:
             self._add(path, tag, now, None, unit, "BAD")
 
     # -- the session -----------------------------------------------------------------------------
+    @staticmethod
+    async def _refs(client, ua, nodeids, ref_type, mask) -> list[list]:
+        """Forward references of many nodes, a few hundred per Browse request (a server of thousands
+        of variables is browsed in a handful of round trips, not one per node)."""
+        out = []
+        for k in range(0, len(nodeids), 500):
+            params = ua.BrowseParameters()
+            params.View.Timestamp = ua.get_win_epoch()
+            params.RequestedMaxReferencesPerNode = 0
+            for nid in nodeids[k:k + 500]:
+                d = ua.BrowseDescription()
+                d.BrowseDirection = ua.BrowseDirection.Forward
+                d.ReferenceTypeId = ua.NodeId(ref_type)
+                d.IncludeSubtypes = True
+                d.NodeClassMask = mask
+                d.ResultMask = ua.BrowseResultMask.All
+                d.NodeId = nid
+                params.NodesToBrowse.append(d)
+            for res in await client.uaclient.browse(params):
+                refs, cp = list(res.References), res.ContinuationPoint
+                while cp:
+                    nxt = ua.BrowseNextParameters()
+                    nxt.ContinuationPoints = [cp]
+                    nxt.ReleaseContinuationPoints = False
+                    [more] = await client.uaclient.browse_next(nxt)
+                    refs += more.References
+                    cp = more.ContinuationPoint
+                out.append(refs)
+        return out
+
     async def _browse(self, client, ua) -> list:
+        """Every variable five Objects below Objects in our namespace, with its EngineeringUnits."""
         idx = await client.get_namespace_index(namespace_uri(self.site))
+        level = [(client.nodes.objects.nodeid, ())]
+        found = []   # (nodeid, path, tag)
+        mask = ua.NodeClass.Object | ua.NodeClass.Variable
+        while level:
+            nxt = []
+            refs = await self._refs(client, ua, [nid for nid, _ in level], ua.ObjectIds.HierarchicalReferences, mask)
+            for (_nid, path), children in zip(level, refs):
+                for ref in children:
+                    if ref.BrowseName.NamespaceIndex != idx:
+                        continue
+                    if ref.NodeClass == ua.NodeClass.Object and len(path) < 5:
+                        nxt.append((ref.NodeId, path + (ref.BrowseName.Name,)))
+                    elif ref.NodeClass == ua.NodeClass.Variable and len(path) == 5:
+                        found.append((ref.NodeId, path, ref.BrowseName.Name))
+            level = nxt
+        props = await self._refs(client, ua, [f[0] for f in found], ua.ObjectIds.HasProperty, ua.NodeClass.Variable)
+        eu = {}
+        for i, refs in enumerate(props):
+            for ref in refs:
+                if ref.BrowseName.NamespaceIndex == 0 and ref.BrowseName.Name == "EngineeringUnits":
+                    eu[i] = ref.NodeId
+        units = {}
+        keys = list(eu)
+        for k in range(0, len(keys), 1000):
+            chunk = keys[k:k + 1000]
+            values = await client.read_values([client.get_node(eu[i]) for i in chunk])
+            for i, v in zip(chunk, values):
+                units[i] = getattr(getattr(v, "DisplayName", None), "Text", "") or ""
         nodes = []
-
-        async def walk(node, path):
-            for child in await node.get_children():
-                bn = await child.read_browse_name()
-                if bn.NamespaceIndex != idx:
-                    continue
-                cls = await child.read_node_class()
-                if cls == ua.NodeClass.Object:
-                    await walk(child, path + (bn.Name,))
-                elif cls == ua.NodeClass.Variable and len(path) == 5:
-                    unit = ""
-                    try:
-                        eu = await (await child.get_child("0:EngineeringUnits")).read_value()
-                        unit = eu.DisplayName.Text or ""
-                    except ua.UaError:
-                        pass
-                    self.vars[child.nodeid.to_string()] = (path, bn.Name, unit)
-                    nodes.append(child)
-
-        await walk(client.nodes.objects, ())
+        for i, (nid, path, tag) in enumerate(found):
+            node = client.get_node(nid)
+            self.vars[node.nodeid.to_string()] = (path, tag, units.get(i, ""))
+            nodes.append(node)
         return nodes
 
     async def _mapped(self, client, ua) -> list:

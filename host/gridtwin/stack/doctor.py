@@ -98,7 +98,8 @@ def check_influx(site, token: str | None) -> Check:
     if status != 200:
         return Check("InfluxDB 2", False, f"/health says HTTP {status}", "see `journalctl -u influxdb`")
     if not token:
-        return Check("InfluxDB 2", False, "up, but no read token to check the bucket", "run `sudo gridtwin stack provision`")
+        return Check("InfluxDB 2", False, "up, but no read token to check the bucket",
+                     "run `sudo gridtwin stack provision`")
     try:
         doc = influx.InfluxAPI(url, token).call("GET", "/buckets", query={"name": site.storage.influx_bucket})
     except influx.InfluxError as exc:

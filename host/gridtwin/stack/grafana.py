@@ -387,7 +387,8 @@ def render(site, *, certs_dir: str = CERTS, dash_dir: str = DASH_DIR) -> dict[st
     """{path under /: text} for Grafana's provisioning and dashboards."""
     head = "# GridTwin: rendered by `gridtwin stack render|install` (JSON is YAML); change site.toml instead.\n"
     files = {
-        f"{ETC}/provisioning/datasources/gridtwin.yaml": head + json.dumps(datasources(site, certs_dir=certs_dir), indent=2),
+        f"{ETC}/provisioning/datasources/gridtwin.yaml":
+            head + json.dumps(datasources(site, certs_dir=certs_dir), indent=2),
         f"{ETC}/provisioning/dashboards/gridtwin.yaml": head + json.dumps(dashboard_provider(dash_dir), indent=2),
     }
     for name, dash in dashboards(site).items():

@@ -172,7 +172,8 @@ def provision(site, env: EnvFiles, *, url: str | None = None, out=print) -> dict
     summary["org_id"] = org_id
 
     rules = [{"type": "expire", "everySeconds": retention}] if retention else []
-    buckets = api.call("GET", "/buckets", query={"orgID": org_id, "name": bucket_name}, ok=(200, 404)).get("buckets") or []
+    buckets = api.call("GET", "/buckets", query={"orgID": org_id, "name": bucket_name},
+                       ok=(200, 404)).get("buckets") or []
     bucket = next((b for b in buckets if b.get("name") == bucket_name), None)
     if not bucket:
         bucket = api.call("POST", "/buckets", {"orgID": org_id, "name": bucket_name, "retentionRules": rules,

@@ -34,7 +34,8 @@ def plan(site, pki) -> list[PlannedFile]:
         try:
             return Path(p).read_bytes()
         except FileNotFoundError:
-            raise PKIError(f"{p} is missing", hint="run `gridtwin pki init` (it issues the telegraf and grafana certificates)") from None
+            raise PKIError(f"{p} is missing",
+                           hint="run `gridtwin pki init` (it issues the telegraf and grafana certificates)") from None
 
     files = [
         PlannedFile(str(Path(telegraf.CONF).parent), None, 0o755),
@@ -116,7 +117,8 @@ def restart(services=SERVICES) -> None:
 def install_mqtt_plugin(out=print) -> None:
     cli = shutil.which("grafana-cli") or shutil.which("grafana")
     if not cli:
-        out(f"note: grafana-cli not found; install the MQTT live plugin by hand: grafana-cli plugins install {grafana.MQTT_PLUGIN}")
+        out("note: grafana-cli not found; install the MQTT live plugin by hand: "
+            f"grafana-cli plugins install {grafana.MQTT_PLUGIN}")
         return
     args = [cli, "plugins", "install", grafana.MQTT_PLUGIN] if cli.endswith("grafana-cli") else \
         [cli, "cli", "plugins", "install", grafana.MQTT_PLUGIN]

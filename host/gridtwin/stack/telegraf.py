@@ -243,7 +243,8 @@ def render(site, *, certs_dir: str = CERTS) -> str:
     lines = [
         f"# GridTwin site '{site.id}': Telegraf reads the contract topics and writes InfluxDB 2.",
         "# Rendered by `gridtwin stack render|install`; change site.toml and render again instead of this file.",
-        f"# The InfluxDB token comes from ${{{TOKEN_VAR}}}, set in {ENV_FILE} (root-only) by `gridtwin stack provision`.",
+        f"# The InfluxDB token comes from ${{{TOKEN_VAR}}}, set in {ENV_FILE} (root-only)"
+        " by `gridtwin stack provision`.",
         "",
         "[agent]",
         # SD card: batch writes, no local log file (journald), hostname tag not needed

@@ -46,7 +46,8 @@ class Plant:
         # Stacks fed directly by the array get a built-in converter with default parameters,
         # sized to the array.
         self.converter = bucks[0] if bucks else None
-        self.cp = dict(self.converter.params) if self.converter else _defaults("buck_converter", rated_kw=ap["p_dc0_kw"])
+        self.cp = (dict(self.converter.params) if self.converter
+                   else _defaults("buck_converter", rated_kw=ap["p_dc0_kw"]))
         under = [by[c] for c in (self.converter.children if self.converter else [])] + kids
         self.stacks = {c.id: el.Stack(c.params, self.t_air) for c in under if c.kind == "electrolyser"}
         bat = [c for c in under if c.kind == "battery"]
@@ -97,7 +98,8 @@ class Plant:
         self.ghi = ov.get((aid, "ghi_wm2"), pv.kasten_czeplak(self.ghi_cs, self.cover))
         if not self.on:
             self.ghi = 0.0
-        self.t_cell = ov.get((aid, "t_cell_c"), pv.faiman_cell_temp(self.ghi, self.t_air, ap["wind_ms"], ap["u0"], ap["u1"]))
+        self.t_cell = ov.get((aid, "t_cell_c"),
+                             pv.faiman_cell_temp(self.ghi, self.t_air, ap["wind_ms"], ap["u0"], ap["u1"]))
         self.curve.set_conditions(self.ghi, self.t_cell)
         # What downstream can absorb, referred to the converter input.
         cp = self.cp

@@ -217,7 +217,8 @@ class Clouds:
 
     def step(self, dt: float) -> float:
         a = math.exp(-dt / self.tau)
-        self.x = self.mu + (self.x - self.mu) * a + self.sigma * math.sqrt(1 - a * a) * float(self.rng.standard_normal())
+        self.x = (self.mu + (self.x - self.mu) * a
+                  + self.sigma * math.sqrt(1 - a * a) * float(self.rng.standard_normal()))
         return min(1.0, max(0.0, self.x))
 
 

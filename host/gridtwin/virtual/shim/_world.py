@@ -247,7 +247,12 @@ def settle_heap():
     free, no more: a firmware that outgrows it fails here as it would on the chip.
     """
     global _ballast
-    import machine, network, select, socket, time  # noqa: F401  (the shim modules a board always has)
+    # the shim modules a board always has (imported for their side effects, unused here)
+    import machine
+    import network
+    import select
+    import socket
+    import time
 
     # the chips themselves, in the shim's share: the firmware's bus objects only find them
     for spec in world.get("i2c", ()):

@@ -52,7 +52,7 @@ def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
             # names (the daemon's SNTP responder), on port P because a test cannot take udp/123
             return _s.getaddrinfo(host, real, af, type, proto, flags)
         # every NTP server the board asks for is the world's: it tells the world's true time
-        return [(AF_INET, SOCK_DGRAM, 0, "", _ntp_server())]
+        return [(_s.AF_INET, _s.SOCK_DGRAM, 0, "", _ntp_server())]
     return _s.getaddrinfo(host, port, af, type, proto, flags)
 
 
@@ -69,7 +69,7 @@ def _ntp_server():
     if not _ntpd:
         import os
 
-        srv = _s.socket(AF_INET, SOCK_DGRAM)
+        srv = _s.socket(_s.AF_INET, _s.SOCK_DGRAM)
         for _ in range(50):  # no getsockname() here: pick a free port ourselves
             port = 20000 + int.from_bytes(os.urandom(2), "big") % 40000
             addr = _s.getaddrinfo("127.0.0.1", port)[0][-1]
@@ -103,7 +103,7 @@ def _ntp_answer():
         srv.sendto(r, peer)
 
 
-def socket(af=AF_INET, type=SOCK_STREAM, proto=0):
+def socket(af=_s.AF_INET, type=_s.SOCK_STREAM, proto=0):
     _need_link()
     s = _s.socket(af, type, proto)
     # forget sockets the firmware closed itself (fileno() is -1 once closed)
