@@ -73,6 +73,8 @@ def test_detector_raises_then_clears_with_role_actions():
     det = MaintenanceDetector(Context(site=site), horizon_s=86400)
     assert det.threshold_for("EL1", "t_stack") is not None and det.threshold_for("EL1", "stack_v") is None
     assert det.threshold_for("grid1", "t_box") is not None and det.threshold_for("grid1", "mains_hz") is None
+    # a metric the catalog does not describe goes by its name (a server's thermometer the site does not wire)
+    assert det.threshold_for("srv_a", "t_c").limit == 85.0 and det.threshold_for("srv_a", "load_kw") is None
     assert det.threshold_for("EL1", "t_stack").limit == 88.0   # a stack runs at 80 degC and trips at 90
     ts, y = ramp(8, 10, 58.0, 2.5, 0.5)   # crosses 88 degC at 12 h
     found = det.observe([("EL1", "t_stack", int(t), float(v)) for t, v in zip(ts, y)])
