@@ -17,7 +17,7 @@
 # taken is on flash but the one whose append the cut tears (gt/spoolload.py cuts that off): at
 # most one is lost, whatever the timing (writing each reading only when the next is taken loses
 # two when the cut tears that write: the one written and the newest, still in RAM). That is one
-# small append a sample interval, and only during an outage (docs/architecture.md: flash wear).
+# small append a sample interval, and only during an outage (docs/firmware.md: flash wear).
 # While the link is up, readings wait in the RAM ring; flash is written only when it overflows.
 #
 # The spill (gt/spool.py) is two append-only segment files on flash; a power cut mid-write loses
