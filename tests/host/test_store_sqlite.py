@@ -345,3 +345,66 @@ def test_a_version_1_database_is_migrated_without_loss(tmp_path):
     assert s.compact(now_ms=NOW + 3_600_000) == 100 and s.latest("n1")[1] == {"t": 499 / 4, "k": 499}
     assert s.write_batch([tel(boot=3, seq=i) for i in range(0, 600, 50)]).stored == 2  # 500 and 550
     s.close()
+
+
+def test_a_compaction_killed_mid_transaction_loses_and_doubles_nothing(tmp_path):
+    """kill -9 of the daemon while it compacts: the transaction that had written blocks and deleted
+    their rows is not committed, the ones before are, and every reading is stored once (rows or a
+    block); the next pass finishes the work."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "db"
+    s = SqliteStore(db)
+    sent = [tel(node=f"n{k}", seq=i, ts=NOW - 3_600_000 + i * 1000, t=i / 8) for i in range(200) for k in range(3)]
+    s.write_batch(sent)
+    s.close()
+    host = Path(__file__).resolve().parents[2] / "host"
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import sys
+sys.path.insert(0, {str(host)!r})
+from gridtwin.daemon.store_sqlite import SqliteStore
+s = SqliteStore({str(db)!r})
+real, commits = s.conn, []
+
+class StopsBeforeTheThirdCommit:  # the real connection, held at the point where a kill hurts most
+    def __getattr__(self, name):
+        return getattr(real, name)
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT":
+            commits.append(1)
+            if len(commits) == 3:
+                print("in the transaction", flush=True)
+                sys.stdin.read()
+        return real.execute(sql, *args)
+
+s.conn = StopsBeforeTheThirdCommit()
+s.compact(now_ms={NOW}, min_rows=1, max_rows=50, txn_rows=100)
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "in the transaction\n"
+        # the uncommitted transaction's blocks and deletions are in the WAL or the page cache
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    from gridtwin.daemon import blocks
+
+    s = SqliteStore(db)
+    keys = s.conn.execute("SELECT node, boot, seq FROM readings").fetchall()
+    for node, data in s.conn.execute("SELECT node, data FROM blocks").fetchall():
+        keys += [(node, boot, seq) for boot, seq, *_ in blocks.Block(data).rows()]
+    assert sorted(keys) == sorted((t.node, "1", t.seq) for t in sent)    # none lost, none twice
+    assert s.conn.execute("SELECT sum(n) FROM blocks").fetchone()[0] == 200  # two transactions of 100
+    assert s.write_batch(sent).stored == 0
+    # at most txn_rows of a node a pass: n0 and n1 lost 100 rows each to blocks, n2 none
+    assert [s.compact(now_ms=NOW, min_rows=1, max_rows=50, txn_rows=100) for _ in range(3)] == [300, 100, 0]
+    assert s.count_readings() == 600 and s.write_batch(sent).stored == 0
+    assert s.query("n2", "t", since_ms=0) == [(NOW - 3_600_000 + i * 1000, i / 8) for i in range(200)]
+    s.close()
