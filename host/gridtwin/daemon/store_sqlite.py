@@ -279,6 +279,7 @@ SETTLE_MS = 60 * 60_000
 MIN_ROWS = 256
 MAX_ROWS = 1024
 TXN_ROWS = 50_000  # rows moved per transaction: ingest waits for it (about 0.2 s), once a pass
+PASS_ROWS = 100_000  # rows moved per pass (a few seconds): the daemon's stop waits for the pass to end
 
 
 class SqliteStore:
@@ -646,7 +647,8 @@ class SqliteStore:
                               [(node, boot, hi) for boot, _lo, hi in blocks.runs(rows)])
 
     def compact(self, now_ms: int | None = None, hot_ms: int = HOT_MS, settle_ms: int = SETTLE_MS,
-                min_rows: int = MIN_ROWS, max_rows: int = MAX_ROWS, txn_rows: int = TXN_ROWS) -> int:
+                min_rows: int = MIN_ROWS, max_rows: int = MAX_ROWS, txn_rows: int = TXN_ROWS,
+                pass_rows: int = PASS_ROWS) -> int:
         """Move readings older than ``hot_ms`` from rows into blocks; returns how many.
 
         The daemon's maintenance thread calls it every minute. Rows are read on a connection of
@@ -654,8 +656,9 @@ class SqliteStore:
         up to ``txn_rows`` rows of many nodes per transaction: rows arrive interleaved (a table page
         holds the readings of dozens of nodes), and deleting one node's rows per transaction wrote
         each page to the WAL once per node (measured: 17 ms a commit, 30 us a reading; the SD card
-        of a Pi pays for every page). A reading is in a row or in a block, never both and never
-        neither, at every commit."""
+        of a Pi pays for every page). At most ``pass_rows`` a pass: the rest waits for the next one
+        (a large version-1 database is compacted over several minutes). A reading is in a row or in
+        a block, never both and never neither, at every commit."""
         now = _now_ms() if now_ms is None else now_ms
         cutoff = now - hot_ms
         reader = getattr(self, "_reader", None)
@@ -680,6 +683,8 @@ class SqliteStore:
                 if len(rowids) >= txn_rows:
                     moved += self._move(pending, rowids)
                     pending, rowids = [], []
+                if moved + len(rowids) >= pass_rows:
+                    break
             if pending:
                 moved += self._move(pending, rowids)
         except sqlite3.Error as exc:
