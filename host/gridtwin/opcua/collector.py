@@ -252,7 +252,7 @@ class Collector:
         from asyncua.crypto import security_policies as sp
 
         ident = certs.issue(self.pki, certs.COLLECTOR, certs.application_uri(self.site.id, certs.COLLECTOR))
-        client = Client(self.endpoint, timeout=2)
+        client = Client(self.endpoint, timeout=10)   # a request (1000 monitored items, encrypted) may take seconds
         client.application_uri = ident.uri
         client.certificate_validator = certs.validator(self.pki, "server")
         policy = getattr(sp, f"SecurityPolicy{POLICY_NAMES[self.policy]}")
@@ -262,8 +262,9 @@ class Collector:
         try:
             nodes = await (self._mapped(client, ua) if self.source is not None else self._browse(client, ua))
             sub = await client.create_subscription(max(self.cfg.sampling_ms, 10), self)
-            await sub.subscribe_data_change(nodes, queuesize=self.cfg.queue_size,
-                                            sampling_interval=float(self.cfg.sampling_ms))
+            for k in range(0, len(nodes), 500):   # CreateMonitoredItems in bounded requests
+                await sub.subscribe_data_change(nodes[k:k + 500], queuesize=self.cfg.queue_size,
+                                                sampling_interval=float(self.cfg.sampling_ms))
             self.sessions += 1
             if self._down_since is not None:
                 self.log(f"{self.endpoint} back after {time.monotonic() - self._down_since:.1f} s")
