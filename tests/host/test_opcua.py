@@ -155,7 +155,7 @@ def test_collector_stores_every_variable_with_unit_and_quality(env, policy, mode
     assert len(rows) == len({(r[4], r[5], r[6]) for r in rows})
 
 
-def test_none_foreign_and_revoked_clients_are_refused(env, tmp_path):
+def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, tmp_path):
     site, pki, tw, store = env()
     uri = certs.application_uri(site.id, certs.COLLECTOR)
     good = certs.issue(pki, certs.COLLECTOR, uri)
@@ -182,17 +182,48 @@ def test_none_foreign_and_revoked_clients_are_refused(env, tmp_path):
         await c.disconnect()
         return f"ok {v}"
 
+    async def none_session_read():
+        """A client that skips its own endpoint check: a session on a None channel, then a read.
+        (asyncua's server accepted it and answered the read until _deny_none_channels.)"""
+        c = Client(ep, timeout=3)
+        await c.connect_socket()
+        try:
+            await c.send_hello()
+            await c.open_secure_channel()
+            desc = ua.ApplicationDescription()
+            desc.ApplicationUri, desc.ApplicationType = uri, ua.ApplicationType.Client
+            p = ua.CreateSessionParameters()
+            p.ClientNonce, p.ClientDescription, p.EndpointUrl, p.SessionName = b"0" * 32, desc, ep, "none"
+            p.RequestedSessionTimeout = 60000
+            await c.uaclient.create_session(p)
+            a = ua.ActivateSessionParameters()
+            a.UserIdentityToken = ua.AnonymousIdentityToken(PolicyId="anonymous")
+            await c.uaclient.activate_session(a)
+            return f"read {await c.get_node('ns=2;s=Acme.mg.energy.meter1.inv1.Power_Active').read_value()}"
+        except Exception as exc:
+            return type(exc).__name__
+        finally:
+            c.disconnect_socket()
+
     async def main():
         srv = TwinServer(site, tw, pki)
         await srv.start()
         try:
             endpoints = await Client(ep).connect_and_get_server_endpoints()
-            return ({(e.SecurityPolicyUri.rsplit("#", 1)[1], e.SecurityMode.name) for e in endpoints},
-                    [await attempt(i) for i in (None, foreign, revoked, good)])
+            assert await none_session_read() == "BadUserAccessDenied"
+            out = ({(e.SecurityPolicyUri.rsplit("#", 1)[1], e.SecurityMode.name) for e in endpoints},
+                   [await attempt(i) for i in (None, foreign, revoked, good)])
+        finally:
+            await srv.stop()
+        srv = TwinServer(site, tw, pki, dev=True)      # `serve --dev`: the None endpoint, for development
+        await srv.start()
+        try:
+            return out + (await attempt(None),)
         finally:
             await srv.stop()
 
-    offered, (none, foreign_r, revoked_r, good_r) = asyncio.run(main())
+    offered, (none, foreign_r, revoked_r, good_r), none_dev = asyncio.run(main())
+    assert none_dev.startswith("ok"), none_dev
     assert offered == {(p, m) for p in ("Basic256Sha256", "Aes128_Sha256_RsaOaep") for m in ("Sign", "SignAndEncrypt")}
     assert not none.startswith("ok"), none
     assert foreign_r == "BadCertificateUntrusted", foreign_r

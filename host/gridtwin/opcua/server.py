@@ -96,6 +96,8 @@ class TwinServer:
                                        datatype=ua.NodeId(ua.ObjectIds.EUInformation))
             self.vars.append((p, var.nodeid))
         await srv.start()
+        if not self.dev:
+            _deny_none_channels(srv)
         self.server = srv
         await self.publish()
 
@@ -134,6 +136,29 @@ class TwinServer:
                 pass
             self.twin.run_until(sim0 + (time.monotonic() - t0) * speed)
             await self.publish()
+
+
+def _deny_none_channels(srv) -> None:
+    """Refuse every service on a secure channel opened with security None.
+
+    asyncua 2.1 keeps a None channel open even when no None endpoint is offered (GetEndpoints needs
+    one), and then lets a client that skips its own endpoint check create and activate a session on
+    it and read everything (tests/host/test_opcua.py reproduces it). Every request after the
+    session's own is checked against the channel policy's permission ruleset, so a None policy
+    whose ruleset refuses everything closes that hole; it is added after start(), when the
+    endpoints are already built, so no None endpoint is advertised. Discovery (GetEndpoints,
+    FindServers) stays open, as OPC UA requires. ``_policies`` is asyncua's own list (pinned 2.1.0),
+    the one its binary server hands to each connection."""
+    from asyncua import ua
+    from asyncua.crypto.permission_rules import PermissionRuleset
+    from asyncua.crypto.security_policies import SecurityPolicyFactory, SecurityPolicyNone
+
+    class DenyAll(PermissionRuleset):
+        def check_validity(self, user, action_type, body):
+            return False
+
+    srv._policies.append(SecurityPolicyFactory(SecurityPolicyNone, ua.MessageSecurityMode.None_,
+                                               permission_ruleset=DenyAll()))
 
 
 def _is_ip(host: str) -> bool:
