@@ -66,7 +66,8 @@ class BenchSite:
         self.dir = workdir
         self.node_ids = [f"n{i:04d}" for i in range(nodes)]
         # the site's defaults except the queue, which must hold the whole backlog the bench builds
-        text = '[site]\nid = "bench"\n\n[broker]\nmax_queued_messages = 2000000\nmax_queued_bytes = 0\nmax_inflight_messages = 1000\n\n'
+        text = ('[site]\nid = "bench"\n\n[broker]\nmax_queued_messages = 2000000\nmax_queued_bytes = 0\n'
+                'max_inflight_messages = 1000\n\n')
         text += "".join(f'[[nodes]]\nid = "{n}"\nrole = "sensor"\n\n' for n in self.node_ids)
         (workdir / "site.toml").write_text(text)
         self.site = load_site(workdir / "site.toml")
@@ -284,7 +285,8 @@ def bench_ingest(args) -> list:
         #     share the two cores here, so this is a floor; on a Pi the publishers are elsewhere)
         offered, kept, drain_s = live_run(bs, mport, rate=args.live_rate, seconds=args.live_seconds)
         figures.append((f"live: offered {offered:,.0f} msg/s for {args.live_seconds:g} s", f"{kept:,.0f} msg/s",
-                        f"stored while the generator ran on the same cores; backlog gone {drain_s:.1f} s after it stopped"))
+                        f"stored while the generator ran on the same cores; backlog gone {drain_s:.1f} s "
+                        "after it stopped"))
 
         # 4. latency at 1,000 msg/s: each message carries its send time; the daemon's tail stream
         #    shows it after commit and ack, so the difference is publish -> durably stored -> seen
@@ -416,7 +418,8 @@ def bench_twin(args) -> list:
             times.append(time.perf_counter() - s)
         times.sort()
         mean = sum(times) / len(times)
-        note = f"p99 {times[int(0.99 * len(times))] * 1e3:.2f} ms, build {built:.2f} s, {0.1 / mean:,.0f}x real time at step 0.1 s"
+        note = (f"p99 {times[int(0.99 * len(times))] * 1e3:.2f} ms, build {built:.2f} s, "
+                f"{0.1 / mean:,.0f}x real time at step 0.1 s")
         figures.append((f"engine step, {n:,} components", f"{mean * 1e3:.2f} ms", note))
     return figures
 

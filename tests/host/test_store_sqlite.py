@@ -103,7 +103,8 @@ def test_status_ack_and_command_history(store):
     store.write_batch([], acks=[("n1", {"id": "c1", "ok": False, "err": "no such fault"})])
     store.command_update("c1", "timeout")  # too late: the ack already decided it
     (cmd,) = store.commands("n1")
-    assert (cmd["state"], cmd["ok"], cmd["err"], json.loads(cmd["args"])) == ("error", 0, "no such fault", {"state": True})
+    assert (cmd["state"], cmd["ok"], cmd["err"], json.loads(cmd["args"])) == \
+        ("error", 0, "no such fault", {"state": True})
 
 
 def test_spool_keeps_arrival_order(store):

@@ -260,7 +260,8 @@ class Daemon:
         folded = self.store.downsample(now_ms - self.raw_days * DAY_MS)
         self.store.drop_rollups(now_ms - self.rollup_days * DAY_MS)
         if folded:
-            log.info("retention: %d raw readings older than %d days folded into 1-minute rollups", folded, self.raw_days)
+            log.info("retention: %d raw readings older than %d days folded into 1-minute rollups", folded,
+                     self.raw_days)
         return folded
 
     def settle_gaps(self, now_ms: int | None = None) -> list:

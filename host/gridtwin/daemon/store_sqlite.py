@@ -532,7 +532,8 @@ class SqliteStore:
         until_ms = _now_ms() + 86400_000 if until_ms is None else until_ms
         path = f'$."{metric}"'
         rolled = self.conn.execute(
-            "SELECT bucket, vsum / n FROM rollup_1m WHERE node=? AND metric=? AND bucket>=? AND bucket<? ORDER BY bucket",
+            "SELECT bucket, vsum / n FROM rollup_1m WHERE node=? AND metric=? AND bucket>=? AND bucket<? "
+            "ORDER BY bucket",
             (node, metric, since_ms, until_ms)).fetchall()
         packed = self.conn.execute("SELECT data FROM blocks WHERE node=? AND ts_lo<? AND ts_hi>=? ORDER BY ts_lo",
                                    (node, until_ms, since_ms)).fetchall()
@@ -564,7 +565,8 @@ class SqliteStore:
 
     @_reads
     def latest(self, node: str) -> tuple[int, dict] | None:
-        row = self.conn.execute("SELECT ts, msg FROM readings WHERE node=? ORDER BY ts DESC LIMIT 1", (node,)).fetchone()
+        row = self.conn.execute("SELECT ts, msg FROM readings WHERE node=? ORDER BY ts DESC LIMIT 1",
+                                (node,)).fetchone()
         packed = self.conn.execute("SELECT data FROM blocks WHERE node=? AND ts_hi>? ORDER BY ts_hi DESC LIMIT 1",
                                    (node, row[0] if row else -1)).fetchone()
         if packed:  # a node silent since its readings were compacted (or a clock that went back)
