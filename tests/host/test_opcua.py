@@ -205,12 +205,38 @@ def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, t
         finally:
             c.disconnect_socket()
 
+    async def borrowed_certificate_read():
+        """A channel opened with the foreign key, and the site's (public) collector certificate shown in
+        CreateSession: asyncua validated only the latter, so the foreign key got a session."""
+        c = Client(ep, timeout=3)
+        c.application_uri = uri
+        await c.set_security(sp.SecurityPolicyBasic256Sha256, certificate=str(foreign.cert_der),
+                             private_key=str(foreign.key_pem), mode=ua.MessageSecurityMode.SignAndEncrypt)
+        real = c.uaclient.create_session
+
+        async def create_session(params):
+            params.ClientCertificate = good.cert_der.read_bytes()
+            return await real(params)
+
+        c.uaclient.create_session = create_session
+        try:
+            await c.connect()
+        except Exception as exc:
+            return type(exc).__name__
+        try:
+            return f"read {await c.get_node('ns=2;s=Acme.mg.energy.meter1.inv1.Power_Active').read_value()}"
+        except Exception as exc:
+            return type(exc).__name__
+        finally:
+            await c.disconnect()
+
     async def main():
         srv = TwinServer(site, tw, pki)
         await srv.start()
         try:
             endpoints = await Client(ep).connect_and_get_server_endpoints()
             assert await none_session_read() == "BadUserAccessDenied"
+            assert await borrowed_certificate_read() == "BadUserAccessDenied"
             out = ({(e.SecurityPolicyUri.rsplit("#", 1)[1], e.SecurityMode.name) for e in endpoints},
                    [await attempt(i) for i in (None, foreign, revoked, good)])
         finally:

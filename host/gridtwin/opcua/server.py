@@ -71,7 +71,8 @@ class TwinServer:
         srv.set_security_policy(security_policies(self.site, self.dev))
         await srv.load_certificate(str(ident.cert_der))
         await srv.load_private_key(str(ident.key_pem))
-        srv.set_certificate_validator(certs.validator(self.pki, "client"))
+        validator = certs.validator(self.pki, "client")
+        srv.set_certificate_validator(validator)
         idx = await srv.register_namespace(namespace_uri(self.site))
         cfg = self.site.opcua
         folders: dict[tuple, object] = {(): srv.nodes.objects}
@@ -96,6 +97,7 @@ class TwinServer:
                                        datatype=ua.NodeId(ua.ObjectIds.EUInformation))
             self.vars.append((p, var.nodeid))
         await srv.start()
+        _check_channel_certificates(srv, validator)
         if not self.dev:
             _deny_none_channels(srv)
         self.server = srv
@@ -138,6 +140,40 @@ class TwinServer:
             await self.publish()
 
 
+def _check_channel_certificates(srv, validator) -> None:
+    """Refuse every service on a secure channel whose client certificate the site CA did not sign or
+    the CRL revokes.
+
+    asyncua 2.1 validates only the certificate a client shows in CreateSession, not the one that
+    opened the secure channel, and proves possession against the channel's: a client with a foreign
+    key could open the channel with it, show the site's (public) collector certificate in
+    CreateSession and read everything (tests/host/test_opcua.py reproduces it). So each channel's
+    certificate is checked against the site's trust list when it opens, and an untrusted one gets
+    a policy whose permission ruleset refuses every service (BadUserAccessDenied). The channel
+    itself stays open so an honest client with a foreign certificate still hears why in
+    CreateSession (BadCertificateUntrusted) instead of waiting for a timeout."""
+    from asyncua.crypto.security_policies import SecurityPolicyFactory, SecurityPolicyNone
+    from cryptography import x509
+
+    store = validator._trust_store
+    deny = _DenyAll()
+
+    class Checked(SecurityPolicyFactory):
+        def create(self, peer_certificate):
+            policy = super().create(peer_certificate)
+            if self.cls is not SecurityPolicyNone:
+                try:
+                    cert = x509.load_der_x509_certificate(peer_certificate) if peer_certificate else None
+                except ValueError:
+                    cert = None
+                if cert is None or not store.is_trusted(cert) or store.is_revoked(cert):
+                    policy.permissions = deny
+            return policy
+
+    for factory in srv._policies:
+        factory.__class__ = Checked
+
+
 def _deny_none_channels(srv) -> None:
     """Refuse every service on a secure channel opened with security None.
 
@@ -150,15 +186,17 @@ def _deny_none_channels(srv) -> None:
     FindServers) stays open, as OPC UA requires. ``_policies`` is asyncua's own list (pinned 2.1.0),
     the one its binary server hands to each connection."""
     from asyncua import ua
-    from asyncua.crypto.permission_rules import PermissionRuleset
     from asyncua.crypto.security_policies import SecurityPolicyFactory, SecurityPolicyNone
 
-    class DenyAll(PermissionRuleset):
-        def check_validity(self, user, action_type, body):
-            return False
-
     srv._policies.append(SecurityPolicyFactory(SecurityPolicyNone, ua.MessageSecurityMode.None_,
-                                               permission_ruleset=DenyAll()))
+                                               permission_ruleset=_DenyAll()))
+
+
+class _DenyAll:
+    """A permission ruleset that refuses every service (asyncua's PermissionRuleset interface)."""
+
+    def check_validity(self, user, action_type, body) -> bool:
+        return False
 
 
 def _is_ip(host: str) -> bool:
