@@ -491,3 +491,31 @@ def test_a_source_mapping_stores_under_its_isa95_path_and_a_bad_mapping_names_th
         err = errors[name]
         assert err.key == "opcua.sources[0].points[1].node" and err.file.endswith(f"{name}.toml"), name
         assert problem in err.problem and "gridtwin opcua browse" in err.fix, (name, str(err))
+
+
+def test_the_collector_refuses_a_server_the_site_ca_did_not_sign(env, tmp_path):
+    site, pki, tw, store = env()
+    foreign = PKI(tmp_path / "foreign")
+    foreign.init()
+    said = []
+
+    async def main():
+        spoke = asyncio.Event()
+        srv = TwinServer(site, tw, foreign)           # a server with another CA's certificate ...
+        await srv.start()
+        # ... that would take our collector (so the refusal seen is the collector's own)
+        srv.server.iserver.certificate_validator = certs.validator(pki, "client")
+        stop = asyncio.Event()
+        col = Collector(site, store, pki, log=lambda m: (said.append(m), spoke.set()))
+        task = asyncio.create_task(col.run(stop))
+        try:
+            await asyncio.wait_for(spoke.wait(), 20)  # its first attempt ends in one line
+        finally:
+            stop.set()
+            await task
+            await srv.stop()
+        return col
+
+    col = asyncio.run(main())
+    assert col.sessions == 0 and not col.vars and store.opcua_points() == []
+    assert "unreachable (BadCertificateUntrusted" in said[0] and said[0].endswith("points BAD, reconnecting"), said
