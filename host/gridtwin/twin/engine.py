@@ -146,7 +146,8 @@ class Twin:
         ac.step(self.dt, np.random.default_rng(0))
         self._prev_en = ac.en.copy()
         self._prev_in_ok = ac.in_ok.copy()
-        ac.soc[:] = np.array([by[ac.ids[i]].params["soc0_pct"] / 100.0 for i in ac.ups_idx]) if len(ac.ups_idx) else ac.soc
+        if len(ac.ups_idx):
+            ac.soc[:] = np.array([by[ac.ids[i]].params["soc0_pct"] / 100.0 for i in ac.ups_idx])
 
     @classmethod
     def from_site(cls, site, seed: int | None = None) -> "Twin":
@@ -293,7 +294,8 @@ class Twin:
                 ev.set(t, cid, "load_dropped", not ac.en[i])
             elif code == 4:  # UPS
                 k = ac.ups_of[i]
-                ev.set(t, cid, "ups_on_battery", bool(ac.en[i] and not ac.in_ok[i]), soc_pct=round(float(ac.soc[k]) * 100, 2))
+                ev.set(t, cid, "ups_on_battery", bool(ac.en[i] and not ac.in_ok[i]),
+                       soc_pct=round(float(ac.soc[k]) * 100, 2))
                 ev.set(t, cid, "supply_lost", not ac.en[i])
             elif code not in (1, 2):
                 ev.set(t, cid, "supply_lost", not ac.en[i])
@@ -333,7 +335,8 @@ class Twin:
     def _component(self, cid: str):
         c = self.topo.by_id.get(cid)
         if c is None:
-            raise TwinCommandError(f"the twin has no component '{cid}'", hint=f"known: {', '.join(list(self.topo.by_id)[:20])}")
+            raise TwinCommandError(f"the twin has no component '{cid}'",
+                                   hint=f"known: {', '.join(list(self.topo.by_id)[:20])}")
         return c
 
     def apply(self, component_id: str, command: str, args: dict | None = None) -> dict:
@@ -354,7 +357,8 @@ class Twin:
             elif kind == "pv_array":
                 self.plant_of[component_id].on = bool(args.get("on", True))
             else:
-                raise TwinCommandError(f"set_supply does not apply to a {kind}", hint="use it on a utility or a pv_array")
+                raise TwinCommandError(f"set_supply does not apply to a {kind}",
+                                       hint="use it on a utility or a pv_array")
             return {"ok": True}
         if command == "set_fault":
             if kind == "utility":
@@ -392,7 +396,8 @@ class Twin:
             elif kind == "load_panel":
                 self.asset_of[component_id].set_load(component_id, float(args["kw"]))
             else:
-                raise TwinCommandError(f"set_load does not apply to a {kind}", hint="servers (kw), grid buses (mw), tanks (nm3h)")
+                raise TwinCommandError(f"set_load does not apply to a {kind}",
+                                       hint="servers (kw), load panels (kw), grid buses (mw), tanks (nm3h)")
             return {"ok": True}
         if command == "reset":
             if i is not None and ac.tripped[i]:

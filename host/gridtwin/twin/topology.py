@@ -294,7 +294,8 @@ COMPONENT_KEYS = {
 TWIN = Section({
     "seed": Key(int, 1, help="random seed: the same seed gives the same run"),
     "step_s": Key(float, 0.1, check=in_range(0.001, 10.0), help="simulation time step in seconds"),
-    "speed": Key(float, 1.0, check=in_range(0.0, 1e6), help="simulated seconds per wall second; 0 = as fast as possible"),
+    "speed": Key(float, 1.0, check=in_range(0.0, 1e6),
+                 help="simulated seconds per wall second; 0 = as fast as possible"),
     "start": Key(str, "2026-06-21T10:00:00Z", check=_check_start, help="UTC time of t=0 (sets the sun)"),
     "latitude": Key(float, 50.9, check=in_range(-90.0, 90.0), help="site latitude in degrees north (PV)"),
     "longitude": Key(float, 6.4, check=in_range(-180.0, 180.0), help="site longitude in degrees east (PV)"),
@@ -381,7 +382,8 @@ def build(site) -> Topology:
     for i, e in enumerate(entries):
         if e.id in nodes:
             if e.id in node_entry:
-                _fail(path, f"twin.components[{i}].id", f"'{e.id}' already has parameters in twin.components[{node_entry[e.id]}]",
+                _fail(path, f"twin.components[{i}].id",
+                      f"'{e.id}' already has parameters in twin.components[{node_entry[e.id]}]",
                       "give each component one entry")
             node_entry[e.id] = i
     # Node-backed components.
@@ -430,7 +432,8 @@ def build(site) -> Topology:
                 _fail(path, key, f"'{c.id}' is its own parent", "name the component upstream")
             if p not in comps:
                 near = difflib.get_close_matches(p, list(comps), n=1)
-                _fail(path, key, f"no component '{p}'", f"did you mean '{near[0]}'?" if near else "name a node or a twin component")
+                _fail(path, key, f"no component '{p}'",
+                      f"did you mean '{near[0]}'?" if near else "name a node or a twin component")
             pk = comps[p].kind
             if spec.parent_kinds is not None:
                 if pk not in spec.parent_kinds:
@@ -466,7 +469,8 @@ def build(site) -> Topology:
                 stack.extend(comps[x].parents)
         for p in n.parents:
             if p not in up:
-                _fail(path, f"{c.where}.parent", f"node '{nid}' has parent '{p}', which is not upstream of its twin parents",
+                _fail(path, f"{c.where}.parent",
+                      f"node '{nid}' has parent '{p}', which is not upstream of its twin parents",
                       f"splice only node-less components between '{nid}' and '{p}'")
     _check_transfer_timing(path, twin, comps)
     return Topology(order, comps, twin, str(path))
