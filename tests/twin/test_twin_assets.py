@@ -118,3 +118,14 @@ def test_night_standby_and_unknown_parent_kind(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_site(p)
     assert "twin.components[3]" in str(e.value)
+
+
+def test_set_load_moves_a_panels_mean_and_the_meter_follows(tmp_path):
+    tw = _twin(tmp_path, start="2026-06-21T23:00:00Z", cap=0.001)   # night, an empty store: the grid carries it
+    tw.run_until(10)
+    tw.apply("panel1", "set_load", {"kw": 600.0})
+    tw.run_until(400)
+    s = tw.state()
+    assert 450.0 < s["panel1"]["m"]["p_kw"] < 750.0
+    assert s["meter1"]["m"]["p_kw"] == pytest.approx(s["panel1"]["m"]["p_kw"] - s["bess1"]["m"]["p_kw"], abs=1e-6)
+    assert s["meter1"]["status"] == "importing"
