@@ -249,8 +249,8 @@ def test_query_of_a_metric_the_node_does_not_have_lists_the_ones_it_has(site, ca
 
 
 def _minute_series(site):
-    """16 readings of pdu_a's load_kw, one every 15 s (values 0..15) from a 4-minute boundary 12
-    minutes ago; the first 8 (two minutes) already folded into rollups."""
+    """16 readings of pdu_a's load_kw, one every 15 s (values 0..15) from a 4-minute boundary 12 to 16
+    minutes ago (the queries look 20 minutes back); the first 8 (two minutes) already folded into rollups."""
     base = (int(time.time() * 1000) // 240_000) * 240_000 - 12 * 60_000
     _store_readings(site, "pdu_a", [{"load_kw": float(i)} for i in range(16)], step_ms=15_000,
                     end_ms=base + 15 * 15_000, downsample_ms=base + 120_000)
@@ -259,14 +259,14 @@ def _minute_series(site):
 
 def test_query_every_gives_mean_min_max_and_count_per_bucket_from_rollups_and_raw(site, capsys):
     base = _minute_series(site)
-    assert cli.main(["--site", str(site), "query", "pdu_a", "load_kw", "--since", "15m", "--every", "1m",
+    assert cli.main(["--site", str(site), "query", "pdu_a", "load_kw", "--since", "20m", "--every", "1m",
                      "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["ts"], r["n"], r["min"], r["max"], r["mean"]) for r in rows] == [
         (base + k * 60_000, 4, 4.0 * k, 4.0 * k + 3, 4.0 * k + 1.5) for k in range(4)]
     assert rows[0]["time"].endswith("+00:00")
     # one bucket over both: two minutes of rollups and two of raw readings
-    assert cli.main(["--site", str(site), "query", "pdu_a", "load_kw", "--since", "15m", "--every", "4m",
+    assert cli.main(["--site", str(site), "query", "pdu_a", "load_kw", "--since", "20m", "--every", "4m",
                      "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "time,mean,min,max,n" and lines[1].split(",")[1:] == ["7.5", "0.0", "15.0", "16"]
@@ -277,7 +277,7 @@ def test_query_until_closes_the_window(site, capsys):
 
     base = _minute_series(site)
     until = dt.datetime.fromtimestamp((base + 180_000) / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    assert cli.main(["--site", str(site), "query", "pdu_a", "load_kw", "--since", "15m", "--until", until,
+    assert cli.main(["--site", str(site), "query", "pdu_a", "load_kw", "--since", "20m", "--until", until,
                      "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     # two rollups (their means), then the raw readings of the third minute
