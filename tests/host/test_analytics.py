@@ -121,7 +121,7 @@ hi = 240.0
     lim = res.limit("grid1", "mains_v")
     assert (lim.lo, lim.hi) == (220.0, 240.0)
     assert res.limit("grid1", "t_box").hi == 80.0  # the default still applies where the site says nothing
-    assert res.limit("EL1", "t_stack").hi == 80.0
+    assert res.limit("EL1", "t_stack").hi == 88.0  # an electrolyser stack runs at 80 by design
 
 
 def test_a_bad_analytics_key_names_file_key_and_fix(tmp_path):

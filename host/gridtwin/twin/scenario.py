@@ -60,7 +60,7 @@ DEMO_SEQUENCE = [
 # The demo's analytics story: the first electrolyser with a node reads its stack temperature climbing
 # 0.3 degC/s from t = 40 s (its cooling loop failing, as its thermometer sees it) past the thermometers'
 # 80 degC limit (gridtwin.analytics.config) at ~90 s, and back at 130 s: a limit alert raised, then cleared.
-DEMO_FAULT = {"kind": "temp_rise", "start": 40.0, "end": 130.0, "args": {"metric": "t_c", "rate_c_per_h": 1080.0}}
+DEMO_FAULT = {"kind": "temp_rise", "start": 40.0, "end": 130.0, "args": {"metric": "t_c", "rate_c_per_h": 1440.0}}
 
 
 def demo_scenario(twin, fail_at: float = 20.0, back_at: float = 120.0, duration_s: float = 180.0) -> Scenario:
