@@ -134,6 +134,18 @@ ANALYTICS = Section({
                  help="windowed change rules ([[analytics.rules]]), before the defaults"),
     "default_limits": Key(bool, True, help="add the seed systems' limits (voltage/current/temperature ranges)"),
     "default_rules": Key(bool, True, help="add the seed systems' four rate rules where their metrics exist"),
+    # the multivariate detector and the maintenance forecast (analytics/iforest.py, maintenance.py)
+    "iforest": Key(bool, True, help="an IsolationForest per node on its metrics and derived features"),
+    "iforest_train_s": Key(float, 86400.0, check=in_range(3600, 30 * 86400),
+                           help="seconds of stored readings a node's model is trained on"),
+    "iforest_retrain_s": Key(float, 3600.0, check=in_range(60, 30 * 86400), help="seconds between retrainings"),
+    "iforest_contamination": Key(float, 0.001, check=in_range(0.0001, 0.2),
+                                 help="the share of training rows taken as anomalous"),
+    "iforest_min_samples": Key(int, 1000, check=in_range(50, 10_000_000),
+                               help="stored rows a node needs before its model is trained (no alert before)"),
+    "maintenance": Key(bool, True, help="forecast each thermometer's crossing of its maintenance threshold"),
+    "maintenance_horizon_s": Key(float, 86400.0, check=in_range(3600, 30 * 86400),
+                                 help="how far ahead the maintenance forecast looks (and how much history it fits)"),
 }, help="rules, anomaly detection, energy KPIs and alerts (docs/analytics.md)")
 
 def check_site(site) -> None:

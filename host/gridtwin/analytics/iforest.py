@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from gridtwin.analytics.base import Context, Finding, Reading
+from gridtwin.analytics.config import ANALYTICS
 
 log = logging.getLogger("gridtwin.analytics.iforest")
 
@@ -530,8 +531,9 @@ class IsolationForestDetector:
 
 
 # [analytics] keys this detector reads when the site's section has them (else these defaults)
-SETTINGS = {"iforest": True, "iforest_train_s": 86400.0, "iforest_retrain_s": 3600.0,
-            "iforest_contamination": 0.001, "iforest_min_samples": 1000}
+# (their defaults' one home is the site schema's [analytics] section)
+SETTINGS = {k: ANALYTICS.keys[k].default for k in ("iforest", "iforest_train_s", "iforest_retrain_s",
+                                                     "iforest_contamination", "iforest_min_samples")}
 
 
 def setting(section, key: str):

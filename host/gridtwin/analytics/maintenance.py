@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gridtwin.analytics.base import Context, Finding, Reading
+from gridtwin.analytics.config import ANALYTICS
 
 BUCKETS = 288            # buckets per horizon
 MIN_POINTS = 12          # buckets a forecast needs
@@ -305,7 +306,7 @@ def finding(fc: Forecast) -> Finding:
                            "limit": th.limit, "risks": fc.risks, "actions": fc.actions})
 
 
-SETTINGS = {"maintenance": True, "maintenance_horizon_s": 86400.0}
+SETTINGS = {k: ANALYTICS.keys[k].default for k in ("maintenance", "maintenance_horizon_s")}  # the schema's
 
 
 def from_context(ctx: Context) -> MaintenanceDetector | None:
