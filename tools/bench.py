@@ -448,6 +448,21 @@ def analytics_section(args):
     return run(args)
 
 
+@section("opcua", "issue #16: points/s collected from 1,000 OPC UA variables at 1 and 10 Hz, CPU, RSS, latency "
+                  "(target: 10,000 points/s under half of this machine)")
+def opcua_section(args):
+    from gridtwin.opcua.bench import run
+
+    figures = []
+    for hz in (1.0, 10.0):
+        r = run(1000, hz, 10.0)
+        figures.append((f"OPC UA, 1,000 variables at {hz:g} Hz", f"{r['points_per_s']:,.0f} points/s",
+                        f"{r['points']} of {r['written']} stored; collector {r['collector_cpu_pct']:.0f} % of a core, "
+                        f"server {r['server_cpu_pct']:.0f} %, RSS {r['rss_mb']:.0f} MB; write -> stored row "
+                        f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms"))
+    return figures
+
+
 @section("fleet", "virtual nodes (issue #7): CPU and memory of 50 nodes at 1 Hz on this machine")
 def fleet_section(args):
     from bench_fleet import run  # tools/bench_fleet.py
