@@ -173,10 +173,11 @@ def test_broker_run_foreground_restarts_on_revoke_and_stops_on_ctrl_c(site_pki_c
         except OSError:
             return False
 
+    pid_file = site_pki_copy.dir / "var" / "broker" / "run.pid"
     try:
-        wait_until(lambda: accepts() or proc.poll() is not None, 10, "broker run to listen")
+        # the broker may listen a moment before `broker run` has written its pid file: wait for both
+        wait_until(lambda: (accepts() and pid_file.exists()) or proc.poll() is not None, 10, "broker run to listen")
         assert proc.poll() is None
-        pid_file = site_pki_copy.dir / "var" / "broker" / "run.pid"
         assert int(pid_file.read_text()) == proc.pid
         # `pki revoke` finds the running broker and tells it (SIGUSR1 -> restart with the new CRL;
         # SIGHUP stops it, as a closed terminal should: tests/host/test_signals.py).
