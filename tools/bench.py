@@ -440,6 +440,15 @@ def cost_section(args):
                free_port=free_port, RawPublisher=RawPublisher, telemetry=telemetry)
 
 
+@section("web", "issue #18: web view page load with 1,000 nodes, SSE fan-out to 20 clients at 1,000 readings/s vs "
+                "durable ingest without them")
+def web_section(args):
+    from bench_web import run  # tools/bench_web.py
+
+    return run(args, BenchSite, wait_until, start_daemon=start_daemon, stop=stop, scrape=scrape,
+               free_port=free_port, RawPublisher=RawPublisher, telemetry=telemetry)
+
+
 @section("analytics", "issue #15: detectors against faults the twin injects (precision, recall, delay, false alerts "
                       "per node-day), predicted-crossing error, readings/s analysed")
 def analytics_section(args):
@@ -483,6 +492,7 @@ def main(argv=None) -> int:
                     help="cost: skip the 10,000 msg/s latency run")
     ap.add_argument("--cost-readings", type=int, default=1_000_000, help="cost: readings stored for the size "
                     "and query figures")
+    ap.add_argument("--web-seconds", type=float, default=10, help="web: length of each measured ingest window")
     ap.add_argument("--analytics-seed", type=int, default=2, help="analytics: the twin's seed (1 is the one the "
                     "detectors were tuned on: report another)")
     ap.add_argument("--analytics-days", type=int, default=3, help="analytics: simulated days (the first is clean)")
