@@ -499,7 +499,9 @@ def run_foreground(site: "Site", pki: "PKI", *, dev: bool = False, port: int | N
         proc = start()
         old = signal.signal(RESTART_SIGNAL, on_restart)
         try:
-            pid_path.write_text(f"{os.getpid()}\n")
+            tmp = pid_path.with_suffix(".tmp")  # written whole, then renamed: a reader never sees it half
+            tmp.write_text(f"{os.getpid()}\n")
+            os.replace(tmp, pid_path)
             b = site.broker
             print(f"gridtwin: mosquitto on {listen}:{port or b.port} (TLS)"
                   + (f", {listen}:{ws_port or b.ws_port} (TLS WebSockets)" if (ws_port or b.ws_port) else "")
