@@ -25,7 +25,7 @@ from bench_cost import _paced, cpu_s  # tools/bench_cost.py: the paced 1,000 msg
 
 CLIENTS = 20
 RATE = 1000
-BURST = 30_000
+BURST = 100_000  # ~4 s of the daemon at full speed: long enough to rise above the noise
 
 
 def _nodes_online(db: Path) -> int:
