@@ -229,6 +229,18 @@ class Plan:
     rules: dict = field(default_factory=dict)    # (node, metric) -> [Rule]
 
 
+def setting(section, key: str):
+    """An [analytics] key of a site's validated section, or its schema default (no section: a test's
+    or a bench's detector built without a site)."""
+    if section is not None:
+        try:
+            if key in section:
+                return section[key]
+        except TypeError:
+            pass
+    return ANALYTICS.keys[key].default
+
+
 def _get(row, k, default=None):
     v = row.get(k) if isinstance(row, dict) else getattr(row, k, default)
     return default if v is None else v

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from gridtwin.analytics.base import Context, Finding, Reading
-from gridtwin.analytics.config import ANALYTICS
+from gridtwin.analytics.config import setting
 
 log = logging.getLogger("gridtwin.analytics.iforest")
 
@@ -530,24 +530,9 @@ class IsolationForestDetector:
         return sum(st.fit.forest.nbytes() for st in self.nodes.values() if st.fit is not None)
 
 
-# [analytics] keys this detector reads when the site's section has them (else these defaults)
-# (their defaults' one home is the site schema's [analytics] section)
-SETTINGS = {k: ANALYTICS.keys[k].default for k in ("iforest", "iforest_train_s", "iforest_retrain_s",
-                                                     "iforest_contamination", "iforest_min_samples")}
-
-
-def setting(section, key: str):
-    if section is not None:
-        try:
-            if key in section:
-                return section[key]
-        except TypeError:
-            pass
-    return SETTINGS[key]
-
-
 def from_context(ctx: Context) -> IsolationForestDetector | None:
-    """The engine's plugin hook (gridtwin.analytics.engine.PLUGINS): the detector the site asks for."""
+    """The engine's plugin hook (gridtwin.analytics.engine.PLUGINS): the detector the site asks for
+    ([analytics] iforest*, their defaults in the site schema)."""
     sec = ctx.config
     if not setting(sec, "iforest"):
         return None

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gridtwin.analytics.base import Context, Finding, Reading
-from gridtwin.analytics.config import ANALYTICS
+from gridtwin.analytics.config import setting
 
 BUCKETS = 288            # buckets per horizon
 MIN_POINTS = 12          # buckets a forecast needs
@@ -306,22 +306,9 @@ def finding(fc: Forecast) -> Finding:
                            "limit": th.limit, "risks": fc.risks, "actions": fc.actions})
 
 
-SETTINGS = {k: ANALYTICS.keys[k].default for k in ("maintenance", "maintenance_horizon_s")}  # the schema's
-
-
 def from_context(ctx: Context) -> MaintenanceDetector | None:
     """The engine's plugin hook (gridtwin.analytics.engine.PLUGINS)."""
     sec = ctx.config
-    if not _get(sec, "maintenance"):
+    if not setting(sec, "maintenance"):
         return None
-    return MaintenanceDetector(ctx, horizon_s=_get(sec, "maintenance_horizon_s"))
-
-
-def _get(section, key: str):
-    if section is not None:
-        try:
-            if key in section:
-                return section[key]
-        except TypeError:
-            pass
-    return SETTINGS[key]
+    return MaintenanceDetector(ctx, horizon_s=setting(sec, "maintenance_horizon_s"))
