@@ -47,7 +47,9 @@ SHIM_ALLOWANCE = 80 * 1024
 
 
 LOCK_FILE = "board.lock"
-_held_lock = threading.Lock()
+# re-entrant: release_folder also runs from a board's weakref finalizer, which the garbage collector
+# may call on this very thread while hold_folder holds the lock (a plain Lock deadlocked there)
+_held_lock = threading.RLock()
 _held: dict[pathlib.Path, list] = {}  # board folder -> [its open lock file, boards of ours using it]
 
 
