@@ -107,6 +107,8 @@ def test_a_store_failure_in_one_message_rejects_that_message_not_the_batch(fleet
         return real(node, st, now)
 
     daemon.store._status = fragile
+    heard = []  # what the dispatcher and the twin are told after a commit: only what was stored
+    daemon.ingest.batch_hooks.append(lambda statuses, acks: heard.extend(st for _n, st in statuses))
     node = NodeClient(fleet_broker, NODE)
     try:
         for seq in range(5):
@@ -118,6 +120,8 @@ def test_a_store_failure_in_one_message_rejects_that_message_not_the_batch(fleet
         assert count_rows(db) == 11
         assert daemon.metrics.rejected["internal"] == 1
         assert daemon.ingest._writer.is_alive() and daemon.metrics.health()[0]
+        assert not [st for st in heard if st.get("fw") == "boom"]
+        assert daemon.store.node_row(NODE)["rejected"] == 1
     finally:
         node.close()
         daemon.stop()

@@ -152,46 +152,53 @@ class Ingest:
         elif len(self._suppressed) < 10000:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
 
+    def _keep_rejects(self, rejects: dict) -> None:
+        """Put back rejections a failed write did not store, adding to what came in meanwhile."""
+        for node, (n, text, at) in rejects.items():
+            m, text2, at2 = self._node_rejects.get(node, (0, text, at))
+            self._node_rejects[node] = (n + m, text2 if at2 >= at else text, max(at, at2))
+
     def _store(self, tel, statuses, acks, logs, spool):
         """One transaction for the batch. Should the store refuse a value for a reason other than
         the database itself (a bind error: something validation let through), the batch is
-        written message by message and only the message that fails is rejected ("internal")."""
+        written message by message and only the message that fails is rejected ("internal") and
+        taken out of the lists, so no listener hears of a reading that was not stored."""
         rejects, self._node_rejects = self._node_rejects, {}
         try:
             return self.store.write_batch(tel, statuses, acks, logs, spool, rejects=rejects)
         except StoreError:
-            self._node_rejects.update(rejects)
+            self._keep_rejects(rejects)
             raise
         except Exception:
             pass
-        root = self.root
-        singles = [("telemetry", t.node, ([t], (), (), (), [spool[i]] if spool else None))
+        singles = [("telemetry", tel, t, t.node, ([t], (), (), (), [spool[i]] if spool else None))
                    for i, t in enumerate(tel)]
-        singles += [("status", n, ((), [(n, st)], (), (), None)) for n, st in statuses]
-        singles += [("ack", n, ((), (), [(n, a)], (), None)) for n, a in acks]
-        singles += [("log", n, ((), (), (), [(n, lg)], None)) for n, lg in logs]
-        total = BatchResult(0, 0, [])
-        for kind, node, parts in singles:
+        singles += [("status", statuses, x, x[0], ((), [x], (), (), None)) for x in statuses]
+        singles += [("ack", acks, x, x[0], ((), (), [x], (), None)) for x in acks]
+        singles += [("log", logs, x, x[0], ((), (), (), [x], None)) for x in logs]
+        total, failed = BatchResult(0, 0, []), []
+        for kind, items, item, node, parts in singles:
             try:
                 res = self.store.write_batch(*parts)
             except StoreError:
-                self._node_rejects.update(rejects)
+                self._keep_rejects(rejects)
                 raise
             except Exception as exc:
-                self._reject(f"{root}/{node}/{kind}", node,
+                self._reject(f"{self.root}/{node}/{kind}", node,
                              validate.Rejected("internal", f"the store refused it: {exc!r}"[:200]))
+                failed.append((items, item))
                 continue
             total.stored += res.stored
             total.duplicates += res.duplicates
             total.gaps += res.gaps
-        if rejects or self._node_rejects:
-            merged = dict(rejects)
-            merged.update(self._node_rejects)
-            self._node_rejects = {}
-            try:
-                self.store.write_batch((), rejects=merged)
-            except Exception:  # bookkeeping only: never worth the batch
-                pass
+        for items, item in failed:
+            items.remove(item)
+        self._keep_rejects(rejects)
+        rejects, self._node_rejects = self._node_rejects, {}
+        try:
+            self.store.write_batch((), rejects=rejects)
+        except Exception:  # bookkeeping only: never worth the batch
+            self._keep_rejects(rejects)
         return total
 
     def _process(self, batch: list) -> None:
