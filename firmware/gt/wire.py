@@ -18,7 +18,7 @@ def birth(net):
         "state": "online", "node": cfg["node"], "fw": VERSION, "board": cfg["board"],
         "role": cfg["role"], "reset": boot.cause, "boot": boot.boot_id, "boots": boot.boots,
         "heap": gc.mem_free(), "heap_min": app.heap_min, "rssi": net.rssi(),
-        "uptime": time.ticks_diff(time.ticks_ms(), app.started) // 1000,
+        "uptime": app.uptime(),  # (app.py: a ticks_diff from boot wraps after days)
         "cfg": cfg.get("hash"), "interval": app.sampler.interval, "sensors": app.units(),
         "outbox": len(box), "drops": box.dropped, "conn": net.conns,
         "handshake_ms": net.handshake_ms, "ts": clock.unix_ms(time.ticks_ms()),
