@@ -48,6 +48,7 @@ def one_line_error(capsys, argv, code=2):
     (["query", "pdu_a", "v", "--since", "soon"], ["--since 'soon' is neither a duration nor a time", "15m"]),
     (["query", "pdu_a", "v", "--since", "+5m"], ["--since '+5m' is neither a duration nor a time"]),
     (["daemon", "run", "--metrics-port", "x"], ["daemon run: argument --metrics-port"]),
+    (["daemon", "--metrics-port", "70000"], ["--metrics-port", "'70000' is not a TCP port"]),  # was an OverflowError
     (["--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
 ])
 def test_a_bad_flag_is_one_clear_line_and_a_nonzero_exit(site, capsys, argv, words):
@@ -400,3 +401,13 @@ def test_vnode_ctrl_c_stops_without_a_bare_keyboard_interrupt(site_pki_copy, mic
     assert proc.returncode == 0, err
     assert "KeyboardInterrupt" not in out + err and "Traceback" not in err
     assert "stopped" in err.splitlines()[-1] and "pdu_a" in err.splitlines()[-1]
+
+
+def test_a_render_into_a_folder_that_cannot_hold_files_is_one_clear_error(tmp_path):
+    """`gridtwin stack render --out /proc/x` ended in a FileNotFoundError traceback."""
+    from gridtwin.errors import ToolError
+    from gridtwin.stack.install import PlannedFile, write
+
+    with pytest.raises(ToolError, match="cannot write /proc/gridtwin") as exc:
+        write([PlannedFile("/etc/x.conf", b"x", 0o644, "root", "root")], "/proc/gridtwin", chown=False)
+    assert "--out" in exc.value.hint

@@ -7,12 +7,19 @@ import json
 from pathlib import Path
 
 
+def port(text: str) -> int:
+    """--metrics-port: 0 (any free port) or a TCP port; the CLI's one check for ports otherwise."""
+    from gridtwin.cli import port as tcp_port
+
+    return 0 if text == "0" else tcp_port(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     p = sub.add_parser("run", help="run in the foreground (the default)")
     for q in (parser, p):
-        q.add_argument("--metrics-port", type=int,
-                       help="port of /healthz and /metrics (default: [daemon] metrics_port)")
+        q.add_argument("--metrics-port", type=port,
+                       help="port of /healthz and /metrics (default: [daemon] metrics_port; 0: any free one)")
         q.add_argument("--log-format", choices=("auto", "json", "text"), default="auto",
                        help="json: one object per line (default when not on a terminal)")
         q.add_argument("--twin", action="store_true",
@@ -26,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # the run options again (before or after `install`): SUPPRESS keeps one given before it
     p.add_argument("--twin", action="store_true", default=argparse.SUPPRESS, help="the unit runs the twin too")
     p.add_argument("--instance", type=int, default=argparse.SUPPRESS, metavar="K", help="the unit runs instance K")
-    p.add_argument("--metrics-port", type=int, default=argparse.SUPPRESS, help="the unit's /metrics port")
+    p.add_argument("--metrics-port", type=port, default=argparse.SUPPRESS, help="the unit's /metrics port")
     p.add_argument("--user", default="gridtwin", help="system user the daemon runs as (default gridtwin)")
     p.add_argument("--unit-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
     p.add_argument("--dry-run", action="store_true", help="print the unit, change nothing")

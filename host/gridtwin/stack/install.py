@@ -86,6 +86,9 @@ def write(files: list[PlannedFile], root: Path | str = "/", *, chown: bool | Non
                 os.chown(path, pwd.getpwnam(f.owner).pw_uid, grp.getgrnam(f.group).gr_gid)
         except PermissionError:
             raise ToolError(f"cannot write {path}: permission denied", hint="run it with sudo") from None
+        except OSError as exc:  # a folder that cannot hold files (/proc, a file in the way, a full disk)
+            raise ToolError(f"cannot write {path}: {exc.strerror or exc}",
+                            hint="choose a folder that exists and can be written (--out / --root)") from None
         except KeyError as exc:
             svc = {"'telegraf'": "telegraf", "'grafana'": "grafana"}.get(str(exc), str(exc))
             raise ToolError(f"no system account {exc}",
