@@ -24,14 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_fleet import cpu_s  # tools/: one reading of /proc/<pid>/stat for every section
+
 ROOT = Path(__file__).resolve().parent.parent
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _paced(pub, bs, telemetry, rate: int, seconds: float, boot: int, start_seq: int = 0) -> int:

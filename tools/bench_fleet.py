@@ -17,7 +17,8 @@ from pathlib import Path
 WINDOW_S = 30.0
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (its threads included)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -70,9 +71,9 @@ def run(args, BenchSite, wait_until):
         connected_s = time.monotonic() - t0
         time.sleep(3)  # let the connection burst settle before measuring
         pids = [b._proc.pid for b in boards]
-        cpu0, n0, w0 = sum(map(_cpu_s, pids)), got["n"], time.monotonic()
+        cpu0, n0, w0 = sum(map(cpu_s, pids)), got["n"], time.monotonic()
         time.sleep(WINDOW_S)
-        cpu1, n1, w1 = sum(map(_cpu_s, pids)), got["n"], time.monotonic()
+        cpu1, n1, w1 = sum(map(cpu_s, pids)), got["n"], time.monotonic()
         rss = [_rss_mb(p) for p in pids]
         share = (cpu1 - cpu0) / (w1 - w0) / os.cpu_count() * 100
         host.loop_stop()
