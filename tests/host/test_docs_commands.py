@@ -16,12 +16,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from fixtures.broker import free_port
+from fixtures.broker import free_port, healthz_ok, port_open
 from fixtures.daemon_fleet import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.micropython]
@@ -181,10 +180,10 @@ def test_the_documented_commands_run_against_a_virtual_system(system):
 
     broker = system.start("gridtwin broker run", "broker.log")
     port = int(re.search(r"(?m)^port = (\d+)$", (system.dir / "site.toml").read_text()).group(1))
-    wait_for(lambda: _port_open(port) or _died(broker), 20, "the broker to listen")
+    wait_for(lambda: port_open(port) or _died(broker), 20, "the broker to listen")
     daemon = system.start("gridtwin daemon", "daemon.log")
     metrics = int(re.search(r"(?m)^metrics_port = (\d+)$", (system.dir / "site.toml").read_text()).group(1))
-    wait_for(lambda: _healthy(metrics) or _died(daemon), 30, "the daemon to be healthy")
+    wait_for(lambda: healthz_ok(metrics) or _died(daemon), 30, "the daemon to be healthy")
     node = system.start("gridtwin vnode pdu_a", "vnode.log")
     wait_for(lambda: "online" in _line_of(system.run("gridtwin nodes").stdout, "pdu_a") or _died(node), 60,
              "pdu_a online in `gridtwin nodes`")
@@ -206,19 +205,6 @@ def test_the_documented_commands_run_against_a_virtual_system(system):
         assert code in (0, 130, -signal.SIGINT), f"{what} exited {code}: {text[-1500:]}"
 
 
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
-    except OSError:
-        return False
 
 
 def _died(p) -> bool:
@@ -229,4 +215,3 @@ def _died(p) -> bool:
 
 def _line_of(text: str, word: str) -> str:
     return next((ln for ln in text.splitlines() if word in ln.split()), "")
-

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from fixtures.broker import free_port
+from fixtures.broker import free_port, healthz_ok, port_open
 from fixtures.daemon_fleet import wait_for
 from gridtwin.micropython import find_micropython, find_mpy_cross
 
@@ -190,9 +190,9 @@ def test_the_wheel_runs_away_from_the_checkout(installed):
     assert re.search(r"(?m)^ok\s+install\s+firmware \d+ files", doctor), doctor
     installed.run("gridtwin", "pki", "init", "--nodes")
     broker = installed.start("broker", "gridtwin", "broker", "run")
-    wait_for(lambda: _port_open(broker_port) or installed.died(broker), 20, "the broker to listen")
+    wait_for(lambda: port_open(broker_port) or installed.died(broker), 20, "the broker to listen")
     daemon = installed.start("daemon", "gridtwin", "daemon")
-    wait_for(lambda: _healthy(metrics_port) or installed.died(daemon), 30, "the daemon to be healthy")
+    wait_for(lambda: healthz_ok(metrics_port) or installed.died(daemon), 30, "the daemon to be healthy")
     node = installed.start("vnode", "gridtwin", "vnode", "pdu_a")
 
     def stored() -> int:
@@ -219,20 +219,3 @@ def test_the_wheel_runs_away_from_the_checkout(installed):
         f"gridtwin: this gridtwin has no firmware (main.py and gt/): looked in {firmware} ({REINSTALL})"
     assert re.search(rf"(?m)^FAIL install\s+this gridtwin has no firmware .*: looked in {re.escape(str(firmware))}$",
                      installed.run("gridtwin", "doctor", ok=False).stdout)
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _healthy(port: int) -> bool:
-    import urllib.request
-
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
-    except OSError:
-        return False
