@@ -37,7 +37,7 @@ class App:
         self.cfg = cfg
         self.boot = boot
         self.log = log
-        self.started = self._up_at = time.ticks_ms()
+        self._up_at = time.ticks_ms()
         self.up_s = self._up_ms = 0
         self.wdt = Watchdog(cfg["wdt_ms"], log)
         self.hw = Hardware(cfg["pins"])

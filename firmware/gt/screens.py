@@ -135,7 +135,7 @@ class Screens:
         else:
             s = time.ticks_diff(now, last) // 1000
             pub = ("%ds" % s if s < 120 else "%dm" % (s // 60) if s < 7200 else "%dh" % (s // 3600)) + " ago"
-        up = time.ticks_diff(now, app.started) // 1000
+        up = app.uptime()
         nf = len(app.faults())
         return [cfg["node"], cfg["role"][:16],
                 "link %s%s" % (app.link, "" if tls is None else " tls " + ("on" if tls else "off")),
