@@ -32,6 +32,7 @@ def section(name: str, help_text: str):
     def register(fn):
         SECTIONS[name] = (fn, help_text)
         return fn
+
     return register
 
 
@@ -53,6 +54,7 @@ def wait_until(cond, timeout: float, what: str, interval: float = 0.05):
 
 # --- a site, its PKI and its broker (the rendered configuration) ---------------------------------
 
+
 class BenchSite:
     """A temporary site with N nodes, its PKI, and mosquitto with the config gridtwin renders, plus
     the dev listener (plain, loopback, anonymous, confined to the topic root) for the load
@@ -66,8 +68,10 @@ class BenchSite:
         self.dir = workdir
         self.node_ids = [f"n{i:04d}" for i in range(nodes)]
         # the site's defaults except the queue, which must hold the whole backlog the bench builds
-        text = ('[site]\nid = "bench"\n\n[broker]\nmax_queued_messages = 2000000\nmax_queued_bytes = 0\n'
-                'max_inflight_messages = 1000\n\n')
+        text = (
+            '[site]\nid = "bench"\n\n[broker]\nmax_queued_messages = 2000000\nmax_queued_bytes = 0\n'
+            'max_inflight_messages = 1000\n\n'
+        )
         text += "".join(f'[[nodes]]\nid = "{n}"\nrole = "sensor"\n\n' for n in self.node_ids)
         (workdir / "site.toml").write_text(text)
         self.site = load_site(workdir / "site.toml")
@@ -76,13 +80,24 @@ class BenchSite:
         self.root = self.site.topic_root
         self.port, self.dev_port = free_port(), free_port()
         user = "root" if os.geteuid() == 0 else None
-        files = broker.render(self.site, self.pki, dev=True, port=self.port, dev_port=self.dev_port,
-                              data_dir=workdir / "broker", listen="127.0.0.1", user=user,
-                              log_dest=f"file {workdir}/mosquitto.log")
+        files = broker.render(
+            self.site,
+            self.pki,
+            dev=True,
+            port=self.port,
+            dev_port=self.dev_port,
+            data_dir=workdir / "broker",
+            listen="127.0.0.1",
+            user=user,
+            log_dest=f"file {workdir}/mosquitto.log",
+        )
         broker.write_files(files, workdir / "broker")
         self.conf = workdir / "broker" / "mosquitto.conf"
-        self.proc = subprocess.Popen([broker.mosquitto_binary(), "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [broker.mosquitto_binary(), "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until(self._listening, 10, "mosquitto")
 
     def _listening(self):
@@ -93,8 +108,14 @@ class BenchSite:
             return False
 
     def tls_args(self, identity: str) -> list[str]:
-        return ["--cafile", str(self.pki.ca_cert_path), "--cert", str(self.pki.cert_path(identity)),
-                "--key", str(self.pki.key_path(identity))]
+        return [
+            "--cafile",
+            str(self.pki.ca_cert_path),
+            "--cert",
+            str(self.pki.cert_path(identity)),
+            "--key",
+            str(self.pki.key_path(identity)),
+        ]
 
     def stop(self):
         self.proc.terminate()
@@ -102,6 +123,7 @@ class BenchSite:
 
 
 # --- load generator: raw MQTT 3.1.1 QoS 1 over a plain socket --------------------------------------
+
 
 def _remaining(n: int) -> bytes:
     out = bytearray()
@@ -149,7 +171,7 @@ class RawPublisher:
         self._buf += data
         n = len(self._buf) // 4  # PUBACK is 4 bytes: 0x40 0x02 mid
         self.acked += n
-        self._buf = self._buf[n * 4:]
+        self._buf = self._buf[n * 4 :]
 
     def send(self, packets: list[tuple[bytes, bytes]]):
         chunk = []
@@ -175,18 +197,41 @@ class RawPublisher:
 
 def telemetry(root: str, node: str, boot: int, seq: int, ts: int, **m) -> tuple[bytes, bytes]:
     m = m or {"p_w": seq * 0.5, "t_c": 21.5}
-    return (f"{root}/{node}/telemetry".encode(),
-            json.dumps({"v": 1, "node": node, "boot": boot, "seq": seq, "ts": ts, "m": m},
-                       separators=(",", ":")).encode())
+    return (
+        f"{root}/{node}/telemetry".encode(),
+        json.dumps(
+            {"v": 1, "node": node, "boot": boot, "seq": seq, "ts": ts, "m": m},
+            separators=(",", ":"),
+        ).encode(),
+    )
 
 
 # --- the daemon as a process -----------------------------------------------------------------------
 
+
 def start_daemon(bs: BenchSite, db: Path, metrics_port: int, extra=()) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "gridtwin.daemon", "--port", str(bs.port), "--root", bs.root,
-           "--ca", str(bs.pki.ca_cert_path), "--cert", str(bs.pki.cert_path("gridtwin-host")),
-           "--key", str(bs.pki.key_path("gridtwin-host")), "--db", str(db), "--metrics-port", str(metrics_port),
-           "--nodes", ",".join(bs.node_ids), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gridtwin.daemon",
+        "--port",
+        str(bs.port),
+        "--root",
+        bs.root,
+        "--ca",
+        str(bs.pki.ca_cert_path),
+        "--cert",
+        str(bs.pki.cert_path("gridtwin-host")),
+        "--key",
+        str(bs.pki.key_path("gridtwin-host")),
+        "--db",
+        str(db),
+        "--metrics-port",
+        str(metrics_port),
+        "--nodes",
+        ",".join(bs.node_ids),
+        *extra,
+    ]
     log = open(bs.dir / "daemon.log", "ab")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "host"))
     p = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
@@ -230,14 +275,21 @@ def stop(p: subprocess.Popen):
 
 # --- section: ingest ---------------------------------------------------------------------------------
 
-@section("ingest", "daemon: durable ingest rate vs mosquitto_sub, latency p50/p99 at 1,000 msg/s, RSS with 1,000 nodes")
+
+@section(
+    "ingest",
+    "daemon: durable ingest rate vs mosquitto_sub, latency p50/p99 at 1,000 msg/s, RSS with 1,000 nodes",
+)
 def bench_ingest(args) -> list:
     figures = []
     n_msgs, n_nodes = args.messages, 1000
     work = Path(tempfile.mkdtemp(prefix="gridtwin-bench-"))
     t0 = time.monotonic()
     bs = BenchSite(n_nodes, work)
-    print(f"  site with {n_nodes} nodes, PKI and broker ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    print(
+        f"  site with {n_nodes} nodes, PKI and broker ready in {time.monotonic() - t0:.1f} s",
+        file=sys.stderr,
+    )
     daemon = None
     try:
         db = work / "gridtwin.db"
@@ -246,8 +298,21 @@ def bench_ingest(args) -> list:
         #    same stream for both, and each then drains it alone (no load generator competing for CPU)
         daemon = start_daemon(bs, db, mport)
         stop(daemon)
-        sub = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(bs.port), *bs.tls_args("telegraf"),
-               "-q", "1", "-c", "-i", "telegraf", "-t", f"{bs.root}/+/telemetry"]
+        sub = [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(bs.port),
+            *bs.tls_args("telegraf"),
+            "-q",
+            "1",
+            "-c",
+            "-i",
+            "telegraf",
+            "-t",
+            f"{bs.root}/+/telemetry",
+        ]
         subprocess.run(sub + ["-E"], check=True, stdout=subprocess.DEVNULL, timeout=30)
         pub = RawPublisher(bs.dev_port, "bench-load")
         now = int(time.time() * 1000)
@@ -258,55 +323,110 @@ def bench_ingest(args) -> list:
         pub.drain()
         pub.close()
         total = per_node * n_nodes
-        print(f"  queued {total} messages for both consumers in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        print(
+            f"  queued {total} messages for both consumers in {time.monotonic() - t0:.1f} s",
+            file=sys.stderr,
+        )
 
         # 2. the daemon drains its queue: validate, store durably (WAL, synchronous=NORMAL), then ack
         daemon = start_daemon(bs, db, mport)
-        first = wait_until(lambda: (lambda s: s if s > 0 else None)(scrape(mport).get("gridtwin_stored_total", 0)),
-                           60, "the first stored batch", interval=0.01)
+        first = wait_until(
+            lambda: (lambda s: s if s > 0 else None)(scrape(mport).get("gridtwin_stored_total", 0)),
+            60,
+            "the first stored batch",
+            interval=0.01,
+        )
         t_first = time.monotonic()
-        wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) >= total, 600, "the daemon to store all",
-                   interval=0.05)
+        wait_until(
+            lambda: scrape(mport).get("gridtwin_stored_total", 0) >= total,
+            600,
+            "the daemon to store all",
+            interval=0.05,
+        )
         d_elapsed = time.monotonic() - t_first
         d_rate = (total - first) / d_elapsed
         m = scrape(mport)
-        figures.append(("durable ingest (daemon, stored + acked)", f"{d_rate:,.0f} msg/s",
-                        f"{total:,} msgs from {n_nodes} nodes, {m.get('gridtwin_duplicates_total', 0):.0f} duplicates"))
+        figures.append(
+            (
+                "durable ingest (daemon, stored + acked)",
+                f"{d_rate:,.0f} msg/s",
+                f"{total:,} msgs from {n_nodes} nodes, {m.get('gridtwin_duplicates_total', 0):.0f} duplicates",
+            )
+        )
         rss_after_stream = rss_mb(daemon.pid)
 
         # 3. mosquitto_sub drains the same stream to /dev/null
         t0 = time.monotonic()
         subprocess.run(sub + ["-C", str(total)], check=True, stdout=subprocess.DEVNULL, timeout=600)
         s_rate = total / (time.monotonic() - t0)
-        figures.append(("mosquitto_sub > /dev/null, same stream", f"{s_rate:,.0f} msg/s", "C client, QoS 1, TLS"))
+        figures.append(
+            (
+                "mosquitto_sub > /dev/null, same stream",
+                f"{s_rate:,.0f} msg/s",
+                "C client, QoS 1, TLS",
+            )
+        )
         figures.append(("ratio daemon / mosquitto_sub", f"{d_rate / s_rate:.2f}", "target >= 0.25"))
 
         # 3b. live: the load generator offers a fixed rate while the daemon ingests (all three
         #     share the two cores here, so this is a floor; on a Pi the publishers are elsewhere)
         offered, kept, drain_s = live_run(bs, mport, rate=args.live_rate, seconds=args.live_seconds)
-        figures.append((f"live: offered {offered:,.0f} msg/s for {args.live_seconds:g} s", f"{kept:,.0f} msg/s",
-                        f"stored while the generator ran on the same cores; backlog gone {drain_s:.1f} s "
-                        "after it stopped"))
+        figures.append(
+            (
+                f"live: offered {offered:,.0f} msg/s for {args.live_seconds:g} s",
+                f"{kept:,.0f} msg/s",
+                f"stored while the generator ran on the same cores; backlog gone {drain_s:.1f} s "
+                "after it stopped",
+            )
+        )
 
         # 4. latency at 1,000 msg/s: each message carries its send time; the daemon's tail stream
         #    shows it after commit and ack, so the difference is publish -> durably stored -> seen
         lat = latency_run(bs, mport, rate=1000, seconds=args.latency_seconds)
         lat.sort()
         p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
-        figures.append(("end-to-end latency at 1,000 msg/s", f"p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms",
-                        f"{len(lat)} msgs after 3 s warm-up, publish -> committed -> seen; target p99 < 25 ms"))
+        figures.append(
+            (
+                "end-to-end latency at 1,000 msg/s",
+                f"p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms",
+                f"{len(lat)} msgs after 3 s warm-up, publish -> committed -> seen; target p99 < 25 ms",
+            )
+        )
 
         # 5. memory with 1,000 nodes registered (each sent telemetry and a birth message)
         pub = RawPublisher(bs.dev_port, "bench-birth")
-        pub.send([(f"{bs.root}/{n}/status".encode(),
-                   json.dumps({"state": "online", "fw": "0.6.0", "board": "esp32s3", "heap": 80000, "rssi": -60,
-                               "reset": "power_on", "boot": 1, "uptime": 5, "outbox": 0, "drops": 0}).encode())
-                  for n in bs.node_ids])
+        pub.send(
+            [
+                (
+                    f"{bs.root}/{n}/status".encode(),
+                    json.dumps(
+                        {
+                            "state": "online",
+                            "fw": "0.6.0",
+                            "board": "esp32s3",
+                            "heap": 80000,
+                            "rssi": -60,
+                            "reset": "power_on",
+                            "boot": 1,
+                            "uptime": 5,
+                            "outbox": 0,
+                            "drops": 0,
+                        }
+                    ).encode(),
+                )
+                for n in bs.node_ids
+            ]
+        )
         pub.drain()
         pub.close()
         wait_until(lambda: nodes_online(db) >= n_nodes, 60, "1,000 births to be registered")
-        figures.append(("daemon RSS, 1,000 nodes registered", f"{rss_mb(daemon.pid):.0f} MB",
-                        f"{rss_after_stream:.0f} MB right after the stream; target < 150 MB"))
+        figures.append(
+            (
+                "daemon RSS, 1,000 nodes registered",
+                f"{rss_mb(daemon.pid):.0f} MB",
+                f"{rss_after_stream:.0f} MB right after the stream; target < 150 MB",
+            )
+        )
     finally:
         if daemon:
             stop(daemon)
@@ -330,7 +450,9 @@ def live_run(bs: BenchSite, mport: int, rate: int, seconds: float) -> tuple[floa
         batch = []
         for _ in range(per_tick):
             n = bs.node_ids[sent % len(bs.node_ids)]
-            batch.append(telemetry(bs.root, n, 3, sent // len(bs.node_ids), now + sent // len(bs.node_ids)))
+            batch.append(
+                telemetry(bs.root, n, 3, sent // len(bs.node_ids), now + sent // len(bs.node_ids))
+            )
             sent += 1
         pub.send(batch)
         i += 1
@@ -339,12 +461,17 @@ def live_run(bs: BenchSite, mport: int, rate: int, seconds: float) -> tuple[floa
     pub.drain()
     pub.close()
     t_stop = time.monotonic()
-    wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) - base >= sent, 300, "the live backlog")
+    wait_until(
+        lambda: scrape(mport).get("gridtwin_stored_total", 0) - base >= sent,
+        300,
+        "the live backlog",
+    )
     return sent / elapsed, stored_then / elapsed, time.monotonic() - t_stop
 
 
 def nodes_online(db: Path) -> int:
     import sqlite3
+
     conn = sqlite3.connect(db, timeout=30)
     try:
         return conn.execute("SELECT count(*) FROM nodes WHERE state='online'").fetchone()[0]
@@ -357,8 +484,9 @@ def latency_run(bs: BenchSite, mport: int, rate: int, seconds: float, warmup: fl
     message after its batch is committed and acked. The first `warmup` seconds are not counted:
     the figure is the steady state at that rate, not the settling after the bursts before it."""
     state = json.loads((bs.dir / "daemon.json").read_text())
-    req = urllib.request.Request(f"http://127.0.0.1:{mport}/tail",
-                                 headers={"Authorization": f"Bearer {state['token']}"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{mport}/tail", headers={"Authorization": f"Bearer {state['token']}"}
+    )
     stream = urllib.request.urlopen(req, timeout=60)
     skip, expected = int(rate * warmup), int(rate * seconds)
     total = skip + expected
@@ -386,19 +514,27 @@ def latency_run(bs: BenchSite, mport: int, rate: int, seconds: float, warmup: fl
         if delay > 0:
             time.sleep(delay)
         n = nodes[i % len(nodes)]
-        pub.send([telemetry(bs.root, n, 2, i // len(nodes), int(time.time() * 1000), t0=time.time())])
+        pub.send(
+            [telemetry(bs.root, n, 2, i // len(nodes), int(time.time() * 1000), t0=time.time())]
+        )
     pub.drain()
     pub.close()
     th.join(60)
     stream.close()
     if os.environ.get("BENCH_DEBUG") and sends:
         worst = sorted(zip(lat, sends), reverse=True)[:10]
-        print("  worst latencies (ms @ s into the measured part):",
-              [(round(x * 1000), round(t - sends[0], 2)) for x, t in worst], file=sys.stderr)
+        print(
+            "  worst latencies (ms @ s into the measured part):",
+            [(round(x * 1000), round(t - sends[0], 2)) for x, t in worst],
+            file=sys.stderr,
+        )
     return lat
 
 
-@section("twin", "twin engine: time per step for 100, 1,000 and 10,000 components (target: 10,000 under 10 ms)")
+@section(
+    "twin",
+    "twin engine: time per step for 100, 1,000 and 10,000 components (target: 10,000 under 10 ms)",
+)
 def bench_twin(args) -> list:
     # Synthetic sites of 100-component blocks (data-centre chains, a PV-hydrogen plant every 10th
     # block, one grid bus): the same validation and engine as a site file (gridtwin.twin.synthetic).
@@ -410,7 +546,7 @@ def bench_twin(args) -> list:
         t0 = time.perf_counter()
         twin = Twin(synthetic_topology(n))
         built = time.perf_counter() - t0
-        twin.run_until(5.0)   # warm up past start-up transients
+        twin.run_until(5.0)  # warm up past start-up transients
         times = []
         for _ in range(300):
             s = time.perf_counter()
@@ -418,57 +554,97 @@ def bench_twin(args) -> list:
             times.append(time.perf_counter() - s)
         times.sort()
         mean = sum(times) / len(times)
-        note = (f"p99 {times[int(0.99 * len(times))] * 1e3:.2f} ms, build {built:.2f} s, "
-                f"{0.1 / mean:,.0f}x real time at step 0.1 s")
+        note = (
+            f"p99 {times[int(0.99 * len(times))] * 1e3:.2f} ms, build {built:.2f} s, "
+            f"{0.1 / mean:,.0f}x real time at step 0.1 s"
+        )
         figures.append((f"engine step, {n:,} components", f"{mean * 1e3:.2f} ms", note))
     return figures
 
 
-@section("firmware", "node firmware (issue #4): MQTT/TLS connect time, 10,000-message soak in a 96 KB heap")
+@section(
+    "firmware",
+    "node firmware (issue #4): MQTT/TLS connect time, 10,000-message soak in a 96 KB heap",
+)
 def firmware_section(args):
     from bench_firmware import run  # tools/bench_firmware.py
 
     return run(args, BenchSite, wait_until)
 
 
-@section("cost", "issue #20: daemon CPU at 1,000 msg/s vs its burst cost, idle CPU with 10,000 nodes, bytes per "
-                 "reading, `gridtwin query` vs a plain script")
+@section(
+    "cost",
+    "issue #20: daemon CPU at 1,000 msg/s vs its burst cost, idle CPU with 10,000 nodes, bytes per "
+    "reading, `gridtwin query` vs a plain script",
+)
 def cost_section(args):
     from bench_cost import run  # tools/bench_cost.py
 
-    return run(args, BenchSite, wait_until, start_daemon=start_daemon, stop=stop, scrape=scrape,
-               free_port=free_port, RawPublisher=RawPublisher, telemetry=telemetry)
+    return run(
+        args,
+        BenchSite,
+        wait_until,
+        start_daemon=start_daemon,
+        stop=stop,
+        scrape=scrape,
+        free_port=free_port,
+        RawPublisher=RawPublisher,
+        telemetry=telemetry,
+    )
 
 
-@section("web", "issue #18: web view page load with 1,000 nodes, SSE fan-out to 20 clients at 1,000 readings/s vs "
-                "durable ingest without them")
+@section(
+    "web",
+    "issue #18: web view page load with 1,000 nodes, SSE fan-out to 20 clients at 1,000 readings/s vs "
+    "durable ingest without them",
+)
 def web_section(args):
     from bench_web import run  # tools/bench_web.py
 
-    return run(args, BenchSite, wait_until, start_daemon=start_daemon, stop=stop, scrape=scrape,
-               free_port=free_port, RawPublisher=RawPublisher, telemetry=telemetry)
+    return run(
+        args,
+        BenchSite,
+        wait_until,
+        start_daemon=start_daemon,
+        stop=stop,
+        scrape=scrape,
+        free_port=free_port,
+        RawPublisher=RawPublisher,
+        telemetry=telemetry,
+    )
 
 
-@section("analytics", "issue #15: detectors against faults the twin injects (precision, recall, delay, false alerts "
-                      "per node-day), predicted-crossing error, readings/s analysed")
+@section(
+    "analytics",
+    "issue #15: detectors against faults the twin injects (precision, recall, delay, false alerts "
+    "per node-day), predicted-crossing error, readings/s analysed",
+)
 def analytics_section(args):
     from bench_analytics import run  # tools/bench_analytics.py
 
     return run(args)
 
 
-@section("opcua", "issue #16: points/s collected from 1,000 OPC UA variables at 1 and 10 Hz, CPU, RSS, latency "
-                  "(target: 10,000 points/s under half of this machine)")
+@section(
+    "opcua",
+    "issue #16: points/s collected from 1,000 OPC UA variables at 1 and 10 Hz, CPU, RSS, latency "
+    "(target: 10,000 points/s under half of this machine)",
+)
 def opcua_section(args):
     from gridtwin.opcua.bench import run
 
     figures = []
     for hz in (1.0, 10.0):
         r = run(1000, hz, 10.0)
-        figures.append((f"OPC UA, 1,000 variables at {hz:g} Hz", f"{r['points_per_s']:,.0f} points/s",
-                        f"{r['points']} of {r['written']} stored; collector {r['collector_cpu_pct']:.0f} % of a core, "
-                        f"server {r['server_cpu_pct']:.0f} %, RSS {r['rss_mb']:.0f} MB; write -> stored row "
-                        f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms"))
+        figures.append(
+            (
+                f"OPC UA, 1,000 variables at {hz:g} Hz",
+                f"{r['points_per_s']:,.0f} points/s",
+                f"{r['points']} of {r['written']} stored; collector {r['collector_cpu_pct']:.0f} % of a core, "
+                f"server {r['server_cpu_pct']:.0f} %, RSS {r['rss_mb']:.0f} MB; write -> stored row "
+                f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms",
+            )
+        )
     return figures
 
 
@@ -483,19 +659,45 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     ap.add_argument("--messages", type=int, default=300_000, help="ingest: size of the stream")
-    ap.add_argument("--latency-seconds", type=float, default=10, help="ingest: length of the 1,000 msg/s run")
-    ap.add_argument("--live-rate", type=int, default=30000, help="ingest: rate offered in the live run")
+    ap.add_argument(
+        "--latency-seconds", type=float, default=10, help="ingest: length of the 1,000 msg/s run"
+    )
+    ap.add_argument(
+        "--live-rate", type=int, default=30000, help="ingest: rate offered in the live run"
+    )
     ap.add_argument("--live-seconds", type=float, default=10, help="ingest: length of the live run")
     ap.add_argument("--fleet-nodes", type=int, default=50, help="fleet: how many virtual nodes")
-    ap.add_argument("--cost-seconds", type=float, default=10, help="cost: length of each measured window")
-    ap.add_argument("--no-cost-latency", dest="cost_latency", action="store_false",
-                    help="cost: skip the 10,000 msg/s latency run")
-    ap.add_argument("--cost-readings", type=int, default=1_000_000, help="cost: readings stored for the size "
-                    "and query figures")
-    ap.add_argument("--web-seconds", type=float, default=10, help="web: length of each measured ingest window")
-    ap.add_argument("--analytics-seed", type=int, default=2, help="analytics: the twin's seed (1 is the one the "
-                    "detectors were tuned on: report another)")
-    ap.add_argument("--analytics-days", type=int, default=3, help="analytics: simulated days (the first is clean)")
+    ap.add_argument(
+        "--cost-seconds", type=float, default=10, help="cost: length of each measured window"
+    )
+    ap.add_argument(
+        "--no-cost-latency",
+        dest="cost_latency",
+        action="store_false",
+        help="cost: skip the 10,000 msg/s latency run",
+    )
+    ap.add_argument(
+        "--cost-readings",
+        type=int,
+        default=1_000_000,
+        help="cost: readings stored for the size and query figures",
+    )
+    ap.add_argument(
+        "--web-seconds", type=float, default=10, help="web: length of each measured ingest window"
+    )
+    ap.add_argument(
+        "--analytics-seed",
+        type=int,
+        default=2,
+        help="analytics: the twin's seed (1 is the one the "
+        "detectors were tuned on: report another)",
+    )
+    ap.add_argument(
+        "--analytics-days",
+        type=int,
+        default=3,
+        help="analytics: simulated days (the first is clean)",
+    )
     args = ap.parse_args(argv)
     names = args.only.split(",") if args.only else list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
@@ -503,7 +705,9 @@ def main(argv=None) -> int:
         ap.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     # figures depend on what else runs: the load average says how quiet the machine was
-    print(f"GridTwin bench on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, load average {load}")
+    print(
+        f"GridTwin bench on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, load average {load}"
+    )
     for name in names:
         fn, help_text = SECTIONS[name]
         print(f"\n[{name}] {help_text}", flush=True)

@@ -46,7 +46,12 @@ MENU = [
     ("spike_sensor", ["srv_a"], {"amplitude": 1.0, "rate": 0.05}, 1800, False, 600),
 ]
 # a server's thermometer climbing 1.2 degC/h from 45 degC for 36 h: it crosses 85 degC after 33.3 h
-SLOW_RISE = ("temp_rise", "srv_a", {"metric": "t_c", "rate_c_per_h": 1.2, "base_c": 45.0}, 36 * 3600)
+SLOW_RISE = (
+    "temp_rise",
+    "srv_a",
+    {"metric": "t_c", "rate_c_per_h": 1.2, "base_c": 45.0},
+    36 * 3600,
+)
 
 
 class _Bus:
@@ -159,8 +164,12 @@ def evaluate(seed: int, days: int, work: Path) -> dict:
 
     import logging
 
-    logging.getLogger("gridtwin.analytics").setLevel(logging.ERROR)  # each alert's warning line: thousands
-    shutil.copy(EXAMPLE, work / "site.toml")   # the site's var/ (the models' file) in the bench's folder
+    logging.getLogger("gridtwin.analytics").setLevel(
+        logging.ERROR
+    )  # each alert's warning line: thousands
+    shutil.copy(
+        EXAMPLE, work / "site.toml"
+    )  # the site's var/ (the models' file) in the bench's folder
     site = load_site(work / "site.toml")
     path = db_path(site)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +180,9 @@ def evaluate(seed: int, days: int, work: Path) -> dict:
     det_cpu: dict[str, float] = {}
     for det in engine.detectors:
         if getattr(det, "name", "") == "iforest":
-            det.background = False   # trained on this thread between batches: the same run every time
+            det.background = (
+                False  # trained on this thread between batches: the same run every time
+            )
         _time(det, "observe", det_cpu)
         if hasattr(det, "tick"):
             _time(det, "tick", det_cpu)
@@ -182,12 +193,20 @@ def evaluate(seed: int, days: int, work: Path) -> dict:
         if doc["state"] == "raised" and doc.get("source") == "analytics":
             detail = doc.get("detail") or {}
             # the reading's time (the alert's own ts is the host's clock when it was raised)
-            a = {"key": doc["key"], "kind": doc["kind"], "node": doc["node"],
-                 "raised": detail.get("reading_ts", doc["ts"]), "cleared": None, "detail": detail}
+            a = {
+                "key": doc["key"],
+                "kind": doc["kind"],
+                "node": doc["node"],
+                "raised": detail.get("reading_ts", doc["ts"]),
+                "cleared": None,
+                "detail": detail,
+            }
             raised.append(a)
             open_[doc["key"]] = a
         elif doc["state"] == "cleared" and doc["key"] in open_:
-            open_.pop(doc["key"])["cleared"] = engine._latest_ts  # reading time (the store stamps wall time)
+            open_.pop(doc["key"])["cleared"] = (
+                engine._latest_ts
+            )  # reading time (the store stamps wall time)
 
     alerts.listeners.append(listen)
     cpu = {"analytics": 0.0, "store": 0.0}
@@ -210,8 +229,17 @@ def evaluate(seed: int, days: int, work: Path) -> dict:
 
     labels, twin_cpu = simulate(site, seed, days, on_batch)
     store.close()
-    return {"labels": labels, "alerts": raised, "cpu": cpu, "det_cpu": det_cpu, "twin_cpu": twin_cpu,
-            "readings": counts["readings"], "nodes": len(site.node_ids), "days": days, "analysed": engine.analysed}
+    return {
+        "labels": labels,
+        "alerts": raised,
+        "cpu": cpu,
+        "det_cpu": det_cpu,
+        "twin_cpu": twin_cpu,
+        "readings": counts["readings"],
+        "nodes": len(site.node_ids),
+        "days": days,
+        "analysed": engine.analysed,
+    }
 
 
 def _time(det, method: str, acc: dict) -> None:
@@ -230,8 +258,12 @@ def _time(det, method: str, acc: dict) -> None:
 
 
 def family(kind: str) -> str:
-    return "rule" if kind.startswith("rule") or kind in ("soc_drop", "power_spike", "efficiency_drop",
-                                                        "voltage_deviation") else kind
+    return (
+        "rule"
+        if kind.startswith("rule")
+        or kind in ("soc_drop", "power_spike", "efficiency_drop", "voltage_deviation")
+        else kind
+    )
 
 
 def score(res: dict, warmup_days: int = 1) -> dict:
@@ -245,14 +277,21 @@ def score(res: dict, warmup_days: int = 1) -> dict:
         mine = [a for a in alerts if family(a["kind"]) == fam and a["raised"] >= t_test]
         tp = 0
         for a in mine:
-            if any(a["node"] in lb["affected"] and lb["start_ms"] <= a["raised"] <= lb["end_ms"] + lb["after_s"] * 1000
-                   for lb in labels):
+            if any(
+                a["node"] in lb["affected"]
+                and lb["start_ms"] <= a["raised"] <= lb["end_ms"] + lb["after_s"] * 1000
+                for lb in labels
+            ):
                 tp += 1
         fp = len(mine) - tp
         delays, by_kind = [], {}
         for lb in labels:
-            hit = [a["raised"] for a in mine if a["node"] in lb["affected"]
-                   and lb["start_ms"] <= a["raised"] <= lb["end_ms"] + lb["after_s"] * 1000]
+            hit = [
+                a["raised"]
+                for a in mine
+                if a["node"] in lb["affected"]
+                and lb["start_ms"] <= a["raised"] <= lb["end_ms"] + lb["after_s"] * 1000
+            ]
             by_kind.setdefault(lb["kind"], []).append(bool(hit))
             if hit:
                 delays.append((min(hit) - lb["start_ms"]) / 1000)
@@ -262,13 +301,24 @@ def score(res: dict, warmup_days: int = 1) -> dict:
         f1 = 2 * precision * recall / (precision + recall) if mine and precision + recall else 0.0
         false_on: dict[str, int] = {}
         for a in mine:
-            if not any(a["node"] in lb["affected"] and lb["start_ms"] <= a["raised"]
-                       <= lb["end_ms"] + lb["after_s"] * 1000 for lb in labels):
+            if not any(
+                a["node"] in lb["affected"]
+                and lb["start_ms"] <= a["raised"] <= lb["end_ms"] + lb["after_s"] * 1000
+                for lb in labels
+            ):
                 false_on[a["node"]] = false_on.get(a["node"], 0) + 1
-        out[fam] = {"alerts": len(mine), "tp": tp, "fp": fp, "false_on": false_on, "precision": precision,
-                    "recall": recall, "f1": f1,
-                    "delay_s": float(np.mean(delays)) if delays else float("nan"),
-                    "fp_per_node_day": fp / (res["nodes"] * test_days), "by_kind": by_kind}
+        out[fam] = {
+            "alerts": len(mine),
+            "tp": tp,
+            "fp": fp,
+            "false_on": false_on,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "delay_s": float(np.mean(delays)) if delays else float("nan"),
+            "fp_per_node_day": fp / (res["nodes"] * test_days),
+            "by_kind": by_kind,
+        }
     return out
 
 
@@ -281,7 +331,10 @@ def crossing_errors(seeds=range(20), noise_c=1.0) -> list[float]:
     errs = []
     for seed in seeds:
         rng = np.random.default_rng([seed, 0xC055])
-        rate, start = float(rng.uniform(0.5, 1.8)), float(rng.uniform(50, 60))  # below 85 degC after 12 h
+        rate, start = (
+            float(rng.uniform(0.5, 1.8)),
+            float(rng.uniform(50, 60)),
+        )  # below 85 degC after 12 h
         t0 = 1_780_000_000_000
         ts = t0 + np.arange(0, 12 * 3600, 60) * 1000
         y = start + rate * (ts - t0) / 3.6e6 + rng.normal(0, noise_c, len(ts))
@@ -320,40 +373,75 @@ def report(res: dict) -> list:
     figures = []
     held = "held out" if seed != TUNED_ON else "THE TUNING SEED: not a fair figure"
     n_faults = len(res["labels"])
-    figures.append(("twin run", f"{days} days, seed {seed}",
-                    f"{held}; {res['nodes']} nodes every {SAMPLE_S:g} s, {n_faults} faults injected after a clean "
-                    f"day; {days * DAY / wall:,.0f}x real time ({wall:.0f} s wall, twin {res['twin_cpu']:.0f} s CPU)"))
+    figures.append(
+        (
+            "twin run",
+            f"{days} days, seed {seed}",
+            f"{held}; {res['nodes']} nodes every {SAMPLE_S:g} s, {n_faults} faults injected after a clean "
+            f"day; {days * DAY / wall:,.0f}x real time ({wall:.0f} s wall, twin {res['twin_cpu']:.0f} s CPU)",
+        )
+    )
     for fam, s in score(res).items():
         kinds = ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(s["by_kind"].items()))
-        false_on = ", ".join(f"{n} {c}" for n, c in sorted(s["false_on"].items(), key=lambda x: -x[1])[:4])
-        figures.append((f"{fam}: precision / recall / F1",
-                        f"{s['precision']:.2f} / {s['recall']:.2f} / {s['f1']:.2f}",
-                        f"{s['alerts']} alerts ({s['fp']} false, {s['fp_per_node_day']:.2f} per node-day"
-                        f"{': ' + false_on if false_on else ''}), mean delay {s['delay_s']:.0f} s; caught: {kinds}"))
+        false_on = ", ".join(
+            f"{n} {c}" for n, c in sorted(s["false_on"].items(), key=lambda x: -x[1])[:4]
+        )
+        figures.append(
+            (
+                f"{fam}: precision / recall / F1",
+                f"{s['precision']:.2f} / {s['recall']:.2f} / {s['f1']:.2f}",
+                f"{s['alerts']} alerts ({s['fp']} false, {s['fp_per_node_day']:.2f} per node-day"
+                f"{': ' + false_on if false_on else ''}), mean delay {s['delay_s']:.0f} s; caught: {kinds}",
+            )
+        )
     errs = crossing_errors()
     a = np.abs(np.array(errs))
-    figures.append(("maintenance: predicted crossing error", f"{100 * np.median(a):.1f} % median",
-                    f"max {100 * a.max():.1f} %, {np.mean(a <= 0.10) * 100:.0f} % of 20 ramps within ±10 % "
-                    "(0.5-1.8 degC/h, ±1 degC noise, 5 spikes, 12 h history)"))
+    figures.append(
+        (
+            "maintenance: predicted crossing error",
+            f"{100 * np.median(a):.1f} % median",
+            f"max {100 * a.max():.1f} %, {np.mean(a <= 0.10) * 100:.0f} % of 20 ramps within ±10 % "
+            "(0.5-1.8 degC/h, ±1 degC noise, 5 spikes, 12 h history)",
+        )
+    )
     slow = twin_crossing(res)
     if slow:
         figures.append(("maintenance: the twin's slow rise", slow[0], slow[1]))
     cpu = res["cpu"]["analytics"]
     train = res["det_cpu"].get("iforest tick", res["det_cpu"].get("iforest training", 0.0))
-    figures.append(("readings analysed, the analytics worker", f"{res['readings'] / (cpu - train):,.0f} /s of CPU",
-                    "every detector and the alerts, without the IsolationForest's training (the daemon runs it on a "
-                    "thread of its own)"))
-    per = ", ".join(f"{n} {c:.1f} s" for n, c in sorted(res["det_cpu"].items(), key=lambda x: -x[1]))
-    figures.append(("readings analysed", f"{res['readings'] / cpu:,.0f} /s of CPU",
-                    f"{res['readings']:,} readings, analytics {cpu:.1f} s CPU (all detectors and alerts; {per}), "
-                    f"store {res['cpu']['store']:.1f} s"))
+    figures.append(
+        (
+            "readings analysed, the analytics worker",
+            f"{res['readings'] / (cpu - train):,.0f} /s of CPU",
+            "every detector and the alerts, without the IsolationForest's training (the daemon runs it on a "
+            "thread of its own)",
+        )
+    )
+    per = ", ".join(
+        f"{n} {c:.1f} s" for n, c in sorted(res["det_cpu"].items(), key=lambda x: -x[1])
+    )
+    figures.append(
+        (
+            "readings analysed",
+            f"{res['readings'] / cpu:,.0f} /s of CPU",
+            f"{res['readings']:,} readings, analytics {cpu:.1f} s CPU (all detectors and alerts; {per}), "
+            f"store {res['cpu']['store']:.1f} s",
+        )
+    )
     if "iforest" in res["det_cpu"]:
         rate = res["readings"] / res["det_cpu"]["iforest"]
-        train = res["det_cpu"].get("iforest tick", res["det_cpu"].get("iforest training", 0.0))  # it trains in tick
-        figures.append(("readings scored, IsolationForest alone", f"{rate:,.0f} /s of CPU",
-                        f"its training (every node hourly on its stored last 24 h; the daemon's worker thread) "
-                        f"{train:.0f} s CPU in all, {train / max(1, res['nodes'] * res['days'] * 24):.2f} s "
-                        "a node-hour"))
+        train = res["det_cpu"].get(
+            "iforest tick", res["det_cpu"].get("iforest training", 0.0)
+        )  # it trains in tick
+        figures.append(
+            (
+                "readings scored, IsolationForest alone",
+                f"{rate:,.0f} /s of CPU",
+                f"its training (every node hourly on its stored last 24 h; the daemon's worker thread) "
+                f"{train:.0f} s CPU in all, {train / max(1, res['nodes'] * res['days'] * 24):.2f} s "
+                "a node-hour",
+            )
+        )
     return figures
 
 
@@ -367,17 +455,32 @@ def twin_crossing(res: dict):
     true_ms = lb["start_ms"] + (85.0 - base) / rate * 3_600_000
     if true_ms > lb["end_ms"]:
         return None
-    hits = [a for a in res["alerts"] if a["kind"] == "maintenance" and a["node"] == lb["node"]
-            and lb["start_ms"] <= a["raised"] <= true_ms]
+    hits = [
+        a
+        for a in res["alerts"]
+        if a["kind"] == "maintenance"
+        and a["node"] == lb["node"]
+        and lb["start_ms"] <= a["raised"] <= true_ms
+    ]
     if not hits:
-        return ("not forecast", f"{lb['node']} {lb['metric']}: {rate} degC/h from {base} degC; no alert before "
-                                f"it reached 85 degC")
+        return (
+            "not forecast",
+            f"{lb['node']} {lb['metric']}: {rate} degC/h from {base} degC; no alert before "
+            f"it reached 85 degC",
+        )
     a = hits[0]
     pred = a["detail"].get("crossing")
     lead_h = (true_ms - a["raised"]) / 3_600_000
-    err = f", predicted crossing {100 * (pred - true_ms) / (true_ms - a['raised']):+.1f} % of the lead" if pred else ""
-    return (f"{lead_h:.1f} h ahead", f"{lb['node']} {lb['metric']} {rate} degC/h from {base} degC: first alert "
-                                      f"{lead_h:.1f} h before it reached 85 degC{err}")
+    err = (
+        f", predicted crossing {100 * (pred - true_ms) / (true_ms - a['raised']):+.1f} % of the lead"
+        if pred
+        else ""
+    )
+    return (
+        f"{lead_h:.1f} h ahead",
+        f"{lb['node']} {lb['metric']} {rate} degC/h from {base} degC: first alert "
+        f"{lead_h:.1f} h before it reached 85 degC{err}",
+    )
 
 
 if __name__ == "__main__":
@@ -391,6 +494,5 @@ if __name__ == "__main__":
     ap.add_argument("--analytics-save", help="write the run's labels and alerts here (JSON)")
     ap.add_argument("--load", help="score a saved run again instead of running one")
     a = ap.parse_args()
-    for f in (report(json.loads(Path(a.load).read_text())) if a.load else run(a)):
+    for f in report(json.loads(Path(a.load).read_text())) if a.load else run(a):
         print(f"  {f[0]:<45} {f[1]:>24}   {f[2]}")
-

@@ -45,8 +45,21 @@ def _paced(pub, bs, telemetry, rate: int, seconds: float, boot: int, start_seq: 
             k = sent + start_seq
             n = nodes[k % len(nodes)]
             seq = k // len(nodes)
-            batch.append(telemetry(bs.root, n, boot, seq, now + seq * 1000, p_w=seq * 0.5, t_c=21.5, v=230.1,
-                                   i=1.25, pf=0.98, f=50.01))
+            batch.append(
+                telemetry(
+                    bs.root,
+                    n,
+                    boot,
+                    seq,
+                    now + seq * 1000,
+                    p_w=seq * 0.5,
+                    t_c=21.5,
+                    v=230.1,
+                    i=1.25,
+                    pf=0.98,
+                    f=50.01,
+                )
+            )
             sent += 1
         pub.send(batch)
         i += 1
@@ -80,14 +93,17 @@ def _p99(lat: list, skip: int) -> float:
     return lat[int(0.99 * (len(lat) - 1))] * 1000 if lat else float("nan")
 
 
-def daemon_latency(bs, mport, RawPublisher, telemetry, rate: int, seconds: float, warmup: float = 2.0):
+def daemon_latency(
+    bs, mport, RawPublisher, telemetry, rate: int, seconds: float, warmup: float = 2.0
+):
     """Publish -> committed, acked and seen on the daemon's tail stream."""
     import threading
     import urllib.request
 
     state = json.loads((bs.dir / "daemon.json").read_text())
-    req = urllib.request.Request(f"http://127.0.0.1:{mport}/tail",
-                                 headers={"Authorization": f"Bearer {state['token']}"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{mport}/tail", headers={"Authorization": f"Bearer {state['token']}"}
+    )
     stream = urllib.request.urlopen(req, timeout=120)
     lat, total = [], int(rate * (seconds + warmup))
 
@@ -114,22 +130,29 @@ def raw_executemany(work: Path, n: int) -> float:
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript("CREATE TABLE r (node TEXT, boot TEXT, seq INTEGER, ts INTEGER, msg TEXT);"
-                       "CREATE UNIQUE INDEX rk ON r (node, boot, seq); CREATE INDEX rt ON r (node, ts);")
+    conn.executescript(
+        "CREATE TABLE r (node TEXT, boot TEXT, seq INTEGER, ts INTEGER, msg TEXT);"
+        "CREATE UNIQUE INDEX rk ON r (node, boot, seq); CREATE INDEX rt ON r (node, ts);"
+    )
     nodes = [f"n{i:04d}" for i in range(1000)]
-    m = json.dumps({"p_w": 0.5, "t_c": 21.5, "v": 230.1, "i": 1.25, "pf": 0.98, "f": 50.01}, separators=(",", ":"))
+    m = json.dumps(
+        {"p_w": 0.5, "t_c": 21.5, "v": 230.1, "i": 1.25, "pf": 0.98, "f": 50.01},
+        separators=(",", ":"),
+    )
     rows = [(nodes[k % 1000], "6", k // 1000, 1_700_000_000_000 + k, m) for k in range(n)]
     t0 = time.monotonic()
     for i in range(0, n, 20_000):
         conn.execute("BEGIN")
-        conn.executemany("INSERT OR IGNORE INTO r VALUES (?,?,?,?,?)", rows[i:i + 20_000])
+        conn.executemany("INSERT OR IGNORE INTO r VALUES (?,?,?,?,?)", rows[i : i + 20_000])
         conn.execute("COMMIT")
     rate = n / (time.monotonic() - t0)
     conn.close()
     return rate
 
 
-def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, RawPublisher, telemetry) -> list:
+def run(
+    args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, RawPublisher, telemetry
+) -> list:
     figures = []
     work = Path(tempfile.mkdtemp(prefix="gridtwin-bench-cost-"))
     bs = BenchSite(1000, work)
@@ -145,7 +168,11 @@ def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, R
         seconds = args.cost_seconds
         c0, t0 = cpu_s(daemon.pid), time.monotonic()
         n = _paced(pub, bs, telemetry, 1000, seconds, boot=5, start_seq=sent)
-        wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) >= sent + n, 60, "the paced stream")
+        wait_until(
+            lambda: scrape(mport).get("gridtwin_stored_total", 0) >= sent + n,
+            60,
+            "the paced stream",
+        )
         c1, t1 = cpu_s(daemon.pid), time.monotonic()
         steady_us = (c1 - c0) / n * 1e6
         steady_pct = (c1 - c0) / (t1 - t0) * 100
@@ -157,9 +184,14 @@ def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, R
             c0, t0 = cpu_s(daemon.pid), time.monotonic()
             p99, _n = daemon_latency(bs, mport, RawPublisher, telemetry, 10_000, 5)
             cpu10k = (cpu_s(daemon.pid) - c0) / (time.monotonic() - t0) * 100
-            figures.append(("latency p99 at 10,000 msg/s", f"{p99:.1f} ms, {cpu10k:.0f} % core",
-                            "publish -> committed -> on the tail stream; target <= 25 ms under 60 % of a core "
-                            "(the broker's own floor needs a C subscriber that keeps up: not measured here)"))
+            figures.append(
+                (
+                    "latency p99 at 10,000 msg/s",
+                    f"{p99:.1f} ms, {cpu10k:.0f} % core",
+                    "publish -> committed -> on the tail stream; target <= 25 ms under 60 % of a core "
+                    "(the broker's own floor needs a C subscriber that keeps up: not measured here)",
+                )
+            )
 
         # its own burst cost: the same daemon drains a backlog queued while it was stopped
         stop(daemon)
@@ -167,24 +199,54 @@ def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, R
         now = int(time.time() * 1000)
         per_node = burst // len(bs.node_ids)
         for seq in range(per_node):
-            pub.send([telemetry(bs.root, nd, 6, seq, now - 100_000 + seq, p_w=seq * 0.5, t_c=21.5, v=230.1,
-                                i=1.25, pf=0.98, f=50.01) for nd in bs.node_ids])
+            pub.send(
+                [
+                    telemetry(
+                        bs.root,
+                        nd,
+                        6,
+                        seq,
+                        now - 100_000 + seq,
+                        p_w=seq * 0.5,
+                        t_c=21.5,
+                        v=230.1,
+                        i=1.25,
+                        pf=0.98,
+                        f=50.01,
+                    )
+                    for nd in bs.node_ids
+                ]
+            )
         pub.drain()
         daemon = start_daemon(bs, db, mport)
         c0, t0 = cpu_s(daemon.pid), time.monotonic()
         base = scrape(mport).get("gridtwin_stored_total", 0)
-        wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) >= per_node * len(bs.node_ids), 300,
-                   "the burst", interval=0.05)
+        wait_until(
+            lambda: scrape(mport).get("gridtwin_stored_total", 0) >= per_node * len(bs.node_ids),
+            300,
+            "the burst",
+            interval=0.05,
+        )
         drained = max(1, per_node * len(bs.node_ids) - base)
         burst_rate = drained / (time.monotonic() - t0)
         burst_us = (cpu_s(daemon.pid) - c0) / drained * 1e6
-        figures.append(("daemon CPU at 1,000 msg/s offered", f"{steady_us:.0f} us/msg, {steady_pct:.1f} % core",
-                        f"burst cost {burst_us:.0f} us/msg, ratio {steady_us / burst_us:.1f}x; "
-                        f"target <= 50 us/msg, <= 5 %"))
+        figures.append(
+            (
+                "daemon CPU at 1,000 msg/s offered",
+                f"{steady_us:.0f} us/msg, {steady_pct:.1f} % core",
+                f"burst cost {burst_us:.0f} us/msg, ratio {steady_us / burst_us:.1f}x; "
+                f"target <= 50 us/msg, <= 5 %",
+            )
+        )
         raw = raw_executemany(work, per_node * len(bs.node_ids))
-        figures.append(("burst ingest, durable (a backlog of 100,000)", f"{burst_rate:,.0f} msg/s",
-                        f"raw SQLite executemany of the same rows (table + 2 indexes): {raw:,.0f} rows/s, ratio "
-                        f"{burst_rate / raw:.2f}; target >= 0.5 (and >= 1.0x mosquitto_sub: section ingest)"))
+        figures.append(
+            (
+                "burst ingest, durable (a backlog of 100,000)",
+                f"{burst_rate:,.0f} msg/s",
+                f"raw SQLite executemany of the same rows (table + 2 indexes): {raw:,.0f} rows/s, ratio "
+                f"{burst_rate / raw:.2f}; target >= 0.5 (and >= 1.0x mosquitto_sub: section ingest)",
+            )
+        )
 
         # idle with 10,000 known nodes: nothing arrives, the daemon only keeps its registry
         stop(daemon)
@@ -194,7 +256,9 @@ def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, R
         c0, t0 = cpu_s(daemon.pid), time.monotonic()
         time.sleep(args.cost_seconds)
         idle_pct = (cpu_s(daemon.pid) - c0) / (time.monotonic() - t0) * 100
-        figures.append(("idle daemon CPU, 10,000 known nodes", f"{idle_pct:.2f} % core", "target <= 0.5 %"))
+        figures.append(
+            ("idle daemon CPU, 10,000 known nodes", f"{idle_pct:.2f} % core", "target <= 0.5 %")
+        )
         pub.close()
     finally:
         if daemon:
@@ -224,10 +288,21 @@ def _storage_and_query(args, work: Path) -> list:
     for seq in range(per_node):
         ts = now - (per_node - seq) * 1000
         for nd in nodes:
-            doc = {"v": 1, "node": nd, "boot": 7, "seq": seq, "ts": ts,
-                   "m": {"p_w": round(1000 + seq % 97 * 1.7, 1), "t_c": round(21 + seq % 13 * 0.125, 3),
-                         "v": round(229 + seq % 11 * 0.1, 1), "i": round(4.3 + seq % 7 * 0.01, 2),
-                         "pf": 0.98, "f": round(50 + (seq % 5 - 2) * 0.01, 2)}}
+            doc = {
+                "v": 1,
+                "node": nd,
+                "boot": 7,
+                "seq": seq,
+                "ts": ts,
+                "m": {
+                    "p_w": round(1000 + seq % 97 * 1.7, 1),
+                    "t_c": round(21 + seq % 13 * 0.125, 3),
+                    "v": round(229 + seq % 11 * 0.1, 1),
+                    "i": round(4.3 + seq % 7 * 0.01, 2),
+                    "pf": 0.98,
+                    "f": round(50 + (seq % 5 - 2) * 0.01, 2),
+                },
+            }
             batch.append(validate.telemetry(nd, json.dumps(doc).encode(), now_ms=now))
         if len(batch) >= 20_000:
             store.write_batch(batch)
@@ -247,21 +322,43 @@ def _storage_and_query(args, work: Path) -> list:
     stored = per_node * len(nodes)
     conn = sqlite3.connect(db)
     conn.execute("VACUUM")
-    pages = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = (
+        conn.execute("PRAGMA page_count").fetchone()[0]
+        * conn.execute("PRAGMA page_size").fetchone()[0]
+    )
     conn.close()
     per = pages / stored
     raw = 8 * 6 + 8  # six doubles and a timestamp: the values themselves, uncompressed
-    figures.append(("bytes per stored reading (6 metrics)", f"{per:.0f} B",
-                    f"{stored:,} readings written at {stored / write_s:,.0f}/s, the {moved:,} older than 5 min "
-                    f"compacted at {moved / max(compact_s, 1e-9):,.0f}/s; the bare values are {raw} B "
-                    f"({per / raw:.1f}x); InfluxDB 1.x after compaction: 37.5 B (issue #20); target <= 60 B"))
+    figures.append(
+        (
+            "bytes per stored reading (6 metrics)",
+            f"{per:.0f} B",
+            f"{stored:,} readings written at {stored / write_s:,.0f}/s, the {moved:,} older than 5 min "
+            f"compacted at {moved / max(compact_s, 1e-9):,.0f}/s; the bare values are {raw} B "
+            f"({per / raw:.1f}x); InfluxDB 1.x after compaction: 37.5 B (issue #20); target <= 60 B",
+        )
+    )
 
     # query: the CLI as a whole process against a plain script that reads the same rows and blocks
     site = work / "site.toml"
-    site.write_text('[site]\nid = "cost"\nvar = "var"\n\n' + "".join(
-        f'[[nodes]]\nid = "{nd}"\nrole = "sensor"\n\n' for nd in nodes))
+    site.write_text(
+        '[site]\nid = "cost"\nvar = "var"\n\n'
+        + "".join(f'[[nodes]]\nid = "{nd}"\nrole = "sensor"\n\n' for nd in nodes)
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT / "host"))
-    cli = [sys.executable, "-m", "gridtwin", "--site", str(site), "query", "n0042", "p_w", "--since", "1h", "--csv"]
+    cli = [
+        sys.executable,
+        "-m",
+        "gridtwin",
+        "--site",
+        str(site),
+        "query",
+        "n0042",
+        "p_w",
+        "--since",
+        "1h",
+        "--csv",
+    ]
     from gridtwin.daemon.store_sqlite import SqliteStore as _S  # noqa: F401 (warm the import cache on disk)
 
     plain = work / "plain.py"
@@ -277,7 +374,8 @@ def _storage_and_query(args, work: Path) -> list:
         "rows += c.execute(\"SELECT ts, json_extract(msg, '$.p_w') FROM readings WHERE node='n0042' AND ts>=?\", "
         "(since,)).fetchall()\n"
         "rows.sort(key=lambda r: r[0])\n"
-        "sys.stdout.write(''.join(f'{t},{v}\\n' for t, v in rows))\n")
+        "sys.stdout.write(''.join(f'{t},{v}\\n' for t, v in rows))\n"
+    )
 
     def timed(cmd) -> float:
         best = []
@@ -289,7 +387,12 @@ def _storage_and_query(args, work: Path) -> list:
 
     q = timed(cli)
     p = timed([sys.executable, str(plain)])
-    figures.append(("`gridtwin query` --since 1h, whole process", f"{q * 1000:.0f} ms",
-                    f"plain Python script, same rows and blocks: {p * 1000:.0f} ms, ratio {q / p:.2f}; "
-                    f"{stored:,} readings; target <= 1.5x"))
+    figures.append(
+        (
+            "`gridtwin query` --since 1h, whole process",
+            f"{q * 1000:.0f} ms",
+            f"plain Python script, same rows and blocks: {p * 1000:.0f} ms, ratio {q / p:.2f}; "
+            f"{stored:,} readings; target <= 1.5x",
+        )
+    )
     return figures

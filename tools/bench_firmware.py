@@ -51,40 +51,70 @@ def run(args, BenchSite, wait_until):
                 cond.notify_all()
 
         host = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gridtwin-host")
-        host.tls_set(ca_certs=str(site.pki.ca_cert_path), certfile=str(site.pki.cert_path("gridtwin-host")),
-                     keyfile=str(site.pki.key_path("gridtwin-host")))
+        host.tls_set(
+            ca_certs=str(site.pki.ca_cert_path),
+            certfile=str(site.pki.cert_path("gridtwin-host")),
+            keyfile=str(site.pki.key_path("gridtwin-host")),
+        )
         host.on_message = on_message
         host.connect("127.0.0.1", site.port)
         host.subscribe(f"{site.root}/{node}/#", qos=1)
         host.loop_start()
 
-        cfg = {"v": 1, "node": node, "site": "bench", "root": site.root, "role": "sensor",
-               "sample_ms": SAMPLE_MS, "queue": 16,
-               "sensors": [{"id": "t_amb", "type": "lm75", "addr": 0x48}],
-               "mqtt": {"host": "127.0.0.1", "port": site.port, "server_hostname": "localhost",
-                        "keepalive": 60, "replay_per_s": 200}}
+        cfg = {
+            "v": 1,
+            "node": node,
+            "site": "bench",
+            "root": site.root,
+            "role": "sensor",
+            "sample_ms": SAMPLE_MS,
+            "queue": 16,
+            "sensors": [{"id": "t_amb", "type": "lm75", "addr": 0x48}],
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": site.port,
+                "server_hostname": "localhost",
+                "keepalive": 60,
+                "replay_per_s": 200,
+            },
+        }
         stop_ms = (MESSAGES + 400) * SAMPLE_MS
-        world = {"clock": {"mode": "real", "speed": SPEED, "stop_at_ms": stop_ms},
-                 "i2c": [{"bus": 0, "model": "lm75", "addr": 0x48, "temp_c": [[0, 10.0], [stop_ms, 40.0]]}]}
+        world = {
+            "clock": {"mode": "real", "speed": SPEED, "stop_at_ms": stop_ms},
+            "i2c": [
+                {"bus": 0, "model": "lm75", "addr": 0x48, "temp_c": [[0, 10.0], [stop_ms, 40.0]]}
+            ],
+        }
         # the compiled build, as deploy puts it on a board (GT_FIRMWARE_SRC: another source folder)
         compile_firmware(work / "mpy", Path(os.environ.get("GT_FIRMWARE_SRC") or FIRMWARE_DIR))
-        board = VirtualBoard(work / "board", config=cfg, world=world, heap="96k", firmware=work / "mpy")
+        board = VirtualBoard(
+            work / "board", config=cfg, world=world, heap="96k", firmware=work / "mpy"
+        )
         board.install_identity(site.pki, node)
         t0 = time.monotonic()
         board.start()
-        hs = board.wait_for(r"connected in (\d+) ms \(tcp (\d+), tls (\d+), connack (\d+)\)", timeout=60)
+        hs = board.wait_for(
+            r"connected in (\d+) ms \(tcp (\d+), tls (\d+), connack (\d+)\)", timeout=60
+        )
 
         def heap_at(n):
             wait_until(lambda: len(got) >= n, 600, f"{n} readings")
             before = len(births)
-            host.publish(f"{site.root}/{node}/cmd", json.dumps({"id": f"b{n}", "cmd": "rebirth"}), qos=1)
+            host.publish(
+                f"{site.root}/{node}/cmd", json.dumps({"id": f"b{n}", "cmd": "rebirth"}), qos=1
+            )
             wait_until(lambda: len(births) > before, 60, "a birth")
             return births[-1]["heap"]
 
         for i in range(16):  # fill the node's ring of remembered command ids first
-            host.publish(f"{site.root}/{node}/cmd", json.dumps({"id": f"warm{i}", "cmd": "ping"}), qos=1)
-        points = ([300, 600, 1000] + list(range(2000, MESSAGES - 1000, 1000))
-                  + [MESSAGES - 700, MESSAGES - 400, MESSAGES])
+            host.publish(
+                f"{site.root}/{node}/cmd", json.dumps({"id": f"warm{i}", "cmd": "ping"}), qos=1
+            )
+        points = (
+            [300, 600, 1000]
+            + list(range(2000, MESSAGES - 1000, 1000))
+            + [MESSAGES - 700, MESSAGES - 400, MESSAGES]
+        )
         heap = [heap_at(n) for n in points]
         first, last = heap[:3], heap[-3:]
         elapsed = time.monotonic() - t0
@@ -95,20 +125,39 @@ def run(args, BenchSite, wait_until):
         missing = sorted(set(range(1, MESSAGES + 1)) - set(seqs))
         ms = [int(x) for x in hs.groups()]
         return [
-            ("connect (board ms / speed = real ms)", f"{ms[0] / SPEED:.0f} ms",
-             f"tcp {ms[1] / SPEED:.0f}, TLS handshake {ms[2] / SPEED:.0f}, CONNACK {ms[3] / SPEED:.0f}"
-             " (ECDSA P-256, mutual)"),
-            ("soak messages (QoS 1, TLS)", f"{len(seqs)}",
-             f"{MESSAGES} wanted, {len(missing)} missing,"
-             f" {elapsed:.0f} s real at {1000 * SPEED // SAMPLE_MS} msg/s"),
-            ("free heap, first 1,000 messages", " / ".join(map(str, first)) + " B",
-             "after gc.collect(), at msgs 300/600/1000"),
-            ("free heap, last 1,000 messages", " / ".join(map(str, last)) + " B",
-             f"at msgs {MESSAGES - 700}/{MESSAGES - 400}/{MESSAGES};"
-             f" change of the lowest: {min(last) - min(first):+d} B"),
-            ("free heap along the soak (KB)", " ".join(f"{h / 1024:.1f}" for h in heap),
-             "at msgs " + ", ".join(map(str, points))),
-            ("live-heap peak (firmware, of 96 KB)", f"{int(peak)} B", "at idle points, after collection"),
+            (
+                "connect (board ms / speed = real ms)",
+                f"{ms[0] / SPEED:.0f} ms",
+                f"tcp {ms[1] / SPEED:.0f}, TLS handshake {ms[2] / SPEED:.0f}, CONNACK {ms[3] / SPEED:.0f}"
+                " (ECDSA P-256, mutual)",
+            ),
+            (
+                "soak messages (QoS 1, TLS)",
+                f"{len(seqs)}",
+                f"{MESSAGES} wanted, {len(missing)} missing,"
+                f" {elapsed:.0f} s real at {1000 * SPEED // SAMPLE_MS} msg/s",
+            ),
+            (
+                "free heap, first 1,000 messages",
+                " / ".join(map(str, first)) + " B",
+                "after gc.collect(), at msgs 300/600/1000",
+            ),
+            (
+                "free heap, last 1,000 messages",
+                " / ".join(map(str, last)) + " B",
+                f"at msgs {MESSAGES - 700}/{MESSAGES - 400}/{MESSAGES};"
+                f" change of the lowest: {min(last) - min(first):+d} B",
+            ),
+            (
+                "free heap along the soak (KB)",
+                " ".join(f"{h / 1024:.1f}" for h in heap),
+                "at msgs " + ", ".join(map(str, points)),
+            ),
+            (
+                "live-heap peak (firmware, of 96 KB)",
+                f"{int(peak)} B",
+                "at idle points, after collection",
+            ),
             ("MemoryError / Traceback", f"{len(errors)}", "; ".join(errors[:2]) or "none"),
         ]
     finally:

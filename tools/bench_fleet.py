@@ -50,19 +50,31 @@ def run(args, BenchSite, wait_until):
         compile_firmware(fw)
         got = {"n": 0}
         host = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gridtwin-host")
-        host.tls_set(str(site.pki.ca_cert_path), str(site.pki.cert_path("gridtwin-host")),
-                     str(site.pki.key_path("gridtwin-host")))
+        host.tls_set(
+            str(site.pki.ca_cert_path),
+            str(site.pki.cert_path("gridtwin-host")),
+            str(site.pki.key_path("gridtwin-host")),
+        )
         host.on_message = lambda c, u, m: got.__setitem__("n", got["n"] + 1)
         host.connect("localhost", site.port)
         host.subscribe(f"{site.root}/+/telemetry", 0)
         host.loop_start()
         t0 = time.monotonic()
         for node in site.node_ids:
-            cfg = {"node": node, "site": "bench", "root": site.root, "role": "sensor", "sample_ms": 1000,
-                   "queue": 16, "sensors": [{"id": "t", "type": "lm75", "addr": 0x48}],
-                   "mqtt": {"host": "127.0.0.1", "port": site.port, "server_hostname": "localhost"}}
-            world = {"clock": {"mode": "real", "rtc": None, "true": int(time.time())},
-                     "i2c": [{"bus": 0, "model": "lm75", "addr": 0x48, "temp_c": 24.0}]}
+            cfg = {
+                "node": node,
+                "site": "bench",
+                "root": site.root,
+                "role": "sensor",
+                "sample_ms": 1000,
+                "queue": 16,
+                "sensors": [{"id": "t", "type": "lm75", "addr": 0x48}],
+                "mqtt": {"host": "127.0.0.1", "port": site.port, "server_hostname": "localhost"},
+            }
+            world = {
+                "clock": {"mode": "real", "rtc": None, "true": int(time.time())},
+                "i2c": [{"bus": 0, "model": "lm75", "addr": 0x48, "temp_c": 24.0}],
+            }
             b = VirtualBoard(work / node, config=cfg, world=world, firmware=fw)
             b.install_identity(site.pki, node)
             boards.append(b.start())
@@ -80,11 +92,21 @@ def run(args, BenchSite, wait_until):
         host.disconnect()
         return [
             (f"{n} virtual nodes connected (mTLS)", f"{connected_s:.1f} s", "from the first start"),
-            (f"CPU of {n} nodes at 1 Hz", f"{share:.1f} % of the machine",
-             f"{os.cpu_count()} cores; target < 50 %; {(cpu1 - cpu0) / (w1 - w0) / n * 1000:.1f} ms CPU/s per node"),
-            ("memory per virtual node (RSS)", f"{sum(rss) / len(rss):.1f} MB",
-             "CPython host process + MicroPython heap (96 KB + shim)"),
-            ("telemetry delivered", f"{(n1 - n0) / (w1 - w0):.1f} msg/s", f"expected {n:.0f} msg/s"),
+            (
+                f"CPU of {n} nodes at 1 Hz",
+                f"{share:.1f} % of the machine",
+                f"{os.cpu_count()} cores; target < 50 %; {(cpu1 - cpu0) / (w1 - w0) / n * 1000:.1f} ms CPU/s per node",
+            ),
+            (
+                "memory per virtual node (RSS)",
+                f"{sum(rss) / len(rss):.1f} MB",
+                "CPython host process + MicroPython heap (96 KB + shim)",
+            ),
+            (
+                "telemetry delivered",
+                f"{(n1 - n0) / (w1 - w0):.1f} msg/s",
+                f"expected {n:.0f} msg/s",
+            ),
         ]
     finally:
         for b in boards:

@@ -21,7 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-from bench_cost import _paced, cpu_s  # tools/bench_cost.py: the paced 1,000 msg/s stream, CPU of a pid
+from bench_cost import (
+    _paced,
+    cpu_s,
+)  # tools/bench_cost.py: the paced 1,000 msg/s stream, CPU of a pid
 
 CLIENTS = 20
 RATE = 1000
@@ -61,7 +64,9 @@ class SseClient(threading.Thread):
         super().__init__(daemon=True)
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.conn.request("GET", "/api/ui/events", headers={"Accept": "text/event-stream"})
-        self.sock = self.conn.sock  # getresponse() drops it from the connection (the server says close)
+        self.sock = (
+            self.conn.sock
+        )  # getresponse() drops it from the connection (the server says close)
         self.resp = self.conn.getresponse()
         self.hello = threading.Event()
         self.counting = False
@@ -104,8 +109,12 @@ def _window(pub, bs, telemetry, daemon, mport, scrape, wait_until, seconds: floa
     elapsed = time.monotonic() - t0
     stored = scrape(mport).get("gridtwin_stored_total", 0) - base
     t_stop = time.monotonic()
-    wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) - base >= n, 60, "the paced stream",
-               interval=0.02)
+    wait_until(
+        lambda: scrape(mport).get("gridtwin_stored_total", 0) - base >= n,
+        60,
+        "the paced stream",
+        interval=0.02,
+    )
     catch_up = time.monotonic() - t_stop
     cpu = (cpu_s(daemon.pid) - c0) / (time.monotonic() - t0) * 100
     return n, stored / elapsed, catch_up, cpu
@@ -117,14 +126,33 @@ def _burst(pub, bs, telemetry, daemon, mport, scrape, wait_until, n: int, start_
     nodes, now = bs.node_ids, int(time.time() * 1000)
     c0, t0 = cpu_s(daemon.pid), time.monotonic()
     for k0 in range(start_seq, start_seq + n, len(nodes)):
-        pub.send([telemetry(bs.root, nodes[k % len(nodes)], 21, k // len(nodes), now + k // len(nodes) * 1000,
-                            p_w=k * 0.5, t_c=21.5) for k in range(k0, min(k0 + len(nodes), start_seq + n))])
-    wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) - base >= n, 120, "the burst", interval=0.02)
+        pub.send(
+            [
+                telemetry(
+                    bs.root,
+                    nodes[k % len(nodes)],
+                    21,
+                    k // len(nodes),
+                    now + k // len(nodes) * 1000,
+                    p_w=k * 0.5,
+                    t_c=21.5,
+                )
+                for k in range(k0, min(k0 + len(nodes), start_seq + n))
+            ]
+        )
+    wait_until(
+        lambda: scrape(mport).get("gridtwin_stored_total", 0) - base >= n,
+        120,
+        "the burst",
+        interval=0.02,
+    )
     elapsed = time.monotonic() - t0
     return n / elapsed, (cpu_s(daemon.pid) - c0) / n * 1e6
 
 
-def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, RawPublisher, telemetry) -> list:
+def run(
+    args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, RawPublisher, telemetry
+) -> list:
     figures = []
     seconds = args.web_seconds
     t_start = time.monotonic()
@@ -138,16 +166,41 @@ def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, R
 
         # 1. 1,000 births and a reading from each node, then the page's first load
         pub = RawPublisher(bs.dev_port, "bench-web-birth")
-        pub.send([(f"{bs.root}/{n}/status".encode(),
-                   json.dumps({"state": "online", "fw": "0.6.0", "board": "esp32s3", "heap": 80000, "rssi": -60,
-                               "reset": "power_on", "boot": 1, "uptime": 5, "outbox": 0, "drops": 0}).encode())
-                  for n in bs.node_ids])
+        pub.send(
+            [
+                (
+                    f"{bs.root}/{n}/status".encode(),
+                    json.dumps(
+                        {
+                            "state": "online",
+                            "fw": "0.6.0",
+                            "board": "esp32s3",
+                            "heap": 80000,
+                            "rssi": -60,
+                            "reset": "power_on",
+                            "boot": 1,
+                            "uptime": 5,
+                            "outbox": 0,
+                            "drops": 0,
+                        }
+                    ).encode(),
+                )
+                for n in bs.node_ids
+            ]
+        )
         pub.drain()
         pub.close()
-        wait_until(lambda: _nodes_online(db) >= len(bs.node_ids), 60, "1,000 births to be registered")
-        print(f"  site, daemon and 1,000 births ready in {time.monotonic() - t_start:.1f} s", file=sys.stderr)
+        wait_until(
+            lambda: _nodes_online(db) >= len(bs.node_ids), 60, "1,000 births to be registered"
+        )
+        print(
+            f"  site, daemon and 1,000 births ready in {time.monotonic() - t_start:.1f} s",
+            file=sys.stderr,
+        )
         pub = RawPublisher(bs.dev_port, "bench-web")
-        sent = _paced(pub, bs, telemetry, RATE, 2, boot=21)  # warm-up: every node seen, sessions settled
+        sent = _paced(
+            pub, bs, telemetry, RATE, 2, boot=21
+        )  # warm-up: every node seen, sessions settled
         wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) >= sent, 60, "the warm-up")
 
         _get(mport, "/api/ui/fleet")  # first request: imports and caches warm
@@ -162,14 +215,20 @@ def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, R
                 _get(mport, path)
             loads.append(time.perf_counter() - t0)
         loads.sort()
-        figures.append(("fleet API, 1,000 nodes (GET /api/ui/fleet)",
-                        f"{ttfb[5] * 1000:.0f} ms TTFB, {full[5] * 1000:.0f} ms",
-                        f"median of 10 (worst {full[-1] * 1000:.0f} ms), {size / 1024:.0f} KiB; first load "
-                        f"(page, app.js, app.css, fleet) median {loads[2] * 1000:.0f} ms; target < 1 s"))
+        figures.append(
+            (
+                "fleet API, 1,000 nodes (GET /api/ui/fleet)",
+                f"{ttfb[5] * 1000:.0f} ms TTFB, {full[5] * 1000:.0f} ms",
+                f"median of 10 (worst {full[-1] * 1000:.0f} ms), {size / 1024:.0f} KiB; first load "
+                f"(page, app.js, app.css, fleet) median {loads[2] * 1000:.0f} ms; target < 1 s",
+            )
+        )
 
         # 2. durable ingest at RATE msg/s without clients, then with CLIENTS pages on the live stream
         # (and its capacity: a burst as fast as the broker takes it, the figure a slow-down shows in first)
-        n, rate0, catch0, cpu0 = _window(pub, bs, telemetry, daemon, mport, scrape, wait_until, seconds, sent)
+        n, rate0, catch0, cpu0 = _window(
+            pub, bs, telemetry, daemon, mport, scrape, wait_until, seconds, sent
+        )
         sent += n
         burst0, us0 = _burst(pub, bs, telemetry, daemon, mport, scrape, wait_until, BURST, sent)
         sent += BURST
@@ -182,7 +241,9 @@ def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, R
         for c in clients:
             c.counting = True
         t0 = time.monotonic()
-        n, rate1, catch1, cpu1 = _window(pub, bs, telemetry, daemon, mport, scrape, wait_until, seconds, sent)
+        n, rate1, catch1, cpu1 = _window(
+            pub, bs, telemetry, daemon, mport, scrape, wait_until, seconds, sent
+        )
         span = time.monotonic() - t0
         sent += n
         events = [c.events for c in clients]
@@ -193,25 +254,45 @@ def run(args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, R
         for c in clients:
             c.join(5)
         pub.close()
-        print(f"  load and fan-out measured, {time.monotonic() - t_start:.1f} s in", file=sys.stderr)
+        print(
+            f"  load and fan-out measured, {time.monotonic() - t_start:.1f} s in", file=sys.stderr
+        )
         per_client = sorted(e / span for e in events)
         delays = sorted(d for c in clients for d in c.delays)
         p99 = delays[int(0.99 * (len(delays) - 1))] * 1000 if delays else float("nan")
         errors = sum(1 for c in clients if c.error)
-        figures.append((f"SSE fan-out, {CLIENTS} clients at {RATE:,} readings/s",
-                        f"{per_client[len(per_client) // 2]:.1f} events/s/client",
-                        f"min {per_client[0]:.1f}, max {per_client[-1]:.1f} over {span:.1f} s; delay p99 "
-                        f"{p99:.0f} ms (event stamped -> read by the client); {errors} client errors"))
+        figures.append(
+            (
+                f"SSE fan-out, {CLIENTS} clients at {RATE:,} readings/s",
+                f"{per_client[len(per_client) // 2]:.1f} events/s/client",
+                f"min {per_client[0]:.1f}, max {per_client[-1]:.1f} over {span:.1f} s; delay p99 "
+                f"{p99:.0f} ms (event stamped -> read by the client); {errors} client errors",
+            )
+        )
         slowed = (1 - rate1 / rate0) * 100
-        figures.append((f"durable ingest, {CLIENTS} SSE clients vs none",
-                        f"{rate1:,.0f} vs {rate0:,.0f} msg/s",
-                        f"ratio {rate1 / rate0:.3f} (slowed {slowed:.1f} %; target <= 5 %); {seconds:g} s at "
-                        f"{RATE:,} msg/s offered, backlog gone {catch1:.2f} vs {catch0:.2f} s after"))
-        figures.append((f"burst ingest, {CLIENTS} SSE clients vs none", f"{burst1:,.0f} vs {burst0:,.0f} msg/s",
-                        f"ratio {burst1 / burst0:.3f} (slowed {(1 - burst1 / burst0) * 100:.1f} %); {BURST:,} msgs "
-                        f"sent at once, daemon {us1:.0f} vs {us0:.0f} us/msg; generator and clients on the same cores"))
-        figures.append((f"daemon CPU, {CLIENTS} SSE clients vs none", f"{cpu1:.1f} vs {cpu0:.1f} % core",
-                        f"ratio {cpu1 / max(cpu0, 1e-9):.2f}; the clients run on the same cores"))
+        figures.append(
+            (
+                f"durable ingest, {CLIENTS} SSE clients vs none",
+                f"{rate1:,.0f} vs {rate0:,.0f} msg/s",
+                f"ratio {rate1 / rate0:.3f} (slowed {slowed:.1f} %; target <= 5 %); {seconds:g} s at "
+                f"{RATE:,} msg/s offered, backlog gone {catch1:.2f} vs {catch0:.2f} s after",
+            )
+        )
+        figures.append(
+            (
+                f"burst ingest, {CLIENTS} SSE clients vs none",
+                f"{burst1:,.0f} vs {burst0:,.0f} msg/s",
+                f"ratio {burst1 / burst0:.3f} (slowed {(1 - burst1 / burst0) * 100:.1f} %); {BURST:,} msgs "
+                f"sent at once, daemon {us1:.0f} vs {us0:.0f} us/msg; generator and clients on the same cores",
+            )
+        )
+        figures.append(
+            (
+                f"daemon CPU, {CLIENTS} SSE clients vs none",
+                f"{cpu1:.1f} vs {cpu0:.1f} % core",
+                f"ratio {cpu1 / max(cpu0, 1e-9):.2f}; the clients run on the same cores",
+            )
+        )
     finally:
         for c in clients:
             c.close()

@@ -28,11 +28,19 @@ CYCLES = 100_000
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--interval-s", type=float, default=1.0, help="sample interval (default 1 s)")
-    ap.add_argument("--hours", type=float, default=24.0, help="outage length simulated (default 24)")
-    ap.add_argument("--fs-kb", type=int, default=2048, help="filesystem size (default 2048: ESP32 4 MB)")
-    ap.add_argument("--used-kb", type=int, default=200, help="static files already on it (default 200)")
+    ap.add_argument(
+        "--hours", type=float, default=24.0, help="outage length simulated (default 24)"
+    )
+    ap.add_argument(
+        "--fs-kb", type=int, default=2048, help="filesystem size (default 2048: ESP32 4 MB)"
+    )
+    ap.add_argument(
+        "--used-kb", type=int, default=200, help="static files already on it (default 200)"
+    )
     ap.add_argument("--spill-kb", type=int, default=64, help="the node's spill_kb (default 64)")
-    ap.add_argument("--metrics-bytes", type=int, default=48, help="metrics JSON per reading (default 48)")
+    ap.add_argument(
+        "--metrics-bytes", type=int, default=48, help="metrics JSON per reading (default 48)"
+    )
     a = ap.parse_args()
     try:
         import littlefs
@@ -50,9 +58,19 @@ def main() -> int:
             return super().erase(cfg, block)
 
     ctx = Counting(a.fs_kb * 1024)
-    fs = littlefs.LittleFS(ctx, block_size=BLOCK, block_count=a.fs_kb // 4, read_size=32, prog_size=32,
-                           cache_size=128, lookahead_size=32, block_cycles=100)
-    for i in range(a.used_kb // 8):  # the firmware's .mpy files, certificates, config: never rewritten
+    fs = littlefs.LittleFS(
+        ctx,
+        block_size=BLOCK,
+        block_count=a.fs_kb // 4,
+        read_size=32,
+        prog_size=32,
+        cache_size=128,
+        lookahead_size=32,
+        block_cycles=100,
+    )
+    for i in range(
+        a.used_kb // 8
+    ):  # the firmware's .mpy files, certificates, config: never rewritten
         with fs.open(f"fw{i}.mpy", "wb") as f:
             f.write(bytes(8192))
     base = list(ctx.erases)
@@ -75,11 +93,17 @@ def main() -> int:
     wear = [e - b for e, b in zip(ctx.erases, base)]
     total, worst = sum(wear), max(wear)
     per_day = 24 / a.hours
-    print(f"appends: {n} in {a.hours:g} h of outage at one reading per {a.interval_s:g} s "
-          f"({n * per_day:,.0f} a day), record {len(rec)} bytes")
-    print(f"block erases: {total:,} ({total / n:.2f} per append), over {sum(1 for w in wear if w)} of "
-          f"{len(wear)} blocks; most-worn block {worst * per_day:,.0f} erases a day")
-    print(f"days of outage until the most-worn block reaches {CYCLES:,} cycles: {CYCLES / (worst * per_day):,.0f}")
+    print(
+        f"appends: {n} in {a.hours:g} h of outage at one reading per {a.interval_s:g} s "
+        f"({n * per_day:,.0f} a day), record {len(rec)} bytes"
+    )
+    print(
+        f"block erases: {total:,} ({total / n:.2f} per append), over {sum(1 for w in wear if w)} of "
+        f"{len(wear)} blocks; most-worn block {worst * per_day:,.0f} erases a day"
+    )
+    print(
+        f"days of outage until the most-worn block reaches {CYCLES:,} cycles: {CYCLES / (worst * per_day):,.0f}"
+    )
     return 0
 
 

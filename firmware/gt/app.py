@@ -22,6 +22,7 @@ class App:
             # string table by one large block
             from gt import unload
             from gt.net import Net
+
             # The TLS context too: kept for good, and its largest part is one ~3 KB block, which
             # a heap that has run a while may not have in one piece at the first connect (the
             # demo's EL1 failed there with 14 KB free). Missing certificates: each connection
@@ -118,14 +119,21 @@ class App:
         interval = self.cfg["sample_ms"]
         self.wdt.watch("sampler", self.sampler, 3 * interval + 2000)
         self.wdt.watch("publisher", self.publisher, 30000)
-        for name, coro in (("sampler", self.sampler.run()), ("publisher", self.publisher.run()),
-                           ("housekeeping", self._housekeeping()), ("wdt", self.wdt.run())):
+        for name, coro in (
+            ("sampler", self.sampler.run()),
+            ("publisher", self.publisher.run()),
+            ("housekeeping", self._housekeeping()),
+            ("wdt", self.wdt.run()),
+        ):
             asyncio.create_task(self._guard(name, coro))
         if self.net is not None:
             self.link = "down"
             asyncio.create_task(self._guard("net", self.net.run()))
-        self.log.info("app", "running node=%s role=%s sensors=%d interval=%dms boot=%d" % (
-            self.cfg["node"], self.cfg["role"], len(self.sensors), interval, self.boot.boots))
+        self.log.info(
+            "app",
+            "running node=%s role=%s sensors=%d interval=%dms boot=%d"
+            % (self.cfg["node"], self.cfg["role"], len(self.sensors), interval, self.boot.boots),
+        )
         await asyncio.sleep_ms(self.cfg["stable_ms"])
         self.boot.stable()
         while True:
@@ -133,8 +141,13 @@ class App:
 
     def summary(self):
         return "samples=%d overruns=%d queued=%d dropped=%d heap_min_free=%d faults=%d" % (
-            self.sampler.seq, self.sampler.overruns, len(self.outbox), self.outbox.dropped,
-            self.heap_min, len(self.faults()))
+            self.sampler.seq,
+            self.sampler.overruns,
+            len(self.outbox),
+            self.outbox.dropped,
+            self.heap_min,
+            len(self.faults()),
+        )
 
 
 def run(cfg, boot, log):

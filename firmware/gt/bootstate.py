@@ -35,7 +35,8 @@ class BootState:
     def begin(self):
         """Count this boot; return True when the previous boot ended in a crash."""
         crashed = self.last_crash is not None or (
-            self.cause_code == machine.WDT_RESET and not self.planned)
+            self.cause_code == machine.WDT_RESET and not self.planned
+        )
         if crashed:
             self.streak += 1
             if self.last_crash is None:

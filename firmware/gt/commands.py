@@ -27,8 +27,8 @@ def on_publish(net, first, b, e):
         raise mqtt.ProtocolError("PUBLISH topic past its end")
     pid = rx[o] << 8 | rx[o + 1] if qos else 0
     ack = None
-    if bytes(rx[b + 2:o]) == net.root + b"cmd":
-        ack = handle(net.app, net.seen, bytes(rx[o + qos:e]))
+    if bytes(rx[b + 2 : o]) == net.root + b"cmd":
+        ack = handle(net.app, net.seen, bytes(rx[o + qos : e]))
     return _reply(net, ack, pid)
 
 
@@ -85,11 +85,16 @@ def handle(app, seen, payload):
 
 
 def _ack(cid, ok, key, val):
-    return json.dumps({"id": cid, "ok": ok, key: val, "ts": clock.unix_ms(time.ticks_ms())}).encode()
+    return json.dumps(
+        {"id": cid, "ok": ok, key: val, "ts": clock.unix_ms(time.ticks_ms())}
+    ).encode()
 
 
 def ping(app, args):
-    return {"pong": True, "uptime_s": app.uptime()}  # (app.py: a ticks_diff from boot wraps after days)
+    return {
+        "pong": True,
+        "uptime_s": app.uptime(),
+    }  # (app.py: a ticks_diff from boot wraps after days)
 
 
 def get_config(app, args):
@@ -158,6 +163,13 @@ def _role_only(app, args):
     raise ValueError("role '%s' has no such command (simulated components only)" % app.cfg["role"])
 
 
-_BUILTIN = {"ping": ping, "get_config": get_config, "set_interval": set_interval,
-            "rebirth": rebirth, "identify": identify, "reboot": reboot,
-            "set_fault": _role_only, "set_load": _role_only}
+_BUILTIN = {
+    "ping": ping,
+    "get_config": get_config,
+    "set_interval": set_interval,
+    "rebirth": rebirth,
+    "identify": identify,
+    "reboot": reboot,
+    "set_fault": _role_only,
+    "set_load": _role_only,
+}

@@ -81,32 +81,70 @@ def schema():
         "sensors": (list, [], None, "sensors: a list of {id, type, ...}"),
         "params": (dict, {}, None, "role parameters"),
         # the link to the broker (issue #4): no mqtt.host -> no transport, readings stay in RAM
-        "wifi": ({"ssid": (str, "", None, "Wi-Fi network, empty on the unix port"),
-                  "psk": (str, "", None, "Wi-Fi password")}, {}, None, "Wi-Fi station"),
-        "mqtt": ({
-            "host": (str, "", None, "broker host name or address (the Pi), empty: no broker"),
-            "port": (int, 8883, between(1, 65535), "broker TLS port"),
-            "server_hostname": (str, "", None, "name on the broker certificate (default: host)"),
-            "keepalive": (int, 30, between(5, 3600), "MQTT keepalive in s"),
-            "ca": (str, "ca.der", None, "site CA certificate (DER) on flash"),
-            "cert": (str, "cert.der", None, "node certificate (DER) on flash"),
-            "key": (str, "key.der", None, "node key (DER, SEC1) on flash"),
-            "wifi_ms": (int, 20000, between(1000, 120000), "deadline to join Wi-Fi"),
-            "tcp_ms": (int, 5000, between(100, 60000), "deadline for the TCP connect"),
-            "tls_ms": (int, 15000, between(100, 120000), "deadline for the TLS handshake"),
-            "connack_ms": (int, 5000, between(100, 60000), "deadline for the CONNACK"),
-            "backoff_max_ms": (int, 60000, between(1000, 3600000), "longest wait between retries"),
-            "replay_per_s": (int, 20, between(1, 1000), "backlog readings replayed a second"),
-        }, {}, None, "the broker"),
+        "wifi": (
+            {
+                "ssid": (str, "", None, "Wi-Fi network, empty on the unix port"),
+                "psk": (str, "", None, "Wi-Fi password"),
+            },
+            {},
+            None,
+            "Wi-Fi station",
+        ),
+        "mqtt": (
+            {
+                "host": (str, "", None, "broker host name or address (the Pi), empty: no broker"),
+                "port": (int, 8883, between(1, 65535), "broker TLS port"),
+                "server_hostname": (
+                    str,
+                    "",
+                    None,
+                    "name on the broker certificate (default: host)",
+                ),
+                "keepalive": (int, 30, between(5, 3600), "MQTT keepalive in s"),
+                "ca": (str, "ca.der", None, "site CA certificate (DER) on flash"),
+                "cert": (str, "cert.der", None, "node certificate (DER) on flash"),
+                "key": (str, "key.der", None, "node key (DER, SEC1) on flash"),
+                "wifi_ms": (int, 20000, between(1000, 120000), "deadline to join Wi-Fi"),
+                "tcp_ms": (int, 5000, between(100, 60000), "deadline for the TCP connect"),
+                "tls_ms": (int, 15000, between(100, 120000), "deadline for the TLS handshake"),
+                "connack_ms": (int, 5000, between(100, 60000), "deadline for the CONNACK"),
+                "backoff_max_ms": (
+                    int,
+                    60000,
+                    between(1000, 3600000),
+                    "longest wait between retries",
+                ),
+                "replay_per_s": (int, 20, between(1, 1000), "backlog readings replayed a second"),
+            },
+            {},
+            None,
+            "the broker",
+        ),
         "ntp": (str, "", None, "NTP server (default: the broker host)"),
         "spill_kb": (int, 64, between(0, 1024), "outbox spill file on flash in KB, 0: none"),
-        "health_s": (int, 60, between(0, 86400), "node health on the status topic every N s, 0: birth only"),
-        "log_level": (str, "warn", one_of("info", "warn", "error"), "least level sent on the log topic"),
+        "health_s": (
+            int,
+            60,
+            between(0, 86400),
+            "node health on the status topic every N s, 0: birth only",
+        ),
+        "log_level": (
+            str,
+            "warn",
+            one_of("info", "warn", "error"),
+            "least level sent on the log topic",
+        ),
     }
 
 
-_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-          list: "a list", dict: "a table"}
+_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+}
 
 
 def _suggest(key, choices):
@@ -144,7 +182,9 @@ def validate(doc, schema, prefix=""):
     for k in doc:
         if k not in schema:
             s = _suggest(k, schema)
-            raise ConfigError(prefix + k, "unknown key" + (" (did you mean '%s'?)" % s if s else ""))
+            raise ConfigError(
+                prefix + k, "unknown key" + (" (did you mean '%s'?)" % s if s else "")
+            )
     out = {}
     for k, row in schema.items():
         t, default, check, _help = row
@@ -184,7 +224,9 @@ def load(path=PATH):
     from gt.roles import ROLES
 
     if cfg["role"] not in ROLES:
-        raise ConfigError("role", "unknown role %r (known: %s)" % (cfg["role"], ", ".join(sorted(ROLES))))
+        raise ConfigError(
+            "role", "unknown role %r (known: %s)" % (cfg["role"], ", ".join(sorted(ROLES)))
+        )
     cfg["hash"] = _hash(raw)
     return cfg
 
@@ -199,7 +241,9 @@ def _sensors(specs):
             raise ConfigError(key, "must be a table like {id, type, ...}")
         t = s.get("type")
         if t not in TYPES:
-            raise ConfigError(key + ".type", "unknown sensor type %r (known: %s)" % (t, ", ".join(TYPES)))
+            raise ConfigError(
+                key + ".type", "unknown sensor type %r (known: %s)" % (t, ", ".join(TYPES))
+            )
         rows = {"id": (str, REQUIRED, ident, "sensor id"), "type": (str, None, None, "")}
         rows.update(type_rows(t, between, one_of))
         specs[i] = validate(s, rows, key + ".")

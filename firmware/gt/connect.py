@@ -33,15 +33,18 @@ async def open(net):
     await _phase("tcp", io(core._io_queue.queue_write, s), c["tcp_ms"])
     t1 = time.ticks_ms()
     # verification is required (the context's verify_mode) and the server name always checked
-    s = net.sock = net.ctx.wrap_socket(s, server_hostname=c["server_hostname"] or c["host"],
-                                       do_handshake_on_connect=False)
+    s = net.sock = net.ctx.wrap_socket(
+        s, server_hostname=c["server_hostname"] or c["host"], do_handshake_on_connect=False
+    )
     will = b'{"state":"offline","node":"%s","boot":%d}' % (net.cid, net.app.boot.boot_id)
     net.t_conn = (t0, t1)
     # CONNECT: clean session off, a retained QoS 1 will (the packets net.py sends are in mqtt.py;
     # CONNECT and SUBSCRIBE are written here, their only sender, loaded only while connecting)
     buf = net.tx
     buf[0] = 0x10
-    o = mqtt._str(buf, mqtt._len(buf, 1, 16 + len(net.cid) + len(net.root) + 6 + len(will)), b"MQTT")
+    o = mqtt._str(
+        buf, mqtt._len(buf, 1, 16 + len(net.cid) + len(net.root) + 6 + len(will)), b"MQTT"
+    )
     buf[o] = 4  # protocol level 3.1.1
     buf[o + 1] = 0x2C  # will retained, will QoS 1, will flag; clean session off
     o = mqtt._str(buf, mqtt._pid(buf, o + 2, net.ka // 1000), net.cid)
@@ -74,15 +77,28 @@ async def finish(net, t2):
         # that says the node is connected: a command sent on seeing it finds the subscription
         buf = net.tx
         buf[0] = 0x82  # SUBSCRIBE to <root>/<node>/cmd at QoS 1
-        o = mqtt._str(buf, mqtt._pid(buf, mqtt._len(buf, 1, 5 + len(net.root) + 3), net.next_pid()),
-                      net.root + b"cmd")
+        o = mqtt._str(
+            buf,
+            mqtt._pid(buf, mqtt._len(buf, 1, 5 + len(net.root) + 3), net.next_pid()),
+            net.root + b"cmd",
+        )
         buf[o] = 1
         await net.out(net.txm, o + 1)
     finally:
         net.busy = False
-    net.log.info("mqtt", "connected in %d ms (tcp %d, tls %d, connack %d) session=%d conn=%d free=%d" % (
-        net.handshake_ms, time.ticks_diff(t1, t0), time.ticks_diff(t2, t1),
-        time.ticks_diff(t3, t2), present, net.conns, free))
+    net.log.info(
+        "mqtt",
+        "connected in %d ms (tcp %d, tls %d, connack %d) session=%d conn=%d free=%d"
+        % (
+            net.handshake_ms,
+            time.ticks_diff(t1, t0),
+            time.ticks_diff(t2, t1),
+            time.ticks_diff(t3, t2),
+            present,
+            net.conns,
+            free,
+        ),
+    )
     await net.resend(present)  # the session first: what the broker never acknowledged
     await net.publish(b"status", net.doc("birth"), 1, True)
     return present

@@ -14,8 +14,12 @@ class Hardware:
         b = self._i2c.get(bus)
         if b is None:
             p = self.pins
-            b = machine.I2C(bus, scl=machine.Pin(p["i2c_scl"]), sda=machine.Pin(p["i2c_sda"]),
-                            freq=p["i2c_freq"])
+            b = machine.I2C(
+                bus,
+                scl=machine.Pin(p["i2c_scl"]),
+                sda=machine.Pin(p["i2c_sda"]),
+                freq=p["i2c_freq"],
+            )
             self._i2c[bus] = b
         return b
 

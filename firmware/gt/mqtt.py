@@ -35,7 +35,7 @@ def _str(buf, o, s):
     n = len(s)
     buf[o] = n >> 8
     buf[o + 1] = n & 0xFF
-    buf[o + 2:o + 2 + n] = s
+    buf[o + 2 : o + 2 + n] = s
     return o + 2 + n
 
 

@@ -65,7 +65,9 @@ class Net:
         self.last_rx = self.last_tx = time.ticks_ms()
         self.logq = []  # log lines for <root>/<node>/log, sent while connected
         self.log_dropped = 0
-        self.log_lvls = "IWE"["iwe".index(cfg["log_level"][0]):]  # the levels sent (config log_level)
+        self.log_lvls = "IWE"[
+            "iwe".index(cfg["log_level"][0]) :
+        ]  # the levels sent (config log_level)
         self.health_ms = cfg["health_s"] * 1000  # the health document on status every so often
         self.health_at = 0
         app.log.sinks.append(self._log)
@@ -73,8 +75,10 @@ class Net:
     def _log(self, lvl, tag, msg):
         if lvl in self.log_lvls and self.up:
             if len(self.logq) < 4:
-                self.logq.append(b'{"lvl":"%s","mod":%s,"msg":%s,"ts":%d}' % (
-                    lvl, json.dumps(tag), json.dumps(msg), clock_ms()))
+                self.logq.append(
+                    b'{"lvl":"%s","mod":%s,"msg":%s,"ts":%d}'
+                    % (lvl, json.dumps(tag), json.dumps(msg), clock_ms())
+                )
             else:
                 self.log_dropped += 1
 
@@ -242,7 +246,7 @@ class Net:
             if p is not None:
                 return p
             s = self.sock
-            r = s.readinto(memoryview(self.rx)[self.n:])
+            r = s.readinto(memoryview(self.rx)[self.n :])
             if r is None:
                 await io(core._io_queue.queue_read, self.raw)
             elif r == 0:
@@ -278,7 +282,9 @@ class Net:
     async def publish(self, leaf, payload, qos, retain=False):
         await self.take()
         try:
-            o = mqtt.head(self.tx, self.root + leaf, len(payload), self.next_pid() if qos else 0, retain)
+            o = mqtt.head(
+                self.tx, self.root + leaf, len(payload), self.next_pid() if qos else 0, retain
+            )
             await self.out(self.txm, o)
             await self.out(memoryview(payload), len(payload))
         finally:
@@ -342,7 +348,7 @@ class Net:
         try:
             o = mqtt.head(self.tx, self.t_tel, n, pid, False, dup)
             for part in (doc, m, tail):
-                self.tx[o:o + len(part)] = part
+                self.tx[o : o + len(part)] = part
                 o += len(part)
             self.acked = False
             await self.out(self.txm, o)
@@ -357,7 +363,11 @@ class Net:
             await self.nap.sleep(self.ka)  # woken by the PUBACK, or by the connection ending
         if self.acked:
             return True
-        if self.err is None and self.sock is not None and time.ticks_diff(time.ticks_ms(), t0) >= self.ka:
+        if (
+            self.err is None
+            and self.sock is not None
+            and time.ticks_diff(time.ticks_ms(), t0) >= self.ka
+        ):
             self.err = OSError(errno.ETIMEDOUT, "no PUBACK in a keepalive")
         return False
 

@@ -66,7 +66,9 @@ class Outbox:
         self.up = False  # a connection is up: readings wait in RAM (else they go to flash)
         self.spill = None
         self.spill_bytes = spill_bytes
-        self._gone = None  # boot + seq of a reading delivered while its copy waits on flash (done())
+        self._gone = (
+            None  # boot + seq of a reading delivered while its copy waits on flash (done())
+        )
         self.log = log
         self._dropped = 0  # dropped and counted (RAM, and spills that were emptied)
         if spill_bytes:
@@ -92,7 +94,9 @@ class Outbox:
     def push(self, rec):
         """Take a reading: a packed record, or the sampler's (seq, ticks, m)."""
         if isinstance(rec, tuple):
-            rec = pack(self.boot, rec[0], rec[1], json.dumps(rec[2], separators=(",", ":")).encode())
+            rec = pack(
+                self.boot, rec[0], rec[1], json.dumps(rec[2], separators=(",", ":")).encode()
+            )
         if self._n == self.cap:
             old = self._pop_head()
             if self.spill_bytes:

@@ -29,7 +29,15 @@ def _fmt(v):
     if isinstance(v, int):
         return str(v)
     a = abs(v)
-    return "%d" % round(v) if a >= 10000 else "%.1f" % v if a >= 100 else "%.2f" % v if a >= 10 else "%.3f" % v
+    return (
+        "%d" % round(v)
+        if a >= 10000
+        else "%.1f" % v
+        if a >= 100
+        else "%.2f" % v
+        if a >= 10
+        else "%.3f" % v
+    )
 
 
 def _wrap(text, width, rows):
@@ -42,7 +50,7 @@ def _wrap(text, width, rows):
 
 def _lr(left, right):
     # one 16-character line: left text cut to fit, right text flush right, at least one space
-    left = left[:max(0, 15 - len(right))]
+    left = left[: max(0, 15 - len(right))]
     return left + " " * max(1, 16 - len(left) - len(right)) + right
 
 
@@ -107,7 +115,7 @@ class Screens:
             rows = self._overview(app, now)
         elif i <= pages:
             rows = ["readings"]
-            for name, unit in items[(i - 1) * _PER_PAGE:i * _PER_PAGE]:
+            for name, unit in items[(i - 1) * _PER_PAGE : i * _PER_PAGE]:
                 v = m.get(name)
                 rows.append(_lr(name, "bad" if v is None else _fmt(v) + unit))
         else:
@@ -134,16 +142,21 @@ class Screens:
             pub = "never"
         else:
             s = time.ticks_diff(now, last) // 1000
-            pub = ("%ds" % s if s < 120 else "%dm" % (s // 60) if s < 7200 else "%dh" % (s // 3600)) + " ago"
+            pub = (
+                "%ds" % s if s < 120 else "%dm" % (s // 60) if s < 7200 else "%dh" % (s // 3600)
+            ) + " ago"
         up = app.uptime()
         nf = len(app.faults())
-        return [cfg["node"], cfg["role"][:16],
-                "link %s%s" % (app.link, "" if tls is None else " tls " + ("on" if tls else "off")),
-                "queue %d drop %d" % (len(app.outbox), app.outbox.dropped),
-                "pub " + pub,
-                "up %d:%02d:%02d" % (up // 3600, up // 60 % 60, up % 60),
-                app.role.state()[:16],
-                "faults %d" % nf if nf else "no faults"]
+        return [
+            cfg["node"],
+            cfg["role"][:16],
+            "link %s%s" % (app.link, "" if tls is None else " tls " + ("on" if tls else "off")),
+            "queue %d drop %d" % (len(app.outbox), app.outbox.dropped),
+            "pub " + pub,
+            "up %d:%02d:%02d" % (up // 3600, up // 60 % 60, up % 60),
+            app.role.state()[:16],
+            "faults %d" % nf if nf else "no faults",
+        ]
 
     # --- drawing ---
     def _draw(self, rows, dx=0, dy=0, banner=False):

@@ -24,8 +24,13 @@ class Sensor:
         self.hw = hw
         self.mod = mod = __import__("gt.drivers." + spec["type"], None, None, ("make",))
         # a type whose ranges depend on its config (a divider, a calibrated range) has metrics(spec)
-        self.metrics = m = (("", spec["unit"], spec["lo"], spec["hi"]),) if "unit" in spec else \
-            mod.metrics(spec) if hasattr(mod, "metrics") else mod.METRICS
+        self.metrics = m = (
+            (("", spec["unit"], spec["lo"], spec["hi"]),)
+            if "unit" in spec
+            else mod.metrics(spec)
+            if hasattr(mod, "metrics")
+            else mod.METRICS
+        )
         self.names = tuple(self.id + ("_" + x[0] if x[0] else "") for x in m)
         self.ok = True
         self.why = None
@@ -49,7 +54,9 @@ class Sensor:
             for i, (suffix, unit, lo, hi) in enumerate(self.metrics):
                 v = vals[i]
                 if v is None or v != v or not lo <= v <= hi:
-                    raise ValueError("%s=%s out of range %s..%s %s" % (self.names[i], v, lo, hi, unit))
+                    raise ValueError(
+                        "%s=%s out of range %s..%s %s" % (self.names[i], v, lo, hi, unit)
+                    )
         except (OSError, ValueError) as e:
             self.errors += 1
             self._backoff = min(_BACKOFF_MAX, self._backoff * 2 if self._backoff else 1000)

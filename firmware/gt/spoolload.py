@@ -27,8 +27,10 @@ def load(sp, log):
             sp.torn += 1
             _cut(sp, slot, size)
             if log:
-                log.warn("outbox", "%s: torn record after %d good ones; cut there" % (
-                    sp.names[slot], count))
+                log.warn(
+                    "outbox",
+                    "%s: torn record after %d good ones; cut there" % (sp.names[slot], count),
+                )
         if count:
             found.append([slot, gen, size, count])
         else:
@@ -38,7 +40,6 @@ def load(sp, log):
     sp.count = sum(s[3] for s in found)
     if sp.count and log:
         log.info("outbox", "%d readings loaded from flash" % sp.count)
-
 
 
 def _scan(f):
@@ -73,4 +74,3 @@ def _cut(sp, slot, size):
             dst.write(memoryview(buf)[:n])
             left -= n
     os.rename(tmp, name)
-

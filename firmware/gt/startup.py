@@ -28,8 +28,12 @@ def _load_config():
 def start():
     boot = BootState()
     crashed = boot.begin()
-    log.info("boot", "GridTwin %s boot=%d reset=%s crash_streak=%d" % (
-        VERSION, boot.boots, boot.cause, boot.streak), persist=True)
+    log.info(
+        "boot",
+        "GridTwin %s boot=%d reset=%s crash_streak=%d"
+        % (VERSION, boot.boots, boot.cause, boot.streak),
+        persist=True,
+    )
     if crashed:
         log.warn("boot", "previous boot crashed: %s" % boot.last_crash)
     cfg, problem = _load_config()
@@ -47,10 +51,20 @@ def start():
             disp = display.open(cfg, hw, log)
         except Exception as e:
             log.warn("safe", "no LED/display: %r" % e)
-        return safemode.run("crashed %d boots in a row (last: %s); fix the cause, then press reset"
-                            % (boot.streak, boot.last_crash), log, hw, disp,
-                            ["crashed %d boots" % boot.streak, "in a row; last:", boot.last_crash,
-                             "fix it, then", "press reset"])
+        return safemode.run(
+            "crashed %d boots in a row (last: %s); fix the cause, then press reset"
+            % (boot.streak, boot.last_crash),
+            log,
+            hw,
+            disp,
+            [
+                "crashed %d boots" % boot.streak,
+                "in a row; last:",
+                boot.last_crash,
+                "fix it, then",
+                "press reset",
+            ],
+        )
     from gt import display
 
     display.reserve(cfg)

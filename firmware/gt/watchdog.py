@@ -34,5 +34,7 @@ class Watchdog:
                 wdt.feed()
             elif self.starved != name:
                 self.starved = name
-                self.log.error("wdt", "task '%s' stalled; letting the watchdog reset the node" % name)
+                self.log.error(
+                    "wdt", "task '%s' stalled; letting the watchdog reset the node" % name
+                )
             await asyncio.sleep_ms(period)

@@ -14,15 +14,30 @@ def birth(net):
     boot = app.boot
     box = app.outbox
     gc.collect()
-    return json.dumps({
-        "state": "online", "node": cfg["node"], "fw": VERSION, "board": cfg["board"],
-        "role": cfg["role"], "reset": boot.cause, "boot": boot.boot_id, "boots": boot.boots,
-        "heap": gc.mem_free(), "heap_min": app.heap_min, "rssi": net.rssi(),
-        "uptime": app.uptime(),  # (app.py: a ticks_diff from boot wraps after days)
-        "cfg": cfg.get("hash"), "interval": app.sampler.interval, "sensors": app.units(),
-        "outbox": len(box), "drops": box.dropped, "conn": net.conns,
-        "handshake_ms": net.handshake_ms, "ts": clock.unix_ms(time.ticks_ms()),
-    }).encode()
+    return json.dumps(
+        {
+            "state": "online",
+            "node": cfg["node"],
+            "fw": VERSION,
+            "board": cfg["board"],
+            "role": cfg["role"],
+            "reset": boot.cause,
+            "boot": boot.boot_id,
+            "boots": boot.boots,
+            "heap": gc.mem_free(),
+            "heap_min": app.heap_min,
+            "rssi": net.rssi(),
+            "uptime": app.uptime(),  # (app.py: a ticks_diff from boot wraps after days)
+            "cfg": cfg.get("hash"),
+            "interval": app.sampler.interval,
+            "sensors": app.units(),
+            "outbox": len(box),
+            "drops": box.dropped,
+            "conn": net.conns,
+            "handshake_ms": net.handshake_ms,
+            "ts": clock.unix_ms(time.ticks_ms()),
+        }
+    ).encode()
 
 
 def health(net):
@@ -36,7 +51,16 @@ def health(net):
         app.heap_min = free
     r = net.rssi()
     t = clock.unix_ms(time.ticks_ms())
-    return (b'{"state":"online","boot":%d,"heap":%d,"heap_min":%d,"rssi":%s,"uptime":%d,'
-            b'"outbox":%d,"drops":%d,"ts":%s}') % (
-        app.boot.boot_id, free, app.heap_min, "null" if r is None else r, app.uptime(), len(box),
-        box.dropped, "null" if t is None else t)
+    return (
+        b'{"state":"online","boot":%d,"heap":%d,"heap_min":%d,"rssi":%s,"uptime":%d,'
+        b'"outbox":%d,"drops":%d,"ts":%s}'
+    ) % (
+        app.boot.boot_id,
+        free,
+        app.heap_min,
+        "null" if r is None else r,
+        app.uptime(),
+        len(box),
+        box.dropped,
+        "null" if t is None else t,
+    )

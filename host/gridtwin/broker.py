@@ -61,10 +61,16 @@ ETC_DIR = Path("/etc/mosquitto")
 
 def mosquitto_binary() -> str:
     """Path of the mosquitto executable, or a ToolError saying how to install it."""
-    found = os.environ.get("MOSQUITTO") or shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    found = (
+        os.environ.get("MOSQUITTO")
+        or shutil.which("mosquitto")
+        or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    )
     if not found:
-        raise ToolError("mosquitto is not installed", hint="run `make setup` or `sudo apt-get install mosquitto`")
+        raise ToolError(
+            "mosquitto is not installed",
+            hint="run `make setup` or `sudo apt-get install mosquitto`",
+        )
     return found
 
 
@@ -74,15 +80,19 @@ def detect_version(binary: str | None = None) -> tuple[int, int, int]:
     try:
         out = subprocess.run([binary, "-h"], capture_output=True, text=True, timeout=10)
     except OSError as exc:
-        raise ToolError(f"cannot run {binary}: {exc}", hint="check the mosquitto installation") from None
+        raise ToolError(
+            f"cannot run {binary}: {exc}", hint="check the mosquitto installation"
+        ) from None
     return parse_version(out.stdout + out.stderr)
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
     m = re.search(r"mosquitto version (\d+)\.(\d+)(?:\.(\d+))?", text)
     if not m:
-        raise ToolError("cannot tell the mosquitto version",
-                        hint="`mosquitto -h` should print 'mosquitto version X.Y.Z'")
+        raise ToolError(
+            "cannot tell the mosquitto version",
+            hint="`mosquitto -h` should print 'mosquitto version X.Y.Z'",
+        )
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
@@ -98,8 +108,10 @@ def _one_line(*values) -> None:
     checks refuse such values already, and this refuses them again at the one place it matters."""
     for v in values:
         if any(c in str(v) for c in "\r\n\0"):
-            raise BrokerError(f"refusing to render {str(v)!r} into the broker configuration: it holds a line break",
-                              hint="fix the value in site.toml (ids and topic_root are letters, digits, '_', '-')")
+            raise BrokerError(
+                f"refusing to render {str(v)!r} into the broker configuration: it holds a line break",
+                hint="fix the value in site.toml (ids and topic_root are letters, digits, '_', '-')",
+            )
 
 
 def render_acl(site: "Site") -> str:
@@ -116,7 +128,8 @@ def render_acl(site: "Site") -> str:
         # keeps a session of its own (CN = client id) instead of taking over instance 1's
         lines += [
             "# The host daemon reads every node, sends commands and owns _host/ (twin state, alerts)."
-            if i == 0 else f"# Host daemon instance {i + 1}: the same rights.",
+            if i == 0
+            else f"# Host daemon instance {i + 1}: the same rights.",
             f"user {host}",
             f"topic read {root}/#",
             f"topic write {root}/+/cmd",
@@ -133,18 +146,33 @@ def render_acl(site: "Site") -> str:
 
 
 def render_dev_acl(site: "Site") -> str:
-    return "\n".join([
-        "# Development only: the plain loopback listener of `broker run --dev` (anonymous clients).",
-        f"topic readwrite {site.topic_root}/#",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Development only: the plain loopback listener of `broker run --dev` (anonymous clients).",
+            f"topic readwrite {site.topic_root}/#",
+            "",
+        ]
+    )
 
 
-def render(site: "Site", pki: "PKI", *, dev: bool = False, port: int | None = None, ws_port: int | None = None,
-           data_dir: str | Path | None = None, conf_dir: str | Path | None = None, listen: str | None = None,
-           dev_port: int | None = None, version: tuple[int, ...] | None = None, certs: dict | None = None,
-           user: str | None = None, pid_file: str | Path | None = None, log_dest: str = "stderr",
-           extra: str = "") -> dict[str, str]:
+def render(
+    site: "Site",
+    pki: "PKI",
+    *,
+    dev: bool = False,
+    port: int | None = None,
+    ws_port: int | None = None,
+    data_dir: str | Path | None = None,
+    conf_dir: str | Path | None = None,
+    listen: str | None = None,
+    dev_port: int | None = None,
+    version: tuple[int, ...] | None = None,
+    certs: dict | None = None,
+    user: str | None = None,
+    pid_file: str | Path | None = None,
+    log_dest: str = "stderr",
+    extra: str = "",
+) -> dict[str, str]:
     """Render mosquitto.conf, acl (and acl.dev with dev=True) for the site.
 
     port/ws_port/dev_port override the site's ports (ws_port 0 = no WebSocket listener). data_dir
@@ -163,12 +191,25 @@ def render(site: "Site", pki: "PKI", *, dev: bool = False, port: int | None = No
     listen = b.listen if listen is None else listen
     version = tuple(version) if version else _version_or_default()
     new_form = version >= (2, 1)
-    paths = {"ca": pki.ca_cert_path, "cert": pki.server_cert_path, "key": pki.server_key_path, "crl": pki.crl_path}
+    paths = {
+        "ca": pki.ca_cert_path,
+        "cert": pki.server_cert_path,
+        "key": pki.server_key_path,
+        "crl": pki.crl_path,
+    }
     paths.update(certs or {})
     acl = conf_dir / "acl"
     vtext = ".".join(map(str, version))
-    _one_line(data_dir, conf_dir, listen, user or "", pid_file or "", log_dest, b.persistent_client_expiration,
-              *paths.values())
+    _one_line(
+        data_dir,
+        conf_dir,
+        listen,
+        user or "",
+        pid_file or "",
+        log_dest,
+        b.persistent_client_expiration,
+        *paths.values(),
+    )
 
     head = [
         f"# GridTwin site '{site.id}': Mosquitto {vtext} configuration rendered by `gridtwin broker config`.",
@@ -176,14 +217,21 @@ def render(site: "Site", pki: "PKI", *, dev: bool = False, port: int | None = No
         "",
     ]
     if not new_form:
-        head += ["# Security settings belong to each listener (the dev listener is anonymous, TLS never is).",
-                 "per_listener_settings true"]
+        head += [
+            "# Security settings belong to each listener (the dev listener is anonymous, TLS never is).",
+            "per_listener_settings true",
+        ]
     else:
-        head += ["allow_anonymous false",
-                 f"plugin_load acl {acl_plugin_path()}",
-                 f"plugin_opt_acl_file {acl}"]
+        head += [
+            "allow_anonymous false",
+            f"plugin_load acl {acl_plugin_path()}",
+            f"plugin_opt_acl_file {acl}",
+        ]
         if dev:
-            head += [f"plugin_load acl_dev {acl_plugin_path()}", f"plugin_opt_acl_file {conf_dir / 'acl.dev'}"]
+            head += [
+                f"plugin_load acl_dev {acl_plugin_path()}",
+                f"plugin_opt_acl_file {conf_dir / 'acl.dev'}",
+            ]
     if user:
         head.append(f"user {user}")
     if pid_file:
@@ -211,7 +259,11 @@ def render(site: "Site", pki: "PKI", *, dev: bool = False, port: int | None = No
     ]
 
     def tls_listener(p: int, protocol: str, comment: str) -> list[str]:
-        out = [f"# {comment}", f"listener {p}{' ' + listen if listen else ''}", f"protocol {protocol}"]
+        out = [
+            f"# {comment}",
+            f"listener {p}{' ' + listen if listen else ''}",
+            f"protocol {protocol}",
+        ]
         out.append("listener_allow_anonymous false" if new_form else "allow_anonymous false")
         out += [
             "require_certificate true",
@@ -226,9 +278,13 @@ def render(site: "Site", pki: "PKI", *, dev: bool = False, port: int | None = No
         out.append("plugin_use acl" if new_form else f"acl_file {acl}")
         return out + [""]
 
-    body = tls_listener(port, "mqtt", "Nodes and services: MQTT over TLS, a site certificate is the only way in.")
+    body = tls_listener(
+        port, "mqtt", "Nodes and services: MQTT over TLS, a site certificate is the only way in."
+    )
     if ws_port:
-        body += tls_listener(ws_port, "websockets", "Browsers: MQTT over TLS WebSockets, same rules.")
+        body += tls_listener(
+            ws_port, "websockets", "Browsers: MQTT over TLS WebSockets, same rules."
+        )
     files = {"acl": render_acl(site)}
     if dev:
         body += [
@@ -268,6 +324,7 @@ def write_files(files: dict[str, str], folder: str | Path) -> Path:
 
 # --- broker install --------------------------------------------------------------------------
 
+
 @dataclass
 class PlannedFile:
     path: Path
@@ -277,9 +334,14 @@ class PlannedFile:
     group: str = "root"
 
 
-def install_plan(site: "Site", pki: "PKI", *, etc_dir: str | Path = ETC_DIR,
-                 data_dir: str | Path = "/var/lib/mosquitto",
-                 version: tuple[int, ...] | None = None) -> list[PlannedFile]:
+def install_plan(
+    site: "Site",
+    pki: "PKI",
+    *,
+    etc_dir: str | Path = ETC_DIR,
+    data_dir: str | Path = "/var/lib/mosquitto",
+    version: tuple[int, ...] | None = None,
+) -> list[PlannedFile]:
     """What `broker install` writes: the config, the ACL and copies of the server's certificates.
 
     The certs folder stays private to its owner; Mosquitto (user `mosquitto`) gets its own copies:
@@ -287,10 +349,23 @@ def install_plan(site: "Site", pki: "PKI", *, etc_dir: str | Path = ETC_DIR,
     """
     etc = Path(etc_dir)
     gt = etc / "gridtwin"
-    certs = {"ca": gt / "ca.crt", "cert": gt / "server.crt", "key": gt / "server.key", "crl": installed_crl(etc)}
-    files = render(site, pki, data_dir=data_dir, conf_dir=gt, version=version, certs=certs,
-                   listen=site.broker.listen, pid_file="/run/mosquitto/mosquitto.pid",
-                   log_dest="syslog")
+    certs = {
+        "ca": gt / "ca.crt",
+        "cert": gt / "server.crt",
+        "key": gt / "server.key",
+        "crl": installed_crl(etc),
+    }
+    files = render(
+        site,
+        pki,
+        data_dir=data_dir,
+        conf_dir=gt,
+        version=version,
+        certs=certs,
+        listen=site.broker.listen,
+        pid_file="/run/mosquitto/mosquitto.pid",
+        log_dest="syslog",
+    )
 
     def read(p: Path) -> bytes:
         try:
@@ -317,7 +392,9 @@ def installed_crl(etc_dir: str | Path = ETC_DIR) -> Path:
 def installed_by_us(etc_dir: str | Path = ETC_DIR) -> bool:
     """True when `broker install` wrote the mosquitto.conf in etc_dir (it carries our header)."""
     try:
-        return (Path(etc_dir) / "gridtwin").is_dir() and b"GridTwin" in (Path(etc_dir) / "mosquitto.conf").read_bytes()
+        return (Path(etc_dir) / "gridtwin").is_dir() and b"GridTwin" in (
+            Path(etc_dir) / "mosquitto.conf"
+        ).read_bytes()
     except OSError:
         return False
 
@@ -333,7 +410,11 @@ def apply_plan(plan: list[PlannedFile], *, chown: bool = True) -> list[Path]:
             if f.content is None:
                 f.path.mkdir(parents=True, exist_ok=True)
             else:
-                if f.path.name == "mosquitto.conf" and f.path.exists() and b"GridTwin" not in f.path.read_bytes():
+                if (
+                    f.path.name == "mosquitto.conf"
+                    and f.path.exists()
+                    and b"GridTwin" not in f.path.read_bytes()
+                ):
                     orig = f.path.with_name("mosquitto.conf.gridtwin-orig")
                     if not orig.exists():
                         shutil.copy2(f.path, orig)
@@ -348,9 +429,13 @@ def apply_plan(plan: list[PlannedFile], *, chown: bool = True) -> list[Path]:
             if chown:
                 os.chown(f.path, pwd.getpwnam(f.owner).pw_uid, grp.getgrnam(f.group).gr_gid)
         except PermissionError:
-            raise BrokerError(f"cannot write {f.path}: permission denied", hint="run it with sudo") from None
+            raise BrokerError(
+                f"cannot write {f.path}: permission denied", hint="run it with sudo"
+            ) from None
         except KeyError as exc:
-            raise BrokerError(f"no system account {exc}", hint="install the Debian package mosquitto first") from None
+            raise BrokerError(
+                f"no system account {exc}", hint="install the Debian package mosquitto first"
+            ) from None
         written.append(f.path)
     return written
 
@@ -365,11 +450,14 @@ def restart_service(run=subprocess.run) -> None:
     except FileNotFoundError:
         raise BrokerError("systemctl is not available", hint="restart mosquitto by hand") from None
     except subprocess.CalledProcessError as exc:
-        raise BrokerError(f"systemctl restart mosquitto failed: {exc.stderr.strip() or exc.returncode}",
-                          hint="see `journalctl -u mosquitto`") from None
+        raise BrokerError(
+            f"systemctl restart mosquitto failed: {exc.stderr.strip() or exc.returncode}",
+            hint="see `journalctl -u mosquitto`",
+        ) from None
 
 
 # --- broker run --------------------------------------------------------------------------------
+
 
 class Mosquitto:
     """A mosquitto process with the site's rendered configuration, managed from Python: the demo
@@ -378,9 +466,20 @@ class Mosquitto:
 
     READY_TIMEOUT = 10.0
 
-    def __init__(self, site: "Site", pki: "PKI", workdir: str | Path, *, host: str = "127.0.0.1",
-                 port: int | None = None, ws_port: int = 0, dev: bool = False,
-                 dev_port: int | None = None, extra: str = "", version=None):
+    def __init__(
+        self,
+        site: "Site",
+        pki: "PKI",
+        workdir: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        ws_port: int = 0,
+        dev: bool = False,
+        dev_port: int | None = None,
+        extra: str = "",
+        version=None,
+    ):
         self.site, self.pki = site, pki
         self.workdir = Path(workdir)
         self.host = host
@@ -404,9 +503,19 @@ class Mosquitto:
 
     def render(self) -> dict[str, str]:
         user = "root" if os.geteuid() == 0 else None  # as root, mosquitto would drop to 'mosquitto'
-        return render(self.site, self.pki, dev=self.dev, port=self.port, ws_port=self.ws_port,
-                      dev_port=self.dev_port, data_dir=self.workdir, listen=self.host, user=user,
-                      extra=self.extra, version=self.version)
+        return render(
+            self.site,
+            self.pki,
+            dev=self.dev,
+            port=self.port,
+            ws_port=self.ws_port,
+            dev_port=self.dev_port,
+            data_dir=self.workdir,
+            listen=self.host,
+            user=user,
+            extra=self.extra,
+            version=self.version,
+        )
 
     def start(self) -> "Mosquitto":
         if self.running:
@@ -418,8 +527,12 @@ class Mosquitto:
         write_files(self.files, self.workdir)
         mark = len(self.log)
         with open(self.log_path, "ab") as log:
-            self.proc = procs.spawn([mosquitto_binary(), "-c", str(self.workdir / "mosquitto.conf")],
-                                    kind="mosquitto", stdout=log, stderr=subprocess.STDOUT)
+            self.proc = procs.spawn(
+                [mosquitto_binary(), "-c", str(self.workdir / "mosquitto.conf")],
+                kind="mosquitto",
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         ready = re.compile(r"mosquitto version \S+ running")
         deadline = time.monotonic() + self.READY_TIMEOUT
         try:
@@ -427,12 +540,17 @@ class Mosquitto:
             while not (ready.search(self.log, mark) and self._accepts()):
                 if self.proc.poll() is not None:
                     procs.reaped(self.proc)
-                    raise BrokerError(f"mosquitto exited with status {self.proc.returncode}",
-                                      hint=self.log[mark:].strip().splitlines()[-1] if self.log[mark:].strip() else
-                                      f"config in {self.workdir}")
+                    raise BrokerError(
+                        f"mosquitto exited with status {self.proc.returncode}",
+                        hint=self.log[mark:].strip().splitlines()[-1]
+                        if self.log[mark:].strip()
+                        else f"config in {self.workdir}",
+                    )
                 if time.monotonic() > deadline:
-                    raise BrokerError(f"mosquitto not ready after {self.READY_TIMEOUT:.0f} s",
-                                      hint=f"is port {self.port} in use? see {self.log_path}")
+                    raise BrokerError(
+                        f"mosquitto not ready after {self.READY_TIMEOUT:.0f} s",
+                        hint=f"is port {self.port} in use? see {self.log_path}",
+                    )
                 time.sleep(0.01)
         except BaseException:  # not ready, or Ctrl-C/SIGTERM while waiting: nothing is left running
             self.stop()
@@ -469,8 +587,15 @@ def run_pid_path(site: "Site") -> Path:
 RESTART_SIGNAL = signal.SIGUSR1
 
 
-def run_foreground(site: "Site", pki: "PKI", *, dev: bool = False, port: int | None = None,
-                   ws_port: int | None = None, listen: str = "127.0.0.1") -> int:
+def run_foreground(
+    site: "Site",
+    pki: "PKI",
+    *,
+    dev: bool = False,
+    port: int | None = None,
+    ws_port: int | None = None,
+    listen: str = "127.0.0.1",
+) -> int:
     """Run mosquitto in the foreground until Ctrl-C, SIGTERM or SIGHUP, which stop it (and say so).
     RESTART_SIGNAL to this process restarts mosquitto with freshly rendered files (new CRL, new ACL);
     `pki revoke` sends it."""
@@ -484,7 +609,16 @@ def run_foreground(site: "Site", pki: "PKI", *, dev: bool = False, port: int | N
     user = getpass.getuser() if os.geteuid() == 0 else None
 
     def start():
-        files = render(site, pki, dev=dev, port=port, ws_port=ws_port, data_dir=folder, listen=listen, user=user)
+        files = render(
+            site,
+            pki,
+            dev=dev,
+            port=port,
+            ws_port=ws_port,
+            data_dir=folder,
+            listen=listen,
+            user=user,
+        )
         write_files(files, folder)
         return procs.spawn([binary, "-c", str(folder / "mosquitto.conf")], kind="mosquitto")
 
@@ -499,25 +633,39 @@ def run_foreground(site: "Site", pki: "PKI", *, dev: bool = False, port: int | N
         proc = start()
         old = signal.signal(RESTART_SIGNAL, on_restart)
         try:
-            tmp = pid_path.with_suffix(".tmp")  # written whole, then renamed: a reader never sees it half
+            tmp = pid_path.with_suffix(
+                ".tmp"
+            )  # written whole, then renamed: a reader never sees it half
             tmp.write_text(f"{os.getpid()}\n")
             os.replace(tmp, pid_path)
             b = site.broker
-            print(f"gridtwin: mosquitto on {listen}:{port or b.port} (TLS)"
-                  + (f", {listen}:{ws_port or b.ws_port} (TLS WebSockets)" if (ws_port or b.ws_port) else "")
-                  + (f", 127.0.0.1:{b.dev_port} (plain, dev)" if dev else "")
-                  + f"; files in {folder}; Ctrl-C stops it", file=sys.stderr, flush=True)
+            print(
+                f"gridtwin: mosquitto on {listen}:{port or b.port} (TLS)"
+                + (
+                    f", {listen}:{ws_port or b.ws_port} (TLS WebSockets)"
+                    if (ws_port or b.ws_port)
+                    else ""
+                )
+                + (f", 127.0.0.1:{b.dev_port} (plain, dev)" if dev else "")
+                + f"; files in {folder}; Ctrl-C stops it",
+                file=sys.stderr,
+                flush=True,
+            )
             while True:
                 rc = proc.wait()
                 procs.reaped(proc)
                 if restart["wanted"]:
                     restart["wanted"] = False
-                    print("gridtwin: restarting mosquitto (new CRL/ACL)", file=sys.stderr, flush=True)
+                    print(
+                        "gridtwin: restarting mosquitto (new CRL/ACL)", file=sys.stderr, flush=True
+                    )
                     proc = start()
                     continue
                 if rc not in (0, -signal.SIGTERM, -signal.SIGINT):
-                    raise BrokerError(f"mosquitto exited with status {rc}",
-                                      hint=f"see its log above; config in {folder}")
+                    raise BrokerError(
+                        f"mosquitto exited with status {rc}",
+                        hint=f"see its log above; config in {folder}",
+                    )
                 return 0
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (procs.Terminated)
             return 0
@@ -530,8 +678,14 @@ def run_foreground(site: "Site", pki: "PKI", *, dev: bool = False, port: int | N
                 pass
 
 
-def notify_revocation(site: "Site", *, etc_dir: str | Path = ETC_DIR, run=subprocess.run,
-                      euid: int | None = None, systemd: bool | None = None) -> str:
+def notify_revocation(
+    site: "Site",
+    *,
+    etc_dir: str | Path = ETC_DIR,
+    run=subprocess.run,
+    euid: int | None = None,
+    systemd: bool | None = None,
+) -> str:
     """Make the broker that serves this site start again with the new CRL, so every session drops and
     a revoked node cannot come back (Mosquitto checks the CRL at the handshake only). Returns what
     was done, or exactly what to run, as a sentence for the user.
@@ -556,15 +710,21 @@ def notify_revocation(site: "Site", *, etc_dir: str | Path = ETC_DIR, run=subpro
         src, dst = PKI.for_site(site).crl_path, installed_crl(etc_dir)
         manual = f"sudo install -m 0644 {src} {dst} && sudo {' '.join(RESTART_SERVICE)}"
         if (os.geteuid() if euid is None else euid) != 0:
-            said.append("the installed broker reads the CRL only at start, and giving it the new one needs root: "
-                        f"run `{manual}` (the revoked node's open session ends with the restart)")
+            said.append(
+                "the installed broker reads the CRL only at start, and giving it the new one needs root: "
+                f"run `{manual}` (the revoked node's open session ends with the restart)"
+            )
         else:
             apply_plan([PlannedFile(dst, src.read_bytes(), 0o644)])
             if not (Path("/run/systemd/system").is_dir() if systemd is None else systemd):
-                said.append(f"new CRL copied to {dst}; systemd does not run here: restart mosquitto yourself "
-                            "(it reads the CRL only at start; the revoked node's session ends with the restart)")
+                said.append(
+                    f"new CRL copied to {dst}; systemd does not run here: restart mosquitto yourself "
+                    "(it reads the CRL only at start; the revoked node's session ends with the restart)"
+                )
             else:
                 restart_service(run)
-                said.append(f"new CRL copied to {dst} and `{' '.join(RESTART_SERVICE)}` done: every session "
-                            "dropped, the revoked node cannot come back")
+                said.append(
+                    f"new CRL copied to {dst} and `{' '.join(RESTART_SERVICE)}` done: every session "
+                    "dropped, the revoked node cannot come back"
+                )
     return "; ".join(said) or "no running broker found; the new CRL applies when it starts"

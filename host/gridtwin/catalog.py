@@ -27,33 +27,66 @@ from gridtwin.site import PLANT_ROLES, ROLE_MODULES
 # analog inputs (one metric named after the sensor, unit and range from the config): the sensor-type
 # catalog's (gridtwin.sensortypes). quantity groups metrics on a panel (one per quantity and unit).
 SENSOR_METRICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
-    t.name: sensor_type_metrics(t.name) for t in SENSOR_TYPES.values() if not t.analog}
+    t.name: sensor_type_metrics(t.name) for t in SENSOR_TYPES.values() if not t.analog
+}
 ANALOG = {t.name: t.analog for t in SENSOR_TYPES.values() if t.analog}
 
 _STATE = "state"  # 0/1 flags: a state timeline, not a curve
 # role -> ((metric, unit, quantity, description, derived from: sensor metric suffix or None), ...)
-_PLANT = (("supply", "", _STATE, "upstream power present (1) or not (0)", None),
-          ("fault", "", _STATE, "the component has failed (1)", None),
-          ("out", "", _STATE, "output on (1): healthy and supplied, running, or on battery", None),
-          ("load_kw", "kW", "load", "power carried downstream while the output is on", None),
-          ("v", "V", "voltage", "nominal output voltage while the output is on", None))
+_PLANT = (
+    ("supply", "", _STATE, "upstream power present (1) or not (0)", None),
+    ("fault", "", _STATE, "the component has failed (1)", None),
+    ("out", "", _STATE, "output on (1): healthy and supplied, running, or on battery", None),
+    ("load_kw", "kW", "load", "power carried downstream while the output is on", None),
+    ("v", "V", "voltage", "nominal output voltage while the output is on", None),
+)
 ROLE_METRICS: dict[str, tuple[tuple[str, str, str, str, str | None], ...]] = {
     "sensor": (),
     "pv": (),
-    "grid_monitor": (("f_dev", "Hz", "frequency deviation", "frequency minus nominal ([params] nominal_hz)", "_hz"),),
-    "electrolyser": (("h2_nlh", "NL/h", "hydrogen yield",
-                      "hydrogen production from the stack current (Faraday: cells x efficiency / 2F)", "_a"),),
+    "grid_monitor": (
+        (
+            "f_dev",
+            "Hz",
+            "frequency deviation",
+            "frequency minus nominal ([params] nominal_hz)",
+            "_hz",
+        ),
+    ),
+    "electrolyser": (
+        (
+            "h2_nlh",
+            "NL/h",
+            "hydrogen yield",
+            "hydrogen production from the stack current (Faraday: cells x efficiency / 2F)",
+            "_a",
+        ),
+    ),
     **{role: _PLANT for role in ROLE_MODULES if role in PLANT_ROLES and role != "ups"},
-    "ups": (("batt_pct", "%", "battery", "battery charge", None),
-            ("on_batt", "", _STATE, "carrying the load from the battery (1)", None)) + _PLANT,
+    "ups": (
+        ("batt_pct", "%", "battery", "battery charge", None),
+        ("on_batt", "", _STATE, "carrying the load from the battery (1)", None),
+    )
+    + _PLANT,
 }
 # which sensor a deriving role reads: its params key naming the sensor, else the first that has one
 ROLE_SENSOR_PARAM = {"grid_monitor": "meter", "electrolyser": "stack"}
 
 # Grafana's unit ids for the firmware's units; anything else is shown with its own text
-GRAFANA_UNITS = {"V": "volt", "A": "amp", "W": "watt", "kW": "kwatt", "Hz": "hertz", "degC": "celsius",
-                 "%": "percent", "%RH": "humidity", "Pa": "pressurepa", "bar": "pressurebar", "W/m2": "suffix: W/m²",
-                 "NL/h": "suffix: NL/h", "": "none"}
+GRAFANA_UNITS = {
+    "V": "volt",
+    "A": "amp",
+    "W": "watt",
+    "kW": "kwatt",
+    "Hz": "hertz",
+    "degC": "celsius",
+    "%": "percent",
+    "%RH": "humidity",
+    "Pa": "pressurepa",
+    "bar": "pressurebar",
+    "W/m2": "suffix: W/m²",
+    "NL/h": "suffix: NL/h",
+    "": "none",
+}
 
 
 def grafana_unit(unit: str) -> str:
@@ -83,12 +116,21 @@ def sensor_metrics(sensor) -> list[Metric]:
     if t in ANALOG:
         unit = _get(sensor, "unit", "V")
         return [Metric(sid, unit, _analog_quantity(unit), ANALOG[t], src, sid)]
-    return [Metric(sid + ("_" + sfx if sfx else ""), unit, q, d, src, sid) for sfx, unit, q, d in SENSOR_METRICS[t]]
+    return [
+        Metric(sid + ("_" + sfx if sfx else ""), unit, q, d, src, sid)
+        for sfx, unit, q, d in SENSOR_METRICS[t]
+    ]
 
 
 def _analog_quantity(unit: str) -> str:
-    for q, units in (("voltage", ("V", "mV")), ("current", ("A", "mA")), ("temperature", ("degC",)),
-                     ("pressure", ("bar", "Pa", "kPa")), ("irradiance", ("W/m2",)), ("power", ("W", "kW"))):
+    for q, units in (
+        ("voltage", ("V", "mV")),
+        ("current", ("A", "mA")),
+        ("temperature", ("degC",)),
+        ("pressure", ("bar", "Pa", "kPa")),
+        ("irradiance", ("W/m2",)),
+        ("power", ("W", "kW")),
+    ):
         if unit in units:
             return q
     return unit or "value"
@@ -119,10 +161,18 @@ def role_input(node, sensor_metrics_: dict[str, Metric] | None = None) -> str | 
     if needs is None:
         return None
     if sensor_metrics_ is None:
-        sensor_metrics_ = {m.name: m for s in _get(node, "sensors") or [] for m in sensor_metrics(s)}
+        sensor_metrics_ = {
+            m.name: m for s in _get(node, "sensors") or [] for m in sensor_metrics(s)
+        }
     want = _get(_get(node, "params") or {}, ROLE_SENSOR_PARAM[role])
-    return next((m.name for m in sensor_metrics_.values()
-                 if m.sensor and m.name.endswith(needs) and want in (None, m.sensor)), None)
+    return next(
+        (
+            m.name
+            for m in sensor_metrics_.values()
+            if m.sensor and m.name.endswith(needs) and want in (None, m.sensor)
+        ),
+        None,
+    )
 
 
 def site_metrics(site) -> dict[str, dict[str, Metric]]:
@@ -140,7 +190,9 @@ def groups(metrics) -> dict[tuple[str, str], list[Metric]]:
 
 # --- the electrolyser's derived quantities (computed in the dashboards' Flux) ----------------------
 
-HHV_KWH_PER_NM3 = 3.5424  # hydrogen's higher heating value: 285.83 kJ/mol / 22.414 L/mol, in kWh per Nm3
+HHV_KWH_PER_NM3 = (
+    3.5424  # hydrogen's higher heating value: 285.83 kJ/mol / 22.414 L/mol, in kWh per Nm3
+)
 
 
 def electrolyser_inputs(node) -> dict[str, str] | None:
@@ -154,11 +206,26 @@ def electrolyser_inputs(node) -> dict[str, str] | None:
         return None
     i = role_input(node, ms)
     analog = tuple(f"({t})" for t in ANALOG)
-    u = next((m.name for m in ms.values() if m.sensor and m.unit == "V" and m.source.endswith(analog)), None)
+    u = next(
+        (m.name for m in ms.values() if m.sensor and m.unit == "V" and m.source.endswith(analog)),
+        None,
+    )
     if u is not None:
         return {"h2": "h2_nlh", "i": i, "u": u}
     return {"h2": "h2_nlh", "p": i[:-2] + "_w"}
 
 
-__all__ = ["Metric", "SENSOR_METRICS", "ROLE_METRICS", "ANALOG", "node_metrics", "site_metrics", "sensor_metrics",
-           "role_input", "groups", "grafana_unit", "electrolyser_inputs", "HHV_KWH_PER_NM3"]
+__all__ = [
+    "Metric",
+    "SENSOR_METRICS",
+    "ROLE_METRICS",
+    "ANALOG",
+    "node_metrics",
+    "site_metrics",
+    "sensor_metrics",
+    "role_input",
+    "groups",
+    "grafana_unit",
+    "electrolyser_inputs",
+    "HHV_KWH_PER_NM3",
+]

@@ -26,8 +26,16 @@ VERBS: dict[str, tuple[str, str, int]] = {
     "tail": ("tail", "live readings", 6),
     "logs": ("logs", "what a node logged (warnings, errors; --follow)", 11),
     "query": ("query", "stored readings of a node's metric", 6),
-    "maintenance": ("maintenance", "when each thermometer's trend reaches its maintenance threshold", 15),
-    "alerts": ("alerts", "alerts from node health, the twin and analytics (--active, --follow)", 15),
+    "maintenance": (
+        "maintenance",
+        "when each thermometer's trend reaches its maintenance threshold",
+        15,
+    ),
+    "alerts": (
+        "alerts",
+        "alerts from node health, the twin and analytics (--active, --follow)",
+        15,
+    ),
     "kpi": ("kpi", "energy KPIs: kWh per node, renewable share, PUE, electrolyser efficiency", 15),
     "opcua": ("opcua", "the twin as an encrypted OPC UA server (ISA-95) and its collector", 16),
     "demo": ("demo", "the whole system on loopback with virtual nodes", 7),
@@ -53,7 +61,9 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         verb = self.prog.partition(" ")[2]
-        raise UsageError(f"{verb}: {message}" if verb else message, hint=f"see `{self.prog} --help`")
+        raise UsageError(
+            f"{verb}: {message}" if verb else message, hint=f"see `{self.prog} --help`"
+        )
 
 
 def positive(kind=float, what="a number greater than 0"):
@@ -87,8 +97,12 @@ def _join_dashed_values(parser: argparse.ArgumentParser, argv: list[str]) -> lis
     while i < len(argv):
         a = argv[i]
         action = options.get(a)
-        if (action is not None and action.nargs is None and i + 1 < len(argv)
-                and re.match(r"^-[0-9.]", argv[i + 1])):
+        if (
+            action is not None
+            and action.nargs is None
+            and i + 1 < len(argv)
+            and re.match(r"^-[0-9.]", argv[i + 1])
+        ):
             out.append(f"{a}={argv[i + 1]}")
             i += 2
             continue
@@ -104,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="gridtwin", description="GridTwin host tools")
     parser.add_argument("--version", action="version", version=f"gridtwin {__version__}")
     parser.add_argument("--site", default="site.toml", help="site file (default: ./site.toml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show tracebacks and debug logs"
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     verbose = "-v" in argv or "--verbose" in argv
     try:

@@ -108,6 +108,7 @@ class DeployResult:
 
 # --- what goes on the board -----------------------------------------------------------------------
 
+
 def _merge(dst: dict, src: dict) -> dict:
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict):
@@ -117,9 +118,18 @@ def _merge(dst: dict, src: dict) -> dict:
     return dst
 
 
-def build(site, node_id: str, out_dir: pathlib.Path, *, pki=None, boards_dir: pathlib.Path = BOARDS_DIR,
-          arch: str | None = None, config_overrides: dict | None = None, firmware_dir: pathlib.Path = FIRMWARE_DIR,
-          out=print) -> dict[str, pathlib.Path]:
+def build(
+    site,
+    node_id: str,
+    out_dir: pathlib.Path,
+    *,
+    pki=None,
+    boards_dir: pathlib.Path = BOARDS_DIR,
+    arch: str | None = None,
+    config_overrides: dict | None = None,
+    firmware_dir: pathlib.Path = FIRMWARE_DIR,
+    out=print,
+) -> dict[str, pathlib.Path]:
     """Prepare every file for the node's board in out_dir. Returns {board path: local file}."""
     from gridtwin.pki import PKI
 
@@ -144,13 +154,18 @@ def build(site, node_id: str, out_dir: pathlib.Path, *, pki=None, boards_dir: pa
     if not pki.has(node_id):
         pki.issue(node_id)
         out(f"issued a certificate for {node_id} ({pki.identity_dir(node_id)})")
-    sources = {"ca": pki.ca_der_path, "cert": pki.der_cert_path(node_id), "key": pki.der_key_path(node_id)}
+    sources = {
+        "ca": pki.ca_der_path,
+        "cert": pki.der_cert_path(node_id),
+        "key": pki.der_key_path(node_id),
+    }
     for name, kind in CERT_FILES.items():
         files[name] = sources[kind]
     return files
 
 
 # --- transports -----------------------------------------------------------------------------------
+
 
 def _exe(name: str) -> str:
     beside = pathlib.Path(sys.executable).parent / name
@@ -187,8 +202,10 @@ class Mpremote:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            raise ToolError(f"mpremote on {self.port} did not finish in {self.timeout:.0f}s",
-                            hint="press RESET on the board and try again") from None
+            raise ToolError(
+                f"mpremote on {self.port} did not finish in {self.timeout:.0f}s",
+                hint="press RESET on the board and try again",
+            ) from None
         if proc.returncode != 0:
             raise ToolError(_explain("mpremote", self.port, proc.stderr + proc.stdout))
         return proc.stdout
@@ -248,25 +265,42 @@ TRANSPORTS = {"mpremote": Mpremote, "ampy": Ampy}
 
 
 def board_hashes(transport, paths: list[str]) -> dict[str, str | None]:
-    dirs = sorted({str(pathlib.PurePosixPath(p).parent) for p in paths} - {"."}, key=lambda d: (d.count("/"), d))
-    script = (_HASH_SCRIPT.replace("MARK", MARK).replace("DIRS", json.dumps(dirs))
-              .replace("PATHS", json.dumps(paths)))
+    dirs = sorted(
+        {str(pathlib.PurePosixPath(p).parent) for p in paths} - {"."},
+        key=lambda d: (d.count("/"), d),
+    )
+    script = (
+        _HASH_SCRIPT.replace("MARK", MARK)
+        .replace("DIRS", json.dumps(dirs))
+        .replace("PATHS", json.dumps(paths))
+    )
     out = transport.exec(script)
     for line in out.splitlines():
         if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
-    raise ToolError(f"the board on {transport.port} did not report its file hashes",
-                    hint="is MicroPython (with hashlib) on it? output was: " + (out.strip()[-200:] or "empty"))
+            return json.loads(line[len(MARK) :])
+    raise ToolError(
+        f"the board on {transport.port} did not report its file hashes",
+        hint="is MicroPython (with hashlib) on it? output was: " + (out.strip()[-200:] or "empty"),
+    )
 
 
 # --- waiting for the birth ------------------------------------------------------------------------
+
 
 class BirthWatcher:
     """Subscribes to <root>/<node>/status with the host identity before the reset; `wait()` returns
     the first *live* birth (a retained copy from before the reset does not count)."""
 
-    def __init__(self, site, node_id: str, pki, *, host: str | None = None, port: int | None = None,
-                 identity: str | None = None):
+    def __init__(
+        self,
+        site,
+        node_id: str,
+        pki,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        identity: str | None = None,
+    ):
         from gridtwin.daemon.connection import Endpoint
         from gridtwin.pki import HOST_IDENTITY
 
@@ -280,7 +314,9 @@ class BirthWatcher:
         self.error: str | None = None
         self.seen: list = []  # every message received: (retained?, payload bytes)
         # the one place that builds TLS MQTT clients (PKIError naming the file if one is missing)
-        c = Endpoint.of(pki, identity, self.host, self.port, site.topic_root).client(identity, v5=False)
+        c = Endpoint.of(pki, identity, self.host, self.port, site.topic_root).client(
+            identity, v5=False
+        )
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
@@ -318,14 +354,18 @@ class BirthWatcher:
         try:
             self.client.connect(self.host, self.port, keepalive=30)
         except OSError as exc:
-            raise ToolError(f"cannot reach the broker at {self.host}:{self.port}: {exc}",
-                            hint="start it (`gridtwin broker run`) or deploy without --wait") from None
+            raise ToolError(
+                f"cannot reach the broker at {self.host}:{self.port}: {exc}",
+                hint="start it (`gridtwin broker run`) or deploy without --wait",
+            ) from None
         self.client.loop_start()
         with self.cond:
             self.cond.wait_for(lambda: self.subscribed or self.error, timeout)
         if not self.subscribed:
             self.stop()
-            raise ToolError(self.error or f"no subscription on {self.host}:{self.port} within {timeout:.0f}s")
+            raise ToolError(
+                self.error or f"no subscription on {self.host}:{self.port} within {timeout:.0f}s"
+            )
         return self
 
     def wait(self, timeout: float) -> dict:
@@ -333,8 +373,10 @@ class BirthWatcher:
             self.cond.wait_for(lambda: self.birth is not None, timeout)
             birth = self.birth
         if birth is None:
-            raise ToolError(f"no birth message on {self.topic} within {timeout:.0f}s after the reset",
-                            hint="watch the board's console (`make repl PORT=...`): Wi-Fi, broker address, clock")
+            raise ToolError(
+                f"no birth message on {self.topic} within {timeout:.0f}s after the reset",
+                hint="watch the board's console (`make repl PORT=...`): Wi-Fi, broker address, clock",
+            )
         return birth
 
     def stop(self) -> None:
@@ -375,7 +417,12 @@ class DaemonWatcher:
                     continue
                 doc = json.loads(line)
                 if doc.get("node") == self.node and not doc.get("hist"):
-                    self._got = {"state": "online", "via": "daemon", "boot": doc.get("boot"), "seq": doc.get("seq")}
+                    self._got = {
+                        "state": "online",
+                        "via": "daemon",
+                        "boot": doc.get("boot"),
+                        "seq": doc.get("seq"),
+                    }
                     return
         except (OSError, ValueError):
             pass
@@ -390,7 +437,9 @@ class DaemonWatcher:
         from gridtwin.daemon.config import db_path
 
         try:
-            with contextlib.closing(sqlite3.connect(f"file:{db_path(self.site)}?mode=ro", uri=True, timeout=1)) as db:
+            with contextlib.closing(
+                sqlite3.connect(f"file:{db_path(self.site)}?mode=ro", uri=True, timeout=1)
+            ) as db:
                 db.row_factory = sqlite3.Row
                 row = db.execute("SELECT * FROM nodes WHERE id = ?", (self.node,)).fetchone()
         except sqlite3.Error:
@@ -404,9 +453,12 @@ class DaemonWatcher:
         from gridtwin.daemon.registry import REJECT_FIXES
 
         n, last = rejects
-        return ToolError(f"{self.node}: the daemon rejects its readings ({n} rejected so far; the last: {last})",
-                         hint=REJECT_FIXES.get(last.split(":", 1)[0],
-                                               "the daemon's log has one line per rejection"))
+        return ToolError(
+            f"{self.node}: the daemon rejects its readings ({n} rejected so far; the last: {last})",
+            hint=REJECT_FIXES.get(
+                last.split(":", 1)[0], "the daemon's log has one line per rejection"
+            ),
+        )
 
     def wait(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -421,8 +473,10 @@ class DaemonWatcher:
         rejects = self.rejects()
         if rejects:
             raise self._rejected_error(rejects)
-        raise ToolError(f"no reading from {self.node} reached the daemon within {timeout:.0f}s after the reset",
-                        hint="watch the board's console (`make repl PORT=...`): Wi-Fi, broker address, clock")
+        raise ToolError(
+            f"no reading from {self.node} reached the daemon within {timeout:.0f}s after the reset",
+            hint="watch the board's console (`make repl PORT=...`): Wi-Fi, broker address, clock",
+        )
 
     def stop(self) -> None:
         if self.resp is not None:
@@ -449,12 +503,27 @@ def daemon_running(site) -> bool:
 
 # --- the whole thing ------------------------------------------------------------------------------
 
-def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool = False,
-           wait_timeout: float = 60.0, broker_host: str | None = None, broker_port: int | None = None,
-           pki=None, boards_dir: pathlib.Path = BOARDS_DIR, arch: str | None = None,
-           config_overrides: dict | None = None, build_dir: pathlib.Path | None = None,
-           check_serial: bool = True, via_daemon: bool | None = None, firmware_dir: pathlib.Path = FIRMWARE_DIR,
-           out=print) -> DeployResult:
+
+def deploy(
+    site,
+    node_id: str,
+    port: str,
+    *,
+    tool: str = "mpremote",
+    wait: bool = False,
+    wait_timeout: float = 60.0,
+    broker_host: str | None = None,
+    broker_port: int | None = None,
+    pki=None,
+    boards_dir: pathlib.Path = BOARDS_DIR,
+    arch: str | None = None,
+    config_overrides: dict | None = None,
+    build_dir: pathlib.Path | None = None,
+    check_serial: bool = True,
+    via_daemon: bool | None = None,
+    firmware_dir: pathlib.Path = FIRMWARE_DIR,
+    out=print,
+) -> DeployResult:
     from gridtwin.flash import check_port
     from gridtwin.pki import PKI
 
@@ -470,8 +539,17 @@ def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool 
         tmp = tempfile.TemporaryDirectory(prefix="gridtwin-deploy-")
         build_dir = pathlib.Path(tmp.name)
     try:
-        files = build(site, node_id, build_dir, pki=pki, boards_dir=boards_dir, arch=arch,
-                      config_overrides=config_overrides, firmware_dir=firmware_dir, out=out)
+        files = build(
+            site,
+            node_id,
+            build_dir,
+            pki=pki,
+            boards_dir=boards_dir,
+            arch=arch,
+            config_overrides=config_overrides,
+            firmware_dir=firmware_dir,
+            out=out,
+        )
         result = DeployResult(node_id, port, files)
         # each step says what it is doing before it does it: the serial link is slow
         out(f"{node_id}: comparing {len(files)} file(s) with what {port} holds ...")
@@ -481,28 +559,46 @@ def deploy(site, node_id: str, port: str, *, tool: str = "mpremote", wait: bool 
                 result.unchanged.append(path)
             else:
                 result.uploaded.append(path)
-        result.removed = sorted(p for p, h in on_board.items()
-                                if p not in files and p.startswith("gt/") and h is not None)
+        result.removed = sorted(
+            p
+            for p, h in on_board.items()
+            if p not in files and p.startswith("gt/") and h is not None
+        )
         if result.uploaded or result.removed:
-            out(f"{node_id}: uploading {len(result.uploaded)} file(s)"
-                + (f", removing {len(result.removed)}" if result.removed else "") + " ...")
+            out(
+                f"{node_id}: uploading {len(result.uploaded)} file(s)"
+                + (f", removing {len(result.removed)}" if result.removed else "")
+                + " ..."
+            )
         transport.put([(files[p], p) for p in result.uploaded], result.removed)
-        out(f"{node_id} on {port}: {len(result.uploaded)} file(s) uploaded ({result.bytes_sent} bytes), "
-            f"{len(result.unchanged)} unchanged, {len(result.removed)} removed")
+        out(
+            f"{node_id} on {port}: {len(result.uploaded)} file(s) uploaded ({result.bytes_sent} bytes), "
+            f"{len(result.unchanged)} unchanged, {len(result.removed)} removed"
+        )
         watcher = None
         if wait:
             if via_daemon is None:
                 via_daemon = daemon_running(site)
-            watcher = (DaemonWatcher(site, node_id).start(wait_timeout) if via_daemon else
-                       BirthWatcher(site, node_id, pki, host=broker_host, port=broker_port).start())
+            watcher = (
+                DaemonWatcher(site, node_id).start(wait_timeout)
+                if via_daemon
+                else BirthWatcher(site, node_id, pki, host=broker_host, port=broker_port).start()
+            )
         try:
             transport.reset()
             if watcher:
-                out(f"{node_id}: reset; waiting up to {wait_timeout:.0f} s for its birth message ...")
+                out(
+                    f"{node_id}: reset; waiting up to {wait_timeout:.0f} s for its birth message ..."
+                )
                 result.birth = watcher.wait(wait_timeout)
-                out(f"{node_id} is online: boot {result.birth.get('boot', '?')}"
-                    + (" (seen by the daemon)" if result.birth.get("via") == "daemon" else
-                       f", firmware {result.birth.get('fw', result.birth.get('version', '?'))}"))
+                out(
+                    f"{node_id} is online: boot {result.birth.get('boot', '?')}"
+                    + (
+                        " (seen by the daemon)"
+                        if result.birth.get("via") == "daemon"
+                        else f", firmware {result.birth.get('fw', result.birth.get('version', '?'))}"
+                    )
+                )
         finally:
             if watcher:
                 watcher.stop()

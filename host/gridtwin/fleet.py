@@ -33,12 +33,24 @@ from gridtwin.vboard import NODE_HEAP, VirtualBoard, hold_folder, release_folder
 from gridtwin.vworld import plant_hil, world_for
 
 
-
 class VirtualNode:
-    def __init__(self, site, pki, node_id: str, root: os.PathLike | str, *, broker: tuple[str, int],
-                 firmware_dir: pathlib.Path, speed: float = 1.0, heap: str = NODE_HEAP,
-                 server_hostname: str = "localhost", world_extra: dict | None = None,
-                 epoch: float | None = None, seed: int | None = None, hil: bool = False):
+    def __init__(
+        self,
+        site,
+        pki,
+        node_id: str,
+        root: os.PathLike | str,
+        *,
+        broker: tuple[str, int],
+        firmware_dir: pathlib.Path,
+        speed: float = 1.0,
+        heap: str = NODE_HEAP,
+        server_hostname: str = "localhost",
+        world_extra: dict | None = None,
+        epoch: float | None = None,
+        seed: int | None = None,
+        hil: bool = False,
+    ):
         self.id = node_id
         self.root = pathlib.Path(root)
         self.live_path = self.root / "live.json"
@@ -47,18 +59,25 @@ class VirtualNode:
         mqtt.update({"host": broker[0], "port": broker[1], "server_hostname": server_hostname})
         cfg["mqtt"] = mqtt
         if hil and cfg["role"] in PLANT_ROLES:  # the twin drives it (a lone vnode obeys commands)
-            cfg["params"] = dict(cfg.get("params") or {}, hil=plant_hil(cfg, _load_fs_kw(site, node_id)))
+            cfg["params"] = dict(
+                cfg.get("params") or {}, hil=plant_hil(cfg, _load_fs_kw(site, node_id))
+            )
         self.config = cfg
         epoch = time.time() if epoch is None else epoch
-        world = world_for(cfg, live_prefix="", seed=seed,
-                          clock={"mode": "real", "speed": speed, "rtc": None, "true": epoch, "true_real": epoch})
+        world = world_for(
+            cfg,
+            live_prefix="",
+            seed=seed,
+            clock={"mode": "real", "speed": speed, "rtc": None, "true": epoch, "true_real": epoch},
+        )
         world["live"] = str(self.live_path.resolve())
         world.update(world_extra or {})
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.live_path.exists():
             self.live_path.write_text("{}")
-        self.board = VirtualBoard(self.root, config=cfg, world=world, firmware=firmware_dir, heap=heap,
-                                  name=node_id)
+        self.board = VirtualBoard(
+            self.root, config=cfg, world=world, firmware=firmware_dir, heap=heap, name=node_id
+        )
         self.board.install_identity(pki, node_id)
 
     def feed(self, values: dict) -> None:
@@ -89,9 +108,18 @@ def _load_fs_kw(site, node_id: str) -> float:
 
 
 class VirtualFleet:
-    def __init__(self, site, pki, root: os.PathLike | str, *, broker: tuple[str, int],
-                 nodes: list[str] | None = None, speed: float = 1.0, heap: str = NODE_HEAP,
-                 seed: int | None = None):
+    def __init__(
+        self,
+        site,
+        pki,
+        root: os.PathLike | str,
+        *,
+        broker: tuple[str, int],
+        nodes: list[str] | None = None,
+        speed: float = 1.0,
+        heap: str = NODE_HEAP,
+        seed: int | None = None,
+    ):
         self.root = pathlib.Path(root)
         self.speed = speed
         self.epoch = time.time()  # the boards' clocks and the host's agree at this instant
@@ -107,8 +135,22 @@ class VirtualFleet:
             if fw.exists():
                 shutil.rmtree(fw)
             compile_firmware(fw)
-            self.nodes = {n: VirtualNode(site, pki, n, self.root / n, broker=broker, firmware_dir=fw,
-                                         speed=speed, heap=heap, epoch=self.epoch, seed=seed, hil=True) for n in ids}
+            self.nodes = {
+                n: VirtualNode(
+                    site,
+                    pki,
+                    n,
+                    self.root / n,
+                    broker=broker,
+                    firmware_dir=fw,
+                    speed=speed,
+                    heap=heap,
+                    epoch=self.epoch,
+                    seed=seed,
+                    hil=True,
+                )
+                for n in ids
+            }
         finally:
             for key in held:  # the boards hold their folders from here on
                 release_folder(key)

@@ -42,7 +42,9 @@ def _tree(path: pathlib.Path) -> ast.Module:
 
 def _literal(path: pathlib.Path, name: str) -> Any:
     for node in _tree(path).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
             return ast.literal_eval(node.value)
     raise LookupError(f"{path} defines no literal {name}")
 
@@ -59,7 +61,11 @@ def class_constants(rel: str, cls: str) -> dict[str, Any]:
         if isinstance(node, ast.ClassDef) and node.name == cls:
             out = {}
             for st in node.body:
-                if isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name):
+                if (
+                    isinstance(st, ast.Assign)
+                    and len(st.targets) == 1
+                    and isinstance(st.targets[0], ast.Name)
+                ):
                     try:
                         out[st.targets[0].id] = ast.literal_eval(st.value)
                     except ValueError:
@@ -91,6 +97,7 @@ def shim_function(rel: str, name: str):
 
 
 # --- the node's config schema (gt/config.py) ------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Row:

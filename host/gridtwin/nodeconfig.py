@@ -30,13 +30,18 @@ def load_board(name: str, boards_dir: pathlib.Path = BOARDS_DIR) -> dict:
         board = json.loads(path.read_text())
     except FileNotFoundError:
         known = ", ".join(sorted(p.stem for p in pathlib.Path(boards_dir).glob("*.json")))
-        raise ConfigError(path, None, f"no board file for '{name}'", f"known boards: {known}") from None
+        raise ConfigError(
+            path, None, f"no board file for '{name}'", f"known boards: {known}"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(path, f"line {exc.lineno}", f"not valid JSON: {exc.msg}",
-                          "fix the board file") from None
+        raise ConfigError(
+            path, f"line {exc.lineno}", f"not valid JSON: {exc.msg}", "fix the board file"
+        ) from None
     for key in ("chip", "flash_offset", "pins"):
         if key not in board:
-            raise ConfigError(path, key, "missing", "every board file names chip, flash_offset and pins")
+            raise ConfigError(
+                path, key, "missing", "every board file names chip, flash_offset and pins"
+            )
     return board
 
 

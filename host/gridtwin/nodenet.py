@@ -21,29 +21,64 @@ from __future__ import annotations
 
 from gridtwin.site import Key, Section, firmware_key, in_range
 
-NETWORK = Section({
-    "wifi_ssid": Key(str, "", help="Wi-Fi network the nodes join; empty: none (virtual nodes use the host's network)"),
-    "wifi_psk": Key(str, "", help="Wi-Fi password (written into each node's config.json)"),
-    "mqtt_host": Key(str, "", help="broker host name or address the nodes dial; empty: the broker's first "
-                                   "non-loopback IPv4 address (no DNS on the node), else the first of broker.hosts"),
-    "server_name": Key(str, "", help="name checked on the broker certificate; empty: the first of broker.hosts"),
-    "ntp": Key(str, "", help="NTP server for the nodes; empty: the broker host (the Pi), where `gridtwin daemon` "
-                             "answers SNTP (ntp_serve)"),
-    "ntp_serve": Key(bool, True, help="the daemon answers SNTP with the host's clock, the one it judges readings "
-                                      "by (gridtwin.daemon.sntp); false when chrony/ntpd serves the nodes"),
-    "ntp_port": Key(int, 0, check=in_range(0, 65535),
-                    help="UDP port of the daemon's SNTP responder; 0: 123 (what boards ask), or 10123 when the "
-                         "daemon may not bind 123 (not root and no CAP_NET_BIND_SERVICE)"),
-    "ntp_bind": Key(str, "", help="address the SNTP responder binds; empty: every IPv4 address"),
-    "keepalive": firmware_key("mqtt.keepalive", "MQTT keepalive in seconds"),
-    "queue": firmware_key("queue", "readings a node keeps in RAM before spilling to flash"),
-    "spill_kb": firmware_key("spill_kb", "outbox spill file on a node's flash, KB; 0: none"),
-    "replay_per_s": firmware_key("mqtt.replay_per_s", "backlog readings a node replays a second"),
-    "health_s": firmware_key("health_s", "seconds between a node's health reports on its status topic (heap, RSSI, "
-                                         "uptime, outbox, drops); 0: only the birth at each connect"),
-    "log_level": firmware_key("log_level", "least level a node sends on its log topic; info adds what it does "
-                                           "(commands, recoveries), warn: problems only"),
-}, help="how nodes reach the broker")
+NETWORK = Section(
+    {
+        "wifi_ssid": Key(
+            str,
+            "",
+            help="Wi-Fi network the nodes join; empty: none (virtual nodes use the host's network)",
+        ),
+        "wifi_psk": Key(str, "", help="Wi-Fi password (written into each node's config.json)"),
+        "mqtt_host": Key(
+            str,
+            "",
+            help="broker host name or address the nodes dial; empty: the broker's first "
+            "non-loopback IPv4 address (no DNS on the node), else the first of broker.hosts",
+        ),
+        "server_name": Key(
+            str, "", help="name checked on the broker certificate; empty: the first of broker.hosts"
+        ),
+        "ntp": Key(
+            str,
+            "",
+            help="NTP server for the nodes; empty: the broker host (the Pi), where `gridtwin daemon` "
+            "answers SNTP (ntp_serve)",
+        ),
+        "ntp_serve": Key(
+            bool,
+            True,
+            help="the daemon answers SNTP with the host's clock, the one it judges readings "
+            "by (gridtwin.daemon.sntp); false when chrony/ntpd serves the nodes",
+        ),
+        "ntp_port": Key(
+            int,
+            0,
+            check=in_range(0, 65535),
+            help="UDP port of the daemon's SNTP responder; 0: 123 (what boards ask), or 10123 when the "
+            "daemon may not bind 123 (not root and no CAP_NET_BIND_SERVICE)",
+        ),
+        "ntp_bind": Key(
+            str, "", help="address the SNTP responder binds; empty: every IPv4 address"
+        ),
+        "keepalive": firmware_key("mqtt.keepalive", "MQTT keepalive in seconds"),
+        "queue": firmware_key("queue", "readings a node keeps in RAM before spilling to flash"),
+        "spill_kb": firmware_key("spill_kb", "outbox spill file on a node's flash, KB; 0: none"),
+        "replay_per_s": firmware_key(
+            "mqtt.replay_per_s", "backlog readings a node replays a second"
+        ),
+        "health_s": firmware_key(
+            "health_s",
+            "seconds between a node's health reports on its status topic (heap, RSSI, "
+            "uptime, outbox, drops); 0: only the birth at each connect",
+        ),
+        "log_level": firmware_key(
+            "log_level",
+            "least level a node sends on its log topic; info adds what it does "
+            "(commands, recoveries), warn: problems only",
+        ),
+    },
+    help="how nodes reach the broker",
+)
 
 
 def _dial_address(site) -> str | None:
@@ -67,19 +102,27 @@ def setting(site, key: str):
 
 def network(site) -> dict:
     """The config.json keys of the link to the broker; the same for every node of the site."""
+
     def get(k):
         return setting(site, k)
 
     hosts = list(site.broker.hosts) or ["localhost"]
     host = get("mqtt_host") or _dial_address(site) or hosts[0]
-    return {"wifi": {"ssid": get("wifi_ssid"), "psk": get("wifi_psk")}, "mqtt": {
-        "host": host,
-        "port": site.broker.port,
-        "server_hostname": get("server_name") or hosts[0],
-        "keepalive": get("keepalive"),
-        "replay_per_s": get("replay_per_s"),
-        "ca": "ca.der",
-        "cert": "cert.der",
-        "key": "key.der",
-    }, "ntp": get("ntp"), "queue": get("queue"), "spill_kb": get("spill_kb"), "health_s": get("health_s"),
-        "log_level": get("log_level")}
+    return {
+        "wifi": {"ssid": get("wifi_ssid"), "psk": get("wifi_psk")},
+        "mqtt": {
+            "host": host,
+            "port": site.broker.port,
+            "server_hostname": get("server_name") or hosts[0],
+            "keepalive": get("keepalive"),
+            "replay_per_s": get("replay_per_s"),
+            "ca": "ca.der",
+            "cert": "cert.der",
+            "key": "key.der",
+        },
+        "ntp": get("ntp"),
+        "queue": get("queue"),
+        "spill_kb": get("spill_kb"),
+        "health_s": get("health_s"),
+        "log_level": get("log_level"),
+    }

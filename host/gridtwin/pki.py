@@ -69,11 +69,15 @@ def host_identity(site: "Site", instance: int = 1) -> str:
     """Instance K's identity; a ConfigError (file, key, fix) when the site has fewer instances."""
     ids = host_identities(site)
     if not 1 <= instance <= len(ids):
-        raise ConfigError(site.path, "daemon.instances",
-                          f"instance {instance} is not configured (instances = {len(ids)})",
-                          f"set [daemon] instances = {max(instance, 1)}, then `gridtwin pki issue --all` and "
-                          "render the broker again (`gridtwin broker run` / `broker install`)")
+        raise ConfigError(
+            site.path,
+            "daemon.instances",
+            f"instance {instance} is not configured (instances = {len(ids)})",
+            f"set [daemon] instances = {max(instance, 1)}, then `gridtwin pki issue --all` and "
+            "render the broker again (`gridtwin broker run` / `broker install`)",
+        )
     return ids[instance - 1]
+
 
 DEFAULT_CA_DAYS = 3650
 DEFAULT_DAYS = 825
@@ -104,57 +108,114 @@ class CertInfo:
 
 # --- low-level helpers (also used by tests to make foreign or expired certificates) --------------
 
+
 def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def new_ca(common_name: str, days: int = DEFAULT_CA_DAYS, *, organization: str = "GridTwin",
-           not_before: dt.datetime | None = None) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def new_ca(
+    common_name: str,
+    days: int = DEFAULT_CA_DAYS,
+    *,
+    organization: str = "GridTwin",
+    not_before: dt.datetime | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A self-signed CA (key, certificate)."""
     key = new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
     start = not_before or (_now() - BACKDATE)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return key, cert
 
 
-def sign_leaf(ca_key, ca_cert: x509.Certificate, common_name: str, *, server: bool = False,
-              dns_names: Iterable[str] = (), ip_addresses: Iterable[str] = (),
-              not_before: dt.datetime | None = None, not_after: dt.datetime | None = None,
-              days: int = DEFAULT_DAYS, key=None, organization: str = "GridTwin"):
+def sign_leaf(
+    ca_key,
+    ca_cert: x509.Certificate,
+    common_name: str,
+    *,
+    server: bool = False,
+    dns_names: Iterable[str] = (),
+    ip_addresses: Iterable[str] = (),
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    days: int = DEFAULT_DAYS,
+    key=None,
+    organization: str = "GridTwin",
+):
     """A leaf certificate signed by the CA: (key, certificate). Validity may be set (tests: expired)."""
     key = key or new_key()
     start = not_before or (_now() - BACKDATE)
     end = not_after or (start + dt.timedelta(days=days))
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-                                 x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                    x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                ]
+            )
+        )
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                              else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
     )
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
@@ -182,16 +243,35 @@ def write_identity(folder: Path, key, cert: x509.Certificate) -> None:
     os.chmod(folder, 0o700)
     _write(folder / "cert.pem", cert.public_bytes(serialization.Encoding.PEM), 0o644)
     _write(folder / "cert.der", cert.public_bytes(serialization.Encoding.DER), 0o644)
-    _write(folder / "key.pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()), 0o600)
+    _write(
+        folder / "key.pem",
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
     # SEC1 DER: the form mbedTLS (MicroPython's ssl) parses without PKCS#8 support compiled in.
-    _write(folder / "key.der", key.private_bytes(serialization.Encoding.DER,
-                                                 serialization.PrivateFormat.TraditionalOpenSSL,
-                                                 serialization.NoEncryption()), 0o600)
+    _write(
+        folder / "key.der",
+        key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
 
 
-def issue_test_identity(out_dir: str | Path, identity: str, *, ca: "PKI | tuple | None" = None,
-                        not_before: dt.datetime | None = None, not_after: dt.datetime | None = None) -> Path:
+def issue_test_identity(
+    out_dir: str | Path,
+    identity: str,
+    *,
+    ca: "PKI | tuple | None" = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> Path:
     """Test-only: a certificate for `identity` with custom validity and/or from another CA.
 
     ca: a PKI (its CA signs), a (key, cert) pair, or None for a fresh foreign CA. The files are
@@ -211,6 +291,7 @@ def issue_test_identity(out_dir: str | Path, identity: str, *, ca: "PKI | tuple 
 
 
 # --- the site PKI --------------------------------------------------------------------------------
+
 
 class PKI:
     """The PKI in one certs folder. `PKI.for_site(site)` uses the site's folder and settings."""
@@ -294,17 +375,23 @@ class PKI:
         except (OSError, ValueError) as exc:
             raise PKIError(
                 f"{self.index_path}: cannot read the certificate index: {exc}",
-                hint="restore it from _backup/ or re-create the PKI with `gridtwin pki init --force`") from None
+                hint="restore it from _backup/ or re-create the PKI with `gridtwin pki init --force`",
+            ) from None
 
     def _save_index(self, index: dict) -> None:
-        _write(self.index_path, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode(), 0o600)
+        _write(
+            self.index_path, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode(), 0o600
+        )
 
     def identities(self) -> list[str]:
         """Every identity that has a current certificate in the folder, sorted."""
         if not self.dir.is_dir():
             return []
-        return sorted(p.name for p in self.dir.iterdir()
-                      if p.is_dir() and p.name not in ("ca", "_backup") and (p / "cert.pem").exists())
+        return sorted(
+            p.name
+            for p in self.dir.iterdir()
+            if p.is_dir() and p.name not in ("ca", "_backup") and (p / "cert.pem").exists()
+        )
 
     def remnants(self) -> list[str]:
         """What of a PKI is on disk: CA files, the index, identity folders. Empty: a new PKI may be made."""
@@ -317,11 +404,15 @@ class PKI:
         certs = [r for r in left if "/" not in r and r != "index.json"]
         what = [r for r in left if "/" in r or r == "index.json"]
         if certs:
-            what.append(f"{len(certs)} certificates ({', '.join(certs[:3])}{', ...' if len(certs) > 3 else ''})")
-        return PKIError(f"the CA is missing ({self.ca_dir}/ca.crt + ca.key), but {self.dir} still holds what it "
-                        f"signed: {', '.join(what)}; a new CA would orphan them",
-                        hint=f"restore {self.ca_dir} from your backup, or start over with `gridtwin pki init --force "
-                             "--nodes`: the old PKI moves to _backup/ and every board needs its new pair")
+            what.append(
+                f"{len(certs)} certificates ({', '.join(certs[:3])}{', ...' if len(certs) > 3 else ''})"
+            )
+        return PKIError(
+            f"the CA is missing ({self.ca_dir}/ca.crt + ca.key), but {self.dir} still holds what it "
+            f"signed: {', '.join(what)}; a new CA would orphan them",
+            hint=f"restore {self.ca_dir} from your backup, or start over with `gridtwin pki init --force "
+            "--nodes`: the old PKI moves to _backup/ and every board needs its new pair",
+        )
 
     def _load_ca(self):
         if not self.exists():
@@ -332,18 +423,24 @@ class PKI:
             key = serialization.load_pem_private_key(self.ca_key_path.read_bytes(), None)
             cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
         except PermissionError as exc:
-            raise PKIError(f"cannot read the CA: {exc}", hint="run as the user that owns the certs folder") from None
+            raise PKIError(
+                f"cannot read the CA: {exc}", hint="run as the user that owns the certs folder"
+            ) from None
         except ValueError as exc:
-            raise PKIError(f"{self.ca_dir}: the CA files are damaged: {exc}",
-                           hint="restore them from _backup/ or `gridtwin pki init --force`") from None
+            raise PKIError(
+                f"{self.ca_dir}: the CA files are damaged: {exc}",
+                hint="restore them from _backup/ or `gridtwin pki init --force`",
+            ) from None
         return key, cert
 
     def load_cert(self, identity: str) -> x509.Certificate:
         try:
             return x509.load_pem_x509_certificate(self.cert_path(identity).read_bytes())
         except FileNotFoundError:
-            raise PKIError(f"'{identity}' has no certificate in {self.dir}",
-                           hint=f"run `gridtwin pki issue {identity}`") from None
+            raise PKIError(
+                f"'{identity}' has no certificate in {self.dir}",
+                hint=f"run `gridtwin pki issue {identity}`",
+            ) from None
 
     def kind(self, identity: str) -> str:
         if identity == SERVER_IDENTITY:
@@ -354,17 +451,34 @@ class PKI:
 
     def _check_identity(self, identity: str) -> None:
         if not ID_RE.match(identity or ""):
-            raise PKIError(f"'{identity}' is not a valid identity",
-                           hint="use 1 to 32 letters, digits, '_' or '-'")
-        if self.kind(identity) == "node" and self.site is not None and identity not in self.site.node_ids:
+            raise PKIError(
+                f"'{identity}' is not a valid identity",
+                hint="use 1 to 32 letters, digits, '_' or '-'",
+            )
+        if (
+            self.kind(identity) == "node"
+            and self.site is not None
+            and identity not in self.site.node_ids
+        ):
             known = self.site.node_ids + [SERVER_IDENTITY, *SERVICE_IDENTITIES]
             near = difflib.get_close_matches(identity, known, n=1)
-            hint = (f"did you mean '{near[0]}'?" if near
-                    else f"add [[nodes]] id = \"{identity}\" to {self.site.path} first")
-            raise PKIError(f"'{identity}' is not a node of site '{self.site.id}' nor a service", hint=hint)
-        if HOST_INSTANCE_RE.match(identity) and self.site is not None and identity not in host_identities(self.site):
-            raise PKIError(f"'{identity}' is a host daemon instance that site '{self.site.id}' does not have",
-                           hint=f"raise [daemon] instances in {self.site.path} first")
+            hint = (
+                f"did you mean '{near[0]}'?"
+                if near
+                else f"add [[nodes]] id = \"{identity}\" to {self.site.path} first"
+            )
+            raise PKIError(
+                f"'{identity}' is not a node of site '{self.site.id}' nor a service", hint=hint
+            )
+        if (
+            HOST_INSTANCE_RE.match(identity)
+            and self.site is not None
+            and identity not in host_identities(self.site)
+        ):
+            raise PKIError(
+                f"'{identity}' is a host daemon instance that site '{self.site.id}' does not have",
+                hint=f"raise [daemon] instances in {self.site.path} first",
+            )
 
     def _server_names(self) -> tuple[list[str], list[str]]:
         if self.site is not None:
@@ -399,22 +513,34 @@ class PKI:
         days = self._setting("days", DEFAULT_DAYS)
         if kind == "server":
             hosts, addresses = self._server_names()
-            key, cert = sign_leaf(ca_key, ca_cert, SERVER_IDENTITY, server=True, dns_names=hosts,
-                                  ip_addresses=addresses, days=days)
+            key, cert = sign_leaf(
+                ca_key,
+                ca_cert,
+                SERVER_IDENTITY,
+                server=True,
+                dns_names=hosts,
+                ip_addresses=addresses,
+                days=days,
+            )
             index["server_names"] = {"hosts": hosts, "addresses": addresses}
         else:
             key, cert = sign_leaf(ca_key, ca_cert, identity, days=days)
         # A cert must never outlive its CA: peers would reject the chain anyway, so say it now.
         if cert.not_valid_after_utc > ca_cert.not_valid_after_utc:
-            raise PKIError(f"'{identity}' would outlive the CA ({ca_cert.not_valid_after_utc:%Y-%m-%d})",
-                           hint="lower [pki] days or renew the CA with `gridtwin pki init --force`")
+            raise PKIError(
+                f"'{identity}' would outlive the CA ({ca_cert.not_valid_after_utc:%Y-%m-%d})",
+                hint="lower [pki] days or renew the CA with `gridtwin pki init --force`",
+            )
         write_identity(self.identity_dir(identity), key, cert)
         for rec in index["serials"].values():
             if rec["identity"] == identity and rec["status"] == "valid":
                 rec["status"] = "superseded"
         index["serials"][str(cert.serial_number)] = {
-            "identity": identity, "kind": kind, "not_after": cert.not_valid_after_utc.isoformat(),
-            "status": "valid", "issued": _now().isoformat(),
+            "identity": identity,
+            "kind": kind,
+            "not_after": cert.not_valid_after_utc.isoformat(),
+            "status": "valid",
+            "issued": _now().isoformat(),
         }
         return cert
 
@@ -430,8 +556,10 @@ class PKI:
             if not force:
                 if not self.exists():
                     raise self._orphaned()
-                raise PKIError(f"{self.dir} already holds a CA",
-                               hint="keep it, or replace it with --force; every node then needs a new certificate")
+                raise PKIError(
+                    f"{self.dir} already holds a CA",
+                    hint="keep it, or replace it with --force; every node then needs a new certificate",
+                )
             moved = [p.name for p in self.dir.iterdir() if p.is_dir() and p.name != "_backup"]
             target = self._backup(moved) or self._backup_folder()
             if self.index_path.exists():
@@ -439,11 +567,21 @@ class PKI:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         site_id = self.site.id if self.site is not None else "site"
-        ca_key, ca_cert = new_ca(f"GridTwin {site_id} CA", self._setting("ca_days", DEFAULT_CA_DAYS),
-                                 organization=f"GridTwin {site_id}")
+        ca_key, ca_cert = new_ca(
+            f"GridTwin {site_id} CA",
+            self._setting("ca_days", DEFAULT_CA_DAYS),
+            organization=f"GridTwin {site_id}",
+        )
         self.ca_dir.mkdir(mode=0o700, exist_ok=True)
-        _write(self.ca_key_path, ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()), 0o600)
+        _write(
+            self.ca_key_path,
+            ca_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            0o600,
+        )
         _write(self.ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
         _write(self.ca_der_path, ca_cert.public_bytes(serialization.Encoding.DER), 0o644)
         index = {"serials": {}, "server_names": {}}
@@ -466,7 +604,8 @@ class PKI:
         if foreign:
             raise self._foreign_error(foreign)
         wanted = [SERVER_IDENTITY, *SERVICE_IDENTITIES, *host_identities(self.site)[1:]] + (
-            self.site.node_ids if self.site else [])
+            self.site.node_ids if self.site else []
+        )
         for identity in wanted:
             if not self.has(identity):
                 self.issue(identity)
@@ -479,8 +618,10 @@ class PKI:
         ca = self._load_ca()
         if self.identity_dir(identity).exists():
             if not force:
-                raise PKIError(f"'{identity}' already has a certificate",
-                               hint=f"use `gridtwin pki rotate {identity}` (or `pki issue {identity} --force`)")
+                raise PKIError(
+                    f"'{identity}' already has a certificate",
+                    hint=f"use `gridtwin pki rotate {identity}` (or `pki issue {identity} --force`)",
+                )
             self._backup([identity])
         index = self._index()
         self._issue(identity, index, ca)
@@ -499,14 +640,18 @@ class PKI:
         else:
             self._check_identity(identity)
             if not self.has(identity):
-                raise PKIError(f"'{identity}' has no certificate to rotate",
-                               hint=f"run `gridtwin pki issue {identity}`")
+                raise PKIError(
+                    f"'{identity}' has no certificate to rotate",
+                    hint=f"run `gridtwin pki issue {identity}`",
+                )
             targets = [identity]
         old = {t: self.load_cert(t).serial_number for t in targets}
         backup = self._backup(targets)
         for t in targets:
             self._issue(t, index, ca)
-            if revoke_old and str(old[t]) in index["serials"]:  # another CA's serial means nothing to this CRL
+            if (
+                revoke_old and str(old[t]) in index["serials"]
+            ):  # another CA's serial means nothing to this CRL
                 self._mark_revoked(index, old[t])
         self._save_index(index)
         if revoke_old:
@@ -516,7 +661,9 @@ class PKI:
     def _mark_revoked(self, index: dict, serial: int) -> None:
         rec = index["serials"].get(str(serial))
         if rec is None:
-            raise PKIError(f"serial {serial} was not issued by this PKI", hint="see `gridtwin pki list --all`")
+            raise PKIError(
+                f"serial {serial} was not issued by this PKI", hint="see `gridtwin pki list --all`"
+            )
         rec["status"] = "revoked"
         rec["revoked_at"] = _now().isoformat()
 
@@ -529,15 +676,20 @@ class PKI:
         if serial is None:
             if not self.has(identity):
                 self._check_identity(identity)
-                raise PKIError(f"'{identity}' has no current certificate to revoke",
-                               hint="to revoke an older one give --serial (see `gridtwin pki list --all`)")
+                raise PKIError(
+                    f"'{identity}' has no current certificate to revoke",
+                    hint="to revoke an older one give --serial (see `gridtwin pki list --all`)",
+                )
             serial = self.load_cert(identity).serial_number
             self._mark_revoked(index, serial)
             self._backup([identity])
         else:
             rec = index["serials"].get(str(serial))
             if rec is None or rec["identity"] != identity:
-                raise PKIError(f"serial {serial} does not belong to '{identity}'", hint="see `gridtwin pki list --all`")
+                raise PKIError(
+                    f"serial {serial} does not belong to '{identity}'",
+                    hint="see `gridtwin pki list --all`",
+                )
             self._mark_revoked(index, serial)
             if self.has(identity) and self.load_cert(identity).serial_number == serial:
                 self._backup([identity])
@@ -552,7 +704,9 @@ class PKI:
         try:
             cert.verify_directly_issued_by(ca_cert)
             return True
-        except Exception:  # ValueError (name), InvalidSignature, TypeError (key type): not ours either way
+        except (
+            Exception
+        ):  # ValueError (name), InvalidSignature, TypeError (key type): not ours either way
             return False
 
     def crl_problem(self, ca_cert: x509.Certificate | None = None) -> str | None:
@@ -581,23 +735,32 @@ class PKI:
         return [i for i in self.identities() if not self._issued_by(self.load_cert(i), ca_cert)]
 
     def _foreign_error(self, foreign: list[str]) -> PKIError:
-        return PKIError(f"{len(foreign)} certificate(s) in {self.dir} were not issued by the current CA "
-                        f"({', '.join(foreign)}): the broker refuses them",
-                        hint="re-issue them under this CA with `gridtwin pki rotate all`, which moves the old pairs "
-                             "to _backup/, then deploy the new pairs to the boards")
+        return PKIError(
+            f"{len(foreign)} certificate(s) in {self.dir} were not issued by the current CA "
+            f"({', '.join(foreign)}): the broker refuses them",
+            hint="re-issue them under this CA with `gridtwin pki rotate all`, which moves the old pairs "
+            "to _backup/, then deploy the new pairs to the boards",
+        )
 
     def refresh_crl(self) -> Path:
         """Sign a new CRL of every revoked serial, next update `crl_days` ahead."""
         ca_key, ca_cert = self._load_ca()
         now = _now()
-        builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
-                   .last_update(now - BACKDATE)
-                   .next_update(now + dt.timedelta(days=self._setting("crl_days", DEFAULT_CRL_DAYS))))
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(now - BACKDATE)
+            .next_update(now + dt.timedelta(days=self._setting("crl_days", DEFAULT_CRL_DAYS)))
+        )
         for serial, rec in sorted(self._index()["serials"].items()):
             if rec["status"] == "revoked":
                 revoked_at = dt.datetime.fromisoformat(rec.get("revoked_at") or now.isoformat())
                 builder = builder.add_revoked_certificate(
-                    x509.RevokedCertificateBuilder().serial_number(int(serial)).revocation_date(revoked_at).build())
+                    x509.RevokedCertificateBuilder()
+                    .serial_number(int(serial))
+                    .revocation_date(revoked_at)
+                    .build()
+                )
         crl = builder.sign(ca_key, hashes.SHA256())
         _write(self.crl_path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
         return self.crl_path
@@ -621,8 +784,15 @@ class PKI:
                 return "expired"
             return "expiring" if not_after - now < warn else "valid"
 
-        rows = [CertInfo("ca", "ca", ca_cert.serial_number, ca_cert.not_valid_after_utc,
-                         status(ca_cert.not_valid_after_utc, "valid"))]
+        rows = [
+            CertInfo(
+                "ca",
+                "ca",
+                ca_cert.serial_number,
+                ca_cert.not_valid_after_utc,
+                status(ca_cert.not_valid_after_utc, "valid"),
+            )
+        ]
         index = self._index()["serials"]
         revoked = set() if self.crl_problem(ca_cert) else self.crl_revoked()
         current = set()
@@ -631,15 +801,31 @@ class PKI:
             rec = index.get(str(cert.serial_number), {})
             current.add(str(cert.serial_number))
             # what the broker will do with it decides, not what the index remembers
-            recorded = ("foreign" if not self._issued_by(cert, ca_cert)
-                        else "revoked" if cert.serial_number in revoked else rec.get("status", "valid"))
-            rows.append(CertInfo(identity, self.kind(identity), cert.serial_number, cert.not_valid_after_utc,
-                                 status(cert.not_valid_after_utc, recorded)))
+            recorded = (
+                "foreign"
+                if not self._issued_by(cert, ca_cert)
+                else "revoked"
+                if cert.serial_number in revoked
+                else rec.get("status", "valid")
+            )
+            rows.append(
+                CertInfo(
+                    identity,
+                    self.kind(identity),
+                    cert.serial_number,
+                    cert.not_valid_after_utc,
+                    status(cert.not_valid_after_utc, recorded),
+                )
+            )
         if include_old:
             for serial, rec in sorted(index.items(), key=lambda kv: kv[1]["identity"]):
                 if serial not in current:
                     na = dt.datetime.fromisoformat(rec["not_after"])
-                    rows.append(CertInfo(rec["identity"], rec["kind"], int(serial), na, status(na, rec["status"])))
+                    rows.append(
+                        CertInfo(
+                            rec["identity"], rec["kind"], int(serial), na, status(na, rec["status"])
+                        )
+                    )
         return rows
 
     def warnings(self) -> list[str]:
@@ -652,19 +838,27 @@ class PKI:
             out.append(f"{err.message}; {err.hint}")
         for row in rows:
             if row.status == "revoked":
-                out.append(f"{row.identity}: the current certificate (serial {row.serial:x}) is revoked by the CRL; "
-                           f"run `gridtwin pki issue {row.identity} --force` and deploy it")
+                out.append(
+                    f"{row.identity}: the current certificate (serial {row.serial:x}) is revoked by the CRL; "
+                    f"run `gridtwin pki issue {row.identity} --force` and deploy it"
+                )
             elif row.status == "expired":
-                out.append(f"{row.identity}: certificate expired on {row.not_after:%Y-%m-%d}; "
-                           f"run `gridtwin pki rotate {row.identity}`")
+                out.append(
+                    f"{row.identity}: certificate expired on {row.not_after:%Y-%m-%d}; "
+                    f"run `gridtwin pki rotate {row.identity}`"
+                )
             elif row.status == "expiring":
-                out.append(f"{row.identity}: certificate expires in {row.days_left:.0f} days "
-                           f"({row.not_after:%Y-%m-%d}); run `gridtwin pki rotate {row.identity}`")
+                out.append(
+                    f"{row.identity}: certificate expires in {row.days_left:.0f} days "
+                    f"({row.not_after:%Y-%m-%d}); run `gridtwin pki rotate {row.identity}`"
+                )
         problem = self.crl_problem()
         if problem:
             out.append(f"CRL: {problem}; run `gridtwin pki crl` and restart the broker")
         nu = None if problem else self.crl_next_update()
         warn = dt.timedelta(days=self._setting("warn_days", DEFAULT_WARN_DAYS))
         if nu is not None and nu - _now() < warn:
-            out.append(f"CRL: next update due {nu:%Y-%m-%d}; run `gridtwin pki crl` and restart the broker")
+            out.append(
+                f"CRL: next update due {nu:%Y-%m-%d}; run `gridtwin pki crl` and restart the broker"
+            )
         return out

@@ -63,8 +63,15 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def spawn(cmd: list[str], *, kind: str, name: str | None = None, death_signal: int = signal.SIGTERM,
-          setup=None, **popen_kw) -> subprocess.Popen:
+def spawn(
+    cmd: list[str],
+    *,
+    kind: str,
+    name: str | None = None,
+    death_signal: int = signal.SIGTERM,
+    setup=None,
+    **popen_kw,
+) -> subprocess.Popen:
     """``subprocess.Popen(cmd, **popen_kw)`` in a new session (own process group) that dies with us.
     ``setup``: more to do in the child before exec (after the session and the death signal)."""
     parent = os.getpid()
@@ -91,7 +98,9 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def stop(proc: subprocess.Popen | None, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> bool:
+def stop(
+    proc: subprocess.Popen | None, *, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> bool:
     """Send ``sig`` to the child's process group, wait up to ``timeout``, then SIGKILL the group;
     reap it. Returns whether it was still running (and records it for ``stop_on_signals``)."""
     if proc is None:
@@ -145,6 +154,7 @@ def stop_on_signals():
     """SIGTERM and SIGHUP raise ``Terminated`` in the main thread (Ctrl-C raises KeyboardInterrupt
     as always); after the first, the three are ignored until the block is left, so the cleanup
     runs to its end. On leaving, one line says what was stopped inside the block."""
+
     def handler(signum, _frame):
         for s in SIGNALS:
             signal.signal(s, signal.SIG_IGN)
@@ -164,7 +174,9 @@ def stop_on_signals():
             done = _stopped[mark:]
         if done:
             try:
-                print(f"gridtwin: stopped {describe(done)}{session.note}", file=sys.stderr, flush=True)
+                print(
+                    f"gridtwin: stopped {describe(done)}{session.note}", file=sys.stderr, flush=True
+                )
             except OSError:  # the terminal that was closed (SIGHUP) is not there to read it
                 pass
 

@@ -20,8 +20,9 @@ import pathlib
 
 from gridtwin.errors import ToolError
 
-REINSTALL = ("reinstall gridtwin (`pip install --force-reinstall gridtwin`); "
-             "in a checkout, `make setup`")
+REINSTALL = (
+    "reinstall gridtwin (`pip install --force-reinstall gridtwin`); in a checkout, `make setup`"
+)
 
 # the installed package's own folder (a wheel unpacks: MicroPython needs real files, not a zip)
 PACKAGE_DIR = pathlib.Path(__file__).parent

@@ -53,17 +53,25 @@ from gridtwin.site import Key, Record, check_id, firmware_key, row_key
 
 def _check_rom(v: str):
     if v and (len(v) != 16 or v[:2] != "28" or any(c not in "0123456789abcdefABCDEF" for c in v)):
-        return (f"'{v}' is not a DS18B20 ROM",
-                "give the 16 hex digits of its ROM code, starting with the family code 28 (or leave it out "
-                "when it is alone on the wire)")
+        return (
+            f"'{v}' is not a DS18B20 ROM",
+            "give the 16 hex digits of its ROM code, starting with the family code 28 (or leave it out "
+            "when it is alone on the wire)",
+        )
     return None
 
 
 def _check_cal(v: list):
-    if len(v) != 4 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) or v[0] == v[2]:
-        return (f"{v!r} is not a two-point calibration",
-                "write [v0, y0, v1, y1] with v0 != v1: v0 volts read as y0, v1 volts as y1, "
-                "e.g. [0.66, 0, 3.3, 2000] for a 0-2000 W/m2 4-20 mA pyranometer on 165 ohm")
+    if (
+        len(v) != 4
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        or v[0] == v[2]
+    ):
+        return (
+            f"{v!r} is not a two-point calibration",
+            "write [v0, y0, v1, y1] with v0 != v1: v0 volts read as y0, v1 volts as y1, "
+            "e.g. [0.66, 0, 3.3, 2000] for a 0-2000 W/m2 4-20 mA pyranometer on 165 ohm",
+        )
     return None
 
 
@@ -75,12 +83,23 @@ def _key(o: Opt) -> Key:
     return row_key(o, check=NAMED_CHECKS.get(o.check))
 
 
-TYPES: dict[str, dict[str, Key]] = {t.name: {k: _key(o) for k, o in t.rows.items()} for t in CATALOG.values()}
+TYPES: dict[str, dict[str, Key]] = {
+    t.name: {k: _key(o) for k, o in t.rows.items()} for t in CATALOG.values()
+}
 
 COMMON: dict[str, Key] = {
-    "id": Key(str, site_mod.REQUIRED, check=check_id, help="sensor id, the first part of its metrics' names"),
+    "id": Key(
+        str,
+        site_mod.REQUIRED,
+        check=check_id,
+        help="sensor id, the first part of its metrics' names",
+    ),
     "type": Key(str, site_mod.REQUIRED, help="sensor type"),
-    "twin": Key((str, dict), None, help="twin metric(s) of the node's component this sensor measures (host only)"),
+    "twin": Key(
+        (str, dict),
+        None,
+        help="twin metric(s) of the node's component this sensor measures (host only)",
+    ),
 }
 
 # --- the node keys -------------------------------------------------------------------------------
@@ -91,21 +110,37 @@ def _over_board(dotted: str, help_: str | None = None) -> Key:
     return firmware_key(dotted, help_, default=None)
 
 
-SENSORS = Key(list, [], item=Key(dict, fix="write each sensor as a table: { id = \"...\", type = \"...\", ... }"),
-              help="sensors on this node: tables of id, type and that type's keys")
-DISPLAY = Key(dict, {}, keys={
-    "kind": _over_board("display.kind", "OLED controller, or none"),
-    "addr": _over_board("display.addr"),
-    "page_ms": _over_board("display.page_ms", "how long each page shows, ms"),
-}, help="the OLED, over the board file's \"display\"")
-PINS = Key(dict, {}, keys={k: _over_board(f"pins.{k}") for k in ("i2c_scl", "i2c_sda", "i2c_freq", "onewire", "led",
-                                                                   "button")},
-           help="overrides of the board file's pins")
+SENSORS = Key(
+    list,
+    [],
+    item=Key(dict, fix="write each sensor as a table: { id = \"...\", type = \"...\", ... }"),
+    help="sensors on this node: tables of id, type and that type's keys",
+)
+DISPLAY = Key(
+    dict,
+    {},
+    keys={
+        "kind": _over_board("display.kind", "OLED controller, or none"),
+        "addr": _over_board("display.addr"),
+        "page_ms": _over_board("display.page_ms", "how long each page shows, ms"),
+    },
+    help="the OLED, over the board file's \"display\"",
+)
+PINS = Key(
+    dict,
+    {},
+    keys={
+        k: _over_board(f"pins.{k}")
+        for k in ("i2c_scl", "i2c_sda", "i2c_freq", "onewire", "led", "button")
+    },
+    help="overrides of the board file's pins",
+)
 
 NODE_KEYS: dict[str, Key] = {"sensors": SENSORS, "display": DISPLAY, "pins": PINS}
 
 
 # --- validation ----------------------------------------------------------------------------------
+
 
 def check_sensors(site) -> None:
     """Each node's sensors against their type's rows and the chips' limits (a whole-site check)."""
@@ -119,13 +154,21 @@ def check_sensors(site) -> None:
             where = f"nodes[{i}].sensors[{j}]"
             t = raw.get("type")
             if t is None:
-                raise ConfigError(site.path, f"{where}.type", "is missing",
-                                  f"add the sensor type, one of: {', '.join(TYPES)}")
+                raise ConfigError(
+                    site.path,
+                    f"{where}.type",
+                    "is missing",
+                    f"add the sensor type, one of: {', '.join(TYPES)}",
+                )
             if t not in TYPES:
                 near = difflib.get_close_matches(str(t), list(TYPES), n=1)
                 hint = f"did you mean '{near[0]}'? " if near else ""
-                raise ConfigError(site.path, f"{where}.type", f"unknown sensor type '{t}'",
-                                  f"{hint}use one of: {', '.join(TYPES)}")
+                raise ConfigError(
+                    site.path,
+                    f"{where}.type",
+                    f"unknown sensor type '{t}'",
+                    f"{hint}use one of: {', '.join(TYPES)}",
+                )
             rec = loader.table(raw, {**COMMON, **TYPES[t]}, where)
             _check_one(site.path, where, rec)
             checked.append(rec)
@@ -146,33 +189,52 @@ def _check_one(path, where: str, s: Record) -> None:
         names = ", ".join(x for x in q) or "(one)"
         if isinstance(s.twin, str):
             if t not in PRIMARY:
-                _fail(path, f"{where}.twin", f"a {t} measures {names}: a single name does not say which",
-                      f"name the quantity, e.g. twin = {{ {next(iter(q))} = \"{s.twin}\" }}")
+                _fail(
+                    path,
+                    f"{where}.twin",
+                    f"a {t} measures {names}: a single name does not say which",
+                    f"name the quantity, e.g. twin = {{ {next(iter(q))} = \"{s.twin}\" }}",
+                )
             s.twin = {PRIMARY[t]: s.twin}
         for suffix, metric in s.twin.items():
             if suffix not in q:
                 near = difflib.get_close_matches(suffix, list(q), n=1)
                 hint = f"did you mean '{near[0]}'? " if near else ""
-                _fail(path, f"{where}.twin.{suffix}", f"a {t} has no measured quantity '{suffix}'",
-                      f"{hint}use one of: {names}" + (" (power is computed by the chip)" if suffix == "w" else ""))
+                _fail(
+                    path,
+                    f"{where}.twin.{suffix}",
+                    f"a {t} has no measured quantity '{suffix}'",
+                    f"{hint}use one of: {names}"
+                    + (" (power is computed by the chip)" if suffix == "w" else ""),
+                )
             if not isinstance(metric, str) or not metric:
-                _fail(path, f"{where}.twin.{suffix}", f"{metric!r} is not a twin metric name",
-                      "name a metric of the node's twin component, e.g. \"i_a\"")
+                _fail(
+                    path,
+                    f"{where}.twin.{suffix}",
+                    f"{metric!r} is not a twin metric name",
+                    "name a metric of the node's twin component, e.g. \"i_a\"",
+                )
     fs = CATALOG[t].shunt_fs
     if fs is not None:
         # the shunt voltage at max_a must fit the chip's input, or the largest currents overflow
         if s.max_a * s.shunt_ohm > fs * 1.0001:
-            _fail(path, f"{where}.shunt_ohm",
-                  f"{s.max_a:g} A through {s.shunt_ohm:g} ohm is {s.max_a * s.shunt_ohm * 1000:.1f} mV, "
-                  f"beyond the {t}'s +-{fs * 1000:g} mV shunt input",
-                  f"use a shunt of at most {fs / s.max_a:.3g} ohm (e.g. 75 mV at 1000 A: 0.000075) or lower max_a")
+            _fail(
+                path,
+                f"{where}.shunt_ohm",
+                f"{s.max_a:g} A through {s.shunt_ohm:g} ohm is {s.max_a * s.shunt_ohm * 1000:.1f} mV, "
+                f"beyond the {t}'s +-{fs * 1000:g} mV shunt input",
+                f"use a shunt of at most {fs / s.max_a:.3g} ohm (e.g. 75 mV at 1000 A: 0.000075) or lower max_a",
+            )
         bits = ina_constants(t)["CAL_BITS"]
         cal = ina_calibration(t, s.shunt_ohm, s.max_a)
         if not 1 <= cal <= bits:
-            _fail(path, f"{where}.max_a",
-                  f"with shunt_ohm {s.shunt_ohm:g} and max_a {s.max_a:g} the {t}'s calibration register "
-                  f"would be {cal} (valid: 1..{bits})",
-                  "raise max_a toward the shunt's rating (max_a x shunt_ohm near the input's full scale)")
+            _fail(
+                path,
+                f"{where}.max_a",
+                f"with shunt_ohm {s.shunt_ohm:g} and max_a {s.max_a:g} the {t}'s calibration register "
+                f"would be {cal} (valid: 1..{bits})",
+                "raise max_a toward the shunt's rating (max_a x shunt_ohm near the input's full scale)",
+            )
     if CATALOG[t].analog:
         if s.lo >= s.hi:
             _fail(path, f"{where}.lo", f"lo ({s.lo:g}) is not below hi ({s.hi:g})", "give lo < hi")
@@ -184,11 +246,18 @@ def _check_one(path, where: str, s: Record) -> None:
             v = cal_volts(s.as_dict(), value)
             if v > fs * 1.0001 or (t == "ads1115" and v < -fs * 1.0001):
                 larger = ", ".join(str(x) for x in sorted(FSR) if x > abs(v))
-                fix = (f"choose a larger fsr ({larger}) or a larger divider"
-                       if t == "ads1115" and abs(v) < FSR[0] else "divide the signal down further (and change cal)")
-                _fail(path, f"{where}.{name}",
-                      f"{value:g} {s.unit} is {v:.3f} V at the input by cal, beyond its full scale of "
-                      f"{'+-' if t == 'ads1115' else ''}{fs:g} V", fix)
+                fix = (
+                    f"choose a larger fsr ({larger}) or a larger divider"
+                    if t == "ads1115" and abs(v) < FSR[0]
+                    else "divide the signal down further (and change cal)"
+                )
+                _fail(
+                    path,
+                    f"{where}.{name}",
+                    f"{value:g} {s.unit} is {v:.3f} V at the input by cal, beyond its full scale of "
+                    f"{'+-' if t == 'ads1115' else ''}{fs:g} V",
+                    fix,
+                )
 
 
 def _check_together(path, i: int, node_id: str, sensors: list) -> None:
@@ -198,9 +267,12 @@ def _check_together(path, i: int, node_id: str, sensors: list) -> None:
     for j, s in enumerate(sensors):
         where = f"nodes[{i}].sensors[{j}]"
         if s.id in seen:
-            _fail(path, f"{where}.id",
-                  f"sensor id '{s.id}' is already used by sensors[{seen[s.id]}] of node '{node_id}'",
-                  "give every sensor of a node its own id (it names the sensor's metrics)")
+            _fail(
+                path,
+                f"{where}.id",
+                f"sensor id '{s.id}' is already used by sensors[{seen[s.id]}] of node '{node_id}'",
+                "give every sensor of a node its own id (it names the sensor's metrics)",
+            )
         seen[s.id] = j
         t = CATALOG[s.type]
         if t.bus == "onewire":
@@ -212,29 +284,43 @@ def _check_together(path, i: int, node_id: str, sensors: list) -> None:
                 k, o = other
                 same_adc = o.type == s.type == "ads1115"
                 if not same_adc:
-                    _fail(path, f"{where}.addr",
-                          f"I2C bus {at[0]} address 0x{at[1]:02x} is taken by sensors[{k}] ({o.type})",
-                          "set the chip's address pins to another address and give it here")
+                    _fail(
+                        path,
+                        f"{where}.addr",
+                        f"I2C bus {at[0]} address 0x{at[1]:02x} is taken by sensors[{k}] ({o.type})",
+                        "set the chip's address pins to another address and give it here",
+                    )
                 if o.input == s.input:
-                    _fail(path, f"{where}.input",
-                          f"ADS1115 0x{at[1]:02x} input '{s.input}' is read by sensors[{k}] already",
-                          "wire this signal to another input of the chip")
+                    _fail(
+                        path,
+                        f"{where}.input",
+                        f"ADS1115 0x{at[1]:02x} input '{s.input}' is read by sensors[{k}] already",
+                        "wire this signal to another input of the chip",
+                    )
             else:
                 i2c[at] = (j, s)
     if len(wire) > 1:
         for j, s in wire:
             if not s.rom:
-                _fail(path, f"nodes[{i}].sensors[{j}].rom",
-                      f"{len(wire)} DS18B20s share the 1-Wire bus and this one has no ROM",
-                      "give each its ROM code (16 hex digits, printed by onewire.OneWire.scan() on the node)")
+                _fail(
+                    path,
+                    f"nodes[{i}].sensors[{j}].rom",
+                    f"{len(wire)} DS18B20s share the 1-Wire bus and this one has no ROM",
+                    "give each its ROM code (16 hex digits, printed by onewire.OneWire.scan() on the node)",
+                )
         roms = [s.rom.lower() for _, s in wire]
         for j, s in wire:
             if roms.count(s.rom.lower()) > 1:
-                _fail(path, f"nodes[{i}].sensors[{j}].rom", f"ROM {s.rom} is given twice",
-                      "each DS18B20 has its own ROM code")
+                _fail(
+                    path,
+                    f"nodes[{i}].sensors[{j}].rom",
+                    f"ROM {s.rom} is given twice",
+                    "each DS18B20 has its own ROM code",
+                )
 
 
 # --- config.json ---------------------------------------------------------------------------------
+
 
 def _plain(v):
     return v.as_dict() if isinstance(v, Record) else dict(v or {})
@@ -258,7 +344,11 @@ def hardware(site, node, board) -> dict:
 
 
 def _check_board(path, i, node, board, pins, display, sensors) -> None:
-    used = {pins.get(k): k for k in ("i2c_scl", "i2c_sda", "onewire", "led", "button") if pins.get(k, -1) >= 0}
+    used = {
+        pins.get(k): k
+        for k in ("i2c_scl", "i2c_sda", "onewire", "led", "button")
+        if pins.get(k, -1) >= 0
+    }
     adc_pins = board.get("adc_pins")
     for j, s in enumerate(sensors):
         where = f"nodes[{i}].sensors[{j}]"
@@ -266,17 +356,32 @@ def _check_board(path, i, node, board, pins, display, sensors) -> None:
         if t.bus == "adc":
             pin = s["pin"]
             if adc_pins is not None and pin not in adc_pins:
-                _fail(path, f"{where}.pin", f"GPIO {pin} is not an ADC1 pin of board '{node.board}'",
-                      f"use one of: {', '.join(map(str, adc_pins))} (boards/{node.board}.json adc_pins)")
+                _fail(
+                    path,
+                    f"{where}.pin",
+                    f"GPIO {pin} is not an ADC1 pin of board '{node.board}'",
+                    f"use one of: {', '.join(map(str, adc_pins))} (boards/{node.board}.json adc_pins)",
+                )
             if pin in used:
-                _fail(path, f"{where}.pin", f"GPIO {pin} is the board's {used[pin]} pin",
-                      f"use another ADC pin, or move {used[pin]} with pins = {{ {used[pin]} = ... }}")
+                _fail(
+                    path,
+                    f"{where}.pin",
+                    f"GPIO {pin} is the board's {used[pin]} pin",
+                    f"use another ADC pin, or move {used[pin]} with pins = {{ {used[pin]} = ... }}",
+                )
         if t.bus == "onewire" and pins.get("onewire", -1) < 0:
-            _fail(path, f"nodes[{i}].pins.onewire", f"sensor '{s['id']}' is on 1-Wire but the node has no 1-Wire pin",
-                  "give it one: pins = { onewire = 4 }")
+            _fail(
+                path,
+                f"nodes[{i}].pins.onewire",
+                f"sensor '{s['id']}' is on 1-Wire but the node has no 1-Wire pin",
+                "give it one: pins = { onewire = 4 }",
+            )
         if display.get("kind", "none") != "none" and t.bus == "i2c" and s.get("bus", 0) == 0:
             addr = t.addr if t.addr is not None else s["addr"]
             if addr == display.get("addr", 0x3C):
-                _fail(path, f"{where}.addr", f"I2C address 0x{addr:02x} is the OLED's",
-                      "give the sensor another address, or move the OLED: display = { addr = ... }")
-
+                _fail(
+                    path,
+                    f"{where}.addr",
+                    f"I2C address 0x{addr:02x} is the OLED's",
+                    "give the sensor another address, or move the OLED: display = { addr = ... }",
+                )

@@ -38,8 +38,10 @@ from gridtwin.sitedefaults import CERTS, VAR
 # nothing a shell or a file name would choke on.
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 BOARD_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
-                         r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 # Identities the PKI issues to services (see gridtwin.pki); a node may not take one of these names,
 # or the broker could not tell the node from the service.
@@ -53,6 +55,7 @@ HOST_INSTANCE_RE = re.compile(r"^gridtwin-host-[0-9]+$")
 ROLE_MODULES: dict[str, str] = fwsource.firmware_literal("gt/roles/__init__.py", "ROLES")
 ROLES = frozenset(ROLE_MODULES)
 PLANT_ROLES = frozenset(r for r, m in ROLE_MODULES.items() if m == "plant")
+
 
 class _Required:
     def __repr__(self):
@@ -131,12 +134,16 @@ class Node(Record):
 
 # --- checks (reusable by extensions) -------------------------------------------------------------
 
+
 def one_of(*choices: str) -> Callable[[Any], Any]:
     def check(value):
         if value not in choices:
             near = difflib.get_close_matches(str(value), choices, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
-            return f"'{value}' is not one of {', '.join(choices)}", f"{hint}use one of: {', '.join(choices)}"
+            return (
+                f"'{value}' is not one of {', '.join(choices)}",
+                f"{hint}use one of: {', '.join(choices)}",
+            )
         return None
 
     return check
@@ -154,8 +161,10 @@ def in_range(lo: float | None = None, hi: float | None = None) -> Callable[[Any]
 
 def check_id(value: str):
     if not ID_RE.fullmatch(value):
-        return (f"'{value}' is not a valid id",
-                "use 1 to 32 letters, digits, '_' or '-' (no '/', '+', '#' or spaces)")
+        return (
+            f"'{value}' is not a valid id",
+            "use 1 to 32 letters, digits, '_' or '-' (no '/', '+', '#' or spaces)",
+        )
     return None
 
 
@@ -164,13 +173,20 @@ def check_node_id(value: str):
     if problem:
         return problem
     if value.startswith("_"):
-        return f"'{value}' starts with '_'", "ids starting with '_' are reserved for host topics (_host); rename it"
+        return (
+            f"'{value}' starts with '_'",
+            "ids starting with '_' are reserved for host topics (_host); rename it",
+        )
     if value in RESERVED_IDS:
-        return (f"'{value}' is reserved for a service identity",
-                f"rename the node; reserved: {', '.join(sorted(RESERVED_IDS))}")
+        return (
+            f"'{value}' is reserved for a service identity",
+            f"rename the node; reserved: {', '.join(sorted(RESERVED_IDS))}",
+        )
     if HOST_INSTANCE_RE.fullmatch(value):
-        return (f"'{value}' is reserved for a host daemon instance ([daemon] instances)",
-                "rename the node; gridtwin-host-<number> names the extra host daemons")
+        return (
+            f"'{value}' is reserved for a host daemon instance ([daemon] instances)",
+            "rename the node; gridtwin-host-<number> names the extra host daemons",
+        )
     return None
 
 
@@ -187,19 +203,29 @@ TOPIC_ROOT_RE = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
 def check_topic_root(value: str):
     if not value or value.startswith("/") or value.endswith("/") or "//" in value:
-        return f"{value!r} is not a usable topic root", "use levels separated by '/', e.g. 'gridtwin/demo'"
+        return (
+            f"{value!r} is not a usable topic root",
+            "use levels separated by '/', e.g. 'gridtwin/demo'",
+        )
     if any(c in value for c in "+#\0") or value.startswith("$"):
-        return f"{value!r} contains a wildcard or starts with '$'", "remove '+', '#' and a leading '$'"
+        return (
+            f"{value!r} contains a wildcard or starts with '$'",
+            "remove '+', '#' and a leading '$'",
+        )
     if not TOPIC_ROOT_RE.fullmatch(value):
-        return (f"{value!r} has characters a topic root may not hold",
-                "use letters, digits, '_', '-', '.' in levels separated by '/', e.g. 'gridtwin/demo'")
+        return (
+            f"{value!r} has characters a topic root may not hold",
+            "use letters, digits, '_', '-', '.' in levels separated by '/', e.g. 'gridtwin/demo'",
+        )
     return None
 
 
 def check_hostname(value: str):
     if not HOSTNAME_RE.fullmatch(value):
-        return (f"'{value}' is not a DNS host name",
-                "use a name like 'localhost' or 'pi.lan'; IPs go in broker.addresses")
+        return (
+            f"'{value}' is not a DNS host name",
+            "use a name like 'localhost' or 'pi.lan'; IPs go in broker.addresses",
+        )
     return None
 
 
@@ -207,13 +233,19 @@ def check_ip(value: str):
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        return f"'{value}' is not an IP address", "use an IPv4 or IPv6 address like 192.168.1.10 or ::1"
+        return (
+            f"'{value}' is not an IP address",
+            "use an IPv4 or IPv6 address like 192.168.1.10 or ::1",
+        )
     return None
 
 
 def check_board(value: str):
     if not BOARD_RE.fullmatch(value):
-        return f"'{value}' is not a board name", "use the name of a file in boards/ without extension, e.g. 'esp32s3'"
+        return (
+            f"'{value}' is not a board name",
+            "use the name of a file in boards/ without extension, e.g. 'esp32s3'",
+        )
     from gridtwin.resources import BOARDS_DIR, known_boards
 
     # caught here, not when a node's config is first rendered (by then the demo has its broker up);
@@ -222,8 +254,10 @@ def check_board(value: str):
     if value not in known:
         near = difflib.get_close_matches(value, known, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
-        return (f"unknown board '{value}': there is no {BOARDS_DIR / value}.json",
-                f"{hint}use one of: {', '.join(known)}, or add a board file")
+        return (
+            f"unknown board '{value}': there is no {BOARDS_DIR / value}.json",
+            f"{hint}use one of: {', '.join(known)}, or add a board file",
+        )
     return None
 
 
@@ -257,7 +291,9 @@ check_parent = check_parents("node", 'e.g. parent = "trf_a" or parent = ["trf_a"
 _FIRMWARE_DEFAULT = object()
 
 
-def firmware_key(dotted: str, help: str | None = None, default: Any = _FIRMWARE_DEFAULT, check=None) -> Key:
+def firmware_key(
+    dotted: str, help: str | None = None, default: Any = _FIRMWARE_DEFAULT, check=None
+) -> Key:
     """A site key rendered into the firmware's config key `dotted` ("queue", "mqtt.keepalive"): its
     type, default and range are the firmware's (gt/config.py's schema), so the two agree by
     construction. `default` overrides the firmware's (None: absent, the board file's value
@@ -265,14 +301,24 @@ def firmware_key(dotted: str, help: str | None = None, default: Any = _FIRMWARE_
     return row_key(fwsource.firmware_row(dotted), help, default, check)
 
 
-def row_key(row: fwsource.Row, help: str | None = None, default: Any = _FIRMWARE_DEFAULT, check=None) -> Key:
+def row_key(
+    row: fwsource.Row, help: str | None = None, default: Any = _FIRMWARE_DEFAULT, check=None
+) -> Key:
     """The site key of a firmware row (gridtwin.fwsource.Row): its range or choices as the check."""
     if check is None and row.lo is not None:
         check = in_range(row.lo, row.hi)
     elif check is None and row.choices:
-        check = one_of(*row.choices) if all(isinstance(c, str) for c in row.choices) else _number_of(row)
-    return Key(row.type, row.default if default is _FIRMWARE_DEFAULT else default, check=check,
-               help=help or row.help)
+        check = (
+            one_of(*row.choices)
+            if all(isinstance(c, str) for c in row.choices)
+            else _number_of(row)
+        )
+    return Key(
+        row.type,
+        row.default if default is _FIRMWARE_DEFAULT else default,
+        check=check,
+        help=help or row.help,
+    )
 
 
 def _number_of(row) -> Callable[[Any], Any]:
@@ -296,7 +342,7 @@ def parents_first(parents: dict[str, list[str]]) -> tuple[list[str], list[str] |
         if state.get(i) == 2:
             return None
         if state.get(i) == 1:
-            return trail[trail.index(i):] + [i]
+            return trail[trail.index(i) :] + [i]
         state[i] = 1
         for p in parents[i]:
             loop = visit(p, trail + [i])
@@ -315,48 +361,128 @@ def parents_first(parents: dict[str, list[str]]) -> tuple[list[str], list[str] |
 
 # --- the schema ----------------------------------------------------------------------------------
 
-SITE = Section({
-    "id": Key(str, REQUIRED, check=check_id, help="short site id, used in the topic root and the CA name"),
-    "name": Key(str, lambda s: s.get("id"), help="human-readable site name"),
-    "topic_root": Key(str, lambda s: f"gridtwin/{s.get('id')}", check=check_topic_root,
-                      help="MQTT topic root (default gridtwin/<site id>)"),
-    "var": Key("path", VAR, help="runtime data folder (databases, broker state), relative to the site file"),
-    "certs": Key("path", CERTS, help="PKI folder, relative to the site file"),
-}, help="who this site is", required=True)
-BROKER = Section({
-    "hosts": Key(list, ["localhost"], item=Key(str, check=check_hostname),
-                 help="DNS names clients use for the broker (server certificate SANs)"),
-    "addresses": Key(list, ["127.0.0.1", "::1"], item=Key(str, check=check_ip),
-                     help="IP addresses clients use for the broker (server certificate SANs)"),
-    "port": Key(int, 8883, check=check_port, help="MQTT over TLS port"),
-    "ws_port": Key(int, 0, check=check_port, help="MQTT over TLS WebSockets port for browsers; 0 = off"),
-    "dev_port": Key(int, 1883, check=check_port, help="plain loopback listener, only with `broker run --dev`"),
-    "listen": Key(str, "", help="address `broker install` binds to; empty = all interfaces"),
-    "max_packet_size": Key(int, 32768, check=in_range(1024, 268435455),
-                           help="bytes; larger packets are refused and the sender disconnected"),
-    "max_queued_messages": Key(int, 100000, check=in_range(100, None),
-                               help="QoS 1 messages queued per client (the host subscriber sees every node)"),
-    "max_queued_bytes": Key(int, 64 * 1024 * 1024, check=in_range(0, None),
-                            help="bytes queued per client; 0 = no byte limit"),
-    "max_inflight_messages": Key(int, 100, check=in_range(1, 65535), help="unacknowledged QoS 1 messages per client"),
-    "persistent_client_expiration": Key(str, "14d", check=lambda v: None if re.fullmatch(r"\d+[hdwmy]", v)
-                                        else (f"'{v}' is not a duration", "use a number and h/d/w/m/y, e.g. '14d'"),
-                                        help="drop sessions of clients gone this long"),
-}, help="the Mosquitto broker")
-PKI = Section({
-    "ca_days": Key(int, 3650, check=in_range(1, 36500), help="CA validity in days"),
-    "days": Key(int, 825, check=in_range(1, 36500), help="validity of node, service and server certificates"),
-    "crl_days": Key(int, 365, check=in_range(1, 3650), help="how far ahead each CRL's next-update lies"),
-    "warn_days": Key(int, 30, check=in_range(0, 3650), help="`pki list` warns when a certificate expires sooner"),
-}, help="the site PKI")
+SITE = Section(
+    {
+        "id": Key(
+            str,
+            REQUIRED,
+            check=check_id,
+            help="short site id, used in the topic root and the CA name",
+        ),
+        "name": Key(str, lambda s: s.get("id"), help="human-readable site name"),
+        "topic_root": Key(
+            str,
+            lambda s: f"gridtwin/{s.get('id')}",
+            check=check_topic_root,
+            help="MQTT topic root (default gridtwin/<site id>)",
+        ),
+        "var": Key(
+            "path",
+            VAR,
+            help="runtime data folder (databases, broker state), relative to the site file",
+        ),
+        "certs": Key("path", CERTS, help="PKI folder, relative to the site file"),
+    },
+    help="who this site is",
+    required=True,
+)
+BROKER = Section(
+    {
+        "hosts": Key(
+            list,
+            ["localhost"],
+            item=Key(str, check=check_hostname),
+            help="DNS names clients use for the broker (server certificate SANs)",
+        ),
+        "addresses": Key(
+            list,
+            ["127.0.0.1", "::1"],
+            item=Key(str, check=check_ip),
+            help="IP addresses clients use for the broker (server certificate SANs)",
+        ),
+        "port": Key(int, 8883, check=check_port, help="MQTT over TLS port"),
+        "ws_port": Key(
+            int, 0, check=check_port, help="MQTT over TLS WebSockets port for browsers; 0 = off"
+        ),
+        "dev_port": Key(
+            int,
+            1883,
+            check=check_port,
+            help="plain loopback listener, only with `broker run --dev`",
+        ),
+        "listen": Key(str, "", help="address `broker install` binds to; empty = all interfaces"),
+        "max_packet_size": Key(
+            int,
+            32768,
+            check=in_range(1024, 268435455),
+            help="bytes; larger packets are refused and the sender disconnected",
+        ),
+        "max_queued_messages": Key(
+            int,
+            100000,
+            check=in_range(100, None),
+            help="QoS 1 messages queued per client (the host subscriber sees every node)",
+        ),
+        "max_queued_bytes": Key(
+            int,
+            64 * 1024 * 1024,
+            check=in_range(0, None),
+            help="bytes queued per client; 0 = no byte limit",
+        ),
+        "max_inflight_messages": Key(
+            int, 100, check=in_range(1, 65535), help="unacknowledged QoS 1 messages per client"
+        ),
+        "persistent_client_expiration": Key(
+            str,
+            "14d",
+            check=lambda v: (
+                None
+                if re.fullmatch(r"\d+[hdwmy]", v)
+                else (f"'{v}' is not a duration", "use a number and h/d/w/m/y, e.g. '14d'")
+            ),
+            help="drop sessions of clients gone this long",
+        ),
+    },
+    help="the Mosquitto broker",
+)
+PKI = Section(
+    {
+        "ca_days": Key(int, 3650, check=in_range(1, 36500), help="CA validity in days"),
+        "days": Key(
+            int,
+            825,
+            check=in_range(1, 36500),
+            help="validity of node, service and server certificates",
+        ),
+        "crl_days": Key(
+            int, 365, check=in_range(1, 3650), help="how far ahead each CRL's next-update lies"
+        ),
+        "warn_days": Key(
+            int,
+            30,
+            check=in_range(0, 3650),
+            help="`pki list` warns when a certificate expires sooner",
+        ),
+    },
+    help="the site PKI",
+)
 
 # a [[nodes]] entry's own keys; gridtwin.schema adds the sensor layer's (sensors, display, pins)
 NODE_KEYS: dict[str, Key] = {
-    "id": Key(str, REQUIRED, check=check_node_id, help="node id: certificate CN, MQTT username and topic level"),
+    "id": Key(
+        str,
+        REQUIRED,
+        check=check_node_id,
+        help="node id: certificate CN, MQTT username and topic level",
+    ),
     "board": firmware_key("board", "board file name in boards/", check=check_board),
     "role": Key(str, REQUIRED, check=check_role, help="what the node stands for in the plant"),
-    "parent": Key((str, list), None, check=check_parent,
-                  help="upstream node(s) in the power topology: an id or a list of ids"),
+    "parent": Key(
+        (str, list),
+        None,
+        check=check_parent,
+        help="upstream node(s) in the power topology: an id or a list of ids",
+    ),
     "interval_ms": firmware_key("sample_ms", "sampling interval in milliseconds"),
     "description": Key(str, "", help="free text"),
 }
@@ -399,7 +525,11 @@ class Site:
             if n.id == node_id:
                 return n
         near = difflib.get_close_matches(node_id, self.node_ids, n=1)
-        fix = f"did you mean '{near[0]}'?" if near else f"known nodes: {', '.join(self.node_ids) or 'none'}"
+        fix = (
+            f"did you mean '{near[0]}'?"
+            if near
+            else f"known nodes: {', '.join(self.node_ids) or 'none'}"
+        )
         raise ConfigError(self.path, "nodes", f"no node '{node_id}'", fix)
 
     def topic(self, node_id: str, leaf: str) -> str:
@@ -414,14 +544,22 @@ def check_nodes(site: Site) -> None:
     seen: dict[str, int] = {}
     for i, n in enumerate(site.nodes):
         if n.id in seen:
-            raise ConfigError(site.path, f"nodes[{i}].id", f"'{n.id}' is already used by nodes[{seen[n.id]}]",
-                              "give every node its own id")
+            raise ConfigError(
+                site.path,
+                f"nodes[{i}].id",
+                f"'{n.id}' is already used by nodes[{seen[n.id]}]",
+                "give every node its own id",
+            )
         seen[n.id] = i
     for i, n in enumerate(site.nodes):
         for p in n.parents:
             if p == n.id:
-                raise ConfigError(site.path, f"nodes[{i}].parent", f"node '{n.id}' is its own parent",
-                                  "name the node upstream")
+                raise ConfigError(
+                    site.path,
+                    f"nodes[{i}].parent",
+                    f"node '{n.id}' is its own parent",
+                    "name the node upstream",
+                )
             if p not in seen:
                 near = difflib.get_close_matches(p, list(seen), n=1)
                 fix = f"did you mean '{near[0]}'?" if near else "name a node defined in this file"
@@ -429,14 +567,25 @@ def check_nodes(site: Site) -> None:
     # The power topology must be a DAG.
     _, loop = parents_first({n.id: n.parents for n in site.nodes})
     if loop:
-        raise ConfigError(site.path, f"nodes[{seen[loop[0]]}].parent",
-                          f"the power topology has a loop: {' -> '.join(loop)}", "remove one parent link of the loop")
+        raise ConfigError(
+            site.path,
+            f"nodes[{seen[loop[0]]}].parent",
+            f"the power topology has a loop: {' -> '.join(loop)}",
+            "remove one parent link of the loop",
+        )
 
 
 # --- loader --------------------------------------------------------------------------------------
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               list: "a list", dict: "a table", "path": "a path string"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+    "path": "a path string",
+}
 
 
 def _type_ok(value: Any, typ: Any) -> bool:
@@ -468,8 +617,11 @@ class _Loader:
 
     def value(self, value: Any, key: Key, where: str) -> Any:
         if not _type_ok(value, key.type):
-            self.fail(where, f"is {type(value).__name__} {value!r}, expected {_type_name(key.type)}",
-                      key.fix or key.help or None)
+            self.fail(
+                where,
+                f"is {type(value).__name__} {value!r}, expected {_type_name(key.type)}",
+                key.fix or key.help or None,
+            )
         if key.type is float:
             value = float(value)
         if key.type == "path":
@@ -491,7 +643,11 @@ class _Loader:
         for name in raw:
             if name not in keys:
                 near = difflib.get_close_matches(name, list(keys), n=1)
-                fix = f"did you mean '{near[0]}'?" if near else f"known keys: {', '.join(keys) or 'none'}"
+                fix = (
+                    f"did you mean '{near[0]}'?"
+                    if near
+                    else f"known keys: {', '.join(keys) or 'none'}"
+                )
                 self.fail(f"{where}.{name}" if where else name, "unknown key", fix)
         for name, key in keys.items():
             dotted = f"{where}.{name}" if where else name
@@ -502,8 +658,13 @@ class _Loader:
             else:
                 default = key.default(out) if callable(key.default) else key.default
                 # Mutable defaults are copied so one site's edits never leak into another's.
-                default = (list(default) if isinstance(default, list)
-                           else dict(default) if isinstance(default, dict) else default)
+                default = (
+                    list(default)
+                    if isinstance(default, list)
+                    else dict(default)
+                    if isinstance(default, dict)
+                    else default
+                )
                 if key.type == "path" and isinstance(default, str):
                     default = self.path.parent / default
                 out[name] = default
@@ -513,7 +674,9 @@ class _Loader:
         for name in raw:
             if name not in schema:
                 near = difflib.get_close_matches(name, list(schema), n=1)
-                fix = f"did you mean [{near[0]}]?" if near else f"known sections: {', '.join(schema)}"
+                fix = (
+                    f"did you mean [{near[0]}]?" if near else f"known sections: {', '.join(schema)}"
+                )
                 self.fail(name, "unknown section", fix)
         sections: dict[str, Any] = {}
         for name, section in schema.items():
@@ -525,7 +688,9 @@ class _Loader:
                 items = []
                 for i, entry in enumerate(value):
                     if not isinstance(entry, dict):
-                        self.fail(f"{name}[{i}]", "must be a table", f"write each entry as [[{name}]]")
+                        self.fail(
+                            f"{name}[{i}]", "must be a table", f"write each entry as [[{name}]]"
+                        )
                     label = f"{name}[{i}]"
                     cls = Node if name == "nodes" else Record
                     rec = self.table(entry, section.keys, label, cls)
@@ -537,7 +702,11 @@ class _Loader:
             else:
                 if value is None:
                     if section.required:
-                        self.fail(f"[{name}]", "section is missing", f"add a [{name}] table: {section.help}")
+                        self.fail(
+                            f"[{name}]",
+                            "section is missing",
+                            f"add a [{name}] table: {section.help}",
+                        )
                     value = {}
                 if not isinstance(value, dict):
                     self.fail(name, "must be a table", f"write it as [{name}]")
@@ -557,15 +726,23 @@ def load_site(path: str | Path = "site.toml") -> Site:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(path, None, "no such site file",
-                          f"run from the folder that holds site.toml, pass --site PATH, or start from the "
-                          f"example: cp {example_site_path()} site.toml") from None
+        raise ConfigError(
+            path,
+            None,
+            "no such site file",
+            f"run from the folder that holds site.toml, pass --site PATH, or start from the "
+            f"example: cp {example_site_path()} site.toml",
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, None, f"cannot read it: {exc}", "check the path and its permissions") from None
+        raise ConfigError(
+            path, None, f"cannot read it: {exc}", "check the path and its permissions"
+        ) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, None, f"not valid TOML: {exc}", "fix the syntax at that line") from None
+        raise ConfigError(
+            path, None, f"not valid TOML: {exc}", "fix the syntax at that line"
+        ) from None
     try:
         return _Loader(path).site(raw, schema.SCHEMA, schema.CHECKS)
     except ConfigError as exc:
@@ -591,7 +768,9 @@ def _by_node_id(exc: ConfigError, raw: dict) -> ConfigError:
 
     if not exc.key or not _NODE_INDEX.search(exc.key) or re.fullmatch(r"nodes\[\d+\]\.id", exc.key):
         return exc  # a wrong id is better named by its place
-    return ConfigError(exc.file, _NODE_INDEX.sub(name, exc.key), _NODE_INDEX.sub(name, exc.problem), exc.fix)
+    return ConfigError(
+        exc.file, _NODE_INDEX.sub(name, exc.key), _NODE_INDEX.sub(name, exc.problem), exc.fix
+    )
 
 
 def example_site_path() -> Path:

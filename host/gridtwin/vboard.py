@@ -50,7 +50,9 @@ LOCK_FILE = "board.lock"
 # re-entrant: release_folder also runs from a board's weakref finalizer, which the garbage collector
 # may call on this very thread while hold_folder holds the lock (a plain Lock deadlocked there)
 _held_lock = threading.RLock()
-_held: dict[pathlib.Path, list] = {}  # board folder -> [its open lock file, boards of ours using it]
+_held: dict[
+    pathlib.Path, list
+] = {}  # board folder -> [its open lock file, boards of ours using it]
 
 
 def hold_folder(root: os.PathLike | str, name: str | None = None) -> pathlib.Path:
@@ -77,9 +79,11 @@ def hold_folder(root: os.PathLike | str, name: str | None = None) -> pathlib.Pat
             f.seek(0)
             pid, _, started = f.read().strip().partition(" ")
             f.close()
-            raise GridTwinError(f"virtual board {name or root.name} is already running "
-                                f"(pid {pid or 'unknown'}, started {started or 'at an unknown time'}); "
-                                f"stop it first") from None
+            raise GridTwinError(
+                f"virtual board {name or root.name} is already running "
+                f"(pid {pid or 'unknown'}, started {started or 'at an unknown time'}); "
+                f"stop it first"
+            ) from None
         f.truncate(0)
         f.write(f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         f.flush()
@@ -108,10 +112,18 @@ def heap_bytes(size: str | int) -> int:
 
 
 class VirtualBoard:
-    def __init__(self, root: os.PathLike | str, *, config: dict | None = None,
-                 world: dict | None = None, heap: str = DEFAULT_HEAP,
-                 firmware: pathlib.Path | None = FIRMWARE_DIR, env: dict | None = None,
-                 max_resets: int = 20, name: str | None = None):
+    def __init__(
+        self,
+        root: os.PathLike | str,
+        *,
+        config: dict | None = None,
+        world: dict | None = None,
+        heap: str = DEFAULT_HEAP,
+        firmware: pathlib.Path | None = FIRMWARE_DIR,
+        env: dict | None = None,
+        max_resets: int = 20,
+        name: str | None = None,
+    ):
         """``heap``: the firmware's GC heap budget (the shim's own share comes on top of it).
         ``firmware``: a folder put on the board's import path (source or compiled .mpy), or
         None when the firmware has been deployed into flash/ itself. ``name``: what messages call
@@ -139,7 +151,9 @@ class VirtualBoard:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._console = None
-        self.on_line = None  # called with each console line as it arrives (gridtwin vnode prints them)
+        self.on_line = (
+            None  # called with each console line as it arrives (gridtwin vnode prints them)
+        )
         if config is not None:
             self.write_config(config)
         if world is not None:
@@ -160,8 +174,11 @@ class VirtualBoard:
         rendered config gives them (ca.der, cert.der, key.der), as `gridtwin deploy` puts them."""
         import shutil
 
-        for src, name in ((pki.ca_der_path, "ca.der"), (pki.der_cert_path(node), "cert.der"),
-                          (pki.der_key_path(node), "key.der")):
+        for src, name in (
+            (pki.ca_der_path, "ca.der"),
+            (pki.der_cert_path(node), "cert.der"),
+            (pki.der_key_path(node), "key.der"),
+        ):
             shutil.copyfile(src, self.flash / name)
         os.chmod(self.flash / "key.der", 0o600)
 
@@ -180,20 +197,23 @@ class VirtualBoard:
         if self.firmware:
             path.append(str(self.firmware))
         env = dict(os.environ)
-        env.update({
-            "MICROPYPATH": ":".join(path),
-            "GT_WORLD": str(self.world_path.resolve()),
-            "GT_BOARD_STATE": str(self.state.resolve()),
-            "GT_FIRMWARE": str(self.firmware or ""),
-            "GT_FW_HEAP": str(heap_bytes(self.heap)),
-        })
+        env.update(
+            {
+                "MICROPYPATH": ":".join(path),
+                "GT_WORLD": str(self.world_path.resolve()),
+                "GT_BOARD_STATE": str(self.state.resolve()),
+                "GT_FIRMWARE": str(self.firmware or ""),
+                "GT_FW_HEAP": str(heap_bytes(self.heap)),
+            }
+        )
         env.update(self.extra_env)
         return env
 
     def start(self) -> "VirtualBoard":
         self._console = open(self.root / "console.log", "a")
-        self._thread = threading.Thread(target=self._supervise, name=f"vboard-{self.root.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._supervise, name=f"vboard-{self.root.name}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -206,9 +226,17 @@ class VirtualBoard:
                     break
                 self.boots += 1
                 self._proc = procs.spawn(
-                    self.command(), kind="virtual board", name=self.name, cwd=self.flash, env=self.environ(),
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                    bufsize=1)
+                    self.command(),
+                    kind="virtual board",
+                    name=self.name,
+                    cwd=self.flash,
+                    env=self.environ(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    bufsize=1,
+                )
             for line in self._proc.stdout:
                 self._add(line.rstrip("\n"))
             rc = self._proc.wait()
@@ -256,7 +284,9 @@ class VirtualBoard:
     def wait_exit(self, timeout: float | None = 60.0) -> int:
         with self._cond:
             if not self._cond.wait_for(lambda: self.exit_code is not None, timeout):
-                raise TimeoutError("board still running; last output:\n" + "\n".join(self.lines[-25:]))
+                raise TimeoutError(
+                    "board still running; last output:\n" + "\n".join(self.lines[-25:])
+                )
             return self.exit_code
 
     def run(self, timeout: float = 120.0) -> int:
@@ -340,8 +370,15 @@ class PtyBoard:
         self._hidden = b"" if raw else None
         self._proc = procs.spawn(
             self.board.command(script=None) + ["-i", str(shim_dir() / "_boot_board.py")],
-            kind="virtual board", name=self.board.name, setup=controlling_tty,
-            cwd=self.board.flash, env=env, stdin=mp_slave, stdout=mp_slave, stderr=mp_slave)
+            kind="virtual board",
+            name=self.board.name,
+            setup=controlling_tty,
+            cwd=self.board.flash,
+            env=env,
+            stdin=mp_slave,
+            stdout=mp_slave,
+            stderr=mp_slave,
+        )
         os.close(mp_slave)
 
     def _restart(self, raw: bool) -> None:

@@ -75,7 +75,9 @@ def chip_noise(sensor: dict) -> dict:
     return noise
 
 
-def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None, *, noise: bool = True) -> float:
+def tolerance(
+    sensor: dict, suffix: str, value: float, fed: dict | None = None, *, noise: bool = True
+) -> float:
     """How far a firmware reading of metric `suffix` may be from the value fed (`value`, in the
     metric's units), from the catalog: one step of each quantity it is made of, plus the noise
     bound (noise=False: a world without a seed, whose chips add none); `fed` holds the sensor's
@@ -90,15 +92,23 @@ def tolerance(sensor: dict, suffix: str, value: float, fed: dict | None = None, 
         shunt = c["lsb"]["shunt_v"] + nb * c["noise"]["shunt_v"]
         # the current register truncates (1 LSB) a shunt reading of its own step and noise, scaled
         # by a calibration register that is a whole number (eq. 1 truncated)
-        da = 2 * lsb + shunt / sensor["shunt_ohm"] + abs((fed or {}).get("a", value if suffix == "a" else 0)) / cal
+        da = (
+            2 * lsb
+            + shunt / sensor["shunt_ohm"]
+            + abs((fed or {}).get("a", value if suffix == "a" else 0)) / cal
+        )
         dv = (c["lsb"]["bus_v"] + nb * c["noise"]["bus_v"]) * sensor.get("v_div", 1.0)
         if suffix == "a":
             return da
         if suffix == "v":
             return dv
         f = fed or {}
-        return abs(f.get("v", 0.0)) * da + abs(f.get("a", 0.0)) * dv + da * dv + \
-            ina_constants(t)["P"] * lsb * sensor.get("v_div", 1.0)
+        return (
+            abs(f.get("v", 0.0)) * da
+            + abs(f.get("a", 0.0)) * dv
+            + da * dv
+            + ina_constants(t)["P"] * lsb * sensor.get("v_div", 1.0)
+        )
     if kind.analog:
         v0, y0, v1, y1 = sensor.get("cal", [0, 0, 1, 1])
         slope = abs((y1 - y0) / (v1 - v0))
@@ -135,7 +145,11 @@ PLANT_INPUTS = ("supply", "fault", "load", "batt")
 def plant_hil(cfg: dict, load_fs_kw: float) -> dict:
     """The params "hil" of a plant-role node: free pins of its board for each input."""
     pins = cfg.get("pins", {})
-    used = {v for k, v in pins.items() if k in ("i2c_scl", "i2c_sda", "onewire", "led", "button") and v >= 0}
+    used = {
+        v
+        for k, v in pins.items()
+        if k in ("i2c_scl", "i2c_sda", "onewire", "led", "button") and v >= 0
+    }
     used |= {s["pin"] for s in cfg.get("sensors", ()) if TYPES[s["type"]].bus == "adc"}
     free = [p for p in range(1, 40) if p not in used]
     names = PLANT_INPUTS if cfg.get("role") == "ups" else PLANT_INPUTS[:3]
@@ -201,8 +215,14 @@ def _crc8(data: bytes) -> int:
     return fwsource.shim_function("onewire.py", "crc8")(data)
 
 
-def world_for(cfg: dict, *, live_prefix: str = "", clock: dict | None = None,
-              wlan: dict | None = None, seed: int | None = None) -> dict:
+def world_for(
+    cfg: dict,
+    *,
+    live_prefix: str = "",
+    clock: dict | None = None,
+    wlan: dict | None = None,
+    seed: int | None = None,
+) -> dict:
     """The world for a rendered node config: its chips (and OLED), every measured quantity live.
     With a seed every chip adds its data sheet's noise (CHIPS), its own stream per sensor; without
     one the chips convert exactly (to their resolution). A plant-role node wired to a HIL bench
@@ -219,7 +239,9 @@ def world_for(cfg: dict, *, live_prefix: str = "", clock: dict | None = None,
     p = live_prefix
 
     def chip(s, model, addr, **extra):
-        spec = chips.setdefault((s.get("bus", 0), addr), {"bus": s.get("bus", 0), "model": model, "addr": addr})
+        spec = chips.setdefault(
+            (s.get("bus", 0), addr), {"bus": s.get("bus", 0), "model": model, "addr": addr}
+        )
         spec.update(extra)
         if seed is not None and s.get("type") in CHIPS:
             spec.setdefault("noise", {}).update(_noise(s))
@@ -241,8 +263,13 @@ def world_for(cfg: dict, *, live_prefix: str = "", clock: dict | None = None,
         if t.bus == "i2c":
             chip(s, t.model, t.addr if t.addr is not None else s["addr"], **fixed, **live)
         elif t.bus == "onewire":
-            ow = {"pin": pins.get("onewire", -1), "model": t.model, "rom": s.get("rom") or rom_for(s["id"]),
-                  **fixed, **live}
+            ow = {
+                "pin": pins.get("onewire", -1),
+                "model": t.model,
+                "rom": s.get("rom") or rom_for(s["id"]),
+                **fixed,
+                **live,
+            }
             if seed is not None:
                 ow["noise"] = _noise(s)
             onewire.append(ow)
@@ -258,7 +285,10 @@ def world_for(cfg: dict, *, live_prefix: str = "", clock: dict | None = None,
             if pin is None:
                 continue
             if name in digital:
-                world.setdefault("pins", {})[str(pin)] = {"live": f"{p}hil.{name}", "default": digital[name]}
+                world.setdefault("pins", {})[str(pin)] = {
+                    "live": f"{p}hil.{name}",
+                    "default": digital[name],
+                }
             else:
                 adc[str(pin)] = {"live": f"{p}hil.{name}", "default": analog[name]}
     disp = cfg.get("display", {})

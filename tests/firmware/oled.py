@@ -16,15 +16,26 @@ GOLDEN = pathlib.Path(__file__).parent / "golden"
 SCALE = 3
 LIT = (150, 215, 255)
 DARK = (8, 10, 14)
-_RX = re.compile(r"#world oled addr=(\d+) ms=(\d+) on=(\d) inv=(\d) remap=(\d) comdec=(\d) start=(\d+) ram=([0-9a-f]+)")
+_RX = re.compile(
+    r"#world oled addr=(\d+) ms=(\d+) on=(\d) inv=(\d) remap=(\d) comdec=(\d) start=(\d+) ram=([0-9a-f]+)"
+)
 
 
 def frames(board) -> list[dict]:
     out = []
     for m in board.grep(_RX.pattern):
-        out.append({"addr": int(m[1]), "ms": int(m[2]), "on": m[3] == "1", "inv": m[4] == "1",
-                    "remap": m[5] == "1", "comdec": m[6] == "1", "start": int(m[7]),
-                    "ram": bytes.fromhex(m[8])})
+        out.append(
+            {
+                "addr": int(m[1]),
+                "ms": int(m[2]),
+                "on": m[3] == "1",
+                "inv": m[4] == "1",
+                "remap": m[5] == "1",
+                "comdec": m[6] == "1",
+                "start": int(m[7]),
+                "ram": bytes.fromhex(m[8]),
+            }
+        )
     return out
 
 
@@ -70,7 +81,8 @@ def matches_golden(f: dict, name: str, tmp_path: pathlib.Path) -> None:
     img.save(got)
     want = Image.open(path).convert("RGB")
     assert want.tobytes() == img.tobytes(), (
-        f"OLED page '{name}' differs from {path}; see {got} (GT_UPDATE_GOLDEN=1 rewrites it)")
+        f"OLED page '{name}' differs from {path}; see {got} (GT_UPDATE_GOLDEN=1 rewrites it)"
+    )
 
 
 def text_rows(f: dict) -> int:

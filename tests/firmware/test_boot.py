@@ -31,8 +31,16 @@ def test_valid_config_reaches_running_and_samples(vboard, node_config):
         ({"sample_ms": 10}, "sample_ms", "must be between 50 and 3600000, got 10"),
         ({"node": "pdu/a"}, "node", "may hold only letters, digits"),
         ({"pins": {"i2c_scl": 99}}, "pins.i2c_scl", "must be between 0 and 48"),
-        ({"sensors": [{"id": "x", "type": "lm76"}]}, "sensors[0].type", "unknown sensor type 'lm76'"),
-        ({"sensors": [{"id": "x", "type": "lm75", "adr": 72}]}, "sensors[0].adr", "unknown key (did you mean 'addr'?)"),
+        (
+            {"sensors": [{"id": "x", "type": "lm76"}]},
+            "sensors[0].type",
+            "unknown sensor type 'lm76'",
+        ),
+        (
+            {"sensors": [{"id": "x", "type": "lm75", "adr": 72}]},
+            "sensors[0].adr",
+            "unknown key (did you mean 'addr'?)",
+        ),
         ({"role": "toaster"}, "role", "unknown role 'toaster'"),
     ],
 )

@@ -5,7 +5,9 @@ import json
 from fixtures.netnode import crashed
 
 
-def test_every_command_gets_exactly_one_ack_and_a_repeat_is_not_run_again(net_node, broker, mqtt_client):
+def test_every_command_gets_exactly_one_ack_and_a_repeat_is_not_run_again(
+    net_node, broker, mqtt_client
+):
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "ack"))
     host.subscribe(broker.topic("pv1", "status"))
@@ -13,7 +15,9 @@ def test_every_command_gets_exactly_one_ack_and_a_repeat_is_not_run_again(net_no
     b.start()
     # the birth follows the node's SUBSCRIBE on the same connection: once it is here, a command
     # can no longer arrive before the subscription does (as a host's dispatcher waits for online)
-    host.wait_for(broker.topic("pv1", "status"), timeout=20, where=lambda m: b'"online"' in m.payload)
+    host.wait_for(
+        broker.topic("pv1", "status"), timeout=20, where=lambda m: b'"online"' in m.payload
+    )
     cmd = broker.topic("pv1", "cmd")
 
     def ask(doc, raw=None):
@@ -21,11 +25,15 @@ def test_every_command_gets_exactly_one_ack_and_a_repeat_is_not_run_again(net_no
         return json.loads(host.wait_for(broker.topic("pv1", "ack"), timeout=10).payload)
 
     ack = ask({"id": "c1", "cmd": "ping", "args": {}, "ts": 1})
-    assert ack["id"] == "c1" and ack["ok"] is True and ack["result"]["pong"] is True and ack["ts"] > 0
+    assert (
+        ack["id"] == "c1" and ack["ok"] is True and ack["result"]["pong"] is True and ack["ts"] > 0
+    )
 
     ack = ask({"id": "c2", "cmd": "self_destruct"})
     assert ack["id"] == "c2" and ack["ok"] is False
-    assert ack["err"].startswith("unknown command 'self_destruct' (known: ") and "ping" in ack["err"]
+    assert (
+        ack["err"].startswith("unknown command 'self_destruct' (known: ") and "ping" in ack["err"]
+    )
 
     ack = ask({"id": "c3", "cmd": "set_interval", "args": {"ms": "fast"}})
     assert ack["ok"] is False and ack["err"].startswith("bad argument: ms must be an integer")
@@ -76,8 +84,11 @@ def test_rebirth_and_reboot(net_node, broker, mqtt_client):
     ack = json.loads(host.wait_for(broker.topic("pv1", "ack"), timeout=10).payload)
     assert ack["id"] == "r2" and ack["ok"] is True
     # the node comes back as a new boot, reset on purpose (not counted as a crash)
-    born = host.wait_for(broker.topic("pv1", "status"), timeout=30,
-                         where=lambda m: json.loads(m.payload).get("boots") == 2)
+    born = host.wait_for(
+        broker.topic("pv1", "status"),
+        timeout=30,
+        where=lambda m: json.loads(m.payload).get("boots") == 2,
+    )
     doc = json.loads(born.payload)
     assert doc["boot"] != first["boot"] and doc["reset"] == "soft"
     b.wait_for(r"boot=2 reset=soft crash_streak=0", timeout=5)

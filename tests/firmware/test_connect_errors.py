@@ -23,10 +23,14 @@ def test_nothing_listening_is_named(net_node, broker):
 def test_a_refused_certificate_is_named(net_node, broker, tmp_path):
     # same site id and node id, another CA: what a board flashed for another site (or before a
     # `pki init --force`) presents
-    other = make_site_pki(tmp_path / "other", '[site]\nid = "demo"\n\n[[nodes]]\nid = "pv1"\nrole = "pv"\n')
+    other = make_site_pki(
+        tmp_path / "other", '[site]\nid = "demo"\n\n[[nodes]]\nid = "pv1"\nrole = "pv"\n'
+    )
     b = net_node(mqtt={"backoff_max_ms": 1000})
     b.install_identity(other.pki, "pv1")
-    shutil.copyfile(broker.pki.ca_der_path, b.flash / "ca.der")  # the node still trusts the real broker
+    shutil.copyfile(
+        broker.pki.ca_der_path, b.flash / "ca.der"
+    )  # the node still trusts the real broker
     b.start()
     m = b.wait_for(r"mqtt: failed: .*", timeout=30)
     b.stop()

@@ -14,21 +14,52 @@ OLED = {"bus": 0, "model": "ssd1306", "addr": 0x3C, "frames": True}
 # transducer (ADC pin 34), stack temperature on a DS18B20 that is unplugged from 5 s on.
 EL_SENSORS = [
     {"id": "stack", "type": "ina226", "addr": 0x40, "shunt_ohm": 0.002, "max_a": 20.0},
-    {"id": "h2_p", "type": "adc", "pin": 34, "cal": [0.6, 0, 3.0, 10], "unit": "bar", "lo": -0.25, "hi": 10.5},
+    {
+        "id": "h2_p",
+        "type": "adc",
+        "pin": 34,
+        "cal": [0.6, 0, 3.0, 10],
+        "unit": "bar",
+        "lo": -0.25,
+        "hi": 10.5,
+    },
     {"id": "t_stk", "type": "ds18b20"},
 ]
 EL_WORLD = {
-    "i2c": [OLED, {"bus": 0, "model": "ina226", "addr": 0x40, "shunt_ohm": 0.002, "current_a": 12.5, "bus_v": 1.92}],
+    "i2c": [
+        OLED,
+        {
+            "bus": 0,
+            "model": "ina226",
+            "addr": 0x40,
+            "shunt_ohm": 0.002,
+            "current_a": 12.5,
+            "bus_v": 1.92,
+        },
+    ],
     "adc": {"34": 1.56},
-    "onewire": [{"pin": 4, "model": "ds18b20", "rom": "28ff641e8216c3a1", "temp_c": 61.25,
-                 "unplugged": [[5000, 10_000_000]]}],
+    "onewire": [
+        {
+            "pin": 4,
+            "model": "ds18b20",
+            "rom": "28ff641e8216c3a1",
+            "temp_c": 61.25,
+            "unplugged": [[5000, 10_000_000]],
+        }
+    ],
 }
 
 
 def el_config(node_config, **kw):
-    return node_config(node="EL1", role="electrolyser", pins={"i2c_scl": 22, "i2c_sda": 21, "onewire": 4, "led": 2},
-                       sensors=EL_SENSORS, display={"kind": "ssd1306", "addr": 0x3C, "page_ms": 4000},
-                       params={"stack": "stack", "cells": 1}, **kw)
+    return node_config(
+        node="EL1",
+        role="electrolyser",
+        pins={"i2c_scl": 22, "i2c_sda": 21, "onewire": 4, "led": 2},
+        sensors=EL_SENSORS,
+        display={"kind": "ssd1306", "addr": 0x3C, "page_ms": 4000},
+        params={"stack": "stack", "cells": 1},
+        **kw,
+    )
 
 
 def test_pages_rotate_and_match_golden_images(vboard, node_config, firmware_build, tmp_path):
@@ -38,7 +69,11 @@ def test_pages_rotate_and_match_golden_images(vboard, node_config, firmware_buil
     fs = frames(b)
     assert fs and all(f["addr"] == 0x3C and f["on"] for f in fs)
     # three pages (overview, readings, faults), 4 s each; the shift starts at 60 s
-    overview, readings, faults = last_before(fs, 3900), last_before(fs, 7900), last_before(fs, 11_900)
+    overview, readings, faults = (
+        last_before(fs, 3900),
+        last_before(fs, 7900),
+        last_before(fs, 11_900),
+    )
     matches_golden(overview, "overview", tmp_path)
     matches_golden(readings, "readings", tmp_path)
     matches_golden(faults, "faults", tmp_path)
@@ -97,7 +132,12 @@ def test_missing_or_failing_display_never_stops_the_node(vboard, node_config, fi
 
     world = dict(EL_WORLD, clock={"mode": "warp", "stop_at_ms": 60_500})
     world["i2c"] = [dict(OLED, unplugged=[[10_000, 20_000]])] + EL_WORLD["i2c"][1:]
-    b = vboard(name="flaky", config=el_config(node_config, trace=True), world=world, firmware=firmware_build[0])
+    b = vboard(
+        name="flaky",
+        config=el_config(node_config, trace=True),
+        world=world,
+        firmware=firmware_build[0],
+    )
     assert b.run() == 0
     b.wait_for(r"W \d+ display: OLED stopped answering")
     assert len(b.grep(r"^T \d+ ")) == 61
@@ -108,11 +148,18 @@ def test_safe_mode_shows_the_reason(vboard, node_config, firmware_build, tmp_pat
     # The config is good but the last boots crashed (boot.json: a streak of 2, this boot makes 3
     # = crash_limit): the node stays in safe mode and the OLED says why, so a person at the node
     # needs no laptop to know what happened.
-    b = vboard(config=el_config(node_config), firmware=firmware_build[0],
-               world=dict(EL_WORLD, clock={"mode": "warp", "stop_at_ms": 5_000}))
-    b.flash.joinpath("boot.json").write_text('{"boots": 7, "streak": 2, "crash": "sampler: ValueError(\'boom\')"}')
+    b = vboard(
+        config=el_config(node_config),
+        firmware=firmware_build[0],
+        world=dict(EL_WORLD, clock={"mode": "warp", "stop_at_ms": 5_000}),
+    )
+    b.flash.joinpath("boot.json").write_text(
+        '{"boots": 7, "streak": 2, "crash": "sampler: ValueError(\'boom\')"}'
+    )
     assert b.run() == 0
-    b.wait_for(r"E \d+ safe: SAFE MODE: crashed 3 boots in a row \(last: sampler: ValueError\('boom'\)\)")
+    b.wait_for(
+        r"E \d+ safe: SAFE MODE: crashed 3 boots in a row \(last: sampler: ValueError\('boom'\)\)"
+    )
     assert not b.grep(r"app: running|Traceback")
     fs = frames(b)
     assert fs and fs[-1]["on"]

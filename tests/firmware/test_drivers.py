@@ -45,7 +45,9 @@ def test_ina219_datasheet_calibration_example_and_edges(vboard):
     # INA219 data sheet, "Calibration Register and Scaling" example: 0.5 ohm shunt, 0.6 A expected
     # -> minimum LSB 18.3 uA, chosen 20 uA -> Cal = trunc(0.04096 / (20e-6 * 0.5)) = 4096, power
     # LSB 20 x 20 uA = 400 uW. The same Cal (4096) for a 0.1 ohm shunt and 2 A (LSB 100 uA).
-    out = run_driver(vboard, """
+    out = run_driver(
+        vboard,
+        """
         from gt.drivers.ina219 import INA219
         i2c = hw.i2c(0)
         a = INA219(i2c, 0x40, 0.5, 0.6)
@@ -63,11 +65,40 @@ def test_ina219_datasheet_calibration_example_and_edges(vboard):
         i2c.writeto_mem(0x40, 0, b'\\x80\\x00')   # RST, as after a power glitch: Cal back to 0
         attempt('reset', a.read)
         show('after', a.read())
-    """, {"i2c": [
-        {"model": "ina219", "addr": 0x40, "shunt_ohm": 0.5, "current_a": 0.3, "bus_v": 12.0},
-        {"model": "ina219", "addr": 0x41, "shunt_ohm": 0.5, "current_a": -0.3, "bus_v": 12.0},
-        {"model": "ina219", "addr": 0x44, "shunt_ohm": 0.5, "current_a": 0.7, "bus_v": 12.0},
-        {"model": "ina219", "addr": 0x45, "shunt_ohm": 0.1, "current_a": 1.25, "bus_v": 5.0}]})
+    """,
+        {
+            "i2c": [
+                {
+                    "model": "ina219",
+                    "addr": 0x40,
+                    "shunt_ohm": 0.5,
+                    "current_a": 0.3,
+                    "bus_v": 12.0,
+                },
+                {
+                    "model": "ina219",
+                    "addr": 0x41,
+                    "shunt_ohm": 0.5,
+                    "current_a": -0.3,
+                    "bus_v": 12.0,
+                },
+                {
+                    "model": "ina219",
+                    "addr": 0x44,
+                    "shunt_ohm": 0.5,
+                    "current_a": 0.7,
+                    "bus_v": 12.0,
+                },
+                {
+                    "model": "ina219",
+                    "addr": 0x45,
+                    "shunt_ohm": 0.1,
+                    "current_a": 1.25,
+                    "bus_v": 5.0,
+                },
+            ]
+        },
+    )
     assert out["lsb"] == pytest.approx(20e-6) and out["cal"] == 4096 and out["cal_reg"] == "1000"
     # 0.3 A through 0.5 ohm = 150 mV = 15000 x 10 uV; Current = 15000 * 4096 / 4096 -> 0.3 A;
     # Power = 15000 * 3000 / 5000 = 9000 x 400 uW = 3.6 W
@@ -86,7 +117,9 @@ def test_ina226_datasheet_example_registers_and_overflow(vboard):
     # INA226 data sheet example: 2 mohm shunt, Current_LSB 1 mA -> CAL = 0.00512 / (1e-3 * 2e-3)
     # = 2560 (0x0A00); 10 A makes VSHUNT = 8000 (0x1F40, 20 mV) -> Current 10000 (0x2710) = 10 A;
     # VBUS 12 V = 9600 (0x2580) -> Power = 10000 * 9600 / 20000 = 4800 (0x12C0) x 25 mW = 120 W.
-    out = run_driver(vboard, """
+    out = run_driver(
+        vboard,
+        """
         from gt.drivers.ina226 import INA226
         i2c = hw.i2c(0)
         a = INA226(i2c, 0x40, 0.002, 20.0)
@@ -96,11 +129,34 @@ def test_ina226_datasheet_example_registers_and_overflow(vboard):
         show('neg', INA226(i2c, 0x41, 0.002, 20.0).read())
         attempt('ovf', INA226(i2c, 0x42, 0.002, 20.0).read)
         attempt('wrong_chip', lambda: INA226(i2c, 0x48, 0.002, 20.0))
-    """, {"i2c": [
-        {"model": "ina226", "addr": 0x40, "shunt_ohm": 0.002, "current_a": 10.0, "bus_v": 12.0},
-        {"model": "ina226", "addr": 0x41, "shunt_ohm": 0.002, "current_a": -2.5, "bus_v": 30.0},
-        {"model": "ina226", "addr": 0x42, "shunt_ohm": 0.002, "current_a": 40.0, "bus_v": 12.0},
-        {"model": "lm75", "addr": 0x48, "temp_c": 20.0}]})
+    """,
+        {
+            "i2c": [
+                {
+                    "model": "ina226",
+                    "addr": 0x40,
+                    "shunt_ohm": 0.002,
+                    "current_a": 10.0,
+                    "bus_v": 12.0,
+                },
+                {
+                    "model": "ina226",
+                    "addr": 0x41,
+                    "shunt_ohm": 0.002,
+                    "current_a": -2.5,
+                    "bus_v": 30.0,
+                },
+                {
+                    "model": "ina226",
+                    "addr": 0x42,
+                    "shunt_ohm": 0.002,
+                    "current_a": 40.0,
+                    "bus_v": 12.0,
+                },
+                {"model": "lm75", "addr": 0x48, "temp_c": 20.0},
+            ]
+        },
+    )
     assert out["lsb_cal"][0] == pytest.approx(1e-3) and out["lsb_cal"][1] == 2560
     assert out["regs"] == ["1f40", "2580", "2710", "12c0", "0a00"]
     assert close(out["read"], (12.0, 10.0, 120.0), 1e-9)
@@ -114,7 +170,9 @@ def test_ina226_datasheet_example_registers_and_overflow(vboard):
 def test_ade7953_rms_power_pf_and_frequency(vboard):
     # Front end: 1 Mohm + 1 kohm divider (ratio 1001), CT 2000:1 on a 10 ohm burden (0.005 V/A).
     # Line frequency from PERIOD: 223.75 kHz / (PERIOD + 1); 50 Hz -> 4474.
-    out = run_driver(vboard, """
+    out = run_driver(
+        vboard,
+        """
         from gt.drivers.ade7953 import ADE7953
         i2c = hw.i2c(0)
         m = ADE7953(i2c, 1001.0, 0.005)
@@ -124,18 +182,31 @@ def test_ade7953_rms_power_pf_and_frequency(vboard):
         import time
         time.sleep_ms(10000)
         show('r2', m.read())
-    """, {"i2c": [{"model": "ade7953", "addr": 0x38, "v_div": 1001.0, "i_ohm": 0.005,
-                   "v_rms": 230.0, "i_rms": [[0, 5.0], [10000, 20.0]], "pf": [[0, 0.95], [10000, -0.5]],
-                   "hz": [[0, 50.0], [10000, 49.8]]}]})
+    """,
+        {
+            "i2c": [
+                {
+                    "model": "ade7953",
+                    "addr": 0x38,
+                    "v_div": 1001.0,
+                    "i_ohm": 0.005,
+                    "v_rms": 230.0,
+                    "i_rms": [[0, 5.0], [10000, 20.0]],
+                    "pf": [[0, 0.95], [10000, -0.5]],
+                    "hz": [[0, 50.0], [10000, 49.8]],
+                }
+            ]
+        },
+    )
     assert out["unlocked"] == "0030"  # the data sheet's required setting went through the unlock
     assert out["period"] == 4474
     v, a, w, pf, hz = out["r1"]
     assert v == pytest.approx(230.0, abs=0.001) and a == pytest.approx(5.0, abs=1e-5)
-    assert w == pytest.approx(230 * 5 * 0.95, abs=0.01) and pf == pytest.approx(0.95, abs=2 ** -15)
+    assert w == pytest.approx(230 * 5 * 0.95, abs=0.01) and pf == pytest.approx(0.95, abs=2**-15)
     assert hz == pytest.approx(50.0, abs=0.006)
     v, a, w, pf, hz = out["r2"]
     # exporting: power and power factor negative; 49.8 Hz within one PERIOD step (~0.011 Hz)
-    assert w == pytest.approx(-230 * 20 * 0.5, abs=0.05) and pf == pytest.approx(-0.5, abs=2 ** -15)
+    assert w == pytest.approx(-230 * 20 * 0.5, abs=0.05) and pf == pytest.approx(-0.5, abs=2**-15)
     assert hz == pytest.approx(49.8, abs=0.006)
 
 
@@ -144,7 +215,9 @@ def test_bme280_datasheet_compensation_example(vboard):
     # trimming values, adc_T = 519888 -> 25.08 degC (t_fine 128422) and adc_P = 415148 ->
     # 100653.27 Pa. The example is worked in double precision; the driver's 64-bit integer
     # version (Q24.8 Pa) lands within 0.02 Pa of it, far below the sensor's 1.7 Pa resolution.
-    out = run_driver(vboard, """
+    out = run_driver(
+        vboard,
+        """
         from gt.drivers.bme280 import BME280
         i2c = hw.i2c(0)
         s = BME280(i2c, 0x76)
@@ -152,16 +225,29 @@ def test_bme280_datasheet_compensation_example(vboard):
         show('tfine', s.temperature(519888)[0])
         show('world', BME280(i2c, 0x77).read())
         show('ctrl', i2c.readfrom_mem(0x76, 0xF2, 4).hex())
-    """, {"i2c": [{"model": "bme280", "addr": 0x76, "raw": {"t": 519888, "p": 415148, "h": 30000}},
-                  {"model": "bme280", "addr": 0x77, "temp_c": -12.5, "rh": 87.0, "pressure_pa": 95000}]})
+    """,
+        {
+            "i2c": [
+                {"model": "bme280", "addr": 0x76, "raw": {"t": 519888, "p": 415148, "h": 30000}},
+                {
+                    "model": "bme280",
+                    "addr": 0x77,
+                    "temp_c": -12.5,
+                    "rh": 87.0,
+                    "pressure_pa": 95000,
+                },
+            ]
+        },
+    )
     t, rh, p = out["example"]
     assert t == 25.08 and p == pytest.approx(100653.27, abs=0.02) and out["tfine"] == 128422
     # humidity has no worked example: check the integer result against the data sheet's
     # double-precision formula (BME280 data sheet, section 8.1), written out independently here
     h1, h2, h3, h4, h5, h6 = 75, 362, 0, 313, 50, 30
     x = 128422 - 76800.0
-    x = ((30000 - (h4 * 64.0 + h5 / 16384.0 * x))
-         * (h2 / 65536.0 * (1.0 + h6 / 67108864.0 * x * (1.0 + h3 / 67108864.0 * x))))
+    x = (30000 - (h4 * 64.0 + h5 / 16384.0 * x)) * (
+        h2 / 65536.0 * (1.0 + h6 / 67108864.0 * x * (1.0 + h3 / 67108864.0 * x))
+    )
     x = x * (1.0 - h1 * x / 524288.0)
     assert rh == pytest.approx(x, abs=0.02)
     # physical values through the chip model's raw codes, in the data sheet's resolutions
@@ -181,7 +267,9 @@ def test_ds18b20_datasheet_values_resolution_crc_and_power_on(vboard):
         sched += [[i * 2000, t], [i * 2000 + 1999, t]]
     n = len(temps) * 2
     end = n * 1000
-    out = run_driver(vboard, f"""
+    out = run_driver(
+        vboard,
+        f"""
         import time
         from gt.drivers.ds18b20 import DS18B20
         ow = hw.onewire()
@@ -204,12 +292,21 @@ def test_ds18b20_datasheet_values_resolution_crc_and_power_on(vboard):
         at({end} + 4100); attempt('crc', a.read)           # noise on the wire
         at({end} + 5100); show('clean', a.read()[0])
         at({end} + 6100); attempt("gone", a.read)          # unplugged: the other sensor still answers resets
-    """, {"onewire": [
-        {"pin": 4, "model": "ds18b20", "rom": "28ff641e8216c3a1",
-         "temp_c": sched + [[end, 21.5]],
-         "unplugged": [[end + 1400, end + 1500], [end + 6000, end + 7000]],
-         "noisy": [[end + 4000, end + 5000]]},
-        {"pin": 4, "model": "ds18b20", "rom": "28aa000000000042", "temp_c": 10.125}]})
+    """,
+        {
+            "onewire": [
+                {
+                    "pin": 4,
+                    "model": "ds18b20",
+                    "rom": "28ff641e8216c3a1",
+                    "temp_c": sched + [[end, 21.5]],
+                    "unplugged": [[end + 1400, end + 1500], [end + 6000, end + 7000]],
+                    "noisy": [[end + 4000, end + 5000]],
+                },
+                {"pin": 4, "model": "ds18b20", "rom": "28aa000000000042", "temp_c": 10.125},
+            ]
+        },
+    )
     distinct = [v for i, v in enumerate(out["vals"]) if i == 0 or v != out["vals"][i - 1]]
     assert distinct == temps  # every table value, 84 then 85 degC accepted as real
     assert out["b9"] == 10.0  # 9 bits: 0.5 degC steps, undefined low bits masked
@@ -225,7 +322,9 @@ def test_ds18b20_datasheet_values_resolution_crc_and_power_on(vboard):
 def test_ads1115_codes_full_scale_and_calibration(vboard):
     # ADS1115 data sheet, output codes: FS / 32768 per LSB; beyond +-FS the code clips to 0x7FFF
     # / 0x8000. A pyranometer (0.2 mV per W/m2) on AIN2 at +-0.256 V: 0.16 V -> 800 W/m2.
-    out = run_driver(vboard, """
+    out = run_driver(
+        vboard,
+        """
         from gt.drivers.ads1115 import ADS1115
         i2c = hw.i2c(0)
         def spec(**kw):
@@ -238,7 +337,20 @@ def test_ads1115_codes_full_scale_and_calibration(vboard):
         show('pyr', ADS1115(i2c, 0x48, spec(input='2', fsr=0.256, cal=[0, 0, 0.0002, 1], unit='W/m2')).read())
         attempt('over', ADS1115(i2c, 0x48, spec(input='3')).read)
         show('code3', i2c.readfrom_mem(0x48, 0, 2).hex())
-    """, {"i2c": [{"model": "ads1115", "addr": 0x48, "ain0": 1.0, "ain1": 1.25, "ain2": 0.16, "ain3": 2.5}]})
+    """,
+        {
+            "i2c": [
+                {
+                    "model": "ads1115",
+                    "addr": 0x48,
+                    "ain0": 1.0,
+                    "ain1": 1.25,
+                    "ain2": 0.16,
+                    "ain3": 2.5,
+                }
+            ]
+        },
+    )
     assert out["ain0"] == (1.0,) and out["code"] == "3e80"  # 16000 x 62.5 uV
     assert out["diff"] == (-0.25,)  # AIN0 - AIN1, two's complement
     assert out["pyr"][0] == pytest.approx(800.0, abs=1e-6)
@@ -247,7 +359,9 @@ def test_ads1115_codes_full_scale_and_calibration(vboard):
 
 def test_adc_channel_linear_calibration(vboard):
     # A 4-20 mA pressure transducer (0..10 bar) across 150 ohm: 0.6 V -> 0 bar, 3.0 V -> 10 bar.
-    out = run_driver(vboard, """
+    out = run_driver(
+        vboard,
+        """
         import time
         from gt.drivers.adc import ADC
         a = ADC(34, {'cal': [0.6, 0, 3.0, 10], 'unit': 'bar', 'lo': -0.25, 'hi': 10.5, 'samples': 4})
@@ -255,7 +369,11 @@ def test_adc_channel_linear_calibration(vboard):
         show('r', [a.read()[0] for _ in range(1)])
         time.sleep_ms(5000)
         show('r2', a.read()[0])
-    """, {"adc": {"34": [[0, 1.8], [4999, 1.8], [5000, 0.0]]}})
+    """,
+        {"adc": {"34": [[0, 1.8], [4999, 1.8], [5000, 0.0]]}},
+    )
     assert out["metrics"] == (("", "bar", -0.25, 10.5),)
     assert out["r"][0] == pytest.approx(5.0, abs=1e-6)  # 12 mA
-    assert out["r2"] == pytest.approx(-2.5)  # a broken loop (0 mA): below lo, so the node marks it bad
+    assert out["r2"] == pytest.approx(
+        -2.5
+    )  # a broken loop (0 mA): below lo, so the node marks it bad

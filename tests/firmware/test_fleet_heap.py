@@ -19,22 +19,30 @@ HEAP = "96k"
 MIN_FREE_AT_CONNECT = 8 * 1024
 
 
-@pytest.mark.xfail(strict=False, reason="issue #20: EL1/EL2 crash-boot once at their first boot in the full fleet "
-                   "at 96 KB; pv1 has ~5 KB free at the connect (see the module docstring)")
-def test_every_example_node_connects_over_tls_in_96k(site_pki, broker_factory, mqtt_client, micropython,
-                                                     tmp_path, record_property):
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue #20: EL1/EL2 crash-boot once at their first boot in the full fleet "
+    "at 96 KB; pv1 has ~5 KB free at the connect (see the module docstring)",
+)
+def test_every_example_node_connects_over_tls_in_96k(
+    site_pki, broker_factory, mqtt_client, micropython, tmp_path, record_property
+):
     brk = broker_factory(site_pki)
     host = mqtt_client(HOST_IDENTITY, broker=brk)
     root = site_pki.site.topic_root
     host.subscribe(f"{root}/+/status")
-    fleet = VirtualFleet(site_pki.site, site_pki.pki, tmp_path / "fleet", broker=(brk.host, brk.port), heap=HEAP)
+    fleet = VirtualFleet(
+        site_pki.site, site_pki.pki, tmp_path / "fleet", broker=(brk.host, brk.port), heap=HEAP
+    )
     ids = list(fleet.nodes)
     assert "EL1" in ids and len(ids) == len(site_pki.site.node_ids) >= 12
     fleet.start()
     try:
         free = {}
         for n in ids:
-            m = fleet.nodes[n].board.wait_for(r"mqtt: connected in \d+ ms .* free=(\d+)", timeout=90)
+            m = fleet.nodes[n].board.wait_for(
+                r"mqtt: connected in \d+ ms .* free=(\d+)", timeout=90
+            )
             free[n] = int(m[1])
         births = {}
 
@@ -48,19 +56,33 @@ def test_every_example_node_connects_over_tls_in_96k(site_pki, broker_factory, m
         try:
             host._wait(all_born, 60, "every node's birth")
         except AssertionError:
-            raise AssertionError("no birth from " + "; ".join(
-                f"{n}: {fleet.nodes[n].board.lines[-3:]}" for n in ids if n not in births)) from None
-        sick = {n: [ln for ln in v.board.lines if "MemoryError" in ln or "Traceback" in ln][:2]
-                for n, v in fleet.nodes.items()}
+            raise AssertionError(
+                "no birth from "
+                + "; ".join(
+                    f"{n}: {fleet.nodes[n].board.lines[-3:]}" for n in ids if n not in births
+                )
+            ) from None
+        sick = {
+            n: [ln for ln in v.board.lines if "MemoryError" in ln or "Traceback" in ln][:2]
+            for n, v in fleet.nodes.items()
+        }
         boots = {n: v.board.boots for n, v in fleet.nodes.items()}
         crash = {n: v.board.read_flash("boot.json") for n, v in fleet.nodes.items()}
     finally:
         fleet.stop()
     record_property("free_at_connect", free)
-    print("\nfree heap at the TLS connect, 96 KB heap: " + ", ".join(f"{n} {b} B" for n, b in free.items()))
-    print("birth heap / heap_min: " + ", ".join(f"{n} {d['heap']}/{d['heap_min']}" for n, d in births.items()))
+    print(
+        "\nfree heap at the TLS connect, 96 KB heap: "
+        + ", ".join(f"{n} {b} B" for n, b in free.items())
+    )
+    print(
+        "birth heap / heap_min: "
+        + ", ".join(f"{n} {d['heap']}/{d['heap_min']}" for n, d in births.items())
+    )
     assert not any(sick.values()), sick
     assert all(b == 1 for b in boots.values()), boots  # one boot each: no crash boot, no reset
-    assert all(json.loads(c)["boots"] == 1 and not json.loads(c).get("crash") for c in crash.values()), crash
+    assert all(
+        json.loads(c)["boots"] == 1 and not json.loads(c).get("crash") for c in crash.values()
+    ), crash
     low = {n: b for n, b in free.items() if b < MIN_FREE_AT_CONNECT}
     assert not low, f"less than {MIN_FREE_AT_CONNECT} B free at the TLS connect: {low}"

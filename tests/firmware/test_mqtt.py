@@ -36,11 +36,20 @@ def test_node_connects_publishes_birth_and_telemetry(net_node, broker, mqtt_clie
     from gridtwin.daemon import validate
 
     taken = validate.status("pv1", raw)
-    assert all(taken[k] == birth[k] for k in ("heap", "drops", "uptime", "cfg", "interval", "outbox"))
+    assert all(
+        taken[k] == birth[k] for k in ("heap", "drops", "uptime", "cfg", "interval", "outbox")
+    )
     assert birth["state"] == "online" and birth["node"] == "pv1" and birth["conn"] == 1
-    assert birth["sensors"] == {"t_amb": "degC"} and birth["reset"] == "power-on" and birth["boots"] == 1
+    assert (
+        birth["sensors"] == {"t_amb": "degC"}
+        and birth["reset"] == "power-on"
+        and birth["boots"] == 1
+    )
     assert birth["fw"] and birth["cfg"] and birth["heap"] > 0 and "rssi" in birth
-    docs = [json.loads(host.wait_for(broker.topic("pv1", "telemetry"), timeout=10).payload) for _ in range(5)]
+    docs = [
+        json.loads(host.wait_for(broker.topic("pv1", "telemetry"), timeout=10).payload)
+        for _ in range(5)
+    ]
     assert [d["seq"] for d in docs] == list(range(docs[0]["seq"], docs[0]["seq"] + 5))
     assert all(d["v"] == 1 and d["node"] == "pv1" and d["boot"] == birth["boot"] for d in docs)
     assert all(d["m"] == {"t_amb": 21.5} and d["ts"] > 1_700_000_000_000 for d in docs)
@@ -62,12 +71,18 @@ def test_warnings_go_to_the_log_topic_while_connected(net_node, broker, mqtt_cli
     assert json.loads(host.wait_for(broker.topic("pv1", "ack"), timeout=10).payload)["id"] == "p1"
     doc = json.loads(host.wait_for(broker.topic("pv1", "log"), timeout=10).payload)
     # the first log line is the sensor's warning; the module is a field of its own
-    assert doc["lvl"] == "W" and doc["mod"] == "sensor" and doc["msg"].startswith("t_amb bad: no answer")
+    assert (
+        doc["lvl"] == "W"
+        and doc["mod"] == "sensor"
+        and doc["msg"].startswith("t_amb bad: no answer")
+    )
     assert doc["ts"] > 0 and set(doc) == {"lvl", "mod", "msg", "ts"}
     b.stop()
 
 
-def test_health_goes_out_on_status_every_interval_and_info_logs_when_asked(net_node, broker, mqtt_client):
+def test_health_goes_out_on_status_every_interval_and_info_logs_when_asked(
+    net_node, broker, mqtt_client
+):
     # issue #11: heap, heap_min, RSSI, uptime, outbox depth and drops on a period, not only at connect
     from gridtwin.daemon import validate
 
@@ -81,10 +96,24 @@ def test_health_goes_out_on_status_every_interval_and_info_logs_when_asked(net_n
     health = [host.wait_for(broker.topic("pv1", "status"), timeout=10) for _ in range(3)]
     docs = [json.loads(m.payload) for m in health]
     for d, m in zip(docs, health):
-        assert set(d) == {"state", "boot", "heap", "heap_min", "rssi", "uptime", "outbox", "drops", "ts"}
-        assert d["state"] == "online" and d["boot"] == birth["boot"] and 0 < d["heap_min"] <= d["heap"]
+        assert set(d) == {
+            "state",
+            "boot",
+            "heap",
+            "heap_min",
+            "rssi",
+            "uptime",
+            "outbox",
+            "drops",
+            "ts",
+        }
+        assert (
+            d["state"] == "online" and d["boot"] == birth["boot"] and 0 < d["heap_min"] <= d["heap"]
+        )
         assert d["drops"] == 0 and 0 <= d["outbox"] <= 2 and d["ts"] > 1_700_000_000_000
-        assert validate.status("pv1", m.payload)["heap"] == d["heap"]  # the daemon takes it as it is
+        assert (
+            validate.status("pv1", m.payload)["heap"] == d["heap"]
+        )  # the daemon takes it as it is
     # every 2 s, by the node's clock and by its uptime
     gaps = [y["ts"] - x["ts"] for x, y in zip([birth] + docs, docs)]
     assert all(1_900 <= g <= 2_600 for g in gaps), gaps
@@ -94,7 +123,11 @@ def test_health_goes_out_on_status_every_interval_and_info_logs_when_asked(net_n
     late = mqtt_client("telegraf")  # another identity: the broker makes the client id the CN
     late.subscribe(broker.topic("pv1", "status"))
     kept = late.wait_for(broker.topic("pv1", "status"), timeout=5)
-    assert kept.retain and json.loads(kept.payload)["state"] == "online" and "heap_min" in json.loads(kept.payload)
+    assert (
+        kept.retain
+        and json.loads(kept.payload)["state"] == "online"
+        and "heap_min" in json.loads(kept.payload)
+    )
     # log_level "info": what the node does goes out too, its module in a field of its own
     host.publish(broker.topic("pv1", "cmd"), b'{"id":"p2","cmd":"ping","args":{}}')
     doc = json.loads(host.wait_for(broker.topic("pv1", "log"), timeout=10).payload)
@@ -109,7 +142,9 @@ def test_broker_restart_at_10hz_loses_no_reading(net_node, broker, mqtt_client):
     b = net_node(sample_ms=100, trace=True, mqtt={"replay_per_s": 100})
     b.start()
     b.wait_for(r"conn=1", timeout=20)
-    wait_until(lambda: len(host.received(broker.topic("pv1", "telemetry"))) >= 20, 20, "20 readings")
+    wait_until(
+        lambda: len(host.received(broker.topic("pv1", "telemetry"))) >= 20, 20, "20 readings"
+    )
     broker.stop()
     lost = len(b.lines)
     b.wait_for(r"mqtt: lost", timeout=20, start=lost)
@@ -119,15 +154,18 @@ def test_broker_restart_at_10hz_loses_no_reading(net_node, broker, mqtt_client):
     i_up = next(i for i in range(len(b.lines) - 1, -1, -1) if b.lines[i] is up.string)
     during = [int(m[1]) for m in (re.match(r"^T (\d+) ", line) for line in b.lines[lost:i_up]) if m]
     last = int(b.wait_for(r"^T (\d+) ", start=i_up + 20, timeout=20)[1])
-    got = wait_until(lambda: (lambda g: g if max(s for _, s in g) >= last and
-                              len(g) >= last else None)(
-                         dedup(telemetry(host.received(broker.topic("pv1", "telemetry"))))),
-                     30, "every reading up to seq %d" % last)
+    got = wait_until(
+        lambda: (lambda g: g if max(s for _, s in g) >= last and len(g) >= last else None)(
+            dedup(telemetry(host.received(broker.topic("pv1", "telemetry"))))
+        ),
+        30,
+        "every reading up to seq %d" % last,
+    )
     b.stop()
     boots = {bt for bt, _ in got}
     assert len(boots) == 1
     seqs = sorted(s for _, s in got)
-    assert seqs[: last] == list(range(1, last + 1))  # every seq of the boot, each once
+    assert seqs[:last] == list(range(1, last + 1))  # every seq of the boot, each once
     assert len(during) >= 5
     # what was sampled while the broker was away came as replayed readings (but the one that was
     # in flight when it went, which is sent again as it was)
@@ -227,6 +265,7 @@ def test_silent_peer_hits_the_handshake_deadline_and_garbage_is_survived(net_nod
 def _connack_then(data):
     def speak(s):
         s.sendall(b"\x20\x02\x00\x00" + data)
+
     return speak
 
 
@@ -244,7 +283,9 @@ def test_hostile_broker_gets_the_connection_closed_and_retried(net_node, broker,
     # board time runs as real time here: the handshake's crypto steps (each a blocking call of a
     # few ms in mbedTLS) stay well inside the 250 ms sampling interval, as on the chip at 1 Hz
     world = {"clock": {"mode": "real"}, "i2c": [LM75]}
-    b = net_node(world=world, sample_ms=250, trace=True, mqtt={"port": p.port, "backoff_max_ms": 2000})
+    b = net_node(
+        world=world, sample_ms=250, trace=True, mqtt={"port": p.port, "backoff_max_ms": 2000}
+    )
     b.start()
     for speak, why in HOSTILE:
         mark = len(b.lines)
@@ -258,6 +299,7 @@ def test_hostile_broker_gets_the_connection_closed_and_retried(net_node, broker,
 
 def _packet(s):
     """One MQTT packet from a socket: (first byte, body)."""
+
     def exact(n):
         buf = b""
         while len(buf) < n:
@@ -295,9 +337,9 @@ def test_unacknowledged_reading_is_resent_with_dup_and_its_packet_id(net_node, b
                 s.sendall(b"\x90\x03" + body[:2] + b"\x01")
             elif first >> 4 == 3:
                 tl = int.from_bytes(body[:2], "big")
-                pid = int.from_bytes(body[2 + tl:4 + tl], "big") if first & 6 else None
-                if body[2:2 + tl].endswith(b"/telemetry"):
-                    pubs.append((n, first, pid, json.loads(body[4 + tl:])))
+                pid = int.from_bytes(body[2 + tl : 4 + tl], "big") if first & 6 else None
+                if body[2 : 2 + tl].endswith(b"/telemetry"):
+                    pubs.append((n, first, pid, json.loads(body[4 + tl :])))
                     if n == 1:
                         s.close()  # gone before the PUBACK
                         return
@@ -310,8 +352,14 @@ def test_unacknowledged_reading_is_resent_with_dup_and_its_packet_id(net_node, b
     b.wait_for(r"conn=2", timeout=30)
     lost = pubs[0]
     # then the readings taken meanwhile follow, none missing
-    wait_until(lambda: {x[3]["seq"] for x in pubs if x[0] == 2} >= set(range(lost[3]["seq"], lost[3]["seq"] + 4)),
-               20, "the readings after the lost one")
+    wait_until(
+        lambda: (
+            {x[3]["seq"] for x in pubs if x[0] == 2}
+            >= set(range(lost[3]["seq"], lost[3]["seq"] + 4))
+        ),
+        20,
+        "the readings after the lost one",
+    )
     b.stop()
     again = next(x for x in pubs if x[0] == 2)  # the first PUBLISH of the new connection
     assert lost[1] & 0x08 == 0 and again[1] & 0x08 == 0x08  # DUP set on the resend only
@@ -321,20 +369,32 @@ def test_unacknowledged_reading_is_resent_with_dup_and_its_packet_id(net_node, b
 def test_soak_1000_messages_with_tls_in_96k(net_node, broker, mqtt_client, record_property):
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "#"))
-    world = {"clock": {"mode": "real", "speed": 4}, "i2c": [dict(LM75, temp_c=[[0, 10.0], [400_000, 30.0]])]}
+    world = {
+        "clock": {"mode": "real", "speed": 4},
+        "i2c": [dict(LM75, temp_c=[[0, 10.0], [400_000, 30.0]])],
+    }
     b = net_node(world=world, sample_ms=50, mqtt={"keepalive": 60})
     b.start()
     b.wait_for(r"conn=1", timeout=20)
     # the birth follows the node's SUBSCRIBE: from then on no command can miss it
-    host.wait_for(broker.topic("pv1", "status"), timeout=20, where=lambda m: b'"online"' in m.payload)
+    host.wait_for(
+        broker.topic("pv1", "status"), timeout=20, where=lambda m: b'"online"' in m.payload
+    )
     cmd = broker.topic("pv1", "cmd")
 
     def heap_after(n, tag):
-        wait_until(lambda: len(host.received(broker.topic("pv1", "telemetry"))) >= n, 120, f"{n} readings")
+        wait_until(
+            lambda: len(host.received(broker.topic("pv1", "telemetry"))) >= n, 120, f"{n} readings"
+        )
         host.publish(cmd, json.dumps({"id": tag, "cmd": "rebirth"}))
-        doc = host.wait_for(broker.topic("pv1", "status"), timeout=20,
-                            where=lambda m: json.loads(m.payload).get("state") == "online" and
-                            json.loads(m.payload)["uptime"] > 0)
+        doc = host.wait_for(
+            broker.topic("pv1", "status"),
+            timeout=20,
+            where=lambda m: (
+                json.loads(m.payload).get("state") == "online"
+                and json.loads(m.payload)["uptime"] > 0
+            ),
+        )
         return json.loads(doc.payload)["heap"]
 
     for i in range(16):  # fill the node's ring of remembered command ids first
@@ -351,8 +411,10 @@ def test_soak_1000_messages_with_tls_in_96k(net_node, broker, mqtt_client, recor
     record_property("heap_free_early", early)
     record_property("heap_free_late", late)
     record_property("handshake_ms", hs)
-    print(f"\nsoak, 1,000 messages over TLS in a 96 KB heap: free heap after collection at messages "
-          f"100/200/300: {early} B, at 800/900/1000: {late} B; handshake {hs} ms (board time)")
+    print(
+        f"\nsoak, 1,000 messages over TLS in a 96 KB heap: free heap after collection at messages "
+        f"100/200/300: {early} B, at 800/900/1000: {late} B; handshake {hs} ms (board time)"
+    )
     # Nothing grows between the first and the last messages. The collector is conservative: stale
     # pointers on the C stack keep up to ~1 KB alive or not from one reading to the next (the
     # 10,000-message bench soak shows this noise without a trend), so the lowest readings are

@@ -17,7 +17,9 @@ MAX_WAKEUPS_PER_S = 20
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
-def test_a_1hz_node_over_tls_wakes_at_most_20_times_a_second(net_node, broker, mqtt_client, record_property):
+def test_a_1hz_node_over_tls_wakes_at_most_20_times_a_second(
+    net_node, broker, mqtt_client, record_property
+):
     host = mqtt_client()
     host.subscribe(broker.topic("pv1", "telemetry"))
     b = net_node("pv1", mqtt={"keepalive": 30})  # sample_ms 1000
@@ -25,8 +27,20 @@ def test_a_1hz_node_over_tls_wakes_at_most_20_times_a_second(net_node, broker, m
     b.wait_for(r"mqtt: connected in", timeout=20)
     host.wait_for(broker.topic("pv1", "telemetry"), timeout=10)  # the link carries readings
     before = len(telemetry(host.received(broker.topic("pv1", "telemetry"))))
-    st = subprocess.Popen(["strace", "-c", "-f", "-e", "trace=poll,ppoll,select,pselect6,epoll_wait,epoll_pwait",
-                           "-p", str(b._proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    st = subprocess.Popen(
+        [
+            "strace",
+            "-c",
+            "-f",
+            "-e",
+            "trace=poll,ppoll,select,pselect6,epoll_wait,epoll_pwait",
+            "-p",
+            str(b._proc.pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(WINDOW_S)  # the window measured: the node runs on its own meanwhile
     finally:
@@ -34,13 +48,19 @@ def test_a_1hz_node_over_tls_wakes_at_most_20_times_a_second(net_node, broker, m
         _, report = st.communicate(timeout=10)
     if "Operation not permitted" in report:
         pytest.skip("strace cannot attach here: " + report.strip().splitlines()[0])
-    calls = sum(int(ln.split()[3]) for ln in report.splitlines()
-                if ln.split()[-1:] and ln.split()[-1] in ("poll", "ppoll", "select", "pselect6", "epoll_wait",
-                                                           "epoll_pwait") and len(ln.split()) >= 5)
+    calls = sum(
+        int(ln.split()[3])
+        for ln in report.splitlines()
+        if ln.split()[-1:]
+        and ln.split()[-1] in ("poll", "ppoll", "select", "pselect6", "epoll_wait", "epoll_pwait")
+        and len(ln.split()) >= 5
+    )
     sent = len(telemetry(host.received(broker.topic("pv1", "telemetry")))) - before
     rate = calls / WINDOW_S
     record_property("wakeups_per_s", rate)
-    print(f"\n1 Hz node over TLS: {calls} poll wake-ups in {WINDOW_S:.0f} s = {rate:.1f}/s, "
-          f"{sent} readings published meanwhile")
+    print(
+        f"\n1 Hz node over TLS: {calls} poll wake-ups in {WINDOW_S:.0f} s = {rate:.1f}/s, "
+        f"{sent} readings published meanwhile"
+    )
     assert sent >= WINDOW_S - 2  # it kept publishing at 1 Hz while counted
     assert rate <= MAX_WAKEUPS_PER_S, report

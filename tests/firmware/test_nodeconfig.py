@@ -24,12 +24,17 @@ interval_ms = 2000
 def test_rendered_config_boots_the_firmware(tmp_path, vboard, firmware_build):
     (tmp_path / "site.toml").write_text(SITE)
     cfg = render(load_site(tmp_path / "site.toml"), "env1")
-    assert cfg["pins"]["i2c_scl"] == 22 and cfg["root"] == "gridtwin/lab" and cfg["sample_ms"] == 2000
+    assert (
+        cfg["pins"]["i2c_scl"] == 22 and cfg["root"] == "gridtwin/lab" and cfg["sample_ms"] == 2000
+    )
     assert cfg["display"] == {"kind": "ssd1306", "addr": 0x3C} and cfg["sensors"] == []
     # the compiled build, as a board runs it: from source, compiling gt.net (the rendered config
     # names a broker) alone takes more than a 96 KB heap has in one piece
-    b = vboard(config=cfg, world=world_for(cfg, clock={"mode": "warp", "stop_at_ms": 5000}),
-               firmware=firmware_build[0])
+    b = vboard(
+        config=cfg,
+        world=world_for(cfg, clock={"mode": "warp", "stop_at_ms": 5000}),
+        firmware=firmware_build[0],
+    )
     assert b.run() == 0
     b.wait_for(r"app: running node=env1 role=sensor .* interval=2000ms")
     assert not b.grep("SAFE MODE")
@@ -43,7 +48,9 @@ def test_board_files_name_chip_offset_and_pins():
 
 
 def test_unknown_board_is_a_clear_error():
-    with pytest.raises(ConfigError, match=r"no board file for 'esp8266'.*known boards: esp32, esp32s3"):
+    with pytest.raises(
+        ConfigError, match=r"no board file for 'esp8266'.*known boards: esp32, esp32s3"
+    ):
         load_board("esp8266")
 
 
@@ -77,7 +84,9 @@ def test_every_example_node_boots_on_its_own_chips(vboard, firmware_build):
         assert b.wait_exit(120) == 0, f"{node_id}: {b.lines[-20:]}"
         role = EXAMPLE.node(node_id).role
         assert b.grep(rf"app: running node={node_id} role={role} "), f"{node_id}: {b.lines[-20:]}"
-        assert not b.grep(r"bad:|did not start|SAFE MODE|Traceback|MemoryError"), f"{node_id}: {b.lines[-20:]}"
+        assert not b.grep(r"bad:|did not start|SAFE MODE|Traceback|MemoryError"), (
+            f"{node_id}: {b.lines[-20:]}"
+        )
     assert all(EXAMPLE.node(n).sensors for n in SENSING)
 
 
@@ -113,11 +122,19 @@ def test_the_firmware_reads_back_what_the_twin_feeds(vboard, firmware_build, tmp
     world = world_for(cfg, clock={"mode": "warp", "stop_at_ms": 5000})
     world["live"] = str(live)
     # every key the feed writes is one the world reads: nothing the twin says is lost
-    read = {v["live"] for spec in world.get("i2c", []) + world.get("onewire", []) for v in spec.values()
-            if isinstance(v, dict)} | {v["live"] for v in world.get("adc", {}).values()}
+    read = {
+        v["live"]
+        for spec in world.get("i2c", []) + world.get("onewire", [])
+        for v in spec.values()
+        if isinstance(v, dict)
+    } | {v["live"] for v in world.get("adc", {}).values()}
     assert values and set(values) <= read
-    defaults = {v["live"]: v["default"] for spec in world.get("i2c", []) + world.get("onewire", [])
-                for v in spec.values() if isinstance(v, dict)}
+    defaults = {
+        v["live"]: v["default"]
+        for spec in world.get("i2c", []) + world.get("onewire", [])
+        for v in spec.values()
+        if isinstance(v, dict)
+    }
     defaults.update({v["live"]: v["default"] for v in world.get("adc", {}).values()})
     b = vboard(name=node_id, config=cfg, world=world, firmware=mpy_dir)
     assert b.run() == 0

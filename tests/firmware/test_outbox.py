@@ -35,16 +35,24 @@ def test_link_drop_of_10_minutes_loses_nothing(net_node, broker, mqtt_client):
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "telemetry"))
     # 1 Hz; the link is down from 3 s to 603 s of board time: 600 readings are taken meanwhile
-    world = {"clock": {"mode": "warp"}, "i2c": [dict(LM75, temp_c=[[0, 10.0], [700_000, 80.0]])],
-             "wlan": {"ssid": "lab", "psk": "secret", "down": [[3_000, 603_000]], "connect_ms": 500}}
+    world = {
+        "clock": {"mode": "warp"},
+        "i2c": [dict(LM75, temp_c=[[0, 10.0], [700_000, 80.0]])],
+        "wlan": {"ssid": "lab", "psk": "secret", "down": [[3_000, 603_000]], "connect_ms": 500},
+    }
     b = net_node(world=world, wifi=WIFI, trace=True, mqtt={"replay_per_s": 200})
     b.start()
     b.wait_for(r"#world link down", timeout=30)
     b.wait_for(r"mqtt: connected .* conn=2", timeout=60)
     taken = samples(b)
     outage = [s for s, t in taken.items() if 3_000 <= t - taken[1] < 603_000]
-    got = wait_until(lambda: (lambda g: g if set(outage) <= {s for _, s in g} else None)(
-        dedup(received(host, broker))), 60, "the 600 readings of the outage")
+    got = wait_until(
+        lambda: (lambda g: g if set(outage) <= {s for _, s in g} else None)(
+            dedup(received(host, broker))
+        ),
+        60,
+        "the 600 readings of the outage",
+    )
     b.stop()
     assert len(outage) == 600
     boot = next(iter(got))[0]
@@ -74,21 +82,33 @@ def test_full_outbox_drops_the_oldest_and_the_birth_counts_them(net_node, broker
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "#"))
     # RAM for 4 readings and a 1 KB spill (two 512-byte segments): a 120 s outage overflows it
-    world = {"clock": {"mode": "warp"}, "i2c": [LM75],
-             "wlan": {"down": [[2_000, 122_000]], "connect_ms": 200}}
-    b = net_node(world=world, wifi=WIFI, queue=4, spill_kb=1, trace=True, mqtt={"replay_per_s": 200})
+    world = {
+        "clock": {"mode": "warp"},
+        "i2c": [LM75],
+        "wlan": {"down": [[2_000, 122_000]], "connect_ms": 200},
+    }
+    b = net_node(
+        world=world, wifi=WIFI, queue=4, spill_kb=1, trace=True, mqtt={"replay_per_s": 200}
+    )
     b.start()
     b.wait_for(r"mqtt: connected .* conn=2", timeout=60)
-    status = [json.loads(host.wait_for(broker.topic("pv1", "status"), timeout=30).payload)
-              for _ in range(3)]
+    status = [
+        json.loads(host.wait_for(broker.topic("pv1", "status"), timeout=30).payload)
+        for _ in range(3)
+    ]
     # birth, the will the broker published when the link went, the birth after it
     assert [d["state"] for d in status] == ["online", "offline", "online"]
     assert status[0]["drops"] == 0 and status[2]["conn"] == 2
     dropped = status[2]["drops"]
     assert dropped > 0
     last = max(samples(b))
-    got = wait_until(lambda: (lambda g: g if max(s for _, s in g) >= last else None)(
-        dedup(received(host, broker))), 30, "the readings up to the reconnect")
+    got = wait_until(
+        lambda: (lambda g: g if max(s for _, s in g) >= last else None)(
+            dedup(received(host, broker))
+        ),
+        30,
+        "the readings up to the reconnect",
+    )
     b.stop()
     seqs = sorted(s for _, s in got)
     missing = sorted(set(range(1, seqs[-1] + 1)) - set(seqs))
@@ -103,7 +123,11 @@ def test_full_outbox_drops_the_oldest_and_the_birth_counts_them(net_node, broker
 def test_power_cut_mid_spill_write_loses_at_most_that_record(net_node, broker, mqtt_client):
     # Boot 1: no link; 31 readings, each appended to flash as it is taken. Then the power goes
     # while a record is being written: the file ends in half a record.
-    world = {"clock": {"mode": "warp", "stop_at_ms": 30_500}, "i2c": [LM75], "wlan": {"down": [[0, 10**9]]}}
+    world = {
+        "clock": {"mode": "warp", "stop_at_ms": 30_500},
+        "i2c": [LM75],
+        "wlan": {"down": [[0, 10**9]]},
+    }
     b = net_node(world=world, wifi=WIFI, queue=4)
     assert b.run(timeout=60) == 0
     data = (b.flash / "outbox.0").read_bytes()
@@ -120,11 +144,17 @@ def test_power_cut_mid_spill_write_loses_at_most_that_record(net_node, broker, m
     (b2.flash / "outbox.0").write_bytes(data[:cut])
     (b2.flash / "boot.json").write_bytes((b.flash / "boot.json").read_bytes())
     b2.start()
-    b2.wait_for(r"outbox: outbox.0: torn record after %d good ones; cut there" % (len(recs) - 1), timeout=20)
+    b2.wait_for(
+        r"outbox: outbox.0: torn record after %d good ones; cut there" % (len(recs) - 1), timeout=20
+    )
     b2.wait_for(r"outbox: %d readings loaded from flash" % (len(recs) - 1), timeout=5)
-    old = wait_until(lambda: (lambda o: o if len(o) >= len(recs) - 1 else None)(
-        sorted(s for bt, s in dedup(received(host, broker)) if bt == boot1)), 30,
-        "the readings saved before the power cut")
+    old = wait_until(
+        lambda: (lambda o: o if len(o) >= len(recs) - 1 else None)(
+            sorted(s for bt, s in dedup(received(host, broker)) if bt == boot1)
+        ),
+        30,
+        "the readings saved before the power cut",
+    )
     b2.stop()
     # every record written before the cut arrived; only the torn one is lost
     assert old == seqs[:-1]
@@ -140,7 +170,7 @@ def _records(data):
     out, o = [], 8
     while o + 6 <= len(data):
         n, crc = struct.unpack_from("<HI", data, o)
-        body = data[o + 6:o + 6 + n]
+        body = data[o + 6 : o + 6 + n]
         if len(body) < n or zlib.crc32(body) != crc:
             break
         out.append((o, body))
@@ -148,19 +178,27 @@ def _records(data):
     return out
 
 
-def test_readings_taken_before_the_clock_is_known_get_real_time_stamps(net_node, broker, mqtt_client):
+def test_readings_taken_before_the_clock_is_known_get_real_time_stamps(
+    net_node, broker, mqtt_client
+):
     # No RTC time at boot (reads 2000-01-01) and no link for the first 5 s: the node says it has no
     # time, keeps sampling, and once NTP answers every reading carries real Unix time.
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "telemetry"))
-    world = {"clock": {"mode": "warp", "rtc": None}, "i2c": [LM75],
-             "wlan": {"down": [[0, 5_000]], "connect_ms": 200}}
+    world = {
+        "clock": {"mode": "warp", "rtc": None},
+        "i2c": [LM75],
+        "wlan": {"down": [[0, 5_000]], "connect_ms": 200},
+    }
     b = net_node(world=world, wifi=WIFI, trace=True)
     b.start()
     b.wait_for(r"clock: set by NTP", timeout=30)
     b.wait_for(r"conn=1", timeout=30)
-    docs = wait_until(lambda: (lambda d: d if len(d) >= 8 else None)(dedup(received(host, broker))), 30,
-                      "8 readings")
+    docs = wait_until(
+        lambda: (lambda d: d if len(d) >= 8 else None)(dedup(received(host, broker))),
+        30,
+        "8 readings",
+    )
     b.stop()
     taken = samples(b)
     boot = next(iter(docs))[0]
@@ -217,7 +255,9 @@ def test_the_reading_in_flight_when_the_link_goes_is_sent_once_and_counted_right
     # keeps its copy on flash meanwhile (a power cut must not take it). Once the resend is
     # acknowledged, that copy is not replayed again, and if the full spill dropped it, it is not
     # counted as dropped: it was delivered.
-    out = run_outbox(vboard, """
+    out = run_outbox(
+        vboard,
+        """
         box = Outbox(4, 4096, boot=7, log=Log())
         for s in (1, 2, 3):
             box.push(reading(s))  # no link: on flash as it is taken
@@ -244,7 +284,8 @@ def test_the_reading_in_flight_when_the_link_goes_is_sent_once_and_counted_right
         box.begin(); box.done(live)  # 1 delivered by the resend after all
         show('dropped_after', box.dropped)
         show('replay_full', replay(box))
-    """)
+    """,
+    )
     assert out["on_flash_as_taken"] == 3 and out["on_flash_at_end"] == 3
     assert out["replay"] == [2, 3]  # not 4 a second time
     assert out["dropped"] == 0

@@ -49,21 +49,36 @@ def power_cut(board) -> None:
 
 
 def world(k: int, down_from: int = 0) -> dict:
-    return {"clock": {"mode": "warp", "rtc": T0 + k * SPAN_S, "true": T0 + k * SPAN_S}, "i2c": [LM75],
-            "wlan": {"down": [[down_from, FOREVER]], "connect_ms": 200}}
+    return {
+        "clock": {"mode": "warp", "rtc": T0 + k * SPAN_S, "true": T0 + k * SPAN_S},
+        "i2c": [LM75],
+        "wlan": {"down": [[down_from, FOREVER]], "connect_ms": 200},
+    }
 
 
-def test_power_cuts_during_an_outage_lose_at_most_one_reading_each(net_node, net_build, broker, mqtt_client):
+def test_power_cuts_during_an_outage_lose_at_most_one_reading_each(
+    net_node, net_build, broker, mqtt_client
+):
     rnd = random.Random(SEED)
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "telemetry"))
     # 1 Hz, 16 readings of RAM ring (the site default), a spill big enough for every cut's readings
-    first = net_node(world=world(0, down_from=3_000), wifi=WIFI, trace=True, spill_kb=256,
-                     mqtt={"replay_per_s": 1000}, stable_ms=1000)
+    first = net_node(
+        world=world(0, down_from=3_000),
+        wifi=WIFI,
+        trace=True,
+        spill_kb=256,
+        mqtt={"replay_per_s": 1000},
+        stable_ms=1000,
+    )
     took = []  # per cut: seq of every reading the board took
     boards = []
     for k in range(CUTS):
-        b = first if k == 0 else VirtualBoard(first.root, world=world(k), firmware=net_build, heap=first.heap)
+        b = (
+            first
+            if k == 0
+            else VirtualBoard(first.root, world=world(k), firmware=net_build, heap=first.heap)
+        )
         boards.append(b)
         b.start()
         try:
@@ -96,9 +111,15 @@ def test_power_cuts_during_an_outage_lose_at_most_one_reading_each(net_node, net
     before = telemetry(host.messages)  # the first boot's readings before the outage
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "telemetry"))
-    last = VirtualBoard(first.root, world={"clock": {"mode": "real", "rtc": T0 + CUTS * SPAN_S,
-                                                       "true": T0 + CUTS * SPAN_S}, "i2c": [LM75]},
-                        firmware=net_build, heap=first.heap)
+    last = VirtualBoard(
+        first.root,
+        world={
+            "clock": {"mode": "real", "rtc": T0 + CUTS * SPAN_S, "true": T0 + CUTS * SPAN_S},
+            "i2c": [LM75],
+        },
+        firmware=net_build,
+        heap=first.heap,
+    )
     boards.append(last)
     last.start()
 
@@ -110,14 +131,21 @@ def test_power_cuts_during_an_outage_lose_at_most_one_reading_each(net_node, net
         # (cut, seq) of each reading replayed from flash, in arrival order. Only the new subscriber
         # counts: it sees exactly what the last boot sends (the first boot's readings sent as
         # backlog before the outage are "hist" too, but were never on flash)
-        return [(cut_boot(d), d["seq"]) for d in telemetry(host.messages) if d.get("hist") and cut_boot(d) < CUTS]
+        return [
+            (cut_boot(d), d["seq"])
+            for d in telemetry(host.messages)
+            if d.get("hist") and cut_boot(d) < CUTS
+        ]
 
     try:
         m = last.wait_for(r"outbox: (\d+) readings loaded from flash|mqtt: connected", timeout=60)
         kept = int(m[1] or 0)
         # every record on flash is sent once, as "hist": done when that many have arrived
-        replayed = wait_until(lambda: (lambda r: r if len(r) >= kept else None)(replay()), 60,
-                              "the %d readings kept on flash" % kept)
+        replayed = wait_until(
+            lambda: (lambda r: r if len(r) >= kept else None)(replay()),
+            60,
+            "the %d readings kept on flash" % kept,
+        )
         last.wait_for(r"mqtt: connected", timeout=60)
     finally:
         last.stopped_at = len(last.lines)  # what a Ctrl-C at exit makes it print is not a crash
@@ -129,8 +157,11 @@ def test_power_cuts_during_an_outage_lose_at_most_one_reading_each(net_node, net
     # records the next boot found torn and cut off (on this host's filesystem a SIGKILL never
     # tears a write, so none; on a board's flash, at most the one being written)
     torn = [len(boards[k + 1].grep(r"outbox: outbox\.\d: torn record")) for k in range(CUTS)]
-    print("\npower cuts during an outage (seed %d): readings lost per cut %s, total %d of %d taken; "
-          "torn records %d" % (SEED, [len(x) for x in lost], sum(map(len, lost)), sum(map(len, took)), sum(torn)))
+    print(
+        "\npower cuts during an outage (seed %d): readings lost per cut %s, total %d of %d taken; "
+        "torn records %d"
+        % (SEED, [len(x) for x in lost], sum(map(len, lost)), sum(map(len, took)), sum(torn))
+    )
     assert max(len(x) for x in lost) <= 1, "readings lost per cut: %s" % lost
     # each reading was on flash once its trace line was printed: only a torn append loses one
     assert all(len(x) <= t for x, t in zip(lost, torn)), "lost %s, torn %s" % (lost, torn)

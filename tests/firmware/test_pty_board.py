@@ -8,8 +8,9 @@ MPREMOTE = str(pathlib.Path(sys.executable).parent / "mpremote")
 
 
 def mpremote(port, *args, timeout=30):
-    return subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [MPREMOTE, "connect", port, *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_mpremote_runs_code_and_manages_files_on_a_pty_board(vboard, node_config):

@@ -5,12 +5,16 @@ import textwrap
 LM75 = {"bus": 0, "model": "lm75", "addr": 0x48}
 
 
-def test_cadence_holds_for_10000_cycles_within_96k(vboard, node_config, firmware_build, record_property):
+def test_cadence_holds_for_10000_cycles_within_96k(
+    vboard, node_config, firmware_build, record_property
+):
     # Each read holds the bus for 37 ms of board time: a sampler that slept `interval` after each
     # read would drift by 370 s over this run. Runs the compiled build, as a board does.
     mpy_dir, _sizes = firmware_build
-    world = {"clock": {"mode": "warp", "stop_at_ms": 10_000_500},
-             "i2c": [dict(LM75, temp_c=[[0, 15.0], [10_000_000, 35.0]], busy_ms=37)]}
+    world = {
+        "clock": {"mode": "warp", "stop_at_ms": 10_000_500},
+        "i2c": [dict(LM75, temp_c=[[0, 15.0], [10_000_000, 35.0]], busy_ms=37)],
+    }
     # a 64-reading RAM queue (the default is 16, what the host renders): the heap still holds
     b = vboard(config=node_config(trace=True, queue=64), world=world, heap="96k", firmware=mpy_dir)
     assert b.run(timeout=240) == 0
@@ -23,7 +27,9 @@ def test_cadence_holds_for_10000_cycles_within_96k(vboard, node_config, firmware
     last = b.grep(r"^T 10001 \d+ \{'t_amb': ([-\d.]+)\}")[0]
     assert abs(float(last[1]) - 35.0) <= 0.125
     assert not b.grep("MemoryError|Traceback")
-    summary = b.wait_for(r"app: stopped: samples=(\d+) overruns=(\d+) queued=(\d+) dropped=(\d+) heap_min_free=(\d+)")
+    summary = b.wait_for(
+        r"app: stopped: samples=(\d+) overruns=(\d+) queued=(\d+) dropped=(\d+) heap_min_free=(\d+)"
+    )
     assert int(summary[1]) == 10_001 and int(summary[2]) == 0
     # the RAM queue stayed bounded and counted what it had to drop (no transport attached)
     assert int(summary[3]) == 64 and int(summary[4]) == 10_001 - 64
@@ -31,16 +37,27 @@ def test_cadence_holds_for_10000_cycles_within_96k(vboard, node_config, firmware
     record_property("peak_alloc", peak)
     record_property("heap_min_free", int(summary[5]))
     assert peak < 96 * 1024
-    print(f"\n10,000 cycles with a 96 KB firmware heap: peak live gc.mem_alloc()={peak} B "
-          f"(the shim's share taken off), least free heap seen by the node={summary[5]} B")
+    print(
+        f"\n10,000 cycles with a 96 KB firmware heap: peak live gc.mem_alloc()={peak} B "
+        f"(the shim's share taken off), least free heap seen by the node={summary[5]} B"
+    )
 
 
 def test_unplugged_sensor_is_reported_bad_then_recovers(vboard, node_config):
-    world = {"clock": {"mode": "warp", "stop_at_ms": 40_500},
-             "i2c": [dict(LM75, temp_c=20.0, unplugged=[[10_000, 20_500]]),
-                     dict(LM75, addr=0x49, temp_c=30.0)]}
-    cfg = node_config(trace=True, sensors=[{"id": "t_a", "type": "lm75", "addr": 0x48},
-                                           {"id": "t_b", "type": "lm75", "addr": 0x49}])
+    world = {
+        "clock": {"mode": "warp", "stop_at_ms": 40_500},
+        "i2c": [
+            dict(LM75, temp_c=20.0, unplugged=[[10_000, 20_500]]),
+            dict(LM75, addr=0x49, temp_c=30.0),
+        ],
+    }
+    cfg = node_config(
+        trace=True,
+        sensors=[
+            {"id": "t_a", "type": "lm75", "addr": 0x48},
+            {"id": "t_b", "type": "lm75", "addr": 0x49},
+        ],
+    )
     b = vboard(config=cfg, world=world)
     assert b.run() == 0
     rows = {int(m[1]): m[2] for m in b.grep(r"^T (\d+) \d+ (\{.*\})")}
@@ -56,8 +73,10 @@ def test_unplugged_sensor_is_reported_bad_then_recovers(vboard, node_config):
 
 def test_watchdog_resets_a_hung_sampler_and_crash_boots_end_in_safe_mode(vboard, node_config):
     # From 30 s the chip holds the bus forever: the event loop hangs, nothing feeds the WDT.
-    world = {"clock": {"mode": "warp", "stop_at_ms": 200_000},
-             "i2c": [dict(LM75, temp_c=20.0, hang_from_ms=30_000)]}
+    world = {
+        "clock": {"mode": "warp", "stop_at_ms": 200_000},
+        "i2c": [dict(LM75, temp_c=20.0, hang_from_ms=30_000)],
+    }
     b = vboard(config=node_config(wdt_ms=8000, crash_limit=3), world=world)
     assert b.run() == 0
     resets = b.grep(r"#world reset cause=(\d+) world_ms=(\d+)")
@@ -65,8 +84,12 @@ def test_watchdog_resets_a_hung_sampler_and_crash_boots_end_in_safe_mode(vboard,
     first = int(resets[0][2])
     assert 38_000 <= first <= 38_200  # 8 s after the hang, not later
     boots = [m.group(0) for m in b.grep(r"boot=\d+ reset=\S+ crash_streak=\d+")]
-    assert boots == ["boot=1 reset=power-on crash_streak=0", "boot=2 reset=watchdog crash_streak=1",
-                     "boot=3 reset=watchdog crash_streak=2", "boot=4 reset=watchdog crash_streak=3"]
+    assert boots == [
+        "boot=1 reset=power-on crash_streak=0",
+        "boot=2 reset=watchdog crash_streak=1",
+        "boot=3 reset=watchdog crash_streak=2",
+        "boot=4 reset=watchdog crash_streak=3",
+    ]
     msg = b.wait_for(r"SAFE MODE: (.*)")[1]
     assert msg.startswith("crashed 3 boots in a row (last: watchdog reset)")
     assert b.boots == 4  # and it stays there: no fifth boot in the remaining board time
@@ -85,20 +108,25 @@ def test_crash_in_a_task_is_logged_counted_and_reset(vboard, node_config):
         "    if self.app.sampler.seq + 1 >= self.params.get('crash_at_seq', 10**9):\n"
         "        raise TypeError('driver bug')\n"
         "    _orig(self, m, now)\n"
-        "b.Role.sample = sample\n")
+        "b.Role.sample = sample\n"
+    )
     b.flash.joinpath("boot.py").write_text("import gt_crash_hook\n")
     assert b.run() == 0
     b.wait_for(r"E \d+ sampler: Traceback .*TypeError: driver bug")
     assert [int(m[1]) for m in b.grep(r"#world reset cause=(\d+)")] == [5, 5]
     b.wait_for(r"previous boot crashed: sampler: TypeError\('driver bug',\)")
-    assert "crashed 2 boots in a row (last: sampler: TypeError('driver bug',))" in b.wait_for("SAFE MODE: (.*)")[1]
+    assert (
+        "crashed 2 boots in a row (last: sampler: TypeError('driver bug',))"
+        in b.wait_for("SAFE MODE: (.*)")[1]
+    )
 
 
 def test_a_crash_with_no_ram_left_is_still_logged(vboard):
     # A task that dies because RAM ran out: formatting its traceback needs RAM too. log.exc must
     # not raise in turn (the app's crash count and reset come after it), and still say something.
     b = vboard(world={"clock": {"mode": "warp"}})
-    b.flash.joinpath("main.py").write_text(textwrap.dedent("""
+    b.flash.joinpath("main.py").write_text(
+        textwrap.dedent("""
         import micropython
         from gt.log import log
         try:
@@ -109,7 +137,8 @@ def test_a_crash_with_no_ram_left_is_still_logged(vboard):
         log.exc("sampler", err)
         micropython.heap_unlock()
         print("still running")
-        """))
+        """)
+    )
     assert b.run(timeout=30) == 0
     b.wait_for(r"^E sampler driver bug$")
     b.wait_for(r"^still running$")

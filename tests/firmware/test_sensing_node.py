@@ -12,34 +12,74 @@ ALL_SENSORS = [
     {"id": "grid", "type": "ade7953", "v_div": 1001.0, "i_ohm": 0.005},
     {"id": "env", "type": "bme280", "addr": 0x76},
     {"id": "t_stk", "type": "ds18b20"},
-    {"id": "irr", "type": "ads1115", "addr": 0x49, "input": "2", "fsr": 0.256,
-     "cal": [0, 0, 0.0002, 1], "unit": "W/m2", "lo": -50.0, "hi": 1500.0},
-    {"id": "h2_p", "type": "adc", "pin": 34, "cal": [0.6, 0, 3.0, 10], "unit": "bar", "lo": -0.25, "hi": 10.5},
+    {
+        "id": "irr",
+        "type": "ads1115",
+        "addr": 0x49,
+        "input": "2",
+        "fsr": 0.256,
+        "cal": [0, 0, 0.0002, 1],
+        "unit": "W/m2",
+        "lo": -50.0,
+        "hi": 1500.0,
+    },
+    {
+        "id": "h2_p",
+        "type": "adc",
+        "pin": 34,
+        "cal": [0.6, 0, 3.0, 10],
+        "unit": "bar",
+        "lo": -0.25,
+        "hi": 10.5,
+    },
 ]
 ALL_WORLD = {
     "i2c": [
         {"model": "ssd1306", "addr": 0x3C},
         {"model": "lm75", "addr": 0x48, "temp_c": 24.5},
         {"model": "ina219", "addr": 0x41, "shunt_ohm": 0.01, "current_a": 8.0, "bus_v": 30.0},
-        {"model": "ina226", "addr": 0x40, "shunt_ohm": 0.002, "current_a": 12.5, "bus_v": 1.92,
-         "unplugged": [[20_000, 26_500]]},
-        {"model": "ade7953", "addr": 0x38, "v_div": 1001.0, "i_ohm": 0.005, "v_rms": 231.0,
-         "i_rms": 4.0, "pf": 0.9, "hz": 50.02},
+        {
+            "model": "ina226",
+            "addr": 0x40,
+            "shunt_ohm": 0.002,
+            "current_a": 12.5,
+            "bus_v": 1.92,
+            "unplugged": [[20_000, 26_500]],
+        },
+        {
+            "model": "ade7953",
+            "addr": 0x38,
+            "v_div": 1001.0,
+            "i_ohm": 0.005,
+            "v_rms": 231.0,
+            "i_rms": 4.0,
+            "pf": 0.9,
+            "hz": 50.02,
+        },
         {"model": "bme280", "addr": 0x76, "temp_c": 22.0, "rh": 40.0, "pressure_pa": 100800},
-        {"model": "ads1115", "addr": 0x49, "ain2": 0.16}],
+        {"model": "ads1115", "addr": 0x49, "ain2": 0.16},
+    ],
     "onewire": [{"pin": 4, "model": "ds18b20", "rom": "28ff641e8216c3a1", "temp_c": 61.25}],
     "adc": {"34": 1.56},
 }
 
 
 def _cfg(node_config, **kw):
-    return node_config(node="lab1", role="electrolyser", trace=True, sensors=ALL_SENSORS,
-                       pins={"i2c_scl": 22, "i2c_sda": 21, "onewire": 4, "led": 2},
-                       display={"kind": "ssd1306", "addr": 0x3C, "page_ms": 4000},
-                       params={"stack": "stack", "cells": 1}, **kw)
+    return node_config(
+        node="lab1",
+        role="electrolyser",
+        trace=True,
+        sensors=ALL_SENSORS,
+        pins={"i2c_scl": 22, "i2c_sda": 21, "onewire": 4, "led": 2},
+        display={"kind": "ssd1306", "addr": 0x3C, "page_ms": 4000},
+        params={"stack": "stack", "cells": 1},
+        **kw,
+    )
 
 
-def test_every_driver_at_once_unplug_replug_and_heap(vboard, node_config, firmware_build, record_property):
+def test_every_driver_at_once_unplug_replug_and_heap(
+    vboard, node_config, firmware_build, record_property
+):
     # The compiled build, as a board runs it. The INA226 is unplugged from 20 s to 26.5 s.
     mpy_dir, _ = firmware_build
     world = dict(ALL_WORLD, clock={"mode": "warp", "stop_at_ms": 40_500})
@@ -53,7 +93,9 @@ def test_every_driver_at_once_unplug_replug_and_heap(vboard, node_config, firmwa
     assert len(rows) == 41  # sampling never stopped
     first = rows[2]
     assert first["t_amb"] == 24.5 and first["pv_a"] == pytest.approx(8.0) and first["pv_v"] == 30.0
-    assert first["stack_a"] == pytest.approx(12.5) and first["grid_hz"] == pytest.approx(50.02, abs=0.006)
+    assert first["stack_a"] == pytest.approx(12.5) and first["grid_hz"] == pytest.approx(
+        50.02, abs=0.006
+    )
     assert first["grid_v"] == pytest.approx(231.0, abs=0.01) and first["env_t"] == 22.0
     assert first["env_p"] == pytest.approx(100800, abs=0.5) and first["t_stk"] == 61.25
     assert first["irr"] == pytest.approx(800.0) and first["h2_p"] == pytest.approx(4.0)
@@ -74,8 +116,10 @@ def test_every_driver_at_once_unplug_replug_and_heap(vboard, node_config, firmwa
     # the firmware's own live heap at its highest (the shim's share is not counted)
     peak = int(b.wait_for(r"#world stop world_ms=\d+ peak_alloc=(\d+)")[1])
     record_property("peak_alloc_all_drivers", peak)
-    print(f"\nevery driver + OLED, compiled build: peak firmware heap {peak} B "
-          f"({peak / 1024:.1f} of 96 KB)")
+    print(
+        f"\nevery driver + OLED, compiled build: peak firmware heap {peak} B "
+        f"({peak / 1024:.1f} of 96 KB)"
+    )
     # The live heap stays under the 96 KB limit (82.8 KB when this was written; 97.1 KB before the
     # RAM work of issue #5, chip models then counted in).
     assert peak < 96 * 1024
@@ -111,15 +155,27 @@ def test_plant_roles_keep_state_and_obey_commands(vboard, node_config, firmware_
         cmd('set_fault', {'on': True}); step('fault')
         cmd('set_fault', {}); print('units', sorted(r.units().items()))
     """)
-    cfg = node_config(node="ups_a", role="ups", sensors=[],
-                      params={"rated_kw": 40, "load_kw": 20, "batt_kwh": 20, "charge_kw": 5})
+    cfg = node_config(
+        node="ups_a",
+        role="ups",
+        sensors=[],
+        params={"rated_kw": 40, "load_kw": 20, "batt_kwh": 20, "charge_kw": 5},
+    )
     b = vboard(config=cfg, world={"clock": {"mode": "warp"}}, firmware=firmware_build[0])
     b.flash.joinpath("main.py").write_text(code)
     assert b.run(timeout=30) == 0, "\n".join(b.lines)
     out = {m[1]: (eval(m[2]), eval(m[3])) for m in b.grep(r"^= (\S+) (\{.*\}) ('.*')$")}  # noqa: S307
     cmds = [m.group(0) for m in b.grep(r"^> .*")]
     m, state = out["start"]
-    assert m == {"supply": 1, "fault": 0, "out": 1, "load_kw": 20.0, "v": 400.0, "batt_pct": 100.0, "on_batt": 0}
+    assert m == {
+        "supply": 1,
+        "fault": 0,
+        "out": 1,
+        "load_kw": 20.0,
+        "v": 400.0,
+        "batt_pct": 100.0,
+        "on_batt": 0,
+    }
     # 30 min on battery at 20 kW from 20 kWh: 50 % gone
     m, state = out["outage"]
     assert m["on_batt"] == 1 and m["out"] == 1 and m["batt_pct"] == pytest.approx(50.0, abs=0.01)

@@ -49,14 +49,16 @@ def _fires(found):
 
 # (node, metric, kind, steady, at the threshold, just below it)
 DEFAULT_RULES = [
-    ("ups_a", "batt_pct", "rule:drop", 100.0, 80.0, 80.1),     # SoC drop of 20 % in 5 min
-    ("pdu_a", "load_kw", "rule:ratio", 10.0, 20.0, 19.99),     # 2x power spike in 1 min
-    ("EL1", "efficiency", "rule:drop", 70.0, 59.5, 59.6),      # 15 % efficiency drop in 10 min
+    ("ups_a", "batt_pct", "rule:drop", 100.0, 80.0, 80.1),  # SoC drop of 20 % in 5 min
+    ("pdu_a", "load_kw", "rule:ratio", 10.0, 20.0, 19.99),  # 2x power spike in 1 min
+    ("EL1", "efficiency", "rule:drop", 70.0, 59.5, 59.6),  # 15 % efficiency drop in 10 min
 ]
 
 
 @pytest.mark.parametrize("node,metric,kind,steady,at,below", DEFAULT_RULES)
-def test_each_default_rule_fires_at_its_threshold_and_not_just_below(node, metric, kind, steady, at, below):
+def test_each_default_rule_fires_at_its_threshold_and_not_just_below(
+    node, metric, kind, steady, at, below
+):
     res = Resolver(SITE.analytics, SITE)
     (rule,) = res.rules(node, metric)
     det = RuleDetector(Context(site=SITE), res)
@@ -90,7 +92,9 @@ def test_voltage_deviation_from_nominal_over_its_window():
     assert _fires(_feed(det, "grid1", "mains_v", [(s, 252.9) for s in range(0, 300, 5)])) == []
     det = RuleDetector(Context(site=SITE), res)
     (f,) = _feed(det, "grid1", "mains_v", [(0, 253.0)])
-    assert f.kind == "rule:deviation" and not f.cleared and "10.0 % from nominal 230" in f.description
+    assert (
+        f.kind == "rule:deviation" and not f.cleared and "10.0 % from nominal 230" in f.description
+    )
     held = _feed(det, "grid1", "mains_v", [(s, 251.0) for s in range(5, 400, 5)])
     assert held and not any(f.cleared for f in held)  # 9.13 %: inside the hysteresis
     found = _feed(det, "grid1", "mains_v", [(s, 250.6) for s in range(400, 700, 5)])
@@ -99,7 +103,9 @@ def test_voltage_deviation_from_nominal_over_its_window():
 
 def test_a_site_rule_and_limit_come_before_the_defaults(tmp_path):
     path = tmp_path / "site.toml"
-    path.write_text(example_site_path().read_text() + """
+    path.write_text(
+        example_site_path().read_text()
+        + """
 [analytics]
 [[analytics.rules]]
 name = "soc_drop"
@@ -113,29 +119,47 @@ metric = "mains_v"
 nodes = ["grid1"]
 lo = 220.0
 hi = 240.0
-""")
+"""
+    )
     site = load_site(path)
     res = Resolver(site.analytics, site)
     (rule,) = res.rules("ups_a", "batt_pct")
     assert (rule.threshold, rule.window_ms, rule.severity) == (5.0, 60_000, "low")
     lim = res.limit("grid1", "mains_v")
     assert (lim.lo, lim.hi) == (220.0, 240.0)
-    assert res.limit("grid1", "t_box").hi == 80.0  # the default still applies where the site says nothing
+    assert (
+        res.limit("grid1", "t_box").hi == 80.0
+    )  # the default still applies where the site says nothing
     assert res.limit("EL1", "t_stack").hi == 88.0  # an electrolyser stack runs at 80 by design
 
 
 def test_a_bad_analytics_key_names_file_key_and_fix(tmp_path):
-    for extra, key, fix in (("[analytics]\nnotfy_command = 'x'\n", "analytics.notfy_command", "notify_command"),
-                            ("[[analytics.rules]]\nmetric = 'batt_pct'\nkind = 'dorp'\n", "analytics.rules[0].kind",
-                             "did you mean 'drop'"),
-                            ("[[analytics.limits]]\nquantity = 'voltage'\nlo = 250.0\nhi = 200.0\n",
-                             "analytics.limits[0]", "make lo < hi"),
-                            ("[[analytics.limits]]\nmetric = 'mains_v'\nnodes = ['grid2']\nhi = 240.0\n",
-                             "analytics.limits[0].nodes: no node 'grid2'", "did you mean 'grid1'")):
+    for extra, key, fix in (
+        ("[analytics]\nnotfy_command = 'x'\n", "analytics.notfy_command", "notify_command"),
+        (
+            "[[analytics.rules]]\nmetric = 'batt_pct'\nkind = 'dorp'\n",
+            "analytics.rules[0].kind",
+            "did you mean 'drop'",
+        ),
+        (
+            "[[analytics.limits]]\nquantity = 'voltage'\nlo = 250.0\nhi = 200.0\n",
+            "analytics.limits[0]",
+            "make lo < hi",
+        ),
+        (
+            "[[analytics.limits]]\nmetric = 'mains_v'\nnodes = ['grid2']\nhi = 240.0\n",
+            "analytics.limits[0].nodes: no node 'grid2'",
+            "did you mean 'grid1'",
+        ),
+    ):
         path = tmp_path / "site.toml"
         path.write_text(example_site_path().read_text() + "\n" + extra)
-        r = subprocess.run([sys.executable, "-m", "gridtwin", "--site", str(path), "alerts"],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-m", "gridtwin", "--site", str(path), "alerts"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         (line,) = r.stderr.strip().splitlines()
         assert line.startswith(f"gridtwin: {path}: {key}") and fix in line, line
@@ -161,11 +185,16 @@ def test_limits_mark_quality_and_alert_with_hysteresis(tmp_path):
     assert q == {T0 + 2000: "UNCERTAIN", T0 + 5000: "BAD"}  # every other reading is GOOD
     rows = store.alerts()
     assert [(r["kind"], r["metric"], r["value"], r["active"]) for r in rows] == [
-        ("limit", "mains_v", 250.5, 0), ("limit:bad", "mains_v", 9999.0, 1)]
+        ("limit", "mains_v", 250.5, 0),
+        ("limit:bad", "mains_v", 9999.0, 1),
+    ]
     assert rows[1]["severity"] == "high" and rows[0]["cleared"] is not None
     topics = [(s, p if p == b"" else json.loads(json.dumps(p))["kind"]) for s, p in bus.sent]
-    assert topics == [("alerts/grid1/limit/mains_v", "limit"), ("alerts/grid1/limit/mains_v", b""),
-                      ("alerts/grid1/limit:bad/mains_v", "limit:bad")]
+    assert topics == [
+        ("alerts/grid1/limit/mains_v", "limit"),
+        ("alerts/grid1/limit/mains_v", b""),
+        ("alerts/grid1/limit:bad/mains_v", "limit:bad"),
+    ]
     store.close()
 
 
@@ -182,7 +211,9 @@ def test_a_condition_must_last_min_duration_before_it_alerts(tmp_path):
 
 def test_sigma_grades_low_medium_high_after_its_warmup():
     det = SigmaDetector(Context(), warmup=20, halflife=1000)
-    warm = [10.0 + (1.0 if k % 2 else -1.0) for k in range(20)]  # median 11 (upper), MAD... spread known below
+    warm = [
+        10.0 + (1.0 if k % 2 else -1.0) for k in range(20)
+    ]  # median 11 (upper), MAD... spread known below
     for name, z in (("a", 3.2), ("b", 4.2), ("c", 5.2), ("d", 2.9)):
         found = _feed(det, "n", name, [(k, v) for k, v in enumerate(warm)])
         assert found == []  # nothing judged during the warm-up
@@ -196,8 +227,10 @@ def test_sigma_grades_low_medium_high_after_its_warmup():
 def test_kwh_integrate_power_and_do_not_bridge_gaps(tmp_path):
     store = SqliteStore(tmp_path / "gt.db")
     kpi = EnergyKpi(Context(site=SITE, store=store), aggregation_s=3600)
-    pts = [(s, 10.0) for s in range(0, 3601, 5)]          # 10 kW for an hour: 10 kWh
-    pts += [(s, 10.0) for s in range(4201, 4201 + 1801, 5)]  # 10 min unmeasured, then half an hour: 5 kWh
+    pts = [(s, 10.0) for s in range(0, 3601, 5)]  # 10 kW for an hour: 10 kWh
+    pts += [
+        (s, 10.0) for s in range(4201, 4201 + 1801, 5)
+    ]  # 10 min unmeasured, then half an hour: 5 kWh
     for s, v in pts:
         kpi.observe([("pdu_a", "load_kw", T0 + s * 1000, v)])
     assert kpi.total_kwh["pdu_a"] == pytest.approx(15.0)
@@ -227,20 +260,35 @@ def test_electrolyser_efficiency_is_derived_and_its_drop_alerts(tmp_path):
 
 # --- through the daemon, on a real broker -----------------------------------------------------------
 
+
 def _daemon(broker, site, db, **section):
     from fixtures.daemon_fleet import endpoint
     from gridtwin.daemon.service import Daemon
 
-    d = Daemon(endpoint=endpoint(broker), db_path=db, known_nodes=site.node_ids, metrics_port=None, site=site)
+    d = Daemon(
+        endpoint=endpoint(broker),
+        db_path=db,
+        known_nodes=site.node_ids,
+        metrics_port=None,
+        site=site,
+    )
     if section:  # this test's [analytics], in place of the site's
         d.on_readings(d.analytics.feed, remove=True)
-        d.analytics = Analytics(d.store, d.alerts, site=site, metrics=d.metrics,
-                                section={"sigma": False, **section}, plugins=())
+        d.analytics = Analytics(
+            d.store,
+            d.alerts,
+            site=site,
+            metrics=d.metrics,
+            section={"sigma": False, **section},
+            plugins=(),
+        )
         d.on_readings(d.analytics.feed)
     d.start()
     from fixtures.daemon_fleet import wait_for
 
-    wait_for(lambda: d.bus.subscribed, 10, "the daemon to subscribe")  # what is sent before is not its
+    wait_for(
+        lambda: d.bus.subscribed, 10, "the daemon to subscribe"
+    )  # what is sent before is not its
     return d
 
 
@@ -264,20 +312,32 @@ def test_kwh_and_active_alerts_survive_a_daemon_restart(broker, site_pki, mqtt_c
         grid.publish(_tel("grid1", 0, start, mains_v=262.0))
         wait_for(lambda: d.analytics.analysed >= 122, 20, "analytics to see every reading")
         wait_for(lambda: "grid1/limit/mains_v" in d.alerts.active, 10, "the limit alert")
-        alert = json.loads(watcher.wait_for(f"{root}/_host/alerts/grid1/limit/mains_v", timeout=10).payload)
-        assert (alert["node"], alert["metric"], alert["value"], alert["severity"]) == ("grid1", "mains_v", 262.0,
-                                                                                      "medium")
+        alert = json.loads(
+            watcher.wait_for(f"{root}/_host/alerts/grid1/limit/mains_v", timeout=10).payload
+        )
+        assert (alert["node"], alert["metric"], alert["value"], alert["severity"]) == (
+            "grid1",
+            "mains_v",
+            262.0,
+            "medium",
+        )
         assert d.analytics.kpi.total_kwh["pdu_a"] == pytest.approx(2.0)
     finally:
         d.stop()
     d = _daemon(broker, site, db, min_duration_s=0.0)
     try:
-        assert "grid1/limit/mains_v" in d.alerts.active            # still active after the restart
-        assert d.analytics.kpi.total_kwh["pdu_a"] == pytest.approx(2.0)  # the counter goes on from there
+        assert "grid1/limit/mains_v" in d.alerts.active  # still active after the restart
+        assert d.analytics.kpi.total_kwh["pdu_a"] == pytest.approx(
+            2.0
+        )  # the counter goes on from there
         pdu.publish(_tel("pdu_a", 121, start + 121 * 5000, load_kw=12.0))
-        grid.publish(_tel("grid1", 1, start + 1000, mains_v=230.0))  # back in range: the restored alert clears
+        grid.publish(
+            _tel("grid1", 1, start + 1000, mains_v=230.0)
+        )  # back in range: the restored alert clears
         wait_for(lambda: "grid1/limit/mains_v" not in d.alerts.active, 20, "the alert to clear")
-        watcher.wait_for(f"{root}/_host/alerts/grid1/limit/mains_v", timeout=10, where=lambda m: m.payload == b"")
+        watcher.wait_for(
+            f"{root}/_host/alerts/grid1/limit/mains_v", timeout=10, where=lambda m: m.payload == b""
+        )
         wait_for(lambda: d.analytics.kpi.total_kwh["pdu_a"] > 2.0, 10, "the next reading's energy")
         assert d.analytics.kpi.total_kwh["pdu_a"] == pytest.approx(2.0 + 12.0 * 5 / 3600)
     finally:
@@ -299,13 +359,17 @@ def test_a_failing_or_hanging_notifier_never_stops_ingest(broker, site_pki, tmp_
     d = _daemon(broker, site, db, min_duration_s=0.0, notify_command=command, notify_timeout_s=0.5)
     try:
         n = 400
-        for k in range(n):  # out of range, back in range, ...: alerts raised and cleared, each notified
+        for k in range(
+            n
+        ):  # out of range, back in range, ...: alerts raised and cleared, each notified
             grid.publish(_tel("grid1", k, start + k * 1000, mains_v=262.0 if k % 2 == 0 else 230.0))
         wait_for(lambda: d.metrics.stored == n, 20, "ingest to store every message")
         wait_for(lambda: d.analytics.analysed == n, 20, "analytics to analyse every reading")
         # (messages in flight together may be committed in another order: not every pair is an alert)
         assert d.alerts.raised[("limit", "medium")] >= n // 10
-        wait_for(lambda: d.analytics.notifier.failed >= 1, 20, "the notifier's failure to be counted")
+        wait_for(
+            lambda: d.analytics.notifier.failed >= 1, 20, "the notifier's failure to be counted"
+        )
         assert d.analytics.dropped == 0
     finally:
         t = time.monotonic()
@@ -315,8 +379,12 @@ def test_a_failing_or_hanging_notifier_never_stops_ingest(broker, site_pki, tmp_
 
 
 def _cli(site_path, *args):
-    return subprocess.run([sys.executable, "-m", "gridtwin", "--site", str(site_path), *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gridtwin", "--site", str(site_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_alerts_and_kpi_commands_read_the_store(tmp_path):
@@ -328,25 +396,49 @@ def test_alerts_and_kpi_commands_read_the_store(tmp_path):
     store = SqliteStore(db_path(site))
     alerts = Alerts(store, _Bus())
     now = int(time.time() * 1000)
-    alerts.raise_("grid1/limit/mains_v", "medium", "limit", "grid1 mains_v = 262 is above its limit 250", "grid1",
-                  metric="mains_v", value=262.0, ts=now - 60_000)
-    alerts.raise_("pdu_a/node_stale", "warning", "node_stale", "pdu_a has sent nothing for 9 s", "pdu_a")
+    alerts.raise_(
+        "grid1/limit/mains_v",
+        "medium",
+        "limit",
+        "grid1 mains_v = 262 is above its limit 250",
+        "grid1",
+        metric="mains_v",
+        value=262.0,
+        ts=now - 60_000,
+    )
+    alerts.raise_(
+        "pdu_a/node_stale", "warning", "node_stale", "pdu_a has sent nothing for 9 s", "pdu_a"
+    )
     alerts.clear("pdu_a/node_stale")
-    store.write_kpis([(now - 600_000, "pdu_a", "energy_kwh", 1.5), (now - 300_000, "pdu_a", "energy_kwh", 1.0),
-                      (now - 300_000, "", "pue", 1.4)])
+    store.write_kpis(
+        [
+            (now - 600_000, "pdu_a", "energy_kwh", 1.5),
+            (now - 300_000, "pdu_a", "energy_kwh", 1.0),
+            (now - 300_000, "", "pue", 1.4),
+        ]
+    )
     store.save_state("detector:kpi", {"total_kwh": {"pdu_a": 12.5}})
     store.close()
     r = _cli(path, "alerts", "--active", "--json")
     assert r.returncode == 0, r.stderr
     (doc,) = [json.loads(x) for x in r.stdout.splitlines()]
     assert (doc["key"], doc["node"], doc["metric"], doc["value"], doc["active"]) == (
-        "grid1/limit/mains_v", "grid1", "mains_v", 262.0, True)
+        "grid1/limit/mains_v",
+        "grid1",
+        "mains_v",
+        262.0,
+        True,
+    )
     r = _cli(path, "alerts", "--since", "1h")
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2 and "cleared" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2 and "cleared" in r.stdout, (
+        r.stdout + r.stderr
+    )
     r = _cli(path, "kpi", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["kpi"]["pdu_a"]["energy_kwh"] == pytest.approx(2.5) and doc["kpi"]["site"]["pue"] == 1.4
+    assert (
+        doc["kpi"]["pdu_a"]["energy_kwh"] == pytest.approx(2.5) and doc["kpi"]["site"]["pue"] == 1.4
+    )
     assert doc["total_kwh"] == {"pdu_a": 12.5}
     r = _cli(path, "kpi", "--node", "pdu_b")
     assert r.returncode == 2 and "did you mean 'pdu_a'" in r.stderr
@@ -362,16 +454,29 @@ def test_alerts_follow_prints_raised_and_cleared_alerts_until_ctrl_c(tmp_path):
     site = load_site(path)
     store = SqliteStore(db_path(site))
     alerts = Alerts(store, _Bus())
-    p = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(path), "alerts", "--follow", "--json"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "gridtwin", "--site", str(path), "alerts", "--follow", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        alerts.raise_("grid1/limit/t_box", "medium", "limit", "grid1 t_box = 85 is above its limit 80", "grid1",
-                      metric="t_box", value=85.0)
+        alerts.raise_(
+            "grid1/limit/t_box",
+            "medium",
+            "limit",
+            "grid1 t_box = 85 is above its limit 80",
+            "grid1",
+            metric="t_box",
+            value=85.0,
+        )
         raised = json.loads(p.stdout.readline())
         assert (raised["key"], raised["active"]) == ("grid1/limit/t_box", True)
         alerts.clear("grid1/limit/t_box")
         cleared = json.loads(p.stdout.readline())
-        assert (cleared["key"], cleared["active"]) == ("grid1/limit/t_box", False) and cleared["cleared"]
+        assert (cleared["key"], cleared["active"]) == ("grid1/limit/t_box", False) and cleared[
+            "cleared"
+        ]
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(20) == 0
@@ -386,13 +491,32 @@ def test_telegraf_stores_an_analytics_alert_with_its_metric_and_value(site_pki, 
     bus = _Bus()
     store = SqliteStore(tmp_path / "gt.db")
     alerts = Alerts(store, bus)  # the payload as the daemon builds it
-    alerts.raise_("grid1/limit/mains_v", "medium", "limit", "grid1 mains_v = 262 is above its limit 250", "grid1",
-                  metric="mains_v", value=262.0, ts=T0, source="analytics")
-    (suffix, doc), = bus.sent
+    alerts.raise_(
+        "grid1/limit/mains_v",
+        "medium",
+        "limit",
+        "grid1 mains_v = 262 is above its limit 250",
+        "grid1",
+        metric="mains_v",
+        value=262.0,
+        ts=T0,
+        source="analytics",
+    )
+    ((suffix, doc),) = bus.sent
     (p,) = Script(site).points(f"{site.topic_root}/_host/{suffix}", json.loads(json.dumps(doc)))
-    assert p["tags"] == {"alert": "grid1/limit/mains_v", "site": site.id, "severity": "medium", "kind": "limit",
-                         "source": "grid1", "metric": "mains_v"}
-    assert p["fields"]["value"] == 262.0 and p["fields"]["active"] == 1.0 and p["time"] == T0 * 1_000_000
+    assert p["tags"] == {
+        "alert": "grid1/limit/mains_v",
+        "site": site.id,
+        "severity": "medium",
+        "kind": "limit",
+        "source": "grid1",
+        "metric": "mains_v",
+    }
+    assert (
+        p["fields"]["value"] == 262.0
+        and p["fields"]["active"] == 1.0
+        and p["time"] == T0 * 1_000_000
+    )
     store.close()
 
 
@@ -406,8 +530,11 @@ def test_a_new_twin_clears_the_twin_alerts_a_previous_run_left_active(tmp_path):
 
     store = SqliteStore(tmp_path / "gt.db")
     alerts = Alerts(store, _Bus())
-    for key, kind in (("util_a/utility_lost", "utility_lost"), ("pdu_a/node_stale", "node_stale"),
-                      ("grid1/limit/mains_v", "limit")):
+    for key, kind in (
+        ("util_a/utility_lost", "utility_lost"),
+        ("pdu_a/node_stale", "node_stale"),
+        ("grid1/limit/mains_v", "limit"),
+    ):
         alerts.raise_(key, "medium", kind, key, key.split("/")[0])
     alerts = Alerts(store, _Bus())  # the daemon restarted
     assert set(alerts.active) == {"util_a/utility_lost", "pdu_a/node_stale", "grid1/limit/mains_v"}
@@ -426,14 +553,24 @@ def test_when_analytics_falls_behind_it_drops_counts_and_says_so(tmp_path, caplo
 
     store = SqliteStore(tmp_path / "gt.db")
     metrics = Metrics()
-    an = Analytics(store, Alerts(store, _Bus()), site=SITE, metrics=metrics, plugins=(),
-                   section={"queue_max": 1000, "min_duration_s": 0.0})  # no worker: nothing drains
-    batch = [SimpleNamespace(node="grid1", ts=T0 + k, m={"mains_v": 230.0, "t_box": 90.0}) for k in range(100)]
+    an = Analytics(
+        store,
+        Alerts(store, _Bus()),
+        site=SITE,
+        metrics=metrics,
+        plugins=(),
+        section={"queue_max": 1000, "min_duration_s": 0.0},
+    )  # no worker: nothing drains
+    batch = [
+        SimpleNamespace(node="grid1", ts=T0 + k, m={"mains_v": 230.0, "t_box": 90.0})
+        for k in range(100)
+    ]
     for _ in range(12):
         an.feed(batch)
     assert an.dropped == 7 * 200 and an._queued == 1000  # five batches of 200 readings fit
-    assert [r.message for r in caplog.records].count(next(r.message for r in caplog.records
-                                                         if "analytics is behind" in r.message)) == 1
+    assert [r.message for r in caplog.records].count(
+        next(r.message for r in caplog.records if "analytics is behind" in r.message)
+    ) == 1
     an.drain()
     assert an.analysed == 1000 and an._queued == 0
     text = metrics.prometheus()
@@ -450,7 +587,9 @@ def test_sigma_knows_a_sensors_resolution_and_alerts_from_medium(tmp_path):
     det = SigmaDetector(Context(), warmup=20, halflife=1000)
     flat = [(k, 25.125 if k % 10 == 0 else 25.0) for k in range(40)]
     assert _feed(det, "grid1", "t_box", flat + [(40, 25.25)]) == []
-    assert [f.severity for f in _feed(det, "grid1", "t_box", [(41, 25.0 + 5.2 * 0.125)])] == ["high"]
+    assert [f.severity for f in _feed(det, "grid1", "t_box", [(41, 25.0 + 5.2 * 0.125)])] == [
+        "high"
+    ]
 
     an, store, bus = _engine(tmp_path, sigma=True, sigma_warmup=20)
     for k in range(20):
@@ -492,8 +631,12 @@ def test_the_webhook_gets_each_alert_as_json_and_a_slow_one_is_cut_off():
         wait = time.monotonic() + 10
         while (len(got) < 2 or n.failed < 1) and time.monotonic() < wait:
             time.sleep(0.01)
-        assert n.failed == 1 and got[1] == {"key": "grid1/limit/mains_v", "severity": "medium", "state": "raised",
-                                            "value": 262.0}
+        assert n.failed == 1 and got[1] == {
+            "key": "grid1/limit/mains_v",
+            "severity": "medium",
+            "state": "raised",
+            "value": 262.0,
+        }
     finally:
         release.set()
         n.stop()
@@ -503,14 +646,19 @@ def test_the_webhook_gets_each_alert_as_json_and_a_slow_one_is_cut_off():
 
 def test_kpis_go_to_influxdb_through_the_spool_when_the_site_uses_it(tmp_path):
     store = SqliteStore(tmp_path / "gt.db")
-    kpi = EnergyKpi(Context(site=SITE, store=store), aggregation_s=60, influx_measurement="analytics")
+    kpi = EnergyKpi(
+        Context(site=SITE, store=store), aggregation_s=60, influx_measurement="analytics"
+    )
     for s in range(0, 125, 5):
         kpi.observe([("pdu_a", "load_kw", T0 - T0 % 60_000 + s * 1000, 6.0)])
     lines = [line for _id, line in store.spool_peek(100)]
     pdu = [x for x in lines if x.startswith("analytics,node=pdu_a ")][0]  # one a minute
     fields = dict(f.split("=") for f in pdu.split(" ")[1].split(","))
     # the first minute's bucket: 0..55 s measured in it (the 55..60 s stretch ends in the next bucket)
-    assert float(fields["energy_kwh"]) == pytest.approx(6.0 * 55 / 3600) and float(fields["peak_kw"]) == 6.0
+    assert (
+        float(fields["energy_kwh"]) == pytest.approx(6.0 * 55 / 3600)
+        and float(fields["peak_kw"]) == 6.0
+    )
     assert any(x.startswith("analytics,node=_site ") for x in lines)
     store.close()
 
@@ -532,10 +680,14 @@ def test_alerts_stored_before_they_had_a_key_are_closed_once(tmp_path):
 
     db = tmp_path / "gt.db"
     with sqlite3.connect(db) as c:
-        c.execute("CREATE TABLE alerts (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, node TEXT, severity TEXT NOT NULL,"
-                  " kind TEXT NOT NULL, message TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1, cleared INTEGER)")
-        c.execute("INSERT INTO alerts (ts, node, severity, kind, message) VALUES (1, 'pdu_a', 'warning', "
-                  "'node_stale', 'old')")
+        c.execute(
+            "CREATE TABLE alerts (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, node TEXT, severity TEXT NOT NULL,"
+            " kind TEXT NOT NULL, message TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1, cleared INTEGER)"
+        )
+        c.execute(
+            "INSERT INTO alerts (ts, node, severity, kind, message) VALUES (1, 'pdu_a', 'warning', "
+            "'node_stale', 'old')"
+        )
     store = SqliteStore(db)
     assert store.alerts(active=True) == []
     Alerts(store, _Bus()).raise_("pdu_a/node_stale", "warning", "node_stale", "new", "pdu_a")

@@ -30,17 +30,26 @@ def _rows(seed: int, n: int, start_ms: int = T0, anomalies: tuple = ()):
         a = 400 + 250 * np.sin(2 * np.pi * day) + rng.normal(0, 5)
         v = 30 + 0.02 * a + rng.normal(0, 0.05)
         if any(lo <= ts < hi for lo, hi in anomalies):
-            v = 30 + 0.02 * (800 - a) + rng.normal(0, 0.05)  # the voltage of the mirror current (150..650 A)
+            v = (
+                30 + 0.02 * (800 - a) + rng.normal(0, 0.05)
+            )  # the voltage of the mirror current (150..650 A)
         t_c += 0.02 * (55 + 0.03 * a - t_c)
-        out.append((ts, {"stack_a": a, "stack_v": v, "stack_w": v * a, "t_stack": t_c + rng.normal(0, 0.1)}))
+        out.append(
+            (
+                ts,
+                {"stack_a": a, "stack_v": v, "stack_w": v * a, "t_stack": t_c + rng.normal(0, 0.1)},
+            )
+        )
     return out
 
 
 def _store_rows(store, node, rows, seq0=0):
-    batch = [SimpleNamespace(node=node, boot="b1", seq=seq0 + i, ts=ts, hist=False, m=m)
-             for i, (ts, m) in enumerate(rows)]
+    batch = [
+        SimpleNamespace(node=node, boot="b1", seq=seq0 + i, ts=ts, hist=False, m=m)
+        for i, (ts, m) in enumerate(rows)
+    ]
     for i in range(0, len(batch), 5000):
-        store.write_batch(batch[i:i + 5000])
+        store.write_batch(batch[i : i + 5000])
 
 
 def _batch(node, rows):
@@ -51,7 +60,7 @@ def _feed(det, node, rows, store=None, seq0=0, chunk=60):
     """Store (as ingest would) then observe, chunk by chunk; tick after each like the engine."""
     found = []
     for i in range(0, len(rows), chunk):
-        part = rows[i:i + chunk]
+        part = rows[i : i + chunk]
         if store is not None:
             _store_rows(store, node, part, seq0 + i)
         found += det.observe(_batch(node, part))
@@ -68,8 +77,9 @@ def store(tmp_path):
 
 def _detector(store, path, **kw):
     ctx = Context(store=store, clock=lambda: T0)
-    return IsolationForestDetector(ctx, train_s=86400, retrain_s=6 * 3600, min_samples=1000, path=path,
-                                   background=False, **kw)
+    return IsolationForestDetector(
+        ctx, train_s=86400, retrain_s=6 * 3600, min_samples=1000, path=path, background=False, **kw
+    )
 
 
 def test_finds_injected_multivariate_anomalies_and_nothing_before_warmup(store, tmp_path):
@@ -120,11 +130,17 @@ def test_model_survives_a_restart(store, tmp_path):
     _feed(det, "EL1", _rows(5, 2000), store)
     fit = det.nodes["EL1"].fit
     assert fit is not None and path.exists()
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # a model is the site's data: the daemon's user only
+    assert (
+        stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    )  # a model is the site's data: the daemon's user only
     # a new detector (the daemon restarted) scores at once with the same model: no warm-up, same scores
     again = _detector(store, path)
     fit2 = again.nodes["EL1"].fit
-    assert fit2 is not None and fit2.trained_to == fit.trained_to and fit2.feats.metrics == fit.feats.metrics
+    assert (
+        fit2 is not None
+        and fit2.trained_to == fit.trained_to
+        and fit2.feats.metrics == fit.feats.metrics
+    )
     probe = _rows(6, 50, start_ms=T0 + 2000 * STEP_MS)
     ts = np.array([t for t, _ in probe], dtype=float)
     raw = np.array([[m[k] for k in fit.feats.metrics] for _, m in probe])

@@ -69,14 +69,27 @@ def test_too_short_a_history_forecasts_nothing():
 
 
 def test_detector_raises_then_clears_with_role_actions():
-    site = load_site(EXAMPLE)  # EL1: an electrolyser whose t_stack is a DS18B20 (the catalog's temperature)
+    site = load_site(
+        EXAMPLE
+    )  # EL1: an electrolyser whose t_stack is a DS18B20 (the catalog's temperature)
     det = MaintenanceDetector(Context(site=site), horizon_s=86400)
-    assert det.threshold_for("EL1", "t_stack") is not None and det.threshold_for("EL1", "stack_v") is None
-    assert det.threshold_for("grid1", "t_box") is not None and det.threshold_for("grid1", "mains_hz") is None
+    assert (
+        det.threshold_for("EL1", "t_stack") is not None
+        and det.threshold_for("EL1", "stack_v") is None
+    )
+    assert (
+        det.threshold_for("grid1", "t_box") is not None
+        and det.threshold_for("grid1", "mains_hz") is None
+    )
     # a metric the catalog does not describe goes by its name (a server's thermometer the site does not wire)
-    assert det.threshold_for("srv_a", "t_c").limit == 85.0 and det.threshold_for("srv_a", "load_kw") is None
-    assert det.threshold_for("EL1", "t_stack").limit == 88.0   # a stack runs at 80 degC and trips at 90
-    ts, y = ramp(8, 10, 58.0, 2.5, 0.5)   # crosses 88 degC at 12 h
+    assert (
+        det.threshold_for("srv_a", "t_c").limit == 85.0
+        and det.threshold_for("srv_a", "load_kw") is None
+    )
+    assert (
+        det.threshold_for("EL1", "t_stack").limit == 88.0
+    )  # a stack runs at 80 degC and trips at 90
+    ts, y = ramp(8, 10, 58.0, 2.5, 0.5)  # crosses 88 degC at 12 h
     found = det.observe([("EL1", "t_stack", int(t), float(v)) for t, v in zip(ts, y)])
     raised = [f for f in found if not f.cleared]
     assert raised and not any(f.cleared for f in found)
@@ -85,7 +98,9 @@ def test_detector_raises_then_clears_with_role_actions():
     # raised once the history spans a quarter of the horizon (6 h), forecasting the crossing at 12 h
     assert first.ts - T0 >= 6 * H
     assert abs(last.detail["crossing"] - (T0 + 12 * H)) <= 0.1 * (last.detail["crossing"] - last.ts)
-    assert "lye cooling" in last.description and last.detail["actions"][0].startswith("check the lye")
+    assert "lye cooling" in last.description and last.detail["actions"][0].startswith(
+        "check the lye"
+    )
     # the stack is cooled: the temperature falls and the forecast clears
     ts2, y2 = ramp(9, 8, float(y[-1]), -3.0, 0.5, t0=int(ts[-1]) + 60_000)
     found = det.observe([("EL1", "t_stack", int(t), float(v)) for t, v in zip(ts2, y2)])
@@ -93,8 +108,14 @@ def test_detector_raises_then_clears_with_role_actions():
     # its buckets survive a restart
     again = MaintenanceDetector(Context(site=site), horizon_s=86400)
     again.restore(det.state())
-    assert list(again.series[("EL1", "t_stack")].points) == list(det.series[("EL1", "t_stack")].points)
+    assert list(again.series[("EL1", "t_stack")].points) == list(
+        det.series[("EL1", "t_stack")].points
+    )
 
 
 def test_default_thresholds_are_the_seed_systems():
-    assert THRESHOLDS[-1].limit == 85.0 and THRESHOLDS[-1].quantity == "temperature" and not THRESHOLDS[-1].roles
+    assert (
+        THRESHOLDS[-1].limit == 85.0
+        and THRESHOLDS[-1].quantity == "temperature"
+        and not THRESHOLDS[-1].roles
+    )

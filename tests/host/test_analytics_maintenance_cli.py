@@ -35,10 +35,26 @@ def _store(site_file, hours=12):
     rows = []
     for k in range(hours * 60):
         ts = T0 + k * 60_000
-        rows.append(SimpleNamespace(node="EL1", boot="b", seq=k, ts=ts, hist=False,
-                                    m={"t_stack": 60 + 1.5 * k / 60 + rng.normal(0, 0.5), "stack_v": 37.0}))
-        rows.append(SimpleNamespace(node="grid1", boot="b", seq=k, ts=ts, hist=False,
-                                    m={"t_box": 30 + rng.normal(0, 0.2), "mains_hz": 50.0}))
+        rows.append(
+            SimpleNamespace(
+                node="EL1",
+                boot="b",
+                seq=k,
+                ts=ts,
+                hist=False,
+                m={"t_stack": 60 + 1.5 * k / 60 + rng.normal(0, 0.5), "stack_v": 37.0},
+            )
+        )
+        rows.append(
+            SimpleNamespace(
+                node="grid1",
+                boot="b",
+                seq=k,
+                ts=ts,
+                hist=False,
+                m={"t_box": 30 + rng.normal(0, 0.2), "mains_hz": 50.0},
+            )
+        )
     store.write_batch(rows)
     store.close()
 
@@ -53,10 +69,12 @@ def test_prints_the_forecast_per_thermometer(site_file, capsys):
     assert "do:   check the lye cooling loop" in out
     box = next(ln for ln in out.splitlines() if ln.startswith("grid1"))
     assert "t_box" in box and "not heading for 85" in box
-    assert "stack_v" not in out and "mains_hz" not in out   # only thermometers
+    assert "stack_v" not in out and "mains_hz" not in out  # only thermometers
     assert main(["--site", str(site_file), "maintenance", "--node", "EL1", "--json"]) == 0
     rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
-    assert [(r["node"], r["metric"], r["status"]) for r in rows] == [("EL1", "t_stack", "inside horizon")]
+    assert [(r["node"], r["metric"], r["status"]) for r in rows] == [
+        ("EL1", "t_stack", "inside horizon")
+    ]
     assert abs(rows[0]["hours_left"] - 10 / 1.5) < 0.1 * 10 / 1.5
 
 
@@ -66,12 +84,15 @@ def test_short_history_says_how_much_is_needed(site_file, capsys):
     assert "not enough history (2.0 h of the 6 h a trend needs)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["maintenance"], "no data yet:"),
-    (["maintenance", "--node", "EL9"], "EL9"),
-    (["maintenance", "--horizon", "soon"], "--horizon 'soon' is not a duration"),
-    (["maintenance", "--horizon", "10m"], "shorter than an hour"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["maintenance"], "no data yet:"),
+        (["maintenance", "--node", "EL9"], "EL9"),
+        (["maintenance", "--horizon", "soon"], "--horizon 'soon' is not a duration"),
+        (["maintenance", "--horizon", "10m"], "shorter than an hour"),
+    ],
+)
 def test_one_clear_line_on_errors(site_file, capsys, argv, says):
     assert main(["--site", str(site_file), *argv]) != 0
     captured = capsys.readouterr()

@@ -33,7 +33,11 @@ def listener_blocks(conf: str) -> dict[str, list[str]]:
 
 
 def test_version_detection_and_parsing():
-    assert gbroker.parse_version("mosquitto version 2.0.11\n\nmosquitto is an MQTT ...") == (2, 0, 11)
+    assert gbroker.parse_version("mosquitto version 2.0.11\n\nmosquitto is an MQTT ...") == (
+        2,
+        0,
+        11,
+    )
     assert gbroker.parse_version("mosquitto version 2.1.0") == (2, 1, 0)
     with pytest.raises(ToolError):
         gbroker.parse_version("something else")
@@ -41,33 +45,49 @@ def test_version_detection_and_parsing():
 
 
 def test_20_form_tls_listener_enforces_the_rules(site_pki):
-    files = gbroker.render(site_pki.site, site_pki.pki, version=(2, 0, 11), data_dir=site_pki.dir / "b")
+    files = gbroker.render(
+        site_pki.site, site_pki.pki, version=(2, 0, 11), data_dir=site_pki.dir / "b"
+    )
     conf = files["mosquitto.conf"]
     assert set(files) == {"mosquitto.conf", "acl"}
     assert "per_listener_settings true" in lines(conf)
     [(port, block)] = listener_blocks(conf).items()
     assert port == "8883"
-    for want in ("protocol mqtt", "allow_anonymous false", "require_certificate true",
-                 "use_identity_as_username true", "use_username_as_clientid true", "tls_version tlsv1.2",
-                 f"crlfile {site_pki.pki.crl_path}", f"cafile {site_pki.pki.ca_cert_path}",
-                 f"acl_file {site_pki.dir / 'b' / 'acl'}"):
+    for want in (
+        "protocol mqtt",
+        "allow_anonymous false",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "use_username_as_clientid true",
+        "tls_version tlsv1.2",
+        f"crlfile {site_pki.pki.crl_path}",
+        f"cafile {site_pki.pki.ca_cert_path}",
+        f"acl_file {site_pki.dir / 'b' / 'acl'}",
+    ):
         assert want in block
-    for want in ("persistence true", f"persistence_location {site_pki.dir / 'b'}/", "max_packet_size 32768",
-                 "max_queued_messages 100000"):
+    for want in (
+        "persistence true",
+        f"persistence_location {site_pki.dir / 'b'}/",
+        "max_packet_size 32768",
+        "max_queued_messages 100000",
+    ):
         assert want in lines(conf)
     assert "allow_anonymous true" not in conf and "plugin" not in conf
 
 
 def test_21_form_uses_the_acl_plugin_and_listener_options(site_pki):
-    conf = gbroker.render(site_pki.site, site_pki.pki, version=(2, 1, 0), dev=True, data_dir=site_pki.dir / "b")[
-        "mosquitto.conf"]
+    conf = gbroker.render(
+        site_pki.site, site_pki.pki, version=(2, 1, 0), dev=True, data_dir=site_pki.dir / "b"
+    )["mosquitto.conf"]
     ls = lines(conf)
     assert not any(line.startswith(("per_listener_settings", "acl_file")) for line in ls)
     assert any(re.fullmatch(r"plugin_load acl \S+mosquitto_acl_file\.so", line) for line in ls)
     assert f"plugin_opt_acl_file {site_pki.dir / 'b' / 'acl'}" in ls
     blocks = listener_blocks(conf)
     assert "plugin_use acl" in blocks["8883"] and "listener_allow_anonymous false" in blocks["8883"]
-    assert "plugin_use acl_dev" in blocks["1883"] and "listener_allow_anonymous true" in blocks["1883"]
+    assert (
+        "plugin_use acl_dev" in blocks["1883"] and "listener_allow_anonymous true" in blocks["1883"]
+    )
     assert "allow_anonymous false" in ls  # global default for anything not overridden
 
 
@@ -91,18 +111,28 @@ def test_acl_confines_each_identity(site_pki):
             assert current, f"rule outside a user block would apply to anonymous clients: {line}"
             users[current].append(line)
     r = "gridtwin/demo"
-    assert users[HOST_IDENTITY] == [f"topic read {r}/#", f"topic write {r}/+/cmd", f"topic readwrite {r}/_host/#"]
+    assert users[HOST_IDENTITY] == [
+        f"topic read {r}/#",
+        f"topic write {r}/+/cmd",
+        f"topic readwrite {r}/_host/#",
+    ]
     assert users["telegraf"] == users["grafana"] == [f"topic read {r}/#"]
-    assert users["pdu_a"] == [f"topic write {r}/pdu_a/{leaf}" for leaf in ("telemetry", "status", "ack", "log")] + [
-        f"topic read {r}/pdu_a/cmd"]
+    assert users["pdu_a"] == [
+        f"topic write {r}/pdu_a/{leaf}" for leaf in ("telemetry", "status", "ack", "log")
+    ] + [f"topic read {r}/pdu_a/cmd"]
     assert set(users) == {HOST_IDENTITY, "telegraf", "grafana", *site_pki.site.node_ids}
 
 
 def test_install_plan_modes_and_owners(site_pki, tmp_path):
-    plan = gbroker.install_plan(site_pki.site, site_pki.pki, etc_dir=tmp_path / "etc", version=(2, 0, 11))
+    plan = gbroker.install_plan(
+        site_pki.site, site_pki.pki, etc_dir=tmp_path / "etc", version=(2, 0, 11)
+    )
     by_name = {f.path.name: f for f in plan}
-    assert (by_name["server.key"].mode, by_name["server.key"].owner, by_name["server.key"].group) == (
-        0o640, "root", "mosquitto")
+    assert (
+        by_name["server.key"].mode,
+        by_name["server.key"].owner,
+        by_name["server.key"].group,
+    ) == (0o640, "root", "mosquitto")
     assert by_name["acl"].mode == 0o640 and by_name["gridtwin"].mode == 0o750
     assert by_name["mosquitto.conf"].mode == 0o644
     conf = by_name["mosquitto.conf"].content.decode()
@@ -162,9 +192,22 @@ def test_broker_run_foreground_restarts_on_revoke_and_stops_on_ctrl_c(site_pki_c
     port = free_port()
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site_pki_copy.path), "broker",
-                                 "run", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gridtwin",
+                "--site",
+                str(site_pki_copy.path),
+                "broker",
+                "run",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def accepts():
         try:
@@ -176,7 +219,11 @@ def test_broker_run_foreground_restarts_on_revoke_and_stops_on_ctrl_c(site_pki_c
     pid_file = site_pki_copy.dir / "var" / "broker" / "run.pid"
     try:
         # the broker may listen a moment before `broker run` has written its pid file: wait for both
-        wait_until(lambda: (accepts() and pid_file.exists()) or proc.poll() is not None, 10, "broker run to listen")
+        wait_until(
+            lambda: (accepts() and pid_file.exists()) or proc.poll() is not None,
+            10,
+            "broker run to listen",
+        )
         assert proc.poll() is None
         assert int(pid_file.read_text()) == proc.pid
         # `pki revoke` finds the running broker and tells it (SIGUSR1 -> restart with the new CRL;
@@ -220,7 +267,9 @@ def test_pki_list_prints_every_identity(site_pki, capsys):
     assert main(["--site", str(site_pki.path), "pki", "list"]) == 0
     out = capsys.readouterr().out
     for identity in ("ca", "broker", HOST_IDENTITY, "srv_a", "EL1", "grid1"):
-        assert re.search(rf"^{identity}\s+\w+\s+[0-9a-f]+\s+\d{{4}}-\d\d-\d\d\s+valid$", out, re.M), identity
+        assert re.search(
+            rf"^{identity}\s+\w+\s+[0-9a-f]+\s+\d{{4}}-\d\d-\d\d\s+valid$", out, re.M
+        ), identity
 
 
 def test_render_picks_the_form_of_the_installed_version(site_pki, monkeypatch, capsys):
@@ -238,7 +287,9 @@ def test_every_daemon_instance_gets_the_host_rights(tmp_path):
     from gridtwin.site import load_site
 
     path = tmp_path / "site.toml"
-    path.write_text('[site]\nid = "s"\n[daemon]\ninstances = 3\n[[nodes]]\nid = "n1"\nrole = "pdu"\n')
+    path.write_text(
+        '[site]\nid = "s"\n[daemon]\ninstances = 3\n[[nodes]]\nid = "n1"\nrole = "pdu"\n'
+    )
     acl = gbroker.render_acl(load_site(path))
     blocks = {}
     for block in acl.split("\nuser ")[1:]:

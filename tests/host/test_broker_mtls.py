@@ -12,7 +12,9 @@ pytestmark = pytest.mark.broker
 
 
 def telemetry(node: str, seq: int = 1) -> bytes:
-    return json.dumps({"v": 1, "node": node, "boot": 1, "seq": seq, "ts": 1764000000000, "m": {"p_kw": 1.5}}).encode()
+    return json.dumps(
+        {"v": 1, "node": node, "boot": 1, "seq": seq, "ts": 1764000000000, "m": {"p_kw": 1.5}}
+    ).encode()
 
 
 def test_node_publishes_telemetry_and_host_receives_it(broker, mqtt_client):
@@ -33,7 +35,9 @@ def test_client_without_certificate_is_refused(broker, tls12):
     assert not result.ok
     assert result.connack is None  # never got as far as MQTT
     assert broker.running
-    broker.wait_for_log("peer did not return a certificate|certificate verify failed|no certificate")
+    broker.wait_for_log(
+        "peer did not return a certificate|certificate verify failed|no certificate"
+    )
 
 
 def test_certificate_from_another_ca_is_refused(broker, tmp_path):
@@ -46,8 +50,13 @@ def test_certificate_from_another_ca_is_refused(broker, tmp_path):
 
 def test_expired_certificate_is_refused(broker, tmp_path):
     now = dt.datetime.now(dt.timezone.utc)
-    old = issue_test_identity(tmp_path, "pdu_a", ca=broker.pki, not_before=now - dt.timedelta(days=30),
-                              not_after=now - dt.timedelta(days=1))
+    old = issue_test_identity(
+        tmp_path,
+        "pdu_a",
+        ca=broker.pki,
+        not_before=now - dt.timedelta(days=30),
+        not_after=now - dt.timedelta(days=1),
+    )
     result = broker.probe(cert=str(old / "cert.pem"), key=str(old / "key.pem"))
     assert not result.ok
     assert "certificate expired" in result.error
@@ -162,7 +171,9 @@ def test_payload_over_the_size_limit_is_refused(broker, mqtt_client):
     assert len(host.messages) == 1
 
 
-def test_rotation_new_cert_connects_old_refused_once_revoked(site_pki_copy, broker_factory, mqtt_client):
+def test_rotation_new_cert_connects_old_refused_once_revoked(
+    site_pki_copy, broker_factory, mqtt_client
+):
     pki = site_pki_copy.pki
     brk = broker_factory(site_pki_copy)
     old_serial = pki.load_cert("pdu_a").serial_number

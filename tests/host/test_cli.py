@@ -24,7 +24,9 @@ def test_doctor_finds_the_tools_and_names_a_bad_site(tmp_path, capsys, micropyth
     rc = cli.main(["--site", str(bad), "doctor", "--json"])
     results = {r["check"]: r for r in json.loads(capsys.readouterr().out)}
     assert rc == 1
-    assert results["micropython"]["ok"] and results["mpy-cross"]["ok"] and results["mosquitto"]["ok"]
+    assert (
+        results["micropython"]["ok"] and results["mpy-cross"]["ok"] and results["mosquitto"]["ok"]
+    )
     assert results["site"]["ok"] is False and "surprise" in results["site"]["found"]
     assert results["pki"]["ok"] is None
 

@@ -35,22 +35,37 @@ def one_line_error(capsys, argv, code=2):
     return err
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["vnode", "pdu_a", "--heap", "lots"], ["--heap", "'lots' is not a heap size", "128k"]),
-    (["vnode", "pdu_a", "--heap", "20k"], ["--heap", "below the 80k the firmware needs", "EL1", "96k"]),
-    (["vnode", "pdu_a", "--speed", "0"], ["--speed", "not a number greater than 0"]),
-    (["demo", "--speed", "0"], ["--speed", "'0' is not a number greater than 0"]),
-    (["demo", "--speed", "-1"], ["--speed", "'-1' is not a number greater than 0"]),
-    (["demo", "--speed", "nan"], ["--speed"]),
-    (["demo", "--duration", "-5"], ["--duration"]),
-    (["demo", "--port", "99999"], ["--port", "not a TCP port"]),
-    (["query", "pdu_a", "v", "--since"], ["query: argument --since: expected one argument"]),
-    (["query", "pdu_a", "v", "--since", "soon"], ["--since 'soon' is neither a duration nor a time", "15m"]),
-    (["query", "pdu_a", "v", "--since", "+5m"], ["--since '+5m' is neither a duration nor a time"]),
-    (["daemon", "run", "--metrics-port", "x"], ["daemon run: argument --metrics-port"]),
-    (["daemon", "--metrics-port", "70000"], ["--metrics-port", "'70000' is not a TCP port"]),  # was an OverflowError
-    (["--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["vnode", "pdu_a", "--heap", "lots"], ["--heap", "'lots' is not a heap size", "128k"]),
+        (
+            ["vnode", "pdu_a", "--heap", "20k"],
+            ["--heap", "below the 80k the firmware needs", "EL1", "96k"],
+        ),
+        (["vnode", "pdu_a", "--speed", "0"], ["--speed", "not a number greater than 0"]),
+        (["demo", "--speed", "0"], ["--speed", "'0' is not a number greater than 0"]),
+        (["demo", "--speed", "-1"], ["--speed", "'-1' is not a number greater than 0"]),
+        (["demo", "--speed", "nan"], ["--speed"]),
+        (["demo", "--duration", "-5"], ["--duration"]),
+        (["demo", "--port", "99999"], ["--port", "not a TCP port"]),
+        (["query", "pdu_a", "v", "--since"], ["query: argument --since: expected one argument"]),
+        (
+            ["query", "pdu_a", "v", "--since", "soon"],
+            ["--since 'soon' is neither a duration nor a time", "15m"],
+        ),
+        (
+            ["query", "pdu_a", "v", "--since", "+5m"],
+            ["--since '+5m' is neither a duration nor a time"],
+        ),
+        (["daemon", "run", "--metrics-port", "x"], ["daemon run: argument --metrics-port"]),
+        (
+            ["daemon", "--metrics-port", "70000"],
+            ["--metrics-port", "'70000' is not a TCP port"],
+        ),  # was an OverflowError
+        (["--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
+    ],
+)
 def test_a_bad_flag_is_one_clear_line_and_a_nonzero_exit(site, capsys, argv, words):
     err = one_line_error(capsys, ["--site", str(site), *argv])
     for w in words:
@@ -67,12 +82,18 @@ def test_since_takes_a_leading_minus_as_influxdb_writes_it(site, capsys):
 
 def test_an_unknown_board_fails_the_site_check_naming_the_node_and_the_known_boards(site, capsys):
     text = site.read_text()
-    site.write_text(text.replace('id = "gen_a"\nrole = "generator"\nboard = "esp32"',
-                                 'id = "gen_a"\nrole = "generator"\nboard = "esp32c9"'))
+    site.write_text(
+        text.replace(
+            'id = "gen_a"\nrole = "generator"\nboard = "esp32"',
+            'id = "gen_a"\nrole = "generator"\nboard = "esp32c9"',
+        )
+    )
     assert cli.main(["--site", str(site), "doctor", "--json"]) == 1
     checks = {r["check"]: r for r in json.loads(capsys.readouterr().out)}
     found = checks["site"]["found"]
-    assert checks["site"]["ok"] is False and "nodes[gen_a].board: unknown board 'esp32c9'" in found, found
+    assert (
+        checks["site"]["ok"] is False and "nodes[gen_a].board: unknown board 'esp32c9'" in found
+    ), found
     assert "esp32, esp32s3" in found
     # the demo refuses before it starts a broker, with the same line
     err = one_line_error(capsys, ["--site", str(site), "demo", "--no-view"])
@@ -80,14 +101,19 @@ def test_an_unknown_board_fails_the_site_check_naming_the_node_and_the_known_boa
 
 
 def test_site_errors_name_the_node_by_its_id(site, capsys):
-    site.write_text(site.read_text().replace('id = "pdu_a"\nrole = "pdu"', 'id = "pdu_a"\nrole = "pdv"'))
+    site.write_text(
+        site.read_text().replace('id = "pdu_a"\nrole = "pdu"', 'id = "pdu_a"\nrole = "pdv"')
+    )
     err = one_line_error(capsys, ["--site", str(site), "nodes"])
     assert f"{site}: nodes[pdu_a].role: unknown role 'pdv'" in err
 
 
 # --- helpers ---------------------------------------------------------------------------------------
 
-def _store_readings(site_path, node, metrics: list[dict], *, step_ms=1000, end_ms=None, boot=1, downsample_ms=None):
+
+def _store_readings(
+    site_path, node, metrics: list[dict], *, step_ms=1000, end_ms=None, boot=1, downsample_ms=None
+):
     """Readings of `node` through the daemon's validator into the site's store, the last at end_ms;
     those before downsample_ms folded into 1-minute rollups as the daemon's retention does."""
     from gridtwin.daemon import validate
@@ -101,7 +127,9 @@ def _store_readings(site_path, node, metrics: list[dict], *, step_ms=1000, end_m
         batch = []
         for i, m in enumerate(metrics):
             ts = end_ms - (len(metrics) - 1 - i) * step_ms
-            payload = json.dumps({"v": 1, "node": node, "boot": boot, "seq": i, "ts": ts, "m": m}).encode()
+            payload = json.dumps(
+                {"v": 1, "node": node, "boot": boot, "seq": i, "ts": ts, "m": m}
+            ).encode()
             batch.append(validate.telemetry(node, payload))
         store.write_batch(batch)
         if downsample_ms:
@@ -121,10 +149,19 @@ def test_vnode_with_an_expired_certificate_warns_before_it_starts(tmp_path, micr
 
     sp = make_site_pki(tmp_path / "site")
     now = dt.datetime.now(dt.timezone.utc)
-    issue_test_identity(sp.pki.dir, "pdu_a", ca=sp.pki, not_before=now - dt.timedelta(days=10),
-                        not_after=now - dt.timedelta(days=1))
-    proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(sp.path), "vnode", "pdu_a"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    issue_test_identity(
+        sp.pki.dir,
+        "pdu_a",
+        ca=sp.pki,
+        not_before=now - dt.timedelta(days=10),
+        not_after=now - dt.timedelta(days=1),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gridtwin", "--site", str(sp.path), "vnode", "pdu_a"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = []
         for line in proc.stderr:  # up to the line that says the board starts
@@ -138,17 +175,29 @@ def test_vnode_with_an_expired_certificate_warns_before_it_starts(tmp_path, micr
             proc.send_signal(signal.SIGINT)
         proc.wait(30)
     text = "".join(lines)
-    warning = next((i for i, x in enumerate(lines) if x.startswith("gridtwin: warning: pdu_a: certificate expired")),
-                   None)
+    warning = next(
+        (
+            i
+            for i, x in enumerate(lines)
+            if x.startswith("gridtwin: warning: pdu_a: certificate expired")
+        ),
+        None,
+    )
     start = next(i for i, x in enumerate(lines) if "on a virtual board" in x)
-    assert warning is not None and warning < start and "gridtwin pki rotate pdu_a" in lines[warning], text
+    assert (
+        warning is not None and warning < start and "gridtwin pki rotate pdu_a" in lines[warning]
+    ), text
 
 
 def test_make_setup_says_what_it_does_before_it_does_it_and_readme_names_the_cli():
     import subprocess
 
-    out = subprocess.run(["make", "-n", "-B", "--no-print-directory", ".venv/.setup-stamp"], cwd=REPO,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["make", "-n", "-B", "--no-print-directory", ".venv/.setup-stamp"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     first = out.stdout.splitlines()[0]
     assert first.startswith("echo \"setup: ") and "minute" in first, out.stdout
     readme = (REPO / "README.md").read_text()
@@ -172,12 +221,17 @@ def daemon_site(site_pki_copy, broker, tmp_path):
     text = re.sub(r"(?m)^port = \d+", f"port = {broker.port}", site.read_text())
     site.write_text(text + f"\n[daemon]\nmetrics_port = {metrics_port}\n")
     log = open(tmp_path / "daemon.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site), "daemon"], stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gridtwin", "--site", str(site), "daemon"], stdout=log, stderr=log
+    )
 
     def healthy():
         assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
         try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).status == 200
+            return (
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).status
+                == 200
+            )
         except OSError:
             return False
 
@@ -192,21 +246,47 @@ def test_cmd_to_an_offline_node_says_whom_it_waits_for_and_how_long(daemon_site)
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "gridtwin", "--site", str(daemon_site), "cmd", "util_a", "reboot",
-                          "--ttl", "1"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gridtwin",
+            "--site",
+            str(daemon_site),
+            "cmd",
+            "util_a",
+            "reboot",
+            "--ttl",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     lines = out.stderr.splitlines()
     assert out.returncode == 4, out.stderr
-    assert lines[0] == ("gridtwin: util_a is offline (never seen); waiting up to 1 s for it to come online (--ttl), "
-                        "then 10 s for its ack; Ctrl-C gives up"), out.stderr
+    assert lines[0] == (
+        "gridtwin: util_a is offline (never seen); waiting up to 1 s for it to come online (--ttl), "
+        "then 10 s for its ack; Ctrl-C gives up"
+    ), out.stderr
     assert "util_a is offline" in lines[-1] and len(lines) == 2
 
 
-@pytest.mark.parametrize("argv, run_flags", [
-    (["daemon", "--twin", "install"], {"twin": True, "instance": 1, "metrics_port": None}),
-    (["daemon", "install", "--twin", "--metrics-port", "9911"], {"twin": True, "instance": 1, "metrics_port": 9911}),
-    (["daemon", "--instance", "2", "install"], {"twin": False, "instance": 2, "metrics_port": None}),
-    (["daemon", "install"], {"twin": False, "instance": 1, "metrics_port": None}),
-])
+@pytest.mark.parametrize(
+    "argv, run_flags",
+    [
+        (["daemon", "--twin", "install"], {"twin": True, "instance": 1, "metrics_port": None}),
+        (
+            ["daemon", "install", "--twin", "--metrics-port", "9911"],
+            {"twin": True, "instance": 1, "metrics_port": 9911},
+        ),
+        (
+            ["daemon", "--instance", "2", "install"],
+            {"twin": False, "instance": 2, "metrics_port": None},
+        ),
+        (["daemon", "install"], {"twin": False, "instance": 1, "metrics_port": None}),
+    ],
+)
 def test_daemon_install_passes_the_run_flags_to_the_units_execstart(site, capsys, argv, run_flags):
     import argparse
     import shlex
@@ -223,26 +303,60 @@ def test_daemon_install_passes_the_run_flags_to_the_units_execstart(site, capsys
     daemon_cmd.add_arguments(parser)
     ns = parser.parse_args(words[4:])
     assert ns.action == "run" and ns.log_format == "json"
-    assert (ns.twin, getattr(ns, "instance", 1), ns.metrics_port) == tuple(run_flags.values()), exec_start
+    assert (ns.twin, getattr(ns, "instance", 1), ns.metrics_port) == tuple(run_flags.values()), (
+        exec_start
+    )
     assert ("digital twin" in unit) == run_flags["twin"]
 
 
 def test_daemon_install_writes_the_instances_own_unit(site, tmp_path, capsys):
-    assert cli.main(["--site", str(site), "daemon", "--twin", "install", "--no-start",
-                     "--unit-dir", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "--site",
+                str(site),
+                "daemon",
+                "--twin",
+                "install",
+                "--no-start",
+                "--unit-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert " --twin" in (tmp_path / "gridtwin-daemon.service").read_text()
-    assert cli.main(["--site", str(site), "daemon", "--instance", "2", "install", "--no-start",
-                     "--unit-dir", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "--site",
+                str(site),
+                "daemon",
+                "--instance",
+                "2",
+                "install",
+                "--no-start",
+                "--unit-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "--instance 2" in (tmp_path / "gridtwin-daemon-2.service").read_text()
     assert "--instance" not in (tmp_path / "gridtwin-daemon.service").read_text()
-    one_line_error(capsys, ["--site", str(site), "daemon", "--instance", "2", "install", "--twin", "--dry-run"])
+    one_line_error(
+        capsys, ["--site", str(site), "daemon", "--instance", "2", "install", "--twin", "--dry-run"]
+    )
 
 
 def test_query_of_a_metric_the_node_does_not_have_lists_the_ones_it_has(site, capsys):
     # the README's old `gridtwin query pdu_a p_w`: pdu_a (a PDU role, no sensors) has no p_w
     _store_readings(site, "pdu_a", [{"load_kw": 12.5, "out": 1, "supply": 1}] * 3)
     err = one_line_error(capsys, ["--site", str(site), "query", "pdu_a", "p_w"])
-    assert "pdu_a has no metric 'p_w'; it has: load_kw, out, supply" in err and "gridtwin nodes pdu_a" in err
+    assert (
+        "pdu_a has no metric 'p_w'; it has: load_kw, out, supply" in err
+        and "gridtwin nodes pdu_a" in err
+    )
     err = one_line_error(capsys, ["--site", str(site), "query", "pdu_a", "load_k"])
     assert "did you mean 'load_kw'?" in err
     assert cli.main(["--site", str(site), "query", "pdu_a", "load_kw"]) == 0
@@ -253,39 +367,102 @@ def _minute_series(site):
     """16 readings of pdu_a's load_kw, one every 15 s (values 0..15) from a 4-minute boundary 12 to 16
     minutes ago (the queries look 20 minutes back); the first 8 (two minutes) already folded into rollups."""
     base = (int(time.time() * 1000) // 240_000) * 240_000 - 12 * 60_000
-    _store_readings(site, "pdu_a", [{"load_kw": float(i)} for i in range(16)], step_ms=15_000,
-                    end_ms=base + 15 * 15_000, downsample_ms=base + 120_000)
+    _store_readings(
+        site,
+        "pdu_a",
+        [{"load_kw": float(i)} for i in range(16)],
+        step_ms=15_000,
+        end_ms=base + 15 * 15_000,
+        downsample_ms=base + 120_000,
+    )
     return base
 
 
 def test_query_every_gives_mean_min_max_and_count_per_bucket_from_rollups_and_raw(site, capsys):
     base = _minute_series(site)
-    assert cli.main(["--site", str(site), "query", "pdu_a", "load_kw", "--since", "20m", "--every", "1m",
-                     "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "--site",
+                str(site),
+                "query",
+                "pdu_a",
+                "load_kw",
+                "--since",
+                "20m",
+                "--every",
+                "1m",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["ts"], r["n"], r["min"], r["max"], r["mean"]) for r in rows] == [
-        (base + k * 60_000, 4, 4.0 * k, 4.0 * k + 3, 4.0 * k + 1.5) for k in range(4)]
+        (base + k * 60_000, 4, 4.0 * k, 4.0 * k + 3, 4.0 * k + 1.5) for k in range(4)
+    ]
     assert rows[0]["time"].endswith("+00:00")
     # one bucket over both: two minutes of rollups and two of raw readings
-    assert cli.main(["--site", str(site), "query", "pdu_a", "load_kw", "--since", "20m", "--every", "4m",
-                     "--csv"]) == 0
+    assert (
+        cli.main(
+            [
+                "--site",
+                str(site),
+                "query",
+                "pdu_a",
+                "load_kw",
+                "--since",
+                "20m",
+                "--every",
+                "4m",
+                "--csv",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "time,mean,min,max,n" and lines[1].split(",")[1:] == ["7.5", "0.0", "15.0", "16"]
+    assert lines[0] == "time,mean,min,max,n" and lines[1].split(",")[1:] == [
+        "7.5",
+        "0.0",
+        "15.0",
+        "16",
+    ]
 
 
 def test_query_until_closes_the_window(site, capsys):
     import datetime as dt
 
     base = _minute_series(site)
-    until = dt.datetime.fromtimestamp((base + 180_000) / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    assert cli.main(["--site", str(site), "query", "pdu_a", "load_kw", "--since", "20m", "--until", until,
-                     "--json"]) == 0
+    until = dt.datetime.fromtimestamp((base + 180_000) / 1000, dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S"
+    )
+    assert (
+        cli.main(
+            [
+                "--site",
+                str(site),
+                "query",
+                "pdu_a",
+                "load_kw",
+                "--since",
+                "20m",
+                "--until",
+                until,
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     # two rollups (their means), then the raw readings of the third minute
     assert [r["value"] for r in rows] == [1.5, 5.5, 8.0, 9.0, 10.0, 11.0]
-    err = one_line_error(capsys, ["--site", str(site), "query", "pdu_a", "load_kw", "--since", "1h", "--until", "2h"])
+    err = one_line_error(
+        capsys, ["--site", str(site), "query", "pdu_a", "load_kw", "--since", "1h", "--until", "2h"]
+    )
     assert "is not before --until" in err
-    one_line_error(capsys, ["--site", str(site), "query", "pdu_a", "load_kw", "--until", "yesterday"])
+    one_line_error(
+        capsys, ["--site", str(site), "query", "pdu_a", "load_kw", "--until", "yesterday"]
+    )
     one_line_error(capsys, ["--site", str(site), "query", "pdu_a", "load_kw", "--every", "0s"])
     one_line_error(capsys, ["--site", str(site), "query", "pdu_a", "load_kw", "--csv", "--json"])
 
@@ -297,20 +474,39 @@ def _birth_and_logs(site_path, node, birth: dict, logs: list[dict]):
 
     store = SqliteStore(db_path(load_site(site_path)))
     try:
-        store.write_batch([], statuses=[(node, birth)] if birth else [], logs=[(node, lg) for lg in logs])
+        store.write_batch(
+            [], statuses=[(node, birth)] if birth else [], logs=[(node, lg) for lg in logs]
+        )
     finally:
         store.close()
 
 
-BIRTH = {"state": "online", "fw": "0.6.0", "board": "esp32s3", "reset": "power_on", "boot": 77, "heap": 61234,
-         "rssi": -58, "uptime": 12, "outbox": 0, "drops": 0, "interval": 1000,
-         "sensors": {"array_v": "V", "array_a": "A", "array_w": "W", "ghi": "W/m2", "t_cell": "degC"}}
+BIRTH = {
+    "state": "online",
+    "fw": "0.6.0",
+    "board": "esp32s3",
+    "reset": "power_on",
+    "boot": 77,
+    "heap": 61234,
+    "rssi": -58,
+    "uptime": 12,
+    "outbox": 0,
+    "drops": 0,
+    "interval": 1000,
+    "sensors": {"array_v": "V", "array_a": "A", "array_w": "W", "ghi": "W/m2", "t_cell": "degC"},
+}
 
 
 def test_nodes_node_shows_sensors_metrics_with_units_firmware_health_and_last_values(site, capsys):
     _birth_and_logs(site, "pv1", BIRTH, [])
-    _store_readings(site, "pv1", [{"array_v": 31.0, "array_a": 5.0, "ghi": 800.0, "t_cell": 30.5},
-                                  {"array_v": 32.0, "array_a": 5.5, "ghi": 810.0, "t_cell": 30.75}])
+    _store_readings(
+        site,
+        "pv1",
+        [
+            {"array_v": 31.0, "array_a": 5.0, "ghi": 800.0, "t_cell": 30.5},
+            {"array_v": 32.0, "array_a": 5.5, "ghi": 810.0, "t_cell": 30.75},
+        ],
+    )
     assert cli.main(["--site", str(site), "nodes", "pv1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("pv1  (role pv, board esp32s3)")
@@ -318,8 +514,13 @@ def test_nodes_node_shows_sensors_metrics_with_units_firmware_health_and_last_va
     assert "heap 61234 B free" in out
     # the site's sensors, and every metric with its unit and last value
     assert "array (ina226, addr 0x40" in out and "t_cell (ds18b20" in out
-    for name, unit, last in (("array_v", "V", "32"), ("array_a", "A", "5.5"), ("ghi", "W/m2", "810"),
-                             ("t_cell", "degC", "30.75"), ("array_w", "W", "-")):
+    for name, unit, last in (
+        ("array_v", "V", "32"),
+        ("array_a", "A", "5.5"),
+        ("ghi", "W/m2", "810"),
+        ("t_cell", "degC", "30.75"),
+        ("array_w", "W", "-"),
+    ):
         assert any(line.split() == [name, unit, last] for line in out.splitlines()), (name, out)
     assert cli.main(["--site", str(site), "nodes", "pv1", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
@@ -336,7 +537,12 @@ def test_logs_prints_the_newest_lines_and_follows_new_ones(site, capsys):
     import threading
 
     now = int(time.time() * 1000)
-    _birth_and_logs(site, "pdu_a", None, [{"ts": now - 3000 + i, "lvl": "W", "msg": f"line {i}"} for i in range(3)])
+    _birth_and_logs(
+        site,
+        "pdu_a",
+        None,
+        [{"ts": now - 3000 + i, "lvl": "W", "msg": f"line {i}"} for i in range(3)],
+    )
     assert cli.main(["--site", str(site), "logs", "pdu_a", "-n", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" ", 2)[2] for line in lines] == ["W line 1", "W line 2"]
@@ -345,15 +551,32 @@ def test_logs_prints_the_newest_lines_and_follows_new_ones(site, capsys):
     one_line_error(capsys, ["--site", str(site), "logs", "pdu_b"])
     one_line_error(capsys, ["--site", str(site), "logs", "pdu_a", "-n", "0"])
 
-    follow = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site), "logs", "pdu_a", "--follow",
-                               "-n", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    follow = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridtwin",
+            "--site",
+            str(site),
+            "logs",
+            "pdu_a",
+            "--follow",
+            "-n",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert follow.stdout.readline().endswith("W line 2\n")
         # a line stored while it follows is printed; a reader thread so a missing line fails, not hangs
         got = []
         reader = threading.Thread(target=lambda: got.append(follow.stdout.readline()), daemon=True)
         reader.start()
-        _birth_and_logs(site, "pdu_a", None, [{"ts": now, "lvl": "E", "msg": "sensor t_amb failed"}])
+        _birth_and_logs(
+            site, "pdu_a", None, [{"ts": now, "lvl": "E", "msg": "sensor t_amb failed"}]
+        )
         reader.join(10)
         assert got and got[0].endswith("E sensor t_amb failed\n"), got
         follow.send_signal(signal.SIGINT)
@@ -369,8 +592,12 @@ def _vnode(site_path, *argv):
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site_path), "vnode", *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gridtwin", "--site", str(site_path), "vnode", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_vnode_out_of_memory_ends_with_one_line_and_a_nonzero_exit(site_pki_copy, micropython):
@@ -381,7 +608,10 @@ def test_vnode_out_of_memory_ends_with_one_line_and_a_nonzero_exit(site_pki_copy
     assert proc.returncode == 1, err
     assert "MemoryError" in out and "Traceback" not in err
     last = err.splitlines()[-1]
-    assert last.startswith("gridtwin: EL1 ran out of its 80k heap and fell into safe mode") and "--heap 128k" in last
+    assert (
+        last.startswith("gridtwin: EL1 ran out of its 80k heap and fell into safe mode")
+        and "--heap 128k" in last
+    )
 
 
 def test_vnode_ctrl_c_stops_without_a_bare_keyboard_interrupt(site_pki_copy, micropython):
@@ -409,5 +639,7 @@ def test_a_render_into_a_folder_that_cannot_hold_files_is_one_clear_error(tmp_pa
     from gridtwin.stack.install import PlannedFile, write
 
     with pytest.raises(ToolError, match="cannot write /proc/gridtwin") as exc:
-        write([PlannedFile("/etc/x.conf", b"x", 0o644, "root", "root")], "/proc/gridtwin", chown=False)
+        write(
+            [PlannedFile("/etc/x.conf", b"x", 0o644, "root", "root")], "/proc/gridtwin", chown=False
+        )
     assert "--out" in exc.value.hint

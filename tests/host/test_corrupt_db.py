@@ -22,10 +22,20 @@ def _site_with_db(tmp_path):
     db = tmp_path / "var" / "gridtwin.db"
     store = SqliteStore(db)
     from gridtwin.daemon import validate
+
     now = int(time.time() * 1000)
-    store.write_batch([validate.telemetry("pdu_a", (
-        '{"v":1,"node":"pdu_a","boot":1,"seq":%d,"ts":%d,"m":{"load_kw":%d.5}}' % (i, now - 1000 + i, i)).encode())
-        for i in range(400)])
+    store.write_batch(
+        [
+            validate.telemetry(
+                "pdu_a",
+                (
+                    '{"v":1,"node":"pdu_a","boot":1,"seq":%d,"ts":%d,"m":{"load_kw":%d.5}}'
+                    % (i, now - 1000 + i, i)
+                ).encode(),
+            )
+            for i in range(400)
+        ]
+    )
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
     return site, db
@@ -35,15 +45,27 @@ def _site_with_db(tmp_path):
 def test_every_verb_and_doctor_name_a_corrupt_database(tmp_path, capsys, damage):
     site, db = _site_with_db(tmp_path)
     damage(db)
-    for argv in (["nodes"], ["query", "pdu_a", "load_kw", "--since", "1h"], ["logs", "pdu_a"],
-                 ["daemon", "--metrics-port", "0"]):
+    for argv in (
+        ["nodes"],
+        ["query", "pdu_a", "load_kw", "--since", "1h"],
+        ["logs", "pdu_a"],
+        ["daemon", "--metrics-port", "0"],
+    ):
         rc = cli.main(["--site", str(site), *argv])
         err = capsys.readouterr().err
         if damage is destroy_pages and argv[0] in ("nodes", "logs") and rc == 0:
             continue  # a reader that never touches a damaged page has nothing to report
         assert rc != 0, (argv, err)
-        assert err.startswith("gridtwin: ") and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
-        assert "is corrupt" in err and str(db) in err and "mv " in err and "disk is not full" not in err, err
+        assert err.startswith("gridtwin: ") and err.count("\n") == 1 and "Traceback" not in err, (
+            argv,
+            err,
+        )
+        assert (
+            "is corrupt" in err
+            and str(db) in err
+            and "mv " in err
+            and "disk is not full" not in err
+        ), err
     rc = cli.main(["--site", str(site), "doctor"])
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if "database" in ln)

@@ -23,8 +23,12 @@ pytestmark = pytest.mark.broker
 
 
 def gridtwin(site, *args, timeout=30):
-    return subprocess.run([sys.executable, "-m", "gridtwin", "--site", str(site), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "gridtwin", "--site", str(site), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class FakeNode:
@@ -46,16 +50,38 @@ class FakeNode:
         self.commands.append(cmd)
         answer = self.answers.get(cmd["cmd"])
         if answer is not None:
-            client.publish(f"{self.root}/{self.node}/ack", json.dumps({"id": cmd["id"], **answer, "ts": 1}), qos=1)
+            client.publish(
+                f"{self.root}/{self.node}/ack",
+                json.dumps({"id": cmd["id"], **answer, "ts": 1}),
+                qos=1,
+            )
 
     def birth(self):
-        self.client.publish(f"{self.root}/{self.node}/status", json.dumps(
-            {"state": "online", "fw": "0.6.0", "board": "esp32s3", "reset": "power_on", "boot": 77, "heap": 81234,
-             "rssi": -58, "uptime": 12, "outbox": 0, "drops": 0}), qos=1, retain=True).wait_for_publish(5)
+        self.client.publish(
+            f"{self.root}/{self.node}/status",
+            json.dumps(
+                {
+                    "state": "online",
+                    "fw": "0.6.0",
+                    "board": "esp32s3",
+                    "reset": "power_on",
+                    "boot": 77,
+                    "heap": 81234,
+                    "rssi": -58,
+                    "uptime": 12,
+                    "outbox": 0,
+                    "drops": 0,
+                }
+            ),
+            qos=1,
+            retain=True,
+        ).wait_for_publish(5)
 
     def die(self):
         # "disconnect with will message": the broker publishes the will, as when power is lost
-        self.client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+        self.client.disconnect(
+            reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+        )
         self.client.loop_stop()
 
 
@@ -67,12 +93,17 @@ def running(site_pki_copy, broker, tmp_path):
     text = re.sub(r"(?m)^port = \d+", f"port = {broker.port}", text)
     site.write_text(text + f"\n[daemon]\nmetrics_port = {metrics_port}\n")
     log = open(tmp_path / "daemon.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site), "daemon"], stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gridtwin", "--site", str(site), "daemon"], stdout=log, stderr=log
+    )
 
     def healthy():
         assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
         try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).status == 200
+            return (
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).status
+                == 200
+            )
         except OSError:
             return False
 
@@ -86,14 +117,23 @@ def running(site_pki_copy, broker, tmp_path):
 
 def test_nodes_cmd_query_tail_and_metrics(running, broker):
     site, proc, metrics_port, db = running
-    node = FakeNode(broker, "pdu_a", {"set_fault": {"ok": True, "result": {"fault": True}},
-                                      "reboot": {"ok": False, "err": "busy"}})
+    node = FakeNode(
+        broker,
+        "pdu_a",
+        {
+            "set_fault": {"ok": True, "result": {"fault": True}},
+            "reboot": {"ok": False, "err": "busy"},
+        },
+    )
     try:
         node.birth()
         now = int(time.time() * 1000)
         for seq in range(5):
-            node.client.publish(f"{node.root}/pdu_a/telemetry",
-                                telemetry_payload("pdu_a", boot=77, seq=seq, ts=now - 5000 + seq * 1000), qos=1)
+            node.client.publish(
+                f"{node.root}/pdu_a/telemetry",
+                telemetry_payload("pdu_a", boot=77, seq=seq, ts=now - 5000 + seq * 1000),
+                qos=1,
+            )
         wait_for(lambda: count_rows(db) == 5, 10, "readings stored")
 
         out = gridtwin(site, "nodes")
@@ -105,13 +145,20 @@ def test_nodes_cmd_query_tail_and_metrics(running, broker):
         out = gridtwin(site, "cmd", "pdu_a", "set_fault", "state=true", "level=3", "why=test")
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout) == {"fault": True}
-        assert node.commands[-1]["args"] == {"state": True, "level": 3, "why": "test"} and node.commands[-1]["id"]
+        assert (
+            node.commands[-1]["args"] == {"state": True, "level": 3, "why": "test"}
+            and node.commands[-1]["id"]
+        )
 
         out = gridtwin(site, "cmd", "pdu_a", "reboot")
         assert out.returncode == 1 and "busy" in out.stderr
 
         out = gridtwin(site, "cmd", "pdu_a", "unknown_cmd", "--timeout", "0.5")
-        assert out.returncode == 4 and "did not acknowledge" in out.stderr and "Traceback" not in out.stderr
+        assert (
+            out.returncode == 4
+            and "did not acknowledge" in out.stderr
+            and "Traceback" not in out.stderr
+        )
 
         out = gridtwin(site, "cmd", "util_a", "reboot", "--ttl", "0.3")
         assert out.returncode == 4 and "util_a is offline" in out.stderr
@@ -125,16 +172,39 @@ def test_nodes_cmd_query_tail_and_metrics(running, broker):
         out = gridtwin(site, "query", "pdu_a", "p_w", "--since", "1h", "--csv")
         assert out.returncode == 0, out.stderr
         lines = out.stdout.splitlines()
-        assert lines[0] == "time,p_w" and [float(x.split(",")[1]) for x in lines[1:]] == [0.0, 1.5, 3.0, 4.5, 6.0]
+        assert lines[0] == "time,p_w" and [float(x.split(",")[1]) for x in lines[1:]] == [
+            0.0,
+            1.5,
+            3.0,
+            4.5,
+            6.0,
+        ]
         assert gridtwin(site, "query", "pdu_a", "p_w", "--since", "soon").returncode == 2
 
-        tail = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site), "tail", "pdu_a", "-n", "2",
-                                 "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        tail = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gridtwin",
+                "--site",
+                str(site),
+                "tail",
+                "pdu_a",
+                "-n",
+                "2",
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             # publish until the tail has attached and seen two readings
             seq = iter(range(5, 1000))
             while tail.poll() is None:
-                node.client.publish(f"{node.root}/pdu_a/telemetry", telemetry_payload("pdu_a", 77, next(seq)), qos=1)
+                node.client.publish(
+                    f"{node.root}/pdu_a/telemetry", telemetry_payload("pdu_a", 77, next(seq)), qos=1
+                )
                 try:
                     tail.wait(0.2)
                 except subprocess.TimeoutExpired:
@@ -144,12 +214,20 @@ def test_nodes_cmd_query_tail_and_metrics(running, broker):
             if tail.poll() is None:
                 tail.kill()
             tail.wait()
-        assert tail.returncode == 0 and len(lines) == 2 and all(json.loads(x)["node"] == "pdu_a" for x in lines)
+        assert (
+            tail.returncode == 0
+            and len(lines) == 2
+            and all(json.loads(x)["node"] == "pdu_a" for x in lines)
+        )
 
         out = gridtwin(site, "daemon", "status")
         assert out.returncode == 0 and json.loads(out.stdout)["subscribed"] is True
         out = gridtwin(site, "daemon")  # a second daemon for the same site
-        assert out.returncode == 1 and "is another daemon running" in out.stderr and "Traceback" not in out.stderr
+        assert (
+            out.returncode == 1
+            and "is another daemon running" in out.stderr
+            and "Traceback" not in out.stderr
+        )
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
         stored = int(re.search(r"(?m)^gridtwin_stored_total (\d+)", text).group(1))
@@ -158,21 +236,42 @@ def test_nodes_cmd_query_tail_and_metrics(running, broker):
         assert 'gridtwin_node_online{node="pdu_a"} 1' in text and "influx_reachable" not in text
 
         # /cmd is not for anyone on the host: it needs the token only the daemon's user can read
-        req = urllib.request.Request(f"http://127.0.0.1:{metrics_port}/cmd", data=b'{"node":"pdu_a","cmd":"x"}')
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{metrics_port}/cmd", data=b'{"node":"pdu_a","cmd":"x"}'
+        )
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(req)
         assert exc.value.code == 401
         assert oct((db.parent / "daemon.json").stat().st_mode & 0o777) == "0o600"
 
         node.die()
-        wait_for(lambda: "offline" in next(line for line in gridtwin(site, "nodes").stdout.splitlines()
-                                           if line.startswith("pdu_a")),
-                 10, "the will to mark pdu_a offline")
+        wait_for(
+            lambda: (
+                "offline"
+                in next(
+                    line
+                    for line in gridtwin(site, "nodes").stdout.splitlines()
+                    if line.startswith("pdu_a")
+                )
+            ),
+            10,
+            "the will to mark pdu_a offline",
+        )
         history = count_rows(db, "SELECT count(*) FROM commands")
-        assert history == 4  # set_fault, reboot, unknown_cmd, util_a (offline); the bad ones never got an id
+        assert (
+            history == 4
+        )  # set_fault, reboot, unknown_cmd, util_a (offline); the bad ones never got an id
         assert count_rows(db, "SELECT count(*) FROM commands WHERE state='timeout'") >= 1
-        assert count_rows(db, "SELECT count(*) FROM commands WHERE state='offline' AND node='util_a'") == 1
-        assert count_rows(db, "SELECT count(*) FROM commands WHERE state='ok' AND result='{\"fault\": true}'") == 1
+        assert (
+            count_rows(db, "SELECT count(*) FROM commands WHERE state='offline' AND node='util_a'")
+            == 1
+        )
+        assert (
+            count_rows(
+                db, "SELECT count(*) FROM commands WHERE state='ok' AND result='{\"fault\": true}'"
+            )
+            == 1
+        )
     finally:
         if node.client.is_connected():
             node.die()
@@ -202,19 +301,26 @@ def test_influxdb_backend_from_the_site_file(site_pki_copy):
     from gridtwin.site import load_site
 
     site = site_pki_copy.path
-    site.write_text(site.read_text() + '\n[storage]\nbackend = "influxdb"\ninflux_api = "v1"\n'
-                    'influx_url = "http://127.0.0.1:8086"\ninflux_token_file = "influx.token"\n')
+    site.write_text(
+        site.read_text() + '\n[storage]\nbackend = "influxdb"\ninflux_api = "v1"\n'
+        'influx_url = "http://127.0.0.1:8086"\ninflux_token_file = "influx.token"\n'
+    )
     with pytest.raises(ConfigError) as exc:
         Daemon.from_site(load_site(site))
     assert exc.value.key == "storage.influx_token_file" and "influx.token" in exc.value.problem
     (site.parent / "influx.token").write_text("s3cret\n")
     d = Daemon.from_site(load_site(site), metrics_port=None)
     try:
-        assert d.forwarder.writer.cfg.token == "s3cret" and "/write?db=gridtwin" in d.forwarder.writer.endpoint
+        assert (
+            d.forwarder.writer.cfg.token == "s3cret"
+            and "/write?db=gridtwin" in d.forwarder.writer.endpoint
+        )
         assert d.ingest.influx_measurement == "telemetry"
         assert d.store.path == site.parent / "var" / "gridtwin.db"
         # the client id is the certificate's CN, the id the rendered broker gives the session anyway
         # (it was "gridtwin-daemon", which the daemon logged while the broker knew it as gridtwin-host)
-        assert d.bus.client_id == "gridtwin-host" and d.bus.status_topic.endswith("/_host/daemon/gridtwin-host")
+        assert d.bus.client_id == "gridtwin-host" and d.bus.status_topic.endswith(
+            "/_host/daemon/gridtwin-host"
+        )
     finally:
         d.store.close()

@@ -26,23 +26,40 @@ class _Site:
 def test_node_states_from_birth_will_and_silence():
     assert node_state({}, 1000, NOW) == "unknown"
     assert node_state({"state": "online", "last_seen": NOW - 2500}, 1000, NOW) == "online"
-    assert node_state({"state": "online", "last_seen": NOW - 3500}, 1000, NOW) == "stale"   # 3 intervals missed
-    assert node_state({"state": "online", "last_seen": NOW - 3500}, 1000, NOW, stale_intervals=5) == "online"
+    assert (
+        node_state({"state": "online", "last_seen": NOW - 3500}, 1000, NOW) == "stale"
+    )  # 3 intervals missed
+    assert (
+        node_state({"state": "online", "last_seen": NOW - 3500}, 1000, NOW, stale_intervals=5)
+        == "online"
+    )
     assert node_state({"state": "offline", "last_seen": NOW}, 1000, NOW) == "offline"
-    assert node_state({"state": None, "last_seen": NOW - 10}, 1000, NOW) == "online"  # readings, no birth seen yet
+    assert (
+        node_state({"state": None, "last_seen": NOW - 10}, 1000, NOW) == "online"
+    )  # readings, no birth seen yet
 
 
 def test_fleet_view_uses_each_nodes_interval(tmp_path):
     store = SqliteStore(tmp_path / "db")
     store.ensure_nodes(["a", "b", "c", "d"])
-    store.write_batch([], statuses=[("a", {"state": "online", "fw": "1.0", "rssi": -50}),
-                                    ("b", {"state": "online"}), ("c", {"state": "offline"}),
-                                    ("ghost", {"state": "online"})])
+    store.write_batch(
+        [],
+        statuses=[
+            ("a", {"state": "online", "fw": "1.0", "rssi": -50}),
+            ("b", {"state": "online"}),
+            ("c", {"state": "offline"}),
+            ("ghost", {"state": "online"}),
+        ],
+    )
     now = int(time.time() * 1000)
     views = {v.id: v for v in fleet(store, _Site(), now_ms=now + 700)}
     # b samples every 200 ms: 700 ms of silence is more than three of its intervals
-    assert ((views["a"].state, views["b"].state, views["c"].state, views["d"].state)
-            == ("online", "stale", "offline", "unknown"))
+    assert (views["a"].state, views["b"].state, views["c"].state, views["d"].state) == (
+        "online",
+        "stale",
+        "offline",
+        "unknown",
+    )
     assert views["a"].fw == "1.0" and views["a"].rssi == -50 and views["d"].board == "esp32s3"
     assert views["ghost"].in_site is False and list(views)[:4] == ["a", "b", "c", "d"]
     store.close()
@@ -50,8 +67,14 @@ def test_fleet_view_uses_each_nodes_interval(tmp_path):
 
 def test_metrics_and_healthz_endpoints():
     m = Metrics()
-    srv = MetricsServer(m, "127.0.0.1", 0, routes={("GET", "/secret"): lambda h, q, b: (200, "text/plain", b"x")},
-                        token="t0k", private={"/secret"})
+    srv = MetricsServer(
+        m,
+        "127.0.0.1",
+        0,
+        routes={("GET", "/secret"): lambda h, q, b: (200, "text/plain", b"x")},
+        token="t0k",
+        private={"/secret"},
+    )
     srv.start()
     base = f"http://127.0.0.1:{srv.port}"
     try:
@@ -64,7 +87,10 @@ def test_metrics_and_healthz_endpoints():
         assert urllib.request.urlopen(base + "/healthz").status == 200
         text = urllib.request.urlopen(base + "/metrics").read().decode()
         assert "gridtwin_received_total 10" in text and "gridtwin_stored_total 7" in text
-        assert 'gridtwin_rejected_total{reason="node_mismatch"} 2' in text and "gridtwin_duplicates_total 1" in text
+        assert (
+            'gridtwin_rejected_total{reason="node_mismatch"} 2' in text
+            and "gridtwin_duplicates_total 1" in text
+        )
         with __import__("pytest").raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(base + "/secret")
         assert exc.value.code == 401
@@ -79,14 +105,38 @@ def test_daemon_retention_folds_old_readings(tmp_path):
     from gridtwin.daemon.service import Daemon
 
     ep = Endpoint("127.0.0.1", 1, tmp_path / "ca", tmp_path / "c", tmp_path / "k", "gridtwin/t")
-    d = Daemon(endpoint=ep, db_path=tmp_path / "db", metrics_port=None, raw_days=1)  # not started: no broker needed
+    d = Daemon(
+        endpoint=ep, db_path=tmp_path / "db", metrics_port=None, raw_days=1
+    )  # not started: no broker needed
     now = int(time.time() * 1000)
-    old = [validate.telemetry("n1", json.dumps({"v": 1, "node": "n1", "boot": 1, "seq": i,
-                                                "ts": now - 2 * 86400_000 + i, "m": {"t": 1.0}}).encode(),
-                              validate.Limits(max_past_ms=3 * 86400_000))
-           for i in range(3)]
-    d.store.write_batch(old + [validate.telemetry("n1", json.dumps(
-        {"v": 1, "node": "n1", "boot": 1, "seq": 3, "ts": now, "m": {"t": 2.0}}).encode())])
+    old = [
+        validate.telemetry(
+            "n1",
+            json.dumps(
+                {
+                    "v": 1,
+                    "node": "n1",
+                    "boot": 1,
+                    "seq": i,
+                    "ts": now - 2 * 86400_000 + i,
+                    "m": {"t": 1.0},
+                }
+            ).encode(),
+            validate.Limits(max_past_ms=3 * 86400_000),
+        )
+        for i in range(3)
+    ]
+    d.store.write_batch(
+        old
+        + [
+            validate.telemetry(
+                "n1",
+                json.dumps(
+                    {"v": 1, "node": "n1", "boot": 1, "seq": 3, "ts": now, "m": {"t": 2.0}}
+                ).encode(),
+            )
+        ]
+    )
     assert d.maintain(now) == 3
     assert [v for _t, v in d.store.query("n1", "t", since_ms=0)] == [1.0, 2.0]
     d.store.close()
@@ -110,7 +160,10 @@ def test_systemd_unit_restarts_and_confines(tmp_path):
     assert sections["Service"]["Restart"] == "always" and sections["Service"]["User"] == "gridtwin"
     assert sections["Service"]["ExecStart"].startswith("/opt/gt/bin/gridtwin --site ")
     assert sections["Service"]["ReadWritePaths"] == str((tmp_path / "var").resolve())
-    assert "StartLimitBurst" in sections["Unit"] and sections["Install"]["WantedBy"] == "multi-user.target"
+    assert (
+        "StartLimitBurst" in sections["Unit"]
+        and sections["Install"]["WantedBy"] == "multi-user.target"
+    )
 
 
 def test_registry_changes_and_alerts_go_on_the_bus(fleet_broker, tmp_path, mqtt_client):
@@ -122,14 +175,23 @@ def test_registry_changes_and_alerts_go_on_the_bus(fleet_broker, tmp_path, mqtt_
     root = fleet_broker.site.topic_root
     watcher = mqtt_client("telegraf", broker=fleet_broker)  # a read-only service, as Grafana's feed
     watcher.subscribe(f"{root}/_host/#")
-    d = Daemon(endpoint=endpoint(fleet_broker), db_path=tmp_path / "db", metrics_port=None,
-               stale_intervals=3, watch_interval=3600)  # the test drives watch_registry itself
+    d = Daemon(
+        endpoint=endpoint(fleet_broker),
+        db_path=tmp_path / "db",
+        metrics_port=None,
+        stale_intervals=3,
+        watch_interval=3600,
+    )  # the test drives watch_registry itself
     d.start()
     node = NodeClient(fleet_broker, "node07")
     try:
         assert d.ingest.wait_connected()
         assert json.loads(watcher.wait_for(f"{root}/_host/daemon/+").payload)["state"] == "online"
-        node.publish(json.dumps({"state": "online", "fw": "1.0", "interval": 100}).encode(), "status", retain=True)
+        node.publish(
+            json.dumps({"state": "online", "fw": "1.0", "interval": 100}).encode(),
+            "status",
+            retain=True,
+        )
         node.publish(telemetry_payload("node07", 1, 0))
         wait_for(lambda: d.metrics.stored == 1, 10, "the first reading")
         now = int(time.time() * 1000)
@@ -143,17 +205,26 @@ def test_registry_changes_and_alerts_go_on_the_bus(fleet_broker, tmp_path, mqtt_
         node.publish(telemetry_payload("node07", 1, 1))
         # the watch hears of it after the commit's listeners ran (a moment after `stored` counts it)
         wait_for(lambda: d.watch_registry().get("node07") == "online", 10, "node07 online again")
-        cleared = watcher.wait_for(f"{root}/_host/alerts/node07/node_stale", where=lambda m: m.payload == b"")
+        cleared = watcher.wait_for(
+            f"{root}/_host/alerts/node07/node_stale", where=lambda m: m.payload == b""
+        )
         assert cleared.payload == b"" and count_alerts(tmp_path / "db", active=1) == 0
     finally:
         node.close()
         d.stop()
-    assert json.loads(watcher.wait_for(f"{root}/_host/daemon/+",
-                                       where=lambda m: b"offline" in m.payload).payload)["state"] == "offline"
+    assert (
+        json.loads(
+            watcher.wait_for(
+                f"{root}/_host/daemon/+", where=lambda m: b"offline" in m.payload
+            ).payload
+        )["state"]
+        == "offline"
+    )
 
 
 def count_alerts(db, active):
     import sqlite3
+
     conn = sqlite3.connect(db)
     try:
         return conn.execute("SELECT count(*) FROM alerts WHERE active=?", (active,)).fetchone()[0]
@@ -170,7 +241,14 @@ def test_one_daemon_per_database_and_client_id(tmp_path, site_pki):
 
     pki = site_pki.pki
     # a broker port nobody listens on: the first daemon just keeps retrying in the background
-    ep = Endpoint("127.0.0.1", 9, pki.ca_cert_path, pki.cert_path(HOST_IDENTITY), pki.key_path(HOST_IDENTITY), "gt/x")
+    ep = Endpoint(
+        "127.0.0.1",
+        9,
+        pki.ca_cert_path,
+        pki.cert_path(HOST_IDENTITY),
+        pki.key_path(HOST_IDENTITY),
+        "gt/x",
+    )
     first = Daemon(endpoint=ep, db_path=tmp_path / "db", metrics_port=None).start()
     try:
         second = Daemon(endpoint=ep, db_path=tmp_path / "db", metrics_port=None)
@@ -178,11 +256,15 @@ def test_one_daemon_per_database_and_client_id(tmp_path, site_pki):
             second.start()
         assert "client_id" in exc.value.hint
         second.store.close()
-        other = Daemon(endpoint=ep, db_path=tmp_path / "db", client_id="gridtwin-daemon-2", metrics_port=None).start()
+        other = Daemon(
+            endpoint=ep, db_path=tmp_path / "db", client_id="gridtwin-daemon-2", metrics_port=None
+        ).start()
         other.stop()
     finally:
         first.stop()
-    Daemon(endpoint=ep, db_path=tmp_path / "db", metrics_port=None).start().stop()  # the lock went with it
+    Daemon(
+        endpoint=ep, db_path=tmp_path / "db", metrics_port=None
+    ).start().stop()  # the lock went with it
 
 
 def test_the_node_watch_is_kept_by_events_not_by_walking_the_fleet(tmp_path):
@@ -194,15 +276,17 @@ def test_the_node_watch_is_kept_by_events_not_by_walking_the_fleet(tmp_path):
     ids = [f"n{i:05d}" for i in range(10_000)]
     store.ensure_nodes(ids)
     published = []
-    bus = types.SimpleNamespace(publish_host=lambda suffix, payload, retain=True: published.append(suffix))
+    bus = types.SimpleNamespace(
+        publish_host=lambda suffix, payload, retain=True: published.append(suffix)
+    )
     watch = NodeWatch(store, bus, Alerts(store, bus), stale_intervals=3)
     reads = []
     real = store.node_row
     store.node_row = lambda nid: reads.append(nid) or real(nid)
     t0 = int(time.time() * 1000)
-    watch.check(t0)                      # the one walk, at start
+    watch.check(t0)  # the one walk, at start
     published.clear()
-    for k in range(100):                 # idle: nothing to read, nothing to say
+    for k in range(100):  # idle: nothing to read, nothing to say
         assert watch.check(t0 + k * 1000) == {}
     assert reads == []
     # n00007 says hello: its birth is read once, then its readings only move its deadline
@@ -211,8 +295,16 @@ def test_the_node_watch_is_kept_by_events_not_by_walking_the_fleet(tmp_path):
     watch.note((), [("n00007", {})])
     assert watch.check(now) == {"n00007": "online"} and reads == ["n00007"]
     for k in range(1, 4):
-        store.write_batch([validate.telemetry("n00007", json.dumps(
-            {"v": 1, "node": "n00007", "boot": 1, "seq": k, "ts": now, "m": {"t": 1.0}}).encode())])
+        store.write_batch(
+            [
+                validate.telemetry(
+                    "n00007",
+                    json.dumps(
+                        {"v": 1, "node": "n00007", "boot": 1, "seq": k, "ts": now, "m": {"t": 1.0}}
+                    ).encode(),
+                )
+            ]
+        )
         watch.note([types.SimpleNamespace(node="n00007")], ())
         assert watch.check(now + k) == {}
     assert reads == ["n00007"]

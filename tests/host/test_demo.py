@@ -37,7 +37,12 @@ def demo(site_pki, micropython, tmp_path_factory):
     # The nodes' clocks run SPEED x real time too, so their timestamps run ahead of the daemon's
     # clock: widen its future-skew window for this run (the real demo runs at 1x).
     limits = Limits(max_future_ms=3_600_000)
-    d = Demo(site, speed=SPEED, port=free_port(), daemon_overrides={"metrics_port": None, "limits": limits})
+    d = Demo(
+        site,
+        speed=SPEED,
+        port=free_port(),
+        daemon_overrides={"metrics_port": None, "limits": limits},
+    )
     d.start()
     try:
         d.run(until=UNTIL)
@@ -56,9 +61,13 @@ def demo(site_pki, micropython, tmp_path_factory):
 def test_demo_scenario_end_to_end(demo):
     site = demo.site
     # every node ran clean: no reset, no crash boot, no MemoryError on any console
-    sick = {n: [ln for ln in v.board.lines if "MemoryError" in ln or "Traceback" in ln][:2]
-            for n, v in demo.fleet.nodes.items()}
-    assert not any(sick.values()) and all(v.board.boots == 1 for v in demo.fleet.nodes.values()), sick
+    sick = {
+        n: [ln for ln in v.board.lines if "MemoryError" in ln or "Traceback" in ln][:2]
+        for n, v in demo.fleet.nodes.items()
+    }
+    assert not any(sick.values()) and all(v.board.boots == 1 for v in demo.fleet.nodes.values()), (
+        sick
+    )
     # the twin told the story in order (other events, e.g. the grid unit trip, interleave)
     wanted = {t for t, _ in DEMO_SEQUENCE}
     seen = [(e.type, e.state) for e in demo.link.events if e.type in wanted]
@@ -66,27 +75,38 @@ def test_demo_scenario_end_to_end(demo):
     # every virtual node's readings reached storage
     store = demo.daemon.store
     counts = {n: store.count_readings(n) for n in demo.node_ids}
-    assert all(counts.values()), f"nodes with no stored readings: {[n for n, c in counts.items() if not c]}"
+    assert all(counts.values()), (
+        f"nodes with no stored readings: {[n for n, c in counts.items() if not c]}"
+    )
     # the plant nodes are wired to the twin's HIL inputs: no commands needed to tell them
     assert demo.link.hil == {n for n in demo.node_ids if demo.roles[n] in PLANT_ROLES}
     assert demo.link.command_errors == 0
     # the twin's alerts were stored, and the utility's cleared when it came back
     with sqlite3.connect(store.path) as db:
-        rows = db.execute("SELECT kind, node, active FROM alerts WHERE kind = 'utility_lost'").fetchall()
+        rows = db.execute(
+            "SELECT kind, node, active FROM alerts WHERE kind = 'utility_lost'"
+        ).fetchall()
     assert rows == [("utility_lost", "util_a", 0)]
     # `gridtwin nodes` knows every node from its birth: online, firmware, free heap
     from gridtwin.daemon.registry import fleet
 
     views = {v.id: v for v in fleet(store, site)}
-    bad = {n: (views[n].state, views[n].fw, views[n].heap) for n in demo.node_ids
-           if not (views[n].state == "online" and views[n].fw and (views[n].heap or 0) > 0)}
+    bad = {
+        n: (views[n].state, views[n].fw, views[n].heap)
+        for n in demo.node_ids
+        if not (views[n].state == "online" and views[n].fw and (views[n].heap or 0) > 0)
+    }
     assert not bad, bad
 
 
 def _stored(store, node):
     with sqlite3.connect(store.path) as db:
-        return [(ts, json.loads(msg)) for ts, msg in
-                db.execute("SELECT ts, msg FROM readings WHERE node = ? ORDER BY ts", (node,))]
+        return [
+            (ts, json.loads(msg))
+            for ts, msg in db.execute(
+                "SELECT ts, msg FROM readings WHERE node = ? ORDER BY ts", (node,)
+            )
+        ]
 
 
 def test_stored_readings_agree_with_the_twin(demo):
@@ -117,22 +137,40 @@ def test_stored_readings_agree_with_the_twin(demo):
                 want = [e[metric] for e in window if metric in e]
                 if not want:
                     continue
-                fed = {k: v[2] for k, v in sensor_readings(node, {**_twin_of(node, window[-1])}).items()}
+                fed = {
+                    k: v[2]
+                    for k, v in sensor_readings(node, {**_twin_of(node, window[-1])}).items()
+                }
                 tol = _tol(n, metric, max(want, key=abs), sensors, node, cfg, window[-1], fed)
                 checked[(n, metric)] = checked.get((n, metric), 0) + 1
                 if not min(want) - tol <= value <= max(want) + tol:
                     # when (host s from the reading) the twin did say that: the reading's true lag
-                    said = [round(h - at, 3) for h, e in feeds if abs(e.get(metric, 1e18) - value) <= tol]
+                    said = [
+                        round(h - at, 3)
+                        for h, e in feeds
+                        if abs(e.get(metric, 1e18) - value) <= tol
+                    ]
                     bad.setdefault((n, metric), []).append(
-                        (round(at - fleet.epoch, 2), value, min(want), max(want), said[:3]))
+                        (round(at - fleet.epoch, 2), value, min(want), max(want), said[:3])
+                    )
     summary = {k: (len(v), checked[k], v[:3]) for k, v in bad.items()}
-    assert not bad, ("(node, metric): (readings off, checked, first (host s, read, twin min, twin max, "
-                     f"twin said it at)): {summary}")
+    assert not bad, (
+        "(node, metric): (readings off, checked, first (host s, read, twin min, twin max, "
+        f"twin said it at)): {summary}"
+    )
     # every node's counterparts were checked: the chain, the PV array, both stacks, the grid
     for n in demo.node_ids:
         assert any(k[0] == n for k in checked), f"{n}: no reading compared"
-    for k in [("ups_a", "on_batt"), ("ups_a", "batt_pct"), ("srv_a", "load_kw"), ("pv1", "array_w"),
-              ("EL1", "stack_w"), ("EL2", "stack_a"), ("grid1", "mains_hz"), ("pv1", "t_cell")]:
+    for k in [
+        ("ups_a", "on_batt"),
+        ("ups_a", "batt_pct"),
+        ("srv_a", "load_kw"),
+        ("pv1", "array_w"),
+        ("EL1", "stack_w"),
+        ("EL2", "stack_a"),
+        ("grid1", "mains_hz"),
+        ("pv1", "t_cell"),
+    ]:
         assert checked.get(k, 0) >= 10, (k, checked.get(k))
 
 
@@ -162,7 +200,9 @@ def _tol(n, metric, value, sensors, node, cfg, expect, fed):
     for s in node.get("sensors") or ():
         for suffix in ("", "v", "a", "w", "hz", "pf", "t", "rh", "p"):
             if s["id"] + ("_" + suffix if suffix else "") == metric:
-                mine = {k.rsplit("_", 1)[-1]: v for k, v in fed.items() if k.startswith(s["id"] + "_")}
+                mine = {
+                    k.rsplit("_", 1)[-1]: v for k, v in fed.items() if k.startswith(s["id"] + "_")
+                }
                 return tolerance(sensors[s["id"]], suffix, value, mine)
     return 0.0  # flags and states: exact
 
@@ -178,14 +218,21 @@ def test_a_busy_broker_port_is_one_clear_error(site_pki_copy, micropython):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        demo = Demo(load_site(site_pki_copy.path), port=port, daemon_overrides={"metrics_port": None})
-        with pytest.raises(BrokerError, match=rf"cannot start the demo's broker on 127.0.0.1:{port}.*"
-                                              r"another broker on that port\? stop it or pass --port"):
+        demo = Demo(
+            load_site(site_pki_copy.path), port=port, daemon_overrides={"metrics_port": None}
+        )
+        with pytest.raises(
+            BrokerError,
+            match=rf"cannot start the demo's broker on 127.0.0.1:{port}.*"
+            r"another broker on that port\? stop it or pass --port",
+        ):
             demo.start()
     assert demo.daemon is None and not demo.broker.running  # nothing left behind
 
 
-def test_gridtwin_vnode_runs_one_node_against_the_broker(site_pki_copy, broker_factory, micropython):
+def test_gridtwin_vnode_runs_one_node_against_the_broker(
+    site_pki_copy, broker_factory, micropython
+):
     # `gridtwin vnode NODE` prints the board's console as it comes and stops cleanly on Ctrl-C
     import signal
     import subprocess
@@ -193,8 +240,15 @@ def test_gridtwin_vnode_runs_one_node_against_the_broker(site_pki_copy, broker_f
     from pathlib import Path
 
     brk = broker_factory(site_pki_copy)
-    cmd = [str(Path(sys.executable).parent / "gridtwin"), "--site", str(site_pki_copy.path), "vnode",
-           "srv_a", "--broker", f"127.0.0.1:{brk.port}"]
+    cmd = [
+        str(Path(sys.executable).parent / "gridtwin"),
+        "--site",
+        str(site_pki_copy.path),
+        "vnode",
+        "srv_a",
+        "--broker",
+        f"127.0.0.1:{brk.port}",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = []

@@ -78,8 +78,11 @@ def pty_board(tmp_path, micropython):
     boards = []
 
     def make(world=None):
-        b = VirtualBoard(tmp_path / f"board{len(boards)}", firmware=None,
-                         world=world or {"clock": {"mode": "real"}})
+        b = VirtualBoard(
+            tmp_path / f"board{len(boards)}",
+            firmware=None,
+            world=world or {"clock": {"mode": "real"}},
+        )
         pty = b.serve_pty()
         boards.append(pty)
         return b, pty
@@ -89,13 +92,21 @@ def pty_board(tmp_path, micropython):
         pty.stop()
 
 
-def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab, pty_board, tmp_path,
-                                                                             firmware_snapshot):
+def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(
+    lab, pty_board, tmp_path, firmware_snapshot
+):
     site, pki = lab
     board, pty = pty_board()
     said = []
-    r1 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build",
-                        firmware_dir=firmware_snapshot, out=said.append)
+    r1 = gdeploy.deploy(
+        site,
+        "env1",
+        pty.port,
+        pki=pki,
+        build_dir=tmp_path / "build",
+        firmware_dir=firmware_snapshot,
+        out=said.append,
+    )
     # it said what it was doing, step by step, before the summary
     steps = [line.split(" ")[1] for line in said if line.startswith("env1: ")]
     assert steps == ["comparing", "uploading"] and f"uploading {len(r1.files)} file(s)" in said[-2]
@@ -103,7 +114,9 @@ def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab
     # every file is there, byte for byte: firmware compiled, config rendered, DER pair + CA
     assert pki.has("env1")  # issued because it was missing
     n_fw = len(firmware_sources(firmware_snapshot))
-    assert len(r1.files) == n_fw + 4 and sorted(r1.uploaded) == sorted(r1.files) and not r1.unchanged
+    assert (
+        len(r1.files) == n_fw + 4 and sorted(r1.uploaded) == sorted(r1.files) and not r1.unchanged
+    )
     for path, local in r1.files.items():
         assert sha(board.flash / path) == sha(local), path
     assert (board.flash / "gt" / "startup.mpy").read_bytes()[:1] == b"M"  # compiled, not source
@@ -118,15 +131,32 @@ def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(lab
 
     # second deploy: nothing changed, nothing sent
     mtimes = {p: (board.flash / p).stat().st_mtime_ns for p in r1.files}
-    r2 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build",
-                        firmware_dir=firmware_snapshot, out=lambda s: None)
+    r2 = gdeploy.deploy(
+        site,
+        "env1",
+        pty.port,
+        pki=pki,
+        build_dir=tmp_path / "build",
+        firmware_dir=firmware_snapshot,
+        out=lambda s: None,
+    )
     assert r2.uploaded == [] and sorted(r2.unchanged) == sorted(r1.files) and r2.removed == []
     assert {p: (board.flash / p).stat().st_mtime_ns for p in r1.files} == mtimes
 
     # one config value changes and a stale module sits in gt/: only config.json goes, the stale file goes away
-    (board.flash / "gt" / "startup.py").write_text("raise RuntimeError('stale source shadows the .mpy')\n")
-    r3 = gdeploy.deploy(site, "env1", pty.port, pki=pki, build_dir=tmp_path / "build",
-                        config_overrides={"sample_ms": 2500}, firmware_dir=firmware_snapshot, out=lambda s: None)
+    (board.flash / "gt" / "startup.py").write_text(
+        "raise RuntimeError('stale source shadows the .mpy')\n"
+    )
+    r3 = gdeploy.deploy(
+        site,
+        "env1",
+        pty.port,
+        pki=pki,
+        build_dir=tmp_path / "build",
+        config_overrides={"sample_ms": 2500},
+        firmware_dir=firmware_snapshot,
+        out=lambda s: None,
+    )
     assert r3.uploaded == ["config.json"] and r3.removed == ["gt/startup.py"]
     assert not (board.flash / "gt" / "startup.py").exists()
     assert json.loads((board.flash / "config.json").read_text())["sample_ms"] == 2500
@@ -142,7 +172,9 @@ def _firmware_has_mqtt() -> bool:
 def test_deployed_board_publishes_its_birth_to_a_real_broker(tmp_path, pty_board, broker_factory):
     sp = make_site_pki(tmp_path / "site", SITE)
     brk = broker_factory(sp)
-    board, pty = pty_board(world={"clock": {"mode": "real"}, "wlan": {"rssi": -55, "connect_ms": 50}})
+    board, pty = pty_board(
+        world={"clock": {"mode": "real"}, "wlan": {"rssi": -55, "connect_ms": 50}}
+    )
     if not _firmware_has_mqtt():
         # The firmware's MQTT client (issue #4) has not landed: deploy and boot are still checked.
         gdeploy.deploy(sp.site, "env1", pty.port, pki=sp.pki, out=lambda s: None)
@@ -152,13 +184,24 @@ def test_deployed_board_publishes_its_birth_to_a_real_broker(tmp_path, pty_board
     mqtt = dict(render(sp.site, "env1").get("mqtt") or {"host": "localhost"})
     mqtt.update(host="127.0.0.1", port=brk.port, server_hostname="localhost")
     try:
-        r = gdeploy.deploy(sp.site, "env1", pty.port, pki=sp.pki, wait=True, wait_timeout=20,
-                           broker_host="127.0.0.1", broker_port=brk.port, config_overrides={"mqtt": mqtt},
-                           out=lambda s: None)
+        r = gdeploy.deploy(
+            sp.site,
+            "env1",
+            pty.port,
+            pki=sp.pki,
+            wait=True,
+            wait_timeout=20,
+            broker_host="127.0.0.1",
+            broker_port=brk.port,
+            config_overrides={"mqtt": mqtt},
+            out=lambda s: None,
+        )
     except ToolError:
         log = board.flash / "log.txt"
-        raise AssertionError(f"no birth; board log:\n{log.read_text() if log.exists() else '(none)'}\n"
-                             f"broker log:\n{brk.log[-3000:]}") from None
+        raise AssertionError(
+            f"no birth; board log:\n{log.read_text() if log.exists() else '(none)'}\n"
+            f"broker log:\n{brk.log[-3000:]}"
+        ) from None
     assert r.birth["state"] == "online"
     assert r.birth.get("board") in (None, "esp32s3")
     assert "config.json" in r.uploaded and "cert.der" in r.uploaded
@@ -168,8 +211,13 @@ def test_cli_errors_are_one_line(lab, tmp_path, capsys, pty_board):
     site, pki = lab
     assert main(["--site", str(site.path), "deploy", "--node", "nope", "--port", "/dev/null"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("gridtwin: ") and "nope" in err and "\n" == err[-1] and err.count("\n") == 1
-    assert main(["--site", str(site.path), "deploy", "--node", "env1", "--port", "/dev/ttyGT_NOPE3"]) == 1
+    assert (
+        err.startswith("gridtwin: ") and "nope" in err and "\n" == err[-1] and err.count("\n") == 1
+    )
+    assert (
+        main(["--site", str(site.path), "deploy", "--node", "env1", "--port", "/dev/ttyGT_NOPE3"])
+        == 1
+    )
     assert "gridtwin: no serial port /dev/ttyGT_NOPE3" in capsys.readouterr().err
 
 
@@ -193,7 +241,9 @@ def test_wait_ignores_the_retained_birth_of_the_previous_boot(broker, mqtt_clien
     node = mqtt_client("pdu_a")
     topic = broker.topic("pdu_a", "status")
     node.publish(topic, json.dumps({"state": "online", "boot": 1}), retain=True)
-    w = gdeploy.BirthWatcher(site_pki.site, "pdu_a", site_pki.pki, host=broker.host, port=broker.port).start()
+    w = gdeploy.BirthWatcher(
+        site_pki.site, "pdu_a", site_pki.pki, host=broker.host, port=broker.port
+    ).start()
     try:
         node.publish(topic, json.dumps({"state": "offline"}), retain=True)
         with w.cond:  # the old birth arrived (retained) and then the live 'offline': neither counts
@@ -205,26 +255,56 @@ def test_wait_ignores_the_retained_birth_of_the_previous_boot(broker, mqtt_clien
         w.stop()
 
 
-def test_ampy_transport_uploads_only_what_changed(lab, pty_board, tmp_path, firmware_snapshot, capsys):
+def test_ampy_transport_uploads_only_what_changed(
+    lab, pty_board, tmp_path, firmware_snapshot, capsys
+):
     # adafruit-ampy is slow (a raw-REPL entry per call): the board gets its files through mpremote,
     # then ampy does a small change, a removal and the reset
     site, pki = lab
     board, pty = pty_board()
     # the first deploy through the CLI, as `make deploy` runs it
-    assert main(["--site", str(site.path), "deploy", "--node", "env1", "--port", pty.port,
-                 "--firmware", str(firmware_snapshot)]) == 0
+    assert (
+        main(
+            [
+                "--site",
+                str(site.path),
+                "deploy",
+                "--node",
+                "env1",
+                "--port",
+                pty.port,
+                "--firmware",
+                str(firmware_snapshot),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert f"env1 on {pty.port}: {len(firmware_sources(firmware_snapshot)) + 4} file(s) uploaded" in out
+    assert (
+        f"env1 on {pty.port}: {len(firmware_sources(firmware_snapshot)) + 4} file(s) uploaded"
+        in out
+    )
     (board.flash / "gt" / "old.mpy").write_bytes(b"M stale")
-    r = gdeploy.deploy(site, "env1", pty.port, pki=pki, tool="ampy", build_dir=tmp_path / "b",
-                       config_overrides={"sample_ms": 3000}, firmware_dir=firmware_snapshot, out=lambda s: None)
+    r = gdeploy.deploy(
+        site,
+        "env1",
+        pty.port,
+        pki=pki,
+        tool="ampy",
+        build_dir=tmp_path / "b",
+        config_overrides={"sample_ms": 3000},
+        firmware_dir=firmware_snapshot,
+        out=lambda s: None,
+    )
     assert r.uploaded == ["config.json"] and r.removed == ["gt/old.mpy"]
     assert json.loads((board.flash / "config.json").read_text())["sample_ms"] == 3000
     assert not (board.flash / "gt" / "old.mpy").exists()
     wait_file(board.flash / "log.txt", "boot=2")  # ampy's hard reset booted the firmware again
 
 
-def test_wait_goes_through_the_daemon_when_it_holds_the_host_session(site_pki_copy, broker, mqtt_client, tmp_path):
+def test_wait_goes_through_the_daemon_when_it_holds_the_host_session(
+    site_pki_copy, broker, mqtt_client, tmp_path
+):
     import re
     import signal
     import subprocess
@@ -240,13 +320,18 @@ def test_wait_goes_through_the_daemon_when_it_holds_the_host_session(site_pki_co
     site_path.write_text(text + f"\n[daemon]\nmetrics_port = {port}\n")
     site = load_site(site_path)
     log = open(tmp_path / "daemon.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site_path), "daemon"],
-                            stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gridtwin", "--site", str(site_path), "daemon"],
+        stdout=log,
+        stderr=log,
+    )
 
     def healthy():
         assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
         try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
+            return (
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
+            )
         except OSError:
             return False
 
@@ -257,7 +342,9 @@ def test_wait_goes_through_the_daemon_when_it_holds_the_host_session(site_pki_co
         try:
             node = mqtt_client("pdu_a")
             topic = broker.topic("pdu_a", "telemetry")
-            node.publish(topic, telemetry_payload("pdu_a", boot=5, seq=0, hist=True))  # a replay: not proof
+            node.publish(
+                topic, telemetry_payload("pdu_a", boot=5, seq=0, hist=True)
+            )  # a replay: not proof
             node.publish(topic, telemetry_payload("pdu_a", boot=6, seq=0))
             got = w.wait(10)
         finally:

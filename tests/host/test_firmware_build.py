@@ -21,13 +21,26 @@ BUILD = "import sys; from gridtwin.micropython import build_firmware; print(buil
 
 
 def tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
-def test_five_builds_started_at_once_by_processes_all_succeed_with_identical_output(tmp_path, micropython):
+def test_five_builds_started_at_once_by_processes_all_succeed_with_identical_output(
+    tmp_path, micropython
+):
     cache = tmp_path / "cache"
-    procs = [subprocess.Popen([sys.executable, "-c", BUILD, str(cache)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(5)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD, str(cache)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(5)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 5, [err for _, err in outs]
     paths = {out.strip() for out, _ in outs}
@@ -51,7 +64,9 @@ def test_a_source_change_is_a_new_build_and_the_old_one_stays(tmp_path, micropyt
     (src / "gt" / "extra.py").write_text("X = 1\n")
     second = build_firmware(cache, src)
     assert second != first and (second / "gt" / "extra.mpy").is_file()
-    assert first.is_dir() and not (first / "gt" / "extra.mpy").exists()  # a board running from it keeps it
+    assert (
+        first.is_dir() and not (first / "gt" / "extra.mpy").exists()
+    )  # a board running from it keeps it
 
 
 def test_five_vnodes_started_at_once_all_run(site_pki_copy, broker_factory, micropython):
@@ -61,9 +76,23 @@ def test_five_vnodes_started_at_once_all_run(site_pki_copy, broker_factory, micr
     brk = broker_factory(site_pki_copy)
     gridtwin = str(Path(sys.executable).parent / "gridtwin")
     nodes = ["util_a", "trf_a", "pdu_a", "srv_a", "pv1"]
-    procs = {n: subprocess.Popen([gridtwin, "--site", str(site_pki_copy.path), "vnode", n, "--broker",
-                                  f"127.0.0.1:{brk.port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for n in nodes}
+    procs = {
+        n: subprocess.Popen(
+            [
+                gridtwin,
+                "--site",
+                str(site_pki_copy.path),
+                "vnode",
+                n,
+                "--broker",
+                f"127.0.0.1:{brk.port}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in nodes
+    }
     connected = {}
 
     def watch(node, proc):

@@ -57,14 +57,26 @@ def image_server():
     srv.server_close()
 
 
-@pytest.mark.parametrize("name,chip,offset", [("esp32", "esp32", "0x1000"), ("esp32s3", "esp32s3", "0x0")])
+@pytest.mark.parametrize(
+    "name,chip,offset", [("esp32", "esp32", "0x1000"), ("esp32s3", "esp32s3", "0x0")]
+)
 def test_esptool_invocation_per_board(name, chip, offset, tmp_path):
     board = load_board(name)
     image = tmp_path / "fw.bin"
     image.write_bytes(IMAGE)
     erase, write = flash.esptool_commands(board, "/dev/ttyGT_MISSING0", image)
-    common = ["--chip", chip, "--port", "/dev/ttyGT_MISSING0", "--baud", "460800",
-              "--before", "default-reset", "--after", "hard-reset"]
+    common = [
+        "--chip",
+        chip,
+        "--port",
+        "/dev/ttyGT_MISSING0",
+        "--baud",
+        "460800",
+        "--before",
+        "default-reset",
+        "--after",
+        "hard-reset",
+    ]
     assert erase[:3] == flash.esptool_base() and erase[3:] == common + ["erase-flash"]
     assert write[3:] == common + ["write-flash", "--compress", offset, str(image)]
     # --no-erase writes only; --baud overrides the board file
@@ -93,7 +105,9 @@ def test_download_verifies_and_caches(image_server, cache):
 
 def test_checksum_mismatch_is_refused_and_nothing_is_kept(image_server, cache):
     wrong = hashlib.sha256(b"something else").hexdigest()
-    with pytest.raises(ToolError, match=f"has SHA-256 {IMAGE_SHA}, but .* expects {wrong}; not flashing"):
+    with pytest.raises(
+        ToolError, match=f"has SHA-256 {IMAGE_SHA}, but .* expects {wrong}; not flashing"
+    ):
         flash.fetch_image(image_server.url, wrong)
     assert not any(cache.iterdir())
 
@@ -112,7 +126,9 @@ def test_unknown_checksum_is_an_error_with_instructions(cache, capsys):
     rc = main(["flash", "--board", "esp32s3", "--port", "/dev/ttyACM0", "--dry-run"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert err.startswith("gridtwin: no valid SHA-256 for the MicroPython image https://micropython.org/")
+    assert err.startswith(
+        "gridtwin: no valid SHA-256 for the MicroPython image https://micropython.org/"
+    )
     assert "sha256sum" in err and "image.sha256" in err
 
 
@@ -126,11 +142,25 @@ def test_image_without_sha256_is_refused(tmp_path, cache, capsys):
 def test_dry_run_prints_the_commands(tmp_path, cache, capsys):
     img = tmp_path / "fw.bin"
     img.write_bytes(IMAGE)
-    rc = main(["flash", "--board", "esp32", "--port", "/dev/ttyUSB7", "--image", img.as_uri(),
-               "--sha256", IMAGE_SHA, "--dry-run"])
+    rc = main(
+        [
+            "flash",
+            "--board",
+            "esp32",
+            "--port",
+            "/dev/ttyUSB7",
+            "--image",
+            img.as_uri(),
+            "--sha256",
+            IMAGE_SHA,
+            "--dry-run",
+        ]
+    )
     out = capsys.readouterr().out.splitlines()
     assert rc == 0 and len(out) == 2
-    assert out[0].endswith("--port /dev/ttyUSB7 --baud 460800 --before default-reset --after hard-reset erase-flash")
+    assert out[0].endswith(
+        "--port /dev/ttyUSB7 --baud 460800 --before default-reset --after hard-reset erase-flash"
+    )
     assert " write-flash --compress 0x1000 " in out[1] and str(cache) in out[1]
 
 
@@ -161,10 +191,15 @@ def test_wrong_chip_message_from_esptools_own_error():
     from esptool.targets import ESP32ROM, ESP32S3ROM
 
     # the exact text esptool's loader raises when --chip does not match the chip it finds
-    text = (f"A fatal error occurred: This chip is {ESP32ROM.CHIP_NAME}, not {ESP32S3ROM.CHIP_NAME}. "
-            "Wrong chip argument?\n")
+    text = (
+        f"A fatal error occurred: This chip is {ESP32ROM.CHIP_NAME}, not {ESP32S3ROM.CHIP_NAME}. "
+        "Wrong chip argument?\n"
+    )
     msg = flash.explain_esptool(text, load_board("esp32s3"), "/dev/ttyUSB0")
-    assert msg == "the chip on /dev/ttyUSB0 is an ESP32, but board 'esp32s3' is an ESP32S3: use BOARD=esp32"
+    assert (
+        msg
+        == "the chip on /dev/ttyUSB0 is an ESP32, but board 'esp32s3' is an ESP32S3: use BOARD=esp32"
+    )
     text = f"This chip is {ESP32S3ROM.CHIP_NAME}, not {ESP32ROM.CHIP_NAME}. Wrong chip argument?"
     assert flash.explain_esptool(text, load_board("esp32"), "/dev/x").endswith("use BOARD=esp32s3")
     assert flash.explain_esptool("all fine", load_board("esp32"), "/dev/x") is None

@@ -10,13 +10,20 @@ import threading
 import pytest
 
 from fixtures.broker import make_site_pki
-from fixtures.daemon_fleet import (FLEET as NODES, DaemonProcess, NodeClient, count_rows, endpoint,
-                                   fleet_site_text, telemetry_payload, wait_for)
+from fixtures.daemon_fleet import (
+    FLEET as NODES,
+    DaemonProcess,
+    NodeClient,
+    count_rows,
+    endpoint,
+    fleet_site_text,
+    telemetry_payload,
+    wait_for,
+)
 from gridtwin.daemon.connection import endpoint_from_site
 from gridtwin.daemon.service import Daemon
 
 pytestmark = pytest.mark.broker
-
 
 
 class Stream:
@@ -24,7 +31,9 @@ class Stream:
 
     def __init__(self, broker, per_node: int, pause: float = 0.02):
         self.nodes = [NodeClient(broker, n) for n in NODES]
-        wait_for(lambda: all(c.client.is_connected() for c in self.nodes), 20, "50 node connections")
+        wait_for(
+            lambda: all(c.client.is_connected() for c in self.nodes), 20, "50 node connections"
+        )
         self.per_node, self.pause = per_node, pause
         self.sent = 0
         self.done = threading.Event()
@@ -44,7 +53,11 @@ class Stream:
 
     def finish(self, timeout=60):
         self.thread.join(timeout)
-        wait_for(lambda: sum(c.unacked() for c in self.nodes) == 0, timeout, "the broker to accept every message")
+        wait_for(
+            lambda: sum(c.unacked() for c in self.nodes) == 0,
+            timeout,
+            "the broker to accept every message",
+        )
         for c in self.nodes:
             c.close()
 
@@ -55,6 +68,7 @@ class Stream:
 
 def stored_keys(db):
     import sqlite3
+
     conn = sqlite3.connect(db)
     try:
         rows = conn.execute("SELECT node, boot, seq FROM readings").fetchall()
@@ -77,7 +91,7 @@ def test_kill_9_of_the_daemon_mid_stream_loses_nothing(fleet_broker, tmp_path):
     stream = Stream(fleet_broker, per_node=60).start()
     try:
         wait_for(lambda: count_rows(db) >= 300, 60, "the daemon to store a first part")
-        daemon.kill9()                      # mid-stream, with batches in flight and acks unsent
+        daemon.kill9()  # mid-stream, with batches in flight and acks unsent
         assert stream.sent < 3000 and not stream.done.is_set(), "the stream ended before the kill"
         after_kill = count_rows(db)
         daemon = DaemonProcess(fleet_broker, db).start()
@@ -97,9 +111,13 @@ def test_broker_restart_mid_stream_loses_nothing(fleet_broker, tmp_path):
         stream = Stream(fleet_broker, per_node=40).start()
         wait_for(lambda: daemon.metrics.stored >= 300, 60, "a first part to be stored")
         assert not stream.done.is_set(), "the stream ended before the broker restart"
-        fleet_broker.restart()                    # SIGTERM: mosquitto saves sessions and queues
+        fleet_broker.restart()  # SIGTERM: mosquitto saves sessions and queues
         stream.finish(timeout=90)
-        wait_for(lambda: count_rows(db) == 2000, 60, "every message to be stored after the broker restart")
+        wait_for(
+            lambda: count_rows(db) == 2000,
+            60,
+            "every message to be stored after the broker restart",
+        )
         assert_exactly_once(stored_keys(db), stream.expected)
         assert daemon.metrics.connected and daemon.metrics.rejected_total == 0
     finally:
@@ -109,30 +127,43 @@ def test_broker_restart_mid_stream_loses_nothing(fleet_broker, tmp_path):
 @pytest.fixture(scope="module")
 def two_instance_site(tmp_path_factory):
     """The fleet site with `[daemon] instances = 2`: its PKI holds gridtwin-host and gridtwin-host-2."""
-    return make_site_pki(tmp_path_factory.mktemp("fleet2"), fleet_site_text(extra="[daemon]\ninstances = 2\n"))
+    return make_site_pki(
+        tmp_path_factory.mktemp("fleet2"), fleet_site_text(extra="[daemon]\ninstances = 2\n")
+    )
 
 
 def site_daemon(sp, broker, instance, db):
     """Daemon instance K as `gridtwin daemon --instance K` builds it, pointed at the test broker's port."""
-    ep = dataclasses.replace(endpoint_from_site(sp.site, instance=instance), host=broker.host, port=broker.port)
+    ep = dataclasses.replace(
+        endpoint_from_site(sp.site, instance=instance), host=broker.host, port=broker.port
+    )
     return Daemon.from_site(sp.site, instance=instance, endpoint=ep, db_path=db, metrics_port=None)
 
 
-def test_two_daemons_on_a_shared_subscription_split_the_stream(broker_factory, two_instance_site, tmp_path):
+def test_two_daemons_on_a_shared_subscription_split_the_stream(
+    broker_factory, two_instance_site, tmp_path
+):
     # The broker exactly as rendered (CN = username = client id): each instance has its own
     # certificate, hence its own session, and both store into one database.
     fleet_broker = broker_factory(two_instance_site)
     db = tmp_path / "gridtwin.db"
     daemons = [site_daemon(two_instance_site, fleet_broker, k, db).start() for k in (1, 2)]
     try:
-        assert [d.endpoint.cert.parent.name for d in daemons] == ["gridtwin-host", "gridtwin-host-2"]
+        assert [d.endpoint.cert.parent.name for d in daemons] == [
+            "gridtwin-host",
+            "gridtwin-host-2",
+        ]
         assert {d.ingest.shared_group for d in daemons} == {"ingest"}
         for d in daemons:
-            assert d.ingest.wait_connected()   # subscribed: the broker queues for the group from now on
+            assert (
+                d.ingest.wait_connected()
+            )  # subscribed: the broker queues for the group from now on
         stream = Stream(fleet_broker, per_node=30).start()
         stream.finish()
         wait_for(lambda: count_rows(db) >= 1500, 60, "the two daemons to store everything")
-        wait_for(lambda: sum(d.metrics.received for d in daemons) >= 1500, 10, "both writers to finish")
+        wait_for(
+            lambda: sum(d.metrics.received for d in daemons) >= 1500, 10, "both writers to finish"
+        )
         got = [d.metrics.received for d in daemons]
         assert all(got), f"one daemon got nothing ({got}): the subscription was not shared"
         assert sum(got) == 1500, f"{got}: a message reached both daemons"
@@ -146,7 +177,9 @@ def test_two_daemons_on_a_shared_subscription_split_the_stream(broker_factory, t
             d.stop()
 
 
-def test_instance_2_cannot_take_over_instance_1s_session(broker_factory, two_instance_site, mqtt_client, tmp_path):
+def test_instance_2_cannot_take_over_instance_1s_session(
+    broker_factory, two_instance_site, mqtt_client, tmp_path
+):
     """A client with instance 2's certificate asking for instance 1's client ids (and a clean
     session, which would wipe the queue) gets a session of its own: the broker uses the CN."""
     b = broker_factory(two_instance_site)
@@ -157,7 +190,9 @@ def test_instance_2_cannot_take_over_instance_1s_session(broker_factory, two_ins
         assert d1.ingest.wait_connected()
         for claimed in ("gridtwin-host", d1.ingest.client_id):
             mark = len(b.log)
-            intruder = mqtt_client("gridtwin-host-2", client_id=claimed, broker=b)   # CONNACK received
+            intruder = mqtt_client(
+                "gridtwin-host-2", client_id=claimed, broker=b
+            )  # CONNACK received
             assert intruder.connected
             b.wait_for_log(r"as gridtwin-host-2 ", start=mark)
             intruder.close()
@@ -174,14 +209,18 @@ def test_instance_2_cannot_take_over_instance_1s_session(broker_factory, two_ins
         d1.stop()
 
 
-def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(fleet_broker, tmp_path):
+def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(
+    fleet_broker, tmp_path
+):
     """The database refuses writes for a while (another process holds its lock): the writer retries
     with backoff and acks nothing, the MQTT thread stops reading once two batches wait, the broker
     keeps the rest; when the lock goes, everything is stored exactly once."""
     import sqlite3
 
     db = tmp_path / "gridtwin.db"
-    daemon = Daemon(endpoint=endpoint(fleet_broker), db_path=db, metrics_port=None, batch_max=50).start()
+    daemon = Daemon(
+        endpoint=endpoint(fleet_broker), db_path=db, metrics_port=None, batch_max=50
+    ).start()
     locker = None
     try:
         assert daemon.ingest.wait_connected()
@@ -189,15 +228,17 @@ def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(fl
         locker = sqlite3.connect(db, timeout=0)
         locker.execute("BEGIN EXCLUSIVE")
         stream = Stream(fleet_broker, per_node=20, pause=0).start()
-        stream.finish()                                     # the broker has all 1,000 messages
+        stream.finish()  # the broker has all 1,000 messages
         wait_for(lambda: daemon.metrics.store_errors > 0, 10, "the writer to hit the lock")
         inbox = daemon.ingest._inbox
         assert len(inbox) <= daemon.ingest.max_queued + 1, f"{len(inbox)} messages held in memory"
-        assert daemon.metrics.health()[0] is False          # /healthz says something is wrong
+        assert daemon.metrics.health()[0] is False  # /healthz says something is wrong
         locker.rollback()
         locker.close()
         locker = None
-        wait_for(lambda: count_rows(db) == 1000, 60, "everything to be stored once the lock is gone")
+        wait_for(
+            lambda: count_rows(db) == 1000, 60, "everything to be stored once the lock is gone"
+        )
         assert_exactly_once(stored_keys(db), stream.expected)
     finally:
         if locker is not None:

@@ -15,7 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixtures.daemon_fleet import FLEET, NodeClient, count_rows, endpoint, telemetry_payload, wait_for
+from fixtures.daemon_fleet import (
+    FLEET,
+    NodeClient,
+    count_rows,
+    endpoint,
+    telemetry_payload,
+    wait_for,
+)
 from gridtwin.daemon.service import Daemon
 
 pytestmark = pytest.mark.broker
@@ -36,8 +43,14 @@ def _daemon(broker, db):
 def _sentinel_then_wait(node_client, daemon, db, boot, seq):
     """Per-client order: once a reading published last is stored, everything before it was handled."""
     node_client.publish(telemetry_payload(node_client.node, boot=boot, seq=seq))
-    wait_for(lambda: count_rows(db, "SELECT count(*) FROM readings WHERE boot=? AND seq=?", (str(boot), seq)) == 1,
-             60, "the sentinel reading")
+    wait_for(
+        lambda: (
+            count_rows(db, "SELECT count(*) FROM readings WHERE boot=? AND seq=?", (str(boot), seq))
+            == 1
+        ),
+        60,
+        "the sentinel reading",
+    )
 
 
 POISON = [
@@ -63,12 +76,16 @@ def _fill(text):
     return text.encode()
 
 
-def test_a_poison_message_is_rejected_and_acknowledged_and_ingest_goes_on(fleet_broker, tmp_path, caplog):
+def test_a_poison_message_is_rejected_and_acknowledged_and_ingest_goes_on(
+    fleet_broker, tmp_path, caplog
+):
     db = tmp_path / "db"
     daemon = _daemon(fleet_broker, db)
     node = NodeClient(fleet_broker, NODE)
     try:
-        node.publish(_fill(POISON[1][1]), "status", retain=True)  # a retained one comes back at every subscribe
+        node.publish(
+            _fill(POISON[1][1]), "status", retain=True
+        )  # a retained one comes back at every subscribe
         for leaf, text in POISON:
             node.publish(_fill(text), leaf)
         _sentinel_then_wait(node, daemon, db, boot=11, seq=1)
@@ -131,8 +148,10 @@ def test_a_dead_writer_turns_healthz_503(fleet_broker, tmp_path):
     db = tmp_path / "db"
     daemon = _daemon(fleet_broker, db)
     try:
+
         def die(batch):
             raise SystemExit("simulated: the writer thread ends")
+
         daemon.ingest._process = die
         node = NodeClient(fleet_broker, NODE)
         node.publish(telemetry_payload(NODE, boot=13, seq=0))
@@ -162,14 +181,17 @@ def test_duplicate_and_escaped_keys_cannot_move_or_retype_a_reading(fleet_broker
         for t in tricks:
             node.publish(t.encode())
         # an escaped key that is not a duplicate is just that key: stored, under the topic's node
-        node.publish(f'{{"v":1,"\\u006eode":"{NODE}","boot":1,"seq":7,"ts":{ts},"m":{{"\\u0074":2.5}}}}'.encode())
+        node.publish(
+            f'{{"v":1,"\\u006eode":"{NODE}","boot":1,"seq":7,"ts":{ts},"m":{{"\\u0074":2.5}}}}'.encode()
+        )
         _sentinel_then_wait(node, daemon, db, boot=1, seq=8)
         assert daemon.metrics.rejected["duplicate_key"] == len(tricks), daemon.metrics.rejected
         assert count_rows(db, "SELECT count(*) FROM readings WHERE node=?", (OTHER,)) == 0
         assert count_rows(db) == 2
         conn = sqlite3.connect(db)
-        (node_id, seq, ts_s, hist), = conn.execute(
-            "SELECT node, typeof(seq), typeof(ts), typeof(hist) FROM readings WHERE seq=7").fetchall()
+        ((node_id, seq, ts_s, hist),) = conn.execute(
+            "SELECT node, typeof(seq), typeof(ts), typeof(hist) FROM readings WHERE seq=7"
+        ).fetchall()
         assert (node_id, seq, ts_s, hist) == (NODE, "integer", "integer", "integer")
         conn.close()
         assert daemon.store.query(NODE, "t", since_ms=0)[0] == (ts, 2.5)
@@ -181,15 +203,24 @@ def test_duplicate_and_escaped_keys_cannot_move_or_retype_a_reading(fleet_broker
 
 # -- the property test: random junk of every contract message, interleaved with a valid stream --
 
+
 def _text():
     # any code point, lone surrogates included (json.dumps escapes them as \udXXX)
     return st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=8)
 
 
-_scalars = st.none() | st.booleans() | st.integers(min_value=-2**200, max_value=2**200) | \
-    st.floats(allow_nan=False) | _text()
-_json = st.recursive(_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(_text(), c, max_size=3),
-                     max_leaves=10)
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**200), max_value=2**200)
+    | st.floats(allow_nan=False)
+    | _text()
+)
+_json = st.recursive(
+    _scalars,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(_text(), c, max_size=3),
+    max_leaves=10,
+)
 
 
 def _dup_keys(doc: dict, key: str, value, escape: bool) -> str:
@@ -206,10 +237,12 @@ def _deep(n: int) -> str:
 def junk(draw):
     """(leaf, payload) that breaks the contract: never a valid message by construction."""
     leaf = draw(st.sampled_from(["telemetry", "status", "ack", "log"]))
-    base = {"telemetry": {"v": 1, "node": NODE, "boot": 1, "seq": 1, "ts": _now(), "m": {"t": 1.0}},
-            "status": {"state": "online", "fw": "1.0", "heap": 1000},
-            "ack": {"id": "c1", "ok": True},
-            "log": {"lvl": "info", "msg": "hi"}}[leaf]
+    base = {
+        "telemetry": {"v": 1, "node": NODE, "boot": 1, "seq": 1, "ts": _now(), "m": {"t": 1.0}},
+        "status": {"state": "online", "fw": "1.0", "heap": 1000},
+        "ack": {"id": "c1", "ok": True},
+        "log": {"lvl": "info", "msg": "hi"},
+    }[leaf]
     kind = draw(st.sampled_from(["dup", "surrogate", "huge", "deep", "random", "wrongtype"]))
     if kind == "dup":
         key = draw(st.sampled_from(sorted(base)))
@@ -220,12 +253,16 @@ def junk(draw):
         return leaf, json.dumps({**base, key: bad}).encode()
     if kind == "huge":
         key = draw(st.sampled_from(sorted(base)))
-        return leaf, json.dumps({**base, key: draw(st.integers(min_value=2**64, max_value=10**300))}).encode()
+        return leaf, json.dumps(
+            {**base, key: draw(st.integers(min_value=2**64, max_value=10**300))}
+        ).encode()
     if kind == "deep":
         return leaf, _deep(draw(st.integers(min_value=50, max_value=3000))).encode()
     if kind == "wrongtype":
         key = draw(st.sampled_from(sorted(base)))
-        return leaf, json.dumps({**base, key: draw(st.sampled_from([[], {}, [1], {"a": None}]))}).encode()
+        return leaf, json.dumps(
+            {**base, key: draw(st.sampled_from([[], {}, [1], {"a": None}]))}
+        ).encode()
     doc = draw(st.dictionaries(_text(), _json, max_size=4))
     return leaf, json.dumps(doc).encode()
 
@@ -233,8 +270,13 @@ def junk(draw):
 def _cases(n):
     out = []
 
-    @settings(max_examples=n, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(junk())
     def gen(case):
         out.append(case)
@@ -243,7 +285,9 @@ def _cases(n):
     return out
 
 
-def test_property_junk_of_every_kind_interleaved_with_a_valid_stream(fleet_broker, tmp_path, caplog):
+def test_property_junk_of_every_kind_interleaved_with_a_valid_stream(
+    fleet_broker, tmp_path, caplog
+):
     caplog.set_level(logging.WARNING, logger="gridtwin")
     db = tmp_path / "db"
     cases = _cases(600)
@@ -289,7 +333,9 @@ def test_a_flood_of_rejections_logs_a_line_per_node_and_reason(fleet_broker, tmp
         assert len(lines) == 1 and len(lines[0]) < 300, lines
         assert sum(len(r.getMessage()) for r in caplog.records) < 5000
         assert 'gridtwin_rejected_total{reason="field"} 2000' in daemon.metrics.prometheus()
-        row = daemon.store.conn.execute("SELECT rejected, last_reject FROM nodes WHERE id=?", (NODE,)).fetchone()
+        row = daemon.store.conn.execute(
+            "SELECT rejected, last_reject FROM nodes WHERE id=?", (NODE,)
+        ).fetchone()
         assert row[0] == 2000 and row[1].startswith("field: ts")
     finally:
         node.close()
@@ -317,7 +363,9 @@ import threading
 threading.Thread(target=lambda: d.bus.wait_subscribed(20) and print("ready", flush=True), daemon=True).start()
 sys.exit(d.run_forever())
 """
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         node = NodeClient(fleet_broker, NODE)

@@ -22,8 +22,16 @@ def server():
         calls.append(body)
         return 200, "application/json", b"{}"
 
-    srv = MetricsServer(Metrics(), "127.0.0.1", 0, routes={("POST", "/cmd"): cmd}, token=TOKEN, private={"/cmd"},
-                        timeout=1.0, max_connections=20)
+    srv = MetricsServer(
+        Metrics(),
+        "127.0.0.1",
+        0,
+        routes={("POST", "/cmd"): cmd},
+        token=TOKEN,
+        private={"/cmd"},
+        timeout=1.0,
+        max_connections=20,
+    )
     srv.calls = calls
     srv.start()
     yield srv
@@ -63,9 +71,12 @@ def test_no_token_is_refused_before_the_body_is_read(server):
 
 def test_bad_or_huge_content_length_is_a_clear_4xx(server):
     auth = f"Authorization: Bearer {TOKEN}\r\n".encode()
-    assert _raw(server, b"POST /cmd HTTP/1.1\r\n" + auth + b"Content-Length: -1\r\n\r\n").startswith(b"HTTP/1.1 400")
-    assert _raw(server, b"POST /cmd HTTP/1.1\r\n" + auth + b"Content-Length: 99999999\r\n\r\n") \
-        .startswith(b"HTTP/1.1 413")
+    assert _raw(
+        server, b"POST /cmd HTTP/1.1\r\n" + auth + b"Content-Length: -1\r\n\r\n"
+    ).startswith(b"HTTP/1.1 400")
+    assert _raw(
+        server, b"POST /cmd HTTP/1.1\r\n" + auth + b"Content-Length: 99999999\r\n\r\n"
+    ).startswith(b"HTTP/1.1 413")
     ok = _raw(server, b"POST /cmd HTTP/1.1\r\n" + auth + b"Content-Length: 2\r\n\r\n{}")
     assert ok.startswith(b"HTTP/1.1 200") and server.calls == [b"{}"]
 

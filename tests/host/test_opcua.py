@@ -70,6 +70,7 @@ def env(tmp_path):
         pki = PKI.for_site(site)
         pki.ensure(site)
         return site, pki, Twin.from_site(site, seed=5), SqliteStore(tmp_path / "gt.db")
+
     return make
 
 
@@ -120,7 +121,9 @@ def _matches(store, tw, site) -> bool:
     return True
 
 
-@pytest.mark.parametrize("policy,mode", [("Basic256Sha256", "SignAndEncrypt"), ("Aes128_Sha256_RsaOaep", "Sign")])
+@pytest.mark.parametrize(
+    "policy,mode", [("Basic256Sha256", "SignAndEncrypt"), ("Aes128_Sha256_RsaOaep", "Sign")]
+)
 def test_collector_stores_every_variable_with_unit_and_quality(env, policy, mode):
     site, pki, tw, store = env(f'policy = "{policy}"\nmode = "{mode}"')
 
@@ -172,8 +175,12 @@ def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, t
         c = Client(ep, timeout=3)
         c.application_uri = uri
         if ident is not None:
-            await c.set_security(sp.SecurityPolicyBasic256Sha256, certificate=str(ident.cert_der),
-                                 private_key=str(ident.key_pem), mode=ua.MessageSecurityMode.SignAndEncrypt)
+            await c.set_security(
+                sp.SecurityPolicyBasic256Sha256,
+                certificate=str(ident.cert_der),
+                private_key=str(ident.key_pem),
+                mode=ua.MessageSecurityMode.SignAndEncrypt,
+            )
         try:
             await c.connect()
         except Exception as exc:  # refused: the server's status code, or the channel it closed
@@ -193,7 +200,12 @@ def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, t
             desc = ua.ApplicationDescription()
             desc.ApplicationUri, desc.ApplicationType = uri, ua.ApplicationType.Client
             p = ua.CreateSessionParameters()
-            p.ClientNonce, p.ClientDescription, p.EndpointUrl, p.SessionName = b"0" * 32, desc, ep, "none"
+            p.ClientNonce, p.ClientDescription, p.EndpointUrl, p.SessionName = (
+                b"0" * 32,
+                desc,
+                ep,
+                "none",
+            )
             p.RequestedSessionTimeout = 60000
             await c.uaclient.create_session(p)
             a = ua.ActivateSessionParameters()
@@ -210,8 +222,12 @@ def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, t
         CreateSession: asyncua validated only the latter, so the foreign key got a session."""
         c = Client(ep, timeout=3)
         c.application_uri = uri
-        await c.set_security(sp.SecurityPolicyBasic256Sha256, certificate=str(foreign.cert_der),
-                             private_key=str(foreign.key_pem), mode=ua.MessageSecurityMode.SignAndEncrypt)
+        await c.set_security(
+            sp.SecurityPolicyBasic256Sha256,
+            certificate=str(foreign.cert_der),
+            private_key=str(foreign.key_pem),
+            mode=ua.MessageSecurityMode.SignAndEncrypt,
+        )
         real = c.uaclient.create_session
 
         async def create_session(params):
@@ -237,11 +253,15 @@ def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, t
             endpoints = await Client(ep).connect_and_get_server_endpoints()
             assert await none_session_read() == "BadUserAccessDenied"
             assert await borrowed_certificate_read() == "BadUserAccessDenied"
-            out = ({(e.SecurityPolicyUri.rsplit("#", 1)[1], e.SecurityMode.name) for e in endpoints},
-                   [await attempt(i) for i in (None, foreign, revoked, good)])
+            out = (
+                {(e.SecurityPolicyUri.rsplit("#", 1)[1], e.SecurityMode.name) for e in endpoints},
+                [await attempt(i) for i in (None, foreign, revoked, good)],
+            )
         finally:
             await srv.stop()
-        srv = TwinServer(site, tw, pki, dev=True)      # `serve --dev`: the None endpoint, for development
+        srv = TwinServer(
+            site, tw, pki, dev=True
+        )  # `serve --dev`: the None endpoint, for development
         await srv.start()
         try:
             return out + (await attempt(None),)
@@ -250,7 +270,11 @@ def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, t
 
     offered, (none, foreign_r, revoked_r, good_r), none_dev = asyncio.run(main())
     assert none_dev.startswith("ok"), none_dev
-    assert offered == {(p, m) for p in ("Basic256Sha256", "Aes128_Sha256_RsaOaep") for m in ("Sign", "SignAndEncrypt")}
+    assert offered == {
+        (p, m)
+        for p in ("Basic256Sha256", "Aes128_Sha256_RsaOaep")
+        for m in ("Sign", "SignAndEncrypt")
+    }
     assert not none.startswith("ok"), none
     assert foreign_r == "BadCertificateUntrusted", foreign_r
     assert revoked_r == "BadCertificateRevoked", revoked_r
@@ -281,7 +305,9 @@ def test_server_restart_mid_collection_loses_no_point(env):
             await _until(col, lambda: any(r[10] == "BAD" for r in store.opcua_points()))
             srv = TwinServer(site, tw, pki)
             await srv.start()
-            await publish(srv)          # published before the collector is back: it arrives as the first value
+            await publish(
+                srv
+            )  # published before the collector is back: it arrives as the first value
             await asyncio.wait_for(col.connected.wait(), 20)
             await _until(col, lambda: _matches(store, tw, site))
             await publish(srv)
@@ -295,9 +321,11 @@ def test_server_restart_mid_collection_loses_no_point(env):
     col = asyncio.run(main())
     rows = store.opcua_points()
     assert col.sessions == 2
-    assert len(rows) == len({(r[4], r[5], r[6]) for r in rows})         # nothing stored twice
+    assert len(rows) == len({(r[4], r[5], r[6]) for r in rows})  # nothing stored twice
     bad = [r for r in rows if r[10] == "BAD"]
-    assert len(bad) == len(col.vars) and all(r[7] is None and r[8] is None for r in bad)   # none invented
+    assert len(bad) == len(col.vars) and all(
+        r[7] is None and r[8] is None for r in bad
+    )  # none invented
     # every value each publish put on the server is stored (a float tag: the twin's value at that step)
     stored = {}
     for r in rows:
@@ -321,12 +349,12 @@ def test_points_wait_while_the_store_cannot_commit(env, tmp_path):
             await asyncio.wait_for(col.connected.wait(), 20)
             await _until(col, lambda: _matches(store, tw, site))
             store.conn.execute("PRAGMA busy_timeout = 0")
-            blocker.execute("BEGIN EXCLUSIVE")            # another writer holds the database
+            blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
             tw.step()
             await srv.publish()
             loop = asyncio.get_running_loop()
             end = loop.time() + 10
-            while not col.flush_errors:                    # the flusher tried and is holding the points
+            while not col.flush_errors:  # the flusher tried and is holding the points
                 assert loop.time() < end
                 await asyncio.sleep(0.05)
             held = len(col.queue)
@@ -347,7 +375,9 @@ def test_quality_from_status_code_severity():
     assert quality_of(ua.StatusCodes.Good) == "GOOD"
     assert quality_of(ua.StatusCodes.UncertainLastUsableValue) == "UNCERTAIN"
     assert quality_of(ua.StatusCodes.BadOutOfService) == "BAD"
-    assert model.quality("tripped:overload") == "UNCERTAIN" and model.quality("unconnected") == "BAD"
+    assert (
+        model.quality("tripped:overload") == "UNCERTAIN" and model.quality("unconnected") == "BAD"
+    )
     assert model.unit_id("kW") == (ord("K") << 16) | (ord("W") << 8) | ord("T")
 
 
@@ -355,7 +385,7 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
     from gridtwin.daemon.store_influx import InfluxConfig, InfluxWriter, SpoolForwarder
 
     site, pki, tw, store = env()
-    influxdb.stop()                                  # InfluxDB is away while the points arrive
+    influxdb.stop()  # InfluxDB is away while the points arrive
 
     async def main():
         srv = TwinServer(site, tw, pki)
@@ -376,12 +406,14 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
 
     asyncio.run(main())
     rows = store.opcua_points()
-    assert store.spool_depth() == len(rows)          # every point waits in the spool
+    assert store.spool_depth() == len(rows)  # every point waits in the spool
     influxdb.start()
-    fwd = SpoolForwarder(store, InfluxWriter(InfluxConfig(url=influxdb.url, api="v1", bucket=influxdb.db)))
+    fwd = SpoolForwarder(
+        store, InfluxWriter(InfluxConfig(url=influxdb.url, api="v1", bucket=influxdb.db))
+    )
     fwd.start()
     try:
-        for _ in range(200):                          # the forwarder signals nothing: watch the spool drain
+        for _ in range(200):  # the forwarder signals nothing: watch the spool drain
             if store.spool_depth() == 0:
                 break
             fwd.wake.set()
@@ -389,13 +421,17 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
         assert store.spool_depth() == 0
     finally:
         fwd.stop()
-    [series] = influxdb.query('SELECT value_float, quality, enterprise, area, "line" FROM opcua_telemetry '
-                              "WHERE machine='inv1' AND \"tag\"='Power_Active'")   # TAG is an InfluxQL keyword
+    [series] = influxdb.query(
+        'SELECT value_float, quality, enterprise, area, "line" FROM opcua_telemetry '
+        "WHERE machine='inv1' AND \"tag\"='Power_Active'"
+    )  # TAG is an InfluxQL keyword
     want = [(r[6] // 1_000_000, r[7]) for r in rows if r[4] == "inv1" and r[5] == "Power_Active"]
     got = [(v[0], v[1]) for v in series["values"]]
     assert got == want and len(got) >= 3
     assert {tuple(v[2:]) for v in series["values"]} == {("GOOD", "Acme", "energy", "meter1")}
-    [state] = influxdb.query("SELECT value_string FROM opcua_telemetry WHERE \"tag\"='Inverter_State'")
+    [state] = influxdb.query(
+        "SELECT value_string FROM opcua_telemetry WHERE \"tag\"='Inverter_State'"
+    )
     assert {v[1] for v in state["values"]} <= {"mppt", "clipping", "standby"}
 
 
@@ -437,25 +473,37 @@ def test_status_codes_carry_the_components_quality(env):
     assert asyncio.run(main()) == ["ok", None]
     bad = [r for r in store.opcua_points("util1") if r[10] == "BAD"]
     assert bad and all(r[7] is None and r[8] is None for r in bad)
-    assert {r[5] for r in bad} == {r[5] for r in store.opcua_points("util1")}   # every tag of the machine
+    assert {r[5] for r in bad} == {
+        r[5] for r in store.opcua_points("util1")
+    }  # every tag of the machine
 
 
 def _mapping_site(env, points, port=None, name="site.toml"):
     rows = ",\n".join(f'  {{ path = "{p}", tag = "{t}", node = "{n}" }}' for p, t, n in points)
-    return env('\n[[opcua.sources]]\nendpoint = "opc.tcp://127.0.0.1:{port}/gridtwin"\n'
-               f'policy = "Aes128_Sha256_RsaOaep"\npoints = [\n{rows}\n]\n', port=port, name=name)
+    return env(
+        '\n[[opcua.sources]]\nendpoint = "opc.tcp://127.0.0.1:{port}/gridtwin"\n'
+        f'policy = "Aes128_Sha256_RsaOaep"\npoints = [\n{rows}\n]\n',
+        port=port,
+        name=name,
+    )
 
 
-def test_a_source_mapping_stores_under_its_isa95_path_and_a_bad_mapping_names_the_key(env, tmp_path):
+def test_a_source_mapping_stores_under_its_isa95_path_and_a_bad_mapping_names_the_key(
+    env, tmp_path
+):
     from gridtwin.errors import ConfigError
 
     ns = "ns=2;s=Acme.mg.energy.meter1."
-    good = [("Plant/north/energy/feeder1/pv-a", "Power_Active", ns + "inv1.Power_Active"),
-            ("Plant/north/energy/feeder1/pv-a", "Mode", ns + "inv1.Inverter_State"),
-            ("Plant/north/energy/pcc/meter", "Import", ns + "meter1.Energy_Import")]
-    bad = {"unknown": (ns + "inv1.Nope", "no such node"),
-           "object": (ns + "inv1", "not a variable"),
-           "wrong type": ("ns=0;i=2256", "holds a i=862, not a number, boolean or string")}
+    good = [
+        ("Plant/north/energy/feeder1/pv-a", "Power_Active", ns + "inv1.Power_Active"),
+        ("Plant/north/energy/feeder1/pv-a", "Mode", ns + "inv1.Inverter_State"),
+        ("Plant/north/energy/pcc/meter", "Import", ns + "meter1.Energy_Import"),
+    ]
+    bad = {
+        "unknown": (ns + "inv1.Nope", "no such node"),
+        "object": (ns + "inv1", "not a variable"),
+        "wrong type": ("ns=0;i=2256", "holds a i=862, not a number, boolean or string"),
+    }
     site, pki, tw, store = _mapping_site(env, good)
     port = int(site.opcua.endpoint.rsplit(":", 1)[1].split("/")[0])
     errors = {}
@@ -471,10 +519,17 @@ def test_a_source_mapping_stores_under_its_isa95_path_and_a_bad_mapping_names_th
             await _until(col, lambda: len({r[5] for r in store.opcua_points()}) == 3)
             stop.set()
             await task
-            for name, (node, _problem) in bad.items():   # the same server, a site with one bad row each
-                bsite = _mapping_site(env, good[:1] + [("P/s/a/l/m", "X", node)], port=port, name=f"{name}.toml")[0]
+            for name, (
+                node,
+                _problem,
+            ) in bad.items():  # the same server, a site with one bad row each
+                bsite = _mapping_site(
+                    env, good[:1] + [("P/s/a/l/m", "X", node)], port=port, name=f"{name}.toml"
+                )[0]
                 with pytest.raises(ConfigError) as e:
-                    await Collector(bsite, store, pki, log=lambda m: None, source=0).run(asyncio.Event())
+                    await Collector(bsite, store, pki, log=lambda m: None, source=0).run(
+                        asyncio.Event()
+                    )
                 errors[name] = e.value
         finally:
             await srv.stop()
@@ -489,7 +544,9 @@ def test_a_source_mapping_stores_under_its_isa95_path_and_a_bad_mapping_names_th
     assert got[("meter", "Import")][:4] == ("Plant", "north", "energy", "pcc")
     for name, (node, problem) in bad.items():
         err = errors[name]
-        assert err.key == "opcua.sources[0].points[1].node" and err.file.endswith(f"{name}.toml"), name
+        assert err.key == "opcua.sources[0].points[1].node" and err.file.endswith(f"{name}.toml"), (
+            name
+        )
         assert problem in err.problem and "gridtwin opcua browse" in err.fix, (name, str(err))
 
 
@@ -501,7 +558,7 @@ def test_the_collector_refuses_a_server_the_site_ca_did_not_sign(env, tmp_path):
 
     async def main():
         spoke = asyncio.Event()
-        srv = TwinServer(site, tw, foreign)           # a server with another CA's certificate ...
+        srv = TwinServer(site, tw, foreign)  # a server with another CA's certificate ...
         await srv.start()
         # ... that would take our collector (so the refusal seen is the collector's own)
         srv.server.iserver.certificate_validator = certs.validator(pki, "client")
@@ -518,4 +575,6 @@ def test_the_collector_refuses_a_server_the_site_ca_did_not_sign(env, tmp_path):
 
     col = asyncio.run(main())
     assert col.sessions == 0 and not col.vars and store.opcua_points() == []
-    assert "unreachable (BadCertificateUntrusted" in said[0] and said[0].endswith("points BAD, reconnecting"), said
+    assert "unreachable (BadCertificateUntrusted" in said[0] and said[0].endswith(
+        "points BAD, reconnecting"
+    ), said

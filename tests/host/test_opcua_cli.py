@@ -50,35 +50,55 @@ def _site(tmp_path, extra="", port=None):
 
 
 def _gt(site, *args, timeout=60):
-    return subprocess.run([GRIDTWIN, "--site", str(site), *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [GRIDTWIN, "--site", str(site), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_serve_then_collect_then_points_and_signals_stop_serve(tmp_path, sig):
     site = _site(tmp_path)
-    srv = subprocess.Popen([GRIDTWIN, "--site", str(site), "opcua", "serve"], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    srv = subprocess.Popen(
+        [GRIDTWIN, "--site", str(site), "opcua", "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        first = srv.stdout.readline()          # printed once the server listens
-        assert first.startswith("serving ") and "Basic256Sha256/SignAndEncrypt" in first and "None" not in first
+        first = srv.stdout.readline()  # printed once the server listens
+        assert (
+            first.startswith("serving ")
+            and "Basic256Sha256/SignAndEncrypt" in first
+            and "None" not in first
+        )
         if sig == signal.SIGTERM:
             r = _gt(site, "opcua", "collect", "--for", "2")
             assert r.returncode == 0, r.stderr
-            n = first.split()[1]                   # every variable the server serves is collected
+            n = first.split()[1]  # every variable the server serves is collected
             assert f"collecting {n} variables" in r.stderr and "points stored" in r.stderr
-            r = _gt(site, "opcua", "points", "--machine", "meter1", "--tag", "Energy_Import", "--json")
-            assert r.returncode == 0 and '"unit": "kWh"' in r.stdout and '"quality": "GOOD"' in r.stdout
+            r = _gt(
+                site, "opcua", "points", "--machine", "meter1", "--tag", "Energy_Import", "--json"
+            )
+            assert (
+                r.returncode == 0
+                and '"unit": "kWh"' in r.stdout
+                and '"quality": "GOOD"' in r.stdout
+            )
             r = _gt(site, "opcua", "browse")
             assert r.returncode == 0, r.stderr
-            assert "GridTwin/mg/energy/meter1/inv1/Efficiency\t%\tns=2;s=GridTwin.mg.energy.meter1.inv1.Efficiency" \
+            assert (
+                "GridTwin/mg/energy/meter1/inv1/Efficiency\t%\tns=2;s=GridTwin.mg.energy.meter1.inv1.Efficiency"
                 in r.stdout.splitlines()
+            )
             assert len(r.stdout.splitlines()) == int(n)
             r = _gt(site, "opcua", "browse", "--toml")
             assert r.returncode == 0 and r.stdout.startswith("[[opcua.sources]]\n")
             # the stub, pasted into a site file, is a mapping the collector takes; one wrong NodeId is one line
             stub = r.stdout.replace("inv1.Efficiency", "inv1.Efficency")
-            mapped = tmp_path / "mapped.toml"        # beside site.toml: the same PKI
-            mapped.write_text(site.read_text().replace("[[twin.components]]", stub + "\n[[twin.components]]", 1))
+            mapped = tmp_path / "mapped.toml"  # beside site.toml: the same PKI
+            mapped.write_text(
+                site.read_text().replace("[[twin.components]]", stub + "\n[[twin.components]]", 1)
+            )
             r = _gt(mapped, "opcua", "collect", "--for", "5")
             assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
             [err] = [ln for ln in r.stderr.splitlines() if ln.startswith("gridtwin: ")]
@@ -115,13 +135,19 @@ def test_cert_issues_keeps_and_revokes_the_rsa_application_certificate(tmp_path)
     cert = x509.load_der_x509_certificate(der.read_bytes())
     assert cert.public_key().key_size == 2048
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert "urn:gridtwin:mg:opcua-collector" in sans.get_values_for_type(x509.UniformResourceIdentifier)
+    assert "urn:gridtwin:mg:opcua-collector" in sans.get_values_for_type(
+        x509.UniformResourceIdentifier
+    )
     assert _gt(site, "opcua", "cert", "collector").returncode == 0
-    assert x509.load_der_x509_certificate(der.read_bytes()).serial_number == cert.serial_number   # kept
+    assert (
+        x509.load_der_x509_certificate(der.read_bytes()).serial_number == cert.serial_number
+    )  # kept
     r = _gt(site, "opcua", "cert", "collector", "--revoke")
     assert r.returncode == 0 and "revoked opcua/collector" in r.stdout
     assert "opcua/collector" in _gt(site, "pki", "list", "--all").stdout
-    assert _gt(site, "opcua", "cert", "collector").returncode == 0    # a revoked one is replaced
+    assert _gt(site, "opcua", "cert", "collector").returncode == 0  # a revoked one is replaced
     assert x509.load_der_x509_certificate(der.read_bytes()).serial_number != cert.serial_number
     r = _gt(site, "opcua", "cert", "server", "--revoke")
-    assert r.returncode == 1 and r.stderr.startswith("gridtwin: opcua server has no certificate to revoke")
+    assert r.returncode == 1 and r.stderr.startswith(
+        "gridtwin: opcua server has no certificate to revoke"
+    )

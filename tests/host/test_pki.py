@@ -27,7 +27,10 @@ def mode(p: Path) -> int:
 def test_init_writes_p256_ca_server_and_services_with_private_modes(site_pki):
     pki = site_pki.pki
     ca = x509.load_pem_x509_certificate(pki.ca_cert_path.read_bytes())
-    assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey) and ca.public_key().curve.name == "secp256r1"
+    assert (
+        isinstance(ca.public_key(), ec.EllipticCurvePublicKey)
+        and ca.public_key().curve.name == "secp256r1"
+    )
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert mode(pki.dir) == 0o700 and mode(pki.ca_dir) == 0o700 and mode(pki.ca_key_path) == 0o600
     for identity in (SERVER_IDENTITY, *SERVICE_IDENTITIES, *site_pki.site.node_ids):
@@ -41,8 +44,13 @@ def test_init_writes_p256_ca_server_and_services_with_private_modes(site_pki):
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
-    assert ExtendedKeyUsageOID.SERVER_AUTH in server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    node_eku = pki.load_cert("pdu_a").extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert (
+        ExtendedKeyUsageOID.SERVER_AUTH
+        in server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    )
+    node_eku = (
+        pki.load_cert("pdu_a").extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    )
     assert list(node_eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
@@ -65,7 +73,10 @@ def test_nothing_is_overwritten_without_force(site_pki_copy):
         pki.init(site)
     with pytest.raises(PKIError, match="already has a certificate"):
         pki.issue("pdu_a")
-    assert pki.ca_cert_path.read_bytes() == ca_before and pki.key_path("pdu_a").read_bytes() == key_before
+    assert (
+        pki.ca_cert_path.read_bytes() == ca_before
+        and pki.key_path("pdu_a").read_bytes() == key_before
+    )
     assert pki.ensure(site) == []  # idempotent: everything is there
     pki.issue("pdu_a", force=True)
     backups = list(pki.backup_dir.glob("*/pdu_a/key.pem"))
@@ -111,8 +122,11 @@ def test_rotate_all_backs_up_every_pair_in_one_folder(site_pki_copy):
 
 
 def test_expiring_certificates_are_listed_with_warnings(tmp_path):
-    text = (ROOT / "host/gridtwin/examples/site.toml").read_text().replace("days = 825\nwarn_days = 30",
-                                                                            "days = 10\nwarn_days = 30")
+    text = (
+        (ROOT / "host/gridtwin/examples/site.toml")
+        .read_text()
+        .replace("days = 825\nwarn_days = 30", "days = 10\nwarn_days = 30")
+    )
     sp = make_site_pki(tmp_path, text)
     rows = {r.identity: r for r in sp.pki.list()}
     assert rows["pdu_a"].status == "expiring" and rows["ca"].status == "valid"
@@ -122,10 +136,15 @@ def test_expiring_certificates_are_listed_with_warnings(tmp_path):
 
 @pytest.fixture(scope="module")
 def micropython():
-    exe = os.environ.get("MICROPYTHON") or shutil.which("micropython", path=str(ROOT / ".venv/bin")) \
+    exe = (
+        os.environ.get("MICROPYTHON")
+        or shutil.which("micropython", path=str(ROOT / ".venv/bin"))
         or shutil.which("micropython")
+    )
     if not exe:
-        pytest.skip("MicroPython unix port not installed (see README: MicroPython on a Raspberry Pi)")
+        pytest.skip(
+            "MicroPython unix port not installed (see README: MicroPython on a Raspberry Pi)"
+        )
     return exe
 
 
@@ -158,13 +177,21 @@ def test_micropython_mbedtls_loads_the_der_pair_and_connects(micropython, broker
     script = tmp_path / "mp_client.py"
     script.write_text(MP_CLIENT)
     certs = str(broker.pki.dir)
-    run = subprocess.run([micropython, str(script), str(broker.port), certs, "pv1", "localhost"],
-                         capture_output=True, text=True, timeout=30)
+    run = subprocess.run(
+        [micropython, str(script), str(broker.port), certs, "pv1", "localhost"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert run.stdout.strip() == "connack b' \\x02\\x00\\x00'", run.stdout + run.stderr
     broker.wait_for_log(r"as pv1 \(.*u'pv1'\)")
     # The server name is checked: a name not on the server certificate fails the handshake.
-    bad = subprocess.run([micropython, str(script), str(broker.port), certs, "pv1", "evil.example"],
-                         capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(
+        [micropython, str(script), str(broker.port), certs, "pv1", "evil.example"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert bad.returncode == 1 and "handshake failed" in bad.stdout, bad.stdout + bad.stderr
     assert "CN" in bad.stdout  # mbedTLS names the reason
 
@@ -177,8 +204,10 @@ def test_pki_reads_settings_from_the_site(site_pki):
 def test_daemon_instances_get_host_identities_of_their_own(tmp_path):
     from gridtwin.pki import host_identities
 
-    sp = make_site_pki(tmp_path / "s", '[site]\nid = "s"\n[daemon]\ninstances = 3\n'
-                                       '[[nodes]]\nid = "n1"\nrole = "pdu"\n')
+    sp = make_site_pki(
+        tmp_path / "s",
+        '[site]\nid = "s"\n[daemon]\ninstances = 3\n[[nodes]]\nid = "n1"\nrole = "pdu"\n',
+    )
     pki = sp.pki
     assert host_identities(sp.site) == [HOST_IDENTITY, "gridtwin-host-2", "gridtwin-host-3"]
     for ident in host_identities(sp.site):
@@ -187,21 +216,25 @@ def test_daemon_instances_get_host_identities_of_their_own(tmp_path):
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH] and pki.kind(ident) == "service"
         assert mode(pki.key_path(ident)) == 0o600
-    assert pki.ensure(sp.site) == []                  # nothing missing, nothing overwritten
+    assert pki.ensure(sp.site) == []  # nothing missing, nothing overwritten
     with pytest.raises(PKIError, match="does not have") as info:
-        pki.issue("gridtwin-host-4")                  # not configured: say which setting to raise
+        pki.issue("gridtwin-host-4")  # not configured: say which setting to raise
     assert "instances" in info.value.hint
     # raising instances later: `pki issue --all` (ensure) issues only the new one
     sp.path.write_text(sp.path.read_text().replace("instances = 3", "instances = 4"))
     from gridtwin.site import load_site
+
     site4 = load_site(sp.path)
     assert PKI.for_site(site4).ensure(site4) == ["gridtwin-host-4"]
 
 
 # --- integrity: a lost CA, certificates of another CA (issue 12 item 3) ------------------------
 
+
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("lost", ["ca", "ca+index"])
@@ -213,17 +246,31 @@ def test_a_deleted_ca_with_node_certificates_is_refused_by_every_verb(site_pki_c
     if lost == "ca+index":  # what the issue's user had: no CA and no index, only the pairs
         pki.index_path.unlink()
     before = _tree(pki.dir)
-    for argv in (["vnode", "pdu_a"], ["demo", "--no-view", "--duration", "1"], ["pki", "init"],
-                 ["pki", "init", "--nodes"], ["pki", "issue", "--all"], ["pki", "list"]):
+    for argv in (
+        ["vnode", "pdu_a"],
+        ["demo", "--no-view", "--duration", "1"],
+        ["pki", "init"],
+        ["pki", "init", "--nodes"],
+        ["pki", "issue", "--all"],
+        ["pki", "list"],
+    ):
         assert cli.main(["--site", site, *argv]) == 1, argv
         err = capsys.readouterr().err
         assert "Traceback" not in err, (argv, err)
         err = err.splitlines()[-1]  # the demo says first what it starts
-        assert "the CA is missing" in err and "16 certificates" in err and "pki init --force" in err, err
-        assert _tree(pki.dir) == before, f"{argv} changed {pki.dir}"  # no new CA, nothing overwritten
+        assert (
+            "the CA is missing" in err and "16 certificates" in err and "pki init --force" in err
+        ), err
+        assert _tree(pki.dir) == before, (
+            f"{argv} changed {pki.dir}"
+        )  # no new CA, nothing overwritten
     assert cli.main(["--site", site, "doctor", "--json"]) == 1
     pki_check = {r["check"]: r for r in json.loads(capsys.readouterr().out)}["pki"]
-    assert pki_check["ok"] is False and "is missing" in pki_check["found"] and "--force" in pki_check["fix"]
+    assert (
+        pki_check["ok"] is False
+        and "is missing" in pki_check["found"]
+        and "--force" in pki_check["fix"]
+    )
     # --force starts over and keeps every old file in one backup folder
     assert cli.main(["--site", site, "pki", "init", "--force", "--nodes"]) == 0
     capsys.readouterr()
@@ -239,28 +286,53 @@ def test_pki_list_and_doctor_flag_certificates_another_ca_signed(site_pki_copy, 
 
     pki, site = site_pki_copy.pki, str(site_pki_copy.path)
     old_ca = pki._load_ca()[1]
-    key, ca = new_ca(old_ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value,
-                     organization=old_ca.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)[0].value)
+    key, ca = new_ca(
+        old_ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value,
+        organization=old_ca.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)[0].value,
+    )
     assert ca.subject == old_ca.subject == pki.load_cert("pdu_a").issuer
-    _write(pki.ca_key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()), 0o600)
+    _write(
+        pki.ca_key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
     _write(pki.ca_cert_path, ca.public_bytes(serialization.Encoding.PEM), 0o644)
     _write(pki.ca_der_path, ca.public_bytes(serialization.Encoding.DER), 0o644)
     ids = pki.identities()
-    assert {r.identity: r.status for r in pki.list() if r.kind != "ca"} == dict.fromkeys(ids, "foreign")
+    assert {r.identity: r.status for r in pki.list() if r.kind != "ca"} == dict.fromkeys(
+        ids, "foreign"
+    )
 
     assert cli.main(["--site", site, "pki", "list"]) == 0
     out = capsys.readouterr().out
-    assert out.count(" foreign\n") == len(ids) and "warning:" in out and "`gridtwin pki rotate all`" in out
-    assert "CRL: " in out and "not signed by the current CA" in out  # the old CA's CRL is no use either
+    assert (
+        out.count(" foreign\n") == len(ids)
+        and "warning:" in out
+        and "`gridtwin pki rotate all`" in out
+    )
+    assert (
+        "CRL: " in out and "not signed by the current CA" in out
+    )  # the old CA's CRL is no use either
     assert cli.main(["--site", site, "doctor", "--json"]) == 1
     pki_check = {r["check"]: r for r in json.loads(capsys.readouterr().out)}["pki"]
-    assert pki_check["ok"] is False and "pki rotate all" in pki_check["found"] and "pdu_a" in pki_check["found"]
+    assert (
+        pki_check["ok"] is False
+        and "pki rotate all" in pki_check["found"]
+        and "pdu_a" in pki_check["found"]
+    )
     # every verb that would use them says so before starting anything, instead of "nothing to do"
     for argv in (["pki", "issue", "--all"], ["vnode", "pdu_a"]):
         assert cli.main(["--site", site, *argv]) == 1
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "not issued by the current CA" in err and "pki rotate all" in err, err
+        assert (
+            err.count("\n") == 1
+            and "not issued by the current CA" in err
+            and "pki rotate all" in err
+        ), err
     old_pairs = {i: pki.key_path(i).read_bytes() for i in ids}
     assert cli.main(["--site", site, "pki", "rotate", "all"]) == 0
     assert "(it was not from this CA)" in capsys.readouterr().out
@@ -269,7 +341,9 @@ def test_pki_list_and_doctor_flag_certificates_another_ca_signed(site_pki_copy, 
     assert all(r.status == "valid" for r in pki.list()) and pki.warnings() == []
     for i in ids:
         pki.load_cert(i).verify_directly_issued_by(ca)
-        assert [b.read_bytes() for b in pki.backup_dir.glob(f"*/{i}/key.pem")] == [old_pairs[i]]  # backed up
+        assert [b.read_bytes() for b in pki.backup_dir.glob(f"*/{i}/key.pem")] == [
+            old_pairs[i]
+        ]  # backed up
     assert cli.main(["--site", site, "doctor", "--json"]) == 0
     assert {r["check"]: r for r in json.loads(capsys.readouterr().out)}["pki"]["ok"] is True
 
@@ -282,4 +356,7 @@ def test_a_current_certificate_the_crl_revokes_is_not_called_valid(site_pki_copy
     shutil.copytree(backup, pki.identity_dir("srv_a"))  # the revoked pair put back by hand
     assert pki.cert_path("srv_a").read_bytes() == cert
     assert {r.identity: r.status for r in pki.list()}["srv_a"] == "revoked"
-    assert any(w.startswith("srv_a: the current certificate") and "revoked by the CRL" in w for w in pki.warnings())
+    assert any(
+        w.startswith("srv_a: the current certificate") and "revoked by the CRL" in w
+        for w in pki.warnings()
+    )

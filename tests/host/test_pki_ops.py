@@ -24,8 +24,20 @@ def test_the_demo_fails_naming_the_nodes_that_never_came_online(site_pki_copy, m
     sp.path.write_text(sp.path.read_text() + "\n[daemon]\nmetrics_port = 0\n")
     load_site(sp.path)  # the edited file still loads
     _revoked_pair_put_back(sp.pki, "srv_a")
-    rc = cli.main(["--site", str(sp.path), "demo", "--no-view", "--nodes", "srv_a", "--duration", "2",
-                   "--port", str(free_port())])
+    rc = cli.main(
+        [
+            "--site",
+            str(sp.path),
+            "demo",
+            "--no-view",
+            "--nodes",
+            "srv_a",
+            "--duration",
+            "2",
+            "--port",
+            str(free_port()),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1, err
     assert "this run stored 0 readings from 0 of 1 nodes" in err, err
@@ -41,12 +53,19 @@ def test_the_demo_counts_this_runs_readings(site_pki_copy, micropython):
     site = load_site(site_pki_copy.path)
     first = None
     for run in (1, 2):
-        demo = Demo(site, port=free_port(), nodes=["pdu_a"], daemon_overrides={"metrics_port": None})
+        demo = Demo(
+            site, port=free_port(), nodes=["pdu_a"], daemon_overrides={"metrics_port": None}
+        )
         demo.start()
         try:
             if first is not None:  # the database still holds the first run's readings
                 assert demo.daemon.store.count_readings("pdu_a") >= first > 0
-            wait_until(lambda: demo.run_counts()["pdu_a"] > 0, 60, f"pdu_a's first reading of run {run}", 0.1)
+            wait_until(
+                lambda: demo.run_counts()["pdu_a"] > 0,
+                60,
+                f"pdu_a's first reading of run {run}",
+                0.1,
+            )
             counts = demo.run_counts()
             assert demo.never_online(counts) == []
             if first is not None:
@@ -58,6 +77,7 @@ def test_the_demo_counts_this_runs_readings(site_pki_copy, micropython):
 
 # --- a revoked node is out within seconds (issue 19 item 9) ---------------------------------------
 
+
 def _keep_pair(pki, node: str, folder) -> tuple[str, str]:
     """The node's pair as its board holds it (revoke moves the PKI's copy to _backup/)."""
     folder.mkdir()
@@ -67,7 +87,9 @@ def _keep_pair(pki, node: str, folder) -> tuple[str, str]:
 
 
 @pytest.mark.broker
-def test_pki_revoke_ends_the_session_of_a_node_on_broker_run(site_pki_copy, mqtt_client, tmp_path, capsys):
+def test_pki_revoke_ends_the_session_of_a_node_on_broker_run(
+    site_pki_copy, mqtt_client, tmp_path, capsys
+):
     import subprocess
     import sys
     import time
@@ -77,12 +99,32 @@ def test_pki_revoke_ends_the_session_of_a_node_on_broker_run(site_pki_copy, mqtt
     sp = site_pki_copy
     port = free_port()
     with open(tmp_path / "run.log", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(sp.path), "broker", "run",
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gridtwin",
+                "--site",
+                str(sp.path),
+                "broker",
+                "run",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        brk = Broker(sp, tmp_path / "probe")  # not started: only its client helpers, aimed at `broker run`
+        brk = Broker(
+            sp, tmp_path / "probe"
+        )  # not started: only its client helpers, aimed at `broker run`
         brk.port = port
-        wait_until(lambda: brk.probe("gridtwin-host").ok or proc.poll() is not None, 10, "broker run to listen")
+        wait_until(
+            lambda: brk.probe("gridtwin-host").ok or proc.poll() is not None,
+            10,
+            "broker run to listen",
+        )
         cert, key = _keep_pair(sp.pki, "srv_a", tmp_path / "board")
         node = mqtt_client("srv_a", broker=brk, cert=cert, key=key)
         host = mqtt_client("gridtwin-host", broker=brk)
@@ -92,7 +134,9 @@ def test_pki_revoke_ends_the_session_of_a_node_on_broker_run(site_pki_copy, mqtt
         assert "restarts with the new CRL" in capsys.readouterr().out
         node.wait_disconnected(10)
         # the broker is back (it lets another client in) and the node is not: its certificate is refused
-        wait_until(lambda: brk.probe("telegraf").ok, 10, "the restarted broker to let a valid client in")
+        wait_until(
+            lambda: brk.probe("telegraf").ok, 10, "the restarted broker to let a valid client in"
+        )
         refused = brk.probe(cert=cert, key=key, client_id="srv_a")
         out_after = time.monotonic() - t0
         assert not refused.ok and "revoked" in refused.error, refused
@@ -131,11 +175,14 @@ def test_pki_revoke_restarts_the_installed_broker_as_root(site_pki_copy, tmp_pat
     etc = _installed_etc(tmp_path, sp.site)
     sp.pki.revoke("srv_a")
     ran = []
-    said = broker.notify_revocation(sp.site, etc_dir=etc, euid=0, systemd=True,
-                                    run=lambda argv, **kw: ran.append(argv))
+    said = broker.notify_revocation(
+        sp.site, etc_dir=etc, euid=0, systemd=True, run=lambda argv, **kw: ran.append(argv)
+    )
     assert ran == [["systemctl", "restart", "mosquitto"]]
     copy = broker.installed_crl(etc)
-    assert copy.read_bytes() == sp.pki.crl_path.read_bytes() and copy.stat().st_mode & 0o777 == 0o644
+    assert (
+        copy.read_bytes() == sp.pki.crl_path.read_bytes() and copy.stat().st_mode & 0o777 == 0o644
+    )
     assert "`systemctl restart mosquitto` done" in said
     # a failing restart is one clear error naming where to look
     import subprocess
@@ -145,7 +192,9 @@ def test_pki_revoke_restarts_the_installed_broker_as_root(site_pki_copy, tmp_pat
     def fails(argv, **kw):
         raise subprocess.CalledProcessError(1, argv, stderr="Job for mosquitto.service failed.")
 
-    with pytest.raises(BrokerError, match="systemctl restart mosquitto failed: Job for mosquitto.service failed"):
+    with pytest.raises(
+        BrokerError, match="systemctl restart mosquitto failed: Job for mosquitto.service failed"
+    ):
         broker.notify_revocation(sp.site, etc_dir=etc, euid=0, systemd=True, run=fails)
 
 
@@ -158,16 +207,20 @@ def test_pki_revoke_says_exactly_what_to_run_without_root(site_pki_copy, tmp_pat
     etc = _installed_etc(tmp_path, sp.site)
     sp.pki.revoke("srv_a")
     ran = []
-    said = broker.notify_revocation(sp.site, etc_dir=etc, euid=1000, systemd=True,
-                                    run=lambda argv, **kw: ran.append(argv))
+    said = broker.notify_revocation(
+        sp.site, etc_dir=etc, euid=1000, systemd=True, run=lambda argv, **kw: ran.append(argv)
+    )
     assert ran == [] and broker.installed_crl(etc).read_bytes() == b"the old CRL"
     cmd = said.split("run `", 1)[1].split("`", 1)[0]
-    assert cmd == (f"sudo install -m 0644 {sp.pki.crl_path} {broker.installed_crl(etc)} "
-                   "&& sudo systemctl restart mosquitto")
+    assert cmd == (
+        f"sudo install -m 0644 {sp.pki.crl_path} {broker.installed_crl(etc)} "
+        "&& sudo systemctl restart mosquitto"
+    )
     # the first half is a real command: run it (we are root here, so without sudo) and the copy is the CRL
     copy_cmd = cmd.split(" && ")[0].removeprefix("sudo ")
     subprocess.run(copy_cmd, shell=True, check=True)
     assert broker.installed_crl(etc).read_bytes() == sp.pki.crl_path.read_bytes()
     # no broker of ours installed: nothing to restart, and it says so
     assert broker.notify_revocation(sp.site, etc_dir=tmp_path / "none") == (
-        "no running broker found; the new CRL applies when it starts")
+        "no running broker found; the new CRL applies when it starts"
+    )

@@ -27,17 +27,37 @@ def test_every_reader_takes_its_facts_from_the_catalog():
     assert list(HOST_ROWS) == list(types)  # the host's site.toml rows
     assert vworld.QUANTITIES == {t: e.quantities for t, e in types.items()}  # the virtual world
     assert vworld.CHIPS == {t: e.chip for t, e in types.items() if e.chip}
-    assert catalog.SENSOR_METRICS == {t: sensortypes.metrics(t) for t, e in types.items() if not e.analog}
+    assert catalog.SENSOR_METRICS == {
+        t: sensortypes.metrics(t) for t, e in types.items() if not e.analog
+    }
     for t, e in types.items():
-        assert e.model is None or (SHIM_DIR / "fakes" / f"{e.model}.py").exists(), t  # a chip model each
-        assert e.bus in ("i2c", "onewire", "adc") and (e.bus != "i2c" or e.addr or "addr" in e.rows), t
+        assert e.model is None or (SHIM_DIR / "fakes" / f"{e.model}.py").exists(), (
+            t
+        )  # a chip model each
+        assert e.bus in ("i2c", "onewire", "adc") and (
+            e.bus != "i2c" or e.addr or "addr" in e.rows
+        ), t
 
 
 def _samples(o: sensortypes.Opt) -> list:
     if o.check == "rom":
-        return ["", "28ff641e8216c3a1", "28FF641E8216C3A1", "10ff641e8216c3a1", "28ff", "28zz641e8216c3a1"]
+        return [
+            "",
+            "28ff641e8216c3a1",
+            "28FF641E8216C3A1",
+            "10ff641e8216c3a1",
+            "28ff",
+            "28zz641e8216c3a1",
+        ]
     if o.check == "cal":
-        return [[0, 0, 1, 1], [0.66, 0, 3.3, 2000], [1, 0, 1, 5], [0, 0, 1], [0, True, 1, 1], [0, "a", 1, 1]]
+        return [
+            [0, 0, 1, 1],
+            [0.66, 0, 3.3, 2000],
+            [1, 0, 1, 5],
+            [0, 0, 1],
+            [0, True, 1, 1],
+            [0, "a", 1, 1],
+        ]
     if o.choices:
         return [*o.choices, "9" if isinstance(o.choices[0], str) else 5.0]
     if o.lo is not None:
@@ -49,42 +69,74 @@ def _samples(o: sensortypes.Opt) -> list:
 def test_host_and_node_refuse_the_same_values(micropython):
     # every check of every row, fed the same values on both sides: the firmware's (under
     # MicroPython, from the generated table) and the host's (site.toml) agree on what is wrong
-    cases = [(t, k, v) for t, e in sensortypes.TYPES.items() for k, o in e.rows.items() for v in _samples(o)]
-    code = ("import json\nfrom gt.drivers import options as o\nfrom gt.config import between, one_of\nout = []\n"
-            f"for t, k, v in json.loads({json.dumps(json.dumps(cases))}):\n"
-            "    c = o.rows(t, between, one_of)[k][2]\n"
-            "    out.append(c is None or not c(v))\n"
-            "print(json.dumps(out))")
+    cases = [
+        (t, k, v)
+        for t, e in sensortypes.TYPES.items()
+        for k, o in e.rows.items()
+        for v in _samples(o)
+    ]
+    code = (
+        "import json\nfrom gt.drivers import options as o\nfrom gt.config import between, one_of\nout = []\n"
+        f"for t, k, v in json.loads({json.dumps(json.dumps(cases))}):\n"
+        "    c = o.rows(t, between, one_of)[k][2]\n"
+        "    out.append(c is None or not c(v))\n"
+        "print(json.dumps(out))"
+    )
     env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_DIR}:.frozen")
-    run = subprocess.run([micropython, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False)
+    run = subprocess.run(
+        [micropython, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
     assert run.returncode == 0, run.stderr
     node_ok = json.loads(run.stdout)
     host_ok = [HOST_ROWS[t][k].check is None or not HOST_ROWS[t][k].check(v) for t, k, v in cases]
-    assert len(cases) > 100 and node_ok == host_ok, [c for c, a, b in zip(cases, node_ok, host_ok) if a != b]
-    assert set(NAMED_CHECKS) == {o.check for e in sensortypes.TYPES.values() for o in e.rows.values() if o.check}
+    assert len(cases) > 100 and node_ok == host_ok, [
+        c for c, a, b in zip(cases, node_ok, host_ok) if a != b
+    ]
+    assert set(NAMED_CHECKS) == {
+        o.check for e in sensortypes.TYPES.values() for o in e.rows.values() if o.check
+    }
 
 
 def test_the_firmwares_config_defaults_are_the_sites():
     # rendered keys take type, default and range from firmware/gt/config.py: no second copy
-    for key, row in (("queue", "queue"), ("keepalive", "mqtt.keepalive"), ("spill_kb", "spill_kb"),
-                     ("replay_per_s", "mqtt.replay_per_s"), ("health_s", "health_s"), ("log_level", "log_level")):
+    for key, row in (
+        ("queue", "queue"),
+        ("keepalive", "mqtt.keepalive"),
+        ("spill_kb", "spill_kb"),
+        ("replay_per_s", "mqtt.replay_per_s"),
+        ("health_s", "health_s"),
+        ("log_level", "log_level"),
+    ):
         assert nodenet.NETWORK.keys[key].default == fwsource.firmware_row(row).default, key
-    assert fwsource.firmware_row("queue").default == 16 and fwsource.firmware_row("board").default == "esp32s3"
-    assert site.NODE_KEYS["board"].default == "esp32s3" and site.NODE_KEYS["interval_ms"].default == 1000
+    assert (
+        fwsource.firmware_row("queue").default == 16
+        and fwsource.firmware_row("board").default == "esp32s3"
+    )
+    assert (
+        site.NODE_KEYS["board"].default == "esp32s3"
+        and site.NODE_KEYS["interval_ms"].default == 1000
+    )
     err = nodenet.NETWORK.keys["queue"].check(3)
     assert err and "4..4096" in err[1]
 
 
 def test_roles_are_the_firmwares():
     roles = fwsource.firmware_literal("gt/roles/__init__.py", "ROLES")
-    assert site.ROLES == set(roles) and site.PLANT_ROLES == {r for r, m in roles.items() if m == "plant"}
+    assert site.ROLES == set(roles) and site.PLANT_ROLES == {
+        r for r, m in roles.items() if m == "plant"
+    }
     assert set(catalog.ROLE_METRICS) == site.ROLES
 
 
 def test_the_ina_arithmetic_and_the_crc_are_the_firmwares_and_the_shims():
     # the host runs the driver's own current LSB and calibration (18.3 uA -> 20 uA, data sheet eq. 2)
-    assert abs(sensortypes.current_lsb(0.6) - 2e-5) < 1e-15 and sensortypes.ina_constants("ina226")["K"] == 0.00512
-    assert sensortypes.ina_calibration("ina226", 0.002, 20.0) == int(0.00512 / (1e-3 * 0.002) + 1e-6)
+    assert (
+        abs(sensortypes.current_lsb(0.6) - 2e-5) < 1e-15
+        and sensortypes.ina_constants("ina226")["K"] == 0.00512
+    )
+    assert sensortypes.ina_calibration("ina226", 0.002, 20.0) == int(
+        0.00512 / (1e-3 * 0.002) + 1e-6
+    )
     # a made-up ROM carries the CRC the shim's 1-Wire bus computes: over all 8 bytes it is 0
     rom = bytes.fromhex(vworld.rom_for("t_stack"))
     assert rom[0] == 0x28 and fwsource.shim_function("onewire.py", "crc8")(rom) == 0
@@ -122,8 +174,10 @@ def test_every_type_reads_back_what_its_chip_is_fed(tmp_path, vboard, firmware_b
 
     mpy_dir, _ = firmware_build
     p = tmp_path / "site.toml"
-    p.write_text('[site]\nid = "lab"\n\n[[nodes]]\nid = "all"\nrole = "sensor"\nboard = "esp32s3"\n'
-                 + _one_of_each(load_board("esp32s3")))
+    p.write_text(
+        '[site]\nid = "lab"\n\n[[nodes]]\nid = "all"\nrole = "sensor"\nboard = "esp32s3"\n'
+        + _one_of_each(load_board("esp32s3"))
+    )
     cfg = render(load_site(p), "all")
     cfg["mqtt"] = dict(cfg["mqtt"], host="")  # no broker: readings stay in RAM
     cfg["trace"] = True
@@ -135,7 +189,9 @@ def test_every_type_reads_back_what_its_chip_is_fed(tmp_path, vboard, firmware_b
             key = vworld.quantity_key(s, suffix)
             chip = round(idle[key] * 0.96 + 0.02, 4)
             live[f"{s['id']}.{key}"] = chip
-            fed[(s["id"], suffix)] = chip * (s.get("v_div", 1.0) if t.shunt_fs and suffix == "v" else 1.0)
+            fed[(s["id"], suffix)] = chip * (
+                s.get("v_div", 1.0) if t.shunt_fs and suffix == "v" else 1.0
+            )
     (tmp_path / "live.json").write_text(json.dumps(live))
     world = vworld.world_for(cfg, clock={"mode": "warp", "stop_at_ms": 5000})
     world["live"] = str(tmp_path / "live.json")

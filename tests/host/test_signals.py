@@ -31,13 +31,14 @@ GRIDTWIN = str(Path(sys.executable).parent / "gridtwin")
 
 # --- what runs under a process ----------------------------------------------------------------
 
+
 def _stat(pid: int) -> tuple[str, int, int] | None:
     """(state, ppid, pgid) of a live process, None when gone (a zombie counts as gone)."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     if fields[0] in "ZX":
         return None
     return fields[0], int(fields[1]), int(fields[2])
@@ -96,7 +97,9 @@ def kill_tree(proc: subprocess.Popen, tree: dict[int, int]) -> None:
         tree.update(descendants(proc.pid))
         tree[proc.pid] = proc.pid
     ours = os.getpgid(0)
-    for pid in set(tree) | {p for p, (_s, _pp, pgid) in _all().items() if pgid in set(tree.values()) - {ours}}:
+    for pid in set(tree) | {
+        p for p, (_s, _pp, pgid) in _all().items() if pgid in set(tree.values()) - {ours}
+    }:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -110,13 +113,20 @@ class Cli:
     and stderr read as they come, so a test waits for a line instead of sleeping."""
 
     def __init__(self, *args: str, site: Path):
-        self.proc = subprocess.Popen([GRIDTWIN, "--site", str(site), *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [GRIDTWIN, "--site", str(site), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.out: list[str] = []
         self.err: list[str] = []
         self._cond = threading.Condition()
-        self._readers = [threading.Thread(target=self._read, args=(s, lst), daemon=True)
-                         for s, lst in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        self._readers = [
+            threading.Thread(target=self._read, args=(s, lst), daemon=True)
+            for s, lst in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
         for t in self._readers:
             t.start()
         self.tree: dict[int, int] = {}
@@ -142,8 +152,10 @@ class Cli:
                         return m
                 i = len(lines)
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"no line /{pattern}/ (exit {self.proc.poll()}):\n"
-                                         + "\n".join(self.out[-20:] + self.err[-20:]))
+                    raise AssertionError(
+                        f"no line /{pattern}/ (exit {self.proc.poll()}):\n"
+                        + "\n".join(self.out[-20:] + self.err[-20:])
+                    )
                 self._cond.wait(0.5)
 
     def children(self, want: int) -> dict[int, int]:
@@ -182,11 +194,15 @@ def with_ports(site_path: Path, broker_port: int, metrics_port: int) -> None:
     site_path.write_text(text + f"\n[daemon]\nmetrics_port = {metrics_port}\n")
 
 
-SIGS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGHUP, id="SIGHUP"),
-        pytest.param(signal.SIGINT, id="SIGINT")]
+SIGS = [
+    pytest.param(signal.SIGTERM, id="SIGTERM"),
+    pytest.param(signal.SIGHUP, id="SIGHUP"),
+    pytest.param(signal.SIGINT, id="SIGINT"),
+]
 
 
 # --- gridtwin broker run ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("sig", SIGS)
 def test_broker_run_stops_mosquitto_on_a_signal(site_pki_copy, sig):
@@ -221,6 +237,7 @@ def test_broker_run_dies_with_its_parent(site_pki_copy):
 
 # --- gridtwin vnode ---------------------------------------------------------------------------
 
+
 def start_vnode(site_path: Path, node: str, broker_port: int) -> Cli:
     cli = Cli("vnode", node, "--broker", f"127.0.0.1:{broker_port}", site=site_path)
     cli.wait_line("mqtt: connected")
@@ -238,7 +255,9 @@ def test_vnode_stops_its_board_on_a_signal(site_pki_copy, broker_factory, microp
         cli.proc.send_signal(sig)
         assert cli.finish(30) == 0, cli.err
         assert_all_gone(cli)
-        assert f"gridtwin: stopped virtual board srv_a (pid {pid}); its console: " in "\n".join(cli.err), cli.err
+        assert f"gridtwin: stopped virtual board srv_a (pid {pid}); its console: " in "\n".join(
+            cli.err
+        ), cli.err
         assert not any("Traceback" in ln or "KeyboardInterrupt" in ln for ln in cli.err), cli.err
     finally:
         cli.close()
@@ -261,12 +280,27 @@ def test_a_second_vnode_of_the_same_node_is_refused(site_pki_copy, broker_factor
     try:
         board = site_pki_copy.dir / "var" / "vnodes" / "srv_a"
         config_before = (board / "flash" / "config.json").stat().st_mtime_ns
-        second = subprocess.run([GRIDTWIN, "--site", str(site_pki_copy.path), "vnode", "srv_a", "--broker",
-                                 f"127.0.0.1:{brk.port}"], capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [
+                GRIDTWIN,
+                "--site",
+                str(site_pki_copy.path),
+                "vnode",
+                "srv_a",
+                "--broker",
+                f"127.0.0.1:{brk.port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode != 0
         assert second.stderr.count("\n") == 1, second.stderr
-        assert re.fullmatch(rf"gridtwin: virtual board srv_a is already running \(pid {first.proc.pid}, started "
-                            r"\S+ \S+\); stop it first\n", second.stderr), second.stderr
+        assert re.fullmatch(
+            rf"gridtwin: virtual board srv_a is already running \(pid {first.proc.pid}, started "
+            r"\S+ \S+\); stop it first\n",
+            second.stderr,
+        ), second.stderr
         # it touched nothing of the running board's and started no interpreter
         assert (board / "flash" / "config.json").stat().st_mtime_ns == config_before
         assert list(descendants(first.proc.pid)) == list(first.tree)
@@ -304,24 +338,47 @@ def every_node_stored(site_dir: Path, nodes: list[str]) -> bool:
     return stored_nodes(site_dir / "var" / "demo" / "gridtwin.db") >= set(nodes)
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGHUP, id="SIGHUP")])
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGHUP, id="SIGHUP")]
+)
 def test_demo_stops_broker_and_boards_on_a_signal(site_pki_copy, micropython, sig):
     port, metrics = free_port(), free_port()
     with_ports(site_pki_copy.path, port, metrics)
-    cli = Cli("demo", "--no-view", "--speed", "10", "--duration", "3600", "--nodes", ",".join(DEMO_NODES),
-              site=site_pki_copy.path)
+    cli = Cli(
+        "demo",
+        "--no-view",
+        "--speed",
+        "10",
+        "--duration",
+        "3600",
+        "--nodes",
+        ",".join(DEMO_NODES),
+        site=site_pki_copy.path,
+    )
     try:
         cli.wait_line(r"demo running", stream="err")
         cli.children(1 + len(DEMO_NODES))  # mosquitto and one interpreter per board
-        wait_until(lambda: sum("micropython" in cmdline(p) for p in descendants(cli.proc.pid)) == len(DEMO_NODES),
-                   30, "one interpreter per board")
-        wait_until(lambda: every_node_stored(site_pki_copy.dir, DEMO_NODES), 60, "a reading of every node",
-                   interval=0.2)
+        wait_until(
+            lambda: (
+                sum("micropython" in cmdline(p) for p in descendants(cli.proc.pid))
+                == len(DEMO_NODES)
+            ),
+            30,
+            "one interpreter per board",
+        )
+        wait_until(
+            lambda: every_node_stored(site_pki_copy.dir, DEMO_NODES),
+            60,
+            "a reading of every node",
+            interval=0.2,
+        )
         cli.proc.send_signal(sig)
         assert cli.finish(60) == 0, cli.err
         assert_all_gone(cli, port, metrics)
-        assert re.search(rf"gridtwin: stopped mosquitto \(pid \d+\) and {len(DEMO_NODES)} virtual boards",
-                         "\n".join(cli.err)), cli.err
+        assert re.search(
+            rf"gridtwin: stopped mosquitto \(pid \d+\) and {len(DEMO_NODES)} virtual boards",
+            "\n".join(cli.err),
+        ), cli.err
     finally:
         cli.close()
 
@@ -329,8 +386,17 @@ def test_demo_stops_broker_and_boards_on_a_signal(site_pki_copy, micropython, si
 def test_demo_dies_with_its_parent(site_pki_copy, micropython):
     port, metrics = free_port(), free_port()
     with_ports(site_pki_copy.path, port, metrics)
-    cli = Cli("demo", "--no-view", "--speed", "10", "--duration", "3600", "--nodes", ",".join(DEMO_NODES),
-              site=site_pki_copy.path)
+    cli = Cli(
+        "demo",
+        "--no-view",
+        "--speed",
+        "10",
+        "--duration",
+        "3600",
+        "--nodes",
+        ",".join(DEMO_NODES),
+        site=site_pki_copy.path,
+    )
     try:
         cli.wait_line(r"demo running", stream="err")
         cli.children(1 + len(DEMO_NODES))
@@ -343,22 +409,34 @@ def test_demo_dies_with_its_parent(site_pki_copy, micropython):
 
 # --- gridtwin daemon --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("twin", [pytest.param([], id="daemon"), pytest.param(["--twin"], id="twin")])
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGHUP, id="SIGHUP")])
+
+@pytest.mark.parametrize(
+    "twin", [pytest.param([], id="daemon"), pytest.param(["--twin"], id="twin")]
+)
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGHUP, id="SIGHUP")]
+)
 def test_daemon_stops_cleanly_on_a_signal(site_pki_copy, broker_factory, sig, twin):
     brk = broker_factory(site_pki_copy)
     metrics = free_port()
     with_ports(site_pki_copy.path, brk.port, metrics)
     cli = Cli("daemon", "--log-format", "text", *twin, site=site_pki_copy.path)
     try:
+
         def healthy():
             try:
-                return urllib.request.urlopen(f"http://127.0.0.1:{metrics}/healthz", timeout=1).status == 200
+                return (
+                    urllib.request.urlopen(f"http://127.0.0.1:{metrics}/healthz", timeout=1).status
+                    == 200
+                )
             except OSError:
                 return cli.proc.poll() is not None
+
         wait_until(healthy, 30, "the daemon to be healthy")
         assert cli.proc.poll() is None, cli.err
-        cli.tree = {cli.proc.pid: os.getpgid(cli.proc.pid)}  # it starts no process: itself and its group
+        cli.tree = {
+            cli.proc.pid: os.getpgid(cli.proc.pid)
+        }  # it starts no process: itself and its group
         cli.proc.send_signal(sig)
         assert cli.finish(30) == 0, cli.err
         # it stopped as it should (stored what it had, removed its state file), not killed by the signal
@@ -370,34 +448,63 @@ def test_daemon_stops_cleanly_on_a_signal(site_pki_copy, broker_factory, sig, tw
 
 # --- the demo's data ------------------------------------------------------------------------------
 
+
 def test_demo_data_stays_apart_and_the_readme_commands_read_it(site_pki_copy, micropython):
     # At --speed 10 the boards' clocks run 10x: their readings are stamped ahead of the host's. They
     # go to the demo's own database (var/demo/), never the site's, and README's commands after the
     # demo read them through the demo's site copy, as the demo's last line says.
     port, metrics = free_port(), free_port()
     with_ports(site_pki_copy.path, port, metrics)
-    site_db, demo_db = site_pki_copy.dir / "var" / "gridtwin.db", site_pki_copy.dir / "var" / "demo" / "gridtwin.db"
-    cli = Cli("demo", "--no-view", "--speed", "10", "--duration", "3600", "--nodes", "srv_a", site=site_pki_copy.path)
+    site_db, demo_db = (
+        site_pki_copy.dir / "var" / "gridtwin.db",
+        site_pki_copy.dir / "var" / "demo" / "gridtwin.db",
+    )
+    cli = Cli(
+        "demo",
+        "--no-view",
+        "--speed",
+        "10",
+        "--duration",
+        "3600",
+        "--nodes",
+        "srv_a",
+        site=site_pki_copy.path,
+    )
     try:
-        wait_until(lambda: stored_nodes(site_db) | stored_nodes(demo_db) or cli.proc.poll() is not None, 90,
-                   "srv_a's first stored reading", interval=0.2)
-        assert stored_nodes(demo_db) == {"srv_a"} and not site_db.exists(), (stored_nodes(site_db), cli.err)
+        wait_until(
+            lambda: stored_nodes(site_db) | stored_nodes(demo_db) or cli.proc.poll() is not None,
+            90,
+            "srv_a's first stored reading",
+            interval=0.2,
+        )
+        assert stored_nodes(demo_db) == {"srv_a"} and not site_db.exists(), (
+            stored_nodes(site_db),
+            cli.err,
+        )
         # while it runs, the demo's daemon is reached through the copy too (README: `tail`)
         copy = site_pki_copy.dir / "var" / "demo" / "site.toml"
-        tail = subprocess.run([GRIDTWIN, "--site", str(copy), "tail", "srv_a", "-n", "1"], capture_output=True,
-                              text=True, timeout=60)
+        tail = subprocess.run(
+            [GRIDTWIN, "--site", str(copy), "tail", "srv_a", "-n", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert tail.returncode == 0 and "srv_a" in tail.stdout, (tail.stdout, tail.stderr)
         cli.proc.send_signal(signal.SIGINT)
         assert cli.finish(60) == 0, cli.err
     finally:
         cli.close()
-    m = re.search(r"apart from the site's data; try `gridtwin --site (\S+) query srv_a load_kw --since 10m`",
-                  "\n".join(cli.err))
+    m = re.search(
+        r"apart from the site's data; try `gridtwin --site (\S+) query srv_a load_kw --since 10m`",
+        "\n".join(cli.err),
+    )
     assert m, cli.err
     assert Path(m.group(1)).resolve() == copy.resolve()
 
     def gridtwin(site, *args):
-        return subprocess.run([GRIDTWIN, "--site", str(site), *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [GRIDTWIN, "--site", str(site), *args], capture_output=True, text=True, timeout=60
+        )
 
     q = gridtwin(copy, "query", "srv_a", "load_kw", "--since", "10m")
     assert q.returncode == 0 and len(q.stdout.strip().splitlines()) >= 1, (q.stdout, q.stderr)

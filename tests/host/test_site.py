@@ -52,31 +52,50 @@ def test_defaults_and_paths_relative_to_the_site_file(tmp_path):
     assert s.topic("n1", "telemetry") == "gridtwin/s1/n1/telemetry"
 
 
-@pytest.mark.parametrize("text, key, words", [
-    ('[site]\nid = "s1"\ntopic_rot = "x"\n', "site.topic_rot", "did you mean 'topic_root'"),
-    ('[site]\nid = "s1"\n[brokr]\nport = 1\n', "brokr", "did you mean [broker]"),
-    ('[site]\nname = "x"\n', "site.id", "is missing"),
-    ('[broker]\nport = 1\n', "[site]", "section is missing"),
-    ('[site]\nid = "s1"\n[broker]\nport = "8883"\n', "broker.port", "expected an integer"),
-    ('[site]\nid = "s1"\n[broker]\nport = 70000\n', "broker.port", "not a TCP port"),
-    ('[site]\nid = "s1"\n[broker]\naddresses = ["10.0.0.300"]\n', "broker.addresses[0]", "not an IP address"),
-    ('[site]\nid = "s1"\ntopic_root = "a/#"\n', "site.topic_root", "wildcard"),
-    ('[site]\nid = "s/1"\n', "site.id", "not a valid id"),
-    (MINIMAL.replace('"n1"', '"n+1"'), "nodes[0].id", "not a valid id"),
-    (MINIMAL.replace('"n1"', '"n/1"'), "nodes[0].id", "not a valid id"),
-    (MINIMAL.replace('"n1"', '"' + "n" * 33 + '"'), "nodes[0].id", "not a valid id"),
-    (MINIMAL.replace('"n1"', '"telegraf"'), "nodes[0].id", "reserved"),
-    (MINIMAL.replace('"n1"', '"_host"'), "nodes[0].id", "starts with '_'"),
-    (MINIMAL.replace('"pdu"', '"pdv"'), "nodes[n1].role", "unknown role 'pdv'"),
-    (MINIMAL + 'board = "ESP 32"\n', "nodes[n1].board", "not a board name"),
-    (MINIMAL + 'interval_ms = 5\n', "nodes[n1].interval_ms", "out of range"),
-    (MINIMAL + 'colour = "red"\n', "nodes[n1].colour", "unknown key"),
-    (MINIMAL + '\n[[nodes]]\nid = "n1"\nrole = "ups"\n', "nodes[1].id", "already used by nodes[0]"),
-    (MINIMAL + 'parent = "n2"\n\n[[nodes]]\nid = "n_2"\nrole = "ups"\n', "nodes[n1].parent", "no node 'n2'"),
-    (MINIMAL + 'parent = "n1"\n', "nodes[n1].parent", "its own parent"),
-    (MINIMAL + 'parent = "n2"\n\n[[nodes]]\nid = "n2"\nrole = "ups"\nparent = "n1"\n', "parent", "loop"),
-    (MINIMAL + 'parent = 3\n', "nodes[n1].parent", "expected a string or a list"),
-])
+@pytest.mark.parametrize(
+    "text, key, words",
+    [
+        ('[site]\nid = "s1"\ntopic_rot = "x"\n', "site.topic_rot", "did you mean 'topic_root'"),
+        ('[site]\nid = "s1"\n[brokr]\nport = 1\n', "brokr", "did you mean [broker]"),
+        ('[site]\nname = "x"\n', "site.id", "is missing"),
+        ('[broker]\nport = 1\n', "[site]", "section is missing"),
+        ('[site]\nid = "s1"\n[broker]\nport = "8883"\n', "broker.port", "expected an integer"),
+        ('[site]\nid = "s1"\n[broker]\nport = 70000\n', "broker.port", "not a TCP port"),
+        (
+            '[site]\nid = "s1"\n[broker]\naddresses = ["10.0.0.300"]\n',
+            "broker.addresses[0]",
+            "not an IP address",
+        ),
+        ('[site]\nid = "s1"\ntopic_root = "a/#"\n', "site.topic_root", "wildcard"),
+        ('[site]\nid = "s/1"\n', "site.id", "not a valid id"),
+        (MINIMAL.replace('"n1"', '"n+1"'), "nodes[0].id", "not a valid id"),
+        (MINIMAL.replace('"n1"', '"n/1"'), "nodes[0].id", "not a valid id"),
+        (MINIMAL.replace('"n1"', '"' + "n" * 33 + '"'), "nodes[0].id", "not a valid id"),
+        (MINIMAL.replace('"n1"', '"telegraf"'), "nodes[0].id", "reserved"),
+        (MINIMAL.replace('"n1"', '"_host"'), "nodes[0].id", "starts with '_'"),
+        (MINIMAL.replace('"pdu"', '"pdv"'), "nodes[n1].role", "unknown role 'pdv'"),
+        (MINIMAL + 'board = "ESP 32"\n', "nodes[n1].board", "not a board name"),
+        (MINIMAL + 'interval_ms = 5\n', "nodes[n1].interval_ms", "out of range"),
+        (MINIMAL + 'colour = "red"\n', "nodes[n1].colour", "unknown key"),
+        (
+            MINIMAL + '\n[[nodes]]\nid = "n1"\nrole = "ups"\n',
+            "nodes[1].id",
+            "already used by nodes[0]",
+        ),
+        (
+            MINIMAL + 'parent = "n2"\n\n[[nodes]]\nid = "n_2"\nrole = "ups"\n',
+            "nodes[n1].parent",
+            "no node 'n2'",
+        ),
+        (MINIMAL + 'parent = "n1"\n', "nodes[n1].parent", "its own parent"),
+        (
+            MINIMAL + 'parent = "n2"\n\n[[nodes]]\nid = "n2"\nrole = "ups"\nparent = "n1"\n',
+            "parent",
+            "loop",
+        ),
+        (MINIMAL + 'parent = 3\n', "nodes[n1].parent", "expected a string or a list"),
+    ],
+)
 def test_mistakes_name_file_key_and_fix(tmp_path, text, key, words):
     err = error_of(tmp_path, text)
     assert err.file == str(tmp_path / "site.toml")
@@ -105,15 +124,36 @@ def test_node_lookup_suggests(tmp_path):
 
 def test_a_section_or_node_key_is_one_row_in_the_composition_root(tmp_path, monkeypatch):
     # gridtwin.schema lists the sections and node keys; a new one is a row there, not an import
-    monkeypatch.setitem(schema_mod.SCHEMA, "archive", Section({
-        "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb2"), help="where readings go"),
-        "path": Key("path", "var/readings.db", help="SQLite file"),
-    }))
-    monkeypatch.setitem(schema_mod.NODE_KEYS, "tags", Key(list, [], item=Key(dict, keys={
-        "kind": Key(str, site_mod.REQUIRED, check=one_of("lm75", "ina219")),
-        "addr": Key(int, 0x48),
-    })))
-    s = load_site(write(tmp_path, MINIMAL + 'tags = [{kind = "lm75"}]\n\n[archive]\nbackend = "sqlite"\n'))
+    monkeypatch.setitem(
+        schema_mod.SCHEMA,
+        "archive",
+        Section(
+            {
+                "backend": Key(
+                    str, "sqlite", check=one_of("sqlite", "influxdb2"), help="where readings go"
+                ),
+                "path": Key("path", "var/readings.db", help="SQLite file"),
+            }
+        ),
+    )
+    monkeypatch.setitem(
+        schema_mod.NODE_KEYS,
+        "tags",
+        Key(
+            list,
+            [],
+            item=Key(
+                dict,
+                keys={
+                    "kind": Key(str, site_mod.REQUIRED, check=one_of("lm75", "ina219")),
+                    "addr": Key(int, 0x48),
+                },
+            ),
+        ),
+    )
+    s = load_site(
+        write(tmp_path, MINIMAL + 'tags = [{kind = "lm75"}]\n\n[archive]\nbackend = "sqlite"\n')
+    )
     assert s.archive.backend == "sqlite" and s.archive.path == tmp_path / "var/readings.db"
     assert s.node("n1").tags[0].kind == "lm75" and s.node("n1").tags[0].addr == 0x48
     err = error_of(tmp_path, MINIMAL + 'tags = [{kind = "lm76"}]\n')
@@ -128,7 +168,10 @@ def test_site_errors_are_one_line_with_nonzero_exit(tmp_path, capsys):
         assert main(["--site", str(bad), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err
-        assert err.startswith(f"gridtwin: {bad}: nodes[n1].role: unknown role 'pdv'") and "did you mean" in err
+        assert (
+            err.startswith(f"gridtwin: {bad}: nodes[n1].role: unknown role 'pdv'")
+            and "did you mean" in err
+        )
     assert main(["--site", str(tmp_path / "missing.toml"), "pki", "list"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such site file" in err
@@ -142,19 +185,31 @@ def test_every_section_of_the_root_is_known_to_every_load_and_no_import_register
     import sys
 
     p = write(tmp_path, MINIMAL)
-    code = ("import gridtwin.site as s, gridtwin.nodeconfig as nc\n"
-            "before = (dict(vars(s)), dict(vars(nc)))\n"
-            "import gridtwin.nodenet, gridtwin.sensors_site, gridtwin.twin.topology, gridtwin.daemon.config\n"
-            "import gridtwin.stack.config\n"
-            "assert not hasattr(s, 'SCHEMA') and not hasattr(s, 'EXTENSIONS') and not hasattr(nc, 'CONTRIBUTORS')\n"
-            "assert set(vars(s)) == set(before[0]) and s.NODE_KEYS == before[0]['NODE_KEYS']\n"
-            "from gridtwin import schema\n"
-            f"site = s.load_site({str(p)!r})\n"
-            "print([sorted(schema.SCHEMA), sorted(type(site.section(n)).__name__ for n in schema.SCHEMA)])")
+    code = (
+        "import gridtwin.site as s, gridtwin.nodeconfig as nc\n"
+        "before = (dict(vars(s)), dict(vars(nc)))\n"
+        "import gridtwin.nodenet, gridtwin.sensors_site, gridtwin.twin.topology, gridtwin.daemon.config\n"
+        "import gridtwin.stack.config\n"
+        "assert not hasattr(s, 'SCHEMA') and not hasattr(s, 'EXTENSIONS') and not hasattr(nc, 'CONTRIBUTORS')\n"
+        "assert set(vars(s)) == set(before[0]) and s.NODE_KEYS == before[0]['NODE_KEYS']\n"
+        "from gridtwin import schema\n"
+        f"site = s.load_site({str(p)!r})\n"
+        "print([sorted(schema.SCHEMA), sorted(type(site.section(n)).__name__ for n in schema.SCHEMA)])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     names, kinds = eval(out.stdout)  # noqa: S307 - our own output
-    assert {"site", "broker", "pki", "nodes", "storage", "daemon", "stack", "twin", "network"} <= set(names)
+    assert {
+        "site",
+        "broker",
+        "pki",
+        "nodes",
+        "storage",
+        "daemon",
+        "stack",
+        "twin",
+        "network",
+    } <= set(names)
     assert kinds.count("Record") == len(names) - 1  # and nodes, a list
 
 
@@ -164,13 +219,20 @@ def test_reserved_ids_cover_the_pki_identities():
     assert {SERVER_IDENTITY, *SERVICE_IDENTITIES} <= site_mod.RESERVED_IDS
 
 
-@pytest.mark.parametrize("text, key, words", [
-    ('[daemon]\ninstances = 0\n', "daemon.instances", ""),
-    ('[daemon]\ninstances = 17\n', "daemon.instances", ""),
-    ('[daemon]\ninstances = "2"\n', "daemon.instances", ""),
-    ('[daemon]\ninstances = 3\nmetrics_port = 65534\n', "daemon.metrics_port", "one port per instance"),
-    ('[daemon]\nshared_group = "a/b"\n', "daemon.shared_group", "share name"),
-])
+@pytest.mark.parametrize(
+    "text, key, words",
+    [
+        ('[daemon]\ninstances = 0\n', "daemon.instances", ""),
+        ('[daemon]\ninstances = 17\n', "daemon.instances", ""),
+        ('[daemon]\ninstances = "2"\n', "daemon.instances", ""),
+        (
+            '[daemon]\ninstances = 3\nmetrics_port = 65534\n',
+            "daemon.metrics_port",
+            "one port per instance",
+        ),
+        ('[daemon]\nshared_group = "a/b"\n', "daemon.shared_group", "share name"),
+    ],
+)
 def test_daemon_instances_are_validated(tmp_path, text, key, words):
     err = error_of(tmp_path, MINIMAL + text)
     assert err.key == key and words in f"{err.problem} {err.fix}"
@@ -188,7 +250,11 @@ def test_daemon_instances_give_identities_groups_and_clear_errors(tmp_path):
     from gridtwin.pki import host_identities, host_identity
 
     one = load_site(write(tmp_path, MINIMAL))
-    assert one.daemon.instances == 1 and host_identities(one) == ["gridtwin-host"] and shared_group(one) == ""
+    assert (
+        one.daemon.instances == 1
+        and host_identities(one) == ["gridtwin-host"]
+        and shared_group(one) == ""
+    )
     three = load_site(write(tmp_path, MINIMAL + "[daemon]\ninstances = 3\n"))
     assert host_identities(three) == ["gridtwin-host", "gridtwin-host-2", "gridtwin-host-3"]
     assert host_identity(three, 3) == "gridtwin-host-3" and shared_group(three) == "ingest"
@@ -197,14 +263,26 @@ def test_daemon_instances_give_identities_groups_and_clear_errors(tmp_path):
     assert info.value.key == "daemon.instances" and "instances = 4" in info.value.fix
 
 
-@pytest.mark.parametrize("key, text", [
-    ("nodes[0].id", '[site]\nid = "s1"\n\n[[nodes]]\nid = "n1\\n"\nrole = "pdu"\n'),
-    ("site.id", '[site]\nid = "s1\\n"\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n'),
-    ("site.topic_root", '[site]\nid = "s1"\ntopic_root = "gt/s1\\nuser evil\\ntopic readwrite #"\n\n'
-                        '[[nodes]]\nid = "n1"\nrole = "pdu"\n'),
-    ("site.topic_root", '[site]\nid = "s1"\ntopic_root = "gt/s 1"\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n'),
-    ("broker.hosts", '[site]\nid = "s1"\n\n[broker]\nhosts = ["pi.lan\\n"]\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n'),
-])
+@pytest.mark.parametrize(
+    "key, text",
+    [
+        ("nodes[0].id", '[site]\nid = "s1"\n\n[[nodes]]\nid = "n1\\n"\nrole = "pdu"\n'),
+        ("site.id", '[site]\nid = "s1\\n"\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n'),
+        (
+            "site.topic_root",
+            '[site]\nid = "s1"\ntopic_root = "gt/s1\\nuser evil\\ntopic readwrite #"\n\n'
+            '[[nodes]]\nid = "n1"\nrole = "pdu"\n',
+        ),
+        (
+            "site.topic_root",
+            '[site]\nid = "s1"\ntopic_root = "gt/s 1"\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n',
+        ),
+        (
+            "broker.hosts",
+            '[site]\nid = "s1"\n\n[broker]\nhosts = ["pi.lan\\n"]\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n',
+        ),
+    ],
+)
 def test_values_that_would_escape_into_the_broker_config_are_refused(tmp_path, key, text):
     """A trailing newline passed `^...$` patterns: the rendered ACL then stopped Mosquitto from
     starting, and a topic_root with a newline injected ACL rules for another user (issue #19)."""

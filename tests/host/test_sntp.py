@@ -46,17 +46,24 @@ def test_the_reply_is_rfc4330_server_mode_with_the_host_clock():
             c.settimeout(5)
             r = ask(c, srv.port, request())
             assert len(r) == 48
-            assert r[0] >> 6 == 0 and (r[0] >> 3) & 7 == 4 and r[0] & 7 == 4  # LI 0, version 4, server
+            assert (
+                r[0] >> 6 == 0 and (r[0] >> 3) & 7 == 4 and r[0] & 7 == 4
+            )  # LI 0, version 4, server
             assert r[1] == 3 and r[2] == 6  # synchronised host: stratum 3; the client's poll
             assert r[24:32] == b"CLIENTTX"  # originate = the client's transmit time
             sec, frac = struct.unpack("!II", r[40:48])
             assert sec - NTP_EPOCH == int(NOW) and abs(frac / 2**32 - 0.25) < 1e-6
-            assert struct.unpack("!II", r[32:40]) == (sec, frac)  # received at the same (fake) instant
+            assert struct.unpack("!II", r[32:40]) == (
+                sec,
+                frac,
+            )  # received at the same (fake) instant
             # what is not an SNTP client request gets nothing: the next reply answers the sentinel
             c.sendto(request(mode=4), ("127.0.0.1", srv.port))  # a server packet (reflection)
             c.sendto(request()[:47], ("127.0.0.1", srv.port))  # too short
             assert ask(c, srv.port, request(version=3, stamp=b"SENTINEL"))[24:32] == b"SENTINEL"
-            assert (ask(c, srv.port, request(version=3))[0] >> 3) & 7 == 3  # answers in the client's version
+            assert (
+                ask(c, srv.port, request(version=3))[0] >> 3
+            ) & 7 == 3  # answers in the client's version
             # an unsynchronised host still serves its clock (the daemon judges readings by it), as a
             # local clock: stratum 10, reference id LOCL
             srv.synchronised = lambda: False
@@ -73,7 +80,9 @@ def test_a_port_in_use_is_one_clear_error_and_udp_123_taken_is_left_to_its_serve
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        with pytest.raises(GridTwinError, match=rf"cannot serve SNTP on udp/{port} \(127.0.0.1\): .*in use") as e:
+        with pytest.raises(
+            GridTwinError, match=rf"cannot serve SNTP on udp/{port} \(127.0.0.1\): .*in use"
+        ) as e:
             SntpServer("127.0.0.1", port).start()
         assert "ntp_port" in e.value.hint
 
@@ -84,24 +93,31 @@ def test_without_the_right_to_bind_123_it_serves_on_the_fallback_port_and_says_s
 
     if os.geteuid() != 0:
         pytest.skip("needs root to become nobody")
-    code = ("import logging, os, socket; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
-            "from gridtwin.daemon.sntp import SntpServer\n"
-            "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
-            "s = SntpServer('127.0.0.1').start(); print('PORT', s.port, flush=True)\n"
-            "c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)\n"
-            "q = bytearray(48); q[0] = 0x23; c.sendto(q, ('127.0.0.1', s.port)); print('MODE', c.recv(48)[0] & 7)\n"
-            "s.stop()\n")
+    code = (
+        "import logging, os, socket; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "from gridtwin.daemon.sntp import SntpServer\n"
+        "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        "s = SntpServer('127.0.0.1').start(); print('PORT', s.port, flush=True)\n"
+        "c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)\n"
+        "q = bytearray(48); q[0] = 0x23; c.sendto(q, ('127.0.0.1', s.port)); print('MODE', c.recv(48)[0] & 7)\n"
+        "s.stop()\n"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     assert f"PORT {FALLBACK_PORT}" in run.stdout and "MODE 4" in run.stdout
-    assert "needs root or CAP_NET_BIND_SERVICE" in run.stderr and "real boards ask port 123" in run.stderr
+    assert (
+        "needs root or CAP_NET_BIND_SERVICE" in run.stderr
+        and "real boards ask port 123" in run.stderr
+    )
 
 
 # --- a virtual node whose only time source is the host -----------------------------------------
 
+
 @pytest.mark.micropython
 def test_a_virtual_node_whose_only_time_source_is_the_host_gets_its_readings_stored(
-        site_pki_copy, broker_factory, net_build, capsys):
+    site_pki_copy, broker_factory, net_build, capsys
+):
     """Both boards' world clocks are a day ahead of the host (what a shim NTP server would tell).
     srv_a asks the host (the daemon's responder): its readings are stored, stamped on the host's
     clock. pdu_a, the control, takes the world's time: every reading is rejected (ts_window), and
@@ -119,12 +135,22 @@ def test_a_virtual_node_whose_only_time_source_is_the_host_gets_its_readings_sto
     # the world's true time (what the shim's own NTP server tells) runs a day ahead of the host's;
     # no RTC: a board knows the time only from NTP
     ahead = {"clock": {"mode": "real", "speed": 1, "rtc": None, "true": time.time() + 86400}}
-    nodes = {n: VirtualNode(sp.site, sp.pki, n, sp.dir / "boards" / n, broker=("127.0.0.1", brk.port),
-                            firmware_dir=net_build,
-                            world_extra=dict(ahead, ntp={"port": sntp.port}) if n == "srv_a" else ahead)
-             for n in ("srv_a", "pdu_a")}
+    nodes = {
+        n: VirtualNode(
+            sp.site,
+            sp.pki,
+            n,
+            sp.dir / "boards" / n,
+            broker=("127.0.0.1", brk.port),
+            firmware_dir=net_build,
+            world_extra=dict(ahead, ntp={"port": sntp.port}) if n == "srv_a" else ahead,
+        )
+        for n in ("srv_a", "pdu_a")
+    }
     try:
-        assert nodes["srv_a"].config["ntp"] == ""  # the site's default: the broker host, 127.0.0.1 here
+        assert (
+            nodes["srv_a"].config["ntp"] == ""
+        )  # the site's default: the broker host, 127.0.0.1 here
         for v in nodes.values():
             v.start()
         store = daemon.store
@@ -135,12 +161,16 @@ def test_a_virtual_node_whose_only_time_source_is_the_host_gets_its_readings_sto
         assert any("clock: set by NTP" in ln for ln in nodes["srv_a"].board.lines)
 
         def pdu_rejects():
-            return next((r for r in store.nodes() if r["id"] == "pdu_a" and r.get("rejected")), None)
+            return next(
+                (r for r in store.nodes() if r["id"] == "pdu_a" and r.get("rejected")), None
+            )
 
         try:
             row = wait_until(pdu_rejects, 60, "pdu_a's readings rejected", 0.1)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}: {store.nodes()}\n" + "\n".join(nodes["pdu_a"].board.lines[-30:])) from None
+            raise AssertionError(
+                f"{exc}: {store.nodes()}\n" + "\n".join(nodes["pdu_a"].board.lines[-30:])
+            ) from None
         assert store.count_readings("pdu_a") == 0 and row["last_reject"].startswith("ts_window: ")
     finally:
         for v in nodes.values():
@@ -163,15 +193,24 @@ def test_the_daemon_unit_may_bind_udp_123_and_nothing_more(tmp_path):
     class S:
         id, path, var_dir = "demo", tmp_path / "site.toml", tmp_path / "var"
 
-    service = dict(ln.split("=", 1) for ln in render_unit(S(), user="gridtwin", exe="/opt/gt/bin/gridtwin")
-                   .split("[Service]")[1].split("[Install]")[0].splitlines() if "=" in ln and not ln.startswith("#"))
+    service = dict(
+        ln.split("=", 1)
+        for ln in render_unit(S(), user="gridtwin", exe="/opt/gt/bin/gridtwin")
+        .split("[Service]")[1]
+        .split("[Install]")[0]
+        .splitlines()
+        if "=" in ln and not ln.startswith("#")
+    )
     assert service["User"] == "gridtwin" and service["NoNewPrivileges"] == "yes"
-    assert service["AmbientCapabilities"] == service["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
+    assert (
+        service["AmbientCapabilities"] == service["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
+    )
 
 
 @pytest.mark.broker
 def test_deploy_wait_says_at_once_that_the_daemon_rejects_the_nodes_readings_and_why(
-        site_pki_copy, broker, mqtt_client, tmp_path):
+    site_pki_copy, broker, mqtt_client, tmp_path
+):
     import re
     import signal
     import urllib.request
@@ -186,16 +225,23 @@ def test_deploy_wait_says_at_once_that_the_daemon_rejects_the_nodes_readings_and
     port = free_port()
     text = re.sub(r"(?m)^port = \d+", f"port = {broker.port}", site_path.read_text())
     # this test is about deploy: its daemon leaves udp/123 alone
-    site_path.write_text(text + f"\n[daemon]\nmetrics_port = {port}\n[network]\nntp_serve = false\n")
+    site_path.write_text(
+        text + f"\n[daemon]\nmetrics_port = {port}\n[network]\nntp_serve = false\n"
+    )
     site = load_site(site_path)
     with open(tmp_path / "daemon.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gridtwin", "--site", str(site_path), "daemon"],
-                                stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gridtwin", "--site", str(site_path), "daemon"],
+            stdout=log,
+            stderr=log,
+        )
 
     def healthy():
         assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
         try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
+            return (
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
+            )
         except OSError:
             return False
 
@@ -204,15 +250,20 @@ def test_deploy_wait_says_at_once_that_the_daemon_rejects_the_nodes_readings_and
         w = gdeploy.DaemonWatcher(site, "pdu_a").start(60)
         try:
             node = mqtt_client("pdu_a")  # a board whose clock is a day ahead
-            node.publish(broker.topic("pdu_a", "telemetry"),
-                         telemetry_payload("pdu_a", boot=6, seq=0, ts=int((time.time() + 86400) * 1000)))
+            node.publish(
+                broker.topic("pdu_a", "telemetry"),
+                telemetry_payload("pdu_a", boot=6, seq=0, ts=int((time.time() + 86400) * 1000)),
+            )
             t0 = time.monotonic()
             with pytest.raises(ToolError) as info:
                 w.wait(60)
             took = time.monotonic() - t0
         finally:
             w.stop()
-        assert "pdu_a: the daemon rejects its readings (1 rejected so far; the last: ts_window: " in info.value.message
+        assert (
+            "pdu_a: the daemon rejects its readings (1 rejected so far; the last: ts_window: "
+            in info.value.message
+        )
         assert "clock" in info.value.hint and "[network] ntp" in info.value.hint
         assert took < 10, f"deploy --wait took {took:.1f} s to say so"
     finally:

@@ -66,12 +66,20 @@ def published(micropython, firmware_build, tmp_path_factory):
         cfg = render_config(site, node.id)  # the config.json a deploy writes
         # a roomier heap than a board's: this script holds the App and imports the connection code
         # at once, which the firmware's own start-up never does (its RAM is tested in tests/firmware)
-        b = VirtualBoard(tmp / node.id, config=cfg, world=dict(world_for(cfg), clock={"mode": "warp"}),
-                         firmware=firmware_build[0], heap="192k")
+        b = VirtualBoard(
+            tmp / node.id,
+            config=cfg,
+            world=dict(world_for(cfg), clock={"mode": "warp"}),
+            firmware=firmware_build[0],
+            heap="192k",
+        )
         try:
             b.flash.joinpath("main.py").write_text(PROBE)
             assert b.run(timeout=60) == 0, "\n".join(b.lines)
-            got = {k: json.loads(b.wait_for(rf"^={k.upper()} (.*)$")[1]) for k in ("units", "sample", "birth")}
+            got = {
+                k: json.loads(b.wait_for(rf"^={k.upper()} (.*)$")[1])
+                for k in ("units", "sample", "birth")
+            }
         finally:
             b.stop()
         out[node.id] = got
@@ -80,17 +88,22 @@ def published(micropython, firmware_build, tmp_path_factory):
 
 # --- the catalog is the firmware's ---------------------------------------------------------------
 
+
 def test_sensor_tables_are_the_firmwares(micropython):
     # each driver's METRICS (suffix, unit, lo, hi), read from the firmware under MicroPython
     src = (FIRMWARE_DIR / "gt/drivers/options.py").read_text()
     fw_types = ast.literal_eval(re.search(r"^TYPES = (\(.*\))$", src, re.M).group(1))
-    code = ("import json\nout = {}\n"
-            f"for t in {list(fw_types)!r}:\n"
-            "    m = __import__('gt.drivers.' + t, None, None, ('make',))\n"
-            "    out[t] = [list(x[:2]) for x in m.METRICS] if hasattr(m, 'METRICS') else None\n"
-            "print(json.dumps(out))")
+    code = (
+        "import json\nout = {}\n"
+        f"for t in {list(fw_types)!r}:\n"
+        "    m = __import__('gt.drivers.' + t, None, None, ('make',))\n"
+        "    out[t] = [list(x[:2]) for x in m.METRICS] if hasattr(m, 'METRICS') else None\n"
+        "print(json.dumps(out))"
+    )
     env = dict(os.environ, MICROPYPATH=f"{SHIM_DIR}:{FIRMWARE_DIR}:.frozen")
-    run = subprocess.run([micropython, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    run = subprocess.run(
+        [micropython, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
     assert run.returncode == 0, run.stderr
     fw = json.loads(run.stdout)
     assert set(fw) == set(catalog.SENSOR_METRICS) | set(catalog.ANALOG)
@@ -106,12 +119,15 @@ def test_catalog_is_what_the_example_firmware_publishes(published):
     for node in site.nodes:
         want = catalog.node_metrics(node)
         fw = published[node.id]
-        assert {k: m.unit for k, m in want.items()} == fw["units"], node.id  # every metric, its unit
+        assert {k: m.unit for k, m in want.items()} == fw["units"], (
+            node.id
+        )  # every metric, its unit
         assert set(fw["sample"]) == set(want), node.id  # and a reading carries exactly those
         assert fw["birth"]["sensors"] == fw["units"]
 
 
 # --- every panel against what is published -------------------------------------------------------
+
 
 def universe(published) -> list[dict]:
     """Every series the store holds for the example site: (measurement, tags, field) rows."""
@@ -126,19 +142,67 @@ def universe(published) -> list[dict]:
     from gridtwin.twin import Twin
 
     for node, fw in published.items():
-        add(s.points(site.topic(node, "telemetry"), {"v": 1, "node": node, "boot": fw["birth"]["boot"], "seq": 1,
-                                                     "ts": fw["birth"]["ts"], "m": fw["sample"]}))
+        add(
+            s.points(
+                site.topic(node, "telemetry"),
+                {
+                    "v": 1,
+                    "node": node,
+                    "boot": fw["birth"]["boot"],
+                    "seq": 1,
+                    "ts": fw["birth"]["ts"],
+                    "m": fw["sample"],
+                },
+            )
+        )
         add(s.points(site.topic(node, "status"), fw["birth"]))
-        add(s.points(site.topic(node, "log"), {"lvl": "W", "msg": "sensor: x bad", "ts": fw["birth"]["ts"]}))
+        add(
+            s.points(
+                site.topic(node, "log"),
+                {"lvl": "W", "msg": "sensor: x bad", "ts": fw["birth"]["ts"]},
+            )
+        )
     twin = Twin.from_site(site)
     state = twin.state()
-    add(s.points(f"{root}/_host/twin", {"t": 0.0, "components": {
-        cid: {"kind": c["kind"], "status": c["status"], "m": c["m"]} for cid, c in state.items()}}))
-    add(s.points(f"{root}/_host/alerts/twin_EL1_trip", {"id": 1, "t": 1.0, "component": "EL1", "type": "trip",
-                                                        "severity": "critical", "message": "EL1: trip",
-                                                        "active": True}))
-    add(s.points(f"{root}/_host/alerts/node_pdu_a", {"id": 2, "severity": "warning", "kind": "node_offline",
-                                                     "node": "pdu_a", "message": "pdu_a is offline", "ts": 1}))
+    add(
+        s.points(
+            f"{root}/_host/twin",
+            {
+                "t": 0.0,
+                "components": {
+                    cid: {"kind": c["kind"], "status": c["status"], "m": c["m"]}
+                    for cid, c in state.items()
+                },
+            },
+        )
+    )
+    add(
+        s.points(
+            f"{root}/_host/alerts/twin_EL1_trip",
+            {
+                "id": 1,
+                "t": 1.0,
+                "component": "EL1",
+                "type": "trip",
+                "severity": "critical",
+                "message": "EL1: trip",
+                "active": True,
+            },
+        )
+    )
+    add(
+        s.points(
+            f"{root}/_host/alerts/node_pdu_a",
+            {
+                "id": 2,
+                "severity": "warning",
+                "kind": "node_offline",
+                "node": "pdu_a",
+                "message": "pdu_a is offline",
+                "ts": 1,
+            },
+        )
+    )
     add(s.points(f"{root}/_host/alerts/node_pdu_a", b""))
     return rows
 
@@ -169,11 +233,21 @@ def selects(expr: str, row: dict) -> bool:
     """A Flux predicate of the dashboards' forms (==, !=, =~ /re/, exists, and, or, parentheses)
     on one row; a template variable (${node}) matches any value."""
     py = re.sub(r'r\.(\w+) == "\$\{\w+\}"', "True", expr)
-    py = re.sub(r"(r\.\w+) =~ /((?:[^/\\]|\\.)*)/", lambda m: f"_re({m.group(1)}, {m.group(2)!r})", py)
+    py = re.sub(
+        r"(r\.\w+) =~ /((?:[^/\\]|\\.)*)/", lambda m: f"_re({m.group(1)}, {m.group(2)!r})", py
+    )
     py = re.sub(r"exists r\.(\w+)", r"('\1' in row)", py)
     py = re.sub(r"\br\.(\w+)", r"row.get('\1')", py)
-    return bool(eval(py, {"__builtins__": {}}, {"row": row,  # noqa: S307 - the test's own translation
-                                                "_re": lambda v, rx: v is not None and re.search(rx, v) is not None}))
+    return bool(
+        eval(
+            py,
+            {"__builtins__": {}},
+            {
+                "row": row,  # noqa: S307 - the test's own translation
+                "_re": lambda v, rx: v is not None and re.search(rx, v) is not None,
+            },
+        )
+    )
 
 
 def panel_matches(panel: dict, rows: list[dict], bucket: str) -> list[tuple[list[dict], list[str]]]:
@@ -182,12 +256,17 @@ def panel_matches(panel: dict, rows: list[dict], bucket: str) -> list[tuple[list
     for t in panel["targets"]:
         filters, after = flux_filters(t["query"], bucket)
         chosen = [r for r in rows if all(selects(f, r) for f in filters)]
-        used = sorted({c for ln in after for c in re.findall(r"\br\.(\w+)", ln)} - {"_time", "_value", "_field"})
+        used = sorted(
+            {c for ln in after for c in re.findall(r"\br\.(\w+)", ln)}
+            - {"_time", "_value", "_field"}
+        )
         out.append((chosen, used))
     return out
 
 
-def check_dashboards(dashes: dict, rows: list[dict], published: dict, bucket: str, topic) -> list[str]:
+def check_dashboards(
+    dashes: dict, rows: list[dict], published: dict, bucket: str, topic
+) -> list[str]:
     """What is wrong: panels that select nothing, published metrics no panel names (with its unit)."""
     problems, shown = [], {}
     for dname, d in dashes.items():
@@ -197,7 +276,9 @@ def check_dashboards(dashes: dict, rows: list[dict], published: dict, bucket: st
             where = f"{dname}: {p['title']!r}"
             if p["datasource"]["type"] != "influxdb":  # the MQTT live panel: a topic, not a query
                 (t,) = p["targets"]
-                if not any(t["topic"].replace("${node}", n) == topic(n, "telemetry") for n in published):
+                if not any(
+                    t["topic"].replace("${node}", n) == topic(n, "telemetry") for n in published
+                ):
                     problems.append(f"{where}: topic {t['topic']} is no node's telemetry")
                 continue
             for i, (chosen, used) in enumerate(panel_matches(p, rows, bucket)):
@@ -206,24 +287,33 @@ def check_dashboards(dashes: dict, rows: list[dict], published: dict, bucket: st
                     continue
                 have = {r["_field"] for r in chosen} | {k for r in chosen for k in r}
                 if missing := [c for c in used if c not in have]:
-                    problems.append(f"{where} target {i}: computes with {missing}, which it does not select")
+                    problems.append(
+                        f"{where} target {i}: computes with {missing}, which it does not select"
+                    )
                 filters = flux_filters(p["targets"][i]["query"], bucket)[0]
-                if any("r._field ==" in f or "r._field =~" in f for f in filters):  # names its fields
+                if any(
+                    "r._field ==" in f or "r._field =~" in f for f in filters
+                ):  # names its fields
                     for r in chosen:
                         if r["_measurement"] == "telemetry":
-                            shown.setdefault((r["node"], r["_field"]), set()).add(p["fieldConfig"]["defaults"]["unit"])
+                            shown.setdefault((r["node"], r["_field"]), set()).add(
+                                p["fieldConfig"]["defaults"]["unit"]
+                            )
     for node, fw in published.items():
         for metric, unit in fw["units"].items():
             units = shown.get((node, metric))
             if not units:
                 problems.append(f"{node}.{metric} ({unit}) is on no panel")
             elif catalog.grafana_unit(unit) not in units:
-                problems.append(f"{node}.{metric} is shown only in {sorted(units)}, not in its unit {unit!r}")
+                problems.append(
+                    f"{node}.{metric} is shown only in {sorted(units)}, not in its unit {unit!r}"
+                )
     return problems
 
 
 def test_stack_render_every_panel_selects_what_the_firmware_publishes_and_shows_every_metric(
-        published, site_pki, tmp_path, capsys):
+    published, site_pki, tmp_path, capsys
+):
     # `gridtwin stack render` as a user runs it, then its files: Telegraf's one MQTT identity, and
     # every dashboard panel against what the example site's firmware publishes.
     site = site_pki.site
@@ -255,10 +345,16 @@ def test_panel_checker_finds_a_panel_that_matches_nothing(published):
     for p in el:
         if p["title"] == "hydrogen yield":
             p["targets"][0]["query"] = p["targets"][0]["query"].replace(
-                '(r._field == "h2_nlh")', "r._field =~ /h2_(rate|yield|flow)|hydrogen/")
-    problems = check_dashboards(dashes, universe(published), published, site.storage.influx_bucket, site.topic)
+                '(r._field == "h2_nlh")', "r._field =~ /h2_(rate|yield|flow)|hydrogen/"
+            )
+    problems = check_dashboards(
+        dashes, universe(published), published, site.storage.influx_bucket, site.topic
+    )
     text = "\n".join(problems)
     assert "'efficiency (HHV)' target 0: computes with ['stack_a']" in text
     assert "'hydrogen yield' target 0: selects nothing" in text
-    assert "EL1.h2_nlh is shown only in ['percent', 'suffix: NL', 'suffix: kWh/Nm³'], not in its unit 'NL/h'" in text
+    assert (
+        "EL1.h2_nlh is shown only in ['percent', 'suffix: NL', 'suffix: kWh/Nm³'], not in its unit 'NL/h'"
+        in text
+    )
     assert "EL1.stack_a" not in text  # still on the "current" panel

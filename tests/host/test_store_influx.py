@@ -4,7 +4,13 @@ import pytest
 
 from fixtures.daemon_fleet import wait_for
 from gridtwin.daemon import lineprotocol as lp
-from gridtwin.daemon.store_influx import InfluxConfig, InfluxRejected, InfluxUnavailable, InfluxWriter, SpoolForwarder
+from gridtwin.daemon.store_influx import (
+    InfluxConfig,
+    InfluxRejected,
+    InfluxUnavailable,
+    InfluxWriter,
+    SpoolForwarder,
+)
 from gridtwin.daemon.store_sqlite import SqliteStore
 
 TS = 1_700_000_000_000
@@ -24,7 +30,12 @@ def test_escaping_round_trips_through_a_real_influxdb(influxdb):
     row = dict(zip(series["columns"], series["values"][0]))
     assert row["time"] == TS
     assert row["site name"] == "a,b=c d" and row["node"] == r"n\1"
-    assert row["val ue,x="] == 1.5 and row["text"] == 'say "hi" \\ bye' and row["n"] == 3 and row["flag"] is True
+    assert (
+        row["val ue,x="] == 1.5
+        and row["text"] == 'say "hi" \\ bye'
+        and row["n"] == 3
+        and row["flag"] is True
+    )
 
 
 def test_line_protocol_refuses_what_it_cannot_carry():
@@ -60,8 +71,13 @@ def test_spool_replays_in_order_after_an_outage(influxdb, tmp_path):
     fwd.start()
     try:
         for i in range(50):
-            store.write_batch([], spool_lines=[f"order,node=n1 v={i}i,k{i}=1i {TS * NS}",
-                                               f"points,node=n1 v={i}i {(TS + i) * NS}"])
+            store.write_batch(
+                [],
+                spool_lines=[
+                    f"order,node=n1 v={i}i,k{i}=1i {TS * NS}",
+                    f"points,node=n1 v={i}i {(TS + i) * NS}",
+                ],
+            )
             fwd.wake.set()
         wait_for(lambda: not fwd.reachable, 10, "the forwarder to notice InfluxDB is down")
         assert store.spool_depth() == 100
@@ -83,7 +99,9 @@ def test_daemon_with_influxdb_backend_spools_while_it_is_down(fleet_broker, infl
     from gridtwin.daemon.service import Daemon
 
     cfg = InfluxConfig(url=influxdb.url, api="v1", bucket=influxdb.db, timeout=2)
-    daemon = Daemon(endpoint=endpoint(fleet_broker), db_path=tmp_path / "db", metrics_port=None, influx=cfg)
+    daemon = Daemon(
+        endpoint=endpoint(fleet_broker), db_path=tmp_path / "db", metrics_port=None, influx=cfg
+    )
     daemon.forwarder.max_backoff = 0.2
     daemon.start()
     nodes = [NodeClient(fleet_broker, n) for n in FLEET[:5]]
@@ -96,12 +114,20 @@ def test_daemon_with_influxdb_backend_spools_while_it_is_down(fleet_broker, infl
         for seq in range(20):
             for n in nodes:
                 n.publish(telemetry_payload(n.node, boot=4, seq=seq, ts=ts(seq)))
-        wait_for(lambda: daemon.metrics.stored == 100 and daemon.store.spool_depth() == 0, 20, "first 100 points")
+        wait_for(
+            lambda: daemon.metrics.stored == 100 and daemon.store.spool_depth() == 0,
+            20,
+            "first 100 points",
+        )
         influxdb.stop()
         for seq in range(20, 60):
             for n in nodes:
                 n.publish(telemetry_payload(n.node, boot=4, seq=seq, ts=ts(seq)))
-        wait_for(lambda: daemon.metrics.stored == 300, 20, "the daemon to store (and ack) during the outage")
+        wait_for(
+            lambda: daemon.metrics.stored == 300,
+            20,
+            "the daemon to store (and ack) during the outage",
+        )
         wait_for(lambda: not daemon.forwarder.reachable, 10, "the forwarder to notice the outage")
         assert daemon.store.spool_depth() > 0
         influxdb.start()

@@ -15,8 +15,17 @@ NOW = int(time.time() * 1000)
 
 
 def tel(node="n1", boot=1, seq=0, ts=None, hist=False, **m):
-    payload = json.dumps({"v": 1, "node": node, "boot": boot, "seq": seq, "ts": ts or NOW - 60_000 + seq,
-                          "m": m or {"t": float(seq)}, "hist": hist}).encode()
+    payload = json.dumps(
+        {
+            "v": 1,
+            "node": node,
+            "boot": boot,
+            "seq": seq,
+            "ts": ts or NOW - 60_000 + seq,
+            "m": m or {"t": float(seq)},
+            "hist": hist,
+        }
+    ).encode()
     return validate.telemetry(node, payload)
 
 
@@ -54,26 +63,28 @@ def test_a_gap_that_replay_fills_is_retracted_and_only_what_stays_missing_counts
     is a *pending* gap that the replay fills, never a loss. Only what is still missing once the
     grace period passed is confirmed."""
     s = SqliteStore(tmp_path / "db")
-    s.write_batch([tel(seq=0), tel(seq=1), tel(seq=6)])              # 2..5 pending
+    s.write_batch([tel(seq=0), tel(seq=1), tel(seq=6)])  # 2..5 pending
     s.write_batch([tel(seq=7), tel(boot=2, seq=0), tel(boot=2, seq=3)])  # boot 2: 1..2 pending
     assert s.pending_gaps() == 4 + 2
     s.write_batch([tel(seq=2, hist=True), tel(seq=3, hist=True), tel(seq=3, hist=True)])
-    s.write_batch([tel(seq=3, hist=True)])                           # a redelivery fills nothing
+    s.write_batch([tel(seq=3, hist=True)])  # a redelivery fills nothing
     s.write_batch([tel(boot=2, seq=1, hist=True), tel(boot=2, seq=2, hist=True)])  # boot 2 complete
     assert s.pending_gaps() == 2
-    assert s.settle_gaps(older_than_ms=0) == []                       # still in its grace period
+    assert s.settle_gaps(older_than_ms=0) == []  # still in its grace period
     confirmed = s.settle_gaps(older_than_ms=int(time.time() * 1000) + 1)
-    assert confirmed == [("n1", "1", 1, 2)]                           # 4 and 5 never came
+    assert confirmed == [("n1", "1", 1, 2)]  # 4 and 5 never came
     assert s.pending_gaps() == 0
     assert s.conn.execute("SELECT count(*) FROM gaps").fetchone()[0] == 1  # the filled one is gone
-    s.write_batch([tel(seq=4, hist=True)])                            # too late to matter: stored, once
+    s.write_batch([tel(seq=4, hist=True)])  # too late to matter: stored, once
     assert s.count_readings("n1") == 7 + 4
     s.close()
 
 
 def test_query_returns_one_metric_in_time_order(store):
-    store.write_batch([tel(seq=i, ts=NOW - 10_000 + i * 1000, t=float(i), p=2.0 * i) for i in (3, 1, 2)]
-                      + [tel(node="n2", seq=0, t=99.0)])
+    store.write_batch(
+        [tel(seq=i, ts=NOW - 10_000 + i * 1000, t=float(i), p=2.0 * i) for i in (3, 1, 2)]
+        + [tel(node="n2", seq=0, t=99.0)]
+    )
     rows = store.query("n1", "t", since_ms=NOW - 3_600_000)
     assert rows == [(NOW - 9000, 1.0), (NOW - 8000, 2.0), (NOW - 7000, 3.0)]
     assert store.query("n1", "t", since_ms=NOW - 7500) == [(NOW - 7000, 3.0)]
@@ -83,28 +94,53 @@ def test_query_returns_one_metric_in_time_order(store):
 
 def test_downsampling_folds_old_raw_readings_into_minute_rollups(store):
     base = (NOW // 60_000 - 100) * 60_000  # 100 minutes ago, on a minute boundary
-    store.write_batch([tel(seq=i, ts=base + i * 10_000, t=float(i)) for i in range(12)])  # 2 minutes of data
+    store.write_batch(
+        [tel(seq=i, ts=base + i * 10_000, t=float(i)) for i in range(12)]
+    )  # 2 minutes of data
     store.write_batch([tel(seq=100, ts=NOW, t=50.0)])
     assert store.downsample(NOW - 3_600_000) == 12
     assert store.count_readings() == 1
     rows = store.query("n1", "t", since_ms=0)
     assert rows == [(base, 2.5), (base + 60_000, 8.5), (NOW, 50.0)]  # minute averages, then raw
-    mn, mx, n = store.conn.execute("SELECT vmin, vmax, n FROM rollup_1m WHERE bucket=?", (base,)).fetchone()
+    mn, mx, n = store.conn.execute(
+        "SELECT vmin, vmax, n FROM rollup_1m WHERE bucket=?", (base,)
+    ).fetchone()
     assert (mn, mx, n) == (0.0, 5.0, 6)
 
 
 def test_status_ack_and_command_history(store):
-    store.write_batch([], statuses=[("n1", {"state": "online", "fw": "1.2", "heap": 90000, "rssi": -61,
-                                            "sensors": [{"name": "t", "unit": "C"}]})])
+    store.write_batch(
+        [],
+        statuses=[
+            (
+                "n1",
+                {
+                    "state": "online",
+                    "fw": "1.2",
+                    "heap": 90000,
+                    "rssi": -61,
+                    "sensors": [{"name": "t", "unit": "C"}],
+                },
+            )
+        ],
+    )
     store.write_batch([], statuses=[("n1", {"state": "offline"})])
     (node,) = store.nodes()
-    assert (node["state"], node["fw"], node["heap"]) == ("offline", "1.2", 90000)  # a will keeps what it knew
+    assert (node["state"], node["fw"], node["heap"]) == (
+        "offline",
+        "1.2",
+        90000,
+    )  # a will keeps what it knew
     store.command_created("c1", "n1", "set_fault", {"state": True})
     store.write_batch([], acks=[("n1", {"id": "c1", "ok": False, "err": "no such fault"})])
     store.command_update("c1", "timeout")  # too late: the ack already decided it
     (cmd,) = store.commands("n1")
-    assert (cmd["state"], cmd["ok"], cmd["err"], json.loads(cmd["args"])) == \
-        ("error", 0, "no such fault", {"state": True})
+    assert (cmd["state"], cmd["ok"], cmd["err"], json.loads(cmd["args"])) == (
+        "error",
+        0,
+        "no such fault",
+        {"state": True},
+    )
 
 
 def test_spool_keeps_arrival_order(store):
@@ -147,10 +183,14 @@ def test_the_database_and_its_side_files_are_private(tmp_path):
     try:
         s = SqliteStore(tmp_path / "var" / "gridtwin.db")
         s.write_batch([tel(seq=0)])
-        files = [tmp_path / "var" / f for f in ("gridtwin.db", "gridtwin.db-wal", "gridtwin.db-shm")]
+        files = [
+            tmp_path / "var" / f for f in ("gridtwin.db", "gridtwin.db-wal", "gridtwin.db-shm")
+        ]
         assert all(f.exists() for f in files)
         assert stat.S_IMODE((tmp_path / "var").stat().st_mode) == 0o700
-        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {
+            f.name: 0o600 for f in files
+        }
         s.close()
         # an older install made them 0644: the next open tightens them
         for f in files[:1]:
@@ -170,13 +210,17 @@ def test_stored_values_are_the_validated_ones_and_old_databases_are_migrated(tmp
     s.close()
     # a database of the first release kept the whole payload; its queries keep working after an open
     conn = sqlite3.connect(tmp_path / "old.db")
-    conn.executescript("CREATE TABLE readings (node TEXT NOT NULL, boot TEXT NOT NULL, seq INTEGER NOT NULL, "
-                       "ts INTEGER NOT NULL, hist INTEGER NOT NULL DEFAULT 0, msg TEXT NOT NULL);"
-                       "CREATE TABLE nodes (id TEXT PRIMARY KEY, state TEXT, fw TEXT, board TEXT, reset TEXT, "
-                       "boot TEXT, heap REAL, rssi REAL, uptime REAL, cfg TEXT, sensors TEXT, outbox REAL, "
-                       "drops REAL, interval REAL, last_seen INTEGER, status_at INTEGER);")
-    conn.execute("INSERT INTO readings VALUES ('n1', '1', 0, ?, 0, ?)",
-                 (NOW, json.dumps({"v": 1, "node": "n1", "boot": 1, "seq": 0, "ts": NOW, "m": {"t": 4.5}})))
+    conn.executescript(
+        "CREATE TABLE readings (node TEXT NOT NULL, boot TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "ts INTEGER NOT NULL, hist INTEGER NOT NULL DEFAULT 0, msg TEXT NOT NULL);"
+        "CREATE TABLE nodes (id TEXT PRIMARY KEY, state TEXT, fw TEXT, board TEXT, reset TEXT, "
+        "boot TEXT, heap REAL, rssi REAL, uptime REAL, cfg TEXT, sensors TEXT, outbox REAL, "
+        "drops REAL, interval REAL, last_seen INTEGER, status_at INTEGER);"
+    )
+    conn.execute(
+        "INSERT INTO readings VALUES ('n1', '1', 0, ?, 0, ?)",
+        (NOW, json.dumps({"v": 1, "node": "n1", "boot": 1, "seq": 0, "ts": NOW, "m": {"t": 4.5}})),
+    )
     conn.commit()
     conn.close()
     old = SqliteStore(tmp_path / "old.db")
@@ -208,12 +252,16 @@ def test_a_corrupt_database_is_named_with_its_fix(tmp_path):
     pages = _made_db(tmp_path, "pages.db")
     destroy_pages(pages)
     with pytest.raises(CorruptDatabase):
-        SqliteStore(pages, check=True)       # the daemon's start and doctor
+        SqliteStore(pages, check=True)  # the daemon's start and doctor
     # a reader that skipped the check (the CLI) meets it mid-query: the same error, never a traceback
     store = SqliteStore(pages)
     met = 0
-    for read in (lambda: store.query("n1", "t", since_ms=0), store.count_readings, store.nodes,
-                 lambda: store.latest("n1")):
+    for read in (
+        lambda: store.query("n1", "t", since_ms=0),
+        store.count_readings,
+        store.nodes,
+        lambda: store.latest("n1"),
+    ):
         try:
             read()
         except CorruptDatabase:
@@ -222,6 +270,7 @@ def test_a_corrupt_database_is_named_with_its_fix(tmp_path):
 
 
 # -- compaction into blocks (issue #20: <= 60 B a reading) --------------------------------------------
+
 
 def _mixed_readings():
     """Two nodes, two boots, readings that lack a metric, ints and floats, -0.0, hist flags, and two
@@ -243,10 +292,18 @@ def _mixed_readings():
 
 def _everything(s, nodes=("n1", "n2"), metrics=("p_w", "t_c", "n", "pf", "v")):
     import math
-    return ({(n, m): [(ts, v, math.copysign(1, v), type(v)) for ts, v in s.query(n, m, since_ms=0)]
-             for n in nodes for m in metrics},
-            {n: s.latest(n) for n in nodes}, {n: s.metric_names(n) for n in nodes},
-            s.count_readings(), {n: s.count_readings(n) for n in nodes})
+
+    return (
+        {
+            (n, m): [(ts, v, math.copysign(1, v), type(v)) for ts, v in s.query(n, m, since_ms=0)]
+            for n in nodes
+            for m in metrics
+        },
+        {n: s.latest(n) for n in nodes},
+        {n: s.metric_names(n) for n in nodes},
+        s.count_readings(),
+        {n: s.count_readings(n) for n in nodes},
+    )
 
 
 def test_compaction_moves_readings_into_blocks_and_queries_return_the_same_rows(store):
@@ -261,7 +318,9 @@ def test_compaction_moves_readings_into_blocks_and_queries_return_the_same_rows(
     # a window inside a block, and readings still in rows next to blocks
     store.write_batch([tel(seq=300, ts=NOW - 1000, p_w=7.5)])
     assert store.query("n1", "p_w", since_ms=NOW - 3_000_000 + 298_500, until_ms=NOW) == [
-        (NOW - 3_000_000 + 299_000, round(1000 + 299 * 1.7, 1)), (NOW - 1000, 7.5)]
+        (NOW - 3_000_000 + 299_000, round(1000 + 299 * 1.7, 1)),
+        (NOW - 1000, 7.5),
+    ]
     assert store.latest("n1") == (NOW - 1000, {"p_w": 7.5})
     # below min_rows and younger than settle_ms: they wait; once they have settled, they go too
     assert store.compact(now_ms=NOW + 600_000, hot_ms=60_000, min_rows=50) == 0
@@ -282,10 +341,16 @@ def test_a_reading_replayed_after_its_span_was_compacted_is_stored_once(tmp_path
     assert (r.stored, r.duplicates, r.gaps) == (3, 17, [])
     assert s.pending_gaps() == 0
     assert s.count_readings("n1") == 20
-    assert s.compact(now_ms=NOW + 3_600_000, min_rows=1) == 3   # the replayed three: a block of their own
-    assert s.write_batch(replay + [tel(seq=5)]).stored == 0      # and again: nothing is stored twice
-    assert s.write_batch([tel(seq=20), tel(boot=2, seq=5)]).stored == 2  # the next seq; another boot's seq 5
-    assert [v for _ts, v in s.query("n1", "t", since_ms=0)] == sorted([float(i) for i in range(21)] + [5.0])
+    assert (
+        s.compact(now_ms=NOW + 3_600_000, min_rows=1) == 3
+    )  # the replayed three: a block of their own
+    assert s.write_batch(replay + [tel(seq=5)]).stored == 0  # and again: nothing is stored twice
+    assert (
+        s.write_batch([tel(seq=20), tel(boot=2, seq=5)]).stored == 2
+    )  # the next seq; another boot's seq 5
+    assert [v for _ts, v in s.query("n1", "t", since_ms=0)] == sorted(
+        [float(i) for i in range(21)] + [5.0]
+    )
     assert s.write_batch([tel(seq=24)]).gaps == [("n1", "1", 20, 3)]
     s.close()
 
@@ -304,12 +369,16 @@ def test_retention_folds_blocks_as_it_folds_rows(tmp_path):
     assert packed.conn.execute("SELECT count(*), sum(n) FROM blocks").fetchone() == (2, 40)
     dump = "SELECT node, metric, bucket, n, vmin, vmax, vsum FROM rollup_1m ORDER BY metric, bucket"
     assert rows.conn.execute(dump).fetchall() == packed.conn.execute(dump).fetchall()
-    assert packed.conn.execute("SELECT n, vmin, vmax FROM rollup_1m WHERE metric='t' AND bucket=?",
-                               (base,)).fetchone() == (12, 0.0, 5.5)
+    assert packed.conn.execute(
+        "SELECT n, vmin, vmax FROM rollup_1m WHERE metric='t' AND bucket=?", (base,)
+    ).fetchone() == (12, 0.0, 5.5)
     for m in ("t", "p"):
         assert rows.query("n1", m, since_ms=0) == packed.query("n1", m, since_ms=0)
     assert rows.count_readings() == packed.count_readings() == 40
-    assert packed.downsample(NOW) == 40 and packed.conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+    assert (
+        packed.downsample(NOW) == 40
+        and packed.conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+    )
     rows.close()
     packed.close()
 
@@ -330,9 +399,13 @@ def test_a_version_1_database_is_migrated_without_loss(tmp_path):
             interval REAL, last_seen INTEGER, status_at INTEGER, heap_min REAL, rejected INTEGER,
             last_reject TEXT, last_reject_at INTEGER);
         PRAGMA user_version = 1;""")
-    conn.executemany("INSERT INTO readings VALUES ('n1', '3', ?, ?, 0, ?)",
-                     [(i, NOW - 700_000 + i * 1000, json.dumps({"t": i / 4, "k": i})) for i in range(500)])
-    conn.execute("INSERT INTO rollup_1m VALUES ('n1', 't', ?, 2, 1.0, 3.0, 4.0)", (NOW - 7_200_000,))
+    conn.executemany(
+        "INSERT INTO readings VALUES ('n1', '3', ?, ?, 0, ?)",
+        [(i, NOW - 700_000 + i * 1000, json.dumps({"t": i / 4, "k": i})) for i in range(500)],
+    )
+    conn.execute(
+        "INSERT INTO rollup_1m VALUES ('n1', 't', ?, 2, 1.0, 3.0, 4.0)", (NOW - 7_200_000,)
+    )
     conn.execute("INSERT INTO nodes (id) VALUES ('n1')")
     conn.commit()
     conn.close()
@@ -340,10 +413,13 @@ def test_a_version_1_database_is_migrated_without_loss(tmp_path):
     assert s.conn.execute("PRAGMA user_version").fetchone()[0] == 2
     want = [(NOW - 7_200_000, 2.0)] + [(NOW - 700_000 + i * 1000, i / 4) for i in range(500)]
     assert s.query("n1", "t", since_ms=0) == want and s.count_readings() == 500
-    assert s.compact(now_ms=NOW) == 400   # the last 5 minutes stay rows
+    assert s.compact(now_ms=NOW) == 400  # the last 5 minutes stay rows
     assert s.query("n1", "t", since_ms=0) == want and s.count_readings() == 500
     assert s.latest("n1") == (NOW - 700_000 + 499_000, {"t": 499 / 4, "k": 499})
-    assert s.compact(now_ms=NOW + 3_600_000) == 100 and s.latest("n1")[1] == {"t": 499 / 4, "k": 499}
+    assert s.compact(now_ms=NOW + 3_600_000) == 100 and s.latest("n1")[1] == {
+        "t": 499 / 4,
+        "k": 499,
+    }
     assert s.write_batch([tel(boot=3, seq=i) for i in range(0, 600, 50)]).stored == 2  # 500 and 550
     s.close()
 
@@ -360,11 +436,19 @@ def test_a_compaction_killed_mid_transaction_loses_and_doubles_nothing(tmp_path)
 
     db = tmp_path / "db"
     s = SqliteStore(db)
-    sent = [tel(node=f"n{k}", seq=i, ts=NOW - 3_600_000 + i * 1000, t=i / 8) for i in range(200) for k in range(3)]
+    sent = [
+        tel(node=f"n{k}", seq=i, ts=NOW - 3_600_000 + i * 1000, t=i / 8)
+        for i in range(200)
+        for k in range(3)
+    ]
     s.write_batch(sent)
     s.close()
     host = Path(__file__).resolve().parents[2] / "host"
-    child = subprocess.Popen([sys.executable, "-c", f"""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import sys
 sys.path.insert(0, {str(host)!r})
 from gridtwin.daemon.store_sqlite import SqliteStore
@@ -385,7 +469,12 @@ class StopsBeforeTheThirdCommit:  # the real connection, held at the point where
 
 s.conn = StopsBeforeTheThirdCommit()
 s.compact(now_ms={NOW}, min_rows=1, max_rows=50, txn_rows=100)
-"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+""",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline() == "in the transaction\n"
         # the uncommitted transaction's blocks and deletions are in the WAL or the page cache
@@ -401,11 +490,19 @@ s.compact(now_ms={NOW}, min_rows=1, max_rows=50, txn_rows=100)
     keys = s.conn.execute("SELECT node, boot, seq FROM readings").fetchall()
     for node, data in s.conn.execute("SELECT node, data FROM blocks").fetchall():
         keys += [(node, boot, seq) for boot, seq, *_ in blocks.Block(data).rows()]
-    assert sorted(keys) == sorted((t.node, "1", t.seq) for t in sent)    # none lost, none twice
-    assert s.conn.execute("SELECT sum(n) FROM blocks").fetchone()[0] == 200  # two transactions of 100
+    assert sorted(keys) == sorted((t.node, "1", t.seq) for t in sent)  # none lost, none twice
+    assert (
+        s.conn.execute("SELECT sum(n) FROM blocks").fetchone()[0] == 200
+    )  # two transactions of 100
     assert s.write_batch(sent).stored == 0
     # at most txn_rows of a node a pass: n0 and n1 lost 100 rows each to blocks, n2 none
-    assert [s.compact(now_ms=NOW, min_rows=1, max_rows=50, txn_rows=100) for _ in range(3)] == [300, 100, 0]
+    assert [s.compact(now_ms=NOW, min_rows=1, max_rows=50, txn_rows=100) for _ in range(3)] == [
+        300,
+        100,
+        0,
+    ]
     assert s.count_readings() == 600 and s.write_batch(sent).stored == 0
-    assert s.query("n2", "t", since_ms=0) == [(NOW - 3_600_000 + i * 1000, i / 8) for i in range(200)]
+    assert s.query("n2", "t", since_ms=0) == [
+        (NOW - 3_600_000 + i * 1000, i / 8) for i in range(200)
+    ]
     s.close()

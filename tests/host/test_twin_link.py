@@ -11,7 +11,14 @@ from gridtwin.site import example_site_path, load_site
 from gridtwin.twin import Twin, demo_scenario
 from gridtwin.twin.coupling import TwinLink
 from gridtwin.twin.sensorfeed import feed, readings
-from gridtwin.vworld import NOISE_BOUND, chip_noise, plant_hil, plant_tolerance, tolerance, world_for
+from gridtwin.vworld import (
+    NOISE_BOUND,
+    chip_noise,
+    plant_hil,
+    plant_tolerance,
+    tolerance,
+    world_for,
+)
 
 from fixtures.daemon_fleet import NodeClient, endpoint, telemetry_payload, wait_for
 
@@ -21,13 +28,20 @@ def alerts(db):
         return c.execute("SELECT kind, node, active FROM alerts ORDER BY id").fetchall()
 
 
-def test_events_become_alerts_and_real_telemetry_drives_the_twin(broker, site_pki, mqtt_client, tmp_path):
+def test_events_become_alerts_and_real_telemetry_drives_the_twin(
+    broker, site_pki, mqtt_client, tmp_path
+):
     site = site_pki.site
     root = site.topic_root
     watcher = mqtt_client("telegraf")  # a read-only identity sees what Grafana would
     watcher.subscribe(f"{root}/_host/#")
-    daemon = Daemon(endpoint=endpoint(broker), db_path=tmp_path / "gt.db", known_nodes=site.node_ids,
-                    metrics_port=None, site=site).start()
+    daemon = Daemon(
+        endpoint=endpoint(broker),
+        db_path=tmp_path / "gt.db",
+        known_nodes=site.node_ids,
+        metrics_port=None,
+        site=site,
+    ).start()
     twin = Twin.from_site(site, seed=3)
     link = TwinLink(twin, daemon, site, state_every_s=0.5)
     el1 = NodeClient(broker, "EL1")
@@ -51,13 +65,18 @@ def test_events_become_alerts_and_real_telemetry_drives_the_twin(broker, site_pk
         twin.apply("util_a", "set_fault", {"on": False})
         twin.run_until(twin.t + 0.5)
         link.after_step()
-        cleared = watcher.wait_for(f"{root}/_host/alerts/util_a/utility_lost", timeout=10,
-                                   where=lambda m: m.payload == b"")
+        cleared = watcher.wait_for(
+            f"{root}/_host/alerts/util_a/utility_lost", timeout=10, where=lambda m: m.payload == b""
+        )
         assert cleared.payload == b""
         assert ("utility_lost", "util_a", 0) in alerts(tmp_path / "gt.db")
 
         # a real EL1 reports its stack temperature: the twin takes it (hardware in the loop)
-        el1.publish(telemetry_payload("EL1", boot=1, seq=1, t_c=71.5).replace(b'"t_c": 21.0', b'"t_c": 71.5'))
+        el1.publish(
+            telemetry_payload("EL1", boot=1, seq=1, t_c=71.5).replace(
+                b'"t_c": 21.0', b'"t_c": 71.5'
+            )
+        )
         wait_for(lambda: link._hil, 10, "EL1's reading to reach the twin link")
         twin.run_until(twin.t + 0.6)
         link.after_step()
@@ -106,7 +125,9 @@ def test_readings_say_what_the_twin_says_of_each_component():
     m = twin.state()["EL1"]["m"]
     assert el1["stack_a"] == m["i_a"] and el1["stack_v"] == m["u_stack_v"]
     assert el1["stack_w"] == pytest.approx(m["p_kw"] * 1000, rel=1e-6)
-    assert _expect(twin, "grid1")["f_dev"] == pytest.approx(twin.state()["grid1"]["m"]["df_hz"], abs=1e-9)
+    assert _expect(twin, "grid1")["f_dev"] == pytest.approx(
+        twin.state()["grid1"]["m"]["df_hz"], abs=1e-9
+    )
 
 
 def test_a_plant_node_on_the_hil_bench_reports_the_twins_state(vboard, firmware_build, tmp_path):
@@ -130,8 +151,9 @@ def test_a_plant_node_on_the_hil_bench_reports_the_twins_state(vboard, firmware_
     want = readings("ups", node, twin.state(), parents, cfg)
     hil = cfg["params"]["hil"]
     for row in rows:
-        assert {k: row[k] for k in ("supply", "fault", "out", "on_batt")} == \
-            {k: want[k] for k in ("supply", "fault", "out", "on_batt")}
+        assert {k: row[k] for k in ("supply", "fault", "out", "on_batt")} == {
+            k: want[k] for k in ("supply", "fault", "out", "on_batt")
+        }
         for k in ("load_kw", "batt_pct"):
             assert row[k] == pytest.approx(want[k], abs=plant_tolerance(hil, k)), k
 
@@ -140,8 +162,12 @@ def _run_grid1(vboard, firmware_build, seed, name):
     cfg = render(EXAMPLE, "grid1")
     cfg["mqtt"] = dict(cfg["mqtt"], host="")
     cfg["trace"] = True
-    b = vboard(name=name, config=cfg, world=world_for(cfg, seed=seed, clock={"mode": "warp", "stop_at_ms": 4000}),
-               firmware=firmware_build[0])
+    b = vboard(
+        name=name,
+        config=cfg,
+        world=world_for(cfg, seed=seed, clock={"mode": "warp", "stop_at_ms": 4000}),
+        firmware=firmware_build[0],
+    )
     assert b.run() == 0
     rows = [json.loads(r[1].replace("'", '"')) for r in b.grep(r"^T \d+ \d+ (\{.*\})")]
     assert len(rows) >= 10, b.lines[-20:]
@@ -160,10 +186,14 @@ def test_chips_add_their_data_sheets_noise_seeded_and_bounded(vboard, firmware_b
     assert a[:n] == again[:n] and a[:n] != other[:n]
     mains, box = (next(s for s in cfg["sensors"] if s["type"] == t) for t in ("ade7953", "lm75"))
     volts = [r["mains_v"] for r in a]
-    assert len(set(volts)) > 3 and all(abs(v - 230.0) <= tolerance(mains, "v", 230.0) for v in volts)
+    assert len(set(volts)) > 3 and all(
+        abs(v - 230.0) <= tolerance(mains, "v", 230.0) for v in volts
+    )
     assert all(abs(r["mains_hz"] - 50.0) <= tolerance(mains, "hz", 50.0) for r in a)
     temps = [r["t_box"] for r in a]
     assert len(set(temps)) > 1 and all(abs(t - 25.0) <= tolerance(box, "", 25.0) for t in temps)
     assert {r["t_box"] for r in exact} == {25.0} and len({r["mains_v"] for r in exact}) == 1
     # the bound is the catalog's: NOISE_BOUND x RMS, plus one step of resolution
-    assert tolerance(box, "", 25.0) == pytest.approx(0.125 + NOISE_BOUND * chip_noise(box)["temp_c"])
+    assert tolerance(box, "", 25.0) == pytest.approx(
+        0.125 + NOISE_BOUND * chip_noise(box)["temp_c"]
+    )

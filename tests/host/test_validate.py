@@ -16,7 +16,14 @@ NOW = 1_800_000_000_000
 
 
 def good(**over):
-    msg = {"v": 1, "node": "n1", "boot": 7, "seq": 3, "ts": NOW - 1000, "m": {"t_c": 21.5, "p_w": 10}}
+    msg = {
+        "v": 1,
+        "node": "n1",
+        "boot": 7,
+        "seq": 3,
+        "ts": NOW - 1000,
+        "m": {"t_c": 21.5, "p_w": 10},
+    }
     msg.update(over)
     return {k: v for k, v in msg.items() if v is not ...}
 
@@ -32,40 +39,43 @@ def test_valid_telemetry_is_returned_typed():
     assert json.loads(t.raw)["m"] == t.m
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b"{not json", "json"),
-    (b"\xff\xfe{}", "json"),
-    (b"[1, 2]", "not_object"),
-    (b'"text"', "not_object"),
-    (enc(good(v=2)), "version"),
-    (enc(good(v=True)), "version"),
-    (enc(good(v=1.0)), "version"),
-    (enc(good(v=...)), "version"),
-    (enc(good(node="n2")), "node_mismatch"),
-    (enc(good(node=...)), "node_mismatch"),
-    (enc(good(boot=-1)), "field"),
-    (enc(good(boot=True)), "field"),
-    (enc(good(boot=1.5)), "field"),
-    (enc(good(seq="3")), "field"),
-    (enc(good(seq=-1)), "field"),
-    (enc(good(ts=1.5)), "field"),
-    (enc(good(ts=NOW + 3_600_000)), "ts_window"),
-    (enc(good(ts=NOW - 30 * 86400_000)), "ts_window"),
-    (enc(good(ts=0)), "ts_window"),
-    (enc(good(m={})), "field"),
-    (enc(good(m=[1])), "field"),
-    (enc(good(m=...)), "field"),
-    (enc(good(m={"t": "hot"})), "metric"),
-    (enc(good(m={"t": True})), "metric"),
-    (enc(good(m={"t": None})), "metric"),
-    (enc(good(m={"t": 2**60})), "metric"),
-    (enc(good(m={"bad name": 1})), "metric"),
-    (enc(good(m={f"m{i}": i for i in range(100)})), "metric"),
-    (b'{"v":1,"node":"n1","boot":1,"seq":1,"ts":%d,"m":{"t":NaN}}' % (NOW,), "json"),
-    (b'{"v":1,"node":"n1","boot":1,"seq":1,"ts":%d,"m":{"t":1e999}}' % (NOW,), "metric"),
-    (enc(good(hist="yes")), "field"),
-    (b" " * 5000, "too_large"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"{not json", "json"),
+        (b"\xff\xfe{}", "json"),
+        (b"[1, 2]", "not_object"),
+        (b'"text"', "not_object"),
+        (enc(good(v=2)), "version"),
+        (enc(good(v=True)), "version"),
+        (enc(good(v=1.0)), "version"),
+        (enc(good(v=...)), "version"),
+        (enc(good(node="n2")), "node_mismatch"),
+        (enc(good(node=...)), "node_mismatch"),
+        (enc(good(boot=-1)), "field"),
+        (enc(good(boot=True)), "field"),
+        (enc(good(boot=1.5)), "field"),
+        (enc(good(seq="3")), "field"),
+        (enc(good(seq=-1)), "field"),
+        (enc(good(ts=1.5)), "field"),
+        (enc(good(ts=NOW + 3_600_000)), "ts_window"),
+        (enc(good(ts=NOW - 30 * 86400_000)), "ts_window"),
+        (enc(good(ts=0)), "ts_window"),
+        (enc(good(m={})), "field"),
+        (enc(good(m=[1])), "field"),
+        (enc(good(m=...)), "field"),
+        (enc(good(m={"t": "hot"})), "metric"),
+        (enc(good(m={"t": True})), "metric"),
+        (enc(good(m={"t": None})), "metric"),
+        (enc(good(m={"t": 2**60})), "metric"),
+        (enc(good(m={"bad name": 1})), "metric"),
+        (enc(good(m={f"m{i}": i for i in range(100)})), "metric"),
+        (b'{"v":1,"node":"n1","boot":1,"seq":1,"ts":%d,"m":{"t":NaN}}' % (NOW,), "json"),
+        (b'{"v":1,"node":"n1","boot":1,"seq":1,"ts":%d,"m":{"t":1e999}}' % (NOW,), "metric"),
+        (enc(good(hist="yes")), "field"),
+        (b" " * 5000, "too_large"),
+    ],
+)
 def test_each_broken_rule_is_rejected_with_its_reason(payload, reason):
     with pytest.raises(Rejected) as exc:
         validate.telemetry("n1", payload, now_ms=NOW)
@@ -73,15 +83,18 @@ def test_each_broken_rule_is_rejected_with_its_reason(payload, reason):
     assert exc.value.detail  # says what is wrong
 
 
-@pytest.mark.parametrize("topic, reason", [
-    ("other/n1/telemetry", "topic"),
-    (f"{ROOT}/n1", "topic"),
-    (f"{ROOT}/n1/telemetry/x", "topic"),
-    (f"{ROOT}/n1/weather", "topic"),
-    (f"{ROOT}/bad id/telemetry", "topic"),
-    (f"{ROOT}/_host/telemetry", "topic"),
-    (f"{ROOT}/stranger/telemetry", "unknown_node"),
-])
+@pytest.mark.parametrize(
+    "topic, reason",
+    [
+        ("other/n1/telemetry", "topic"),
+        (f"{ROOT}/n1", "topic"),
+        (f"{ROOT}/n1/telemetry/x", "topic"),
+        (f"{ROOT}/n1/weather", "topic"),
+        (f"{ROOT}/bad id/telemetry", "topic"),
+        (f"{ROOT}/_host/telemetry", "topic"),
+        (f"{ROOT}/stranger/telemetry", "unknown_node"),
+    ],
+)
 def test_topics_outside_the_contract_are_rejected(topic, reason):
     with pytest.raises(Rejected) as exc:
         validate.split_topic(topic, ROOT, known_nodes={"n1"})
@@ -90,41 +103,74 @@ def test_topics_outside_the_contract_are_rejected(topic, reason):
 
 def test_topic_split_and_other_kinds():
     assert validate.split_topic(f"{ROOT}/n1/ack", ROOT, {"n1"}) == ("n1", "ack")
-    assert validate.status("n1", b'{"state":"online","fw":"1.0","heap":1000,"rssi":-60}')["fw"] == "1.0"
+    assert (
+        validate.status("n1", b'{"state":"online","fw":"1.0","heap":1000,"rssi":-60}')["fw"]
+        == "1.0"
+    )
     # an optional field may be null (a node without Wi-Fi has no RSSI); a required one may not
     assert validate.status("n1", b'{"state":"online","rssi":null}')["rssi"] is None
     with pytest.raises(Rejected):
         validate.status("n1", b'{"state":null}')
     assert validate.ack("n1", b'{"id":"a","ok":true,"result":{"x":1}}')["ok"] is True
-    for bad, fn in ((b'{"state":"dancing"}', validate.status), (b'{"state":"online","heap":"lots"}', validate.status),
-                    (b'{"state":"online","node":"n2"}', validate.status), (b'{"id":"a","ok":1}', validate.ack),
-                    (b'{"lvl":"info"}', validate.log)):
+    for bad, fn in (
+        (b'{"state":"dancing"}', validate.status),
+        (b'{"state":"online","heap":"lots"}', validate.status),
+        (b'{"state":"online","node":"n2"}', validate.status),
+        (b'{"id":"a","ok":1}', validate.ack),
+        (b'{"lvl":"info"}', validate.log),
+    ):
         with pytest.raises(Rejected):
             fn("n1", bad)
 
 
 def _json_values():
-    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
-    return st.recursive(scalars,
-                        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                        max_leaves=10)
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=20)
+    )
+    return st.recursive(
+        scalars,
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+        max_leaves=10,
+    )
 
 
-@settings(max_examples=800, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(
-    st.binary(max_size=300),
-    _json_values().map(lambda v: json.dumps(v).encode()),
-    st.dictionaries(st.sampled_from(["v", "node", "boot", "seq", "ts", "m", "hist"]), _json_values(),
-                    max_size=7).map(lambda d: json.dumps(d).encode()),
-))
+@settings(
+    max_examples=800,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        _json_values().map(lambda v: json.dumps(v).encode()),
+        st.dictionaries(
+            st.sampled_from(["v", "node", "boot", "seq", "ts", "m", "hist"]),
+            _json_values(),
+            max_size=7,
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)
 def test_fuzz_validator_only_ever_accepts_or_rejects(payload):
     """Any bytes: either a Rejected with a known reason, or a reading that meets the contract."""
     try:
         t = validate.telemetry("n1", payload)
     except Rejected as r:
-        assert r.reason in {"json", "not_object", "version", "node_mismatch", "field", "ts_window", "metric",
-                            "too_large"}
+        assert r.reason in {
+            "json",
+            "not_object",
+            "version",
+            "node_mismatch",
+            "field",
+            "ts_window",
+            "metric",
+            "too_large",
+        }
         return
     assert t.node == "n1" and isinstance(t.seq, int) and t.m
     assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in t.m.values())

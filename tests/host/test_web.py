@@ -24,12 +24,25 @@ from fixtures.daemon_fleet import NodeClient, endpoint, telemetry_payload
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed (`make setup` installs it)")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Debian's chromium is not installed (`make setup` installs it)",
+)
 # the env's flags for headless Chromium on a closed network
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--hide-scrollbars", "--remote-debugging-port=0", "--remote-allow-origins=*"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--hide-scrollbars",
+    "--remote-debugging-port=0",
+    "--remote-allow-origins=*",
+]
 
 
 class Browser:
@@ -41,14 +54,27 @@ class Browser:
 
         profile = tmp / "profile"
         profile.mkdir()
-        self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}",
-                                      f"--window-size={width},{height}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=open(tmp / "chromium.log", "wb"))
+        self.proc = subprocess.Popen(
+            [
+                CHROMIUM,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp / "chromium.log", "wb"),
+        )
         port_file = profile / "DevToolsActivePort"
-        wait_until(lambda: port_file.exists() and port_file.read_text().count("\n") >= 1, 30,
-                   "Chromium's DevTools port")
+        wait_until(
+            lambda: port_file.exists() and port_file.read_text().count("\n") >= 1,
+            30,
+            "Chromium's DevTools port",
+        )
         port = int(port_file.read_text().split()[0])
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
+        targets = json.load(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10)
+        )
         page = next(t for t in targets if t["type"] == "page")
         self._conn = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
         self.ws = self._conn.__enter__()
@@ -72,8 +98,13 @@ class Browser:
             self.events.append(msg)
 
     def viewport(self, width: int, height: int) -> None:
-        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                  mobile=width < 600)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=width < 600,
+        )
 
     def goto(self, url: str) -> None:
         self.events.clear()
@@ -92,13 +123,17 @@ class Browser:
         while True:
             try:
                 value, err = self.eval(f"!!({expr})"), None
-            except RuntimeError as exc:  # the page is between two documents (a form posted, a redirect)
+            except (
+                RuntimeError
+            ) as exc:  # the page is between two documents (a form posted, a redirect)
                 value, err = False, exc
             if value:
                 return value
             if time.monotonic() > deadline:
                 why = f": {err}" if err else ""
-                raise AssertionError(f"timed out after {timeout} s waiting for {what} ({expr}){why}")
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {what} ({expr}){why}"
+                )
             time.sleep(0.05)
 
     def errors(self) -> list[str]:
@@ -109,7 +144,9 @@ class Browser:
                 ex = p["exceptionDetails"]
                 out.append(ex.get("exception", {}).get("description") or ex["text"])
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append(" ".join(str(a.get("value", a.get("description"))) for a in p.get("args", [])))
+                out.append(
+                    " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", []))
+                )
             elif m == "Log.entryAdded" and p["entry"]["level"] == "error":
                 out.append(f"{p['entry'].get('url', '')}: {p['entry']['text']}")
         return out
@@ -140,15 +177,15 @@ def not_blank(png: bytes) -> bool:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, width = 8, b"", 0
     while pos < len(png):
-        n, kind = struct.unpack(">I4s", png[pos:pos + 8])
-        data = png[pos + 8:pos + 8 + n]
+        n, kind = struct.unpack(">I4s", png[pos : pos + 8])
+        data = png[pos + 8 : pos + 8 + n]
         if kind == b"IHDR":
             width = struct.unpack(">I", data[:4])[0]
         elif kind == b"IDAT":
             idat += data
         pos += 12 + n
     raw = zlib.decompress(idat)
-    return len(set(raw[i:i + 3] for i in range(1, min(len(raw), width * 4 * 400), 4))) > 8
+    return len(set(raw[i : i + 3] for i in range(1, min(len(raw), width * 4 * 400), 4))) > 8
 
 
 @pytest.fixture
@@ -168,13 +205,20 @@ def make_daemon(broker, db: Path, port: int, site=None):
     from gridtwin.daemon.service import Daemon
 
     # instance 2: no maintenance thread and no analytics; the example site gives the twin's topology
-    return Daemon(endpoint=endpoint(broker), db_path=db, metrics_port=port, site=site, instance=2).start()
+    return Daemon(
+        endpoint=endpoint(broker), db_path=db, metrics_port=port, site=site, instance=2
+    ).start()
 
 
 def twin_doc(twin) -> dict:
     """What gridtwin.twin.coupling.TwinLink publishes on <root>/_host/twin."""
-    return {"t": round(twin.t, 3), "components": {cid: {"kind": c["kind"], "status": c["status"], "m": c["m"]}
-                                                   for cid, c in twin.state().items()}}
+    return {
+        "t": round(twin.t, 3),
+        "components": {
+            cid: {"kind": c["kind"], "status": c["status"], "m": c["m"]}
+            for cid, c in twin.state().items()
+        },
+    }
 
 
 class AckingNode(NodeClient):
@@ -192,8 +236,18 @@ class AckingNode(NodeClient):
 
     def _on_cmd(self, client, userdata, msg):
         cmd = json.loads(msg.payload)
-        client.publish(f"{self.root}/{self.node}/ack", json.dumps(
-            {"id": cmd["id"], "ok": True, "result": {"pong": True}, "ts": int(time.time() * 1000)}), qos=1)
+        client.publish(
+            f"{self.root}/{self.node}/ack",
+            json.dumps(
+                {
+                    "id": cmd["id"],
+                    "ok": True,
+                    "result": {"pong": True},
+                    "ts": int(time.time() * 1000),
+                }
+            ),
+            qos=1,
+        )
 
 
 def test_pages_render_live_values_ack_and_restart(fleet_broker, tmp_path, browser):
@@ -208,8 +262,22 @@ def test_pages_render_live_values_ack_and_restart(fleet_broker, tmp_path, browse
     base = f"http://127.0.0.1:{port}"
     try:
         assert d.ingest.wait_connected()
-        node.publish(json.dumps({"state": "online", "fw": "1.4.2", "interval": 1000, "rssi": -61, "heap": 61234,
-                                 "heap_min": 48000, "outbox": 0, "drops": 2}).encode(), "status", retain=True)
+        node.publish(
+            json.dumps(
+                {
+                    "state": "online",
+                    "fw": "1.4.2",
+                    "interval": 1000,
+                    "rssi": -61,
+                    "heap": 61234,
+                    "heap_min": 48000,
+                    "outbox": 0,
+                    "drops": 2,
+                }
+            ).encode(),
+            "status",
+            retain=True,
+        )
         now = int(time.time() * 1000)
         for i in range(30):  # a minute of history for the chart
             node.publish(telemetry_payload("node07", 1, i, ts=now - (30 - i) * 2000))
@@ -219,18 +287,28 @@ def test_pages_render_live_values_ack_and_restart(fleet_broker, tmp_path, browse
             twin.step()
         d.publish_host("twin", twin_doc(twin))
         wait_until(lambda: d.web.twin, 10, "the twin's state to reach the web view")
-        d.alerts.raise_("node07/node_stale", "warning", "node_stale", "node07: silent for 3 intervals", "node07")
+        d.alerts.raise_(
+            "node07/node_stale", "warning", "node_stale", "node07: silent for 3 intervals", "node07"
+        )
         # energy KPIs as analytics writes them (gridtwin.analytics.kpi): two buckets, a node and the site
-        d.store.write_kpis([(now - 120_000, "node07", "energy_kwh", 0.5), (now - 60_000, "node07", "energy_kwh", 0.25),
-                            (now - 60_000, "node07", "peak_kw", 31.0), (now - 60_000, "", "pue", 1.42),
-                            (now - 60_000, "", "consumption_kwh", 0.75)])
+        d.store.write_kpis(
+            [
+                (now - 120_000, "node07", "energy_kwh", 0.5),
+                (now - 60_000, "node07", "energy_kwh", 0.25),
+                (now - 60_000, "node07", "peak_kw", 31.0),
+                (now - 60_000, "", "pue", 1.42),
+                (now - 60_000, "", "consumption_kwh", 0.75),
+            ]
+        )
 
         # every page renders without console errors
-        for page, ready in (("#/", "document.querySelector('#n-node07 .badge')"),
-                            ("#/node/node07", "document.getElementById('v-t_c')"),
-                            ("#/twin", "document.querySelector('#oneline #el-EL1')"),
-                            ("#/alerts", "document.querySelector('#active td.msg')"),
-                            ("#/energy", "document.querySelector('#node-kpi td.num')")):
+        for page, ready in (
+            ("#/", "document.querySelector('#n-node07 .badge')"),
+            ("#/node/node07", "document.getElementById('v-t_c')"),
+            ("#/twin", "document.querySelector('#oneline #el-EL1')"),
+            ("#/alerts", "document.querySelector('#active td.msg')"),
+            ("#/energy", "document.querySelector('#node-kpi td.num')"),
+        ):
             browser.goto(f"{base}/ui/{page}")
             browser.wait(ready, 5, f"page {page}")
             assert browser.errors() == [], page
@@ -239,8 +317,9 @@ def test_pages_render_live_values_ack_and_restart(fleet_broker, tmp_path, browse
         assert "node07: silent" in browser.eval("document.getElementById('active').textContent")
         browser.goto(f"{base}/ui/#/energy")
         browser.wait("document.querySelector('#node-kpi td.num')", 5, "the energy page")
-        assert browser.eval("[...document.querySelectorAll('#node-kpi td')].map(t => t.textContent)") == \
-            ["node07", "0.750", "31.00"]  # energy summed over the buckets, the peak the highest
+        assert browser.eval(
+            "[...document.querySelectorAll('#node-kpi td')].map(t => t.textContent)"
+        ) == ["node07", "0.750", "31.00"]  # energy summed over the buckets, the peak the highest
         assert "1.42" in browser.eval("document.getElementById('site-kpi').textContent")
 
         # the twin page: the power chain with power on each element, the plant, the grid frequency
@@ -253,19 +332,41 @@ def test_pages_render_live_values_ack_and_restart(fleet_broker, tmp_path, browse
         twin.state()  # a new twin time on the bus shows on screen without reloading
         doc = twin_doc(twin)
         d.publish_host("twin", doc)
-        browser.wait(f"document.getElementById('twin-t').textContent.includes('{doc['t']:.1f}')", 2,
-                     "the new twin time on screen")
+        browser.wait(
+            f"document.getElementById('twin-t').textContent.includes('{doc['t']:.1f}')",
+            2,
+            "the new twin time on screen",
+        )
         png = browser.screenshot(ROOT / "docs" / "img" / "webview.png")
         assert not_blank(png)
 
         # a node: its sensors, chart and a new reading on screen within 2 s
         browser.goto(f"{base}/ui/#/node/node07")
         browser.wait("document.querySelector('#chart path[stroke]')", 5, "the chart")
-        assert browser.eval("document.querySelector('#chart text').parentNode.textContent").count("points") == 1
-        node.publish(json.dumps({"v": 1, "node": "node07", "boot": 1, "seq": 30, "ts": int(time.time() * 1000),
-                                 "m": {"p_w": 1.5, "t_c": 37.25}}).encode())
+        assert (
+            browser.eval("document.querySelector('#chart text').parentNode.textContent").count(
+                "points"
+            )
+            == 1
+        )
+        node.publish(
+            json.dumps(
+                {
+                    "v": 1,
+                    "node": "node07",
+                    "boot": 1,
+                    "seq": 30,
+                    "ts": int(time.time() * 1000),
+                    "m": {"p_w": 1.5, "t_c": 37.25},
+                }
+            ).encode()
+        )
         t0 = time.monotonic()
-        browser.wait("document.getElementById('v-t_c').textContent === '37.25'", 2, "the new reading on screen")
+        browser.wait(
+            "document.getElementById('v-t_c').textContent === '37.25'",
+            2,
+            "the new reading on screen",
+        )
         live_s = time.monotonic() - t0
         assert live_s < 2
         print(f"reading on screen after {live_s * 1000:.0f} ms")
@@ -274,26 +375,50 @@ def test_pages_render_live_values_ack_and_restart(fleet_broker, tmp_path, browse
         assert node.subscribed.wait(10)
         ack = d.dispatcher.send("node07", "ping", {}, timeout=10, ttl=5)
         assert ack.get("ok") is True
-        browser.wait("document.getElementById('commands').textContent.includes('pong')", 2, "the ack on screen")
+        browser.wait(
+            "document.getElementById('commands').textContent.includes('pong')",
+            2,
+            "the ack on screen",
+        )
         assert browser.errors() == []
         assert not_blank(browser.screenshot(tmp_path / "node.png"))
 
         # the daemon restarts on the same port: the page reconnects and shows new readings by itself
         d.stop()
-        browser.wait("document.getElementById('live').textContent !== 'live'", 5, "the page to notice")
+        browser.wait(
+            "document.getElementById('live').textContent !== 'live'", 5, "the page to notice"
+        )
         d = make_daemon(fleet_broker, db, port, site)
         assert d.ingest.wait_connected()
-        browser.wait("document.getElementById('live').textContent === 'live'", 10, "the page to reconnect")
-        node.publish(json.dumps({"v": 1, "node": "node07", "boot": 1, "seq": 31, "ts": int(time.time() * 1000),
-                                 "m": {"p_w": 3.0, "t_c": 41.5}}).encode())
-        browser.wait("document.getElementById('v-t_c').textContent === '41.50'", 2, "a reading after the restart")
+        browser.wait(
+            "document.getElementById('live').textContent === 'live'", 10, "the page to reconnect"
+        )
+        node.publish(
+            json.dumps(
+                {
+                    "v": 1,
+                    "node": "node07",
+                    "boot": 1,
+                    "seq": 31,
+                    "ts": int(time.time() * 1000),
+                    "m": {"p_w": 3.0, "t_c": 41.5},
+                }
+            ).encode()
+        )
+        browser.wait(
+            "document.getElementById('v-t_c').textContent === '41.50'",
+            2,
+            "a reading after the restart",
+        )
 
         # 360 px wide: nothing wider than the screen but the tables' own scroll boxes
         browser.viewport(360, 740)
-        for page, ready in (("#/twin", "document.querySelector('#oneline')"),
-                            ("#/node/node07", "document.querySelector('#chart svg')"),
-                            ("#/alerts", "document.querySelector('#history td')"),
-                            ("#/", "document.querySelector('#n-node07')")):
+        for page, ready in (
+            ("#/twin", "document.querySelector('#oneline')"),
+            ("#/node/node07", "document.querySelector('#chart svg')"),
+            ("#/alerts", "document.querySelector('#history td')"),
+            ("#/", "document.querySelector('#n-node07')"),
+        ):
             browser.goto(f"{base}/ui/{page}")
             browser.wait(ready, 5, f"{page} at 360 px")
             assert browser.eval("document.documentElement.scrollWidth") <= 360, page
@@ -315,14 +440,22 @@ def test_the_view_answers_loopback_only_and_ships_its_assets(tmp_path):
     try:
         web = WebView(store)
         routes = web.routes()
-        page = routes[("GET", "/ui/")](types.SimpleNamespace(client_address=("127.0.0.1", 5)), {}, b"")[2].decode()
-        js = routes[("GET", "/ui/app.js")](types.SimpleNamespace(client_address=("::1", 5)), {}, b"")[2].decode()
+        page = routes[("GET", "/ui/")](
+            types.SimpleNamespace(client_address=("127.0.0.1", 5)), {}, b""
+        )[2].decode()
+        js = routes[("GET", "/ui/app.js")](
+            types.SimpleNamespace(client_address=("::1", 5)), {}, b""
+        )[2].decode()
         assert "http://" not in page + js and "https://" not in page + js
-        code, _ct, body = routes[("GET", "/api/ui/fleet")](types.SimpleNamespace(client_address=("10.0.0.7", 5)),
-                                                          {}, b"")
+        code, _ct, body = routes[("GET", "/api/ui/fleet")](
+            types.SimpleNamespace(client_address=("10.0.0.7", 5)), {}, b""
+        )
         assert code == 403 and b"loopback" in body
-        code, _ct, body = routes[("GET", "/api/ui/series")](types.SimpleNamespace(client_address=("127.0.0.1", 5)),
-                                                           {"node": "n1", "metric": "x", "since": "soon"}, b"")
+        code, _ct, body = routes[("GET", "/api/ui/series")](
+            types.SimpleNamespace(client_address=("127.0.0.1", 5)),
+            {"node": "n1", "metric": "x", "since": "soon"},
+            b"",
+        )
         assert code == 400 and b"since must be a number" in body
     finally:
         store.close()
@@ -337,9 +470,30 @@ def test_a_fleet_of_1000_nodes_loads_within_a_second(tmp_path, browser):
 
     store = SqliteStore(tmp_path / "db")
     ids = [f"n{i:04d}" for i in range(1000)]
-    store.write_batch((), statuses=[(n, validate.status(n, json.dumps(
-        {"state": "online", "fw": "1.4.2", "rssi": -60 - i % 30, "heap": 60000 + i, "outbox": i % 7,
-         "drops": i % 3, "interval": 1000}).encode(), validate.DEFAULT_LIMITS)) for i, n in enumerate(ids)])
+    store.write_batch(
+        (),
+        statuses=[
+            (
+                n,
+                validate.status(
+                    n,
+                    json.dumps(
+                        {
+                            "state": "online",
+                            "fw": "1.4.2",
+                            "rssi": -60 - i % 30,
+                            "heap": 60000 + i,
+                            "outbox": i % 7,
+                            "drops": i % 3,
+                            "interval": 1000,
+                        }
+                    ).encode(),
+                    validate.DEFAULT_LIMITS,
+                ),
+            )
+            for i, n in enumerate(ids)
+        ],
+    )
     srv = MetricsServer(Metrics(), "127.0.0.1", 0, routes=WebView(store).routes())
     srv.start()
     try:
@@ -350,7 +504,9 @@ def test_a_fleet_of_1000_nodes_loads_within_a_second(tmp_path, browser):
             browser.goto("about:blank")
             t0 = time.monotonic()
             browser.send("Page.navigate", url=f"{base}/ui/#/")
-            browser.wait("document.querySelectorAll('#fleet tbody tr').length === 1000", 5, "1,000 rows")
+            browser.wait(
+                "document.querySelectorAll('#fleet tbody tr').length === 1000", 5, "1,000 rows"
+            )
             took.append(time.monotonic() - t0)
         took = min(took)
         assert browser.errors() == []

@@ -26,8 +26,10 @@ def remote(tmp_path):
     from gridtwin.web.remote import RemoteWeb
 
     port = free_port()
-    sp = make_site_pki(tmp_path / "site",
-                       example_site_path().read_text() + f'\n[web]\nhost = "127.0.0.1"\nport = {port}\n')
+    sp = make_site_pki(
+        tmp_path / "site",
+        example_site_path().read_text() + f'\n[web]\nhost = "127.0.0.1"\nport = {port}\n',
+    )
     users.add(users_path(sp.site), "ops", PASSWORD)
     store = SqliteStore(tmp_path / "db")
     srv = RemoteWeb.from_site(WebView(store, site=sp.site), sp.site)
@@ -39,7 +41,9 @@ def remote(tmp_path):
 
 
 def _https(srv, method, path, body=None, headers=None):
-    ctx = ssl.create_default_context(cafile=str(srv.sp.pki.ca_cert_path))  # the site CA, names checked
+    ctx = ssl.create_default_context(
+        cafile=str(srv.sp.pki.ca_cert_path)
+    )  # the site CA, names checked
     conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=ctx, timeout=10)
     conn.request(method, path, body=body, headers=headers or {})
     r = conn.getresponse()
@@ -51,8 +55,13 @@ def _https(srv, method, path, body=None, headers=None):
 def _login(srv, user, password):
     from urllib.parse import urlencode
 
-    return _https(srv, "POST", "/ui/login", urlencode({"user": user, "password": password}),
-                  {"Content-Type": "application/x-www-form-urlencoded"})
+    return _https(
+        srv,
+        "POST",
+        "/ui/login",
+        urlencode({"user": user, "password": password}),
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
 
 
 def test_https_with_the_site_certificate_and_a_login(remote):
@@ -69,7 +78,10 @@ def test_https_with_the_site_certificate_and_a_login(remote):
     sid = cookie.split(";")[0]
     code, _, body = _https(remote, "GET", "/api/ui/fleet", headers={"Cookie": sid})
     assert code == 200 and [n["id"] for n in json.loads(body)["nodes"]][:2] == ["util_a", "trf_a"]
-    assert _https(remote, "GET", "/api/ui/fleet", headers={"Cookie": "gridtwin_session=forged"})[0] == 401
+    assert (
+        _https(remote, "GET", "/api/ui/fleet", headers={"Cookie": "gridtwin_session=forged"})[0]
+        == 401
+    )
     # no plain HTTP on the port: a request in clear text gets no HTTP answer
     with socket.create_connection(("127.0.0.1", remote.port), timeout=5) as s:
         s.sendall(b"GET /api/ui/fleet HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -85,7 +97,9 @@ def test_the_users_file_must_be_private_and_present(tmp_path):
     assert "python -m gridtwin.web.users" in exc.value.hint
     users.add(path, "ops", PASSWORD)
     assert os.stat(path).st_mode & 0o777 == 0o600
-    assert users.verify(PASSWORD, users.load(path)["ops"]) and not users.verify("nope", users.load(path)["ops"])
+    assert users.verify(PASSWORD, users.load(path)["ops"]) and not users.verify(
+        "nope", users.load(path)["ops"]
+    )
     os.chmod(path, 0o644)
     with pytest.raises(GridTwinError, match="readable by others") as exc:
         users.load(path)
@@ -104,13 +118,20 @@ def test_a_wrong_login_is_refused_in_chromium(remote, tmp_path):
         base = f"https://127.0.0.1:{remote.port}"
         b.goto(f"{base}/ui/")
         b.wait("document.getElementById('password')", 5, "the login form")
-        b.eval("document.getElementById('user').value = 'ops'; document.getElementById('password').value = 'nope';"
-               "document.getElementById('submit').click()")
-        b.wait("document.getElementById('message').textContent.includes('Wrong name or password')", 5,
-               "the refusal")
+        b.eval(
+            "document.getElementById('user').value = 'ops'; document.getElementById('password').value = 'nope';"
+            "document.getElementById('submit').click()"
+        )
+        b.wait(
+            "document.getElementById('message').textContent.includes('Wrong name or password')",
+            5,
+            "the refusal",
+        )
         b.events.clear()  # the refusal is a 401, which Chromium logs as a failed load
-        b.eval(f"document.getElementById('user').value = 'ops'; document.getElementById('password').value = "
-               f"'{PASSWORD}'; document.getElementById('submit').click()")
+        b.eval(
+            f"document.getElementById('user').value = 'ops'; document.getElementById('password').value = "
+            f"'{PASSWORD}'; document.getElementById('submit').click()"
+        )
         b.wait("document.querySelector('#fleet tbody tr')", 5, "the fleet after logging in")
         assert b.errors() == []
     finally:
@@ -125,8 +146,10 @@ def test_the_daemon_serves_it_beyond_loopback_only_with_users(tmp_path):
     from gridtwin.web.config import users_path
 
     port = free_port()
-    sp = make_site_pki(tmp_path / "site",
-                       example_site_path().read_text() + f'\n[web]\nhost = "127.0.0.1"\nport = {port}\n')
+    sp = make_site_pki(
+        tmp_path / "site",
+        example_site_path().read_text() + f'\n[web]\nhost = "127.0.0.1"\nport = {port}\n',
+    )
     with pytest.raises(GridTwinError, match="no web users file"):
         Daemon.from_site(sp.site, metrics_port=free_port(), sntp=None)
     users.add(users_path(sp.site), "ops", PASSWORD)
@@ -154,41 +177,73 @@ def test_a_command_button_shows_its_ack(fleet_broker, fleet_site, tmp_path):
 
     pki = fleet_site.pki  # the broker's site: its server certificate, its CA
     users.add(tmp_path / "web-users", "ops", PASSWORD)
-    d = Daemon(endpoint=endpoint(fleet_broker), db_path=tmp_path / "db", metrics_port=free_port(), instance=2).start()
-    srv = RemoteWeb(d.web, "127.0.0.1", free_port(), pki.server_cert_path, pki.server_key_path,
-                    tmp_path / "web-users", 3600)
+    d = Daemon(
+        endpoint=endpoint(fleet_broker),
+        db_path=tmp_path / "db",
+        metrics_port=free_port(),
+        instance=2,
+    ).start()
+    srv = RemoteWeb(
+        d.web,
+        "127.0.0.1",
+        free_port(),
+        pki.server_cert_path,
+        pki.server_key_path,
+        tmp_path / "web-users",
+        3600,
+    )
     srv.start()
     srv.sp = fleet_site
     node = AckingNode(fleet_broker, "node07")
     b = Browser(tmp_path)
     try:
         assert d.ingest.wait_connected() and node.subscribed.wait(10)
-        node.publish(json.dumps({"state": "online", "fw": "1.4.2", "interval": 1000}).encode(), "status", retain=True)
+        node.publish(
+            json.dumps({"state": "online", "fw": "1.4.2", "interval": 1000}).encode(),
+            "status",
+            retain=True,
+        )
         wait_until(lambda: d.dispatcher.is_online("node07"), 10, "node07 online at the dispatcher")
         body = json.dumps({"node": "node07", "cmd": "ping"})
         assert _https(srv, "POST", "/api/ui/cmd", body)[0] == 401
         code, headers, _ = _login(srv, "ops", PASSWORD)
         sid = headers["Set-Cookie"].split(";")[0]
-        assert _https(srv, "POST", "/api/ui/cmd", body, {"Cookie": sid})[0] == 403  # no X-Requested-With
-        code, _, out = _https(srv, "POST", "/api/ui/cmd", json.dumps({"node": "node07", "cmd": "reboot"}),
-                              {"Cookie": sid, "X-Requested-With": "gridtwin"})
+        assert (
+            _https(srv, "POST", "/api/ui/cmd", body, {"Cookie": sid})[0] == 403
+        )  # no X-Requested-With
+        code, _, out = _https(
+            srv,
+            "POST",
+            "/api/ui/cmd",
+            json.dumps({"node": "node07", "cmd": "reboot"}),
+            {"Cookie": sid, "X-Requested-With": "gridtwin"},
+        )
         assert code == 400 and b"gridtwin cmd" in out
 
         b.send("Security.setIgnoreCertificateErrors", ignore=True)
         base = f"https://127.0.0.1:{srv.port}"
         b.goto(f"{base}/ui/login")
-        b.eval(f"document.getElementById('user').value = 'ops'; document.getElementById('password').value = "
-               f"'{PASSWORD}'; document.getElementById('submit').click()")
+        b.eval(
+            f"document.getElementById('user').value = 'ops'; document.getElementById('password').value = "
+            f"'{PASSWORD}'; document.getElementById('submit').click()"
+        )
         b.wait("document.querySelector('#fleet tbody tr')", 5, "the fleet after logging in")
         b.goto(f"{base}/ui/#/node/node07")
         b.wait("document.querySelector('[data-cmd=ping]')", 5, "the ping button")
         b.eval("document.querySelector('[data-cmd=ping]').click()")
-        b.wait("document.getElementById('cmd-result').textContent.includes('pong')", 10, "the ack by the button")
-        b.wait("document.getElementById('commands').textContent.includes('pong')", 5, "the ack in the table")
+        b.wait(
+            "document.getElementById('cmd-result').textContent.includes('pong')",
+            10,
+            "the ack by the button",
+        )
+        b.wait(
+            "document.getElementById('commands').textContent.includes('pong')",
+            5,
+            "the ack in the table",
+        )
         assert b.errors() == []
     finally:
         b.close()
         node.close()
         srv.stop()
         d.stop()
-

@@ -89,10 +89,16 @@ def test_inverter_efficiency_curve(tmp_path):
     assert eff[0.05] < eff[0.1] < eff[0.3] and eff[1.0] < max(eff.values())
     assert 0.96 < max(eff.values()) < 0.985
     # EU efficiency (EN 50530 weights) in the range data sheets quote for this class
-    eu = (0.03 * eff[0.05] + 0.06 * eff[0.1] + 0.13 * eff[0.2] + 0.10 * eff[0.3] + 0.48 * eff[0.5]
-          + 0.20 * eff[1.0])
+    eu = (
+        0.03 * eff[0.05]
+        + 0.06 * eff[0.1]
+        + 0.13 * eff[0.2]
+        + 0.10 * eff[0.3]
+        + 0.48 * eff[0.5]
+        + 0.20 * eff[1.0]
+    )
     assert 0.95 < eu < 0.98
-    assert inverter_ac_pu(0.004, l0, l1, l2) == 0.0    # below the no-load losses: standby
+    assert inverter_ac_pu(0.004, l0, l1, l2) == 0.0  # below the no-load losses: standby
     # in the twin: AC = DC minus the curve's losses, and it clips at the rating
     tw = _twin(tmp_path, start="2026-06-21T11:00:00Z")
     tw.run_until(30)
@@ -110,22 +116,29 @@ def test_night_standby_and_unknown_parent_kind(tmp_path):
     assert s["inv1"]["status"] == "standby" and s["inv1"]["m"]["p_kw"] == 0.0
     assert s["bess1"]["status"] == "discharging"
     p = tmp_path / "bad.toml"
-    p.write_text(SITE.format(start="2026-06-21T06:00:00Z", cap=1.0).replace('id = "panel1"\nkind = "load_panel"\n'
-                                                                          'parent = "meter1"',
-                                                                          'id = "panel1"\nkind = "load_panel"\n'
-                                                                          'parent = "inv1"'))
+    p.write_text(
+        SITE.format(start="2026-06-21T06:00:00Z", cap=1.0).replace(
+            'id = "panel1"\nkind = "load_panel"\nparent = "meter1"',
+            'id = "panel1"\nkind = "load_panel"\nparent = "inv1"',
+        )
+    )
     from gridtwin.errors import ConfigError
+
     with pytest.raises(ConfigError) as e:
         load_site(p)
     assert "twin.components[3]" in str(e.value)
 
 
 def test_set_load_moves_a_panels_mean_and_the_meter_follows(tmp_path):
-    tw = _twin(tmp_path, start="2026-06-21T23:00:00Z", cap=0.001)   # night, an empty store: the grid carries it
+    tw = _twin(
+        tmp_path, start="2026-06-21T23:00:00Z", cap=0.001
+    )  # night, an empty store: the grid carries it
     tw.run_until(10)
     tw.apply("panel1", "set_load", {"kw": 600.0})
     tw.run_until(400)
     s = tw.state()
     assert 450.0 < s["panel1"]["m"]["p_kw"] < 750.0
-    assert s["meter1"]["m"]["p_kw"] == pytest.approx(s["panel1"]["m"]["p_kw"] - s["bess1"]["m"]["p_kw"], abs=1e-6)
+    assert s["meter1"]["m"]["p_kw"] == pytest.approx(
+        s["panel1"]["m"]["p_kw"] - s["bess1"]["m"]["p_kw"], abs=1e-6
+    )
     assert s["meter1"]["status"] == "importing"

@@ -83,7 +83,7 @@ def test_ac_energy_is_conserved_every_step_through_an_outage(example):
     tw = Twin.from_site(example, seed=3)
     tw.apply("util_a", "set_fault", {"on": True})
     worst = 0.0
-    for k in range(600):                       # on battery, transfer, on generator
+    for k in range(600):  # on battery, transfer, on generator
         if k == 400:
             tw.apply("util_a", "set_fault", {"on": False})
         tw.step()
@@ -105,12 +105,14 @@ def test_losses_follow_the_element_model(example):
     expected = p["no_load_kw"] + p["load_loss_kw"] * (s["p_kw"] / p["capacity_kw"]) ** 2
     assert s["loss_kw"] == pytest.approx(expected, abs=1e-5)
     pdu = tw.state_of("pdu_a")["m"]
-    assert pdu["p_in_kw"] == pytest.approx(pdu["p_kw"] / tw.topo.by_id["pdu_a"].params["efficiency"], abs=1e-5)
+    assert pdu["p_in_kw"] == pytest.approx(
+        pdu["p_kw"] / tw.topo.by_id["pdu_a"].params["efficiency"], abs=1e-5
+    )
 
 
 def test_ups_coulomb_counting_battery_low_load_drop_and_restoration(chain):
     tw = chain
-    tw.apply("gen", "set_fault", {"on": True})           # the generator will not start
+    tw.apply("gen", "set_fault", {"on": True})  # the generator will not start
     tw.run_until(5.0)
     tw.apply("util", "set_fault", {"on": True})
     t_fail = tw.t
@@ -122,10 +124,12 @@ def test_ups_coulomb_counting_battery_low_load_drop_and_restoration(chain):
     draw_kw = p_out / 0.9 + 0.2
     assert ups["p_kw"] == pytest.approx(p_out, rel=1e-9)
     assert -ups["batt_a"] == pytest.approx(draw_kw * 1000 / 480, rel=1e-6)
-    t_empty = 3600 * 1.0 * 480 / (draw_kw * 1000)          # 1 Ah at 480 V: ~152 s
-    t_low = 0.8 * t_empty                                  # 20 % left
+    t_empty = 3600 * 1.0 * 480 / (draw_kw * 1000)  # 1 Ah at 480 V: ~152 s
+    t_low = 0.8 * t_empty  # 20 % left
     tw.run_until(t_fail + 60.0)
-    assert tw.state_of("ups")["m"]["soc_pct"] == pytest.approx(100 * (1 - (60.0 + 0.1) / t_empty), abs=0.1)
+    assert tw.state_of("ups")["m"]["soc_pct"] == pytest.approx(
+        100 * (1 - (60.0 + 0.1) / t_empty), abs=0.1
+    )
     tw.run_until(t_fail + t_empty + 2.0)
     ev = {(e.component, e.type, e.state): e.t for e in tw.events}
     assert ev[("ups", "battery_low", "start")] - t_fail == pytest.approx(t_low, abs=0.25)
@@ -137,20 +141,28 @@ def test_ups_coulomb_counting_battery_low_load_drop_and_restoration(chain):
     tw.apply("util", "set_fault", {"on": False})
     tw.run_until(tw.t + 5.0)
     ev = {(e.component, e.type, e.state): e.t for e in tw.events}
-    assert ev[("util", "utility_lost", "clear")] < ev[("ups", "supply_lost", "clear")] \
-        <= ev[("srv", "load_dropped", "clear")] <= ev[("site", "restored", "info")]
-    assert tw.state_of("ups")["m"]["batt_kw"] == pytest.approx(2.0)   # recharging
+    assert (
+        ev[("util", "utility_lost", "clear")]
+        < ev[("ups", "supply_lost", "clear")]
+        <= ev[("srv", "load_dropped", "clear")]
+        <= ev[("site", "restored", "info")]
+    )
+    assert tw.state_of("ups")["m"]["batt_kw"] == pytest.approx(2.0)  # recharging
     assert abs(ac_balance(tw)) < 1e-9
 
 
 def test_overload_trips_the_breaker_and_reset_recloses(example):
     tw = Twin.from_site(example, seed=1)
-    tw.apply("srv_a", "set_load", {"kw": 30.0})          # the PDU is rated 22 kW
+    tw.apply("srv_a", "set_load", {"kw": 30.0})  # the PDU is rated 22 kW
     tw.run_until(1.0)
-    assert tw.state_of("pdu_a")["status"] == "ok"        # not before its trip delay (2 s)
+    assert tw.state_of("pdu_a")["status"] == "ok"  # not before its trip delay (2 s)
     tw.run_until(3.0)
     types = [(e.component, e.type, e.state) for e in tw.events]
-    assert ("pdu_a", "trip:overload", "start") in types and ("srv_a", "load_dropped", "start") in types
+    assert ("pdu_a", "trip:overload", "start") in types and (
+        "srv_a",
+        "load_dropped",
+        "start",
+    ) in types
     assert tw.state_of("pdu_a")["status"] == "tripped"
     tw.apply("srv_a", "set_load", {"kw": 10.0})
     tw.apply("pdu_a", "reset")
@@ -168,7 +180,7 @@ def test_plant_energy_balance_and_hydrogen_accounting(example):
         tw.step()
         e = pl.energy_terms()
         assert e["pv"] == pytest.approx(e["converter_loss"] + e["stacks"] + e["battery"], abs=1e-6)
-    assert e["pv"] > 20000 and e["stacks"] > 20000            # a sunny June morning in Juelich
+    assert e["pv"] > 20000 and e["stacks"] > 20000  # a sunny June morning in Juelich
     made = sum(s.h2_total_mol for s in pl.stacks.values())
     assert tank.n_mol == pytest.approx(n0 + made - tank.out_total_mol, rel=1e-12)
     # The MPPT keeps the array near its maximum-power point despite clouds (the stacks can take it all).
@@ -178,22 +190,29 @@ def test_plant_energy_balance_and_hydrogen_accounting(example):
 
 def test_low_sun_raises_h2_in_o2_and_trips_the_stack(example):
     tw = Twin.from_site(example, seed=1)
-    tw.override("pv1", "ghi_wm2", 60.0)                     # a dark sky: stacks at a few % load
+    tw.override("pv1", "ghi_wm2", 60.0)  # a dark sky: stacks at a few % load
     tw.run_until(40.0)
     trips = [e for e in tw.events if e.type == "trip:h2_in_o2" and e.state == "start"]
     assert {e.component for e in trips} == {"EL1", "EL2"}
-    assert all(e.detail["hto_pct"] >= 2.0 for e in trips)          # rounded to 3 decimals
-    assert tw.state_of("EL1")["m"]["i_a"] == 0.0 and tw.state_of("EL1")["status"] == "tripped:h2_in_o2"
+    assert all(e.detail["hto_pct"] >= 2.0 for e in trips)  # rounded to 3 decimals
+    assert (
+        tw.state_of("EL1")["m"]["i_a"] == 0.0 and tw.state_of("EL1")["status"] == "tripped:h2_in_o2"
+    )
     assert tw.state_of("pv1")["overridden"] == ["ghi_wm2"]
     # The trip resets itself reset_s (30 s) after the cause is gone; the stack restarts, and trips
     # again while the sky stays dark.
     tw.run_until(150.0)
-    assert [e.state for e in tw.events if e.component == "EL1"][:4] == ["start", "clear", "start", "clear"]
+    assert [e.state for e in tw.events if e.component == "EL1"][:4] == [
+        "start",
+        "clear",
+        "start",
+        "clear",
+    ]
 
 
 def test_over_temperature_trip_from_a_hardware_reading(example):
     tw = Twin.from_site(example, seed=1)
-    tw.override("EL2", "t_c", 95.0)                          # a physical node's thermocouple
+    tw.override("EL2", "t_c", 95.0)  # a physical node's thermocouple
     tw.run_until(1.0)
     assert any(e.component == "EL2" and e.type == "trip:over_temperature" for e in tw.events)
     tw.override("EL2", "t_c", None)
@@ -205,9 +224,11 @@ def test_overrides_drive_the_model_and_hand_back(example):
     tw.step()
     tw.override("srv_a", "p_kw", 7.0)
     tw.step()
-    assert tw.state_of("srv_a")["m"]["p_kw"] == 7.0 and tw.state_of("srv_a")["overridden"] == ["p_kw"]
+    assert tw.state_of("srv_a")["m"]["p_kw"] == 7.0 and tw.state_of("srv_a")["overridden"] == [
+        "p_kw"
+    ]
     assert tw.state_of("pdu_a")["m"]["p_kw"] == pytest.approx(7.0)
-    tw.override("util_a", "on", 0)                            # the utility node reports no voltage
+    tw.override("util_a", "on", 0)  # the utility node reports no voltage
     tw.step()
     assert any(e.type == "utility_lost" and e.state == "start" for e in tw.events)
     tw.override("util_a", "on", None)
@@ -276,7 +297,7 @@ def test_cell_overvoltage_and_tank_overpressure_trips(example):
     tw.run_until(5.0)
     trip = [e for e in tw.events if e.type == "trip:cell_overvoltage"]
     assert [e.component for e in trip] == ["EL1"] and trip[0].detail["u_cell_v"] > 2.2
-    tw.override("tank1", "p_bar", 31.0)                       # the tank's pressure transmitter
+    tw.override("tank1", "p_bar", 31.0)  # the tank's pressure transmitter
     tw.run_until(6.0)
     started = {(e.component, e.type) for e in tw.events if e.state == "start"}
     assert ("tank1", "trip:over_pressure") in started and ("EL2", "trip:over_pressure") in started
@@ -285,12 +306,14 @@ def test_cell_overvoltage_and_tank_overpressure_trips(example):
 
 def test_ups_state_of_charge_from_hardware(example):
     tw = Twin.from_site(example, seed=1)
-    tw.override("ups_a", "soc_pct", 15.0)                     # the UPS reports its own SoC
+    tw.override("ups_a", "soc_pct", 15.0)  # the UPS reports its own SoC
     tw.run_until(1.0)
     assert any(e.component == "ups_a" and e.type == "battery_low" for e in tw.events)
     tw.override("ups_a", "soc_pct", None)
     tw.run_until(2.0)
-    assert tw.state_of("ups_a")["m"]["soc_pct"] == pytest.approx(15.0, abs=0.1)   # counting resumes from there
+    assert tw.state_of("ups_a")["m"]["soc_pct"] == pytest.approx(
+        15.0, abs=0.1
+    )  # counting resumes from there
 
 
 def test_ten_thousand_components_run_and_balance():
@@ -300,7 +323,7 @@ def test_ten_thousand_components_run_and_balance():
     for _ in range(5):
         tw.step()
     assert abs(ac_balance(tw)) < 1e-8 * float(tw.ac.demand.sum())
-    standby = tw.ac.code == 2                                    # generators wait for their switch
+    standby = tw.ac.code == 2  # generators wait for their switch
     assert tw.ac.en[~standby].all() and not tw.ac.en[standby].any() and not tw.active_events()
 
 

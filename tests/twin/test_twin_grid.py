@@ -20,8 +20,10 @@ def bus(**over):
     return GridBus(p, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("h, d, r, tg, loss_mw", [(5.0, 1.0, 0.05, 0.5, 50.0), (3.0, 0.0, 0.04, 2.0, 30.0),
-                                                  (8.0, 2.0, 0.08, 0.3, 100.0)])
+@pytest.mark.parametrize(
+    "h, d, r, tg, loss_mw",
+    [(5.0, 1.0, 0.05, 0.5, 50.0), (3.0, 0.0, 0.04, 2.0, 30.0), (8.0, 2.0, 0.08, 0.3, 100.0)],
+)
 def test_settles_at_the_closed_form_frequency(h, d, r, tg, loss_mw):
     g = bus(h_s=h, d_pu=d, r_pu=r, t_gov_s=tg)
     g.lost_mw = loss_mw
@@ -29,7 +31,7 @@ def test_settles_at_the_closed_form_frequency(h, d, r, tg, loss_mw):
         g.step(0.1)
     dp = loss_mw / 1000.0
     expected = 50.0 * (1 - dp / (d + 1 / r))
-    assert g.f_hz == pytest.approx(expected, abs=1e-5)            # 10 uHz after 2 minutes
+    assert g.f_hz == pytest.approx(expected, abs=1e-5)  # 10 uHz after 2 minutes
     assert g.steady_state_hz() == pytest.approx(expected, abs=1e-12)
     # The governors picked up dP / (1 + D R) and the load damping the rest.
     assert g.dpm == pytest.approx(dp / (1 + d * r), rel=1e-4)
@@ -50,7 +52,7 @@ def test_trajectory_matches_the_exact_step_response_and_the_nadir_is_realistic()
     sys = scipy_signal.lti([-tg, -1.0], [2 * h * tg, 2 * h + d * tg, d + 1 / r])
     _, ref = scipy_signal.step(sys, T=np.concatenate([[0.0], t]))
     ref = ref[1:] * dp * 50.0
-    assert np.abs(ours - ref).max() < 1e-4                        # 0.1 mHz all along
+    assert np.abs(ours - ref).max() < 1e-4  # 0.1 mHz all along
     nadir, t_nadir = ours.min(), t[ours.argmin()]
     settle = -dp / (d + 1 / r) * 50.0
     # A realistic loss-of-generation response: it overshoots the settling value, bottoms out within

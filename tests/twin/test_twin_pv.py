@@ -12,7 +12,7 @@ pvlib = pytest.importorskip("pvlib")
 
 from gridtwin.twin import pv  # noqa: E402
 
-LAT, LON = 50.9, 6.4   # Juelich (the demo site)
+LAT, LON = 50.9, 6.4  # Juelich (the demo site)
 
 
 def _times():
@@ -56,11 +56,17 @@ def test_ineichen_parts_match_pvlib():
     times = _times()
     idx = pd.DatetimeIndex(times)
     # Extraterrestrial irradiance (Spencer), relative air mass (Kasten & Young), pressure at altitude.
-    np.testing.assert_allclose([pv.extraterrestrial_wm2(t) for t in times],
-                               pvlib.irradiance.get_extra_radiation(idx, method="spencer").to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(
+        [pv.extraterrestrial_wm2(t) for t in times],
+        pvlib.irradiance.get_extra_radiation(idx, method="spencer").to_numpy(),
+        rtol=1e-9,
+    )
     zen = np.linspace(0.0, 89.5, 60)
-    np.testing.assert_allclose([pv.relative_airmass(z) for z in zen],
-                               pvlib.atmosphere.get_relative_airmass(zen, model="kastenyoung1989"), rtol=1e-9)
+    np.testing.assert_allclose(
+        [pv.relative_airmass(z) for z in zen],
+        pvlib.atmosphere.get_relative_airmass(zen, model="kastenyoung1989"),
+        rtol=1e-9,
+    )
     for h in (0.0, 100.0, 1500.0, 3000.0):
         assert pv.pressure_pa(h) == pytest.approx(pvlib.atmosphere.alt2pres(h), rel=2e-4)
     # The model itself on the same inputs, several turbidities and altitudes: 1e-9.
@@ -76,7 +82,9 @@ def test_ineichen_clear_sky_end_to_end_matches_pvlib():
     # within 1.5 % above 20 degrees of elevation, 15 W/m2 everywhere, zero at night.
     times = _times()
     loc = pvlib.location.Location(LAT, LON, altitude=100.0)
-    ref = loc.get_clearsky(pd.DatetimeIndex(times), model="ineichen", linke_turbidity=4.55)["ghi"].to_numpy()
+    ref = loc.get_clearsky(pd.DatetimeIndex(times), model="ineichen", linke_turbidity=4.55)[
+        "ghi"
+    ].to_numpy()
     sky = pv.ClearSky("ineichen", 4.55, 100.0)
     ours = np.array([sky.ghi(pv.solar_zenith_deg(t, LAT, LON), t) for t in times])
     zen = loc.get_solarposition(pd.DatetimeIndex(times))["apparent_zenith"].to_numpy()
@@ -98,14 +106,20 @@ def test_the_example_site_uses_ineichen_with_its_linke_turbidity():
     cfg = tw.topo.twin
     assert cfg.clear_sky == "ineichen"
     # Remund et al. (2003)'s Linke turbidity climatology, as pvlib looks it up, for Juelich in June.
-    tl = pvlib.clearsky.lookup_linke_turbidity(pd.DatetimeIndex([pd.Timestamp(cfg.start)]), cfg.latitude,
-                                               cfg.longitude, interp_turbidity=False).iloc[0]
+    tl = pvlib.clearsky.lookup_linke_turbidity(
+        pd.DatetimeIndex([pd.Timestamp(cfg.start)]),
+        cfg.latitude,
+        cfg.longitude,
+        interp_turbidity=False,
+    ).iloc[0]
     assert cfg.linke_turbidity == pytest.approx(tl, abs=0.01)
     tw.step()
     pl = tw.plants[0]
     when = pv.utc_at(tw.topo.start_datetime(), 0.0)
     zen = pv.solar_zenith_deg(when, cfg.latitude, cfg.longitude)
-    assert pl.ghi_cs == pytest.approx(pv.ClearSky("ineichen", tl, cfg.altitude_m).ghi(zen, when), rel=1e-12)
+    assert pl.ghi_cs == pytest.approx(
+        pv.ClearSky("ineichen", tl, cfg.altitude_m).ghi(zen, when), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("g, t_air, wind", [(1000, 25, 1), (800, 10, 3), (200, 35, 0.5), (0, 5, 2)])
@@ -127,7 +141,7 @@ def test_iv_curve_maximum_is_the_pvwatts_power():
         v = np.linspace(0, curve.voc, 20001)
         p = np.array([curve.power(x) for x in v])
         ref = pvlib.pvsystem.pvwatts_dc(g, tc, 60000.0, -0.004)
-        assert p.max() == pytest.approx(ref, rel=1e-4)            # the curve peaks at PVWatts' power
+        assert p.max() == pytest.approx(ref, rel=1e-4)  # the curve peaks at PVWatts' power
         assert v[p.argmax()] == pytest.approx(curve.vmp, rel=1e-3)  # at Vmp
         assert curve.current(0) == pytest.approx(curve.isc) and curve.current(curve.voc) == 0.0
 
@@ -137,8 +151,8 @@ def test_perturb_and_observe_tracks_within_1_percent_and_follows_a_step():
     mppt = pv.PerturbObserve(60.0, 0.5)
     curve.set_conditions(900, 45)
     track = [curve.power(mppt.update(curve, np.inf)) for _ in range(300)]
-    assert np.mean(track[-100:]) / curve.p_mp > 0.99            # MPPT efficiency (EN 50530 asks ~99 %)
-    curve.set_conditions(400, 35)                                # a cloud
+    assert np.mean(track[-100:]) / curve.p_mp > 0.99  # MPPT efficiency (EN 50530 asks ~99 %)
+    curve.set_conditions(400, 35)  # a cloud
     track = [curve.power(mppt.update(curve, np.inf)) for _ in range(300)]
     assert np.mean(track[-100:]) / curve.p_mp > 0.99
     # With a power limit, it settles just under the limit, on the right of the maximum.
@@ -152,6 +166,6 @@ def test_kasten_czeplak_and_seeded_clouds():
     a = pv.Clouds(np.random.default_rng(3), 0.3, 0.25, 60.0)
     b = pv.Clouds(np.random.default_rng(3), 0.3, 0.25, 60.0)
     xa = [a.step(0.1) for _ in range(20000)]
-    assert xa == [b.step(0.1) for _ in range(20000)]              # deterministic for a seed
+    assert xa == [b.step(0.1) for _ in range(20000)]  # deterministic for a seed
     assert 0.0 <= min(xa) and max(xa) <= 1.0
-    assert 0.15 < np.mean(xa) < 0.45                              # around the mean cover
+    assert 0.15 < np.mean(xa) < 0.45  # around the mean cover

@@ -21,8 +21,13 @@ _V_FS = 0.5 / 1.41421356
 _RMS_FS = const(9032007)
 _W_FS = const(4862401)
 
-METRICS = (("v", "V", 0, 500), ("a", "A", 0, 1000), ("w", "W", -500000, 500000),
-           ("pf", "", -1, 1), ("hz", "Hz", 40, 70))
+METRICS = (
+    ("v", "V", 0, 500),
+    ("a", "A", 0, 1000),
+    ("w", "W", -500000, 500000),
+    ("pf", "", -1, 1),
+    ("hz", "Hz", 40, 70),
+)
 
 
 class ADE7953:
@@ -52,8 +57,13 @@ class ADE7953:
         if self._reg(_RESERVED, 2) != 0x30:  # a reset chip lost it: set it again
             self.setup()
         r = self._reg
-        return (r(_VRMS, 4) * self.v_lsb, r(_IRMSA, 4) * self.i_lsb, r(_AWATT, 4) * self.w_lsb,
-                r(_PFA, 2) / 32768, _PERIOD_HZ / ((r(_PERIOD, 2) & 0xFFFF) + 1))
+        return (
+            r(_VRMS, 4) * self.v_lsb,
+            r(_IRMSA, 4) * self.i_lsb,
+            r(_AWATT, 4) * self.w_lsb,
+            r(_PFA, 2) / 32768,
+            _PERIOD_HZ / ((r(_PERIOD, 2) & 0xFFFF) + 1),
+        )
 
 
 def make(spec, hw):

@@ -34,8 +34,14 @@ class BME280:
             e4 -= 256
         if e6 & 0x80:
             e6 -= 256
-        self.h = (c[25], struct.unpack_from("<h", h, 0)[0], h[2], (e4 << 4) | (e5 & 0x0F),
-                  (e6 << 4) | (e5 >> 4), struct.unpack_from("<b", h, 6)[0])
+        self.h = (
+            c[25],
+            struct.unpack_from("<h", h, 0)[0],
+            h[2],
+            (e4 << 4) | (e5 & 0x0F),
+            (e6 << 4) | (e5 >> 4),
+            struct.unpack_from("<b", h, 6)[0],
+        )
         self.setup()
 
     def setup(self):
@@ -78,7 +84,8 @@ class BME280:
         h1, h2, h3, h4, h5, h6 = self.h
         x = t_fine - 76800
         x = (((((d[6] << 8) | d[7]) << 14) - (h4 << 20) - (h5 * x) + 16384) >> 15) * (
-            ((((((x * h6) >> 10) * (((x * h3) >> 11) + 32768)) >> 10) + 2097152) * h2 + 8192) >> 14)
+            ((((((x * h6) >> 10) * (((x * h3) >> 11) + 32768)) >> 10) + 2097152) * h2 + 8192) >> 14
+        )
         x -= ((((x >> 15) * (x >> 15)) >> 7) * h1) >> 4
         x = 0 if x < 0 else 419430400 if x > 419430400 else x
         return (t, (x >> 12) / 1024, p)

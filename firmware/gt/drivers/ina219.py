@@ -100,4 +100,6 @@ class INA219:
 
 
 def make(spec, hw):
-    return INA219(hw.i2c(spec["bus"]), spec["addr"], spec["shunt_ohm"], spec["max_a"], spec.get("v_div", 1.0))
+    return INA219(
+        hw.i2c(spec["bus"]), spec["addr"], spec["shunt_ohm"], spec["max_a"], spec.get("v_div", 1.0)
+    )

@@ -20,4 +20,6 @@ def metrics(spec):
 
 
 def make(spec, hw):
-    return INA226(hw.i2c(spec["bus"]), spec["addr"], spec["shunt_ohm"], spec["max_a"], spec.get("v_div", 1.0))
+    return INA226(
+        hw.i2c(spec["bus"]), spec["addr"], spec["shunt_ohm"], spec["max_a"], spec.get("v_div", 1.0)
+    )

@@ -16,7 +16,9 @@ class LM75:
         self.setup()
 
     def setup(self):
-        self.i2c.writeto_mem(self.addr, 1, b"\x00")  # configuration: normal mode, converting continuously
+        self.i2c.writeto_mem(
+            self.addr, 1, b"\x00"
+        )  # configuration: normal mode, converting continuously
 
     def read(self):
         b = self._b

@@ -86,5 +86,9 @@ def _rom(v):
 
 
 def _cal(v):
-    if len(v) != 4 or [x for x in v if isinstance(x, bool) or not isinstance(x, (int, float))] or v[0] == v[2]:
+    if (
+        len(v) != 4
+        or [x for x in v if isinstance(x, bool) or not isinstance(x, (int, float))]
+        or v[0] == v[2]
+    ):
         return "must be [v0, y0, v1, y1] with v0 != v1, got %r" % (v,)

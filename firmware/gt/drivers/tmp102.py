@@ -11,7 +11,9 @@ class TMP102(LM75):
     LSB = 0.0625
 
     def setup(self):
-        self.i2c.readfrom_mem_into(self.addr, 1, self._b)  # the configuration register: no answer, no chip
+        self.i2c.readfrom_mem_into(
+            self.addr, 1, self._b
+        )  # the configuration register: no answer, no chip
 
 
 def make(spec, hw):

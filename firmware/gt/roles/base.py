@@ -19,4 +19,3 @@ class Role:
     def state(self):
         """A few words for the display and the birth document."""
         return ""
-

@@ -42,8 +42,11 @@ class Role(Base):
         self.rated_kw = float(p.get("rated_kw", 100))
         self.load_kw = float(p.get("load_kw", self.rated_kw / 4))
         # medium voltage from the utility, 400 V three-phase after the transformer, 230 V at a server
-        self.v_nom = float(p.get("v_nom", 11000 if self.name == "utility" else
-                                 230 if self.name == "server" else 400))
+        self.v_nom = float(
+            p.get(
+                "v_nom", 11000 if self.name == "utility" else 230 if self.name == "server" else 400
+            )
+        )
         self.batt_kwh = float(p.get("batt_kwh", 20))
         self.charge_kw = float(p.get("charge_kw", 5))
         self.batt = float(p.get("batt_pct", 100)) if self.ups else None
@@ -59,10 +62,17 @@ class Role(Base):
 
             def ain(k):
                 n = hil.get(k)
-                return None if n is None else machine.ADC(machine.Pin(n), atten=machine.ADC.ATTN_11DB)
+                return (
+                    None if n is None else machine.ADC(machine.Pin(n), atten=machine.ADC.ATTN_11DB)
+                )
 
-            self._hil = (din("supply_pin"), din("fault_pin"), ain("load_pin"), ain("batt_pin"),
-                         float(hil.get("load_fs_kw", self.rated_kw)))
+            self._hil = (
+                din("supply_pin"),
+                din("fault_pin"),
+                ain("load_pin"),
+                ain("batt_pin"),
+                float(hil.get("load_fs_kw", self.rated_kw)),
+            )
         c = self.commands = {"set_fault": self.set_fault, "set_load": self.set_load}
         if self.gen:
             c["start"] = self.start

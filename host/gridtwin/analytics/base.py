@@ -36,15 +36,19 @@ QUALITIES = ("GOOD", "UNCERTAIN", "BAD")  # the OPC UA convention
 class Finding:
     node: str
     metric: str
-    ts: int                 # ms, the reading's time (not the wall clock when it was analysed)
+    ts: int  # ms, the reading's time (not the wall clock when it was analysed)
     value: float | None
-    kind: str               # "limit", "rule:drop", "rule:rise", "rule:ratio", "rule:deviation", "sigma",
-                            # "iforest", "maintenance", ... : the alert's <kind> (one active alert per node/kind/metric)
-    severity: str           # one of SEVERITIES
-    description: str        # one line a user can act on
-    quality: str | None = None   # the reading's quality when the detector judges one (limits do)
-    cleared: bool = False   # True: the condition this detector reported for (node, metric, kind) is over
-    detail: dict = field(default_factory=dict)  # JSON-able extras (threshold, window, score, prediction, ...)
+    kind: str  # "limit", "rule:drop", "rule:rise", "rule:ratio", "rule:deviation", "sigma",
+    # "iforest", "maintenance", ... : the alert's <kind> (one active alert per node/kind/metric)
+    severity: str  # one of SEVERITIES
+    description: str  # one line a user can act on
+    quality: str | None = None  # the reading's quality when the detector judges one (limits do)
+    cleared: bool = (
+        False  # True: the condition this detector reported for (node, metric, kind) is over
+    )
+    detail: dict = field(
+        default_factory=dict
+    )  # JSON-able extras (threshold, window, score, prediction, ...)
 
     def key(self) -> tuple[str, str, str]:
         return (self.node, self.kind, self.metric)
@@ -53,10 +57,11 @@ class Finding:
 @dataclass
 class Context:
     """What a detector may use besides the readings it is fed."""
-    site: object = None                     # gridtwin.site.Site, or None (tests, bench)
-    store: object = None                    # a reader with SqliteStore's read methods (query, metric_names, ...)
+
+    site: object = None  # gridtwin.site.Site, or None (tests, bench)
+    store: object = None  # a reader with SqliteStore's read methods (query, metric_names, ...)
     clock: Callable[[], int] = field(default=lambda: int(time.time() * 1000))  # now, ms
-    config: object = None                   # gridtwin.analytics.config.AnalyticsConfig of the site
+    config: object = None  # gridtwin.analytics.config.AnalyticsConfig of the site
 
     def now_ms(self) -> int:
         return self.clock()

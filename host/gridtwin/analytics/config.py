@@ -35,7 +35,10 @@ SEVERITIES = ("low", "medium", "high")
 
 def _check_metric_or_quantity(row) -> tuple[str, str] | None:
     if not row.get("metric") and not row.get("quantity"):
-        return "names neither a metric nor a quantity", 'add metric = "mains_v" or quantity = "voltage"'
+        return (
+            "names neither a metric nor a quantity",
+            'add metric = "mains_v" or quantity = "voltage"',
+        )
     return None
 
 
@@ -45,13 +48,22 @@ def _check_limit(row):
         return problem
     lo, hi, blo, bhi = row.get("lo"), row.get("hi"), row.get("bad_lo"), row.get("bad_hi")
     if lo is None and hi is None and blo is None and bhi is None:
-        return "sets no bound", "add lo and/or hi (UNCERTAIN outside), bad_lo and/or bad_hi (BAD outside)"
+        return (
+            "sets no bound",
+            "add lo and/or hi (UNCERTAIN outside), bad_lo and/or bad_hi (BAD outside)",
+        )
     if lo is not None and hi is not None and lo >= hi:
         return f"lo ({lo}) is not below hi ({hi})", "make lo < hi"
     if blo is not None and lo is not None and blo > lo:
-        return f"bad_lo ({blo}) is above lo ({lo})", "a physically impossible value lies beyond the limit: bad_lo <= lo"
+        return (
+            f"bad_lo ({blo}) is above lo ({lo})",
+            "a physically impossible value lies beyond the limit: bad_lo <= lo",
+        )
     if bhi is not None and hi is not None and bhi < hi:
-        return f"bad_hi ({bhi}) is below hi ({hi})", "a physically impossible value lies beyond the limit: bad_hi >= hi"
+        return (
+            f"bad_hi ({bhi}) is below hi ({hi})",
+            "a physically impossible value lies beyond the limit: bad_hi >= hi",
+        )
     return None
 
 
@@ -60,7 +72,10 @@ def _check_rule(row):
     if problem:
         return problem
     if row.get("kind") == "ratio" and row.get("threshold", 0) <= 1:
-        return f"a ratio threshold of {row.get('threshold')} never means a spike", "use a factor above 1, e.g. 2.0"
+        return (
+            f"a ratio threshold of {row.get('threshold')} never means a spike",
+            "use a factor above 1, e.g. 2.0",
+        )
     if row.get("kind") in ("drop", "rise", "deviation") and row.get("threshold", 0) <= 0:
         return f"threshold {row.get('threshold')} is not a change", "use a positive threshold"
     return None
@@ -68,8 +83,12 @@ def _check_rule(row):
 
 _SELECT = {
     "metric": Key(str, "", help="metric name (gridtwin.catalog), e.g. mains_v"),
-    "quantity": Key(str, "", help="or every metric of this catalog quantity, e.g. voltage, temperature, power"),
-    "roles": Key(list, [], item=Key(str, check=check_role), help="only nodes of these roles (empty: all)"),
+    "quantity": Key(
+        str, "", help="or every metric of this catalog quantity, e.g. voltage, temperature, power"
+    ),
+    "roles": Key(
+        list, [], item=Key(str, check=check_role), help="only nodes of these roles (empty: all)"
+    ),
     "nodes": Key(list, [], item=Key(str), help="only these node ids (empty: all)"),
 }
 LIMIT_KEYS = {
@@ -78,75 +97,187 @@ LIMIT_KEYS = {
     "hi": Key(float, None, help="above: UNCERTAIN, and an alert"),
     "bad_lo": Key(float, None, help="below: physically impossible, BAD"),
     "bad_hi": Key(float, None, help="above: physically impossible, BAD"),
-    "hysteresis": Key(float, None, check=in_range(0, None),
-                      help="the value must come back this far inside the limit to clear (default 2 % of hi - lo)"),
-    "severity": Key(str, "medium", check=one_of(*SEVERITIES), help="severity of the limit alert (BAD is high)"),
+    "hysteresis": Key(
+        float,
+        None,
+        check=in_range(0, None),
+        help="the value must come back this far inside the limit to clear (default 2 % of hi - lo)",
+    ),
+    "severity": Key(
+        str, "medium", check=one_of(*SEVERITIES), help="severity of the limit alert (BAD is high)"
+    ),
 }
 RULE_KEYS = {
     **_SELECT,
     "name": Key(str, "", help="the rule's name in alerts (default <kind>_<metric or quantity>)"),
-    "kind": Key(str, "drop", check=one_of(*KINDS),
-                help="drop / rise: fall / climb from the window's highest / lowest value; ratio: the value over "
-                     "the window's lowest; deviation: the window's mean away from nominal"),
+    "kind": Key(
+        str,
+        "drop",
+        check=one_of(*KINDS),
+        help="drop / rise: fall / climb from the window's highest / lowest value; ratio: the value over "
+        "the window's lowest; deviation: the window's mean away from nominal",
+    ),
     "window_s": Key(float, 300.0, check=in_range(1, 7 * 86400), help="the window, seconds"),
-    "threshold": Key(float, 20.0, help="drop/rise: in the metric's unit (relative: percent); ratio: a factor; "
-                                       "deviation: percent of nominal"),
+    "threshold": Key(
+        float,
+        20.0,
+        help="drop/rise: in the metric's unit (relative: percent); ratio: a factor; "
+        "deviation: percent of nominal",
+    ),
     "relative": Key(bool, False, help="drop/rise: threshold in percent of the window's extreme"),
-    "nominal": Key(float, 0.0, help="deviation: the nominal value (0: the node's params nominal_v, else the "
-                                    "metric's catalog nominal)"),
-    "floor": Key(float, 0.0, check=in_range(0, None),
-                 help="ratio: no spike while the window's lowest is at or below this"),
-    "hysteresis": Key(float, 0.1, check=in_range(0, 0.9),
-                      help="fraction of the threshold the change must fall back below to clear"),
+    "nominal": Key(
+        float,
+        0.0,
+        help="deviation: the nominal value (0: the node's params nominal_v, else the "
+        "metric's catalog nominal)",
+    ),
+    "floor": Key(
+        float,
+        0.0,
+        check=in_range(0, None),
+        help="ratio: no spike while the window's lowest is at or below this",
+    ),
+    "hysteresis": Key(
+        float,
+        0.1,
+        check=in_range(0, 0.9),
+        help="fraction of the threshold the change must fall back below to clear",
+    ),
     "severity": Key(str, "medium", check=one_of(*SEVERITIES), help="severity of the alert"),
 }
 
-ANALYTICS = Section({
-    "enabled": Key(bool, True, help="run analytics in the daemon"),
-    "queue_max": Key(int, 200_000, check=in_range(1000, 10_000_000),
-                     help="readings waiting for analytics; beyond it they are dropped (and counted), "
-                          "ingest never waits"),
-    "min_duration_s": Key(float, 10.0, check=in_range(0, 86400),
-                          help="a condition must hold this long (by reading time) before it raises an alert"),
-    "clear_after_s": Key(float, 300.0, check=in_range(1, 7 * 86400),
-                         help="a point anomaly (sigma, iforest) clears after this long without another"),
-    "sigma": Key(bool, True, help="flag readings 3/4/5 robust deviations from their rolling median"),
-    "sigma_alert": Key(str, "medium", check=one_of(*SEVERITIES),
-                       help="the lowest sigma severity that raises an alert (3 sigma happens 3 times in 1,000 "
-                            "readings of plain noise: low findings are counted, not alerted, by default)"),
-    "sigma_roles": Key(list, ["sensor", "grid_monitor"], item=Key(str, check=check_role),
-                       help="roles whose metrics the sigma detector watches (a PV array's clouds, the stack that "
-                            "follows it and the simulated plant's steps are weather and events, not anomalies)"),
-    "sigma_warmup": Key(int, 60, check=in_range(5, 100_000), help="readings per metric before sigma judges any"),
-    "sigma_halflife": Key(int, 600, check=in_range(10, 10_000_000),
-                          help="readings after which an old reading weighs half in the rolling estimate"),
-    "aggregation_s": Key(int, 300, check=in_range(10, 86400),
-                         help="energy KPIs are aggregated every this many seconds"),
-    "notify_command": Key(str, "", help="command run with each alert (raised or cleared) as JSON on stdin"),
-    "notify_url": Key(str, "", check=lambda v: None if not v or v.startswith(("http://", "https://")) else
-                      (f"'{v}' is not an http(s) URL", "use a webhook URL like https://hooks.example/alerts"),
-                      help="webhook URL each alert is POSTed to as JSON"),
-    "notify_timeout_s": Key(float, 5.0, check=in_range(0.1, 300), help="the notifier's time limit per alert"),
-    "notify_severity": Key(str, "low", check=one_of(*SEVERITIES), help="the lowest severity that is notified"),
-    "limits": Key(list, [], item=Key(dict, keys=LIMIT_KEYS, check=_check_limit),
-                  help="engineering limits ([[analytics.limits]]), before the defaults"),
-    "rules": Key(list, [], item=Key(dict, keys=RULE_KEYS, check=_check_rule),
-                 help="windowed change rules ([[analytics.rules]]), before the defaults"),
-    "default_limits": Key(bool, True, help="add the seed systems' limits (voltage/current/temperature ranges)"),
-    "default_rules": Key(bool, True, help="add the seed systems' four rate rules where their metrics exist"),
-    # the multivariate detector and the maintenance forecast (analytics/iforest.py, maintenance.py)
-    "iforest": Key(bool, True, help="an IsolationForest per node on its metrics and derived features"),
-    "iforest_train_s": Key(float, 86400.0, check=in_range(3600, 30 * 86400),
-                           help="seconds of stored readings a node's model is trained on"),
-    "iforest_retrain_s": Key(float, 3600.0, check=in_range(60, 30 * 86400), help="seconds between retrainings"),
-    "iforest_contamination": Key(float, 0.001, check=in_range(0.0001, 0.2),
-                                 help="the share of training rows taken as anomalous"),
-    "iforest_min_samples": Key(int, 1000, check=in_range(50, 10_000_000),
-                               help="stored rows a node needs before its model is trained (no alert before)"),
-    "maintenance": Key(bool, True, help="forecast each thermometer's crossing of its maintenance threshold"),
-    "maintenance_horizon_s": Key(float, 86400.0, check=in_range(3600, 30 * 86400),
-                                 help="how far ahead the maintenance forecast looks (and how much history it fits)"),
-}, help="rules, anomaly detection, energy KPIs and alerts (docs/analytics.md)")
+ANALYTICS = Section(
+    {
+        "enabled": Key(bool, True, help="run analytics in the daemon"),
+        "queue_max": Key(
+            int,
+            200_000,
+            check=in_range(1000, 10_000_000),
+            help="readings waiting for analytics; beyond it they are dropped (and counted), "
+            "ingest never waits",
+        ),
+        "min_duration_s": Key(
+            float,
+            10.0,
+            check=in_range(0, 86400),
+            help="a condition must hold this long (by reading time) before it raises an alert",
+        ),
+        "clear_after_s": Key(
+            float,
+            300.0,
+            check=in_range(1, 7 * 86400),
+            help="a point anomaly (sigma, iforest) clears after this long without another",
+        ),
+        "sigma": Key(
+            bool, True, help="flag readings 3/4/5 robust deviations from their rolling median"
+        ),
+        "sigma_alert": Key(
+            str,
+            "medium",
+            check=one_of(*SEVERITIES),
+            help="the lowest sigma severity that raises an alert (3 sigma happens 3 times in 1,000 "
+            "readings of plain noise: low findings are counted, not alerted, by default)",
+        ),
+        "sigma_roles": Key(
+            list,
+            ["sensor", "grid_monitor"],
+            item=Key(str, check=check_role),
+            help="roles whose metrics the sigma detector watches (a PV array's clouds, the stack that "
+            "follows it and the simulated plant's steps are weather and events, not anomalies)",
+        ),
+        "sigma_warmup": Key(
+            int, 60, check=in_range(5, 100_000), help="readings per metric before sigma judges any"
+        ),
+        "sigma_halflife": Key(
+            int,
+            600,
+            check=in_range(10, 10_000_000),
+            help="readings after which an old reading weighs half in the rolling estimate",
+        ),
+        "aggregation_s": Key(
+            int,
+            300,
+            check=in_range(10, 86400),
+            help="energy KPIs are aggregated every this many seconds",
+        ),
+        "notify_command": Key(
+            str, "", help="command run with each alert (raised or cleared) as JSON on stdin"
+        ),
+        "notify_url": Key(
+            str,
+            "",
+            check=lambda v: (
+                None
+                if not v or v.startswith(("http://", "https://"))
+                else (
+                    f"'{v}' is not an http(s) URL",
+                    "use a webhook URL like https://hooks.example/alerts",
+                )
+            ),
+            help="webhook URL each alert is POSTed to as JSON",
+        ),
+        "notify_timeout_s": Key(
+            float, 5.0, check=in_range(0.1, 300), help="the notifier's time limit per alert"
+        ),
+        "notify_severity": Key(
+            str, "low", check=one_of(*SEVERITIES), help="the lowest severity that is notified"
+        ),
+        "limits": Key(
+            list,
+            [],
+            item=Key(dict, keys=LIMIT_KEYS, check=_check_limit),
+            help="engineering limits ([[analytics.limits]]), before the defaults",
+        ),
+        "rules": Key(
+            list,
+            [],
+            item=Key(dict, keys=RULE_KEYS, check=_check_rule),
+            help="windowed change rules ([[analytics.rules]]), before the defaults",
+        ),
+        "default_limits": Key(
+            bool, True, help="add the seed systems' limits (voltage/current/temperature ranges)"
+        ),
+        "default_rules": Key(
+            bool, True, help="add the seed systems' four rate rules where their metrics exist"
+        ),
+        # the multivariate detector and the maintenance forecast (analytics/iforest.py, maintenance.py)
+        "iforest": Key(
+            bool, True, help="an IsolationForest per node on its metrics and derived features"
+        ),
+        "iforest_train_s": Key(
+            float,
+            86400.0,
+            check=in_range(3600, 30 * 86400),
+            help="seconds of stored readings a node's model is trained on",
+        ),
+        "iforest_retrain_s": Key(
+            float, 3600.0, check=in_range(60, 30 * 86400), help="seconds between retrainings"
+        ),
+        "iforest_contamination": Key(
+            float,
+            0.001,
+            check=in_range(0.0001, 0.2),
+            help="the share of training rows taken as anomalous",
+        ),
+        "iforest_min_samples": Key(
+            int,
+            1000,
+            check=in_range(50, 10_000_000),
+            help="stored rows a node needs before its model is trained (no alert before)",
+        ),
+        "maintenance": Key(
+            bool, True, help="forecast each thermometer's crossing of its maintenance threshold"
+        ),
+        "maintenance_horizon_s": Key(
+            float,
+            86400.0,
+            check=in_range(3600, 30 * 86400),
+            help="how far ahead the maintenance forecast looks (and how much history it fits)",
+        ),
+    },
+    help="rules, anomaly detection, energy KPIs and alerts (docs/analytics.md)",
+)
+
 
 def check_site(site) -> None:
     """Whole-site check: the nodes a limit or rule names are the site's."""
@@ -163,8 +294,12 @@ def check_site(site) -> None:
             for nid in row.nodes:
                 if nid not in ids:
                     near = difflib.get_close_matches(nid, ids, n=1)
-                    raise ConfigError(site.path, f"analytics.{what}[{i}].nodes", f"no node '{nid}'",
-                                      f"did you mean '{near[0]}'?" if near else "name a node of this site")
+                    raise ConfigError(
+                        site.path,
+                        f"analytics.{what}[{i}].nodes",
+                        f"no node '{nid}'",
+                        f"did you mean '{near[0]}'?" if near else "name a node of this site",
+                    )
 
 
 # The seed systems' defaults, as rows of the site schema. The power grid monitor's voltage and current
@@ -176,25 +311,74 @@ DEFAULT_LIMITS = (
     dict(quantity="voltage", roles=["grid_monitor"], lo=200.0, hi=250.0, bad_lo=0.0, bad_hi=1000.0),
     dict(quantity="current", roles=["grid_monitor"], lo=0.0, hi=10.0, bad_lo=-100.0, bad_hi=1000.0),
     dict(quantity="temperature", lo=0.0, hi=80.0, bad_lo=-273.15, bad_hi=1000.0),
-    dict(quantity="temperature", roles=["electrolyser"], lo=0.0, hi=88.0, bad_lo=-273.15, bad_hi=1000.0),
+    dict(
+        quantity="temperature",
+        roles=["electrolyser"],
+        lo=0.0,
+        hi=88.0,
+        bad_lo=-273.15,
+        bad_hi=1000.0,
+    ),
 )
 # The OPC UA energy bridge's four rate-of-change rules, where the metric exists. "efficiency" is the
 # electrolyser's derived efficiency (gridtwin.analytics.derived), in percent.
 DEFAULT_RULES = (
-    dict(name="soc_drop", quantity="battery", kind="drop", window_s=300.0, threshold=20.0, severity="high"),
-    dict(name="power_spike", quantity="power", kind="ratio", window_s=60.0, threshold=2.0, floor=1.0,
-         roles=["sensor", "grid_monitor", "electrolyser"], severity="medium"),
-    dict(name="power_spike", quantity="load", kind="ratio", window_s=60.0, threshold=2.0, floor=0.01,
-         severity="medium"),
-    dict(name="efficiency_drop", metric="efficiency", kind="drop", relative=True, window_s=600.0, threshold=15.0,
-         severity="medium"),
-    dict(name="voltage_deviation", quantity="voltage", kind="deviation", window_s=120.0, threshold=10.0,
-         roles=["grid_monitor"], severity="medium"),
+    dict(
+        name="soc_drop",
+        quantity="battery",
+        kind="drop",
+        window_s=300.0,
+        threshold=20.0,
+        severity="high",
+    ),
+    dict(
+        name="power_spike",
+        quantity="power",
+        kind="ratio",
+        window_s=60.0,
+        threshold=2.0,
+        floor=1.0,
+        roles=["sensor", "grid_monitor", "electrolyser"],
+        severity="medium",
+    ),
+    dict(
+        name="power_spike",
+        quantity="load",
+        kind="ratio",
+        window_s=60.0,
+        threshold=2.0,
+        floor=0.01,
+        severity="medium",
+    ),
+    dict(
+        name="efficiency_drop",
+        metric="efficiency",
+        kind="drop",
+        relative=True,
+        window_s=600.0,
+        threshold=15.0,
+        severity="medium",
+    ),
+    dict(
+        name="voltage_deviation",
+        quantity="voltage",
+        kind="deviation",
+        window_s=120.0,
+        threshold=10.0,
+        roles=["grid_monitor"],
+        severity="medium",
+    ),
 )
 # Physically impossible whatever the site says (BAD), by catalog quantity: a percentage outside 0..100,
 # a temperature below absolute zero, a negative frequency.
-PHYSICAL = {"battery": (0.0, 100.0), "humidity": (0.0, 100.0), "temperature": (-273.15, None),
-            "frequency": (0.0, None), "irradiance": (0.0, None), "state": (0.0, 1.0)}
+PHYSICAL = {
+    "battery": (0.0, 100.0),
+    "humidity": (0.0, 100.0),
+    "temperature": (-273.15, None),
+    "frequency": (0.0, None),
+    "irradiance": (0.0, None),
+    "state": (0.0, 1.0),
+}
 # nominal values a deviation rule falls back on (a site's node params nominal_v come first)
 NOMINAL = {("grid_monitor", "voltage"): 230.0}
 
@@ -225,8 +409,9 @@ class Rule:
 @dataclass
 class Plan:
     """What analytics does per (node, metric): resolved once per metric a node is first seen with."""
-    limits: dict = field(default_factory=dict)   # (node, metric) -> Limit
-    rules: dict = field(default_factory=dict)    # (node, metric) -> [Rule]
+
+    limits: dict = field(default_factory=dict)  # (node, metric) -> Limit
+    rules: dict = field(default_factory=dict)  # (node, metric) -> [Rule]
 
 
 def setting(section, key: str):
@@ -266,8 +451,12 @@ class Resolver:
 
     def __init__(self, section=None, site=None):
         get = (lambda k, d: _get(section, k, d)) if section is not None else (lambda k, d: d)
-        self.limit_rows = list(get("limits", [])) + (list(DEFAULT_LIMITS) if get("default_limits", True) else [])
-        self.rule_rows = list(get("rules", [])) + (list(DEFAULT_RULES) if get("default_rules", True) else [])
+        self.limit_rows = list(get("limits", [])) + (
+            list(DEFAULT_LIMITS) if get("default_limits", True) else []
+        )
+        self.rule_rows = list(get("rules", [])) + (
+            list(DEFAULT_RULES) if get("default_rules", True) else []
+        )
         self.site = site
         self._nodes = {n.id: n for n in site.nodes} if site is not None else {}
         self._metrics: dict = {}
@@ -291,7 +480,9 @@ class Resolver:
     def limit(self, node: str, metric: str) -> Limit | None:
         role, q = self.role(node), self.quantity(node, metric)
         best, rank = None, 0
-        for row in self.limit_rows:  # the first row of the highest rank wins (a site's rows come first)
+        for (
+            row
+        ) in self.limit_rows:  # the first row of the highest rank wins (a site's rows come first)
             r = _matches(row, node, role, metric, q)
             if r > rank:
                 best, rank = row, r
@@ -300,9 +491,19 @@ class Resolver:
             return None
         lim = Limit()
         if best is not None:
-            lim = Limit(_get(best, "lo"), _get(best, "hi"), _get(best, "bad_lo"), _get(best, "bad_hi"),
-                        0.0, _get(best, "severity", "medium"))
-            span = (lim.hi - lim.lo) if lim.lo is not None and lim.hi is not None else abs(lim.hi or lim.lo or 1.0)
+            lim = Limit(
+                _get(best, "lo"),
+                _get(best, "hi"),
+                _get(best, "bad_lo"),
+                _get(best, "bad_hi"),
+                0.0,
+                _get(best, "severity", "medium"),
+            )
+            span = (
+                (lim.hi - lim.lo)
+                if lim.lo is not None and lim.hi is not None
+                else abs(lim.hi or lim.lo or 1.0)
+            )
             hyst = _get(best, "hysteresis")
             lim.hysteresis = 0.02 * span if hyst is None else hyst
         if phys is not None:  # the physical bounds narrow the site's, never widen them
@@ -320,7 +521,10 @@ class Resolver:
             if not _matches(row, node, role, metric, q):
                 continue
             kind = _get(row, "kind", "drop")
-            name = _get(row, "name", "") or f"{kind}_{_get(row, 'metric', '') or _get(row, 'quantity', '')}"
+            name = (
+                _get(row, "name", "")
+                or f"{kind}_{_get(row, 'metric', '') or _get(row, 'quantity', '')}"
+            )
             if name in names:
                 continue  # a site's row of the same name replaces the default
             nominal = _get(row, "nominal", 0.0)
@@ -329,9 +533,19 @@ class Resolver:
                 if not nominal:
                     continue  # a deviation from an unknown nominal is not a rule
             names.add(name)
-            out.append(Rule(name, kind, int(_get(row, "window_s", 300.0) * 1000), float(_get(row, "threshold", 20.0)),
-                            bool(_get(row, "relative", False)), float(nominal), float(_get(row, "floor", 0.0)),
-                            float(_get(row, "hysteresis", 0.1)), _get(row, "severity", "medium")))
+            out.append(
+                Rule(
+                    name,
+                    kind,
+                    int(_get(row, "window_s", 300.0) * 1000),
+                    float(_get(row, "threshold", 20.0)),
+                    bool(_get(row, "relative", False)),
+                    float(nominal),
+                    float(_get(row, "floor", 0.0)),
+                    float(_get(row, "hysteresis", 0.1)),
+                    _get(row, "severity", "medium"),
+                )
+            )
         return out
 
     def _nominal(self, node: str, role: str, quantity: str) -> float:

@@ -31,8 +31,8 @@ class LimitDetector:
     def __init__(self, ctx: Context, resolver: Resolver | None = None):
         self.ctx = ctx
         self.resolver = resolver or Resolver(None, ctx.site)
-        self._limits: dict = {}      # (node, metric) -> Limit | None
-        self._active: dict = {}      # (node, metric) -> "lo" | "hi" | "bad" while an alert holds
+        self._limits: dict = {}  # (node, metric) -> Limit | None
+        self._active: dict = {}  # (node, metric) -> "lo" | "hi" | "bad" while an alert holds
 
     def limit(self, node: str, metric: str) -> Limit | None:
         key = (node, metric)
@@ -47,40 +47,79 @@ class LimitDetector:
             if lim is None:
                 continue
             key = (node, metric)
-            bad = (lim.bad_lo is not None and value < lim.bad_lo) or (lim.bad_hi is not None and value > lim.bad_hi)
-            side = "lo" if lim.lo is not None and value < lim.lo else "hi" if lim.hi is not None and value > lim.hi \
+            bad = (lim.bad_lo is not None and value < lim.bad_lo) or (
+                lim.bad_hi is not None and value > lim.bad_hi
+            )
+            side = (
+                "lo"
+                if lim.lo is not None and value < lim.lo
+                else "hi"
+                if lim.hi is not None and value > lim.hi
                 else None
+            )
             quality = "BAD" if bad else "UNCERTAIN" if side else "GOOD"
             was = self._active.get(key)
             if bad or side:
                 now = "bad" if bad else side
                 if was and was != now:  # moved from one condition to another: a new alert
-                    out.append(self._finding(node, metric, ts, value, lim, was, quality, cleared=True))
+                    out.append(
+                        self._finding(node, metric, ts, value, lim, was, quality, cleared=True)
+                    )
                 self._active[key] = now
                 out.append(self._finding(node, metric, ts, value, lim, now, quality))
             elif was:
                 h = lim.hysteresis
-                back = (lim.lo is None or value >= lim.lo + h) and (lim.hi is None or value <= lim.hi - h)
+                back = (lim.lo is None or value >= lim.lo + h) and (
+                    lim.hi is None or value <= lim.hi - h
+                )
                 if back:
                     del self._active[key]
-                    out.append(self._finding(node, metric, ts, value, lim, was, quality, cleared=True))
+                    out.append(
+                        self._finding(node, metric, ts, value, lim, was, quality, cleared=True)
+                    )
                 else:  # inside the limits, not yet past the hysteresis: the alert holds
                     out.append(self._finding(node, metric, ts, value, lim, was, quality))
         return out
 
     @staticmethod
-    def _finding(node, metric, ts, value, lim: Limit, side: str, quality: str, cleared: bool = False) -> Finding:
+    def _finding(
+        node, metric, ts, value, lim: Limit, side: str, quality: str, cleared: bool = False
+    ) -> Finding:
         if side == "bad":
             bounds = f"{'' if lim.bad_lo is None else lim.bad_lo}..{'' if lim.bad_hi is None else lim.bad_hi}"
-            desc = (f"{node} {metric} = {value:g} is physically impossible (outside {bounds}): "
-                    f"check the sensor and its wiring")
-            return Finding(node, metric, ts, value, "limit:bad", "high", desc, quality, cleared,
-                           {"bad_lo": lim.bad_lo, "bad_hi": lim.bad_hi})
+            desc = (
+                f"{node} {metric} = {value:g} is physically impossible (outside {bounds}): "
+                f"check the sensor and its wiring"
+            )
+            return Finding(
+                node,
+                metric,
+                ts,
+                value,
+                "limit:bad",
+                "high",
+                desc,
+                quality,
+                cleared,
+                {"bad_lo": lim.bad_lo, "bad_hi": lim.bad_hi},
+            )
         bound = lim.lo if side == "lo" else lim.hi
-        desc = (f"{node} {metric} = {value:g} is {'below' if side == 'lo' else 'above'} its limit {bound:g} "
-                f"(range {'' if lim.lo is None else f'{lim.lo:g}'}..{'' if lim.hi is None else f'{lim.hi:g}'})")
-        return Finding(node, metric, ts, value, "limit", lim.severity, desc, quality, cleared,
-                       {"lo": lim.lo, "hi": lim.hi, "hysteresis": lim.hysteresis, "side": side})
+        desc = (
+            f"{node} {metric} = {value:g} is {'below' if side == 'lo' else 'above'} its limit {bound:g} "
+            f"(range {'' if lim.lo is None else f'{lim.lo:g}'}..{'' if lim.hi is None else f'{lim.hi:g}'})"
+        )
+        return Finding(
+            node,
+            metric,
+            ts,
+            value,
+            "limit",
+            lim.severity,
+            desc,
+            quality,
+            cleared,
+            {"lo": lim.lo, "hi": lim.hi, "hysteresis": lim.hysteresis, "side": side},
+        )
 
     def state(self) -> dict:
         return {"active": [[n, m, s] for (n, m), s in self._active.items()]}
@@ -118,8 +157,12 @@ class _Window:
         live = list(self._live(b))
         if not live:
             return None, None, 0.0, 0
-        return (min(self.lo[k] for k in live), max(self.hi[k] for k in live),
-                sum(self.sum[k] for k in live), sum(self.n[k] for k in live))
+        return (
+            min(self.lo[k] for k in live),
+            max(self.hi[k] for k in live),
+            sum(self.sum[k] for k in live),
+            sum(self.n[k] for k in live),
+        )
 
     def add(self, ts: int, v: float) -> None:
         b = ts // self.width
@@ -148,8 +191,8 @@ class RuleDetector:
     def __init__(self, ctx: Context, resolver: Resolver | None = None):
         self.ctx = ctx
         self.resolver = resolver or Resolver(None, ctx.site)
-        self._rules: dict = {}   # (node, metric) -> [Rule]
-        self._win: dict = {}     # (node, metric, rule name) -> _Window
+        self._rules: dict = {}  # (node, metric) -> [Rule]
+        self._win: dict = {}  # (node, metric, rule name) -> _Window
 
     def rules(self, node: str, metric: str) -> list[Rule]:
         key = (node, metric)
@@ -208,8 +251,17 @@ class RuleDetector:
 
     def _clear(self, w, node, metric, ts, value, rule) -> Finding:
         w.active = False
-        return Finding(node, metric, ts, value, f"rule:{rule.kind}", rule.severity,
-                       f"{node} {metric}: {rule.name} is over", cleared=True, detail={"rule": rule.name})
+        return Finding(
+            node,
+            metric,
+            ts,
+            value,
+            f"rule:{rule.kind}",
+            rule.severity,
+            f"{node} {metric}: {rule.name} is over",
+            cleared=True,
+            detail={"rule": rule.name},
+        )
 
     @staticmethod
     def _finding(node, metric, ts, value, rule: Rule, ref, change) -> Finding:
@@ -220,16 +272,36 @@ class RuleDetector:
             desc = f"{node} {metric} = {value:g} is {change:.2f}x its lowest ({ref:g}) in {win}"
         else:
             unit = " %" if rule.relative else ""
-            desc = (f"{node} {metric} {'fell' if rule.kind == 'drop' else 'rose'} by {change:.4g}{unit} in {win} "
-                    f"(from {ref:g} to {value:g})")
-        return Finding(node, metric, ts, value, f"rule:{rule.kind}", rule.severity, f"{desc} [{rule.name}]",
-                       detail={"rule": rule.name, "threshold": rule.threshold, "change": change, "ref": ref,
-                               "window_s": rule.window_ms / 1000})
+            desc = (
+                f"{node} {metric} {'fell' if rule.kind == 'drop' else 'rose'} by {change:.4g}{unit} in {win} "
+                f"(from {ref:g} to {value:g})"
+            )
+        return Finding(
+            node,
+            metric,
+            ts,
+            value,
+            f"rule:{rule.kind}",
+            rule.severity,
+            f"{desc} [{rule.name}]",
+            detail={
+                "rule": rule.name,
+                "threshold": rule.threshold,
+                "change": change,
+                "ref": ref,
+                "window_s": rule.window_ms / 1000,
+            },
+        )
 
     def state(self) -> dict:
         # the windows of the conditions that hold (few), so a restart judges their end on the same data
-        return {"active": [list(k) + [[w.idx, w.lo, w.hi, w.sum, w.n, w.last_ts]]
-                           for k, w in self._win.items() if w.active]}
+        return {
+            "active": [
+                list(k) + [[w.idx, w.lo, w.hi, w.sum, w.n, w.last_ts]]
+                for k, w in self._win.items()
+                if w.active
+            ]
+        }
 
     def restore(self, saved: dict) -> None:
         for node, metric, name, *win in saved.get("active", []):
@@ -238,8 +310,9 @@ class RuleDetector:
                     w = self._win.setdefault((node, metric, name), _Window(rule.window_ms))
                     w.active = True
                     if win and len(win[0]) == 6 and len(win[0][0]) == w.NB:
-                        w.idx, w.lo, w.hi, w.sum, w.n, w.last_ts = (list(x) if isinstance(x, list) else x
-                                                                      for x in win[0])
+                        w.idx, w.lo, w.hi, w.sum, w.n, w.last_ts = (
+                            list(x) if isinstance(x, list) else x for x in win[0]
+                        )
 
 
 SIGMA_LEVELS = ((5.0, "high"), (4.0, "medium"), (3.0, "low"))
@@ -258,12 +331,19 @@ class _Robust:
         self.center = 0.0
         self.var = 0.0
         self.prev: float | None = None
-        self.res = math.inf  # the smallest step seen between consecutive readings: the sensor's resolution
+        self.res = (
+            math.inf
+        )  # the smallest step seen between consecutive readings: the sensor's resolution
 
     def spread(self) -> float:
         # floors: a flat or coarsely quantised series (MAD 0: an LM75 reading 25.0 then 25.125) would
         # make its smallest step infinitely many sigmas; one step of resolution is one sigma at least
-        return max(math.sqrt(self.var), self.res if self.res < math.inf else 0.0, 1e-3 * abs(self.center), 1e-6)
+        return max(
+            math.sqrt(self.var),
+            self.res if self.res < math.inf else 0.0,
+            1e-3 * abs(self.center),
+            1e-6,
+        )
 
     def step(self, value: float) -> None:
         if self.prev is not None and value != self.prev:
@@ -277,7 +357,9 @@ class SigmaDetector:
 
     name = "sigma"
 
-    def __init__(self, ctx: Context, warmup: int = 60, halflife: int = 600, roles=None, resolver=None):
+    def __init__(
+        self, ctx: Context, warmup: int = 60, halflife: int = 600, roles=None, resolver=None
+    ):
         self.ctx = ctx
         self.warmup, self.alpha = warmup, 1.0 - 0.5 ** (1.0 / halflife)
         self.roles = None if roles is None else frozenset(roles)
@@ -286,7 +368,11 @@ class SigmaDetector:
         self._skip: set = set()
 
     def _watched(self, node: str, metric: str) -> bool:
-        if self.roles is not None and self.resolver.site is not None and self.resolver.role(node) not in self.roles:
+        if (
+            self.roles is not None
+            and self.resolver.site is not None
+            and self.resolver.role(node) not in self.roles
+        ):
             return False
         return self.resolver.quantity(node, metric) != "state"
 
@@ -316,10 +402,24 @@ class SigmaDetector:
             z = abs(value - s.center) / sd
             for level, sev in SIGMA_LEVELS:
                 if z >= level:
-                    out.append(Finding(node, metric, ts, value, "sigma", sev,
-                                       f"{node} {metric} = {value:g} is {z:.1f} sigma from its usual {s.center:g} "
-                                       f"(spread {sd:.3g})", detail={"z": round(z, 2), "center": s.center,
-                                                                     "spread": sd, "instant": True}))
+                    out.append(
+                        Finding(
+                            node,
+                            metric,
+                            ts,
+                            value,
+                            "sigma",
+                            sev,
+                            f"{node} {metric} = {value:g} is {z:.1f} sigma from its usual {s.center:g} "
+                            f"(spread {sd:.3g})",
+                            detail={
+                                "z": round(z, 2),
+                                "center": s.center,
+                                "spread": sd,
+                                "instant": True,
+                            },
+                        )
+                    )
                     break
             d = min(max(value, s.center - 3 * sd), s.center + 3 * sd) - s.center  # winsorised
             s.center += self.alpha * d
@@ -327,8 +427,13 @@ class SigmaDetector:
         return out
 
     def state(self) -> dict:
-        return {"s": [[n, m, s.center, s.var, None if s.res == math.inf else s.res]
-                      for (n, m), s in self._s.items() if s.warm is None]}
+        return {
+            "s": [
+                [n, m, s.center, s.var, None if s.res == math.inf else s.res]
+                for (n, m), s in self._s.items()
+                if s.warm is None
+            ]
+        }
 
     def restore(self, saved: dict) -> None:
         for n, m, c, v, *res in saved.get("s", []):

@@ -47,20 +47,43 @@ def _cfg(section, key: str):
 
 
 class Analytics:
-    def __init__(self, store, alerts, *, site=None, metrics=None, section=None, clock=None, detectors=None,
-                 influx_measurement: str | None = None, plugins=PLUGINS):
+    def __init__(
+        self,
+        store,
+        alerts,
+        *,
+        site=None,
+        metrics=None,
+        section=None,
+        clock=None,
+        detectors=None,
+        influx_measurement: str | None = None,
+        plugins=PLUGINS,
+    ):
         section = section if section is not None else config.section(site)
         self.section = section
         self.store, self.alerts, self.metrics = store, alerts, metrics
-        self.ctx = Context(site=site, store=store, config=section, **({"clock": clock} if clock else {}))
+        self.ctx = Context(
+            site=site, store=store, config=section, **({"clock": clock} if clock else {})
+        )
         resolver = config.Resolver(section, site)
         if detectors is None:
             detectors = [LimitDetector(self.ctx, resolver), RuleDetector(self.ctx, resolver)]
             if _cfg(section, "sigma"):
-                detectors.append(SigmaDetector(self.ctx, _cfg(section, "sigma_warmup"), _cfg(section, "sigma_halflife"),
-                                               _cfg(section, "sigma_roles"), resolver))
-            self.kpi = EnergyKpi(self.ctx, aggregation_s=_cfg(section, "aggregation_s"),
-                                 influx_measurement=influx_measurement)
+                detectors.append(
+                    SigmaDetector(
+                        self.ctx,
+                        _cfg(section, "sigma_warmup"),
+                        _cfg(section, "sigma_halflife"),
+                        _cfg(section, "sigma_roles"),
+                        resolver,
+                    )
+                )
+            self.kpi = EnergyKpi(
+                self.ctx,
+                aggregation_s=_cfg(section, "aggregation_s"),
+                influx_measurement=influx_measurement,
+            )
             detectors.append(self.kpi)
             for mod in plugins:
                 det = _plugin(mod, self.ctx)
@@ -71,7 +94,7 @@ class Analytics:
         self.detectors = list(detectors)
         self.min_duration_ms = int(_cfg(section, "min_duration_s") * 1000)
         self.sigma_rank = SEVERITY_RANK[_cfg(section, "sigma_alert")]
-        self.counts: dict = {}      # (kind, severity) -> findings (alerted or not)
+        self.counts: dict = {}  # (kind, severity) -> findings (alerted or not)
         self.clear_after_ms = int(_cfg(section, "clear_after_s") * 1000)
         self.queue_max = _cfg(section, "queue_max")
         self._derive = derivers(site)
@@ -79,19 +102,23 @@ class Analytics:
         self._q: collections.deque = collections.deque()
         self._queued = 0
         self._cv = threading.Condition()
-        self.dropped = 0            # readings analytics never saw (queue full)
-        self.analysed = 0           # readings through the detectors
+        self.dropped = 0  # readings analytics never saw (queue full)
+        self.analysed = 0  # readings through the detectors
         self.findings = 0
         self._last_drop_log = 0.0
         # alert timers, by alert key: when a condition was first seen (reading ms) and, for point
         # anomalies, when it was last seen
         self._since: dict[str, int] = {}
         self._instant: dict[str, int] = {}
-        self._latest_ts = 0         # the newest reading time analysed: the clock of alert timers
+        self._latest_ts = 0  # the newest reading time analysed: the clock of alert timers
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.notifier = Notifier(_cfg(section, "notify_command"), _cfg(section, "notify_url"),
-                                 _cfg(section, "notify_timeout_s"), _cfg(section, "notify_severity"))
+        self.notifier = Notifier(
+            _cfg(section, "notify_command"),
+            _cfg(section, "notify_url"),
+            _cfg(section, "notify_timeout_s"),
+            _cfg(section, "notify_severity"),
+        )
         if self.notifier.enabled:
             alerts.listeners.append(self.notifier)
         if metrics is not None:
@@ -103,7 +130,8 @@ class Analytics:
             metrics.gauges["alerts_active"] = lambda: len(alerts.active)
             metrics.gauges["analytics_notify_failed_total"] = lambda: self.notifier.failed
             metrics.gauges["analytics_findings_total"] = lambda: {
-                f'{{kind="{k}",severity="{s}"}}': n for (k, s), n in sorted(self.counts.items())}
+                f'{{kind="{k}",severity="{s}"}}': n for (k, s), n in sorted(self.counts.items())
+            }
         self.restore()
 
     @classmethod
@@ -112,8 +140,14 @@ class Analytics:
         section = config.section(daemon.site)
         if section is not None and not section.enabled:
             return None
-        return cls(daemon.store, daemon.alerts, site=daemon.site, metrics=daemon.metrics, section=section,
-                   influx_measurement="analytics" if daemon.forwarder else None)
+        return cls(
+            daemon.store,
+            daemon.alerts,
+            site=daemon.site,
+            metrics=daemon.metrics,
+            section=section,
+            influx_measurement="analytics" if daemon.forwarder else None,
+        )
 
     # -- the ingest side: cheap, never blocks -------------------------------------------------
     def feed(self, tels) -> None:
@@ -134,8 +168,12 @@ class Analytics:
             now = time.monotonic()
             if now - self._last_drop_log >= 60:
                 self._last_drop_log = now
-                log.warning("analytics is behind: %d reading(s) not analysed so far (queue of %d full); "
-                            "ingest goes on", self.dropped, self.queue_max)
+                log.warning(
+                    "analytics is behind: %d reading(s) not analysed so far (queue of %d full); "
+                    "ingest goes on",
+                    self.dropped,
+                    self.queue_max,
+                )
 
     # -- the worker -----------------------------------------------------------------------------
     def start(self) -> "Analytics":
@@ -223,7 +261,9 @@ class Analytics:
                 continue
             found += new
             bad = {(f.node, f.metric, f.ts) for f in new if f.quality == "BAD"}
-            if bad:  # a physically impossible reading feeds no rule, statistic or KPI after the limits
+            if (
+                bad
+            ):  # a physically impossible reading feeds no rule, statistic or KPI after the limits
                 batch = [r for r in batch if (r[0], r[1], r[2]) not in bad]
         self.handle(found)
         return found
@@ -275,8 +315,18 @@ class Analytics:
         # (a replay or a demo's fast clock stamps readings far from now)
         detail = {k: v for k, v in f.detail.items() if k != "instant"}
         detail["reading_ts"] = f.ts
-        self.alerts.raise_(key, f.severity, f.kind, f.description, f.node, metric=f.metric, value=f.value,
-                           detail=detail, source="analytics", **({"quality": f.quality} if f.quality else {}))
+        self.alerts.raise_(
+            key,
+            f.severity,
+            f.kind,
+            f.description,
+            f.node,
+            metric=f.metric,
+            value=f.value,
+            detail=detail,
+            source="analytics",
+            **({"quality": f.quality} if f.quality else {}),
+        )
         log.warning("alert: %s", f.description)
 
     def _expire(self) -> None:
@@ -293,7 +343,9 @@ class Analytics:
             st = base.state_of(det)
             if st is not None:
                 self.store.save_state(f"detector:{det.name}", st)
-        self.store.save_state("engine", {"since": self._since, "instant": self._instant, "latest": self._latest_ts})
+        self.store.save_state(
+            "engine", {"since": self._since, "instant": self._instant, "latest": self._latest_ts}
+        )
 
     def restore(self) -> None:
         try:

@@ -46,9 +46,15 @@ MODEL_VERSION = 1
 # deviations, at least 3): out of the envelope. The quantile, not the farthest row, so that an anomaly
 # the training window holds does not widen the envelope for the next.
 ENVELOPE, ENVELOPE_Q = 3.0, 0.999
-IDLE_S = 10.0        # the training worker ends after this long without a request
-MAX_EXCLUDED = 0.2   # retraining leaves out what the last model found outside its envelope, up to this share
-SEVERITY_BY_MARGIN = ((0.10, "high"), (0.05, "medium"), (0.0, "low"))  # how far below the offset the score is
+IDLE_S = 10.0  # the training worker ends after this long without a request
+MAX_EXCLUDED = (
+    0.2  # retraining leaves out what the last model found outside its envelope, up to this share
+)
+SEVERITY_BY_MARGIN = (
+    (0.10, "high"),
+    (0.05, "medium"),
+    (0.0, "low"),
+)  # how far below the offset the score is
 
 
 def _avg_path(n: np.ndarray) -> np.ndarray:
@@ -69,8 +75,12 @@ class CompiledForest:
     def __init__(self, model):
         lefts, rights, feats, thrs, depths, roots = [], [], [], [], [], []
         base = 0
-        for tree, features, dpl, apl in zip(model.estimators_, model.estimators_features_,
-                                             model._decision_path_lengths, model._average_path_length_per_tree):
+        for tree, features, dpl, apl in zip(
+            model.estimators_,
+            model.estimators_features_,
+            model._decision_path_lengths,
+            model._average_path_length_per_tree,
+        ):
             t = tree.tree_
             leaf = t.children_left < 0
             idx = np.arange(t.node_count)
@@ -107,7 +117,9 @@ class CompiledForest:
         return score - self.offset
 
     def nbytes(self) -> int:
-        return sum(getattr(self, a).nbytes for a in ("left", "right", "feat", "thr", "leaf_depth", "roots"))
+        return sum(
+            getattr(self, a).nbytes for a in ("left", "right", "feat", "thr", "leaf_depth", "roots")
+        )
 
 
 class Features:
@@ -116,21 +128,36 @@ class Features:
     def __init__(self, metrics: list[str], nominal: dict[str, float], gap_s: float):
         self.metrics = sorted(metrics)
         have = set(self.metrics)
-        self.pairs = [(m[:-2] + "_v", m[:-2] + "_a") for m in self.metrics
-                      if m.endswith("_v") and m[:-2] + "_a" in have and m[:-2] + "_w" not in have]
+        self.pairs = [
+            (m[:-2] + "_v", m[:-2] + "_a")
+            for m in self.metrics
+            if m.endswith("_v") and m[:-2] + "_a" in have and m[:-2] + "_w" not in have
+        ]
         self.nominal = np.array([nominal.get(m, math.nan) for m in self.metrics])
         self.gap_s = gap_s
-        self.median_raw: np.ndarray | None = None   # the training median: the nominal of a metric without one
-        self.pca: tuple | None = None    # (center, scale, components) of the training rows' metrics
+        self.median_raw: np.ndarray | None = (
+            None  # the training median: the nominal of a metric without one
+        )
+        self.pca: tuple | None = None  # (center, scale, components) of the training rows' metrics
         self._layout(0)
 
     def _layout(self, pcs: int) -> None:
-        self.names = (self.metrics + [f"{v[:-2]}_w*" for v, _ in self.pairs]
-                      + [f"|{m}-nom|" for m in self.metrics] + [f"d{m}/dt" for m in self.metrics]
-                      + [f"relation{k + 1}" for k in range(pcs)])
+        self.names = (
+            self.metrics
+            + [f"{v[:-2]}_w*" for v, _ in self.pairs]
+            + [f"|{m}-nom|" for m in self.metrics]
+            + [f"d{m}/dt" for m in self.metrics]
+            + [f"relation{k + 1}" for k in range(pcs)]
+        )
         # each feature back to the metric a user knows (a relation: the metric that weighs most in it)
-        heavy = [self.metrics[int(np.argmax(np.abs(self.pca[2][:, k])))] for k in range(pcs)] if pcs else []
-        self.source = self.metrics + [v for v, _ in self.pairs] + self.metrics + self.metrics + heavy
+        heavy = (
+            [self.metrics[int(np.argmax(np.abs(self.pca[2][:, k])))] for k in range(pcs)]
+            if pcs
+            else []
+        )
+        self.source = (
+            self.metrics + [v for v, _ in self.pairs] + self.metrics + self.metrics + heavy
+        )
 
     def fit(self, raw: np.ndarray) -> None:
         """Learn the medians and the node's usual relations from the training rows.
@@ -181,10 +208,22 @@ class _Fit:
 
     __slots__ = ("model", "forest", "feats", "center", "scale", "envelope", "trained_to")
 
-    def __init__(self, model, feats: Features, center: np.ndarray, scale: np.ndarray, envelope: np.ndarray,
-                 trained_to: int):
+    def __init__(
+        self,
+        model,
+        feats: Features,
+        center: np.ndarray,
+        scale: np.ndarray,
+        envelope: np.ndarray,
+        trained_to: int,
+    ):
         self.model, self.forest, self.feats = model, CompiledForest(model), feats
-        self.center, self.scale, self.envelope, self.trained_to = center, scale, envelope, int(trained_to)
+        self.center, self.scale, self.envelope, self.trained_to = (
+            center,
+            scale,
+            envelope,
+            int(trained_to),
+        )
 
     def judge(self, X: np.ndarray) -> np.ndarray:
         """Per row: the forest's decision, or below it when a feature leaves the training envelope.
@@ -208,21 +247,37 @@ class _Fit:
 
 
 class _Node:
-    __slots__ = ("metrics", "pending_ts", "pending", "last", "prev", "fit", "streak", "normal", "active",
-                 "active_metric", "newest", "tried_at")
+    __slots__ = (
+        "metrics",
+        "pending_ts",
+        "pending",
+        "last",
+        "prev",
+        "fit",
+        "streak",
+        "normal",
+        "active",
+        "active_metric",
+        "newest",
+        "tried_at",
+    )
 
     def __init__(self):
         self.metrics: set[str] = set()
         self.pending_ts: int | None = None
         self.pending: dict[str, float] = {}
-        self.last: dict[str, float] = {}      # the last value of each metric (fills a row that lacks one)
-        self.prev: tuple | None = None        # (ts, raw row) of the last scored row: the rates' reference
-        self.fit: _Fit | None = None          # swapped whole by the trainer: the scorer never sees half a model
+        self.last: dict[
+            str, float
+        ] = {}  # the last value of each metric (fills a row that lacks one)
+        self.prev: tuple | None = None  # (ts, raw row) of the last scored row: the rates' reference
+        self.fit: _Fit | None = (
+            None  # swapped whole by the trainer: the scorer never sees half a model
+        )
         self.streak = self.normal = 0
         self.active = False
         self.active_metric = ""
-        self.newest = 0                       # newest reading ts seen (the training window's end)
-        self.tried_at = None                  # reading time of the last training attempt
+        self.newest = 0  # newest reading ts seen (the training window's end)
+        self.tried_at = None  # reading time of the last training attempt
 
     @property
     def trained_to(self):
@@ -232,29 +287,51 @@ class _Node:
 class IsolationForestDetector:
     name = "iforest"
 
-    def __init__(self, ctx: Context, *, train_s: float = 86400.0, retrain_s: float = 3600.0,
-                 contamination: float = 0.001, min_samples: int = 1000, max_train: int = 8192,
-                 n_estimators: int = 100, max_samples: int = 256, confirm: int = 3, clear_rows: int = 5,
-                 nominal: dict[str, float] | None = None, gap_s: float = 120.0, seed: int = 0,
-                 path: str | os.PathLike | None = None, background: bool = True, min_metrics: int = 2):
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        train_s: float = 86400.0,
+        retrain_s: float = 3600.0,
+        contamination: float = 0.001,
+        min_samples: int = 1000,
+        max_train: int = 8192,
+        n_estimators: int = 100,
+        max_samples: int = 256,
+        confirm: int = 3,
+        clear_rows: int = 5,
+        nominal: dict[str, float] | None = None,
+        gap_s: float = 120.0,
+        seed: int = 0,
+        path: str | os.PathLike | None = None,
+        background: bool = True,
+        min_metrics: int = 2,
+    ):
         if not 0.0 < contamination <= 0.5:
             raise ValueError(f"contamination {contamination} is not in (0, 0.5]")
         self.ctx = ctx
         self.train_ms, self.retrain_ms = int(train_s * 1000), int(retrain_s * 1000)
         self.contamination, self.min_samples, self.max_train = contamination, min_samples, max_train
         self.n_estimators, self.max_samples, self.seed = n_estimators, max_samples, seed
-        self.confirm, self.clear_rows, self.gap_s, self.min_metrics = confirm, clear_rows, gap_s, min_metrics
+        self.confirm, self.clear_rows, self.gap_s, self.min_metrics = (
+            confirm,
+            clear_rows,
+            gap_s,
+            min_metrics,
+        )
         self.nominal = dict(nominal or {})
         self.nodes: dict[str, _Node] = {}
         self.path = Path(path) if path else self._default_path()
         self.background = background
         self.trainings = 0
-        self._lock = threading.Lock()        # guards the set of nodes due for training
+        self._lock = threading.Lock()  # guards the set of nodes due for training
         self._due: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self.trained = threading.Event()     # set after each round that trained a model (tests await it)
+        self.trained = (
+            threading.Event()
+        )  # set after each round that trained a model (tests await it)
         self.load()
 
     def _default_path(self) -> Path | None:
@@ -311,7 +388,9 @@ class IsolationForestDetector:
             return
         if st.trained_to is None:
             # untrained: try again once another tenth of the warm-up's worth of time has passed
-            if st.tried_at is None or st.newest - st.tried_at >= min(self.retrain_ms, self.train_ms // 10):
+            if st.tried_at is None or st.newest - st.tried_at >= min(
+                self.retrain_ms, self.train_ms // 10
+            ):
                 self._due.add(node)
         elif st.newest - st.trained_to >= self.retrain_ms:
             self._due.add(node)
@@ -350,8 +429,16 @@ class IsolationForestDetector:
                 st.normal += 1
                 if st.active and st.normal >= self.clear_rows:
                     st.active = False
-                    finding = Finding(node, st.active_metric, int(ts[i]), None, "iforest", "low",
-                                      f"{node}: its metrics are back to their usual pattern", cleared=True)
+                    finding = Finding(
+                        node,
+                        st.active_metric,
+                        int(ts[i]),
+                        None,
+                        "iforest",
+                        "low",
+                        f"{node}: its metrics are back to their usual pattern",
+                        cleared=True,
+                    )
         return finding
 
     @staticmethod
@@ -359,8 +446,9 @@ class IsolationForestDetector:
         z = np.abs((x - fit.center) / fit.scale)
         return fit.feats.source[int(np.nanargmax(z))]
 
-    def _finding(self, node: str, st: _Node, fit: _Fit, ts: int, raw: np.ndarray, x: np.ndarray,
-                 d: float) -> Finding:
+    def _finding(
+        self, node: str, st: _Node, fit: _Fit, ts: int, raw: np.ndarray, x: np.ndarray, d: float
+    ) -> Finding:
         metric = st.active_metric
         if metric not in fit.feats.metrics:  # restored from a run whose model had other metrics
             metric = st.active_metric = self._top_metric(fit, x)
@@ -370,11 +458,21 @@ class IsolationForestDetector:
         why = ", ".join(f"{fit.feats.names[j]} {z[j]:+.1f}σ" for j in top)
         sev = next(s for lim, s in SEVERITY_BY_MARGIN if -d >= lim)
         median = float(fit.feats.median_raw[k])
-        return Finding(node, metric, ts, float(raw[k]), "iforest", sev,
-                       f"{node}: unusual combination of readings, mostly {metric} = {raw[k]:g} "
-                       f"(usually about {median:g}); {why}",
-                       detail={"score": round(d, 4), "top": [fit.feats.names[j] for j in top],
-                               "trained": [fit.trained_to - self.train_ms, fit.trained_to]})
+        return Finding(
+            node,
+            metric,
+            ts,
+            float(raw[k]),
+            "iforest",
+            sev,
+            f"{node}: unusual combination of readings, mostly {metric} = {raw[k]:g} "
+            f"(usually about {median:g}); {why}",
+            detail={
+                "score": round(d, 4),
+                "top": [fit.feats.names[j] for j in top],
+                "trained": [fit.trained_to - self.train_ms, fit.trained_to],
+            },
+        )
 
     # --- training --------------------------------------------------------------------------------
 
@@ -418,7 +516,9 @@ class IsolationForestDetector:
             self.trained.set()
         return trained
 
-    def training_rows(self, node: str, metrics: list[str], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    def training_rows(
+        self, node: str, metrics: list[str], lo: int, hi: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(ts, raw rows) of the node's stored readings in [lo, hi], rows that carry every metric."""
         store = self.ctx.store
         if store is None:
@@ -442,7 +542,12 @@ class IsolationForestDetector:
         metrics = sorted(st.metrics)
         ts, raw = self.training_rows(node, metrics, end_ms - self.train_ms, end_ms)
         if len(ts) < self.min_samples:
-            log.debug("%s: %d rows stored in the training window, %d needed", node, len(ts), self.min_samples)
+            log.debug(
+                "%s: %d rows stored in the training window, %d needed",
+                node,
+                len(ts),
+                self.min_samples,
+            )
             return False
         old = st.fit
         if old is not None and old.feats.metrics == metrics:
@@ -457,18 +562,28 @@ class IsolationForestDetector:
         X = feats.matrix(ts, raw, None)
         if len(X) > self.max_train:  # evenly over the window, deterministic
             X = X[np.linspace(0, len(X) - 1, self.max_train).astype(int)]
-        model = IsolationForest(n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(X)),
-                                contamination=self.contamination, random_state=self.seed).fit(X)
+        model = IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=min(self.max_samples, len(X)),
+            contamination=self.contamination,
+            random_state=self.seed,
+        ).fit(X)
         self._install(node, st, model, feats, X, end_ms)
         self.trainings += 1
         return True
 
-    def _install(self, node: str, st: _Node, model, feats: Features, X: np.ndarray, end_ms: int) -> None:
+    def _install(
+        self, node: str, st: _Node, model, feats: Features, X: np.ndarray, end_ms: int
+    ) -> None:
         center = np.median(X, axis=0)
         scale = 1.4826 * np.median(np.abs(X - center), axis=0)
         scale = np.where(scale > 1e-9, scale, np.maximum(np.std(X, axis=0), 1e-6))
-        envelope = ENVELOPE * np.maximum(np.quantile(np.abs((X - center) / scale), ENVELOPE_Q, axis=0), 3.0)
-        st.fit = _Fit(model, feats, center, scale, envelope, end_ms)  # one assignment: the scorer sees old or new
+        envelope = ENVELOPE * np.maximum(
+            np.quantile(np.abs((X - center) / scale), ENVELOPE_Q, axis=0), 3.0
+        )
+        st.fit = _Fit(
+            model, feats, center, scale, envelope, end_ms
+        )  # one assignment: the scorer sees old or new
         st.metrics.update(feats.metrics)
 
     # --- persistence -----------------------------------------------------------------------------
@@ -480,16 +595,32 @@ class IsolationForestDetector:
         import joblib
 
         fits = {n: st.fit for n, st in list(self.nodes.items()) if st.fit is not None}
-        models = {n: {"model": f.model, "metrics": f.feats.metrics, "median": f.feats.median_raw, "pca": f.feats.pca,
-                      "center": f.center, "scale": f.scale, "envelope": f.envelope,
-                      "window": [f.trained_to - self.train_ms, f.trained_to]}
-                  for n, f in fits.items()}
+        models = {
+            n: {
+                "model": f.model,
+                "metrics": f.feats.metrics,
+                "median": f.feats.median_raw,
+                "pca": f.feats.pca,
+                "center": f.center,
+                "scale": f.scale,
+                "envelope": f.envelope,
+                "window": [f.trained_to - self.train_ms, f.trained_to],
+            }
+            for n, f in fits.items()
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            joblib.dump({"version": MODEL_VERSION, "train_ms": self.train_ms, "nominal": self.nominal,
-                         "models": models}, f)
+            joblib.dump(
+                {
+                    "version": MODEL_VERSION,
+                    "train_ms": self.train_ms,
+                    "nominal": self.nominal,
+                    "models": models,
+                },
+                f,
+            )
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
 
@@ -510,11 +641,15 @@ class IsolationForestDetector:
                 feats.median_raw, feats.pca = m["median"], m["pca"]
                 feats._layout(0 if feats.pca is None else feats.pca[2].shape[1])
                 st.metrics.update(m["metrics"])
-                st.fit = _Fit(m["model"], feats, m["center"], m["scale"], m["envelope"], m["window"][1])
+                st.fit = _Fit(
+                    m["model"], feats, m["center"], m["scale"], m["envelope"], m["window"][1]
+                )
                 st.newest = int(m["window"][1])
             return len(saved["models"])
         except Exception as exc:  # a damaged or foreign file costs a warm-up, never the daemon
-            log.warning("%s: cannot load the saved models (%s); they are trained again", self.path, exc)
+            log.warning(
+                "%s: cannot load the saved models (%s); they are trained again", self.path, exc
+            )
             return 0
 
     def state(self) -> dict:
@@ -536,7 +671,10 @@ def from_context(ctx: Context) -> IsolationForestDetector | None:
     sec = ctx.config
     if not setting(sec, "iforest"):
         return None
-    return IsolationForestDetector(ctx, train_s=setting(sec, "iforest_train_s"),
-                                   retrain_s=setting(sec, "iforest_retrain_s"),
-                                   contamination=setting(sec, "iforest_contamination"),
-                                   min_samples=setting(sec, "iforest_min_samples"))
+    return IsolationForestDetector(
+        ctx,
+        train_s=setting(sec, "iforest_train_s"),
+        retrain_s=setting(sec, "iforest_retrain_s"),
+        contamination=setting(sec, "iforest_contamination"),
+        min_samples=setting(sec, "iforest_min_samples"),
+    )

@@ -20,7 +20,11 @@ from __future__ import annotations
 from gridtwin.analytics.base import Context
 from gridtwin.catalog import HHV_KWH_PER_NM3, node_metrics
 
-GENERATION, IMPORT, RENEWABLE = frozenset({"pv", "generator"}), frozenset({"utility"}), frozenset({"pv"})
+GENERATION, IMPORT, RENEWABLE = (
+    frozenset({"pv", "generator"}),
+    frozenset({"utility"}),
+    frozenset({"pv"}),
+)
 CONSUMERS = frozenset({"server", "electrolyser", "grid_monitor", "sensor"})
 IT_LOAD = frozenset({"server"})
 _SCALE = {"W": 0.001, "kW": 1.0, "MW": 1000.0}
@@ -28,6 +32,7 @@ _SCALE = {"W": 0.001, "kW": 1.0, "MW": 1000.0}
 
 class _Acc:
     """One node's sums in the current bucket."""
+
     __slots__ = ("kwh", "hours", "peak", "pf_sum", "pf_n", "h2", "batt")
 
     def __init__(self):
@@ -38,21 +43,28 @@ class _Acc:
 class EnergyKpi:
     name = "kpi"
 
-    def __init__(self, ctx: Context, aggregation_s: int = 300, influx_measurement: str | None = None,
-                 power: dict | None = None):
+    def __init__(
+        self,
+        ctx: Context,
+        aggregation_s: int = 300,
+        influx_measurement: str | None = None,
+        power: dict | None = None,
+    ):
         self.ctx = ctx
         self.agg_ms = int(aggregation_s * 1000)
         self.measurement = influx_measurement
-        self._site_nodes = {n.id: n for n in getattr(ctx.site, "nodes", ())} if ctx.site is not None else {}
-        self._power = dict(power or {})    # node -> (metric, kW per unit): resolved from the catalog
-        self._pf: dict = {}                # node -> power-factor metric or None
-        self._last: dict = {}              # node -> (ts, kW) of its previous power reading
-        self._h2_last: dict = {}           # node -> (ts, NL/h)
-        self._on_batt: dict = {}           # node -> 1 while a UPS carries its load on battery
-        self.total_kwh: dict = {}          # node -> kWh since the first reading (saved)
-        self._acc: dict = {}               # node -> _Acc of the open bucket
-        self._bucket: int | None = None    # the open bucket's start, ms
-        self.written: list = []            # the last bucket's rows (tests, `kpi`)
+        self._site_nodes = (
+            {n.id: n for n in getattr(ctx.site, "nodes", ())} if ctx.site is not None else {}
+        )
+        self._power = dict(power or {})  # node -> (metric, kW per unit): resolved from the catalog
+        self._pf: dict = {}  # node -> power-factor metric or None
+        self._last: dict = {}  # node -> (ts, kW) of its previous power reading
+        self._h2_last: dict = {}  # node -> (ts, NL/h)
+        self._on_batt: dict = {}  # node -> 1 while a UPS carries its load on battery
+        self.total_kwh: dict = {}  # node -> kWh since the first reading (saved)
+        self._acc: dict = {}  # node -> _Acc of the open bucket
+        self._bucket: int | None = None  # the open bucket's start, ms
+        self.written: list = []  # the last bucket's rows (tests, `kpi`)
 
     def _role(self, node: str) -> str:
         n = self._site_nodes.get(node)
@@ -60,7 +72,7 @@ class EnergyKpi:
 
     def _max_gap(self, node: str) -> int:
         n = self._site_nodes.get(node)
-        interval = (n.interval_ms if n is not None and n.interval_ms else 1000)
+        interval = n.interval_ms if n is not None and n.interval_ms else 1000
         return max(3 * interval, 10_000)
 
     def _power_of(self, node: str):
@@ -69,7 +81,10 @@ class EnergyKpi:
             n = self._site_nodes.get(node)
             if n is not None:
                 if n.role == "electrolyser":
-                    found = ("p_stack_w", 0.001)  # gridtwin.analytics.derived: the stack's own power
+                    found = (
+                        "p_stack_w",
+                        0.001,
+                    )  # gridtwin.analytics.derived: the stack's own power
                 else:
                     ms = node_metrics(n)
                     for m in ms.values():
@@ -117,7 +132,9 @@ class EnergyKpi:
                 self._h2_last[node] = (ts, value)
                 if last is not None and 0 < ts - last[0] <= self._max_gap(node):
                     acc = self._acc.setdefault(node, _Acc())
-                    acc.h2 += (value + last[1]) / 2 / 1000 * (ts - last[0]) / 3_600_000  # NL/h -> Nm3
+                    acc.h2 += (
+                        (value + last[1]) / 2 / 1000 * (ts - last[0]) / 3_600_000
+                    )  # NL/h -> Nm3
             elif self._pf.get(node) == metric:
                 acc = self._acc.setdefault(node, _Acc())
                 acc.pf_sum += abs(value)
@@ -160,8 +177,11 @@ class EnergyKpi:
             site["renewable"] += a.kwh if role in RENEWABLE else 0.0
             site["it"] += a.kwh if role in IT_LOAD else 0.0
         if self._site_nodes:
-            out += [(bucket, "", "generation_kwh", site["generation"]), (bucket, "", "import_kwh", site["import"]),
-                    (bucket, "", "consumption_kwh", site["consumption"])]
+            out += [
+                (bucket, "", "generation_kwh", site["generation"]),
+                (bucket, "", "import_kwh", site["import"]),
+                (bucket, "", "consumption_kwh", site["consumption"]),
+            ]
             supply = site["generation"] + site["import"]
             if supply > 0:
                 out.append((bucket, "", "renewable_share_pct", site["renewable"] / supply * 100.0))
@@ -179,13 +199,23 @@ class EnergyKpi:
         if self.measurement:
             from gridtwin.daemon.lineprotocol import NS_PER_MS, line
 
-            lines = [line(self.measurement, {"node": node or "_site"}, {k: float(v) for k, v in group},
-                          bucket * NS_PER_MS) for node, group in _by_node(rows).items()]
+            lines = [
+                line(
+                    self.measurement,
+                    {"node": node or "_site"},
+                    {k: float(v) for k, v in group},
+                    bucket * NS_PER_MS,
+                )
+                for node, group in _by_node(rows).items()
+            ]
         self.ctx.store.write_kpis(rows, spool_lines=lines)
 
     def state(self) -> dict:
-        return {"total_kwh": self.total_kwh, "last": {n: list(v) for n, v in self._last.items()},
-                "bucket": self._bucket}
+        return {
+            "total_kwh": self.total_kwh,
+            "last": {n: list(v) for n, v in self._last.items()},
+            "bucket": self._bucket,
+        }
 
     def restore(self, saved: dict) -> None:
         self.total_kwh = {k: float(v) for k, v in saved.get("total_kwh", {}).items()}

@@ -31,8 +31,8 @@ import numpy as np
 from gridtwin.analytics.base import Context, Finding, Reading
 from gridtwin.analytics.config import setting
 
-BUCKETS = 288            # buckets per horizon
-MIN_POINTS = 12          # buckets a forecast needs
+BUCKETS = 288  # buckets per horizon
+MIN_POINTS = 12  # buckets a forecast needs
 # a forecast raises nothing below this: a day-periodic temperature (a stack warming every sunny morning)
 # fitted over a day that starts mid-cycle gives a slope whose interval is wide (0.69 on the bench's twin)
 MIN_CONFIDENCE = 0.8
@@ -40,20 +40,26 @@ MIN_CONFIDENCE = 0.8
 
 @dataclass(frozen=True)
 class Threshold:
-    metric: str                  # a metric name or fnmatch patterns joined by | ("t_*|*_t")
+    metric: str  # a metric name or fnmatch patterns joined by | ("t_*|*_t")
     limit: float
-    direction: str = "rise"      # rise: crossing upwards; fall: downwards
-    roles: tuple = ()            # only nodes of these roles (empty: all)
-    nodes: tuple = ()            # only these nodes (empty: all)
+    direction: str = "rise"  # rise: crossing upwards; fall: downwards
+    roles: tuple = ()  # only nodes of these roles (empty: all)
+    nodes: tuple = ()  # only these nodes (empty: all)
     unit: str = ""
-    quantity: str = ""           # every metric of this catalog quantity (gridtwin.catalog) of a node the site knows
+    quantity: str = (
+        ""  # every metric of this catalog quantity (gridtwin.catalog) of a node the site knows
+    )
 
-    def matches(self, node: str, role: str | None, metric: str, quantity: str | None = None) -> bool:
+    def matches(
+        self, node: str, role: str | None, metric: str, quantity: str | None = None
+    ) -> bool:
         """`quantity`: the metric's catalog quantity; None when the site does not know the node and ""
         when the catalog does not know the metric (then the name patterns decide)."""
         if (self.roles and role not in self.roles) or (self.nodes and node not in self.nodes):
             return False
-        if self.quantity and quantity:  # a metric the catalog does not describe ("") goes by its name
+        if (
+            self.quantity and quantity
+        ):  # a metric the catalog does not describe ("") goes by its name
             return quantity == self.quantity
         return any(fnmatch.fnmatchcase(metric, p) for p in self.metric.split("|") if p)
 
@@ -62,15 +68,23 @@ class Threshold:
 # not describe: a sensor's own id such as t_cell, or a combined chip's "<id>_t"); 85 °C: the seed system's
 # maintenance threshold. An alkaline stack runs at 80 °C by design (the twin's t_set_c) and trips at 90
 # (t_max_c): its threshold lies between, or every sunny morning's warm-up would be a forecast.
-THRESHOLDS = (Threshold("t_*|*_t|temp*", 88.0, unit="°C", quantity="temperature", roles=("electrolyser",)),
-              Threshold("t_*|*_t|temp*", 85.0, unit="°C", quantity="temperature"))
+THRESHOLDS = (
+    Threshold("t_*|*_t|temp*", 88.0, unit="°C", quantity="temperature", roles=("electrolyser",)),
+    Threshold("t_*|*_t|temp*", 85.0, unit="°C", quantity="temperature"),
+)
 
 # What to do about a rising temperature, by the node's role (gridtwin.site roles).
 ACTIONS = {
-    "server": ["check the server's fans and air filters", "check the rack's inlet temperature and airflow",
-               "move load off the server until it is cooled"],
-    "electrolyser": ["check the lye cooling loop: pump, heat exchanger, coolant level",
-                     "reduce the stack current until the temperature falls", "plan a stack inspection"],
+    "server": [
+        "check the server's fans and air filters",
+        "check the rack's inlet temperature and airflow",
+        "move load off the server until it is cooled",
+    ],
+    "electrolyser": [
+        "check the lye cooling loop: pump, heat exchanger, coolant level",
+        "reduce the stack current until the temperature falls",
+        "plan a stack inspection",
+    ],
     "ups": ["check the battery room's cooling", "test the batteries (a failing cell runs hot)"],
     "pv": ["check the modules' rear ventilation and for hot spots (thermal camera)"],
     "grid_monitor": ["check the enclosure's ventilation and the sun on it"],
@@ -84,14 +98,16 @@ class Forecast:
     metric: str
     threshold: Threshold
     now_ms: int
-    level: float | None = None         # the fitted value now
-    slope_per_h: float | None = None   # the trend, unit per hour
-    crossing_ms: int | None = None     # when the fitted line meets the threshold (None: never)
-    confidence: float = 0.0            # 0..1, from the slope's 95 % interval
+    level: float | None = None  # the fitted value now
+    slope_per_h: float | None = None  # the trend, unit per hour
+    crossing_ms: int | None = None  # when the fitted line meets the threshold (None: never)
+    confidence: float = 0.0  # 0..1, from the slope's 95 % interval
     points: int = 0
     span_s: float = 0.0
-    noise: float = 0.0                 # robust scatter around the line (unit)
-    status: str = "no data"            # no data | too short | flat | away | beyond horizon | crossed | inside horizon
+    noise: float = 0.0  # robust scatter around the line (unit)
+    status: str = (
+        "no data"  # no data | too short | flat | away | beyond horizon | crossed | inside horizon
+    )
     risks: list = field(default_factory=list)
     actions: list = field(default_factory=list)
 
@@ -100,11 +116,24 @@ class Forecast:
         return None if self.crossing_ms is None else (self.crossing_ms - self.now_ms) / 3_600_000
 
     def as_dict(self) -> dict:
-        return {"node": self.node, "metric": self.metric, "limit": self.threshold.limit,
-                "direction": self.threshold.direction, "now": self.now_ms, "level": self.level,
-                "slope_per_h": self.slope_per_h, "crossing": self.crossing_ms, "hours_left": self.hours_left,
-                "confidence": round(self.confidence, 3), "points": self.points, "span_s": self.span_s,
-                "noise": self.noise, "status": self.status, "risks": self.risks, "actions": self.actions}
+        return {
+            "node": self.node,
+            "metric": self.metric,
+            "limit": self.threshold.limit,
+            "direction": self.threshold.direction,
+            "now": self.now_ms,
+            "level": self.level,
+            "slope_per_h": self.slope_per_h,
+            "crossing": self.crossing_ms,
+            "hours_left": self.hours_left,
+            "confidence": round(self.confidence, 3),
+            "points": self.points,
+            "span_s": self.span_s,
+            "noise": self.noise,
+            "status": self.status,
+            "risks": self.risks,
+            "actions": self.actions,
+        }
 
 
 def theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
@@ -115,9 +144,19 @@ def theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]
     return float(slope), float(intercept), float(lo), float(hi)
 
 
-def forecast(ts_ms, values, th: Threshold, now_ms: int, horizon_s: float = 86400.0, *, node: str = "",
-             metric: str = "", role: str | None = None, min_span_s: float | None = None,
-             min_points: int = MIN_POINTS) -> Forecast:
+def forecast(
+    ts_ms,
+    values,
+    th: Threshold,
+    now_ms: int,
+    horizon_s: float = 86400.0,
+    *,
+    node: str = "",
+    metric: str = "",
+    role: str | None = None,
+    min_span_s: float | None = None,
+    min_points: int = MIN_POINTS,
+) -> Forecast:
     """The forecast of one series (points oldest first; readings or bucket means) at `now_ms`."""
     fc = Forecast(node, metric, th, int(now_ms))
     x = np.asarray(ts_ms, dtype=float)
@@ -133,7 +172,7 @@ def forecast(ts_ms, values, th: Threshold, now_ms: int, horizon_s: float = 86400
         fc.status = "too short"
         fc.level = float(y[-1])
         return fc
-    hours = (x - now_ms) / 3_600_000.0          # hours relative to now: the intercept is the level now
+    hours = (x - now_ms) / 3_600_000.0  # hours relative to now: the intercept is the level now
     slope, level, lo, hi = theil_sen(hours, y)
     fc.level, fc.slope_per_h = level, slope
     resid = y - (level + slope * hours)
@@ -141,7 +180,9 @@ def forecast(ts_ms, values, th: Threshold, now_ms: int, horizon_s: float = 86400
     sign = 1.0 if th.direction == "rise" else -1.0
     toward = sign * slope > 0
     # the interval as a share of the slope: 1 when tight; 0 when it reaches zero (no trend to speak of)
-    fc.confidence = max(0.0, min(1.0, 1.0 - (hi - lo) / (2.0 * abs(slope)))) if slope and toward else 0.0
+    fc.confidence = (
+        max(0.0, min(1.0, 1.0 - (hi - lo) / (2.0 * abs(slope)))) if slope and toward else 0.0
+    )
     gap = th.limit - level
     if sign * gap <= 0:
         fc.status, fc.crossing_ms = "crossed", int(now_ms)
@@ -151,7 +192,9 @@ def forecast(ts_ms, values, th: Threshold, now_ms: int, horizon_s: float = 86400
         fc.status = "away"
     else:
         fc.crossing_ms = int(now_ms + gap / slope * 3_600_000)
-        fc.status = "inside horizon" if fc.crossing_ms - now_ms <= horizon_s * 1000 else "beyond horizon"
+        fc.status = (
+            "inside horizon" if fc.crossing_ms - now_ms <= horizon_s * 1000 else "beyond horizon"
+        )
     if fc.status in ("inside horizon", "crossed"):
         fc.risks = risk_factors(fc)
         fc.actions = list(ACTIONS.get(role or "", ACTIONS[""]))
@@ -162,16 +205,22 @@ def risk_factors(fc: Forecast) -> list[str]:
     th, u = fc.threshold, fc.threshold.unit
     out = []
     if fc.status == "crossed":
-        out.append(f"{fc.metric} is at {fc.level:.1f} {u}, past the maintenance threshold of {th.limit:g} {u}")
+        out.append(
+            f"{fc.metric} is at {fc.level:.1f} {u}, past the maintenance threshold of {th.limit:g} {u}"
+        )
     else:
         left = fc.hours_left
-        out.append(f"{fc.metric} {'rises' if fc.slope_per_h > 0 else 'falls'} {abs(fc.slope_per_h):.2f} {u}/h: "
-                   f"{abs(th.limit - fc.level):.1f} {u} from {th.limit:g} {u}, reached in {left:.1f} h")
+        out.append(
+            f"{fc.metric} {'rises' if fc.slope_per_h > 0 else 'falls'} {abs(fc.slope_per_h):.2f} {u}/h: "
+            f"{abs(th.limit - fc.level):.1f} {u} from {th.limit:g} {u}, reached in {left:.1f} h"
+        )
     if fc.noise and fc.slope_per_h and fc.noise > abs(fc.slope_per_h):
         out.append(f"scatter of ±{fc.noise:.2f} {u} around the trend, more than an hour's rise")
     if fc.confidence < 0.8:
-        out.append(f"the trend is uncertain (confidence {fc.confidence:.2f} from {fc.points} points over "
-                   f"{fc.span_s / 3600:.1f} h)")
+        out.append(
+            f"the trend is uncertain (confidence {fc.confidence:.2f} from {fc.points} points over "
+            f"{fc.span_s / 3600:.1f} h)"
+        )
     return out
 
 
@@ -182,15 +231,24 @@ class _Series:
         self.th = th
         self.bucket: int | None = None
         self.n, self.total = 0, 0.0
-        self.points: collections.deque = collections.deque(maxlen=keep)   # (bucket middle ms, mean)
+        self.points: collections.deque = collections.deque(maxlen=keep)  # (bucket middle ms, mean)
         self.active = False
 
 
 class MaintenanceDetector:
     name = "maintenance"
 
-    def __init__(self, ctx: Context, *, horizon_s: float = 86400.0, thresholds=None, min_span_s: float | None = None,
-                 min_confidence: float = MIN_CONFIDENCE, min_points: int = MIN_POINTS, buckets: int = BUCKETS):
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        horizon_s: float = 86400.0,
+        thresholds=None,
+        min_span_s: float | None = None,
+        min_confidence: float = MIN_CONFIDENCE,
+        min_points: int = MIN_POINTS,
+        buckets: int = BUCKETS,
+    ):
         self.ctx = ctx
         self.horizon_s = float(horizon_s)
         self.thresholds = tuple(thresholds or ()) + THRESHOLDS
@@ -254,17 +312,35 @@ class MaintenanceDetector:
         if len(s.points) < self.min_points:
             return None
         ts, vals = zip(*s.points)
-        fc = forecast(ts, vals, s.th, now_ms, self.horizon_s, node=node, metric=metric, role=self.role(node),
-                      min_span_s=self.min_span_s, min_points=self.min_points)
+        fc = forecast(
+            ts,
+            vals,
+            s.th,
+            now_ms,
+            self.horizon_s,
+            node=node,
+            metric=metric,
+            role=self.role(node),
+            min_span_s=self.min_span_s,
+            min_points=self.min_points,
+        )
         due = fc.status in ("inside horizon", "crossed") and fc.confidence >= self.min_confidence
         if due:
             s.active = True
             return finding(fc)
         if s.active:
             s.active = False
-            return Finding(node, metric, now_ms, fc.level, "maintenance", "low",
-                           f"{node} {metric}: no longer forecast to reach {s.th.limit:g} {s.th.unit} within "
-                           f"{self.horizon_s / 3600:g} h", cleared=True)
+            return Finding(
+                node,
+                metric,
+                now_ms,
+                fc.level,
+                "maintenance",
+                "low",
+                f"{node} {metric}: no longer forecast to reach {s.th.limit:g} {s.th.unit} within "
+                f"{self.horizon_s / 3600:g} h",
+                cleared=True,
+            )
         return None
 
     def forecasts(self) -> list[Forecast]:
@@ -273,14 +349,31 @@ class MaintenanceDetector:
         for (node, metric), s in self.series.items():
             if s is not None and s.points:
                 ts, vals = zip(*s.points)
-                out.append(forecast(ts, vals, s.th, ts[-1], self.horizon_s, node=node, metric=metric,
-                                    role=self.role(node), min_span_s=self.min_span_s, min_points=self.min_points))
+                out.append(
+                    forecast(
+                        ts,
+                        vals,
+                        s.th,
+                        ts[-1],
+                        self.horizon_s,
+                        node=node,
+                        metric=metric,
+                        role=self.role(node),
+                        min_span_s=self.min_span_s,
+                        min_points=self.min_points,
+                    )
+                )
         return out
 
     def state(self) -> dict:
         """The buckets (a day's trend is worth keeping across a restart), the open one and the alerts."""
-        return {"series": [[n, m, s.bucket, s.n, s.total, list(map(list, s.points)), s.active]
-                           for (n, m), s in self.series.items() if s is not None]}
+        return {
+            "series": [
+                [n, m, s.bucket, s.n, s.total, list(map(list, s.points)), s.active]
+                for (n, m), s in self.series.items()
+                if s is not None
+            ]
+        }
 
     def restore(self, saved: dict) -> None:
         for n, m, bucket, cnt, total, points, active in (saved or {}).get("series", []):
@@ -297,13 +390,30 @@ def finding(fc: Forecast) -> Finding:
     left = fc.hours_left or 0.0
     sev = "high" if left <= 4 else "medium" if left <= 12 else "low"
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(fc.crossing_ms / 1000))
-    text = (f"{fc.node} {fc.metric}: past {th.limit:g} {th.unit} (maintenance threshold)" if fc.status == "crossed"
-            else f"{fc.node} {fc.metric}: forecast to reach {th.limit:g} {th.unit} in {left:.1f} h ({when}), "
-                 f"confidence {fc.confidence:.2f}; {fc.actions[0] if fc.actions else 'plan maintenance'}")
-    return Finding(fc.node, fc.metric, fc.now_ms, fc.level, "maintenance", sev, text,
-                   detail={"crossing": fc.crossing_ms, "hours_left": None if fc.crossing_ms is None else round(left, 3),
-                           "confidence": round(fc.confidence, 3), "slope_per_h": fc.slope_per_h,
-                           "limit": th.limit, "risks": fc.risks, "actions": fc.actions})
+    text = (
+        f"{fc.node} {fc.metric}: past {th.limit:g} {th.unit} (maintenance threshold)"
+        if fc.status == "crossed"
+        else f"{fc.node} {fc.metric}: forecast to reach {th.limit:g} {th.unit} in {left:.1f} h ({when}), "
+        f"confidence {fc.confidence:.2f}; {fc.actions[0] if fc.actions else 'plan maintenance'}"
+    )
+    return Finding(
+        fc.node,
+        fc.metric,
+        fc.now_ms,
+        fc.level,
+        "maintenance",
+        sev,
+        text,
+        detail={
+            "crossing": fc.crossing_ms,
+            "hours_left": None if fc.crossing_ms is None else round(left, 3),
+            "confidence": round(fc.confidence, 3),
+            "slope_per_h": fc.slope_per_h,
+            "limit": th.limit,
+            "risks": fc.risks,
+            "actions": fc.actions,
+        },
+    )
 
 
 def from_context(ctx: Context) -> MaintenanceDetector | None:

@@ -24,8 +24,14 @@ SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
 class Notifier:
-    def __init__(self, command: str = "", url: str = "", timeout_s: float = 5.0, min_severity: str = "low",
-                 queue_max: int = 1000):
+    def __init__(
+        self,
+        command: str = "",
+        url: str = "",
+        timeout_s: float = 5.0,
+        min_severity: str = "low",
+        queue_max: int = 1000,
+    ):
         self.command, self.url, self.timeout_s = command, url, timeout_s
         self.min_rank = SEVERITY_RANK.get(min_severity, 0)
         self._q: queue.Queue = queue.Queue(queue_max)
@@ -80,21 +86,31 @@ class Notifier:
     def _send(self, body: bytes) -> None:
         if self.command:
             # its own process group, so a hung notifier and whatever it started are ended together
-            proc = self._proc = subprocess.Popen(shlex.split(self.command), stdin=subprocess.PIPE,
-                                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                                 start_new_session=True)
+            proc = self._proc = subprocess.Popen(
+                shlex.split(self.command),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
             try:
                 _, err = proc.communicate(body, timeout=self.timeout_s)
             except subprocess.TimeoutExpired:
                 _kill(proc)
-                raise RuntimeError(f"{self.command!r} took longer than {self.timeout_s:g} s and was stopped") from None
+                raise RuntimeError(
+                    f"{self.command!r} took longer than {self.timeout_s:g} s and was stopped"
+                ) from None
             finally:
                 self._proc = None
             if proc.returncode:
-                raise RuntimeError(f"{self.command!r} exited with status {proc.returncode}: "
-                                   f"{(err or b'').decode(errors='replace').strip()[:200]}")
+                raise RuntimeError(
+                    f"{self.command!r} exited with status {proc.returncode}: "
+                    f"{(err or b'').decode(errors='replace').strip()[:200]}"
+                )
         if self.url:
-            req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                self.url, data=body, headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 resp.read(1024)
 

@@ -18,9 +18,14 @@ FOLLOW_POLL_S = 0.5
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--active", action="store_true", help="only the alerts active now")
-    parser.add_argument("--since", default=None,
-                        help="raised since: a duration back (e.g. 1h, 7d) or a time (default: the last 50)")
-    parser.add_argument("-f", "--follow", action="store_true", help="keep printing raised and cleared alerts")
+    parser.add_argument(
+        "--since",
+        default=None,
+        help="raised since: a duration back (e.g. 1h, 7d) or a time (default: the last 50)",
+    )
+    parser.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing raised and cleared alerts"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
@@ -46,7 +51,9 @@ def _line(r: dict, cleared_now: bool = False) -> str:
     where = r.get("node") or "-"
     if r.get("metric"):
         where += f".{r['metric']}"
-    return f"{when}  {state}  {r.get('severity', ''):<8} {what:<16} {where:<24} {r.get('message', '')}"
+    return (
+        f"{when}  {state}  {r.get('severity', ''):<8} {what:<16} {where:<24} {r.get('message', '')}"
+    )
 
 
 def run(args) -> int:
@@ -61,15 +68,23 @@ def run(args) -> int:
         # --follow: what changes from here on, marked before the first read so none is missed
         checked = int(time.time() * 1000)
         last_id = max((r["id"] for r in store.alerts(limit=1)), default=0)
-        rows = store.alerts(active=args.active, since_ms=since, limit=None if since or args.active else 50)
+        rows = store.alerts(
+            active=args.active, since_ms=since, limit=None if since or args.active else 50
+        )
         for r in rows:
             print(json.dumps(_doc(r)) if args.json else _line(r), flush=True)
         if not rows and not args.follow and not args.json:
-            print("no alerts" + (" active" if args.active else "") + (f" since {args.since}" if since else ""),
-                  file=sys.stderr)
+            print(
+                "no alerts"
+                + (" active" if args.active else "")
+                + (f" since {args.since}" if since else ""),
+                file=sys.stderr,
+            )
         if not args.follow:
             return 0
-        shown = {r["id"] for r in rows if r["id"] > last_id}  # raised while the list was read: shown once
+        shown = {
+            r["id"] for r in rows if r["id"] > last_id
+        }  # raised while the list was read: shown once
         try:
             while True:
                 time.sleep(FOLLOW_POLL_S)

@@ -61,13 +61,23 @@ def check_install():
         resources.shim_dir()
     except GridTwinError as exc:
         return False, exc.message, exc.hint or ""
-    return True, f"firmware {n} files, boards {', '.join(boards)}, shim ({resources.PACKAGE_DIR})", ""
+    return (
+        True,
+        f"firmware {n} files, boards {', '.join(boards)}, shim ({resources.PACKAGE_DIR})",
+        "",
+    )
 
 
 def check_mosquitto():
-    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    path = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if not path:
-        return False, "mosquitto not installed", "run `make setup` (installs the Debian package mosquitto)"
+        return (
+            False,
+            "mosquitto not installed",
+            "run `make setup` (installs the Debian package mosquitto)",
+        )
     from gridtwin.broker import detect_version
 
     try:
@@ -100,12 +110,22 @@ def check_pki(site_path: str):
         if not pki.exists() and not pki.remnants():
             return None, "no PKI yet", "run `gridtwin pki init`"
         # every certificate against the current CA (signature) and its CRL, not just its name
-        broken = [r for r in pki.list() if r.status in ("foreign", "revoked", "expired")] or pki.crl_problem()
+        broken = [
+            r for r in pki.list() if r.status in ("foreign", "revoked", "expired")
+        ] or pki.crl_problem()
         warnings = pki.warnings()
-    except GridTwinError as exc:  # no CA but what it signed is still there: say so and how to recover
+    except (
+        GridTwinError
+    ) as exc:  # no CA but what it signed is still there: say so and how to recover
         return False, exc.message, exc.hint or ""
-    if warnings:  # a certificate or CRL that only expires soon is a note; one the broker refuses fails
-        return (False if broken else None), "; ".join(warnings), "each line names its fix (see `gridtwin pki list`)"
+    if (
+        warnings
+    ):  # a certificate or CRL that only expires soon is a note; one the broker refuses fails
+        return (
+            (False if broken else None),
+            "; ".join(warnings),
+            "each line names its fix (see `gridtwin pki list`)",
+        )
     return True, f"PKI in {pki.dir}", ""
 
 

@@ -11,13 +11,25 @@ import sys
 import time
 
 # KPIs that add up over buckets; the others are averaged over the buckets that have them
-SUMS = frozenset({"energy_kwh", "h2_nm3", "battery_discharge_kwh", "generation_kwh", "import_kwh",
-                  "consumption_kwh"})
+SUMS = frozenset(
+    {
+        "energy_kwh",
+        "h2_nm3",
+        "battery_discharge_kwh",
+        "generation_kwh",
+        "import_kwh",
+        "consumption_kwh",
+    }
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--since", default="1d", help="the window: a duration back (default 1d) or a time")
-    parser.add_argument("--node", default=None, help="only this node (\"site\" for the site's own KPIs)")
+    parser.add_argument(
+        "--since", default="1d", help="the window: a duration back (default 1d) or a time"
+    )
+    parser.add_argument(
+        "--node", default=None, help="only this node (\"site\" for the site's own KPIs)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object")
 
 
@@ -30,7 +42,9 @@ def summary(rows) -> dict:
         s = acc.setdefault(node or "site", {}).setdefault(k, [0.0, 0])
         s[0] += v
         s[1] += 1
-    return {n: {k: (s if k in SUMS else s / c) for k, (s, c) in ks.items()} for n, ks in acc.items()}
+    return {
+        n: {k: (s if k in SUMS else s / c) for k, (s, c) in ks.items()} for n, ks in acc.items()
+    }
 
 
 def run(args) -> int:
@@ -54,11 +68,17 @@ def run(args) -> int:
         print(json.dumps({"since_ms": since, "kpi": out, "total_kwh": totals}))
         return 0
     if not out:
-        print(f"no KPIs since {args.since} (analytics aggregates every [analytics] aggregation_s, "
-              f"{site.analytics.aggregation_s} s, while the daemon runs)", file=sys.stderr)
+        print(
+            f"no KPIs since {args.since} (analytics aggregates every [analytics] aggregation_s, "
+            f"{site.analytics.aggregation_s} s, while the daemon runs)",
+            file=sys.stderr,
+        )
     for n in sorted(out, key=lambda x: (x != "site", x)):
         vals = "  ".join(f"{k}={v:.4g}" for k, v in sorted(out[n].items()))
         print(f"{n:<12} {vals}")
     if totals and not args.node:
-        print("kWh since the first reading: " + ", ".join(f"{n} {v:.3f}" for n, v in sorted(totals.items())))
+        print(
+            "kWh since the first reading: "
+            + ", ".join(f"{n} {v:.3f}" for n, v in sorted(totals.items()))
+        )
     return 0

@@ -20,15 +20,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gridtwin.cli import positive
 
     parser.add_argument("node")
-    parser.add_argument("-n", "--lines", type=positive(int, "a whole number greater than 0"), default=20,
-                        help="how many of the newest lines (default 20)")
-    parser.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    parser.add_argument(
+        "-n",
+        "--lines",
+        type=positive(int, "a whole number greater than 0"),
+        default=20,
+        help="how many of the newest lines (default 20)",
+    )
+    parser.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def _line(row: dict) -> str:
     ms = row.get("ts") or row.get("received")  # a node that never had the time logs without one
-    stamp = dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if ms else "-"
+    stamp = (
+        dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if ms else "-"
+    )
     mod = f" {row['mod']}:" if row.get("mod") else ""
     return f"{stamp} {row.get('lvl') or '?'}{mod} {row.get('msg')}"
 
@@ -52,8 +61,11 @@ def run(args) -> int:
         rows = store.node_logs(args.node, limit=args.lines)
         _print(rows, args.json)
         if not rows and not args.follow:
-            print(f"no log lines from {args.node} yet (nodes send warnings and errors, and INFO when the site "
-                  f"turns it on)", file=sys.stderr)
+            print(
+                f"no log lines from {args.node} yet (nodes send warnings and errors, and INFO when the site "
+                f"turns it on)",
+                file=sys.stderr,
+            )
         if not args.follow:
             return 0
         after = rows[-1]["row"] if rows else 0

@@ -19,11 +19,15 @@ from gridtwin.errors import GridTwinError, UsageError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", action="append", metavar="ID", help="only this node (repeatable)")
-    parser.add_argument("--horizon", default="24h", help="how far ahead to look (default 24h; e.g. 12h, 7d)")
+    parser.add_argument(
+        "--horizon", default="24h", help="how far ahead to look (default 24h; e.g. 12h, 7d)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per node and metric")
 
 
-def series(store, node: str, metric: str, end_ms: int, horizon_ms: int, bucket_ms: int) -> tuple[list, list]:
+def series(
+    store, node: str, metric: str, end_ms: int, horizon_ms: int, bucket_ms: int
+) -> tuple[list, list]:
     """(bucket middles, means) of the node's metric over the horizon up to end_ms."""
     acc: dict[int, list] = {}
     for ts, v in store.query(node, metric, end_ms - horizon_ms, end_ms + 1):
@@ -51,8 +55,20 @@ def forecasts(site, store, nodes: list[str], horizon_s: float) -> list:
             if th is None:
                 continue
             ts, vals = series(store, node, metric, end_ms, int(horizon_s * 1000), det.bucket_ms)
-            out.append(forecast(ts, vals, th, end_ms, horizon_s, node=node, metric=metric, role=det.role(node),
-                                min_span_s=det.min_span_s, min_points=det.min_points))
+            out.append(
+                forecast(
+                    ts,
+                    vals,
+                    th,
+                    end_ms,
+                    horizon_s,
+                    node=node,
+                    metric=metric,
+                    role=det.role(node),
+                    min_span_s=det.min_span_s,
+                    min_points=det.min_points,
+                )
+            )
     return out
 
 
@@ -69,8 +85,10 @@ def line(fc, horizon_s: float, min_span_s: float) -> str:
     elif fc.status == "crossed":
         text = f"past {th.limit:g} {u} now"
     elif fc.status == "inside horizon":
-        text = (f"reaches {th.limit:g} {u} in {fc.hours_left:.1f} h ({_when(fc.crossing_ms)}), "
-                f"confidence {fc.confidence:.2f}")
+        text = (
+            f"reaches {th.limit:g} {u} in {fc.hours_left:.1f} h ({_when(fc.crossing_ms)}), "
+            f"confidence {fc.confidence:.2f}"
+        )
     elif fc.status == "beyond horizon":
         text = f"reaches {th.limit:g} {u} in {fc.hours_left:.0f} h: beyond the {horizon_s / 3600:g} h horizon"
     else:
@@ -86,15 +104,19 @@ def run(args) -> int:
 
     horizon_s = parse_duration(args.horizon, "--horizon")
     if horizon_s < 3600:
-        raise UsageError(f"--horizon {args.horizon!r} is shorter than an hour", hint="e.g. --horizon 24h")
+        raise UsageError(
+            f"--horizon {args.horizon!r} is shorter than an hour", hint="e.g. --horizon 24h"
+        )
     site = load_site(args.site)
     nodes = args.node or site.node_ids
     for n in nodes:
         site.node(n)  # an unknown node: the site file's error with a near id
     path = db_path(site)
     if not path.exists():
-        raise GridTwinError(f"no data yet: {path} does not exist",
-                            hint="start the daemon (`gridtwin daemon`) so it can store what the nodes send")
+        raise GridTwinError(
+            f"no data yet: {path} does not exist",
+            hint="start the daemon (`gridtwin daemon`) so it can store what the nodes send",
+        )
     store = SqliteStore(path)
     try:
         result = forecasts(site, store, nodes, horizon_s)
@@ -108,7 +130,9 @@ def run(args) -> int:
         print(f"no thermometer readings stored for {', '.join(nodes)}", file=sys.stderr)
         return 0
     min_span = horizon_s / 4
-    print(f"{'node':<12} {'metric':<14} {'now':>10} {'trend':>14}  forecast ({args.horizon} horizon)")
+    print(
+        f"{'node':<12} {'metric':<14} {'now':>10} {'trend':>14}  forecast ({args.horizon} horizon)"
+    )
     for fc in result:
         print(line(fc, horizon_s, min_span))
         if fc.status in ("inside horizon", "crossed"):

@@ -18,26 +18,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gridtwin.cli import positive
 
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
-    p = sub.add_parser("serve", help="serve the running twin's assets (ISA-95, encrypted) until stopped")
+    p = sub.add_parser(
+        "serve", help="serve the running twin's assets (ISA-95, encrypted) until stopped"
+    )
     p.add_argument("--endpoint", help="opc.tcp://HOST:PORT/PATH (default: [opcua] endpoint)")
-    p.add_argument("--dev", action="store_true", help="also offer the None security policy (development only)")
-    p.add_argument("--speed", type=positive(), help="simulated seconds per wall second (default: [twin] speed)")
+    p.add_argument(
+        "--dev", action="store_true", help="also offer the None security policy (development only)"
+    )
+    p.add_argument(
+        "--speed", type=positive(), help="simulated seconds per wall second (default: [twin] speed)"
+    )
     p.add_argument("--for", dest="duration", type=positive(), help="stop after this many seconds")
-    p = sub.add_parser("collect", help="subscribe to every variable and store each point with unit and quality")
+    p = sub.add_parser(
+        "collect", help="subscribe to every variable and store each point with unit and quality"
+    )
     p.add_argument("--endpoint", help="opc.tcp://HOST:PORT/PATH (default: [opcua] endpoint)")
     p.add_argument("--for", dest="duration", type=positive(), help="stop after this many seconds")
     p = sub.add_parser("browse", help="print a server's ISA-95 tree: path, tag, unit, NodeId")
     p.add_argument("--endpoint", help="opc.tcp://HOST:PORT/PATH (default: [opcua] endpoint)")
-    p.add_argument("--toml", action="store_true", help="as an [[opcua.sources]] mapping stub to paste into site.toml")
-    p = sub.add_parser("cert", help="issue (or --revoke) the RSA application certificate of the server or collector")
+    p.add_argument(
+        "--toml",
+        action="store_true",
+        help="as an [[opcua.sources]] mapping stub to paste into site.toml",
+    )
+    p = sub.add_parser(
+        "cert",
+        help="issue (or --revoke) the RSA application certificate of the server or collector",
+    )
     p.add_argument("name", choices=["server", "collector"])
-    p.add_argument("--force", action="store_true", help="a new key and certificate even when the current one is good")
-    p.add_argument("--revoke", action="store_true", help="revoke the current one (the CRL is re-signed)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="a new key and certificate even when the current one is good",
+    )
+    p.add_argument(
+        "--revoke", action="store_true", help="revoke the current one (the CRL is re-signed)"
+    )
     p = sub.add_parser("points", help="the points the collector stored (newest last)")
     p.add_argument("--machine", help="only this machine (component id)")
     p.add_argument("--tag", help="only this tag, e.g. Power_Active")
-    p.add_argument("--last", type=positive(int, "a whole number greater than 0"), default=20,
-                   help="how many rows (default 20)")
+    p.add_argument(
+        "--last",
+        type=positive(int, "a whole number greater than 0"),
+        default=20,
+        help="how many rows (default 20)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
@@ -53,8 +78,10 @@ def _stop_event(duration: float | None) -> asyncio.Event:
 
 
 def _listen_error(endpoint: str, exc: OSError) -> GridTwinError:
-    return GridTwinError(f"opcua serve: cannot listen on {endpoint}: {exc.strerror or exc}",
-                         hint="set [opcua] endpoint (or --endpoint) to a free port, or stop what holds this one")
+    return GridTwinError(
+        f"opcua serve: cannot listen on {endpoint}: {exc.strerror or exc}",
+        hint="set [opcua] endpoint (or --endpoint) to a free port, or stop what holds this one",
+    )
 
 
 async def _serve(site, args) -> int:
@@ -64,8 +91,10 @@ async def _serve(site, args) -> int:
 
     twin = Twin.from_site(site)
     if not twin.topo.components:
-        raise GridTwinError(f"{site.path}: the twin has no components to serve",
-                            hint="add nodes or [[twin.components]] (e.g. kind = \"grid_meter\", \"pv_inverter\")")
+        raise GridTwinError(
+            f"{site.path}: the twin has no components to serve",
+            hint="add nodes or [[twin.components]] (e.g. kind = \"grid_meter\", \"pv_inverter\")",
+        )
     pki = PKI.for_site(site)
     pki.ensure(site)
     srv = TwinServer(site, twin, pki, endpoint=args.endpoint, dev=args.dev)
@@ -75,8 +104,11 @@ async def _serve(site, args) -> int:
     except OSError as exc:
         raise _listen_error(srv.endpoint, exc) from None
     modes = ", ".join(f"{p}/{m}" for p in site.opcua.policies for m in site.opcua.modes)
-    print(f"serving {len(srv.vars)} variables of {len(twin.topo.components)} assets on {srv.endpoint} "
-          f"({modes}{', None (--dev)' if args.dev else ''}); Ctrl-C stops", flush=True)
+    print(
+        f"serving {len(srv.vars)} variables of {len(twin.topo.components)} assets on {srv.endpoint} "
+        f"({modes}{', None (--dev)' if args.dev else ''}); Ctrl-C stops",
+        flush=True,
+    )
     try:
         await srv.run(stop, speed=args.speed)
     finally:
@@ -103,14 +135,17 @@ async def _collect(site, args) -> int:
         try:
             await col.run(stop)
         finally:
-            stop.set()   # a bad mapping in one source stops them all: the user fixes site.toml first
+            stop.set()  # a bad mapping in one source stops them all: the user fixes site.toml first
 
     try:
         await asyncio.gather(*(one(c) for c in cols))
     finally:
         store.close()
-    print(f"opcua collect: stopped; {sum(c.stored for c in cols)} points stored from "
-          f"{sum(c.received for c in cols)} notifications", file=sys.stderr)
+    print(
+        f"opcua collect: stopped; {sum(c.stored for c in cols)} points stored from "
+        f"{sum(c.received for c in cols)} notifications",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -128,16 +163,22 @@ async def _browse(site, args) -> int:
     except asyncio.TimeoutError:
         stop.set()
         await task
-        raise GridTwinError(f"opcua browse: {col.endpoint} did not accept a session within 15 s",
-                            hint="is `gridtwin opcua serve` running there, with this site's PKI?") from None
+        raise GridTwinError(
+            f"opcua browse: {col.endpoint} did not accept a session within 15 s",
+            hint="is `gridtwin opcua serve` running there, with this site's PKI?",
+        ) from None
     stop.set()
     await task
     rows = sorted(col.vars.items(), key=lambda kv: (kv[1][0], kv[1][1]))
     if args.toml:
-        print(f'[[opcua.sources]]\nendpoint = "{col.endpoint}"\npolicy = "{col.policy}"\nmode = "{col.mode}"')
+        print(
+            f'[[opcua.sources]]\nendpoint = "{col.endpoint}"\npolicy = "{col.policy}"\nmode = "{col.mode}"'
+        )
         print("points = [")
         for nid, (path, tag, unit) in rows:
-            print(f'  {{ path = "{"/".join(path)}", tag = "{tag}", node = "{nid}", unit = "{unit}" }},')
+            print(
+                f'  {{ path = "{"/".join(path)}", tag = "{tag}", node = "{nid}", unit = "{unit}" }},'
+            )
         print("]")
         return 0
     for nid, (path, tag, unit) in rows:
@@ -159,33 +200,53 @@ def run(args) -> int:
         pki = PKI.for_site(site)
         if args.revoke:
             if not (pki.dir / "opcua" / args.name / "cert.der").exists():
-                raise GridTwinError(f"opcua {args.name} has no certificate to revoke",
-                                    hint=f"issue one with `gridtwin opcua cert {args.name}`")
+                raise GridTwinError(
+                    f"opcua {args.name} has no certificate to revoke",
+                    hint=f"issue one with `gridtwin opcua cert {args.name}`",
+                )
             serial = certs.revoke(pki, args.name)
-            print(f"revoked opcua/{args.name} (serial {serial:x}); restart `opcua serve` so it reads the new CRL")
+            print(
+                f"revoked opcua/{args.name} (serial {serial:x}); restart `opcua serve` so it reads the new CRL"
+            )
             return 0
         pki.ensure(site)
         uri = certs.application_uri(site.id, args.name)
         ident = certs.issue(pki, args.name, uri, force=args.force)
-        print(f"opcua/{args.name}: {ident.cert_der} + {ident.key_pem} (RSA 2048, {uri}, signed by the site CA)")
+        print(
+            f"opcua/{args.name}: {ident.cert_der} + {ident.key_pem} (RSA 2048, {uri}, signed by the site CA)"
+        )
         return 0
     if action == "points":
         from gridtwin.commands.nodes import open_store
 
         store = open_store(site)
         try:
-            rows = store.opcua_points(args.machine, args.tag)[-args.last:]
+            rows = store.opcua_points(args.machine, args.tag)[-args.last :]
         finally:
             store.close()
         if not rows:
             print("no OPC UA points stored (run `gridtwin opcua collect`)", file=sys.stderr)
         for e, s, a, ln, m, tag, ts, v, text, unit, q in rows:
             if args.json:
-                print(json.dumps({"path": [e, s, a, ln, m], "tag": tag, "ts_ns": ts, "value": v if text is None
-                                  else text, "unit": unit, "quality": q}))
+                print(
+                    json.dumps(
+                        {
+                            "path": [e, s, a, ln, m],
+                            "tag": tag,
+                            "ts_ns": ts,
+                            "value": v if text is None else text,
+                            "unit": unit,
+                            "quality": q,
+                        }
+                    )
+                )
             else:
                 val = text if text is not None else ("-" if v is None else f"{v:.6g}")
                 when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1_000_000_000))
-                print(f"{when}.{ts // 1_000_000 % 1000:03d}Z  {'/'.join((a, ln, m))}/{tag} = {val} {unit or ''}  {q}")
+                print(
+                    f"{when}.{ts // 1_000_000 % 1000:03d}Z  {'/'.join((a, ln, m))}/{tag} = {val} {unit or ''}  {q}"
+                )
         return 0
-    return asyncio.run({"serve": _serve, "collect": _collect, "browse": _browse}[action](site, args))
+    return asyncio.run(
+        {"serve": _serve, "collect": _collect, "browse": _browse}[action](site, args)
+    )

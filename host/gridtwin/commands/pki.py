@@ -9,20 +9,44 @@ from gridtwin.errors import UsageError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
-    p = sub.add_parser("init", help="create the CA, the broker's server certificate and the service identities")
-    p.add_argument("--force", action="store_true", help="replace an existing CA (old PKI moves to certs/_backup/)")
-    p.add_argument("--nodes", action="store_true", help="also issue a certificate for every node of the site")
-    p = sub.add_parser("issue", help="issue a certificate for a node or service (PEM for the host, DER for the board)")
+    p = sub.add_parser(
+        "init", help="create the CA, the broker's server certificate and the service identities"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing CA (old PKI moves to certs/_backup/)",
+    )
+    p.add_argument(
+        "--nodes", action="store_true", help="also issue a certificate for every node of the site"
+    )
+    p = sub.add_parser(
+        "issue",
+        help="issue a certificate for a node or service (PEM for the host, DER for the board)",
+    )
     p.add_argument("identity", nargs="?", help="node id or service name")
-    p.add_argument("--all", action="store_true", help="every site node (and service) that has none yet")
-    p.add_argument("--force", action="store_true", help="replace an existing one (old pair moves to certs/_backup/)")
+    p.add_argument(
+        "--all", action="store_true", help="every site node (and service) that has none yet"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing one (old pair moves to certs/_backup/)",
+    )
     p = sub.add_parser("rotate", help="new key and certificate; old pair to a timestamped backup")
     p.add_argument("identity", help="node id, service name, or 'all'")
-    p.add_argument("--revoke-old", action="store_true",
-                   help="revoke the old certificate at once (default: keep it valid until the board has the new one)")
+    p.add_argument(
+        "--revoke-old",
+        action="store_true",
+        help="revoke the old certificate at once (default: keep it valid until the board has the new one)",
+    )
     p = sub.add_parser("revoke", help="revoke a certificate, re-sign the CRL and tell the broker")
     p.add_argument("identity")
-    p.add_argument("--serial", type=int, help="revoke this older serial of the identity instead of the current one")
+    p.add_argument(
+        "--serial",
+        type=int,
+        help="revoke this older serial of the identity instead of the current one",
+    )
     p = sub.add_parser("list", help="identity, serial, expiry, status")
     p.add_argument("--all", action="store_true", help="also superseded and revoked certificates")
     sub.add_parser("crl", help="re-sign the CRL (next update moves ahead)")
@@ -45,7 +69,9 @@ def run(args) -> int:
                 created.append(node_id)
         print(f"CA and certificates in {pki.dir}: {', '.join(created)}")
         if not args.nodes:
-            print("next: `gridtwin pki issue --all` for the nodes, then `gridtwin broker run` or `broker install`")
+            print(
+                "next: `gridtwin pki issue --all` for the nodes, then `gridtwin broker run` or `broker install`"
+            )
     elif args.action == "issue":
         if args.all == bool(args.identity):
             raise UsageError("give one identity or --all", hint="e.g. gridtwin pki issue pdu_a")
@@ -54,34 +80,50 @@ def run(args) -> int:
             print(f"issued: {', '.join(created) or 'nothing (all present)'}")
         else:
             folder = pki.issue(args.identity, force=args.force)
-            print(f"{args.identity}: {folder}/cert.pem + key.pem (host), cert.der + key.der (board)")
+            print(
+                f"{args.identity}: {folder}/cert.pem + key.pem (host), cert.der + key.der (board)"
+            )
     elif args.action == "rotate":
         foreign = set(pki.foreign())
         rotated = pki.rotate(args.identity, revoke_old=args.revoke_old)
         for identity, backup in rotated:
-            print(f"{identity}: new key and certificate; old pair in {backup}"
-                  + (" (it was not from this CA)" if identity in foreign else ""))
+            print(
+                f"{identity}: new key and certificate; old pair in {backup}"
+                + (" (it was not from this CA)" if identity in foreign else "")
+            )
         server = any(i == SERVER_IDENTITY for i, _ in rotated)
         if args.revoke_old or server:
-            print(broker.notify_revocation(site))  # a new CRL or server certificate: the broker restarts
+            print(
+                broker.notify_revocation(site)
+            )  # a new CRL or server certificate: the broker restarts
         if server and broker.installed_by_us():
-            print("the installed broker keeps its copy of the old server certificate until "
-                  "`sudo gridtwin broker install` copies the new one and restarts it")
+            print(
+                "the installed broker keeps its copy of the old server certificate until "
+                "`sudo gridtwin broker install` copies the new one and restarts it"
+            )
         if not args.revoke_old and any(i not in foreign for i, _ in rotated):
-            print("the old certificates stay valid until revoked: deploy the new ones, then "
-                  "`gridtwin pki revoke ID --serial OLD` (serials in `pki list --all`)")
-        print("deploy the new pairs: `gridtwin deploy --node NODE --port /dev/ttyACM0` for a board; "
-              "virtual nodes (`vnode`, `demo`) take theirs at start")
+            print(
+                "the old certificates stay valid until revoked: deploy the new ones, then "
+                "`gridtwin pki revoke ID --serial OLD` (serials in `pki list --all`)"
+            )
+        print(
+            "deploy the new pairs: `gridtwin deploy --node NODE --port /dev/ttyACM0` for a board; "
+            "virtual nodes (`vnode`, `demo`) take theirs at start"
+        )
     elif args.action == "revoke":
         serials = pki.revoke(args.identity, serial=args.serial)
-        print(f"{args.identity}: revoked serial {', '.join(map(str, serials))}; CRL re-signed ({pki.crl_path})")
+        print(
+            f"{args.identity}: revoked serial {', '.join(map(str, serials))}; CRL re-signed ({pki.crl_path})"
+        )
         print(broker.notify_revocation(site))
     elif args.action == "list":  # statuses verify each certificate against the current CA and CRL
         rows = pki.list(include_old=args.all)
         width = max(len(r.identity) for r in rows)
         print(f"{'identity':<{width}}  {'kind':<7}  {'serial':<40}  {'expires':<10}  status")
         for r in rows:
-            print(f"{r.identity:<{width}}  {r.kind:<7}  {r.serial:<40x}  {r.not_after:%Y-%m-%d}  {r.status}")
+            print(
+                f"{r.identity:<{width}}  {r.kind:<7}  {r.serial:<40x}  {r.not_after:%Y-%m-%d}  {r.status}"
+            )
         for w in pki.warnings():
             print(f"warning: {w}")
     elif args.action == "crl":

@@ -44,8 +44,10 @@ def parse_time(text: str, flag: str, now_s: float) -> int:
     try:
         when = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"{flag} {text!r} is neither a duration nor a time",
-                         hint=f"{DURATION_HINT}, or a time like 2026-03-01T12:00 (UTC)") from None
+        raise UsageError(
+            f"{flag} {text!r} is neither a duration nor a time",
+            hint=f"{DURATION_HINT}, or a time like 2026-03-01T12:00 (UTC)",
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return int(when.timestamp() * 1000)
@@ -54,11 +56,20 @@ def parse_time(text: str, flag: str, now_s: float) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("node")
     parser.add_argument("metric")
-    parser.add_argument("--since", default="1h", help="from when: a duration back (default 1h; e.g. 15m, 7d) "
-                                                      "or an ISO time (UTC)")
-    parser.add_argument("--until", default=None, help="to when, the same forms or 'now' (default: no end)")
-    parser.add_argument("--every", default=None, metavar="DURATION",
-                        help="mean, min, max and count per bucket of this length (e.g. 1m, 15m, 1h)")
+    parser.add_argument(
+        "--since",
+        default="1h",
+        help="from when: a duration back (default 1h; e.g. 15m, 7d) or an ISO time (UTC)",
+    )
+    parser.add_argument(
+        "--until", default=None, help="to when, the same forms or 'now' (default: no end)"
+    )
+    parser.add_argument(
+        "--every",
+        default=None,
+        metavar="DURATION",
+        help="mean, min, max and count per bucket of this length (e.g. 1m, 15m, 1h)",
+    )
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--csv", action="store_true", help="CSV with ISO-8601 UTC time")
     out.add_argument("--json", action="store_true", help="one JSON object per line (ts in Unix ms)")
@@ -76,7 +87,9 @@ def _iso(ms: int, _cache={}) -> str:  # noqa: B006 (a per-process cache of the s
     return f"{head}.{milli:03d}+00:00"
 
 
-def buckets(store, node: str, metric: str, since_ms: int, until_ms: int, every_ms: int) -> list[dict]:
+def buckets(
+    store, node: str, metric: str, since_ms: int, until_ms: int, every_ms: int
+) -> list[dict]:
     """[{ts, mean, min, max, n}] per bucket of every_ms (aligned to the Unix epoch), oldest first."""
     rolled = store.rollups(node, metric, since_ms, until_ms)
     # `query` gives the raw readings and one (bucket, mean) per rollup: take those out again (a
@@ -96,7 +109,10 @@ def buckets(store, node: str, metric: str, since_ms: int, until_ms: int, every_m
     for (ts, v), times in raw.items():
         for _ in range(times):
             add(ts, 1, v, v, v)
-    return [{"ts": b, "mean": a[3] / a[0], "min": a[1], "max": a[2], "n": a[0]} for b, a in sorted(acc.items())]
+    return [
+        {"ts": b, "mean": a[3] / a[0], "min": a[1], "max": a[2], "n": a[0]}
+        for b, a in sorted(acc.items())
+    ]
 
 
 def unknown_metric(store, node: str, metric: str) -> UsageError | None:
@@ -112,8 +128,10 @@ def unknown_metric(store, node: str, metric: str) -> UsageError | None:
         return None
     near = difflib.get_close_matches(metric, sorted(known), n=1)
     hint = f"did you mean '{near[0]}'? " if near else ""
-    return UsageError(f"{node} has no metric '{metric}'; it has: {', '.join(sorted(known))}",
-                      hint=f"{hint}see `gridtwin nodes {node}`")
+    return UsageError(
+        f"{node} has no metric '{metric}'; it has: {', '.join(sorted(known))}",
+        hint=f"{hint}see `gridtwin nodes {node}`",
+    )
 
 
 def run(args) -> int:
@@ -137,23 +155,34 @@ def run(args) -> int:
     now = time.time()
     since_ms = parse_time(args.since, "--since", now)
     # no --until: no end, as the store's own default (a node whose clock runs ahead is still shown)
-    until_ms = parse_time(args.until, "--until", now) if args.until else int(now * 1000) + 86_400_000
+    until_ms = (
+        parse_time(args.until, "--until", now) if args.until else int(now * 1000) + 86_400_000
+    )
     if since_ms >= until_ms:
-        raise UsageError(f"--since {args.since} is not before --until {args.until}",
-                         hint="--since is the start of the window, e.g. --since 2h --until 1h")
+        raise UsageError(
+            f"--since {args.since} is not before --until {args.until}",
+            hint="--since is the start of the window, e.g. --since 2h --until 1h",
+        )
     every_ms = None
     if args.every is not None:
         every_ms = int(parse_duration(args.every, "--every") * 1000)
         if every_ms < 1000:
-            raise UsageError(f"--every {args.every!r} is shorter than a second", hint="e.g. --every 1m")
+            raise UsageError(
+                f"--every {args.every!r} is shorter than a second", hint="e.g. --every 1m"
+            )
     if not path.exists():
-        raise GridTwinError(f"no data yet: {path} does not exist",
-                            hint="start the daemon (`gridtwin daemon`) so it can store what the nodes send")
+        raise GridTwinError(
+            f"no data yet: {path} does not exist",
+            hint="start the daemon (`gridtwin daemon`) so it can store what the nodes send",
+        )
     store = SqliteStore(path)
     try:
         if sys.stderr.isatty():
             from rich.console import Console
-            with Console(stderr=True).status(f"reading {args.node}.{args.metric} since {args.since} ..."):
+
+            with Console(stderr=True).status(
+                f"reading {args.node}.{args.metric} since {args.since} ..."
+            ):
                 rows = _rows(store, args, since_ms, until_ms, every_ms)
         else:
             rows = _rows(store, args, since_ms, until_ms, every_ms)
@@ -174,7 +203,9 @@ def run(args) -> int:
 def _rows(store, args, since_ms, until_ms, every_ms) -> list[dict]:
     if every_ms:
         return buckets(store, args.node, args.metric, since_ms, until_ms, every_ms)
-    return [{"ts": ts, "value": v} for ts, v in store.query(args.node, args.metric, since_ms, until_ms)]
+    return [
+        {"ts": ts, "value": v} for ts, v in store.query(args.node, args.metric, since_ms, until_ms)
+    ]
 
 
 def _print(args, rows: list[dict], every_ms: int | None) -> None:

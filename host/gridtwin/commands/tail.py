@@ -9,7 +9,9 @@ import time
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("node", nargs="?", help="only this node (default: all)")
-    parser.add_argument("--json", action="store_true", help="the payloads as received, one per line")
+    parser.add_argument(
+        "--json", action="store_true", help="the payloads as received, one per line"
+    )
     parser.add_argument("-n", "--count", type=int, default=0, help="stop after this many readings")
 
 
@@ -25,10 +27,17 @@ def run(args) -> int:
         if args.json:
             print(json.dumps(msg), flush=True)
         else:
-            stamp = time.strftime("%H:%M:%S", time.localtime(msg["ts"] / 1000)) + f".{msg['ts'] % 1000:03d}"
-            metrics = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in msg["m"].items())
-            print(f"{stamp} {msg['node']:<12} #{msg['seq']:<6} {metrics}{'  (replayed)' if msg.get('hist') else ''}",
-                  flush=True)
+            stamp = (
+                time.strftime("%H:%M:%S", time.localtime(msg["ts"] / 1000))
+                + f".{msg['ts'] % 1000:03d}"
+            )
+            metrics = " ".join(
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in msg["m"].items()
+            )
+            print(
+                f"{stamp} {msg['node']:<12} #{msg['seq']:<6} {metrics}{'  (replayed)' if msg.get('hist') else ''}",
+                flush=True,
+            )
         seen += 1
         if args.count and seen >= args.count:
             break

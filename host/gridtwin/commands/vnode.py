@@ -28,10 +28,14 @@ def heap_size(text: str) -> str:
     from gridtwin.vboard import heap_bytes
 
     if not re.fullmatch(r"\d+[kKmM]?", text.strip()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a heap size: a number of bytes with k or m, e.g. 128k")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a heap size: a number of bytes with k or m, e.g. 128k"
+        )
     if heap_bytes(text) < heap_bytes(MIN_HEAP):
-        raise argparse.ArgumentTypeError(f"{text} is below the {MIN_HEAP} the firmware needs ({MIN_HEAP_NOTE}); "
-                                         f"leave it out for the default 128k")
+        raise argparse.ArgumentTypeError(
+            f"{text} is below the {MIN_HEAP} the firmware needs ({MIN_HEAP_NOTE}); "
+            f"leave it out for the default 128k"
+        )
     return text.strip()
 
 
@@ -47,8 +51,10 @@ def certificate_problem(pki, node: str) -> str | None:
         if row is not None and row.status in ("expired", "revoked", "foreign"):
             said = next((w for w in sentences if w.startswith(f"{who}:")), None)
             what = f"{node}'s certificate" if who == node else "the site CA"
-            return said or (f"{what} is {row.status} ({row.not_after:%Y-%m-%d}): the broker will refuse it; "
-                            f"run `gridtwin pki rotate {node}`")
+            return said or (
+                f"{what} is {row.status} ({row.not_after:%Y-%m-%d}): the broker will refuse it; "
+                f"run `gridtwin pki rotate {node}`"
+            )
     return None
 
 
@@ -56,10 +62,20 @@ def add_arguments(p):
     from gridtwin.cli import positive
 
     p.add_argument("node", help="node id from the site file")
-    p.add_argument("--broker", default=None, help="HOST:PORT of the broker (default: 127.0.0.1 and the site's port)")
-    p.add_argument("--speed", type=positive(), default=1.0, help="the node's clock x real time (default 1)")
-    p.add_argument("--heap", type=heap_size, default=None,
-                   help=f"the firmware's heap, at least {MIN_HEAP} (default 128k: see gridtwin.vboard.NODE_HEAP)")
+    p.add_argument(
+        "--broker",
+        default=None,
+        help="HOST:PORT of the broker (default: 127.0.0.1 and the site's port)",
+    )
+    p.add_argument(
+        "--speed", type=positive(), default=1.0, help="the node's clock x real time (default 1)"
+    )
+    p.add_argument(
+        "--heap",
+        type=heap_size,
+        default=None,
+        help=f"the firmware's heap, at least {MIN_HEAP} (default 128k: see gridtwin.vboard.NODE_HEAP)",
+    )
     p.add_argument("--dir", default=None, help="the board's folder (default: <var>/vnodes/NODE)")
 
 
@@ -77,7 +93,9 @@ def run(args) -> int:
     if args.broker:
         host, _, p = args.broker.rpartition(":")
         if not host or not p.isdigit():
-            raise UsageError(f"--broker {args.broker!r} is not HOST:PORT", hint="e.g. --broker 127.0.0.1:8883")
+            raise UsageError(
+                f"--broker {args.broker!r} is not HOST:PORT", hint="e.g. --broker 127.0.0.1:8883"
+            )
         port = int(p)
     root = Path(site.var_dir / "vnodes" / args.node if args.dir is None else args.dir)
     # The folder is this process's before anything in it (or the PKI) is touched: a second vnode of
@@ -91,15 +109,28 @@ def run(args) -> int:
     # one build per firmware content, shared by every vnode of the site and never rebuilt under a
     # running one (several started at once used to delete each other's: issue #19, item 10)
     fw = build_firmware(site.var_dir / "firmware-builds")
-    node = VirtualNode(site, pki, args.node, root, broker=(host, port), firmware_dir=fw,
-                       speed=args.speed, **({"heap": args.heap} if args.heap else {}))
-    print(f"gridtwin: {args.node} on a virtual board in {root} (live values: {node.live_path}); "
-          f"Ctrl-C stops it", file=sys.stderr)
+    node = VirtualNode(
+        site,
+        pki,
+        args.node,
+        root,
+        broker=(host, port),
+        firmware_dir=fw,
+        speed=args.speed,
+        **({"heap": args.heap} if args.heap else {}),
+    )
+    print(
+        f"gridtwin: {args.node} on a virtual board in {root} (live values: {node.live_path}); "
+        f"Ctrl-C stops it",
+        file=sys.stderr,
+    )
     stopping = []
 
     def echo(line: str) -> None:
         if stopping and line.endswith("KeyboardInterrupt"):
-            line = line[:-len("KeyboardInterrupt")]  # the REPL's answer to our own Ctrl-C, not news
+            line = line[
+                : -len("KeyboardInterrupt")
+            ]  # the REPL's answer to our own Ctrl-C, not news
             if not line:
                 return
         print(line, flush=True)
@@ -124,7 +155,11 @@ def run(args) -> int:
         return 0
     last = "\n".join(node.board.lines[-8:])
     if "MemoryError" in last:
-        raise GridTwinError(f"{args.node} ran out of its {node.board.heap} heap and {why}",
-                            hint=f"give it more with --heap, e.g. --heap 128k ({MIN_HEAP_NOTE})")
-    raise GridTwinError(f"{args.node} {why}: {node.board.lines[-1] if node.board.lines else 'no output'}",
-                        hint=f"see {root}/console.log")
+        raise GridTwinError(
+            f"{args.node} ran out of its {node.board.heap} heap and {why}",
+            hint=f"give it more with --heap, e.g. --heap 128k ({MIN_HEAP_NOTE})",
+        )
+    raise GridTwinError(
+        f"{args.node} {why}: {node.board.lines[-1] if node.board.lines else 'no output'}",
+        hint=f"see {root}/console.log",
+    )

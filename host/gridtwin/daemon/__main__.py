@@ -37,10 +37,17 @@ def main(argv=None) -> int:
     setup_logging(a.verbose, a.log_format)
     ep = Endpoint(a.host, a.port, Path(a.ca), Path(a.cert), Path(a.key), a.root)
     try:
-        d = Daemon(endpoint=ep, db_path=a.db, client_id=a.client_id, shared_group=a.shared_group,
-                   known_nodes=a.nodes.split(",") if a.nodes else None, metrics_port=a.metrics_port,
-                   influx=InfluxConfig(**json.loads(a.influx)) if a.influx else None,
-                   batch_max=a.batch_max, receive_maximum=a.receive_maximum)
+        d = Daemon(
+            endpoint=ep,
+            db_path=a.db,
+            client_id=a.client_id,
+            shared_group=a.shared_group,
+            known_nodes=a.nodes.split(",") if a.nodes else None,
+            metrics_port=a.metrics_port,
+            influx=InfluxConfig(**json.loads(a.influx)) if a.influx else None,
+            batch_max=a.batch_max,
+            receive_maximum=a.receive_maximum,
+        )
         return d.run_forever()
     except GridTwinError as exc:
         print(f"gridtwin daemon: {exc}", file=sys.stderr)

@@ -33,27 +33,52 @@ class Alerts:
         self.store, self.bus = store, bus
         self._lock = threading.Lock()  # raised from the maintenance, twin and analytics threads
         try:
-            self.active: dict[str, int] = store.active_alert_keys()  # key -> alert id, across restarts
+            self.active: dict[str, int] = (
+                store.active_alert_keys()
+            )  # key -> alert id, across restarts
         except Exception:  # a store without the analytics columns (a test double): start empty
             self.active = {}
-        self.raised: dict[tuple[str, str], int] = {}   # (kind, severity) -> alerts raised
+        self.raised: dict[tuple[str, str], int] = {}  # (kind, severity) -> alerts raised
         self.cleared: dict[tuple[str, str], int] = {}  # (kind, severity) -> alerts cleared
-        self._meta: dict[str, tuple[str, str]] = {}    # key -> (kind, severity) of the active alert
+        self._meta: dict[str, tuple[str, str]] = {}  # key -> (kind, severity) of the active alert
         self.listeners: list = []  # fn(alert dict with "state": "raised" | "cleared"); must not block
 
-    def raise_(self, key: str, severity: str, kind: str, message: str, node: str | None = None,
-               metric: str | None = None, value: float | None = None, detail: dict | None = None,
-               ts: int | None = None, **extra) -> int:
+    def raise_(
+        self,
+        key: str,
+        severity: str,
+        kind: str,
+        message: str,
+        node: str | None = None,
+        metric: str | None = None,
+        value: float | None = None,
+        detail: dict | None = None,
+        ts: int | None = None,
+        **extra,
+    ) -> int:
         with self._lock:
             if key in self.active:
                 return self.active[key]
             ts = int(time.time() * 1000) if ts is None else ts
-            aid = self.store.record_alert(key, severity, kind, message, node, metric, value, detail, ts)
+            aid = self.store.record_alert(
+                key, severity, kind, message, node, metric, value, detail, ts
+            )
             self.active[key] = aid
             self._meta[key] = (kind, severity)
             self.raised[(kind, severity)] = self.raised.get((kind, severity), 0) + 1
-        doc = {"id": aid, "key": key, "severity": severity, "kind": kind, "node": node, "metric": metric,
-               "value": value, "message": message, "ts": ts, **({"detail": detail} if detail else {}), **extra}
+        doc = {
+            "id": aid,
+            "key": key,
+            "severity": severity,
+            "kind": kind,
+            "node": node,
+            "metric": metric,
+            "value": value,
+            "message": message,
+            "ts": ts,
+            **({"detail": detail} if detail else {}),
+            **extra,
+        }
         self.bus.publish_host(f"alerts/{key}", {k: v for k, v in doc.items() if v is not None})
         self._tell({**doc, "state": "raised"})
         return aid
@@ -68,8 +93,16 @@ class Alerts:
             if kind:
                 self.cleared[(kind, severity)] = self.cleared.get((kind, severity), 0) + 1
         self.bus.publish_host(f"alerts/{key}", b"")  # an empty retained message clears it
-        self._tell({"id": aid, "key": key, "kind": kind, "severity": severity, "state": "cleared",
-                    "ts": int(time.time() * 1000) if ts is None else ts})
+        self._tell(
+            {
+                "id": aid,
+                "key": key,
+                "kind": kind,
+                "severity": severity,
+                "state": "cleared",
+                "ts": int(time.time() * 1000) if ts is None else ts,
+            }
+        )
         return True
 
     def _tell(self, doc: dict) -> None:
@@ -100,10 +133,12 @@ class NodeWatch:
         self._site_nodes = {n.id: n for n in site.nodes} if site is not None else {}
         self._states: dict[str, str] = {}
         self._interval: dict[str, float] = {}
-        self._due_at: dict[str, int] = {}   # node -> ms when it turns stale if it stays silent
-        self._deadlines: list = []          # heap of (due_at, node); entries not in _due_at are stale
-        self._seen: dict[str, int] = {}     # node -> when its last batch was committed (since the last check)
-        self._spoke: set = set()            # nodes that sent a status (birth, will, health)
+        self._due_at: dict[str, int] = {}  # node -> ms when it turns stale if it stays silent
+        self._deadlines: list = []  # heap of (due_at, node); entries not in _due_at are stale
+        self._seen: dict[
+            str, int
+        ] = {}  # node -> when its last batch was committed (since the last check)
+        self._spoke: set = set()  # nodes that sent a status (birth, will, health)
         self._lock = threading.Lock()
         self._started = False
 
@@ -137,7 +172,7 @@ class NodeWatch:
                 due, self._spoke = self._spoke, set()
             for node, at in seen.items():
                 if self._states.get(node) == "online" and node not in due:
-                    self._arm(node, at)   # still online: only its deadline moves, no database read
+                    self._arm(node, at)  # still online: only its deadline moves, no database read
                 else:
                     due.add(node)
             while self._deadlines and self._deadlines[0][0] <= now_ms:
@@ -148,8 +183,16 @@ class NodeWatch:
             views = []
             for nid in due:
                 sn = self._site_nodes.get(nid)
-                views.append(view(nid, self.store.node_row(nid) or {"id": nid}, sn, now_ms, self.stale_intervals,
-                                  in_site=sn is not None or self.site is None))
+                views.append(
+                    view(
+                        nid,
+                        self.store.node_row(nid) or {"id": nid},
+                        sn,
+                        now_ms,
+                        self.stale_intervals,
+                        in_site=sn is not None or self.site is None,
+                    )
+                )
         changed = {}
         for v in views:
             self._interval[v.id] = v.interval_ms or 1000
@@ -168,10 +211,19 @@ class NodeWatch:
             return False  # never heard from: nothing to publish (10,000 of them at a start would be a flood)
         self.bus.publish_host(f"nodes/{v.id}", {**dataclasses.asdict(v), "ts": now_ms})
         keys = [alert_key(v.id, f"node_{s}") for s in ("stale", "offline")]  # one of them at a time
-        if v.state in ("stale", "offline") and before == "online" and not any(k in self.alerts.active for k in keys):
-            message = (f"{v.id} is offline (the broker published its will)" if v.state == "offline"
-                       else f"{v.id} has sent nothing for {v.age_s:.0f} s ({self.stale_intervals} intervals)")
-            self.alerts.raise_(alert_key(v.id, f"node_{v.state}"), "warning", f"node_{v.state}", message, v.id)
+        if (
+            v.state in ("stale", "offline")
+            and before == "online"
+            and not any(k in self.alerts.active for k in keys)
+        ):
+            message = (
+                f"{v.id} is offline (the broker published its will)"
+                if v.state == "offline"
+                else f"{v.id} has sent nothing for {v.age_s:.0f} s ({self.stale_intervals} intervals)"
+            )
+            self.alerts.raise_(
+                alert_key(v.id, f"node_{v.state}"), "warning", f"node_{v.state}", message, v.id
+            )
             log.warning("alert: %s", message)
         elif v.state == "online" and any([self.alerts.clear(k) for k in keys]):
             log.info("alert cleared: %s is online again", v.id)

@@ -35,7 +35,14 @@ def exception_for(code: int) -> type[GridTwinError]:
 
 def tail_line(t) -> bytes:
     """A stored reading as `gridtwin tail` shows it: the validated values, not the node's bytes."""
-    doc = {"v": validate.SCHEMA_VERSION, "node": t.node, "boot": t.boot, "seq": t.seq, "ts": t.ts, "m": t.m}
+    doc = {
+        "v": validate.SCHEMA_VERSION,
+        "node": t.node,
+        "boot": t.boot,
+        "seq": t.seq,
+        "ts": t.ts,
+        "m": t.m,
+    }
     if t.hist:
         doc["hist"] = True
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -76,11 +83,19 @@ class LocalApi:
             node, cmd = req["node"], req["cmd"]
             timeout, ttl = float(req.get("timeout", 10)), float(req.get("ttl", 0))
         except (ValueError, KeyError, TypeError):
-            return 400, "application/json", json.dumps({"error": 'body must be {"node", "cmd", "args"}'}).encode()
+            return (
+                400,
+                "application/json",
+                json.dumps({"error": 'body must be {"node", "cmd", "args"}'}).encode(),
+            )
         try:
             ack = self.dispatcher.send(node, cmd, req.get("args") or {}, timeout=timeout, ttl=ttl)
         except GridTwinError as exc:
-            return status_of(exc), "application/json", json.dumps({"error": exc.message, "hint": exc.hint}).encode()
+            return (
+                status_of(exc),
+                "application/json",
+                json.dumps({"error": exc.message, "hint": exc.hint}).encode(),
+            )
         return 200, "application/json", json.dumps({"ack": ack}).encode()
 
     def feed(self, tel) -> None:

@@ -102,15 +102,23 @@ def encode(rows) -> bytes:
         if mask:  # a metric sent as an int in some readings, a float in others: each keeps its type
             parts.append(bytes(ints))
         head_cols.append([name, kind, k, len(col), int(mask)])
-    head = json.dumps({"n": len(rows), "boots": list(boots), "shapes": [list(s) for s in shapes],
-                       "aux": aux, "cols": head_cols}, separators=(",", ":")).encode()
+    head = json.dumps(
+        {
+            "n": len(rows),
+            "boots": list(boots),
+            "shapes": [list(s) for s in shapes],
+            "aux": aux,
+            "cols": head_cols,
+        },
+        separators=(",", ":"),
+    ).encode()
     return zlib.compress(len(head).to_bytes(4, "big") + head + b"".join(parts), 6)
 
 
 def _unwords(raw, pos: int, n: int, code: str = "Q") -> list:
     out = bytearray(8 * n)
     for i in range(8):
-        out[i::8] = raw[pos + i * n:pos + (i + 1) * n]
+        out[i::8] = raw[pos + i * n : pos + (i + 1) * n]
     return array.array(code, out).tolist()
 
 
@@ -120,7 +128,7 @@ class Block:
     def __init__(self, data: bytes):
         raw = zlib.decompress(data)
         hl = int.from_bytes(raw[:4], "big")
-        h = json.loads(raw[4:4 + hl])
+        h = json.loads(raw[4 : 4 + hl])
         self._raw = raw
         self.n = n = h["n"]
         self.boots = h["boots"]
@@ -168,7 +176,7 @@ class Block:
                 s = 10**k
                 vals = [x / s for x in vals]
         if mask is not None:
-            vals = [int(v) if t else v for v, t in zip(vals, self._raw[mask:mask + count])]
+            vals = [int(v) if t else v for v, t in zip(vals, self._raw[mask : mask + count])]
         return vals
 
     def metric(self, name: str) -> tuple[list, list, list]:
@@ -188,9 +196,16 @@ class Block:
         its = {name: iter(self.values(name)) for name in self.cols}
         shapes = [[(name, its[name]) for name in s] for s in self.shapes]
         boots = self.boots
-        return [(boots[b], seq, ts, h, {name: next(it) for name, it in shapes[s]})
-                for b, seq, ts, h, s in zip(self._column("boot"), self.seq(), self.ts(), self._column("hist"),
-                                            self._column("shape"))]
+        return [
+            (boots[b], seq, ts, h, {name: next(it) for name, it in shapes[s]})
+            for b, seq, ts, h, s in zip(
+                self._column("boot"),
+                self.seq(),
+                self.ts(),
+                self._column("hist"),
+                self._column("shape"),
+            )
+        ]
 
 
 def runs(rows) -> list[tuple[str, int, int]]:

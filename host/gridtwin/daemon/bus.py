@@ -34,14 +34,20 @@ class NotConnected(GridTwinError):
 
 
 class Bus:
-    def __init__(self, endpoint, *, client_id: str, shared_group: str = "", receive_maximum: int = 2000):
+    def __init__(
+        self, endpoint, *, client_id: str, shared_group: str = "", receive_maximum: int = 2000
+    ):
         self.endpoint, self.root = endpoint, endpoint.root
-        self.client_id, self.shared_group, self.receive_maximum = client_id, shared_group, receive_maximum
+        self.client_id, self.shared_group, self.receive_maximum = (
+            client_id,
+            shared_group,
+            receive_maximum,
+        )
         self.status_topic = f"{self.root}/_host/daemon/{client_id}"
         self.generation = 0
         self.connected = self.subscribed = False
-        self.sink = None          # fn(generation, mid, qos, topic, payload), paho's network thread
-        self.on_link: list = []   # fn(event): "connected" | "subscribed" | "disconnected"
+        self.sink = None  # fn(generation, mid, qos, topic, payload), paho's network thread
+        self.on_link: list = []  # fn(event): "connected" | "subscribed" | "disconnected"
         self._subscribed = threading.Event()
         self._stopping = False
         self._last_fail_log = -1e9
@@ -50,13 +56,19 @@ class Bus:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True, v5=False)
-        c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
+        c.on_connect, c.on_disconnect, c.on_message = (
+            self._on_connect,
+            self._on_disconnect,
+            self._on_message,
+        )
         c.on_subscribe, c.on_connect_fail = self._on_subscribe, self._on_connect_fail
         c.will_set(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
         if hasattr(c, "on_publish_raw"):
             c.on_publish_raw = self._deliver
         self.client = c
-        self.endpoint.connect(c, persistent=True, receive_maximum=self.receive_maximum, blocking=False)
+        self.endpoint.connect(
+            c, persistent=True, receive_maximum=self.receive_maximum, blocking=False
+        )
         c.loop_start()
 
     def stop(self) -> None:
@@ -64,7 +76,9 @@ class Bus:
         self._stopping = True
         if self.client:
             if self.connected:
-                self.client.publish(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
+                self.client.publish(
+                    self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True
+                )
             self.client.disconnect()
             self.client.loop_stop()
 
@@ -77,8 +91,10 @@ class Bus:
         """Publish (a dict goes as JSON); returns paho's MQTTMessageInfo. Raises NotConnected."""
         c = self.client
         if c is None or not self.connected:
-            raise NotConnected("the daemon is not connected to the broker",
-                               hint="see the daemon's log and `gridtwin doctor`")
+            raise NotConnected(
+                "the daemon is not connected to the broker",
+                hint="see the daemon's log and `gridtwin doctor`",
+            )
         body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
         return c.publish(topic, body, qos=qos, retain=retain)
 
@@ -114,22 +130,40 @@ class Bus:
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             self.connected = False
-            log.error("broker refused the connection: %s (is %s allowed by the ACL?)", reason_code, self.client_id)
+            log.error(
+                "broker refused the connection: %s (is %s allowed by the ACL?)",
+                reason_code,
+                self.client_id,
+            )
             return
         self.generation += 1
         self.connected, self.subscribed = True, False
         self._subscribed.clear()
-        log.info("connected to %s:%s as %s (session present: %s)", self.endpoint.host, self.endpoint.port,
-                 self.client_id, flags.session_present)
-        client.publish(self.status_topic, json.dumps({"state": "online", "ts": int(time.time() * 1000)}),
-                       qos=1, retain=True)
+        log.info(
+            "connected to %s:%s as %s (session present: %s)",
+            self.endpoint.host,
+            self.endpoint.port,
+            self.client_id,
+            flags.session_present,
+        )
+        client.publish(
+            self.status_topic,
+            json.dumps({"state": "online", "ts": int(time.time() * 1000)}),
+            qos=1,
+            retain=True,
+        )
         everything = f"{self.root}/#"
         if self.shared_group:
             # retained birth/will messages are not delivered on shared subscriptions: every daemon also
             # subscribes to status directly (registry updates are idempotent upserts); acks too: the
             # daemon that sent a command must see its ack (duplicates are ignored)
-            client.subscribe([(f"$share/{self.shared_group}/{everything}", 1), (f"{self.root}/+/status", 1),
-                              (f"{self.root}/+/ack", 1)])
+            client.subscribe(
+                [
+                    (f"$share/{self.shared_group}/{everything}", 1),
+                    (f"{self.root}/+/status", 1),
+                    (f"{self.root}/+/ack", 1),
+                ]
+            )
         else:
             client.subscribe(everything, 1)
         self._emit("connected")
@@ -137,8 +171,12 @@ class Bus:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         bad = [rc for rc in reason_codes if rc.is_failure]
         if bad:
-            log.error("broker refused the subscription (%s): does the ACL let %s read %s/#?", bad[0],
-                      self.endpoint.cert.stem, self.root)
+            log.error(
+                "broker refused the subscription (%s): does the ACL let %s read %s/#?",
+                bad[0],
+                self.endpoint.cert.stem,
+                self.root,
+            )
             return
         self.subscribed = True
         self._subscribed.set()
@@ -146,10 +184,16 @@ class Bus:
 
     def _on_connect_fail(self, client, userdata):
         now = time.monotonic()
-        if now - self._last_fail_log >= 30:  # paho retries every few seconds; say it, not every time
+        if (
+            now - self._last_fail_log >= 30
+        ):  # paho retries every few seconds; say it, not every time
             self._last_fail_log = now
-            log.warning("cannot reach the broker at %s:%s (not running, wrong port or TLS refused); retrying. "
-                        "Messages wait in the broker's session meanwhile.", self.endpoint.host, self.endpoint.port)
+            log.warning(
+                "cannot reach the broker at %s:%s (not running, wrong port or TLS refused); retrying. "
+                "Messages wait in the broker's session meanwhile.",
+                self.endpoint.host,
+                self.endpoint.port,
+            )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected = self.subscribed = False

@@ -60,7 +60,7 @@ class BufferedClient(mqtt.Client):
             chunks.append(data)
             size += len(data)
         if chunks:
-            self._gt_data = self._gt_data[self._gt_pos:] + b"".join(chunks)
+            self._gt_data = self._gt_data[self._gt_pos :] + b"".join(chunks)
             self._gt_pos = 0
             self._last_bytes_received = mqtt.time_func()  # paho's keepalive clock
         return size
@@ -69,14 +69,19 @@ class BufferedClient(mqtt.Client):
         self._gt_check_sock()
         if self._gt_pos >= len(self._gt_data) and not self._gt_fill():
             raise BlockingIOError()
-        out = self._gt_data[self._gt_pos:self._gt_pos + bufsize]
+        out = self._gt_data[self._gt_pos : self._gt_pos + bufsize]
         self._gt_pos += len(out)
         return out
 
     def _gt_parse(self) -> bool:
         """Hand complete QoS 0/1 PUBLISH packets to on_publish_raw. True: another packet type is
         next (paho's turn); False: the buffer is empty or ends in a partial packet."""
-        data, pos, end, deliver = self._gt_data, self._gt_pos, len(self._gt_data), self.on_publish_raw
+        data, pos, end, deliver = (
+            self._gt_data,
+            self._gt_pos,
+            len(self._gt_data),
+            self.on_publish_raw,
+        )
         try:
             while pos < end:
                 h = data[pos]
@@ -98,7 +103,7 @@ class BufferedClient(mqtt.Client):
                     return False
                 tl = (data[i] << 8) | data[i + 1]
                 j = i + 2 + tl
-                topic = data[i + 2:j].decode("utf-8", "replace")
+                topic = data[i + 2 : j].decode("utf-8", "replace")
                 qos = (h >> 1) & 3
                 mid = 0
                 if qos:
@@ -114,27 +119,31 @@ class BufferedClient(mqtt.Client):
         ok = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
         if self.on_publish_raw is None or self._protocol != mqtt.MQTTv311:
             rc = super().loop_read(max_packets)
-            while (rc == ok and self._sock is not None and self._gt_sock is self._sock
-                   and self._gt_pos < len(self._gt_data)):
+            while (
+                rc == ok
+                and self._sock is not None
+                and self._gt_sock is self._sock
+                and self._gt_pos < len(self._gt_data)
+            ):
                 rc = super().loop_read(max_packets)
             return rc
         while True:
             if self._sock is None:
                 return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
             self._gt_check_sock()
-            if self._in_packet["command"] != 0:      # paho is in the middle of a packet
+            if self._in_packet["command"] != 0:  # paho is in the middle of a packet
                 rc = super().loop_read(1)
                 if rc != ok or self._in_packet["command"] != 0:
                     return rc
                 continue
-            if self._gt_parse():                     # a non-PUBLISH packet is next
+            if self._gt_parse():  # a non-PUBLISH packet is next
                 rc = super().loop_read(1)
                 if rc != ok:
                     return rc
                 continue
             try:
                 if not self._gt_fill():
-                    return ok                        # wait for select
+                    return ok  # wait for select
             except (ConnectionError, OSError) as exc:
                 self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", exc)
                 return self._loop_rc_handle(mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST)
@@ -146,7 +155,10 @@ class BufferedClient(mqtt.Client):
             self._packet_queue(PUBACK, blob, 0, 0)
 
 
-_FAST = all(hasattr(mqtt.Client, name) for name in ("_sock_recv", "_packet_queue", "_loop_rc_handle", "_easy_log"))
+_FAST = all(
+    hasattr(mqtt.Client, name)
+    for name in ("_sock_recv", "_packet_queue", "_loop_rc_handle", "_easy_log")
+)
 
 
 @dataclass(frozen=True)
@@ -161,66 +173,122 @@ class Endpoint:
     @classmethod
     def of(cls, pki, identity: str, host: str, port: int, root: str) -> "Endpoint":
         """``identity``'s endpoint from a PKI (certificate and key under ``pki.dir``)."""
-        return cls(host=host, port=int(port), ca=Path(pki.ca_cert_path), cert=Path(pki.cert_path(identity)),
-                   key=Path(pki.key_path(identity)), root=root)
+        return cls(
+            host=host,
+            port=int(port),
+            ca=Path(pki.ca_cert_path),
+            cert=Path(pki.cert_path(identity)),
+            key=Path(pki.key_path(identity)),
+            root=root,
+        )
 
-    def client(self, client_id: str, *, persistent: bool = False, manual_ack: bool = False,
-               v5: bool = True) -> mqtt.Client:
+    def client(
+        self, client_id: str, *, persistent: bool = False, manual_ack: bool = False, v5: bool = True
+    ) -> mqtt.Client:
         """A paho client with our TLS identity. v5=False gives MQTT 3.1.1, whose PUBLISH carries no
         properties: paho's v5 property decoding costs about a third of the per-message time, which
         matters to ingest only (its session is kept by clean_session=False instead of an expiry)."""
-        for what, p in (("CA certificate", self.ca), ("certificate", self.cert), ("private key", self.key)):
+        for what, p in (
+            ("CA certificate", self.ca),
+            ("certificate", self.cert),
+            ("private key", self.key),
+        ):
             if not Path(p).is_file():
-                raise PKIError(f"{what} {p} does not exist", hint="run `gridtwin pki init` and `gridtwin pki issue`")
+                raise PKIError(
+                    f"{what} {p} does not exist",
+                    hint="run `gridtwin pki init` and `gridtwin pki issue`",
+                )
         cls = BufferedClient if _FAST else mqtt.Client
         if v5:
-            c = cls(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+            c = cls(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=mqtt.MQTTv5,
+                manual_ack=manual_ack,
+            )
         else:
-            c = cls(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                    clean_session=not persistent, manual_ack=manual_ack)
+            c = cls(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=not persistent,
+                manual_ack=manual_ack,
+            )
         try:
-            c.tls_set(ca_certs=str(self.ca), certfile=str(self.cert), keyfile=str(self.key),
-                      tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            c.tls_set(
+                ca_certs=str(self.ca),
+                certfile=str(self.cert),
+                keyfile=str(self.key),
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         except (ssl.SSLError, OSError) as exc:
-            raise PKIError(f"cannot load the TLS identity {self.cert}: {exc}",
-                           hint="check that the certificate and key belong together (`gridtwin pki list`)") from None
+            raise PKIError(
+                f"cannot load the TLS identity {self.cert}: {exc}",
+                hint="check that the certificate and key belong together (`gridtwin pki list`)",
+            ) from None
         c.reconnect_delay_set(0.2, 5)
         c._gt_persistent = persistent
         return c
 
-    def connect_properties(self, persistent: bool, receive_maximum: int | None = None) -> Properties:
+    def connect_properties(
+        self, persistent: bool, receive_maximum: int | None = None
+    ) -> Properties:
         props = Properties(PacketTypes.CONNECT)
         if persistent:
-            props.SessionExpiryInterval = 0xFFFFFFFF  # the broker keeps the session (and our QoS 1 backlog)
+            props.SessionExpiryInterval = (
+                0xFFFFFFFF  # the broker keeps the session (and our QoS 1 backlog)
+            )
         if receive_maximum:
             props.ReceiveMaximum = receive_maximum
         return props
 
-    def connect(self, c: mqtt.Client, *, persistent: bool = False, receive_maximum: int | None = None,
-                blocking: bool = True) -> None:
+    def connect(
+        self,
+        c: mqtt.Client,
+        *,
+        persistent: bool = False,
+        receive_maximum: int | None = None,
+        blocking: bool = True,
+    ) -> None:
         kw = {}
         if c.protocol == mqtt.MQTTv5:
-            kw = dict(clean_start=not persistent, properties=self.connect_properties(persistent, receive_maximum))
+            kw = dict(
+                clean_start=not persistent,
+                properties=self.connect_properties(persistent, receive_maximum),
+            )
         try:
             if blocking:
                 c.connect(self.host, self.port, keepalive=30, **kw)
             else:
                 c.connect_async(self.host, self.port, keepalive=30, **kw)
         except (OSError, ssl.SSLError) as exc:
-            raise BrokerError(f"cannot reach the broker at {self.host}:{self.port}: {exc}",
-                              hint="is it running? `gridtwin broker run`, or check [broker] in site.toml") from None
+            raise BrokerError(
+                f"cannot reach the broker at {self.host}:{self.port}: {exc}",
+                hint="is it running? `gridtwin broker run`, or check [broker] in site.toml",
+            ) from None
 
 
 def endpoint_from_site(site, identity: str | None = None, *, instance: int = 1) -> Endpoint:
     """A host identity's endpoint for this site (certificates from the site PKI): ``identity`` if
     given, else daemon instance ``instance``'s (``gridtwin-host``, ``gridtwin-host-2``, ...)."""
-    from gridtwin.pki import PKI, host_identity  # issue #3's module; imported late so validation code needs no PKI
+    from gridtwin.pki import (
+        PKI,
+        host_identity,
+    )  # issue #3's module; imported late so validation code needs no PKI
 
     identity = identity or host_identity(site, instance)
     pki = PKI(site.certs_dir)
     if not pki.has(identity) and pki.exists():
-        raise PKIError(f"'{identity}' has no certificate in {pki.dir}",
-                       hint="run `gridtwin pki issue --all` (it issues every missing identity)")
+        raise PKIError(
+            f"'{identity}' has no certificate in {pki.dir}",
+            hint="run `gridtwin pki issue --all` (it issues every missing identity)",
+        )
     host = "localhost" if "localhost" in site.broker.hosts else site.broker.hosts[0]
-    return Endpoint(host=host, port=site.broker.port, ca=Path(pki.ca_cert_path),
-                    cert=Path(pki.cert_path(identity)), key=Path(pki.key_path(identity)), root=site.topic_root)
+    return Endpoint(
+        host=host,
+        port=site.broker.port,
+        ca=Path(pki.ca_cert_path),
+        cert=Path(pki.cert_path(identity)),
+        key=Path(pki.key_path(identity)),
+        root=site.topic_root,
+    )

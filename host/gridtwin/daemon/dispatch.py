@@ -52,8 +52,9 @@ class Dispatcher:
         with self._cond:
             return self._online.get(node, False)
 
-    def send(self, node: str, cmd: str, args: dict | None = None, timeout: float = 10.0,
-             ttl: float = 0.0) -> dict:
+    def send(
+        self, node: str, cmd: str, args: dict | None = None, timeout: float = 10.0, ttl: float = 0.0
+    ) -> dict:
         """Send one command and return its ack ``{"id","ok","result"?,"err"?,"ts"?,"node"}``.
 
         Raises NodeOffline (offline for the whole ``ttl``), CommandTimeout (no ack within
@@ -68,16 +69,20 @@ class Dispatcher:
             if not self._cond.wait_for(lambda: self._online.get(node, False), timeout=ttl):
                 self._waiting.discard(cid)
                 self.store.command_update(cid, "offline")
-                raise NodeOffline(f"{node} is offline; command '{cmd}' not sent (waited {ttl:g} s)",
-                                  hint="power the node up, or pass a longer --ttl to wait for it")
+                raise NodeOffline(
+                    f"{node} is offline; command '{cmd}' not sent (waited {ttl:g} s)",
+                    hint="power the node up, or pass a longer --ttl to wait for it",
+                )
         payload = json.dumps({"id": cid, "cmd": cmd, "args": args, "ts": int(time.time() * 1000)})
         try:
             info = self.bus.publish(f"{self.root}/{node}/cmd", payload, qos=1)
         except NotConnected:
             self._waiting.discard(cid)
             self.store.command_update(cid, "error", err="daemon not connected to the broker")
-            raise GridTwinError("the daemon is not connected to the broker; command not sent",
-                                hint="see `gridtwin daemon` logs and `gridtwin doctor`") from None
+            raise GridTwinError(
+                "the daemon is not connected to the broker; command not sent",
+                hint="see `gridtwin daemon` logs and `gridtwin doctor`",
+            ) from None
         self.store.command_update(cid, "sent", sent=int(time.time() * 1000))
         with self._cond:
             got = self._cond.wait_for(lambda: cid in self._acks, timeout=timeout)
@@ -92,5 +97,6 @@ class Dispatcher:
             published = "" if confirmed else " (the broker did not confirm the publish either)"
             raise CommandTimeout(
                 f"{node} did not acknowledge '{cmd}' (id {cid}) within {timeout:g} s{published}",
-                hint="the node may be busy or not handle this command; see `gridtwin tail` and its log")
+                hint="the node may be busy or not handle this command; see `gridtwin tail` and its log",
+            )
         return ack

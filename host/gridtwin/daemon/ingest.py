@@ -37,9 +37,19 @@ LINGER_UNTIL = 200  # messages waiting: commit at once, no linger
 class Ingest:
     """Validate, store, then acknowledge everything the bus receives (see the module docstring)."""
 
-    def __init__(self, bus, store, *, known_nodes=None, limits: validate.Limits = validate.DEFAULT_LIMITS,
-                 metrics: Metrics | None = None, batch_max: int = 20000, influx_measurement: str | None = None,
-                 on_spool=None, linger_s: float = 0.02):
+    def __init__(
+        self,
+        bus,
+        store,
+        *,
+        known_nodes=None,
+        limits: validate.Limits = validate.DEFAULT_LIMITS,
+        metrics: Metrics | None = None,
+        batch_max: int = 20000,
+        influx_measurement: str | None = None,
+        on_spool=None,
+        linger_s: float = 0.02,
+    ):
         self.bus, self.store = bus, store
         self.root = bus.root
         self.known = frozenset(known_nodes) if known_nodes is not None else None
@@ -50,7 +60,7 @@ class Ingest:
         # transaction (and one wake-up of this thread) then carries ~10 messages instead of 1, which
         # is most of the per-message cost at moderate rates; bursts fill LINGER_UNTIL at once.
         self.linger_s = linger_s
-        self.influx_measurement = influx_measurement   # set: also spool line protocol for InfluxDB
+        self.influx_measurement = influx_measurement  # set: also spool line protocol for InfluxDB
         self.on_spool = on_spool
         # after each commit: fn(list[Telemetry]) (twin engine, tail; may include redeliveries,
         # (node, boot, seq) tells them apart) and fn(statuses, acks) (dispatcher)
@@ -63,8 +73,8 @@ class Ingest:
         self._stop = threading.Event()
         self._logged: dict = {}
         self._suppressed: dict = {}
-        self._node_rejects: dict = {}   # node -> (count, last reason, at ms), stored with the next batch
-        self.on_fatal = None            # fn(thread name): the writer died (service.Daemon exits)
+        self._node_rejects: dict = {}  # node -> (count, last reason, at ms), stored with the next batch
+        self.on_fatal = None  # fn(thread name): the writer died (service.Daemon exits)
         self._writer: threading.Thread | None = None
         self.host_prefix = f"{self.root}/_host/"
         bus.sink = self._on_raw
@@ -110,7 +120,12 @@ class Ingest:
         try:
             while True:
                 self._wake.clear()
-                if inbox and len(inbox) < LINGER_UNTIL and self.linger_s and not self._stop.is_set():
+                if (
+                    inbox
+                    and len(inbox) < LINGER_UNTIL
+                    and self.linger_s
+                    and not self._stop.is_set()
+                ):
                     self._stop.wait(self.linger_s)
                 while inbox:
                     n = min(len(inbox), self.batch_max)
@@ -127,8 +142,10 @@ class Ingest:
             # Should never happen (every message is stored or rejected); if it does, say so loudly
             # and let /healthz turn 503 and the daemon exit non-zero, so its supervisor restarts it
             # (the unacknowledged batch comes back from the broker).
-            log.critical("the ingest writer stopped: nothing more is stored until the daemon restarts",
-                         exc_info=True)
+            log.critical(
+                "the ingest writer stopped: nothing more is stored until the daemon restarts",
+                exc_info=True,
+            )
             if self.on_fatal:
                 self.on_fatal("ingest-writer")
 
@@ -147,8 +164,14 @@ class Ingest:
             self._logged[key] = now
             more = self._suppressed.pop(key, 0)
             more = f" (+{more} more like it in the last {LOG_EVERY_S:.0f} s)" if more else ""
-            log.warning("rejected node=%s topic=%r reason=%s: %s%s", node or "?", topic[:120], r.reason,
-                        r.detail[:300], more)
+            log.warning(
+                "rejected node=%s topic=%r reason=%s: %s%s",
+                node or "?",
+                topic[:120],
+                r.reason,
+                r.detail[:300],
+                more,
+            )
         elif len(self._suppressed) < 10000:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
 
@@ -171,8 +194,10 @@ class Ingest:
             raise
         except Exception:
             pass
-        singles = [("telemetry", tel, t, t.node, ([t], (), (), (), [spool[i]] if spool else None))
-                   for i, t in enumerate(tel)]
+        singles = [
+            ("telemetry", tel, t, t.node, ([t], (), (), (), [spool[i]] if spool else None))
+            for i, t in enumerate(tel)
+        ]
         singles += [("status", statuses, x, x[0], ((), [x], (), (), None)) for x in statuses]
         singles += [("ack", acks, x, x[0], ((), (), [x], (), None)) for x in acks]
         singles += [("log", logs, x, x[0], ((), (), (), [x], None)) for x in logs]
@@ -184,8 +209,11 @@ class Ingest:
                 self._keep_rejects(rejects)
                 raise
             except Exception as exc:
-                self._reject(f"{self.root}/{node}/{kind}", node,
-                             validate.Rejected("internal", f"the store refused it: {exc!r}"[:200]))
+                self._reject(
+                    f"{self.root}/{node}/{kind}",
+                    node,
+                    validate.Rejected("internal", f"the store refused it: {exc!r}"[:200]),
+                )
                 failed.append((items, item))
                 continue
             total.stored += res.stored
@@ -225,7 +253,9 @@ class Ingest:
             except validate.Rejected as r:
                 self._reject(topic, node, r)
             except Exception as exc:  # a validator bug must cost one message, never the daemon
-                self._reject(topic, node, validate.Rejected("internal", f"validating failed: {exc!r}"[:200]))
+                self._reject(
+                    topic, node, validate.Rejected("internal", f"validating failed: {exc!r}"[:200])
+                )
         spool = None
         if self.influx_measurement and tel:
             # validation leaves nothing line protocol cannot carry; should that ever change, the
@@ -236,7 +266,9 @@ class Ingest:
                     spool.append(telemetry_line(t, self.influx_measurement))
                     kept.append(t)
                 except LineProtocolError as exc:
-                    self._reject(f"{root}/{t.node}/telemetry", t.node, validate.Rejected("metric", str(exc)))
+                    self._reject(
+                        f"{root}/{t.node}/telemetry", t.node, validate.Rejected("metric", str(exc))
+                    )
             tel = kept
         backoff = 0.1
         while True:
@@ -249,14 +281,18 @@ class Ingest:
                 raise
             except StoreError as exc:
                 m.store_error()
-                log.error("%s; retrying in %.1f s (messages stay unacknowledged meanwhile)", exc, backoff)
+                log.error(
+                    "%s; retrying in %.1f s (messages stay unacknowledged meanwhile)", exc, backoff
+                )
                 if self._stop.wait(backoff):
                     return  # not acked: the broker redelivers after restart
                 backoff = min(backoff * 2, 10)
         m.batches += 1
         m.stored += res.stored
         m.duplicates += res.duplicates
-        if res.gaps:  # pending until replay had its chance (Daemon.settle_gaps confirms or drops them)
+        if (
+            res.gaps
+        ):  # pending until replay had its chance (Daemon.settle_gaps confirms or drops them)
             log.debug("pending gaps: %s", res.gaps[:5])
         live = [t.ts for t in tel if not t.hist]
         if live:

@@ -22,9 +22,13 @@ class LineProtocolError(ValueError):
 
 def _clean(text: str, what: str) -> str:
     if "\n" in text or "\r" in text:
-        raise LineProtocolError(f"{what} {text!r} contains a newline, which line protocol cannot carry")
+        raise LineProtocolError(
+            f"{what} {text!r} contains a newline, which line protocol cannot carry"
+        )
     if text.endswith("\\"):
-        raise LineProtocolError(f"{what} {text!r} ends with a backslash, which would escape the separator")
+        raise LineProtocolError(
+            f"{what} {text!r} ends with a backslash, which would escape the separator"
+        )
     return text
 
 
@@ -79,5 +83,9 @@ def telemetry_line(t, measurement: str = "telemetry") -> str:
     fields = {k: float(v) for k, v in t.m.items()}
     fields["gt_seq"] = t.seq  # prefixed: a metric may itself be called "seq"
     fields["gt_boot"] = str(t.boot)
-    return line(measurement, {"node": t.node, "hist": "true" if t.hist else None}, fields,
-                point_time_ns(t.ts, t.seq))
+    return line(
+        measurement,
+        {"node": t.node, "hist": "true" if t.hist else None},
+        fields,
+        point_time_ns(t.ts, t.seq),
+    )

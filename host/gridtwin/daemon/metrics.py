@@ -21,15 +21,15 @@ class Metrics:
         self.received = 0
         self.stored = 0
         self.duplicates = 0
-        self.gaps = 0            # confirmed gaps: seq jumps within a boot that replay did not fill
-        self.missing = 0         # messages still missing in those gaps
-        self.rejected: Counter = Counter()   # reason -> count
+        self.gaps = 0  # confirmed gaps: seq jumps within a boot that replay did not fill
+        self.missing = 0  # messages still missing in those gaps
+        self.rejected: Counter = Counter()  # reason -> count
         self.batches = 0
         self.store_errors = 0
-        self.last_lag_ms = 0     # now - ts of the newest live (non-replayed) reading stored
-        self.link = None         # the bus: connected / subscribed are its state, read here
+        self.last_lag_ms = 0  # now - ts of the newest live (non-replayed) reading stored
+        self.link = None  # the bus: connected / subscribed are its state, read here
         self.started = time.time()
-        self.gauges = {}         # name -> callable returning a number (spool depth, nodes online, ...)
+        self.gauges = {}  # name -> callable returning a number (spool depth, nodes online, ...)
         self.node_gauges = None  # callable -> [(node, {name: value})] for per-node gauges
         self.threads: list = []  # worker threads that must be alive while the daemon runs
         self.stopping = False
@@ -61,19 +61,47 @@ class Metrics:
             for labels, value in samples:
                 out.append(f"gridtwin_{name}{labels} {value}")
 
-        metric("received_total", "counter", "MQTT messages received by ingest", [("", self.received)])
+        metric(
+            "received_total", "counter", "MQTT messages received by ingest", [("", self.received)]
+        )
         metric("stored_total", "counter", "telemetry messages stored (new)", [("", self.stored)])
-        metric("duplicates_total", "counter", "telemetry messages already stored (QoS 1 redelivery, replays)",
-               [("", self.duplicates)])
-        metric("rejected_total", "counter", "messages that broke the payload contract, by reason",
-               [(f'{{reason="{r}"}}', n) for r, n in sorted(self.rejected.items()) if n])
-        metric("gaps_total", "counter", "seq gaps within a boot still open once replay had its chance",
-               [("", self.gaps)])
+        metric(
+            "duplicates_total",
+            "counter",
+            "telemetry messages already stored (QoS 1 redelivery, replays)",
+            [("", self.duplicates)],
+        )
+        metric(
+            "rejected_total",
+            "counter",
+            "messages that broke the payload contract, by reason",
+            [(f'{{reason="{r}"}}', n) for r, n in sorted(self.rejected.items()) if n],
+        )
+        metric(
+            "gaps_total",
+            "counter",
+            "seq gaps within a boot still open once replay had its chance",
+            [("", self.gaps)],
+        )
         metric("missing_total", "counter", "messages missing in those gaps", [("", self.missing)])
-        metric("store_errors_total", "counter", "failed storage transactions (retried)", [("", self.store_errors)])
-        metric("ingest_lag_seconds", "gauge", "now minus ts of the newest live reading stored",
-               [("", self.last_lag_ms / 1000)])
-        metric("mqtt_connected", "gauge", "1 while connected to the broker", [("", int(self.connected))])
+        metric(
+            "store_errors_total",
+            "counter",
+            "failed storage transactions (retried)",
+            [("", self.store_errors)],
+        )
+        metric(
+            "ingest_lag_seconds",
+            "gauge",
+            "now minus ts of the newest live reading stored",
+            [("", self.last_lag_ms / 1000)],
+        )
+        metric(
+            "mqtt_connected",
+            "gauge",
+            "1 while connected to the broker",
+            [("", int(self.connected))],
+        )
         for name, fn in sorted(self.gauges.items()):
             try:
                 value = fn()
@@ -93,16 +121,24 @@ class Metrics:
                 for name, value in values.items():
                     if value is not None:
                         by_name.setdefault(name, []).append((f'{{node="{node}"}}', value))
-            for name, (help_text, samples) in sorted((n, (NODE_GAUGES.get(n, n), v)) for n, v in by_name.items()):
+            for name, (help_text, samples) in sorted(
+                (n, (NODE_GAUGES.get(n, n), v)) for n, v in by_name.items()
+            ):
                 metric(f"node_{name}", "gauge", help_text, samples)
         return "\n".join(out) + "\n"
 
     def health(self) -> tuple[bool, dict]:
         dead = self.dead_threads()
         ok = self.subscribed and self.store_errors_recent() == 0 and not dead
-        info = {"ok": ok, "mqtt_connected": self.connected, "subscribed": self.subscribed, "received": self.received,
-                "stored": self.stored, "rejected": self.rejected_total,
-                "uptime_s": round(time.time() - self.started, 1)}
+        info = {
+            "ok": ok,
+            "mqtt_connected": self.connected,
+            "subscribed": self.subscribed,
+            "received": self.received,
+            "stored": self.stored,
+            "rejected": self.rejected_total,
+            "uptime_s": round(time.time() - self.started, 1),
+        }
         if dead:
             info["dead_threads"] = dead
         return ok, info
@@ -145,9 +181,17 @@ class MetricsServer:
     TIMEOUT_S = 10.0
     MAX_CONNECTIONS = 64
 
-    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9810, routes=None,
-                 token: str | None = None, private=(), timeout: float | None = None,
-                 max_connections: int | None = None):
+    def __init__(
+        self,
+        metrics: Metrics,
+        host: str = "127.0.0.1",
+        port: int = 9810,
+        routes=None,
+        token: str | None = None,
+        private=(),
+        timeout: float | None = None,
+        max_connections: int | None = None,
+    ):
         m, routes, private = metrics, dict(routes or {}), set(private)
         max_body = self.MAX_BODY
         slots = threading.BoundedSemaphore(max_connections or self.MAX_CONNECTIONS)
@@ -167,12 +211,15 @@ class MetricsServer:
 
             def _route(self, method):
                 from urllib.parse import parse_qs, urlsplit
+
                 parts = urlsplit(self.path)
                 path, query = parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 self.close_connection = True  # one request per connection: nothing lingers
                 if path in private and self.headers.get("Authorization") != f"Bearer {token}":
                     # before the body: an unauthenticated client cannot make us read (or wait for) it
-                    return self._reply(401, "application/json", b'{"error": "missing or wrong daemon token"}')
+                    return self._reply(
+                        401, "application/json", b'{"error": "missing or wrong daemon token"}'
+                    )
                 raw_length = self.headers.get("Content-Length") or "0"
                 if not raw_length.isdigit():
                     return self._reply(400, "application/json", b'{"error": "bad Content-Length"}')
@@ -189,7 +236,9 @@ class MetricsServer:
                     return self._reply(200, "text/plain; version=0.0.4", m.prometheus().encode())
                 if method == "GET" and path == "/healthz":
                     ok, info = m.health()
-                    return self._reply(200 if ok else 503, "application/json", json.dumps(info).encode())
+                    return self._reply(
+                        200 if ok else 503, "application/json", json.dumps(info).encode()
+                    )
                 fn = routes.get((method, path))
                 if fn is None:
                     return self._reply(404, "text/plain", b"try /healthz or /metrics\n")
@@ -197,7 +246,11 @@ class MetricsServer:
                     out = fn(self, query, body)
                 except Exception:  # a bug in a route: one log line and a 500, the daemon goes on
                     log.exception("%s %s failed", method, path)
-                    out = 500, "application/json", b'{"error": "internal error, see the daemon log"}'
+                    out = (
+                        500,
+                        "application/json",
+                        b'{"error": "internal error, see the daemon log"}',
+                    )
                 if out is not None:
                     self._reply(*out)
 
@@ -214,7 +267,9 @@ class MetricsServer:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
-            request_queue_size = 128  # accepted fast and answered or closed, not left in the backlog
+            request_queue_size = (
+                128  # accepted fast and answered or closed, not left in the backlog
+            )
 
             def process_request(self, request, client_address):
                 if not slots.acquire(blocking=False):
@@ -231,7 +286,9 @@ class MetricsServer:
 
         self.httpd = Server((host, port), Handler)
         self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="metrics-http", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

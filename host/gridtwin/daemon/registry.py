@@ -14,7 +14,7 @@ from dataclasses import dataclass
 @dataclass
 class NodeView:
     id: str
-    state: str          # online | offline | stale | unknown (never heard from)
+    state: str  # online | offline | stale | unknown (never heard from)
     last_seen: int | None
     age_s: float | None
     fw: str | None = None
@@ -26,10 +26,12 @@ class NodeView:
     drops: float | None = None
     uptime: float | None = None
     in_site: bool = True
-    rejected: int | None = None        # messages of the node the daemon refused (store columns, if present)
-    last_reject: str | None = None     # "reason: detail" of the last one
+    rejected: int | None = (
+        None  # messages of the node the daemon refused (store columns, if present)
+    )
+    last_reject: str | None = None  # "reason: detail" of the last one
     last_reject_at: int | None = None  # host ms
-    interval_ms: float | None = None    # its sample interval: stale after stale_intervals of them
+    interval_ms: float | None = None  # its sample interval: stale after stale_intervals of them
 
 
 def node_state(row: dict, interval_ms: float, now_ms: int, stale_intervals: int = 3) -> str:
@@ -39,7 +41,7 @@ def node_state(row: dict, interval_ms: float, now_ms: int, stale_intervals: int 
     if row.get("state") == "offline":
         return "offline"  # the broker published the will: the connection is gone
     if last is None or now_ms - last > stale_intervals * interval_ms:
-        return "stale"    # connected (no will yet) but silent for too long: hung, or lost power
+        return "stale"  # connected (no will yet) but silent for too long: hung, or lost power
     return "online"
 
 
@@ -48,32 +50,53 @@ def interval_of(row: dict, sn=None) -> float:
     return (sn.interval_ms if sn is not None else None) or row.get("interval") or 1000
 
 
-def view(nid: str, row: dict, sn, now_ms: int, stale_intervals: int = 3, in_site: bool = True) -> NodeView:
+def view(
+    nid: str, row: dict, sn, now_ms: int, stale_intervals: int = 3, in_site: bool = True
+) -> NodeView:
     """One node's view from its ``nodes`` row and its site entry (``sn``, or None)."""
     last = row.get("last_seen")
     return NodeView(
-        id=nid, state=node_state(row, interval_of(row, sn), now_ms, stale_intervals), last_seen=last,
+        id=nid,
+        state=node_state(row, interval_of(row, sn), now_ms, stale_intervals),
+        last_seen=last,
         age_s=None if last is None else max(0.0, (now_ms - last) / 1000),
-        fw=row.get("fw"), board=row.get("board") or (sn.board if sn is not None else None),
-        rssi=row.get("rssi"), heap=row.get("heap"), reset=row.get("reset"), outbox=row.get("outbox"),
-        drops=row.get("drops"), uptime=row.get("uptime"), in_site=in_site,
-        rejected=row.get("rejected"), last_reject=row.get("last_reject"), last_reject_at=row.get("last_reject_at"),
-        interval_ms=interval_of(row, sn))
+        fw=row.get("fw"),
+        board=row.get("board") or (sn.board if sn is not None else None),
+        rssi=row.get("rssi"),
+        heap=row.get("heap"),
+        reset=row.get("reset"),
+        outbox=row.get("outbox"),
+        drops=row.get("drops"),
+        uptime=row.get("uptime"),
+        in_site=in_site,
+        rejected=row.get("rejected"),
+        last_reject=row.get("last_reject"),
+        last_reject_at=row.get("last_reject_at"),
+        interval_ms=interval_of(row, sn),
+    )
 
 
 def fleet(store, site=None, now_ms: int | None = None, stale_intervals: int = 3) -> list[NodeView]:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     site_nodes = {n.id: n for n in site.nodes} if site is not None else {}
     rows = {r["id"]: r for r in store.nodes()}
-    return [view(nid, rows.get(nid, {"id": nid}), site_nodes.get(nid), now_ms, stale_intervals,
-                 in_site=nid in site_nodes or site is None)
-            for nid in list(site_nodes) + sorted(set(rows) - set(site_nodes))]
+    return [
+        view(
+            nid,
+            rows.get(nid, {"id": nid}),
+            site_nodes.get(nid),
+            now_ms,
+            stale_intervals,
+            in_site=nid in site_nodes or site is None,
+        )
+        for nid in list(site_nodes) + sorted(set(rows) - set(site_nodes))
+    ]
 
 
 # What to do about a node's rejected messages, by reason (the validator's labels); the rest: the log.
 REJECT_FIXES = {
     "ts_window": "its clock is off: a node sets it by SNTP from [network] ntp (default: the broker host, where "
-                 "`gridtwin daemon` answers on udp/123; see docs/security.md, 'The nodes' time')",
+    "`gridtwin daemon` answers on udp/123; see docs/security.md, 'The nodes' time')",
 }
 
 
@@ -83,6 +106,10 @@ def reject_note(v: NodeView, now_ms: int | None = None, recent_s: float = 120.0)
     if not v.rejected or v.last_reject_at is None or now_ms - v.last_reject_at > recent_s * 1000:
         return None
     reason = (v.last_reject or "?").split(":", 1)[0]
-    fix = REJECT_FIXES.get(reason, "the daemon's log has one line per rejection (`journalctl -u gridtwin-daemon`)")
-    return (f"{v.id}: its readings are being rejected ({v.rejected} so far, the last "
-            f"{max(0, now_ms - v.last_reject_at) / 1000:.0f} s ago: {v.last_reject}); {fix}")
+    fix = REJECT_FIXES.get(
+        reason, "the daemon's log has one line per rejection (`journalctl -u gridtwin-daemon`)"
+    )
+    return (
+        f"{v.id}: its readings are being rejected ({v.rejected} so far, the last "
+        f"{max(0, now_ms - v.last_reject_at) / 1000:.0f} s ago: {v.last_reject}); {fix}"
+    )

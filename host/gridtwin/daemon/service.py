@@ -31,14 +31,32 @@ DAY_MS = 86400_000
 
 
 class Daemon:
-    def __init__(self, *, endpoint, db_path: Path | str, client_id: str = "gridtwin-daemon",
-                 known_nodes=None, shared_group: str = "", limits: validate.Limits = validate.DEFAULT_LIMITS,
-                 sync: str = "normal", batch_max: int = 20000, receive_maximum: int = 2000,
-                 metrics_host: str = "127.0.0.1", metrics_port: int | None = 0,
-                 influx: InfluxConfig | None = None, influx_measurement: str = "telemetry",
-                 raw_days: int = 30, rollup_days: int = 730, site=None, stale_intervals: int = 3,
-                 watch_interval: float = 1.0, instance: int = 1, sntp=None, gap_grace_s: float = 600,
-                 linger_ms: int = 20):
+    def __init__(
+        self,
+        *,
+        endpoint,
+        db_path: Path | str,
+        client_id: str = "gridtwin-daemon",
+        known_nodes=None,
+        shared_group: str = "",
+        limits: validate.Limits = validate.DEFAULT_LIMITS,
+        sync: str = "normal",
+        batch_max: int = 20000,
+        receive_maximum: int = 2000,
+        metrics_host: str = "127.0.0.1",
+        metrics_port: int | None = 0,
+        influx: InfluxConfig | None = None,
+        influx_measurement: str = "telemetry",
+        raw_days: int = 30,
+        rollup_days: int = 730,
+        site=None,
+        stale_intervals: int = 3,
+        watch_interval: float = 1.0,
+        instance: int = 1,
+        sntp=None,
+        gap_grace_s: float = 600,
+        linger_ms: int = 20,
+    ):
         self.site = site
         self.sntp = sntp  # gridtwin.daemon.sntp.SntpServer: the nodes' time source, or None
         # Instances share the ingest ($share/) and, from a site, one database. Instance 1 is the one
@@ -56,13 +74,27 @@ class Daemon:
         self.known_nodes = None if known_nodes is None else list(known_nodes)
         if self.known_nodes:
             self.store.ensure_nodes(self.known_nodes)
-        self.bus = Bus(endpoint, client_id=client_id, shared_group=shared_group, receive_maximum=receive_maximum)
+        self.bus = Bus(
+            endpoint,
+            client_id=client_id,
+            shared_group=shared_group,
+            receive_maximum=receive_maximum,
+        )
         self.metrics.link = self.bus
-        self.forwarder = SpoolForwarder(self.store, InfluxWriter(influx), self.metrics) if influx else None
-        self.ingest = Ingest(self.bus, self.store, known_nodes=self.known_nodes, limits=limits, metrics=self.metrics,
-                             batch_max=batch_max, influx_measurement=influx_measurement if influx else None,
-                             on_spool=self.forwarder.wake.set if self.forwarder else None,
-                             linger_s=linger_ms / 1000)
+        self.forwarder = (
+            SpoolForwarder(self.store, InfluxWriter(influx), self.metrics) if influx else None
+        )
+        self.ingest = Ingest(
+            self.bus,
+            self.store,
+            known_nodes=self.known_nodes,
+            limits=limits,
+            metrics=self.metrics,
+            batch_max=batch_max,
+            influx_measurement=influx_measurement if influx else None,
+            on_spool=self.forwarder.wake.set if self.forwarder else None,
+            linger_s=linger_ms / 1000,
+        )
         self.dispatcher = Dispatcher(self.bus, self.store, self.known_nodes)
         self.ingest.batch_hooks.append(self.dispatcher.on_batch)
         self.alerts = Alerts(self.store, self.bus)
@@ -78,8 +110,11 @@ class Daemon:
         self.failed = threading.Event()
         self.ingest.on_fatal = lambda name: self.failed.set()
         self._stop = threading.Event()
-        self.api = LocalApi(self.dispatcher, Path(db_path).parent / (
-            "daemon.json" if instance == 1 else f"daemon-{instance}.json"), stopping=self._stop.is_set)
+        self.api = LocalApi(
+            self.dispatcher,
+            Path(db_path).parent / ("daemon.json" if instance == 1 else f"daemon-{instance}.json"),
+            stopping=self._stop.is_set,
+        )
         self.ingest.listeners.append(self.api.feed)
         # analytics reads what ingest committed, from a bounded queue on its own thread; once per site
         # (instance 1), off for a daemon built without a site (tests and benchmarks set their own)
@@ -91,15 +126,22 @@ class Daemon:
         self.metrics_server = None
         if metrics_port is not None:
             try:
-                self.metrics_server = MetricsServer(self.metrics, metrics_host, metrics_port, token=self.api.token,
-                                                    private=LocalApi.PRIVATE,
-                                                    routes={**self.api.routes(), **self._web_routes()})
+                self.metrics_server = MetricsServer(
+                    self.metrics,
+                    metrics_host,
+                    metrics_port,
+                    token=self.api.token,
+                    private=LocalApi.PRIVATE,
+                    routes={**self.api.routes(), **self._web_routes()},
+                )
             except OSError as exc:
                 self.store.close()
-                raise GridTwinError(f"cannot serve /healthz and /metrics on {metrics_host}:{metrics_port}: "
-                                    f"{exc.strerror or exc}",
-                                    hint="is another daemon running for this site? (`gridtwin daemon status`) "
-                                         "or set [daemon] metrics_port") from None
+                raise GridTwinError(
+                    f"cannot serve /healthz and /metrics on {metrics_host}:{metrics_port}: "
+                    f"{exc.strerror or exc}",
+                    hint="is another daemon running for this site? (`gridtwin daemon status`) "
+                    "or set [daemon] metrics_port",
+                ) from None
         self.raw_days, self.rollup_days = raw_days, rollup_days
         self._maint: threading.Thread | None = None
 
@@ -126,25 +168,56 @@ class Daemon:
                 try:
                     token = tf.read_text().strip()
                 except OSError as exc:
-                    raise ConfigError(site.path, "storage.influx_token_file", f"cannot read {tf}: {exc}",
-                                      "put the InfluxDB token in that file (chmod 600)") from None
-            influx = InfluxConfig(url=st.influx_url, api=st.influx_api, org=st.influx_org,
-                                  bucket=st.influx_bucket, token=token)
-        identity = host_identity(site, instance)  # ConfigError naming daemon.instances if out of range
+                    raise ConfigError(
+                        site.path,
+                        "storage.influx_token_file",
+                        f"cannot read {tf}: {exc}",
+                        "put the InfluxDB token in that file (chmod 600)",
+                    ) from None
+            influx = InfluxConfig(
+                url=st.influx_url,
+                api=st.influx_api,
+                org=st.influx_org,
+                bucket=st.influx_bucket,
+                token=token,
+            )
+        identity = host_identity(
+            site, instance
+        )  # ConfigError naming daemon.instances if out of range
         metrics_port = d.metrics_port + instance - 1 if d.metrics_port else None
         # Instance 1 keeps [daemon] client_id (its lock file and _host/daemon/<id> status topic stay
         # as they were); the rendered broker replaces any client id by the CN anyway. The others
         # send their CN, which is the id the broker uses, so logs, lock and status topic agree with it.
         client_id = (d.client_id or identity) if instance == 1 else identity
-        kw = dict(endpoint=endpoint_from_site(site, identity), db_path=config.db_path(site), client_id=client_id,
-                  known_nodes=site.node_ids, shared_group=config.shared_group(site), instance=instance,
-                  limits=validate.Limits(max_bytes=st.max_payload, max_past_ms=st.max_past_days * DAY_MS,
-                                         max_future_ms=st.max_future_s * 1000),
-                  sync=st.sync, batch_max=d.batch_max, receive_maximum=d.receive_maximum,
-                  metrics_host=d.metrics_host, metrics_port=metrics_port, influx=influx,
-                  influx_measurement=st.influx_measurement, raw_days=st.raw_days, rollup_days=st.rollup_days,
-                  site=site, stale_intervals=d.stale_intervals, gap_grace_s=d.gap_grace_s, linger_ms=d.linger_ms)
-        if instance == 1:  # the nodes' time: one responder per host ([network] ntp_serve/ntp_port/ntp_bind)
+        kw = dict(
+            endpoint=endpoint_from_site(site, identity),
+            db_path=config.db_path(site),
+            client_id=client_id,
+            known_nodes=site.node_ids,
+            shared_group=config.shared_group(site),
+            instance=instance,
+            limits=validate.Limits(
+                max_bytes=st.max_payload,
+                max_past_ms=st.max_past_days * DAY_MS,
+                max_future_ms=st.max_future_s * 1000,
+            ),
+            sync=st.sync,
+            batch_max=d.batch_max,
+            receive_maximum=d.receive_maximum,
+            metrics_host=d.metrics_host,
+            metrics_port=metrics_port,
+            influx=influx,
+            influx_measurement=st.influx_measurement,
+            raw_days=st.raw_days,
+            rollup_days=st.rollup_days,
+            site=site,
+            stale_intervals=d.stale_intervals,
+            gap_grace_s=d.gap_grace_s,
+            linger_ms=d.linger_ms,
+        )
+        if (
+            instance == 1
+        ):  # the nodes' time: one responder per host ([network] ntp_serve/ntp_port/ntp_bind)
             from gridtwin.daemon.sntp import from_site as sntp_from_site
 
             kw["sntp"] = sntp_from_site(site)
@@ -163,10 +236,12 @@ class Daemon:
         except OSError:
             self._lockfile.close()
             self._lockfile = None
-            raise GridTwinError(f"another daemon is running with {self.store.path} as {self.bus.client_id}",
-                                hint="stop it first (`gridtwin daemon status` shows it); to run more daemons "
-                                     "set [daemon] instances and start each with its own --instance K (own "
-                                     "certificate and client_id)") from None
+            raise GridTwinError(
+                f"another daemon is running with {self.store.path} as {self.bus.client_id}",
+                hint="stop it first (`gridtwin daemon status` shows it); to run more daemons "
+                "set [daemon] instances and start each with its own --instance K (own "
+                "certificate and client_id)",
+            ) from None
 
     def start(self) -> "Daemon":
         self._lock_instance()
@@ -179,7 +254,7 @@ class Daemon:
             self.forwarder.start()
         if self.analytics:
             self.analytics.start()
-        self.ingest.start()   # the writer first: the bus delivers as soon as it is subscribed
+        self.ingest.start()  # the writer first: the bus delivers as soon as it is subscribed
         self.bus.start()
         self.metrics.watch(self.ingest._writer)
         if self.forwarder:
@@ -187,14 +262,20 @@ class Daemon:
         if self.sntp:
             try:
                 self.sntp.start()
-            except GridTwinError:  # a [network] ntp_port we may not bind: one clear line, nothing left running
+            except (
+                GridTwinError
+            ):  # a [network] ntp_port we may not bind: one clear line, nothing left running
                 self.stop()
                 raise
         if self.metrics_server:
             # how the CLI finds this daemon (the port may be ephemeral) and proves it may command it
-            self.api.publish_state(self.metrics_server.httpd.server_address[0], self.metrics_server.port)
+            self.api.publish_state(
+                self.metrics_server.httpd.server_address[0], self.metrics_server.port
+            )
         if self.instance == 1:  # registry alerts and retention once per site (see __init__)
-            self._maint = threading.Thread(target=self._maintenance, name="maintenance", daemon=True)
+            self._maint = threading.Thread(
+                target=self._maintenance, name="maintenance", daemon=True
+            )
             self._maint.start()
         return self
 
@@ -202,7 +283,7 @@ class Daemon:
         self._stop.set()
         self.metrics.stopping = True
         self.api.withdraw_state()
-        self.ingest.stop()     # store what was received; unacked messages come back from the broker
+        self.ingest.stop()  # store what was received; unacked messages come back from the broker
         self.bus.stop()
         if self.sntp:
             self.sntp.stop()
@@ -232,7 +313,9 @@ class Daemon:
         while not done.wait(1.0):
             pass
         dead = self.metrics.dead_threads()
-        log.info("stopping: storing what was received; the broker keeps the rest for the next start")
+        log.info(
+            "stopping: storing what was received; the broker keeps the rest for the next start"
+        )
         self.stop()
         if dead:
             log.error("exiting with status 1: %s stopped", ", ".join(dead))
@@ -260,8 +343,11 @@ class Daemon:
         folded = self.store.downsample(now_ms - self.raw_days * DAY_MS)
         self.store.drop_rollups(now_ms - self.rollup_days * DAY_MS)
         if folded:
-            log.info("retention: %d raw readings older than %d days folded into 1-minute rollups", folded,
-                     self.raw_days)
+            log.info(
+                "retention: %d raw readings older than %d days folded into 1-minute rollups",
+                folded,
+                self.raw_days,
+            )
         return folded
 
     def settle_gaps(self, now_ms: int | None = None) -> list:
@@ -272,8 +358,14 @@ class Daemon:
         for node, boot, after, missing in confirmed:
             self.metrics.gaps += 1
             self.metrics.missing += missing
-            log.warning("gap node=%s boot=%s: %d message(s) after seq %d never arrived (not replayed within %g s)",
-                        node, boot, missing, after, self.gap_grace_s)
+            log.warning(
+                "gap node=%s boot=%s: %d message(s) after seq %d never arrived (not replayed within %g s)",
+                node,
+                boot,
+                missing,
+                after,
+                self.gap_grace_s,
+            )
         return confirmed
 
     def _web_routes(self) -> dict:
@@ -284,7 +376,9 @@ class Daemon:
 
         self.web = WebView.for_daemon(self)
         # beyond loopback only over HTTPS with a login ([web] host; None when unset)
-        self.web_remote = RemoteWeb.from_site(self.web, self.site) if self.site is not None else None
+        self.web_remote = (
+            RemoteWeb.from_site(self.web, self.site) if self.site is not None else None
+        )
         return self.web.routes()
 
     def _node_gauges(self) -> list:
@@ -296,11 +390,21 @@ class Daemon:
         out = []
         for v in fleet(self.store, self.site, now_ms, self.stale_intervals):
             r = rows.get(v.id, {})
-            out.append((v.id, {"online": int(v.state == "online"),
-                               "last_seen_seconds": None if v.age_s is None else round(v.age_s, 1),
-                               "rssi_dbm": r.get("rssi"), "heap_free_bytes": r.get("heap"),
-                               "heap_min_bytes": r.get("heap_min"), "outbox": r.get("outbox"),
-                               "drops": r.get("drops"), "rejected": r.get("rejected") or 0}))
+            out.append(
+                (
+                    v.id,
+                    {
+                        "online": int(v.state == "online"),
+                        "last_seen_seconds": None if v.age_s is None else round(v.age_s, 1),
+                        "rssi_dbm": r.get("rssi"),
+                        "heap_free_bytes": r.get("heap"),
+                        "heap_min_bytes": r.get("heap_min"),
+                        "outbox": r.get("outbox"),
+                        "drops": r.get("drops"),
+                        "rejected": r.get("rejected") or 0,
+                    },
+                )
+            )
         return out
 
     def _maintenance(self) -> None:
@@ -308,7 +412,9 @@ class Daemon:
         settling every few seconds, retention hourly."""
         next_retention = time.monotonic() + 3600
         next_gaps = 0.0
-        next_compact = time.monotonic() + 300  # readings older than 5 min -> compressed blocks (issue #20)
+        next_compact = (
+            time.monotonic() + 300
+        )  # readings older than 5 min -> compressed blocks (issue #20)
         while not self._stop.wait(self.watch_interval):
             try:
                 if self.bus.subscribed:

@@ -45,7 +45,9 @@ _TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
 
 
 def _ntp_stamp(t: float) -> bytes:
-    return struct.pack("!II", int(t) + NTP_EPOCH & 0xFFFFFFFF, int((t % 1) * 4294967296) & 0xFFFFFFFF)
+    return struct.pack(
+        "!II", int(t) + NTP_EPOCH & 0xFFFFFFFF, int((t % 1) * 4294967296) & 0xFFFFFFFF
+    )
 
 
 def host_synchronised() -> bool | None:
@@ -70,7 +72,9 @@ def reply(request: bytes, now: float, received: float, *, stratum: int) -> bytes
     r[1] = stratum
     r[2] = request[2]  # poll: the client's
     r[3] = 0xEC  # precision 2^-20 s (about a microsecond: time.time()'s resolution)
-    r[8:12] = struct.pack("!I", 0x00000290 if stratum == SYNCED_STRATUM else 0x00010000)  # root dispersion
+    r[8:12] = struct.pack(
+        "!I", 0x00000290 if stratum == SYNCED_STRATUM else 0x00010000
+    )  # root dispersion
     r[12:16] = b"LOCL" if stratum == UNSYNCED_STRATUM else b"\x7f\x00\x00\x01"  # reference id
     r[16:24] = _ntp_stamp(int(received))  # reference time: the host clock, read this second
     r[24:32] = request[40:48]  # originate = the client's transmit time, as it sent it
@@ -84,7 +88,9 @@ class SntpServer:
     or FALLBACK_PORT when 123 may not be bound. ``port`` is the bound one after start (None: not
     serving); ``served`` counts replies."""
 
-    def __init__(self, bind: str = "", port: int = 0, *, clock=time.time, synchronised=host_synchronised):
+    def __init__(
+        self, bind: str = "", port: int = 0, *, clock=time.time, synchronised=host_synchronised
+    ):
         self.bind, self.wanted = bind, port
         self.port: int | None = None
         self.clock, self.synchronised = clock, synchronised
@@ -112,22 +118,31 @@ class SntpServer:
             self._sock = self._bind(self.wanted or NTP_PORT)
         except PermissionError:
             if self.wanted:
-                raise GridTwinError(f"cannot serve SNTP on udp/{self.wanted} ({where}): permission denied",
-                                    hint="run the daemon as its systemd unit (`gridtwin daemon install` grants "
-                                         "CAP_NET_BIND_SERVICE), or set [network] ntp_port above 1023") from None
+                raise GridTwinError(
+                    f"cannot serve SNTP on udp/{self.wanted} ({where}): permission denied",
+                    hint="run the daemon as its systemd unit (`gridtwin daemon install` grants "
+                    "CAP_NET_BIND_SERVICE), or set [network] ntp_port above 1023",
+                ) from None
             self._sock = self._bind(FALLBACK_PORT)
-            log.warning("SNTP on udp/%d, not 123: binding 123 needs root or CAP_NET_BIND_SERVICE (the unit "
-                        "`gridtwin daemon install` writes has it); real boards ask port 123 and get no time "
-                        "from this host", FALLBACK_PORT)
+            log.warning(
+                "SNTP on udp/%d, not 123: binding 123 needs root or CAP_NET_BIND_SERVICE (the unit "
+                "`gridtwin daemon install` writes has it); real boards ask port 123 and get no time "
+                "from this host",
+                FALLBACK_PORT,
+            )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE and not self.wanted:
-                log.info("udp/123 is served by another NTP server here (chrony, ntpd?): the nodes get their "
-                         "time from it, the daemon serves none")
+                log.info(
+                    "udp/123 is served by another NTP server here (chrony, ntpd?): the nodes get their "
+                    "time from it, the daemon serves none"
+                )
                 return self
-            raise GridTwinError(f"cannot serve SNTP on udp/{self.wanted or NTP_PORT} ({where}): "
-                                f"{exc.strerror or exc}",
-                                hint="set [network] ntp_port / ntp_bind, or ntp_serve = false when another "
-                                     "server gives the nodes their time") from None
+            raise GridTwinError(
+                f"cannot serve SNTP on udp/{self.wanted or NTP_PORT} ({where}): "
+                f"{exc.strerror or exc}",
+                hint="set [network] ntp_port / ntp_bind, or ntp_serve = false when another "
+                "server gives the nodes their time",
+            ) from None
         self.port = self._sock.getsockname()[1]
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._serve, name="sntp", daemon=True)

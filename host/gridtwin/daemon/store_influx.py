@@ -35,9 +35,9 @@ class InfluxRejected(Exception):
 @dataclass
 class InfluxConfig:
     url: str = "http://127.0.0.1:8086"
-    api: str = "v2"              # "v2" (InfluxDB 2) or "v1" (InfluxDB 1.x)
+    api: str = "v2"  # "v2" (InfluxDB 2) or "v1" (InfluxDB 1.x)
     org: str = ""
-    bucket: str = "gridtwin"     # v1: the database
+    bucket: str = "gridtwin"  # v1: the database
     token: str = ""
     gzip: bool = True
     timeout: float = 10.0
@@ -52,10 +52,13 @@ class InfluxWriter:
         self.cfg = cfg
         base = cfg.url.rstrip("/")
         if cfg.api == "v1":
-            self.endpoint = f"{base}/write?" + urllib.parse.urlencode({"db": cfg.bucket, "precision": self.precision})
+            self.endpoint = f"{base}/write?" + urllib.parse.urlencode(
+                {"db": cfg.bucket, "precision": self.precision}
+            )
         else:
             self.endpoint = f"{base}/api/v2/write?" + urllib.parse.urlencode(
-                {"org": cfg.org, "bucket": cfg.bucket, "precision": self.precision})
+                {"org": cfg.org, "bucket": cfg.bucket, "precision": self.precision}
+            )
 
     def write(self, lines: list[str]) -> None:
         body = ("\n".join(lines) + "\n").encode()
@@ -105,7 +108,9 @@ class SpoolForwarder:
         while not self._stop.is_set():
             try:
                 rows = self.store.spool_peek(self.writer.cfg.batch_lines)
-            except Exception as exc:  # the spool cannot be read (locked, disk): keep the thread alive
+            except (
+                Exception
+            ) as exc:  # the spool cannot be read (locked, disk): keep the thread alive
                 log.error("cannot read the InfluxDB spool: %s; retrying in %.1f s", exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
@@ -118,8 +123,11 @@ class SpoolForwarder:
                 self.writer.write([line for _id, line in rows])
             except InfluxUnavailable as exc:
                 if self.reachable:
-                    log.warning("InfluxDB at %s unreachable (%s); spooling to SQLite, retrying with backoff",
-                                self.writer.cfg.url, exc)
+                    log.warning(
+                        "InfluxDB at %s unreachable (%s); spooling to SQLite, retrying with backoff",
+                        self.writer.cfg.url,
+                        exc,
+                    )
                 self.reachable = False
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff)

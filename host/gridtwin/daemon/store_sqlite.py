@@ -120,12 +120,30 @@ _ROWS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circul
 # tables are made by SCHEMA, and the daemon compacts the rows a version-1 database holds as it runs)
 SCHEMA_VERSION = 2
 
-STATUS_COLUMNS = ("state", "fw", "board", "reset", "boot", "heap", "rssi", "uptime", "cfg",
-                  "sensors", "outbox", "drops", "interval", "heap_min")
+STATUS_COLUMNS = (
+    "state",
+    "fw",
+    "board",
+    "reset",
+    "boot",
+    "heap",
+    "rssi",
+    "uptime",
+    "cfg",
+    "sensors",
+    "outbox",
+    "drops",
+    "interval",
+    "heap_min",
+)
 HEALTH_COLUMNS = ("heap", "heap_min", "rssi", "uptime", "outbox", "drops")
 # columns added to nodes after its first release (databases made then get them by ALTER TABLE)
-NODE_EXTRA_COLUMNS = (("heap_min", "REAL"), ("rejected", "INTEGER"), ("last_reject", "TEXT"),
-                      ("last_reject_at", "INTEGER"))
+NODE_EXTRA_COLUMNS = (
+    ("heap_min", "REAL"),
+    ("rejected", "INTEGER"),
+    ("last_reject", "TEXT"),
+    ("last_reject_at", "INTEGER"),
+)
 
 
 class StoreError(GridTwinError):
@@ -143,8 +161,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-CORRUPT_HINT = ("move it aside (`mv {path} {path}.corrupt`) and start again: a new database is made, and "
-                "the broker still holds every message the daemon had not acknowledged")
+CORRUPT_HINT = (
+    "move it aside (`mv {path} {path}.corrupt`) and start again: a new database is made, and "
+    "the broker still holds every message the daemon had not acknowledged"
+)
 
 
 class CorruptDatabase(StoreError):
@@ -152,7 +172,9 @@ class CorruptDatabase(StoreError):
 
     def __init__(self, path: Path, detail: str):
         detail = " ".join(detail.split())[:200]  # quick_check's report spans lines: one line here
-        super().__init__(f"the database {path} is corrupt ({detail})", hint=CORRUPT_HINT.format(path=path))
+        super().__init__(
+            f"the database {path} is corrupt ({detail})", hint=CORRUPT_HINT.format(path=path)
+        )
 
 
 _CORRUPT = ("file is not a database", "malformed", "corrupt")
@@ -202,7 +224,9 @@ def quick_check(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    _analytics_tables(conn)  # gridtwin.analytics: its tables and the alerts' columns (idempotent, any version)
+    _analytics_tables(
+        conn
+    )  # gridtwin.analytics: its tables and the alerts' columns (idempotent, any version)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version >= SCHEMA_VERSION:
         return
@@ -210,20 +234,26 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN")
     if version < 1:
         # readings.msg: the whole payload -> its metrics object (what queries read, validated)
-        conn.execute("UPDATE readings SET msg = json_extract(msg, '$.m') WHERE json_type(msg, '$.m') = 'object'")
+        conn.execute(
+            "UPDATE readings SET msg = json_extract(msg, '$.m') WHERE json_type(msg, '$.m') = 'object'"
+        )
         # spooled line protocol: millisecond times -> nanoseconds (the writer's precision now)
         conn.execute("UPDATE spool SET line = line || '000000'")
     for col, kind in NODE_EXTRA_COLUMNS:
         if col not in cols:
             conn.execute(f"ALTER TABLE nodes ADD COLUMN {col} {kind}")
     if "mod" not in {r[1] for r in conn.execute("PRAGMA table_info(logs)")}:
-        conn.execute("ALTER TABLE logs ADD COLUMN mod TEXT")  # the firmware module that logged the line
+        conn.execute(
+            "ALTER TABLE logs ADD COLUMN mod TEXT"
+        )  # the firmware module that logged the line
     gap_cols = {r[1] for r in conn.execute("PRAGMA table_info(gaps)")}
     for col, kind in (("last_seq", "INTEGER"), ("confirmed", "INTEGER")):
         if col not in gap_cols:
             conn.execute(f"ALTER TABLE gaps ADD COLUMN {col} {kind}")
     # gaps of the first release were never retracted: their end is after_seq + missing
-    conn.execute("UPDATE gaps SET last_seq = after_seq + missing, confirmed = detected WHERE last_seq IS NULL")
+    conn.execute(
+        "UPDATE gaps SET last_seq = after_seq + missing, confirmed = detected WHERE last_seq IS NULL"
+    )
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     conn.execute("COMMIT")
 
@@ -240,7 +270,9 @@ def connect(path: Path | str, sync: str = "normal", check: bool = False) -> sqli
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-            conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: the hot index pages of a fleet stay in memory
+            conn.execute(
+                "PRAGMA cache_size=-32768"
+            )  # 32 MiB: the hot index pages of a fleet stay in memory
             if check:
                 quick_check(conn, path)
             conn.executescript(SCHEMA)
@@ -249,8 +281,12 @@ def connect(path: Path | str, sync: str = "normal", check: bool = False) -> sqli
             os.umask(old)
         _private(path)
     except (sqlite3.Error, OSError) as exc:
-        raise error(path, exc, "cannot open the database",
-                    "check that the site's var/ folder is writable and the disk is not full") from None
+        raise error(
+            path,
+            exc,
+            "cannot open the database",
+            "check that the site's var/ folder is writable and the disk is not full",
+        ) from None
     return conn
 
 
@@ -263,13 +299,18 @@ def _reads(fn):
         try:
             return fn(self, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
-            raise error(self.path, exc, "cannot read", "is the site's var/ folder readable?") from None
+            raise error(
+                self.path, exc, "cannot read", "is the site's var/ folder readable?"
+            ) from None
+
     return wrapper
 
 
 # the highest seq stored of a (node, boot), in rows or blocks; -1: none
-HIGH_WATER = ("SELECT max(coalesce((SELECT max(seq) FROM readings WHERE node=?1 AND boot=?2), -1), "
-              "coalesce((SELECT max(seq_hi) FROM runs WHERE node=?1 AND boot=?2), -1))")
+HIGH_WATER = (
+    "SELECT max(coalesce((SELECT max(seq) FROM readings WHERE node=?1 AND boot=?2), -1), "
+    "coalesce((SELECT max(seq_hi) FROM runs WHERE node=?1 AND boot=?2), -1))"
+)
 
 # compact(): a node's readings older than HOT_MS are moved into blocks once MIN_ROWS of them are
 # waiting, or when the oldest has waited SETTLE_MS (a slow node, a late replay); blocks of at most
@@ -279,7 +320,9 @@ SETTLE_MS = 60 * 60_000
 MIN_ROWS = 256
 MAX_ROWS = 1024
 TXN_ROWS = 50_000  # rows moved per transaction: ingest waits for it (about 0.2 s), once a pass
-PASS_ROWS = 100_000  # rows moved per pass (a few seconds): the daemon's stop waits for the pass to end
+PASS_ROWS = (
+    100_000  # rows moved per pass (a few seconds): the daemon's stop waits for the pass to end
+)
 
 
 class SqliteStore:
@@ -288,7 +331,7 @@ class SqliteStore:
     def __init__(self, path: Path | str, sync: str = "normal", check: bool = False):
         self.path = Path(path)
         self.conn = connect(self.path, sync, check)
-        self._lock = threading.Lock()   # one writer at a time on this connection
+        self._lock = threading.Lock()  # one writer at a time on this connection
         self._last_seq: dict[tuple[str, str], int] = {}
         self.track_gaps = True  # off when daemons share the stream (service.Daemon sets it)
 
@@ -304,7 +347,9 @@ class SqliteStore:
         self._ckpt_stop = threading.Event()
 
         def run():
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             try:
                 while not self._ckpt_stop.wait(interval):
                     try:
@@ -354,10 +399,15 @@ class SqliteStore:
         fill the pending gap they fall in, one count each."""
         conn = self.conn
         for node, boot, seq in set(late):
-            if conn.execute("SELECT 1 FROM readings WHERE node=? AND boot=? AND seq=? AND rowid>?",
-                            (node, boot, seq, first_rowid)).fetchone():
-                conn.execute("UPDATE gaps SET missing = missing - 1 WHERE node=? AND boot=? AND after_seq < ? "
-                             "AND ? <= last_seq AND confirmed IS NULL AND missing > 0", (node, boot, seq, seq))
+            if conn.execute(
+                "SELECT 1 FROM readings WHERE node=? AND boot=? AND seq=? AND rowid>?",
+                (node, boot, seq, first_rowid),
+            ).fetchone():
+                conn.execute(
+                    "UPDATE gaps SET missing = missing - 1 WHERE node=? AND boot=? AND after_seq < ? "
+                    "AND ? <= last_seq AND confirmed IS NULL AND missing > 0",
+                    (node, boot, seq, seq),
+                )
 
     def settle_gaps(self, older_than_ms: int) -> list[tuple[str, str, int, int]]:
         """Gaps detected before the cut-off have had their replay: confirm those still missing
@@ -367,22 +417,33 @@ class SqliteStore:
             conn = self.conn
             try:
                 conn.execute("BEGIN")
-                rows = conn.execute("SELECT node, boot, after_seq, missing FROM gaps WHERE confirmed IS NULL "
-                                    "AND detected < ? AND missing > 0", (older_than_ms,)).fetchall()
-                conn.execute("UPDATE gaps SET confirmed=? WHERE confirmed IS NULL AND detected < ? AND missing > 0",
-                             (now, older_than_ms))
+                rows = conn.execute(
+                    "SELECT node, boot, after_seq, missing FROM gaps WHERE confirmed IS NULL "
+                    "AND detected < ? AND missing > 0",
+                    (older_than_ms,),
+                ).fetchall()
+                conn.execute(
+                    "UPDATE gaps SET confirmed=? WHERE confirmed IS NULL AND detected < ? AND missing > 0",
+                    (now, older_than_ms),
+                )
                 conn.execute("DELETE FROM gaps WHERE confirmed IS NULL AND missing <= 0")
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise error(self.path, exc, "cannot update gaps in", "check the site's var/ folder") from None
+                raise error(
+                    self.path, exc, "cannot update gaps in", "check the site's var/ folder"
+                ) from None
         return rows
 
     def pending_gaps(self) -> int:
-        return self.conn.execute("SELECT coalesce(sum(missing), 0) FROM gaps WHERE confirmed IS NULL").fetchone()[0]
+        return self.conn.execute(
+            "SELECT coalesce(sum(missing), 0) FROM gaps WHERE confirmed IS NULL"
+        ).fetchone()[0]
 
-    def write_batch(self, readings, statuses=(), acks=(), logs=(), spool_lines=None, rejects=None) -> BatchResult:
+    def write_batch(
+        self, readings, statuses=(), acks=(), logs=(), spool_lines=None, rejects=None
+    ) -> BatchResult:
         """Store one batch in one transaction; returns what was new. Raises StoreError.
 
         ``rejects``: {node: (count, "reason: detail", at_ms)} of messages ingest refused since the
@@ -393,26 +454,37 @@ class SqliteStore:
         # each time, and every re-acquire waits behind the MQTT thread (up to 5 ms): that convoy
         # cost more than all the rest of ingest. The array is built here from the validated
         # values (see INSERT_BATCH), so what is stored is exactly what was checked.
-        batch_json = _ROWS([[t.node, str(t.boot), t.seq, t.ts, 1 if t.hist else 0, t.m] for t in readings]) \
-            if readings else None
+        batch_json = (
+            _ROWS([[t.node, str(t.boot), t.seq, t.ts, 1 if t.hist else 0, t.m] for t in readings])
+            if readings
+            else None
+        )
         with self._lock:
             try:
                 gaps, late = self._gaps(readings) if self.track_gaps else ([], [])
                 conn = self.conn
                 conn.execute("BEGIN")
                 before = conn.total_changes
-                first_rowid = conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0] \
-                    if late else 0
+                first_rowid = (
+                    conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
+                    if late
+                    else 0
+                )
                 if batch_json:
                     conn.execute(INSERT_BATCH, (batch_json,))
                 stored = conn.total_changes - before
                 if gaps:
-                    conn.executemany("INSERT INTO gaps (node, boot, after_seq, missing, detected, last_seq) "
-                                     "VALUES (?,?,?,?,?,?)", [g + (now, g[2] + g[3]) for g in gaps])
+                    conn.executemany(
+                        "INSERT INTO gaps (node, boot, after_seq, missing, detected, last_seq) "
+                        "VALUES (?,?,?,?,?,?)",
+                        [g + (now, g[2] + g[3]) for g in gaps],
+                    )
                 if late and stored:
                     self._fill_gaps(late, first_rowid)
                 if spool_lines:
-                    conn.executemany("INSERT INTO spool (line) VALUES (?)", [(s,) for s in spool_lines])
+                    conn.executemany(
+                        "INSERT INTO spool (line) VALUES (?)", [(s,) for s in spool_lines]
+                    )
                 seen = {}
                 for t in readings:
                     seen[t.node] = now
@@ -420,20 +492,28 @@ class SqliteStore:
                     self._status(node, st, now)
                     seen.pop(node, None)
                 if seen:  # one statement for all nodes of the batch (see INSERT_BATCH)
-                    conn.execute("INSERT INTO nodes (id, last_seen) SELECT value, ? FROM json_each(?) WHERE true "
-                                 "ON CONFLICT(id) DO UPDATE SET last_seen=excluded.last_seen",
-                                 (now, json.dumps(list(seen))))
+                    conn.execute(
+                        "INSERT INTO nodes (id, last_seen) SELECT value, ? FROM json_each(?) WHERE true "
+                        "ON CONFLICT(id) DO UPDATE SET last_seen=excluded.last_seen",
+                        (now, json.dumps(list(seen))),
+                    )
                 for node, a in acks:
                     self._ack(node, a, now)
                 if logs:
-                    conn.executemany("INSERT INTO logs (node, ts, lvl, msg, received, mod) VALUES (?,?,?,?,?,?)",
-                                     [(n, lg.get("ts"), lg["lvl"], lg["msg"], now, lg.get("mod")) for n, lg in logs])
+                    conn.executemany(
+                        "INSERT INTO logs (node, ts, lvl, msg, received, mod) VALUES (?,?,?,?,?,?)",
+                        [
+                            (n, lg.get("ts"), lg["lvl"], lg["msg"], now, lg.get("mod"))
+                            for n, lg in logs
+                        ],
+                    )
                 if rejects:
                     conn.executemany(
                         "INSERT INTO nodes (id, rejected, last_reject, last_reject_at) VALUES (?,?,?,?) "
                         "ON CONFLICT(id) DO UPDATE SET rejected=coalesce(nodes.rejected, 0)+excluded.rejected, "
                         "last_reject=excluded.last_reject, last_reject_at=excluded.last_reject_at",
-                        [(node, n, text, at) for node, (n, text, at) in rejects.items()])
+                        [(node, n, text, at) for node, (n, text, at) in rejects.items()],
+                    )
                 conn.execute("COMMIT")
             except Exception as exc:
                 # sqlite3.Error, or a value the bind cannot take (whatever slipped past validation):
@@ -442,13 +522,19 @@ class SqliteStore:
                     self.conn.execute("ROLLBACK")
                 self._last_seq.clear()  # re-read high-water marks: this batch did not happen
                 if isinstance(exc, sqlite3.Error):
-                    raise error(self.path, exc, "cannot write to",
-                                "check free disk space and permissions of the site's var/ folder") from None
+                    raise error(
+                        self.path,
+                        exc,
+                        "cannot write to",
+                        "check free disk space and permissions of the site's var/ folder",
+                    ) from None
                 raise
         return BatchResult(stored, len(readings) - stored, gaps)
 
     def _status(self, node: str, st: dict, now: int) -> None:
-        values = [json.dumps(st[c]) if c == "sensors" and c in st else st.get(c) for c in STATUS_COLUMNS]
+        values = [
+            json.dumps(st[c]) if c == "sensors" and c in st else st.get(c) for c in STATUS_COLUMNS
+        ]
         values[STATUS_COLUMNS.index("boot")] = None if st.get("boot") is None else str(st["boot"])
         present = [c for c in STATUS_COLUMNS if c in st]
         # a will ("offline") carries only the state: keep the last known firmware, heap, ...
@@ -457,25 +543,34 @@ class SqliteStore:
         marks = ", ".join("?" * (len(STATUS_COLUMNS) + 3))
         last_seen = now if st.get("state") == "online" else None
         if last_seen and any(st.get(c) is not None for c in HEALTH_COLUMNS):
-            self.conn.execute("INSERT INTO health VALUES (?,?,?,?,?,?,?,?)",
-                              [node, st.get("ts") or now] + [st.get(c) for c in HEALTH_COLUMNS])
+            self.conn.execute(
+                "INSERT INTO health VALUES (?,?,?,?,?,?,?,?)",
+                [node, st.get("ts") or now] + [st.get(c) for c in HEALTH_COLUMNS],
+            )
         self.conn.execute(
             f"INSERT INTO nodes ({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {sets}, "
             "status_at=excluded.status_at, last_seen=coalesce(excluded.last_seen, nodes.last_seen)",
-            [node] + values + [last_seen, now])
+            [node] + values + [last_seen, now],
+        )
 
     def _ack(self, node: str, a: dict, now: int) -> None:
         result = json.dumps(a["result"]) if "result" in a else None
-        self.conn.execute("INSERT OR IGNORE INTO acks VALUES (?,?,?,?,?,?,?)",
-                          (a["id"], node, int(a["ok"]), result, a.get("err"), a.get("ts"), now))
-        self.conn.execute("UPDATE commands SET state=?, finished=?, ok=?, result=?, err=? "
-                          "WHERE id=? AND node=? AND state IN ('pending','sent')",
-                          ("ok" if a["ok"] else "error", now, int(a["ok"]), result, a.get("err"), a["id"], node))
+        self.conn.execute(
+            "INSERT OR IGNORE INTO acks VALUES (?,?,?,?,?,?,?)",
+            (a["id"], node, int(a["ok"]), result, a.get("err"), a.get("ts"), now),
+        )
+        self.conn.execute(
+            "UPDATE commands SET state=?, finished=?, ok=?, result=?, err=? "
+            "WHERE id=? AND node=? AND state IN ('pending','sent')",
+            ("ok" if a["ok"] else "error", now, int(a["ok"]), result, a.get("err"), a["id"], node),
+        )
 
     # -- registry, commands, alerts ---------------------------------------------------------
     def ensure_nodes(self, ids) -> None:
         with self._lock:
-            self.conn.executemany("INSERT OR IGNORE INTO nodes (id) VALUES (?)", [(i,) for i in ids])
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO nodes (id) VALUES (?)", [(i,) for i in ids]
+            )
 
     @_reads
     def nodes(self) -> list[dict]:
@@ -485,8 +580,10 @@ class SqliteStore:
 
     def command_created(self, cid: str, node: str, cmd: str, args: dict) -> None:
         with self._lock:
-            self.conn.execute("INSERT INTO commands (id, node, cmd, args, created, state) VALUES (?,?,?,?,?,?)",
-                              (cid, node, cmd, json.dumps(args), _now_ms(), "pending"))
+            self.conn.execute(
+                "INSERT INTO commands (id, node, cmd, args, created, state) VALUES (?,?,?,?,?,?)",
+                (cid, node, cmd, json.dumps(args), _now_ms(), "pending"),
+            )
 
     def command_update(self, cid: str, state: str, **fields) -> None:
         cols = {"state": state, **fields}
@@ -499,8 +596,10 @@ class SqliteStore:
         sets = ", ".join(f"{k}=?" for k in cols)
         with self._lock:
             # an ack stored by the daemon first must not be overwritten by a later timeout
-            self.conn.execute(f"UPDATE commands SET {sets} WHERE id=? AND state IN ('pending','sent')",
-                              list(cols.values()) + [cid])
+            self.conn.execute(
+                f"UPDATE commands SET {sets} WHERE id=? AND state IN ('pending','sent')",
+                list(cols.values()) + [cid],
+            )
 
     @_reads
     def node_row(self, node: str) -> dict | None:
@@ -510,42 +609,63 @@ class SqliteStore:
 
     @_reads
     def commands(self, node: str | None = None, limit: int = 50) -> list[dict]:
-        sql = "SELECT * FROM commands" + (" WHERE node=?" if node else "") + " ORDER BY created DESC LIMIT ?"
+        sql = (
+            "SELECT * FROM commands"
+            + (" WHERE node=?" if node else "")
+            + " ORDER BY created DESC LIMIT ?"
+        )
         cur = self.conn.execute(sql, ((node,) if node else ()) + (limit,))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur]
 
     def raise_alert(self, severity: str, kind: str, message: str, node: str | None = None) -> int:
         with self._lock:
-            cur = self.conn.execute("INSERT INTO alerts (ts, node, severity, kind, message) VALUES (?,?,?,?,?)",
-                                    (_now_ms(), node, severity, kind, message))
+            cur = self.conn.execute(
+                "INSERT INTO alerts (ts, node, severity, kind, message) VALUES (?,?,?,?,?)",
+                (_now_ms(), node, severity, kind, message),
+            )
             return cur.lastrowid
 
     def clear_alert(self, alert_id: int) -> None:
         with self._lock:
-            self.conn.execute("UPDATE alerts SET active=0, cleared=? WHERE id=?", (_now_ms(), alert_id))
+            self.conn.execute(
+                "UPDATE alerts SET active=0, cleared=? WHERE id=?", (_now_ms(), alert_id)
+            )
 
     # -- queries ----------------------------------------------------------------------------
     @_reads
-    def query(self, node: str, metric: str, since_ms: int, until_ms: int | None = None) -> list[tuple[int, float]]:
+    def query(
+        self, node: str, metric: str, since_ms: int, until_ms: int | None = None
+    ) -> list[tuple[int, float]]:
         """(ts, value) of one metric, oldest first: 1-minute averages where raw data was downsampled."""
         until_ms = _now_ms() + 86400_000 if until_ms is None else until_ms
         path = f'$."{metric}"'
         rolled = self.conn.execute(
             "SELECT bucket, vsum / n FROM rollup_1m WHERE node=? AND metric=? AND bucket>=? AND bucket<? "
             "ORDER BY bucket",
-            (node, metric, since_ms, until_ms)).fetchall()
-        packed = self.conn.execute("SELECT data FROM blocks WHERE node=? AND ts_lo<? AND ts_hi>=? ORDER BY ts_lo",
-                                   (node, until_ms, since_ms)).fetchall()
+            (node, metric, since_ms, until_ms),
+        ).fetchall()
+        packed = self.conn.execute(
+            "SELECT data FROM blocks WHERE node=? AND ts_lo<? AND ts_hi>=? ORDER BY ts_lo",
+            (node, until_ms, since_ms),
+        ).fetchall()
         if packed:
             raw = self._with_blocks(packed, path, node, metric, since_ms, until_ms)
         else:
             raw = self.conn.execute(
                 "SELECT ts, json_extract(msg, ?) AS v FROM readings WHERE node=? AND ts>=? AND ts<? AND v IS NOT NULL "
-                "ORDER BY ts, seq", (path, node, since_ms, until_ms)).fetchall()
-        return rolled + raw if not rolled or not raw or rolled[-1][0] <= raw[0][0] else sorted(rolled + raw)
+                "ORDER BY ts, seq",
+                (path, node, since_ms, until_ms),
+            ).fetchall()
+        return (
+            rolled + raw
+            if not rolled or not raw or rolled[-1][0] <= raw[0][0]
+            else sorted(rolled + raw)
+        )
 
-    def _with_blocks(self, packed, path, node, metric, since_ms, until_ms) -> list[tuple[int, float]]:
+    def _with_blocks(
+        self, packed, path, node, metric, since_ms, until_ms
+    ) -> list[tuple[int, float]]:
         """The (ts, value) of the blocks and of the rows, in (ts, seq) order as the rows alone come."""
         out = []
         for (data,) in packed:
@@ -553,22 +673,32 @@ class SqliteStore:
             out += [(t, s, v) for t, s, v in zip(ts, seq, vals) if since_ms <= t < until_ms]
         out += self.conn.execute(
             "SELECT ts, seq, json_extract(msg, ?) AS v FROM readings WHERE node=? AND ts>=? AND ts<? "
-            "AND v IS NOT NULL ORDER BY ts, seq", (path, node, since_ms, until_ms)).fetchall()
-        out.sort(key=itemgetter(0, 1))  # in order already but for late replays (blocks that overlap): O(n)
+            "AND v IS NOT NULL ORDER BY ts, seq",
+            (path, node, since_ms, until_ms),
+        ).fetchall()
+        out.sort(
+            key=itemgetter(0, 1)
+        )  # in order already but for late replays (blocks that overlap): O(n)
         return [(t, v) for t, _s, v in out]
 
     @_reads
     def count_readings(self, node: str | None = None) -> int:
         where, args = (" WHERE node=?", (node,)) if node else ("", ())
-        return self.conn.execute(f"SELECT (SELECT count(*) FROM readings{where}) + "
-                                 f"(SELECT coalesce(sum(n), 0) FROM blocks{where})", args * 2).fetchone()[0]
+        return self.conn.execute(
+            f"SELECT (SELECT count(*) FROM readings{where}) + "
+            f"(SELECT coalesce(sum(n), 0) FROM blocks{where})",
+            args * 2,
+        ).fetchone()[0]
 
     @_reads
     def latest(self, node: str) -> tuple[int, dict] | None:
-        row = self.conn.execute("SELECT ts, msg FROM readings WHERE node=? ORDER BY ts DESC LIMIT 1",
-                                (node,)).fetchone()
-        packed = self.conn.execute("SELECT data FROM blocks WHERE node=? AND ts_hi>? ORDER BY ts_hi DESC LIMIT 1",
-                                   (node, row[0] if row else -1)).fetchone()
+        row = self.conn.execute(
+            "SELECT ts, msg FROM readings WHERE node=? ORDER BY ts DESC LIMIT 1", (node,)
+        ).fetchone()
+        packed = self.conn.execute(
+            "SELECT data FROM blocks WHERE node=? AND ts_hi>? ORDER BY ts_hi DESC LIMIT 1",
+            (node, row[0] if row else -1),
+        ).fetchone()
         if packed:  # a node silent since its readings were compacted (or a clock that went back)
             last = max(blocks.Block(packed[0]).rows(), key=lambda r: r[2])
             return last[2], last[4]
@@ -581,7 +711,9 @@ class SqliteStore:
         Node by node, so each statement walks the (node, ts) index instead of the whole table."""
         with self._lock:
             conn = self.conn
-            nodes = [r[0] for r in conn.execute("SELECT id FROM nodes")]  # every node that sent has a row
+            nodes = [
+                r[0] for r in conn.execute("SELECT id FROM nodes")
+            ]  # every node that sent has a row
             deleted = 0
             conn.execute("BEGIN")
             try:
@@ -592,9 +724,11 @@ class SqliteStore:
                         "WHERE r.node = ? AND r.ts < ? GROUP BY j.key, b ORDER BY 1, 2, 3 "
                         "ON CONFLICT(node, metric, bucket) DO UPDATE SET n=n+excluded.n, "
                         "vmin=min(vmin, excluded.vmin), vmax=max(vmax, excluded.vmax), vsum=vsum+excluded.vsum",
-                        (node, older_than_ms))
-                    deleted += conn.execute("DELETE FROM readings WHERE node = ? AND ts < ?",
-                                            (node, older_than_ms)).rowcount
+                        (node, older_than_ms),
+                    )
+                    deleted += conn.execute(
+                        "DELETE FROM readings WHERE node = ? AND ts < ?", (node, older_than_ms)
+                    ).rowcount
                     deleted += self._downsample_blocks(node, older_than_ms)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -609,8 +743,9 @@ class SqliteStore:
         conn = self.conn
         acc: dict = {}
         folded = 0
-        for bid, data in conn.execute("SELECT id, data FROM blocks WHERE node=? AND ts_lo<?",
-                                      (node, older_than_ms)).fetchall():
+        for bid, data in conn.execute(
+            "SELECT id, data FROM blocks WHERE node=? AND ts_lo<?", (node, older_than_ms)
+        ).fetchall():
             rows = blocks.Block(data).rows()
             self._drop_block(bid, node, rows)
             keep = [r for r in rows if r[2] >= older_than_ms]
@@ -633,24 +768,38 @@ class SqliteStore:
             "INSERT INTO rollup_1m VALUES (?,?,?,?,?,?,?) ON CONFLICT(node, metric, bucket) "
             "DO UPDATE SET n=n+excluded.n, vmin=min(vmin, excluded.vmin), vmax=max(vmax, excluded.vmax), "
             "vsum=vsum+excluded.vsum",
-            [(node, k, b, *a) for (k, b), a in sorted(acc.items())])
+            [(node, k, b, *a) for (k, b), a in sorted(acc.items())],
+        )
         return folded
 
     def _put_block(self, node: str, rows: list, data: bytes | None = None) -> None:
         """Rows [(boot, seq, ts, hist, metrics)] sorted by (ts, seq) as one block, in the caller's transaction."""
-        bid = self.conn.execute("INSERT INTO blocks (node, ts_lo, ts_hi, n, data) VALUES (?,?,?,?,?)",
-                                (node, rows[0][2], rows[-1][2], len(rows), data or blocks.encode(rows))).lastrowid
-        self.conn.executemany("INSERT INTO runs (node, boot, seq_hi, seq_lo, block) VALUES (?,?,?,?,?)",
-                              [(node, boot, hi, lo, bid) for boot, lo, hi in blocks.runs(rows)])
+        bid = self.conn.execute(
+            "INSERT INTO blocks (node, ts_lo, ts_hi, n, data) VALUES (?,?,?,?,?)",
+            (node, rows[0][2], rows[-1][2], len(rows), data or blocks.encode(rows)),
+        ).lastrowid
+        self.conn.executemany(
+            "INSERT INTO runs (node, boot, seq_hi, seq_lo, block) VALUES (?,?,?,?,?)",
+            [(node, boot, hi, lo, bid) for boot, lo, hi in blocks.runs(rows)],
+        )
 
     def _drop_block(self, bid: int, node: str, rows: list) -> None:
         self.conn.execute("DELETE FROM blocks WHERE id=?", (bid,))
-        self.conn.executemany("DELETE FROM runs WHERE node=? AND boot=? AND seq_hi=?",
-                              [(node, boot, hi) for boot, _lo, hi in blocks.runs(rows)])
+        self.conn.executemany(
+            "DELETE FROM runs WHERE node=? AND boot=? AND seq_hi=?",
+            [(node, boot, hi) for boot, _lo, hi in blocks.runs(rows)],
+        )
 
-    def compact(self, now_ms: int | None = None, hot_ms: int = HOT_MS, settle_ms: int = SETTLE_MS,
-                min_rows: int = MIN_ROWS, max_rows: int = MAX_ROWS, txn_rows: int = TXN_ROWS,
-                pass_rows: int = PASS_ROWS) -> int:
+    def compact(
+        self,
+        now_ms: int | None = None,
+        hot_ms: int = HOT_MS,
+        settle_ms: int = SETTLE_MS,
+        min_rows: int = MIN_ROWS,
+        max_rows: int = MAX_ROWS,
+        txn_rows: int = TXN_ROWS,
+        pass_rows: int = PASS_ROWS,
+    ) -> int:
         """Move readings older than ``hot_ms`` from rows into blocks; returns how many.
 
         The daemon's maintenance thread calls it every minute. Rows are read on a connection of
@@ -665,22 +814,41 @@ class SqliteStore:
         cutoff = now - hot_ms
         reader = getattr(self, "_reader", None)
         if reader is None:
-            reader = self._reader = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                                    check_same_thread=False)
+            reader = self._reader = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
         moved, pending, rowids = 0, [], []
         try:
             for (node,) in reader.execute("SELECT id FROM nodes").fetchall():
-                count, oldest = reader.execute("SELECT count(*), min(ts) FROM readings WHERE node=? AND ts<?",
-                                               (node, cutoff)).fetchone()
+                count, oldest = reader.execute(
+                    "SELECT count(*), min(ts) FROM readings WHERE node=? AND ts<?", (node, cutoff)
+                ).fetchone()
                 if not count or (count < min_rows and oldest >= now - settle_ms):
                     continue
-                count = min(count, txn_rows)  # the rest next time (a large version-1 database: a few passes)
+                count = min(
+                    count, txn_rows
+                )  # the rest next time (a large version-1 database: a few passes)
                 size = -(-count // -(-count // max_rows))  # even blocks: 2,700 rows -> 3 x 900
-                got = reader.execute("SELECT rowid, boot, seq, ts, hist, msg FROM readings WHERE node=? AND ts<? "
-                                     "ORDER BY ts, seq LIMIT ?", (node, cutoff, count)).fetchall()
+                got = reader.execute(
+                    "SELECT rowid, boot, seq, ts, hist, msg FROM readings WHERE node=? AND ts<? "
+                    "ORDER BY ts, seq LIMIT ?",
+                    (node, cutoff, count),
+                ).fetchall()
                 for i in range(0, len(got), size):
-                    rows = [(boot, seq, ts, hist, json.loads(msg)) for _r, boot, seq, ts, hist, msg in got[i:i + size]]
-                    pending.append((node, rows[0][2], rows[-1][2], len(rows), blocks.encode(rows), blocks.runs(rows)))
+                    rows = [
+                        (boot, seq, ts, hist, json.loads(msg))
+                        for _r, boot, seq, ts, hist, msg in got[i : i + size]
+                    ]
+                    pending.append(
+                        (
+                            node,
+                            rows[0][2],
+                            rows[-1][2],
+                            len(rows),
+                            blocks.encode(rows),
+                            blocks.runs(rows),
+                        )
+                    )
                 rowids += [r[0] for r in got]
                 if len(rowids) >= txn_rows:
                     moved += self._move(pending, rowids)
@@ -690,7 +858,9 @@ class SqliteStore:
             if pending:
                 moved += self._move(pending, rowids)
         except sqlite3.Error as exc:
-            raise error(self.path, exc, "cannot compact readings in", "check the site's var/ folder") from None
+            raise error(
+                self.path, exc, "cannot compact readings in", "check the site's var/ folder"
+            ) from None
         return moved
 
     def _move(self, pending: list, rowids: list) -> int:
@@ -701,12 +871,18 @@ class SqliteStore:
             conn.execute("BEGIN")
             try:
                 for node, ts_lo, ts_hi, n, data, runs in pending:
-                    bid = conn.execute("INSERT INTO blocks (node, ts_lo, ts_hi, n, data) VALUES (?,?,?,?,?)",
-                                       (node, ts_lo, ts_hi, n, data)).lastrowid
-                    conn.executemany("INSERT INTO runs (node, boot, seq_hi, seq_lo, block) VALUES (?,?,?,?,?)",
-                                     [(node, boot, hi, lo, bid) for boot, lo, hi in runs])
-                gone = conn.execute("DELETE FROM readings WHERE rowid IN (SELECT value FROM json_each(?))",
-                                    (json.dumps(rowids),)).rowcount
+                    bid = conn.execute(
+                        "INSERT INTO blocks (node, ts_lo, ts_hi, n, data) VALUES (?,?,?,?,?)",
+                        (node, ts_lo, ts_hi, n, data),
+                    ).lastrowid
+                    conn.executemany(
+                        "INSERT INTO runs (node, boot, seq_hi, seq_lo, block) VALUES (?,?,?,?,?)",
+                        [(node, boot, hi, lo, bid) for boot, lo, hi in runs],
+                    )
+                gone = conn.execute(
+                    "DELETE FROM readings WHERE rowid IN (SELECT value FROM json_each(?))",
+                    (json.dumps(rowids),),
+                ).rowcount
                 if gone != len(rowids):
                     conn.execute("ROLLBACK")
                     return 0
@@ -719,12 +895,16 @@ class SqliteStore:
 
     def drop_rollups(self, older_than_ms: int) -> int:
         with self._lock:
-            return self.conn.execute("DELETE FROM rollup_1m WHERE bucket < ?", (older_than_ms,)).rowcount
+            return self.conn.execute(
+                "DELETE FROM rollup_1m WHERE bucket < ?", (older_than_ms,)
+            ).rowcount
 
     # -- spool (InfluxDB) -------------------------------------------------------------------
     def spool_peek(self, limit: int) -> list[tuple[int, str]]:
         with self._lock:
-            return self.conn.execute("SELECT id, line FROM spool ORDER BY id LIMIT ?", (limit,)).fetchall()
+            return self.conn.execute(
+                "SELECT id, line FROM spool ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
 
     def spool_delete_upto(self, last_id: int) -> None:
         with self._lock:
@@ -737,7 +917,12 @@ class SqliteStore:
     # -- read-only views for the CLI (`query`, `nodes NODE`, `logs`) ------------------------------
     def metric_names(self, node: str) -> list[str]:
         """Every metric name this store holds for the node: its rollups' and its latest reading's."""
-        names = {r[0] for r in self.conn.execute("SELECT DISTINCT metric FROM rollup_1m WHERE node=?", (node,))}
+        names = {
+            r[0]
+            for r in self.conn.execute(
+                "SELECT DISTINCT metric FROM rollup_1m WHERE node=?", (node,)
+            )
+        }
         last = self.latest(node)
         return sorted(names | set(last[1] if last else ()))
 
@@ -745,37 +930,70 @@ class SqliteStore:
         """(bucket, n, vmin, vmax, vsum) of the 1-minute rollups of one metric, oldest first."""
         return self.conn.execute(
             "SELECT bucket, n, vmin, vmax, vsum FROM rollup_1m WHERE node=? AND metric=? AND bucket>=? AND bucket<? "
-            "ORDER BY bucket", (node, metric, since_ms, until_ms)).fetchall()
+            "ORDER BY bucket",
+            (node, metric, since_ms, until_ms),
+        ).fetchall()
 
     def node_logs(self, node: str, after: int = 0, limit: int | None = None) -> list[dict]:
         """The node's log lines in arrival order, each with its ``row`` (pass the last one as ``after``
         to get only newer lines); with ``limit``, the newest ``limit`` of them."""
         sql = "SELECT rowid AS row, * FROM logs WHERE node=? AND rowid>? ORDER BY rowid DESC"
-        cur = self.conn.execute(sql + (" LIMIT ?" if limit else ""), (node, after) + ((limit,) if limit else ()))
+        cur = self.conn.execute(
+            sql + (" LIMIT ?" if limit else ""), (node, after) + ((limit,) if limit else ())
+        )
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in reversed(cur.fetchall())]
 
     # -- analytics (gridtwin.analytics): alerts with their reading, saved state, reading quality, KPIs ----
-    def record_alert(self, key: str, severity: str, kind: str, message: str, node: str | None = None,
-                     metric: str | None = None, value: float | None = None, detail: dict | None = None,
-                     ts: int | None = None) -> int:
+    def record_alert(
+        self,
+        key: str,
+        severity: str,
+        kind: str,
+        message: str,
+        node: str | None = None,
+        metric: str | None = None,
+        value: float | None = None,
+        detail: dict | None = None,
+        ts: int | None = None,
+    ) -> int:
         """An alert raised (``key``: its topic under _host/alerts/, so a restart finds it active again)."""
         with self._lock:
             return self.conn.execute(
                 "INSERT INTO alerts (ts, node, severity, kind, message, key, metric, value, detail) "
                 "VALUES (?,?,?,?,?,?,?,?,?)",
-                (_now_ms() if ts is None else ts, node, severity, kind, message, key, metric, value,
-                 json.dumps(detail) if detail else None)).lastrowid
+                (
+                    _now_ms() if ts is None else ts,
+                    node,
+                    severity,
+                    kind,
+                    message,
+                    key,
+                    metric,
+                    value,
+                    json.dumps(detail) if detail else None,
+                ),
+            ).lastrowid
 
     @_reads
     def active_alert_keys(self) -> dict[str, int]:
         """{key: alert id} of the alerts still active (the newest per key)."""
-        return {k: i for k, i in self.conn.execute(
-            "SELECT key, max(id) FROM alerts WHERE active=1 AND key IS NOT NULL GROUP BY key")}
+        return {
+            k: i
+            for k, i in self.conn.execute(
+                "SELECT key, max(id) FROM alerts WHERE active=1 AND key IS NOT NULL GROUP BY key"
+            )
+        }
 
     @_reads
-    def alerts(self, active: bool = False, since_ms: int | None = None, after_id: int = 0,
-               changed_after_ms: int | None = None, limit: int | None = None) -> list[dict]:
+    def alerts(
+        self,
+        active: bool = False,
+        since_ms: int | None = None,
+        after_id: int = 0,
+        changed_after_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
         """Alerts oldest first: all, only the active ones, raised since ``since_ms``, or (``--follow``)
         raised after ``after_id`` or cleared after ``changed_after_ms``."""
         where, args = [], []
@@ -790,16 +1008,24 @@ class SqliteStore:
         elif after_id:
             where.append("id>?")
             args.append(after_id)
-        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
-        cur = self.conn.execute(sql + (" LIMIT ?" if limit else ""), args + ([limit] if limit else []))
+        sql = (
+            "SELECT * FROM alerts"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id DESC"
+        )
+        cur = self.conn.execute(
+            sql + (" LIMIT ?" if limit else ""), args + ([limit] if limit else [])
+        )
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in reversed(cur.fetchall())]
 
     def save_state(self, name: str, data: dict) -> None:
         with self._lock:
-            self.conn.execute("INSERT INTO analytics_state (name, data, saved) VALUES (?,?,?) "
-                              "ON CONFLICT(name) DO UPDATE SET data=excluded.data, saved=excluded.saved",
-                              (name, json.dumps(data, separators=(",", ":")), _now_ms()))
+            self.conn.execute(
+                "INSERT INTO analytics_state (name, data, saved) VALUES (?,?,?) "
+                "ON CONFLICT(name) DO UPDATE SET data=excluded.data, saved=excluded.saved",
+                (name, json.dumps(data, separators=(",", ":")), _now_ms()),
+            )
 
     @_reads
     def load_state(self, name: str) -> dict | None:
@@ -828,7 +1054,9 @@ class SqliteStore:
             try:
                 self.conn.executemany("INSERT OR REPLACE INTO kpi VALUES (?,?,?,?)", rows)
                 if spool_lines:
-                    self.conn.executemany("INSERT INTO spool (line) VALUES (?)", [(s,) for s in spool_lines])
+                    self.conn.executemany(
+                        "INSERT INTO spool (line) VALUES (?)", [(s,) for s in spool_lines]
+                    )
                 self.conn.execute("COMMIT")
             except Exception:
                 self.conn.execute("ROLLBACK")
@@ -837,9 +1065,12 @@ class SqliteStore:
     @_reads
     def kpis(self, since_ms: int = 0, node: str | None = None) -> list[tuple]:
         """(bucket, node, kpi, value) oldest first."""
-        sql = "SELECT bucket, node, kpi, value FROM kpi WHERE bucket>=?" + (" AND node=?" if node is not None else "")
-        return self.conn.execute(sql + " ORDER BY bucket, node, kpi",
-                                 (since_ms,) + ((node,) if node is not None else ())).fetchall()
+        sql = "SELECT bucket, node, kpi, value FROM kpi WHERE bucket>=?" + (
+            " AND node=?" if node is not None else ""
+        )
+        return self.conn.execute(
+            sql + " ORDER BY bucket, node, kpi", (since_ms,) + ((node,) if node is not None else ())
+        ).fetchall()
 
     # -- OPC UA points (issue #16, gridtwin/opcua/collector.py) ----------------------------------
     # One row per (ISA-95 path, tag, source time): a point a collector receives again after a
@@ -850,7 +1081,8 @@ class SqliteStore:
                 "CREATE TABLE IF NOT EXISTS opcua_points (enterprise TEXT NOT NULL, site TEXT NOT NULL, "
                 "area TEXT NOT NULL, line TEXT NOT NULL, machine TEXT NOT NULL, tag TEXT NOT NULL, "
                 "ts_ns INTEGER NOT NULL, value REAL, text TEXT, unit TEXT, quality TEXT NOT NULL, source TEXT, "
-                "PRIMARY KEY (enterprise, site, area, line, machine, tag, ts_ns)) WITHOUT ROWID;")
+                "PRIMARY KEY (enterprise, site, area, line, machine, tag, ts_ns)) WITHOUT ROWID;"
+            )
             self._opcua_schema = True
 
     def write_opcua(self, rows, spool_lines=None) -> int:
@@ -861,10 +1093,14 @@ class SqliteStore:
             self.conn.execute("BEGIN")
             try:
                 before = self.conn.total_changes
-                self.conn.executemany("INSERT OR IGNORE INTO opcua_points VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO opcua_points VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                )
                 new = self.conn.total_changes - before
                 if spool_lines:
-                    self.conn.executemany("INSERT INTO spool (line) VALUES (?)", [(s,) for s in spool_lines])
+                    self.conn.executemany(
+                        "INSERT INTO spool (line) VALUES (?)", [(s,) for s in spool_lines]
+                    )
                 self.conn.execute("COMMIT")
             except Exception:
                 self.conn.execute("ROLLBACK")
@@ -872,12 +1108,16 @@ class SqliteStore:
             return new
 
     @_reads
-    def opcua_points(self, machine: str | None = None, tag: str | None = None, since_ns: int = 0) -> list[tuple]:
+    def opcua_points(
+        self, machine: str | None = None, tag: str | None = None, since_ns: int = 0
+    ) -> list[tuple]:
         """(enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality) oldest first."""
         with self._lock:
             self._opcua_ready()
-            sql = ("SELECT enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality "
-                   "FROM opcua_points WHERE ts_ns>=?")
+            sql = (
+                "SELECT enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality "
+                "FROM opcua_points WHERE ts_ns>=?"
+            )
             args: list = [since_ns]
             for col, v in (("machine", machine), ("tag", tag)):
                 if v is not None:

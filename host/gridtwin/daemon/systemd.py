@@ -18,7 +18,9 @@ def unit_name(instance: int = 1) -> str:
     return UNIT_NAME if instance == 1 else f"gridtwin-daemon-{instance}.service"
 
 
-def run_flags(*, twin: bool = False, instance: int = 1, metrics_port: int | None = None) -> list[str]:
+def run_flags(
+    *, twin: bool = False, instance: int = 1, metrics_port: int | None = None
+) -> list[str]:
     """The `gridtwin daemon run` options the unit's ExecStart passes on (what `daemon install` got)."""
     flags = ["--twin"] if twin else []
     if instance != 1:
@@ -28,12 +30,22 @@ def run_flags(*, twin: bool = False, instance: int = 1, metrics_port: int | None
     return flags
 
 
-def render_unit(site, *, user: str = "gridtwin", exe: str | None = None, twin: bool = False, instance: int = 1,
-                metrics_port: int | None = None) -> str:
+def render_unit(
+    site,
+    *,
+    user: str = "gridtwin",
+    exe: str | None = None,
+    twin: bool = False,
+    instance: int = 1,
+    metrics_port: int | None = None,
+) -> str:
     exe = exe or shutil.which("gridtwin") or str(Path(sys.executable).parent / "gridtwin")
     site_path = Path(site.path).resolve()
     var = Path(site.var_dir).resolve()
-    extra = "".join(" " + shlex.quote(f) for f in run_flags(twin=twin, instance=instance, metrics_port=metrics_port))
+    extra = "".join(
+        " " + shlex.quote(f)
+        for f in run_flags(twin=twin, instance=instance, metrics_port=metrics_port)
+    )
     what = "ingest, storage, registry, commands" + (", digital twin" if twin else "")
     name = site.id if instance == 1 else f"{site.id} (instance {instance})"
     return f"""# Rendered by `gridtwin daemon install` for site '{site.id}'. Render again instead of editing.
@@ -71,22 +83,29 @@ WantedBy=multi-user.target
 """
 
 
-def install(site, *, user: str, unit_dir: Path = Path("/etc/systemd/system"), start: bool = True,
-            **run) -> Path:
+def install(
+    site, *, user: str, unit_dir: Path = Path("/etc/systemd/system"), start: bool = True, **run
+) -> Path:
     """Write the unit (``run``: twin, instance, metrics_port as `render_unit` takes them) and start it."""
     unit = Path(unit_dir) / unit_name(run.get("instance", 1))
     try:
         unit.write_text(render_unit(site, user=user, **run))
     except OSError as exc:
-        raise ToolError(f"cannot write {unit}: {exc}", hint="run with sudo, or use --dry-run to see the unit") from None
+        raise ToolError(
+            f"cannot write {unit}: {exc}", hint="run with sudo, or use --dry-run to see the unit"
+        ) from None
     if start:
         for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", unit.name]):
             try:
                 subprocess.run(cmd, check=True, capture_output=True, text=True)
             except FileNotFoundError:
-                raise ToolError("systemctl not found: this system does not run systemd",
-                                hint=f"the unit is at {unit}; start `gridtwin daemon` another way") from None
+                raise ToolError(
+                    "systemctl not found: this system does not run systemd",
+                    hint=f"the unit is at {unit}; start `gridtwin daemon` another way",
+                ) from None
             except subprocess.CalledProcessError as exc:
-                raise ToolError(f"{' '.join(cmd)} failed: {exc.stderr.strip()}",
-                                hint=f"see `journalctl -u {unit.name}`") from None
+                raise ToolError(
+                    f"{' '.join(cmd)} failed: {exc.stderr.strip()}",
+                    hint=f"see `journalctl -u {unit.name}`",
+                ) from None
     return unit

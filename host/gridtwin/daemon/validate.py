@@ -36,10 +36,10 @@ class Rejected(Exception):
 class Limits:
     """What a sane message looks like. Defaults suit ESP32 nodes; the site may tighten them."""
 
-    max_bytes: int = 4096           # an ESP32 telemetry message is ~100-400 bytes
+    max_bytes: int = 4096  # an ESP32 telemetry message is ~100-400 bytes
     max_metrics: int = 64
-    max_past_ms: int = 7 * 86400_000   # outbox replays after a week offline are still accepted
-    max_future_ms: int = 300_000        # clock skew a node without NTP lock may show
+    max_past_ms: int = 7 * 86400_000  # outbox replays after a week offline are still accepted
+    max_future_ms: int = 300_000  # clock skew a node without NTP lock may show
     max_str: int = 512
 
 
@@ -77,7 +77,7 @@ def _split_topic(topic: str, root: str, known_nodes=None) -> tuple[str, str]:
     prefix = root + "/"
     if not topic.startswith(prefix):
         raise Rejected("topic", f"topic {topic!r} is outside the root {root!r}")
-    rest = topic[len(prefix):].split("/")
+    rest = topic[len(prefix) :].split("/")
     if len(rest) != 2 or rest[1] not in KINDS:
         raise Rejected("topic", f"topic {topic!r} is not <root>/<node>/{{{'|'.join(KINDS)}}}")
     node, kind = rest
@@ -120,7 +120,9 @@ def _check_text(obj, text: str) -> None:
     try:
         json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except (UnicodeEncodeError, ValueError, RecursionError):
-        raise Rejected("text", "a string holds a lone surrogate escape (\\ud800-\\udfff), not text") from None
+        raise Rejected(
+            "text", "a string holds a lone surrogate escape (\\ud800-\\udfff), not text"
+        ) from None
 
 
 def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
@@ -138,7 +140,9 @@ def parse_object(payload: bytes | str, limits: Limits = DEFAULT_LIMITS) -> dict:
     try:
         obj = _DECODE(text)
     except _DuplicateKey as exc:
-        raise Rejected("duplicate_key", f"key {str(exc)[:40]!r} appears twice in one object") from None
+        raise Rejected(
+            "duplicate_key", f"key {str(exc)[:40]!r} appears twice in one object"
+        ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Rejected("json", f"not JSON ({str(exc)[:80]})") from None
     if not isinstance(obj, dict):
@@ -153,12 +157,14 @@ def _short(value, n: int = 40) -> str:
     return text if len(text) <= n else text[:n] + f"...({len(text)} chars)"
 
 
-_METRIC_NAMES: set = set()   # names already checked against METRIC (a fleet has a few hundred)
-_MAX_INT = 2**53                 # exactly representable in a double, as SQLite and InfluxDB read it
+_METRIC_NAMES: set = set()  # names already checked against METRIC (a fleet has a few hundred)
+_MAX_INT = 2**53  # exactly representable in a double, as SQLite and InfluxDB read it
 _MAX_ID = 2**63
 
 
-def telemetry(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, now_ms: int | None = None) -> Telemetry:
+def telemetry(
+    node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, now_ms: int | None = None
+) -> Telemetry:
     """Check one telemetry payload of *node* (from its topic) and return it typed.
 
     This runs for every message (tens of thousands a second), so it tests exact types
@@ -169,19 +175,25 @@ def telemetry(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, now_ms
     if v != SCHEMA_VERSION or type(v) is not int:
         raise Rejected("version", f"schema version {_short(v)}, this host reads v={SCHEMA_VERSION}")
     if obj.get("node") != node:
-        raise Rejected("node_mismatch",
-                       f"payload names node {_short(obj.get('node'))} but was published under {node!r}")
+        raise Rejected(
+            "node_mismatch",
+            f"payload names node {_short(obj.get('node'))} but was published under {node!r}",
+        )
     boot, seq, ts = obj.get("boot"), obj.get("seq"), obj.get("ts")
     tb = type(boot)
     if not ((tb is int and 0 <= boot < _MAX_ID) or (tb is str and 0 < len(boot) <= 64)):
-        raise Rejected("field", f"boot {_short(boot)} is not a non-negative integer or short string")
+        raise Rejected(
+            "field", f"boot {_short(boot)} is not a non-negative integer or short string"
+        )
     if type(seq) is not int or not 0 <= seq < _MAX_ID:
         raise Rejected("field", f"seq {_short(seq)} is not a non-negative integer")
     if type(ts) is not int or not 0 <= ts < _MAX_INT:
         raise Rejected("field", f"ts {_short(ts)} is not an integer of Unix milliseconds")
     now = int(time.time() * 1000) if now_ms is None else now_ms
     if not now - limits.max_past_ms <= ts <= now + limits.max_future_ms:
-        raise Rejected("ts_window", f"ts {ts} is {(ts - now) / 1000:+.0f} s from now; is the node's clock set?")
+        raise Rejected(
+            "ts_window", f"ts {ts} is {(ts - now) / 1000:+.0f} s from now; is the node's clock set?"
+        )
     m = obj.get("m")
     if type(m) is not dict or not m:
         raise Rejected("field", "m is missing or not a non-empty object of metric: number")
@@ -212,10 +224,21 @@ def telemetry(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, now_ms
 # status/ack/log: declarative field tables, (name, types, required)
 _NUM = (int, float)
 STATUS_FIELDS = {
-    "state": (str, True), "fw": (str, False), "board": (str, False), "reset": (str, False),
-    "boot": ((int, str), False), "heap": (_NUM, False), "rssi": (_NUM, False), "uptime": (_NUM, False),
-    "cfg": (str, False), "sensors": ((list, dict), False), "outbox": (_NUM, False), "drops": (_NUM, False),
-    "interval": (_NUM, False), "ts": (int, False), "heap_min": (_NUM, False),
+    "state": (str, True),
+    "fw": (str, False),
+    "board": (str, False),
+    "reset": (str, False),
+    "boot": ((int, str), False),
+    "heap": (_NUM, False),
+    "rssi": (_NUM, False),
+    "uptime": (_NUM, False),
+    "cfg": (str, False),
+    "sensors": ((list, dict), False),
+    "outbox": (_NUM, False),
+    "drops": (_NUM, False),
+    "interval": (_NUM, False),
+    "ts": (int, False),
+    "heap_min": (_NUM, False),
 }
 ACK_FIELDS = {"id": (str, True), "ok": (bool, True), "ts": (int, False), "err": (str, False)}
 LOG_FIELDS = {"lvl": (str, True), "msg": (str, True), "mod": (str, False), "ts": (int, False)}
@@ -248,7 +271,9 @@ def status(node: str, payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict:
     if obj["state"] not in ("online", "offline"):
         raise Rejected("field", f"status state {obj['state']!r} is not online/offline")
     if "node" in obj and obj["node"] != node:
-        raise Rejected("node_mismatch", f"status names node {obj['node']!r} but was published under {node!r}")
+        raise Rejected(
+            "node_mismatch", f"status names node {obj['node']!r} but was published under {node!r}"
+        )
     return obj
 
 

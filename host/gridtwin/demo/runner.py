@@ -89,9 +89,19 @@ def demo_site(site):
 
 
 class Demo:
-    def __init__(self, site, *, speed: float = 1.0, port: int | None = None, nodes: list[str] | None = None,
-                 seed: int | None = None, fail_at: float = 20.0, back_at: float = 120.0,
-                 daemon_overrides: dict | None = None, heap: str | None = None):
+    def __init__(
+        self,
+        site,
+        *,
+        speed: float = 1.0,
+        port: int | None = None,
+        nodes: list[str] | None = None,
+        seed: int | None = None,
+        fail_at: float = 20.0,
+        back_at: float = 120.0,
+        daemon_overrides: dict | None = None,
+        heap: str | None = None,
+    ):
         self.site = site
         self.speed = speed
         self.port = port or site.broker.port
@@ -107,7 +117,9 @@ class Demo:
         self._stop = threading.Event()
         self._counts: dict[str, int] = {}
         self._counts_at = 0.0
-        self._base: dict[str, int] = {}  # readings the store held before this run (run_counts subtracts them)
+        self._base: dict[
+            str, int
+        ] = {}  # readings the store held before this run (run_counts subtracts them)
 
     def start(self) -> "Demo":
         from gridtwin.daemon.connection import endpoint_from_site
@@ -135,25 +147,42 @@ class Demo:
         try:
             self.broker.start()
         except BrokerError as exc:
-            raise BrokerError(f"cannot start the demo's broker on 127.0.0.1:{self.port}: {exc.message}",
-                              hint="is another broker on that port? stop it or pass --port") from None
+            raise BrokerError(
+                f"cannot start the demo's broker on 127.0.0.1:{self.port}: {exc.message}",
+                hint="is another broker on that port? stop it or pass --port",
+            ) from None
         try:
             ep = dataclasses.replace(endpoint_from_site(site), host="127.0.0.1", port=self.port)
             # no SNTP responder: the demo's boards are virtual (their world tells the time) and its
             # broker listens on loopback only, so no real board could use it
-            self.daemon = Daemon.from_site(site, endpoint=ep, **{"sntp": None, **self.daemon_overrides}).start()
+            self.daemon = Daemon.from_site(
+                site, endpoint=ep, **{"sntp": None, **self.daemon_overrides}
+            ).start()
             self._base = {n: self.daemon.store.count_readings(n) for n in self.node_ids}
             boards = self.dir / "boards"
-            self.fleet = VirtualFleet(site, pki, boards, broker=("127.0.0.1", self.port), nodes=self.node_ids,
-                                      speed=self.speed, heap=self.heap)
-            self.link = TwinLink(self.twin, self.daemon, site, virtual=self.node_ids, fleet=self.fleet)
+            self.fleet = VirtualFleet(
+                site,
+                pki,
+                boards,
+                broker=("127.0.0.1", self.port),
+                nodes=self.node_ids,
+                speed=self.speed,
+                heap=self.heap,
+            )
+            self.link = TwinLink(
+                self.twin, self.daemon, site, virtual=self.node_ids, fleet=self.fleet
+            )
             self.link.after_step()  # the chips read the twin's values from their first sample
             self.fleet.start()
         except BaseException:  # a failure, or Ctrl-C/SIGTERM while starting: nothing stays behind
             self.stop()
             raise
-        log.info("demo running: broker on 127.0.0.1:%d (pid %d), daemon, twin, %d virtual boards",
-                 self.port, self.broker.proc.pid, len(self.fleet.nodes))
+        log.info(
+            "demo running: broker on 127.0.0.1:%d (pid %d), daemon, twin, %d virtual boards",
+            self.port,
+            self.broker.proc.pid,
+            len(self.fleet.nodes),
+        )
         return self
 
     @property
@@ -197,7 +226,9 @@ class Demo:
 
     def run_counts(self) -> dict[str, int]:
         """Readings stored during this run, per node (the site's database also holds earlier runs')."""
-        return {n: self.daemon.store.count_readings(n) - self._base.get(n, 0) for n in self.node_ids}
+        return {
+            n: self.daemon.store.count_readings(n) - self._base.get(n, 0) for n in self.node_ids
+        }
 
     def never_online(self, counts: dict[str, int] | None = None) -> list[str]:
         """The nodes that stored no reading during this run: the demo fails naming them."""
@@ -206,8 +237,12 @@ class Demo:
 
     def stop(self) -> None:
         self._stop.set()
-        for part in (self.link and self.link.close, self.fleet and self.fleet.stop,
-                     self.daemon and self.daemon.stop, self.broker and self.broker.stop):
+        for part in (
+            self.link and self.link.close,
+            self.fleet and self.fleet.stop,
+            self.daemon and self.daemon.stop,
+            self.broker and self.broker.stop,
+        ):
             if part:
                 try:
                     part()

@@ -57,16 +57,21 @@ async def _serve(site_path: str, n: int, hz: float, seconds: float) -> None:
     for level in ("Bench", site.id, "energy", "line1"):
         path.append(level)
         node = await node.add_object(ua.NodeId(".".join(path), idx), ua.QualifiedName(level, idx))
-    machines = [await node.add_object(ua.NodeId(f"Bench.{site.id}.energy.line1.m{k}", idx),
-                                      ua.QualifiedName(f"m{k}", idx)) for k in range((n + 99) // 100)]
+    machines = [
+        await node.add_object(
+            ua.NodeId(f"Bench.{site.id}.energy.line1.m{k}", idx), ua.QualifiedName(f"m{k}", idx)
+        )
+        for k in range((n + 99) // 100)
+    ]
     nids = []
     for i in range(n):
-        v = await machines[i // 100].add_variable(ua.NodeId(f"v{i}", idx), ua.QualifiedName(f"v{i}", idx), 0.0,
-                                                  ua.VariantType.Double)
+        v = await machines[i // 100].add_variable(
+            ua.NodeId(f"v{i}", idx), ua.QualifiedName(f"v{i}", idx), 0.0, ua.VariantType.Double
+        )
         nids.append(v.nodeid)
     await srv.start()
     print("ready", flush=True)
-    await asyncio.to_thread(sys.stdin.readline)       # the collector is subscribed
+    await asyncio.to_thread(sys.stdin.readline)  # the collector is subscribed
     period = 1.0 / hz
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
@@ -77,12 +82,23 @@ async def _serve(site_path: str, n: int, hz: float, seconds: float) -> None:
         ts = dt.datetime.now(dt.timezone.utc)
         good = ua.StatusCode(0)
         for nid in nids:
-            await srv.write_attribute_value(nid, ua.DataValue(ua.Variant(now, ua.VariantType.Double), StatusCode=good,
-                                                              SourceTimestamp=ts, ServerTimestamp=ts))
+            await srv.write_attribute_value(
+                nid,
+                ua.DataValue(
+                    ua.Variant(now, ua.VariantType.Double),
+                    StatusCode=good,
+                    SourceTimestamp=ts,
+                    ServerTimestamp=ts,
+                ),
+            )
         await asyncio.sleep(max(0.0, t0 + k * period - time.monotonic()))
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"cpu_s": ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime, "writes": k * n}),
-          flush=True)
+    print(
+        json.dumps(
+            {"cpu_s": ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime, "writes": k * n}
+        ),
+        flush=True,
+    )
     await asyncio.to_thread(sys.stdin.readline)
     await srv.stop()
 
@@ -105,7 +121,7 @@ async def _collect(site, store, pki, server: subprocess.Popen, n: int, seconds: 
     col = Timed(site, store, pki, log=lambda m: None)
     task = asyncio.create_task(col.run(stop))
     await asyncio.wait_for(col.connected.wait(), 60)
-    while col.stored < n:                       # the first value of every item
+    while col.stored < n:  # the first value of every item
         col.committed.clear()
         await asyncio.wait_for(col.committed.wait(), 30)
     latencies.clear()
@@ -117,7 +133,7 @@ async def _collect(site, store, pki, server: subprocess.Popen, n: int, seconds: 
     line = await asyncio.to_thread(server.stdout.readline)
     elapsed = time.monotonic() - t0
     srv_stats = json.loads(line)
-    await asyncio.sleep(0.5)                    # the last notifications in flight
+    await asyncio.sleep(0.5)  # the last notifications in flight
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     stop.set()
     await task
@@ -126,10 +142,18 @@ async def _collect(site, store, pki, server: subprocess.Popen, n: int, seconds: 
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
 
-    return {"points": col.stored - start_stored, "written": srv_stats["writes"], "elapsed_s": elapsed,
-            "collector_cpu_pct": 100 * (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / elapsed,
-            "server_cpu_s": srv_stats["cpu_s"], "rss_mb": ru1.ru_maxrss / 1024,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
+    return {
+        "points": col.stored - start_stored,
+        "written": srv_stats["writes"],
+        "elapsed_s": elapsed,
+        "collector_cpu_pct": 100
+        * (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
+        / elapsed,
+        "server_cpu_s": srv_stats["cpu_s"],
+        "rss_mb": ru1.ru_maxrss / 1024,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+    }
 
 
 def run(n: int, hz: float, seconds: float) -> dict:
@@ -148,9 +172,24 @@ def run(n: int, hz: float, seconds: float) -> dict:
         site = load_site(p)
         pki = PKI.for_site(site)
         pki.ensure(site)
-        server = subprocess.Popen([sys.executable, "-m", "gridtwin.opcua.bench", "--serve", str(p), "--vars", str(n),
-                                   "--hz", str(hz), "--seconds", str(seconds)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gridtwin.opcua.bench",
+                "--serve",
+                str(p),
+                "--vars",
+                str(n),
+                "--hz",
+                str(hz),
+                "--seconds",
+                str(seconds),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert server.stdout.readline().strip() == "ready"
             store = SqliteStore(Path(d) / "gt.db")
@@ -171,7 +210,9 @@ def run(n: int, hz: float, seconds: float) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gridtwin.opcua.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m gridtwin.opcua.bench", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--vars", type=int, default=1000)
     ap.add_argument("--hz", type=float, nargs="+", default=[1.0, 10.0])
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -182,10 +223,13 @@ def main(argv=None) -> int:
         return 0
     for hz in a.hz:
         r = run(a.vars, hz, a.seconds)
-        print(f"{a.vars} variables at {hz:g} Hz for {a.seconds:g} s: {r['points_per_s']:.0f} points/s stored "
-              f"({r['points']} of {r['written']} written), collector CPU {r['collector_cpu_pct']:.0f} % of a core, "
-              f"server CPU {r['server_cpu_pct']:.0f} %, collector RSS {r['rss_mb']:.0f} MB, "
-              f"write -> stored row p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms", flush=True)
+        print(
+            f"{a.vars} variables at {hz:g} Hz for {a.seconds:g} s: {r['points_per_s']:.0f} points/s stored "
+            f"({r['points']} of {r['written']} written), collector CPU {r['collector_cpu_pct']:.0f} % of a core, "
+            f"server CPU {r['server_cpu_pct']:.0f} %, collector RSS {r['rss_mb']:.0f} MB, "
+            f"write -> stored row p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms",
+            flush=True,
+        )
     return 0
 
 

@@ -59,15 +59,22 @@ def _current(p: "pki_mod.PKI", folder: Path, uri: str, ca_cert: x509.Certificate
     except (OSError, ValueError):
         return False
     try:
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-            .get_values_for_type(x509.UniformResourceIdentifier)
+        uris = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.UniformResourceIdentifier)
     except x509.ExtensionNotFound:
         return False
-    return (uri in uris and p._issued_by(cert, ca_cert) and cert.serial_number not in p.crl_revoked()
-            and cert.not_valid_after_utc > pki_mod._now() + dt.timedelta(days=1))
+    return (
+        uri in uris
+        and p._issued_by(cert, ca_cert)
+        and cert.serial_number not in p.crl_revoked()
+        and cert.not_valid_after_utc > pki_mod._now() + dt.timedelta(days=1)
+    )
 
 
-def issue(p: "pki_mod.PKI", name: str, uri: str, hosts=(), addresses=(), force: bool = False) -> Identity:
+def issue(
+    p: "pki_mod.PKI", name: str, uri: str, hosts=(), addresses=(), force: bool = False
+) -> Identity:
     """The OPC UA identity `name` (RSA 2048, URI SAN), issued by the site CA when missing, foreign,
     revoked or expiring (or force); an existing good one is kept."""
     folder = _folder(p, name)
@@ -81,38 +88,73 @@ def issue(p: "pki_mod.PKI", name: str, uri: str, hosts=(), addresses=(), force: 
     end = min(start + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
     hosts = list(dict.fromkeys([*hosts, "localhost", socket.gethostname()]))
     addresses = list(dict.fromkeys([*addresses, "127.0.0.1"]))
-    sans = [x509.UniformResourceIdentifier(uri)] + [x509.DNSName(h) for h in hosts] \
+    sans = (
+        [x509.UniformResourceIdentifier(uri)]
+        + [x509.DNSName(h) for h in hosts]
         + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    )
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ca_cert.subject.get_attributes_for_oid(
-            NameOID.ORGANIZATION_NAME)[0].value if ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-            else "GridTwin"), x509.NameAttribute(NameOID.COMMON_NAME, f"opcua-{name}")]))
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(
+                        NameOID.ORGANIZATION_NAME,
+                        ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
+                        if ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+                        else "GridTwin",
+                    ),
+                    x509.NameAttribute(NameOID.COMMON_NAME, f"opcua-{name}"),
+                ]
+            )
+        )
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=True,
-                                     data_encipherment=True, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                       critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=True,
+                data_encipherment=True,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pki_mod.write_identity(folder, key, cert)   # key.der there is PKCS#1 DER; OPC UA uses key.pem
+    pki_mod.write_identity(folder, key, cert)  # key.der there is PKCS#1 DER; OPC UA uses key.pem
     index = p._index()
     ident_name = f"opcua/{name}"
     for rec in index["serials"].values():
         if rec["identity"] == ident_name and rec["status"] == "valid":
             rec["status"] = "superseded"
     index["serials"][str(cert.serial_number)] = {
-        "identity": ident_name, "kind": "opcua", "not_after": cert.not_valid_after_utc.isoformat(),
-        "status": "valid", "issued": pki_mod._now().isoformat()}
+        "identity": ident_name,
+        "kind": "opcua",
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "status": "valid",
+        "issued": pki_mod._now().isoformat(),
+    }
     p._save_index(index)
     return ident
 
@@ -151,4 +193,3 @@ def validator(p: "pki_mod.PKI", peer: str):
 
     role = O.PEER_CLIENT if peer == "client" else O.PEER_SERVER
     return CertificateValidator(O.TRUSTED_VALIDATION | role, trust_store(p))
-

@@ -36,9 +36,24 @@ MEASUREMENT = "opcua_telemetry"
 
 # the data types a mapped variable may have (ns 0 ids): Boolean .. Double, String, LocalizedText,
 # and the abstract Number, Integer, UInteger
-VALUE_TYPES = {1: "Boolean", 2: "SByte", 3: "Byte", 4: "Int16", 5: "UInt16", 6: "Int32", 7: "UInt32", 8: "Int64",
-               9: "UInt64", 10: "Float", 11: "Double", 12: "String", 21: "LocalizedText", 26: "Number",
-               27: "Integer", 28: "UInteger"}
+VALUE_TYPES = {
+    1: "Boolean",
+    2: "SByte",
+    3: "Byte",
+    4: "Int16",
+    5: "UInt16",
+    6: "Int32",
+    7: "UInt32",
+    8: "Int64",
+    9: "UInt64",
+    10: "Float",
+    11: "Double",
+    12: "String",
+    21: "LocalizedText",
+    26: "Number",
+    27: "Integer",
+    28: "UInteger",
+}
 
 
 def quality_of(code: int) -> str:
@@ -56,8 +71,16 @@ def _ns(ts) -> int:
 
 
 class Collector:
-    def __init__(self, site, store, pki, endpoint: str | None = None, influx: bool | None = None, log=None,
-                 source: int | None = None):
+    def __init__(
+        self,
+        site,
+        store,
+        pki,
+        endpoint: str | None = None,
+        influx: bool | None = None,
+        log=None,
+        source: int | None = None,
+    ):
         self.site, self.store, self.pki = site, store, pki
         self.cfg = site.opcua
         # source k: [[opcua.sources]] entry k, its endpoint, security and mapping; None: browse the tree
@@ -68,11 +91,15 @@ class Collector:
         self.policy = src.get("policy") or self.cfg.policy
         self.mode = src.get("mode") or self.cfg.mode
         self.influx = site.storage.backend == "influxdb" if influx is None else influx
-        self.log = log or (lambda msg: print(f"gridtwin: opcua collect: {msg}", file=sys.stderr, flush=True))
-        self.vars: dict[str, tuple[tuple, str, str]] = {}   # NodeId string -> (ISA-95 path, tag, unit)
+        self.log = log or (
+            lambda msg: print(f"gridtwin: opcua collect: {msg}", file=sys.stderr, flush=True)
+        )
+        self.vars: dict[
+            str, tuple[tuple, str, str]
+        ] = {}  # NodeId string -> (ISA-95 path, tag, unit)
         self.queue: list[tuple] = []
-        self.stored = 0          # rows committed (new)
-        self.received = 0        # notifications received
+        self.stored = 0  # rows committed (new)
+        self.received = 0  # notifications received
         self.connected = asyncio.Event()
         self.sessions = 0
         self.flush_errors = 0
@@ -112,8 +139,14 @@ class Collector:
                 fields["value_float"] = num
             if text is not None:
                 fields["value_string"] = text
-            out.append(line(MEASUREMENT, {"enterprise": e, "site": s, "area": a, "line": ln, "machine": m,
-                                          "tag": tag}, fields, ts))
+            out.append(
+                line(
+                    MEASUREMENT,
+                    {"enterprise": e, "site": s, "area": a, "line": ln, "machine": m, "tag": tag},
+                    fields,
+                    ts,
+                )
+            )
         return out
 
     async def flush(self) -> int:
@@ -122,7 +155,9 @@ class Collector:
             return 0
         rows, self.queue = self.queue, []
         try:
-            new = await asyncio.to_thread(self.store.write_opcua, rows, self._lines(rows) if self.influx else None)
+            new = await asyncio.to_thread(
+                self.store.write_opcua, rows, self._lines(rows) if self.influx else None
+            )
         except Exception as exc:  # the store is away: hold the rows, say so once per outage
             self.queue[:0] = rows
             if not self.flush_errors:
@@ -160,7 +195,7 @@ class Collector:
             params = ua.BrowseParameters()
             params.View.Timestamp = ua.get_win_epoch()
             params.RequestedMaxReferencesPerNode = 0
-            for nid in nodeids[k:k + 500]:
+            for nid in nodeids[k : k + 500]:
                 d = ua.BrowseDescription()
                 d.BrowseDirection = ua.BrowseDirection.Forward
                 d.ReferenceTypeId = ua.NodeId(ref_type)
@@ -185,11 +220,13 @@ class Collector:
         """Every variable five Objects below Objects in our namespace, with its EngineeringUnits."""
         idx = await client.get_namespace_index(namespace_uri(self.site))
         level = [(client.nodes.objects.nodeid, ())]
-        found = []   # (nodeid, path, tag)
+        found = []  # (nodeid, path, tag)
         mask = ua.NodeClass.Object | ua.NodeClass.Variable
         while level:
             nxt = []
-            refs = await self._refs(client, ua, [nid for nid, _ in level], ua.ObjectIds.HierarchicalReferences, mask)
+            refs = await self._refs(
+                client, ua, [nid for nid, _ in level], ua.ObjectIds.HierarchicalReferences, mask
+            )
             for (_nid, path), children in zip(level, refs):
                 for ref in children:
                     if ref.BrowseName.NamespaceIndex != idx:
@@ -199,7 +236,9 @@ class Collector:
                     elif ref.NodeClass == ua.NodeClass.Variable and len(path) == 5:
                         found.append((ref.NodeId, path, ref.BrowseName.Name))
             level = nxt
-        props = await self._refs(client, ua, [f[0] for f in found], ua.ObjectIds.HasProperty, ua.NodeClass.Variable)
+        props = await self._refs(
+            client, ua, [f[0] for f in found], ua.ObjectIds.HasProperty, ua.NodeClass.Variable
+        )
         eu = {}
         for i, refs in enumerate(props):
             for ref in refs:
@@ -208,7 +247,7 @@ class Collector:
         units = {}
         keys = list(eu)
         for k in range(0, len(keys), 1000):
-            chunk = keys[k:k + 1000]
+            chunk = keys[k : k + 1000]
             values = await client.read_values([client.get_node(eu[i]) for i in chunk])
             for i, v in zip(chunk, values):
                 units[i] = getattr(getattr(v, "DisplayName", None), "Text", "") or ""
@@ -230,17 +269,29 @@ class Collector:
                 node = client.get_node(pt["node"])
                 dtype = await node.read_data_type()
             except ua.UaStatusCodeError as exc:
-                what = "no such node" if isinstance(exc, ua.uaerrors.BadNodeIdUnknown) else "not a variable"
-                raise ConfigError(self.site.path, key, f"{pt['node']!r}: {what} on {self.endpoint}", fix) from None
-            except ValueError as exc:   # e.g. an nsu= namespace the server does not have
+                what = (
+                    "no such node"
+                    if isinstance(exc, ua.uaerrors.BadNodeIdUnknown)
+                    else "not a variable"
+                )
+                raise ConfigError(
+                    self.site.path, key, f"{pt['node']!r}: {what} on {self.endpoint}", fix
+                ) from None
+            except ValueError as exc:  # e.g. an nsu= namespace the server does not have
                 raise ConfigError(self.site.path, key, f"{pt['node']!r}: {exc}", fix) from None
             if dtype.NamespaceIndex != 0 or dtype.Identifier not in VALUE_TYPES:
-                raise ConfigError(self.site.path, key, f"{pt['node']!r} holds a {dtype.to_string()}, not a number, "
-                                  "boolean or string", fix)
+                raise ConfigError(
+                    self.site.path,
+                    key,
+                    f"{pt['node']!r} holds a {dtype.to_string()}, not a number, boolean or string",
+                    fix,
+                )
             unit = pt.get("unit") or ""
             if not unit:
                 try:
-                    unit = (await (await node.get_child("0:EngineeringUnits")).read_value()).DisplayName.Text or ""
+                    unit = (
+                        await (await node.get_child("0:EngineeringUnits")).read_value()
+                    ).DisplayName.Text or ""
                 except ua.UaError:
                     pass
             self.vars[node.nodeid.to_string()] = (tuple(pt["path"].split("/")), pt["tag"], unit)
@@ -251,26 +302,41 @@ class Collector:
         from asyncua import Client, ua
         from asyncua.crypto import security_policies as sp
 
-        ident = certs.issue(self.pki, certs.COLLECTOR, certs.application_uri(self.site.id, certs.COLLECTOR))
-        client = Client(self.endpoint, timeout=10)   # a request (1000 monitored items, encrypted) may take seconds
+        ident = certs.issue(
+            self.pki, certs.COLLECTOR, certs.application_uri(self.site.id, certs.COLLECTOR)
+        )
+        client = Client(
+            self.endpoint, timeout=10
+        )  # a request (1000 monitored items, encrypted) may take seconds
         client.application_uri = ident.uri
         client.certificate_validator = certs.validator(self.pki, "server")
         policy = getattr(sp, f"SecurityPolicy{POLICY_NAMES[self.policy]}")
-        await client.set_security(policy, certificate=str(ident.cert_der), private_key=str(ident.key_pem),
-                                  mode=getattr(ua.MessageSecurityMode, self.mode))
+        await client.set_security(
+            policy,
+            certificate=str(ident.cert_der),
+            private_key=str(ident.key_pem),
+            mode=getattr(ua.MessageSecurityMode, self.mode),
+        )
         await client.connect()
         try:
-            nodes = await (self._mapped(client, ua) if self.source is not None else self._browse(client, ua))
+            nodes = await (
+                self._mapped(client, ua) if self.source is not None else self._browse(client, ua)
+            )
             sub = await client.create_subscription(max(self.cfg.sampling_ms, 10), self)
-            for k in range(0, len(nodes), 500):   # CreateMonitoredItems in bounded requests
-                await sub.subscribe_data_change(nodes[k:k + 500], queuesize=self.cfg.queue_size,
-                                                sampling_interval=float(self.cfg.sampling_ms))
+            for k in range(0, len(nodes), 500):  # CreateMonitoredItems in bounded requests
+                await sub.subscribe_data_change(
+                    nodes[k : k + 500],
+                    queuesize=self.cfg.queue_size,
+                    sampling_interval=float(self.cfg.sampling_ms),
+                )
             self.sessions += 1
             if self._down_since is not None:
                 self.log(f"{self.endpoint} back after {time.monotonic() - self._down_since:.1f} s")
                 self._down_since = None
             else:
-                self.log(f"collecting {len(nodes)} variables from {self.endpoint} ({self.policy}, {self.mode})")
+                self.log(
+                    f"collecting {len(nodes)} variables from {self.endpoint} ({self.policy}, {self.mode})"
+                )
             self.connected.set()
             while not stop.is_set():
                 try:

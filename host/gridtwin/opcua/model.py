@@ -14,29 +14,73 @@ from dataclasses import dataclass
 
 from gridtwin.twin.topology import KINDS
 
-_PHASES = [(f"Voltage_L{k}", f"v_l{k}_v") for k in (1, 2, 3)] + [(f"Current_L{k}", f"i_l{k}_a") for k in (1, 2, 3)]
+_PHASES = [(f"Voltage_L{k}", f"v_l{k}_v") for k in (1, 2, 3)] + [
+    (f"Current_L{k}", f"i_l{k}_a") for k in (1, 2, 3)
+]
 _POWER = [("Power_Active", "p_kw"), ("Power_Reactive", "q_kvar")]
-STATE = "state"   # the metric slot of a string tag: the component's status text
+STATE = "state"  # the metric slot of a string tag: the component's status text
 
 # tag -> twin metric, per kind (the seed's names: Voltage_L1..3, Current_L1..3, Power_Active, ...)
 TAGS: dict[str, list[tuple[str, str]]] = {
-    "pv_inverter": _PHASES + _POWER + [
-        ("Power_DC", "p_dc_kw"), ("Energy_Total", "e_total_kwh"), ("Frequency", "f_hz"), ("Temperature", "t_c"),
-        ("Irradiance", "irr_wm2"), ("Efficiency", "eff_pct"), ("Inverter_State", STATE)],
-    "bess": _PHASES + _POWER[:1] + [
-        ("SoC", "soc_pct"), ("Energy_Stored", "e_stored_kwh"), ("Energy_Charged", "e_charge_kwh"),
-        ("Energy_Discharged", "e_discharge_kwh"), ("State", STATE)],
-    "grid_meter": _PHASES + _POWER + [
-        ("Power_Import", "p_import_kw"), ("Power_Export", "p_export_kw"), ("Energy_Import", "e_import_kwh"),
-        ("Energy_Export", "e_export_kwh"), ("Frequency", "f_hz"), ("Power_Factor", "pf"), ("State", STATE)],
+    "pv_inverter": _PHASES
+    + _POWER
+    + [
+        ("Power_DC", "p_dc_kw"),
+        ("Energy_Total", "e_total_kwh"),
+        ("Frequency", "f_hz"),
+        ("Temperature", "t_c"),
+        ("Irradiance", "irr_wm2"),
+        ("Efficiency", "eff_pct"),
+        ("Inverter_State", STATE),
+    ],
+    "bess": _PHASES
+    + _POWER[:1]
+    + [
+        ("SoC", "soc_pct"),
+        ("Energy_Stored", "e_stored_kwh"),
+        ("Energy_Charged", "e_charge_kwh"),
+        ("Energy_Discharged", "e_discharge_kwh"),
+        ("State", STATE),
+    ],
+    "grid_meter": _PHASES
+    + _POWER
+    + [
+        ("Power_Import", "p_import_kw"),
+        ("Power_Export", "p_export_kw"),
+        ("Energy_Import", "e_import_kwh"),
+        ("Energy_Export", "e_export_kwh"),
+        ("Frequency", "f_hz"),
+        ("Power_Factor", "pf"),
+        ("State", STATE),
+    ],
     "load_panel": _PHASES + _POWER + [("Energy_Total", "e_total_kwh"), ("Power_Factor", "pf")],
 }
 
-AREAS = {"microgrid": "energy", "ac": "datacentre", "plant": "hydrogen", "grid": "grid", "any": "metering"}
+AREAS = {
+    "microgrid": "energy",
+    "ac": "datacentre",
+    "plant": "hydrogen",
+    "grid": "grid",
+    "any": "metering",
+}
 
 # UNECE Recommendation 20 common codes of the twin's units (OPC UA Part 8, EUInformation.UnitId)
-UNECE = {"kW": "KWT", "kWh": "KWH", "V": "VLT", "A": "AMP", "Hz": "HTZ", "%": "P1", "°C": "CEL",
-         "W/m²": "D54", "kvar": "KVR", "MW": "MAW", "bar": "BAR", "kg": "KGM", "s": "SEC", "mol": "C34"}
+UNECE = {
+    "kW": "KWT",
+    "kWh": "KWH",
+    "V": "VLT",
+    "A": "AMP",
+    "Hz": "HTZ",
+    "%": "P1",
+    "°C": "CEL",
+    "W/m²": "D54",
+    "kvar": "KVR",
+    "MW": "MAW",
+    "bar": "BAR",
+    "kg": "KGM",
+    "s": "SEC",
+    "mol": "C34",
+}
 
 # the twin's component status -> the quality of what the component reports
 BAD_STATUS = {"unconnected", "fault", "failed", "off", "lost"}
@@ -63,11 +107,11 @@ def quality(status: str) -> str:
 
 @dataclass(frozen=True)
 class Point:
-    path: tuple[str, str, str, str, str]   # enterprise, site, area, line, machine
+    path: tuple[str, str, str, str, str]  # enterprise, site, area, line, machine
     tag: str
     metric: str
     unit: str
-    text: bool                              # a string variable (a state), else a float
+    text: bool  # a string variable (a state), else a float
 
     @property
     def key(self) -> str:
@@ -89,7 +133,13 @@ def points(twin, site_id: str, enterprise: str, area: str = "") -> list[Point]:
     out = []
     for c in topo.components:
         st = state[c.id]
-        path = (enterprise, site_id, area or AREAS.get(KINDS[c.kind].domain, "assets"), _line(topo, c), c.id)
+        path = (
+            enterprise,
+            site_id,
+            area or AREAS.get(KINDS[c.kind].domain, "assets"),
+            _line(topo, c),
+            c.id,
+        )
         rows = TAGS.get(c.kind) or [(m, m) for m in st["m"]] + [("State", STATE)]
         for tag, metric in rows:
             if metric == STATE:

@@ -27,7 +27,11 @@ from urllib.parse import urlparse
 
 from gridtwin.opcua import certs, model
 
-QUALITY_CODE = {"GOOD": 0x00000000, "UNCERTAIN": 0x40000000, "BAD": 0x808D0000}   # Good, Uncertain, BadOutOfService
+QUALITY_CODE = {
+    "GOOD": 0x00000000,
+    "UNCERTAIN": 0x40000000,
+    "BAD": 0x808D0000,
+}  # Good, Uncertain, BadOutOfService
 POLICY_NAMES = {"Basic256Sha256": "Basic256Sha256", "Aes128_Sha256_RsaOaep": "Aes128Sha256RsaOaep"}
 
 # asyncua logs every refused handshake with a traceback at ERROR/WARNING: what we say is enough
@@ -42,8 +46,11 @@ def namespace_uri(site) -> str:
 def security_policies(site, dev: bool) -> list:
     from asyncua import ua
 
-    out = [getattr(ua.SecurityPolicyType, f"{POLICY_NAMES[p]}_{m}")
-           for p in site.opcua.policies for m in site.opcua.modes]
+    out = [
+        getattr(ua.SecurityPolicyType, f"{POLICY_NAMES[p]}_{m}")
+        for p in site.opcua.policies
+        for m in site.opcua.modes
+    ]
     return out + ([ua.SecurityPolicyType.NoSecurity] if dev else [])
 
 
@@ -61,8 +68,13 @@ class TwinServer:
         from asyncua import Server, ua
 
         host = urlparse(self.endpoint).hostname or "127.0.0.1"
-        ident = certs.issue(self.pki, certs.SERVER, certs.application_uri(self.site.id, certs.SERVER),
-                            hosts=[h for h in (host,) if not _is_ip(h)], addresses=[h for h in (host,) if _is_ip(h)])
+        ident = certs.issue(
+            self.pki,
+            certs.SERVER,
+            certs.application_uri(self.site.id, certs.SERVER),
+            hosts=[h for h in (host,) if not _is_ip(h)],
+            addresses=[h for h in (host,) if _is_ip(h)],
+        )
         srv = Server()
         await srv.init()
         srv.set_endpoint(self.endpoint)
@@ -81,20 +93,29 @@ class TwinServer:
                 key = p.path[:depth]
                 if key not in folders:
                     folders[key] = await folders[key[:-1]].add_object(
-                        ua.NodeId(".".join(key), idx), ua.QualifiedName(key[-1], idx))
+                        ua.NodeId(".".join(key), idx), ua.QualifiedName(key[-1], idx)
+                    )
             nid = ua.NodeId(p.key, idx)
             if p.text:
-                var = await folders[p.path].add_variable(nid, ua.QualifiedName(p.tag, idx), "",
-                                                         ua.VariantType.String)
+                var = await folders[p.path].add_variable(
+                    nid, ua.QualifiedName(p.tag, idx), "", ua.VariantType.String
+                )
             else:
-                var = await folders[p.path].add_variable(nid, ua.QualifiedName(p.tag, idx), 0.0,
-                                                         ua.VariantType.Double)
-                eu = ua.EUInformation(NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact",
-                                      UnitId=model.unit_id(p.unit), DisplayName=ua.LocalizedText(p.unit),
-                                      Description=ua.LocalizedText(p.unit))
-                await var.add_property(ua.NodeId(p.key + ".EngineeringUnits", idx),
-                                       ua.QualifiedName("EngineeringUnits", 0), eu,
-                                       datatype=ua.NodeId(ua.ObjectIds.EUInformation))
+                var = await folders[p.path].add_variable(
+                    nid, ua.QualifiedName(p.tag, idx), 0.0, ua.VariantType.Double
+                )
+                eu = ua.EUInformation(
+                    NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact",
+                    UnitId=model.unit_id(p.unit),
+                    DisplayName=ua.LocalizedText(p.unit),
+                    Description=ua.LocalizedText(p.unit),
+                )
+                await var.add_property(
+                    ua.NodeId(p.key + ".EngineeringUnits", idx),
+                    ua.QualifiedName("EngineeringUnits", 0),
+                    eu,
+                    datatype=ua.NodeId(ua.ObjectIds.EUInformation),
+                )
             self.vars.append((p, var.nodeid))
         await srv.start()
         _check_channel_certificates(srv, validator)
@@ -117,7 +138,8 @@ class TwinServer:
             else:
                 value = ua.Variant(float(st["m"].get(p.metric, 0.0)), ua.VariantType.Double)
             await self.server.write_attribute_value(
-                nid, ua.DataValue(value, StatusCode=code, SourceTimestamp=now, ServerTimestamp=now))
+                nid, ua.DataValue(value, StatusCode=code, SourceTimestamp=now, ServerTimestamp=now)
+            )
         self.published += 1
         return len(self.vars)
 
@@ -163,7 +185,11 @@ def _check_channel_certificates(srv, validator) -> None:
             policy = super().create(peer_certificate)
             if self.cls is not SecurityPolicyNone:
                 try:
-                    cert = x509.load_der_x509_certificate(peer_certificate) if peer_certificate else None
+                    cert = (
+                        x509.load_der_x509_certificate(peer_certificate)
+                        if peer_certificate
+                        else None
+                    )
                 except ValueError:
                     cert = None
                 if cert is None or not store.is_trusted(cert) or store.is_revoked(cert):
@@ -188,8 +214,11 @@ def _deny_none_channels(srv) -> None:
     from asyncua import ua
     from asyncua.crypto.security_policies import SecurityPolicyFactory, SecurityPolicyNone
 
-    srv._policies.append(SecurityPolicyFactory(SecurityPolicyNone, ua.MessageSecurityMode.None_,
-                                               permission_ruleset=_DenyAll()))
+    srv._policies.append(
+        SecurityPolicyFactory(
+            SecurityPolicyNone, ua.MessageSecurityMode.None_, permission_ruleset=_DenyAll()
+        )
+    )
 
 
 class _DenyAll:

@@ -56,8 +56,14 @@ def check_service(name: str, runner=None) -> Check:
     except influx.ToolError as exc:
         return Check(f"service {name}", False, exc.message, exc.hint or "")
     state = (r.stdout or "").strip() or "unknown"
-    return Check(f"service {name}", state == "active", state,
-                 "" if state == "active" else f"sudo systemctl enable --now {name}; see `journalctl -u {name}`")
+    return Check(
+        f"service {name}",
+        state == "active",
+        state,
+        ""
+        if state == "active"
+        else f"sudo systemctl enable --now {name}; see `journalctl -u {name}`",
+    )
 
 
 def check_env(path: Path, var: str) -> Check:
@@ -67,10 +73,17 @@ def check_env(path: Path, var: str) -> Check:
     except FileNotFoundError:
         return Check(name, False, "missing", "run `sudo gridtwin stack provision`")
     except PermissionError:
-        return Check(name, False, "not readable by this user (good: it is root-only)", "run the doctor with sudo")
+        return Check(
+            name,
+            False,
+            "not readable by this user (good: it is root-only)",
+            "run the doctor with sudo",
+        )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
-        return Check(name, False, f"mode {mode:o} lets others read the token", f"sudo chmod 600 {path}")
+        return Check(
+            name, False, f"mode {mode:o} lets others read the token", f"sudo chmod 600 {path}"
+        )
     try:
         has = bool(influx.read_env(path).get(var))
     except influx.ToolError as exc:
@@ -93,20 +106,36 @@ def check_influx(site, token: str | None) -> Check:
     try:
         status, body = _get(f"{url}/health")
     except (urllib.error.URLError, OSError) as exc:
-        return Check("InfluxDB 2", False, f"{url} does not answer ({getattr(exc, 'reason', exc)})",
-                     "sudo systemctl start influxdb; see `journalctl -u influxdb`")
+        return Check(
+            "InfluxDB 2",
+            False,
+            f"{url} does not answer ({getattr(exc, 'reason', exc)})",
+            "sudo systemctl start influxdb; see `journalctl -u influxdb`",
+        )
     if status != 200:
-        return Check("InfluxDB 2", False, f"/health says HTTP {status}", "see `journalctl -u influxdb`")
+        return Check(
+            "InfluxDB 2", False, f"/health says HTTP {status}", "see `journalctl -u influxdb`"
+        )
     if not token:
-        return Check("InfluxDB 2", False, "up, but no read token to check the bucket",
-                     "run `sudo gridtwin stack provision`")
+        return Check(
+            "InfluxDB 2",
+            False,
+            "up, but no read token to check the bucket",
+            "run `sudo gridtwin stack provision`",
+        )
     try:
-        doc = influx.InfluxAPI(url, token).call("GET", "/buckets", query={"name": site.storage.influx_bucket})
+        doc = influx.InfluxAPI(url, token).call(
+            "GET", "/buckets", query={"name": site.storage.influx_bucket}
+        )
     except influx.InfluxError as exc:
         return Check("InfluxDB 2", False, exc.message, "run `sudo gridtwin stack provision` again")
     if not any(b.get("name") == site.storage.influx_bucket for b in doc.get("buckets") or []):
-        return Check("InfluxDB 2", False, f"no bucket {site.storage.influx_bucket} visible to Grafana's token",
-                     "run `sudo gridtwin stack provision`")
+        return Check(
+            "InfluxDB 2",
+            False,
+            f"no bucket {site.storage.influx_bucket} visible to Grafana's token",
+            "run `sudo gridtwin stack provision`",
+        )
     return Check("InfluxDB 2", True, f"{url}, bucket {site.storage.influx_bucket}")
 
 
@@ -115,22 +144,34 @@ def check_grafana(site) -> Check:
     try:
         status, body = _get(f"{url}/api/health")
     except (urllib.error.URLError, OSError) as exc:
-        return Check("Grafana", False, f"{url} does not answer ({getattr(exc, 'reason', exc)})",
-                     "sudo systemctl start grafana-server; see `journalctl -u grafana-server`")
+        return Check(
+            "Grafana",
+            False,
+            f"{url} does not answer ({getattr(exc, 'reason', exc)})",
+            "sudo systemctl start grafana-server; see `journalctl -u grafana-server`",
+        )
     try:
         db = json.loads(body).get("database")
     except ValueError:
         db = None
     ok = status == 200 and db == "ok"
-    return Check("Grafana", ok, f"{url}: database {db}", "" if ok else "see `journalctl -u grafana-server`")
+    return Check(
+        "Grafana", ok, f"{url}: database {db}", "" if ok else "see `journalctl -u grafana-server`"
+    )
 
 
 def flux_rows(site, token: str, flux: str) -> list[dict]:
     url = site.storage.influx_url.rstrip("/")
     req = urllib.request.Request(
         f"{url}/api/v2/query?" + urllib.parse.urlencode({"org": site.storage.influx_org}),
-        data=json.dumps({"query": flux, "type": "flux"}).encode(), method="POST",
-        headers={"Authorization": f"Token {token}", "Content-Type": "application/json", "Accept": "application/csv"})
+        data=json.dumps({"query": flux, "type": "flux"}).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Token {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/csv",
+        },
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         text = r.read().decode()
     rows = [row for row in csv.DictReader(io.StringIO(text)) if row.get("_value") not in (None, "")]
@@ -139,39 +180,65 @@ def flux_rows(site, token: str, flux: str) -> list[dict]:
 
 def _probe_query(site, value: float) -> str:
     st = site.storage
-    return (f'from(bucket: "{st.influx_bucket}") |> range(start: -10m) '
-            f'|> filter(fn: (r) => r._measurement == "{st.influx_measurement}" and r.node == "{PROBE_NODE}" '
-            f'and r._field == "{PROBE_FIELD}" and r._value == {value!r})')
+    return (
+        f'from(bucket: "{st.influx_bucket}") |> range(start: -10m) '
+        f'|> filter(fn: (r) => r._measurement == "{st.influx_measurement}" and r.node == "{PROBE_NODE}" '
+        f'and r._field == "{PROBE_FIELD}" and r._value == {value!r})'
+    )
 
 
-def check_data_path(site, pki, token: str | None, *, daemon_running: bool = False, timeout: float = 40.0,
-                    broker_host: str | None = None, broker_port: int | None = None) -> Check:
+def check_data_path(
+    site,
+    pki,
+    token: str | None,
+    *,
+    daemon_running: bool = False,
+    timeout: float = 40.0,
+    broker_host: str | None = None,
+    broker_port: int | None = None,
+) -> Check:
     name = "data path MQTT -> Telegraf -> InfluxDB"
     if not token:
         return Check(name, False, "no read token", "run `sudo gridtwin stack provision`")
     if daemon_running:
         st = site.storage
-        flux = (f'from(bucket: "{st.influx_bucket}") |> range(start: -2m) '
-                f'|> filter(fn: (r) => r._measurement == "{st.influx_measurement}") |> last()')
+        flux = (
+            f'from(bucket: "{st.influx_bucket}") |> range(start: -2m) '
+            f'|> filter(fn: (r) => r._measurement == "{st.influx_measurement}") |> last()'
+        )
         try:
             rows = flux_rows(site, token, flux)
         except (urllib.error.URLError, OSError) as exc:
             return Check(name, False, f"query failed: {exc}", "see `journalctl -u influxdb`")
         if rows:
             return Check(name, True, f"{len(rows)} series written in the last 2 minutes")
-        return Check(name, False, "no readings in the last 2 minutes",
-                     "are nodes online (`gridtwin nodes`)? is telegraf running (`journalctl -u telegraf`)?")
+        return Check(
+            name,
+            False,
+            "no readings in the last 2 minutes",
+            "are nodes online (`gridtwin nodes`)? is telegraf running (`journalctl -u telegraf`)?",
+        )
 
     from gridtwin.daemon.connection import Endpoint
     from gridtwin.pki import HOST_IDENTITY
     from gridtwin.stack.config import broker_host as default_host
 
     value = round(random.uniform(1, 1e6), 3)
-    payload = json.dumps({"v": 1, "node": PROBE_NODE, "boot": 0, "seq": 0, "ts": int(time.time() * 1000),
-                          "m": {PROBE_FIELD: value}})
+    payload = json.dumps(
+        {
+            "v": 1,
+            "node": PROBE_NODE,
+            "boot": 0,
+            "seq": 0,
+            "ts": int(time.time() * 1000),
+            "m": {PROBE_FIELD: value},
+        }
+    )
     host, port = broker_host or default_host(site), broker_port or site.broker.port
     try:
-        c = Endpoint.of(pki, HOST_IDENTITY, host, port, site.topic_root).client(HOST_IDENTITY, v5=False)
+        c = Endpoint.of(pki, HOST_IDENTITY, host, port, site.topic_root).client(
+            HOST_IDENTITY, v5=False
+        )
     except GridTwinError as exc:  # a certificate or key missing or unreadable
         return Check(name, False, exc.message, exc.hint or "")
     try:
@@ -180,8 +247,12 @@ def check_data_path(site, pki, token: str | None, *, daemon_running: bool = Fals
         info = c.publish(site.topic(PROBE_NODE, "telemetry"), payload, qos=1)
         info.wait_for_publish(10)
     except (OSError, ssl.SSLError, ValueError, RuntimeError) as exc:
-        return Check(name, False, f"cannot publish the probe on {host}:{port}: {exc}",
-                     "is mosquitto running (`systemctl status mosquitto`)? `gridtwin doctor` checks the broker")
+        return Check(
+            name,
+            False,
+            f"cannot publish the probe on {host}:{port}: {exc}",
+            "is mosquitto running (`systemctl status mosquitto`)? `gridtwin doctor` checks the broker",
+        )
     finally:
         c.disconnect()
         c.loop_stop()
@@ -194,21 +265,42 @@ def check_data_path(site, pki, token: str | None, *, daemon_running: bool = Fals
         except (urllib.error.URLError, OSError) as exc:
             return Check(name, False, f"query failed: {exc}", "see `journalctl -u influxdb`")
         if time.monotonic() > deadline:
-            return Check(name, False, f"the probe published on {site.topic(PROBE_NODE, 'telemetry')} did not reach "
-                         f"InfluxDB within {timeout:.0f}s",
-                         "see `journalctl -u telegraf` (TLS to the broker? token?); "
-                         f"the token is {telegraf.TOKEN_VAR} in {telegraf.ENV_FILE}")
+            return Check(
+                name,
+                False,
+                f"the probe published on {site.topic(PROBE_NODE, 'telemetry')} did not reach "
+                f"InfluxDB within {timeout:.0f}s",
+                "see `journalctl -u telegraf` (TLS to the broker? token?); "
+                f"the token is {telegraf.TOKEN_VAR} in {telegraf.ENV_FILE}",
+            )
         time.sleep(1.0)  # Telegraf flushes on its own interval; nothing to wait on but the database
 
 
-def run_checks(site, pki, *, root: Path | str = "/", services: bool = True, data_path: bool = True,
-               daemon_running: bool | None = None, runner=None, arch: str | None = None,
-               timeout: float = 40.0, broker_host: str | None = None, broker_port: int | None = None) -> list[Check]:
+def run_checks(
+    site,
+    pki,
+    *,
+    root: Path | str = "/",
+    services: bool = True,
+    data_path: bool = True,
+    daemon_running: bool | None = None,
+    runner=None,
+    arch: str | None = None,
+    timeout: float = 40.0,
+    broker_host: str | None = None,
+    broker_port: int | None = None,
+) -> list[Check]:
     env = influx.EnvFiles.under(root)
     checks = [check_arch(arch)]
     if services:
-        checks += [check_service(s, runner) for s in ("mosquitto", "influxdb", "telegraf", "grafana-server")]
-    checks += [check_env(env.telegraf, telegraf.TOKEN_VAR), check_env(env.grafana, grafana.TOKEN_VAR)]
+        checks += [
+            check_service(s, runner)
+            for s in ("mosquitto", "influxdb", "telegraf", "grafana-server")
+        ]
+    checks += [
+        check_env(env.telegraf, telegraf.TOKEN_VAR),
+        check_env(env.grafana, grafana.TOKEN_VAR),
+    ]
     try:
         token = influx.read_env(env.grafana).get(grafana.TOKEN_VAR)
     except influx.ToolError:
@@ -218,8 +310,17 @@ def run_checks(site, pki, *, root: Path | str = "/", services: bool = True, data
     if data_path:
         if daemon_running is None:
             daemon_running = _daemon_running(site)
-        checks.append(check_data_path(site, pki, token, daemon_running=daemon_running, timeout=timeout,
-                                      broker_host=broker_host, broker_port=broker_port))
+        checks.append(
+            check_data_path(
+                site,
+                pki,
+                token,
+                daemon_running=daemon_running,
+                timeout=timeout,
+                broker_host=broker_host,
+                broker_port=broker_port,
+            )
+        )
     return checks
 
 

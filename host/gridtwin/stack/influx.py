@@ -45,6 +45,7 @@ class InfluxError(ToolError):
 
 # --- root-only environment files -----------------------------------------------------------------
 
+
 def read_env(path: Path) -> dict[str, str]:
     out = {}
     try:
@@ -67,7 +68,11 @@ def write_env(path: Path, values: dict[str, str], comment: str = "") -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = path.read_text().splitlines() if path.exists() else ([f"# {comment}"] if comment else [])
+        lines = (
+            path.read_text().splitlines()
+            if path.exists()
+            else ([f"# {comment}"] if comment else [])
+        )
         keep = [ln for ln in lines if ln.split("=", 1)[0].strip() not in values]
         keep += [f"{k}={v}" for k, v in values.items()]
         tmp = path.with_name(f".{path.name}.tmp")
@@ -79,17 +84,26 @@ def write_env(path: Path, values: dict[str, str], comment: str = "") -> None:
             os.close(fd)
         os.replace(tmp, path)
     except PermissionError:
-        raise ToolError(f"cannot write {path}: permission denied", hint="run it with sudo") from None
+        raise ToolError(
+            f"cannot write {path}: permission denied", hint="run it with sudo"
+        ) from None
 
 
 # --- the API ------------------------------------------------------------------------------------
+
 
 class InfluxAPI:
     def __init__(self, url: str, token: str | None = None, timeout: float = 15.0):
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
 
-    def call(self, method: str, path: str, body: dict | None = None, query: dict | None = None,
-             ok: tuple[int, ...] = (200, 201, 204)):
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        query: dict | None = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+    ):
         url = f"{self.url}/api/v2{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -104,16 +118,21 @@ class InfluxAPI:
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
         except (urllib.error.URLError, OSError) as exc:
-            raise InfluxError(f"InfluxDB at {self.url} does not answer: {getattr(exc, 'reason', exc)}",
-                              hint="is influxdb running? `sudo systemctl status influxdb`") from None
+            raise InfluxError(
+                f"InfluxDB at {self.url} does not answer: {getattr(exc, 'reason', exc)}",
+                hint="is influxdb running? `sudo systemctl status influxdb`",
+            ) from None
         try:
             doc = json.loads(raw) if raw else {}
         except ValueError:
             doc = {"message": raw[:200].decode(errors="replace")}
         if status not in ok:
             msg = doc.get("message") or doc.get("error") or f"HTTP {status}"
-            hint = "the admin token is wrong or revoked: put a valid operator token into " + ADMIN_ENV \
-                if status == 401 else None
+            hint = (
+                "the admin token is wrong or revoked: put a valid operator token into " + ADMIN_ENV
+                if status == 401
+                else None
+            )
             raise InfluxError(f"InfluxDB {method} {path}: {msg} (HTTP {status})", hint=hint)
         return doc
 
@@ -131,7 +150,11 @@ class EnvFiles:
         from gridtwin.stack import grafana, telegraf
 
         r = Path(root)
-        return cls(r / ADMIN_ENV.lstrip("/"), r / telegraf.ENV_FILE.lstrip("/"), r / grafana.ENV_FILE.lstrip("/"))
+        return cls(
+            r / ADMIN_ENV.lstrip("/"),
+            r / telegraf.ENV_FILE.lstrip("/"),
+            r / grafana.ENV_FILE.lstrip("/"),
+        )
 
 
 def provision(site, env: EnvFiles, *, url: str | None = None, out=print) -> dict:
@@ -147,20 +170,37 @@ def provision(site, env: EnvFiles, *, url: str | None = None, out=print) -> dict
 
     if api.call("GET", "/setup").get("allowed"):
         password = secrets.token_urlsafe(24)
-        resp = api.call("POST", "/setup", {
-            "username": ADMIN_USER, "password": password, "org": org_name, "bucket": bucket_name,
-            "retentionPeriodSeconds": retention,
-        })
-        write_env(env.admin, {ADMIN_VAR: resp["auth"]["token"], "INFLUX_ADMIN_USER": ADMIN_USER,
-                              "INFLUX_ADMIN_PASSWORD": password},
-                  comment="GridTwin: InfluxDB 2 operator credentials (root only; written by gridtwin stack provision)")
+        resp = api.call(
+            "POST",
+            "/setup",
+            {
+                "username": ADMIN_USER,
+                "password": password,
+                "org": org_name,
+                "bucket": bucket_name,
+                "retentionPeriodSeconds": retention,
+            },
+        )
+        write_env(
+            env.admin,
+            {
+                ADMIN_VAR: resp["auth"]["token"],
+                "INFLUX_ADMIN_USER": ADMIN_USER,
+                "INFLUX_ADMIN_PASSWORD": password,
+            },
+            comment="GridTwin: InfluxDB 2 operator credentials (root only; written by gridtwin stack provision)",
+        )
         summary["setup"] = True
-        out(f"InfluxDB set up: user {ADMIN_USER}, org {org_name}; operator token and password in {env.admin} (0600)")
+        out(
+            f"InfluxDB set up: user {ADMIN_USER}, org {org_name}; operator token and password in {env.admin} (0600)"
+        )
     admin = read_env(env.admin).get(ADMIN_VAR)
     if not admin:
-        raise InfluxError(f"InfluxDB at {url} is already set up and {env.admin} holds no {ADMIN_VAR}",
-                          hint=f"create an operator token (`influx auth create --operator`) and write "
-                               f"{ADMIN_VAR}=<token> into {env.admin} (chmod 600), then run this again")
+        raise InfluxError(
+            f"InfluxDB at {url} is already set up and {env.admin} holds no {ADMIN_VAR}",
+            hint=f"create an operator token (`influx auth create --operator`) and write "
+            f"{ADMIN_VAR}=<token> into {env.admin} (chmod 600), then run this again",
+        )
     api.token = admin
 
     orgs = api.call("GET", "/orgs", query={"org": org_name}, ok=(200, 404)).get("orgs") or []
@@ -172,44 +212,82 @@ def provision(site, env: EnvFiles, *, url: str | None = None, out=print) -> dict
     summary["org_id"] = org_id
 
     rules = [{"type": "expire", "everySeconds": retention}] if retention else []
-    buckets = api.call("GET", "/buckets", query={"orgID": org_id, "name": bucket_name},
-                       ok=(200, 404)).get("buckets") or []
+    buckets = (
+        api.call(
+            "GET", "/buckets", query={"orgID": org_id, "name": bucket_name}, ok=(200, 404)
+        ).get("buckets")
+        or []
+    )
     bucket = next((b for b in buckets if b.get("name") == bucket_name), None)
     if not bucket:
-        bucket = api.call("POST", "/buckets", {"orgID": org_id, "name": bucket_name, "retentionRules": rules,
-                                               "description": f"GridTwin site {site.id}"})
+        bucket = api.call(
+            "POST",
+            "/buckets",
+            {
+                "orgID": org_id,
+                "name": bucket_name,
+                "retentionRules": rules,
+                "description": f"GridTwin site {site.id}",
+            },
+        )
         summary["created"].append(f"bucket {bucket_name}")
-    elif [r.get("everySeconds") for r in bucket.get("retentionRules") or []] != [r["everySeconds"] for r in rules]:
+    elif [r.get("everySeconds") for r in bucket.get("retentionRules") or []] != [
+        r["everySeconds"] for r in rules
+    ]:
         bucket = api.call("PATCH", f"/buckets/{bucket['id']}", {"retentionRules": rules})
         summary["created"].append(f"retention of {bucket_name}")
     bucket_id = bucket["id"]
     summary["bucket_id"] = bucket_id
 
     auths = api.call("GET", "/authorizations", query={"orgID": org_id}).get("authorizations") or []
-    for desc, action, path, var in ((TELEGRAF_DESC, "write", env.telegraf, telegraf.TOKEN_VAR),
-                                    (GRAFANA_DESC, "read", env.grafana, grafana.TOKEN_VAR)):
+    for desc, action, path, var in (
+        (TELEGRAF_DESC, "write", env.telegraf, telegraf.TOKEN_VAR),
+        (GRAFANA_DESC, "read", env.grafana, grafana.TOKEN_VAR),
+    ):
         mine = [a for a in auths if a.get("description") == desc]
         if mine and read_env(path).get(var):
             continue  # made before and its token is in place
         for a in mine:  # made before, but its token is lost: replace it
             api.call("DELETE", f"/authorizations/{a['id']}")
-        resp = api.call("POST", "/authorizations", {
-            "orgID": org_id, "description": desc, "status": "active",
-            "permissions": [{"action": action, "resource": {"type": "buckets", "id": bucket_id, "orgID": org_id}}],
-        })
-        write_env(path, {var: resp["token"]}, comment="GridTwin: written by gridtwin stack provision (root only)")
+        resp = api.call(
+            "POST",
+            "/authorizations",
+            {
+                "orgID": org_id,
+                "description": desc,
+                "status": "active",
+                "permissions": [
+                    {
+                        "action": action,
+                        "resource": {"type": "buckets", "id": bucket_id, "orgID": org_id},
+                    }
+                ],
+            },
+        )
+        write_env(
+            path,
+            {var: resp["token"]},
+            comment="GridTwin: written by gridtwin stack provision (root only)",
+        )
         summary["created"].append(f"{action} token -> {path}")
-        out(f"{action} token for {'Telegraf' if action == 'write' else 'Grafana'} written to {path} (0600)")
+        out(
+            f"{action} token for {'Telegraf' if action == 'write' else 'Grafana'} written to {path} (0600)"
+        )
     return summary
 
 
 # --- Raspberry Pi sanity -----------------------------------------------------------------------
 
+
 def userland_arch() -> str:
     """The OS's architecture as dpkg sees it (a 64-bit kernel may run a 32-bit armhf userland)."""
     try:
-        return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
-                              timeout=10).stdout.strip() or platform.machine()
+        return (
+            subprocess.run(
+                ["dpkg", "--print-architecture"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or platform.machine()
+        )
     except (OSError, subprocess.SubprocessError):
         return platform.machine()
 
@@ -217,25 +295,29 @@ def userland_arch() -> str:
 def check_64bit(arch: str | None = None) -> str:
     arch = arch or userland_arch()
     if arch in ("armhf", "armel", "i386", "armv7l", "armv6l", "i686"):
-        raise ToolError(f"InfluxDB 2 needs a 64-bit OS, and this one is 32-bit ({arch})",
-                        hint="install the 64-bit Raspberry Pi OS (arm64) on the Pi, or keep [storage] "
-                             "backend = \"sqlite\" and skip the stack")
+        raise ToolError(
+            f"InfluxDB 2 needs a 64-bit OS, and this one is 32-bit ({arch})",
+            hint="install the 64-bit Raspberry Pi OS (arm64) on the Pi, or keep [storage] "
+            "backend = \"sqlite\" and skip the stack",
+        )
     return arch
 
 
 def render_config(site) -> str:
     """/etc/influxdb/config.toml: loopback only, no phone-home, and writes that spare an SD card."""
     port = urllib.parse.urlparse(site.storage.influx_url).port or 8086
-    return "\n".join([
-        f"# GridTwin site '{site.id}': InfluxDB 2 settings rendered by `gridtwin stack install`.",
-        "bolt-path = \"/var/lib/influxdb/influxd.bolt\"",
-        "engine-path = \"/var/lib/influxdb/engine\"",
-        f"http-bind-address = \"127.0.0.1:{port}\"",
-        "reporting-disabled = true",
-        "log-level = \"warn\"",
-        "# SD card: group WAL fsyncs, snapshot the cache less often, one compaction at a time",
-        "storage-wal-fsync-delay = \"5s\"",
-        "storage-cache-snapshot-write-cold-duration = \"30m\"",
-        "storage-max-concurrent-compactions = 1",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# GridTwin site '{site.id}': InfluxDB 2 settings rendered by `gridtwin stack install`.",
+            "bolt-path = \"/var/lib/influxdb/influxd.bolt\"",
+            "engine-path = \"/var/lib/influxdb/engine\"",
+            f"http-bind-address = \"127.0.0.1:{port}\"",
+            "reporting-disabled = true",
+            "log-level = \"warn\"",
+            "# SD card: group WAL fsyncs, snapshot the cache less often, one compaction at a time",
+            "storage-wal-fsync-delay = \"5s\"",
+            "storage-cache-snapshot-write-cold-duration = \"30m\"",
+            "storage-max-concurrent-compactions = 1",
+            "",
+        ]
+    )

@@ -34,31 +34,51 @@ def plan(site, pki) -> list[PlannedFile]:
         try:
             return Path(p).read_bytes()
         except FileNotFoundError:
-            raise PKIError(f"{p} is missing",
-                           hint="run `gridtwin pki init` (it issues the telegraf and grafana certificates)") from None
+            raise PKIError(
+                f"{p} is missing",
+                hint="run `gridtwin pki init` (it issues the telegraf and grafana certificates)",
+            ) from None
 
     files = [
         PlannedFile(str(Path(telegraf.CONF).parent), None, 0o755),
         PlannedFile(telegraf.CONF, telegraf.render(site).encode(), 0o640, "root", "telegraf"),
         PlannedFile(telegraf.CERTS, None, 0o750, "root", "telegraf"),
         PlannedFile(f"{telegraf.CERTS}/ca.crt", read(pki.ca_cert_path), 0o644),
-        PlannedFile(f"{telegraf.CERTS}/telegraf.crt", read(pki.cert_path(TELEGRAF_IDENTITY)), 0o644),
-        PlannedFile(f"{telegraf.CERTS}/telegraf.key", read(pki.key_path(TELEGRAF_IDENTITY)), 0o640, "root", "telegraf"),
+        PlannedFile(
+            f"{telegraf.CERTS}/telegraf.crt", read(pki.cert_path(TELEGRAF_IDENTITY)), 0o644
+        ),
+        PlannedFile(
+            f"{telegraf.CERTS}/telegraf.key",
+            read(pki.key_path(TELEGRAF_IDENTITY)),
+            0o640,
+            "root",
+            "telegraf",
+        ),
         PlannedFile("/etc/influxdb", None, 0o755),
         PlannedFile("/etc/influxdb/config.toml", influx.render_config(site).encode(), 0o644),
         PlannedFile(grafana.CERTS, None, 0o750, "root", "grafana"),
         PlannedFile(f"{grafana.CERTS}/ca.crt", read(pki.ca_cert_path), 0o644),
         PlannedFile(f"{grafana.CERTS}/grafana.crt", read(pki.cert_path(GRAFANA_IDENTITY)), 0o644),
-        PlannedFile(f"{grafana.CERTS}/grafana.key", read(pki.key_path(GRAFANA_IDENTITY)), 0o640, "root", "grafana"),
+        PlannedFile(
+            f"{grafana.CERTS}/grafana.key",
+            read(pki.key_path(GRAFANA_IDENTITY)),
+            0o640,
+            "root",
+            "grafana",
+        ),
         PlannedFile(grafana.DASH_DIR, None, 0o755),
     ]
     for path, text in grafana.render(site).items():
         owner = ("root", "grafana") if "/provisioning/" in path else ("root", "root")
-        files.append(PlannedFile(path, text.encode(), 0o640 if owner[1] == "grafana" else 0o644, *owner))
+        files.append(
+            PlannedFile(path, text.encode(), 0o640 if owner[1] == "grafana" else 0o644, *owner)
+        )
     return files
 
 
-def write(files: list[PlannedFile], root: Path | str = "/", *, chown: bool | None = None) -> list[Path]:
+def write(
+    files: list[PlannedFile], root: Path | str = "/", *, chown: bool | None = None
+) -> list[Path]:
     """Write the plan under root. chown defaults to True when installing for real (root "/")."""
     import grp
     import pwd
@@ -85,14 +105,22 @@ def write(files: list[PlannedFile], root: Path | str = "/", *, chown: bool | Non
             if chown:
                 os.chown(path, pwd.getpwnam(f.owner).pw_uid, grp.getgrnam(f.group).gr_gid)
         except PermissionError:
-            raise ToolError(f"cannot write {path}: permission denied", hint="run it with sudo") from None
-        except OSError as exc:  # a folder that cannot hold files (/proc, a file in the way, a full disk)
-            raise ToolError(f"cannot write {path}: {exc.strerror or exc}",
-                            hint="choose a folder that exists and can be written (--out / --root)") from None
+            raise ToolError(
+                f"cannot write {path}: permission denied", hint="run it with sudo"
+            ) from None
+        except (
+            OSError
+        ) as exc:  # a folder that cannot hold files (/proc, a file in the way, a full disk)
+            raise ToolError(
+                f"cannot write {path}: {exc.strerror or exc}",
+                hint="choose a folder that exists and can be written (--out / --root)",
+            ) from None
         except KeyError as exc:
             svc = {"'telegraf'": "telegraf", "'grafana'": "grafana"}.get(str(exc), str(exc))
-            raise ToolError(f"no system account {exc}",
-                            hint=f"install the {svc} package first (docs/stack.md lists the apt sources)") from None
+            raise ToolError(
+                f"no system account {exc}",
+                hint=f"install the {svc} package first (docs/stack.md lists the apt sources)",
+            ) from None
         written.append(path)
     return written
 
@@ -105,7 +133,9 @@ def grafana_settings(root: Path | str = "/") -> Path:
 
 def systemctl(*args: str) -> subprocess.CompletedProcess:
     if not shutil.which("systemctl"):
-        raise ToolError("systemctl is not available", hint="start influxdb, telegraf and grafana-server by hand")
+        raise ToolError(
+            "systemctl is not available", hint="start influxdb, telegraf and grafana-server by hand"
+        )
     return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120)
 
 
@@ -113,19 +143,28 @@ def restart(services=SERVICES) -> None:
     for svc in services:
         r = systemctl("restart", svc)
         if r.returncode != 0:
-            raise ToolError(f"systemctl restart {svc} failed: {r.stderr.strip() or r.returncode}",
-                            hint=f"see `journalctl -u {svc}`")
+            raise ToolError(
+                f"systemctl restart {svc} failed: {r.stderr.strip() or r.returncode}",
+                hint=f"see `journalctl -u {svc}`",
+            )
 
 
 def install_mqtt_plugin(out=print) -> None:
     cli = shutil.which("grafana-cli") or shutil.which("grafana")
     if not cli:
-        out("note: grafana-cli not found; install the MQTT live plugin by hand: "
-            f"grafana-cli plugins install {grafana.MQTT_PLUGIN}")
+        out(
+            "note: grafana-cli not found; install the MQTT live plugin by hand: "
+            f"grafana-cli plugins install {grafana.MQTT_PLUGIN}"
+        )
         return
-    args = [cli, "plugins", "install", grafana.MQTT_PLUGIN] if cli.endswith("grafana-cli") else \
-        [cli, "cli", "plugins", "install", grafana.MQTT_PLUGIN]
+    args = (
+        [cli, "plugins", "install", grafana.MQTT_PLUGIN]
+        if cli.endswith("grafana-cli")
+        else [cli, "cli", "plugins", "install", grafana.MQTT_PLUGIN]
+    )
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
-        raise ToolError(f"installing the Grafana plugin {grafana.MQTT_PLUGIN} failed: {r.stderr.strip()[-300:]}",
-                        hint="check the Pi's network, or set [stack] mqtt_live = false")
+        raise ToolError(
+            f"installing the Grafana plugin {grafana.MQTT_PLUGIN} failed: {r.stderr.strip()[-300:]}",
+            hint="check the Pi's network, or set [stack] mqtt_live = false",
+        )

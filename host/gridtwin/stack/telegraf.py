@@ -220,18 +220,23 @@ def _q(value) -> str:
 def topics(site) -> list[str]:
     """Every topic filter Telegraf subscribes to, all on its one connection."""
     root = site.topic_root
-    return [f"{root}/+/{leaf}" for leaf in NODE_LEAVES] + [f"{root}/_host/twin", f"{root}/_host/alerts/#"]
+    return [f"{root}/+/{leaf}" for leaf in NODE_LEAVES] + [
+        f"{root}/_host/twin",
+        f"{root}/_host/alerts/#",
+    ]
 
 
 def starlark_source(site) -> str:
     """The processor's script for this site: its constants, then STARLARK."""
-    return (f"# GridTwin site '{site.id}': MQTT messages -> InfluxDB points (gridtwin.stack.telegraf)\n"
-            'load("json.star", "json")\n\n'
-            f"ROOT = {json.dumps(site.topic_root)}\n"
-            f"SITE = {json.dumps(site.id)}\n"
-            f"TELEMETRY = {json.dumps(site.storage.influx_measurement)}\n"
-            f"STATUS, LOG, TWIN, ALERTS = {json.dumps(STATUS)}, {json.dumps(LOG)}, {json.dumps(TWIN)}, "
-            f"{json.dumps(ALERTS)}\n" + STARLARK)
+    return (
+        f"# GridTwin site '{site.id}': MQTT messages -> InfluxDB points (gridtwin.stack.telegraf)\n"
+        'load("json.star", "json")\n\n'
+        f"ROOT = {json.dumps(site.topic_root)}\n"
+        f"SITE = {json.dumps(site.id)}\n"
+        f"TELEMETRY = {json.dumps(site.storage.influx_measurement)}\n"
+        f"STATUS, LOG, TWIN, ALERTS = {json.dumps(STATUS)}, {json.dumps(LOG)}, {json.dumps(TWIN)}, "
+        f"{json.dumps(ALERTS)}\n" + STARLARK
+    )
 
 
 def render(site, *, certs_dir: str = CERTS) -> str:

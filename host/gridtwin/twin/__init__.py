@@ -9,8 +9,14 @@ should not pay for numpy and the engine.
 import importlib
 
 _EXPORTS = {
-    "Twin": "engine", "TwinCommandError": "engine", "unit_of": "engine", "Event": "events",
-    "Action": "scenario", "Scenario": "scenario", "demo_scenario": "scenario", "run_realtime": "scenario",
+    "Twin": "engine",
+    "TwinCommandError": "engine",
+    "unit_of": "engine",
+    "Event": "events",
+    "Action": "scenario",
+    "Scenario": "scenario",
+    "demo_scenario": "scenario",
+    "run_realtime": "scenario",
     "DEMO_SEQUENCE": "scenario",
 }
 

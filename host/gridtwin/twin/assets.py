@@ -68,12 +68,23 @@ class Microgrid:
         self.ids = [meter.id] + [c.id for c in kids]
         # its own random stream: a site without these kinds draws exactly as before
         self.rng = np.random.default_rng([seed, 16, meter.index])
-        self.lat, self.lon, self.t_air = twin_cfg.latitude, twin_cfg.longitude, twin_cfg.get("t_air_c", 20.0)
-        self.sky = pv.ClearSky(twin_cfg.get("clear_sky", "haurwitz"), twin_cfg.get("linke_turbidity", 3.0),
-                               twin_cfg.get("altitude_m", 0.0))
+        self.lat, self.lon, self.t_air = (
+            twin_cfg.latitude,
+            twin_cfg.longitude,
+            twin_cfg.get("t_air_c", 20.0),
+        )
+        self.sky = pv.ClearSky(
+            twin_cfg.get("clear_sky", "haurwitz"),
+            twin_cfg.get("linke_turbidity", 3.0),
+            twin_cfg.get("altitude_m", 0.0),
+        )
         self.start = start
-        self.clouds = {c.id: pv.Clouds(self.rng, c.params["cloud_cover"], c.params["cloud_sigma"],
-                                       c.params["cloud_tau_s"]) for c in self.inverters}
+        self.clouds = {
+            c.id: pv.Clouds(
+                self.rng, c.params["cloud_cover"], c.params["cloud_sigma"], c.params["cloud_tau_s"]
+            )
+            for c in self.inverters
+        }
         self.m: dict[str, dict] = {cid: {} for cid in self.ids}
         self.status: dict[str, str] = {cid: "ok" for cid in self.ids}
         self.soc = {c.id: c.params["soc0_pct"] / 100.0 for c in self.stores}
@@ -98,12 +109,19 @@ class Microgrid:
             tau = p["noise_tau_s"]
             if dt > 0 and p["noise_pct"] > 0:
                 a = math.exp(-dt / tau)
-                self.noise[c.id] = a * self.noise[c.id] + math.sqrt(1 - a * a) * float(self.rng.standard_normal())
+                self.noise[c.id] = a * self.noise[c.id] + math.sqrt(1 - a * a) * float(
+                    self.rng.standard_normal()
+                )
             kw = max(0.0, self.load_kw[c.id] * (1.0 + p["noise_pct"] / 100.0 * self.noise[c.id]))
             kvar = kw * math.tan(math.acos(p["pf"]))
             load_p += kw
             load_q += kvar
-            m = {"p_kw": kw, "q_kvar": kvar, "pf": p["pf"], "e_total_kwh": self._add(c.id, "e", kw * h)}
+            m = {
+                "p_kw": kw,
+                "q_kvar": kvar,
+                "pf": p["pf"],
+                "e_total_kwh": self._add(c.id, "e", kw * h),
+            }
             _phases(kw, kvar, mp["voltage_v"], m)
             self.m[c.id] = m
         # Inverters: irradiance -> DC (PVWatts) -> AC through the loss curve.
@@ -119,39 +137,53 @@ class Microgrid:
             p_dc = pv.pvwatts_dc(ghi, t_cell, p["p_dc0_kw"], p["gamma_pdc"])
             rated = p["rated_kw"]
             l0, l1, l2 = p["loss_nl_pct"] / 100.0, p["loss_v_pct"] / 100.0, p["loss_r_pct"] / 100.0
-            x = min(inverter_ac_pu(p_dc / rated, l0, l1, l2), 1.0)   # clipping: the MPPT backs off
+            x = min(inverter_ac_pu(p_dc / rated, l0, l1, l2), 1.0)  # clipping: the MPPT backs off
             p_ac = x * rated
             used_dc = p_ac + rated * (l0 + l1 * x + l2 * x * x) if x > 0 else 0.0
             pv_p += p_ac
             eff = inverter_efficiency(x, l0, l1, l2)
-            m = {"p_kw": p_ac, "q_kvar": 0.0, "p_dc_kw": used_dc, "irr_wm2": ghi, "eff_pct": 100.0 * eff,
-                 "t_c": self.t_air + p["t_rise_c"] * x, "f_hz": self.f_hz,
-                 "e_total_kwh": self._add(c.id, "e", p_ac * h), "state": 1 if x > 0 else 0}
+            m = {
+                "p_kw": p_ac,
+                "q_kvar": 0.0,
+                "p_dc_kw": used_dc,
+                "irr_wm2": ghi,
+                "eff_pct": 100.0 * eff,
+                "t_c": self.t_air + p["t_rise_c"] * x,
+                "f_hz": self.f_hz,
+                "e_total_kwh": self._add(c.id, "e", p_ac * h),
+                "state": 1 if x > 0 else 0,
+            }
             _phases(p_ac, 0.0, mp["voltage_v"], m)
             self.m[c.id] = m
-            self.status[c.id] = ("clipping" if x >= 1.0 and p_dc > used_dc else "mppt") if x > 0 else "standby"
+            self.status[c.id] = (
+                ("clipping" if x >= 1.0 and p_dc > used_dc else "mppt") if x > 0 else "standby"
+            )
         # Stores: self-consumption; the surplus charges them, the deficit discharges them, each within its limits.
-        net = load_p - pv_p   # what the site needs from the grid before the stores act
+        net = load_p - pv_p  # what the site needs from the grid before the stores act
         bat_p = 0.0
         for c in self.stores:
             p = c.params
             cap, eff = p["capacity_kwh"], p["efficiency"]
             soc = self.soc[c.id]
             kw = 0.0
-            if dt > 0 and net < 0:     # charge (AC side), limited by room left
+            if dt > 0 and net < 0:  # charge (AC side), limited by room left
                 room = max(0.0, p["soc_max_pct"] / 100.0 - soc) * cap
                 kw = -min(-net, p["max_kw"], room / (eff * h))
                 soc += -kw * eff * h / cap
-            elif dt > 0 and net > 0:   # discharge, limited by energy above the floor
+            elif dt > 0 and net > 0:  # discharge, limited by energy above the floor
                 avail = max(0.0, soc - p["soc_min_pct"] / 100.0) * cap
                 kw = min(net, p["max_kw"], avail * eff / h)
                 soc -= kw / eff * h / cap
             self.soc[c.id] = soc
             net -= kw
             bat_p += kw
-            m = {"p_kw": kw, "soc_pct": 100.0 * soc, "e_stored_kwh": soc * cap,
-                 "e_charge_kwh": self._add(c.id, "c", max(0.0, -kw) * h),
-                 "e_discharge_kwh": self._add(c.id, "d", max(0.0, kw) * h)}
+            m = {
+                "p_kw": kw,
+                "soc_pct": 100.0 * soc,
+                "e_stored_kwh": soc * cap,
+                "e_charge_kwh": self._add(c.id, "c", max(0.0, -kw) * h),
+                "e_discharge_kwh": self._add(c.id, "d", max(0.0, kw) * h),
+            }
             _phases(kw, 0.0, mp["voltage_v"], m)
             self.m[c.id] = m
             self.status[c.id] = "charging" if kw < 0 else "discharging" if kw > 0 else "idle"
@@ -160,13 +192,21 @@ class Microgrid:
             self.f_hz = mp["f_nom_hz"] + mp["f_noise_hz"] * float(self.rng.standard_normal())
         grid_p = load_p - pv_p - bat_p
         s = math.hypot(grid_p, load_q)
-        m = {"p_kw": grid_p, "q_kvar": load_q, "pf": abs(grid_p) / s if s > 0 else 1.0, "f_hz": self.f_hz,
-             "p_import_kw": max(0.0, grid_p), "p_export_kw": max(0.0, -grid_p),
-             "e_import_kwh": self._add(self.meter.id, "i", max(0.0, grid_p) * h),
-             "e_export_kwh": self._add(self.meter.id, "x", max(0.0, -grid_p) * h)}
+        m = {
+            "p_kw": grid_p,
+            "q_kvar": load_q,
+            "pf": abs(grid_p) / s if s > 0 else 1.0,
+            "f_hz": self.f_hz,
+            "p_import_kw": max(0.0, grid_p),
+            "p_export_kw": max(0.0, -grid_p),
+            "e_import_kwh": self._add(self.meter.id, "i", max(0.0, grid_p) * h),
+            "e_export_kwh": self._add(self.meter.id, "x", max(0.0, -grid_p) * h),
+        }
         _phases(grid_p, load_q, mp["voltage_v"], m)
         self.m[self.meter.id] = m
-        self.status[self.meter.id] = "importing" if grid_p > 1e-9 else "exporting" if grid_p < -1e-9 else "balanced"
+        self.status[self.meter.id] = (
+            "importing" if grid_p > 1e-9 else "exporting" if grid_p < -1e-9 else "balanced"
+        )
 
     def metrics(self, cid: str) -> tuple[str, dict]:
         return self.status[cid], dict(self.m[cid])
@@ -176,4 +216,6 @@ class Microgrid:
 
 
 def build(topo, seed: int, twin_cfg, start) -> list[Microgrid]:
-    return [Microgrid(c, topo, seed, twin_cfg, start) for c in topo.components if c.kind == "grid_meter"]
+    return [
+        Microgrid(c, topo, seed, twin_cfg, start) for c in topo.components if c.kind == "grid_meter"
+    ]

@@ -35,8 +35,18 @@ log = logging.getLogger("gridtwin.twin")
 
 
 class TwinLink:
-    def __init__(self, twin, daemon, site, *, virtual=(), fleet=None, state_every_s: float = 1.0,
-                 load_step: float = 0.1, command_timeout: float = 10.0):
+    def __init__(
+        self,
+        twin,
+        daemon,
+        site,
+        *,
+        virtual=(),
+        fleet=None,
+        state_every_s: float = 1.0,
+        load_step: float = 0.1,
+        command_timeout: float = 10.0,
+    ):
         self.twin, self.daemon, self.site, self.fleet = twin, daemon, site, fleet
         self.virtual = set(virtual)
         self.state_every_s = state_every_s
@@ -53,14 +63,21 @@ class TwinLink:
         by = twin.topo.by_id
         # a twin event's alert (<component>/<type>) left active by a previous run ends with that run:
         # this twin starts afresh and raises again what happens again (node health and analytics keep theirs)
-        for key in [k for k in daemon.alerts.active if k.count("/") == 1 and k.split("/")[0] in by
-                    and not k.split("/")[1].startswith("node_")]:
+        for key in [
+            k
+            for k in daemon.alerts.active
+            if k.count("/") == 1
+            and k.split("/")[0] in by
+            and not k.split("/")[1].startswith("node_")
+        ]:
             daemon.alerts.clear(key)
         self._parents = {n: list(by[n].parents) if n in by else [] for n in self._roles}
         # virtual nodes: fed every half sample interval (twin s); HIL-wired ones get no commands
         nodes = fleet.nodes if fleet is not None else {}
-        self._feed_every = {n: max(v.config.get("sample_ms", 1000) / 2000.0, twin.dt * 0.999)
-                            for n, v in nodes.items()}
+        self._feed_every = {
+            n: max(v.config.get("sample_ms", 1000) / 2000.0, twin.dt * 0.999)
+            for n, v in nodes.items()
+        }
         self._next_feed = dict.fromkeys(nodes, 0.0)
         self._fed: dict[str, dict] = {}
         self.hil = {n for n, v in nodes.items() if (v.config.get("params") or {}).get("hil")}
@@ -69,8 +86,10 @@ class TwinLink:
         self._hil: collections.deque = collections.deque(maxlen=10000)  # (node, metric, value)
         self._work: queue.Queue = queue.Queue(maxsize=1000)
         # a few senders, so one slow node does not hold up the commands of the others
-        self._workers = [threading.Thread(target=self._send_loop, name=f"twin-commands-{i}", daemon=True)
-                         for i in range(4)]
+        self._workers = [
+            threading.Thread(target=self._send_loop, name=f"twin-commands-{i}", daemon=True)
+            for i in range(4)
+        ]
         for w in self._workers:
             w.start()
         daemon.on_readings(self._on_telemetry)
@@ -94,8 +113,16 @@ class TwinLink:
                 twin.override(node, metric, value)
                 self.overrides += 1
         self.state = state
-        self.daemon.publish_host("twin", {"t": round(twin.t, 3), "components": {
-            cid: {"kind": c["kind"], "status": c["status"], "m": c["m"]} for cid, c in state.items()}})
+        self.daemon.publish_host(
+            "twin",
+            {
+                "t": round(twin.t, 3),
+                "components": {
+                    cid: {"kind": c["kind"], "status": c["status"], "m": c["m"]}
+                    for cid, c in state.items()
+                },
+            },
+        )
         self._tell_nodes(state)
 
     def _feed(self) -> None:
@@ -130,9 +157,19 @@ class TwinLink:
         key = alert_key(ev.component, ev.type.replace(":", "_"))
         if ev.state == "start":
             message = f"{ev.component}: {ev.type.replace('_', ' ')}" + (
-                f" ({', '.join(f'{k}={v}' for k, v in ev.detail.items())})" if ev.detail else "")
-            self.daemon.alerts.raise_(key, ev.severity, ev.type, message, ev.component, t=ev.t,
-                                      component=ev.component, type=ev.type, active=True)
+                f" ({', '.join(f'{k}={v}' for k, v in ev.detail.items())})" if ev.detail else ""
+            )
+            self.daemon.alerts.raise_(
+                key,
+                ev.severity,
+                ev.type,
+                message,
+                ev.component,
+                t=ev.t,
+                component=ev.component,
+                type=ev.type,
+                active=True,
+            )
         elif ev.state == "clear":
             self.daemon.alerts.clear(key)
         log.info("twin event t=%.1f %s %s %s", ev.t, ev.component, ev.type, ev.state)
@@ -143,18 +180,35 @@ class TwinLink:
         # (its "told" record stays behind the twin until then).
         for node, role in self._roles.items():
             c = state.get(node)
-            if c is None or role not in PLANT_ROLES or node in self.hil or not self.daemon.dispatcher.is_online(node):
+            if (
+                c is None
+                or role not in PLANT_ROLES
+                or node in self.hil
+                or not self.daemon.dispatcher.is_online(node)
+            ):
                 continue
             # what the node should report (a UPS's supply is its input, not its output)
             want = plant_readings(role, c, [state[p] for p in self._parents[node] if p in state])
             told = self._told.setdefault(node, {})
             if role == "generator":
-                self._change(node, told, "running", bool(want["supply"]),
-                             lambda on: ("start" if on else "stop", {}))
+                self._change(
+                    node,
+                    told,
+                    "running",
+                    bool(want["supply"]),
+                    lambda on: ("start" if on else "stop", {}),
+                )
             else:
-                self._change(node, told, "supply", bool(want["supply"]),
-                             lambda on: ("set_supply", {"on": on}))
-            self._change(node, told, "fault", bool(want["fault"]), lambda on: ("set_fault", {"on": on}))
+                self._change(
+                    node,
+                    told,
+                    "supply",
+                    bool(want["supply"]),
+                    lambda on: ("set_supply", {"on": on}),
+                )
+            self._change(
+                node, told, "fault", bool(want["fault"]), lambda on: ("set_fault", {"on": on})
+            )
             # a load that moved by more than load_step (a node without HIL inputs keeps the last)
             kw = round(float(c["m"].get("p_kw", 0.0)), 2)
             last = told.get("kw")
@@ -180,8 +234,9 @@ class TwinLink:
                 return
             node, cmd, args = item
             try:
-                ack = self.daemon.dispatcher.send(node, cmd, args, timeout=self.command_timeout,
-                                                  ttl=self.command_timeout)
+                ack = self.daemon.dispatcher.send(
+                    node, cmd, args, timeout=self.command_timeout, ttl=self.command_timeout
+                )
                 self.commands_sent += 1
                 if not ack.get("ok"):
                     self.command_errors += 1
@@ -215,11 +270,20 @@ def run_with_daemon(daemon, site, *, seed: int | None = None) -> int:
     daemon.start()
     twin = Twin.from_site(site, **({"seed": seed} if seed is not None else {}))
     link = TwinLink(twin, daemon, site)
-    log.info("twin running: %d components, step %.3g s, %g x real time", len(twin.state()),
-             getattr(site.twin, "step_s", 0.1), twin.speed or 1.0)
+    log.info(
+        "twin running: %d components, step %.3g s, %g x real time",
+        len(twin.state()),
+        getattr(site.twin, "step_s", 0.1),
+        twin.speed or 1.0,
+    )
     try:
-        run_realtime(twin, float("inf"), twin.speed or 1.0, on_step=lambda _t: link.after_step(),
-                     stop=done.is_set)
+        run_realtime(
+            twin,
+            float("inf"),
+            twin.speed or 1.0,
+            on_step=lambda _t: link.after_step(),
+            stop=done.is_set,
+        )
     finally:
         link.close()
         daemon.stop()

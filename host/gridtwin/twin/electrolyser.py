@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import math
 
-F = 96485.33212           # C/mol, Faraday constant
-R_GAS = 8.314462618       # J/(mol K)
-U_TN = 1.482              # V, thermoneutral cell voltage (HHV)
-NM3_PER_MOL = 0.022414    # m3 (0 C, 1 atm) per mol of ideal gas
-M_H2 = 2.01588e-3         # kg/mol
+F = 96485.33212  # C/mol, Faraday constant
+R_GAS = 8.314462618  # J/(mol K)
+U_TN = 1.482  # V, thermoneutral cell voltage (HHV)
+NM3_PER_MOL = 0.022414  # m3 (0 C, 1 atm) per mol of ideal gas
+M_H2 = 2.01588e-3  # kg/mol
 _LN10 = math.log(10.0)
 
 
@@ -50,7 +50,7 @@ def reversible_voltage(t_c: float, p_bar: float = 1.0) -> float:
 
 def coefficients(t_c: float, p: dict) -> tuple[float, float, float, float]:
     """(U_rev, a, b, s) so that U(I) = U_rev + a I + s log10(b I + 1) at temperature t_c for stack p."""
-    t = max(t_c, 1.0)   # the t2/T, t3/T^2 terms blow up at 0 C (his fit covers 20-80 C)
+    t = max(t_c, 1.0)  # the t2/T, t3/T^2 terms blow up at 0 C (his fit covers 20-80 C)
     area = p["area_m2"]
     # Above ~105 C (PHOEBUS values) t1 + t2/T + t3/T^2 turns negative, far outside the fit: no
     # activation term then, rather than the logarithm of a negative number.
@@ -69,7 +69,7 @@ def cell_voltage(i_a: float, t_c: float, p: dict) -> float:
 
 
 def faraday_efficiency(i_a: float, p: dict) -> float:
-    j = i_a / p["area_m2"] / 10.0          # A/m2 -> mA/cm2
+    j = i_a / p["area_m2"] / 10.0  # A/m2 -> mA/cm2
     return j * j / (p["f1"] + j * j) * p["f2"]
 
 
@@ -122,8 +122,8 @@ class Stack:
         self.hto_pct = 0.0
         self.q_gen_w = self.q_loss_w = self.q_cool_w = 0.0
         self.cooling_ok = True
-        self.tripped: str | None = None   # reason of the active trip
-        self.clear_for = 0.0              # seconds the cause has been gone
+        self.tripped: str | None = None  # reason of the active trip
+        self.clear_for = 0.0  # seconds the cause has been gone
         self.h2_total_mol = 0.0
         self.energy_in_j = 0.0
 
@@ -139,7 +139,7 @@ class Stack:
         else:
             i = current_for_power(p_avail_w, self.t_c, p)
             if i < p["min_current_a"]:
-                i = 0.0   # below minimum load the controller idles the stack
+                i = 0.0  # below minimum load the controller idles the stack
         self.i_a = i
         # Idle, the cell sits at its open-circuit (reversible) voltage.
         self.u_cell = cell_voltage(i, self.t_c, p)
@@ -152,14 +152,18 @@ class Stack:
         # Thermal model (forward Euler is stable: the time constant R_t C_t is ~29 h).
         self.q_gen_w = p["cells"] * (self.u_cell - U_TN) * i if i > 0 else 0.0
         self.q_loss_w = (self.t_c - self.t_air_c) / p["r_t"]
-        self.q_cool_w = max(0.0, p["cool_w_per_k"] * (self.t_c - p["t_set_c"])) if self.cooling_ok else 0.0
+        self.q_cool_w = (
+            max(0.0, p["cool_w_per_k"] * (self.t_c - p["t_set_c"])) if self.cooling_ok else 0.0
+        )
         self.t_c += dt * (self.q_gen_w - self.q_loss_w - self.q_cool_w) / (p["c_t_kj"] * 1000.0)
         self.h2_total_mol += self.n_h2 * dt
         drawn = self.p_w
         self.energy_in_j += drawn * dt
         return drawn
 
-    def check_trips(self, hto_pct: float, tank_over: bool, dt: float) -> tuple[str | None, str | None]:
+    def check_trips(
+        self, hto_pct: float, tank_over: bool, dt: float
+    ) -> tuple[str | None, str | None]:
         """Latch a trip on a cause; clear it reset_s after every cause is gone. Returns (started, cleared)."""
         p = self.p
         cause = None
@@ -177,8 +181,9 @@ class Stack:
                 return cause, None
             return None, None
         # Tripped: the causes that persist while idle (temperature, tank) keep it tripped.
-        still = (self.t_c > p["t_max_c"] - 5.0 and self.tripped == "over_temperature") or \
-                (tank_over and self.tripped == "over_pressure")
+        still = (self.t_c > p["t_max_c"] - 5.0 and self.tripped == "over_temperature") or (
+            tank_over and self.tripped == "over_pressure"
+        )
         self.clear_for = 0.0 if still else self.clear_for + dt
         if self.clear_for >= p["reset_s"]:
             reason, self.tripped = self.tripped, None

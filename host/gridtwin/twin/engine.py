@@ -42,11 +42,36 @@ from gridtwin.twin.grid import GridBus
 from gridtwin.twin.powerflow import ACNetwork
 from gridtwin.twin.topology import KINDS, Topology, build
 
-AC_KINDS = {"utility", "generator", "transfer_switch", "transformer", "distribution", "ups", "pdu", "server"}
+AC_KINDS = {
+    "utility",
+    "generator",
+    "transfer_switch",
+    "transformer",
+    "distribution",
+    "ups",
+    "pdu",
+    "server",
+}
 
-UNITS = {"_kw": "kW", "_pct": "%", "_v": "V", "_a": "A", "_c": "°C", "_hz": "Hz", "_bar": "bar", "_kg": "kg",
-         "_nm3h": "Nm³/h", "_wm2": "W/m²", "_acm2": "A/cm²", "_mw": "MW", "_s": "s", "_hzs": "Hz/s", "_kwh": "kWh",
-         "_mol": "mol", "_kvar": "kvar"}
+UNITS = {
+    "_kw": "kW",
+    "_pct": "%",
+    "_v": "V",
+    "_a": "A",
+    "_c": "°C",
+    "_hz": "Hz",
+    "_bar": "bar",
+    "_kg": "kg",
+    "_nm3h": "Nm³/h",
+    "_wm2": "W/m²",
+    "_acm2": "A/cm²",
+    "_mw": "MW",
+    "_s": "s",
+    "_hzs": "Hz/s",
+    "_kwh": "kWh",
+    "_mol": "mol",
+    "_kvar": "kvar",
+}
 
 
 def unit_of(metric: str) -> str:
@@ -64,15 +89,19 @@ class TwinCommandError(GridTwinError):
 
 # Metrics that feed the model when overridden (the rest replace only the reported value).
 INPUT_METRICS = {
-    "server": {"p_kw"}, "ups": {"soc_pct"}, "utility": {"on"}, "pv_array": {"ghi_wm2", "t_cell_c"},
-    "electrolyser": {"t_c"}, "h2_tank": {"p_bar"},
+    "server": {"p_kw"},
+    "ups": {"soc_pct"},
+    "utility": {"on"},
+    "pv_array": {"ghi_wm2", "t_cell_c"},
+    "electrolyser": {"t_c"},
+    "h2_tank": {"p_bar"},
 }
 
 
 class _Generator:
     def __init__(self, i: int, p: dict):
         self.i, self.p = i, p
-        self.state = "off"      # off | starting | running | cooldown
+        self.state = "off"  # off | starting | running | cooldown
         self.timer = 0.0
         self.failed = False
 
@@ -80,11 +109,13 @@ class _Generator:
 class _Switch:
     def __init__(self, i: int, p: dict, parents: list[int]):
         self.i, self.p, self.parents = i, p, parents
-        self.position = 0       # index into parents; -1 = open
+        self.position = 0  # index into parents; -1 = open
         self.normal_ok_for = 0.0
-        self.normal_lost_for = 0.0    # how long the normal source has been seen dead (detection)
-        self.standby_ok_for = 0.0     # how long a standby source has been seen live (transfer)
-        self.out_lost_at: float | None = None   # when the switch's output lost power (NFPA 110 clock)
+        self.normal_lost_for = 0.0  # how long the normal source has been seen dead (detection)
+        self.standby_ok_for = 0.0  # how long a standby source has been seen live (transfer)
+        self.out_lost_at: float | None = (
+            None  # when the switch's output lost power (NFPA 110 clock)
+        )
 
 
 class Twin:
@@ -113,9 +144,14 @@ class Twin:
         ac = self.ac
         self.utilities = [ac.pos[c.id] for c in comps if c.kind == "utility"]
         self.util_on = {i: True for i in self.utilities}
-        self.generators = {ac.pos[c.id]: _Generator(ac.pos[c.id], c.params) for c in comps if c.kind == "generator"}
-        self.switches = [_Switch(ac.pos[c.id], c.params, [ac.pos[p] for p in c.parents])
-                         for c in comps if c.kind == "transfer_switch"]
+        self.generators = {
+            ac.pos[c.id]: _Generator(ac.pos[c.id], c.params) for c in comps if c.kind == "generator"
+        }
+        self.switches = [
+            _Switch(ac.pos[c.id], c.params, [ac.pos[p] for p in c.parents])
+            for c in comps
+            if c.kind == "transfer_switch"
+        ]
         ac.avail[self.utilities] = True
         # A generator that no transfer switch starts is prime power: it runs from t = 0.
         standby = {p for sw in self.switches for p in sw.parents[1:]}
@@ -127,18 +163,30 @@ class Twin:
         self._low = np.zeros(len(ac.ups_idx), dtype=bool)
         self._low_th = np.array([by[ac.ids[i]].params["low_soc_pct"] for i in ac.ups_idx])
         start = topo.start_datetime()
-        self.plants = [plant_mod.Plant(c, topo, self.rng, cfg, start) for c in comps if c.kind == "pv_array"]
+        self.plants = [
+            plant_mod.Plant(c, topo, self.rng, cfg, start) for c in comps if c.kind == "pv_array"
+        ]
         self.plant_of = {}
         for pl in self.plants:
-            for cid in [pl.array.id, *(pl.stacks), *(pl.separators), *(pl.tanks)] + \
-                       ([pl.converter.id] if pl.converter else []) + ([pl.battery.id] if pl.battery else []):
+            for cid in (
+                [pl.array.id, *(pl.stacks), *(pl.separators), *(pl.tanks)]
+                + ([pl.converter.id] if pl.converter else [])
+                + ([pl.battery.id] if pl.battery else [])
+            ):
                 self.plant_of[cid] = pl
         # NFPA 110: switches with a standby generator must restore power within the declared type's seconds.
         self.nfpa110_type = cfg.get("nfpa110_type", 0)
-        self._nfpa = [sw for sw in self.switches if any(by[ac.ids[g]].kind == "generator" for g in sw.parents[1:])] \
-            if self.nfpa110_type else []
+        self._nfpa = (
+            [
+                sw
+                for sw in self.switches
+                if any(by[ac.ids[g]].kind == "generator" for g in sw.parents[1:])
+            ]
+            if self.nfpa110_type
+            else []
+        )
         self.grids = {c.id: GridBus(c.params, self.rng) for c in comps if c.kind == "grid_bus"}
-        self.microgrids = assets_mod.build(topo, self.seed, cfg, start)   # issue #16's energy assets
+        self.microgrids = assets_mod.build(topo, self.seed, cfg, start)  # issue #16's energy assets
         self.asset_of = {cid: mg for mg in self.microgrids for cid in mg.ids}
         self._grid_alarm = {g: False for g in self.grids}
         self._restoring = False
@@ -285,33 +333,53 @@ class Twin:
     def _ac_events(self, t: float) -> None:
         ac, ev, ids = self.ac, self.log, self.ac.ids
         for i in ac.new_trips:
-            ev.start(t, ids[i], "trip:overload", p_kw=round(float(ac.p_out[i]), 2), capacity_kw=float(ac.cap[i]))
+            ev.start(
+                t,
+                ids[i],
+                "trip:overload",
+                p_kw=round(float(ac.p_out[i]), 2),
+                capacity_kw=float(ac.cap[i]),
+            )
         changed = np.nonzero((ac.en != self._prev_en) | (ac.in_ok != self._prev_in_ok))[0]
         for i in changed:
             cid = ids[i]
             code = ac.code[i]
-            if code == 5:   # server
+            if code == 5:  # server
                 ev.set(t, cid, "load_dropped", not ac.en[i])
             elif code == 4:  # UPS
                 k = ac.ups_of[i]
-                ev.set(t, cid, "ups_on_battery", bool(ac.en[i] and not ac.in_ok[i]),
-                       soc_pct=round(float(ac.soc[k]) * 100, 2))
+                ev.set(
+                    t,
+                    cid,
+                    "ups_on_battery",
+                    bool(ac.en[i] and not ac.in_ok[i]),
+                    soc_pct=round(float(ac.soc[k]) * 100, 2),
+                )
                 ev.set(t, cid, "supply_lost", not ac.en[i])
             elif code not in (1, 2):
                 ev.set(t, cid, "supply_lost", not ac.en[i])
         if len(ac.ups_idx):
             soc = ac.soc * 100.0
             low_th = self._low_th
-            low = np.where(self._low, soc < low_th + 5.0, soc < low_th)   # 5 % hysteresis
+            low = np.where(self._low, soc < low_th + 5.0, soc < low_th)  # 5 % hysteresis
             for k in np.nonzero(low != self._low)[0]:
-                ev.set(t, ids[ac.ups_idx[k]], "battery_low", bool(low[k]), soc_pct=round(float(soc[k]), 2))
+                ev.set(
+                    t,
+                    ids[ac.ups_idx[k]],
+                    "battery_low",
+                    bool(low[k]),
+                    soc_pct=round(float(soc[k]), 2),
+                )
             self._low = low
         self._prev_en = ac.en.copy()
         self._prev_in_ok = ac.in_ok.copy()
         if self._restoring:
             # Restored: every utility back, every switch on its normal source, every load fed again.
-            if all(sw.position == 0 for sw in self.switches) and bool(ac.en[ac.load_idx].all()) \
-                    and bool(ac.avail[self.utilities].all()):
+            if (
+                all(sw.position == 0 for sw in self.switches)
+                and bool(ac.en[ac.load_idx].all())
+                and bool(ac.avail[self.utilities].all())
+            ):
                 ev.info(t, "site", "restored")
                 self._restoring = False
 
@@ -326,17 +394,21 @@ class Twin:
                     ev.clear(t, sid, "nfpa110_missed", restored_after_s=after, type_s=limit)
                     sw.out_lost_at = None
             elif sw.out_lost_at is None:
-                sw.out_lost_at = t      # the output went dark in this step
+                sw.out_lost_at = t  # the output went dark in this step
             elif t - sw.out_lost_at >= limit - 1e-9:
-                ev.start(t, sid, "nfpa110_missed", type_s=limit, outage_s=round(t - sw.out_lost_at, 9))
+                ev.start(
+                    t, sid, "nfpa110_missed", type_s=limit, outage_s=round(t - sw.out_lost_at, 9)
+                )
 
     # --- commands and overrides ------------------------------------------------------------------
 
     def _component(self, cid: str):
         c = self.topo.by_id.get(cid)
         if c is None:
-            raise TwinCommandError(f"the twin has no component '{cid}'",
-                                   hint=f"known: {', '.join(list(self.topo.by_id)[:20])}")
+            raise TwinCommandError(
+                f"the twin has no component '{cid}'",
+                hint=f"known: {', '.join(list(self.topo.by_id)[:20])}",
+            )
         return c
 
     def apply(self, component_id: str, command: str, args: dict | None = None) -> dict:
@@ -344,10 +416,14 @@ class Twin:
         args = dict(args or {})
         c = self._component(component_id)
         kind, t = c.kind, self.t
-        if kind in ("electrolyser", "h2_tank", "gas_separator", "battery", "buck_converter") \
-                and component_id not in self.plant_of:
-            raise TwinCommandError(f"'{component_id}' ({kind}) is not connected to a PV plant",
-                                   hint="give it a parent chain up to a pv_array in site.toml")
+        if (
+            kind in ("electrolyser", "h2_tank", "gas_separator", "battery", "buck_converter")
+            and component_id not in self.plant_of
+        ):
+            raise TwinCommandError(
+                f"'{component_id}' ({kind}) is not connected to a PV plant",
+                hint="give it a parent chain up to a pv_array in site.toml",
+            )
         on = bool(args.get("on", True))
         ac = self.ac
         i = ac.pos.get(component_id)
@@ -357,8 +433,10 @@ class Twin:
             elif kind == "pv_array":
                 self.plant_of[component_id].on = bool(args.get("on", True))
             else:
-                raise TwinCommandError(f"set_supply does not apply to a {kind}",
-                                       hint="use it on a utility or a pv_array")
+                raise TwinCommandError(
+                    f"set_supply does not apply to a {kind}",
+                    hint="use it on a utility or a pv_array",
+                )
             return {"ok": True}
         if command == "set_fault":
             if kind == "utility":
@@ -366,7 +444,9 @@ class Twin:
             elif kind == "generator":
                 self.generators[i].failed = on
             elif kind == "grid_bus":
-                self.grids[component_id].lost_mw = float(args.get("gen_loss_mw", 0.0)) if on else 0.0
+                self.grids[component_id].lost_mw = (
+                    float(args.get("gen_loss_mw", 0.0)) if on else 0.0
+                )
             elif kind == "electrolyser":
                 s = self.plant_of[component_id].stacks[component_id]
                 if args.get("what") == "cooling":
@@ -392,12 +472,16 @@ class Twin:
             elif kind == "grid_bus":
                 self.grids[component_id].load_mw = float(args["mw"])
             elif kind == "h2_tank":
-                self.plant_of[component_id].tanks[component_id][1].p["offtake_nm3h"] = float(args["nm3h"])
+                self.plant_of[component_id].tanks[component_id][1].p["offtake_nm3h"] = float(
+                    args["nm3h"]
+                )
             elif kind == "load_panel":
                 self.asset_of[component_id].set_load(component_id, float(args["kw"]))
             else:
-                raise TwinCommandError(f"set_load does not apply to a {kind}",
-                                       hint="servers (kw), load panels (kw), grid buses (mw), tanks (nm3h)")
+                raise TwinCommandError(
+                    f"set_load does not apply to a {kind}",
+                    hint="servers (kw), load panels (kw), grid buses (mw), tanks (nm3h)",
+                )
             return {"ok": True}
         if command == "reset":
             if i is not None and ac.tripped[i]:
@@ -410,7 +494,9 @@ class Twin:
                     self.log.clear(t, component_id, f"trip:{s.tripped}")
                     s.tripped = None
             return {"ok": True}
-        raise TwinCommandError(f"unknown command '{command}'", hint="use set_fault, set_load, set_supply or reset")
+        raise TwinCommandError(
+            f"unknown command '{command}'", hint="use set_fault, set_load, set_supply or reset"
+        )
 
     def override(self, component_id: str, metric: str, value: float | None) -> None:
         """Hardware in the loop: `value` replaces the simulated `metric` (None hands it back)."""
@@ -473,8 +559,12 @@ class Twin:
                 status = {0: "normal", -1: "open"}.get(sw.position, "standby")
             elif kind == "ups":
                 k = ac.ups_of[i]
-                m.update(soc_pct=float(ac.soc[k] * 100.0), batt_kw=float(ac.batt_kw[k]), batt_a=float(ac.batt_a[k]),
-                         on_battery=int(en and not ac.in_ok[i]))
+                m.update(
+                    soc_pct=float(ac.soc[k] * 100.0),
+                    batt_kw=float(ac.batt_kw[k]),
+                    batt_a=float(ac.batt_a[k]),
+                    on_battery=int(en and not ac.in_ok[i]),
+                )
                 draw = -ac.batt_kw[k]
                 e_kwh = ac.soc[k] * ac.batt_v[k] * ac.batt_ah[k] / 1000.0
                 m["runtime_s"] = float(e_kwh / draw * 3600.0) if draw > 1e-9 else -1.0
@@ -485,28 +575,50 @@ class Twin:
         if pl is not None:
             if kind == "pv_array":
                 return ("ok" if pl.p_pv > 0 else "idle"), {
-                    "ghi_wm2": pl.ghi, "ghi_clear_wm2": pl.ghi_cs, "cloud_pct": pl.cover * 100.0,
-                    "t_cell_c": pl.t_cell, "v_v": pl.v, "i_a": pl.i, "p_kw": pl.p_pv / 1000.0,
-                    "p_mp_kw": pl.curve.p_mp / 1000.0}
+                    "ghi_wm2": pl.ghi,
+                    "ghi_clear_wm2": pl.ghi_cs,
+                    "cloud_pct": pl.cover * 100.0,
+                    "t_cell_c": pl.t_cell,
+                    "v_v": pl.v,
+                    "i_a": pl.i,
+                    "p_kw": pl.p_pv / 1000.0,
+                    "p_mp_kw": pl.curve.p_mp / 1000.0,
+                }
             if kind == "buck_converter":
                 v_out = max((s.p["cells"] * s.u_cell for s in pl.stacks.values()), default=0.0)
                 return ("ok" if pl.p_out > 0 else "idle"), {
-                    "p_in_kw": pl.p_pv / 1000.0, "p_kw": pl.p_out / 1000.0, "loss_kw": pl.p_loss / 1000.0,
-                    "v_in_v": pl.v, "v_out_v": v_out, "duty_pct": 100.0 * v_out / pl.v if pl.v > 0 else 0.0}
+                    "p_in_kw": pl.p_pv / 1000.0,
+                    "p_kw": pl.p_out / 1000.0,
+                    "loss_kw": pl.p_loss / 1000.0,
+                    "v_in_v": pl.v,
+                    "v_out_v": v_out,
+                    "duty_pct": 100.0 * v_out / pl.v if pl.v > 0 else 0.0,
+                }
             if kind == "electrolyser":
                 s = pl.stacks[cid]
                 return (f"tripped:{s.tripped}" if s.tripped else "ok" if s.i_a > 0 else "idle"), {
-                    "i_a": s.i_a, "j_acm2": s.i_a / s.p["area_m2"] / 1e4, "u_cell_v": s.u_cell,
-                    "u_stack_v": s.u_cell * s.p["cells"], "p_kw": s.p_w / 1000.0, "t_c": s.t_c,
-                    "eta_f_pct": s.eta_f * 100.0, "h2_nm3h": plant_mod.nm3h(s.n_h2), "o2_nm3h": plant_mod.nm3h(s.n_o2),
-                    "hto_pct": s.hto_pct, "h2_total_kg": s.h2_total_mol * 2.01588e-3, "tripped": int(bool(s.tripped))}
+                    "i_a": s.i_a,
+                    "j_acm2": s.i_a / s.p["area_m2"] / 1e4,
+                    "u_cell_v": s.u_cell,
+                    "u_stack_v": s.u_cell * s.p["cells"],
+                    "p_kw": s.p_w / 1000.0,
+                    "t_c": s.t_c,
+                    "eta_f_pct": s.eta_f * 100.0,
+                    "h2_nm3h": plant_mod.nm3h(s.n_h2),
+                    "o2_nm3h": plant_mod.nm3h(s.n_o2),
+                    "hto_pct": s.hto_pct,
+                    "h2_total_kg": s.h2_total_mol * 2.01588e-3,
+                    "tripped": int(bool(s.tripped)),
+                }
             if kind == "gas_separator":
                 return "ok", {"hto_pct": pl.separators[cid][1].hto_pct}
             if kind == "h2_tank":
                 tank = pl.tanks[cid][1]
                 return ("over_pressure" if pl.tank_over[cid] else "ok"), {
-                    "p_bar": tank.p_bar, "h2_kg": tank.n_mol * 2.01588e-3,
-                    "fill_pct": 100.0 * tank.p_bar / tank.p["p_max_bar"]}
+                    "p_bar": tank.p_bar,
+                    "h2_kg": tank.n_mol * 2.01588e-3,
+                    "fill_pct": 100.0 * tank.p_bar / tank.p["p_max_bar"],
+                }
             if kind == "battery":
                 return "ok", {"soc_pct": pl.soc * 100.0, "p_kw": pl.batt_kw}
         mg = self.asset_of.get(cid)
@@ -515,10 +627,15 @@ class Twin:
         if kind == "grid_bus":
             g = self.grids[cid]
             return ("alarm" if self._grid_alarm[cid] else "ok"), {
-                "f_hz": g.f_hz, "df_hz": g.f_hz - g.p["f_nom_hz"], "rocof_hzs": g.rocof,
-                "p_mech_mw": g.p_mech_mw, "load_mw": g.load_mw + g.noise_mw, "lost_mw": g.lost_mw}
+                "f_hz": g.f_hz,
+                "df_hz": g.f_hz - g.p["f_nom_hz"],
+                "rocof_hzs": g.rocof,
+                "p_mech_mw": g.p_mech_mw,
+                "load_mw": g.load_mw + g.noise_mw,
+                "lost_mw": g.lost_mw,
+            }
         if kind != "meter":
-            return "unconnected", {"p_kw": 0.0}   # e.g. a stack node with no PV plant above it
+            return "unconnected", {"p_kw": 0.0}  # e.g. a stack node with no PV plant above it
         # A meter outside the AC chain reports its parent's power.
         par = self.state_of(c.parents[0])["m"].get("p_kw", 0.0) if c.parents else 0.0
         return "ok", {"p_kw": par}
@@ -534,8 +651,14 @@ class Twin:
                 m[metric] = v
                 over.append(metric)
         m = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()}
-        return {"kind": c.kind, "node": c.node, "status": status, "m": m,
-                "units": {k: unit_of(k) for k in m if unit_of(k)}, "overridden": sorted(over)}
+        return {
+            "kind": c.kind,
+            "node": c.node,
+            "status": status,
+            "m": m,
+            "units": {k: unit_of(k) for k in m if unit_of(k)},
+            "overridden": sorted(over),
+        }
 
     def state(self) -> dict[str, dict[str, Any]]:
         """A JSON-able snapshot: {component id: {kind, node, status, m: {metric: value}, units, overridden}}."""
@@ -545,10 +668,15 @@ class Twin:
         """Site-wide figures for a dashboard line: time, IT load, hydrogen made, grid frequency."""
         ac = self.ac
         h2 = sum(s.h2_total_mol for pl in self.plants for s in pl.stacks.values()) * 2.01588e-3
-        return {"t_s": self.t, "it_load_kw": float(ac.demand[ac.load_idx].sum()),
-                "source_kw": float(ac.p_out[ac.sources].sum()) if len(ac.sources) else 0.0,
-                "pv_kw": sum(pl.p_pv for pl in self.plants) / 1000.0, "h2_total_kg": h2,
-                "f_hz": {g: b.f_hz for g, b in self.grids.items()}, "active_events": len(self.log.active())}
+        return {
+            "t_s": self.t,
+            "it_load_kw": float(ac.demand[ac.load_idx].sum()),
+            "source_kw": float(ac.p_out[ac.sources].sum()) if len(ac.sources) else 0.0,
+            "pv_kw": sum(pl.p_pv for pl in self.plants) / 1000.0,
+            "h2_total_kg": h2,
+            "f_hz": {g: b.f_hz for g, b in self.grids.items()},
+            "active_events": len(self.log.active()),
+        }
 
 
 __all__ = ["Twin", "TwinCommandError", "KINDS", "unit_of"]

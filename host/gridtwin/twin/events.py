@@ -15,18 +15,25 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SEVERITY = {
-    "utility_lost": "major", "transfer_to_generator": "minor", "ups_on_battery": "major",
-    "battery_low": "critical", "load_dropped": "critical", "supply_lost": "major",
-    "frequency_deviation": "major", "generator_start": "info", "restored": "info", "nfpa110_missed": "major",
+    "utility_lost": "major",
+    "transfer_to_generator": "minor",
+    "ups_on_battery": "major",
+    "battery_low": "critical",
+    "load_dropped": "critical",
+    "supply_lost": "major",
+    "frequency_deviation": "major",
+    "generator_start": "info",
+    "restored": "info",
+    "nfpa110_missed": "major",
 }
 
 
 @dataclass(frozen=True)
 class Event:
-    t: float                 # simulation time, s
+    t: float  # simulation time, s
     component: str
-    type: str                # e.g. "utility_lost", "trip:h2_in_o2"
-    state: str               # "start" | "clear" | "info"
+    type: str  # e.g. "utility_lost", "trip:h2_in_o2"
+    state: str  # "start" | "clear" | "info"
     detail: dict[str, Any] = field(default_factory=dict)
 
     @property

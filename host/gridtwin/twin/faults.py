@@ -38,16 +38,26 @@ from gridtwin.twin.engine import TwinCommandError
 
 PHYSICAL = {"soc_collapse", "load_spike", "efficiency_loss"}
 KINDS = PHYSICAL | {"voltage_sag", "temp_rise", "stuck_sensor", "spike_sensor"}
-ON_KINDS = {"soc_collapse": {"ups", "battery"}, "load_spike": {"server"}, "efficiency_loss": {"electrolyser"}}
-DEFAULT_METRIC = {"soc_collapse": "soc_pct", "load_spike": "p_kw", "efficiency_loss": "u_stack_v",
-                  "temp_rise": "t_c", "stuck_sensor": "p_kw", "spike_sensor": "p_kw"}
+ON_KINDS = {
+    "soc_collapse": {"ups", "battery"},
+    "load_spike": {"server"},
+    "efficiency_loss": {"electrolyser"},
+}
+DEFAULT_METRIC = {
+    "soc_collapse": "soc_pct",
+    "load_spike": "p_kw",
+    "efficiency_loss": "u_stack_v",
+    "temp_rise": "t_c",
+    "stuck_sensor": "p_kw",
+    "spike_sensor": "p_kw",
+}
 
 
 @dataclass(frozen=True)
 class Fault:
     kind: str
     component: str
-    start: float               # simulation time, s
+    start: float  # simulation time, s
     end: float
     args: dict[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -77,18 +87,26 @@ class FaultInjector:
         twin = self.twin
         c = twin._component(f.component)
         if f.kind not in KINDS:
-            raise TwinCommandError(f"unknown fault kind '{f.kind}'", hint=f"use one of {', '.join(sorted(KINDS))}")
+            raise TwinCommandError(
+                f"unknown fault kind '{f.kind}'", hint=f"use one of {', '.join(sorted(KINDS))}"
+            )
         if f.kind in ON_KINDS and c.kind not in ON_KINDS[f.kind]:
-            raise TwinCommandError(f"a {f.kind} fault does not apply to '{f.component}' ({c.kind})",
-                                   hint=f"use it on a {' or '.join(sorted(ON_KINDS[f.kind]))}")
+            raise TwinCommandError(
+                f"a {f.kind} fault does not apply to '{f.component}' ({c.kind})",
+                hint=f"use it on a {' or '.join(sorted(ON_KINDS[f.kind]))}",
+            )
         if not f.end > f.start:
-            raise TwinCommandError(f"fault {f.kind} on {f.component}: end {f.end} is not after start {f.start}")
+            raise TwinCommandError(
+                f"fault {f.kind} on {f.component}: end {f.end} is not after start {f.start}"
+            )
         metric = f.metric
         if f.kind == "voltage_sag" and not metric:
             metric = next((m for m in twin.state_of(f.component)["m"] if m.endswith("_v")), "")
             if not metric:
-                raise TwinCommandError(f"'{f.component}' ({c.kind}) has no voltage to sag",
-                                       hint="name one with args = {metric = ...}")
+                raise TwinCommandError(
+                    f"'{f.component}' ({c.kind}) has no voltage to sag",
+                    hint="name one with args = {metric = ...}",
+                )
         a = _Active(f, np.random.default_rng([int(twin.seed), len(self.faults), 0xFA]), metric)
         self.faults.append(a)
         self.by_component.setdefault(f.component, []).append(a)
@@ -97,9 +115,17 @@ class FaultInjector:
     def label(self, a: _Active) -> dict:
         c = self.twin.topo.by_id[a.f.component]
         t0 = self.twin.topo.start_datetime().timestamp()
-        return {"kind": a.f.kind, "component": a.f.component, "node": c.node or a.f.component, "metric": a.metric,
-                "start_s": a.f.start, "end_s": a.f.end, "start_ms": int((t0 + a.f.start) * 1000),
-                "end_ms": int((t0 + a.f.end) * 1000), "args": dict(a.f.args)}
+        return {
+            "kind": a.f.kind,
+            "component": a.f.component,
+            "node": c.node or a.f.component,
+            "metric": a.metric,
+            "start_s": a.f.start,
+            "end_s": a.f.end,
+            "start_ms": int((t0 + a.f.start) * 1000),
+            "end_ms": int((t0 + a.f.end) * 1000),
+            "args": dict(a.f.args),
+        }
 
     def labels(self) -> list[dict]:
         """Every injection: kind, component, node (the component's node, else its id), metric, start, end."""
@@ -130,7 +156,9 @@ class FaultInjector:
             twin.ac.base_kw[k] = a.saved[1] * float(f.args.get("factor", 1.6))
         elif f.kind == "efficiency_loss":
             s = twin.plant_of[f.component].stacks[f.component]
-            s.p = dict(s.p)  # its own copy: the site's parameters (and other stacks) stay as they are
+            s.p = dict(
+                s.p
+            )  # its own copy: the site's parameters (and other stacks) stay as they are
             a.saved = s.p["r1"]
 
     def _during(self, a: _Active, t: float, dt: float) -> None:

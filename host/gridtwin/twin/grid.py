@@ -26,9 +26,9 @@ class GridBus:
         self.p = p
         self.rng = rng
         self.s = p["s_base_mw"]
-        self.scheduled_mw = p["load_mw"]   # generation dispatched for the initial demand
+        self.scheduled_mw = p["load_mw"]  # generation dispatched for the initial demand
         self.load_mw = p["load_mw"]
-        self.lost_mw = 0.0                 # generation lost (set_fault)
+        self.lost_mw = 0.0  # generation lost (set_fault)
         self.noise_mw = 0.0
         self.w = 0.0
         self.dpm = 0.0
@@ -39,14 +39,19 @@ class GridBus:
 
     def _deriv(self, w: float, dpm: float, dpl: float) -> tuple[float, float]:
         p = self.p
-        return ((dpm - dpl - p["d_pu"] * w) / (2.0 * p["h_s"]), (-w / p["r_pu"] - dpm) / p["t_gov_s"])
+        return (
+            (dpm - dpl - p["d_pu"] * w) / (2.0 * p["h_s"]),
+            (-w / p["r_pu"] - dpm) / p["t_gov_s"],
+        )
 
     def step(self, dt: float) -> None:
         p = self.p
         if p["noise_mw"] > 0:
             # OU load noise with a 30 s correlation time, exact discretisation.
             a = math.exp(-dt / 30.0)
-            self.noise_mw = self.noise_mw * a + p["noise_mw"] * math.sqrt(1 - a * a) * float(self.rng.standard_normal())
+            self.noise_mw = self.noise_mw * a + p["noise_mw"] * math.sqrt(1 - a * a) * float(
+                self.rng.standard_normal()
+            )
         dpl = self.imbalance_pu()
         n = max(1, math.ceil(dt / 0.01))
         h = dt / n

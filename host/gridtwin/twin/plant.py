@@ -35,10 +35,15 @@ class Plant:
         self.start = start
         self.lat, self.lon = twin_cfg.latitude, twin_cfg.longitude
         self.t_air = twin_cfg.t_air_c
-        self.sky = pv.ClearSky(twin_cfg.get("clear_sky", "haurwitz"), twin_cfg.get("linke_turbidity", 3.0),
-                               twin_cfg.get("altitude_m", 0.0))
+        self.sky = pv.ClearSky(
+            twin_cfg.get("clear_sky", "haurwitz"),
+            twin_cfg.get("linke_turbidity", 3.0),
+            twin_cfg.get("altitude_m", 0.0),
+        )
         ap = array.params
-        self.curve = pv.IVCurve(ap["vmp_v"], ap["voc_ratio"], ap["p_dc0_kw"] * 1000.0, ap["gamma_pdc"])
+        self.curve = pv.IVCurve(
+            ap["vmp_v"], ap["voc_ratio"], ap["p_dc0_kw"] * 1000.0, ap["gamma_pdc"]
+        )
         self.clouds = pv.Clouds(rng, ap["cloud_cover"], ap["cloud_sigma"], ap["cloud_tau_s"])
         by = topo.by_id
         kids = [by[c] for c in array.children]
@@ -46,10 +51,15 @@ class Plant:
         # Stacks fed directly by the array get a built-in converter with default parameters,
         # sized to the array.
         self.converter = bucks[0] if bucks else None
-        self.cp = (dict(self.converter.params) if self.converter
-                   else _defaults("buck_converter", rated_kw=ap["p_dc0_kw"]))
+        self.cp = (
+            dict(self.converter.params)
+            if self.converter
+            else _defaults("buck_converter", rated_kw=ap["p_dc0_kw"])
+        )
         under = [by[c] for c in (self.converter.children if self.converter else [])] + kids
-        self.stacks = {c.id: el.Stack(c.params, self.t_air) for c in under if c.kind == "electrolyser"}
+        self.stacks = {
+            c.id: el.Stack(c.params, self.t_air) for c in under if c.kind == "electrolyser"
+        }
         bat = [c for c in under if c.kind == "battery"]
         self.battery = bat[0] if bat else None
         self.soc = self.battery.params["soc0_pct"] / 100.0 if self.battery else 0.0
@@ -84,7 +94,9 @@ class Plant:
             p = s.p
             hi += p["cells"] * el.cell_voltage(p["i_max_a"], s.t_c, p) * p["i_max_a"]
             if p["min_current_a"] > 0:
-                lo += p["cells"] * el.cell_voltage(p["min_current_a"], s.t_c, p) * p["min_current_a"]
+                lo += (
+                    p["cells"] * el.cell_voltage(p["min_current_a"], s.t_c, p) * p["min_current_a"]
+                )
         return hi, lo
 
     def step(self, t: float, dt: float, events) -> None:
@@ -98,8 +110,10 @@ class Plant:
         self.ghi = ov.get((aid, "ghi_wm2"), pv.kasten_czeplak(self.ghi_cs, self.cover))
         if not self.on:
             self.ghi = 0.0
-        self.t_cell = ov.get((aid, "t_cell_c"),
-                             pv.faiman_cell_temp(self.ghi, self.t_air, ap["wind_ms"], ap["u0"], ap["u1"]))
+        self.t_cell = ov.get(
+            (aid, "t_cell_c"),
+            pv.faiman_cell_temp(self.ghi, self.t_air, ap["wind_ms"], ap["u0"], ap["u1"]),
+        )
         self.curve.set_conditions(self.ghi, self.t_cell)
         # What downstream can absorb, referred to the converter input.
         cp = self.cp
@@ -107,12 +121,16 @@ class Plant:
         bp = self.battery.params if self.battery else None
         batt_room = 0.0
         if bp and self.soc < 1.0:
-            batt_room = min(bp["max_kw"] * 1000.0, (1.0 - self.soc) * bp["capacity_kwh"] * 3.6e6 / dt)
+            batt_room = min(
+                bp["max_kw"] * 1000.0, (1.0 - self.soc) * bp["capacity_kwh"] * 3.6e6 / dt
+            )
         limit_out = min(cp["rated_kw"] * 1000.0, hi + batt_room)
         limit_in = (limit_out + cp["no_load_kw"] * 1000.0) / cp["efficiency"]
         self.v = self.mppt.update(self.curve, limit_in)
         p_avail = self.curve.power(self.v)
-        p_out = max(0.0, p_avail * cp["efficiency"] - cp["no_load_kw"] * 1000.0) if p_avail > 0 else 0.0
+        p_out = (
+            max(0.0, p_avail * cp["efficiency"] - cp["no_load_kw"] * 1000.0) if p_avail > 0 else 0.0
+        )
         p_out = min(p_out, limit_out)
         # Battery: surplus above the stacks' maximum charges it; below their minimum it tops up.
         to_stacks = min(p_out, hi)
@@ -149,7 +167,9 @@ class Plant:
         self.batt_kw = batt_w / 1000.0
         if bp:
             # Coulomb counting at the nominal voltage; losses on the way in and out.
-            i_batt = (batt_w * bp["efficiency"] if batt_w > 0 else batt_w / bp["efficiency"]) / bp["voltage_v"]
+            i_batt = (batt_w * bp["efficiency"] if batt_w > 0 else batt_w / bp["efficiency"]) / bp[
+                "voltage_v"
+            ]
             ah = bp["capacity_kwh"] * 1000.0 / bp["voltage_v"]
             self.soc = min(1.0, max(0.0, self.soc + i_batt * dt / 3600.0 / ah))
         self.i = self.curve.current(self.v) if self.p_pv > 0 else 0.0
@@ -172,15 +192,25 @@ class Plant:
             tank_over = any(self.tank_over[tid] for tid, (f, _) in self.tanks.items() if sid in f)
             started, cleared = s.check_trips(hto_seen[sid], tank_over, dt)
             if started:
-                events.start(t, sid, f"trip:{started}", u_cell_v=round(s.u_cell, 3), t_c=round(s.t_c, 2),
-                             hto_pct=round(hto_seen[sid], 3))
+                events.start(
+                    t,
+                    sid,
+                    f"trip:{started}",
+                    u_cell_v=round(s.u_cell, 3),
+                    t_c=round(s.t_c, 2),
+                    hto_pct=round(hto_seen[sid], 3),
+                )
             if cleared:
                 events.clear(t, sid, f"trip:{cleared}")
 
     def energy_terms(self) -> dict[str, float]:
         """Instantaneous power terms (W) for the balance P_pv = loss + stacks + battery."""
-        return {"pv": self.p_pv, "converter_loss": self.p_loss,
-                "stacks": sum(s.p_w for s in self.stacks.values()), "battery": self.batt_kw * 1000.0}
+        return {
+            "pv": self.p_pv,
+            "converter_loss": self.p_loss,
+            "stacks": sum(s.p_w for s in self.stacks.values()),
+            "battery": self.batt_kw * 1000.0,
+        }
 
     def hto(self, sid: str) -> float:
         for sep_id, (s, sep) in self.separators.items():

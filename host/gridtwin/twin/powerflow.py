@@ -28,8 +28,17 @@ import numpy as np
 from gridtwin.twin.topology import Component
 
 K_PASS, K_UTIL, K_GEN, K_SWITCH, K_UPS, K_LOAD = range(6)
-_KIND_CODE = {"utility": K_UTIL, "generator": K_GEN, "transfer_switch": K_SWITCH, "ups": K_UPS,
-              "server": K_LOAD, "transformer": K_PASS, "distribution": K_PASS, "pdu": K_PASS, "meter": K_PASS}
+_KIND_CODE = {
+    "utility": K_UTIL,
+    "generator": K_GEN,
+    "transfer_switch": K_SWITCH,
+    "ups": K_UPS,
+    "server": K_LOAD,
+    "transformer": K_PASS,
+    "distribution": K_PASS,
+    "pdu": K_PASS,
+    "meter": K_PASS,
+}
 
 
 class ACNetwork:
@@ -48,7 +57,7 @@ class ACNetwork:
         cap = np.where(np.isfinite(self.cap), self.cap, 1.0)
         # A UPS may give its constant and copper losses in % of its rating (its part-load curve).
         self.p0 = arr("no_load_kw", 0.0) + arr("no_load_pct", 0.0) / 100.0 * cap
-        self.k2 = (arr("load_loss_kw", 0.0) + arr("load_loss_pct", 0.0) / 100.0 * cap) / cap ** 2
+        self.k2 = (arr("load_loss_kw", 0.0) + arr("load_loss_pct", 0.0) / 100.0 * cap) / cap**2
         self.trip_delay = arr("trip_delay_s", 2.0)
         self.level = np.zeros(n, dtype=np.int32)
         child, parent, slot = [], [], []
@@ -68,14 +77,14 @@ class ACNetwork:
         for lv in range(int(self.level.max()) + 1 if n else 0):
             idx = np.nonzero(self.level == lv)[0]
             e = np.nonzero(self.level[self.e_child] == lv)[0]
-            local = np.searchsorted(idx, self.e_child[e])   # edge -> position within idx
+            local = np.searchsorted(idx, self.e_child[e])  # edge -> position within idx
             self.levels.append((idx, e, local))
         # State.
-        self.avail = np.zeros(n, dtype=bool)          # sources: able to supply (set by the engine)
-        self.fault = np.zeros(n, dtype=bool)          # forced open (set_fault)
-        self.tripped = np.zeros(n, dtype=bool)        # breaker tripped on overload
+        self.avail = np.zeros(n, dtype=bool)  # sources: able to supply (set by the engine)
+        self.fault = np.zeros(n, dtype=bool)  # forced open (set_fault)
+        self.tripped = np.zeros(n, dtype=bool)  # breaker tripped on overload
         self.en = np.zeros(n, dtype=bool)
-        self.in_ok = np.zeros(n, dtype=bool)          # some feed is live (UPS: on mains)
+        self.in_ok = np.zeros(n, dtype=bool)  # some feed is live (UPS: on mains)
         self.over_s = np.zeros(n)
         self.p_out = np.zeros(n)
         self.p_in = np.zeros(n)
@@ -94,7 +103,7 @@ class ACNetwork:
         self.batt_eff = arr("battery_efficiency", 0.95)[u]
         self.charge_kw = arr("charge_kw", 0.0)[u]
         self.soc = arr("soc0_pct", 100.0)[u] / 100.0
-        self.batt_kw = np.zeros(len(u))               # + charging, - discharging (DC side)
+        self.batt_kw = np.zeros(len(u))  # + charging, - discharging (DC side)
         self.batt_a = np.zeros(len(u))
         self.is_ups = self.code == K_UPS
         self.ups_of = np.full(n, -1)
@@ -144,7 +153,9 @@ class ACNetwork:
                 ui = idx[ups]
                 k = self.ups_of[ui]
                 on_mains = in_ok[ui] & en[ui]
-                batt_draw = np.where(en[ui] & ~on_mains, po[ups] / self.batt_eff[k] + self.p0[ui], 0.0)
+                batt_draw = np.where(
+                    en[ui] & ~on_mains, po[ups] / self.batt_eff[k] + self.p0[ui], 0.0
+                )
                 ch = np.where(on_mains, charge[k], 0.0)
                 self.batt_kw[k] = ch - batt_draw
                 pin[ups] = np.where(on_mains, pin[ups] + ch / self.eff[ui], 0.0)

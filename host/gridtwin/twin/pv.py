@@ -41,11 +41,13 @@ def solar_zenith_deg(when: datetime, lat_deg: float, lon_deg: float) -> float:
     `when` is timezone-aware UTC. Good to ~0.01 degree in declination between 1950 and 2050; no
     refraction (the sun's geometric position).
     """
-    n = (when - _J2000).total_seconds() / 86400.0          # days since J2000.0
-    L = math.radians((280.460 + 0.9856474 * n) % 360.0)    # mean longitude
-    g = math.radians((357.528 + 0.9856003 * n) % 360.0)    # mean anomaly
-    lam = L + math.radians(1.915) * math.sin(g) + math.radians(0.020) * math.sin(2 * g)   # ecliptic longitude
-    eps = math.radians(23.439 - 0.0000004 * n)             # obliquity of the ecliptic
+    n = (when - _J2000).total_seconds() / 86400.0  # days since J2000.0
+    L = math.radians((280.460 + 0.9856474 * n) % 360.0)  # mean longitude
+    g = math.radians((357.528 + 0.9856003 * n) % 360.0)  # mean anomaly
+    lam = (
+        L + math.radians(1.915) * math.sin(g) + math.radians(0.020) * math.sin(2 * g)
+    )  # ecliptic longitude
+    eps = math.radians(23.439 - 0.0000004 * n)  # obliquity of the ecliptic
     ra = math.atan2(math.cos(eps) * math.sin(lam), math.cos(lam))
     decl = math.asin(math.sin(eps) * math.sin(lam))
     gmst_h = (18.697374558 + 24.06570982441908 * n) % 24.0  # Greenwich mean sidereal time
@@ -67,8 +69,13 @@ def extraterrestrial_wm2(when: datetime) -> float:
     """Normal irradiance at the top of the atmosphere, W/m2 (Spencer 1971's Fourier series for the
     Earth-Sun distance, day angle from 1 January, solar constant 1366.1 W/m2)."""
     b = 2.0 * math.pi * (when.timetuple().tm_yday - 1) / 365.0
-    return 1366.1 * (1.00011 + 0.034221 * math.cos(b) + 0.00128 * math.sin(b)
-                     + 0.000719 * math.cos(2 * b) + 0.000077 * math.sin(2 * b))
+    return 1366.1 * (
+        1.00011
+        + 0.034221 * math.cos(b)
+        + 0.00128 * math.sin(b)
+        + 0.000719 * math.cos(2 * b)
+        + 0.000077 * math.sin(2 * b)
+    )
 
 
 def relative_airmass(zenith_deg: float) -> float:
@@ -83,8 +90,9 @@ def pressure_pa(altitude_m: float) -> float:
     return 101325.0 * (1.0 - 2.25577e-5 * altitude_m) ** 5.25588
 
 
-def ineichen_ghi(zenith_deg: float, airmass_abs: float, linke_turbidity: float, altitude_m: float,
-                 i0_wm2: float) -> float:
+def ineichen_ghi(
+    zenith_deg: float, airmass_abs: float, linke_turbidity: float, altitude_m: float, i0_wm2: float
+) -> float:
     """Clear-sky global horizontal irradiance, W/m2 (Ineichen & Perez 2002)."""
     cz = math.cos(math.radians(zenith_deg))
     if cz <= 0 or not math.isfinite(airmass_abs):
@@ -98,7 +106,9 @@ class ClearSky:
     """The site's clear-sky model, chosen in [twin]: `clear_sky = "haurwitz"` (no parameters) or
     "ineichen" with `linke_turbidity` and `altitude_m`."""
 
-    def __init__(self, model: str = "haurwitz", linke_turbidity: float = 3.0, altitude_m: float = 0.0):
+    def __init__(
+        self, model: str = "haurwitz", linke_turbidity: float = 3.0, altitude_m: float = 0.0
+    ):
         self.model, self.tl, self.alt = model, linke_turbidity, altitude_m
         self.p_ratio = pressure_pa(altitude_m) / 101325.0
 
@@ -114,7 +124,9 @@ def kasten_czeplak(ghi_cs: float, cover: float) -> float:
     return ghi_cs * (1.0 - 0.75 * min(1.0, max(0.0, cover)) ** 3.4)
 
 
-def faiman_cell_temp(g_wm2: float, t_air_c: float, wind_ms: float = 1.0, u0: float = 25.0, u1: float = 6.84) -> float:
+def faiman_cell_temp(
+    g_wm2: float, t_air_c: float, wind_ms: float = 1.0, u0: float = 25.0, u1: float = 6.84
+) -> float:
     return t_air_c + g_wm2 / (u0 + u1 * wind_ms)
 
 
@@ -125,12 +137,16 @@ def pvwatts_dc(g_wm2: float, t_cell_c: float, p_dc0_w: float, gamma_pdc: float) 
 
 def _shape_c2(vm: float) -> float:
     """C2 of the per-unit curve whose power maximum lies at v = vm (bisection on d(vi)/dv = 0)."""
+
     def dpdv(c2: float) -> float:
         c1 = 1.0 / math.expm1(1.0 / c2)
         i = 1.0 - c1 * math.expm1(vm / c2)
         return i - vm * c1 / c2 * math.exp(vm / c2)
 
-    lo, hi = 0.005, 1.0   # sharp knee (small C2): power still rising at vm; soft curve: already falling
+    lo, hi = (
+        0.005,
+        1.0,
+    )  # sharp knee (small C2): power still rising at vm; soft curve: already falling
     for _ in range(80):
         mid = 0.5 * (lo + hi)
         if dpdv(mid) > 0:
@@ -144,11 +160,16 @@ class IVCurve:
     """The array's I-V curve at one irradiance and cell temperature (see the module docstring)."""
 
     def __init__(self, vmp_stc: float, voc_ratio: float, p_dc0_w: float, gamma_pdc: float):
-        self.vmp_stc, self.voc_ratio, self.p_dc0_w, self.gamma = vmp_stc, voc_ratio, p_dc0_w, gamma_pdc
+        self.vmp_stc, self.voc_ratio, self.p_dc0_w, self.gamma = (
+            vmp_stc,
+            voc_ratio,
+            p_dc0_w,
+            gamma_pdc,
+        )
         self.vm = 1.0 / voc_ratio
         self.c2 = _shape_c2(self.vm)
         self.c1 = 1.0 / math.expm1(1.0 / self.c2)
-        self.i_m = 1.0 - self.c1 * math.expm1(self.vm / self.c2)   # per-unit current at the MPP
+        self.i_m = 1.0 - self.c1 * math.expm1(self.vm / self.c2)  # per-unit current at the MPP
         self.set_conditions(0.0, 25.0)
 
     def set_conditions(self, g_wm2: float, t_cell_c: float) -> None:
@@ -194,7 +215,7 @@ class PerturbObserve:
             self.direction = 1.0
             self.limiting = True
         elif self.limiting and p >= 0.97 * p_limit:
-            pass   # inside the band under the limit: hold, instead of hunting back over it
+            pass  # inside the band under the limit: hold, instead of hunting back over it
         else:
             self.limiting = False
             if p < self.p_last:
@@ -217,8 +238,11 @@ class Clouds:
 
     def step(self, dt: float) -> float:
         a = math.exp(-dt / self.tau)
-        self.x = (self.mu + (self.x - self.mu) * a
-                  + self.sigma * math.sqrt(1 - a * a) * float(self.rng.standard_normal()))
+        self.x = (
+            self.mu
+            + (self.x - self.mu) * a
+            + self.sigma * math.sqrt(1 - a * a) * float(self.rng.standard_normal())
+        )
         return min(1.0, max(0.0, self.x))
 
 

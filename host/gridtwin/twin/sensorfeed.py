@@ -48,7 +48,9 @@ def metric_name(sensor_id: str, suffix: str) -> str:
     return sensor_id + ("_" + suffix if suffix else "")
 
 
-def sensor_readings(node, m: dict, types: dict[str, str] | None = None) -> dict[str, tuple[str, str, float]]:
+def sensor_readings(
+    node, m: dict, types: dict[str, str] | None = None
+) -> dict[str, tuple[str, str, float]]:
     """{firmware metric: (sensor id, suffix, twin value)} for the sensors of `node` fed from `m`;
     with `types` ({sensor id: type}) the power of a shunt monitor fed both v and a as well."""
     out = {}
@@ -80,22 +82,29 @@ def plant_readings(role: str, comp: dict, parents: list[dict]) -> dict[str, floa
         supply = upstream if fault or not energized else not m.get("on_battery")
     else:
         supply = energized if not fault else upstream
-    out = {"supply": int(supply), "fault": int(fault), "out": int(energized),
-           "load_kw": float(m.get("p_kw", 0.0)) if energized else 0.0}
+    out = {
+        "supply": int(supply),
+        "fault": int(fault),
+        "out": int(energized),
+        "load_kw": float(m.get("p_kw", 0.0)) if energized else 0.0,
+    }
     if role == "ups":
         out["batt_pct"] = float(m.get("soc_pct", 0.0))
         out["on_batt"] = int(bool(m.get("on_battery")))
     return out
 
 
-def readings(role: str, node, state: dict, parents: list[str], cfg: dict | None = None) -> dict[str, float]:
+def readings(
+    role: str, node, state: dict, parents: list[str], cfg: dict | None = None
+) -> dict[str, float]:
     """{firmware metric: the twin's value now} for every metric of `node` with a twin counterpart
     (see the module docstring). `parents` are the ids of the twin components feeding the node's."""
     comp = state.get(node.id)
     if comp is None:
         return {}
-    types = {s["id"]: s["type"] for s in (cfg or {}).get("sensors", ())} or \
-        {s["id"]: s["type"] for s in node.get("sensors") or ()}
+    types = {s["id"]: s["type"] for s in (cfg or {}).get("sensors", ())} or {
+        s["id"]: s["type"] for s in node.get("sensors") or ()
+    }
     sensed = sensor_readings(node, comp["m"], types)
     out = {k: v[2] for k, v in sensed.items()}
     if role in PLANT_ROLES:
@@ -133,5 +142,7 @@ def feed(cfg: dict, node, role: str, state: dict, parents: list[str]) -> dict:
     out = live_values(cfg, node, comp["m"])
     hil = (cfg.get("params") or {}).get("hil")
     if hil and role in PLANT_ROLES:
-        out.update(plant_values(hil, plant_readings(role, comp, [state[p] for p in parents if p in state])))
+        out.update(
+            plant_values(hil, plant_readings(role, comp, [state[p] for p in parents if p in state]))
+        )
     return out

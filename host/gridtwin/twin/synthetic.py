@@ -21,15 +21,25 @@ def _c(id_, kind, parent=None, **params) -> Record:
 
 def _block(b: int, plant: bool, grid: bool) -> list[Record]:
     p = f"b{b}_"
-    out = [_c(p + "util", "utility"), _c(p + "trf", "transformer", p + "util"), _c(p + "gen", "generator"),
-           _c(p + "sw", "transfer_switch", [p + "trf", p + "gen"]), _c(p + "dist", "distribution", p + "sw")]
+    out = [
+        _c(p + "util", "utility"),
+        _c(p + "trf", "transformer", p + "util"),
+        _c(p + "gen", "generator"),
+        _c(p + "sw", "transfer_switch", [p + "trf", p + "gen"]),
+        _c(p + "dist", "distribution", p + "sw"),
+    ]
     extra: list[Record] = []
     if plant:
-        extra += [_c(p + "pv", "pv_array"), _c(p + "buck", "buck_converter", p + "pv", rated_kw=60.0),
-                  _c(p + "el1", "electrolyser", p + "buck"), _c(p + "el2", "electrolyser", p + "buck"),
-                  _c(p + "sep1", "gas_separator", p + "el1"), _c(p + "sep2", "gas_separator", p + "el2"),
-                  _c(p + "tank", "h2_tank", [p + "sep1", p + "sep2"], volume_m3=50.0),
-                  _c(p + "bat", "battery", p + "buck", capacity_kwh=20.0)]
+        extra += [
+            _c(p + "pv", "pv_array"),
+            _c(p + "buck", "buck_converter", p + "pv", rated_kw=60.0),
+            _c(p + "el1", "electrolyser", p + "buck"),
+            _c(p + "el2", "electrolyser", p + "buck"),
+            _c(p + "sep1", "gas_separator", p + "el1"),
+            _c(p + "sep2", "gas_separator", p + "el2"),
+            _c(p + "tank", "h2_tank", [p + "sep1", p + "sep2"], volume_m3=50.0),
+            _c(p + "bat", "battery", p + "buck", capacity_kwh=20.0),
+        ]
     if grid:
         extra.append(_c(p + "grid", "grid_bus"))
     servers = 80 - len(extra)
@@ -50,7 +60,18 @@ def synthetic_topology(n: int, seed: int = 1, step_s: float = 0.1) -> Topology:
     comps: list[Record] = []
     for b in range(blocks):
         comps += _block(b, plant=(b % 10 == 0), grid=(b == 0))
-    twin = Record({"seed": seed, "step_s": step_s, "speed": 0.0, "start": "2026-06-21T10:00:00Z",
-                   "latitude": 50.9, "longitude": 6.4, "altitude_m": 100.0, "t_air_c": 20.0, "components": comps})
+    twin = Record(
+        {
+            "seed": seed,
+            "step_s": step_s,
+            "speed": 0.0,
+            "start": "2026-06-21T10:00:00Z",
+            "latitude": 50.9,
+            "longitude": 6.4,
+            "altitude_m": 100.0,
+            "t_air_c": 20.0,
+            "components": comps,
+        }
+    )
     site = SimpleNamespace(path="<synthetic>", sections={"twin": twin}, nodes=[])
     return build(site)

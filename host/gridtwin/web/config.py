@@ -11,14 +11,27 @@ from pathlib import Path
 
 from gridtwin.site import Key, Section, in_range
 
-WEB = Section({
-    "host": Key(str, "", help="address to serve the web view on beyond loopback, over HTTPS with a login "
-                              "(e.g. 0.0.0.0); empty: loopback only, on the daemon's metrics port"),
-    "port": Key(int, 9443, check=in_range(1, 65535), help="HTTPS port of the web view beyond loopback"),
-    "users": Key(str, "web-users", help="file of web users and their password hashes (mode 600), relative to "
-                                        "the site's var/ folder; add one with `python -m gridtwin.web.users`"),
-    "session_h": Key(int, 12, check=in_range(1, 24 * 30), help="hours a login lasts"),
-}, help="the web view beyond loopback")
+WEB = Section(
+    {
+        "host": Key(
+            str,
+            "",
+            help="address to serve the web view on beyond loopback, over HTTPS with a login "
+            "(e.g. 0.0.0.0); empty: loopback only, on the daemon's metrics port",
+        ),
+        "port": Key(
+            int, 9443, check=in_range(1, 65535), help="HTTPS port of the web view beyond loopback"
+        ),
+        "users": Key(
+            str,
+            "web-users",
+            help="file of web users and their password hashes (mode 600), relative to "
+            "the site's var/ folder; add one with `python -m gridtwin.web.users`",
+        ),
+        "session_h": Key(int, 12, check=in_range(1, 24 * 30), help="hours a login lasts"),
+    },
+    help="the web view beyond loopback",
+)
 
 
 def users_path(site) -> Path:

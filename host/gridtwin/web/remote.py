@@ -38,11 +38,15 @@ class RemoteWeb:
     TIMEOUT_S = 10.0
     MAX_CONNECTIONS = 64
 
-    def __init__(self, view, host: str, port: int, cert: Path, key: Path, users_file: Path, session_s: float):
+    def __init__(
+        self, view, host: str, port: int, cert: Path, key: Path, users_file: Path, session_s: float
+    ):
         for what, p in (("server certificate", cert), ("server key", key)):
             if not Path(p).exists():
-                raise GridTwinError(f"cannot serve the web view on {host}:{port} over HTTPS: no {what} at {p}",
-                                    hint="issue the site's certificates: gridtwin pki init")
+                raise GridTwinError(
+                    f"cannot serve the web view on {host}:{port} over HTTPS: no {what} at {p}",
+                    hint="issue the site's certificates: gridtwin pki init",
+                )
         self.users = web_users.load(users_file)
         self.users_file, self.session_s = Path(users_file), session_s
         self.sessions: dict[str, tuple[str, float]] = {}  # cookie -> (user, expires, monotonic)
@@ -94,12 +98,16 @@ class RemoteWeb:
                 if path == "/ui/login":
                     return self._login(method)
                 if path == "/ui/logout":
-                    outer.sessions = {k: v for k, v in outer.sessions.items() if v[0] != self._user()}
+                    outer.sessions = {
+                        k: v for k, v in outer.sessions.items() if v[0] != self._user()
+                    }
                     return self._reply(303, "text/plain", b"", [("Location", "/ui/login")])
                 self.user = self._user()
                 if path not in PUBLIC and self.user is None:
                     if path.startswith("/api/"):
-                        return self._reply(401, "application/json", b'{"error": "log in first: /ui/login"}')
+                        return self._reply(
+                            401, "application/json", b'{"error": "log in first: /ui/login"}'
+                        )
                     return self._reply(303, "text/plain", b"", [("Location", "/ui/login")])
                 if (method, path) == ("POST", "/api/ui/cmd"):
                     return self._command()
@@ -110,14 +118,20 @@ class RemoteWeb:
                     out = fn(self, query, b"")
                 except Exception:
                     log.exception("%s %s failed", method, path)
-                    out = 500, "application/json", b'{"error": "internal error, see the daemon log"}'
+                    out = (
+                        500,
+                        "application/json",
+                        b'{"error": "internal error, see the daemon log"}',
+                    )
                 if out is not None:
                     self._reply(*out)
 
             def _command(self):
                 # the cookie is SameSite=Strict, and a cross-site form cannot set this header either
                 if self.headers.get("X-Requested-With") != "gridtwin":
-                    return self._reply(403, "application/json", b'{"error": "X-Requested-With: gridtwin missing"}')
+                    return self._reply(
+                        403, "application/json", b'{"error": "X-Requested-With: gridtwin missing"}'
+                    )
                 raw = self.headers.get("Content-Length") or "0"
                 if not raw.isdigit() or int(raw) > MAX_BODY:
                     return self._reply(413, "application/json", b'{"error": "body too large"}')
@@ -125,7 +139,11 @@ class RemoteWeb:
                     req = json.loads(self.rfile.read(int(raw)) or b"{}")
                     node, cmd = str(req["node"]), str(req["cmd"])
                 except (ValueError, KeyError, TypeError):
-                    return self._reply(400, "application/json", b'{"error": "body must be {\\"node\\", \\"cmd\\"}"}')
+                    return self._reply(
+                        400,
+                        "application/json",
+                        b'{"error": "body must be {\\"node\\", \\"cmd\\"}"}',
+                    )
                 log.info("web: %s sends %s to %s", self.user, cmd, node)
                 return self._reply(*view.command(node, cmd))
 
@@ -135,19 +153,28 @@ class RemoteWeb:
                 raw = self.headers.get("Content-Length") or "0"
                 if not raw.isdigit() or int(raw) > MAX_BODY:
                     return self._reply(413, "text/plain", b"login form too large\n")
-                form = {k: v[-1] for k, v in parse_qs(self.rfile.read(int(raw)).decode("utf-8", "replace")).items()}
+                form = {
+                    k: v[-1]
+                    for k, v in parse_qs(
+                        self.rfile.read(int(raw)).decode("utf-8", "replace")
+                    ).items()
+                }
                 name, password = form.get("user", ""), form.get("password", "")
                 stored = outer.users.get(name)
                 if stored is None or not web_users.verify(password, stored):
                     outer.refused += 1
-                    log.warning("web login refused for %r from %s", name[:40], self.client_address[0])
+                    log.warning(
+                        "web login refused for %r from %s", name[:40], self.client_address[0]
+                    )
                     return self._login_page(401, "Wrong name or password.")
                 sid = secrets.token_urlsafe(32)
                 now = time.monotonic()
                 outer.sessions = {k: v for k, v in outer.sessions.items() if v[1] > now}
                 outer.sessions[sid] = (name, now + outer.session_s)
                 cookie = f"{COOKIE}={sid}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={int(outer.session_s)}"
-                return self._reply(303, "text/plain", b"", [("Location", "/ui/"), ("Set-Cookie", cookie)])
+                return self._reply(
+                    303, "text/plain", b"", [("Location", "/ui/"), ("Set-Cookie", cookie)]
+                )
 
             def do_GET(self):
                 self._route("GET")
@@ -179,11 +206,17 @@ class RemoteWeb:
         try:
             self.httpd = Server((host, port), Handler)
         except OSError as exc:
-            raise GridTwinError(f"cannot serve the web view on {host}:{port}: {exc.strerror or exc}",
-                                hint="set [web] host/port to a free address, or empty host for loopback only") from None
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
+            raise GridTwinError(
+                f"cannot serve the web view on {host}:{port}: {exc.strerror or exc}",
+                hint="set [web] host/port to a free address, or empty host for loopback only",
+            ) from None
+        self.httpd.socket = ctx.wrap_socket(
+            self.httpd.socket, server_side=True, do_handshake_on_connect=False
+        )
         self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="web-https", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="web-https", daemon=True
+        )
 
     @classmethod
     def from_site(cls, view, site) -> "RemoteWeb | None":
@@ -194,8 +227,15 @@ class RemoteWeb:
         from gridtwin.web.config import users_path
 
         pki = PKI.for_site(site)
-        return cls(view, web.host, web.port, pki.server_cert_path, pki.server_key_path, users_path(site),
-                   web.session_h * 3600)
+        return cls(
+            view,
+            web.host,
+            web.port,
+            pki.server_cert_path,
+            pki.server_key_path,
+            users_path(site),
+            web.session_h * 3600,
+        )
 
     def start(self) -> None:
         self._thread.start()

@@ -30,8 +30,14 @@ def verify(password: str, stored: str) -> bool:
         kind, n, r, p, salt, digest = stored.split(":")
         if kind != "scrypt":
             return False
-        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(digest) // 2)
+        got = hashlib.scrypt(
+            password.encode(),
+            salt=bytes.fromhex(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(digest) // 2,
+        )
     except (ValueError, MemoryError):
         return False
     return hmac.compare_digest(got.hex(), digest)
@@ -43,22 +49,30 @@ def load(path: Path) -> dict[str, str]:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise GridTwinError(f"no web users file at {path}",
-                            hint=f"add a user: python -m gridtwin.web.users {path} NAME") from None
+        raise GridTwinError(
+            f"no web users file at {path}",
+            hint=f"add a user: python -m gridtwin.web.users {path} NAME",
+        ) from None
     if stat.S_IMODE(st.st_mode) & 0o077:
-        raise GridTwinError(f"the web users file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o})",
-                            hint=f"chmod 600 {path}")
+        raise GridTwinError(
+            f"the web users file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o})",
+            hint=f"chmod 600 {path}",
+        )
     users = {}
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         name, sep, stored = line.partition(":")
         if not sep or not name:
-            raise GridTwinError(f"{path}:{i}: not a 'name:hash' line",
-                                hint="rewrite it with python -m gridtwin.web.users")
+            raise GridTwinError(
+                f"{path}:{i}: not a 'name:hash' line",
+                hint="rewrite it with python -m gridtwin.web.users",
+            )
         users[name] = stored
     if not users:
-        raise GridTwinError(f"no users in {path}", hint=f"add one: python -m gridtwin.web.users {path} NAME")
+        raise GridTwinError(
+            f"no users in {path}", hint=f"add one: python -m gridtwin.web.users {path} NAME"
+        )
     return users
 
 
@@ -69,7 +83,9 @@ def add(path: Path, name: str, password: str) -> None:
         raise GridTwinError("the password is shorter than 10 characters", hint="pick a longer one")
     path = Path(path)
     lines = path.read_text().splitlines() if path.exists() else []
-    lines = [ln for ln in lines if ln.partition(":")[0] != name] + [f"{name}:{hash_password(password)}"]
+    lines = [ln for ln in lines if ln.partition(":")[0] != name] + [
+        f"{name}:{hash_password(password)}"
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -81,8 +97,10 @@ def add(path: Path, name: str, password: str) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        print("usage: python -m gridtwin.web.users FILE NAME   (the password from the terminal or stdin)",
-              file=sys.stderr)
+        print(
+            "usage: python -m gridtwin.web.users FILE NAME   (the password from the terminal or stdin)",
+            file=sys.stderr,
+        )
         return 2
     if sys.stdin.isatty():
         import getpass

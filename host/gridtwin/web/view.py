@@ -33,12 +33,20 @@ from importlib import resources
 
 log = logging.getLogger("gridtwin.web")
 
-STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "app.css": "text/css; charset=utf-8", "icon.svg": "image/svg+xml", "login.html": "text/html; charset=utf-8"}
-SERIES_POINTS = 600       # a chart gets at most this many points (bucket means beyond)
-HEARTBEAT_S = 15.0        # an idle stream sends a comment this often: a gone page is noticed
-CLIENT_QUEUE = 2000       # events waiting per page before it loses some
-BUTTONS = ("ping", "identify")  # the commands a node page offers a logged-in user (HTTPS only: remote.py)
+STATIC = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "icon.svg": "image/svg+xml",
+    "login.html": "text/html; charset=utf-8",
+}
+SERIES_POINTS = 600  # a chart gets at most this many points (bucket means beyond)
+HEARTBEAT_S = 15.0  # an idle stream sends a comment this often: a gone page is noticed
+CLIENT_QUEUE = 2000  # events waiting per page before it loses some
+BUTTONS = (
+    "ping",
+    "identify",
+)  # the commands a node page offers a logged-in user (HTTPS only: remote.py)
 
 
 def is_loopback(addr: str) -> bool:
@@ -46,7 +54,9 @@ def is_loopback(addr: str) -> bool:
         ip = ipaddress.ip_address(addr.split("%")[0])
     except ValueError:
         return False
-    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+    return ip.is_loopback or (
+        ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback
+    )
 
 
 def _json(doc, code: int = 200):
@@ -70,31 +80,44 @@ def downsample(points: list, n: int = SERIES_POINTS) -> list:
     step = len(points) / n
     out = []
     for i in range(n):
-        chunk = points[int(i * step):int((i + 1) * step)] or points[int(i * step):int(i * step) + 1]
+        chunk = (
+            points[int(i * step) : int((i + 1) * step)] or points[int(i * step) : int(i * step) + 1]
+        )
         out.append([chunk[len(chunk) // 2][0], sum(v for _t, v in chunk) / len(chunk)])
     return out
 
 
 class WebView:
     def __init__(self, store, *, site=None, stale_intervals: int = 3, stopping=lambda: False):
-        self.store, self.site, self.stale_intervals, self.stopping = store, site, stale_intervals, stopping
+        self.store, self.site, self.stale_intervals, self.stopping = (
+            store,
+            site,
+            stale_intervals,
+            stopping,
+        )
         self.dispatcher = None  # the daemon's: the command buttons of a logged-in user (remote.py)
         self.started = int(time.time() * 1000)  # the page reloads what it shows when this changes
-        self.twin: dict = {}                    # the twin's last state document, as published
+        self.twin: dict = {}  # the twin's last state document, as published
         self.twin_at: int | None = None
         self._clients: set = set()
         self._lock = threading.Lock()
-        self.lost = 0                           # events a slow page did not get
-        self._static = {name: resources.files("gridtwin.web").joinpath("static", name).read_bytes()
-                        for name in STATIC}
+        self.lost = 0  # events a slow page did not get
+        self._static = {
+            name: resources.files("gridtwin.web").joinpath("static", name).read_bytes()
+            for name in STATIC
+        }
 
     @classmethod
     def for_daemon(cls, daemon) -> "WebView":
         """The view of a ``service.Daemon``: fed after each committed batch, by node status and ack
         batches, by alerts, and by the twin's state on ``<root>/_host/twin`` (the twin may run in this
         process, ``gridtwin daemon --twin`` and the demo, or anywhere else on the bus)."""
-        web = cls(daemon.store, site=daemon.site, stale_intervals=daemon.stale_intervals,
-                  stopping=lambda: daemon.metrics.stopping)
+        web = cls(
+            daemon.store,
+            site=daemon.site,
+            stale_intervals=daemon.stale_intervals,
+            stopping=lambda: daemon.metrics.stopping,
+        )
         web.dispatcher = daemon.dispatcher
         daemon.on_readings(web.on_readings)
         daemon.ingest.batch_hooks.append(web.on_batch)
@@ -102,10 +125,13 @@ class WebView:
         bus, topic = daemon.bus, f"{daemon.bus.root}/_host/twin"
         inner = bus.sink
 
-        def sink(gen, mid, qos, t, payload):  # paho's thread: one comparison for every other message
+        def sink(
+            gen, mid, qos, t, payload
+        ):  # paho's thread: one comparison for every other message
             if t == topic:
                 web.on_twin(payload)
             inner(gen, mid, qos, t, payload)
+
         bus.sink = sink
         return web
 
@@ -128,7 +154,9 @@ class WebView:
             if not t.hist and (t.node not in newest or t.ts >= newest[t.node]["ts"]):
                 newest[t.node] = {"node": t.node, "ts": t.ts, "m": t.m}
         if newest:
-            self._send("reading", {"at": int(time.time() * 1000), "readings": list(newest.values())})
+            self._send(
+                "reading", {"at": int(time.time() * 1000), "readings": list(newest.values())}
+            )
 
     def on_batch(self, statuses, acks) -> None:
         if statuses:
@@ -160,22 +188,34 @@ class WebView:
         for name in STATIC:
             if name != "login.html":  # the HTTPS server's (remote.py), not a page of its own here
                 r[("GET", f"/ui/{name}")] = self._asset(name)
-        for name, fn in (("fleet", self.fleet), ("node", self.node), ("series", self.series),
-                         ("twin", self.twin_view), ("alerts", self.alerts), ("energy", self.energy),
-                         ("events", self.events)):
+        for name, fn in (
+            ("fleet", self.fleet),
+            ("node", self.node),
+            ("series", self.series),
+            ("twin", self.twin_view),
+            ("alerts", self.alerts),
+            ("energy", self.energy),
+            ("events", self.events),
+        ):
             r[("GET", f"/api/ui/{name}")] = fn
         return {k: self._guard(v, remote) for k, v in r.items()}
 
     def _guard(self, fn, remote: bool = False):
         def route(handler, query, body):
             if not remote and not is_loopback(handler.client_address[0]):
-                return _json({"error": "the web view answers on this host only (loopback)",
-                              "hint": "set [web] host to serve it over HTTPS with a login (docs/web.md), or "
-                                      "open it through `ssh -L 9810:127.0.0.1:9810 HOST`"}, 403)
+                return _json(
+                    {
+                        "error": "the web view answers on this host only (loopback)",
+                        "hint": "set [web] host to serve it over HTTPS with a login (docs/web.md), or "
+                        "open it through `ssh -L 9810:127.0.0.1:9810 HOST`",
+                    },
+                    403,
+                )
             try:
                 return fn(handler, query, body)
             except ValueError as exc:
                 return _json({"error": str(exc)}, 400)
+
         return route
 
     def root(self, handler, query, body):
@@ -198,10 +238,24 @@ class WebView:
         out = []
         for v in fleet(self.store, self.site, now_ms, self.stale_intervals):
             r = rows.get(v.id, {})
-            out.append({"id": v.id, "state": v.state, "last_seen": v.last_seen, "age_s": v.age_s, "rssi": v.rssi,
-                        "heap": v.heap, "heap_min": r.get("heap_min"), "fw": v.fw, "board": v.board,
-                        "drops": v.drops, "outbox": v.outbox, "uptime": v.uptime, "rejected": v.rejected,
-                        "role": self._role(v.id)})
+            out.append(
+                {
+                    "id": v.id,
+                    "state": v.state,
+                    "last_seen": v.last_seen,
+                    "age_s": v.age_s,
+                    "rssi": v.rssi,
+                    "heap": v.heap,
+                    "heap_min": r.get("heap_min"),
+                    "fw": v.fw,
+                    "board": v.board,
+                    "drops": v.drops,
+                    "outbox": v.outbox,
+                    "uptime": v.uptime,
+                    "rejected": v.rejected,
+                    "role": self._role(v.id),
+                }
+            )
         return out
 
     def _role(self, node: str):
@@ -219,8 +273,14 @@ class WebView:
         from gridtwin.catalog import node_metrics
 
         n = next((n for n in self.site.nodes if n.id == node), None)
-        return {} if n is None else {k: {"unit": m.unit, "description": m.description, "source": m.source}
-                                     for k, m in node_metrics(n).items()}
+        return (
+            {}
+            if n is None
+            else {
+                k: {"unit": m.unit, "description": m.description, "source": m.source}
+                for k, m in node_metrics(n).items()
+            }
+        )
 
     def node(self, handler, query, body):
         nid = query.get("id") or ""
@@ -231,15 +291,32 @@ class WebView:
         latest = self.store.latest(nid)
         ts, values = latest if latest else (None, {})
         units = self._units(nid)
-        metrics = [{"name": k, "value": values.get(k), "ts": ts if k in values else None,
-                    **units.get(k, {"unit": "", "description": ""})}
-                   for k in list(units) + sorted(set(values) - set(units))]
+        metrics = [
+            {
+                "name": k,
+                "value": values.get(k),
+                "ts": ts if k in values else None,
+                **units.get(k, {"unit": "", "description": ""}),
+            }
+            for k in list(units) + sorted(set(values) - set(units))
+        ]
         logs = self.store.node_logs(nid, limit=50)
         cmds = self.store.commands(nid, limit=20)
         # buttons only for a user logged in over HTTPS (remote.py sets handler.user); loopback is read-only
-        buttons = list(BUTTONS) if getattr(handler, "user", None) and self.dispatcher is not None else []
-        return _json({"now": now, "started": self.started, "node": row, "metrics": metrics,
-                      "logs": logs, "commands": cmds, "buttons": buttons})
+        buttons = (
+            list(BUTTONS) if getattr(handler, "user", None) and self.dispatcher is not None else []
+        )
+        return _json(
+            {
+                "now": now,
+                "started": self.started,
+                "node": row,
+                "metrics": metrics,
+                "logs": logs,
+                "commands": cmds,
+                "buttons": buttons,
+            }
+        )
 
     def command(self, node: str, cmd: str):
         """A node page's button (remote.py, logged in): the command through the daemon's dispatcher,
@@ -248,8 +325,13 @@ class WebView:
         from gridtwin.errors import GridTwinError
 
         if cmd not in BUTTONS:
-            return _json({"error": f"the web view sends only {', '.join(BUTTONS)}, not {cmd!r}",
-                          "hint": "use `gridtwin cmd` for the others"}, 400)
+            return _json(
+                {
+                    "error": f"the web view sends only {', '.join(BUTTONS)}, not {cmd!r}",
+                    "hint": "use `gridtwin cmd` for the others",
+                },
+                400,
+            )
         if self.dispatcher is None:
             return _json({"error": "no daemon behind this view to send commands"}, 503)
         try:
@@ -265,9 +347,21 @@ class WebView:
         now = int(time.time() * 1000)
         until = _int(query, "until", now)
         since = _int(query, "since", until - 3600_000)
-        pts = [(t, v) for t, v in self.store.query(nid, metric, since, until) if isinstance(v, (int, float))]
-        return _json({"node": nid, "metric": metric, "since": since, "until": until, "n": len(pts),
-                      "points": downsample(pts)})
+        pts = [
+            (t, v)
+            for t, v in self.store.query(nid, metric, since, until)
+            if isinstance(v, (int, float))
+        ]
+        return _json(
+            {
+                "node": nid,
+                "metric": metric,
+                "since": since,
+                "until": until,
+                "n": len(pts),
+                "points": downsample(pts),
+            }
+        )
 
     def twin_view(self, handler, query, body):
         from gridtwin.twin.engine import unit_of
@@ -278,19 +372,37 @@ class WebView:
             try:
                 from gridtwin.twin import topology
 
-                topo = [{"id": c.id, "kind": c.kind, "parents": list(c.parents), "node": c.node}
-                        for c in topology.of(self.site).components]
+                topo = [
+                    {"id": c.id, "kind": c.kind, "parents": list(c.parents), "node": c.node}
+                    for c in topology.of(self.site).components
+                ]
             except Exception:  # a site without a twin section: the state's components, unlinked
                 topo = []
         if not topo:
-            topo = [{"id": cid, "kind": c.get("kind"), "parents": [], "node": None} for cid, c in comps.items()]
+            topo = [
+                {"id": cid, "kind": c.get("kind"), "parents": [], "node": None}
+                for cid, c in comps.items()
+            ]
         names = {k for c in comps.values() for k in (c.get("m") or {})}
-        return _json({"t": (self.twin or {}).get("t"), "at": self.twin_at, "topology": topo, "components": comps,
-                      "units": {k: unit_of(k) for k in sorted(names) if unit_of(k)}, "started": self.started})
+        return _json(
+            {
+                "t": (self.twin or {}).get("t"),
+                "at": self.twin_at,
+                "topology": topo,
+                "components": comps,
+                "units": {k: unit_of(k) for k in sorted(names) if unit_of(k)},
+                "started": self.started,
+            }
+        )
 
     def alerts(self, handler, query, body):
-        return _json({"active": self.store.alerts(active=True), "history": self.store.alerts(limit=200),
-                      "started": self.started})
+        return _json(
+            {
+                "active": self.store.alerts(active=True),
+                "history": self.store.alerts(limit=200),
+                "started": self.started,
+            }
+        )
 
     def energy(self, handler, query, body):
         """The energy KPIs (gridtwin.analytics.kpi) since ``since`` (default: 24 h): per node and for the
@@ -312,8 +424,15 @@ class WebView:
             else:
                 row[kpi] = value  # oldest first: the latest bucket's stays
         site = out.pop("", {})
-        return _json({"since": since, "last_bucket": last, "site": site,
-                      "nodes": [{"id": n, **v} for n, v in sorted(out.items())], "started": self.started})
+        return _json(
+            {
+                "since": since,
+                "last_bucket": last,
+                "site": site,
+                "nodes": [{"id": n, **v} for n, v in sorted(out.items())],
+                "started": self.started,
+            }
+        )
 
     def events(self, handler, query, body):
         q: queue.Queue = queue.Queue(maxsize=CLIENT_QUEUE)
@@ -325,7 +444,9 @@ class WebView:
             handler.send_header("Connection", "close")
             handler.end_headers()
             hello = {"started": self.started, "now": int(time.time() * 1000)}
-            handler.wfile.write(f"retry: 1000\nevent: hello\ndata: {json.dumps(hello)}\n\n".encode())
+            handler.wfile.write(
+                f"retry: 1000\nevent: hello\ndata: {json.dumps(hello)}\n\n".encode()
+            )
             handler.wfile.flush()
             with self._lock:
                 self._clients.add(q)

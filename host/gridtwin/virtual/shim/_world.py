@@ -173,9 +173,12 @@ clock = Clock(world.get("clock", {}))
 def reset(cause):
     # The chip resets: remember why and where world time was, then end this process. The board
     # runner starts it again. SystemExit unwinds like a reset: firmware catches only Exception.
-    save_state(reset_cause=cause, world_ms=clock.world_ms(),
-               rtc_at_boot=None if clock.rtc_at_boot is None else clock.wall(),
-               true_at_boot=clock.true_wall())
+    save_state(
+        reset_cause=cause,
+        world_ms=clock.world_ms(),
+        rtc_at_boot=None if clock.rtc_at_boot is None else clock.wall(),
+        true_at_boot=clock.true_wall(),
+    )
     emit("reset cause=%d world_ms=%d peak_alloc=%d" % (cause, clock.world_ms(), clock.peak_alloc))
     raise SystemExit(RESET_EXIT)
 
@@ -269,9 +272,14 @@ def settle_heap():
         _ballast = bytearray(spare - 64)  # the block header: what remains free is the budget
     gc.collect()
     clock.base = gc.mem_alloc()
-    emit("heap shim=%d firmware_free=%d%s" % (clock.base - (len(_ballast) if _ballast else 0),
-                                                gc.mem_free(), "" if spare >= 0 or not budget else
-                                                " (shim allowance short by %d)" % -spare))
+    emit(
+        "heap shim=%d firmware_free=%d%s"
+        % (
+            clock.base - (len(_ballast) if _ballast else 0),
+            gc.mem_free(),
+            "" if spare >= 0 or not budget else " (shim allowance short by %d)" % -spare,
+        )
+    )
 
 
 _devices = {}

@@ -105,8 +105,12 @@ class I2C:
 
 class SoftI2C(I2C):
     def __init__(self, scl=None, sda=None, *, freq=400000, timeout=50000):
-        super().__init__(-1 if scl is None else 100 + (scl.id if isinstance(scl, Pin) else scl),
-                         scl=scl, sda=sda, freq=freq)
+        super().__init__(
+            -1 if scl is None else 100 + (scl.id if isinstance(scl, Pin) else scl),
+            scl=scl,
+            sda=sda,
+            freq=freq,
+        )
         # a SoftI2C bus is described in the world as bus "soft"
         for spec in W.world.get("i2c", ()):
             if spec.get("bus") == "soft":

@@ -21,8 +21,7 @@ class OneWire:
 
     def __init__(self, pin):
         pid = pin.id if hasattr(pin, "id") else pin
-        self._devs = [W.device(s) for s in W.world.get("onewire", ())
-                      if s.get("pin") == pid]
+        self._devs = [W.device(s) for s in W.world.get("onewire", ()) if s.get("pin") == pid]
         self._sel = []
         self._phase = "idle"  # idle -> rom -> match -> func
         self._rom_buf = bytearray()

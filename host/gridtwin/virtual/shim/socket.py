@@ -99,7 +99,7 @@ def _ntp_answer():
         r[0], r[1] = 0x24, 1  # LI 0, version 4, mode 4 (server); stratum 1
         r[24:32] = req[40:48]  # originate = the client's transmit time
         for off in (32, 40):  # receive and transmit time
-            r[off:off + 8] = sec.to_bytes(4, "big") + frac.to_bytes(4, "big")
+            r[off : off + 8] = sec.to_bytes(4, "big") + frac.to_bytes(4, "big")
         srv.sendto(r, peer)
 
 

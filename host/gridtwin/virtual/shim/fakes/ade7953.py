@@ -13,7 +13,7 @@
 from fakes.noise import Noise
 from fakes.powered import PoweredDevice
 
-_V_FS = 0.5 / 2 ** 0.5
+_V_FS = 0.5 / 2**0.5
 _RMS_FS = 9032007
 _W_FS = 4862401
 
@@ -50,7 +50,11 @@ class Device(PoweredDevice):
             return max(-32768, min(32767, round(self.v("pf", 1.0) * 32768)))
         if a == 0x10E:
             hz = self.v("hz", 50.0)
-            return 0xFFFF if hz <= 0 else max(0, min(0xFFFF, round(self.noise.add("period", 1 / hz) * 223750) - 1))
+            return (
+                0xFFFF
+                if hz <= 0
+                else max(0, min(0xFFFF, round(self.noise.add("period", 1 / hz) * 223750) - 1))
+            )
         return self.regs.get(a, 0)
 
     def read(self, ptr, n):

@@ -15,9 +15,26 @@ from fakes.powered import PoweredDevice
 
 # dig_T*/dig_P* of the BMP280 data sheet's compensation example (same formulas in the BME280);
 # dig_H* typical of real parts.
-CALIB = {"T1": 27504, "T2": 26435, "T3": -1000, "P1": 36477, "P2": -10685, "P3": 3024,
-         "P4": 2855, "P5": 140, "P6": -7, "P7": 15500, "P8": -14600, "P9": 6000,
-         "H1": 75, "H2": 362, "H3": 0, "H4": 313, "H5": 50, "H6": 30}
+CALIB = {
+    "T1": 27504,
+    "T2": 26435,
+    "T3": -1000,
+    "P1": 36477,
+    "P2": -10685,
+    "P3": 3024,
+    "P4": 2855,
+    "P5": 140,
+    "P6": -7,
+    "P7": 15500,
+    "P8": -14600,
+    "P9": 6000,
+    "H1": 75,
+    "H2": 362,
+    "H3": 0,
+    "H4": 313,
+    "H5": 50,
+    "H6": 30,
+}
 
 
 def comp_t(c, adc):
@@ -31,13 +48,20 @@ def comp_p(c, adc, tf):
     v2 = v1 * v1 * c["P6"] + ((v1 * c["P5"]) << 17) + (c["P4"] << 35)
     v1 = (((1 << 47) + ((v1 * v1 * c["P3"]) >> 8) + ((v1 * c["P2"]) << 12)) * c["P1"]) >> 33
     p = (((1048576 - adc) << 31) - v2) * 3125 // v1
-    return ((p + ((c["P9"] * (p >> 13) * (p >> 13)) >> 25) + ((c["P8"] * p) >> 19)) >> 8) + (c["P7"] << 4)
+    return ((p + ((c["P9"] * (p >> 13) * (p >> 13)) >> 25) + ((c["P8"] * p) >> 19)) >> 8) + (
+        c["P7"] << 4
+    )
 
 
 def comp_h(c, adc, tf):
     x = tf - 76800
     x = ((((adc << 14) - (c["H4"] << 20) - (c["H5"] * x)) + 16384) >> 15) * (
-        ((((((x * c["H6"]) >> 10) * (((x * c["H3"]) >> 11) + 32768)) >> 10) + 2097152) * c["H2"] + 8192) >> 14)
+        (
+            (((((x * c["H6"]) >> 10) * (((x * c["H3"]) >> 11) + 32768)) >> 10) + 2097152) * c["H2"]
+            + 8192
+        )
+        >> 14
+    )
     x -= ((((x >> 15) * (x >> 15)) >> 7) * c["H1"]) >> 4
     return min(max(x, 0), 419430400) >> 12
 
@@ -57,7 +81,9 @@ class Device(PoweredDevice):
     def __init__(self, spec):
         self.c = dict(CALIB)
         self.c.update(spec.get("calib", {}))
-        self.noise = Noise(spec)  # "noise": {"temp_c": rms, "rh": rms, "pressure_pa": rms, "seed": n}
+        self.noise = Noise(
+            spec
+        )  # "noise": {"temp_c": rms, "rh": rms, "pressure_pa": rms, "seed": n}
         super().__init__(spec)
 
     def power_on(self):
@@ -69,11 +95,32 @@ class Device(PoweredDevice):
 
     def _trim(self):
         c = self.c
-        a = struct.pack("<HhhHhhhhhhhh", c["T1"], c["T2"], c["T3"], c["P1"], c["P2"], c["P3"],
-                        c["P4"], c["P5"], c["P6"], c["P7"], c["P8"], c["P9"])
-        b = struct.pack("<hB", c["H2"], c["H3"]) + bytes((
-            (c["H4"] >> 4) & 0xFF, (c["H4"] & 0x0F) | ((c["H5"] & 0x0F) << 4),
-            (c["H5"] >> 4) & 0xFF)) + struct.pack("<b", c["H6"])
+        a = struct.pack(
+            "<HhhHhhhhhhhh",
+            c["T1"],
+            c["T2"],
+            c["T3"],
+            c["P1"],
+            c["P2"],
+            c["P3"],
+            c["P4"],
+            c["P5"],
+            c["P6"],
+            c["P7"],
+            c["P8"],
+            c["P9"],
+        )
+        b = (
+            struct.pack("<hB", c["H2"], c["H3"])
+            + bytes(
+                (
+                    (c["H4"] >> 4) & 0xFF,
+                    (c["H4"] & 0x0F) | ((c["H5"] & 0x0F) << 4),
+                    (c["H5"] >> 4) & 0xFF,
+                )
+            )
+            + struct.pack("<b", c["H6"])
+        )
         return a, b
 
     def measure(self):
@@ -90,15 +137,30 @@ class Device(PoweredDevice):
             p = _solve(lambda a: comp_p(c, a, tf), want, 0, 0xFFFFF, False)
         h = raw.get("h")
         if h is None:
-            h = _solve(lambda a: comp_h(c, a, tf), self.noise.add("rh", self.v("rh", 45.0)) * 1024, 0, 0xFFFF)
+            h = _solve(
+                lambda a: comp_h(c, a, tf),
+                self.noise.add("rh", self.v("rh", 45.0)) * 1024,
+                0,
+                0xFFFF,
+            )
         if not self.osrs_h:
             h = 0x8000  # humidity skipped
         if not (self.ctrl_meas >> 2) & 7:
             p = 0x80000
         if not self.ctrl_meas >> 5:
             t = 0x80000
-        self.data = bytes((p >> 12, (p >> 4) & 0xFF, (p & 0xF) << 4,
-                           t >> 12, (t >> 4) & 0xFF, (t & 0xF) << 4, h >> 8, h & 0xFF))
+        self.data = bytes(
+            (
+                p >> 12,
+                (p >> 4) & 0xFF,
+                (p & 0xF) << 4,
+                t >> 12,
+                (t >> 4) & 0xFF,
+                (t & 0xF) << 4,
+                h >> 8,
+                h & 0xFF,
+            )
+        )
 
     def read(self, ptr, n):
         if ptr == 0xF7 and self.ctrl_meas & 3 == 3:

@@ -52,14 +52,20 @@ class Device(OneWireDevice):
         if self._cmd == 0x4E:
             self._args.append(b)
             if len(self._args) == 3:
-                self.th, self.tl, self.conf = self._args[0], self._args[1], (self._args[2] & 0x60) | 0x1F
+                self.th, self.tl, self.conf = (
+                    self._args[0],
+                    self._args[1],
+                    (self._args[2] & 0x60) | 0x1F,
+                )
                 self._cmd = None
             return
         if b == 0x44:
             self.done_at = _clock.world_ms() + self.conv_ms()
         elif b == 0xBE:
             self._latch()
-            sp = bytes((self.temp & 0xFF, self.temp >> 8, self.th, self.tl, self.conf, 0xFF, 0x0C, 0x10))
+            sp = bytes(
+                (self.temp & 0xFF, self.temp >> 8, self.th, self.tl, self.conf, 0xFF, 0x0C, 0x10)
+            )
             sp = bytearray(sp + bytes((crc8(sp),)))
             if W.in_windows(self.spec.get("noisy")):
                 sp[1] ^= 0x04  # one bit lost to noise on a long cable

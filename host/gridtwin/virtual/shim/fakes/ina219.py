@@ -41,7 +41,9 @@ class Device(PoweredDevice):
         now = _clock.world_ms()
         if self._conv is not None and 0 <= now - self._conv[0] < self.CONV_MS:
             return self._conv[1]
-        shunt_v = self.noise.add("shunt_v", self.v("current_a", 0.0) * self.spec.get("shunt_ohm", 0.1))
+        shunt_v = self.noise.add(
+            "shunt_v", self.v("current_a", 0.0) * self.spec.get("shunt_ohm", 0.1)
+        )
         n = round(shunt_v / self.SHUNT_LSB)
         fs = self.shunt_fs()
         ovf = abs(n) > fs

@@ -19,8 +19,25 @@ import binascii
 import _world as W
 from fakes.powered import PoweredDevice
 
-_ARGS = {0x81: 1, 0x20: 1, 0x21: 2, 0x22: 2, 0xA8: 1, 0xD3: 1, 0xD5: 1, 0xD9: 1, 0xDA: 1,
-         0xDB: 1, 0x8D: 1, 0xAD: 1, 0xA3: 2, 0x26: 6, 0x27: 6, 0x29: 5, 0x2A: 5}
+_ARGS = {
+    0x81: 1,
+    0x20: 1,
+    0x21: 2,
+    0x22: 2,
+    0xA8: 1,
+    0xD3: 1,
+    0xD5: 1,
+    0xD9: 1,
+    0xDA: 1,
+    0xDB: 1,
+    0x8D: 1,
+    0xAD: 1,
+    0xA3: 2,
+    0x26: 6,
+    0x27: 6,
+    0x29: 5,
+    0x2A: 5,
+}
 
 
 class Device(PoweredDevice):
@@ -113,7 +130,11 @@ class Device(PoweredDevice):
                     self.page = self.p0
                     self.col = self.c0 if self.col >= self.c1 else self.col + 1
             else:  # page mode: along the page only
-                self.col = min(self.col + 1, self.RAM_COLS - 1) if self.col < self.RAM_COLS - 1 else self.col
+                self.col = (
+                    min(self.col + 1, self.RAM_COLS - 1)
+                    if self.col < self.RAM_COLS - 1
+                    else self.col
+                )
         if complete:
             self.frames += 1
             if self.spec.get("frames"):
@@ -121,11 +142,21 @@ class Device(PoweredDevice):
 
     def emit(self):
         # printed a page at a time: one 2 KB string could fail on a fragmented 96 KB heap
-        print("#world oled addr=%d ms=%d on=%d inv=%d remap=%d comdec=%d start=%d ram=" % (
-            self.addr, W.clock.world_ms(), 1 if self.on and self.pump else 0, int(self.inv),
-            int(self.remap), int(self.comdec), self.start), end="")
+        print(
+            "#world oled addr=%d ms=%d on=%d inv=%d remap=%d comdec=%d start=%d ram="
+            % (
+                self.addr,
+                W.clock.world_ms(),
+                1 if self.on and self.pump else 0,
+                int(self.inv),
+                int(self.remap),
+                int(self.comdec),
+                self.start,
+            ),
+            end="",
+        )
         mv = memoryview(self.ram)
         for p in range(8):
             a = p * self.RAM_COLS + self.VISIBLE0
-            print(binascii.hexlify(mv[a:a + 128]).decode(), end="")
+            print(binascii.hexlify(mv[a : a + 128]).decode(), end="")
         print()
