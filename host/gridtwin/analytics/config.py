@@ -200,6 +200,12 @@ ANALYTICS = Section(
             check=in_range(10, 86400),
             help="energy KPIs are aggregated every this many seconds",
         ),
+        "rte_window_s": Key(
+            float,
+            86400.0,
+            check=in_range(600, 30 * 86400),
+            help="a battery store's round-trip efficiency is computed over this many seconds",
+        ),
         "notify_command": Key(
             str, "", help="command run with each alert (raised or cleared) as JSON on stdin"
         ),

@@ -82,6 +82,7 @@ class Analytics:
             self.kpi = EnergyKpi(
                 self.ctx,
                 aggregation_s=_cfg(section, "aggregation_s"),
+                rte_window_s=_cfg(section, "rte_window_s"),
                 influx_measurement=influx_measurement,
             )
             detectors.append(self.kpi)

@@ -5,17 +5,30 @@ when the site's backend is InfluxDB: lines through the store's spool).
 Per node and bucket: energy_kwh, avg_kw, peak_kw, load_factor (avg / peak), pf_mean (nodes that
 measure a power factor), h2_nm3, specific_kwh_nm3 and efficiency_pct (electrolysers: stack energy
 over hydrogen, against hydrogen's higher heating value), battery_discharge_kwh (UPSs: the load
-carried on battery). Per site (node ""): generation_kwh (pv, generator), import_kwh (utility),
-consumption_kwh (servers, electrolysers, meters), renewable_share_pct (pv over all supply), pue
-(utility + generator over the IT load of the servers).
+carried on battery); charge_kwh, discharge_kwh and rte_pct (a store that reports its cumulative
+``e_charge_kwh`` and ``e_discharge_kwh``: a bess of the twin, through OPC UA or a meter). Per site
+(node ""): generation_kwh (pv, generator), import_kwh (utility), consumption_kwh (servers,
+electrolysers, meters), renewable_share_pct (pv over all supply), pue (utility + generator over the
+IT load of the servers).
 
 Integration is trapezoidal between consecutive readings of a node; a gap longer than three of the
 node's intervals (at least 10 s) is not bridged: energy nobody measured is not invented (nor is a
-stretch an outbox replays after the live readings went past it). The
-running totals (``total_kwh``) are saved with the detector's state and survive a restart.
+stretch an outbox replays after the live readings went past it). The running totals (``total_kwh``,
+a store's charge and discharge counters) are saved with the detector's state and survive a restart.
+
+Round-trip efficiency over the last ``rte_window_s`` (default a day) from a store's counters: charged
+kWh C, discharged kWh D and, when it reports ``e_stored_kwh``, the change of its stored energy dE.
+D / C is the round trip only over a window that ends at the charge it began with; with dE known the
+window need not: a store whose one-way efficiency e is the same both ways has dE = e C - D / e, so
+e = (dE + sqrt(dE^2 + 4 C D)) / 2C and the round trip is e^2 (D / C when dE is 0). A counter that
+goes back (a restarted meter) starts again from its new value; nothing is reported before the window
+holds some charge and some discharge (``RTE_MIN_KWH`` each).
 """
 
 from __future__ import annotations
+
+import collections
+import math
 
 from gridtwin.analytics.base import Context
 from gridtwin.catalog import HHV_KWH_PER_NM3, node_metrics
@@ -28,6 +41,25 @@ GENERATION, IMPORT, RENEWABLE = (
 CONSUMERS = frozenset({"server", "electrolyser", "grid_monitor", "sensor"})
 IT_LOAD = frozenset({"server"})
 _SCALE = {"W": 0.001, "kW": 1.0, "MW": 1000.0}
+# a store's cumulative counters (the twin's bess, OPC UA Energy_Charged / Energy_Discharged /
+# Energy_Stored): index into _Store.tot / last
+STORE_METRICS = {"e_charge_kwh": 0, "e_discharge_kwh": 1}
+STORED = "e_stored_kwh"
+RTE_MIN_KWH = 0.01  # a window with less charge or discharge than this has no round trip to speak of
+
+
+class _Store:
+    """A battery store's counters: running totals of charge and discharge (increments of its
+    cumulative counters), its stored energy, and a snapshot of them at each bucket's end (the window)."""
+
+    __slots__ = ("tot", "last", "stored", "snaps", "bucket0")
+
+    def __init__(self, maxlen: int):
+        self.tot = [0.0, 0.0]
+        self.last: list = [None, None]
+        self.stored: float | None = None
+        self.snaps: collections.deque = collections.deque(maxlen=maxlen)  # (ts, C, D, stored)
+        self.bucket0 = [0.0, 0.0]  # totals at the open bucket's start
 
 
 class _Acc:
@@ -49,9 +81,12 @@ class EnergyKpi:
         aggregation_s: int = 300,
         influx_measurement: str | None = None,
         power: dict | None = None,
+        rte_window_s: float = 86400.0,
     ):
         self.ctx = ctx
         self.agg_ms = int(aggregation_s * 1000)
+        self.rte_window_ms = int(rte_window_s * 1000)
+        self._stores: dict[str, _Store] = {}  # node -> its charge/discharge counters
         self.measurement = influx_measurement
         self._site_nodes = (
             {n.id: n for n in getattr(ctx.site, "nodes", ())} if ctx.site is not None else {}
@@ -104,6 +139,9 @@ class EnergyKpi:
             elif b > self._bucket:
                 self._flush(self._bucket)
                 self._bucket = b
+            if metric in STORE_METRICS or metric == STORED:
+                self._store_reading(node, metric, ts, value)
+                continue
             p = self._power_of(node)
             if metric == "on_batt":
                 self._on_batt[node] = value
@@ -141,6 +179,38 @@ class EnergyKpi:
                 acc.pf_n += 1
         return []
 
+    def _store_reading(self, node: str, metric: str, ts: int, value: float) -> None:
+        st = self._stores.get(node)
+        if st is None:
+            st = self._stores[node] = _Store(self.rte_window_ms // self.agg_ms + 2)
+            st.snaps.append((ts, 0.0, 0.0, None))  # the window's first base: this reading
+        if metric == STORED:
+            st.stored = value
+            if st.snaps[0][3] is None and len(st.snaps) == 1:
+                st.snaps[0] = st.snaps[0][:3] + (value,)
+            return
+        k = STORE_METRICS[metric]
+        last = st.last[k]
+        if last is not None:
+            st.tot[k] += value - last if value >= last else value  # a reset counts from 0
+        st.last[k] = value
+
+    def rte(self, node: str) -> float | None:
+        """The store's round-trip efficiency (0..1) over the last rte_window_s, or None."""
+        st = self._stores.get(node)
+        if st is None or not st.snaps:
+            return None
+        newest = st.snaps[-1][0]
+        base = next((s for s in st.snaps if s[0] >= newest - self.rte_window_ms), st.snaps[0])
+        c, d = st.tot[0] - base[1], st.tot[1] - base[2]
+        if c < RTE_MIN_KWH or d < RTE_MIN_KWH:
+            return None
+        if base[3] is None or st.stored is None:
+            return d / c
+        de = st.stored - base[3]
+        eff = (de + math.sqrt(de * de + 4.0 * c * d)) / (2.0 * c)
+        return eff * eff
+
     def tick(self, now_ms: int) -> list:
         # an idle site still closes its bucket once it is well over (late readings went into it)
         if self._bucket is not None and now_ms >= self._bucket + 2 * self.agg_ms and self._acc:
@@ -171,11 +241,16 @@ class EnergyKpi:
             if a.batt > 0:
                 row["battery_discharge_kwh"] = a.batt
             out += [(bucket, node, k, v) for k, v in row.items()]
+            if node in self._stores:
+                out += self._store_rows(bucket, node)
             site["generation"] += a.kwh if role in GENERATION else 0.0
             site["import"] += a.kwh if role in IMPORT else 0.0
             site["consumption"] += a.kwh if role in CONSUMERS else 0.0
             site["renewable"] += a.kwh if role in RENEWABLE else 0.0
             site["it"] += a.kwh if role in IT_LOAD else 0.0
+        for node in sorted(self._stores):  # a store without power readings has no _Acc of its own
+            if node not in self._acc:
+                out += self._store_rows(bucket, node)
         if self._site_nodes:
             out += [
                 (bucket, "", "generation_kwh", site["generation"]),
@@ -189,8 +264,22 @@ class EnergyKpi:
                 out.append((bucket, "", "pue", (supply - site["renewable"]) / site["it"]))
         return out
 
+    def _store_rows(self, bucket: int, node: str) -> list[tuple]:
+        st = self._stores[node]
+        c, d = st.tot[0] - st.bucket0[0], st.tot[1] - st.bucket0[1]
+        out = [(bucket, node, "charge_kwh", c), (bucket, node, "discharge_kwh", d)]
+        rte = self.rte(node)
+        if rte is not None:
+            out.append((bucket, node, "rte_pct", 100.0 * rte))
+        return out
+
     def _flush(self, bucket: int) -> None:
+        # the stores' window moves on at the bucket's end (snapshot first: the rows see this bucket)
+        for st in self._stores.values():
+            st.snaps.append((bucket + self.agg_ms, st.tot[0], st.tot[1], st.stored))
         rows = self.rows(bucket)
+        for st in self._stores.values():
+            st.bucket0 = list(st.tot)
         self._acc = {}
         self.written = rows
         if not rows or self.ctx.store is None:
@@ -215,12 +304,27 @@ class EnergyKpi:
             "total_kwh": self.total_kwh,
             "last": {n: list(v) for n, v in self._last.items()},
             "bucket": self._bucket,
+            "stores": {
+                n: {
+                    "tot": st.tot,
+                    "last": st.last,
+                    "stored": st.stored,
+                    "snaps": [list(x) for x in st.snaps],
+                    "bucket0": st.bucket0,
+                }
+                for n, st in self._stores.items()
+            },
         }
 
     def restore(self, saved: dict) -> None:
         self.total_kwh = {k: float(v) for k, v in saved.get("total_kwh", {}).items()}
         self._last = {n: tuple(v) for n, v in saved.get("last", {}).items()}
         self._bucket = saved.get("bucket")
+        for n, v in saved.get("stores", {}).items():
+            st = self._stores[n] = _Store(self.rte_window_ms // self.agg_ms + 2)
+            st.tot, st.last, st.stored = list(v["tot"]), list(v["last"]), v["stored"]
+            st.snaps.extend(tuple(x) for x in v["snaps"])
+            st.bucket0 = list(v["bucket0"])
 
 
 def _by_node(rows) -> dict:

@@ -16,6 +16,8 @@ SUMS = frozenset(
         "energy_kwh",
         "h2_nm3",
         "battery_discharge_kwh",
+        "charge_kwh",
+        "discharge_kwh",
         "generation_kwh",
         "import_kwh",
         "consumption_kwh",
