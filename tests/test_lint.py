@@ -1,8 +1,8 @@
 """The tree stays ruff-clean under pyproject.toml's [tool.ruff] (pycodestyle, pyflakes)
 and `ruff format`-clean (code wrapped at 100).
 
-`make test` runs it with the rest of the suite; ruff is pinned in the dev extra, so everyone (and CI)
-lints with the same rules and the same version.
+`make test` runs it with the rest of the suite; ruff is pinned in the dev extra, so everyone (and
+CI) lints with the same rules and the same version.
 """
 
 import pathlib
@@ -39,7 +39,7 @@ def test_the_tree_is_formatted():
     )
     if proc.returncode != 0:
         pytest.fail(
-            f"ruff format --check (exit {proc.returncode}): run `.venv/bin/ruff format host tools tests "
-            f"firmware`\n{proc.stdout}{proc.stderr}",
+            f"ruff format --check (exit {proc.returncode}): run `.venv/bin/ruff format host tools "
+            f"tests firmware`\n{proc.stdout}{proc.stderr}",
             pytrace=False,
         )

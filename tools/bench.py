@@ -69,8 +69,8 @@ class BenchSite:
         self.node_ids = [f"n{i:04d}" for i in range(nodes)]
         # the site's defaults except the queue, which must hold the whole backlog the bench builds
         text = (
-            '[site]\nid = "bench"\n\n[broker]\nmax_queued_messages = 2000000\nmax_queued_bytes = 0\n'
-            'max_inflight_messages = 1000\n\n'
+            '[site]\nid = "bench"\n\n[broker]\nmax_queued_messages = 2000000\nmax_queued_bytes = '
+            '0\nmax_inflight_messages = 1000\n\n'
         )
         text += "".join(f'[[nodes]]\nid = "{n}"\nrole = "sensor"\n\n' for n in self.node_ids)
         (workdir / "site.toml").write_text(text)
@@ -122,7 +122,8 @@ class BenchSite:
         self.proc.wait(20)
 
 
-# --- load generator: raw MQTT 3.1.1 QoS 1 over a plain socket --------------------------------------
+# --- load generator: raw MQTT 3.1.1 QoS 1 over a plain socket
+# --------------------------------------
 
 
 def _remaining(n: int) -> bytes:
@@ -206,7 +207,8 @@ def telemetry(root: str, node: str, boot: int, seq: int, ts: int, **m) -> tuple[
     )
 
 
-# --- the daemon as a process -----------------------------------------------------------------------
+# --- the daemon as a process
+# -----------------------------------------------------------------------
 
 
 def start_daemon(bs: BenchSite, db: Path, metrics_port: int, extra=()) -> subprocess.Popen:
@@ -273,12 +275,14 @@ def stop(p: subprocess.Popen):
             p.wait()
 
 
-# --- section: ingest ---------------------------------------------------------------------------------
+# --- section: ingest
+# ---------------------------------------------------------------------------------
 
 
 @section(
     "ingest",
-    "daemon: durable ingest rate vs mosquitto_sub, latency p50/p99 at 1,000 msg/s, RSS with 1,000 nodes",
+    "daemon: durable ingest rate vs mosquitto_sub, latency p50/p99 at 1,000 msg/s, RSS with 1,000 "
+    "nodes",
 )
 def bench_ingest(args) -> list:
     figures = []
@@ -295,7 +299,8 @@ def bench_ingest(args) -> list:
         db = work / "gridtwin.db"
         mport = free_port()
         # 1. both consumers create their persistent sessions, then go away: the broker queues the
-        #    same stream for both, and each then drains it alone (no load generator competing for CPU)
+        # same stream for both, and each then drains it alone (no load generator competing for CPU)
+        #
         daemon = start_daemon(bs, db, mport)
         stop(daemon)
         sub = [
@@ -328,7 +333,8 @@ def bench_ingest(args) -> list:
             file=sys.stderr,
         )
 
-        # 2. the daemon drains its queue: validate, store durably (WAL, synchronous=NORMAL), then ack
+        # 2. the daemon drains its queue: validate, store durably (WAL, synchronous=NORMAL), then
+        # ack
         daemon = start_daemon(bs, db, mport)
         first = wait_until(
             lambda: (lambda s: s if s > 0 else None)(scrape(mport).get("gridtwin_stored_total", 0)),
@@ -350,7 +356,8 @@ def bench_ingest(args) -> list:
             (
                 "durable ingest (daemon, stored + acked)",
                 f"{d_rate:,.0f} msg/s",
-                f"{total:,} msgs from {n_nodes} nodes, {m.get('gridtwin_duplicates_total', 0):.0f} duplicates",
+                f"{total:,} msgs from {n_nodes} nodes, "
+                f"{m.get('gridtwin_duplicates_total', 0):.0f} duplicates",
             )
         )
         rss_after_stream = rss_mb(daemon.pid)
@@ -389,7 +396,8 @@ def bench_ingest(args) -> list:
             (
                 "end-to-end latency at 1,000 msg/s",
                 f"p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms",
-                f"{len(lat)} msgs after 3 s warm-up, publish -> committed -> seen; target p99 < 25 ms",
+                f"{len(lat)} msgs after 3 s warm-up, publish -> committed -> seen; target p99 < "
+                "25 ms",
             )
         )
 
@@ -595,8 +603,8 @@ def cost_section(args):
 
 @section(
     "web",
-    "issue #18: web view page load with 1,000 nodes, SSE fan-out to 20 clients at 1,000 readings/s vs "
-    "durable ingest without them",
+    "issue #18: web view page load with 1,000 nodes, SSE fan-out to 20 clients at 1,000 readings/s "
+    "vs durable ingest without them",
 )
 def web_section(args):
     from bench_web import run  # tools/bench_web.py
@@ -640,9 +648,9 @@ def opcua_section(args):
             (
                 f"OPC UA, 1,000 variables at {hz:g} Hz",
                 f"{r['points_per_s']:,.0f} points/s",
-                f"{r['points']} of {r['written']} stored; collector {r['collector_cpu_pct']:.0f} % of a core, "
-                f"server {r['server_cpu_pct']:.0f} %, RSS {r['rss_mb']:.0f} MB; write -> stored row "
-                f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms",
+                f"{r['points']} of {r['written']} stored; collector {r['collector_cpu_pct']:.0f} % "
+                f"of a core, server {r['server_cpu_pct']:.0f} %, RSS {r['rss_mb']:.0f} MB; write "
+                f"-> stored row p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms",
             )
         )
     return figures
@@ -706,7 +714,8 @@ def main(argv=None) -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     # figures depend on what else runs: the load average says how quiet the machine was
     print(
-        f"GridTwin bench on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, load average {load}"
+        f"GridTwin bench on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, load "
+        f"average {load}"
     )
     for name in names:
         fn, help_text = SECTIONS[name]

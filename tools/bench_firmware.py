@@ -128,8 +128,8 @@ def run(args, BenchSite, wait_until):
             (
                 "connect (board ms / speed = real ms)",
                 f"{ms[0] / SPEED:.0f} ms",
-                f"tcp {ms[1] / SPEED:.0f}, TLS handshake {ms[2] / SPEED:.0f}, CONNACK {ms[3] / SPEED:.0f}"
-                " (ECDSA P-256, mutual)",
+                f"tcp {ms[1] / SPEED:.0f}, TLS handshake {ms[2] / SPEED:.0f}, CONNACK "
+                f"{ms[3] / SPEED:.0f} (ECDSA P-256, mutual)",
             ),
             (
                 "soak messages (QoS 1, TLS)",

@@ -95,7 +95,8 @@ def run(args, BenchSite, wait_until):
             (
                 f"CPU of {n} nodes at 1 Hz",
                 f"{share:.1f} % of the machine",
-                f"{os.cpu_count()} cores; target < 50 %; {(cpu1 - cpu0) / (w1 - w0) / n * 1000:.1f} ms CPU/s per node",
+                f"{os.cpu_count()} cores; target < 50 %; "
+                f"{(cpu1 - cpu0) / (w1 - w0) / n * 1000:.1f} ms CPU/s per node",
             ),
             (
                 "memory per virtual node (RSS)",

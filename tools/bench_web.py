@@ -1,8 +1,9 @@
 """`make bench` section "web" (issue #18): what the web view costs the daemon.
 
-- page load with 1,000 registered nodes: the fleet document the page fetches first (GET /api/ui/fleet),
-  time to first byte and to the full body, and the whole first load (the page, its assets, the fleet);
-  no browser: the figure is the server's part, which grows with the fleet;
+- page load with 1,000 registered nodes: the fleet document the page fetches first (GET
+/api/ui/fleet),
+  time to first byte and to the full body, and the whole first load (the page, its assets, the
+  fleet); no browser: the figure is the server's part, which grows with the fleet;
 - server-sent events fanned out to 20 clients (GET /api/ui/events, one thread each) while 1,000
   readings/s are offered: events per client per second and their delay, and the daemon's durable
   ingest rate and CPU with the 20 clients against the same window without them.
@@ -102,7 +103,8 @@ class SseClient(threading.Thread):
 
 
 def _window(pub, bs, telemetry, daemon, mport, scrape, wait_until, seconds: float, start_seq: int):
-    """Offer RATE msg/s for `seconds`: (sent, stored/s during the window, s to catch up after, % core)."""
+    """Offer RATE msg/s for `seconds`: (sent, stored/s during the window, s to catch up after, %
+    core)."""
     base = scrape(mport).get("gridtwin_stored_total", 0)
     c0, t0 = cpu_s(daemon.pid), time.monotonic()
     n = _paced(pub, bs, telemetry, RATE, seconds, boot=21, start_seq=start_seq)
@@ -224,8 +226,9 @@ def run(
             )
         )
 
-        # 2. durable ingest at RATE msg/s without clients, then with CLIENTS pages on the live stream
-        # (and its capacity: a burst as fast as the broker takes it, the figure a slow-down shows in first)
+        # 2. durable ingest at RATE msg/s without clients, then with CLIENTS pages on the live
+        # stream (and its capacity: a burst as fast as the broker takes it, the figure a slow-down
+        # shows in first)
         n, rate0, catch0, cpu0 = _window(
             pub, bs, telemetry, daemon, mport, scrape, wait_until, seconds, sent
         )
@@ -274,16 +277,17 @@ def run(
             (
                 f"durable ingest, {CLIENTS} SSE clients vs none",
                 f"{rate1:,.0f} vs {rate0:,.0f} msg/s",
-                f"ratio {rate1 / rate0:.3f} (slowed {slowed:.1f} %; target <= 5 %); {seconds:g} s at "
-                f"{RATE:,} msg/s offered, backlog gone {catch1:.2f} vs {catch0:.2f} s after",
+                f"ratio {rate1 / rate0:.3f} (slowed {slowed:.1f} %; target <= 5 %); {seconds:g} s "
+                f"at {RATE:,} msg/s offered, backlog gone {catch1:.2f} vs {catch0:.2f} s after",
             )
         )
         figures.append(
             (
                 f"burst ingest, {CLIENTS} SSE clients vs none",
                 f"{burst1:,.0f} vs {burst0:,.0f} msg/s",
-                f"ratio {burst1 / burst0:.3f} (slowed {(1 - burst1 / burst0) * 100:.1f} %); {BURST:,} msgs "
-                f"sent at once, daemon {us1:.0f} vs {us0:.0f} us/msg; generator and clients on the same cores",
+                f"ratio {burst1 / burst0:.3f} (slowed {(1 - burst1 / burst0) * 100:.1f} %); "
+                f"{BURST:,} msgs sent at once, daemon {us1:.0f} vs {us0:.0f} us/msg; generator "
+                "and clients on the same cores",
             )
         )
         figures.append(

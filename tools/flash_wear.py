@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Flash wear of the outbox spill during an outage, measured on a real LittleFS v2 (issue #19, item 3).
+"""Flash wear of the outbox spill during an outage, measured on a real LittleFS v2 (issue #19, item
+3).
 
 The node writes what the firmware's gt/spool.py writes while its link is down: one append of one
 record (6-byte header, the reading's 16-byte head, its metrics JSON) per sample interval, each
@@ -98,11 +99,12 @@ def main() -> int:
         f"({n * per_day:,.0f} a day), record {len(rec)} bytes"
     )
     print(
-        f"block erases: {total:,} ({total / n:.2f} per append), over {sum(1 for w in wear if w)} of "
-        f"{len(wear)} blocks; most-worn block {worst * per_day:,.0f} erases a day"
+        f"block erases: {total:,} ({total / n:.2f} per append), over {sum(1 for w in wear if w)} "
+        f"of {len(wear)} blocks; most-worn block {worst * per_day:,.0f} erases a day"
     )
     print(
-        f"days of outage until the most-worn block reaches {CYCLES:,} cycles: {CYCLES / (worst * per_day):,.0f}"
+        f"days of outage until the most-worn block reaches {CYCLES:,} cycles: "
+        f"{CYCLES / (worst * per_day):,.0f}"
     )
     return 0
 

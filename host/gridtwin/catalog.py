@@ -23,9 +23,10 @@ from gridtwin.sensortypes import TYPES as SENSOR_TYPES
 from gridtwin.sensortypes import metrics as sensor_type_metrics
 from gridtwin.site import PLANT_ROLES, ROLE_MODULES
 
-# sensor type -> ((suffix, unit, quantity, description), ...), in the driver's METRICS order, and the
-# analog inputs (one metric named after the sensor, unit and range from the config): the sensor-type
-# catalog's (gridtwin.sensortypes). quantity groups metrics on a panel (one per quantity and unit).
+# sensor type -> ((suffix, unit, quantity, description), ...), in the driver's METRICS order, and
+# the analog inputs (one metric named after the sensor, unit and range from the config): the
+# sensor-type catalog's (gridtwin.sensortypes). quantity groups metrics on a panel (one per quantity
+# and unit).
 SENSOR_METRICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     t.name: sensor_type_metrics(t.name) for t in SENSOR_TYPES.values() if not t.analog
 }
@@ -188,7 +189,8 @@ def groups(metrics) -> dict[tuple[str, str], list[Metric]]:
     return out
 
 
-# --- the electrolyser's derived quantities (computed in the dashboards' Flux) ----------------------
+# --- the electrolyser's derived quantities (computed in the dashboards' Flux)
+# ----------------------
 
 HHV_KWH_PER_NM3 = (
     3.5424  # hydrogen's higher heating value: 285.83 kJ/mol / 22.414 L/mol, in kWh per Nm3

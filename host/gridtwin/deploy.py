@@ -185,7 +185,10 @@ def _explain(tool: str, port: str, text: str) -> str:
     if "no such file" in low or "could not open" in low or "failed to access" in low:
         return f"cannot open {port}: is the board plugged in?"
     if "could not enter raw repl" in low or "timeout" in low:
-        return f"the board on {port} does not answer its REPL: press RESET, or flash MicroPython (make flash)"
+        return (
+            f"the board on {port} does not answer its REPL: press RESET, or flash MicroPython "
+            "(make flash)"
+        )
     last = text.strip().splitlines()[-1] if text.strip() else "no output"
     return f"{tool} failed on {port}: {last}"
 
@@ -375,7 +378,8 @@ class BirthWatcher:
         if birth is None:
             raise ToolError(
                 f"no birth message on {self.topic} within {timeout:.0f}s after the reset",
-                hint="watch the board's console (`make repl PORT=...`): Wi-Fi, broker address, clock",
+                hint="watch the board's console (`make repl PORT=...`): Wi-Fi, broker address, "
+                "clock",
             )
         return birth
 
@@ -430,8 +434,9 @@ class DaemonWatcher:
             self._done.set()
 
     def rejects(self) -> tuple[int, str] | None:
-        """(count, "reason: detail") when the daemon rejected the node's messages since start(), else
-        None. Reads the store's nodes.rejected / last_reject / last_reject_at (absent in old databases)."""
+        """(count, "reason: detail") when the daemon rejected the node's messages since start(),
+        else None. Reads the store's nodes.rejected / last_reject / last_reject_at (absent in old
+        databases)."""
         import sqlite3
 
         from gridtwin.daemon.config import db_path
@@ -572,8 +577,8 @@ def deploy(
             )
         transport.put([(files[p], p) for p in result.uploaded], result.removed)
         out(
-            f"{node_id} on {port}: {len(result.uploaded)} file(s) uploaded ({result.bytes_sent} bytes), "
-            f"{len(result.unchanged)} unchanged, {len(result.removed)} removed"
+            f"{node_id} on {port}: {len(result.uploaded)} file(s) uploaded ({result.bytes_sent} "
+            f"bytes), {len(result.unchanged)} unchanged, {len(result.removed)} removed"
         )
         watcher = None
         if wait:
@@ -588,7 +593,8 @@ def deploy(
             transport.reset()
             if watcher:
                 out(
-                    f"{node_id}: reset; waiting up to {wait_timeout:.0f} s for its birth message ..."
+                    f"{node_id}: reset; waiting up to {wait_timeout:.0f} s for its birth message "
+                    "..."
                 )
                 result.birth = watcher.wait(wait_timeout)
                 out(

@@ -80,14 +80,17 @@ def fetch_image(
 ) -> pathlib.Path:
     """The verified image file for url: from the cache, or downloaded into it (http, https, file,
     or a plain path). Raises ToolError when the expected SHA-256 is unknown or does not match; a
-    mismatching download is deleted, a mismatching cached copy too (it is fetched again next time)."""
+    mismatching download is deleted, a mismatching cached copy too (it is fetched again next
+    time)."""
     expected = (sha256 or "").strip().lower()
     if not HEX64.match(expected):
         raise ToolError(
-            f"no valid SHA-256 for the MicroPython image {url} in {source_hint}; refusing to flash an unverified image",
+            f"no valid SHA-256 for the MicroPython image {url} in {source_hint}; refusing to "
+            "flash an unverified image",
             hint=(
-                "download it once from a source you trust, check it, then put `sha256sum FILE` into the board "
-                "file's image.sha256 (or pass --sha256 HEX); micropython.org publishes no checksums"
+                "download it once from a source you trust, check it, then put `sha256sum FILE` "
+                "into the board file's image.sha256 (or pass --sha256 HEX); micropython.org "
+                "publishes no checksums"
             ),
         )
     cache = cache or cache_dir()
@@ -147,7 +150,8 @@ def esptool_commands(
     board: dict, port: str, image: os.PathLike | str, *, baud: int | None = None, erase: bool = True
 ) -> list[list[str]]:
     """The esptool runs that flash `image` onto the board: erase the whole flash, then write the
-    image at the board file's offset (ESP32: 0x1000 after the ROM's reserved area; ESP32-S3: 0x0)."""
+    image at the board file's offset (ESP32: 0x1000 after the ROM's reserved area; ESP32-S3:
+    0x0)."""
     baud = int(baud or board.get("flash_baud") or DEFAULT_BAUD)
     offset = str(board["flash_offset"])
     if not re.fullmatch(r"0x[0-9a-fA-F]+", offset):
@@ -198,7 +202,8 @@ def check_port(port: str) -> None:
     if not os.access(port, os.R_OK | os.W_OK):
         raise ToolError(
             f"no permission to open {port}",
-            hint="add yourself to the 'dialout' group (sudo usermod -aG dialout $USER), then log in again",
+            hint="add yourself to the 'dialout' group (sudo usermod -aG dialout $USER), then log "
+            "in again",
         )
     import serial  # pyserial, installed with esptool
 
@@ -239,7 +244,10 @@ def explain_esptool(output: str, board: dict, port: str) -> str | None:
             if guess
             else f"add a board file for {found} (known boards: {', '.join(known)})"
         )
-        return f"the chip on {port} is an {found}, but board '{board.get('name')}' is an {want.upper()}: {fix}"
+        return (
+            f"the chip on {port} is an {found}, but board '{board.get('name')}' is an "
+            f"{want.upper()}: {fix}"
+        )
     if "port is busy" in output or "Could not exclusively lock" in output:
         return (
             f"{port} is busy or gone: close whatever holds it (REPL, mpremote, IDE) and try again"
@@ -296,7 +304,8 @@ def flash(
             out(line.rstrip("\n"))
         rc = proc.wait()
         text = "".join(lines)
-        # esptool 5 may print a fatal error and still exit 0 when run as a module; trust the text too
+        # esptool 5 may print a fatal error and still exit 0 when run as a module; trust the text
+        # too
         if rc != 0 or "A fatal error occurred" in text:
             why = explain_esptool(text, board, port)
             raise ToolError(why or f"esptool failed (exit {rc}); its output is above")

@@ -12,9 +12,9 @@ as deployed boards do).
 
 Every board of a fleet keeps one clock: its true time (what NTP tells it, so its readings' ts) is
 ``epoch + (host time - epoch) x speed``, the same instant on every board whenever each started, so
-``fleet.host_time(ts)`` says when on the host's clock a reading was taken. A fleet's plant-role node is
-wired to a HIL bench (gridtwin.vworld.plant_hil: params "hil"), so the twin drives what it reports (a
-lone VirtualNode, as `gridtwin vnode` runs it, is not: it obeys commands). With a
+``fleet.host_time(ts)`` says when on the host's clock a reading was taken. A fleet's plant-role node
+is wired to a HIL bench (gridtwin.vworld.plant_hil: params "hil"), so the twin drives what it
+reports (a lone VirtualNode, as `gridtwin vnode` runs it, is not: it obeys commands). With a
 ``seed`` every chip adds its data sheet's noise (gridtwin.vworld.CHIPS), its own stream per sensor.
 """
 

@@ -1,8 +1,9 @@
 """How a node reaches the broker: the ``[network]`` section of site.toml and its config.json keys.
 
 ``NETWORK`` is the section (gridtwin.schema lists it) and ``network(site)`` the config.json keys
-it renders to (gridtwin.nodeconfig's pipeline), the keys the firmware's schema (firmware/gt/config.py:
-wifi, mqtt, ntp, spill_kb, queue, health_s, log_level) accepts. The keys rendered as they are take
+it renders to (gridtwin.nodeconfig's pipeline), the keys the firmware's schema
+(firmware/gt/config.py: wifi, mqtt, ntp, spill_kb, queue, health_s, log_level) accepts. The keys
+rendered as they are take
 their type, default and range from that schema (``firmware_key``), so host and node agree::
 
     [network]
@@ -41,8 +42,8 @@ NETWORK = Section(
         "ntp": Key(
             str,
             "",
-            help="NTP server for the nodes; empty: the broker host (the Pi), where `gridtwin daemon` "
-            "answers SNTP (ntp_serve)",
+            help="NTP server for the nodes; empty: the broker host (the Pi), where `gridtwin "
+            "daemon` answers SNTP (ntp_serve)",
         ),
         "ntp_serve": Key(
             bool,
@@ -54,8 +55,8 @@ NETWORK = Section(
             int,
             0,
             check=in_range(0, 65535),
-            help="UDP port of the daemon's SNTP responder; 0: 123 (what boards ask), or 10123 when the "
-            "daemon may not bind 123 (not root and no CAP_NET_BIND_SERVICE)",
+            help="UDP port of the daemon's SNTP responder; 0: 123 (what boards ask), or 10123 when "
+            "the daemon may not bind 123 (not root and no CAP_NET_BIND_SERVICE)",
         ),
         "ntp_bind": Key(
             str, "", help="address the SNTP responder binds; empty: every IPv4 address"

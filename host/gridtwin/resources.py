@@ -1,4 +1,5 @@
-"""Where the files gridtwin ships with live: the firmware, the board files and the virtual-board shim.
+"""Where the files gridtwin ships with live: the firmware, the board files and the virtual-board
+shim.
 
 They are package data, so an installed gridtwin (a wheel, `pip install`, `pipx install`) carries
 them and never looks at a checkout:

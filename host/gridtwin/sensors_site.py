@@ -10,8 +10,8 @@ config.json keys they render to (gridtwin.nodeconfig's pipeline calls it)::
     pins = { onewire = 5 }                      # overrides of the board file's pins
     display = { page_ms = 6000 }                # over the board file's "display"
     sensors = [
-      { id = "stack", type = "ina226", addr = 0x40, shunt_ohm = 0.000075, max_a = 1000.0, twin = "i_a" },
-      { id = "t_stack", type = "ds18b20", twin = "t_c" },
+      { id = "stack", type = "ina226", addr = 0x40, shunt_ohm = 0.000075, max_a = 1000.0, twin =
+      "i_a" }, { id = "t_stack", type = "ds18b20", twin = "t_c" },
     ]
 
 A sensor is ``id``, ``type`` and that type's keys: the rows of the sensor-type catalog
@@ -55,8 +55,8 @@ def _check_rom(v: str):
     if v and (len(v) != 16 or v[:2] != "28" or any(c not in "0123456789abcdefABCDEF" for c in v)):
         return (
             f"'{v}' is not a DS18B20 ROM",
-            "give the 16 hex digits of its ROM code, starting with the family code 28 (or leave it out "
-            "when it is alone on the wire)",
+            "give the 16 hex digits of its ROM code, starting with the family code 28 (or leave it "
+            "out when it is alone on the wire)",
         )
     return None
 
@@ -221,9 +221,10 @@ def _check_one(path, where: str, s: Record) -> None:
             _fail(
                 path,
                 f"{where}.shunt_ohm",
-                f"{s.max_a:g} A through {s.shunt_ohm:g} ohm is {s.max_a * s.shunt_ohm * 1000:.1f} mV, "
-                f"beyond the {t}'s +-{fs * 1000:g} mV shunt input",
-                f"use a shunt of at most {fs / s.max_a:.3g} ohm (e.g. 75 mV at 1000 A: 0.000075) or lower max_a",
+                f"{s.max_a:g} A through {s.shunt_ohm:g} ohm is {s.max_a * s.shunt_ohm * 1000:.1f} "
+                f"mV, beyond the {t}'s +-{fs * 1000:g} mV shunt input",
+                f"use a shunt of at most {fs / s.max_a:.3g} ohm (e.g. 75 mV at 1000 A: 0.000075) "
+                "or lower max_a",
             )
         bits = ina_constants(t)["CAL_BITS"]
         cal = ina_calibration(t, s.shunt_ohm, s.max_a)
@@ -231,9 +232,10 @@ def _check_one(path, where: str, s: Record) -> None:
             _fail(
                 path,
                 f"{where}.max_a",
-                f"with shunt_ohm {s.shunt_ohm:g} and max_a {s.max_a:g} the {t}'s calibration register "
-                f"would be {cal} (valid: 1..{bits})",
-                "raise max_a toward the shunt's rating (max_a x shunt_ohm near the input's full scale)",
+                f"with shunt_ohm {s.shunt_ohm:g} and max_a {s.max_a:g} the {t}'s calibration "
+                f"register would be {cal} (valid: 1..{bits})",
+                "raise max_a toward the shunt's rating (max_a x shunt_ohm near the input's full "
+                "scale)",
             )
     if CATALOG[t].analog:
         if s.lo >= s.hi:
@@ -254,8 +256,8 @@ def _check_one(path, where: str, s: Record) -> None:
                 _fail(
                     path,
                     f"{where}.{name}",
-                    f"{value:g} {s.unit} is {v:.3f} V at the input by cal, beyond its full scale of "
-                    f"{'+-' if t == 'ads1115' else ''}{fs:g} V",
+                    f"{value:g} {s.unit} is {v:.3f} V at the input by cal, beyond its full scale "
+                    f"of {'+-' if t == 'ads1115' else ''}{fs:g} V",
                     fix,
                 )
 
@@ -287,7 +289,8 @@ def _check_together(path, i: int, node_id: str, sensors: list) -> None:
                     _fail(
                         path,
                         f"{where}.addr",
-                        f"I2C bus {at[0]} address 0x{at[1]:02x} is taken by sensors[{k}] ({o.type})",
+                        f"I2C bus {at[0]} address 0x{at[1]:02x} is taken by sensors[{k}] "
+                        f"({o.type})",
                         "set the chip's address pins to another address and give it here",
                     )
                 if o.input == s.input:
@@ -306,7 +309,8 @@ def _check_together(path, i: int, node_id: str, sensors: list) -> None:
                     path,
                     f"nodes[{i}].sensors[{j}].rom",
                     f"{len(wire)} DS18B20s share the 1-Wire bus and this one has no ROM",
-                    "give each its ROM code (16 hex digits, printed by onewire.OneWire.scan() on the node)",
+                    "give each its ROM code (16 hex digits, printed by onewire.OneWire.scan() on "
+                    "the node)",
                 )
         roms = [s.rom.lower() for _, s in wire]
         for j, s in wire:
@@ -360,7 +364,8 @@ def _check_board(path, i, node, board, pins, display, sensors) -> None:
                     path,
                     f"{where}.pin",
                     f"GPIO {pin} is not an ADC1 pin of board '{node.board}'",
-                    f"use one of: {', '.join(map(str, adc_pins))} (boards/{node.board}.json adc_pins)",
+                    f"use one of: {', '.join(map(str, adc_pins))} (boards/{node.board}.json "
+                    "adc_pins)",
                 )
             if pin in used:
                 _fail(

@@ -38,8 +38,8 @@ from gridtwin import fwsource
 
 @dataclass(frozen=True)
 class Opt(fwsource.Row):
-    """One config row of a sensor type: a range (lo, hi), choices (`what` names them in an error), or
-    the name of a check host and firmware both implement (`check`: "rom", "cal")."""
+    """One config row of a sensor type: a range (lo, hi), choices (`what` names them in an error),
+    or the name of a check host and firmware both implement (`check`: "rom", "cal")."""
 
     what: str = ""
     check: str | None = None
@@ -176,8 +176,8 @@ def _ina_type(name: str, shunt: float, max_a: float, fs: float, chip: Chip) -> S
 
 
 def _thermometer(name: str, bus: str, rows: dict[str, Opt], step: float, source: str) -> SensorType:
-    # one temperature in degC, converted in steps of `step`; data sheets give these chips an accuracy
-    # but no noise figure, so the model's noise is one step RMS
+    # one temperature in degC, converted in steps of `step`; data sheets give these chips an
+    # accuracy but no noise figure, so the model's noise is one step RMS
     return SensorType(
         name,
         bus,
@@ -190,7 +190,8 @@ def _thermometer(name: str, bus: str, rows: dict[str, Opt], step: float, source:
     )
 
 
-# --- the catalog -----------------------------------------------------------------------------------
+# --- the catalog
+# -----------------------------------------------------------------------------------
 
 TYPES: dict[str, SensorType] = {
     t.name: t
@@ -200,8 +201,8 @@ TYPES: dict[str, SensorType] = {
             "i2c",
             _i2c(0x48, 0x4F, "A2..A0 pins"),
             0.125,
-            "NXP LM75A data sheet, Temperature register: 11 bits, 0.125 degC (the chip model is an LM75A; "
-            "9-bit LM75B/TI parts: 0.5 degC); accuracy +-2 degC, no noise figure: 1 LSB RMS",
+            "NXP LM75A data sheet, Temperature register: 11 bits, 0.125 degC (the chip model is an "
+            "LM75A; 9-bit LM75B/TI parts: 0.5 degC); accuracy +-2 degC, no noise figure: 1 LSB RMS",
         ),
         _ina_type(
             "ina219",
@@ -211,8 +212,8 @@ TYPES: dict[str, SensorType] = {
             Chip(
                 lsb={"shunt_v": 10e-6, "bus_v": 4e-3},
                 noise={"shunt_v": 10e-6, "bus_v": 4e-3},
-                source="TI SBOS448G, Electrical Characteristics: shunt LSB 10 uV, bus LSB 4 mV; offset "
-                "typ. +-10 uV. No noise figure: 1 LSB RMS",
+                source="TI SBOS448G, Electrical Characteristics: shunt LSB 10 uV, bus LSB 4 mV; "
+                "offset typ. +-10 uV. No noise figure: 1 LSB RMS",
             ),
         ),
         _ina_type(
@@ -223,9 +224,9 @@ TYPES: dict[str, SensorType] = {
             Chip(
                 lsb={"shunt_v": 2.5e-6, "bus_v": 1.25e-3},
                 noise={"shunt_v": 2.5e-6, "bus_v": 1.25e-3},
-                source="TI SBOS547A, Electrical Characteristics: shunt LSB 2.5 uV, bus LSB 1.25 mV; offset "
-                "typ. +-2.5 uV (shunt), +-1.25 mV (bus). No noise figure: 1 LSB RMS, the typical offset, "
-                "at the 16 averages the firmware sets (gt/drivers/ina226.py CFG)",
+                source="TI SBOS547A, Electrical Characteristics: shunt LSB 2.5 uV, bus LSB 1.25 mV; "
+                "offset typ. +-2.5 uV (shunt), +-1.25 mV (bus). No noise figure: 1 LSB RMS, the "
+                "typical offset, at the 16 averages the firmware sets (gt/drivers/ina226.py CFG)",
             ),
         ),
         SensorType(
@@ -255,9 +256,9 @@ TYPES: dict[str, SensorType] = {
             chip=Chip(
                 lsb={"rms": 1 / 9032007, "period": 1 / 223750},
                 noise={"rms": 0.0005, "period": 1 / 223750},
-                source="ADI ADE7953 rev. C, specifications: VRMS/IRMS error 0.1 % over 1000:1 (here 0.05 % "
-                "RMS of the reading, bounded at 0.15 %); 24-bit RMS codes (9032007 full scale); the "
-                "line period in 1/223.75 kHz steps, 1 step RMS",
+                source="ADI ADE7953 rev. C, specifications: VRMS/IRMS error 0.1 % over 1000:1 (here "
+                "0.05 % RMS of the reading, bounded at 0.15 %); 24-bit RMS codes (9032007 full "
+                "scale); the line period in 1/223.75 kHz steps, 1 step RMS",
             ),
             world=_ade_world,
         ),
@@ -275,11 +276,12 @@ TYPES: dict[str, SensorType] = {
             chip=Chip(
                 lsb={"temp_c": 0.01, "rh": 0.008, "pressure_pa": 2.62},
                 noise={"temp_c": 0.005, "rh": 0.02, "pressure_pa": 3.3},
-                source="Bosch BST-BME280-DS002: humidity 0.008 %RH resolution, 0.02 %RH RMS noise (table 1); "
-                "pressure at x1 oversampling 2.62 Pa resolution, 3.3 Pa RMS noise (weather monitoring, "
-                "3.5.1; Q24.8 output: 1/256 Pa steps); temperature at x1 16 bits, 0.005 degC, output in "
-                "0.01 degC, no noise figure: 1 LSB of the ADC. The steps are the resolutions: the "
-                "output formats' 1/1024 %RH and 1/256 Pa are finer than the ADC behind them",
+                source="Bosch BST-BME280-DS002: humidity 0.008 %RH resolution, 0.02 %RH RMS noise "
+                "(table 1); pressure at x1 oversampling 2.62 Pa resolution, 3.3 Pa RMS noise "
+                "(weather monitoring, 3.5.1; Q24.8 output: 1/256 Pa steps); temperature at x1 16 "
+                "bits, 0.005 degC, output in 0.01 degC, no noise figure: 1 LSB of the ADC. The "
+                "steps are the resolutions: the output formats' 1/1024 %RH and 1/256 Pa are finer "
+                "than the ADC behind them",
             ),
             world=lambda s: ({}, {"temp_c": 21.0, "rh": 45.0, "pressure_pa": 101325.0}),
         ),
@@ -288,8 +290,8 @@ TYPES: dict[str, SensorType] = {
             "i2c",
             _i2c(0x48, 0x4B, "ADD0 pin"),
             0.0625,
-            "TI SBOS397C, Temperature Register: 12 bits, 0.0625 degC; accuracy +-0.5 degC (-25..+85 degC), "
-            "no noise figure: 1 LSB RMS",
+            "TI SBOS397C, Temperature Register: 12 bits, 0.0625 degC; accuracy +-0.5 degC "
+            "(-25..+85 degC), no noise figure: 1 LSB RMS",
         ),
         _thermometer(
             "ds18b20",
@@ -301,8 +303,9 @@ TYPES: dict[str, SensorType] = {
                 "bits": Opt(int, 12, "resolution in bits (9: 94 ms .. 12: 750 ms)", 9, 12),
             },
             0.0625,
-            "Maxim DS18B20 (19-7487), Operation - Measuring Temperature: 12 bits, 0.0625 degC (9..11 bits: "
-            "0.5..0.125); accuracy +-0.5 degC (-10..+85 degC), no noise figure: 1 LSB RMS",
+            "Maxim DS18B20 (19-7487), Operation - Measuring Temperature: 12 bits, 0.0625 degC "
+            "(9..11 bits: 0.5..0.125); accuracy +-0.5 degC (-10..+85 degC), no noise figure: 1 "
+            "LSB RMS",
         ),
         SensorType(
             "ads1115",
@@ -328,8 +331,9 @@ TYPES: dict[str, SensorType] = {
             chip=Chip(
                 lsb={"ain": 4.096 / 32768},
                 noise={"ain": 4.096 / 32768},
-                source="TI SBAS444D, table 1 (noise at 128 SPS, VDD 3.3 V): 1 LSB RMS at every range, the "
-                "LSB being FSR / 2^15 (125 uV at +-4.096 V); `ain` here scales with the sensor's fsr",
+                source="TI SBAS444D, table 1 (noise at 128 SPS, VDD 3.3 V): 1 LSB RMS at every range, "
+                "the LSB being FSR / 2^15 (125 uV at +-4.096 V); `ain` here scales with the "
+                "sensor's fsr",
             ),
             world=lambda s: ({}, {ain_key(s): cal_volts(s, plausible(s))}),
         ),
@@ -350,8 +354,9 @@ TYPES: dict[str, SensorType] = {
 }
 
 # What `twin = "metric"` (a plain string) feeds: a type's one quantity, or its `primary` (a shunt
-# monitor is there for its current: its bus input, 26/36 V at most, rarely sees the plant's voltage).
-# Types with several quantities and no primary need the table form, e.g. twin = { hz = "f_hz" }.
+# monitor is there for its current: its bus input, 26/36 V at most, rarely sees the plant's
+# voltage). Types with several quantities and no primary need the table form, e.g. twin = { hz =
+# "f_hz" }.
 PRIMARY: dict[str, str] = {
     t.name: t.primary or next(iter(t.quantities))
     for t in TYPES.values()
@@ -395,12 +400,17 @@ def ina_calibration(t: str, shunt_ohm: float, max_a: float) -> int:
     return calibration(ina_constants(t)["K"], current_lsb(max_a), shunt_ohm)
 
 
-# --- the firmware's compact table (firmware/gt/drivers/options.py) ---------------------------------
+# --- the firmware's compact table (firmware/gt/drivers/options.py)
+# ---------------------------------
 
 OPTIONS_PATH = "gt/drivers/options.py"
 
-# options.py is written by hand but for the block between these lines, which holds the catalog's rows
-OPTIONS_BEGIN = "# --- generated by `python -m gridtwin.sensortypes --write` from host/gridtwin/sensortypes.py ---\n"
+# options.py is written by hand but for the block between these lines, which holds the catalog's
+# rows
+OPTIONS_BEGIN = (
+    "# --- generated by `python -m gridtwin.sensortypes --write` from "
+    "host/gridtwin/sensortypes.py ---\n"
+)
 OPTIONS_END = "# --- end of the generated block ---\n"
 
 
@@ -466,9 +476,12 @@ def docs_source() -> str:
     """The text of docs/sensors.md: every sensor type, its keys and its metrics."""
     out = [
         "# Sensor types\n",
-        "Generated from `host/gridtwin/sensortypes.py` by `python -m gridtwin.sensortypes --docs`; do not",
-        "edit. A sensor in site.toml is `{ id = \"...\", type = \"...\", ...keys }` in a node's `sensors`;",
-        "its metrics are named `<id>_<suffix>` (`<id>` alone for an empty suffix). `twin` (host only)",
+        "Generated from `host/gridtwin/sensortypes.py` by `python -m gridtwin.sensortypes "
+        "--docs`; do not",
+        "edit. A sensor in site.toml is `{ id = \"...\", type = \"...\", ...keys }` in a node's "
+        "`sensors`;",
+        "its metrics are named `<id>_<suffix>` (`<id>` alone for an empty suffix). `twin` (host "
+        "only)",
         "names the twin metric the sensor measures on a virtual board.\n",
     ]
     for t in TYPES.values():

@@ -9,8 +9,8 @@ gridtwin.twin.topology, ...). Those modules only define their rows: importing on
 nothing. A new section is a `Section` in its module and one line in gridtwin.schema::
 
     STORAGE = Section({
-        "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb2"), help="where readings go"),
-        "path": Key("path", "var/readings.db", help="SQLite file, relative to the site file"),
+        "backend": Key(str, "sqlite", check=one_of("sqlite", "influxdb2"), help="where readings
+        go"), "path": Key("path", "var/readings.db", help="SQLite file, relative to the site file"),
     }, help="telemetry storage")
 
 Every error is a `ConfigError(file, key, problem, fix)` whose key is a dotted path such as

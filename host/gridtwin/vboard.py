@@ -3,9 +3,9 @@
 A virtual board is a folder. ``flash/`` is its filesystem (config.json, boot.json, the outbox
 spill, and the firmware when deployed); ``state/`` is what survives a reset outside the flash (the
 reset cause, RTC memory, world time); ``world.json`` describes the fake world (see
-``gridtwin/virtual/shim/_world.py``). The runner starts the interpreter on ``_boot_board.py`` (boot.py then
-main.py, as the ESP32 does) and starts it again whenever the chip "resets" (exit status
-RESET_EXIT), so watchdog resets and reboots behave as on hardware.
+``gridtwin/virtual/shim/_world.py``). The runner starts the interpreter on ``_boot_board.py``
+(boot.py then main.py, as the ESP32 does) and starts it again whenever the chip "resets" (exit
+status RESET_EXIT), so watchdog resets and reboots behave as on hardware.
 
 Two ways to run one:
 - ``VirtualBoard.start()``: stdout captured line by line for tests and the demo (``wait_for``).
@@ -358,8 +358,8 @@ class PtyBoard:
         termios.tcsetattr(mp_slave, termios.TCSANOW, attrs)
 
         def controlling_tty():
-            # the pty becomes the interpreter's terminal (in the session procs.spawn made), so Ctrl-C
-            # arrives as SIGINT as on a board
+            # the pty becomes the interpreter's terminal (in the session procs.spawn made), so
+            # Ctrl-C arrives as SIGINT as on a board
             import fcntl
 
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)

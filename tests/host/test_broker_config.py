@@ -118,9 +118,21 @@ def test_acl_confines_each_identity(site_pki):
     ]
     assert users["telegraf"] == users["grafana"] == [f"topic read {r}/#"]
     assert users["pdu_a"] == [
-        f"topic write {r}/pdu_a/{leaf}" for leaf in ("telemetry", "status", "ack", "log")
-    ] + [f"topic read {r}/pdu_a/cmd"]
-    assert set(users) == {HOST_IDENTITY, "telegraf", "grafana", *site_pki.site.node_ids}
+        f"topic write {r}/pdu_a/{leaf}" for leaf in ("telemetry", "status", "ack", "log", "ota/ack")
+    ] + [f"topic read {r}/pdu_a/cmd", f"topic read {r}/pdu_a/ota"]
+    # only the OTA identity writes a node's update topic (docs/ota.md)
+    assert users[gbroker.OTA_IDENTITY] == [
+        f"topic write {r}/+/ota",
+        f"topic read {r}/+/ota/ack",
+        f"topic read {r}/+/status",
+    ]
+    assert set(users) == {
+        HOST_IDENTITY,
+        "telegraf",
+        "grafana",
+        gbroker.OTA_IDENTITY,
+        *site_pki.site.node_ids,
+    }
 
 
 def test_install_plan_modes_and_owners(site_pki, tmp_path):

@@ -130,7 +130,8 @@ def test_client_id_differing_from_cn_cannot_take_over_a_session(broker, mqtt_cli
     a.close()
     host = mqtt_client(HOST_IDENTITY)
     host.publish(cmd, b'{"id":"queued"}')  # queued for the offline pdu_a
-    # srv_a claims client id "pdu_a": the broker makes its client id its CN, so no session, no command.
+    # srv_a claims client id "pdu_a": the broker makes its client id its CN, so no session, no
+    # command.
     spoof = mqtt_client("srv_a", client_id="pdu_a", clean_start=False)
     assert spoof.session_present is False
     spoof.subscribe(broker.topic("srv_a", "cmd"))

@@ -1,5 +1,5 @@
-"""What a user types that is wrong gets one line `gridtwin: ...` and a non-zero exit (issue #12 items
-6 and 7), and the CLI verbs that show what a node has (issue #11 items 5, 6 and 9).
+"""What a user types that is wrong gets one line `gridtwin: ...` and a non-zero exit (issue #12
+items 6 and 7), and the CLI verbs that show what a node has (issue #11 items 5, 6 and 9).
 
 The verbs run in-process through `gridtwin.cli.main` on a copy of the example site; readings reach
 the store through the daemon's own validator and `SqliteStore.write_batch`, as ingest writes them.
@@ -108,7 +108,8 @@ def test_site_errors_name_the_node_by_its_id(site, capsys):
     assert f"{site}: nodes[pdu_a].role: unknown role 'pdv'" in err
 
 
-# --- helpers ---------------------------------------------------------------------------------------
+# --- helpers
+# ---------------------------------------------------------------------------------------
 
 
 def _store_readings(
@@ -266,8 +267,8 @@ def test_cmd_to_an_offline_node_says_whom_it_waits_for_and_how_long(daemon_site)
     lines = out.stderr.splitlines()
     assert out.returncode == 4, out.stderr
     assert lines[0] == (
-        "gridtwin: util_a is offline (never seen); waiting up to 1 s for it to come online (--ttl), "
-        "then 10 s for its ack; Ctrl-C gives up"
+        "gridtwin: util_a is offline (never seen); waiting up to 1 s for it to come online "
+        "(--ttl), then 10 s for its ack; Ctrl-C gives up"
     ), out.stderr
     assert "util_a is offline" in lines[-1] and len(lines) == 2
 
@@ -364,8 +365,9 @@ def test_query_of_a_metric_the_node_does_not_have_lists_the_ones_it_has(site, ca
 
 
 def _minute_series(site):
-    """16 readings of pdu_a's load_kw, one every 15 s (values 0..15) from a 4-minute boundary 12 to 16
-    minutes ago (the queries look 20 minutes back); the first 8 (two minutes) already folded into rollups."""
+    """16 readings of pdu_a's load_kw, one every 15 s (values 0..15) from a 4-minute boundary 12 to
+    16 minutes ago (the queries look 20 minutes back); the first 8 (two minutes) already folded into
+    rollups."""
     base = (int(time.time() * 1000) // 240_000) * 240_000 - 12 * 60_000
     _store_readings(
         site,
@@ -570,7 +572,8 @@ def test_logs_prints_the_newest_lines_and_follows_new_ones(site, capsys):
     )
     try:
         assert follow.stdout.readline().endswith("W line 2\n")
-        # a line stored while it follows is printed; a reader thread so a missing line fails, not hangs
+        # a line stored while it follows is printed; a reader thread so a missing line fails, not
+        # hangs
         got = []
         reader = threading.Thread(target=lambda: got.append(follow.stdout.readline()), daemon=True)
         reader.start()

@@ -318,7 +318,8 @@ def test_influxdb_backend_from_the_site_file(site_pki_copy):
         assert d.ingest.influx_measurement == "telemetry"
         assert d.store.path == site.parent / "var" / "gridtwin.db"
         # the client id is the certificate's CN, the id the rendered broker gives the session anyway
-        # (it was "gridtwin-daemon", which the daemon logged while the broker knew it as gridtwin-host)
+        # (it was "gridtwin-daemon", which the daemon logged while the broker knew it as
+        # gridtwin-host)
         assert d.bus.client_id == "gridtwin-host" and d.bus.status_topic.endswith(
             "/_host/daemon/gridtwin-host"
         )

@@ -143,7 +143,8 @@ def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(
     assert r2.uploaded == [] and sorted(r2.unchanged) == sorted(r1.files) and r2.removed == []
     assert {p: (board.flash / p).stat().st_mtime_ns for p in r1.files} == mtimes
 
-    # one config value changes and a stale module sits in gt/: only config.json goes, the stale file goes away
+    # one config value changes and a stale module sits in gt/: only config.json goes, the stale file
+    # goes away
     (board.flash / "gt" / "startup.py").write_text(
         "raise RuntimeError('stale source shadows the .mpy')\n"
     )

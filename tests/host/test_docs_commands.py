@@ -1,4 +1,5 @@
-"""Every command line in README.md and docs/ runs in a test (issue #11: README examples that failed).
+"""Every command line in README.md and docs/ runs in a test (issue #11: README examples that
+failed).
 
 The command lines are taken from the ```sh blocks of the documents themselves, so a doc edit is
 tested as it is written. Each line is either run here, verbatim, in a shell in a copy of the example
@@ -121,7 +122,8 @@ def test_every_documented_command_is_run_here_or_by_a_named_test():
     assert not gone, f"ELSEWHERE names tests that do not exist: {gone}"
 
 
-# the short commands run verbatim against the running system, each must exit 0 and print no traceback
+# the short commands run verbatim against the running system, each must exit 0 and print no
+# traceback
 RUN_HERE = [
     "gridtwin pki init --nodes",
     "gridtwin nodes",

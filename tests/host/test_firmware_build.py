@@ -17,7 +17,10 @@ from pathlib import Path
 from gridtwin.micropython import build_firmware, compile_firmware
 from gridtwin.resources import FIRMWARE_DIR
 
-BUILD = "import sys; from gridtwin.micropython import build_firmware; print(build_firmware(sys.argv[1]))"
+BUILD = (
+    "import sys; from gridtwin.micropython import build_firmware; "
+    "print(build_firmware(sys.argv[1]))"
+)
 
 
 def tree(folder: Path) -> dict[str, bytes]:

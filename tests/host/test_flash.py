@@ -197,8 +197,8 @@ def test_wrong_chip_message_from_esptools_own_error():
     )
     msg = flash.explain_esptool(text, load_board("esp32s3"), "/dev/ttyUSB0")
     assert (
-        msg
-        == "the chip on /dev/ttyUSB0 is an ESP32, but board 'esp32s3' is an ESP32S3: use BOARD=esp32"
+        msg == "the chip on /dev/ttyUSB0 is an ESP32, but board 'esp32s3' is an ESP32S3: use "
+        "BOARD=esp32"
     )
     text = f"This chip is {ESP32S3ROM.CHIP_NAME}, not {ESP32ROM.CHIP_NAME}. Wrong chip argument?"
     assert flash.explain_esptool(text, load_board("esp32"), "/dev/x").endswith("use BOARD=esp32s3")

@@ -85,7 +85,8 @@ def test_half_sent_requests_time_out_and_connections_are_bounded(server):
     half = [_raw(server, b"POST /cmd HTTP/1.1\r\nContent-Le", read=False) for _ in range(200)]
     try:
         # over the bound, the server closes new connections at once instead of holding a thread
-        # (at most 20 at a time hold a thread; slots free up as the 1 s timeout cuts stalled ones off)
+        # (at most 20 at a time hold a thread; slots free up as the 1 s timeout cuts stalled ones
+        # off)
         deadline = time.monotonic() + 5
         while server.refused < 100 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -280,7 +280,8 @@ def test_a_deleted_ca_with_node_certificates_is_refused_by_every_verb(site_pki_c
 
 
 def test_pki_list_and_doctor_flag_certificates_another_ca_signed(site_pki_copy, capsys):
-    """A CA replaced by one of the same name: the issuer names still match, only the signature tells."""
+    """A CA replaced by one of the same name: the issuer names still match, only the signature
+    tells."""
     from gridtwin import cli
     from gridtwin.pki import _write, new_ca
 

@@ -12,7 +12,8 @@ from gridtwin.site import load_site
 
 def _revoked_pair_put_back(pki, node: str) -> None:
     """Revoke the node's certificate, then put the revoked pair back where the boards take it from:
-    its board keeps presenting a certificate the broker refuses (as a board nobody re-deployed does)."""
+    its board keeps presenting a certificate the broker refuses (as a board nobody re-deployed
+    does)."""
     pki.revoke(node)
     [backup] = list(pki.backup_dir.glob(f"*/{node}"))
     shutil.copytree(backup, pki.identity_dir(node))
@@ -133,7 +134,8 @@ def test_pki_revoke_ends_the_session_of_a_node_on_broker_run(
         assert cli.main(["--site", str(sp.path), "pki", "revoke", "srv_a"]) == 0
         assert "restarts with the new CRL" in capsys.readouterr().out
         node.wait_disconnected(10)
-        # the broker is back (it lets another client in) and the node is not: its certificate is refused
+        # the broker is back (it lets another client in) and the node is not: its certificate is
+        # refused
         wait_until(
             lambda: brk.probe("telegraf").ok, 10, "the restarted broker to let a valid client in"
         )
@@ -216,7 +218,8 @@ def test_pki_revoke_says_exactly_what_to_run_without_root(site_pki_copy, tmp_pat
         f"sudo install -m 0644 {sp.pki.crl_path} {broker.installed_crl(etc)} "
         "&& sudo systemctl restart mosquitto"
     )
-    # the first half is a real command: run it (we are root here, so without sudo) and the copy is the CRL
+    # the first half is a real command: run it (we are root here, so without sudo) and the copy is
+    # the CRL
     copy_cmd = cmd.split(" && ")[0].removeprefix("sudo ")
     subprocess.run(copy_cmd, shell=True, check=True)
     assert broker.installed_crl(etc).read_bytes() == sp.pki.crl_path.read_bytes()

@@ -177,7 +177,8 @@ def test_live_values_invert_each_chips_calibration():
             ["150 V is 3.000 V at the input", "+-2.048 V", "larger fsr (4.096, 6.144)"],
         ),
         (
-            'sensors = [{ id = "a", type = "adc", pin = 1, cal = [0.0, 0.0, 2.0, 40.0], lo = -1.0, hi = 80.0 }]',
+            'sensors = [{ id = "a", type = "adc", pin = 1, cal = [0.0, 0.0, 2.0, 40.0], lo = '
+            '-1.0, hi = 80.0 }]',
             "nodes[n1].sensors[0].hi",
             ["4.000 V at the input", "3.1 V"],
         ),
@@ -269,8 +270,8 @@ def test_site_errors_name_the_key_and_the_fix(tmp_path, lines, key, words):
             ["no 1-Wire pin", "pins = { onewire = 4 }"],
         ),
         (
-            'sensors = [{ id = "e", type = "bme280", addr = 0x76 }, { id = "p", type = "ina226", addr = 0x40 }]\n'
-            'display = { addr = 0x40 }',
+            'sensors = [{ id = "e", type = "bme280", addr = 0x76 }, { id = "p", type = "ina226", '
+            'addr = 0x40 }]\ndisplay = { addr = 0x40 }',
             "nodes[0].sensors[1].addr",
             ["0x40 is the OLED's"],
         ),

@@ -76,8 +76,8 @@ def test_host_and_node_refuse_the_same_values(micropython):
         for v in _samples(o)
     ]
     code = (
-        "import json\nfrom gt.drivers import options as o\nfrom gt.config import between, one_of\nout = []\n"
-        f"for t, k, v in json.loads({json.dumps(json.dumps(cases))}):\n"
+        "import json\nfrom gt.drivers import options as o\nfrom gt.config import between, "
+        f"one_of\nout = []\nfor t, k, v in json.loads({json.dumps(json.dumps(cases))}):\n"
         "    c = o.rows(t, between, one_of)[k][2]\n"
         "    out.append(c is None or not c(v))\n"
         "print(json.dumps(out))"
@@ -129,7 +129,8 @@ def test_roles_are_the_firmwares():
 
 
 def test_the_ina_arithmetic_and_the_crc_are_the_firmwares_and_the_shims():
-    # the host runs the driver's own current LSB and calibration (18.3 uA -> 20 uA, data sheet eq. 2)
+    # the host runs the driver's own current LSB and calibration (18.3 uA -> 20 uA, data sheet eq.
+    # 2)
     assert (
         abs(sensortypes.current_lsb(0.6) - 2e-5) < 1e-15
         and sensortypes.ina_constants("ina226")["K"] == 0.00512

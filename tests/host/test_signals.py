@@ -90,8 +90,8 @@ def port_closed(port: int) -> bool:
 
 
 def kill_tree(proc: subprocess.Popen, tree: dict[int, int]) -> None:
-    """The test's own cleanup, whatever the verb left (a failing verb may leave mosquitto and boards,
-    or have started new ones since the tree was read)."""
+    """The test's own cleanup, whatever the verb left (a failing verb may leave mosquitto and
+    boards, or have started new ones since the tree was read)."""
     tree = dict(tree)
     if proc.poll() is None:
         tree.update(descendants(proc.pid))
@@ -439,7 +439,8 @@ def test_daemon_stops_cleanly_on_a_signal(site_pki_copy, broker_factory, sig, tw
         }  # it starts no process: itself and its group
         cli.proc.send_signal(sig)
         assert cli.finish(30) == 0, cli.err
-        # it stopped as it should (stored what it had, removed its state file), not killed by the signal
+        # it stopped as it should (stored what it had, removed its state file), not killed by the
+        # signal
         assert not (site_pki_copy.dir / "var" / "daemon.json").exists()
         assert_all_gone(cli, metrics)
     finally:

@@ -188,13 +188,14 @@ def test_every_section_of_the_root_is_known_to_every_load_and_no_import_register
     code = (
         "import gridtwin.site as s, gridtwin.nodeconfig as nc\n"
         "before = (dict(vars(s)), dict(vars(nc)))\n"
-        "import gridtwin.nodenet, gridtwin.sensors_site, gridtwin.twin.topology, gridtwin.daemon.config\n"
-        "import gridtwin.stack.config\n"
-        "assert not hasattr(s, 'SCHEMA') and not hasattr(s, 'EXTENSIONS') and not hasattr(nc, 'CONTRIBUTORS')\n"
-        "assert set(vars(s)) == set(before[0]) and s.NODE_KEYS == before[0]['NODE_KEYS']\n"
-        "from gridtwin import schema\n"
+        "import gridtwin.nodenet, gridtwin.sensors_site, gridtwin.twin.topology, "
+        "gridtwin.daemon.config\nimport gridtwin.stack.config\n"
+        "assert not hasattr(s, 'SCHEMA') and not hasattr(s, 'EXTENSIONS') and not hasattr(nc, "
+        "'CONTRIBUTORS')\nassert set(vars(s)) == set(before[0]) and s.NODE_KEYS == "
+        "before[0]['NODE_KEYS']\nfrom gridtwin import schema\n"
         f"site = s.load_site({str(p)!r})\n"
-        "print([sorted(schema.SCHEMA), sorted(type(site.section(n)).__name__ for n in schema.SCHEMA)])"
+        "print([sorted(schema.SCHEMA), sorted(type(site.section(n)).__name__ for n in "
+        "schema.SCHEMA)])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -279,7 +280,8 @@ def test_daemon_instances_give_identities_groups_and_clear_errors(tmp_path):
         ),
         (
             "broker.hosts",
-            '[site]\nid = "s1"\n\n[broker]\nhosts = ["pi.lan\\n"]\n\n[[nodes]]\nid = "n1"\nrole = "pdu"\n',
+            '[site]\nid = "s1"\n\n[broker]\nhosts = ["pi.lan\\n"]\n\n[[nodes]]\nid = "n1"\nrole = '
+            '"pdu"\n',
         ),
     ],
 )
@@ -301,7 +303,8 @@ def test_the_acl_renderer_refuses_a_line_break_whatever_validation_let_through(t
 
 
 def test_config_json_is_one_pipeline_and_the_twin_topology_is_built_once_per_site(monkeypatch):
-    # rendering every node reuses the topology the site's load built (it used to be rebuilt per node)
+    # rendering every node reuses the topology the site's load built (it used to be rebuilt per
+    # node)
     from gridtwin.nodeconfig import render
     from gridtwin.twin import topology
 

@@ -94,13 +94,13 @@ def test_without_the_right_to_bind_123_it_serves_on_the_fallback_port_and_says_s
     if os.geteuid() != 0:
         pytest.skip("needs root to become nobody")
     code = (
-        "import logging, os, socket; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
-        "from gridtwin.daemon.sntp import SntpServer\n"
+        "import logging, os, socket; logging.basicConfig(level=logging.INFO, "
+        "format='%(message)s')\nfrom gridtwin.daemon.sntp import SntpServer\n"
         "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
         "s = SntpServer('127.0.0.1').start(); print('PORT', s.port, flush=True)\n"
         "c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)\n"
-        "q = bytearray(48); q[0] = 0x23; c.sendto(q, ('127.0.0.1', s.port)); print('MODE', c.recv(48)[0] & 7)\n"
-        "s.stop()\n"
+        "q = bytearray(48); q[0] = 0x23; c.sendto(q, ('127.0.0.1', s.port)); print('MODE', "
+        "c.recv(48)[0] & 7)\ns.stop()\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr

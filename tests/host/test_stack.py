@@ -1,7 +1,8 @@
-"""`gridtwin stack`: rendered Telegraf (TOML), Grafana (YAML/JSON) and the install plan parse and hold
-the keys; topic parsing matches the contract against a real Mosquitto; the daemon's line protocol
-round-trips through a real InfluxDB 1.x with the schema Telegraf's config produces; InfluxDB 2
-provisioning runs against tests/fixtures/fake_influx2.py (InfluxDB 2 and Grafana cannot run here)."""
+"""`gridtwin stack`: rendered Telegraf (TOML), Grafana (YAML/JSON) and the install plan parse and
+hold the keys; topic parsing matches the contract against a real Mosquitto; the daemon's line
+protocol round-trips through a real InfluxDB 1.x with the schema Telegraf's config produces;
+InfluxDB 2 provisioning runs against tests/fixtures/fake_influx2.py (InfluxDB 2 and Grafana cannot
+run here)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from test_stack_telegraf import (
 )  # tests/host is on sys.path (pytest puts it there)
 
 
-# --- Telegraf (its MQTT identity and Starlark processor: test_stack_telegraf.py) -------------------
+# --- Telegraf (its MQTT identity and Starlark processor: test_stack_telegraf.py)
+# -------------------
 
 
 def test_telegraf_config_holds_the_keys(site_pki):
@@ -261,7 +263,8 @@ def test_stack_render_cli_writes_every_file(site_pki, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("gridtwin: say what to do: gridtwin stack render")
 
 
-# --- InfluxDB 2 provisioning (against the local fake) ----------------------------------------------
+# --- InfluxDB 2 provisioning (against the local fake)
+# ----------------------------------------------
 
 
 def prov(site_pki, root, url, capsys):

@@ -58,14 +58,16 @@ PROBE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def published(micropython, firmware_build, tmp_path_factory):
-    """{node id: {"units": {metric: unit}, "sample": {metric: value}, "birth": {...}}} from the firmware."""
+    """{node id: {"units": {metric: unit}, "sample": {metric: value}, "birth": {...}}} from the
+    firmware."""
     site = load_site(example_site_path())
     tmp = tmp_path_factory.mktemp("catalog")
     out = {}
     for node in site.nodes:
         cfg = render_config(site, node.id)  # the config.json a deploy writes
         # a roomier heap than a board's: this script holds the App and imports the connection code
-        # at once, which the firmware's own start-up never does (its RAM is tested in tests/firmware)
+        # at once, which the firmware's own start-up never does (its RAM is tested in
+        # tests/firmware)
         b = VirtualBoard(
             tmp / node.id,
             config=cfg,
@@ -354,7 +356,7 @@ def test_panel_checker_finds_a_panel_that_matches_nothing(published):
     assert "'efficiency (HHV)' target 0: computes with ['stack_a']" in text
     assert "'hydrogen yield' target 0: selects nothing" in text
     assert (
-        "EL1.h2_nlh is shown only in ['percent', 'suffix: NL', 'suffix: kWh/Nm³'], not in its unit 'NL/h'"
-        in text
+        "EL1.h2_nlh is shown only in ['percent', 'suffix: NL', 'suffix: kWh/Nm³'], not in its unit "
+        "'NL/h'" in text
     )
     assert "EL1.stack_a" not in text  # still on the "current" panel

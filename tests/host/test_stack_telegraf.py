@@ -1,6 +1,7 @@
 """Telegraf as rendered: its MQTT identities on the real broker (no session takeover), and its one
 Starlark processor, run by the Go Starlark interpreter Telegraf embeds (starlark-go), turning every
-contract topic (telemetry, status, log, _host/twin, _host/alerts) into the points the dashboards read."""
+contract topic (telemetry, status, log, _host/twin, _host/alerts) into the points the dashboards
+read."""
 
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def test_rendered_telegraf_inputs_never_take_each_others_session(
         for t in inp["topics"]:
             assert [rc.value for rc in c.subscribe(t, inp["qos"])] == [inp["qos"]], t
         clients.append((inp, c))
-    # After the last input connected: one probe on every subscribed topic, from whoever may write it.
-    # Each input must get its probes on the connection it opened: no disconnect, no takeover.
+    # After the last input connected: one probe on every subscribed topic, from whoever may write
+    # it. Each input must get its probes on the connection it opened: no disconnect, no takeover.
     node, host = mqtt_client("pdu_a"), mqtt_client(HOST_IDENTITY)
     for inp, c in clients:
         for t in inp["topics"]:

@@ -107,7 +107,8 @@ def _expect(twin, node_id, cfg=None):
 
 
 def test_readings_say_what_the_twin_says_of_each_component():
-    # t = 25 s: the utility failed at 20 s, the generator is still starting, the UPS carries the load
+    # t = 25 s: the utility failed at 20 s, the generator is still starting, the UPS carries the
+    # load
     twin = _twin_at(25.0)
     st = twin.state()
     ups = _expect(twin, "ups_a")

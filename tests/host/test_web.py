@@ -290,7 +290,8 @@ def test_pages_render_live_values_ack_and_restart(fleet_broker, tmp_path, browse
         d.alerts.raise_(
             "node07/node_stale", "warning", "node_stale", "node07: silent for 3 intervals", "node07"
         )
-        # energy KPIs as analytics writes them (gridtwin.analytics.kpi): two buckets, a node and the site
+        # energy KPIs as analytics writes them (gridtwin.analytics.kpi): two buckets, a node and the
+        # site
         d.store.write_kpis(
             [
                 (now - 120_000, "node07", "energy_kwh", 0.5),

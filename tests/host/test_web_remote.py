@@ -119,8 +119,9 @@ def test_a_wrong_login_is_refused_in_chromium(remote, tmp_path):
         b.goto(f"{base}/ui/")
         b.wait("document.getElementById('password')", 5, "the login form")
         b.eval(
-            "document.getElementById('user').value = 'ops'; document.getElementById('password').value = 'nope';"
-            "document.getElementById('submit').click()"
+            "document.getElementById('user').value = 'ops'; "
+            "document.getElementById('password').value = "
+            "'nope';document.getElementById('submit').click()"
         )
         b.wait(
             "document.getElementById('message').textContent.includes('Wrong name or password')",
@@ -129,8 +130,9 @@ def test_a_wrong_login_is_refused_in_chromium(remote, tmp_path):
         )
         b.events.clear()  # the refusal is a 401, which Chromium logs as a failed load
         b.eval(
-            f"document.getElementById('user').value = 'ops'; document.getElementById('password').value = "
-            f"'{PASSWORD}'; document.getElementById('submit').click()"
+            "document.getElementById('user').value = 'ops'; "
+            f"document.getElementById('password').value = '{PASSWORD}'; "
+            "document.getElementById('submit').click()"
         )
         b.wait("document.querySelector('#fleet tbody tr')", 5, "the fleet after logging in")
         assert b.errors() == []
@@ -224,8 +226,9 @@ def test_a_command_button_shows_its_ack(fleet_broker, fleet_site, tmp_path):
         base = f"https://127.0.0.1:{srv.port}"
         b.goto(f"{base}/ui/login")
         b.eval(
-            f"document.getElementById('user').value = 'ops'; document.getElementById('password').value = "
-            f"'{PASSWORD}'; document.getElementById('submit').click()"
+            "document.getElementById('user').value = 'ops'; "
+            f"document.getElementById('password').value = '{PASSWORD}'; "
+            "document.getElementById('submit').click()"
         )
         b.wait("document.querySelector('#fleet tbody tr')", 5, "the fleet after logging in")
         b.goto(f"{base}/ui/#/node/node07")

@@ -45,7 +45,8 @@ def repack(name: str, out: Path) -> Path:
     """A wheel of an installed distribution, from its RECORD: what pip unpacked, packed back (the
     scripts pip wrote into bin/ are left out, pip writes them again from entry_points.txt)."""
     dist = distribution(name)
-    # every Tag line, as one compressed tag set (pytz has py2-none-any and py3-none-any: py2.py3-none-any)
+    # every Tag line, as one compressed tag set (pytz has py2-none-any and py3-none-any:
+    # py2.py3-none-any)
     tags = [
         ln.split(":", 1)[1].strip().split("-")
         for ln in dist.read_text("WHEEL").splitlines()
@@ -299,9 +300,11 @@ def test_the_wheel_runs_away_from_the_checkout(installed):
     cp = installed.run("gridtwin", "vnode", "pdu_a", ok=False)
     assert (
         cp.stderr.strip()
-        == f"gridtwin: this gridtwin has no firmware (main.py and gt/): looked in {firmware} ({REINSTALL})"
+        == f"gridtwin: this gridtwin has no firmware (main.py and gt/): looked in {firmware} "
+        f"({REINSTALL})"
     )
     assert re.search(
-        rf"(?m)^FAIL install\s+this gridtwin has no firmware .*: looked in {re.escape(str(firmware))}$",
+        r"(?m)^FAIL install\s+this gridtwin has no firmware .*: looked in "
+        rf"{re.escape(str(firmware))}$",
         installed.run("gridtwin", "doctor", ok=False).stdout,
     )

@@ -1,5 +1,6 @@
-"""Issue #16's energy assets (gridtwin/twin/assets.py): energy balance at the grid meter, the store's
-energy against its efficiency, and the inverter's efficiency curve against the loss model it states."""
+"""Issue #16's energy assets (gridtwin/twin/assets.py): energy balance at the grid meter, the
+store's energy against its efficiency, and the inverter's efficiency curve against the loss model it
+states."""
 
 import math
 
@@ -47,7 +48,8 @@ def _twin(tmp_path, start="2026-06-21T06:00:00Z", cap=1000.0):
 
 
 def test_energy_balance_at_the_meter_over_a_day(tmp_path):
-    # a small store fills and empties within the day, so every branch (charge, discharge, limits) runs
+    # a small store fills and empties within the day, so every branch (charge, discharge, limits)
+    # runs
     tw = _twin(tmp_path, start="2026-06-21T00:00:00Z", cap=200.0)
     tw.run_until(24 * 3600)
     s = tw.state()

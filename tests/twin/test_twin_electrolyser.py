@@ -1,5 +1,5 @@
-"""Electrolyser fidelity against Ulleberg (2003): his measured PHOEBUS cell voltages (the paper's I-U
-figure) reproduced with his published I-U parameters and the temperature- and pressure-dependent
+"""Electrolyser fidelity against Ulleberg (2003): his measured PHOEBUS cell voltages (the paper's
+I-U figure) reproduced with his published I-U parameters and the temperature- and pressure-dependent
 reversible voltage; the Faraday efficiency with his PHOEBUS parameters at 80 C; hand-worked values
 and the shape of his curves; Faraday's law; the lumped thermal model's closed-form steady state; gas
 crossover; the ideal-gas tank. The parameters come from site.toml's defaults (KINDS), one home."""
@@ -15,9 +15,10 @@ from gridtwin.twin.topology import KINDS
 PHOEBUS = {k: v.default for k, v in KINDS["electrolyser"].params.items()}
 A = PHOEBUS["area_m2"]  # m2, PHOEBUS cell area
 
-# Measured PHOEBUS cell voltages (21 cells, 0.25 m2, 7 bar) from Ulleberg (2003)'s figure of measured
-# against predicted I-U curves, as digitised by Jin et al. (ECOS 2023; github.com/Lingkangjin/AEC-Modelling,
-# Experiments/"Ullberg exp.csv"): (current density mA/cm2, cell voltage V), by stack temperature in C.
+# Measured PHOEBUS cell voltages (21 cells, 0.25 m2, 7 bar) from Ulleberg (2003)'s figure of
+# measured against predicted I-U curves, as digitised by Jin et al. (ECOS 2023;
+# github.com/Lingkangjin/AEC-Modelling, Experiments/"Ullberg exp.csv"): (current density mA/cm2,
+# cell voltage V), by stack temperature in C.
 MEASURED = {
     80.0: [
         (113.02, 1.6180),
@@ -95,8 +96,9 @@ def test_cell_voltage_across_temperatures_and_why_the_pressure_term():
 @pytest.mark.parametrize(
     "i_a, t_c, expected",
     [
-        # U = U_rev(T, 7 bar) + (r1 + r2 T)/A I + s log10((t1 + t2/T + t3/T^2)/A I + 1), his PHOEBUS values:
-        # 80 C, 2000 A/m2: 1.18339 + 0.04441 + 6.05e-5/0.25*500 (0.12100) + 0.185*log10(0.1749625*500 + 1) (0.36017)
+        # U = U_rev(T, 7 bar) + (r1 + r2 T)/A I + s log10((t1 + t2/T + t3/T^2)/A I + 1), his PHOEBUS
+        # values: 80 C, 2000 A/m2: 1.18339 + 0.04441 + 6.05e-5/0.25*500 (0.12100) +
+        # 0.185*log10(0.1749625*500 + 1) (0.36017)
         (500.0, 80.0, 1.70897),
         # 40 C, 1000 A/m2: 1.21651 + 0.03938 + 0.07050 + 0.185*log10(1.05985*250 + 1) (0.44859)
         (250.0, 40.0, 1.77499),
@@ -147,7 +149,8 @@ def test_faraday_efficiency_phoebus_at_80_c(j_macm2, expected):
 
 
 def test_faraday_efficiency_shape_and_own_parameters():
-    # Rises with current towards f2; a user's own f1, f2 (e.g. the HYSOLAR stack's 150 and 0.99 at 40 C).
+    # Rises with current towards f2; a user's own f1, f2 (e.g. the HYSOLAR stack's 150 and 0.99 at
+    # 40 C).
     effs = [el.faraday_efficiency(i, PHOEBUS) for i in (5, 20, 100, 500, 1000)]
     assert effs == sorted(effs) and effs[-1] < 0.96
     assert el.faraday_efficiency(50.0, _stack(f1=150.0, f2=0.99)) == pytest.approx(
@@ -192,7 +195,8 @@ def test_thermal_model_reaches_its_closed_form_steady_state():
 
 
 def test_thermal_time_constant_is_r_c():
-    # Idle stack cooling from 80 C to ambient: T - T_a falls by 1/e after R_t C_t = 0.167*625e3 s = 29 h.
+    # Idle stack cooling from 80 C to ambient: T - T_a falls by 1/e after R_t C_t = 0.167*625e3 s =
+    # 29 h.
     p = _params(t0_c=80.0)
     s = el.Stack(p, 20.0)
     tau = p["r_t"] * p["c_t_kj"] * 1000.0
@@ -235,8 +239,8 @@ def test_tank_is_an_ideal_gas_and_conserves_moles():
 
 
 def test_a_site_models_its_own_stack(tmp_path):
-    # Every stack parameter is a site.toml input: a stack of 40 cells of 0.1 m2 at 1 bar with its own
-    # I-U and Faraday parameters runs in the twin with exactly those.
+    # Every stack parameter is a site.toml input: a stack of 40 cells of 0.1 m2 at 1 bar with its
+    # own I-U and Faraday parameters runs in the twin with exactly those.
     from gridtwin.site import load_site
     from gridtwin.twin import Twin
 

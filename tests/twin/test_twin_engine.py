@@ -11,7 +11,8 @@ from gridtwin.site import example_site_path, load_site
 from gridtwin.twin import Twin, TwinCommandError
 from gridtwin.twin.synthetic import synthetic_topology
 
-# A small chain whose generator will not start, so the UPS battery must carry the load until it is empty.
+# A small chain whose generator will not start, so the UPS battery must carry the load until it is
+# empty.
 CHAIN = '''[site]
 id = "c1"
 
@@ -137,7 +138,8 @@ def test_ups_coulomb_counting_battery_low_load_drop_and_restoration(chain):
     assert tw.state_of("srv")["status"] == "off" and tw.state_of("srv")["m"]["p_kw"] == 0.0
     # An empty UPS is off, no longer "on battery".
     assert ev[("ups", "ups_on_battery", "clear")] == ev[("ups", "supply_lost", "start")]
-    # Utility back: switch recloses on it, the UPS is fed and recharges, the load comes back, in that order.
+    # Utility back: switch recloses on it, the UPS is fed and recharges, the load comes back, in
+    # that order.
     tw.apply("util", "set_fault", {"on": False})
     tw.run_until(tw.t + 5.0)
     ev = {(e.component, e.type, e.state): e.t for e in tw.events}
@@ -183,7 +185,8 @@ def test_plant_energy_balance_and_hydrogen_accounting(example):
     assert e["pv"] > 20000 and e["stacks"] > 20000  # a sunny June morning in Juelich
     made = sum(s.h2_total_mol for s in pl.stacks.values())
     assert tank.n_mol == pytest.approx(n0 + made - tank.out_total_mol, rel=1e-12)
-    # The MPPT keeps the array near its maximum-power point despite clouds (the stacks can take it all).
+    # The MPPT keeps the array near its maximum-power point despite clouds (the stacks can take it
+    # all).
     st = tw.state_of("pv1")["m"]
     assert st["p_kw"] > 0.9 * st["p_mp_kw"]
 
@@ -357,8 +360,8 @@ params = {{ load_kw = {kw}, noise_pct = 0.0 }}
 @pytest.mark.parametrize("load_pct", [10, 25, 50, 75, 100])
 def test_ups_part_load_efficiency_curve(tmp_path, load_pct):
     # A double-conversion UPS loses more at part load. Its default curve is the loss structure of
-    # Schneider Electric White Paper 108 (no-load losses ~40 % of the losses, square-law losses ~1 % of
-    # rating at full load) anchored at a 95 % full-load datasheet efficiency:
+    # Schneider Electric White Paper 108 (no-load losses ~40 % of the losses, square-law losses ~1 %
+    # of rating at full load) anchored at a 95 % full-load datasheet efficiency:
     #   P_in = P/0.979 + 0.021 C + 0.01 C (P/C)^2
     p = tmp_path / "site.toml"
     p.write_text(UPS_CHAIN.format(kw=float(load_pct)))

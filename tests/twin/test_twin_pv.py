@@ -1,5 +1,5 @@
-"""PV fidelity against pvlib (an independent implementation): sun position (SPA), Haurwitz and Ineichen
-clear sky,
+"""PV fidelity against pvlib (an independent implementation): sun position (SPA), Haurwitz and
+Ineichen clear sky,
 Faiman cell temperature, PVWatts DC power; and the MPPT against the curve's true maximum."""
 
 from datetime import datetime, timedelta, timezone
@@ -55,7 +55,8 @@ def test_haurwitz_clear_sky_matches_pvlib():
 def test_ineichen_parts_match_pvlib():
     times = _times()
     idx = pd.DatetimeIndex(times)
-    # Extraterrestrial irradiance (Spencer), relative air mass (Kasten & Young), pressure at altitude.
+    # Extraterrestrial irradiance (Spencer), relative air mass (Kasten & Young), pressure at
+    # altitude.
     np.testing.assert_allclose(
         [pv.extraterrestrial_wm2(t) for t in times],
         pvlib.irradiance.get_extra_radiation(idx, method="spencer").to_numpy(),

@@ -1,5 +1,5 @@
-"""The demo scenario, run much faster than real time: the utility fails at 20 s and returns at 120 s,
-and the events come in the order the demo tells; the real-time runner paces against a clock."""
+"""The demo scenario, run much faster than real time: the utility fails at 20 s and returns at 120
+s, and the events come in the order the demo tells; the real-time runner paces against a clock."""
 
 import time
 
@@ -30,7 +30,8 @@ def test_demo_scenario_sequence_faster_than_real_time(site):
     gen = sum(transfer_time_s(tw.topo.by_id["sw_a"], tw.topo.by_id["gen_a"], tw.dt))
     sw = tw.topo.by_id["sw_a"].params["retransfer_delay_s"]
     assert at[("utility_lost", "start")] == 20.0 and at[("utility_lost", "clear")] == 120.0
-    # The switch detects the loss, the generator starts, the switch transfers: within NFPA 110 Type 10.
+    # The switch detects the loss, the generator starts, the switch transfers: within NFPA 110 Type
+    # 10.
     assert (
         at[("transfer_to_generator", "start")] == pytest.approx(20.0 + gen, abs=1e-9)
         and gen <= 10.0

@@ -1,5 +1,5 @@
-"""Sites of any shape: a twin built from any valid topology - only a grid bus, only a PV-hydrogen plant, a grid
-meter with inverters, stores and panels (issue #16),
+"""Sites of any shape: a twin built from any valid topology - only a grid bus, only a PV-hydrogen
+plant, a grid meter with inverters, stores and panels (issue #16),
 AC chains with or without generators, UPSs and meters, any mix of them - steps without error and
 balances its energy at every step (AC chain: sources + battery discharge = demand + losses + battery
 charge; plant: P_pv = converter loss + stacks + battery), through a utility outage and its return.
@@ -26,8 +26,8 @@ def _c(id_, kind, parent=None, **params) -> Record:
 
 @st.composite
 def ac_chain(draw, k: int) -> list[Record]:
-    """utility [-> transformer] [+ generator -> switch] [-> distribution] -> (UPS -> PDU | PDU) -> servers,
-    or a prime-power generator alone at the top; meters anywhere."""
+    """utility [-> transformer] [+ generator -> switch] [-> distribution] -> (UPS -> PDU | PDU) ->
+    servers, or a prime-power generator alone at the top; meters anywhere."""
     p = f"a{k}_"
     out: list[Record] = []
     prime = draw(st.booleans()) and draw(st.booleans())
@@ -96,7 +96,8 @@ def ac_chain(draw, k: int) -> list[Record]:
 
 @st.composite
 def plant(draw, k: int) -> list[Record]:
-    """PV array [-> buck converter [+ battery]] -> 1-2 stacks [-> separators] [-> tank]; a meter on the array."""
+    """PV array [-> buck converter [+ battery]] -> 1-2 stacks [-> separators] [-> tank]; a meter on
+    the array."""
     p = f"p{k}_"
     out = [_c(p + "pv", "pv_array", p_dc0_kw=draw(st.sampled_from([5.0, 60.0])), cloud_cover=0.2)]
     up = p + "pv"
@@ -241,13 +242,15 @@ def test_random_topologies_of_every_kind_step_and_balance(topo):
     "nodes",
     [
         '[[nodes]]\nid = "grid1"\nrole = "grid_monitor"\n',
-        '[[nodes]]\nid = "pv1"\nrole = "pv"\n\n[[nodes]]\nid = "EL1"\nrole = "electrolyser"\nparent = "pv1"\n',
+        '[[nodes]]\nid = "pv1"\nrole = "pv"\n\n[[nodes]]\nid = "EL1"\nrole = '
+        '"electrolyser"\nparent = "pv1"\n',
         '[[nodes]]\nid = "s1"\nrole = "sensor"\n',
     ],
     ids=["only-a-grid-bus", "only-the-electrolyser-plant", "only-a-meter"],
 )
 def test_a_site_without_a_data_centre_chain_steps(tmp_path: Path, nodes: str):
-    # These crashed on the first step() with AttributeError: 'ACNetwork' object has no attribute 'new_trips'.
+    # These crashed on the first step() with AttributeError: 'ACNetwork' object has no attribute
+    # 'new_trips'.
     p = tmp_path / "site.toml"
     p.write_text('[site]\nid = "s"\n\n' + nodes)
     tw = Twin.from_site(load_site(p))

@@ -100,7 +100,8 @@ def test_every_role_has_a_kind_and_nodes_alone_make_a_twin(tmp_path):
             "loop: a -> b -> a",
         ),
         (
-            '[[twin.components]]\nid = "t"\nkind = "h2_tank"\nparent = "sep9"\nparams = { volume_m3 = 1.0 }\n',
+            '[[twin.components]]\nid = "t"\nkind = "h2_tank"\nparent = "sep9"\nparams = { '
+            'volume_m3 = 1.0 }\n',
             "twin.components[0].parent",
             "no component 'sep9'",
         ),
@@ -145,7 +146,8 @@ def test_every_role_has_a_kind_and_nodes_alone_make_a_twin(tmp_path):
             "missing its parent",
         ),
         (
-            '[[twin.components]]\nid = "t"\nkind = "h2_tank"\nparent = "ups"\nparams = { volume_m3 = 1.0 }\n',
+            '[[twin.components]]\nid = "t"\nkind = "h2_tank"\nparent = "ups"\nparams = { '
+            'volume_m3 = 1.0 }\n',
             "twin.components[0].parent",
             "cannot be fed by 'ups' (ups)",
         ),
@@ -160,7 +162,8 @@ def test_every_role_has_a_kind_and_nodes_alone_make_a_twin(tmp_path):
             "different systems",
         ),
         (
-            '[[twin.components]]\nid = "el"\nparent = "pv2"\n[[twin.components]]\nid = "pv2"\nkind = "pv_array"\n',
+            '[[twin.components]]\nid = "el"\nparent = "pv2"\n[[twin.components]]\nid = '
+            '"pv2"\nkind = "pv_array"\n',
             "twin.components[0].parent",
             "not upstream",
         ),

@@ -1,7 +1,7 @@
-"""NFPA 110 transfer timing: a site declares its type (power back within 10, 60 or 120 s); validation
-checks that detection + generator start + transfer can meet it (one clear error naming file, key and
-fix); the engine times every outage at the transfer switch exactly as the budget says and raises
-`nfpa110_missed` when a run misses it; the example site meets Type 10."""
+"""NFPA 110 transfer timing: a site declares its type (power back within 10, 60 or 120 s);
+validation checks that detection + generator start + transfer can meet it (one clear error naming
+file, key and fix); the engine times every outage at the transfer switch exactly as the budget says
+and raises `nfpa110_missed` when a run misses it; the example site meets Type 10."""
 
 from pathlib import Path
 
@@ -67,7 +67,8 @@ def outage(tw, at: float, back: float, until: float):
 def test_detection_start_and_transfer_are_timed_exactly(tmp_path):
     tw = Twin.from_site(load_site(chain_site(tmp_path)))
     ev = outage(tw, 5.0, 30.0, 40.0)
-    # Detection 2.0 s, then the generator starts (3.0 s), then 0.7 s of transfer: 5.7 s, to the step.
+    # Detection 2.0 s, then the generator starts (3.0 s), then 0.7 s of transfer: 5.7 s, to the
+    # step.
     assert ev[("gen", "generator_start", "info")].t == pytest.approx(5.0 + 2.0, abs=1e-9)
     assert ev[("sw", "transfer_to_generator", "start")].t == pytest.approx(5.0 + 5.7, abs=1e-9)
     assert ev[("srv", "load_dropped", "start")].t == pytest.approx(5.0, abs=1e-9)
@@ -101,9 +102,9 @@ def test_example_site_meets_nfpa110_type_10():
 
 
 def test_the_engine_raises_nfpa110_missed_when_a_run_misses_it(tmp_path):
-    # Configured to meet Type 10 (5.7 s), but the generator fails to start: at 10 s the switch is still
-    # dark and the event starts; it clears when the open switch sees the utility back (one step after
-    # it returns), with the outage's length.
+    # Configured to meet Type 10 (5.7 s), but the generator fails to start: at 10 s the switch is
+    # still dark and the event starts; it clears when the open switch sees the utility back (one
+    # step after it returns), with the outage's length.
     tw = Twin.from_site(load_site(chain_site(tmp_path, twin="nfpa110_type = 10")))
     tw.apply("gen", "set_fault", {"on": True})
     ev = outage(tw, 5.0, 25.0, 30.0)

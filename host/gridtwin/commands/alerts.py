@@ -1,5 +1,5 @@
-"""`gridtwin alerts [--active] [--since 1d] [--follow] [--json]`: alerts from node health, the twin and
-analytics, one model (gridtwin.daemon.alerts), as the daemon stored them.
+"""`gridtwin alerts [--active] [--since 1d] [--follow] [--json]`: alerts from node health, the twin
+and analytics, one model (gridtwin.daemon.alerts), as the daemon stored them.
 
 Read from the site's database, so it works whether or not the daemon runs; `--follow` then prints
 each alert raised or cleared from now on (the store is polled every half second) until Ctrl-C.

@@ -91,14 +91,15 @@ def run(args) -> int:
     if offline and ttl > 0:
         # the daemon holds the command until the node is back: a minute of silence looks like a hang
         print(
-            f"gridtwin: {args.node} is {offline}; waiting up to {ttl:g} s for it to come online (--ttl), "
-            f"then {args.timeout:g} s for its ack; Ctrl-C gives up",
+            f"gridtwin: {args.node} is {offline}; waiting up to {ttl:g} s for it to come online "
+            f"(--ttl), then {args.timeout:g} s for its ack; Ctrl-C gives up",
             file=sys.stderr,
             flush=True,
         )
     elif sys.stderr.isatty():
         print(
-            f"sending {args.command} to {args.node}, waiting up to {args.timeout:g} s for its ack ...",
+            f"sending {args.command} to {args.node}, waiting up to {args.timeout:g} s for its ack "
+            "...",
             file=sys.stderr,
         )
     ack = client.cmd(args.node, args.command, cargs, timeout=args.timeout, ttl=ttl)

@@ -122,8 +122,8 @@ def run(args) -> int:
 
         from gridtwin.twin.coupling import run_with_daemon
 
-        # A closed terminal or SSH session stops it as SIGTERM does (the handler run_with_daemon sets),
-        # so it stores what it received instead of dying mid-batch.
+        # A closed terminal or SSH session stops it as SIGTERM does (the handler run_with_daemon
+        # sets), so it stores what it received instead of dying mid-batch.
         signal.signal(signal.SIGHUP, lambda *_: signal.raise_signal(signal.SIGTERM))
         return run_with_daemon(daemon, site)
     return daemon.run_forever()

@@ -47,7 +47,8 @@ def run(args) -> int:
         f"gridtwin: starting the demo of site '{site.id}' ({len(demo.node_ids)} virtual nodes) ...",
         file=sys.stderr,
     )
-    # Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop the broker and every board; one line says so
+    # Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop the broker and every board; one line says
+    # so
     with procs.stop_on_signals():
         demo.start()  # interrupted while starting: it stops what it started, and the CLI says so
         if demo.web_url:
@@ -60,18 +61,21 @@ def run(args) -> int:
             counts = demo.run_counts()  # this run's readings, not the database's total
             demo.stop()
     silent = demo.never_online(counts)
-    # the demo's data is in its own folder (gridtwin.demo.runner.demo_site), read through its site copy
+    # the demo's data is in its own folder (gridtwin.demo.runner.demo_site), read through its site
+    # copy
     here = shown_path(demo.site.path)
     print(
-        f"gridtwin: demo stopped at twin t={demo.twin.t:.0f} s; this run stored {sum(counts.values())} readings "
-        f"from {len(counts) - len(silent)} of {len(counts)} nodes in {shown_path(demo.site.var_dir)}, apart from "
-        f"the site's data; try `gridtwin --site {here} query srv_a load_kw --since 10m`",
+        f"gridtwin: demo stopped at twin t={demo.twin.t:.0f} s; this run stored "
+        f"{sum(counts.values())} readings from {len(counts) - len(silent)} of {len(counts)} nodes "
+        f"in {shown_path(demo.site.var_dir)}, apart from the site's data; try `gridtwin --site "
+        f"{here} query srv_a load_kw --since 10m`",
         file=sys.stderr,
     )
     if silent:
         print(
-            f"gridtwin: {len(silent)} node(s) never came online during this run: {', '.join(silent)} (see "
-            f"{demo.dir / 'boards'}/<node>/console.log, and `gridtwin pki list` for refused certificates)",
+            f"gridtwin: {len(silent)} node(s) never came online during this run: "
+            f"{', '.join(silent)} (see {demo.dir / 'boards'}/<node>/console.log, and `gridtwin "
+            "pki list` for refused certificates)",
             file=sys.stderr,
         )
         return 1

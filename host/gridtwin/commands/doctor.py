@@ -51,7 +51,8 @@ def check_mpy_cross():
 
 
 def check_install():
-    """What gridtwin ships besides its modules: the firmware, the board files, the virtual-board shim."""
+    """What gridtwin ships besides its modules: the firmware, the board files, the virtual-board
+    shim."""
     from gridtwin import resources
     from gridtwin.micropython import firmware_sources
 

@@ -1,4 +1,5 @@
-"""`gridtwin flash`: put MicroPython on a board with esptool (image downloaded once, SHA-256 checked)."""
+"""`gridtwin flash`: put MicroPython on a board with esptool (image downloaded once, SHA-256
+checked)."""
 
 from __future__ import annotations
 

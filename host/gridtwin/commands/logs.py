@@ -1,4 +1,5 @@
-"""`gridtwin logs NODE [-n 20] [--follow] [--json]`: what a node logged over MQTT, as the daemon stored it.
+"""`gridtwin logs NODE [-n 20] [--follow] [--json]`: what a node logged over MQTT, as the daemon
+stored it.
 
 Read from the site's database, so it works whether or not the daemon runs now; `--follow` then
 looks for new lines every half second until Ctrl-C (the store is the one place they arrive, and a
@@ -62,8 +63,8 @@ def run(args) -> int:
         _print(rows, args.json)
         if not rows and not args.follow:
             print(
-                f"no log lines from {args.node} yet (nodes send warnings and errors, and INFO when the site "
-                f"turns it on)",
+                f"no log lines from {args.node} yet (nodes send warnings and errors, and INFO when "
+                f"the site turns it on)",
                 file=sys.stderr,
             )
         if not args.follow:

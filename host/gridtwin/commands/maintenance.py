@@ -1,10 +1,11 @@
-"""`gridtwin maintenance [--node ID] [--horizon 24h] [--json]`: per node and thermometer (every metric with a
-maintenance threshold, gridtwin.analytics.maintenance), where its trend is heading: the level now, the
-trend per hour, when it reaches the threshold and with what confidence, the risk factors and what to do.
+"""`gridtwin maintenance [--node ID] [--horizon 24h] [--json]`: per node and thermometer (every
+metric with a maintenance threshold, gridtwin.analytics.maintenance), where its trend is heading:
+the level now, the trend per hour, when it reaches the threshold and with what confidence, the risk
+factors and what to do.
 
-It reads the store (the daemon's database), so it works whether or not the daemon runs: each series is
-the node's last horizon of readings, up to its newest (a node's clock, not this machine's: a demo's
-boards run ahead), averaged into the same buckets the daemon's detector fits.
+It reads the store (the daemon's database), so it works whether or not the daemon runs: each series
+is the node's last horizon of readings, up to its newest (a node's clock, not this machine's: a
+demo's boards run ahead), averaged into the same buckets the daemon's detector fits.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ def line(fc, horizon_s: float, min_span_s: float) -> str:
     now = f"{fc.level:.1f} {u}" if fc.level is not None else "-"
     trend = f"{fc.slope_per_h:+.2f} {u}/h" if fc.slope_per_h is not None else "-"
     if fc.status == "too short":
-        text = f"not enough history ({fc.span_s / 3600:.1f} h of the {min_span_s / 3600:g} h a trend needs)"
+        text = (
+            f"not enough history ({fc.span_s / 3600:.1f} h of the {min_span_s / 3600:g} h a trend "
+            "needs)"
+        )
     elif fc.status == "crossed":
         text = f"past {th.limit:g} {u} now"
     elif fc.status == "inside horizon":
@@ -90,7 +94,10 @@ def line(fc, horizon_s: float, min_span_s: float) -> str:
             f"confidence {fc.confidence:.2f}"
         )
     elif fc.status == "beyond horizon":
-        text = f"reaches {th.limit:g} {u} in {fc.hours_left:.0f} h: beyond the {horizon_s / 3600:g} h horizon"
+        text = (
+            f"reaches {th.limit:g} {u} in {fc.hours_left:.0f} h: beyond the {horizon_s / 3600:g} "
+            "h horizon"
+        )
     else:
         text = f"not heading for {th.limit:g} {u} ({'falling' if fc.status == 'away' else 'flat'})"
     return f"{fc.node:<12} {fc.metric:<14} {now:>10} {trend:>14}  {text}"

@@ -1,6 +1,6 @@
-"""`gridtwin opcua serve|collect|browse|points|cert`: the twin as an encrypted OPC UA server organised
-by ISA-95, the collector that stores its points with unit and quality, what it stored, and the RSA
-application certificates both use (gridtwin/opcua/, docs/opcua.md)."""
+"""`gridtwin opcua serve|collect|browse|points|cert`: the twin as an encrypted OPC UA server
+organised by ISA-95, the collector that stores its points with unit and quality, what it stored, and
+the RSA application certificates both use (gridtwin/opcua/, docs/opcua.md)."""
 
 from __future__ import annotations
 
@@ -105,8 +105,8 @@ async def _serve(site, args) -> int:
         raise _listen_error(srv.endpoint, exc) from None
     modes = ", ".join(f"{p}/{m}" for p in site.opcua.policies for m in site.opcua.modes)
     print(
-        f"serving {len(srv.vars)} variables of {len(twin.topo.components)} assets on {srv.endpoint} "
-        f"({modes}{', None (--dev)' if args.dev else ''}); Ctrl-C stops",
+        f"serving {len(srv.vars)} variables of {len(twin.topo.components)} assets on "
+        f"{srv.endpoint} ({modes}{', None (--dev)' if args.dev else ''}); Ctrl-C stops",
         flush=True,
     )
     try:
@@ -126,7 +126,8 @@ async def _collect(site, args) -> int:
     pki = PKI.for_site(site)
     pki.ensure(site)
     store = SqliteStore(db_path(site))
-    # [[opcua.sources]]: one collector per source, by its mapping; none (or --endpoint): the tree at the endpoint
+    # [[opcua.sources]]: one collector per source, by its mapping; none (or --endpoint): the tree at
+    # the endpoint
     sources = range(len(site.opcua.sources)) if site.opcua.sources and not args.endpoint else [None]
     cols = [Collector(site, store, pki, endpoint=args.endpoint, source=k) for k in sources]
     stop = _stop_event(args.duration)
@@ -172,12 +173,14 @@ async def _browse(site, args) -> int:
     rows = sorted(col.vars.items(), key=lambda kv: (kv[1][0], kv[1][1]))
     if args.toml:
         print(
-            f'[[opcua.sources]]\nendpoint = "{col.endpoint}"\npolicy = "{col.policy}"\nmode = "{col.mode}"'
+            f'[[opcua.sources]]\nendpoint = "{col.endpoint}"\npolicy = "{col.policy}"\nmode = '
+            f'"{col.mode}"'
         )
         print("points = [")
         for nid, (path, tag, unit) in rows:
             print(
-                f'  {{ path = "{"/".join(path)}", tag = "{tag}", node = "{nid}", unit = "{unit}" }},'
+                f'  {{ path = "{"/".join(path)}", tag = "{tag}", node = "{nid}", unit = "{unit}" '
+                '},'
             )
         print("]")
         return 0
@@ -206,14 +209,16 @@ def run(args) -> int:
                 )
             serial = certs.revoke(pki, args.name)
             print(
-                f"revoked opcua/{args.name} (serial {serial:x}); restart `opcua serve` so it reads the new CRL"
+                f"revoked opcua/{args.name} (serial {serial:x}); restart `opcua serve` so it reads "
+                "the new CRL"
             )
             return 0
         pki.ensure(site)
         uri = certs.application_uri(site.id, args.name)
         ident = certs.issue(pki, args.name, uri, force=args.force)
         print(
-            f"opcua/{args.name}: {ident.cert_der} + {ident.key_pem} (RSA 2048, {uri}, signed by the site CA)"
+            f"opcua/{args.name}: {ident.cert_der} + {ident.key_pem} (RSA 2048, {uri}, signed by "
+            "the site CA)"
         )
         return 0
     if action == "points":
@@ -244,7 +249,8 @@ def run(args) -> int:
                 val = text if text is not None else ("-" if v is None else f"{v:.6g}")
                 when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1_000_000_000))
                 print(
-                    f"{when}.{ts // 1_000_000 % 1000:03d}Z  {'/'.join((a, ln, m))}/{tag} = {val} {unit or ''}  {q}"
+                    f"{when}.{ts // 1_000_000 % 1000:03d}Z  {'/'.join((a, ln, m))}/{tag} = {val} "
+                    f"{unit or ''}  {q}"
                 )
         return 0
     return asyncio.run(

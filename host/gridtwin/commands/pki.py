@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--revoke-old",
         action="store_true",
-        help="revoke the old certificate at once (default: keep it valid until the board has the new one)",
+        help="revoke the old certificate at once (default: keep it valid until the board has the "
+        "new one)",
     )
     p = sub.add_parser("revoke", help="revoke a certificate, re-sign the CRL and tell the broker")
     p.add_argument("identity")
@@ -70,7 +71,8 @@ def run(args) -> int:
         print(f"CA and certificates in {pki.dir}: {', '.join(created)}")
         if not args.nodes:
             print(
-                "next: `gridtwin pki issue --all` for the nodes, then `gridtwin broker run` or `broker install`"
+                "next: `gridtwin pki issue --all` for the nodes, then `gridtwin broker run` or "
+                "`broker install`"
             )
     elif args.action == "issue":
         if args.all == bool(args.identity):
@@ -113,7 +115,8 @@ def run(args) -> int:
     elif args.action == "revoke":
         serials = pki.revoke(args.identity, serial=args.serial)
         print(
-            f"{args.identity}: revoked serial {', '.join(map(str, serials))}; CRL re-signed ({pki.crl_path})"
+            f"{args.identity}: revoked serial {', '.join(map(str, serials))}; CRL re-signed "
+            f"({pki.crl_path})"
         )
         print(broker.notify_revocation(site))
     elif args.action == "list":  # statuses verify each certificate against the current CA and CRL
@@ -122,7 +125,8 @@ def run(args) -> int:
         print(f"{'identity':<{width}}  {'kind':<7}  {'serial':<40}  {'expires':<10}  status")
         for r in rows:
             print(
-                f"{r.identity:<{width}}  {r.kind:<7}  {r.serial:<40x}  {r.not_after:%Y-%m-%d}  {r.status}"
+                f"{r.identity:<{width}}  {r.kind:<7}  {r.serial:<40x}  {r.not_after:%Y-%m-%d}  "
+                f"{r.status}"
             )
         for w in pki.warnings():
             print(f"warning: {w}")

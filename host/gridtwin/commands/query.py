@@ -1,9 +1,9 @@
-"""`gridtwin query NODE METRIC [--since 1h] [--until T] [--every 1m] [--csv | --json]`: stored readings
-of one metric, raw or as mean/min/max per time bucket.
+"""`gridtwin query NODE METRIC [--since 1h] [--until T] [--every 1m] [--csv | --json]`: stored
+readings of one metric, raw or as mean/min/max per time bucket.
 
 Old readings live only as 1-minute rollups (the daemon's retention folds them), so a bucket is made
-from the rollups and the raw readings it covers; the rollups give its minimum and maximum exactly and
-minute resolution only. A metric the node does not have is an error that lists the ones it has.
+from the rollups and the raw readings it covers; the rollups give its minimum and maximum exactly
+and minute resolution only. A metric the node does not have is an error that lists the ones it has.
 """
 
 from __future__ import annotations
@@ -115,10 +115,11 @@ def buckets(
     ]
 
 
-def unknown_metric(store, node: str, metric: str) -> UsageError | None:
+def unknown_metric(store, node: str, metric: str, also=()) -> UsageError | None:
     """The error for a metric the node does not have (from what the store holds for it and what it
-    said it publishes in its birth), or None when it has it or nothing is known about the node."""
-    known = set(store.metric_names(node))
+    said it publishes in its birth, and `also`: an OPC UA machine's tags), or None when it has it or
+    nothing is known about the node."""
+    known = set(store.metric_names(node)) | set(also)
     row = next((r for r in store.nodes() if r["id"] == node), {})
     try:
         known |= set(json.loads(row.get("sensors") or "{}"))  # the birth's {metric: unit}
@@ -149,9 +150,12 @@ def run(args) -> int:
         from gridtwin.daemon.config import db_path
         from gridtwin.site import load_site
 
+        from gridtwin.opcua.points import is_machine
+
         site = load_site(args.site)
-        site.node(args.node)  # unknown node: a ConfigError naming the site file and a near id
         path = db_path(site)
+        if not is_machine(site, args.node, path):  # an OPC UA machine is named as a node
+            site.node(args.node)  # unknown node: a ConfigError naming the site file and a near id
     now = time.time()
     since_ms = parse_time(args.since, "--since", now)
     # no --until: no end, as the store's own default (a node whose clock runs ahead is still shown)
@@ -188,7 +192,15 @@ def run(args) -> int:
             rows = _rows(store, args, since_ms, until_ms, every_ms)
         # a metric the node does not have is an error; asked only when nothing came back (the
         # names come from the node's rollups and latest reading: not worth reading for every query)
-        problem = None if rows else unknown_metric(store, args.node, args.metric)
+        problem = None
+        if not rows:  # an OPC UA point: machine as node, tag as metric (gridtwin/opcua/points.py)
+            tags = store.opcua_tags(args.node)
+            if args.metric in tags:
+                from gridtwin.opcua.points import PointView
+
+                rows = _rows(PointView(store), args, since_ms, until_ms, every_ms)
+            else:
+                problem = unknown_metric(store, args.node, args.metric, also=tags)
         if problem:
             raise problem
     finally:

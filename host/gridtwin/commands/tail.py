@@ -21,7 +21,11 @@ def run(args) -> int:
 
     site = load_site(args.site)
     if args.node:
-        site.node(args.node)
+        from gridtwin.daemon.config import db_path
+        from gridtwin.opcua.points import is_machine
+
+        if not is_machine(site, args.node, db_path(site)):  # an OPC UA machine is named as a node
+            site.node(args.node)
     seen = 0
     for msg in DaemonClient.for_site(site).tail(args.node):
         if args.json:
@@ -34,8 +38,11 @@ def run(args) -> int:
             metrics = " ".join(
                 f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in msg["m"].items()
             )
+            # an OPC UA point has no seq: its boot field says where it came from
+            seq = "opcua  " if msg.get("boot") == "opcua" else f"#{msg['seq']:<6}"
             print(
-                f"{stamp} {msg['node']:<12} #{msg['seq']:<6} {metrics}{'  (replayed)' if msg.get('hist') else ''}",
+                f"{stamp} {msg['node']:<12} {seq} "
+                f"{metrics}{'  (replayed)' if msg.get('hist') else ''}",
                 flush=True,
             )
         seen += 1

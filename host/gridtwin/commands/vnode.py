@@ -74,7 +74,8 @@ def add_arguments(p):
         "--heap",
         type=heap_size,
         default=None,
-        help=f"the firmware's heap, at least {MIN_HEAP} (default 128k: see gridtwin.vboard.NODE_HEAP)",
+        help=f"the firmware's heap, at least {MIN_HEAP} (default 128k: see "
+        "gridtwin.vboard.NODE_HEAP)",
     )
     p.add_argument("--dir", default=None, help="the board's folder (default: <var>/vnodes/NODE)")
 
@@ -136,7 +137,8 @@ def run(args) -> int:
         print(line, flush=True)
 
     node.board.on_line = echo
-    # Ctrl-C, SIGTERM and SIGHUP stop the board; the closing line says so ("stopped virtual board ...")
+    # Ctrl-C, SIGTERM and SIGHUP stop the board; the closing line says so ("stopped virtual board
+    # ...")
     with procs.stop_on_signals() as session:
         session.note = f"; its console: {root}/console.log"
         try:

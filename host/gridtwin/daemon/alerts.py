@@ -41,7 +41,8 @@ class Alerts:
         self.raised: dict[tuple[str, str], int] = {}  # (kind, severity) -> alerts raised
         self.cleared: dict[tuple[str, str], int] = {}  # (kind, severity) -> alerts cleared
         self._meta: dict[str, tuple[str, str]] = {}  # key -> (kind, severity) of the active alert
-        self.listeners: list = []  # fn(alert dict with "state": "raised" | "cleared"); must not block
+        # fn(alert dict with "state": "raised" | "cleared"); must not block
+        self.listeners: list = []
 
     def raise_(
         self,
@@ -208,7 +209,8 @@ class NodeWatch:
             return False
         self._states[v.id] = v.state
         if before is None and v.state == "unknown":
-            return False  # never heard from: nothing to publish (10,000 of them at a start would be a flood)
+            # never heard from: nothing to publish (10,000 of them at a start would be a flood)
+            return False
         self.bus.publish_host(f"nodes/{v.id}", {**dataclasses.asdict(v), "ts": now_ms})
         keys = [alert_key(v.id, f"node_{s}") for s in ("stale", "offline")]  # one of them at a time
         if (
@@ -219,7 +221,8 @@ class NodeWatch:
             message = (
                 f"{v.id} is offline (the broker published its will)"
                 if v.state == "offline"
-                else f"{v.id} has sent nothing for {v.age_s:.0f} s ({self.stale_intervals} intervals)"
+                else f"{v.id} has sent nothing for {v.age_s:.0f} s ({self.stale_intervals} "
+                "intervals)"
             )
             self.alerts.raise_(
                 alert_key(v.id, f"node_{v.state}"), "warning", f"node_{v.state}", message, v.id

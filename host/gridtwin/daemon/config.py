@@ -18,18 +18,21 @@ STORAGE = Section(
             str,
             "sqlite",
             check=one_of("sqlite", "influxdb"),
-            help="where readings go: sqlite (embedded, default) or influxdb (InfluxDB 2, spooled to SQLite)",
+            help="where readings go: sqlite (embedded, default) or influxdb (InfluxDB 2, spooled "
+            "to SQLite)",
         ),
         "path": Key(
             str,
             "",
-            help="SQLite file; empty = <site var>/gridtwin.db; relative paths are under the site folder",
+            help="SQLite file; empty = <site var>/gridtwin.db; relative paths are under the site "
+            "folder",
         ),
         "sync": Key(
             str,
             "normal",
             check=one_of("normal", "full"),
-            help="normal: a committed batch survives a daemon crash; full: also a power cut (slower)",
+            help="normal: a committed batch survives a daemon crash; full: also a power cut "
+            "(slower)",
         ),
         "raw_days": Key(
             int,
@@ -89,14 +92,15 @@ DAEMON = Section(
             int,
             1,
             check=in_range(1, 16),
-            help="host daemons sharing the ingest (`gridtwin daemon --instance K`); each has its own "
-            "certificate gridtwin-host[-K] and broker session; >1 ingests through $share/",
+            help="host daemons sharing the ingest (`gridtwin daemon --instance K`); each has its "
+            "own certificate gridtwin-host[-K] and broker session; >1 ingests through $share/",
         ),
         "batch_max": Key(
             int,
             20000,
             check=in_range(1, 100000),
-            help="most messages per storage transaction (big batches share index pages: fewer writes)",
+            help="most messages per storage transaction (big batches share index pages: fewer "
+            "writes)",
         ),
         "receive_maximum": Key(
             int,
@@ -125,7 +129,8 @@ DAEMON = Section(
             int,
             600,
             check=in_range(1, 7 * 86400),
-            help="seconds a seq gap may wait for the node's replay before it counts as missing readings",
+            help="seconds a seq gap may wait for the node's replay before it counts as missing "
+            "readings",
         ),
         "command_ttl_s": Key(
             int,
@@ -170,7 +175,8 @@ def _check_daemon(site) -> None:
 
 
 def shared_group(site) -> str:
-    """The $share group ingest uses: the configured one, or "ingest" once there are several instances."""
+    """The $share group ingest uses: the configured one, or "ingest" once there are several
+    instances."""
     return site.daemon.shared_group or ("ingest" if site.daemon.instances > 1 else "")
 
 

@@ -97,6 +97,7 @@ class Dispatcher:
             published = "" if confirmed else " (the broker did not confirm the publish either)"
             raise CommandTimeout(
                 f"{node} did not acknowledge '{cmd}' (id {cid}) within {timeout:g} s{published}",
-                hint="the node may be busy or not handle this command; see `gridtwin tail` and its log",
+                hint="the node may be busy or not handle this command; see `gridtwin tail` and its "
+                "log",
             )
         return ack

@@ -93,15 +93,17 @@ def fleet(store, site=None, now_ms: int | None = None, stale_intervals: int = 3)
     ]
 
 
-# What to do about a node's rejected messages, by reason (the validator's labels); the rest: the log.
+# What to do about a node's rejected messages, by reason (the validator's labels); the rest: the
+# log.
 REJECT_FIXES = {
-    "ts_window": "its clock is off: a node sets it by SNTP from [network] ntp (default: the broker host, where "
-    "`gridtwin daemon` answers on udp/123; see docs/security.md, 'The nodes' time')",
+    "ts_window": "its clock is off: a node sets it by SNTP from [network] ntp (default: the broker host, "
+    "where `gridtwin daemon` answers on udp/123; see docs/security.md, 'The nodes' time')",
 }
 
 
 def reject_note(v: NodeView, now_ms: int | None = None, recent_s: float = 120.0) -> str | None:
-    """A sentence when the node's messages are being rejected (the last one within recent_s), else None."""
+    """A sentence when the node's messages are being rejected (the last one within recent_s), else
+    None."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if not v.rejected or v.last_reject_at is None or now_ms - v.last_reject_at > recent_s * 1000:
         return None

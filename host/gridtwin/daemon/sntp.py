@@ -126,15 +126,15 @@ class SntpServer:
             self._sock = self._bind(FALLBACK_PORT)
             log.warning(
                 "SNTP on udp/%d, not 123: binding 123 needs root or CAP_NET_BIND_SERVICE (the unit "
-                "`gridtwin daemon install` writes has it); real boards ask port 123 and get no time "
-                "from this host",
+                "`gridtwin daemon install` writes has it); real boards ask port 123 and get no "
+                "time from this host",
                 FALLBACK_PORT,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE and not self.wanted:
                 log.info(
-                    "udp/123 is served by another NTP server here (chrony, ntpd?): the nodes get their "
-                    "time from it, the daemon serves none"
+                    "udp/123 is served by another NTP server here (chrony, ntpd?): the nodes get "
+                    "their time from it, the daemon serves none"
                 )
                 return self
             raise GridTwinError(

@@ -124,7 +124,8 @@ class SpoolForwarder:
             except InfluxUnavailable as exc:
                 if self.reachable:
                     log.warning(
-                        "InfluxDB at %s unreachable (%s); spooling to SQLite, retrying with backoff",
+                        "InfluxDB at %s unreachable (%s); spooling to SQLite, retrying with "
+                        "backoff",
                         self.writer.cfg.url,
                         exc,
                     )

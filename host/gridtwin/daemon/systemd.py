@@ -86,7 +86,8 @@ WantedBy=multi-user.target
 def install(
     site, *, user: str, unit_dir: Path = Path("/etc/systemd/system"), start: bool = True, **run
 ) -> Path:
-    """Write the unit (``run``: twin, instance, metrics_port as `render_unit` takes them) and start it."""
+    """Write the unit (``run``: twin, instance, metrics_port as `render_unit` takes them) and start
+    it."""
     unit = Path(unit_dir) / unit_name(run.get("instance", 1))
     try:
         unit.write_text(render_unit(site, user=user, **run))

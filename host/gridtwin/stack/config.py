@@ -17,7 +17,8 @@ STACK = Section(
         "broker_host": Key(
             str,
             "",
-            help="broker name Telegraf and Grafana connect to; empty = the first [broker] hosts entry",
+            help="broker name Telegraf and Grafana connect to; empty = the first [broker] hosts "
+            "entry",
         ),
         "grafana_url": Key(
             str, "http://127.0.0.1:3000", help="Grafana's base URL (doctor checks /api/health)"

@@ -182,8 +182,8 @@ def _probe_query(site, value: float) -> str:
     st = site.storage
     return (
         f'from(bucket: "{st.influx_bucket}") |> range(start: -10m) '
-        f'|> filter(fn: (r) => r._measurement == "{st.influx_measurement}" and r.node == "{PROBE_NODE}" '
-        f'and r._field == "{PROBE_FIELD}" and r._value == {value!r})'
+        f'|> filter(fn: (r) => r._measurement == "{st.influx_measurement}" and r.node == '
+        f'"{PROBE_NODE}" and r._field == "{PROBE_FIELD}" and r._value == {value!r})'
     )
 
 
@@ -251,7 +251,8 @@ def check_data_path(
             name,
             False,
             f"cannot publish the probe on {host}:{port}: {exc}",
-            "is mosquitto running (`systemctl status mosquitto`)? `gridtwin doctor` checks the broker",
+            "is mosquitto running (`systemctl status mosquitto`)? `gridtwin doctor` checks the "
+            "broker",
         )
     finally:
         c.disconnect()

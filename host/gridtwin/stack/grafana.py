@@ -100,10 +100,11 @@ def dashboard_provider(dash_dir: str = DASH_DIR) -> dict:
     }
 
 
-# --- dashboards ------------------------------------------------------------------------------------
-# Every panel names the fields it shows, taken from gridtwin.catalog (what the firmware publishes)
-# or from the twin's own state; tests/host/test_stack_catalog.py checks each panel against what the
-# example site's firmware really publishes.
+# --- dashboards
+# ------------------------------------------------------------------------------------ Every panel
+# names the fields it shows, taken from gridtwin.catalog (what the firmware publishes) or from the
+# twin's own state; tests/host/test_stack_catalog.py checks each panel against what the example
+# site's firmware really publishes.
 
 GAUGE_FIELDS = ("gt_seq", "gt_boot")  # bookkeeping fields of a reading, not metrics
 TWIN_UNITS = {
@@ -301,7 +302,8 @@ def _electrolyser_panels(site, els, g: _Grid) -> list:
                     at,
                     unit,
                     description=(
-                        f"from u x i (or the stack monitor's power) and h2_nlh; HHV of hydrogen {hhv} kWh/Nm³"
+                        "from u x i (or the stack monitor's power) and h2_nlh; HHV of hydrogen "
+                        f"{hhv} kWh/Nm³"
                     ),
                 )
             )
@@ -316,8 +318,8 @@ def _electrolyser_panels(site, els, g: _Grid) -> list:
                 _from(
                     site, site.storage.influx_measurement, _any("node", h2), 'r._field == "h2_nlh"'
                 )
-                + '  |> group(columns: ["node"])\n  |> sort(columns: ["_time"])\n  |> integral(unit: 1h)\n'
-                + '  |> yield(name: "integral")',
+                + '  |> group(columns: ["node"])\n  |> sort(columns: ["_time"])\n  |> '
+                'integral(unit: 1h)\n' + '  |> yield(name: "integral")',
                 at,
                 "suffix: NL",
                 description="the integral of h2_nlh (NL/h) over time",
@@ -367,7 +369,8 @@ def _active_alerts(site, sources=None) -> str:
     return (
         _from(site, telegraf.ALERTS, *where, start="-30d")
         + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
-        + '  |> group(columns: ["alert"])\n  |> sort(columns: ["_time"])\n  |> last(column: "_time")\n'
+        + '  |> group(columns: ["alert"])\n  |> sort(columns: ["_time"])\n  |> last(column: '
+        '"_time")\n'
         + (f'  |> filter(fn: (r) => {_any("source", sources)})\n' if sources else "")
         + '  |> filter(fn: (r) => r.active == 1.0)\n  |> group()\n'
         + '  |> keep(columns: ["_time", "alert", "severity", "kind", "source", "message"])'
@@ -376,7 +379,8 @@ def _active_alerts(site, sources=None) -> str:
 
 def _grid_panels(site, grids, g: _Grid) -> list:
     """Frequency, its deviation from nominal (the node's f_dev) and its rate of change (RoCoF,
-    computed here: the derivative of the measured frequency), then everything else the meters read."""
+    computed here: the derivative of the measured frequency), then everything else the meters
+    read."""
     out = []
     hz = [(n.id, catalog.role_input(n)) for n in grids if catalog.role_input(n)]
     if hz:
@@ -428,8 +432,8 @@ def _twin_panels(site, g: _Grid) -> list:
             "state-timeline",
             "component status",
             _from(site, telegraf.TWIN, 'r._field == "status"')
-            + '  |> group(columns: ["component"])\n  |> aggregateWindow(every: v.windowPeriod, fn: last, '
-            'createEmpty: false)',
+            + '  |> group(columns: ["component"])\n  |> aggregateWindow(every: v.windowPeriod, '
+            'fn: last, createEmpty: false)',
             at,
         )
     ]
@@ -443,7 +447,8 @@ def _twin_panels(site, g: _Grid) -> list:
         q = (
             _from(site, telegraf.TWIN, _any("_field", names))
             + '  |> group(columns: ["component", "_field"])\n'
-            + f'  |> aggregateWindow(every: v.windowPeriod, fn: {"mean" if unit else "last"}, createEmpty: false)'
+            + f'  |> aggregateWindow(every: v.windowPeriod, fn: {"mean" if unit else "last"}, '
+            'createEmpty: false)'
         )
         pid, at = g.place(8)
         title = f"twin: {unit}" if unit else "twin: states (0/1)"
@@ -474,7 +479,8 @@ def _events_panels(site, g: _Grid) -> list:
             "alerts raised in the time range",
             _from(site, telegraf.ALERTS, _any("_field", ("active", "message")))
             + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
-            + '  |> filter(fn: (r) => r.active == 1.0)\n  |> group()\n  |> sort(columns: ["_time"], desc: true)\n'
+            + '  |> filter(fn: (r) => r.active == 1.0)\n  |> group()\n  |> sort(columns: '
+            '["_time"], desc: true)\n'
             + '  |> keep(columns: ["_time", "alert", "severity", "kind", "source", "message"])',
             at,
         )
@@ -547,7 +553,8 @@ def _fleet(site) -> dict:
                 'r.node == "${node}"',
                 " and ".join(f'r._field != "{f}"' for f in GAUGE_FIELDS),
             )
-            + '  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)\n  |> yield(name: "mean")',
+            + '  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)\n  |> '
+            'yield(name: "mean")',
             (0, 1, 16, 8),
             "short",
         ),
@@ -633,7 +640,10 @@ def dashboards(site) -> dict[str, dict]:
 
 def render(site, *, certs_dir: str = CERTS, dash_dir: str = DASH_DIR) -> dict[str, str]:
     """{path under /: text} for Grafana's provisioning and dashboards."""
-    head = "# GridTwin: rendered by `gridtwin stack render|install` (JSON is YAML); change site.toml instead.\n"
+    head = (
+        "# GridTwin: rendered by `gridtwin stack render|install` (JSON is YAML); change site.toml "
+        "instead.\n"
+    )
     files = {
         f"{ETC}/provisioning/datasources/gridtwin.yaml": head
         + json.dumps(datasources(site, certs_dir=certs_dir), indent=2),

@@ -188,11 +188,13 @@ def provision(site, env: EnvFiles, *, url: str | None = None, out=print) -> dict
                 "INFLUX_ADMIN_USER": ADMIN_USER,
                 "INFLUX_ADMIN_PASSWORD": password,
             },
-            comment="GridTwin: InfluxDB 2 operator credentials (root only; written by gridtwin stack provision)",
+            comment="GridTwin: InfluxDB 2 operator credentials (root only; written by gridtwin stack "
+            "provision)",
         )
         summary["setup"] = True
         out(
-            f"InfluxDB set up: user {ADMIN_USER}, org {org_name}; operator token and password in {env.admin} (0600)"
+            f"InfluxDB set up: user {ADMIN_USER}, org {org_name}; operator token and password in "
+            f"{env.admin} (0600)"
         )
     admin = read_env(env.admin).get(ADMIN_VAR)
     if not admin:
@@ -271,7 +273,8 @@ def provision(site, env: EnvFiles, *, url: str | None = None, out=print) -> dict
         )
         summary["created"].append(f"{action} token -> {path}")
         out(
-            f"{action} token for {'Telegraf' if action == 'write' else 'Grafana'} written to {path} (0600)"
+            f"{action} token for {'Telegraf' if action == 'write' else 'Grafana'} written to "
+            f"{path} (0600)"
         )
     return summary
 
@@ -308,7 +311,8 @@ def render_config(site) -> str:
     port = urllib.parse.urlparse(site.storage.influx_url).port or 8086
     return "\n".join(
         [
-            f"# GridTwin site '{site.id}': InfluxDB 2 settings rendered by `gridtwin stack install`.",
+            f"# GridTwin site '{site.id}': InfluxDB 2 settings rendered by `gridtwin stack "
+            "install`.",
             "bolt-path = \"/var/lib/influxdb/influxd.bolt\"",
             "engine-path = \"/var/lib/influxdb/engine\"",
             f"http-bind-address = \"127.0.0.1:{port}\"",

@@ -165,6 +165,7 @@ def install_mqtt_plugin(out=print) -> None:
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise ToolError(
-            f"installing the Grafana plugin {grafana.MQTT_PLUGIN} failed: {r.stderr.strip()[-300:]}",
+            f"installing the Grafana plugin {grafana.MQTT_PLUGIN} failed: "
+            f"{r.stderr.strip()[-300:]}",
             hint="check the Pi's network, or set [stack] mqtt_live = false",
         )

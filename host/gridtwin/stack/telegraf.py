@@ -13,19 +13,21 @@ script (``STARLARK``, run by Telegraf's embedded Go Starlark) turns each message
 - ``<root>/<node>/status`` (birth, will) -> ``node_status``: tags node, site, state; fields online
   (1/0), every number (float: heap, heap_min, rssi, uptime, outbox, drops, ...), every string (fw,
   board, role, reset, cfg), gt_boot; time ``ts``, else arrival (the will has none).
-- ``<root>/<node>/log`` -> ``node_log``: tags node, site, lvl, mod (when sent); field msg; time ``ts``.
+- ``<root>/<node>/log`` -> ``node_log``: tags node, site, lvl, mod (when sent); field msg; time
+``ts``.
 - ``<root>/_host/twin`` -> ``twin``, a point per component: tags component, kind, site; fields each
   number of its ``m`` (float), status (string), twin_t; arrival time (the twin's t is simulated).
-- ``<root>/_host/alerts/<key>`` -> ``alerts`` (key: ``<node>/<kind>[/<metric>]``): tags alert (the key),
-  site, severity, kind (kind or type), source (node or component), metric (analytics); fields active 1,
-  message, alert_id, value (analytics: the reading); time ``ts``, else arrival.
+- ``<root>/_host/alerts/<key>`` -> ``alerts`` (key: ``<node>/<kind>[/<metric>]``): tags alert (the
+key),
+  site, severity, kind (kind or type), source (node or component), metric (analytics); fields active
+  1, message, alert_id, value (analytics: the reading); time ``ts``, else arrival.
   The empty retained message that clears an alert becomes active 0 (tags alert, site): a dashboard
   tells active alerts by the last point per alert.
 
-Telemetry lands exactly as the daemon's InfluxDB writer stores it (gridtwin.daemon.lineprotocol), plus
-the tag ``site``, so the dashboards read either writer. An unknown topic or payload shape makes no
-point (a payload that is not JSON is logged by Telegraf and dropped); the output drops whatever the
-script did not convert.
+Telemetry lands exactly as the daemon's InfluxDB writer stores it (gridtwin.daemon.lineprotocol),
+plus the tag ``site``, so the dashboards read either writer. An unknown topic or payload shape makes
+no point (a payload that is not JSON is logged by Telegraf and dropped); the output drops whatever
+the script did not convert.
 """
 
 from __future__ import annotations
@@ -247,7 +249,8 @@ def render(site, *, certs_dir: str = CERTS) -> str:
         raise ValueError("the Starlark script must not contain three single quotes")
     lines = [
         f"# GridTwin site '{site.id}': Telegraf reads the contract topics and writes InfluxDB 2.",
-        "# Rendered by `gridtwin stack render|install`; change site.toml and render again instead of this file.",
+        "# Rendered by `gridtwin stack render|install`; change site.toml and render again instead "
+        "of this file.",
         f"# The InfluxDB token comes from ${{{TOKEN_VAR}}}, set in {ENV_FILE} (root-only)"
         " by `gridtwin stack provision`.",
         "",
@@ -262,7 +265,8 @@ def render(site, *, certs_dir: str = CERTS) -> str:
         "  logfile = \"\"",
         "  quiet = true",
         "",
-        "# ONE input, so ONE connection: the broker makes the client id the certificate CN, and a second",
+        "# ONE input, so ONE connection: the broker makes the client id the certificate CN, and a "
+        "second",
         "# input on this certificate would take this session over (and back) forever.",
         "[[inputs.mqtt_consumer]]",
         f"  servers = {_q([f'ssl://{host}:{port}'])}",
@@ -276,7 +280,8 @@ def render(site, *, certs_dir: str = CERTS) -> str:
         f"  tls_cert = {_q(f'{certs_dir}/telegraf.crt')}",
         f"  tls_key = {_q(f'{certs_dir}/telegraf.key')}",
         f"  tls_server_name = {_q(host)}",
-        "  # the payloads differ per topic: each is kept as a string; the Starlark processor parses it",
+        "  # the payloads differ per topic: each is kept as a string; the Starlark processor "
+        "parses it",
         "  topic_tag = \"topic\"",
         f"  name_override = {_q(RAW)}",
         "  data_format = \"value\"",

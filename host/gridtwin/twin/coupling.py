@@ -61,8 +61,9 @@ class TwinLink:
         self.events: list = []  # every event seen, in order (the demo's log, the tests' record)
         self._roles = {n.id: n.role for n in site.nodes}
         by = twin.topo.by_id
-        # a twin event's alert (<component>/<type>) left active by a previous run ends with that run:
-        # this twin starts afresh and raises again what happens again (node health and analytics keep theirs)
+        # a twin event's alert (<component>/<type>) left active by a previous run ends with that
+        # run: this twin starts afresh and raises again what happens again (node health and
+        # analytics keep theirs)
         for key in [
             k
             for k in daemon.alerts.active
@@ -153,7 +154,8 @@ class TwinLink:
 
     # --- alerts ---
     def _alert(self, ev) -> None:
-        # the daemon's alerts: stored, retained on _host/alerts/<component>/<type> while active, cleared empty
+        # the daemon's alerts: stored, retained on _host/alerts/<component>/<type> while active,
+        # cleared empty
         key = alert_key(ev.component, ev.type.replace(":", "_"))
         if ev.state == "start":
             message = f"{ev.component}: {ev.type.replace('_', ' ')}" + (

@@ -1,9 +1,10 @@
 """Alkaline electrolyser stack, gas separator and hydrogen tank.
 
 Ulleberg, O. (2003) "Modeling of advanced alkaline electrolyzers: a system simulation approach",
-Int. J. Hydrogen Energy 28, 21-33. Every stack parameter is an input (site.toml `[[twin.components]]`
-of kind electrolyser); the defaults in `topology.KINDS["electrolyser"]` are his PHOEBUS Juelich stack
-(21 cells, 0.25 m2, 7 bar). docs/twin-models.md says where each value comes from.
+Int. J. Hydrogen Energy 28, 21-33. Every stack parameter is an input (site.toml
+`[[twin.components]]` of kind electrolyser); the defaults in `topology.KINDS["electrolyser"]` are
+his PHOEBUS Juelich stack (21 cells, 0.25 m2, 7 bar). docs/twin-models.md says where each value
+comes from.
 
 * Reversible cell voltage U_rev = dG / (2F) at the stack's temperature and pressure: the temperature
   dependence at 1 bar from LeRoy, Bowen & LeRoy (1980, J. Electrochem. Soc. 127, 1954),
@@ -11,7 +12,8 @@ of kind electrolyser); the defaults in `topology.KINDS["electrolyser"]` are his 
   plus the Nernst term of ideal, dry product gases at the stack pressure p (bar, water activity 1):
     U_rev = U_rev0(T) + R T / (2F) ln(p^1.5).
   At 80 C that is 1.1834 V at 1 bar and 1.2278 V at PHOEBUS' 7 bar; with it his I-U parameters
-  reproduce his measured PHOEBUS cell voltages (30-80 C) to 7 mV rms (tests/twin/test_twin_electrolyser.py).
+  reproduce his measured PHOEBUS cell voltages (30-80 C) to 7 mV rms
+  (tests/twin/test_twin_electrolyser.py).
 * Cell voltage (his I-U relation), T in degrees C, I in A, A in m2:
     U = U_rev + (r1 + r2 T)/A * I + s * log10((t1 + t2/T + t3/T^2)/A * I + 1)
 * Faraday efficiency: eta_F = (j^2 / (f1 + j^2)) * f2 with j = I/A in mA/cm2 (PHOEBUS: f1 = 250
@@ -42,14 +44,16 @@ _LN10 = math.log(10.0)
 
 
 def reversible_voltage(t_c: float, p_bar: float = 1.0) -> float:
-    """U_rev at t_c (degrees C) and p_bar (LeRoy et al. 1980 at 1 bar, plus the Nernst pressure term)."""
+    """U_rev at t_c (degrees C) and p_bar (LeRoy et al. 1980 at 1 bar, plus the Nernst pressure
+    term)."""
     tk = t_c + 273.15
     u0 = 1.5184 - 1.5421e-3 * tk + 9.523e-5 * tk * math.log(tk) + 9.84e-8 * tk * tk
     return u0 + R_GAS * tk / (2.0 * F) * 1.5 * math.log(p_bar)
 
 
 def coefficients(t_c: float, p: dict) -> tuple[float, float, float, float]:
-    """(U_rev, a, b, s) so that U(I) = U_rev + a I + s log10(b I + 1) at temperature t_c for stack p."""
+    """(U_rev, a, b, s) so that U(I) = U_rev + a I + s log10(b I + 1) at temperature t_c for stack
+    p."""
     t = max(t_c, 1.0)  # the t2/T, t3/T^2 terms blow up at 0 C (his fit covers 20-80 C)
     area = p["area_m2"]
     # Above ~105 C (PHOEBUS values) t1 + t2/T + t3/T^2 turns negative, far outside the fit: no
@@ -147,7 +151,8 @@ class Stack:
         self.n_h2 = h2_mol_s(i, p["cells"], self.eta_f)
         self.n_o2 = self.n_h2 / 2.0
         n_cross = p["permeability"] * p["pressure_bar"] * p["area_m2"] * p["cells"]
-        # With the stack idle nothing flows through the separator: purity is reported only under load.
+        # With the stack idle nothing flows through the separator: purity is reported only under
+        # load.
         self.hto_pct = 100.0 * n_cross / (self.n_o2 + n_cross) if self.n_o2 > 0 else 0.0
         # Thermal model (forward Euler is stable: the time constant R_t C_t is ~29 h).
         self.q_gen_w = p["cells"] * (self.u_cell - U_TN) * i if i > 0 else 0.0
@@ -164,7 +169,8 @@ class Stack:
     def check_trips(
         self, hto_pct: float, tank_over: bool, dt: float
     ) -> tuple[str | None, str | None]:
-        """Latch a trip on a cause; clear it reset_s after every cause is gone. Returns (started, cleared)."""
+        """Latch a trip on a cause; clear it reset_s after every cause is gone. Returns (started,
+        cleared)."""
         p = self.p
         cause = None
         if self.u_cell > p["u_cell_max_v"]:

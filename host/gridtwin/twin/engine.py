@@ -174,7 +174,8 @@ class Twin:
                 + ([pl.battery.id] if pl.battery else [])
             ):
                 self.plant_of[cid] = pl
-        # NFPA 110: switches with a standby generator must restore power within the declared type's seconds.
+        # NFPA 110: switches with a standby generator must restore power within the declared type's
+        # seconds.
         self.nfpa110_type = cfg.get("nfpa110_type", 0)
         self._nfpa = (
             [
@@ -260,7 +261,8 @@ class Twin:
             if pos < 0 and not normal_ok:
                 want_gen.update(standby)
                 live = [s for s in standby if ac.en[s]]
-                # Transfer: the standby must be ready transfer_s (at least one step) before the switch closes.
+                # Transfer: the standby must be ready transfer_s (at least one step) before the
+                # switch closes.
                 sw.standby_ok_for = sw.standby_ok_for + dt if live else 0.0
                 if live and sw.standby_ok_for >= sw.p["transfer_s"] - 1e-9:
                     pos = sw.parents.index(live[0])
@@ -384,7 +386,8 @@ class Twin:
                 self._restoring = False
 
     def _nfpa110(self, t: float) -> None:
-        """Time each outage at the switches' outputs; `nfpa110_missed` starts when one outlasts the type."""
+        """Time each outage at the switches' outputs; `nfpa110_missed` starts when one outlasts the
+        type."""
         ac, ev, limit = self.ac, self.log, self.nfpa110_type
         for sw in self._nfpa:
             sid = self.ac.ids[sw.i]
@@ -661,7 +664,8 @@ class Twin:
         }
 
     def state(self) -> dict[str, dict[str, Any]]:
-        """A JSON-able snapshot: {component id: {kind, node, status, m: {metric: value}, units, overridden}}."""
+        """A JSON-able snapshot: {component id: {kind, node, status, m: {metric: value}, units,
+        overridden}}."""
         return {c.id: self.state_of(c.id) for c in self.topo.components}
 
     def summary(self) -> dict[str, Any]:

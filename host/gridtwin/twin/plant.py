@@ -1,4 +1,5 @@
-"""The hydrogen plant: PV array -> buck converter (P&O MPPT) -> electrolyser stacks (+ battery) -> separators -> tanks.
+"""The hydrogen plant: PV array -> buck converter (P&O MPPT) -> electrolyser stacks (+ battery) ->
+separators -> tanks.
 
 One `Plant` per PV array. Each step:
 
@@ -8,11 +9,12 @@ One `Plant` per PV array. Each step:
 2. the converter's P&O sets the array voltage, limited to what the stacks and the battery can take;
 3. the converter output (efficiency, no-load loss) is split equally between the running stacks; a
    battery on the converter takes the surplus and tops the stacks up to their minimum current;
-4. each stack turns power into current (Ulleberg's U(I,T), solved for I), hydrogen (Faraday) and heat;
+4. each stack turns power into current (Ulleberg's U(I,T), solved for I), hydrogen (Faraday) and
+heat;
 5. separators lag the purity, tanks integrate the hydrogen, and the safety trips latch.
 
-The array delivers what the converter passes on (P_pv = (P_stacks + P_battery + P_no_load) / eff), so
-energy balances exactly every step; docs/twin-models.md has the equations.
+The array delivers what the converter passes on (P_pv = (P_stacks + P_battery + P_no_load) / eff),
+so energy balances exactly every step; docs/twin-models.md has the equations.
 """
 
 from __future__ import annotations

@@ -6,14 +6,15 @@ array operations per level rather than a Python loop per component, so 10,000 co
 about as much as 10 (see `make bench`):
 
 1. Down (levels ascending): a component is energized when any of its *active* feeds has an
-   energized parent and it is neither tripped nor faulted. A transfer switch has one active feed (its
-   position); a UPS's output stays energized on battery while its state of charge is above zero.
+   energized parent and it is neither tripped nor faulted. A transfer switch has one active feed
+   (its position); a UPS's output stays energized on battery while its state of charge is above
+   zero.
 2. Up (levels descending): each component's input is
        P_in = P_out / efficiency + no_load_kw + load_loss_kw * (P_out / capacity)^2
    (a UPS adds no_load_pct and load_loss_pct of its capacity to the last two: its part-load curve)
    (servers: P_in = demand). P_in is shared equally between its energized active parents and added
-   to their P_out. A UPS on mains also draws its recharge power; on battery it draws nothing upstream
-   and discharges P_out / battery_efficiency + no_load_kw from the battery instead.
+   to their P_out. A UPS on mains also draws its recharge power; on battery it draws nothing
+   upstream and discharges P_out / battery_efficiency + no_load_kw from the battery instead.
 
 Energy is conserved by construction, step by step:
    sum(source output) + battery discharge = sum(server demand) + sum(losses) + battery charge.
@@ -109,7 +110,8 @@ class ACNetwork:
         self.ups_of = np.full(n, -1)
         self.ups_of[u] = np.arange(len(u))
         self.sources = np.nonzero((self.code == K_UTIL) | (self.code == K_GEN))[0]
-        # Breakers that tripped in the last step; empty until a step has run (and always, without a chain).
+        # Breakers that tripped in the last step; empty until a step has run (and always, without a
+        # chain).
         self.new_trips = np.zeros(0, dtype=np.int64)
 
     def select(self, i: int, slot: int) -> None:

@@ -1,4 +1,5 @@
-"""PV array physics: sun position, clear-sky irradiance, clouds, cell temperature, the I-V curve and MPPT.
+"""PV array physics: sun position, clear-sky irradiance, clouds, cell temperature, the I-V curve and
+MPPT.
 
 Equations (docs/twin-models.md gives the derivations and sources):
 
@@ -15,10 +16,12 @@ Equations (docs/twin-models.md gives the derivations and sources):
   mass (Kasten & Young 1989, standard-atmosphere pressure at h), I0 the extraterrestrial irradiance
   of the day (Spencer 1971: 1366.1 W/m2 times the Earth-Sun distance factor). Without the paper's
   optional exp(0.01 AM^1.8) "enhancement", as pvlib by default.
-* Clouds, Kasten & Czeplak (1980): GHI = GHI_cs (1 - 0.75 N^3.4) with cloud cover N in [0, 1]. N is an
+* Clouds, Kasten & Czeplak (1980): GHI = GHI_cs (1 - 0.75 N^3.4) with cloud cover N in [0, 1]. N is
+an
   Ornstein-Uhlenbeck process around the mean cover, seeded, so clouds come and go.
 * Cell temperature, Faiman (2008): T_c = T_air + G / (u0 + u1 * wind).
-* DC power at the maximum-power point, PVWatts (Dobos 2014): P_mp = G/1000 * P_dc0 (1 + gamma (T_c - 25)).
+* DC power at the maximum-power point, PVWatts (Dobos 2014): P_mp = G/1000 * P_dc0 (1 + gamma (T_c -
+25)).
 * The I-V curve the MPPT climbs is the explicit exponential model i = 1 - C1 (exp(v/C2) - 1) in
   per-unit v = V/Voc, i = I/Isc, with C1 = 1/(exp(1/C2) - 1) so that i(1) = 0, and C2 chosen so that
   the maximum of v*i lies at v = Vmp/Voc. Scaling Isc so that the curve passes through (Vmp, Imp)

@@ -72,9 +72,10 @@ DEMO_SEQUENCE = [
 ]
 
 
-# The demo's analytics story: the first electrolyser with a node reads its stack temperature climbing
-# 0.3 degC/s from t = 40 s (its cooling loop failing, as its thermometer sees it) past the thermometers'
-# 80 degC limit (gridtwin.analytics.config) at ~90 s, and back at 130 s: a limit alert raised, then cleared.
+# The demo's analytics story: the first electrolyser with a node reads its stack temperature
+# climbing 0.3 degC/s from t = 40 s (its cooling loop failing, as its thermometer sees it) past the
+# thermometers' 80 degC limit (gridtwin.analytics.config) at ~90 s, and back at 130 s: a limit alert
+# raised, then cleared.
 DEMO_FAULT = {
     "kind": "temp_rise",
     "start": 40.0,

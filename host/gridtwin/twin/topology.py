@@ -60,9 +60,9 @@ class KindSpec:
 
 
 P = Param
-# Losses of AC elements follow P_in = P_out / efficiency + no_load_kw + load_loss_kw * (P_out/capacity)^2:
-# a constant part (core losses), a proportional part and a copper part that grows with the square of
-# the current (IEC 60076-1 splits transformer losses the same way).
+# Losses of AC elements follow P_in = P_out / efficiency + no_load_kw + load_loss_kw *
+# (P_out/capacity)^2: a constant part (core losses), a proportional part and a copper part that
+# grows with the square of the current (IEC 60076-1 splits transformer losses the same way).
 _AC_LOSS = {
     "efficiency": P(1.0, 0.5, 1.0, "", "proportional efficiency"),
     "no_load_kw": P(0.0, 0.0, None, "kW", "constant losses while energized"),
@@ -142,9 +142,10 @@ KINDS: dict[str, KindSpec] = {
         {
             "capacity_kw": P(200.0, 0.001, None, "kW", "output rating"),
             **_AC_LOSS,
-            # Part-load curve (docs/twin-models.md, UPS): the loss structure of Schneider Electric WP 108 -
-            # no-load losses ~40 % of the full-load losses, square-law losses ~1 % of rating at full load -
-            # anchored at 95 % full-load efficiency: 81 % at 10 % load, 90.3 % at 25 %, 93.6 % at 50 %.
+            # Part-load curve (docs/twin-models.md, UPS): the loss structure of Schneider Electric
+            # WP 108 - no-load losses ~40 % of the full-load losses, square-law losses ~1 % of
+            # rating at full load - anchored at 95 % full-load efficiency: 81 % at 10 % load, 90.3 %
+            # at 25 %, 93.6 % at 50 %.
             "efficiency": P(
                 0.979, 0.5, 1.0, "", "proportional efficiency of the double conversion"
             ),
@@ -232,8 +233,9 @@ KINDS: dict[str, KindSpec] = {
                 "bar",
                 "stack pressure, raises U_rev by RT/2F ln(p^1.5) (PHOEBUS: 7 bar)",
             ),
-            # Ulleberg (2003) I-U relation U = U_rev + (r1 + r2 T)/A I + s log10((t1 + t2/T + t3/T^2)/A I + 1),
-            # T in C, and Faraday efficiency eta_F = j^2/(f1 + j^2) f2, j in mA/cm2: his PHOEBUS values.
+            # Ulleberg (2003) I-U relation U = U_rev + (r1 + r2 T)/A I + s log10((t1 + t2/T +
+            # t3/T^2)/A I + 1), T in C, and Faraday efficiency eta_F = j^2/(f1 + j^2) f2, j in
+            # mA/cm2: his PHOEBUS values.
             "r1": P(8.05e-5, 0.0, None, "ohm m2", "ohmic resistance (PHOEBUS: 8.05e-5)"),
             "r2": P(
                 -2.5e-7, None, None, "ohm m2/C", "its temperature coefficient (PHOEBUS: -2.5e-7)"
@@ -301,7 +303,8 @@ KINDS: dict[str, KindSpec] = {
             "efficiency": P(0.95, 0.5, 1.0, "", "one-way efficiency"),
         },
         parent_kinds=("buck_converter",),
-        help="DC battery on the converter output: stores what the stacks cannot take, tops up to their minimum",
+        help="DC battery on the converter output: stores what the stacks cannot take, tops up to "
+        "their minimum",
     ),
     "grid_bus": KindSpec(
         "grid",
@@ -503,7 +506,8 @@ TWIN = Section(
                     'use "haurwitz" or "ineichen" (with linke_turbidity)',
                 )
             ),
-            help="clear-sky irradiance model: haurwitz (no parameters) or ineichen (Linke turbidity, altitude)",
+            help="clear-sky irradiance model: haurwitz (no parameters) or ineichen (Linke "
+            "turbidity, altitude)",
         ),
         "linke_turbidity": Key(
             float,
@@ -596,7 +600,8 @@ def _params(path, kind: str, raw: dict, where: str) -> dict[str, Any]:
             _fail(
                 path,
                 key,
-                f"is {type(v).__name__} {v!r}, expected {'an integer' if p.type is int else 'a number'}",
+                f"is {type(v).__name__} {v!r}, expected "
+                f"{'an integer' if p.type is int else 'a number'}",
                 f"{p.help} ({p.unit})" if p.unit else p.help or None,
             )
         if (
@@ -643,7 +648,8 @@ def build(site) -> Topology:
                         path,
                         f"{where}.kind",
                         f"kind '{e.kind}' does not fit node '{nid}' of role '{n.role}'",
-                        f"leave kind out (role '{n.role}' means '{role_kind}') or change the node's role",
+                        f"leave kind out (role '{n.role}' means '{role_kind}') or change the "
+                        "node's role",
                     )
                 kind = k
             raw = e.params
@@ -743,7 +749,8 @@ def build(site) -> Topology:
         c.index = i
         for p in c.parents:
             comps[p].children.append(c.id)
-    # A node-backed component given other parents in the twin must still hang below its node parents.
+    # A node-backed component given other parents in the twin must still hang below its node
+    # parents.
     for nid, (ni, n) in nodes.items():
         c = comps[nid]
         if c.parents == list(n.parents):
@@ -773,8 +780,9 @@ def _steps(x: float, dt: float) -> float:
 
 
 def transfer_time_s(switch: Component, gen: Component, dt: float) -> tuple[float, float, float]:
-    """(detection, start, transfer) seconds from the loss of the normal source to the switch closing on
-    a cold standby generator, exactly as the engine steps them (docs/twin-models.md, Transfer timing)."""
+    """(detection, start, transfer) seconds from the loss of the normal source to the switch closing
+    on a cold standby generator, exactly as the engine steps them (docs/twin-models.md, Transfer
+    timing)."""
     sp = switch.params
     return (
         _steps(sp["detect_s"], dt),
@@ -801,7 +809,8 @@ def _check_transfer_timing(path, twin, comps: dict[str, Component]) -> None:
             path,
             "twin.nfpa110_type",
             f"NFPA 110 Type {need} is declared but no transfer switch has a standby generator",
-            'give a transfer switch a generator as its second parent (parent = ["<normal>", "<generator>"]), '
+            'give a transfer switch a generator as its second parent (parent = ["<normal>", '
+            '"<generator>"]), '
             "or leave nfpa110_type out",
         )
     for sw, gen in pairs:
@@ -822,8 +831,9 @@ def _check_transfer_timing(path, twin, comps: dict[str, Component]) -> None:
             _fail(
                 path,
                 "twin.nfpa110_type",
-                f"transfer switch '{sw.id}' restores power {total:g} s after the normal source fails (detection "
-                f"{d:g} s + '{gen.id}' start {st:g} s + transfer {tr:g} s), over NFPA 110 Type {need}'s {need} s",
+                f"transfer switch '{sw.id}' restores power {total:g} s after the normal source "
+                f"fails (detection {d:g} s + '{gen.id}' start {st:g} s + transfer {tr:g} s), over "
+                f"NFPA 110 Type {need}'s {need} s",
                 f"{fix}, or declare a slower type (60 or 120)",
             )
 

@@ -65,7 +65,8 @@ class RemoteWeb:
 
             def setup(self):
                 self.request.settimeout(self.timeout)
-                self.request.do_handshake()  # here, on the connection's thread, never in the accept loop
+                # here, on the connection's thread, never in the accept loop
+                self.request.do_handshake()
                 super().setup()
 
             def _reply(self, code, ctype, body, headers=()):
@@ -171,7 +172,10 @@ class RemoteWeb:
                 now = time.monotonic()
                 outer.sessions = {k: v for k, v in outer.sessions.items() if v[1] > now}
                 outer.sessions[sid] = (name, now + outer.session_s)
-                cookie = f"{COOKIE}={sid}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={int(outer.session_s)}"
+                cookie = (
+                    f"{COOKIE}={sid}; Path=/; Secure; HttpOnly; SameSite=Strict; "
+                    f"Max-Age={int(outer.session_s)}"
+                )
                 return self._reply(
                     303, "text/plain", b"", [("Location", "/ui/"), ("Set-Cookie", cookie)]
                 )

@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print(
-            "usage: python -m gridtwin.web.users FILE NAME   (the password from the terminal or stdin)",
+            "usage: python -m gridtwin.web.users FILE NAME   (the password from the terminal or "
+            "stdin)",
             file=sys.stderr,
         )
         return 2

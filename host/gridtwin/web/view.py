@@ -5,9 +5,10 @@ so it is there whenever the daemon is, with nothing else to install: ``WebView.f
 .routes()`` adds
 
 - ``GET /ui/`` (one HTML page; the fragment picks the view: ``#/``, ``#/node/<id>``, ``#/twin``,
-  ``#/alerts``, ``#/energy``) and its assets ``/ui/<file>``, all from ``gridtwin/web/static/`` in the package (a Pi
-  on a plant network has no internet: no CDN);
-- ``GET /api/ui/{fleet,node,series,twin,alerts,energy}``: JSON read from the store (and the twin's last
+  ``#/alerts``, ``#/energy``) and its assets ``/ui/<file>``, all from ``gridtwin/web/static/`` in
+  the package (a Pi on a plant network has no internet: no CDN);
+- ``GET /api/ui/{fleet,node,series,twin,alerts,energy}``: JSON read from the store (and the twin's
+last
   state), the same facts ``gridtwin nodes|query|logs|alerts`` print;
 - ``GET /api/ui/events``: server-sent events. ``reading`` (each node's newest values of a committed
   batch), ``twin`` (the twin's state as published on ``<root>/_host/twin``), ``changed`` (``fleet``,
@@ -110,8 +111,8 @@ class WebView:
     @classmethod
     def for_daemon(cls, daemon) -> "WebView":
         """The view of a ``service.Daemon``: fed after each committed batch, by node status and ack
-        batches, by alerts, and by the twin's state on ``<root>/_host/twin`` (the twin may run in this
-        process, ``gridtwin daemon --twin`` and the demo, or anywhere else on the bus)."""
+        batches, by alerts, and by the twin's state on ``<root>/_host/twin`` (the twin may run in
+        this process, ``gridtwin daemon --twin`` and the demo, or anywhere else on the bus)."""
         web = cls(
             daemon.store,
             site=daemon.site,
@@ -139,7 +140,9 @@ class WebView:
     def _send(self, event: str, data) -> None:
         if not self._clients:
             return
-        chunk = f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
+        chunk = (
+            f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n"
+        ).encode()
         for q in list(self._clients):
             try:
                 q.put_nowait(chunk)
@@ -177,13 +180,14 @@ class WebView:
         self.twin, self.twin_at = doc, int(time.time() * 1000)
         self._send("twin", doc)
 
-    # -- routes -------------------------------------------------------------------------------------
+    # -- routes
+    # -------------------------------------------------------------------------------------
     def static(self, name: str) -> bytes:
         return self._static[name]
 
     def routes(self, remote: bool = False) -> dict:
-        """``{(method, path): fn}``; ``remote``: for gridtwin.web.remote (HTTPS and a login), without the
-        loopback check."""
+        """``{(method, path): fn}``; ``remote``: for gridtwin.web.remote (HTTPS and a login),
+        without the loopback check."""
         r = {("GET", "/"): self.root, ("GET", "/ui"): self.root, ("GET", "/ui/"): self.page}
         for name in STATIC:
             if name != "login.html":  # the HTTPS server's (remote.py), not a page of its own here
@@ -302,7 +306,8 @@ class WebView:
         ]
         logs = self.store.node_logs(nid, limit=50)
         cmds = self.store.commands(nid, limit=20)
-        # buttons only for a user logged in over HTTPS (remote.py sets handler.user); loopback is read-only
+        # buttons only for a user logged in over HTTPS (remote.py sets handler.user); loopback is
+        # read-only
         buttons = (
             list(BUTTONS) if getattr(handler, "user", None) and self.dispatcher is not None else []
         )
@@ -405,9 +410,9 @@ class WebView:
         )
 
     def energy(self, handler, query, body):
-        """The energy KPIs (gridtwin.analytics.kpi) since ``since`` (default: 24 h): per node and for the
-        site (node ""), energies and volumes summed over the buckets, peaks the highest, the rest (means,
-        ratios, shares, PUE) the latest bucket's."""
+        """The energy KPIs (gridtwin.analytics.kpi) since ``since`` (default: 24 h): per node and
+        for the site (node ""), energies and volumes summed over the buckets, peaks the highest, the
+        rest (means, ratios, shares, PUE) the latest bucket's."""
         now = int(time.time() * 1000)
         since = _int(query, "since", now - 86400_000)
         out: dict = {}

@@ -9,7 +9,8 @@
 #   0x0FE unlock (0xAD) enables the write of 0x0030 to 0x120 the data sheet requires at power-up.
 # World spec: {"model": "ade7953", "addr": 56, "v_div": 1001, "i_ohm": 0.005,
 #              "v_rms": 230, "i_rms": 5, "pf": 0.95, "hz": 50.0}
-#              "noise": {"rms": relative rms of VRMS/IRMS, "period": rms seconds, "seed": n} (optional)
+# "noise": {"rms": relative rms of VRMS/IRMS, "period": rms seconds, "seed": n} (optional)
+#
 from fakes.noise import Noise
 from fakes.powered import PoweredDevice
 

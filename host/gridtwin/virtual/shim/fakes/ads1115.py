@@ -1,6 +1,6 @@
 # ADS1115 16-bit delta-sigma ADC (TI SBAS444D). Registers, 16 bits big-endian:
-#   0x00 Conversion (signed; +FS -> 0x7FFF, -FS -> 0x8000, clipped beyond)   0x01 Config (POR 0x8583):
-#   bit 15 OS (write 1: start a single conversion; reads 0 while converting, 1 when idle),
+# 0x00 Conversion (signed; +FS -> 0x7FFF, -FS -> 0x8000, clipped beyond)   0x01 Config (POR 0x8583):
+#  bit 15 OS (write 1: start a single conversion; reads 0 while converting, 1 when idle),
 #   14..12 MUX (000 AIN0-AIN1, 001 AIN0-AIN3, 010 AIN1-AIN3, 011 AIN2-AIN3, 1xx AINx-GND),
 #   11..9 PGA (+-6.144, 4.096, 2.048, 1.024, 0.512, 0.256 V), 8 MODE (1 single-shot),
 #   7..5 DR (8..860 SPS; conversion takes 1/DR), 4..0 comparator   0x02/0x03 Lo/Hi threshold

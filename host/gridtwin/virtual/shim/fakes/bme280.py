@@ -8,7 +8,8 @@
 # A measurement turns the world's temperature, humidity and pressure into the raw ADC codes the
 # chip would report for these trimming values, by inverting the data sheet's compensation.
 # World spec: {"model": "bme280", "addr": 118, "temp_c": 21.0, "rh": 45.0, "pressure_pa": 101325,
-#              "calib": {...} (optional: dig_T1.. dig_H6), "raw": {"t": n, "p": n, "h": n} (optional)}
+# "calib": {...} (optional: dig_T1.. dig_H6), "raw": {"t": n, "p": n, "h": n} (optional)}
+#
 import struct
 from fakes.noise import Noise
 from fakes.powered import PoweredDevice
