@@ -59,7 +59,8 @@ def _get(port: int, path: str) -> tuple[float, float, int]:
 
 
 class SseClient(threading.Thread):
-    """One page's live stream: counts `reading` events and how late each arrives (its `at` stamp)."""
+    """One page's live stream: counts `reading` events and how late each arrives (its `at`
+    stamp)."""
 
     def __init__(self, port: int):
         super().__init__(daemon=True)

@@ -3,7 +3,7 @@
 What goes on the board (paths relative to the board's filesystem root)::
 
     boot.py main.py            source: the board runs them by name
-    gt/**/*.mpy                the firmware package, compiled by mpy-cross for the board file's "arch"
+    gt/**/*.mpy                the firmware package, mpy-cross compiled for the board's "arch"
     config.json                rendered from site.toml + the board file (gridtwin.nodeconfig)
     ca.der cert.der key.der    the site CA and the node's certificate and SEC1 key (DER, as mbedTLS
                                takes them); the node's pair is issued first when the PKI lacks it
@@ -597,13 +597,11 @@ def deploy(
                     "..."
                 )
                 result.birth = watcher.wait(wait_timeout)
+                fw = result.birth.get("fw", result.birth.get("version", "?"))
+                via = result.birth.get("via") == "daemon"
                 out(
                     f"{node_id} is online: boot {result.birth.get('boot', '?')}"
-                    + (
-                        " (seen by the daemon)"
-                        if result.birth.get("via") == "daemon"
-                        else f", firmware {result.birth.get('fw', result.birth.get('version', '?'))}"
-                    )
+                    + (" (seen by the daemon)" if via else f", firmware {fw}")
                 )
         finally:
             if watcher:

@@ -54,7 +54,8 @@ class BrokerError(GridTwinError):
 
 
 class ToolError(GridTwinError):
-    """An external tool (micropython, mpy-cross, mpremote, esptool, mosquitto) failed or is missing."""
+    """An external tool (micropython, mpy-cross, mpremote, esptool, mosquitto) failed or is
+    missing."""
 
 
 class CommandTimeout(GridTwinError):

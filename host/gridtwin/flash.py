@@ -52,7 +52,8 @@ def sha256_file(path: os.PathLike | str) -> str:
 
 
 def board_image(board: dict, boards_dir: pathlib.Path = BOARDS_DIR) -> tuple[str, str]:
-    """(url, sha256) of the board's MicroPython image; ConfigError when the board file lacks them."""
+    """(url, sha256) of the board's MicroPython image; ConfigError when the board file lacks
+    them."""
     path = pathlib.Path(boards_dir) / f"{board.get('name', '?')}.json"
     image = board.get("image")
     if not isinstance(image, dict) or not image.get("url"):
@@ -272,7 +273,8 @@ def flash(
     out=print,
     boards_dir: pathlib.Path = BOARDS_DIR,
 ) -> list[list[str]]:
-    """Flash MicroPython onto the board at port. Returns the esptool commands (run unless dry_run)."""
+    """Flash MicroPython onto the board at port. Returns the esptool commands (run unless
+    dry_run)."""
     board = load_board(board_name, boards_dir)
     board.setdefault("name", board_name)
     if image:

@@ -10,7 +10,7 @@ and a pure function by compiling its definition alone. The virtual board's shim'
 helpers are read the same way.
 
     firmware_literal("gt/roles/__init__.py", "ROLES")   # {"sensor": "base", ...}
-    firmware_row("queue")                                # Row(type=int, default=16, lo=4, hi=4096, ...)
+    firmware_row("queue")                                # Row(type=int, default=16, lo=4, ...)
 """
 
 from __future__ import annotations

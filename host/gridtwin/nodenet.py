@@ -9,7 +9,7 @@ their type, default and range from that schema (``firmware_key``), so host and n
     [network]
     wifi_ssid = "plant-iot"
     wifi_psk = "..."              # stored on the node's flash (config.json), as any Wi-Fi password
-    # mqtt_host = "gridtwin.lan"  # default: the broker's first LAN IPv4 address, else broker.hosts[0]
+    # mqtt_host = "gridtwin.lan"  # default: the broker's first LAN IPv4, else broker.hosts[0]
     # keepalive = 30
     # health_s = 60               # heap, RSSI, uptime, outbox, drops on <root>/<node>/status
     # log_level = "info"          # default "warn": problems only on <root>/<node>/log
@@ -96,7 +96,8 @@ def _dial_address(site) -> str | None:
 
 
 def setting(site, key: str):
-    """A `[network]` value of the site, or its default when the site was built without the section."""
+    """A `[network]` value of the site, or its default when the site was built without the
+    section."""
     net = site.sections.get("network")
     return net.get(key) if net is not None else NETWORK.keys[key].default
 

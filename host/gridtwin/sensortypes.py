@@ -224,9 +224,10 @@ TYPES: dict[str, SensorType] = {
             Chip(
                 lsb={"shunt_v": 2.5e-6, "bus_v": 1.25e-3},
                 noise={"shunt_v": 2.5e-6, "bus_v": 1.25e-3},
-                source="TI SBOS547A, Electrical Characteristics: shunt LSB 2.5 uV, bus LSB 1.25 mV; "
-                "offset typ. +-2.5 uV (shunt), +-1.25 mV (bus). No noise figure: 1 LSB RMS, the "
-                "typical offset, at the 16 averages the firmware sets (gt/drivers/ina226.py CFG)",
+                source="TI SBOS547A, Electrical Characteristics: shunt LSB 2.5 uV, bus LSB "
+                "1.25 mV; offset typ. +-2.5 uV (shunt), +-1.25 mV (bus). No noise figure: 1 LSB "
+                "RMS, the typical offset, at the 16 averages the firmware sets "
+                "(gt/drivers/ina226.py CFG)",
             ),
         ),
         SensorType(
@@ -256,9 +257,9 @@ TYPES: dict[str, SensorType] = {
             chip=Chip(
                 lsb={"rms": 1 / 9032007, "period": 1 / 223750},
                 noise={"rms": 0.0005, "period": 1 / 223750},
-                source="ADI ADE7953 rev. C, specifications: VRMS/IRMS error 0.1 % over 1000:1 (here "
-                "0.05 % RMS of the reading, bounded at 0.15 %); 24-bit RMS codes (9032007 full "
-                "scale); the line period in 1/223.75 kHz steps, 1 step RMS",
+                source="ADI ADE7953 rev. C, specifications: VRMS/IRMS error 0.1 % over 1000:1 "
+                "(here 0.05 % RMS of the reading, bounded at 0.15 %); 24-bit RMS codes (9032007 "
+                "full scale); the line period in 1/223.75 kHz steps, 1 step RMS",
             ),
             world=_ade_world,
         ),
@@ -331,8 +332,8 @@ TYPES: dict[str, SensorType] = {
             chip=Chip(
                 lsb={"ain": 4.096 / 32768},
                 noise={"ain": 4.096 / 32768},
-                source="TI SBAS444D, table 1 (noise at 128 SPS, VDD 3.3 V): 1 LSB RMS at every range, "
-                "the LSB being FSR / 2^15 (125 uV at +-4.096 V); `ain` here scales with the "
+                source="TI SBAS444D, table 1 (noise at 128 SPS, VDD 3.3 V): 1 LSB RMS at every "
+                "range, the LSB being FSR / 2^15 (125 uV at +-4.096 V); `ain` here scales with the "
                 "sensor's fsr",
             ),
             world=lambda s: ({}, {ain_key(s): cal_volts(s, plausible(s))}),

@@ -489,7 +489,8 @@ NODE_KEYS: dict[str, Key] = {
 
 
 class Site:
-    """A validated site. Sections are `Record`s (site.broker.port); nodes are `Node`s in file order."""
+    """A validated site. Sections are `Record`s (site.broker.port); nodes are `Node`s in file
+    order."""
 
     def __init__(self, path: Path, sections: dict[str, Any]):
         self.path = path

@@ -32,7 +32,8 @@ def gridtwin(site, *args, timeout=30):
 
 
 class FakeNode:
-    """pdu_a as the firmware behaves on the bus: retained birth, will, telemetry, acks to commands."""
+    """pdu_a as the firmware behaves on the bus: retained birth, will, telemetry, acks to
+    commands."""
 
     def __init__(self, broker, node, answers):
         ep = endpoint(broker, node)

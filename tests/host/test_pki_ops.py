@@ -159,7 +159,8 @@ def test_pki_revoke_ends_the_session_of_a_node_on_broker_run(
 
 
 def _installed_etc(tmp_path, site):
-    """An /etc/mosquitto as `broker install` leaves it (its conf header and the broker's CRL copy)."""
+    """An /etc/mosquitto as `broker install` leaves it (its conf header and the broker's CRL
+    copy)."""
     from gridtwin import broker
 
     etc = tmp_path / "etc"

@@ -1,4 +1,5 @@
-"""The site file: the example loads, defaults apply, every mistake is named with file, key and fix."""
+"""The site file: the example loads, defaults apply, every mistake is named with file, key and
+fix."""
 
 from pathlib import Path
 

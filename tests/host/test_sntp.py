@@ -88,7 +88,8 @@ def test_a_port_in_use_is_one_clear_error_and_udp_123_taken_is_left_to_its_serve
 
 
 def test_without_the_right_to_bind_123_it_serves_on_the_fallback_port_and_says_so():
-    """As an unprivileged user (nobody: the process drops root after its imports), ntp_port unset."""
+    """As an unprivileged user (nobody: the process drops root after its imports), ntp_port
+    unset."""
     import os
 
     if os.geteuid() != 0:

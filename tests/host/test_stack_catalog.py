@@ -269,7 +269,8 @@ def panel_matches(panel: dict, rows: list[dict], bucket: str) -> list[tuple[list
 def check_dashboards(
     dashes: dict, rows: list[dict], published: dict, bucket: str, topic
 ) -> list[str]:
-    """What is wrong: panels that select nothing, published metrics no panel names (with its unit)."""
+    """What is wrong: panels that select nothing, published metrics no panel names (with its
+    unit)."""
     problems, shown = [], {}
     for dname, d in dashes.items():
         for p in d["panels"]:

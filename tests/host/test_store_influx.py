@@ -94,7 +94,8 @@ def test_spool_replays_in_order_after_an_outage(influxdb, tmp_path):
 
 
 def test_daemon_with_influxdb_backend_spools_while_it_is_down(fleet_broker, influxdb, tmp_path):
-    """End to end: nodes -> mosquitto -> daemon -> spool -> InfluxDB 1.x, with an outage in between."""
+    """End to end: nodes -> mosquitto -> daemon -> spool -> InfluxDB 1.x, with an outage in
+    between."""
     from fixtures.daemon_fleet import FLEET, NodeClient, endpoint, telemetry_payload
     from gridtwin.daemon.service import Daemon
 

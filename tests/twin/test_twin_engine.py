@@ -49,7 +49,8 @@ step_s = 0.1
 
 [[twin.components]]
 id = "ups"
-params = { battery_v = 480.0, battery_ah = 1.0, efficiency = 0.95, battery_efficiency = 0.9, no_load_kw = 0.2, \
+params = { battery_v = 480.0, battery_ah = 1.0, efficiency = 0.95, battery_efficiency = 0.9, \
+  no_load_kw = 0.2, \
   no_load_pct = 0.0, load_loss_pct = 0.0, low_soc_pct = 20.0, charge_kw = 2.0 }
 
 [[twin.components]]

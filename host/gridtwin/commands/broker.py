@@ -1,4 +1,5 @@
-"""`gridtwin broker`: render the Mosquitto configuration, install it, or run it in the foreground."""
+"""`gridtwin broker`: render the Mosquitto configuration, install it, or run it in the
+foreground."""
 
 from __future__ import annotations
 

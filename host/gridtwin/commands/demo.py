@@ -1,4 +1,5 @@
-"""`gridtwin demo`: the whole system on this machine with virtual nodes (see gridtwin.demo.runner)."""
+"""`gridtwin demo`: the whole system on this machine with virtual nodes (see
+gridtwin.demo.runner)."""
 
 from __future__ import annotations
 

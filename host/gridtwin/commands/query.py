@@ -90,7 +90,8 @@ def _iso(ms: int, _cache={}) -> str:  # noqa: B006 (a per-process cache of the s
 def buckets(
     store, node: str, metric: str, since_ms: int, until_ms: int, every_ms: int
 ) -> list[dict]:
-    """[{ts, mean, min, max, n}] per bucket of every_ms (aligned to the Unix epoch), oldest first."""
+    """[{ts, mean, min, max, n}] per bucket of every_ms (aligned to the Unix epoch), oldest
+    first."""
     rolled = store.rollups(node, metric, since_ms, until_ms)
     # `query` gives the raw readings and one (bucket, mean) per rollup: take those out again (a
     # multiset, so a raw reading equal to a rollup's mean is still counted once)

@@ -40,7 +40,8 @@ def heap_size(text: str) -> str:
 
 
 def certificate_problem(pki, node: str) -> str | None:
-    """Why the broker will refuse this node's certificate (expired, revoked, another CA), or None."""
+    """Why the broker will refuse this node's certificate (expired, revoked, another CA), or
+    None."""
     try:
         rows = {r.identity: r for r in pki.list()}
         sentences = pki.warnings()

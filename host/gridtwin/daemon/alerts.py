@@ -114,7 +114,8 @@ class Alerts:
                 log.exception("alert listener failed")
 
     def counters(self, what: str = "raised") -> dict[str, int]:
-        """/metrics: alerts raised (or cleared) since the start, {'{kind="..",severity=".."}': n}."""
+        """/metrics: alerts raised (or cleared) since the start, {'{kind="..",severity=".."}':
+        n}."""
         table = self.raised if what == "raised" else self.cleared
         return {f'{{kind="{k}",severity="{s}"}}': n for (k, s), n in sorted(table.items())}
 
@@ -144,7 +145,8 @@ class NodeWatch:
         self._started = False
 
     def note(self, tel, statuses) -> None:
-        """Ingest's batch hook (writer thread): these nodes spoke; look at them at the next check."""
+        """Ingest's batch hook (writer thread): these nodes spoke; look at them at the next
+        check."""
         if not tel and not statuses:
             return
         now = int(time.time() * 1000)

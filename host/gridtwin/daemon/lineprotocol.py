@@ -79,7 +79,8 @@ def point_time_ns(ts_ms: int, seq: int) -> int:
 
 
 def telemetry_line(t, measurement: str = "telemetry") -> str:
-    """A validated Telemetry message as one point: tag node, a float field per metric, time in ns."""
+    """A validated Telemetry message as one point: tag node, a float field per metric, time in
+    ns."""
     fields = {k: float(v) for k, v in t.m.items()}
     fields["gt_seq"] = t.seq  # prefixed: a metric may itself be called "seq"
     fields["gt_boot"] = str(t.boot)

@@ -96,8 +96,8 @@ def fleet(store, site=None, now_ms: int | None = None, stale_intervals: int = 3)
 # What to do about a node's rejected messages, by reason (the validator's labels); the rest: the
 # log.
 REJECT_FIXES = {
-    "ts_window": "its clock is off: a node sets it by SNTP from [network] ntp (default: the broker host, "
-    "where `gridtwin daemon` answers on udp/123; see docs/security.md, 'The nodes' time')",
+    "ts_window": "its clock is off: a node sets it by SNTP from [network] ntp (default: the broker "
+    "host, where `gridtwin daemon` answers on udp/123; see docs/security.md, 'The nodes' time')",
 }
 
 

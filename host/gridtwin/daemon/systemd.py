@@ -21,7 +21,8 @@ def unit_name(instance: int = 1) -> str:
 def run_flags(
     *, twin: bool = False, instance: int = 1, metrics_port: int | None = None
 ) -> list[str]:
-    """The `gridtwin daemon run` options the unit's ExecStart passes on (what `daemon install` got)."""
+    """The `gridtwin daemon run` options the unit's ExecStart passes on (what `daemon install`
+    got)."""
     flags = ["--twin"] if twin else []
     if instance != 1:
         flags += ["--instance", str(instance)]
@@ -48,7 +49,9 @@ def render_unit(
     )
     what = "ingest, storage, registry, commands" + (", digital twin" if twin else "")
     name = site.id if instance == 1 else f"{site.id} (instance {instance})"
-    return f"""# Rendered by `gridtwin daemon install` for site '{site.id}'. Render again instead of editing.
+    exec_start = f"{shlex.quote(exe)} --site {shlex.quote(str(site_path))} daemon run"
+    exec_start += f" --log-format json{extra}"
+    return f"""# Rendered by `gridtwin daemon install` for site '{site.id}': render, do not edit.
 [Unit]
 Description=GridTwin daemon for site {name}: {what}
 # the broker on this host first; the daemon reconnects by itself if it starts later or restarts
@@ -62,7 +65,7 @@ StartLimitBurst=5
 Type=simple
 User={user}
 WorkingDirectory={site_path.parent}
-ExecStart={shlex.quote(exe)} --site {shlex.quote(str(site_path))} daemon run --log-format json{extra}
+ExecStart={exec_start}
 # SIGTERM stores what was received and disconnects; unacknowledged messages stay with the broker
 KillSignal=SIGTERM
 TimeoutStopSec=30

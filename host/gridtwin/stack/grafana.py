@@ -352,7 +352,9 @@ def _electrolyser_panels(site, els, g: _Grid) -> list:
             + '  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)',
             at,
             "percent",
-            description="the twin's HTO: an electrolyser trips at 2 %, the lower explosive limit is 4 %",
+            description=(
+                "the twin's HTO: an electrolyser trips at 2 %, the lower explosive limit is 4 %"
+            ),
         )
     )
     pid, at = g.place(8)

@@ -188,8 +188,8 @@ def provision(site, env: EnvFiles, *, url: str | None = None, out=print) -> dict
                 "INFLUX_ADMIN_USER": ADMIN_USER,
                 "INFLUX_ADMIN_PASSWORD": password,
             },
-            comment="GridTwin: InfluxDB 2 operator credentials (root only; written by gridtwin stack "
-            "provision)",
+            comment="GridTwin: InfluxDB 2 operator credentials "
+            "(root only; written by gridtwin stack provision)",
         )
         summary["setup"] = True
         out(

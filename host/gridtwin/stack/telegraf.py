@@ -116,7 +116,8 @@ def _status(node, doc):
             fields[k] = _num(v)
     if doc.get("boot") != None:
         fields["gt_boot"] = str(doc["boot"])
-    return [_point(STATUS, {"node": node, "site": SITE, "state": state}, fields, _ns(doc.get("ts")))]
+    tags = {"node": node, "site": SITE, "state": state}
+    return [_point(STATUS, tags, fields, _ns(doc.get("ts")))]
 
 
 def _log(node, doc):
@@ -155,8 +156,13 @@ def _alert(key, doc):
     if type(doc) != "dict":
         return []
     tags = {"alert": key, "site": SITE}
-    for tag, paths in (("severity", ("severity",)), ("kind", ("kind", "type")), ("source", ("node", "component")),
-                       ("metric", ("metric",))):
+    sources = (
+        ("severity", ("severity",)),
+        ("kind", ("kind", "type")),
+        ("source", ("node", "component")),
+        ("metric", ("metric",)),
+    )
+    for tag, paths in sources:
         for p in paths:
             if type(doc.get(p)) == "string" and doc[p] and tag not in tags:
                 tags[tag] = doc[p]

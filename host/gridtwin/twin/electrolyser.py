@@ -83,7 +83,8 @@ def h2_mol_s(i_a: float, cells: int, eta_f: float) -> float:
 
 
 def current_for_power(p_w: float, t_c: float, p: dict, i_max: float | None = None) -> float:
-    """The stack current that draws p_w, i.e. solves n_c U(I, T) I = P (U rises with I: one root)."""
+    """The stack current that draws p_w, i.e. solves n_c U(I, T) I = P (U rises with I: one
+    root)."""
     if p_w <= 0:
         return 0.0
     cells = p["cells"]

@@ -9,13 +9,13 @@ API (what the daemon, `gridtwin demo` and the virtual fleet use)::
     twin.step()                                # advance one [twin].step_s
     twin.run_until(60.0)                       # as fast as the CPU allows
     twin.t                                     # simulated seconds since start
-    twin.state()    # {component id: {"kind", "status", "m": {metric: value}, "units": {...}, "overridden": [...]}}
+    twin.state()    # {component id: {"kind", "status", "m": {metric: value}, "units", ...}}
     twin.drain_events()  # new Events since the last drain: (t, component, type, state, detail)
     twin.active_events() # conditions still open (alerts to keep retained)
-    twin.apply("util_a", "set_fault", {"on": True})     # commands: set_fault, set_load, set_supply, reset
-    twin.override("srv_a", "p_kw", 4.2)        # hardware in the loop: a node's reading replaces the model's
+    twin.apply("util_a", "set_fault", {"on": True})   # set_fault, set_load, set_supply, reset
+    twin.override("srv_a", "p_kw", 4.2)        # hardware in the loop: a node's reading wins
     twin.override("srv_a", "p_kw", None)       # ... and hands back to the model
-    twin.inject(Fault("load_spike", "srv_a", 60, 120))   # gridtwin.twin.faults: labelled ground truth
+    twin.inject(Fault("load_spike", "srv_a", 60, 120))   # labelled ground truth (twin.faults)
 
 Determinism: every random draw comes from one numpy Generator seeded from the seed, drawn in the
 same order every step, so two twins with the same site and seed produce identical states.
@@ -415,7 +415,8 @@ class Twin:
         return c
 
     def apply(self, component_id: str, command: str, args: dict | None = None) -> dict:
-        """Carry out a command on a component; returns a small result dict. Raises TwinCommandError."""
+        """Carry out a command on a component; returns a small result dict. Raises
+        TwinCommandError."""
         args = dict(args or {})
         c = self._component(component_id)
         kind, t = c.kind, self.t

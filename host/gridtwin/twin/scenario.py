@@ -3,7 +3,7 @@
     from gridtwin.twin import Twin, Action, Scenario, demo_scenario, run_realtime
 
     twin = Twin.from_site(site)
-    twin.schedule(demo_scenario(twin))   # utility fails at t=20 s, returns at t=120 s; EL1's stack heats
+    twin.schedule(demo_scenario(twin))   # utility out from t=20 s to 120 s; EL1's stack heats
     twin.run_until(180)                  # faster than real time (tests)
     run_realtime(twin, 180)              # paced at [twin].speed (the demo)
 
@@ -39,7 +39,8 @@ class Scenario:
 
     @classmethod
     def from_list(cls, name: str, rows: list[dict], duration_s: float) -> "Scenario":
-        """Rows like {"t": 20, "component": "util_a", "command": "set_fault", "args": {"on": true}}."""
+        """Rows like {"t": 20, "component": "util_a", "command": "set_fault", "args": {"on":
+        true}}."""
         return cls(
             name,
             [

@@ -792,7 +792,8 @@ def transfer_time_s(switch: Component, gen: Component, dt: float) -> tuple[float
 
 
 def _check_transfer_timing(path, twin, comps: dict[str, Component]) -> None:
-    """A declared NFPA 110 type must be reachable: detection + start + transfer within its seconds."""
+    """A declared NFPA 110 type must be reachable: detection + start + transfer within its
+    seconds."""
     need = twin.get("nfpa110_type", 0) if twin is not None else 0
     if not need:
         return

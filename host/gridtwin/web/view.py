@@ -210,8 +210,8 @@ class WebView:
                 return _json(
                     {
                         "error": "the web view answers on this host only (loopback)",
-                        "hint": "set [web] host to serve it over HTTPS with a login (docs/web.md), or "
-                        "open it through `ssh -L 9810:127.0.0.1:9810 HOST`",
+                        "hint": "set [web] host to serve it over HTTPS with a login "
+                        "(docs/web.md), or open it through `ssh -L 9810:127.0.0.1:9810 HOST`",
                     },
                     403,
                 )
