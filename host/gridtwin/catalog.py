@@ -192,9 +192,8 @@ def groups(metrics) -> dict[tuple[str, str], list[Metric]]:
 # --- the electrolyser's derived quantities (computed in the dashboards' Flux)
 # ----------------------
 
-HHV_KWH_PER_NM3 = (
-    3.5424  # hydrogen's higher heating value: 285.83 kJ/mol / 22.414 L/mol, in kWh per Nm3
-)
+# hydrogen's higher heating value: 285.83 kJ/mol / 22.414 L/mol, in kWh per Nm3
+HHV_KWH_PER_NM3 = 3.5424
 
 
 def electrolyser_inputs(node) -> dict[str, str] | None:

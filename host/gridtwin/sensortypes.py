@@ -59,9 +59,8 @@ class SensorType:
     metrics: tuple[
         tuple[str, str, str], ...
     ] = ()  # (suffix, quantity, description), the driver's order
-    analog: str = (
-        ""  # an analog input: one metric named after the sensor, unit and range from its config
-    )
+    # an analog input: one metric named after the sensor, unit and range from its config
+    analog: str = ""
     quantities: dict[str, str] = field(default_factory=dict)  # metric suffix -> chip world key
     primary: str | None = None  # the quantity a plain `twin = "metric"` feeds
     addr: int | None = None  # a fixed I2C address (else the row "addr")

@@ -151,9 +151,8 @@ class VirtualBoard:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._console = None
-        self.on_line = (
-            None  # called with each console line as it arrives (gridtwin vnode prints them)
-        )
+        # called with each console line as it arrives (gridtwin vnode prints them)
+        self.on_line = None
         if config is not None:
             self.write_config(config)
         if world is not None:

@@ -235,9 +235,8 @@ class Endpoint:
     ) -> Properties:
         props = Properties(PacketTypes.CONNECT)
         if persistent:
-            props.SessionExpiryInterval = (
-                0xFFFFFFFF  # the broker keeps the session (and our QoS 1 backlog)
-            )
+            # the broker keeps the session (and our QoS 1 backlog)
+            props.SessionExpiryInterval = 0xFFFFFFFF
         if receive_maximum:
             props.ReceiveMaximum = receive_maximum
         return props

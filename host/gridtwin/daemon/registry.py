@@ -26,9 +26,8 @@ class NodeView:
     drops: float | None = None
     uptime: float | None = None
     in_site: bool = True
-    rejected: int | None = (
-        None  # messages of the node the daemon refused (store columns, if present)
-    )
+    # messages of the node the daemon refused (store columns, if present)
+    rejected: int | None = None
     last_reject: str | None = None  # "reason: detail" of the last one
     last_reject_at: int | None = None  # host ms
     interval_ms: float | None = None  # its sample interval: stale after stale_intervals of them

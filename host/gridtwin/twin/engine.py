@@ -113,9 +113,8 @@ class _Switch:
         self.normal_ok_for = 0.0
         self.normal_lost_for = 0.0  # how long the normal source has been seen dead (detection)
         self.standby_ok_for = 0.0  # how long a standby source has been seen live (transfer)
-        self.out_lost_at: float | None = (
-            None  # when the switch's output lost power (NFPA 110 clock)
-        )
+        # when the switch's output lost power (NFPA 110 clock)
+        self.out_lost_at: float | None = None
 
 
 class Twin:
