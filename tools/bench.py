@@ -122,8 +122,7 @@ class BenchSite:
         self.proc.wait(20)
 
 
-# --- load generator: raw MQTT 3.1.1 QoS 1 over a plain socket
-# --------------------------------------
+# --- load generator: raw MQTT 3.1.1 QoS 1 over a plain socket -------------------------------------
 
 
 def _remaining(n: int) -> bytes:
@@ -207,8 +206,7 @@ def telemetry(root: str, node: str, boot: int, seq: int, ts: int, **m) -> tuple[
     )
 
 
-# --- the daemon as a process
-# -----------------------------------------------------------------------
+# --- the daemon as a process ----------------------------------------------------------------------
 
 
 def start_daemon(bs: BenchSite, db: Path, metrics_port: int, extra=()) -> subprocess.Popen:
@@ -275,8 +273,7 @@ def stop(p: subprocess.Popen):
             p.wait()
 
 
-# --- section: ingest
-# ---------------------------------------------------------------------------------
+# --- section: ingest ------------------------------------------------------------------------------
 
 
 @section(

@@ -189,8 +189,7 @@ def groups(metrics) -> dict[tuple[str, str], list[Metric]]:
     return out
 
 
-# --- the electrolyser's derived quantities (computed in the dashboards' Flux)
-# ----------------------
+# --- the electrolyser's derived quantities (computed in the dashboards' Flux) ---------------------
 
 # hydrogen's higher heating value: 285.83 kJ/mol / 22.414 L/mol, in kWh per Nm3
 HHV_KWH_PER_NM3 = 3.5424

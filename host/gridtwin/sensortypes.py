@@ -189,8 +189,7 @@ def _thermometer(name: str, bus: str, rows: dict[str, Opt], step: float, source:
     )
 
 
-# --- the catalog
-# -----------------------------------------------------------------------------------
+# --- the catalog ----------------------------------------------------------------------------------
 
 TYPES: dict[str, SensorType] = {
     t.name: t
@@ -400,8 +399,7 @@ def ina_calibration(t: str, shunt_ohm: float, max_a: float) -> int:
     return calibration(ina_constants(t)["K"], current_lsb(max_a), shunt_ohm)
 
 
-# --- the firmware's compact table (firmware/gt/drivers/options.py)
-# ---------------------------------
+# --- the firmware's compact table (firmware/gt/drivers/options.py) --------------------------------
 
 OPTIONS_PATH = "gt/drivers/options.py"
 

@@ -49,8 +49,7 @@ from gridtwin.sensortypes import (  # noqa: F401
 # quantity_key(). PRIMARY: what `twin = "metric"` (a plain string) feeds.
 QUANTITIES: dict[str, dict[str, str]] = {t.name: t.quantities for t in TYPES.values()}
 
-# --- the chip catalog
-# ------------------------------------------------------------------------------
+# --- the chip catalog -----------------------------------------------------------------------------
 #
 # Per chip (each sensor type's `chip` in gridtwin.sensortypes): `lsb`, the step of each quantity the
 # chip converts (in the unit of its world key, before the firmware's scaling), and `noise`, the RMS
@@ -133,8 +132,7 @@ def tolerance(
     return step + nb * c["noise"][key]
 
 
-# --- plant-role nodes on a hardware-in-the-loop bench
-# ------------------------------------------------
+# --- plant-role nodes on a hardware-in-the-loop bench ---------------------------------------------
 #
 # A plant-role node simulates its component from commands; wired to a HIL bench (params "hil"), it
 # reads what the component does from its inputs instead, every sample: digital inputs for supply

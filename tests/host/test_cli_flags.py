@@ -108,8 +108,7 @@ def test_site_errors_name_the_node_by_its_id(site, capsys):
     assert f"{site}: nodes[pdu_a].role: unknown role 'pdv'" in err
 
 
-# --- helpers
-# ---------------------------------------------------------------------------------------
+# --- helpers --------------------------------------------------------------------------------------
 
 
 def _store_readings(

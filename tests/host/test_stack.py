@@ -30,8 +30,7 @@ from test_stack_telegraf import (
 )  # tests/host is on sys.path (pytest puts it there)
 
 
-# --- Telegraf (its MQTT identity and Starlark processor: test_stack_telegraf.py)
-# -------------------
+# --- Telegraf (its MQTT identity and Starlark processor: test_stack_telegraf.py) ------------------
 
 
 def test_telegraf_config_holds_the_keys(site_pki):
@@ -263,8 +262,7 @@ def test_stack_render_cli_writes_every_file(site_pki, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("gridtwin: say what to do: gridtwin stack render")
 
 
-# --- InfluxDB 2 provisioning (against the local fake)
-# ----------------------------------------------
+# --- InfluxDB 2 provisioning (against the local fake) ---------------------------------------------
 
 
 def prov(site_pki, root, url, capsys):
