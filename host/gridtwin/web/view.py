@@ -180,8 +180,7 @@ class WebView:
         self.twin, self.twin_at = doc, int(time.time() * 1000)
         self._send("twin", doc)
 
-    # -- routes
-    # -------------------------------------------------------------------------------------
+    # -- routes ------------------------------------------------------------------------------------
     def static(self, name: str) -> bytes:
         return self._static[name]
 
