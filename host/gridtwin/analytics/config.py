@@ -326,8 +326,9 @@ DEFAULT_LIMITS = (
         bad_hi=1000.0,
     ),
 )
-# The OPC UA energy bridge's four rate-of-change rules, where the metric exists. "efficiency" is the
-# electrolyser's derived efficiency (gridtwin.analytics.derived), in percent.
+# The OPC UA energy bridge's four rate-of-change rules, where the metric exists. Quantity
+# "efficiency": the electrolyser's derived efficiency (gridtwin.analytics.derived) and a PV
+# inverter's OPC UA tag Efficiency (gridtwin.opcua.model.TAG_QUANTITY), in percent.
 DEFAULT_RULES = (
     dict(
         name="soc_drop",
@@ -358,7 +359,7 @@ DEFAULT_RULES = (
     ),
     dict(
         name="efficiency_drop",
-        metric="efficiency",
+        quantity="efficiency",
         kind="drop",
         relative=True,
         window_s=600.0,
@@ -481,7 +482,11 @@ class Resolver:
             n = self._nodes.get(node)
             self._metrics[node] = node_metrics(n) if n is not None else {}
         m = self._metrics[node].get(metric)
-        return m.quantity if m is not None else ""
+        if m is None:  # an OPC UA point: its machine is the node, its tag the metric
+            from gridtwin.opcua.model import TAG_QUANTITY
+
+            return TAG_QUANTITY.get(metric, "")
+        return m.quantity
 
     def limit(self, node: str, metric: str) -> Limit | None:
         role, q = self.role(node), self.quantity(node, metric)

@@ -32,6 +32,7 @@ class Metrics:
         self.gauges = {}  # name -> callable returning a number (spool depth, nodes online, ...)
         self.node_gauges = None  # callable -> [(node, {name: value})] for per-node gauges
         self.threads: list = []  # worker threads that must be alive while the daemon runs
+        self.health_parts = {}  # name -> callable: more of /healthz (e.g. OPC UA sources' state)
         self.stopping = False
 
     def watch(self, thread) -> None:
@@ -139,6 +140,11 @@ class Metrics:
             "rejected": self.rejected_total,
             "uptime_s": round(time.time() - self.started, 1),
         }
+        for name, fn in self.health_parts.items():
+            try:
+                info[name] = fn()
+            except Exception:  # a part must never break /healthz
+                pass
         if dead:
             info["dead_threads"] = dead
         return ok, info

@@ -3,7 +3,8 @@
 It only wires and runs the parts: the store (``store_sqlite``), the one MQTT session (``bus``),
 ingest, the dispatcher, alerts and node states (``alerts``), the InfluxDB forwarder when the site
 selects it, the HTTP server (``metrics``: /healthz, /metrics, and the local API of ``api``), the
-nodes' time server (``sntp``) and a maintenance thread (node states, gap settling, retention).
+nodes' time server (``sntp``), the OPC UA collector of ``[[opcua.sources]]`` (``opcua.service``)
+and a maintenance thread (node states, gap settling, retention).
 Build it from a site (``Daemon.from_site(site)``) or from explicit parts (tests, benchmarks).
 """
 
@@ -144,6 +145,19 @@ class Daemon:
                 ) from None
         self.raw_days, self.rollup_days = raw_days, rollup_days
         self._maint: threading.Thread | None = None
+        # [[opcua.sources]]: the OPC UA collector (gridtwin/opcua/service.py), once per site
+        self.opcua = None
+        if instance == 1 and site is not None and site.opcua.sources:
+            from gridtwin.opcua.service import CollectorService
+
+            self.opcua = CollectorService(
+                site,
+                self.store,
+                listeners=[self._opcua_listener],
+                wake=self.forwarder.wake if self.forwarder else None,
+            )
+            self.metrics.gauges.update(self.opcua.gauges())
+            self.metrics.health_parts["opcua"] = self.opcua.health
 
     @classmethod
     def from_site(cls, site, instance: int = 1, **overrides) -> "Daemon":
@@ -256,6 +270,9 @@ class Daemon:
             self.analytics.start()
         self.ingest.start()  # the writer first: the bus delivers as soon as it is subscribed
         self.bus.start()
+        if self.opcua:
+            self.opcua.start()
+            self.metrics.watch(self.opcua.thread)
         self.metrics.watch(self.ingest._writer)
         if self.forwarder:
             self.metrics.watch(self.forwarder._thread)
@@ -285,6 +302,8 @@ class Daemon:
         self.api.withdraw_state()
         self.ingest.stop()  # store what was received; unacked messages come back from the broker
         self.bus.stop()
+        if self.opcua:
+            self.opcua.stop()  # commits what it queued
         if self.sntp:
             self.sntp.stop()
         if self.forwarder:
@@ -329,6 +348,13 @@ class Daemon:
             self.ingest.listeners.append(fn)
         elif fn in self.ingest.listeners:
             self.ingest.listeners.remove(fn)
+
+    def _opcua_listener(self, tels) -> None:
+        """OPC UA points after their commit go to analytics and `tail` (not to the twin link, the
+        node registry or the web view's fleet: a machine is not a node of the fleet)."""
+        if self.analytics:
+            self.analytics.feed(tels)
+        self.api.feed(tels)
 
     def publish_host(self, suffix: str, payload, retain: bool = True) -> None:
         """``<root>/_host/<suffix>`` on the daemon's one session (see Bus.publish_host)."""

@@ -1081,20 +1081,30 @@ class SqliteStore:
                 "CREATE TABLE IF NOT EXISTS opcua_points (enterprise TEXT NOT NULL, site TEXT NOT NULL, "
                 "area TEXT NOT NULL, line TEXT NOT NULL, machine TEXT NOT NULL, tag TEXT NOT NULL, "
                 "ts_ns INTEGER NOT NULL, value REAL, text TEXT, unit TEXT, quality TEXT NOT NULL, source TEXT, "
+                "value_bool INTEGER, "
                 "PRIMARY KEY (enterprise, site, area, line, machine, tag, ts_ns)) WITHOUT ROWID;"
+                # `query MACHINE TAG` and `tail` name a point by machine and tag (docs/opcua.md)
+                "CREATE INDEX IF NOT EXISTS opcua_by_machine ON opcua_points (machine, tag, ts_ns);"
             )
+            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(opcua_points)")}
+            if "value_bool" not in cols:  # a database from before Boolean variables had a column
+                self.conn.execute("ALTER TABLE opcua_points ADD COLUMN value_bool INTEGER")
             self._opcua_schema = True
 
     def write_opcua(self, rows, spool_lines=None) -> int:
-        """(enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality, source) rows and
-        their InfluxDB lines (spooled) in one transaction; returns the rows that were new."""
+        """(enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality, source,
+        value_bool) rows and their InfluxDB lines (spooled) in one transaction; returns the rows that
+        were new."""
         with self._lock:
             self._opcua_ready()
             self.conn.execute("BEGIN")
             try:
                 before = self.conn.total_changes
                 self.conn.executemany(
-                    "INSERT OR IGNORE INTO opcua_points VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                    "INSERT OR IGNORE INTO opcua_points (enterprise, site, area, line, machine, tag, "
+                    "ts_ns, value, text, unit, quality, source, value_bool) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
                 )
                 new = self.conn.total_changes - before
                 if spool_lines:
@@ -1111,19 +1121,37 @@ class SqliteStore:
     def opcua_points(
         self, machine: str | None = None, tag: str | None = None, since_ns: int = 0
     ) -> list[tuple]:
-        """(enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality) oldest first."""
+        """(enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality) oldest
+        first; a Boolean variable's value is True or False."""
         with self._lock:
             self._opcua_ready()
             sql = (
-                "SELECT enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality "
-                "FROM opcua_points WHERE ts_ns>=?"
+                "SELECT enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality, "
+                "value_bool FROM opcua_points WHERE ts_ns>=?"
             )
             args: list = [since_ns]
             for col, v in (("machine", machine), ("tag", tag)):
                 if v is not None:
                     sql += f" AND {col}=?"
                     args.append(v)
-            return self.conn.execute(sql + " ORDER BY ts_ns, machine, tag", args).fetchall()
+            rows = self.conn.execute(sql + " ORDER BY ts_ns, machine, tag", args).fetchall()
+        return [r[:7] + (bool(r[11]),) + r[8:11] if r[11] is not None else r[:11] for r in rows]
+
+    @_reads
+    def opcua_tags(self, machine: str) -> list[str]:
+        """The tags stored for an OPC UA machine (how `query` and `tail` name a point), one index
+        seek per tag however many points each has."""
+        out: list[str] = []
+        with self._lock:
+            self._opcua_ready()
+            while True:
+                row = self.conn.execute(
+                    "SELECT tag FROM opcua_points WHERE machine=? AND tag>? ORDER BY tag LIMIT 1",
+                    (machine, out[-1] if out else ""),
+                ).fetchone()
+                if row is None:
+                    return out
+                out.append(row[0])
 
 
 ANALYTICS_SCHEMA = """

@@ -8,8 +8,8 @@ connecting the collector browses the tree under the namespace (``Objects/<enterp
 tag -> NodeId; a NodeId the server lacks or one that holds no value is a ConfigError naming the
 key, not retried), reads each variable's EngineeringUnits, and subscribes to all of them
 (``sampling_ms``, ``queue_size``): subscriptions, never polling. Each notification becomes a row
-(the ISA-95 path, tag, source time in ns, the value as float or text, unit, quality from the status
-code's severity: Good -> GOOD, Uncertain -> UNCERTAIN, Bad -> BAD).
+(the ISA-95 path, tag, source time in ns, the value as float, text or Boolean, unit, quality from
+the status code's severity: Good -> GOOD, Uncertain -> UNCERTAIN, Bad -> BAD).
 
 Rows are queued in memory and committed by one flusher every 50 ms with their InfluxDB lines
 (measurement ``opcua_telemetry``) in the store's spool when the site's storage is InfluxDB; the
@@ -105,6 +105,12 @@ class Collector:
         self.flush_errors = 0
         self._down_since: float | None = None
         self.committed = asyncio.Event()
+        # called with the new rows after each commit (the daemon: analytics, `tail`, the spool's
+        # forwarder); on the event loop, so each must be quick and must not raise
+        self.listeners: list = []
+        self.error: str | None = (
+            None  # a ConfigError that stopped this source (the daemon's health)
+        )
 
     # -- the subscription handler (asyncua calls it for every notification) --------------------
     def datachange_notification(self, node, val, data) -> None:
@@ -121,24 +127,26 @@ class Collector:
         pass
 
     def _add(self, path, tag, ts_ns, val, unit, quality) -> None:
-        num = text = None
-        if isinstance(val, bool):
-            num = float(val)
+        num = text = flag = None
+        if isinstance(val, bool):  # a Boolean variable: value_bool, not a number
+            flag = int(val)
         elif isinstance(val, (int, float)):
             num = float(val)
         elif val is not None:
             text = str(val)
-        self.queue.append((*path, tag, ts_ns, num, text, unit, quality, self.endpoint))
+        self.queue.append((*path, tag, ts_ns, num, text, unit, quality, self.endpoint, flag))
 
     # -- storing ---------------------------------------------------------------------------------
     def _lines(self, rows) -> list[str]:
         out = []
-        for e, s, a, ln, m, tag, ts, num, text, _unit, q, _src in rows:
+        for e, s, a, ln, m, tag, ts, num, text, _unit, q, _src, flag in rows:
             fields: dict = {"quality": q}
             if num is not None:
                 fields["value_float"] = num
             if text is not None:
                 fields["value_string"] = text
+            if flag is not None:
+                fields["value_bool"] = bool(flag)
             out.append(
                 line(
                     MEASUREMENT,
@@ -169,6 +177,8 @@ class Collector:
             self.flush_errors = 0
         self.stored += new
         self.committed.set()
+        for fn in self.listeners:
+            fn(rows)
         return new
 
     async def _flusher(self, stop: asyncio.Event) -> None:
@@ -319,9 +329,8 @@ class Collector:
         )
         await client.connect()
         try:
-            nodes = await (
-                self._mapped(client, ua) if self.source is not None else self._browse(client, ua)
-            )
+            mapped = self.source is not None and self.source.get("points")
+            nodes = await (self._mapped(client, ua) if mapped else self._browse(client, ua))
             sub = await client.create_subscription(max(self.cfg.sampling_ms, 10), self)
             for k in range(0, len(nodes), 500):  # CreateMonitoredItems in bounded requests
                 await sub.subscribe_data_change(

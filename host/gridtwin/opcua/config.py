@@ -96,13 +96,14 @@ SOURCE_KEYS = {
     ),
     "points": Key(
         list,
-        REQUIRED,
+        [],
         item=Key(
             dict,
             keys=POINT_KEYS,
             fix='write each point as { path = "...", tag = "...", node = "..." }',
         ),
-        help="the mapping: ISA-95 path and tag -> NodeId",
+        help="the mapping: ISA-95 path and tag -> NodeId; none = every variable of the server's "
+        "ISA-95 tree under [opcua] namespace",
     ),
 }
 

@@ -56,6 +56,25 @@ TAGS: dict[str, list[tuple[str, str]]] = {
     "load_panel": _PHASES + _POWER + [("Energy_Total", "e_total_kwh"), ("Power_Factor", "pf")],
 }
 
+# tag -> the catalog's quantity (gridtwin/catalog.py), so analytics judges an OPC UA point as it
+# judges a node's reading of the same quantity: SoC by the battery rules (soc_drop), Efficiency by
+# efficiency_drop, a temperature by the thermometers' limits
+TAG_QUANTITY = {
+    **{f"Voltage_L{k}": "voltage" for k in (1, 2, 3)},
+    **{f"Current_L{k}": "current" for k in (1, 2, 3)},
+    "Power_Active": "power",
+    "Power_Reactive": "power",
+    "Power_DC": "power",
+    "Power_Import": "power",
+    "Power_Export": "power",
+    "Frequency": "frequency",
+    "Temperature": "temperature",
+    "Irradiance": "irradiance",
+    "Efficiency": "efficiency",
+    "SoC": "battery",
+    "Power_Factor": "power factor",
+}
+
 AREAS = {
     "microgrid": "energy",
     "ac": "datacentre",
@@ -81,6 +100,9 @@ UNECE = {
     "s": "SEC",
     "mol": "C34",
 }
+
+# the twin's 0/1 metrics (no unit): Boolean variables, stored as value_bool
+FLAGS = {"energized", "on", "running", "on_battery", "tripped"}
 
 # the twin's component status -> the quality of what the component reports
 BAD_STATUS = {"unconnected", "fault", "failed", "off", "lost"}
@@ -112,6 +134,7 @@ class Point:
     metric: str
     unit: str
     text: bool  # a string variable (a state), else a float
+    flag: bool = False  # a Boolean variable (FLAGS)
 
     @property
     def key(self) -> str:
@@ -144,6 +167,8 @@ def points(twin, site_id: str, enterprise: str, area: str = "") -> list[Point]:
         for tag, metric in rows:
             if metric == STATE:
                 out.append(Point(path, tag, STATE, "", True))
+            elif metric in FLAGS and metric in st["m"]:
+                out.append(Point(path, tag, metric, "", False, True))
             elif metric in st["m"]:
                 out.append(Point(path, tag, metric, st["units"].get(metric, ""), False))
     return out

@@ -5,8 +5,8 @@ Address space, under the namespace ``[opcua] namespace`` (default ``urn:gridtwin
     Objects/<enterprise>/<site>/<area>/<line>/<machine>/<tag>      (gridtwin/opcua/model.py)
 
 every level an Object, every tag a Variable with the string NodeId ``ns=<i>;s=<path>.<tag>``
-(stable: a collector's mapping survives restarts), a Double (a state: a String), and for a
-quantity its ``EngineeringUnits`` property (EUInformation, UNECE code). Every `publish()` writes the
+(stable: a collector's mapping survives restarts), a Double (a state: a String; a 0/1 flag: a
+Boolean), and for a quantity its ``EngineeringUnits`` property (EUInformation, UNECE code). Every `publish()` writes the
 twin's current state into the variables with a source timestamp and a status code from the
 component's state (GOOD: Good, UNCERTAIN: Uncertain, BAD: BadOutOfService).
 
@@ -100,6 +100,10 @@ class TwinServer:
                 var = await folders[p.path].add_variable(
                     nid, ua.QualifiedName(p.tag, idx), "", ua.VariantType.String
                 )
+            elif p.flag:
+                var = await folders[p.path].add_variable(
+                    nid, ua.QualifiedName(p.tag, idx), False, ua.VariantType.Boolean
+                )
             else:
                 var = await folders[p.path].add_variable(
                     nid, ua.QualifiedName(p.tag, idx), 0.0, ua.VariantType.Double
@@ -124,17 +128,20 @@ class TwinServer:
         self.server = srv
         await self.publish()
 
-    async def publish(self) -> int:
-        """Write the twin's current state into every variable; returns how many were written."""
+    async def publish(self, state: dict | None = None) -> int:
+        """Write the twin's current state (or `state`, one the caller took) into every variable;
+        returns how many were written."""
         from asyncua import ua
 
-        state = self.twin.state()
+        state = self.twin.state() if state is None else state
         now = dt.datetime.now(dt.timezone.utc)
         for p, nid in self.vars:
             st = state[p.path[-1]]
             code = ua.StatusCode(QUALITY_CODE[model.quality(st["status"])])
             if p.text:
                 value = ua.Variant(st["status"], ua.VariantType.String)
+            elif p.flag:
+                value = ua.Variant(bool(st["m"].get(p.metric)), ua.VariantType.Boolean)
             else:
                 value = ua.Variant(float(st["m"].get(p.metric, 0.0)), ua.VariantType.Double)
             await self.server.write_attribute_value(
