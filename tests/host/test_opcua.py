@@ -5,7 +5,8 @@ Shows: every variable stored with its unit and quality, equal to the twin's valu
 a None client, a client whose certificate a foreign CA signed and one the CRL revokes are refused;
 a server restart mid-collection loses no point (BAD while away, the current values on return,
 nothing stored twice); a store that cannot commit holds the points and writes them when it can; an
-InfluxDB outage keeps the opcua_telemetry points in the spool, replayed in order (real InfluxDB 1.x)."""
+InfluxDB outage keeps the opcua_telemetry points in the spool, replayed in order (real InfluxDB 1.x),
+a Boolean variable as value_bool in both stores."""
 
 import asyncio
 import sqlite3
@@ -384,7 +385,8 @@ def test_quality_from_status_code_severity():
 def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influxdb):
     from gridtwin.daemon.store_influx import InfluxConfig, InfluxWriter, SpoolForwarder
 
-    site, pki, tw, store = env()
+    # a utility: its 0/1 flags (energized, on) are Boolean variables -> value_bool
+    site, pki, tw, store = env('\n[[twin.components]]\nid = "util1"\nkind = "utility"\n')
     influxdb.stop()  # InfluxDB is away while the points arrive
 
     async def main():
@@ -407,6 +409,9 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
     asyncio.run(main())
     rows = store.opcua_points()
     assert store.spool_depth() == len(rows)  # every point waits in the spool
+    # SQLite: a Boolean is True/False, not a number or text
+    flags = [r for r in rows if r[4] == "util1" and r[5] in ("energized", "on")]
+    assert flags and all(r[7] is True and r[8] is None for r in flags), flags
     influxdb.start()
     fwd = SpoolForwarder(
         store, InfluxWriter(InfluxConfig(url=influxdb.url, api="v1", bucket=influxdb.db))
@@ -433,6 +438,11 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
         "SELECT value_string FROM opcua_telemetry WHERE \"tag\"='Inverter_State'"
     )
     assert {v[1] for v in state["values"]} <= {"mppt", "clipping", "standby"}
+    [flag] = influxdb.query(
+        "SELECT value_bool, value_float FROM opcua_telemetry WHERE machine='util1' "
+        "AND \"tag\"='energized'"
+    )
+    assert flag["values"] and all(v[1:] == [True, None] for v in flag["values"]), flag
 
 
 def test_status_codes_carry_the_components_quality(env):
