@@ -52,6 +52,7 @@ SERVER_IDENTITY = "broker"
 HOST_IDENTITY = "gridtwin-host"
 TELEGRAF_IDENTITY = "telegraf"
 GRAFANA_IDENTITY = "grafana"
+OPCUA_PREFIX = "opcua/"  # OPC UA application identities live in certs/opcua/<name>/
 SERVICE_IDENTITIES = (HOST_IDENTITY, TELEGRAF_IDENTITY, GRAFANA_IDENTITY)
 
 
@@ -171,8 +172,14 @@ def sign_leaf(
     days: int = DEFAULT_DAYS,
     key=None,
     organization: str = "GridTwin",
+    uris: Iterable[str] = (),
+    application: bool = False,
 ):
-    """A leaf certificate signed by the CA: (key, certificate). Validity may be set (tests: expired)."""
+    """A leaf certificate signed by the CA: (key, certificate). Validity may be set (tests: expired).
+
+    application: an OPC UA application instance certificate (Part 6, 6.2.2): key usage also
+    nonRepudiation, keyEncipherment and dataEncipherment (its RSA key encrypts), both serverAuth and
+    clientAuth, and the application URI among `uris` (subjectAltName)."""
     key = key or new_key()
     start = not_before or (_now() - BACKDATE)
     end = not_after or (start + dt.timedelta(days=days))
@@ -195,9 +202,9 @@ def sign_leaf(
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
+                content_commitment=application,
+                key_encipherment=application,
+                data_encipherment=application,
                 key_agreement=False,
                 key_cert_sign=False,
                 crl_sign=False,
@@ -208,7 +215,11 @@ def sign_leaf(
         )
         .add_extension(
             x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                if application
+                else [
+                    ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+                ]
             ),
             critical=False,
         )
@@ -217,7 +228,8 @@ def sign_leaf(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
     )
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
+    sans += [x509.DNSName(n) for n in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -450,6 +462,8 @@ class PKI:
         return "node"
 
     def _check_identity(self, identity: str) -> None:
+        if (identity or "").startswith(OPCUA_PREFIX) and ID_RE.match(identity[len(OPCUA_PREFIX) :]):
+            return  # an OPC UA application (`pki issue --opcua NAME`; gridtwin/opcua/certs.py)
         if not ID_RE.match(identity or ""):
             raise PKIError(
                 f"'{identity}' is not a valid identity",
@@ -508,23 +522,21 @@ class PKI:
         return target
 
     def _issue(self, identity: str, index: dict, ca) -> x509.Certificate:
-        ca_key, ca_cert = ca
-        kind = self.kind(identity)
-        days = self._setting("days", DEFAULT_DAYS)
-        if kind == "server":
+        if self.kind(identity) == "server":
             hosts, addresses = self._server_names()
-            key, cert = sign_leaf(
-                ca_key,
-                ca_cert,
-                SERVER_IDENTITY,
-                server=True,
-                dns_names=hosts,
-                ip_addresses=addresses,
-                days=days,
-            )
             index["server_names"] = {"hosts": hosts, "addresses": addresses}
-        else:
-            key, cert = sign_leaf(ca_key, ca_cert, identity, days=days)
+            return self._sign(
+                identity, "server", index, ca, server=True, dns_names=hosts, ip_addresses=addresses
+            )
+        return self._sign(identity, self.kind(identity), index, ca)
+
+    def _sign(self, identity: str, kind: str, index: dict, ca, **leaf) -> x509.Certificate:
+        """Sign a leaf for `identity` (sign_leaf's keywords), write it, record it in the index (the
+        identity's previous valid serial becomes superseded)."""
+        ca_key, ca_cert = ca
+        name = leaf.pop("common_name", identity)
+        days = self._setting("days", DEFAULT_DAYS)
+        key, cert = sign_leaf(ca_key, ca_cert, name, days=days, **leaf)
         # A cert must never outlive its CA: peers would reject the chain anyway, so say it now.
         if cert.not_valid_after_utc > ca_cert.not_valid_after_utc:
             raise PKIError(
@@ -545,6 +557,31 @@ class PKI:
         return cert
 
     # public operations
+    def issue_leaf(self, identity: str, kind: str, **leaf) -> x509.Certificate:
+        """Issue and record a certificate of any shape the site CA signs: `identity` is its folder
+        under the certs folder (e.g. "opcua/server"), `kind` its index kind, `leaf` sign_leaf's
+        keywords (key, common_name, uris, dns_names, ip_addresses, application, ...). The OPC UA
+        identities (gridtwin/opcua/certs.py) are issued here."""
+        ca = self._load_ca()
+        index = self._index()
+        cert = self._sign(identity, kind, index, ca, **leaf)
+        self._save_index(index)
+        return cert
+
+    def ca_certificate(self) -> x509.Certificate:
+        return self._load_ca()[1]
+
+    def is_current(
+        self, cert: x509.Certificate, margin: dt.timedelta = dt.timedelta(days=1)
+    ) -> bool:
+        """The certificate is signed by the current CA, not revoked by its CRL and valid beyond
+        `margin` from now."""
+        return (
+            self._issued_by(cert, self.ca_certificate())
+            and cert.serial_number not in self.crl_revoked()
+            and cert.not_valid_after_utc > _now() + margin
+        )
+
     def init(self, site: "Site | None" = None, force: bool = False) -> list[str]:
         """Create the CA, the server certificate, the service identities and an empty CRL.
 

@@ -9,6 +9,7 @@ InfluxDB outage keeps the opcua_telemetry points in the spool, replayed in order
 a Boolean variable as value_bool in both stores."""
 
 import asyncio
+import shutil
 import sqlite3
 import time
 
@@ -164,7 +165,10 @@ def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, t
     uri = certs.application_uri(site.id, certs.COLLECTOR)
     good = certs.issue(pki, certs.COLLECTOR, uri)
     revoked = certs.issue(pki, "revoked", uri)
+    kept = tmp_path / "revoked"  # the pair a revoked client still holds (revoke moves it away)
+    shutil.copytree(revoked.cert_der.parent, kept)
     certs.revoke(pki, "revoked")
+    revoked = certs.Identity("revoked", uri, kept / "cert.der", kept / "cert.pem", kept / "key.pem")
     foreign_pki = PKI(tmp_path / "foreign")
     foreign_pki.init()
     foreign = certs.issue(foreign_pki, certs.COLLECTOR, uri)

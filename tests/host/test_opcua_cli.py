@@ -125,11 +125,11 @@ def test_a_busy_port_and_a_bad_policy_are_one_line(tmp_path):
     assert "opcua.policies: security policy 'None' is not supported" in r.stderr
 
 
-def test_cert_issues_keeps_and_revokes_the_rsa_application_certificate(tmp_path):
+def test_pki_issue_opcua_issues_keeps_and_revokes_the_rsa_application_certificate(tmp_path):
     from cryptography import x509
 
     site = _site(tmp_path)
-    r = _gt(site, "opcua", "cert", "collector")
+    r = _gt(site, "pki", "issue", "--opcua", "collector")
     assert r.returncode == 0 and "urn:gridtwin:mg:opcua-collector" in r.stdout, r.stderr
     der = tmp_path / "certs/opcua/collector/cert.der"
     cert = x509.load_der_x509_certificate(der.read_bytes())
@@ -138,16 +138,36 @@ def test_cert_issues_keeps_and_revokes_the_rsa_application_certificate(tmp_path)
     assert "urn:gridtwin:mg:opcua-collector" in sans.get_values_for_type(
         x509.UniformResourceIdentifier
     )
-    assert _gt(site, "opcua", "cert", "collector").returncode == 0
-    assert (
-        x509.load_der_x509_certificate(der.read_bytes()).serial_number == cert.serial_number
-    )  # kept
-    r = _gt(site, "opcua", "cert", "collector", "--revoke")
-    assert r.returncode == 0 and "revoked opcua/collector" in r.stdout
-    assert "opcua/collector" in _gt(site, "pki", "list", "--all").stdout
-    assert _gt(site, "opcua", "cert", "collector").returncode == 0  # a revoked one is replaced
-    assert x509.load_der_x509_certificate(der.read_bytes()).serial_number != cert.serial_number
-    r = _gt(site, "opcua", "cert", "server", "--revoke")
-    assert r.returncode == 1 and r.stderr.startswith(
-        "gridtwin: opcua server has no certificate to revoke"
+    # the shape OPC UA Part 6 asks of an application instance certificate, signed by the site CA
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.content_commitment and ku.key_encipherment
+    assert ku.data_encipherment and not ku.key_cert_sign
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert {o._name for o in eku} == {"serverAuth", "clientAuth"}
+    ca = x509.load_pem_x509_certificate((tmp_path / "certs/ca/ca.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    # a good one is not replaced without --force, as `pki issue NODE`
+    r = _gt(site, "pki", "issue", "--opcua", "collector")
+    assert r.returncode == 1 and "'opcua/collector' already has a certificate" in r.stderr
+    assert x509.load_der_x509_certificate(der.read_bytes()).serial_number == cert.serial_number
+    r = _gt(site, "pki", "issue", "--opcua", "collector", "--force")
+    assert r.returncode == 0
+    forced = x509.load_der_x509_certificate(der.read_bytes()).serial_number
+    assert forced != cert.serial_number
+    r = _gt(site, "pki", "revoke", "opcua/collector")
+    assert r.returncode == 0 and f"revoked serial {forced}" in r.stdout, r.stderr
+    listed = _gt(site, "pki", "list", "--all").stdout
+    assert "opcua/collector" in listed and "revoked" in listed
+    assert _gt(site, "pki", "issue", "--opcua", "collector").returncode == 0  # replaced
+    assert x509.load_der_x509_certificate(der.read_bytes()).serial_number not in (
+        forced,
+        cert.serial_number,
     )
+    r = _gt(site, "pki", "issue", "--opcua", "collector", "pdu_a")
+    assert r.returncode == 2 and r.stderr.startswith(
+        "gridtwin: give one identity or --all (or --opcua NAME)"
+    )
+    r = _gt(site, "pki", "revoke", "opcua/server")
+    assert r.returncode == 1 and r.stderr.startswith(
+        "gridtwin: 'opcua/server' has no current certificate to revoke"
+    ), r.stderr

@@ -1,6 +1,7 @@
-"""`gridtwin opcua serve|collect|browse|points|cert`: the twin as an encrypted OPC UA server
-organised by ISA-95, the collector that stores its points with unit and quality, what it stored, and
-the RSA application certificates both use (gridtwin/opcua/, docs/opcua.md)."""
+"""`gridtwin opcua serve|collect|browse|points`: the twin as an encrypted OPC UA server organised
+by ISA-95, the collector that stores its points with unit and quality, and what it stored
+(gridtwin/opcua/, docs/opcua.md). Their RSA application certificates: `gridtwin pki issue --opcua
+NAME` (gridtwin/opcua/certs.py)."""
 
 from __future__ import annotations
 
@@ -40,19 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--toml",
         action="store_true",
         help="as an [[opcua.sources]] mapping stub to paste into site.toml",
-    )
-    p = sub.add_parser(
-        "cert",
-        help="issue (or --revoke) the RSA application certificate of the server or collector",
-    )
-    p.add_argument("name", choices=["server", "collector"])
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="a new key and certificate even when the current one is good",
-    )
-    p.add_argument(
-        "--revoke", action="store_true", help="revoke the current one (the CRL is re-signed)"
     )
     p = sub.add_parser("points", help="the points the collector stored (newest last)")
     p.add_argument("--machine", help="only this machine (component id)")
@@ -194,33 +182,8 @@ def run(args) -> int:
 
     action = getattr(args, "action", None)
     if not action:
-        raise UsageError("say what to do: gridtwin opcua serve|collect|browse|points|cert")
+        raise UsageError("say what to do: gridtwin opcua serve|collect|browse|points")
     site = load_site(args.site)
-    if action == "cert":
-        from gridtwin.opcua import certs
-        from gridtwin.pki import PKI
-
-        pki = PKI.for_site(site)
-        if args.revoke:
-            if not (pki.dir / "opcua" / args.name / "cert.der").exists():
-                raise GridTwinError(
-                    f"opcua {args.name} has no certificate to revoke",
-                    hint=f"issue one with `gridtwin opcua cert {args.name}`",
-                )
-            serial = certs.revoke(pki, args.name)
-            print(
-                f"revoked opcua/{args.name} (serial {serial:x}); restart `opcua serve` so it reads "
-                "the new CRL"
-            )
-            return 0
-        pki.ensure(site)
-        uri = certs.application_uri(site.id, args.name)
-        ident = certs.issue(pki, args.name, uri, force=args.force)
-        print(
-            f"opcua/{args.name}: {ident.cert_der} + {ident.key_pem} (RSA 2048, {uri}, signed by "
-            "the site CA)"
-        )
-        return 0
     if action == "points":
         from gridtwin.commands.nodes import open_store
 
@@ -246,7 +209,15 @@ def run(args) -> int:
                     )
                 )
             else:
-                val = text if text is not None else ("-" if v is None else f"{v:.6g}")
+                val = (
+                    text
+                    if text is not None
+                    else "-"
+                    if v is None
+                    else str(v).lower()  # a Boolean: true/false
+                    if isinstance(v, bool)
+                    else f"{v:.6g}"
+                )
                 when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1_000_000_000))
                 print(
                     f"{when}.{ts // 1_000_000 % 1000:03d}Z  {'/'.join((a, ln, m))}/{tag} = {val} "

@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--all", action="store_true", help="every site node (and service) that has none yet"
     )
     p.add_argument(
+        "--opcua",
+        metavar="NAME",
+        help="an OPC UA application certificate (RSA 2048, its application URI in subjectAltName) "
+        "for NAME: server, collector or another client; revoke it as opcua/NAME",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="replace an existing one (old pair moves to certs/_backup/)",
@@ -75,9 +81,20 @@ def run(args) -> int:
                 "`broker install`"
             )
     elif args.action == "issue":
-        if args.all == bool(args.identity):
-            raise UsageError("give one identity or --all", hint="e.g. gridtwin pki issue pdu_a")
-        if args.all:
+        if args.all + bool(args.identity) + bool(args.opcua) != 1:
+            raise UsageError(
+                "give one identity or --all (or --opcua NAME)",
+                hint="e.g. gridtwin pki issue pdu_a",
+            )
+        if args.opcua:
+            from gridtwin.opcua import certs
+
+            ident = certs.issue_named(pki, site, args.opcua, force=args.force)
+            print(
+                f"opcua/{args.opcua}: {ident.cert_der} + {ident.key_pem} (RSA 2048, {ident.uri}, "
+                "signed by the site CA)"
+            )
+        elif args.all:
             created = pki.ensure(site)
             print(f"issued: {', '.join(created) or 'nothing (all present)'}")
         else:

@@ -7,8 +7,10 @@ identities are RSA 2048 keys whose certificates the same CA signs (an ECDSA sign
 key: any X.509 verifier accepts the chain), with what OPC UA Part 6 asks of an application
 instance certificate: the application URI as a URI subjectAltName (plus the host names), key usage
 digitalSignature, nonRepudiation, keyEncipherment and dataEncipherment, and both serverAuth and
-clientAuth. They live under ``<certs>/opcua/<name>/`` (cert.der, cert.pem, key.pem 0600) and are
-recorded in index.json, so `gridtwin pki list --all` shows them and the CRL can revoke them.
+clientAuth. The site PKI issues them (``PKI.issue_leaf``, the one place certificates are made;
+`gridtwin pki issue --opcua NAME`) under ``<certs>/opcua/<name>/`` (cert.der, cert.pem, key.pem
+0600) and records them in index.json, so `gridtwin pki list --all` shows them and the CRL can
+revoke them.
 
 The trust list is the site CA and its CRL, read from the PKI at every start (never a copy that
 could go stale): a peer must be signed by the site CA and not revoked.
@@ -16,16 +18,14 @@ could go stale): a peer must be signed by the site CA and not revoked.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gridtwin import pki as pki_mod
 from gridtwin.errors import PKIError
@@ -47,11 +47,12 @@ def application_uri(site_id: str, name: str) -> str:
     return f"urn:gridtwin:{site_id}:opcua-{name}"
 
 
-def _folder(p: "pki_mod.PKI", name: str) -> Path:
-    return p.dir / "opcua" / name
+def identity(name: str) -> str:
+    """The PKI identity (its folder under the certs folder) of the OPC UA application `name`."""
+    return pki_mod.OPCUA_PREFIX + name
 
 
-def _current(p: "pki_mod.PKI", folder: Path, uri: str, ca_cert: x509.Certificate) -> bool:
+def _current(p: "pki_mod.PKI", folder: Path, uri: str) -> bool:
     """The identity on disk is usable: signed by this CA, carries the URI, not expired or revoked."""
     try:
         cert = x509.load_der_x509_certificate((folder / "cert.der").read_bytes())
@@ -64,12 +65,7 @@ def _current(p: "pki_mod.PKI", folder: Path, uri: str, ca_cert: x509.Certificate
         ).value.get_values_for_type(x509.UniformResourceIdentifier)
     except x509.ExtensionNotFound:
         return False
-    return (
-        uri in uris
-        and p._issued_by(cert, ca_cert)
-        and cert.serial_number not in p.crl_revoked()
-        and cert.not_valid_after_utc > pki_mod._now() + dt.timedelta(days=1)
-    )
+    return uri in uris and p.is_current(cert)
 
 
 def issue(
@@ -77,103 +73,65 @@ def issue(
 ) -> Identity:
     """The OPC UA identity `name` (RSA 2048, URI SAN), issued by the site CA when missing, foreign,
     revoked or expiring (or force); an existing good one is kept."""
-    folder = _folder(p, name)
+    folder = p.identity_dir(identity(name))
     ident = Identity(name, uri, folder / "cert.der", folder / "cert.pem", folder / "key.pem")
-    ca_key, ca_cert = p._load_ca()
-    if not force and _current(p, folder, uri, ca_cert):
+    if not force and _current(p, folder, uri):
         return ident
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    start = pki_mod._now() - pki_mod.BACKDATE
-    days = p._setting("days", pki_mod.DEFAULT_DAYS)
-    end = min(start + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    hosts = list(dict.fromkeys([*hosts, "localhost", socket.gethostname()]))
-    addresses = list(dict.fromkeys([*addresses, "127.0.0.1"]))
-    sans = (
-        [x509.UniformResourceIdentifier(uri)]
-        + [x509.DNSName(h) for h in hosts]
-        + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(
-                        NameOID.ORGANIZATION_NAME,
-                        ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
-                        if ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-                        else "GridTwin",
-                    ),
-                    x509.NameAttribute(NameOID.COMMON_NAME, f"opcua-{name}"),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=True,
-                data_encipherment=True,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pki_mod.write_identity(folder, key, cert)  # key.der there is PKCS#1 DER; OPC UA uses key.pem
-    index = p._index()
-    ident_name = f"opcua/{name}"
-    for rec in index["serials"].values():
-        if rec["identity"] == ident_name and rec["status"] == "valid":
-            rec["status"] = "superseded"
-    index["serials"][str(cert.serial_number)] = {
-        "identity": ident_name,
-        "kind": "opcua",
-        "not_after": cert.not_valid_after_utc.isoformat(),
-        "status": "valid",
-        "issued": pki_mod._now().isoformat(),
-    }
-    p._save_index(index)
+    p.issue_leaf(
+        identity(name),
+        "opcua",
+        key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        common_name=f"opcua-{name}",
+        uris=[uri],
+        dns_names=list(dict.fromkeys([*hosts, "localhost", socket.gethostname()])),
+        ip_addresses=list(dict.fromkeys([*addresses, "127.0.0.1"])),
+        application=True,
+    )  # key.der there is PKCS#1 DER; OPC UA uses key.pem
     return ident
 
 
+def issue_named(p: "pki_mod.PKI", site, name: str, force: bool = False) -> Identity:
+    """`gridtwin pki issue --opcua NAME`: as `pki issue` does for a node, a good certificate is
+    kept unless force (the server and the collector issue theirs on first use anyway)."""
+    if not pki_mod.ID_RE.match(name or ""):
+        raise PKIError(
+            f"'{name}' is not a valid OPC UA application name",
+            hint="use 1 to 32 letters, digits, '_' or '-', e.g. server or collector",
+        )
+    p.ensure(site)
+    uri = application_uri(site.id, name)
+    folder = p.identity_dir(identity(name))
+    if folder.exists() and not force and _current(p, folder, uri):
+        raise PKIError(
+            f"'{identity(name)}' already has a certificate",
+            hint=f"keep it, or replace it with `gridtwin pki issue --opcua {name} --force`",
+        )
+    if name == SERVER:  # the names a client reaches the server by: [opcua] endpoint's host
+        return issue(p, name, uri, *endpoint_names(site.opcua.endpoint), force=True)
+    return issue(p, name, uri, force=True)
+
+
+def endpoint_names(endpoint: str) -> tuple[list[str], list[str]]:
+    """(host names, addresses) of an opc.tcp endpoint, for the server certificate's SAN."""
+    host = urlparse(endpoint).hostname or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+        return [], [host]
+    except ValueError:
+        return [host], []
+
+
 def revoke(p: "pki_mod.PKI", name: str) -> int:
-    """Revoke the OPC UA identity's current certificate (the CRL is re-signed); returns its serial."""
-    cert = x509.load_der_x509_certificate((_folder(p, name) / "cert.der").read_bytes())
-    index = p._index()
-    p._mark_revoked(index, cert.serial_number)
-    p._save_index(index)
-    p.refresh_crl()
-    return cert.serial_number
+    """Revoke the OPC UA identity's current certificate (the CRL is re-signed; the pair moves to
+    _backup/, so the next issue makes a new one); returns its serial."""
+    return p.revoke(identity(name))[0]
 
 
 def trust_store(p: "pki_mod.PKI"):
     """asyncua's TrustStore holding the site CA and the serials its CRL revokes (read now)."""
     from asyncua.crypto.truststore import TrustStore
 
-    ca_cert = p._load_ca()[1]
+    ca_cert = p.ca_certificate()
     problem = p.crl_problem(ca_cert)
     if problem:
         raise PKIError(f"OPC UA trust list: {problem}", hint="run `gridtwin pki crl`")

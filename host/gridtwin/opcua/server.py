@@ -23,7 +23,6 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from urllib.parse import urlparse
 
 from gridtwin.opcua import certs, model
 
@@ -67,13 +66,11 @@ class TwinServer:
     async def start(self) -> None:
         from asyncua import Server, ua
 
-        host = urlparse(self.endpoint).hostname or "127.0.0.1"
         ident = certs.issue(
             self.pki,
             certs.SERVER,
             certs.application_uri(self.site.id, certs.SERVER),
-            hosts=[h for h in (host,) if not _is_ip(h)],
-            addresses=[h for h in (host,) if _is_ip(h)],
+            *certs.endpoint_names(self.endpoint),
         )
         srv = Server()
         await srv.init()
@@ -232,14 +229,4 @@ class _DenyAll:
     """A permission ruleset that refuses every service (asyncua's PermissionRuleset interface)."""
 
     def check_validity(self, user, action_type, body) -> bool:
-        return False
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
         return False
