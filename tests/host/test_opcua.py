@@ -405,6 +405,8 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
                 tw.step()
                 await srv.publish()
                 await _until(col, lambda: _matches(store, tw, site))
+            await srv.stop()  # the server goes away: BAD points, spooled like the rest
+            await _until(col, lambda: any(r[10] == "BAD" for r in store.opcua_points()))
         finally:
             stop.set()
             await task
@@ -415,7 +417,9 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
     assert store.spool_depth() == len(rows)  # every point waits in the spool
     # SQLite: a Boolean is True/False, not a number or text
     flags = [r for r in rows if r[4] == "util1" and r[5] in ("energized", "on")]
-    assert flags and all(r[7] is True and r[8] is None for r in flags), flags
+    good = [r for r in flags if r[10] == "GOOD"]
+    assert good and all(r[7] is True and r[8] is None for r in good), flags
+    assert all(r[7] is None and r[8] is None for r in flags if r[10] == "BAD")  # never invented
     influxdb.start()
     fwd = SpoolForwarder(
         store, InfluxWriter(InfluxConfig(url=influxdb.url, api="v1", bucket=influxdb.db))
@@ -437,7 +441,9 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
     want = [(r[6] // 1_000_000, r[7]) for r in rows if r[4] == "inv1" and r[5] == "Power_Active"]
     got = [(v[0], v[1]) for v in series["values"]]
     assert got == want and len(got) >= 3
-    assert {tuple(v[2:]) for v in series["values"]} == {("GOOD", "Acme", "energy", "meter1")}
+    assert {tuple(v[2:]) for v in series["values"]} == {
+        (q, "Acme", "energy", "meter1") for q in ("GOOD", "BAD")
+    }
     [state] = influxdb.query(
         "SELECT value_string FROM opcua_telemetry WHERE \"tag\"='Inverter_State'"
     )
@@ -446,7 +452,42 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
         "SELECT value_bool, value_float FROM opcua_telemetry WHERE machine='util1' "
         "AND \"tag\"='energized'"
     )
-    assert flag["values"] and all(v[1:] == [True, None] for v in flag["values"]), flag
+    assert {tuple(v[1:]) for v in flag["values"]} == {(True, None)}, flag
+    # the Grafana dashboard of OPC UA points (a site with [[opcua.sources]]): every panel selects
+    # some of what InfluxDB now holds (the stack's own checker of Flux filters)
+    from test_stack_catalog import flux_filters, selects
+
+    from gridtwin.stack import grafana
+
+    [everything] = influxdb.query("SELECT * FROM opcua_telemetry")
+    cols = everything["columns"]
+    rows = []
+    for values in everything["values"]:
+        point = dict(zip(cols, values))
+        for field in ("quality", "value_float", "value_string", "value_bool"):
+            if point.get(field) is not None:
+                tags = {
+                    k: point[k] for k in ("enterprise", "site", "area", "line", "machine", "tag")
+                }
+                rows.append(
+                    {"_measurement": "opcua_telemetry", "_field": field, "_value": point[field]}
+                    | tags
+                )
+    assert "opcua" not in grafana.dashboards(site)  # no sources: the daemon collects nothing
+    src = env(
+        '\n[[opcua.sources]]\nendpoint = "opc.tcp://127.0.0.1:{port}/gridtwin"\n', name="src.toml"
+    )[0]
+    dash = grafana.dashboards(src)["opcua"]
+    bucket = src.storage.influx_bucket
+    for panel in dash["panels"]:
+        [target] = panel["targets"]
+        filters = flux_filters(target["query"], bucket)[0]
+        chosen = [r for r in rows if all(selects(f, r) for f in filters)]
+        assert chosen, panel["title"]
+        if panel["title"] == "battery":
+            assert {(r["machine"], r["tag"]) for r in chosen} == {("bess1", "SoC")}
+        if panel["title"].startswith("points not GOOD"):
+            assert {r["_value"] for r in chosen} == {"BAD"}
 
 
 def test_status_codes_carry_the_components_quality(env):

@@ -603,6 +603,50 @@ def _fleet(site) -> dict:
     return _dash("gridtwin-fleet", f"GridTwin {site.id}: fleet", panels, [node_var])
 
 
+def _opcua(site) -> dict:
+    """The OPC UA points the daemon collects (`[[opcua.sources]]`, measurement opcua_telemetry; tags
+    enterprise, site, area, line, machine, tag): one panel per quantity of the seed's tags
+    (gridtwin/opcua/model.py TAG_QUANTITY), the other tags, states, flags and what is not GOOD; a
+    series per machine and tag."""
+    from gridtwin.opcua.collector import MEASUREMENT
+    from gridtwin.opcua.model import TAG_QUANTITY
+
+    def values(field: str, *where: str, fn: str = "mean") -> str:
+        return (
+            _from(site, MEASUREMENT, f'r._field == "{field}"', *where)
+            + '  |> group(columns: ["machine", "tag"])\n'
+            + f"  |> aggregateWindow(every: v.windowPeriod, fn: {fn}, createEmpty: false)\n"
+            + f'  |> yield(name: "{fn}")'
+        )
+
+    by_quantity: dict[str, list[str]] = {}
+    for tag, q in TAG_QUANTITY.items():
+        by_quantity.setdefault(q, []).append(tag)
+    g, panels = _Grid(), []
+    for q, tags in by_quantity.items():
+        pid, at = g.place(8)
+        panels.append(_panel(pid, "timeseries", q, values("value_float", _any("tag", tags)), at))
+    known = " and ".join(f"r.tag != {json.dumps(t)}" for t in TAG_QUANTITY)
+    pid, at = g.place(8)
+    panels.append(_panel(pid, "timeseries", "other tags", values("value_float", known), at))
+    g.newline()
+    for title, field in (("states", "value_string"), ("flags", "value_bool")):
+        pid, at = g.place(12)
+        panels.append(_panel(pid, "state-timeline", title, values(field, fn="last"), at))
+    pid, at = g.place(24)
+    panels.append(
+        _panel(
+            pid,
+            "table",
+            "points not GOOD (BAD: the server away or the asset out of service; no value stored)",
+            _from(site, MEASUREMENT, 'r._field == "quality"', 'r._value != "GOOD"')
+            + '  |> group(columns: ["machine", "tag"])\n  |> last()',
+            at,
+        )
+    )
+    return _dash("gridtwin-opcua", f"GridTwin {site.id}: OPC UA points", panels)
+
+
 def dashboards(site) -> dict[str, dict]:
     out = {"fleet": _fleet(site)}
     chain = _order(site, POWER_ROLES)
@@ -632,6 +676,8 @@ def dashboards(site) -> dict[str, dict]:
     twin = _twin_panels(site, _Grid())
     if twin:
         out["twin"] = _dash("gridtwin-twin", f"GridTwin {site.id}: digital twin", twin)
+    if site.opcua.sources:  # the daemon collects OPC UA points (gridtwin/opcua/service.py)
+        out["opcua"] = _opcua(site)
     out["events"] = _dash(
         "gridtwin-events",
         f"GridTwin {site.id}: alerts and node logs",
