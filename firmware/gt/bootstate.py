@@ -31,6 +31,7 @@ class BootState:
         self.cause_code = machine.reset_cause()
         self.cause = CAUSES.get(self.cause_code, "unknown")
         self.boot_id = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
+        self.ota = {}  # the OTA pointer (gt/otastate.py), which startup reads
 
     def begin(self):
         """Count this boot; return True when the previous boot ended in a crash."""

@@ -76,14 +76,13 @@ async def finish(net, t2):
         # subscribe on every connect (the broker may have lost the session), before the line
         # that says the node is connected: a command sent on seeing it finds the subscription
         buf = net.tx
-        buf[0] = 0x82  # SUBSCRIBE to <root>/<node>/cmd at QoS 1
-        o = mqtt._str(
-            buf,
-            mqtt._pid(buf, mqtt._len(buf, 1, 5 + len(net.root) + 3), net.next_pid()),
-            net.root + b"cmd",
-        )
-        buf[o] = 1
-        await net.out(net.txm, o + 1)
+        buf[0] = 0x82  # SUBSCRIBE to <root>/<node>/cmd and <root>/<node>/ota (docs/ota.md), QoS 1
+        o = mqtt._pid(buf, mqtt._len(buf, 1, 2 + 2 * (len(net.root) + 6)), net.next_pid())
+        for leaf in (b"cmd", b"ota"):
+            o = mqtt._str(buf, o, net.root + leaf)
+            buf[o] = 1
+            o += 1
+        await net.out(net.txm, o)
     finally:
         net.busy = False
     net.log.info(

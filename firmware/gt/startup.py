@@ -7,7 +7,7 @@ from gt.bootstate import BootState
 from gt.log import log
 
 
-def _load_config():
+def _load_config(path):
     # The validator and its schema are needed once; dropping the module afterwards gives their
     # RAM back to the running node. What the node keeps (the sensor and role tables) is imported
     # first, so it does not end up scattered among the validator's garbage.
@@ -15,7 +15,7 @@ def _load_config():
     from gt import config
 
     try:
-        return config.load(), None
+        return config.load(path), None
     except config.ConfigError as e:
         return None, str(e)
     finally:
@@ -36,7 +36,16 @@ def start():
     )
     if crashed:
         log.warn("boot", "previous boot crashed: %s" % boot.last_crash)
-    cfg, problem = _load_config()
+    # which version's config (an update over the air may have brought one: gt/otastate.py)
+    from gt import otastate
+
+    boot.ota = p = otastate.read()
+    cfg, problem = _load_config(otastate.cfg_path(p))
+    if (problem or boot.streak >= cfg["crash_limit"]) and p.get("st") == "trial":
+        # a version on trial never holds the node in safe mode: reset, boot.py rolls it back
+        otastate.fail(p, problem or "safe mode: %s" % boot.last_crash, log)
+    otastate = None
+    unload("otastate")
     if problem:
         return safemode.run(problem, log)
     if boot.streak >= cfg["crash_limit"]:

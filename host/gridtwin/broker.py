@@ -11,9 +11,10 @@
 - a plain listener only with ``dev=True``, and then only on 127.0.0.1;
 - persistence, per-client queue limits sized for the host subscriber that sees every node, and a
   maximum packet size (a larger packet is refused and its sender disconnected);
-- the ACL: a node writes only ``<root>/<id>/{telemetry,status,ack,log}`` and reads only its own
-  ``cmd``; the host daemon reads everything, writes ``cmd`` and owns ``_host/``; Telegraf and
-  Grafana only read. Anyone else gets nothing.
+- the ACL: a node writes only ``<root>/<id>/{telemetry,status,ack,log,ota/ack}`` and reads only
+  its own ``cmd`` and ``ota``; the host daemon reads everything, writes ``cmd`` and owns ``_host/``;
+  the OTA identity alone writes ``ota`` (docs/ota.md); Telegraf and Grafana only read. Anyone else
+  gets nothing.
 
 Mosquitto 2.1 deprecates ``acl_file`` and ``per_listener_settings``: for 2.1 and later the ACL goes
 through the acl-file plugin (``plugin_load``/``plugin_use``) and anonymous access is set per listener
@@ -40,13 +41,14 @@ from typing import TYPE_CHECKING
 
 from gridtwin import procs
 from gridtwin.errors import BrokerError, ToolError
-from gridtwin.pki import GRAFANA_IDENTITY, TELEGRAF_IDENTITY, host_identities
+from gridtwin.pki import GRAFANA_IDENTITY, OTA_IDENTITY, TELEGRAF_IDENTITY, host_identities
 
 if TYPE_CHECKING:
     from gridtwin.pki import PKI
     from gridtwin.site import Site
 
-NODE_WRITES = ("telemetry", "status", "ack", "log")
+NODE_WRITES = ("telemetry", "status", "ack", "log", "ota/ack")  # ota/ack: docs/ota.md
+NODE_READS = ("cmd", "ota")
 READ_ONLY_SERVICES = (TELEGRAF_IDENTITY, GRAFANA_IDENTITY)
 # Where Debian and upstream builds put the 2.1 acl-file plugin.
 ACL_PLUGIN_CANDIDATES = (
@@ -138,10 +140,18 @@ def render_acl(site: "Site") -> str:
         ]
     for service in READ_ONLY_SERVICES:
         lines += [f"# {service} only reads.", f"user {service}", f"topic read {root}/#", ""]
+    lines += [
+        "# `gridtwin ota` alone writes a node's update topic, and reads the answers (docs/ota.md).",
+        f"user {OTA_IDENTITY}",
+        f"topic write {root}/+/ota",
+        f"topic read {root}/+/ota/ack",
+        f"topic read {root}/+/status",
+        "",
+    ]
     for node in site.nodes:
         lines.append(f"user {node.id}")
         lines += [f"topic write {root}/{node.id}/{leaf}" for leaf in NODE_WRITES]
-        lines += [f"topic read {root}/{node.id}/cmd", ""]
+        lines += [f"topic read {root}/{node.id}/{leaf}" for leaf in NODE_READS] + [""]
     return "\n".join(lines)
 
 

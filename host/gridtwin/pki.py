@@ -52,8 +52,10 @@ SERVER_IDENTITY = "broker"
 HOST_IDENTITY = "gridtwin-host"
 TELEGRAF_IDENTITY = "telegraf"
 GRAFANA_IDENTITY = "grafana"
+# `gridtwin ota`: the one identity the broker lets write a node's update topic (docs/ota.md)
+OTA_IDENTITY = "gridtwin-ota"
 OPCUA_PREFIX = "opcua/"  # OPC UA application identities live in certs/opcua/<name>/
-SERVICE_IDENTITIES = (HOST_IDENTITY, TELEGRAF_IDENTITY, GRAFANA_IDENTITY)
+SERVICE_IDENTITIES = (HOST_IDENTITY, TELEGRAF_IDENTITY, GRAFANA_IDENTITY, OTA_IDENTITY)
 
 
 def host_identities(site: "Site | None") -> list[str]:

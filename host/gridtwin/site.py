@@ -45,7 +45,7 @@ HOSTNAME_RE = re.compile(
 
 # Identities the PKI issues to services (see gridtwin.pki); a node may not take one of these names,
 # or the broker could not tell the node from the service.
-RESERVED_IDS = frozenset({"gridtwin-host", "telegraf", "grafana", "broker", "ca"})
+RESERVED_IDS = frozenset({"gridtwin-host", "gridtwin-ota", "telegraf", "grafana", "broker", "ca"})
 # Extra host daemons (`[daemon] instances`) get `gridtwin-host-2`, `-3`, ...: the whole pattern is
 # reserved, not only the instances configured today, so raising `instances` later never collides.
 HOST_INSTANCE_RE = re.compile(r"^gridtwin-host-[0-9]+$")

@@ -33,6 +33,8 @@ log = logging.getLogger("gridtwin.daemon.ingest")
 LOG_EVERY_S = 10.0
 LINGER_UNTIL = 200  # messages waiting: commit at once, no linger
 
+_NOT_NODE_DATA = ("/cmd", "/ota", "/ota/ack")
+
 
 class Ingest:
     """Validate, store, then acknowledge everything the bus receives (see the module docstring)."""
@@ -236,8 +238,9 @@ class Ingest:
         now_ms = int(time.time() * 1000)
         m.received += len(batch)
         for _gen, _mid, _qos, topic, payload in batch:
-            if topic.startswith(self.host_prefix) or topic.endswith("/cmd"):
-                m.received -= 1  # the host's own output and commands: not node messages
+            if topic.startswith(self.host_prefix) or topic.endswith(_NOT_NODE_DATA):
+                # the host's own output, commands, OTA chunks and answers (docs/ota.md): no data
+                m.received -= 1
                 continue
             node = None
             try:

@@ -1,0 +1,384 @@
+# Over-the-air updates, the node's side (protocol: docs/ota.md). gt/net.py loads this module for a
+# message on <root>/<node>/ota; it stays loaded while a transfer runs and drops itself when the
+# transfer ends or the host goes quiet (what was received stays on flash: the transfer resumes).
+#
+# The release is one byte stream: the manifest (JSON: version, files with size and SHA-256), then
+# each file in its order. Chunks carry their stream offset; the node takes only the next one
+# (anything else is answered with the offset it wants, so the host rewinds or skips) and writes
+# it straight from the receive buffer into the slot folder, hashing as it goes. A file whose hash
+# differs is removed and asked for again. Nothing of the running version is touched: when every
+# file is in, each is hashed again from flash, then ota.json (gt/otastate.py) is replaced in one
+# rename and the node resets into the new version's trial (boot.py).
+import asyncio
+import gc
+import hashlib
+import json
+import os
+import time
+from binascii import hexlify
+from micropython import const
+from gt import VERSION, otastate, unload
+
+_BUF = const(1152)  # rx while a transfer runs: CHUNK data + the PUBLISH and chunk headers
+CHUNK = const(1024)  # data bytes per chunk the node takes (told to the host in each ack)
+_IDLE_MS = const(60000)  # the host silent this long: drop the transfer's RAM (flash keeps it)
+_RESERVE = const(16384)  # flash left free after a release (the outbox spill, log.txt, boot.json)
+STAGE = "ota/stage.json"
+SLOTS = ("ota/0", "ota/1", "ota/2", "ota/3", "ota/4")
+
+T = None  # the transfer running
+
+
+class Transfer:
+    def __init__(self, d, slot):
+        self.d = d  # the begin message: id, v, mlen, msha, size, trial_s
+        self.id = d["id"]
+        self.slot = slot
+        self.files = None  # [[name, size, sha256 hex]] once the manifest is in and checked
+        self.off = 0  # the next stream byte wanted
+        self.i = -1  # the file being written (-1: the manifest)
+        self.start = 0  # where it starts in the stream
+        self.f = self.h = None
+        self.seen = time.ticks_ms()
+        self.small = None  # net's own receive buffer, given back at the end
+
+    def end_of(self):
+        return self.start + (self.d["mlen"] if self.i < 0 else self.files[self.i][1])
+
+    def path(self):
+        return self.slot + "/" + ("manifest.json" if self.i < 0 else self.files[self.i][0])
+
+
+def ack(net, st, why=None):
+    t = T
+    p = net.app.boot.ota
+    return json.dumps(
+        {
+            "id": t.id if t else None,
+            "st": st,
+            "off": t.off if t else 0,
+            "chunk": CHUNK,
+            "fw": VERSION,
+            "v": (p.get("cur") or {}).get("v"),
+            "ota": p.get("st"),
+            "why": why,
+        }
+    ).encode()
+
+
+async def on_publish(net, first, b, e):
+    """A PUBLISH on <root>/<node>/ota in net.rx[b:e]: handle it, answer on ota/ack, PUBACK it."""
+    rx = net.rx
+    o = b + 2 + (rx[b] << 8 | rx[b + 1])
+    qos = first & 6
+    pid = rx[o] << 8 | rx[o + 1] if qos else 0
+    mv = memoryview(rx)[o + qos : e]
+    try:
+        if mv and mv[0] == 0:
+            a = await _chunk(net, mv)
+        else:
+            a = await _control(net, json.loads(bytes(mv)))
+    except (ValueError, KeyError, TypeError, IndexError) as x:
+        a = ack(net, "err", "bad message: %r" % (x,))
+    except Exception as x:  # the flash, or a bug: said to the host, never the link's end
+        _close()
+        a = ack(net, "err", "failed: %r" % (x,))
+    mv = None
+    if a is not None:
+        await net.publish(b"ota/ack", a, 0)
+    if pid:
+        from gt import mqtt
+
+        await net.take()
+        try:
+            await net.out(net.txm, mqtt.puback(net.tx, pid))
+        finally:
+            net.busy = False
+    if T is None:
+        _drop(net)
+
+
+async def _control(net, d):
+    global T
+    op = d.get("op")
+    if op == "status":
+        return ack(net, "recv" if T else "idle")
+    if op == "abort":
+        if T is not None and T.id == d.get("id"):
+            _close()
+            otastate.rmtree(T.slot)
+            _unstage()
+            _give_back(net)
+            T = None
+        return ack(net, "idle")
+    if op != "begin":
+        return ack(net, "err", "unknown op %r" % (op,))
+    if T is not None and T.id == d["id"]:
+        return ack(net, "recv")  # the host asks again (our ack was lost): where we are
+    _close()
+    T = None
+    st = _stage()
+    if st.get("id") == d["id"]:
+        slot = st["slot"]  # a transfer cut by a reset or a lost link: resume it
+    else:
+        slot = _free_slot()
+        otastate.rmtree(slot)
+    need = d["size"] + _RESERVE - _used(slot)
+    free = _free()
+    if need > free:
+        return ack(
+            net,
+            "refused",
+            "not enough flash: the release needs %d KB, %d KB free" % (need // 1024, free // 1024),
+        )
+    _mkdirs(slot + "/x")
+    with open(STAGE + ".tmp", "w") as f:
+        json.dump({"id": d["id"], "slot": slot}, f)
+    os.rename(STAGE + ".tmp", STAGE)
+    t = Transfer(d, slot)
+    T = t
+    if len(net.rx) < _BUF:  # room for a chunk (kept only while the transfer runs)
+        big = bytearray(_BUF)
+        big[: net.n] = memoryview(net.rx)[: net.n]
+        t.small = net.rx
+        net.rx = big
+    await _resume(t)
+    asyncio.create_task(_idle(net, t))
+    if t.files is not None and t.i >= len(t.files):
+        return await _switch(net, t)  # all in before a reset: only the switch was left
+    net.log.info(
+        "ota", "receiving %s (%d bytes) into %s from %d" % (d["v"], d["size"], slot, t.off)
+    )
+    return ack(net, "recv")
+
+
+async def _resume(t):
+    # what the flash holds of this transfer already: whole files count, a part-written one is
+    # hashed again and appended to
+    while True:
+        if t.i >= 0 and t.i >= len(t.files):
+            return
+        try:
+            have = os.stat(t.path())[6]
+        except OSError:
+            have = 0
+        end = t.end_of()
+        if have == 0 or have > end - t.start:
+            return
+        t.h = hashlib.sha256()
+        with open(t.path(), "rb") as f:
+            buf = bytearray(256)
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                t.h.update(memoryview(buf)[:n])
+        t.off = t.start + have
+        if t.off < end:
+            t.f = open(t.path(), "ab")
+            return
+        if _finish_file(t) is not True:
+            return
+        await asyncio.sleep_ms(0)
+
+
+async def _chunk(net, mv):
+    t = T
+    if t is None or int.from_bytes(mv[1:5], "big") != t.id:
+        return ack(net, "idle")  # a chunk of no transfer we run: the host begins again
+    t.seen = time.ticks_ms()
+    if int.from_bytes(mv[5:9], "big") != t.off:
+        return ack(net, "recv")  # lost or repeated: the host sends from t.off
+    data = mv[9:]
+    while len(data):
+        if t.f is None:
+            _mkdirs(t.path())
+            t.f = open(t.path(), "wb")
+            t.h = hashlib.sha256()
+        n = min(len(data), t.end_of() - t.off)
+        part = data[:n]
+        t.f.write(part)
+        t.h.update(part)
+        t.off += n
+        data = data[n:]
+        if t.off == t.end_of():
+            why = _finish_file(t)
+            if why is not True:
+                return ack(net, "bad", why)
+    if t.files is not None and t.i >= len(t.files):
+        return await _switch(net, t)
+    return ack(net, "recv")
+
+
+def _finish_file(t):
+    """The file at t.i is complete: check it; True, or why not (it is removed, asked again)."""
+    if t.f is not None:
+        t.f.close()
+        t.f = None
+    got = hexlify(t.h.digest()).decode()
+    t.h = None
+    want = t.d["msha"] if t.i < 0 else t.files[t.i][2]
+    if got != want:
+        name = t.path()
+        os.remove(name)
+        t.off = t.start
+        return "%s: SHA-256 %s, the manifest says %s" % (name, got[:16], want[:16])
+    if t.i < 0:
+        with open(t.path()) as f:
+            m = json.load(f)
+        t.files = m["files"]
+        t.d["kind"] = m.get("kind", "full")
+    t.start = t.end_of()
+    t.i += 1
+    # empty files have no chunk of their own
+    while t.i < len(t.files) and t.files[t.i][1] == 0:
+        _mkdirs(t.path())
+        open(t.path(), "wb").close()
+        t.i += 1
+    return True
+
+
+def _sha_file(name, buf):
+    h = hashlib.sha256()
+    with open(name, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(memoryview(buf)[:n])
+    return hexlify(h.digest()).decode()
+
+
+async def _switch(net, t):
+    global T
+    # every file again, as the flash holds it: what the new version boots is what was verified
+    net.log.info("ota", "verifying %d files" % len(t.files))
+    buf = bytearray(512)
+    for name, size, sha in t.files:
+        if _sha_file(t.slot + "/" + name, buf) != sha:
+            otastate.rmtree(t.slot)
+            _unstage()
+            T = None
+            return ack(net, "bad", "%s changed on flash after it was written" % name)
+        await asyncio.sleep_ms(0)  # the sampler and the publisher run between files
+    p = otastate.read()
+    cur = p.get("cur") or {"v": VERSION, "code": "", "cfg": ""}
+    names = [f[0] for f in t.files]
+    new = {
+        "v": t.d["v"],
+        "code": t.slot if t.d["kind"] == "full" else cur.get("code", ""),
+        "cfg": t.slot if "config.json" in names else cur.get("cfg", ""),
+    }
+    otastate.save(
+        {
+            "cur": new,
+            "prev": cur,
+            "st": "trial",
+            "tries": 0,
+            "why": None,
+            "trial_ms": t.d.get("trial_s", 120) * 1000,
+        }
+    )  # the switch: one rename
+    _unstage()
+    net.log.info("ota", "switched to %s (%s), resetting into its trial" % (new["v"], t.slot))
+    a = ack(net, "switch")
+    T = None
+    asyncio.create_task(_reset(net.app))
+    return a
+
+
+async def _reset(app):
+    import machine
+
+    await asyncio.sleep_ms(500)  # the ack goes out first
+    try:
+        app.outbox.flush()  # the readings in RAM survive on flash
+    except OSError as e:
+        app.log.warn("ota", "outbox not saved: %r" % e)
+    app.boot.plan_reset()
+    machine.reset()
+
+
+async def _idle(net, t):
+    global T
+    while T is t:
+        await asyncio.sleep_ms(1000)
+        if T is t and time.ticks_diff(time.ticks_ms(), t.seen) > _IDLE_MS:
+            T = None
+            _close(t)
+            net.log.info("ota", "host silent: transfer paused at %d (kept on flash)" % t.off)
+            _drop(net, t)
+
+
+def _close(t=None):
+    t = t or T
+    if t is not None and t.f is not None:
+        try:
+            t.f.close()
+        except OSError:
+            pass
+        t.f = None
+
+
+def _give_back(net, t=None):
+    t = t or T
+    if t is not None and t.small is not None and net.n <= len(t.small):
+        t.small[: net.n] = memoryview(net.rx)[: net.n]
+        net.rx = t.small
+        t.small = None
+
+
+def _drop(net, t=None):
+    _give_back(net, t)
+    unload("ota")
+    gc.collect()
+
+
+def _stage():
+    try:
+        with open(STAGE) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _unstage():
+    try:
+        os.remove(STAGE)
+    except OSError:
+        pass
+
+
+def _free_slot():
+    k = otastate.keep(otastate.read())
+    for s in SLOTS:
+        if s not in k:
+            return s
+    raise OSError(0, "no free slot")
+
+
+def _free():
+    s = os.statvfs(os.getcwd())  # the flash filesystem: free blocks x block size
+    return s[1] * s[4]
+
+
+def _used(d):
+    n = 0
+    try:
+        for e in os.ilistdir(d):
+            q = d + "/" + e[0]
+            n += _used(q) if e[1] == 0x4000 else os.stat(q)[6]
+    except OSError:
+        pass
+    return n
+
+
+def _mkdirs(path):
+    # the folders above a file, one level at a time (MicroPython has no makedirs)
+    i = path.find("/")
+    while i > 0:
+        try:
+            os.mkdir(path[:i])
+        except OSError:
+            pass
+        i = path.find("/", i + 1)

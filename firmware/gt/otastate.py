@@ -1,0 +1,99 @@
+# The OTA pointer (ota.json, docs/ota.md): which folders hold the running version's code and
+# config, which version came before, and the trial. boot.py reads it before anything of the
+# firmware loads (and rolls a failed trial back); this module is what the running firmware does
+# with it: the config's path at boot, the trial's confirmation or failure. Loaded while needed.
+import json
+import os
+
+PATH = "ota.json"
+
+
+def read():
+    try:
+        with open(PATH) as f:
+            p = json.load(f)
+        return p if isinstance(p, dict) else {}
+    except (OSError, ValueError):
+        return {}  # never updated over the air: the version in the flash root
+
+
+def save(p):
+    # the whole file or the old one: a power cut mid-write leaves ota.tmp, never half a pointer
+    with open(PATH + ".tmp", "w") as f:
+        json.dump(p, f)
+    os.rename(PATH + ".tmp", PATH)
+
+
+def cfg_path(p):
+    c = (p.get("cur") or {}).get("cfg")
+    return c + "/config.json" if c else "config.json"
+
+
+def fail(p, why, log):
+    """The trial failed (config invalid, not healthy in time): say why, reset; boot.py then
+    boots the previous version."""
+    p["why"] = why[:120]
+    try:
+        save(p)
+    except OSError:
+        pass
+    log.error("ota", "trial of %s failed: %s" % ((p.get("cur") or {}).get("v"), why), persist=True)
+    import machine
+
+    machine.reset()
+
+
+async def trial(app):
+    """Confirm the trial once the node is healthy (config valid: it got here; broker connected,
+    birth out, a reading taken) within its deadline; else fail it."""
+    import asyncio
+    import time
+
+    p = app.boot.ota
+    ms = p.get("trial_ms") or 120000
+    t0 = time.ticks_ms()
+    net = app.net
+    while not (net is not None and net.up and not net.birth and app.sampler.seq):
+        if time.ticks_diff(time.ticks_ms(), t0) > ms:
+            why = "no broker connection" if net is None or not net.up else "no reading"
+            fail(p, "not healthy within %d s: %s" % (ms // 1000, why), app.log)
+        await asyncio.sleep_ms(250)
+    p["st"] = "confirmed"
+    p["tries"] = 0
+    p["why"] = None
+    save(p)
+    prune(p)
+    app.log.info("ota", "confirmed %s" % p["cur"].get("v"), persist=True)
+    net.rebirth()  # the host learns it from the birth
+
+
+def keep(p):
+    """The folders the running and the previous version use (the two versions kept)."""
+    k = set()
+    for v in (p.get("cur"), p.get("prev")):
+        if v:
+            k.add(v.get("code") or "")
+            k.add(v.get("cfg") or "")
+    return k
+
+
+def prune(p, slots=("ota/0", "ota/1", "ota/2", "ota/3", "ota/4")):
+    # exactly two versions on flash: every slot neither of them uses goes
+    k = keep(p)
+    for s in slots:
+        if s not in k:
+            rmtree(s)
+
+
+def rmtree(d):
+    try:
+        it = list(os.ilistdir(d))
+    except OSError:
+        return
+    for e in it:
+        q = d + "/" + e[0]
+        if e[1] == 0x4000:
+            rmtree(q)
+        else:
+            os.remove(q)
+    os.rmdir(d)
