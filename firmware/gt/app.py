@@ -54,7 +54,10 @@ class App:
         if Net is not None:
             self.net = self.publisher.transport = Net(self)
             self.net.ctx = ctx
+            # the publisher drives the outbox with the link, and retires readings on their PUBACK
+            self.net.listeners.append(self.publisher.link)
             self.net.listeners.append(self._link_event)
+            self.net.on_ack = self.publisher.acked
         self.display = display.open(cfg, self.hw, log)
         self.link = "none"  # what the display shows: none / down / up
         gc.collect()
@@ -129,10 +132,6 @@ class App:
         if self.net is not None:
             self.link = "down"
             asyncio.create_task(self._guard("net", self.net.run()))
-        if self.boot.ota.get("st") == "trial":  # a new version: healthy in time, or rolled back
-            from gt import otastate
-
-            asyncio.create_task(self._guard("ota", otastate.trial(self)))
         self.log.info(
             "app",
             "running node=%s role=%s sensors=%d interval=%dms boot=%d"

@@ -11,8 +11,7 @@
 # handler raises ValueError/TypeError/KeyError for a bad argument.
 import asyncio
 import json
-import time
-from gt import clock, mqtt
+from gt import mqtt, wire
 
 _SEEN = 16
 
@@ -85,9 +84,7 @@ def handle(app, seen, payload):
 
 
 def _ack(cid, ok, key, val):
-    return json.dumps(
-        {"id": cid, "ok": ok, key: val, "ts": clock.unix_ms(time.ticks_ms())}
-    ).encode()
+    return wire.ack(cid, ok, key, val)
 
 
 def ping(app, args):

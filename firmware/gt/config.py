@@ -115,6 +115,12 @@ def schema():
                     "longest wait between retries",
                 ),
                 "replay_per_s": (int, 20, between(1, 1000), "backlog readings replayed a second"),
+                "window": (
+                    int,
+                    1,
+                    between(1, 16),
+                    "readings in flight at once (QoS 1), each until its PUBACK",
+                ),
             },
             {},
             None,

@@ -1,43 +1,46 @@
-# One connection attempt of gt/net.py: Wi-Fi, NTP and the TLS context (gt/link.py, dropped before
-# the handshake), DNS, TCP, the TLS handshake and CONNACK, each phase with its deadline; then
-# subscription and birth (gt/wire.py). net.py imports this module for the attempt and drops it
-# afterwards: connecting is rare, RAM is not. connect(net) returns the CONNACK's session-present
-# flag, or None when there is no link.
+# One connection attempt of gt/net.py, after gt/link.py (Wi-Fi, NTP and the TLS context): DNS,
+# TCP, the TLS handshake and CONNACK, each phase with its deadline; then the subscription. net.py
+# imports this module for the attempt and drops it afterwards: connecting is rare, RAM is not.
+# open() returns the new session (gt/session.py); net.py keeps it. Nothing here writes into Net.
 import asyncio
 import errno
 import gc
 import socket
 import time
 from asyncio import core
-from gt import mqtt
-from gt.net import io, why
+from gt import mqtt, wire
+from gt.session import Session, io, why
 
 
-async def open(net):
-    """DNS, TCP, and the CONNECT packet written into net.tx: its length. Wi-Fi, NTP and the TLS
-    context came first (gt/link.py); the TLS handshake comes next, run by net.py with this module
-    out of RAM."""
+async def open(net, addr):
+    """DNS (unless addr is known from the last connect), TCP, the TLS socket (not yet shaken
+    hands) and the CONNECT packet written into net.tx: (session, its length). The TLS handshake
+    comes next, run by net.py with this module out of RAM."""
     c = net.c
     t0 = time.ticks_ms()
-    if net.addr is None:
+    if addr is None:
         # DNS blocks on the ESP32 (lwIP's own timeout); an address answers at once, and the
-        # result is kept for the next reconnect
-        net.addr = socket.getaddrinfo(c["host"], c["port"], 0, socket.SOCK_STREAM)[0][-1]
-    s = net.sock = net.raw = socket.socket()
-    s.setblocking(False)
+        # result is kept for the next reconnect (Session.addr)
+        addr = socket.getaddrinfo(c["host"], c["port"], 0, socket.SOCK_STREAM)[0][-1]
+    ses = Session(socket.socket(), addr, t0)
     try:
-        s.connect(net.addr)
-    except OSError as e:
-        if e.errno != errno.EINPROGRESS:
-            raise
-    await _phase("tcp", io(core._io_queue.queue_write, s), c["tcp_ms"])
-    t1 = time.ticks_ms()
-    # verification is required (the context's verify_mode) and the server name always checked
-    s = net.sock = net.ctx.wrap_socket(
-        s, server_hostname=c["server_hostname"] or c["host"], do_handshake_on_connect=False
-    )
-    will = b'{"state":"offline","node":"%s","boot":%d}' % (net.cid, net.app.boot.boot_id)
-    net.t_conn = (t0, t1)
+        s = ses.raw
+        s.setblocking(False)
+        try:
+            s.connect(addr)
+        except OSError as e:
+            if e.errno != errno.EINPROGRESS:
+                raise
+        await _phase("tcp", io(core._io_queue.queue_write, s), c["tcp_ms"])
+        ses.t_conn = (t0, time.ticks_ms())
+        # verification is required (the context's verify_mode) and the server name always checked
+        ses.sock = net.ctx.wrap_socket(
+            s, server_hostname=c["server_hostname"] or c["host"], do_handshake_on_connect=False
+        )
+    except Exception:
+        ses.close()
+        raise
+    will = wire.will(net.cid, net.app.boot.boot_id)
     # CONNECT: clean session off, a retained QoS 1 will (the packets net.py sends are in mqtt.py;
     # CONNECT and SUBSCRIBE are written here, their only sender, loaded only while connecting)
     buf = net.tx
@@ -48,14 +51,15 @@ async def open(net):
     buf[o] = 4  # protocol level 3.1.1
     buf[o + 1] = 0x2C  # will retained, will QoS 1, will flag; clean session off
     o = mqtt._str(buf, mqtt._pid(buf, o + 2, net.ka // 1000), net.cid)
-    return mqtt._str(buf, mqtt._str(buf, o, net.root + b"status"), will)
+    return ses, mqtt._str(buf, mqtt._str(buf, o, net.root + b"status"), will)
 
 
-async def finish(net, t2):
-    """After the handshake (done at ticks t2): CONNACK, the session's unacknowledged readings,
-    the subscription and the birth. Returns the CONNACK's session-present flag."""
+async def finish(net, ses, t2, conn):
+    """After the handshake (done at ticks t2) on net's session ses: CONNACK and the subscription;
+    conn numbers this connection. Returns the CONNACK's session-present flag; net.py then starts
+    its reader and the publisher (which resends what the broker never acknowledged)."""
     c = net.c
-    t0, t1 = net.t_conn
+    t0, t1 = ses.t_conn
     first, b, e = await _phase("connack", net.packet(), c["connack_ms"])
     rx = net.rx
     if first >> 4 != mqtt.CONNACK or e - b != 2:
@@ -65,41 +69,34 @@ async def finish(net, t2):
     if rc:
         raise OSError(0, "connack: refused, code %d" % rc)
     t3 = time.ticks_ms()
-    net.handshake_ms = time.ticks_diff(t3, t0)
-    net.conns += 1
-    net.last_rx = t3
+    ses.handshake_ms = time.ticks_diff(t3, t0)
     gc.collect()  # the free heap at the connect, the tightest moment of a node's life (issue #20)
     free = gc.mem_free()
-    net.task = asyncio.create_task(net.reader())
-    await net.take()
-    try:
-        # subscribe on every connect (the broker may have lost the session), before the line
-        # that says the node is connected: a command sent on seeing it finds the subscription
-        buf = net.tx
-        buf[0] = 0x82  # SUBSCRIBE to <root>/<node>/cmd and <root>/<node>/ota (docs/ota.md), QoS 1
-        o = mqtt._pid(buf, mqtt._len(buf, 1, 2 + 2 * (len(net.root) + 6)), net.next_pid())
-        for leaf in (b"cmd", b"ota"):
-            o = mqtt._str(buf, o, net.root + leaf)
-            buf[o] = 1
-            o += 1
-        await net.out(net.txm, o)
-    finally:
-        net.busy = False
+    # subscribe on every connect (the broker may have lost the session), before the line that
+    # says the node is connected: a command sent on seeing it finds the subscription (the SUBACK
+    # waits in rx for net's reader, started as soon as this returns; nothing else writes yet)
+    buf = net.tx
+    buf[0] = 0x82  # SUBSCRIBE to <root>/<node>/cmd at QoS 1
+    o = mqtt._str(
+        buf,
+        mqtt._pid(buf, mqtt._len(buf, 1, 5 + len(net.root) + 3), net.next_pid()),
+        net.root + b"cmd",
+    )
+    buf[o] = 1
+    await net.write(o + 1)
     net.log.info(
         "mqtt",
         "connected in %d ms (tcp %d, tls %d, connack %d) session=%d conn=%d free=%d"
         % (
-            net.handshake_ms,
+            ses.handshake_ms,
             time.ticks_diff(t1, t0),
             time.ticks_diff(t2, t1),
             time.ticks_diff(t3, t2),
             present,
-            net.conns,
+            conn,
             free,
         ),
     )
-    await net.resend(present)  # the session first: what the broker never acknowledged
-    await net.publish(b"status", net.doc("birth"), 1, True)
     return present
 
 

@@ -7,7 +7,7 @@ import socket
 import time
 from asyncio import core
 from gt import clock
-from gt.net import io, why
+from gt.session import io, why
 
 
 async def up(net):

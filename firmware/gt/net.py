@@ -1,39 +1,32 @@
-# The link to the broker: the MQTT session over TLS (gt/mqtt.py is the protocol, gt/connect.py one
-# connection attempt: Wi-Fi, NTP, TCP, TLS, CONNACK, each with a deadline).
+# The link to the broker: the MQTT session over TLS (gt/mqtt.py is the protocol, gt/link.py gets
+# Wi-Fi, the clock and the TLS context, gt/connect.py opens one session: TCP, TLS, CONNACK, each
+# with a deadline; gt/session.py is what it returns).
 #
 # run() loops for ever: connect, serve the session until it breaks, wait a backoff with jitter,
 # again. While connected, 1.5 keepalives without a byte from the broker, a PUBACK that does not
-# come, the Wi-Fi link going or anything a broker must not send end the session; it is logged and
-# retried, never a crash. Link state goes to `listeners` as events: fn("up" | "down").
+# come (the publisher says so: fail()), the Wi-Fi link going or anything a broker must not send
+# end the session; it is logged and retried, never a crash. Link state goes to `listeners` as
+# events: fn("up" | "down"); PUBACKs to on_ack(pid).
 #
-# As the publisher's transport: .up and async send(rec, hist) -> True once the broker has the
-# reading (QoS 1, PUBACK). One message is in flight at a time; it keeps its packet id and is sent
-# again with DUP after a reconnect on the persistent session (clean_session False).
+# As the publisher's transport (gt/publisher.py, which drives the outbox and its window of
+# readings in flight): .up, .ka, next_pid(), fail(e) and async send(pid, rec, ts, hist, dup),
+# which writes one reading's PUBLISH (QoS 1; gt/wire.py builds the document) and returns without
+# waiting for its PUBACK. The session is persistent (clean_session False).
 #
 # RAM: one tx and one rx buffer, allocated once; the telemetry document is written straight into
-# tx behind its PUBLISH header. gt/connect.py and gt/commands.py are imported only while they run.
+# tx behind its PUBLISH header. gt/link.py, gt/connect.py and gt/commands.py are imported only
+# while they run.
 import asyncio
-import errno
 import gc
-import json
 import os
 import time
 from asyncio import core
 from micropython import const
-from gt import clock, mqtt, unload
-from gt.outbox import fields, stamp
-from gt.publisher import Sleeper
+from gt import clock, mqtt, unload, wire
+from gt.session import io, why
 
 _TX = const(384)  # telemetry packets; bigger payloads (birth, acks) go out from their own bytes
 _RX = const(256)  # the largest packet accepted: commands are small, bigger means a broken broker
-
-
-def io(queue, s):
-    # wait until asyncio's poller says s is ready (as asyncio's own streams wait). Over TLS, s is
-    # the TCP socket under it (self.raw): the TLS object has no file descriptor, and the unix port
-    # polls such an object in 1 ms slices (1,645 wake-ups a second at 1 Hz, issue #20). The TLS
-    # object is always read first, so bytes it holds decrypted never wait for the socket.
-    yield queue(s)
 
 
 class Net:
@@ -52,15 +45,14 @@ class Net:
         self.txm = memoryview(self.tx)
         self.rx = bytearray(_RX)
         self.n = 0  # bytes in rx
-        self.sock = self.ctx = self.wlan = self.addr = self.task = self.err = self.ntp_at = None
-        self.raw = None  # the TCP socket under the TLS one: what the event loop waits on
+        self.s = None  # the session (gt/session.py): the sockets, while connected
+        self.ctx = self.wlan = self.addr = self.task = self.err = self.ntp_at = None
         self.busy = False  # a packet is being written: tasks take turns (see take)
-        self.acked = self.birth = False
-        self.nap = Sleeper()  # the sender waiting for its PUBACK
+        self.birth = False
+        self.on_ack = None  # fn(pid) for each PUBACK (the publisher's)
         self.pid = 0
-        self.inflight = None  # (pid, record, hist): the reading waiting for its PUBACK
         self.seen = []  # (id, ack) of recent commands: a repeated id is not run again
-        self.conns = self.failures = self.undated = 0
+        self.conns = self.failures = 0
         self.handshake_ms = None
         self.last_rx = self.last_tx = time.ticks_ms()
         self.logq = []  # log lines for <root>/<node>/log, sent while connected
@@ -75,21 +67,9 @@ class Net:
     def _log(self, lvl, tag, msg):
         if lvl in self.log_lvls and self.up:
             if len(self.logq) < 4:
-                self.logq.append(
-                    b'{"lvl":"%s","mod":%s,"msg":%s,"ts":%d}'
-                    % (lvl, json.dumps(tag), json.dumps(msg), clock_ms())
-                )
+                self.logq.append(wire.log_line(lvl, tag, msg, clock_ms()))
             else:
                 self.log_dropped += 1
-
-    def doc(self, kind):
-        """The birth or health document (bytes), from gt/wire.py, loaded for it and dropped."""
-        from gt import wire
-
-        d = getattr(wire, kind)(self)
-        wire = None
-        unload("wire")
-        return d
 
     def next_pid(self):
         self.pid = self.pid % 65535 + 1
@@ -126,7 +106,8 @@ class Net:
                 else:
                     from gt import connect
 
-                    n = await connect.open(self)
+                    self.s, n = await connect.open(self, self.addr)
+                    self.addr = self.s.addr
                     connect = None
                     unload("connect")
                     # The TLS handshake, the node's tightest moment for RAM, runs here with the
@@ -141,9 +122,13 @@ class Net:
                     t2 = time.ticks_ms()
                     from gt import connect
 
-                    present = await connect.finish(self, t2)
+                    present = await connect.finish(self, self.s, t2, self.conns + 1)
                     connect = None
                     unload("connect")
+                    self.conns += 1
+                    self.handshake_ms = self.s.handshake_ms
+                    self.last_rx = time.ticks_ms()
+                    self.task = asyncio.create_task(self.reader())
                     await self._serve()
             except Exception as e:  # a broken or hostile broker must never take the node down
                 connect = link = None  # (the modules leave RAM during the backoff too)
@@ -166,28 +151,19 @@ class Net:
     async def _handshake(self, n):
         # the TLS handshake runs inside the first write of CONNECT (n bytes in tx), a step per
         # call on the non-blocking socket; None means it waits for the server
-        s = self.sock
+        s = self.s
         while True:
-            r = s.write(self.txm[:n])
+            r = s.sock.write(self.txm[:n])
             if r is not None:
                 break
-            await io(core._io_queue.queue_read, self.raw)
+            await io(core._io_queue.queue_read, s.raw)
         await self.out(self.txm, n, r)
 
-    async def resend(self, present):
-        if self.inflight is not None:
-            # the reading the broker never acknowledged: same packet id, DUP if it may have it
-            pid, rec, hist = self.inflight
-            if not await self._send(pid, rec, hist, present):
-                raise self.err or OSError(0, "resent reading not acknowledged")
-            self.inflight = None
-            self.app.outbox.done(rec)
-
     async def _serve(self):
-        self.app.outbox.begin()
+        await self.publish(b"status", wire.birth(self), 1, True)
         self.up = True
         self.health_at = time.ticks_ms()  # the birth just went out
-        self._event("up")
+        self._event("up")  # the publisher starts: what the broker never acknowledged first
         while True:
             await asyncio.sleep_ms(250)
             if self.err is not None:
@@ -208,11 +184,11 @@ class Net:
                 await self.publish(b"log", self.logq.pop(0), 0)
             if self.birth:
                 self.birth = False
-                await self.publish(b"status", self.doc("birth"), 1, True)
+                await self.publish(b"status", wire.birth(self), 1, True)
                 self.health_at = time.ticks_ms()
             if self.health_ms and time.ticks_diff(now, self.health_at) >= self.health_ms:
                 self.health_at = now
-                await self.publish(b"status", self.doc("health"), 1, True)
+                await self.publish(b"status", wire.health(self), 1, True)
 
     def _event(self, state):
         for fn in self.listeners:
@@ -221,22 +197,15 @@ class Net:
     def _close(self):
         was = self.up
         self.up = False
-        self.nap.wake()  # a sender waiting for its PUBACK gives up now
         if self.task is not None:
             self.task.cancel()
             self.task = None
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-            self.sock = self.raw = None
+        if self.s is not None:
+            self.s.close()
+            self.s = None
         self.n = 0
         self.busy = False
-        # the reading in flight is resent first thing on the next connection; the outbox keeps
-        # what waits (and that reading) on flash while there is no link
-        self.app.outbox.end(self.inflight[1] if self.inflight is not None else None)
-        if was:
+        if was:  # the publisher hands what is in flight back to the outbox
             self._event("down")
 
     async def packet(self):
@@ -245,10 +214,10 @@ class Net:
             p = mqtt.parse(self.rx, self.n)
             if p is not None:
                 return p
-            s = self.sock
-            r = s.readinto(memoryview(self.rx)[self.n :])
+            s = self.s
+            r = s.sock.readinto(memoryview(self.rx)[self.n :])
             if r is None:
-                await io(core._io_queue.queue_read, self.raw)
+                await io(core._io_queue.queue_read, s.raw)
             elif r == 0:
                 raise OSError(0, "closed by the broker")
             else:
@@ -270,14 +239,22 @@ class Net:
         self.busy = True
 
     async def out(self, mv, n, off=0):
-        s = self.sock
+        s = self.s
         while off < n:
-            r = s.write(mv[off:n])
+            r = s.sock.write(mv[off:n])
             if r is None:
-                await io(core._io_queue.queue_write, self.raw)
+                await io(core._io_queue.queue_write, s.raw)
             else:
                 off += r
         self.last_tx = time.ticks_ms()
+
+    async def write(self, n):
+        """Send the packet in tx[:n], taking turns with the other writers."""
+        await self.take()
+        try:
+            await self.out(self.txm, n)
+        finally:
+            self.busy = False
 
     async def publish(self, leaf, payload, qos, retain=False):
         await self.take()
@@ -298,17 +275,8 @@ class Net:
                 t = first >> 4
                 rx = self.rx
                 if t == mqtt.PUBACK:
-                    inf = self.inflight
-                    if inf is not None and inf[0] == rx[b] << 8 | rx[b + 1]:
-                        self.acked = True
-                        self.nap.wake()
-                elif t == mqtt.PUBLISH and rx[b + 1 + (rx[b] << 8 | rx[b + 1])] == 97:
-                    # <root>/<node>/ota (the one subscription ending in "a"): an update, whose
-                    # module stays loaded while the transfer runs (docs/ota.md)
-                    from gt import ota
-
-                    await ota.on_publish(self, first, b, e)
-                    ota = None
+                    if self.on_ack is not None:
+                        self.on_ack(rx[b] << 8 | rx[b + 1])
                 elif t == mqtt.PUBLISH:
                     from gt import commands  # loaded per command: they are rare, RAM is not
 
@@ -322,61 +290,38 @@ class Net:
                     raise mqtt.ProtocolError("second CONNACK")
                 self.consume(e)
         except Exception as e:
-            self.err = e
-            self.nap.wake()
+            self.fail(e)
 
-    async def send(self, rec, hist):
-        """Publish one reading at QoS 1; True once the broker has it (or it can never be sent and
-        was counted), False to try again later."""
+    def fail(self, e):
+        """End the session: _serve raises e within its next beat."""
+        if self.err is None:
+            self.err = e
+
+    async def send(self, pid, rec, ts, hist, dup):
+        """Write one reading's PUBLISH (QoS 1, packet id pid, DUP when sent before); its PUBACK
+        goes to on_ack. True once written, False without a session (or it broke: the reading
+        stays in the outbox), None when it can never fit the send buffer."""
         if not self.up or self.err is not None:
             return False  # no session, or one that is ending: the reading waits for the next
-        if self.inflight is None or self.inflight[1] is not rec:
-            self.inflight = (self.next_pid(), rec, hist)
-        if await self._send(self.inflight[0], rec, hist, False):
-            self.inflight = None
-            return True
-        return False
-
-    async def _send(self, pid, rec, hist, dup):
-        boot, seq, _t = fields(rec)
-        ts = stamp(rec, self.app.boot.boot_id)
-        if ts is None:
-            return False  # the clock is not known yet: wait for NTP
-        doc = b'{"v":1,"node":"%s","boot":%d,"seq":%d,"ts":%d,"m":' % (self.cid, boot, seq, ts)
-        m = memoryview(rec)[16:]
-        tail = b',"hist":true}' if hist else b"}"
-        n = len(doc) + len(m) + len(tail)
-        if ts < 0 or n + len(self.t_tel) + 9 > _TX:
-            self.undated += 1
-            self.log.warn("mqtt", "seq %d dropped: %s" % (seq, "undated" if ts < 0 else "too big"))
-            return True
+        parts = wire.reading(self.cid, rec, ts, hist)
+        n = len(parts[0]) + len(parts[1]) + len(parts[2])
+        if n + len(self.t_tel) + 9 > _TX:
+            return None
         await self.take()
-        s = self.sock
+        s = self.s
         try:
             o = mqtt.head(self.tx, self.t_tel, n, pid, False, dup)
-            for part in (doc, m, tail):
+            for part in parts:
                 self.tx[o : o + len(part)] = part
                 o += len(part)
-            self.acked = False
             await self.out(self.txm, o)
         except OSError as e:  # the link broke under us: the session ends, the reading stays
-            if s is self.sock:  # (not a connection that is gone already)
+            if s is self.s:  # (not a connection that is gone already)
                 self.err = e
             return False
         finally:
             self.busy = False
-        t0 = time.ticks_ms()
-        if not self.acked:
-            await self.nap.sleep(self.ka)  # woken by the PUBACK, or by the connection ending
-        if self.acked:
-            return True
-        if (
-            self.err is None
-            and self.sock is not None
-            and time.ticks_diff(time.ticks_ms(), t0) >= self.ka
-        ):
-            self.err = OSError(errno.ETIMEDOUT, "no PUBACK in a keepalive")
-        return False
+        return True
 
     def rebirth(self):
         self.birth = True
@@ -384,7 +329,3 @@ class Net:
 
 def clock_ms():
     return clock.unix_ms(time.ticks_ms()) or 0
-
-
-def why(e):
-    return e.args[1] if isinstance(e, OSError) and len(e.args) > 1 else repr(e)

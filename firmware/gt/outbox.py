@@ -11,6 +11,11 @@
 # up, what is waiting is the backlog (published with "hist": true, rate-limited by the publisher);
 # readings pushed after that are live and go first, so live data flows during a long replay.
 #
+# The publisher (gt/publisher.py) drives it: begin() and end() with the connection, live(i) and
+# backlog(i) to read ahead for its window of readings in flight (nl live and nb backlog readings
+# handed out, always the oldest of each), done(rec) when the broker acknowledged one. A reading
+# leaves only then; a connection that ends hands every reading in flight back (end()).
+#
 # While there is no connection (up False) nothing waits in RAM: when the link goes, the ring (with
 # the reading that was in flight) is written to flash, and from then on each reading is appended
 # as it is taken, before push() returns. So whenever the power goes in an outage, every reading
@@ -38,6 +43,11 @@ def pack(boot, seq, ticks, mjson):
 def fields(rec):
     """(boot, seq, t) of a packed reading; t >= 0 is Unix ms, t < 0 is -(ticks + 1)."""
     return struct.unpack_from("<IIq", rec)
+
+
+def metrics(rec):
+    """The metrics of a packed reading, as compact JSON (a view, not a copy)."""
+    return memoryview(rec)[_HDR:]
 
 
 def _same(a, b):
@@ -83,6 +93,7 @@ class Outbox:
                 break
         self.pushed = 0
         self.wake = None  # called on push (wakes the publisher)
+        self.nl = self.nb = 0  # live / backlog readings in flight: the oldest of each
 
     def __len__(self):
         return self._n + (self.spill.count if self.spill else 0)
@@ -98,10 +109,14 @@ class Outbox:
                 self.boot, rec[0], rec[1], json.dumps(rec[2], separators=(",", ":")).encode()
             )
         if self._n == self.cap:
+            if not self.mark and self.nl:
+                # the oldest live reading, in flight, moves to the backlog's end: done() finds it
+                # there when its PUBACK comes (or it is sent again: the host de-duplicates)
+                self.nl -= 1
             old = self._pop_head()
             if self.spill_bytes:
                 try:
-                    self._sp().append(self._dated(old))
+                    self._append(self._dated(old))
                 except OSError:
                     self._dropped += 1
             else:
@@ -122,6 +137,14 @@ class Outbox:
             self.spill = Spill("outbox", self.spill_bytes, self.log)
         return self.spill
 
+    def _append(self, rec):
+        sp = self._sp()
+        n = sp.count
+        sp.append(rec)
+        lost = n + 1 - sp.count  # a full spill drops its oldest segment: the backlog's first
+        if lost > 0:
+            self.nb = max(0, self.nb - lost)
+
     def _dated(self, rec):
         # going to flash, where ticks mean nothing after a reset: stamp it if the clock is known
         b, s, t = fields(rec)
@@ -141,33 +164,30 @@ class Outbox:
         return rec
 
     def begin(self):
-        """A connection came up: everything waiting now is backlog."""
+        """A connection came up: everything waiting now is backlog, nothing is in flight."""
         self.up = True
         self.mark = self._n
+        self.nl = self.nb = 0
 
-    def end(self, inflight=None):
-        """The connection ended (or an attempt failed); inflight: the reading the broker never
-        acknowledged, which the transport sends again first on the next connection. With a spill,
-        everything in RAM goes to flash now, that reading with the others (a power cut must not
-        take it: the copy on flash is taken out when the resend is acknowledged, see done()).
-        Without one, the transport's copy is enough: the outbox lets it go instead of keeping a
-        second (and, when full, dropping and counting one more)."""
+    def end(self):
+        """The connection ended (or an attempt failed): the readings in flight stay, in their
+        place, and are sent again (oldest first) on the next connection. With a spill, everything
+        in RAM goes to flash now (a power cut must not take it)."""
         self.up = False
+        self.nl = self.nb = 0
         if self.spill_bytes:
             self.flush()
-        elif inflight is not None:
-            self.done(inflight)
 
-    def live(self):
-        """The oldest reading pushed since the connection came up, or None."""
-        if self._n > self.mark:
-            return self._ring[(self._head + self.mark) % self.cap]
+    def live(self, i=0):
+        """The i-th oldest reading pushed since the connection came up, or None."""
+        if self._n - self.mark > i:
+            return self._ring[(self._head + self.mark + i) % self.cap]
         return None
 
-    def backlog(self):
-        """The oldest reading waiting from before the connection came up, or None."""
+    def backlog(self, i=0):
+        """The i-th oldest reading waiting from before the connection came up, or None."""
         sp = self.spill
-        while sp is not None and sp.count:
+        while not i and sp is not None and sp.count:
             rec = sp.peek()
             if self._gone is None or rec is None or rec[:8] != self._gone:
                 return rec
@@ -175,8 +195,11 @@ class Outbox:
             self._gone = None
             self.done(rec)
             sp = self.spill
-        if self.mark:
-            return self._ring[self._head]
+        c = sp.count if sp is not None else 0
+        if i < c:
+            return sp.read(i)
+        if i - c < self.mark:
+            return self._ring[(self._head + i - c) % self.cap]
         return None
 
     def peek(self):
@@ -191,6 +214,9 @@ class Outbox:
         sp = self.spill
         if sp is not None and sp.count and _same(sp.peek(), rec):
             sp.pop()
+            self.nb = max(0, self.nb - 1)
+            if self._gone is not None and self._gone == rec[:8]:
+                self._gone = None  # sent again before the replay reached its copy
             if not sp.count:
                 # replayed to the end: the spill's code leaves RAM until the next outage
                 self._dropped += sp.dropped
@@ -199,8 +225,13 @@ class Outbox:
 
                 unload("spool")
         elif self._n and self._ring[self._head] is rec:
+            if self.mark:
+                self.nb = max(0, self.nb - 1)
+            else:
+                self.nl = max(0, self.nl - 1)
             self._pop_head()
         elif self._n > self.mark and self._ring[(self._head + self.mark) % self.cap] is rec:
+            self.nl = max(0, self.nl - 1)
             # the oldest live reading: close the gap by moving the (few) later ones down one
             cap = self.cap
             i = self.mark
@@ -230,7 +261,7 @@ class Outbox:
             return
         while self._n:
             try:
-                self._sp().append(self._dated(self._ring[self._head]))
+                self._append(self._dated(self._ring[self._head]))
             except OSError:
                 return
             self._pop_head()

@@ -17,6 +17,8 @@ REC_HDR = const(6)
 class Spill:
     """The size-capped file part of the outbox (two segment files on flash)."""
 
+    FORMAT = (MAGIC, SEG_HDR, REC_HDR)  # for gt/spoolload.py, which does not import this module
+
     def __init__(self, path, cap_bytes, log=None):
         self.seg_cap = cap_bytes // 2
         self.names = (path + ".0", path + ".1")
@@ -26,6 +28,7 @@ class Spill:
         self.dropped = 0
         self.torn = 0
         self._head = None  # the next record, read from flash
+        self._cur = None  # [i, generation, offset] of record i: where read(i) goes on reading
         for name in self.names:
             try:
                 os.stat(name)
@@ -60,7 +63,7 @@ class Spill:
                 old = segs.pop(0)
                 self.dropped += old[3]
                 self.count -= old[3]
-                self._head = None
+                self._head = self._cur = None
                 self.roff = SEG_HDR
                 slot = old[0]
             else:
@@ -90,12 +93,52 @@ class Spill:
                 return self.peek()
         return self._head
 
+    def read(self, i):
+        """The i-th record waiting (0: the next, peek()), read ahead for the readings in flight:
+        reading them in turn costs one read each (a cursor), any other i walks from the head."""
+        if not i:
+            return self.peek()
+        if i >= self.count:
+            return None
+        c = self._cur
+        segs = self.segs
+        if c is None or c[0] != i or (c[1] != segs[0][1] and c[1] != segs[-1][1]):
+            c = self._cur = [0, segs[0][1], self.roff]
+        try:
+            while True:
+                for seg in self.segs:
+                    if seg[1] == c[1]:
+                        break
+                else:
+                    raise ValueError  # its segment went: walk again
+                if c[2] >= seg[2]:  # at its end: on to the next segment
+                    c[1] = self.segs[self.segs.index(seg) + 1][1]
+                    c[2] = SEG_HDR
+                    continue
+                with open(self.names[seg[0]], "rb") as f:
+                    f.seek(c[2])
+                    while c[2] < seg[2]:
+                        n = struct.unpack("<HI", f.read(REC_HDR))[0]
+                        c[0] += 1
+                        c[2] += REC_HDR + n
+                        if c[0] > i:
+                            return f.read(n)
+                        f.seek(n, 1)
+        except (OSError, ValueError, IndexError):
+            self._cur = None
+            return None
+
     def pop(self):
         if self.peek() is None:
             return
         seg = self.segs[0]
         self.roff += REC_HDR + len(self._head)
         self._head = None
+        c = self._cur
+        if c is not None:
+            c[0] -= 1  # counted from the head, which moved on
+            if c[0] < 1:
+                self._cur = None
         seg[3] -= 1
         self.count -= 1
         if not seg[3]:
@@ -109,4 +152,4 @@ class Spill:
         self.count -= seg[3]
         self._remove(seg[0])
         self.roff = SEG_HDR
-        self._head = None
+        self._head = self._cur = None

@@ -1,24 +1,25 @@
 # Boot-time check of the outbox spill (gt/spool.py): find the segments, order them by
 # generation, count their records, and cut a segment back to its last good record when a power
-# cut tore the one being written. Imported once by Spill() and dropped afterwards.
+# cut tore the one being written. Imported once by Spill() and dropped afterwards; the format
+# comes with the spill (Spill.FORMAT), so the two do not import each other.
 import os
 import struct
 from binascii import crc32
-from gt.spool import MAGIC, REC_HDR, SEG_HDR
 
 _HDR = 16  # the smallest body: a reading's packed header
 
 
 def load(sp, log):
+    magic, seg_hdr, rec_hdr = sp.FORMAT
     found = []
     for slot in (0, 1):
         try:
             with open(sp.names[slot], "rb") as f:
-                h = f.read(SEG_HDR)
-                if len(h) < SEG_HDR or h[:4] != MAGIC:
+                h = f.read(seg_hdr)
+                if len(h) < seg_hdr or h[:4] != magic:
                     raise ValueError
                 gen = struct.unpack_from("<I", h, 4)[0]
-                size, count, bad = _scan(f)
+                size, count, bad = _scan(f, seg_hdr, rec_hdr)
         except (OSError, ValueError):
             sp._remove(slot)
             continue
@@ -42,21 +43,21 @@ def load(sp, log):
         log.info("outbox", "%d readings loaded from flash" % sp.count)
 
 
-def _scan(f):
+def _scan(f, seg_hdr, rec_hdr):
     # -> (size of the good part, records in it, whether bad bytes follow)
-    size = SEG_HDR
+    size = seg_hdr
     count = 0
     while True:
-        h = f.read(REC_HDR)
+        h = f.read(rec_hdr)
         if not h:
             return size, count, False
-        if len(h) < REC_HDR:
+        if len(h) < rec_hdr:
             return size, count, True
         n, crc = struct.unpack("<HI", h)
         body = f.read(n)
         if len(body) < n or n < _HDR or crc32(body) != crc:
             return size, count, True
-        size += REC_HDR + n
+        size += rec_hdr + n
         count += 1
 
 

@@ -250,11 +250,11 @@ def run_outbox(vboard, code):
     return {m[1]: eval(m[2]) for m in b.grep(r"^= (\S+) (.*)$")}  # noqa: S307 - our own repr() output
 
 
-def test_the_reading_in_flight_when_the_link_goes_is_sent_once_and_counted_right(vboard):
-    # The transport keeps the reading in flight and resends it first after the reconnect; the outbox
-    # keeps its copy on flash meanwhile (a power cut must not take it). Once the resend is
-    # acknowledged, that copy is not replayed again, and if the full spill dropped it, it is not
-    # counted as dropped: it was delivered.
+def test_readings_in_flight_when_the_link_goes_stay_in_their_place_and_are_sent_again(vboard):
+    # The publisher reads ahead (live(i), backlog(i)) for its window of readings in flight; a
+    # reading leaves the outbox only when the broker acknowledged it (done()). When the link
+    # goes, those in flight stay where they are (on flash, in order) and the next connection
+    # sends them again, once each, in seq order; a full spill drops the oldest, counted.
     out = run_outbox(
         vboard,
         """
@@ -263,31 +263,52 @@ def test_the_reading_in_flight_when_the_link_goes_is_sent_once_and_counted_right
             box.push(reading(s))  # no link: on flash as it is taken
         show('on_flash_as_taken', box.spill.count)
         box.begin()  # link up: 1-3 are backlog
-        r = box.backlog(); box.done(r)  # 1 replayed
+        r = box.backlog(box.nb); box.nb += 1; box.done(r)  # 1 sent and acknowledged
         box.push(reading(4))
-        live = box.live()  # 4 goes first, sent, never acknowledged: the link goes
-        box.end(live)  # 4 to flash, behind 2 and 3
+        live = box.live(box.nl); box.nl += 1  # 4 goes first, sent, never acknowledged
+        box.end()  # the link goes: 4 to flash, behind 2 and 3
         show('on_flash_at_end', box.spill.count)
-        box.begin(); box.done(live)  # resent first on the next connection, acknowledged
+        box.begin()
         show('replay', replay(box))
         show('dropped', box.dropped)
+
+        # a window of 4 reads ahead on flash, and retires from its front
+        box = Outbox(4, 4096, boot=9, log=Log())
+        for s in range(1, 7):
+            box.push(reading(s))
+        box.begin()
+        box.push(reading(7))  # live
+        win = []
+        for _ in range(4):
+            win.append(box.backlog(box.nb)); box.nb += 1
+        show('ahead', [fields(r)[1] for r in win])
+        show('live_ahead', fields(box.live(box.nl))[1])
+        box.done(win.pop(0)); box.done(win.pop(0))
+        while box.backlog(box.nb) is not None:
+            win.append(box.backlog(box.nb)); box.nb += 1
+        show('window', [fields(r)[1] for r in win])
+        for r in win:
+            box.done(r)
+        show('left', (len(box), box.nb, fields(box.live())[1]))
 
         # a spill of two 100-byte segments (3 of these records each)
         box = Outbox(4, 200, boot=8, log=Log())
         box.begin()
         box.push(reading(1))
-        live = box.live()  # in flight when the link goes
-        box.end(live)
+        live = box.live(box.nl); box.nl += 1  # in flight when the link goes
+        box.end()
         for s in range(2, 8):
-            box.push(reading(s))  # 7 overflows the spill: 1-3 (1 with them) go, counted
+            box.push(reading(s))  # 7 overflows the spill: 1-3 go, counted
         show('dropped_full', box.dropped)
-        box.begin(); box.done(live)  # 1 delivered by the resend after all
-        show('dropped_after', box.dropped)
+        box.begin()
         show('replay_full', replay(box))
     """,
     )
     assert out["on_flash_as_taken"] == 3 and out["on_flash_at_end"] == 3
-    assert out["replay"] == [2, 3]  # not 4 a second time
+    assert out["replay"] == [2, 3, 4]  # 4 once more, in its place
     assert out["dropped"] == 0
-    assert out["dropped_full"] == 3 and out["dropped_after"] == 2  # 2 and 3 lost, 1 delivered
+    assert out["ahead"] == [1, 2, 3, 4] and out["live_ahead"] == 7
+    assert out["window"] == [3, 4, 5, 6]
+    assert out["left"] == (1, 0, 7)
+    assert out["dropped_full"] == 3
     assert out["replay_full"] == [4, 5, 6, 7]
