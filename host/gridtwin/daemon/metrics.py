@@ -11,7 +11,9 @@ import logging
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from gridtwin.daemon.httpserver import BoundedHTTPServer
 
 log = logging.getLogger("gridtwin.daemon.http")
 
@@ -200,7 +202,6 @@ class MetricsServer:
     ):
         m, routes, private = metrics, dict(routes or {}), set(private)
         max_body = self.MAX_BODY
-        slots = threading.BoundedSemaphore(max_connections or self.MAX_CONNECTIONS)
         self.refused = 0
         io_timeout = self.TIMEOUT_S if timeout is None else timeout
 
@@ -269,28 +270,12 @@ class MetricsServer:
             def log_message(self, *a):  # access logs would drown the structured log
                 pass
 
-        outer = self
+        def refused():
+            self.refused += 1  # over the bound: closed at once, no thread for it
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = (
-                128  # accepted fast and answered or closed, not left in the backlog
-            )
-
-            def process_request(self, request, client_address):
-                if not slots.acquire(blocking=False):
-                    outer.refused += 1  # over the bound: closed at once, no thread for it
-                    self.shutdown_request(request)
-                    return
-                super().process_request(request, client_address)
-
-            def process_request_thread(self, request, client_address):
-                try:
-                    super().process_request_thread(request, client_address)
-                finally:
-                    slots.release()
-
-        self.httpd = Server((host, port), Handler)
+        self.httpd = BoundedHTTPServer(
+            (host, port), Handler, max_connections or self.MAX_CONNECTIONS, refused
+        )
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, name="metrics-http", daemon=True

@@ -20,10 +20,11 @@ import secrets
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from gridtwin.daemon.httpserver import BoundedHTTPServer
 from gridtwin.errors import GridTwinError
 from gridtwin.web import users as web_users
 
@@ -57,7 +58,6 @@ class RemoteWeb:
         routes = view.routes(remote=True)
         login_page = view.static("login.html").decode()
         outer = self
-        slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -189,26 +189,12 @@ class RemoteWeb:
             def log_message(self, *a):
                 pass
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def process_request(self, request, client_address):
-                if not slots.acquire(blocking=False):
-                    self.shutdown_request(request)
-                    return
-                super().process_request(request, client_address)
-
-            def process_request_thread(self, request, client_address):
-                try:
-                    super().process_request_thread(request, client_address)
-                finally:
-                    slots.release()
-
+        class Server(BoundedHTTPServer):
             def handle_error(self, request, client_address):  # a failed handshake: one debug line
                 log.debug("web connection from %s failed", client_address[0], exc_info=True)
 
         try:
-            self.httpd = Server((host, port), Handler)
+            self.httpd = Server((host, port), Handler, self.MAX_CONNECTIONS)
         except OSError as exc:
             raise GridTwinError(
                 f"cannot serve the web view on {host}:{port}: {exc.strerror or exc}",
