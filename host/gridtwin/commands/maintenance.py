@@ -15,7 +15,7 @@ import json
 import sys
 import time
 
-from gridtwin.errors import GridTwinError, UsageError
+from gridtwin.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,8 +105,7 @@ def line(fc, horizon_s: float, min_span_s: float) -> str:
 
 def run(args) -> int:
     from gridtwin.commands.query import parse_duration
-    from gridtwin.daemon.config import db_path
-    from gridtwin.daemon.store_sqlite import SqliteStore
+    from gridtwin.commands.nodes import open_store
     from gridtwin.site import load_site
 
     horizon_s = parse_duration(args.horizon, "--horizon")
@@ -118,13 +117,7 @@ def run(args) -> int:
     nodes = args.node or site.node_ids
     for n in nodes:
         site.node(n)  # an unknown node: the site file's error with a near id
-    path = db_path(site)
-    if not path.exists():
-        raise GridTwinError(
-            f"no data yet: {path} does not exist",
-            hint="start the daemon (`gridtwin daemon`) so it can store what the nodes send",
-        )
-    store = SqliteStore(path)
+    store = open_store(site)
     try:
         result = forecasts(site, store, nodes, horizon_s)
     finally:
