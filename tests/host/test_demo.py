@@ -1,5 +1,6 @@
 """`make demo`, faster than real time: the scenario runs end to end on the real firmware, the real
-broker and the real daemon, and every virtual node's readings reach storage."""
+broker and the real daemon, and every virtual node's readings reach storage; the twin is served
+over OPC UA and the daemon collects it."""
 
 import bisect
 import json
@@ -42,6 +43,7 @@ def demo(site_pki, micropython, tmp_path_factory):
         speed=SPEED,
         port=free_port(),
         daemon_overrides={"metrics_port": None, "limits": limits},
+        opcua_port=free_port(),
     )
     d.start()
     try:
@@ -97,6 +99,39 @@ def test_demo_scenario_end_to_end(demo):
         if not (views[n].state == "online" and views[n].fw and (views[n].heap or 0) > 0)
     }
     assert not bad, bad
+
+
+def test_the_demo_serves_its_twin_over_opcua_and_its_daemon_collects_it(demo):
+    # both paths side by side: the nodes over MQTT, the twin over OPC UA (encrypted, the site PKI),
+    # collected by the demo's daemon from its [[opcua.sources]] into the same store
+    from gridtwin.opcua import model
+
+    served, store = demo.opcua, demo.daemon.store
+    assert served.published >= UNTIL / SPEED / 2, served.published  # one a second of wall time
+    comps = {c.id for c in demo.twin.topo.components}
+    want = {}
+    for p in model.points(demo.twin, demo.site.id, demo.site.opcua.enterprise):
+        st = served.last[p.path[-1]]
+        if model.quality(st["status"]) == "GOOD" and not p.text:
+            want[(p.path[-1], p.tag)] = bool(st["m"][p.metric]) if p.flag else st["m"][p.metric]
+
+    def newest():
+        out = {}
+        for *_p, m, tag, _ts, v, _text, _unit, q in store.opcua_points():
+            out[(m, tag)] = v
+        return out
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the last publish reaches the store within a commit
+        got = newest()
+        if all(got.get(k) == pytest.approx(v, rel=1e-9) for k, v in want.items()):
+            break
+        time.sleep(0.2)
+    off = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != pytest.approx(v, rel=1e-9)}
+    assert not off, off
+    assert {k[0] for k in got} == comps  # every component of the twin, by its id as machine
+    health = demo.daemon.opcua.health()
+    assert health[0]["connected"] and health[0]["stored"] > len(want)
 
 
 def _stored(store, node):

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from gridtwin.broker import Mosquitto
-from gridtwin.errors import BrokerError
+from gridtwin.errors import BrokerError, GridTwinError
 
 log = logging.getLogger("gridtwin.demo")
 
@@ -61,11 +61,13 @@ def shown_path(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def demo_site(site):
+def demo_site(site, opcua_endpoint: str | None = None):
     """Write and load ``<var>/demo/site.toml``: the site as its file says, with ``var`` the folder
     of the copy, ``certs`` the site's own PKI (absolute) and storage SQLite in that folder (demo
     readings never reach the site's database or InfluxDB), which takes readings up to a day ahead
-    of the host's clock (at --speed 5 the boards' clocks gain 4 s every second)."""
+    of the host's clock (at --speed 5 the boards' clocks gain 4 s every second). With
+    `opcua_endpoint` the twin is served there and that server is the copy's one
+    ``[[opcua.sources]]``: the demo's daemon collects it."""
     import os
     import tomllib
 
@@ -79,6 +81,10 @@ def demo_site(site):
     # max_future_s: the boards' clocks run at the demo's speed, ahead of the host's by design
     storage.update(backend="sqlite", path="", max_future_s=86400)
     storage.pop("influx_token_file", None)
+    if opcua_endpoint:
+        raw.setdefault("opcua", {}).update(
+            endpoint=opcua_endpoint, sources=[{"endpoint": opcua_endpoint}]
+        )
     path = folder / "site.toml"
     text = DEMO_SITE_HEADER.format(source=site.path, here=shown_path(path))
     text += "".join(f"{json.dumps(k)} = {_toml(v)}\n" for k, v in raw.items())
@@ -101,6 +107,7 @@ class Demo:
         back_at: float = 120.0,
         daemon_overrides: dict | None = None,
         heap: str | None = None,
+        opcua_port: int | None = None,
     ):
         self.site = site
         self.speed = speed
@@ -114,6 +121,10 @@ class Demo:
         self.roles = {n.id: n.role for n in site.nodes}
         self.dir = Path(site.var_dir) / "demo"
         self.broker = self.daemon = self.fleet = self.link = self.twin = None
+        # the twin served over OPC UA ([opcua] endpoint, or this port on loopback) and collected by
+        # the daemon, beside the MQTT path (gridtwin/opcua/service.py)
+        self.opcua_port, self.opcua = opcua_port, None
+        self._published_at = 0.0
         self._stop = threading.Event()
         self._counts: dict[str, int] = {}
         self._counts_at = 0.0
@@ -137,7 +148,7 @@ class Demo:
         self.twin = Twin.from_site(site, **({"seed": self.seed} if self.seed is not None else {}))
         self.twin.schedule(demo_scenario(self.twin, fail_at=self.fail_at, back_at=self.back_at))
         # from here on the demo's own copy of the site: its data in self.dir, apart from the site's
-        self.site = site = demo_site(site)
+        self.site = site = demo_site(site, self._opcua_endpoint(site))
         pki = PKI.for_site(site)
         made = pki.ensure(site)
         if made:
@@ -152,12 +163,17 @@ class Demo:
                 hint="is another broker on that port? stop it or pass --port",
             ) from None
         try:
+            self._serve_opcua(site, pki)  # before the daemon: its collector finds the server up
             ep = dataclasses.replace(endpoint_from_site(site), host="127.0.0.1", port=self.port)
             # no SNTP responder: the demo's boards are virtual (their world tells the time) and its
             # broker listens on loopback only, so no real board could use it
             self.daemon = Daemon.from_site(
                 site, endpoint=ep, **{"sntp": None, **self.daemon_overrides}
             ).start()
+            # the collector's handshakes and subscriptions (RSA, hundreds of items) before the
+            # boards and the twin's clock start, not during the scenario's first seconds
+            if self.daemon.opcua and not self.daemon.opcua.all_connected.wait(20):
+                log.warning("the daemon's OPC UA collector has no session yet; the demo goes on")
             self._base = {n: self.daemon.store.count_readings(n) for n in self.node_ids}
             boards = self.dir / "boards"
             self.fleet = VirtualFleet(
@@ -185,6 +201,35 @@ class Demo:
         )
         return self
 
+    def _opcua_endpoint(self, site) -> str:
+        from urllib.parse import urlparse
+
+        if self.opcua_port is None:
+            return site.opcua.endpoint
+        path = urlparse(site.opcua.endpoint).path or "/gridtwin"
+        return f"opc.tcp://127.0.0.1:{self.opcua_port}{path}"
+
+    def _serve_opcua(self, site, pki) -> None:
+        from gridtwin.opcua.service import ServedTwin
+
+        served = ServedTwin(site, self.twin, pki)
+        try:
+            served.start()
+        except OSError as exc:
+            raise GridTwinError(
+                f"cannot serve the demo's twin over OPC UA on {served.endpoint}: "
+                f"{exc.strerror or exc}",
+                hint="is `gridtwin opcua serve` running? stop it, or set [opcua] endpoint",
+            ) from None
+        self.opcua = served
+
+    def _publish_opcua(self, twin) -> None:
+        """After a twin step: hand the server the twin's state every [opcua] publish_ms."""
+        now = time.monotonic()
+        if self.opcua and now - self._published_at >= self.site.opcua.publish_ms / 1000:
+            self._published_at = now
+            self.opcua.publish(twin.state())
+
     @property
     def web_url(self) -> str | None:
         """The daemon's web view (gridtwin.web), on loopback; None when the site turned the server off."""
@@ -195,8 +240,9 @@ class Demo:
         """Step the twin to `until` seconds at `speed` x real time (Ctrl-C or stop() ends it early)."""
         from gridtwin.twin.scenario import run_realtime
 
-        def on_step(_twin):
+        def on_step(twin):
             self.link.after_step()
+            self._publish_opcua(twin)
 
         if not view:
             run_realtime(self.twin, until, self.speed, on_step=on_step, stop=self._stop.is_set)
@@ -240,7 +286,8 @@ class Demo:
         for part in (
             self.link and self.link.close,
             self.fleet and self.fleet.stop,
-            self.daemon and self.daemon.stop,
+            self.daemon and self.daemon.stop,  # its collector first: no BAD rows at the end
+            self.opcua and self.opcua.stop,
             self.broker and self.broker.stop,
         ):
             if part:

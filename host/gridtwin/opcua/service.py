@@ -12,6 +12,9 @@ about numbers) and `tail` as true/false.
 
 A source whose mapping is wrong (a ConfigError: unknown NodeId, wrong type) stops alone with one
 log line naming the site key; the others go on, and /healthz shows each source's state.
+
+``ServedTwin`` is the other end for a twin that runs on another thread (`gridtwin demo`): the
+server on a loop of its own, fed the states the twin's thread takes.
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ class CollectorService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
+        # set once every source has had a session (`gridtwin demo` waits for it before its run)
+        self.all_connected = threading.Event()
+        self._sessions_seen: set[int] = set()
 
     def _committed(self, rows) -> None:
         if self.wake is not None and any(c.influx for c in self.collectors):
@@ -110,7 +116,14 @@ class CollectorService:
             await self._stop.wait()
             mine.set()
 
+        async def first_session():
+            await col.connected.wait()
+            self._sessions_seen.add(id(col))
+            if len(self._sessions_seen) == len(self.collectors):
+                self.all_connected.set()
+
         relay_task = asyncio.create_task(relay())
+        seen_task = asyncio.create_task(first_session())
         try:
             await col.run(mine)
         except GridTwinError as exc:
@@ -121,6 +134,7 @@ class CollectorService:
             log.exception("opcua: %s stopped", col.endpoint)
         finally:
             relay_task.cancel()
+            seen_task.cancel()
 
     def stop(self) -> None:
         """Stop every collector: queued points are committed first."""
@@ -159,3 +173,56 @@ class CollectorService:
             "opcua_sessions_total": per(lambda c: c.sessions),
             "opcua_queued": per(lambda c: len(c.queue)),
         }
+
+
+class ServedTwin:
+    """A running twin served over OPC UA from a thread of its own (`gridtwin demo`): `start()`,
+    then `publish(state)` from the twin's thread with a state it took (the server never reads the
+    twin while it steps), `stop()`."""
+
+    def __init__(self, site, twin, pki, endpoint: str | None = None):
+        from gridtwin.opcua.server import TwinServer
+
+        self.server = TwinServer(site, twin, pki, endpoint=endpoint)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="opcua-serve", daemon=True
+        )
+        self.published = 0
+        self.last: dict | None = None  # the state of the last publish
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    def start(self) -> "ServedTwin":
+        self.thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(60)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def publish(self, state: dict) -> None:
+        """Queue a publish of `state` (returns at once; a publish still running is not waited for)."""
+
+        async def one():
+            try:
+                await self.server.publish(state)
+                self.published += 1
+                self.last = state
+            except Exception as exc:  # the demo goes on; the collector marks what it misses
+                log.warning("opcua serve: publish failed: %s", exc)
+
+        if self.server.server is not None:
+            asyncio.run_coroutine_threadsafe(one(), self.loop)
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(15)
+            except Exception as exc:
+                log.warning("opcua serve: stopping: %s", exc)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
