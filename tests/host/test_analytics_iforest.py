@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gridtwin.analytics.base import Context, Detector
-from gridtwin.analytics.iforest import IsolationForestDetector
+from gridtwin.analytics.iforest import CompiledForest, IsolationForestDetector
 from gridtwin.daemon.store_sqlite import SqliteStore
 
 T0 = 1_780_000_000_000
@@ -113,7 +113,10 @@ def test_finds_injected_multivariate_anomalies_and_nothing_before_warmup(store, 
     assert min(v_normal) - 0.3 <= min(v) and max(v) <= max(v_normal) + 0.3
 
 
-def test_compiled_scores_equal_scikit_learn(store, tmp_path):
+@pytest.mark.parametrize("trees, samples", [(100, 256), (50, 64)])
+def test_compiled_scores_equal_scikit_learn(store, tmp_path, trees, samples):
+    from sklearn.ensemble import IsolationForest
+
     det = _detector(store, None)
     rows = _rows(4, 2000)
     _feed(det, "n1", rows, store)
@@ -121,7 +124,34 @@ def test_compiled_scores_equal_scikit_learn(store, tmp_path):
     ts = np.array([t for t, _ in rows], dtype=float)
     raw = np.array([[m[k] for k in fit.feats.metrics] for _, m in rows])
     X = fit.feats.matrix(ts, raw, None)
-    assert np.allclose(fit.forest.decision(X), fit.model.decision_function(X), atol=1e-12)
+    model = IsolationForest(n_estimators=trees, max_samples=samples, random_state=1).fit(X)
+    forest = CompiledForest.from_model(model)
+    # rows it was trained on sit exactly on its splits' neighbours: the float32 rounding is exact
+    assert np.allclose(forest.decision(X), model.decision_function(X), atol=1e-6)
+    probe = X + np.random.default_rng(0).normal(0, 1, X.shape) * X.std(axis=0)
+    assert np.allclose(forest.decision(probe), model.decision_function(probe), atol=1e-6)
+    # and what is saved (plain arrays) scores the same
+    again = CompiledForest.from_arrays(forest.arrays())
+    assert np.array_equal(again.decision(probe), forest.decision(probe))
+
+
+def test_a_nodes_model_is_compact(store, tmp_path):
+    """1,000 nodes' models fit in the 50 MB the issue allows the whole of analytics: a node with 10
+    metrics (41 features with its derived ones) keeps no scikit-learn estimator, and its compiled
+    forest and feature statistics take at most 40 kB."""
+    rng = np.random.default_rng(9)
+    det = _detector(store, None)
+    names = [f"m{k}" for k in range(9)] + ["x_v"]
+    base = rng.normal(50, 10, 10)
+    rows = [
+        (T0 + k * STEP_MS, dict(zip(names, base + rng.normal(0, 1, 10) + np.sin(k / 300))))
+        for k in range(2000)
+    ]
+    _feed(det, "n1", rows, store)
+    fit = det.nodes["n1"].fit
+    assert fit is not None and len(fit.feats.names) >= 40
+    assert not hasattr(fit, "model")
+    assert det.memory_bytes() <= 40_000, det.memory_bytes()
 
 
 def test_model_survives_a_restart(store, tmp_path):

@@ -41,7 +41,7 @@ from gridtwin.analytics.config import setting
 
 log = logging.getLogger("gridtwin.analytics.iforest")
 
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: the compiled arrays are saved, not scikit-learn's estimator
 # a feature this many times farther from its median than all but 0.1 % of the training rows (robust
 # deviations, at least 3): out of the envelope. The quantile, not the farthest row, so that an anomaly
 # the training window holds does not widen the envelope for the next.
@@ -68,13 +68,28 @@ def _avg_path(n: np.ndarray) -> np.ndarray:
 
 
 class CompiledForest:
-    """A fitted IsolationForest as flat arrays: every tree's nodes concatenated, walked level by level."""
+    """A fitted IsolationForest as compact flat arrays, walked for all rows and trees level by level.
 
-    __slots__ = ("left", "right", "feat", "thr", "leaf_depth", "roots", "levels", "denom", "offset")
+    Every tree's nodes concatenated, 11 bytes a node: ``step`` (int16) from a node to its right child
+    (its left child is the next node: scikit-learn builds depth first), 0 at a leaf; ``feat`` (uint8,
+    uint16 beyond 256 features); ``thr`` (float32: the split rounded down to the float32 below it,
+    which the trees' float32 inputs compare against exactly as against the float64 split; -inf at a
+    leaf, so a row that arrived stays); ``leaf`` (float32): a leaf's path length (its depth plus the
+    average path of the samples it holds), 0 elsewhere. scikit-learn's own trees (~90 bytes a node
+    with their value arrays) are not kept: a node's forest is ~30 KB instead of ~1.4 MB."""
 
-    def __init__(self, model):
-        lefts, rights, feats, thrs, depths, roots = [], [], [], [], [], []
+    __slots__ = ("step", "feat", "thr", "leaf", "roots", "levels", "denom", "offset")
+    ARRAYS = ("step", "feat", "thr", "leaf", "roots")
+
+    def __init__(self, step, feat, thr, leaf, roots, levels: int, denom: float, offset: float):
+        self.step, self.feat, self.thr, self.leaf, self.roots = step, feat, thr, leaf, roots
+        self.levels, self.denom, self.offset = int(levels), float(denom), float(offset)
+
+    @classmethod
+    def from_model(cls, model) -> "CompiledForest":
+        steps, feats, thrs, leaves, roots = [], [], [], [], []
         base = 0
+        n_features = int(model.n_features_in_)
         for tree, features, dpl, apl in zip(
             model.estimators_,
             model.estimators_features_,
@@ -84,42 +99,58 @@ class CompiledForest:
             t = tree.tree_
             leaf = t.children_left < 0
             idx = np.arange(t.node_count)
-            # a leaf points to itself, so walking further keeps rows that already arrived where they are
-            lefts.append(np.where(leaf, idx, t.children_left) + base)
-            rights.append(np.where(leaf, idx, t.children_right) + base)
-            f = np.asarray(features)[np.where(leaf, 0, t.feature)]
-            feats.append(f)
-            thrs.append(np.where(leaf, np.inf, t.threshold))
-            depths.append(np.asarray(dpl, dtype=float) + np.asarray(apl, dtype=float) - 1.0)
+            if not np.array_equal(t.children_left[~leaf], idx[~leaf] + 1):
+                raise ValueError("a tree not built depth first: its left children do not follow")
+            steps.append(np.where(leaf, 0, t.children_right - idx))
+            feats.append(np.asarray(features)[np.where(leaf, 0, t.feature)])
+            thr = np.where(leaf, -np.inf, t.threshold)
+            t32 = thr.astype(np.float32)
+            up = t32.astype(np.float64) > thr  # rounded up: one float32 lower keeps x <= thr exact
+            t32[up] = np.nextafter(t32[up], np.float32(-np.inf))
+            thrs.append(t32)
+            depth = np.asarray(dpl, dtype=float) + np.asarray(apl, dtype=float) - 1.0
+            leaves.append(np.where(leaf, depth, 0.0))
             roots.append(base)
             base += t.node_count
-        self.left = np.concatenate(lefts).astype(np.int32)
-        self.right = np.concatenate(rights).astype(np.int32)
-        self.feat = np.concatenate(feats).astype(np.int16)
-        self.thr = np.concatenate(thrs)
-        self.leaf_depth = np.concatenate(depths).astype(np.float32)
-        self.roots = np.asarray(roots, dtype=np.int32)
-        self.levels = int(max(t.tree_.max_depth for t in model.estimators_))
-        self.denom = len(model.estimators_) * float(_avg_path(np.array([model._max_samples]))[0])
-        self.offset = float(model.offset_)
+        step = np.concatenate(steps)
+        if np.abs(step).max(initial=0) > np.iinfo(np.int16).max:
+            raise ValueError("a tree too large for int16 steps: use max_samples <= 8192")
+        return cls(
+            step.astype(np.int16),
+            np.concatenate(feats).astype(np.uint8 if n_features <= 256 else np.uint16),
+            np.concatenate(thrs),
+            np.concatenate(leaves).astype(np.float32),
+            np.asarray(roots, dtype=np.int32),
+            max(t.tree_.max_depth for t in model.estimators_),
+            len(model.estimators_) * float(_avg_path(np.array([model._max_samples]))[0]),
+            model.offset_,
+        )
+
+    def arrays(self) -> dict:
+        """What is saved (numpy arrays and numbers: no scikit-learn object)."""
+        d = {a: getattr(self, a) for a in self.ARRAYS}
+        d.update(levels=self.levels, denom=self.denom, offset=self.offset)
+        return d
+
+    @classmethod
+    def from_arrays(cls, d: dict) -> "CompiledForest":
+        return cls(*(np.asarray(d[a]) for a in cls.ARRAYS), d["levels"], d["denom"], d["offset"])
 
     def decision(self, X: np.ndarray) -> np.ndarray:
         """IsolationForest.decision_function(X): negative = anomalous."""
-        X = np.asarray(X, dtype=np.float32).astype(np.float64)  # the trees split on float32 inputs
+        X = np.asarray(X, dtype=np.float32)  # the trees split on float32 inputs
         r = X.shape[0]
         node = np.broadcast_to(self.roots, (r, len(self.roots))).copy()
         rows = np.arange(r)[:, None]
         for _ in range(self.levels):
             go_left = X[rows, self.feat[node]] <= self.thr[node]
-            node = np.where(go_left, self.left[node], self.right[node])
-        depth = self.leaf_depth[node].sum(axis=1, dtype=np.float64)
+            node += np.where(go_left, 1, self.step[node])
+        depth = self.leaf[node].sum(axis=1, dtype=np.float64)
         score = -(2.0 ** (-depth / self.denom)) if self.denom else -np.ones(r)
         return score - self.offset
 
     def nbytes(self) -> int:
-        return sum(
-            getattr(self, a).nbytes for a in ("left", "right", "feat", "thr", "leaf_depth", "roots")
-        )
+        return sum(getattr(self, a).nbytes for a in self.ARRAYS)
 
 
 class Features:
@@ -203,26 +234,34 @@ class Features:
 
 
 class _Fit:
-    """One node's trained model: the forest (and its compiled form), the feature layout, the training
-    rows' median and robust scale per feature (the explanation) and the end of its training window."""
+    """One node's trained model: the compiled forest (scikit-learn's is dropped once compiled), the
+    feature layout, the training rows' median and robust scale per feature (the explanation) and the
+    end of its training window."""
 
-    __slots__ = ("model", "forest", "feats", "center", "scale", "envelope", "trained_to")
+    __slots__ = ("forest", "feats", "center", "scale", "envelope", "trained_to")
 
     def __init__(
         self,
-        model,
+        forest: CompiledForest,
         feats: Features,
         center: np.ndarray,
         scale: np.ndarray,
         envelope: np.ndarray,
         trained_to: int,
     ):
-        self.model, self.forest, self.feats = model, CompiledForest(model), feats
+        self.forest, self.feats = forest, feats
         self.center, self.scale, self.envelope, self.trained_to = (
             center,
             scale,
             envelope,
             int(trained_to),
+        )
+
+    def nbytes(self) -> int:
+        f = self.feats
+        extra = [f.nominal, f.median_raw, *(f.pca or ())]
+        return self.forest.nbytes() + sum(
+            a.nbytes for a in [self.center, self.scale, self.envelope, *extra] if a is not None
         )
 
     def judge(self, X: np.ndarray) -> np.ndarray:
@@ -296,8 +335,8 @@ class IsolationForestDetector:
         contamination: float = 0.001,
         min_samples: int = 1000,
         max_train: int = 8192,
-        n_estimators: int = 100,
-        max_samples: int = 256,
+        n_estimators: int = 50,
+        max_samples: int = 64,
         confirm: int = 3,
         clear_rows: int = 5,
         nominal: dict[str, float] | None = None,
@@ -581,9 +620,8 @@ class IsolationForestDetector:
         envelope = ENVELOPE * np.maximum(
             np.quantile(np.abs((X - center) / scale), ENVELOPE_Q, axis=0), 3.0
         )
-        st.fit = _Fit(
-            model, feats, center, scale, envelope, end_ms
-        )  # one assignment: the scorer sees old or new
+        # one assignment: the scorer sees old or new
+        st.fit = _Fit(CompiledForest.from_model(model), feats, center, scale, envelope, end_ms)
         st.metrics.update(feats.metrics)
 
     # --- persistence -----------------------------------------------------------------------------
@@ -597,7 +635,7 @@ class IsolationForestDetector:
         fits = {n: st.fit for n, st in list(self.nodes.items()) if st.fit is not None}
         models = {
             n: {
-                "model": f.model,
+                "forest": f.forest.arrays(),
                 "metrics": f.feats.metrics,
                 "median": f.feats.median_raw,
                 "pca": f.feats.pca,
@@ -641,9 +679,8 @@ class IsolationForestDetector:
                 feats.median_raw, feats.pca = m["median"], m["pca"]
                 feats._layout(0 if feats.pca is None else feats.pca[2].shape[1])
                 st.metrics.update(m["metrics"])
-                st.fit = _Fit(
-                    m["model"], feats, m["center"], m["scale"], m["envelope"], m["window"][1]
-                )
+                forest = CompiledForest.from_arrays(m["forest"])
+                st.fit = _Fit(forest, feats, m["center"], m["scale"], m["envelope"], m["window"][1])
                 st.newest = int(m["window"][1])
             return len(saved["models"])
         except Exception as exc:  # a damaged or foreign file costs a warm-up, never the daemon
@@ -662,7 +699,8 @@ class IsolationForestDetector:
             st.active, st.active_metric, st.streak = True, metric, self.confirm
 
     def memory_bytes(self) -> int:
-        return sum(st.fit.forest.nbytes() for st in self.nodes.values() if st.fit is not None)
+        """The trained models' arrays: the compiled forests and the feature statistics."""
+        return sum(st.fit.nbytes() for st in self.nodes.values() if st.fit is not None)
 
 
 def from_context(ctx: Context) -> IsolationForestDetector | None:
@@ -677,4 +715,6 @@ def from_context(ctx: Context) -> IsolationForestDetector | None:
         retrain_s=setting(sec, "iforest_retrain_s"),
         contamination=setting(sec, "iforest_contamination"),
         min_samples=setting(sec, "iforest_min_samples"),
+        n_estimators=setting(sec, "iforest_trees"),
+        max_samples=setting(sec, "iforest_max_samples"),
     )
