@@ -74,6 +74,15 @@ ELSEWHERE = {
         ],
         "tests/host/test_opcua_cli.py::test_serve_then_collect_then_points_and_signals_stop_serve",
     ),
+    **dict.fromkeys(
+        ["gridtwin pki issue --opcua collector", "gridtwin pki revoke opcua/collector"],
+        "tests/host/test_opcua_cli.py::"
+        "test_pki_issue_opcua_issues_keeps_and_revokes_the_rsa_application_certificate",
+    ),
+    **dict.fromkeys(
+        ["gridtwin query inv1 Power_Active --since 15m", "gridtwin tail inv1"],
+        "tests/host/test_opcua_daemon.py::test_the_daemon_collects_analyses_and_names_opcua_points",
+    ),
 }
 
 # long-running commands: started, held until they show they work, then stopped with Ctrl-C
