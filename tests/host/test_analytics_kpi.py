@@ -41,8 +41,10 @@ params = { load_kw = 300.0, pf = 0.9 }
 METRICS = ("p_kw", "soc_pct", "e_stored_kwh", "e_charge_kwh", "e_discharge_kwh")
 
 
-def _run(tmp_path, kpi, hours, metrics=METRICS, every_s=10):
-    """The twin's bess read every `every_s` as a meter (or the OPC UA bridge) would, into the KPI."""
+def _run(tmp_path, kpi, hours, metrics=METRICS, every_s=10, names=None):
+    """The twin's bess read every `every_s` as a meter (or the OPC UA bridge) would, into the KPI;
+    `names`: {twin metric: the name it arrives under} (an OPC UA collector's tags)."""
+    names = names or {}
     p = tmp_path / "site.toml"
     p.write_text(SITE)
     tw = Twin.from_site(load_site(p), seed=3)
@@ -51,18 +53,23 @@ def _run(tmp_path, kpi, hours, metrics=METRICS, every_s=10):
         tw.run_until(tw.t + every_s)
         m = tw.state()["bess1"]["m"]
         ts = t0 + int(round(tw.t * 1000))
-        kpi.observe([("bess1", k, ts, float(m[k])) for k in metrics])
+        kpi.observe([("bess1", names.get(k, k), ts, float(m[k])) for k in metrics])
     return tw.state()["bess1"]["m"]
 
 
-def test_battery_round_trip_efficiency_is_the_twins(tmp_path):
+@pytest.mark.parametrize("via", ["twin", "opcua"])
+def test_battery_round_trip_efficiency_is_the_twins(tmp_path, via):
     """A day of self-consumption (the store fills on the PV surplus and empties in the evening and
     the night, ending at another charge than it began): rte_pct is the twin's 0.92^2 = 84.64 %,
     where discharged / charged alone is not; the charge and discharge of each bucket add up to the
-    twin's counters; the window survives a restart."""
+    twin's counters; the window survives a restart. The same through the OPC UA collector, whose
+    points are the bess's tags (Energy_Charged, Energy_Discharged, Energy_Stored)."""
+    from gridtwin.opcua.model import TAGS
+
+    names = {m: tag for tag, m in TAGS["bess"]} if via == "opcua" else None
     store = SqliteStore(tmp_path / "gt.db")
     kpi = EnergyKpi(Context(store=store), aggregation_s=300, rte_window_s=86400)
-    m = _run(tmp_path, kpi, 24)
+    m = _run(tmp_path, kpi, 24, names=names)
     assert m["e_charge_kwh"] > 100 and m["e_discharge_kwh"] > 100  # it cycled
     naive = m["e_discharge_kwh"] / m["e_charge_kwh"]
     assert abs(naive - 0.92**2) > 0.02  # the stored energy moved: D / C alone is off

@@ -32,6 +32,7 @@ import math
 
 from gridtwin.analytics.base import Context
 from gridtwin.catalog import HHV_KWH_PER_NM3, node_metrics
+from gridtwin.opcua.model import TAGS
 
 GENERATION, IMPORT, RENEWABLE = (
     frozenset({"pv", "generator"}),
@@ -41,10 +42,12 @@ GENERATION, IMPORT, RENEWABLE = (
 CONSUMERS = frozenset({"server", "electrolyser", "grid_monitor", "sensor"})
 IT_LOAD = frozenset({"server"})
 _SCALE = {"W": 0.001, "kW": 1.0, "MW": 1000.0}
-# a store's cumulative counters (the twin's bess, OPC UA Energy_Charged / Energy_Discharged /
-# Energy_Stored): index into _Store.tot / last
-STORE_METRICS = {"e_charge_kwh": 0, "e_discharge_kwh": 1}
-STORED = "e_stored_kwh"
+# a store's cumulative counters: 0 charged, 1 discharged (their index in _Store.tot and last), 2 the
+# energy it holds
+_TWIN_STORE = {"e_charge_kwh": 0, "e_discharge_kwh": 1, "e_stored_kwh": 2}
+# ... and the same counters under their OPC UA tags (Energy_Charged, ...), as the collector feeds them
+STORE_METRICS = dict(_TWIN_STORE)
+STORE_METRICS.update((tag, _TWIN_STORE[m]) for tag, m in TAGS.get("bess", ()) if m in _TWIN_STORE)
 RTE_MIN_KWH = 0.01  # a window with less charge or discharge than this has no round trip to speak of
 
 
@@ -139,7 +142,7 @@ class EnergyKpi:
             elif b > self._bucket:
                 self._flush(self._bucket)
                 self._bucket = b
-            if metric in STORE_METRICS or metric == STORED:
+            if metric in STORE_METRICS:
                 self._store_reading(node, metric, ts, value)
                 continue
             p = self._power_of(node)
@@ -184,12 +187,12 @@ class EnergyKpi:
         if st is None:
             st = self._stores[node] = _Store(self.rte_window_ms // self.agg_ms + 2)
             st.snaps.append((ts, 0.0, 0.0, None))  # the window's first base: this reading
-        if metric == STORED:
+        k = STORE_METRICS[metric]
+        if k == 2:  # the stored energy
             st.stored = value
             if st.snaps[0][3] is None and len(st.snaps) == 1:
                 st.snaps[0] = st.snaps[0][:3] + (value,)
             return
-        k = STORE_METRICS[metric]
         last = st.last[k]
         if last is not None:
             st.tot[k] += value - last if value >= last else value  # a reset counts from 0
