@@ -114,10 +114,10 @@ def schema():
                     between(1000, 3600000),
                     "longest wait between retries",
                 ),
-                "replay_per_s": (int, 20, between(1, 1000), "backlog readings replayed a second"),
+                "replay_per_s": (int, 20, between(1, 10000), "backlog readings replayed a second"),
                 "window": (
                     int,
-                    1,
+                    8,
                     between(1, 16),
                     "readings in flight at once (QoS 1), each until its PUBACK",
                 ),

@@ -366,6 +366,61 @@ def test_unacknowledged_reading_is_resent_with_dup_and_its_packet_id(net_node, b
     assert again[2] == lost[2] and again[3] == lost[3]  # the same packet id, the same reading
 
 
+def test_link_cut_mid_window_resends_in_order_and_stores_each_reading_once(net_node, broker, peer):
+    # Issue #20: several readings in flight at once (mqtt.window). A broker of our own takes 4
+    # readings without a PUBACK and hangs up with all 4 in flight; on the second connection it
+    # says the session is present and acknowledges everything. The 4 come first, in their order,
+    # with DUP and their packet ids; de-duplicated by (boot, seq) as the host's store does, every
+    # reading is there once, the replayed and the live ones each in seq order.
+    p = peer(broker)
+    pubs = []  # (connection, first byte, packet id, document) of every telemetry PUBLISH
+    conns = []
+
+    def speak(s):
+        conns.append(s)
+        n = len(conns)
+        s.sendall(b"\x20\x02" + (b"\x01" if n > 1 else b"\x00") + b"\x00")
+        while True:
+            first, body = _packet(s)
+            if first >> 4 == 8:  # SUBSCRIBE -> SUBACK, QoS 1 granted
+                s.sendall(b"\x90\x04" + body[:2] + b"\x01\x01")
+            elif first >> 4 == 3:
+                tl = int.from_bytes(body[:2], "big")
+                pid = int.from_bytes(body[2 + tl : 4 + tl], "big") if first & 6 else None
+                if body[2 : 2 + tl].endswith(b"/telemetry"):
+                    pubs.append((n, first, pid, json.loads(body[4 + tl :])))
+                    if n == 1:
+                        if len(pubs) == 4:
+                            s.close()  # gone with 4 readings in flight
+                            return
+                        continue  # no PUBACK: the node goes on, its window not yet full
+                if pid is not None:
+                    s.sendall(b"\x40\x02" + pid.to_bytes(2, "big"))
+
+    p.mode = speak
+    b = net_node(sample_ms=100, mqtt={"port": p.port, "window": 8})
+    b.start()
+    b.wait_for(r"conn=2", timeout=30)
+    lost = [x for x in pubs if x[0] == 1]
+    assert len(lost) == 4  # four in flight on the first connection, none acknowledged
+    last = lost[-1][3]["seq"] + 20
+    wait_until(
+        lambda: any(x[0] == 2 and x[3]["seq"] >= last for x in pubs), 30, f"seq {last} received"
+    )
+    b.stop()
+    again = [x for x in pubs if x[0] == 2][:4]  # the first PUBLISHes of the new connection
+    assert [x[3]["seq"] for x in again] == [x[3]["seq"] for x in lost]  # in their order
+    assert all(x[1] & 0x08 == 0 for x in lost) and all(x[1] & 0x08 for x in again)  # DUP
+    assert [x[2] for x in again] == [x[2] for x in lost]  # their packet ids
+    stored = dedup(x[3] for x in pubs)  # the host's store: one row per (boot, seq)
+    assert sorted(s for _, s in stored)[:last] == list(range(1, last + 1))  # each once
+    # in order: the replayed ones oldest first, the live ones too (live go first: docs/firmware.md)
+    for hist in (True, False):
+        run = [s for (_, s), d in stored.items() if bool(d.get("hist")) is hist]
+        assert run == sorted(run), (hist, run)
+    assert not crashed(b)
+
+
 def test_soak_1000_messages_with_tls_in_96k(net_node, broker, mqtt_client, record_property):
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "#"))

@@ -1,16 +1,18 @@
 """Issue #20: how fast one node publishes over TLS at QoS 1, which is how fast it replays its
 outbox after an outage. 600 readings wait on flash after a 10-minute link drop (board time warps
-through it); the replay runs at the highest configurable rate (`replay_per_s` 1000) in real time; the
-host's receive times (paho stamps each message as it arrives) give the rate. Exactly once and in
-order: every reading of the outage arrives, each once, replayed oldest first."""
+through it); the replay runs at the highest configurable rate (`replay_per_s` 10000) in real time,
+with the default window of readings in flight (`mqtt.window` 8); the host's receive times (paho
+stamps each message as it arrives) give the rate. Exactly once and in order: every reading of the
+outage arrives, each once, replayed oldest first."""
 
 from fixtures.broker import wait_until
 from fixtures.netnode import LM75, crashed, telemetry
 
 WIFI = {"ssid": "lab", "psk": "secret"}
-MIN_RATE = (
-    500  # msg/s: twice what one reading in flight polled in 1 ms slices managed (246 on this box)
-)
+# msg/s, a floor for a busy box: one reading in flight polled in 1 ms slices managed 246 here, one
+# in flight on a schedule 650-730, a window of 8 1,700-2,700 (issue #20's target, 1,000, is a
+# bench figure)
+MIN_RATE = 500
 
 
 def test_replay_after_an_outage_is_fast_in_order_and_once(
@@ -24,7 +26,7 @@ def test_replay_after_an_outage_is_fast_in_order_and_once(
         "i2c": [LM75],
         "wlan": {"ssid": "lab", "psk": "secret", "down": [[3_000, 603_000]], "connect_ms": 500},
     }
-    b = net_node(world=world, wifi=WIFI, trace=True, mqtt={"replay_per_s": 1000})
+    b = net_node(world=world, wifi=WIFI, trace=True, mqtt={"replay_per_s": 10000})
     b.start()
     b.wait_for(r"mqtt: connected .* conn=2", timeout=60)
     msgs = wait_until(
