@@ -3,10 +3,10 @@ asyncua client on loopback, encrypted with the site PKI's RSA identities.
 
 Shows: every variable stored with its unit and quality, equal to the twin's value; both policies;
 a None client, a client whose certificate a foreign CA signed and one the CRL revokes are refused;
-a server restart mid-collection loses no point (BAD while away, the current values on return,
-nothing stored twice); a store that cannot commit holds the points and writes them when it can; an
-InfluxDB outage keeps the opcua_telemetry points in the spool, replayed in order (real InfluxDB 1.x),
-a Boolean variable as value_bool in both stores."""
+a server away for a minute of the collector's clock loses no point (BAD while away, nothing
+invented, the current values on return, nothing stored twice); a store that cannot commit holds
+the points and writes them when it can; an InfluxDB outage keeps the opcua_telemetry points in the
+spool, replayed in order (real InfluxDB 1.x); a Boolean variable as value_bool in both stores."""
 
 import asyncio
 import shutil
@@ -23,7 +23,7 @@ from asyncua.crypto import security_policies as sp  # noqa: E402
 from fixtures.broker import free_port  # noqa: E402
 from gridtwin.daemon.store_sqlite import SqliteStore  # noqa: E402
 from gridtwin.opcua import certs, model  # noqa: E402
-from gridtwin.opcua.collector import Collector, quality_of  # noqa: E402
+from gridtwin.opcua.collector import Clock, Collector, quality_of  # noqa: E402
 from gridtwin.opcua.server import TwinServer, security_policies  # noqa: E402
 from gridtwin.pki import PKI  # noqa: E402
 from gridtwin.site import load_site  # noqa: E402
@@ -286,9 +286,34 @@ def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, t
     assert good_r.startswith("ok"), good_r
 
 
-def test_server_restart_mid_collection_loses_no_point(env):
-    site, pki, tw, store = env('reconnect_max_s = 0.5')
+class SteppedClock(Clock):
+    """The collector's clock, moved on by its own waits: a reconnect wait of s seconds returns at
+    once and the clock reads s seconds later (the wall clock plus every wait so far)."""
+
+    def __init__(self):
+        self.offset = 0.0
+        self.moved = asyncio.Event()
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time_ns(self) -> int:
+        return time.time_ns() + int(self.offset * 1e9)
+
+    async def wait(self, stop, seconds):
+        if not stop.is_set():
+            self.offset += seconds
+        self.moved.set()
+        await asyncio.sleep(0)
+
+
+def test_server_away_for_a_minute_bad_while_away_then_caught_up_and_nothing_stored_twice(env):
+    # the server is stopped for a minute of the collector's clock (its reconnect waits; a real
+    # connection attempt each time, refused), then started again
+    site, pki, tw, store = env("reconnect_max_s = 5.0")
     published: list[dict] = []
+    said: list[str] = []
+    clock = SteppedClock()
 
     async def publish(srv):
         tw.step()
@@ -299,7 +324,7 @@ def test_server_restart_mid_collection_loses_no_point(env):
         srv = TwinServer(site, tw, pki)
         await srv.start()
         stop = asyncio.Event()
-        col = Collector(site, store, pki, log=lambda m: None)
+        col = Collector(site, store, pki, log=said.append, clock=clock)
         task = asyncio.create_task(col.run(stop))
         try:
             await asyncio.wait_for(col.connected.wait(), 20)
@@ -308,12 +333,18 @@ def test_server_restart_mid_collection_loses_no_point(env):
                 await _until(col, lambda: _matches(store, tw, site))
             await srv.stop()
             await _until(col, lambda: any(r[10] == "BAD" for r in store.opcua_points()))
+            away_from = clock.monotonic()
+            while clock.monotonic() - away_from < 60:  # attempts go on, the clock moves
+                clock.moved.clear()
+                await asyncio.wait_for(clock.moved.wait(), 20)
+            assert not col.connected.is_set()
+            # while away: BAD rows only, one per variable, no value (nothing invented)
+            rows = store.opcua_points()
+            assert [r for r in rows if r[10] == "BAD"] == rows[-len(col.vars) :]
             srv = TwinServer(site, tw, pki)
             await srv.start()
-            await publish(
-                srv
-            )  # published before the collector is back: it arrives as the first value
-            await asyncio.wait_for(col.connected.wait(), 20)
+            await publish(srv)  # published before the collector is back: its first value
+            await asyncio.wait_for(col.connected.wait(), 30)
             await _until(col, lambda: _matches(store, tw, site))
             await publish(srv)
             await _until(col, lambda: _matches(store, tw, site))
@@ -331,7 +362,11 @@ def test_server_restart_mid_collection_loses_no_point(env):
     assert len(bad) == len(col.vars) and all(
         r[7] is None and r[8] is None for r in bad
     )  # none invented
-    # every value each publish put on the server is stored (a float tag: the twin's value at that step)
+    # it said so once when the server went, and how long it was away when it came back
+    gone = [m for m in said if "unreachable" in m]
+    back = [float(m.split("back after ")[1].split(" s")[0]) for m in said if "back after" in m]
+    assert len(gone) == 1 and len(back) == 1 and back[0] >= 60, said
+    # every value each publish put on the server is stored (a float tag: the twin's value then)
     stored = {}
     for r in rows:
         stored.setdefault((r[4], r[5]), []).append(r[8] if r[8] is not None else r[7])

@@ -62,6 +62,22 @@ def quality_of(code: int) -> str:
     return "GOOD" if sev == 0 else "UNCERTAIN" if sev == 1 else "BAD"
 
 
+class Clock:
+    """The collector's time: how long a server has been away, the waits between reconnects, and
+    the stamp of the BAD rows it writes. The wall clock here; a test drives another to keep a
+    server away for a minute of the collector's time without a minute of waiting."""
+
+    monotonic = staticmethod(time.monotonic)
+    time_ns = staticmethod(time.time_ns)
+
+    async def wait(self, stop: asyncio.Event, seconds: float) -> None:
+        """Wait `seconds`, or less when `stop` is set."""
+        try:
+            await asyncio.wait_for(stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+
 def _ns(ts) -> int:
     if ts is None:
         return time.time_ns()
@@ -80,8 +96,10 @@ class Collector:
         influx: bool | None = None,
         log=None,
         source: int | None = None,
+        clock: Clock | None = None,
     ):
         self.site, self.store, self.pki = site, store, pki
+        self.clock = clock or Clock()
         self.cfg = site.opcua
         # source k: [[opcua.sources]] entry k, its endpoint, security and mapping; None: browse the tree
         self.source = self.cfg.sources[source] if source is not None else None
@@ -191,7 +209,7 @@ class Collector:
         await self.flush()
 
     def _mark_bad(self) -> None:
-        now = time.time_ns()
+        now = self.clock.time_ns()
         for path, tag, unit in self.vars.values():
             self._add(path, tag, now, None, unit, "BAD")
 
@@ -340,7 +358,9 @@ class Collector:
                 )
             self.sessions += 1
             if self._down_since is not None:
-                self.log(f"{self.endpoint} back after {time.monotonic() - self._down_since:.1f} s")
+                self.log(
+                    f"{self.endpoint} back after {self.clock.monotonic() - self._down_since:.1f} s"
+                )
                 self._down_since = None
             else:
                 self.log(
@@ -376,14 +396,11 @@ class Collector:
                     if stop.is_set():
                         break
                     if self._down_since is None:
-                        self._down_since = time.monotonic()
+                        self._down_since = self.clock.monotonic()
                         why = type(exc).__name__ + (f": {exc}" if str(exc) else "")
                         self.log(f"{self.endpoint} unreachable ({why}); points BAD, reconnecting")
                         self._mark_bad()
-                try:
-                    await asyncio.wait_for(stop.wait(), backoff)
-                except asyncio.TimeoutError:
-                    pass
+                await self.clock.wait(stop, backoff)
                 backoff = min(backoff * 2, self.cfg.reconnect_max_s)
         finally:
             stop.set()
