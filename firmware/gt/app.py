@@ -132,6 +132,10 @@ class App:
         if self.net is not None:
             self.link = "down"
             asyncio.create_task(self._guard("net", self.net.run()))
+        if self.boot.ota.get("st") == "trial":  # a new version: healthy in time, or rolled back
+            from gt import otastate
+
+            asyncio.create_task(self._guard("ota", otastate.trial(self)))
         self.log.info(
             "app",
             "running node=%s role=%s sensors=%d interval=%dms boot=%d"

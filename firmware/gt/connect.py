@@ -76,14 +76,13 @@ async def finish(net, ses, t2, conn):
     # says the node is connected: a command sent on seeing it finds the subscription (the SUBACK
     # waits in rx for net's reader, started as soon as this returns; nothing else writes yet)
     buf = net.tx
-    buf[0] = 0x82  # SUBSCRIBE to <root>/<node>/cmd at QoS 1
-    o = mqtt._str(
-        buf,
-        mqtt._pid(buf, mqtt._len(buf, 1, 5 + len(net.root) + 3), net.next_pid()),
-        net.root + b"cmd",
-    )
-    buf[o] = 1
-    await net.write(o + 1)
+    buf[0] = 0x82  # SUBSCRIBE to <root>/<node>/cmd and <root>/<node>/ota (docs/ota.md), QoS 1
+    o = mqtt._pid(buf, mqtt._len(buf, 1, 2 + 2 * (len(net.root) + 6)), net.next_pid())
+    for leaf in (b"cmd", b"ota"):
+        o = mqtt._str(buf, o, net.root + leaf)
+        buf[o] = 1
+        o += 1
+    await net.write(o)
     net.log.info(
         "mqtt",
         "connected in %d ms (tcp %d, tls %d, connack %d) session=%d conn=%d free=%d"

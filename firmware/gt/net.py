@@ -277,6 +277,13 @@ class Net:
                 if t == mqtt.PUBACK:
                     if self.on_ack is not None:
                         self.on_ack(rx[b] << 8 | rx[b + 1])
+                elif t == mqtt.PUBLISH and rx[b + 1 + (rx[b] << 8 | rx[b + 1])] == 97:
+                    # <root>/<node>/ota (the one subscription ending in "a"): an update, whose
+                    # module stays loaded while the transfer runs (docs/ota.md)
+                    from gt import ota
+
+                    await ota.on_publish(self, first, b, e)
+                    ota = None
                 elif t == mqtt.PUBLISH:
                     from gt import commands  # loaded per command: they are rare, RAM is not
 

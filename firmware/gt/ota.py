@@ -2,7 +2,8 @@
 # message on <root>/<node>/ota; it stays loaded while a transfer runs and drops itself when the
 # transfer ends or the host goes quiet (what was received stays on flash: the transfer resumes).
 #
-# The release is one byte stream: the manifest (JSON: version, files with size and SHA-256), then
+# The release is one byte stream: the manifest (a JSON line: version, kind, file count; then a
+# line per file: size, SHA-256, path; read a line at a time, never held whole in RAM), then
 # each file in its order. Chunks carry their stream offset; the node takes only the next one
 # (anything else is answered with the offset it wants, so the host rewinds or skips) and writes
 # it straight from the receive buffer into the slot folder, hashing as it goes. A file whose hash
@@ -34,7 +35,8 @@ class Transfer:
         self.d = d  # the begin message: id, v, mlen, msha, size, trial_s
         self.id = d["id"]
         self.slot = slot
-        self.files = None  # [[name, size, sha256 hex]] once the manifest is in and checked
+        self.n = -1  # files in the release, once the manifest is in and checked
+        self.cur = None  # (path, size, sha256 hex) of file i, read from the manifest
         self.off = 0  # the next stream byte wanted
         self.i = -1  # the file being written (-1: the manifest)
         self.start = 0  # where it starts in the stream
@@ -43,10 +45,37 @@ class Transfer:
         self.small = None  # net's own receive buffer, given back at the end
 
     def end_of(self):
-        return self.start + (self.d["mlen"] if self.i < 0 else self.files[self.i][1])
+        return self.start + (self.d["mlen"] if self.i < 0 else self.cur[1])
 
     def path(self):
-        return self.slot + "/" + ("manifest.json" if self.i < 0 else self.files[self.i][0])
+        return self.slot + "/" + ("manifest.json" if self.i < 0 else self.cur[0])
+
+    def done(self):
+        return self.i >= self.n >= 0
+
+
+def _line(ln):
+    size, sha, name = ln.rstrip("\n").split(" ", 2)
+    return name, int(size), sha
+
+
+def entries(t):
+    """(path, size, sha256 hex) of each file, read from the manifest on flash line by line (the
+    caller runs it to its end: the file closes there)."""
+    with open(t.slot + "/manifest.json") as f:
+        f.readline()
+        for _ in range(t.n):
+            yield _line(f.readline())
+
+
+def _seek(t):
+    # file t.i's manifest line into t.cur
+    t.cur = None
+    if t.i < t.n:
+        with open(t.slot + "/manifest.json") as f:
+            for _ in range(t.i + 2):
+                ln = f.readline()
+        t.cur = _line(ln)
 
 
 def ack(net, st, why=None):
@@ -144,7 +173,7 @@ async def _control(net, d):
         net.rx = big
     await _resume(t)
     asyncio.create_task(_idle(net, t))
-    if t.files is not None and t.i >= len(t.files):
+    if t.done():
         return await _switch(net, t)  # all in before a reset: only the switch was left
     net.log.info(
         "ota", "receiving %s (%d bytes) into %s from %d" % (d["v"], d["size"], slot, t.off)
@@ -156,7 +185,7 @@ async def _resume(t):
     # what the flash holds of this transfer already: whole files count, a part-written one is
     # hashed again and appended to
     while True:
-        if t.i >= 0 and t.i >= len(t.files):
+        if t.done():
             return
         try:
             have = os.stat(t.path())[6]
@@ -205,7 +234,7 @@ async def _chunk(net, mv):
             why = _finish_file(t)
             if why is not True:
                 return ack(net, "bad", why)
-    if t.files is not None and t.i >= len(t.files):
+    if t.done():
         return await _switch(net, t)
     return ack(net, "recv")
 
@@ -217,7 +246,7 @@ def _finish_file(t):
         t.f = None
     got = hexlify(t.h.digest()).decode()
     t.h = None
-    want = t.d["msha"] if t.i < 0 else t.files[t.i][2]
+    want = t.d["msha"] if t.i < 0 else t.cur[2]
     if got != want:
         name = t.path()
         os.remove(name)
@@ -225,16 +254,18 @@ def _finish_file(t):
         return "%s: SHA-256 %s, the manifest says %s" % (name, got[:16], want[:16])
     if t.i < 0:
         with open(t.path()) as f:
-            m = json.load(f)
-        t.files = m["files"]
+            m = json.loads(f.readline())
+        t.n = m["n"]
         t.d["kind"] = m.get("kind", "full")
     t.start = t.end_of()
     t.i += 1
+    _seek(t)
     # empty files have no chunk of their own
-    while t.i < len(t.files) and t.files[t.i][1] == 0:
+    while not t.done() and t.cur[1] == 0:
         _mkdirs(t.path())
         open(t.path(), "wb").close()
         t.i += 1
+        _seek(t)
     return True
 
 
@@ -252,22 +283,26 @@ def _sha_file(name, buf):
 async def _switch(net, t):
     global T
     # every file again, as the flash holds it: what the new version boots is what was verified
-    net.log.info("ota", "verifying %d files" % len(t.files))
+    net.log.info("ota", "verifying %d files" % t.n)
     buf = bytearray(512)
-    for name, size, sha in t.files:
-        if _sha_file(t.slot + "/" + name, buf) != sha:
-            otastate.rmtree(t.slot)
-            _unstage()
-            T = None
-            return ack(net, "bad", "%s changed on flash after it was written" % name)
+    has_cfg = False
+    bad = None
+    for name, size, sha in entries(t):
+        has_cfg = has_cfg or name == "config.json"
+        if bad is None and _sha_file(t.slot + "/" + name, buf) != sha:
+            bad = name
         await asyncio.sleep_ms(0)  # the sampler and the publisher run between files
+    if bad is not None:
+        otastate.rmtree(t.slot)
+        _unstage()
+        T = None
+        return ack(net, "bad", "%s changed on flash after it was written" % bad)
     p = otastate.read()
     cur = p.get("cur") or {"v": VERSION, "code": "", "cfg": ""}
-    names = [f[0] for f in t.files]
     new = {
         "v": t.d["v"],
         "code": t.slot if t.d["kind"] == "full" else cur.get("code", ""),
-        "cfg": t.slot if "config.json" in names else cur.get("cfg", ""),
+        "cfg": t.slot if has_cfg else cur.get("cfg", ""),
     }
     otastate.save(
         {
@@ -280,7 +315,11 @@ async def _switch(net, t):
         }
     )  # the switch: one rename
     _unstage()
-    net.log.info("ota", "switched to %s (%s), resetting into its trial" % (new["v"], t.slot))
+    net.log.info(
+        "ota",
+        "switched to %s (%s), resetting into its trial; heap_min_free=%d"
+        % (new["v"], t.slot, net.app.heap_min),
+    )
     a = ack(net, "switch")
     T = None
     asyncio.create_task(_reset(net.app))
@@ -291,6 +330,7 @@ async def _reset(app):
     import machine
 
     await asyncio.sleep_ms(500)  # the ack goes out first
+    app.log.info("ota", "resetting after reading %d" % app.sampler.seq)
     try:
         app.outbox.flush()  # the readings in RAM survive on flash
     except OSError as e:

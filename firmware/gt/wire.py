@@ -66,9 +66,21 @@ def birth(net):
             "drops": box.dropped,
             "conn": net.conns,
             "handshake_ms": net.handshake_ms,
+            "ota": ota(boot.ota),
             "ts": clock.unix_ms(time.ticks_ms()),
         }
     ).encode()
+
+
+def ota(p):
+    """The running version's OTA state (docs/ota.md): version, none/trial/confirmed/rolled_back,
+    why a trial failed and which version it was."""
+    return {
+        "v": (p.get("cur") or {}).get("v"),
+        "st": p.get("st", "none"),
+        "why": p.get("why"),
+        "bad": p.get("bad"),
+    }
 
 
 def health(net):

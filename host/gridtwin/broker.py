@@ -116,6 +116,12 @@ def _one_line(*values) -> None:
             )
 
 
+def _no_ota(root: str) -> list[str]:
+    # what reads everything still reads no update: a node's ota topic is the OTA identity's and
+    # that node's alone (docs/ota.md); deny wins over the broader read
+    return [f"topic deny {root}/+/ota", f"topic deny {root}/+/ota/ack"]
+
+
 def render_acl(site: "Site") -> str:
     root = site.topic_root
     _one_line(site.id, root, *(n.id for n in site.nodes))
@@ -134,12 +140,14 @@ def render_acl(site: "Site") -> str:
             else f"# Host daemon instance {i + 1}: the same rights.",
             f"user {host}",
             f"topic read {root}/#",
+            *_no_ota(root),
             f"topic write {root}/+/cmd",
             f"topic readwrite {root}/_host/#",
             "",
         ]
     for service in READ_ONLY_SERVICES:
-        lines += [f"# {service} only reads.", f"user {service}", f"topic read {root}/#", ""]
+        lines += [f"# {service} only reads.", f"user {service}", f"topic read {root}/#"]
+        lines += [*_no_ota(root), ""]
     lines += [
         "# `gridtwin ota` alone writes a node's update topic, and reads the answers (docs/ota.md).",
         f"user {OTA_IDENTITY}",

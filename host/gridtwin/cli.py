@@ -41,6 +41,7 @@ VERBS: dict[str, tuple[str, str, int]] = {
     "demo": ("demo", "the whole system on loopback with virtual nodes", 7),
     "stack": ("stack", "Telegraf, InfluxDB 2 and Grafana: render, install, provision, doctor", 8),
     "deploy": ("deploy", "put firmware, config and certificate on a board", 8),
+    "ota": ("ota", "update nodes over the air (firmware, config), with rollback; status", 17),
     "flash": ("flash", "put MicroPython on a board with esptool", 8),
     "doctor": ("doctor", "check this machine and the site", 2),
 }

@@ -74,9 +74,12 @@ def release_from_files(
     digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:8]
     version = f"{fw_version or firmware_version()}+{digest}"
     kind = "config" if config_only else "full"
-    manifest = json.dumps(
-        {"v": version, "node": node, "kind": kind, "files": entries}, separators=(",", ":")
-    ).encode()
+    # a JSON line, then a line per file: the node reads it a line at a time (RAM)
+    head = json.dumps(
+        {"v": version, "node": node, "kind": kind, "n": len(entries)}, separators=(",", ":")
+    )
+    manifest = "\n".join([head] + [f"{size} {sha} {n}" for n, size, sha in entries]) + "\n"
+    manifest = manifest.encode()
     return Release(node, version, kind, manifest, content)
 
 
@@ -146,8 +149,16 @@ class Updater:
         if not pki.has(OTA_IDENTITY):
             pki.issue(OTA_IDENTITY)
         c = Endpoint.of(pki, OTA_IDENTITY, host, port, root).client(OTA_IDENTITY, v5=False)
-        ready = threading.Event()
-        c.on_connect = lambda *a: ready.set()
+        ready, sub = threading.Event(), threading.Event()
+
+        def on_connect(client, userdata, flags, rc, props):
+            # on every connect: a clean session forgets the subscriptions when the link drops
+            if not rc.is_failure:
+                client.subscribe([(f"{root}/+/ota/ack", 0), (f"{root}/+/status", 1)])
+            ready.set()
+
+        c.on_connect = on_connect
+        c.on_subscribe = lambda *a: sub.set()
         try:
             c.connect(host, int(port), keepalive=30)
         except OSError as exc:
@@ -159,12 +170,10 @@ class Updater:
         if not ready.wait(10):
             c.loop_stop()
             raise ToolError(f"the broker at {host}:{port} did not accept {OTA_IDENTITY}")
-        up = cls(c, root, **kw)
-        sub = threading.Event()
-        c.on_subscribe = lambda *a: sub.set()
-        c.subscribe([(f"{root}/+/ota/ack", 0), (f"{root}/+/status", 1)])
-        sub.wait(10)
-        return up
+        if not sub.wait(10):
+            c.loop_stop()
+            raise ToolError(f"the broker at {host}:{port} took no subscription of {OTA_IDENTITY}")
+        return cls(c, root, **kw)
 
     def close(self) -> None:
         self.stop.set()
@@ -339,3 +348,78 @@ def staged(updater: Updater, releases: list[Release], canary: int, out=print, **
         ]
         return first + stopped
     return first + updater.update(releases[canary:], **kw)
+
+
+def fleet_status(pki, host: str, port: int, root: str, timeout: float = 10.0) -> dict[str, dict]:
+    """Every node's retained status (birth, health or will), by node id, as the broker holds it."""
+    from gridtwin.daemon.connection import Endpoint
+
+    if not pki.has(OTA_IDENTITY):
+        pki.issue(OTA_IDENTITY)
+    c = Endpoint.of(pki, OTA_IDENTITY, host, port, root).client(OTA_IDENTITY, v5=False)
+    got: dict[str, dict] = {}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def on_connect(client, userdata, flags, rc, props):
+        if rc.is_failure:
+            done.set()
+        else:
+            client.subscribe(f"{root}/+/status", 1)
+
+    subacks = []
+
+    def on_subscribe(client, userdata, mid, rcs, props):
+        subacks.append(mid)
+        if len(subacks) == 1:
+            # the broker sends the retained messages right after the first SUBACK; a second
+            # subscription's SUBACK comes after them all
+            client.subscribe(f"{root}/_status_done/ota/ack", 0)
+        else:
+            done.set()
+
+    def on_message(client, userdata, msg):
+        try:
+            doc = json.loads(msg.payload)
+        except ValueError:
+            return
+        node = msg.topic[len(root) + 1 :].split("/")[0]
+        if isinstance(doc, dict):
+            with lock:
+                # a health document updates the birth's fields, it does not replace them
+                got[node] = {**got.get(node, {}), **doc}
+
+    c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+    try:
+        c.connect(host, int(port), keepalive=30)
+    except OSError as exc:
+        raise ToolError(
+            f"cannot reach the broker at {host}:{port}: {exc}",
+            hint="start it (`gridtwin broker run`)",
+        ) from None
+    c.loop_start()
+    try:
+        if not done.wait(timeout):
+            raise ToolError(f"no answer from the broker at {host}:{port} within {timeout:g} s")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got
+
+
+def status_rows(site_nodes: list[str], docs: dict[str, dict]) -> list[list[str]]:
+    rows = [["node", "state", "fw", "ota version", "ota state", "why"]]
+    for n in site_nodes:
+        d = docs.get(n, {})
+        o = d.get("ota") or {}
+        rows.append(
+            [
+                n,
+                d.get("state", "never seen"),
+                str(d.get("fw", "-")),
+                str(o.get("v") or "-"),
+                str(o.get("st") or ("none" if d.get("fw") else "-")),
+                str(o.get("why") or ""),
+            ]
+        )
+    return rows

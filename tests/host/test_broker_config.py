@@ -111,12 +111,14 @@ def test_acl_confines_each_identity(site_pki):
             assert current, f"rule outside a user block would apply to anonymous clients: {line}"
             users[current].append(line)
     r = "gridtwin/demo"
+    no_ota = [f"topic deny {r}/+/ota", f"topic deny {r}/+/ota/ack"]
     assert users[HOST_IDENTITY] == [
         f"topic read {r}/#",
+        *no_ota,
         f"topic write {r}/+/cmd",
         f"topic readwrite {r}/_host/#",
     ]
-    assert users["telegraf"] == users["grafana"] == [f"topic read {r}/#"]
+    assert users["telegraf"] == users["grafana"] == [f"topic read {r}/#", *no_ota]
     assert users["pdu_a"] == [
         f"topic write {r}/pdu_a/{leaf}" for leaf in ("telemetry", "status", "ack", "log", "ota/ack")
     ] + [f"topic read {r}/pdu_a/cmd", f"topic read {r}/pdu_a/ota"]
@@ -308,6 +310,12 @@ def test_every_daemon_instance_gets_the_host_rights(tmp_path):
         name, *rules = [ln for ln in block.splitlines() if ln and not ln.startswith("#")]
         blocks[name] = rules
     r = "gridtwin/s"
-    host = [f"topic read {r}/#", f"topic write {r}/+/cmd", f"topic readwrite {r}/_host/#"]
+    host = [
+        f"topic read {r}/#",
+        f"topic deny {r}/+/ota",
+        f"topic deny {r}/+/ota/ack",
+        f"topic write {r}/+/cmd",
+        f"topic readwrite {r}/_host/#",
+    ]
     assert blocks[HOST_IDENTITY] == blocks["gridtwin-host-2"] == blocks["gridtwin-host-3"] == host
     assert "gridtwin-host-4" not in blocks
