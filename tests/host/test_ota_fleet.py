@@ -12,7 +12,7 @@ from fixtures.broker import wait_until
 from fixtures.daemon_fleet import DaemonProcess
 from gridtwin.micropython import compile_firmware
 
-from test_ota import SRC, firmware, release, updater_for
+from test_ota_bus import SRC, firmware, release, updater_for
 
 
 def stored(db, node) -> dict[str, list[int]]:
