@@ -249,12 +249,12 @@ def test_electrolyser_efficiency_is_derived_and_its_drop_alerts(tmp_path):
     an, store, bus = _engine(tmp_path)
 
     def msg(s, h2):
-        m = {"stack_a": 100.0, "u_stack": 40.0, "h2_nlh": h2, "t_stack": 60.0}
+        m = {"stack_a": 400.0, "u_stack": 40.0, "h2_nlh": h2, "t_stack": 60.0}
         return SimpleNamespace(node="EL1", ts=T0 + s * 1000, m=m)
 
-    an.process([msg(0, 800.0), msg(10, 800.0)])
+    an.process([msg(0, 3200.0), msg(10, 3200.0)])
     assert store.alerts() == []
-    an.process([msg(20, 675.0)])  # over 15 % less hydrogen for the same power
+    an.process([msg(20, 2700.0)])  # over 15 % less hydrogen for the same power
     (row,) = store.alerts()
     assert row["kind"] == "rule:drop" and row["metric"] == "efficiency"
     store.close()
@@ -726,3 +726,16 @@ def test_rules_and_limits_the_bench_measured_wrong_are_fixed():
     found = _feed(det, "srv_a", "t_c", [(0, 79.0), (10, 81.0)])
     assert [(f.kind, f.quality) for f in found] == [("limit", "UNCERTAIN")]
     assert res.quantity("bess1", "soc_pct") == "battery" and res.quantity("x", "e_kwh") == ""
+
+
+def test_an_idling_stacks_efficiency_is_not_derived():
+    """At sunset the plant idles its stacks at a few A (the twin: ~20 A on 0.25 m2 cells); there the
+    Faraday efficiency, hence the derived efficiency, collapses (~20 %) and the 15 % efficiency-drop
+    rule fired every evening on the bench. Below 0.05 A/cm2 no efficiency is derived; above it is."""
+    from gridtwin.analytics.derived import derivers
+
+    derive = derivers(SITE)["EL1"]
+    day = {"stack_a": 500.0, "u_stack": 36.0, "h2_nlh": 4000.0}
+    dusk = {"stack_a": 20.0, "u_stack": 29.0, "h2_nlh": 60.0}
+    assert 70 < derive(day)["efficiency"] < 95
+    assert "efficiency" not in derive(dusk) and derive(dusk)["p_stack_w"] == 580.0
