@@ -653,6 +653,17 @@ def opcua_section(args):
     return figures
 
 
+@section(
+    "ota",
+    "issue #17: updates over the air on loopback: time and bytes on the wire for one node and the "
+    "12-node demo fleet, release size, the firmware's heap during the transfer (96 KB)",
+)
+def ota_section(args):
+    from bench_ota import run  # tools/bench_ota.py
+
+    return run(args, BenchSite, wait_until)
+
+
 @section("fleet", "virtual nodes (issue #7): CPU and memory of 50 nodes at 1 Hz on this machine")
 def fleet_section(args):
     from bench_fleet import run  # tools/bench_fleet.py

@@ -315,10 +315,11 @@ async def _switch(net, t):
         }
     )  # the switch: one rename
     _unstage()
+    gc.collect()  # the transfer's RAM is all still held: the free heap at its fullest
     net.log.info(
         "ota",
-        "switched to %s (%s), resetting into its trial; heap_min_free=%d"
-        % (new["v"], t.slot, net.app.heap_min),
+        "switched to %s (%s), resetting into its trial; free=%d heap_min_free=%d"
+        % (new["v"], t.slot, gc.mem_free(), net.app.heap_min),
     )
     a = ack(net, "switch")
     T = None

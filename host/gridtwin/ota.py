@@ -105,7 +105,8 @@ class Result:
     why: str = ""
     bytes_sent: int = 0  # chunk payload bytes published (resends included)
     messages: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the first message to the confirmation
+    transfer_s: float = 0.0  # from begin to the node's switch
     resumes: int = 0
 
     def line(self) -> str:
@@ -250,6 +251,7 @@ class Updater:
             res.state = "current"
             return
         self._pub(node, begin, 1)
+        t_begin = time.monotonic()
         chunk = self.chunk
         base = sent = 0  # acknowledged up to base; sent up to sent
         rewound_at = -1
@@ -273,6 +275,7 @@ class Updater:
                     self._pub(node, begin, 1)
                 continue
             if st == "switch":
+                res.transfer_s = time.monotonic() - t_begin
                 break
             off = int(a.get("off", 0))
             chunk = min(self.chunk, int(a.get("chunk", chunk)))
