@@ -92,7 +92,7 @@ class CollectorService:
                 log.exception("opcua: a listener failed")
 
     def start(self) -> "CollectorService":
-        self.pki.ensure(self.site)  # the collector's identity is issued on first use
+        # the collector's RSA identity is issued by the site CA on first use (opcua/certs.py)
         self.thread = threading.Thread(target=self._run, name="opcua", daemon=True)
         self.thread.start()
         self._ready.wait(10)
