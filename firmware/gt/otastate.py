@@ -37,7 +37,7 @@ def fail(p, why, log):
         save(p)
     except OSError:
         pass
-    log.error("ota", "trial of %s failed: %s" % ((p.get("cur") or {}).get("v"), why), persist=True)
+    log.error("ota", "trial of %s failed: %s" % ((p.get("cur") or {}).get("v"), why))
     import machine
 
     machine.reset()

@@ -40,6 +40,9 @@ from gridtwin.nodeconfig import load_board, render
 from gridtwin.resources import BOARDS_DIR, FIRMWARE_DIR
 
 CERT_FILES = {"ca.der": "ca", "cert.der": "cert", "key.der": "key"}
+# a version sent over the air points boot.py at its folder (docs/ota.md): what deploy puts on the
+# board runs only once that pointer is gone
+OTA_POINTER = "ota.json"
 MARK = "GTHASH "
 
 # Runs on the board: make the folders, then print the SHA-256 of the named files and of every file
@@ -558,7 +561,7 @@ def deploy(
         result = DeployResult(node_id, port, files)
         # each step says what it is doing before it does it: the serial link is slow
         out(f"{node_id}: comparing {len(files)} file(s) with what {port} holds ...")
-        on_board = board_hashes(transport, list(files))
+        on_board = board_hashes(transport, [*files, OTA_POINTER])
         for path, local in files.items():
             if on_board.get(path) == sha256_bytes(local.read_bytes()):
                 result.unchanged.append(path)
@@ -567,7 +570,7 @@ def deploy(
         result.removed = sorted(
             p
             for p, h in on_board.items()
-            if p not in files and p.startswith("gt/") and h is not None
+            if p not in files and (p.startswith("gt/") or p == OTA_POINTER) and h is not None
         )
         if result.uploaded or result.removed:
             out(

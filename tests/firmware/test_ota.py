@@ -232,3 +232,31 @@ def test_refused_up_front_without_room_on_flash(net_node, updater, tmp_path, mqt
     a = json.loads(m.payload)
     assert a["st"] == "refused" and a["why"].startswith("not enough flash: the release needs")
     assert not (board.flash / "ota" / "stage.json").exists()
+
+
+def test_config_that_does_not_validate_is_rolled_back(net_node, updater, tmp_path):
+    # on trial, a config that would send the node into safe mode resets it instead: rolled back
+    board = net_node()
+    board.start()
+    board.wait_for(r"mqtt: connected", timeout=60)
+    rel = release(board, {}, tmp_path, config={"sample_ms": "fast"}, config_only=True)
+    [res] = updater.update([rel], expire_s=60)
+    assert res.state == "rolled_back", res.line()
+    assert "sample_ms" in res.why, res.why
+    assert not board.grep(r"SAFE MODE")
+    # back on the firmware and config deploy installed (the flash root's)
+    assert ota_state(board)["cur"] == {"v": "0.1.0", "code": "", "cfg": ""}
+
+
+def test_exactly_two_versions_are_kept(net_node, updater, tmp_path):
+    board = net_node()
+    board.start()
+    board.wait_for(r"mqtt: connected", timeout=60)
+    for v in ("0.9.21", "0.9.22", "0.9.23"):
+        rel = release(board, new_firmware(tmp_path, v), tmp_path)
+        [res] = updater.update([rel], expire_s=60)
+        assert res.ok, res.line()
+        board.wait_for(r"ota: confirmed %s" % re.escape(rel.version), timeout=30)
+    p = ota_state(board)
+    assert (p["cur"]["code"], p["prev"]["code"]) == ("ota/2", "ota/1")
+    assert sorted(d.name for d in (board.flash / "ota").iterdir()) == ["1", "2"]

@@ -148,6 +148,10 @@ def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(
     (board.flash / "gt" / "startup.py").write_text(
         "raise RuntimeError('stale source shadows the .mpy')\n"
     )
+    # and a version came over the air since (docs/ota.md): its pointer goes, so the deployed one runs
+    (board.flash / "ota.json").write_text(
+        '{"cur": {"v": "0.9+x", "code": "ota/0"}, "st": "confirmed"}'
+    )
     r3 = gdeploy.deploy(
         site,
         "env1",
@@ -158,8 +162,9 @@ def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(
         firmware_dir=firmware_snapshot,
         out=lambda s: None,
     )
-    assert r3.uploaded == ["config.json"] and r3.removed == ["gt/startup.py"]
+    assert r3.uploaded == ["config.json"] and r3.removed == ["gt/startup.py", "ota.json"]
     assert not (board.flash / "gt" / "startup.py").exists()
+    assert not (board.flash / "ota.json").exists()
     assert json.loads((board.flash / "config.json").read_text())["sample_ms"] == 2500
     print(f"\ndeploy: first {r1.seconds:.2f}s ({r1.bytes_sent} bytes), unchanged {r2.seconds:.2f}s")
 
