@@ -411,6 +411,29 @@ def test_points_wait_while_the_store_cannot_commit(env, tmp_path):
     assert held > 0
 
 
+def test_a_database_from_before_value_bool_takes_boolean_points(tmp_path):
+    # opcua_points as the first collector made it (no value_bool column), with a point in it
+    SqliteStore(tmp_path / "gt.db").close()
+    with sqlite3.connect(tmp_path / "gt.db") as db:
+        db.execute(
+            "CREATE TABLE opcua_points (enterprise TEXT NOT NULL, site TEXT NOT NULL, area TEXT NOT "
+            "NULL, line TEXT NOT NULL, machine TEXT NOT NULL, tag TEXT NOT NULL, ts_ns INTEGER NOT "
+            "NULL, value REAL, text TEXT, unit TEXT, quality TEXT NOT NULL, source TEXT, PRIMARY "
+            "KEY (enterprise, site, area, line, machine, tag, ts_ns)) WITHOUT ROWID"
+        )
+        db.execute(
+            "INSERT INTO opcua_points VALUES ('A','s','a','l','m','P',1,2.5,NULL,'kW','GOOD','x')"
+        )
+    store = SqliteStore(tmp_path / "gt.db")
+    try:
+        path = ("A", "s", "a", "l", "m")
+        assert store.write_opcua([(*path, "On", 2, None, None, "", "GOOD", "x", 1)]) == 1
+        assert [r[5:8] for r in store.opcua_points()] == [("P", 1, 2.5), ("On", 2, True)]
+        assert store.opcua_tags("m") == ["On", "P"]
+    finally:
+        store.close()
+
+
 def test_quality_from_status_code_severity():
     assert quality_of(ua.StatusCodes.Good) == "GOOD"
     assert quality_of(ua.StatusCodes.UncertainLastUsableValue) == "UNCERTAIN"
