@@ -28,6 +28,7 @@ STAGE = "ota/stage.json"
 SLOTS = ("ota/0", "ota/1", "ota/2", "ota/3", "ota/4")
 
 T = None  # the transfer running
+_SMALL = None  # net's own receive buffer while a transfer's larger one is in use
 
 
 class Transfer:
@@ -42,7 +43,6 @@ class Transfer:
         self.start = 0  # where it starts in the stream
         self.f = self.h = None
         self.seen = time.ticks_ms()
-        self.small = None  # net's own receive buffer, given back at the end
 
     def end_of(self):
         return self.start + (self.d["mlen"] if self.i < 0 else self.cur[1])
@@ -128,7 +128,7 @@ async def on_publish(net, first, b, e):
 
 
 async def _control(net, d):
-    global T
+    global T, _SMALL
     op = d.get("op")
     if op == "status":
         return ack(net, "recv" if T else "idle")
@@ -137,7 +137,7 @@ async def _control(net, d):
             _close()
             otastate.rmtree(T.slot)
             _unstage()
-            _give_back(net)
+            _drop(net)
             T = None
         return ack(net, "idle")
     if op != "begin":
@@ -169,7 +169,7 @@ async def _control(net, d):
     if len(net.rx) < _BUF:  # room for a chunk (kept only while the transfer runs)
         big = bytearray(_BUF)
         big[: net.n] = memoryview(net.rx)[: net.n]
-        t.small = net.rx
+        _SMALL = net.rx
         net.rx = big
     await _resume(t)
     asyncio.create_task(_idle(net, t))
@@ -296,6 +296,7 @@ async def _switch(net, t):
         otastate.rmtree(t.slot)
         _unstage()
         T = None
+        _drop(net)
         return ack(net, "bad", "%s changed on flash after it was written" % bad)
     p = otastate.read()
     cur = p.get("cur") or {"v": VERSION, "code": "", "cfg": ""}
@@ -348,7 +349,7 @@ async def _idle(net, t):
             T = None
             _close(t)
             net.log.info("ota", "host silent: transfer paused at %d (kept on flash)" % t.off)
-            _drop(net, t)
+            _drop(net)
 
 
 def _close(t=None):
@@ -361,16 +362,25 @@ def _close(t=None):
         t.f = None
 
 
-def _give_back(net, t=None):
-    t = t or T
-    if t is not None and t.small is not None and net.n <= len(t.small):
-        t.small[: net.n] = memoryview(net.rx)[: net.n]
-        net.rx = t.small
-        t.small = None
+def _give_back(net):
+    # the bytes waiting in rx move along (a swap is safe at any await: the reader reads net.rx
+    # afresh); while they do not fit (a chunk being handled), later
+    global _SMALL
+    if _SMALL is not None and net.n <= len(_SMALL):
+        _SMALL[: net.n] = memoryview(net.rx)[: net.n]
+        net.rx = _SMALL
+        _SMALL = None
+    return _SMALL is None
 
 
-def _drop(net, t=None):
-    _give_back(net, t)
+async def _give_back_later(net):
+    while T is None and not _give_back(net):
+        await asyncio.sleep_ms(50)
+
+
+def _drop(net):
+    if not _give_back(net):
+        asyncio.create_task(_give_back_later(net))
     unload("ota")
     gc.collect()
 

@@ -247,7 +247,7 @@ class Updater:
         # where the node is first: an offline node answers when it is back (QoS 1 waits for it)
         self._pub(node, b'{"op":"status"}', 1)
         a = self._ack(n, deadline, "its first answer")
-        if a.get("v") == rel.version and a.get("ota") in ("confirmed", "trial"):
+        if a.get("v") == rel.version and a.get("ota") == "confirmed":
             res.state = "current"
             return
         self._pub(node, begin, 1)
