@@ -186,7 +186,8 @@ OPCUA = Section(
             list,
             [],
             item=Key(dict, keys=SOURCE_KEYS),
-            help="servers to collect by an explicit mapping; none = `endpoint`, every variable of its tree",
+            help="servers `gridtwin daemon` collects (each by a mapping or its tree); none: the "
+            "daemon collects nothing and `opcua collect` takes every variable at `endpoint`",
         ),
     },
     help="OPC UA: the twin's assets as a server organised by ISA-95, and the collector",
