@@ -16,7 +16,8 @@ import shutil
 
 import pytest
 
-from fixtures.netnode import crashed
+from fixtures.broker import wait_until
+from fixtures.netnode import crashed, telemetry
 from gridtwin.micropython import compile_firmware
 from gridtwin.ota import Updater, release_from_files
 from gridtwin.resources import FIRMWARE_DIR
@@ -66,9 +67,10 @@ def ota_state(board):
 
 def test_update_switches_in_trial_and_confirms(net_node, updater, tmp_path, mqtt_client, broker):
     files = new_firmware(tmp_path, "0.9.1")
-    board = net_node()
+    board = net_node(sample_ms=200)  # sampling on meanwhile, five readings a second
     host = mqtt_client("gridtwin-host")
     host.subscribe(broker.topic("pv1", "status"))
+    host.subscribe(broker.topic("pv1", "telemetry"))
     board.start()
     board.wait_for(r"mqtt: connected", timeout=60)
     rel = release(board, files, tmp_path)
@@ -85,6 +87,16 @@ def test_update_switches_in_trial_and_confirms(net_node, updater, tmp_path, mqtt
     births = [json.loads(m.payload) for m in host.received(broker.topic("pv1", "status"))]
     assert any(b.get("ota", {}).get("st") == "confirmed" and b["fw"] == "0.9.1" for b in births)
     assert not crashed(board), crashed(board)
+    # every reading the old version took, up to its reset, reached the broker: those of the
+    # transfer live, the last ones from flash after the new version came up
+    last = int(board.wait_for(r"ota: resetting after reading (\d+)", timeout=5)[1])
+    first_boot = telemetry(host.messages)[0]["boot"]  # (telemetry is never retained)
+
+    def old_seqs():
+        return sorted({d["seq"] for d in telemetry(host.messages) if d["boot"] == first_boot})
+
+    wait_until(lambda: len(old_seqs()) >= last, 30, "the old boot's readings")
+    assert old_seqs() == list(range(1, last + 1))
     print(f"\nota pv1: {res.line()}, {res.messages} chunks, release {rel.size} bytes")
 
 
