@@ -125,14 +125,15 @@ def daemon_latency(
 
 def raw_executemany(work: Path, n: int) -> float:
     """The floor of storing n 6-metric rows in SQLite from Python: one executemany per 20,000 rows into
-    a table with the (node, boot, seq) and (node, ts) indexes, WAL, synchronous=NORMAL."""
+    a table laid out as the daemon's (its one index, the (node, boot, seq) key), WAL,
+    synchronous=NORMAL."""
     db = work / "raw.db"
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(
         "CREATE TABLE r (node TEXT, boot TEXT, seq INTEGER, ts INTEGER, msg TEXT);"
-        "CREATE UNIQUE INDEX rk ON r (node, boot, seq); CREATE INDEX rt ON r (node, ts);"
+        "CREATE UNIQUE INDEX rk ON r (node, boot, seq);"
     )
     nodes = [f"n{i:04d}" for i in range(1000)]
     m = json.dumps(
@@ -243,7 +244,8 @@ def run(
             (
                 "burst ingest, durable (a backlog of 100,000)",
                 f"{burst_rate:,.0f} msg/s",
-                f"raw SQLite executemany of the same rows (table + 2 indexes): {raw:,.0f} rows/s, ratio "
+                f"raw SQLite executemany of the same rows (table + its key index): "
+                f"{raw:,.0f} rows/s, ratio "
                 f"{burst_rate / raw:.2f}; target >= 0.5 (and >= 1.0x mosquitto_sub: section ingest)",
             )
         )

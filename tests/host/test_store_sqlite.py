@@ -9,7 +9,7 @@ import pytest
 from fixtures.dbfiles import destroy_header, destroy_pages
 
 from gridtwin.daemon import validate
-from gridtwin.daemon.store_sqlite import SqliteStore, StoreError
+from gridtwin.daemon.store_sqlite import SCHEMA_VERSION, SqliteStore, StoreError
 
 NOW = int(time.time() * 1000)
 
@@ -383,6 +383,41 @@ def test_retention_folds_blocks_as_it_folds_rows(tmp_path):
     packed.close()
 
 
+def _indexes(store, table: str) -> list:
+    return [
+        r[0]
+        for r in store.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=? AND sql IS NOT NULL",
+            (table,),
+        )
+    ]
+
+
+def test_the_hot_table_has_one_index_and_a_version_2_database_loses_its_second(tmp_path):
+    """Each index on readings costs a page write per reading at fleet rates (a batch's readings come
+    from as many nodes): only the de-duplication key stays. A version-2 database (with the (node, ts)
+    index) is opened without loss, and a node's readings by time still come from that key."""
+    s = SqliteStore(tmp_path / "new.db")
+    assert _indexes(s, "readings") == ["readings_key"]
+    s.close()
+    s = SqliteStore(tmp_path / "v2.db")
+    s.write_batch([tel(seq=i, ts=NOW - 10_000 + i * 1000, t=i / 2) for i in range(10)])
+    s.conn.execute("CREATE INDEX readings_node_ts ON readings (node, ts)")
+    s.conn.execute("PRAGMA user_version = 2")
+    s.close()
+    s = SqliteStore(tmp_path / "v2.db")
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert _indexes(s, "readings") == ["readings_key"]
+    assert s.query("n1", "t", since_ms=NOW - 5_000) == [
+        (NOW - 10_000 + i * 1000, i / 2) for i in range(5, 10)
+    ]
+    plan = s.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT ts FROM readings WHERE node=? AND ts>=?", ("n1", 0)
+    ).fetchall()
+    assert "readings_key (node=?)" in str(plan)
+    s.close()
+
+
 def test_a_version_1_database_is_migrated_without_loss(tmp_path):
     """A database of the release before blocks (user_version 1): opened, its readings and queries are
     all there, and the daemon's compaction then takes its rows like any others."""
@@ -410,7 +445,8 @@ def test_a_version_1_database_is_migrated_without_loss(tmp_path):
     conn.commit()
     conn.close()
     s = SqliteStore(tmp_path / "v1.db")
-    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert _indexes(s, "readings") == ["readings_key"]
     want = [(NOW - 7_200_000, 2.0)] + [(NOW - 700_000 + i * 1000, i / 4) for i in range(500)]
     assert s.query("n1", "t", since_ms=0) == want and s.count_readings() == 500
     assert s.compact(now_ms=NOW) == 400  # the last 5 minutes stay rows

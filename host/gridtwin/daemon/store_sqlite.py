@@ -35,16 +35,18 @@ from gridtwin.daemon import blocks
 from gridtwin.errors import GridTwinError
 
 SCHEMA = """
--- A rowid table: rows are appended in arrival order and the two indexes hold only short keys.
+-- A rowid table: rows are appended in arrival order and one index holds only short keys.
 -- (A WITHOUT ROWID table keyed by (node, boot, seq) put whole payloads in the key B-tree: a batch
 -- from 1,000 nodes then dirtied a leaf page per node and ingest ran at less than half the rate.)
+-- One index only: each index costs a page write per reading at fleet rates (a batch's readings
+-- come from as many nodes, each node's keys on a page of its own). The table holds a few minutes
+-- of each node (compact()), so reading a node by time walks its few hundred (node, ...) keys.
 CREATE TABLE IF NOT EXISTS readings (
     node TEXT NOT NULL, boot TEXT NOT NULL, seq INTEGER NOT NULL,
     ts INTEGER NOT NULL, hist INTEGER NOT NULL DEFAULT 0,
     msg TEXT NOT NULL  -- the metrics object {name: number} as the validator checked it
 );
 CREATE UNIQUE INDEX IF NOT EXISTS readings_key ON readings (node, boot, seq);  -- the de-duplication
-CREATE INDEX IF NOT EXISTS readings_node_ts ON readings (node, ts);
 -- readings moved out of `readings` by compact(): one row per block of one node's readings
 CREATE TABLE IF NOT EXISTS blocks (
     id INTEGER PRIMARY KEY, node TEXT NOT NULL, ts_lo INTEGER NOT NULL, ts_hi INTEGER NOT NULL,
@@ -116,9 +118,10 @@ INSERT_BATCH = (
     "ORDER BY seq_hi LIMIT 1) > s, 1)"
 )
 _ROWS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
-# PRAGMA user_version; 0: readings.msg held the whole payload (metrics under $.m); 1: no blocks yet (the
-# tables are made by SCHEMA, and the daemon compacts the rows a version-1 database holds as it runs)
-SCHEMA_VERSION = 2
+# PRAGMA user_version; 0: readings.msg held the whole payload (metrics under $.m); 1: no blocks yet
+# (the tables are made by SCHEMA, and the daemon compacts the rows a version-1 database holds as it
+# runs); 2: readings had a second index, (node, ts)
+SCHEMA_VERSION = 3
 
 STATUS_COLUMNS = (
     "state",
@@ -254,6 +257,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute(
         "UPDATE gaps SET last_seq = after_seq + missing, confirmed = detected WHERE last_seq IS NULL"
     )
+    conn.execute("DROP INDEX IF EXISTS readings_node_ts")  # version 2's second index (see SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     conn.execute("COMMIT")
 
@@ -708,7 +712,7 @@ class SqliteStore:
     def downsample(self, older_than_ms: int) -> int:
         """Fold raw readings older than the cut-off into 1-minute rollups, then delete them.
 
-        Node by node, so each statement walks the (node, ts) index instead of the whole table."""
+        Node by node, so each statement walks the node's keys instead of the whole table."""
         with self._lock:
             conn = self.conn
             nodes = [
