@@ -259,7 +259,7 @@ def test_a_deleted_ca_with_node_certificates_is_refused_by_every_verb(site_pki_c
         assert "Traceback" not in err, (argv, err)
         err = err.splitlines()[-1]  # the demo says first what it starts
         assert (
-            "the CA is missing" in err and "16 certificates" in err and "pki init --force" in err
+            "the CA is missing" in err and "17 certificates" in err and "pki init --force" in err
         ), err
         assert _tree(pki.dir) == before, (
             f"{argv} changed {pki.dir}"
