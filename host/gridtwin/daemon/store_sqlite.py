@@ -919,6 +919,7 @@ class SqliteStore:
             return self.conn.execute("SELECT count(*) FROM spool").fetchone()[0]
 
     # -- read-only views for the CLI (`query`, `nodes NODE`, `logs`) ------------------------------
+    @_reads
     def metric_names(self, node: str) -> list[str]:
         """Every metric name this store holds for the node: its rollups' and its latest reading's."""
         names = {
@@ -930,6 +931,7 @@ class SqliteStore:
         last = self.latest(node)
         return sorted(names | set(last[1] if last else ()))
 
+    @_reads
     def rollups(self, node: str, metric: str, since_ms: int, until_ms: int) -> list[tuple]:
         """(bucket, n, vmin, vmax, vsum) of the 1-minute rollups of one metric, oldest first."""
         return self.conn.execute(
@@ -938,6 +940,7 @@ class SqliteStore:
             (node, metric, since_ms, until_ms),
         ).fetchall()
 
+    @_reads
     def node_logs(self, node: str, after: int = 0, limit: int | None = None) -> list[dict]:
         """The node's log lines in arrival order, each with its ``row`` (pass the last one as ``after``
         to get only newer lines); with ``limit``, the newest ``limit`` of them."""
