@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
-import difflib
 import json
 import re
 import sys
@@ -41,6 +39,8 @@ def parse_time(text: str, flag: str, now_s: float) -> int:
         return int(now_s * 1000)
     if re.fullmatch(r"-?\d+(?:\.\d+)?[smhdw]", t):
         return int((now_s - parse_duration(t, flag)) * 1000)
+    import datetime as dt  # here, not at the top: a query by duration never needs it
+
     try:
         when = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
     except ValueError:
@@ -75,16 +75,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--json", action="store_true", help="one JSON object per line (ts in Unix ms)")
 
 
-def _iso(ms: int, _cache={}) -> str:  # noqa: B006 (a per-process cache of the second's text)
-    """ISO-8601 UTC with milliseconds; the second's text is cached (rows come a second apart or
-    closer, and formatting a datetime per row was a fifth of a query's time)."""
-    sec, milli = divmod(ms, 1000)
-    head = _cache.get(sec)
+def _iso(ms: int, _cache={}) -> str:  # noqa: B006 (a per-process cache of the minute's text)
+    """ISO-8601 UTC with milliseconds. The minute's text is cached and the seconds appended: rows
+    come a second apart or closer, so a cache by second formatted every row anew (strftime per row
+    was a fifth of a query's time). Unix time has no leap seconds: a minute is 60 of them."""
+    minute, rest = divmod(ms, 60_000)
+    head = _cache.get(minute)
     if head is None:
         if len(_cache) > 4096:
             _cache.clear()
-        head = _cache[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-    return f"{head}.{milli:03d}+00:00"
+        head = _cache[minute] = time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minute * 60))
+    sec, milli = divmod(rest, 1000)
+    return f"{head}{sec:02d}.{milli:03d}+00:00"
 
 
 def buckets(
@@ -128,6 +130,8 @@ def unknown_metric(store, node: str, metric: str, also=()) -> UsageError | None:
         pass
     if not known or metric in known:
         return None
+    import difflib  # only on this error path
+
     near = difflib.get_close_matches(metric, sorted(known), n=1)
     hint = f"did you mean '{near[0]}'? " if near else ""
     return UsageError(
@@ -213,26 +217,47 @@ def run(args) -> int:
     return 0
 
 
-def _rows(store, args, since_ms, until_ms, every_ms) -> list[dict]:
+def _rows(store, args, since_ms, until_ms, every_ms) -> list:
+    """Buckets as dicts with --every, else the (ts, value) pairs as the store returns them."""
     if every_ms:
         return buckets(store, args.node, args.metric, since_ms, until_ms, every_ms)
-    return [
-        {"ts": ts, "value": v} for ts, v in store.query(args.node, args.metric, since_ms, until_ms)
-    ]
+    return store.query(args.node, args.metric, since_ms, until_ms)
 
 
-def _print(args, rows: list[dict], every_ms: int | None) -> None:
-    cols = ("mean", "min", "max", "n") if every_ms else ("value",)
+def _print(args, rows: list, every_ms: int | None) -> None:
+    if not every_ms:
+        _print_raw(args, rows)
+        return
+    cols = ("mean", "min", "max", "n")
     if args.json:
         for r in rows:
             print(json.dumps({"ts": r["ts"], "time": _iso(r["ts"]), **{c: r[c] for c in cols}}))
     elif args.csv:
         w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["time", *(cols if every_ms else (args.metric,))])
+        w.writerow(["time", *cols])
         w.writerows([_iso(r["ts"]), *(r[c] for c in cols)] for r in rows)
     else:
-        if every_ms and rows:
+        if rows:
             print(f"{'time (UTC)':<29}  {'  '.join(c.rjust(10) for c in cols)}")
         for r in rows:
-            values = "  ".join(f"{r[c]:>10g}" if every_ms else f"{r[c]:g}" for c in cols)
-            print(f"{_iso(r['ts'])}  {values}")
+            print(f"{_iso(r['ts'])}  {'  '.join(f'{r[c]:>10g}' for c in cols)}")
+
+
+def _print_raw(args, rows: list) -> None:
+    """(ts, value) rows, written at once: a print or a csv row per reading was most of the time a
+    query of an hour at 1 Hz spent after its imports."""
+    out = sys.stdout
+    if args.json:
+        out.write(
+            "".join(json.dumps({"ts": ts, "time": _iso(ts), "value": v}) + "\n" for ts, v in rows)
+        )
+    elif args.csv:
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["time", args.metric])
+        # numbers as the csv module writes them (str); anything else goes through it for quoting
+        if all(type(v) is float or type(v) is int for _ts, v in rows):
+            out.write("".join(f"{_iso(ts)},{v}\n" for ts, v in rows))
+        else:
+            w.writerows([_iso(ts), v] for ts, v in rows)
+    else:
+        out.write("".join(f"{_iso(ts)}  {v:g}\n" for ts, v in rows))

@@ -27,7 +27,6 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
@@ -153,11 +152,27 @@ class StoreError(GridTwinError):
     """The database cannot be opened or written (disk full, permissions, corrupt file)."""
 
 
-@dataclass(slots=True)
 class BatchResult:
-    stored: int
-    duplicates: int
-    gaps: list  # (node, boot, after_seq, missing)
+    """What a write_batch stored. A plain class: importing dataclasses (inspect, ast, dis, ...)
+    was a tenth of `gridtwin query`'s start, which imports this module."""
+
+    __slots__ = ("stored", "duplicates", "gaps")
+
+    def __init__(self, stored: int, duplicates: int, gaps: list):
+        self.stored, self.duplicates = stored, duplicates
+        self.gaps = gaps  # (node, boot, after_seq, missing)
+
+    def __repr__(self) -> str:
+        return f"BatchResult(stored={self.stored}, duplicates={self.duplicates}, gaps={self.gaps})"
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, BatchResult):
+            return NotImplemented
+        return (self.stored, self.duplicates, self.gaps) == (
+            other.stored,
+            other.duplicates,
+            other.gaps,
+        )
 
 
 def _now_ms() -> int:
