@@ -197,3 +197,20 @@ def test_background_worker_trains_and_stops(store, tmp_path):
     finally:
         det.close()
     assert not det._worker.is_alive()
+
+
+def test_a_node_with_a_derived_metric_is_trained_on_what_is_stored(store, tmp_path):
+    """The engine hands detectors what it derives (an electrolyser's efficiency) beside what the node
+    sent; only the latter is stored. A model needs rows that carry every metric: it is trained on the
+    stored ones (before: no stored row had the efficiency, so the stacks never got a model)."""
+    det = _detector(store, None)
+    rows = _rows(10, 2000)
+    for i in range(0, len(rows), 60):
+        part = rows[i : i + 60]
+        _store_rows(store, "EL1", part, i)
+        derived = [("EL1", "efficiency", ts, 70.0) for ts, _m in part]
+        det.observe(_batch("EL1", part) + derived)
+        det.tick(part[-1][0])
+    fit = det.nodes["EL1"].fit
+    assert fit is not None and "efficiency" not in fit.feats.metrics
+    assert fit.feats.metrics == sorted(rows[0][1])

@@ -557,30 +557,35 @@ class IsolationForestDetector:
 
     def training_rows(
         self, node: str, metrics: list[str], lo: int, hi: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(ts, raw rows) of the node's stored readings in [lo, hi], rows that carry every metric."""
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(metrics, ts, raw rows) of the node's stored readings in [lo, hi], rows that carry every
+        one of `metrics` the store holds: what analytics derives (an electrolyser's efficiency,
+        gridtwin.analytics.derived) is seen but never stored, and a model cannot wait for it."""
         store = self.ctx.store
         if store is None:
-            return np.empty(0), np.empty((0, len(metrics)))
+            return [], np.empty(0), np.empty((0, 0))
         cols: dict[int, list] = {}
         for j, m in enumerate(metrics):
             for ts, v in store.query(node, m, lo, hi + 1):
                 if isinstance(v, (int, float)):
                     cols.setdefault(ts, [math.nan] * len(metrics))[j] = float(v)
         if not cols:
-            return np.empty(0), np.empty((0, len(metrics)))
+            return [], np.empty(0), np.empty((0, 0))
         ts = np.array(sorted(cols), dtype=float)
         raw = np.array([cols[int(t)] for t in ts])
+        stored = ~np.isnan(raw).all(axis=0)
+        raw = raw[:, stored]
         keep = ~np.isnan(raw).any(axis=1)
-        return ts[keep], raw[keep]
+        return [m for m, k in zip(metrics, stored) if k], ts[keep], raw[keep]
 
     def train_node(self, node: str, end_ms: int) -> bool:
         from sklearn.ensemble import IsolationForest
 
         st = self.nodes[node]
-        metrics = sorted(st.metrics)
-        ts, raw = self.training_rows(node, metrics, end_ms - self.train_ms, end_ms)
-        if len(ts) < self.min_samples:
+        metrics, ts, raw = self.training_rows(
+            node, sorted(st.metrics), end_ms - self.train_ms, end_ms
+        )
+        if len(ts) < self.min_samples or len(metrics) < self.min_metrics:
             log.debug(
                 "%s: %d rows stored in the training window, %d needed",
                 node,
