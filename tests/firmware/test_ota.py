@@ -84,8 +84,13 @@ def test_update_switches_in_trial_and_confirms(net_node, updater, tmp_path, mqtt
     p = ota_state(board)
     assert p["st"] == "confirmed" and p["cur"]["v"] == rel.version
     assert p["prev"]["code"] == ""  # the version deploy installed is the one kept to go back to
-    births = [json.loads(m.payload) for m in host.received(broker.topic("pv1", "status"))]
-    assert any(b.get("ota", {}).get("st") == "confirmed" and b["fw"] == "0.9.1" for b in births)
+
+    def confirmed_birth():
+        # (the updater saw it on its own session: this subscriber may see it a moment later)
+        births = [json.loads(m.payload) for m in host.received(broker.topic("pv1", "status"))]
+        return any(b.get("ota", {}).get("st") == "confirmed" and b["fw"] == "0.9.1" for b in births)
+
+    wait_until(confirmed_birth, 10, "the confirmed birth")
     assert not crashed(board), crashed(board)
     # every reading the old version took, up to its reset, reached the broker: those of the
     # transfer live, the last ones from flash after the new version came up

@@ -135,8 +135,14 @@ def test_config_only_update_changes_the_sampling_interval(net_node, broker, mqtt
     # the firmware stays where it was (the flash root's): only the config moved
     assert p["cur"]["code"] == "" and p["cur"]["cfg"].startswith("ota/")
     assert json.loads(board.read_flash("config.json"))["sample_ms"] == 1000  # not touched
-    births = [json.loads(m.payload) for m in host.received(broker.topic("pv1", "status"))]
-    assert any(b.get("interval") == 700 and b["ota"]["st"] == "confirmed" for b in births)
+    from fixtures.broker import wait_until
+
+    def confirmed_birth():
+        # (the updater saw it on its own session: this subscriber may see it a moment later)
+        births = [json.loads(m.payload) for m in host.received(broker.topic("pv1", "status"))]
+        return any(b.get("interval") == 700 and b["ota"]["st"] == "confirmed" for b in births)
+
+    wait_until(confirmed_birth, 10, "the confirmed birth with the new interval")
 
 
 def test_offline_node_gets_its_update_when_back_or_it_expires(net_node, broker, tmp_path):
