@@ -1,15 +1,22 @@
 # One connection attempt of gt/net.py, after gt/link.py (Wi-Fi, NTP and the TLS context): DNS,
 # TCP, the TLS handshake and CONNACK, each phase with its deadline; then the subscription. net.py
 # imports this module for the attempt and drops it afterwards: connecting is rare, RAM is not.
-# open() returns the new session (gt/session.py); net.py keeps it. Nothing here writes into Net.
+# open() returns the new session (a Session); net.py keeps it. Nothing here writes into Net.
 import asyncio
 import errno
 import gc
 import socket
 import time
 from asyncio import core
-from gt import mqtt, wire
-from gt.session import Session, io, why
+from gt import io, mqtt, why
+
+
+class Session:
+    """One connection to the broker, which net.py keeps while it lasts: sock, the TLS socket (the
+    TCP one until it is wrapped); raw, the TCP socket, what the event loop waits on; addr, the
+    broker's address (kept for the next connect: DNS blocks); t_conn, ticks at the start and at
+    the TCP connect; handshake_ms, start to CONNACK. No methods: nothing of this module stays in
+    RAM with it once it is unloaded."""
 
 
 async def open(net, addr):
@@ -22,7 +29,10 @@ async def open(net, addr):
         # DNS blocks on the ESP32 (lwIP's own timeout); an address answers at once, and the
         # result is kept for the next reconnect (Session.addr)
         addr = socket.getaddrinfo(c["host"], c["port"], 0, socket.SOCK_STREAM)[0][-1]
-    ses = Session(socket.socket(), addr, t0)
+    ses = Session()
+    ses.sock = ses.raw = socket.socket()
+    ses.addr = addr
+    ses.handshake_ms = None
     try:
         s = ses.raw
         s.setblocking(False)
@@ -38,8 +48,10 @@ async def open(net, addr):
             s, server_hostname=c["server_hostname"] or c["host"], do_handshake_on_connect=False
         )
     except Exception:
-        ses.close()
+        ses.sock.close()
         raise
+    from gt import wire  # (net.py drops it before the handshake)
+
     will = wire.will(net.cid, net.app.boot.boot_id)
     # CONNECT: clean session off, a retained QoS 1 will (the packets net.py sends are in mqtt.py;
     # CONNECT and SUBSCRIBE are written here, their only sender, loaded only while connecting)

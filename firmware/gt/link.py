@@ -6,8 +6,7 @@ import errno
 import socket
 import time
 from asyncio import core
-from gt import clock
-from gt.session import io, why
+from gt import clock, io, why
 
 
 async def up(net):

@@ -1,6 +1,6 @@
 # The link to the broker: the MQTT session over TLS (gt/mqtt.py is the protocol, gt/link.py gets
 # Wi-Fi, the clock and the TLS context, gt/connect.py opens one session: TCP, TLS, CONNACK, each
-# with a deadline; gt/session.py is what it returns).
+# with a deadline, and returns it: a Session).
 #
 # run() loops for ever: connect, serve the session until it breaks, wait a backoff with jitter,
 # again. While connected, 1.5 keepalives without a byte from the broker, a PUBACK that does not
@@ -22,8 +22,7 @@ import os
 import time
 from asyncio import core
 from micropython import const
-from gt import clock, mqtt, unload, wire
-from gt.session import io, why
+from gt import clock, io, mqtt, unload, why
 
 _TX = const(384)  # telemetry packets; bigger payloads (birth, acks) go out from their own bytes
 _RX = const(256)  # the largest packet accepted: commands are small, bigger means a broken broker
@@ -45,10 +44,11 @@ class Net:
         self.txm = memoryview(self.tx)
         self.rx = bytearray(_RX)
         self.n = 0  # bytes in rx
-        self.s = None  # the session (gt/session.py): the sockets, while connected
+        self.s = None  # the session (gt/connect.py's Session): the sockets, while connected
         self.ctx = self.wlan = self.addr = self.task = self.err = self.ntp_at = None
         self.busy = False  # a packet is being written: tasks take turns (see take)
         self.birth = False
+        self.wire = None  # gt/wire.py while the session serves (_serve)
         self.on_ack = None  # fn(pid) for each PUBACK (the publisher's)
         self.pid = 0
         self.seen = []  # (id, ack) of recent commands: a repeated id is not run again
@@ -67,7 +67,7 @@ class Net:
     def _log(self, lvl, tag, msg):
         if lvl in self.log_lvls and self.up:
             if len(self.logq) < 4:
-                self.logq.append(wire.log_line(lvl, tag, msg, clock_ms()))
+                self.logq.append(self.wire.log_line(lvl, tag, msg, clock_ms()))
             else:
                 self.log_dropped += 1
 
@@ -110,6 +110,7 @@ class Net:
                     self.addr = self.s.addr
                     connect = None
                     unload("connect")
+                    unload("wire")  # (loaded for the will: not needed again before CONNACK)
                     # The TLS handshake, the node's tightest moment for RAM, runs here with the
                     # connection code out of RAM and the garbage collected
                     gc.collect()
@@ -160,6 +161,11 @@ class Net:
         await self.out(self.txm, n, r)
 
     async def _serve(self):
+        # the documents' module, loaded while the session serves (not during the handshake, the
+        # node's tightest moment for RAM: connect.py loads it for the will, net.py drops it)
+        from gt import wire
+
+        self.wire = wire
         await self.publish(b"status", wire.birth(self), 1, True)
         self.up = True
         self.health_at = time.ticks_ms()  # the birth just went out
@@ -184,11 +190,11 @@ class Net:
                 await self.publish(b"log", self.logq.pop(0), 0)
             if self.birth:
                 self.birth = False
-                await self.publish(b"status", wire.birth(self), 1, True)
+                await self.publish(b"status", self.wire.birth(self), 1, True)
                 self.health_at = time.ticks_ms()
             if self.health_ms and time.ticks_diff(now, self.health_at) >= self.health_ms:
                 self.health_at = now
-                await self.publish(b"status", wire.health(self), 1, True)
+                await self.publish(b"status", self.wire.health(self), 1, True)
 
     def _event(self, state):
         for fn in self.listeners:
@@ -201,10 +207,15 @@ class Net:
             self.task.cancel()
             self.task = None
         if self.s is not None:
-            self.s.close()
+            try:
+                self.s.sock.close()
+            except OSError:
+                pass
             self.s = None
         self.n = 0
         self.busy = False
+        self.wire = None
+        unload("wire")
         if was:  # the publisher hands what is in flight back to the outbox
             self._event("down")
 
@@ -310,7 +321,7 @@ class Net:
         stays in the outbox), None when it can never fit the send buffer."""
         if not self.up or self.err is not None:
             return False  # no session, or one that is ending: the reading waits for the next
-        parts = wire.reading(self.cid, rec, ts, hist)
+        parts = self.wire.reading(self.cid, rec, ts, hist)
         n = len(parts[0]) + len(parts[1]) + len(parts[2])
         if n + len(self.t_tel) + 9 > _TX:
             return None

@@ -54,25 +54,23 @@ class Publisher:
     def __init__(self, app, transport=None):
         self.app = app
         self.transport = transport
-        self.sent = 0
-        self.replayed = 0
+        self.sent = self.replayed = 0
         self.undated = 0  # readings that could never be sent (undated after a reset, too big)
         self.last_ok = None  # ticks of the last acknowledged publish
-        self.beat = time.ticks_ms()
+        self.beat = self.moved = time.ticks_ms()  # moved: the window's last PUBACK or first send
         self.nap = Sleeper()  # woken by the outbox on push, by PUBACKs and by the link
         c = app.cfg.get("mqtt", {})
         rate = c.get("replay_per_s", 20)
         self.replay_us = 1000000 // rate if rate else 0
         w = self.w = c.get("window", 8)
-        # the window, a ring of w slots, oldest first from h, k in use: the reading, its packet
-        # id, when it went out (ticks), flags (_HIST, _ACKED, _SENT)
+        # the window, a ring of w slots (oldest at h, k in use): the reading, its packet id and
+        # flags (_HIST, _ACKED, _SENT); then the seq and packet id of each reading the last
+        # connection left unacknowledged, oldest first (seq -1: none)
         self.recs = [None] * w
         self.pids = [0] * w
-        self.at = [0] * w
         self.flags = bytearray(w)
         self.h = self.k = 0
-        # what the last connection left unacknowledged: (boot, seq, packet id), oldest first
-        self.old = [None] * w
+        self.old = [-1] * (2 * w)
         self.gen = 0  # counts link events: a send that spans one does not enter the window
 
     def link(self, state):
@@ -83,17 +81,20 @@ class Publisher:
             box.begin()
         else:
             self._retire(box)  # acknowledged ones leave first
+            old = self.old
+            for j in range(2 * self.w):
+                old[j] = -1
             j = 0
             while self.k:
                 i = self.h
                 if self.flags[i] & _SENT:
-                    b, s, _ = fields(self.recs[i])
-                    self.old[j] = (b, s, self.pids[i])
-                    j += 1
-                self._pop()
-            while j < self.w:
-                self.old[j] = None
-                j += 1
+                    old[j] = fields(self.recs[i])[1]
+                    old[j + 1] = self.pids[i]
+                    j += 2
+                self.recs[i] = None
+                self.flags[i] = 0
+                self.h = (i + 1) % self.w
+                self.k -= 1
             box.end()  # the readings in flight stay in their place (on flash, with a spill)
         self.nap.wake()
 
@@ -103,35 +104,24 @@ class Publisher:
         for _ in range(self.k):
             if self.pids[i] == pid and self.flags[i] & (_SENT | _ACKED) == _SENT:
                 self.flags[i] |= _ACKED
+                self.moved = time.ticks_ms()
                 self.nap.wake()
                 return
             i = (i + 1) % self.w
-
-    def _pop(self):
-        i = self.h
-        self.recs[i] = None
-        self.flags[i] = 0
-        self.h = (i + 1) % self.w
-        self.k -= 1
 
     def _retire(self, box):
         while self.k and self.flags[self.h] & _ACKED:
             i = self.h
             box.done(self.recs[i])
-            if self.flags[i] & _SENT:
+            f = self.flags[i]
+            if f & _SENT:
                 self.sent += 1
+                self.replayed += f & _HIST
                 self.last_ok = time.ticks_ms()
-                if self.flags[i] & _HIST:
-                    self.replayed += 1
-            self._pop()
-
-    def _resent(self, rec):
-        # the packet id of rec if the last connection left it unacknowledged, else 0
-        b, s, _ = fields(rec)
-        for o in self.old:
-            if o is not None and o[0] == b and o[1] == s:
-                return o[2]
-        return 0
+            self.recs[i] = None
+            self.flags[i] = 0
+            self.h = (i + 1) % self.w
+            self.k -= 1
 
     async def _send(self, t, box, rec, hist, pid):
         """rec into the window, sent (True), or not now (False: no clock yet, link gone)."""
@@ -148,16 +138,16 @@ class Publisher:
             if r is False or gen != self.gen:
                 return False  # no session, or one that ended while this went out
             self.pids[i] = p
-            self.at[i] = time.ticks_ms()
             f |= _SENT
         if r is None:
             # it can never be sent: retired in its turn, counted
             self.undated += 1
             self.app.log.warn(
-                "mqtt",
-                "seq %d dropped: %s" % (fields(rec)[1], "undated" if ts < 0 else "too big"),
+                "mqtt", "seq %d dropped: %s" % (fields(rec)[1], "undated" if ts < 0 else "too big")
             )
             f |= _ACKED
+        if not self.k:
+            self.moved = time.ticks_ms()
         self.recs[i] = rec
         self.flags[i] = f
         self.k += 1
@@ -169,24 +159,30 @@ class Publisher:
 
     async def run(self):
         box = self.app.outbox
+        old = self.old
         due = time.ticks_us()  # when the next backlog reading may go
         while True:
-            self.beat = now = time.ticks_ms()
+            self.beat = time.ticks_ms()
             t = self.transport
             wait = 1000
             if t is not None and t.up:
                 self._retire(box)
-                if self.k and time.ticks_diff(now, self.at[self.h]) >= t.ka:
+                if self.k and time.ticks_diff(self.beat, self.moved) >= t.ka:
                     t.fail(OSError(errno.ETIMEDOUT, "no PUBACK in a keepalive"))
                 elif self.k < self.w:
                     rec = None
                     pid = 0
-                    if self.old[0] is not None:
+                    if old[0] >= 0:
                         # what the broker never acknowledged goes first, while it leads the backlog
                         rec = box.backlog(box.nb)
-                        pid = self._resent(rec) if rec is not None else 0
+                        if rec is not None:
+                            s = fields(rec)[1]
+                            for j in range(0, 2 * self.w, 2):
+                                if old[j] == s:
+                                    pid = old[j + 1]
                         if not pid:
-                            rec = self.old[0] = None  # the rest: again when the replay gets there
+                            rec = None
+                            old[0] = -1  # the rest go again when the replay gets there
                     hist = rec is not None
                     if rec is None:
                         rec = box.live(box.nl)

@@ -1,8 +1,9 @@
 # Every document a node publishes, built here and nowhere else: the reading on telemetry (in
 # parts, which gt/net.py copies into its send buffer behind the PUBLISH header), the retained
 # birth, health and will (the broker's, for a node gone) on status, a command's ack and a log line.
-# The OTA acks are gt/ota.py's (loaded only while an update runs). Loaded with gt/net.py and kept
-# (a reading goes out every interval); the host reads these field names (host/gridtwin/daemon).
+# The OTA acks are gt/ota.py's (loaded only while an update runs). Loaded while a session serves
+# (a reading goes out every interval) and for the will, dropped during the TLS handshake, the
+# node's tightest moment for RAM; the host reads these field names (host/gridtwin/daemon).
 import gc
 import json
 import time
