@@ -36,7 +36,7 @@ def store(tmp_path):
     s.close()
 
 
-def test_redelivery_and_replays_are_stored_once(store):
+def test_redelivery_and_replays_are_stored_once(store, insert_path):
     first = store.write_batch([tel(seq=i) for i in range(10)])
     assert (first.stored, first.duplicates) == (10, 0)
     again = store.write_batch([tel(seq=i) for i in range(5, 15)] + [tel(seq=14)])
@@ -327,7 +327,38 @@ def test_compaction_moves_readings_into_blocks_and_queries_return_the_same_rows(
     assert store.compact(now_ms=NOW + 600_000, hot_ms=60_000, min_rows=50, settle_ms=300_000) == 1
 
 
-def test_a_reading_replayed_after_its_span_was_compacted_is_stored_once(tmp_path):
+@pytest.fixture(params=["row by row", "one statement"])
+def insert_path(request, monkeypatch):
+    """Both ways write_batch inserts readings: small batches row by row, bursts as one statement."""
+    from gridtwin.daemon import store_sqlite
+
+    if request.param == "one statement":
+        monkeypatch.setattr(store_sqlite, "SMALL_BATCH", 0)
+    return request.param
+
+
+def test_both_insert_paths_store_the_same_rows(tmp_path, monkeypatch):
+    """Row by row (a batch of SMALL_BATCH or fewer) and one statement (larger) store byte-identical
+    rows: the validated metrics as compact JSON, ints as ints, floats as written, boot as text."""
+    from gridtwin.daemon import store_sqlite
+
+    m = {"t": 1.5, "k": 3, "e": 1e-07, "z": -0.0, "big": 123456789012, "f": 0.1}
+    batch = [tel(node=f"n{i % 3}", boot=i % 2, seq=i, hist=i % 4 == 0, **m) for i in range(12)]
+    dumps = []
+    for small in (store_sqlite.SMALL_BATCH, 0):
+        monkeypatch.setattr(store_sqlite, "SMALL_BATCH", small)
+        s = SqliteStore(tmp_path / f"db{small}")
+        r = s.write_batch(batch + batch[:3])
+        assert (r.stored, r.duplicates) == (12, 3)
+        dumps.append(s.conn.execute("SELECT * FROM readings ORDER BY rowid").fetchall())
+        s.close()
+    assert dumps[0] == dumps[1] and len(dumps[0]) == 12
+    assert json.loads(dumps[0][0][5]) == m and dumps[0][0][5] == json.dumps(
+        m, separators=(",", ":")
+    )
+
+
+def test_a_reading_replayed_after_its_span_was_compacted_is_stored_once(tmp_path, insert_path):
     """A node's outbox replays a week late, or a QoS 1 redelivery comes after compaction: readings a
     block holds are counted as duplicates, those it lacks (the gap) are stored and fill the gap."""
     s = SqliteStore(tmp_path / "db")

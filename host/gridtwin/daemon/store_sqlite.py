@@ -116,6 +116,17 @@ INSERT_BATCH = (
     "WHERE coalesce((SELECT seq_lo FROM runs WHERE node = n AND boot = b AND seq_hi >= s "
     "ORDER BY seq_hi LIMIT 1) > s, 1)"
 )
+# The same insert, one reading per step, for small batches (below): the metrics object is the same
+# text INSERT_BATCH stores, _ROWS of it (SQLite renders an extracted object as it was written).
+INSERT_ROW = (
+    "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) SELECT ?1, ?2, ?3, ?4, ?5, ?6 "
+    "WHERE coalesce((SELECT seq_lo FROM runs WHERE node = ?1 AND boot = ?2 AND seq_hi >= ?3 "
+    "ORDER BY seq_hi LIMIT 1) > ?3, 1)"
+)
+# Batches up to this size go row by row: at 1,000 nodes x 1 Hz (batches of ~20) that costs half the
+# CPU of building the array and extracting it again in SQLite, and the GIL hand-overs it makes are
+# few. Bursts (thousands a batch) keep the one-statement insert.
+SMALL_BATCH = 200
 _ROWS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 # PRAGMA user_version; 0: readings.msg held the whole payload (metrics under $.m); 1: no blocks yet
 # (the tables are made by SCHEMA, and the daemon compacts the rows a version-1 database holds as it
@@ -472,12 +483,15 @@ class SqliteStore:
         # sqlite3_step for thousands of rows. executemany steps once per row and releases the GIL
         # each time, and every re-acquire waits behind the MQTT thread (up to 5 ms): that convoy
         # cost more than all the rest of ingest. The array is built here from the validated
-        # values (see INSERT_BATCH), so what is stored is exactly what was checked.
-        batch_json = (
-            _ROWS([[t.node, str(t.boot), t.seq, t.ts, 1 if t.hist else 0, t.m] for t in readings])
-            if readings
-            else None
-        )
+        # values (see INSERT_BATCH), so what is stored is exactly what was checked. A small batch
+        # goes row by row (SMALL_BATCH).
+        rows = [[t.node, str(t.boot), t.seq, t.ts, 1 if t.hist else 0, t.m] for t in readings]
+        if len(rows) <= SMALL_BATCH:
+            for r in rows:
+                r[5] = _ROWS(r[5])
+            batch_json = None
+        else:
+            batch_json, rows = _ROWS(rows), None
         with self._lock:
             try:
                 gaps, late = self._gaps(readings) if self.track_gaps else ([], [])
@@ -491,6 +505,8 @@ class SqliteStore:
                 )
                 if batch_json:
                     conn.execute(INSERT_BATCH, (batch_json,))
+                elif rows:
+                    conn.executemany(INSERT_ROW, rows)
                 stored = conn.total_changes - before
                 if gaps:
                     conn.executemany(
