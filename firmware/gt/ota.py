@@ -137,7 +137,6 @@ async def _control(net, d):
             _close()
             otastate.rmtree(T.slot)
             _unstage()
-            _drop(net)
             T = None
         return ack(net, "idle")
     if op != "begin":
@@ -295,8 +294,7 @@ async def _switch(net, t):
     if bad is not None:
         otastate.rmtree(t.slot)
         _unstage()
-        T = None
-        _drop(net)
+        T = None  # (on_publish gives the receive buffer back)
         return ack(net, "bad", "%s changed on flash after it was written" % bad)
     p = otastate.read()
     cur = p.get("cur") or {"v": VERSION, "code": "", "cfg": ""}
@@ -374,13 +372,22 @@ def _give_back(net):
 
 
 async def _give_back_later(net):
-    while T is None and not _give_back(net):
+    # the module stays loaded until then: a transfer begun meanwhile finds the same state
+    while T is None:
+        if _give_back(net):
+            _unload()
+            return
         await asyncio.sleep_ms(50)
 
 
 def _drop(net):
-    if not _give_back(net):
+    if _give_back(net):
+        _unload()
+    else:
         asyncio.create_task(_give_back_later(net))
+
+
+def _unload():
     unload("ota")
     gc.collect()
 
