@@ -59,14 +59,17 @@ class App:
             self.net.listeners.append(self._link_event)
             self.net.on_ack = self.publisher.acked
         self.display = display.open(cfg, self.hw, log)
-        self.link = "none"  # what the display shows: none / down / up
+        self.link = "none"  # what the display shows: none / down / up (connecting: paused)
         gc.collect()
         self.heap_min = gc.mem_free()
         clock.check_rtc()
 
     def _link_event(self, state):
-        self.link = state
-        if state == "up":
+        # net.py: "connecting" (TCP, TLS, CONNACK next), then "up" or "failed"; "down" ends "up"
+        self.link = state if state in ("up", "connecting") else "down"
+        if state == "connecting":
+            display.pause(self)  # the OLED's pages give their RAM to the TLS handshake
+        elif state == "up":
             self.publisher.nap.wake()
 
     def uptime(self):

@@ -43,6 +43,7 @@ async def open(net, addr):
                 raise
         await _phase("tcp", io(core._io_queue.queue_write, s), c["tcp_ms"])
         ses.t_conn = (t0, time.ticks_ms())
+        gc.collect()  # the TLS socket's buffers are the largest blocks a connection takes
         # verification is required (the context's verify_mode) and the server name always checked
         ses.sock = net.ctx.wrap_socket(
             s, server_hostname=c["server_hostname"] or c["host"], do_handshake_on_connect=False

@@ -1,7 +1,7 @@
 # The display seam. open() returns an object with show(lines) (a message that stays: safe mode),
 # banner(text, ms) (the `identify` command) and update(app) (the regular pages). Without an OLED,
 # or when it fails, the NullDisplay keeps the last lines so they can be read back; a display error
-# never stops the node.
+# never stops the node. pause() takes the pages out of RAM while the node connects.
 _fb = None  # the OLED's frame buffer, taken at boot (reserve) while the heap is still whole
 
 
@@ -24,6 +24,29 @@ class NullDisplay:
 
     def banner(self, text, ms=5000):
         self.lines = (text,)
+
+
+class _Paused(NullDisplay):
+    # The display while the node connects (pause()): the OLED keeps its last frame, and its pages
+    # (gt/screens.py and the driver, ~8 KB on the unix port) are out of RAM for the TLS handshake,
+    # the node's tightest moment (issue #20: EL1 and pv1 ran out of RAM there at 96 KB). The first
+    # update once the attempt is over (the app's link no longer "connecting") loads them again.
+    def update(self, app):
+        if app.link != "connecting":
+            try:
+                app.display = open(app.cfg, app.hw, app.log)
+            except MemoryError:
+                pass  # the next update tries again
+
+
+def pause(app):
+    """A connection attempt begins: the OLED's pages leave RAM until it is over (see _Paused)."""
+    if not isinstance(app.display, NullDisplay):  # (none, broken, or paused already: nothing)
+        from gt import unload
+
+        app.display = _Paused()
+        unload("screens")
+        unload("drivers.ssd1306")
 
 
 def open(cfg, hw, log):

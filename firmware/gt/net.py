@@ -6,7 +6,8 @@
 # again. While connected, 1.5 keepalives without a byte from the broker, a PUBACK that does not
 # come (the publisher says so: fail()), the Wi-Fi link going or anything a broker must not send
 # end the session; it is logged and retried, never a crash. Link state goes to `listeners` as
-# events: fn("up" | "down"); PUBACKs to on_ack(pid).
+# events: fn("connecting") before TCP, then fn("up") or fn("failed"), and fn("down") when a
+# session that was up ends; PUBACKs go to on_ack(pid).
 #
 # As the publisher's transport (gt/publisher.py, which drives the outbox and its window of
 # readings in flight): .up, .ka, next_pid(), fail(e) and async send(pid, rec, ts, hist, dup),
@@ -92,6 +93,7 @@ class Net:
             began = time.ticks_ms()
             self.err = None
             present = False
+            tried = False
             connect = link = None
             try:
                 # One module at a time, each dropped before the next loads (RAM, issue #20):
@@ -104,6 +106,8 @@ class Net:
                 if not up:
                     present = None  # no link (Wi-Fi) to try on
                 else:
+                    tried = True
+                    self._event("connecting")
                     from gt import connect
 
                     self.s, n = await connect.open(self, self.addr)
@@ -140,7 +144,8 @@ class Net:
                     self.err = None
             unload("link")
             unload("connect")
-            self._close()
+            if not self._close() and tried:
+                self._event("failed")
             if present is None or time.ticks_diff(time.ticks_ms(), began) > self.ka:
                 # no Wi-Fi yet (the join is retried at once, to be back as soon as it is), or the
                 # session ran a while: back off from the bottom again
@@ -218,6 +223,7 @@ class Net:
         unload("wire")
         if was:  # the publisher hands what is in flight back to the outbox
             self._event("down")
+        return was
 
     async def packet(self):
         """The next complete packet in rx: (first byte, body start, body end)."""

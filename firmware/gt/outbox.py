@@ -202,9 +202,6 @@ class Outbox:
             return self._ring[(self._head + i - c) % self.cap]
         return None
 
-    def peek(self):
-        return self.backlog() or self.live()
-
     def done(self, rec):
         """rec was delivered: take it out. Its copy may be on flash behind older readings (the
         reading in flight when the link went, resent first on the next connection; or one that
@@ -265,9 +262,3 @@ class Outbox:
             except OSError:
                 return
             self._pop_head()
-
-    def pop(self):
-        rec = self.peek()
-        if rec is not None:
-            self.done(rec)
-        return rec

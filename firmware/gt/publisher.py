@@ -79,7 +79,7 @@ class Publisher:
         self.gen += 1
         if state == "up":
             box.begin()
-        else:
+        elif state == "down":
             self._retire(box)  # acknowledged ones leave first
             old = self.old
             for j in range(2 * self.w):

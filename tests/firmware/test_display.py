@@ -164,3 +164,28 @@ def test_safe_mode_shows_the_reason(vboard, node_config, firmware_build, tmp_pat
     fs = frames(b)
     assert fs and fs[-1]["on"]
     matches_golden(fs[-1], "safemode", tmp_path)
+
+
+def test_pages_leave_ram_while_connecting_and_come_back(net_node, broker):
+    # Issue #20: the TLS handshake is a node's tightest moment for RAM, so the OLED's pages (their
+    # module and driver, ~8 KB here) are out of RAM while the node connects: the panel keeps its
+    # last frame, then the pages go on once the attempt is over. The node says how much it had
+    # free at the connect; the pages then draw again, the link shown "up".
+    world = dict(EL_WORLD, clock={"mode": "real", "speed": 1})
+    world["i2c"] = [dict(OLED, frames=True)] + EL_WORLD["i2c"][1:]
+    b = net_node(
+        node="EL1",
+        world=world,
+        role="electrolyser",
+        pins={"i2c_scl": 22, "i2c_sda": 21, "onewire": 4, "led": 2},
+        sensors=EL_SENSORS,
+        display={"kind": "ssd1306", "addr": 0x3C, "page_ms": 1000},
+        params={"stack": "stack", "cells": 1},
+    )
+    b.start()
+    up = b.wait_for(r"mqtt: connected in \d+ ms .* free=(\d+)", timeout=30)
+    at = next(i for i, ln in enumerate(b.lines) if ln is up.string)
+    b.wait_for(r"#world oled ", timeout=10, start=at + 1)  # drawn again after the connect
+    b.stop()
+    assert frames(b) and all(f["on"] for f in frames(b))
+    assert not b.grep("Traceback|MemoryError|display: update failed")
