@@ -62,7 +62,10 @@ async def trial(app):
     p["tries"] = 0
     p["why"] = None
     save(p)
-    prune(p)
+    try:
+        prune(p)
+    except Exception as e:  # (MemoryError too) the confirmation stands; the next one prunes
+        app.log.warn("ota", "prune: %r" % (e,))
     app.log.info("ota", "confirmed %s" % p["cur"].get("v"), persist=True)
     net.rebirth()  # the host learns it from the birth
 
@@ -78,11 +81,27 @@ def keep(p):
 
 
 def prune(p, slots=("ota/0", "ota/1", "ota/2", "ota/3", "ota/4")):
-    # exactly two versions on flash: every slot neither of them uses goes
+    # exactly two versions on flash: every slot neither of them uses goes, and so does the copy
+    # deploy put in the flash root once neither uses it (called after the confirmed pointer is
+    # saved, so no boot from here on reads the root's; a cut midway leaves a part of it, never
+    # booted, which the next confirmation removes). boot.py, main.py, ota.json and the node's
+    # identity are outside every version and stay.
     k = keep(p)
     for s in slots:
         if s not in k:
             rmtree(s)
+    for v in (p.get("cur"), p.get("prev")):
+        if not (v and v.get("code")):
+            break
+    else:
+        rmtree("gt")
+    for v in (p.get("cur"), p.get("prev")):
+        if not (v and v.get("cfg")):
+            return
+    try:
+        os.remove("config.json")
+    except OSError:
+        pass
 
 
 def rmtree(d):

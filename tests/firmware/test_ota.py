@@ -41,7 +41,7 @@ def new_firmware(tmp: pathlib.Path, version: str, edit=None) -> dict[str, pathli
 
 
 def release(board, files, tmp, config=None, **kw):
-    cfg = json.loads(board.read_flash("config.json"))
+    cfg = json.loads(board.read_flash(cfg_path(board)))
     cfg.update(config or {})
     path = tmp / f"config-{len(list(tmp.glob('config-*')))}.json"
     path.write_text(json.dumps(cfg))
@@ -63,6 +63,12 @@ def ota_state(board):
         return json.loads(board.read_flash("ota.json"))
     except FileNotFoundError:
         return {}
+
+
+def cfg_path(board) -> str:
+    """The running version's config on the board's flash (the pointer's, as gt/otastate.py)."""
+    c = (ota_state(board).get("cur") or {}).get("cfg")
+    return f"{c}/config.json" if c else "config.json"
 
 
 def test_update_switches_in_trial_and_confirms(net_node, updater, tmp_path, mqtt_client, broker):
@@ -266,15 +272,29 @@ def test_config_that_does_not_validate_is_rolled_back(net_node, updater, tmp_pat
     assert ota_state(board)["cur"] == {"v": "0.1.0", "code": "", "cfg": ""}
 
 
-def test_exactly_two_versions_are_kept(net_node, updater, tmp_path):
+def test_exactly_two_versions_are_kept(net_node, updater, tmp_path, net_build):
     board = net_node()
+    # the firmware in the flash root, as `gridtwin deploy` puts it there over USB
+    shutil.copytree(net_build / "gt", board.flash / "gt")
     board.start()
     board.wait_for(r"mqtt: connected", timeout=60)
-    for v in ("0.9.21", "0.9.22", "0.9.23"):
+    kept = {"ca.der", "cert.der", "key.der"}
+    for i, v in enumerate(("0.9.21", "0.9.22", "0.9.23")):
         rel = release(board, new_firmware(tmp_path, v), tmp_path)
         [res] = updater.update([rel], expire_s=60)
         assert res.ok, res.line()
         board.wait_for(r"ota: confirmed %s" % re.escape(rel.version), timeout=30)
+        slots = sorted(d.name for d in (board.flash / "ota").iterdir())
+        root = {f.name for f in board.flash.iterdir()}
+        if i == 0:  # the deployed version is the one to go back to: it stays
+            assert slots == ["0"] and {"gt", "config.json"} <= root, (slots, root)
+        else:  # two slots hold the two versions: the root's copy is no rollback target, it goes
+            assert slots == [str(i - 1), str(i)], slots
+            assert not {"gt", "config.json"} & root, root
+        assert kept <= root, root  # the identity stays
     p = ota_state(board)
     assert (p["cur"]["code"], p["prev"]["code"]) == ("ota/2", "ota/1")
-    assert sorted(d.name for d in (board.flash / "ota").iterdir()) == ["1", "2"]
+    assert (p["cur"]["cfg"], p["prev"]["cfg"]) == ("ota/2", "ota/1")
+    # the last version booted from its slot, with the root's copy gone
+    assert board.grep(r"boot: GridTwin 0\.9\.23 ")
+    assert not crashed(board), crashed(board)
