@@ -124,24 +124,6 @@ def test_broker_restart_mid_stream_loses_nothing(fleet_broker, tmp_path):
         daemon.stop()
 
 
-def test_records_read_ahead_leave_no_burst_waiting_in_openssl(fleet_broker, tmp_path):
-    """The daemon's session lets OpenSSL read every waiting TLS record at once (two system calls per
-    message fewer). Bytes OpenSSL holds are invisible to select, so each burst must still be stored
-    whole with nothing arriving after it: here the last burst is followed only by silence (the next
-    keepalive is 30 s away) and every message of it is stored, once."""
-    db = tmp_path / "gridtwin.db"
-    daemon = Daemon(endpoint=endpoint(fleet_broker), db_path=db, metrics_port=None).start()
-    try:
-        assert daemon.ingest.wait_connected()
-        assert daemon.bus.read_ahead
-        stream = Stream(fleet_broker, per_node=20, pause=0.2).start()
-        stream.finish()
-        wait_for(lambda: count_rows(db) == 1000, 10, "the last burst without any traffic after it")
-        assert_exactly_once(stored_keys(db), stream.expected)
-    finally:
-        daemon.stop()
-
-
 @pytest.fixture(scope="module")
 def two_instance_site(tmp_path_factory):
     """The fleet site with `[daemon] instances = 2`: its PKI holds gridtwin-host and gridtwin-host-2."""

@@ -52,7 +52,6 @@ class Bus:
         self._stopping = False
         self._last_fail_log = -1e9
         self.client = None
-        self.read_ahead = False  # OpenSSL reads every waiting TLS record at once (connection.py)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -66,8 +65,6 @@ class Bus:
         c.will_set(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
         if hasattr(c, "on_publish_raw"):
             c.on_publish_raw = self._deliver
-            # one recv for all the TLS records waiting, not two per message
-            self.read_ahead = c.read_ahead()
         self.client = c
         self.endpoint.connect(
             c, persistent=True, receive_maximum=self.receive_maximum, blocking=False
