@@ -135,7 +135,6 @@ class Updater:
     chunk: int = CHUNK
     trial_s: int = TRIAL_S
     ack_timeout: float = ACK_TIMEOUT
-    corrupt: set = field(default_factory=set)  # tests: stream offsets of chunks sent damaged
     _nodes: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -293,10 +292,6 @@ class Updater:
                 sent = rewound_at = off  # a chunk went missing: from where the node is
             while sent < size and sent - base < self.window * chunk:
                 data = stream[sent : sent + chunk]
-                for c in self.corrupt:  # tests: these stream bytes arrive damaged, every time
-                    if sent <= c < sent + len(data):
-                        k = c - sent
-                        data = data[:k] + bytes([data[k] ^ 0xFF]) + data[k + 1 :]
                 self._pub(node, b"\0" + tag + sent.to_bytes(4, "big") + data, 0)
                 res.bytes_sent += len(data)
                 res.messages += 1

@@ -117,8 +117,20 @@ def test_corrupted_chunk_refused_old_version_keeps_running(net_node, updater, tm
     board.start()
     board.wait_for(r"mqtt: connected", timeout=60)
     rel = release(board, files, tmp_path)
-    # one byte of the first file arrives damaged every time it is sent
-    updater.corrupt = {len(rel.manifest) + 10}
+    # one byte of the first file arrives damaged every time it is sent: the chunks are tampered
+    # with on their way out of the real sender (its one publish call), so neither the sender nor
+    # the node has a switch for it
+    bad = len(rel.manifest) + 10  # a stream offset
+    publish = updater._pub
+
+    def tampered(node, payload, qos):
+        if payload[:1] == b"\0":  # a chunk: 0x00, id (4 bytes), stream offset (4 bytes), data
+            k = bad - int.from_bytes(payload[5:9], "big") + 9
+            if 9 <= k < len(payload):
+                payload = payload[:k] + bytes([payload[k] ^ 0xFF]) + payload[k + 1 :]
+        publish(node, payload, qos)
+
+    updater._pub = tampered
     [res] = updater.update([rel], expire_s=60)
     assert not res.ok and res.state == "failed", res.line()
     assert "SHA-256" in res.why, res.why
