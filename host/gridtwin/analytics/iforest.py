@@ -579,8 +579,6 @@ class IsolationForestDetector:
         return [m for m, k in zip(metrics, stored) if k], ts[keep], raw[keep]
 
     def train_node(self, node: str, end_ms: int) -> bool:
-        from sklearn.ensemble import IsolationForest
-
         st = self.nodes[node]
         metrics, ts, raw = self.training_rows(
             node, sorted(st.metrics), end_ms - self.train_ms, end_ms
@@ -593,6 +591,10 @@ class IsolationForestDetector:
                 self.min_samples,
             )
             return False
+        # imported only now: the import holds the GIL for a second or more, which a daemon (or a
+        # demo's process) should spend only once a node has enough rows to train on
+        from sklearn.ensemble import IsolationForest
+
         old = st.fit
         if old is not None and old.feats.metrics == metrics:
             # what the last model found out of its envelope is not learnt as normal by the next (or one

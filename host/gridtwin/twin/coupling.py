@@ -133,6 +133,9 @@ class TwinLink:
         if not due:
             return
         state = self.twin.state()
+        # stamped before the first node is fed: a node may read the new values from then on (a
+        # stamp taken after the loop is late by whatever held this thread, e.g. the GIL, meanwhile)
+        now = time.time()
         expect = {}
         for n in due:
             self._next_feed[n] = t + self._feed_every[n]
@@ -143,7 +146,7 @@ class TwinLink:
                 self._fed[n] = values
                 vnode.feed(values)
             expect[n] = readings(role, node, state, self._parents[n], vnode.config)
-        self.history.append((time.time(), t, expect))
+        self.history.append((now, t, expect))
 
     def close(self) -> None:
         self.daemon.on_readings(self._on_telemetry, remove=True)
