@@ -12,6 +12,7 @@ and why.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pathlib
@@ -33,6 +34,51 @@ TRIAL_S = 120  # how long a new version has to come up healthy before the node r
 # what stays on the board across updates: its identity, and the two files outside every version
 # (boot.py picks the version; main.py starts it)
 KEEP_ON_BOARD = ("ca.der", "cert.der", "key.der", "boot.py", "main.py")
+LOCK_FILE = "ota.lock"  # under the site's var dir: the one `gridtwin ota` running
+
+
+@contextlib.contextmanager
+def single_run(site):
+    """Hold the site's OTA lock while the block runs, or fail naming who holds it.
+
+    Every `gridtwin ota` connects as the one OTA identity, and the broker makes the identity the
+    client id: a second session takes the first one's over, and both reconnect and kick each
+    other off. The lock is an flock on ``<var>/ota.lock`` (the kernel drops it when the holder
+    ends, however it ends: a stale file of a dead pid is simply taken over); the file says who
+    holds it."""
+    import fcntl
+    import os
+
+    path = pathlib.Path(site.var_dir) / LOCK_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")
+    except OSError as exc:
+        raise ToolError(
+            f"cannot open the OTA lock {path}: {exc.strerror}",
+            hint="check the permissions of the site's var folder",
+        ) from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid, _, since = f.read().strip().partition(" ")
+        f.close()
+        raise ToolError(
+            f"another gridtwin ota is running (pid {pid or 'unknown'}, since "
+            f"{since or 'an unknown time'}; lock {path}): both would use the one "
+            f"{OTA_IDENTITY} session and take it from each other",
+            hint="wait for it to end, or stop it",
+        ) from None
+    try:
+        f.truncate(0)
+        f.write(f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            f.truncate(0)  # (not removed: another run may have it open already)
+        f.close()
 
 
 def firmware_version(firmware_dir: pathlib.Path = FIRMWARE_DIR) -> str:

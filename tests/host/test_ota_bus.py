@@ -239,3 +239,63 @@ def test_cli_config_only_and_status(site_pki_copy, broker_factory, net_build, tm
         assert capsys.readouterr().err.startswith("gridtwin: name the nodes to update, or --all")
     finally:
         node.stop()
+
+
+def test_cli_second_run_refused_while_one_runs(site_pki_copy, broker_factory, capsys):
+    """Two `gridtwin ota` would share the one gridtwin-ota session and kick each other off: the
+    second is refused up front naming the first; the lock goes with the first however it ends
+    (SIGTERM, SIGHUP, SIGINT: its cleanup; kill -9: the kernel's, a stale file taken over)."""
+    import signal
+    import subprocess
+    import sys
+
+    from fixtures.broker import wait_until
+    from gridtwin.cli import main
+    from gridtwin.ota import LOCK_FILE
+
+    sp = site_pki_copy
+    brk = broker_factory(sp)
+    sp.path.write_text(sp.path.read_text().replace("port = 8883", f"port = {brk.port}", 1))
+    lock = sp.site.var_dir / LOCK_FILE
+    site = ["--site", str(sp.path)]
+
+    def first() -> subprocess.Popen:
+        # srv_a is not running: the update waits for its first answer, holding the session
+        cmd = [sys.executable, "-m", "gridtwin.cli", *site, "ota", "srv_a", "--config-only"]
+        proc = subprocess.Popen(
+            cmd + ["--firmware", str(SRC), "--timeout", "120"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(
+            lambda: lock.exists() and lock.read_text().startswith(f"{proc.pid} "),
+            30,
+            "the first gridtwin ota's lock",
+        )
+        return proc
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        proc = first()
+        try:
+            for second in (["ota", "srv_a"], ["ota", "status"]):
+                assert main(site + second) == 1
+                err = capsys.readouterr().err
+                assert err.startswith(f"gridtwin: another gridtwin ota is running (pid {proc.pid},")
+                assert len(err.splitlines()) == 1, err
+            assert proc.poll() is None  # the first goes on
+            proc.send_signal(sig)
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 130, (sig, err)
+        assert "Traceback" not in err, err
+        assert lock.read_text() == ""  # released
+    # kill -9: nothing of its own cleanup runs; the file still names the dead pid: taken over
+    proc = first()
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert lock.read_text().startswith(f"{proc.pid} ")
+    assert main(site + ["ota", "status"]) == 0, capsys.readouterr()
+    assert lock.read_text() == ""

@@ -63,15 +63,24 @@ def _broker(args, site) -> tuple[str, int]:
 
 
 def run(args) -> int:
+    from gridtwin import ota, procs
+    from gridtwin.site import load_site
+
+    site = load_site(args.site)
+    # one at a time (status too: it connects as the same identity); Ctrl-C, SIGTERM and SIGHUP
+    # end the run through the lock's release
+    with procs.stop_on_signals(), ota.single_run(site):
+        return _run(args, site)
+
+
+def _run(args, site) -> int:
     import tempfile
     from pathlib import Path
 
     from gridtwin import ota
     from gridtwin.errors import UsageError
     from gridtwin.pki import PKI
-    from gridtwin.site import load_site
 
-    site = load_site(args.site)
     pki = PKI.for_site(site)
     host, port = _broker(args, site)
     if args.nodes == ["status"]:
