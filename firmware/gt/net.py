@@ -1,6 +1,7 @@
 # The link to the broker: the MQTT session over TLS (gt/mqtt.py is the protocol, gt/link.py gets
-# Wi-Fi, the clock and the TLS context, gt/connect.py opens one session: TCP, TLS, CONNACK, each
-# with a deadline, and returns it: a Session).
+# Wi-Fi, the clock and the TLS context, gt/connect.py opens one session: TCP and the TLS socket,
+# and returns it, a Session; the handshake runs here; gt/connack.py takes the CONNACK; each phase
+# with a deadline).
 #
 # run() loops for ever: connect, serve the session until it breaks, wait a backoff with jitter,
 # again. While connected, 1.5 keepalives without a byte from the broker, a PUBACK that does not
@@ -15,8 +16,8 @@
 # waiting for its PUBACK. The session is persistent (clean_session False).
 #
 # RAM: one tx and one rx buffer, allocated once; the telemetry document is written straight into
-# tx behind its PUBLISH header. gt/link.py, gt/connect.py and gt/commands.py are imported only
-# while they run.
+# tx behind its PUBLISH header. gt/link.py, gt/connect.py, gt/connack.py and gt/commands.py are
+# imported only while they run.
 import asyncio
 import gc
 import os
@@ -94,7 +95,7 @@ class Net:
             self.err = None
             present = False
             tried = False
-            connect = link = None
+            connect = connack = link = None
             try:
                 # One module at a time, each dropped before the next loads (RAM, issue #20):
                 # Wi-Fi, NTP and the TLS context; TCP; the handshake here; CONNACK and birth
@@ -114,6 +115,7 @@ class Net:
                     self.addr = self.s.addr
                     connect = None
                     unload("connect")
+                    unload("connack")
                     unload("wire")  # (loaded for the will: not needed again before CONNACK)
                     # The TLS handshake, the node's tightest moment for RAM, runs here with the
                     # connection code out of RAM and the garbage collected
@@ -121,22 +123,22 @@ class Net:
                     try:
                         await asyncio.wait_for_ms(self._handshake(n), self.c["tls_ms"])
                     except Exception as e:
-                        from gt import connect
+                        from gt import connack
 
-                        raise connect.failed("tls", e, self.c["tls_ms"])
+                        raise connack.failed("tls", e, self.c["tls_ms"])
                     t2 = time.ticks_ms()
-                    from gt import connect
+                    from gt import connack
 
-                    present = await connect.finish(self, self.s, t2, self.conns + 1)
-                    connect = None
-                    unload("connect")
+                    present = await connack.finish(self, self.s, t2, self.conns + 1)
+                    connack = None
+                    unload("connack")
                     self.conns += 1
                     self.handshake_ms = self.s.handshake_ms
                     self.last_rx = time.ticks_ms()
                     self.task = asyncio.create_task(self.reader())
                     await self._serve()
             except Exception as e:  # a broken or hostile broker must never take the node down
-                connect = link = None  # (the modules leave RAM during the backoff too)
+                connect = connack = link = None  # (the modules leave RAM in the backoff too)
                 self.failures += 1
                 try:
                     self.log.warn("mqtt", "%s: %s" % ("lost" if self.up else "failed", why(e)))
@@ -144,6 +146,7 @@ class Net:
                     self.err = None
             unload("link")
             unload("connect")
+            unload("connack")
             if not self._close() and tried:
                 self._event("failed")
             if present is None or time.ticks_diff(time.ticks_ms(), began) > self.ka:

@@ -6,8 +6,8 @@ functions included (a module loaded per use is still a dependency):
 - the RAM helpers have one home (gt/__init__.py's unload), and the outbox and its spill import
   nothing of the link;
 - gt/connect.py returns a session (its Session: no methods, so nothing of the module stays in RAM
-  with it) and imports neither gt/net.py nor gt/link.py, and writes no attribute of the Net it is
-  handed;
+  with it); it and gt/connack.py import neither gt/net.py nor gt/link.py, and write no attribute
+  of the Net they are handed;
 - the publisher drives the outbox: gt/net.py neither imports gt/outbox.py nor touches app.outbox;
 - the documents a node publishes are built in gt/wire.py alone (json.dumps and JSON literals)."""
 
@@ -94,14 +94,16 @@ def test_ram_helpers_and_the_outbox_import_nothing_of_the_link():
 
 def test_connect_returns_a_session_and_writes_nothing_into_net():
     mods, graph = _graph()
-    assert not graph["gt.connect"] & {"gt.net", "gt.link"}, graph["gt.connect"]
+    for n in ("gt.connect", "gt.connack"):
+        assert not graph[n] & {"gt.net", "gt.link"}, (n, graph[n])
     assert "gt.net" not in graph["gt.link"], graph["gt.link"]
     (ses,) = [c for c in mods["gt.connect"].body if isinstance(c, ast.ClassDef)]
     assert ses.name == "Session" and not [f for f in ses.body if isinstance(f, ast.FunctionDef)]
     written = sorted(
         {
             f"{t.value.id}.{t.attr}"
-            for node in ast.walk(mods["gt.connect"])
+            for m in ("gt.connect", "gt.connack")
+            for node in ast.walk(mods[m])
             if isinstance(node, (ast.Assign, ast.AugAssign))
             for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
             for t in (t.elts if isinstance(t, ast.Tuple) else [t])
