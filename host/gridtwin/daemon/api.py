@@ -118,13 +118,20 @@ class LocalApi:
             handler.wfile.flush()
             while not self.stopping():
                 try:
-                    t = q.get(timeout=0.5)
+                    got = [q.get(timeout=0.5)]
                 except queue.Empty:
                     continue
-                if node and t.node != node:
-                    continue
-                handler.wfile.write(tail_line(t) + b"\n")
-                handler.wfile.flush()
+                # everything waiting in one write: a write and a flush per line made the stream
+                # (and the GIL it takes from ingest) the slowest part at 10,000 readings/s
+                try:
+                    while len(got) < 5000:
+                        got.append(q.get_nowait())
+                except queue.Empty:
+                    pass
+                lines = [tail_line(t) for t in got if not node or t.node == node]
+                if lines:
+                    handler.wfile.write(b"\n".join(lines) + b"\n")
+                    handler.wfile.flush()
         except OSError:
             pass  # the reader went away
         finally:
