@@ -46,5 +46,8 @@ try:
     _ota()
 except Exception as e:  # the pointer never stops a boot: the flash root's firmware then
     sys.print_exception(e)
+# None first: a deleted global keeps its value in the dict's table (see gt.unload), and on the
+# chip main.py runs in these same globals
+_ota = None
 del _ota
 gc.collect()

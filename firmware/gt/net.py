@@ -49,6 +49,7 @@ class Net:
         self.s = None  # the session (gt/connect.py's Session): the sockets, while connected
         self.ctx = self.wlan = self.addr = self.task = self.err = self.ntp_at = None
         self.busy = False  # a packet is being written: tasks take turns (see take)
+        self.hs = False  # the TLS handshake runs (its peak is the node's tightest moment for RAM)
         self.birth = False
         self.wire = None  # gt/wire.py while the session serves (_serve)
         self.on_ack = None  # fn(pid) for each PUBACK (the publisher's)
@@ -120,12 +121,15 @@ class Net:
                     # The TLS handshake, the node's tightest moment for RAM, runs here with the
                     # connection code out of RAM and the garbage collected
                     gc.collect()
+                    self.hs = True  # the sampler waits for its end (gt/sampler.py)
                     try:
                         await asyncio.wait_for_ms(self._handshake(n), self.c["tls_ms"])
                     except Exception as e:
                         from gt import connack
 
                         raise connack.failed("tls", e, self.c["tls_ms"])
+                    finally:
+                        self.hs = False
                     t2 = time.ticks_ms()
                     from gt import connack
 

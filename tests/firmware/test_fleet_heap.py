@@ -3,10 +3,9 @@ DS18B20, OLED, TLS) included: its config rendered as the demo renders it, its ch
 `vworld`, the compiled build, mutual TLS to the real broker. No crash boot, no MemoryError, and
 room left at the TLS connect (the node logs its free heap there, after a collection).
 
-Not met yet (xfail): pv1 connects with ~7.2 KB free (EL1 and EL2 with ~8.8 KB), and with all 12
-boards on the 2 cores EL1 and EL2 can still run out of RAM once at their first boot (in the
-sampler, while the first TLS handshake runs: seen in one of five runs). The figures are printed
-either way."""
+Not met yet (xfail): pv1 connects with ~6.8-7.2 KB free (EL1 and EL2 with ~8.5-8.8 KB). No
+crash boot since the sampler waits out the TLS handshake (it ran out of RAM there at EL1's first
+boot). The figures are printed either way."""
 
 import json
 
@@ -22,8 +21,7 @@ MIN_FREE_AT_CONNECT = 8 * 1024
 
 @pytest.mark.xfail(
     strict=False,
-    reason="issue #20: pv1 has ~7.2 KB free at the connect at 96 KB, and EL1/EL2 can "
-    "crash-boot once at their first boot in the full fleet (see the module docstring)",
+    reason="issue #20: pv1 has ~7 KB free at the connect at 96 KB (see the module docstring)",
 )
 def test_every_example_node_connects_over_tls_in_96k(
     site_pki, broker_factory, mqtt_client, micropython, tmp_path, record_property
