@@ -622,8 +622,8 @@ def web_section(args):
 @section(
     "analytics",
     "issue #15: detectors against faults the twin injects (precision, recall, delay, false alerts "
-    "per node-day), predicted-crossing error, readings/s analysed, durable ingest with analytics off "
-    "and on, 1,000 nodes' IsolationForest models (memory, scoring rate)",
+    "per node-day), predicted-crossing error, readings/s analysed, durable ingest with analytics "
+    "off and on, 1,000 nodes' IsolationForest models (memory, scoring rate)",
 )
 def analytics_section(args):
     from bench_analytics import run  # tools/bench_analytics.py

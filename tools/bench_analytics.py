@@ -1,18 +1,20 @@
-"""`make bench` section "analytics" (issue #15): how good each detector is, against faults the twin injects.
+"""`make bench` section "analytics" (issue #15): how good each detector is, against faults the twin
+injects.
 
-A seeded multi-day run of the example site's twin (1 s steps, faster than real time), every node sampled
-every 10 s as its firmware would read it (gridtwin.twin.sensorfeed.readings, plus 0.2 % sensor noise of
-a generator of its own), with faults injected (gridtwin.twin.faults): the first day clean (the models'
-training), then each day one fault of each kind at a random time on a random node it applies to, and a
-server's slow temperature rise over 14 h (the maintenance case). Each batch goes the way ingest's goes
-after a commit, in-process: written to a real SQLite store (the daemon's), then through the daemon's
-analytics engine (gridtwin.analytics.engine.Analytics: every detector, the alert model with its minimum
-duration) - the MQTT hop is left out, its cost is the ingest section's.
+A seeded multi-day run of the example site's twin (1 s steps, faster than real time), every node
+sampled every 10 s as its firmware would read it (gridtwin.twin.sensorfeed.readings, plus 0.2 %
+sensor noise of a generator of its own), with faults injected (gridtwin.twin.faults): the first day
+clean (the models' training), then each day one fault of each kind at a random time on a random node
+it applies to, and a server's slow temperature rise over 14 h (the maintenance case). Each batch
+goes the way ingest's goes after a commit, in-process: written to a real SQLite store (the
+daemon's), then through the daemon's analytics engine (gridtwin.analytics.engine.Analytics: every
+detector, the alert model with its minimum duration) - the MQTT hop is left out, its cost is the
+ingest section's.
 
-Per detector (the kind of alert it raises): precision (its alerts that overlap an injected fault on the
-fault's node or, for a fault in the power flow, a node upstream), recall (faults it alerted on), F1, mean
-detection delay and false alerts per node-day. Then the predicted-crossing error of the maintenance
-forecast on noisy linear ramps, and readings/s analysed with the CPU it took.
+Per detector (the kind of alert it raises): precision (its alerts that overlap an injected fault on
+the fault's node or, for a fault in the power flow, a node upstream), recall (faults it alerted on),
+F1, mean detection delay and false alerts per node-day. Then the predicted-crossing error of the
+maintenance forecast on noisy linear ramps, and readings/s analysed with the CPU it took.
 
 Held out: the parameters were tuned on seed 1; the figures are for --analytics-seed (default 2).
 """
@@ -35,9 +37,11 @@ SAMPLE_S = 10.0
 STEP_S = 1.0
 DAY = 86400.0
 TUNED_ON = 1
-# sim time 0 is 10:00 UTC (the example's [twin] start): the plant runs from ~ -6 h to +9 h of each day
+# sim time 0 is 10:00 UTC (the example's [twin] start): the plant runs from ~ -6 h to +9 h of each
+# day
 DAYLIGHT = (0.0, 6 * 3600.0)
-# the short faults, each test day: (kind, components, args, duration s, daylight only, effects after the end s)
+# the short faults, each test day: (kind, components, args, duration s, daylight only, effects after
+# the end s)
 MENU = [
     ("soc_collapse", ["ups_a"], {"drop_pct": 40, "ramp_s": 300}, 1800, False, 3 * 3600),
     ("load_spike", ["srv_a"], {"factor": 1.6}, 1800, False, 600),
@@ -72,7 +76,8 @@ class _Bus:
 
 
 def plan_faults(rng, days: int) -> list:
-    """[(Fault, after_s)]: day 0 clean, then every kind once a day; one slow server temperature rise."""
+    """[(Fault, after_s)]: day 0 clean, then every kind once a day; one slow server temperature
+    rise."""
     from gridtwin.twin.faults import Fault
 
     out = []
@@ -95,8 +100,9 @@ def plan_faults(rng, days: int) -> list:
 
 
 def simulate(site, seed: int, days: int, on_batch) -> tuple[list, float]:
-    """Run the twin `days` days; hand each sample's batch (Telemetry-like rows) to on_batch. Returns the
-    fault labels (with their 'after_s' and 'affected' nodes) and the CPU seconds the twin took."""
+    """Run the twin `days` days; hand each sample's batch (Telemetry-like rows) to on_batch. Returns
+    the fault labels (with their 'after_s' and 'affected' nodes) and the CPU seconds the twin
+    took."""
     from gridtwin import nodeconfig
     from gridtwin.twin import Twin
     from gridtwin.twin.sensorfeed import readings
@@ -120,8 +126,8 @@ def simulate(site, seed: int, days: int, on_batch) -> tuple[list, float]:
         if lb["kind"] == "temp_rise":
             extra.setdefault(lb["node"], set()).add(lb["metric"])
     nodes = [(n, site.node(n)) for n in site.node_ids]
-    # each node's firmware config: what its role derives depends on it (an electrolyser's h2_nlh needs
-    # the stack's cells and Faraday parameters), as in the demo (gridtwin.twin.coupling)
+    # each node's firmware config: what its role derives depends on it (an electrolyser's h2_nlh
+    # needs the stack's cells and Faraday parameters), as in the demo (gridtwin.twin.coupling)
     cfgs = {n: nodeconfig.render(site, n) for n in site.node_ids}
     parents = {n: list(twin.topo.by_id[n].parents) for n in site.node_ids}
     t0_ms = int(twin.topo.start_datetime().timestamp() * 1000)
@@ -164,7 +170,8 @@ def _noisy(metric: str, v: float, noise) -> float:
 
 
 def _affected(twin, f) -> set:
-    """The fault's node, and for a fault in the power flow every node upstream of it (they carry it)."""
+    """The fault's node, and for a fault in the power flow every node upstream of it (they carry
+    it)."""
     by = twin.topo.by_id
     out = {by[f.component].node or f.component}
     if f.kind in ("load_spike", "soc_collapse"):
@@ -202,9 +209,8 @@ def evaluate(seed: int, days: int, work: Path) -> dict:
     det_cpu: dict[str, float] = {}
     for det in engine.detectors:
         if getattr(det, "name", "") == "iforest":
-            det.background = (
-                False  # trained on this thread between batches: the same run every time
-            )
+            # trained on this thread between batches: the same run every time
+            det.background = False
         _time(det, "observe", det_cpu)
         if hasattr(det, "tick"):
             _time(det, "tick", det_cpu)
@@ -265,7 +271,8 @@ def evaluate(seed: int, days: int, work: Path) -> dict:
 
 
 def _time(det, method: str, acc: dict) -> None:
-    """Count the CPU each detector takes (its observe and its tick: the iforest trains in tick here)."""
+    """Count the CPU each detector takes (its observe and its tick: the iforest trains in tick
+    here)."""
     fn = getattr(det, method)
     name = getattr(det, "name", type(det).__name__) + (" tick" if method == "tick" else "")
 
@@ -290,13 +297,13 @@ def family(kind: str) -> str:
     return "limit" if kind.startswith("limit") else kind
 
 
-# The faults each family is built to see on this site: its recall is over these (the catches of every
-# kind are listed all the same). The four rate rules: a SoC collapse, a load spike, an efficiency loss
-# (a sag of pv1's array voltage is none of theirs: the voltage rule is a deviation from a nominal,
-# which only a grid monitor has, and the twin gives grid1 no voltage; pv1's MPPT voltage moves +-10 %
-# with the clouds). A limit and the maintenance forecast: the server's slow temperature rise. Sigma
-# watches sensor and grid-monitor nodes (sigma_roles): grid1's glitching frequency sensor. The
-# IsolationForest: every kind.
+# The faults each family is built to see on this site: its recall is over these (the catches of
+# every kind are listed all the same). The four rate rules: a SoC collapse, a load spike, an
+# efficiency loss (a sag of pv1's array voltage is none of theirs: the voltage rule is a deviation
+# from a nominal, which only a grid monitor has, and the twin gives grid1 no voltage; pv1's MPPT
+# voltage moves +-10 % with the clouds). A limit and the maintenance forecast: the server's slow
+# temperature rise. Sigma watches sensor and grid-monitor nodes (sigma_roles): grid1's glitching
+# frequency sensor. The IsolationForest: every kind.
 SCOPE = {
     "rule": {"soc_collapse", "load_spike", "efficiency_loss"},
     "limit": {"temp_rise"},
@@ -380,8 +387,9 @@ def score(res: dict, warmup_days: int = 1) -> dict:
 
 
 def crossing_errors(seeds=range(20), noise_c=1.0) -> list[float]:
-    """Relative error of the predicted time to 85 degC on noisy linear ramps: 12 h of history at 1 reading
-    a minute, 0.5..1.8 degC/h from 50..60 degC, +-noise_c, a few spikes; through the detector's buckets."""
+    """Relative error of the predicted time to 85 degC on noisy linear ramps: 12 h of history at 1
+    reading a minute, 0.5..1.8 degC/h from 50..60 degC, +-noise_c, a few spikes; through the
+    detector's buckets."""
     from gridtwin.analytics.base import Context
     from gridtwin.analytics.maintenance import MaintenanceDetector
 
@@ -437,8 +445,9 @@ def report(res: dict) -> list:
         (
             "twin run",
             f"{days} days, seed {seed}",
-            f"{held}; {res['nodes']} nodes every {SAMPLE_S:g} s, {n_faults} faults injected after a clean "
-            f"day; {days * DAY / wall:,.0f}x real time ({wall:.0f} s wall, twin {res['twin_cpu']:.0f} s CPU)",
+            f"{held}; {res['nodes']} nodes every {SAMPLE_S:g} s, {n_faults} faults injected after "
+            f"a clean day; {days * DAY / wall:,.0f}x real time ({wall:.0f} s wall, twin "
+            f"{res['twin_cpu']:.0f} s CPU)",
         )
     )
     for fam, s in score(res).items():
@@ -455,7 +464,8 @@ def report(res: dict) -> list:
                 f"{fam}: precision / recall / F1",
                 f"{s['precision']:.2f} / {s['recall']:.2f} / {s['f1']:.2f}",
                 f"{s['alerts']} alerts ({s['fp']} false, {s['fp_per_node_day']:.2f} per node-day"
-                f"{': ' + false_on if false_on else ''}), mean delay {s['delay_s']:.0f} s; caught: {kinds}",
+                f"{': ' + false_on if false_on else ''}), mean delay {s['delay_s']:.0f} s; "
+                f"caught: {kinds}",
             )
         )
     errs = crossing_errors()
@@ -477,8 +487,8 @@ def report(res: dict) -> list:
         (
             "readings analysed, the analytics worker",
             f"{res['readings'] / (cpu - train):,.0f} /s of CPU",
-            "every detector and the alerts, without the IsolationForest's training (the daemon runs it on a "
-            "thread of its own)",
+            "every detector and the alerts, without the IsolationForest's training (the daemon "
+            "runs it on a thread of its own)",
         )
     )
     per = ", ".join(
@@ -488,8 +498,8 @@ def report(res: dict) -> list:
         (
             "readings analysed",
             f"{res['readings'] / cpu:,.0f} /s of CPU",
-            f"{res['readings']:,} readings, analytics {cpu:.1f} s CPU (all detectors and alerts; {per}), "
-            f"store {res['cpu']['store']:.1f} s",
+            f"{res['readings']:,} readings, analytics {cpu:.1f} s CPU (all detectors and alerts; "
+            f"{per}), store {res['cpu']['store']:.1f} s",
         )
     )
     if "iforest" in res["det_cpu"]:
@@ -501,15 +511,16 @@ def report(res: dict) -> list:
             (
                 "readings scored, IsolationForest alone",
                 f"{rate:,.0f} /s of CPU",
-                f"its training (every node hourly on its stored last 24 h; the daemon's worker thread) "
-                f"{train:.0f} s CPU in all, {train / max(1, res['nodes'] * res['days'] * 24):.2f} s "
-                "a node-hour",
+                "its training (every node hourly on its stored last 24 h; the daemon's worker "
+                f"thread) {train:.0f} s CPU in all, "
+                f"{train / max(1, res['nodes'] * res['days'] * 24):.2f} s a node-hour",
             )
         )
     return figures
 
 
-# --- ingest with analytics on and off; the models of 1,000 nodes -----------------------------------
+# --- ingest with analytics on and off; the models of 1,000 nodes
+# -----------------------------------
 
 # each bench node: a grid monitor with an ADE7953, an LM75 and a BME280: 10 metrics a message
 FLEET_SENSORS = (
@@ -527,7 +538,9 @@ a = json.loads(sys.argv[1])
 setup_logging(False, "json")
 site = load_site(a["site"])
 ep = Endpoint("127.0.0.1", a["port"], Path(a["ca"]), Path(a["cert"]), Path(a["key"]), a["root"])
-d = Daemon(endpoint=ep, db_path=a["db"], known_nodes=site.node_ids, metrics_port=a["mport"], site=site)
+d = Daemon(
+    endpoint=ep, db_path=a["db"], known_nodes=site.node_ids, metrics_port=a["mport"], site=site
+)
 sys.exit(d.run_forever())
 """
 
@@ -675,9 +688,9 @@ def ingest_on_off(per_node: int = 60, n_nodes: int = 1000, on_extra: str = "") -
         (
             "durable ingest, analytics off / on",
             f"{off['rate']:,.0f} / {on['rate']:,.0f} msg/s",
-            f"on = {100 * on['rate'] / off['rate']:.0f} % of off (target >= 90 %); the same backlog "
-            f"of {off['total']:,} msgs from {n_nodes:,} nodes x 10 metrics; daemon CPU while "
-            f"storing {100 * off['cpu']:.0f} % / {100 * on['cpu']:.0f} % of a core",
+            f"on = {100 * on['rate'] / off['rate']:.0f} % of off (target >= 90 %); the same "
+            f"backlog of {off['total']:,} msgs from {n_nodes:,} nodes x 10 metrics; daemon CPU "
+            f"while storing {100 * off['cpu']:.0f} % / {100 * on['cpu']:.0f} % of a core",
         ),
         (
             f"analytics behind ingest, {n_nodes:,} nodes x 10 metrics",
@@ -688,9 +701,9 @@ def ingest_on_off(per_node: int = 60, n_nodes: int = 1000, on_extra: str = "") -
         (
             "daemon RSS, analytics off / on",
             f"{off['rss']:.0f} / {on['rss']:.0f} MB",
-            f"+{on['rss'] - off['rss']:.0f} MB for analytics' state of {n_nodes:,} nodes x 10 metrics "
-            "(limits, rules, sigma, KPIs; no forest before a node has 1,000 stored rows: see the "
-            "next row); target <= +50 MB",
+            f"+{on['rss'] - off['rss']:.0f} MB for analytics' state of {n_nodes:,} nodes x 10 "
+            "metrics (limits, rules, sigma, KPIs; no forest before a node has 1,000 stored rows: "
+            "see the next row); target <= +50 MB",
         ),
     ]
 
@@ -763,14 +776,15 @@ def forest_fleet(n_nodes: int = 1000, distinct: int = 10) -> list:
         (
             f"IsolationForest models, {n_nodes:,} nodes x 10 metrics",
             f"{traced / 1e6:.1f} MB",
-            f"tracemalloc of the models ({det.memory_bytes() / n_nodes / 1e3:.0f} kB of arrays a node: "
-            f"{det.n_estimators} trees of max_samples {det.max_samples}); RSS +{rss:.0f} MB; "
+            f"tracemalloc of the models ({det.memory_bytes() / n_nodes / 1e3:.0f} kB of arrays a "
+            f"node: {det.n_estimators} trees of max_samples {det.max_samples}); RSS +{rss:.0f} MB; "
             f"training {train_s:.2f} s CPU a node-day",
         ),
         (
             f"IsolationForest scoring, {n_nodes:,} nodes",
             f"{len(batch) / score_s:,.0f} readings/s",
-            f"{len(batch):,} readings (60 messages a node, 41 features a row) in {score_s:.1f} s CPU",
+            f"{len(batch):,} readings (60 messages a node, 41 features a row) in {score_s:.1f} s "
+            "CPU",
         ),
     ]
 
@@ -783,8 +797,8 @@ def _rss_kb() -> int:
 
 
 def twin_crossing(res: dict):
-    """The slow rise's first maintenance alert: how long before the true crossing of 85 degC, and the error
-    of the crossing it predicted (from the alert's detail) against the true one."""
+    """The slow rise's first maintenance alert: how long before the true crossing of 85 degC, and
+    the error of the crossing it predicted (from the alert's detail) against the true one."""
     lb = next((x for x in res["labels"] if x["kind"] == "temp_rise"), None)
     if lb is None:
         return None
@@ -809,7 +823,8 @@ def twin_crossing(res: dict):
     pred = a["detail"].get("crossing")
     lead_h = (true_ms - a["raised"]) / 3_600_000
     err = (
-        f", predicted crossing {100 * (pred - true_ms) / (true_ms - a['raised']):+.1f} % of the lead"
+        f", predicted crossing {100 * (pred - true_ms) / (true_ms - a['raised']):+.1f} % of the "
+        "lead"
         if pred
         else ""
     )

@@ -1,5 +1,5 @@
-"""`make bench` section "ota" (issue #17): updates over the air on loopback (tools/bench.py registers
-it).
+"""`make bench` section "ota" (issue #17): updates over the air on loopback (tools/bench.py
+registers it).
 
 - one node (a sensor node, the compiled firmware under the MicroPython unix port in a 96 KB heap,
   mutual TLS to the Mosquitto the host renders): time to transfer and to confirmation, bytes on the

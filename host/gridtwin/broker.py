@@ -17,11 +17,13 @@
   gets nothing.
 
 Mosquitto 2.1 deprecates ``acl_file`` and ``per_listener_settings``: for 2.1 and later the ACL goes
-through the acl-file plugin (``plugin_load``/``plugin_use``) and anonymous access is set per listener
-(``listener_allow_anonymous``). `detect_version()` picks the form; `render(version=...)` forces one.
+through the acl-file plugin (``plugin_load``/``plugin_use``) and anonymous access is set per
+listener (``listener_allow_anonymous``). `detect_version()` picks the form; `render(version=...)`
+forces one.
 
 Reloading: SIGHUP re-reads the ACL, but Mosquitto reads the CA and the CRL only at start, so after
-`pki revoke` or a new CA the broker must be restarted (`notify_revocation`: `broker run` or the installed service).
+`pki revoke` or a new CA the broker must be restarted (`notify_revocation`: `broker run` or the
+installed service).
 """
 
 from __future__ import annotations
@@ -111,8 +113,10 @@ def _one_line(*values) -> None:
     for v in values:
         if any(c in str(v) for c in "\r\n\0"):
             raise BrokerError(
-                f"refusing to render {str(v)!r} into the broker configuration: it holds a line break",
-                hint="fix the value in site.toml (ids and topic_root are letters, digits, '_', '-')",
+                f"refusing to render {str(v)!r} into the broker configuration: it holds a line "
+                "break",
+                hint="fix the value in site.toml "
+                "(ids and topic_root are letters, digits, '_', '-')",
             )
 
 
@@ -127,15 +131,18 @@ def render_acl(site: "Site") -> str:
     _one_line(site.id, root, *(n.id for n in site.nodes))
     lines = [
         f"# GridTwin site '{site.id}': who may touch which topic under {root}/.",
-        "# Rendered by `gridtwin broker config`; edit site.toml and render again instead of this file.",
-        "# The username is the certificate CN. Anyone not named here (anonymous, unknown CN) gets nothing.",
+        "# Rendered by `gridtwin broker config`; edit site.toml and render again instead of this "
+        "file.",
+        "# The username is the certificate CN. Anyone not named here (anonymous, unknown CN) gets "
+        "nothing.",
         "",
     ]
     for i, host in enumerate(host_identities(site)):
         # every daemon instance ([daemon] instances) has the same rights under its own CN, so each
         # keeps a session of its own (CN = client id) instead of taking over instance 1's
         lines += [
-            "# The host daemon reads every node, sends commands and owns _host/ (twin state, alerts)."
+            "# The host daemon reads every node, sends commands and owns _host/ (twin state, "
+            "alerts)."
             if i == 0
             else f"# Host daemon instance {i + 1}: the same rights.",
             f"user {host}",
@@ -166,7 +173,8 @@ def render_acl(site: "Site") -> str:
 def render_dev_acl(site: "Site") -> str:
     return "\n".join(
         [
-            "# Development only: the plain loopback listener of `broker run --dev` (anonymous clients).",
+            "# Development only: the plain loopback listener of `broker run --dev` (anonymous "
+            "clients).",
             f"topic readwrite {site.topic_root}/#",
             "",
         ]
@@ -230,13 +238,16 @@ def render(
     )
 
     head = [
-        f"# GridTwin site '{site.id}': Mosquitto {vtext} configuration rendered by `gridtwin broker config`.",
-        "# Do not edit: change site.toml and render again. A CA or CRL change needs a restart, not a SIGHUP.",
+        f"# GridTwin site '{site.id}': Mosquitto {vtext} configuration rendered by `gridtwin "
+        "broker config`.",
+        "# Do not edit: change site.toml and render again. A CA or CRL change needs a restart, "
+        "not a SIGHUP.",
         "",
     ]
     if not new_form:
         head += [
-            "# Security settings belong to each listener (the dev listener is anonymous, TLS never is).",
+            "# Security settings belong to each listener (the dev listener is anonymous, TLS "
+            "never is).",
             "per_listener_settings true",
         ]
     else:
@@ -262,7 +273,8 @@ def render(
         "autosave_interval 60",
         f"persistent_client_expiration {b.persistent_client_expiration}",
         "",
-        "# Oversized payloads are refused at the door; queues sized for the host that sees every node.",
+        "# Oversized payloads are refused at the door; queues sized for the host that sees every "
+        "node.",
         f"max_packet_size {b.max_packet_size}",
         f"max_queued_messages {b.max_queued_messages}",
         f"max_queued_bytes {b.max_queued_bytes}",
@@ -306,7 +318,8 @@ def render(
     files = {"acl": render_acl(site)}
     if dev:
         body += [
-            "# DEVELOPMENT ONLY (`--dev`): plain MQTT, anonymous, loopback only, confined to the topic root.",
+            "# DEVELOPMENT ONLY (`--dev`): plain MQTT, anonymous, loopback only, confined to the "
+            "topic root.",
             f"listener {dev_port} 127.0.0.1",
             "protocol mqtt",
             "listener_allow_anonymous true" if new_form else "allow_anonymous true",
@@ -403,7 +416,8 @@ def install_plan(
 
 
 def installed_crl(etc_dir: str | Path = ETC_DIR) -> Path:
-    """Where `broker install` puts the broker's copy of the CRL (the one an installed broker reads)."""
+    """Where `broker install` puts the broker's copy of the CRL (the one an installed broker
+    reads)."""
     return Path(etc_dir) / "gridtwin" / "crl.pem"
 
 
@@ -418,7 +432,8 @@ def installed_by_us(etc_dir: str | Path = ETC_DIR) -> bool:
 
 
 def apply_plan(plan: list[PlannedFile], *, chown: bool = True) -> list[Path]:
-    """Write a plan; an existing mosquitto.conf not written by GridTwin is kept as .gridtwin-orig."""
+    """Write a plan; an existing mosquitto.conf not written by GridTwin is kept as
+    .gridtwin-orig."""
     import grp
     import pwd
 
@@ -462,7 +477,8 @@ RESTART_SERVICE = ["systemctl", "restart", "mosquitto"]
 
 
 def restart_service(run=subprocess.run) -> None:
-    """Restart the installed broker (a CA or CRL change needs a restart). `run`: subprocess.run's stand-in."""
+    """Restart the installed broker (a CA or CRL change needs a restart). `run`: subprocess.run's
+    stand-in."""
     try:
         run(RESTART_SERVICE, check=True, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
@@ -600,8 +616,8 @@ def run_pid_path(site: "Site") -> Path:
     return run_dir(site) / "run.pid"
 
 
-# `pki revoke` asks a running `broker run` to restart mosquitto with this signal. Not SIGHUP: that is
-# a closed terminal or SSH session, and it stops `broker run` like SIGTERM and Ctrl-C.
+# `pki revoke` asks a running `broker run` to restart mosquitto with this signal. Not SIGHUP: that
+# is a closed terminal or SSH session, and it stops `broker run` like SIGTERM and Ctrl-C.
 RESTART_SIGNAL = signal.SIGUSR1
 
 
@@ -615,8 +631,8 @@ def run_foreground(
     listen: str = "127.0.0.1",
 ) -> int:
     """Run mosquitto in the foreground until Ctrl-C, SIGTERM or SIGHUP, which stop it (and say so).
-    RESTART_SIGNAL to this process restarts mosquitto with freshly rendered files (new CRL, new ACL);
-    `pki revoke` sends it."""
+    RESTART_SIGNAL to this process restarts mosquitto with freshly rendered files (new CRL, new
+    ACL); `pki revoke` sends it."""
     if not pki.exists() or not pki.server_cert_path.exists():
         raise BrokerError(f"no PKI in {pki.dir}", hint="run `gridtwin pki init` first")
     binary = mosquitto_binary()
@@ -704,9 +720,9 @@ def notify_revocation(
     euid: int | None = None,
     systemd: bool | None = None,
 ) -> str:
-    """Make the broker that serves this site start again with the new CRL, so every session drops and
-    a revoked node cannot come back (Mosquitto checks the CRL at the handshake only). Returns what
-    was done, or exactly what to run, as a sentence for the user.
+    """Make the broker that serves this site start again with the new CRL, so every session drops
+    and a revoked node cannot come back (Mosquitto checks the CRL at the handshake only). Returns
+    what was done, or exactly what to run, as a sentence for the user.
 
     - `broker run` (its pid file): RESTART_SIGNAL; it re-renders and restarts mosquitto.
     - a broker `broker install` set up (our mosquitto.conf in etc_dir): as root, copy the CRL to the
@@ -729,20 +745,21 @@ def notify_revocation(
         manual = f"sudo install -m 0644 {src} {dst} && sudo {' '.join(RESTART_SERVICE)}"
         if (os.geteuid() if euid is None else euid) != 0:
             said.append(
-                "the installed broker reads the CRL only at start, and giving it the new one needs root: "
-                f"run `{manual}` (the revoked node's open session ends with the restart)"
+                "the installed broker reads the CRL only at start, and giving it the new one needs "
+                f"root: run `{manual}` (the revoked node's open session ends with the restart)"
             )
         else:
             apply_plan([PlannedFile(dst, src.read_bytes(), 0o644)])
             if not (Path("/run/systemd/system").is_dir() if systemd is None else systemd):
                 said.append(
-                    f"new CRL copied to {dst}; systemd does not run here: restart mosquitto yourself "
-                    "(it reads the CRL only at start; the revoked node's session ends with the restart)"
+                    f"new CRL copied to {dst}; systemd does not run here: restart mosquitto "
+                    "yourself (it reads the CRL only at start; the revoked node's session ends "
+                    "with the restart)"
                 )
             else:
                 restart_service(run)
                 said.append(
-                    f"new CRL copied to {dst} and `{' '.join(RESTART_SERVICE)}` done: every session "
-                    "dropped, the revoked node cannot come back"
+                    f"new CRL copied to {dst} and `{' '.join(RESTART_SERVICE)}` done: every "
+                    "session dropped, the revoked node cannot come back"
                 )
     return "; ".join(said) or "no running broker found; the new CRL applies when it starts"

@@ -158,7 +158,10 @@ class Result:
     def line(self) -> str:
         if self.ok:
             what = "already runs" if self.state == "current" else "confirmed"
-            return f"{self.node}: {what} {self.version} ({self.bytes_sent} bytes, {self.seconds:.1f} s)"
+            return (
+                f"{self.node}: {what} {self.version} ({self.bytes_sent} bytes, {self.seconds:.1f} "
+                "s)"
+            )
         return f"{self.node}: {self.state}: {self.why}"
 
 

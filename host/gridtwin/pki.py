@@ -20,9 +20,9 @@ node (CN = node id). The broker maps the CN to the MQTT username (see gridtwin.b
 Nothing is overwritten without ``force``: an old pair is moved to ``_backup/`` first. Keys are
 written 0600 and folders 0700. ``index.json`` records every serial ever issued, so the CRL can be
 re-signed at any time (`refresh_crl`). Mosquitto reads the CA and the CRL at start only: after a
-revocation the broker must be restarted (gridtwin.broker.notify_revocation). `list` and `warnings` check every
-current certificate against the current CA by signature and against the CRL; `ensure` and `init` never
-make a CA where the PKI of another one is still on disk.
+revocation the broker must be restarted (gridtwin.broker.notify_revocation). `list` and `warnings`
+check every current certificate against the current CA by signature and against the CRL; `ensure`
+and `init` never make a CA where the PKI of another one is still on disk.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ SERVICE_IDENTITIES = (HOST_IDENTITY, TELEGRAF_IDENTITY, GRAFANA_IDENTITY, OTA_ID
 
 def host_identities(site: "Site | None") -> list[str]:
     """The host daemons' identities: ``gridtwin-host`` for instance 1, then ``gridtwin-host-2`` ...
-    ``gridtwin-host-N`` for ``[daemon] instances = N``. Each daemon needs its own certificate because
-    the broker makes the CN the client id: two daemons on one certificate would share one session,
-    and each connection would take it over from the other."""
+    ``gridtwin-host-N`` for ``[daemon] instances = N``. Each daemon needs its own certificate
+    because the broker makes the CN the client id: two daemons on one certificate would share one
+    session, and each connection would take it over from the other."""
     daemon = getattr(site, "daemon", None) if site is not None else None
     n = getattr(daemon, "instances", 1) or 1
     return [HOST_IDENTITY] + [f"{HOST_IDENTITY}-{k}" for k in range(2, n + 1)]
@@ -177,7 +177,8 @@ def sign_leaf(
     uris: Iterable[str] = (),
     application: bool = False,
 ):
-    """A leaf certificate signed by the CA: (key, certificate). Validity may be set (tests: expired).
+    """A leaf certificate signed by the CA: (key, certificate). Validity may be set (tests:
+    expired).
 
     application: an OPC UA application instance certificate (Part 6, 6.2.2): key usage also
     nonRepudiation, keyEncipherment and dataEncipherment (its RSA key encrypts), both serverAuth and
@@ -239,7 +240,8 @@ def sign_leaf(
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically with the final mode from the start (a key is never briefly world-readable)."""
+    """Write atomically with the final mode from the start (a key is never briefly
+    world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -389,7 +391,8 @@ class PKI:
         except (OSError, ValueError) as exc:
             raise PKIError(
                 f"{self.index_path}: cannot read the certificate index: {exc}",
-                hint="restore it from _backup/ or re-create the PKI with `gridtwin pki init --force`",
+                hint="restore it from _backup/ or re-create the PKI with `gridtwin pki init "
+                "--force`",
             ) from None
 
     def _save_index(self, index: dict) -> None:
@@ -408,24 +411,27 @@ class PKI:
         )
 
     def remnants(self) -> list[str]:
-        """What of a PKI is on disk: CA files, the index, identity folders. Empty: a new PKI may be made."""
+        """What of a PKI is on disk: CA files, the index, identity folders. Empty: a new PKI may be
+        made."""
         ca = [f"ca/{p.name}" for p in sorted(self.ca_dir.iterdir())] if self.ca_dir.is_dir() else []
         return ca + (["index.json"] if self.index_path.exists() else []) + self.identities()
 
     def _orphaned(self) -> PKIError:
-        """The CA is gone (or half gone) but what it signed is still there: a new CA would orphan it."""
+        """The CA is gone (or half gone) but what it signed is still there: a new CA would orphan
+        it."""
         left = self.remnants()
         certs = [r for r in left if "/" not in r and r != "index.json"]
         what = [r for r in left if "/" in r or r == "index.json"]
         if certs:
             what.append(
-                f"{len(certs)} certificates ({', '.join(certs[:3])}{', ...' if len(certs) > 3 else ''})"
+                f"{len(certs)} certificates "
+                f"({', '.join(certs[:3])}{', ...' if len(certs) > 3 else ''})"
             )
         return PKIError(
-            f"the CA is missing ({self.ca_dir}/ca.crt + ca.key), but {self.dir} still holds what it "
-            f"signed: {', '.join(what)}; a new CA would orphan them",
-            hint=f"restore {self.ca_dir} from your backup, or start over with `gridtwin pki init --force "
-            "--nodes`: the old PKI moves to _backup/ and every board needs its new pair",
+            f"the CA is missing ({self.ca_dir}/ca.crt + ca.key), but {self.dir} still holds what "
+            f"it signed: {', '.join(what)}; a new CA would orphan them",
+            hint=f"restore {self.ca_dir} from your backup, or start over with `gridtwin pki init "
+            "--force --nodes`: the old PKI moves to _backup/ and every board needs its new pair",
         )
 
     def _load_ca(self):
@@ -503,7 +509,8 @@ class PKI:
         return names.get("hosts", ["localhost"]), names.get("addresses", ["127.0.0.1", "::1"])
 
     def _backup(self, identities: Iterable[str], stamp: str | None = None) -> Path | None:
-        """Move identity folders into _backup/<stamp>/; returns the backup folder (None if nothing moved)."""
+        """Move identity folders into _backup/<stamp>/; returns the backup folder (None if nothing
+        moved)."""
         moving = [i for i in identities if self.identity_dir(i).exists()]
         if not moving:
             return None
@@ -597,7 +604,8 @@ class PKI:
                     raise self._orphaned()
                 raise PKIError(
                     f"{self.dir} already holds a CA",
-                    hint="keep it, or replace it with --force; every node then needs a new certificate",
+                    hint="keep it, or replace it with --force; every node then needs a new "
+                    "certificate",
                 )
             moved = [p.name for p in self.dir.iterdir() if p.is_dir() and p.name != "_backup"]
             target = self._backup(moved) or self._backup_folder()
@@ -659,7 +667,8 @@ class PKI:
             if not force:
                 raise PKIError(
                     f"'{identity}' already has a certificate",
-                    hint=f"use `gridtwin pki rotate {identity}` (or `pki issue {identity} --force`)",
+                    hint=f"use `gridtwin pki rotate {identity}` "
+                    f"(or `pki issue {identity} --force`)",
                 )
             self._backup([identity])
         index = self._index()
@@ -739,7 +748,8 @@ class PKI:
     # integrity: every certificate against the current CA and its CRL
     @staticmethod
     def _issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
-        """True when ca_cert signed cert: issuer name AND signature (a new CA of the same name fails)."""
+        """True when ca_cert signed cert: issuer name AND signature (a new CA of the same name
+        fails)."""
         try:
             cert.verify_directly_issued_by(ca_cert)
             return True
@@ -769,7 +779,8 @@ class PKI:
             return set()
 
     def foreign(self) -> list[str]:
-        """Identities whose current certificate the current CA did not sign (the broker refuses them)."""
+        """Identities whose current certificate the current CA did not sign (the broker refuses
+        them)."""
         ca_cert = self._load_ca()[1]
         return [i for i in self.identities() if not self._issued_by(self.load_cert(i), ca_cert)]
 
@@ -777,8 +788,8 @@ class PKI:
         return PKIError(
             f"{len(foreign)} certificate(s) in {self.dir} were not issued by the current CA "
             f"({', '.join(foreign)}): the broker refuses them",
-            hint="re-issue them under this CA with `gridtwin pki rotate all`, which moves the old pairs "
-            "to _backup/, then deploy the new pairs to the boards",
+            hint="re-issue them under this CA with `gridtwin pki rotate all`, which moves the old "
+            "pairs to _backup/, then deploy the new pairs to the boards",
         )
 
     def refresh_crl(self) -> Path:
@@ -811,7 +822,8 @@ class PKI:
             return None
 
     def list(self, include_old: bool = False) -> list[CertInfo]:
-        """The CA and every current certificate (plus revoked and superseded ones if include_old)."""
+        """The CA and every current certificate (plus revoked and superseded ones if
+        include_old)."""
         ca_key, ca_cert = self._load_ca()
         warn = dt.timedelta(days=self._setting("warn_days", DEFAULT_WARN_DAYS))
         now = _now()
@@ -878,8 +890,8 @@ class PKI:
         for row in rows:
             if row.status == "revoked":
                 out.append(
-                    f"{row.identity}: the current certificate (serial {row.serial:x}) is revoked by the CRL; "
-                    f"run `gridtwin pki issue {row.identity} --force` and deploy it"
+                    f"{row.identity}: the current certificate (serial {row.serial:x}) is revoked "
+                    f"by the CRL; run `gridtwin pki issue {row.identity} --force` and deploy it"
                 )
             elif row.status == "expired":
                 out.append(

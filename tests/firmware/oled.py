@@ -17,7 +17,8 @@ SCALE = 3
 LIT = (150, 215, 255)
 DARK = (8, 10, 14)
 _RX = re.compile(
-    r"#world oled addr=(\d+) ms=(\d+) on=(\d) inv=(\d) remap=(\d) comdec=(\d) start=(\d+) ram=([0-9a-f]+)"
+    r"#world oled addr=(\d+) ms=(\d+) on=(\d) inv=(\d) remap=(\d) comdec=(\d) start=(\d+) "
+    r"ram=([0-9a-f]+)"
 )
 
 

@@ -1,4 +1,5 @@
-"""Booting: a valid config runs; a wrong one lands in safe mode saying which key, without looping."""
+"""Booting: a valid config runs; a wrong one lands in safe mode saying which key, without
+looping."""
 
 import json
 

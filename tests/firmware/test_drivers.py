@@ -291,7 +291,8 @@ def test_ds18b20_datasheet_values_resolution_crc_and_power_on(vboard):
         at({end} + 3100); show('again', a.read()[0])
         at({end} + 4100); attempt('crc', a.read)           # noise on the wire
         at({end} + 5100); show('clean', a.read()[0])
-        at({end} + 6100); attempt("gone", a.read)          # unplugged: the other sensor still answers resets
+        # unplugged: the other sensor still answers resets
+        at({end} + 6100); attempt("gone", a.read)
     """,
         {
             "onewire": [
@@ -328,13 +329,15 @@ def test_ads1115_codes_full_scale_and_calibration(vboard):
         from gt.drivers.ads1115 import ADS1115
         i2c = hw.i2c(0)
         def spec(**kw):
-            d = {'input': '0', 'fsr': 2.048, 'cal': [0, 0, 1, 1], 'unit': 'V', 'lo': -1e9, 'hi': 1e9}
+            d = {'input': '0', 'fsr': 2.048, 'cal': [0, 0, 1, 1], 'unit': 'V',
+                 'lo': -1e9, 'hi': 1e9}
             d.update(kw)
             return d
         show('ain0', ADS1115(i2c, 0x48, spec()).read())
         show('code', i2c.readfrom_mem(0x48, 0, 2).hex())
         show('diff', ADS1115(i2c, 0x48, spec(input='0-1')).read())
-        show('pyr', ADS1115(i2c, 0x48, spec(input='2', fsr=0.256, cal=[0, 0, 0.0002, 1], unit='W/m2')).read())
+        pyr = spec(input='2', fsr=0.256, cal=[0, 0, 0.0002, 1], unit='W/m2')
+        show('pyr', ADS1115(i2c, 0x48, pyr).read())
         attempt('over', ADS1115(i2c, 0x48, spec(input='3')).read)
         show('code3', i2c.readfrom_mem(0x48, 0, 2).hex())
     """,
@@ -364,7 +367,8 @@ def test_adc_channel_linear_calibration(vboard):
         """
         import time
         from gt.drivers.adc import ADC
-        a = ADC(34, {'cal': [0.6, 0, 3.0, 10], 'unit': 'bar', 'lo': -0.25, 'hi': 10.5, 'samples': 4})
+        a = ADC(34, {'cal': [0.6, 0, 3.0, 10], 'unit': 'bar', 'lo': -0.25, 'hi': 10.5,
+                     'samples': 4})
         show('metrics', a.METRICS)
         show('r', [a.read()[0] for _ in range(1)])
         time.sleep_ms(5000)

@@ -83,7 +83,8 @@ def test_warnings_go_to_the_log_topic_while_connected(net_node, broker, mqtt_cli
 def test_health_goes_out_on_status_every_interval_and_info_logs_when_asked(
     net_node, broker, mqtt_client
 ):
-    # issue #11: heap, heap_min, RSSI, uptime, outbox depth and drops on a period, not only at connect
+    # issue #11: heap, heap_min, RSSI, uptime, outbox depth and drops on a period, not only at
+    # connect
     from gridtwin.daemon import validate
 
     host = mqtt_client("gridtwin-host")
@@ -176,7 +177,8 @@ def test_broker_restart_at_10hz_loses_no_reading(net_node, broker, mqtt_client):
 
 class Peer:
     """A TCP peer on a free port that is not a broker: `mode` is "silent" (accepts, says nothing)
-    or "garbage" (answers with random bytes), or a function(ssl_socket) speaking TLS as the broker."""
+    or "garbage" (answers with random bytes), or a function(ssl_socket) speaking TLS as the
+    broker."""
 
     def __init__(self, broker=None):
         self.port = free_port()

@@ -40,8 +40,8 @@ def taken(board) -> set[int]:
 
 
 def power_cut(board) -> None:
-    """kill -9 of the board's interpreter: the power goes (no Ctrl-C, no `finally`, nothing flushed);
-    the runner does not start it again."""
+    """kill -9 of the board's interpreter: the power goes (no Ctrl-C, no `finally`, nothing
+    flushed); the runner does not start it again."""
     board._stopping = True
     board._proc.kill()
     board.wait_exit(60)

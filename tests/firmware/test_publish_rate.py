@@ -53,8 +53,8 @@ def test_replay_after_an_outage_is_fast_in_order_and_once(
     gaps = sorted(b[0] - a[0] for a, b in zip(hist, hist[1:]))
     record_property("replay_msg_per_s", round(rate))
     print(
-        f"\nreplay over TLS, QoS 1: {len(hist)} readings in {span * 1000:.0f} ms = {rate:,.0f} msg/s; "
-        f"gap between readings: median {gaps[len(gaps) // 2] * 1000:.2f} ms, "
+        f"\nreplay over TLS, QoS 1: {len(hist)} readings in {span * 1000:.0f} ms = {rate:,.0f} "
+        f"msg/s; gap between readings: median {gaps[len(gaps) // 2] * 1000:.2f} ms, "
         f"p90 {gaps[len(gaps) * 9 // 10] * 1000:.2f} ms, max {gaps[-1] * 1000:.0f} ms"
     )
     assert not crashed(b)

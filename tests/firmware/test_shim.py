@@ -53,7 +53,8 @@ def test_world_schedules_link_drops_and_adc(vboard):
         w.connect('plant', 'secret')
         adc = machine.ADC(machine.Pin(34))
         for _ in range(8):
-            print(time.ticks_ms() // 1000 * 0, w.isconnected(), w.status(), round(adc.read_uv() / 1e6, 2))
+            uv = round(adc.read_uv() / 1e6, 2)
+            print(time.ticks_ms() // 1000 * 0, w.isconnected(), w.status(), uv)
             time.sleep(1)
         w2 = network.WLAN(network.STA_IF); w2.active(True); w2.connect('plant', 'wrong')
         print(w2.status() == network.STAT_WRONG_PASSWORD)

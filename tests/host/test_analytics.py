@@ -72,8 +72,8 @@ def test_each_default_rule_fires_at_its_threshold_and_not_just_below(
 def test_rules_clear_only_past_their_hysteresis():
     res = Resolver(SITE.analytics, SITE)
     det = RuleDetector(Context(site=SITE), res)
-    # a load's 1.5x spike: raised at 15 kW over 10, held at 1.46x (the hysteresis is 10 % of the part
-    # above 1x), cleared below 1.45x
+    # a load's 1.5x spike: raised at 15 kW over 10, held at 1.46x (the hysteresis is 10 % of the
+    # part above 1x), cleared below 1.45x
     found = _feed(det, "pdu_a", "load_kw", [(0, 10.0), (10, 15.0), (11, 14.6)])
     assert [f.cleared for f in found] == [False, False]
     (cleared,) = _feed(det, "pdu_a", "load_kw", [(12, 14.4)])
@@ -87,8 +87,8 @@ def test_rules_clear_only_past_their_hysteresis():
 
 
 def test_voltage_deviation_from_nominal_over_its_window():
-    """10 % from the grid monitor's 230 V nominal, averaged over 2 min: 253 V fires, 252.9 V does not;
-    it holds at 9.1 % and clears once the window's mean is under 9 %."""
+    """10 % from the grid monitor's 230 V nominal, averaged over 2 min: 253 V fires, 252.9 V does
+    not; it holds at 9.1 % and clears once the window's mean is under 9 %."""
     res = Resolver(SITE.analytics, SITE)
     det = RuleDetector(Context(site=SITE), res)
     assert _fires(_feed(det, "grid1", "mains_v", [(s, 252.9) for s in range(0, 300, 5)])) == []
@@ -260,7 +260,8 @@ def test_electrolyser_efficiency_is_derived_and_its_drop_alerts(tmp_path):
     store.close()
 
 
-# --- through the daemon, on a real broker -----------------------------------------------------------
+# --- through the daemon, on a real broker
+# -----------------------------------------------------------
 
 
 def _daemon(broker, site, db, **section):
@@ -367,7 +368,8 @@ def test_a_failing_or_hanging_notifier_never_stops_ingest(broker, site_pki, tmp_
             grid.publish(_tel("grid1", k, start + k * 1000, mains_v=262.0 if k % 2 == 0 else 230.0))
         wait_for(lambda: d.metrics.stored == n, 20, "ingest to store every message")
         wait_for(lambda: d.analytics.analysed == n, 20, "analytics to analyse every reading")
-        # (messages in flight together may be committed in another order: not every pair is an alert)
+        # (messages in flight together may be committed in another order: not every pair is an
+        # alert)
         assert d.alerts.raised[("limit", "medium")] >= n // 10
         wait_for(
             lambda: d.analytics.notifier.failed >= 1, 20, "the notifier's failure to be counted"
@@ -486,7 +488,8 @@ def test_alerts_follow_prints_raised_and_cleared_alerts_until_ctrl_c(tmp_path):
 
 
 def test_telegraf_stores_an_analytics_alert_with_its_metric_and_value(site_pki, tmp_path):
-    """The alert exactly as the daemon publishes it, through the Starlark processor Telegraf runs."""
+    """The alert exactly as the daemon publishes it, through the Starlark processor Telegraf
+    runs."""
     from test_stack_telegraf import Script
 
     site = site_pki.site
@@ -523,8 +526,8 @@ def test_telegraf_stores_an_analytics_alert_with_its_metric_and_value(site_pki, 
 
 
 def test_a_new_twin_clears_the_twin_alerts_a_previous_run_left_active(tmp_path):
-    """Active alerts survive a restart, but a twin event's alert belongs to the twin run that raised it:
-    node health and analytics alerts stay, the old twin's go."""
+    """Active alerts survive a restart, but a twin event's alert belongs to the twin run that raised
+    it: node health and analytics alerts stay, the old twin's go."""
     from types import SimpleNamespace
 
     from gridtwin.twin import Twin
@@ -656,7 +659,8 @@ def test_kpis_go_to_influxdb_through_the_spool_when_the_site_uses_it(tmp_path):
     lines = [line for _id, line in store.spool_peek(100)]
     pdu = [x for x in lines if x.startswith("analytics,node=pdu_a ")][0]  # one a minute
     fields = dict(f.split("=") for f in pdu.split(" ")[1].split(","))
-    # the first minute's bucket: 0..55 s measured in it (the 55..60 s stretch ends in the next bucket)
+    # the first minute's bucket: 0..55 s measured in it (the 55..60 s stretch ends in the next
+    # bucket)
     assert (
         float(fields["energy_kwh"]) == pytest.approx(6.0 * 55 / 3600)
         and float(fields["peak_kw"]) == 6.0
@@ -683,8 +687,9 @@ def test_alerts_stored_before_they_had_a_key_are_closed_once(tmp_path):
     db = tmp_path / "gt.db"
     with sqlite3.connect(db) as c:
         c.execute(
-            "CREATE TABLE alerts (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, node TEXT, severity TEXT NOT NULL,"
-            " kind TEXT NOT NULL, message TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1, cleared INTEGER)"
+            "CREATE TABLE alerts (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, node TEXT, severity "
+            "TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL, active INTEGER NOT NULL "
+            "DEFAULT 1, cleared INTEGER)"
         )
         c.execute(
             "INSERT INTO alerts (ts, node, severity, kind, message) VALUES (1, 'pdu_a', 'warning', "
@@ -713,10 +718,10 @@ def test_a_rule_that_holds_across_a_restart_is_judged_on_its_saved_window():
 
 
 def test_rules_and_limits_the_bench_measured_wrong_are_fixed():
-    """`make bench` section analytics (seed 1): 52 of 54 rule alerts were an electrolyser's stack power
-    doubling under a passing cloud (it follows its PV array: no spike rule on it now); a server's
-    thermometer the catalog does not list (a twin-fed t_c, an OPC UA point) had no limit at all (its
-    quantity now comes from its name)."""
+    """`make bench` section analytics (seed 1): 52 of 54 rule alerts were an electrolyser's stack
+    power doubling under a passing cloud (it follows its PV array: no spike rule on it now); a
+    server's thermometer the catalog does not list (a twin-fed t_c, an OPC UA point) had no limit at
+    all (its quantity now comes from its name)."""
     res = Resolver(SITE.analytics, SITE)
     assert [r.name for r in res.rules("EL1", "stack_w")] == []
     assert res.quantity("srv_a", "t_c") == "temperature"
@@ -731,7 +736,8 @@ def test_rules_and_limits_the_bench_measured_wrong_are_fixed():
 def test_an_idling_stacks_efficiency_is_not_derived():
     """At sunset the plant idles its stacks at a few A (the twin: ~20 A on 0.25 m2 cells); there the
     Faraday efficiency, hence the derived efficiency, collapses (~20 %) and the 15 % efficiency-drop
-    rule fired every evening on the bench. Below 0.05 A/cm2 no efficiency is derived; above it is."""
+    rule fired every evening on the bench. Below 0.05 A/cm2 no efficiency is derived; above it
+    is."""
     from gridtwin.analytics.derived import derivers
 
     derive = derivers(SITE)["EL1"]

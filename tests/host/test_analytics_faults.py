@@ -1,6 +1,6 @@
-"""The twin's fault injector (gridtwin.twin.faults): each kind does what it says on the example site's
-twin, every injection is labelled (node, metric, start, end), and the rest of the twin runs exactly as
-it would without the fault (the same seed, the same values)."""
+"""The twin's fault injector (gridtwin.twin.faults): each kind does what it says on the example
+site's twin, every injection is labelled (node, metric, start, end), and the rest of the twin runs
+exactly as it would without the fault (the same seed, the same values)."""
 
 from pathlib import Path
 
@@ -35,7 +35,8 @@ def test_each_kind_changes_what_it_says(site):
     def at(series, t):
         return next(v for s, v in series if s >= t)
 
-    # a server's load spike: its demand 1.6x while it lasts (2.5x would trip its 22 kW PDU), back after
+    # a server's load spike: its demand 1.6x while it lasts (2.5x would trip its 22 kW PDU), back
+    # after
     _, base = _run(site, [], 40, lambda tw: tw.state_of("srv_a")["m"]["p_kw"])
     twin, spiked = _run(
         site,

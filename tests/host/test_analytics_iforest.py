@@ -163,7 +163,8 @@ def test_model_survives_a_restart(store, tmp_path):
     assert (
         stat.S_IMODE(os.stat(path).st_mode) == 0o600
     )  # a model is the site's data: the daemon's user only
-    # a new detector (the daemon restarted) scores at once with the same model: no warm-up, same scores
+    # a new detector (the daemon restarted) scores at once with the same model: no warm-up, same
+    # scores
     again = _detector(store, path)
     fit2 = again.nodes["EL1"].fit
     assert (
@@ -200,9 +201,10 @@ def test_background_worker_trains_and_stops(store, tmp_path):
 
 
 def test_a_node_with_a_derived_metric_is_trained_on_what_is_stored(store, tmp_path):
-    """The engine hands detectors what it derives (an electrolyser's efficiency) beside what the node
-    sent; only the latter is stored. A model needs rows that carry every metric: it is trained on the
-    stored ones (before: no stored row had the efficiency, so the stacks never got a model)."""
+    """The engine hands detectors what it derives (an electrolyser's efficiency) beside what the
+    node sent; only the latter is stored. A model needs rows that carry every metric: it is trained
+    on the stored ones (before: no stored row had the efficiency, so the stacks never got a
+    model)."""
     det = _detector(store, None)
     rows = _rows(10, 2000)
     for i in range(0, len(rows), 60):

@@ -1,6 +1,7 @@
-"""Predictive maintenance (gridtwin.analytics.maintenance) on synthetic ramps: the predicted crossing
-lies within 10 % of the true one on a noisy linear ramp, nothing is raised when the crossing lies
-beyond the horizon, confidence falls with noise, and the detector raises and clears a finding."""
+"""Predictive maintenance (gridtwin.analytics.maintenance) on synthetic ramps: the predicted
+crossing lies within 10 % of the true one on a noisy linear ramp, nothing is raised when the
+crossing lies beyond the horizon, confidence falls with noise, and the detector raises and clears a
+finding."""
 
 from pathlib import Path
 
@@ -29,8 +30,8 @@ def ramp(seed, hours, start_c, rate_c_per_h, noise_c, step_s=60, t0=T0, spikes=0
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_crossing_of_a_noisy_linear_ramp_within_10_percent(seed):
-    # 12 h of a server warming 1.5 degC/h from 60 degC with +-1 degC noise and 5 spikes: at the end it is at
-    # 78 degC, and 85 degC comes 4.67 h later
+    # 12 h of a server warming 1.5 degC/h from 60 degC with +-1 degC noise and 5 spikes: at the end
+    # it is at 78 degC, and 85 degC comes 4.67 h later
     ts, y = ramp(seed, 12, 60.0, 1.5, 1.0, spikes=5)
     now = int(ts[-1])
     fc = forecast(ts, y, TH, now, horizon_s=86400, node="srv_a", metric="t_cpu", role="server")
@@ -81,7 +82,8 @@ def test_detector_raises_then_clears_with_role_actions():
         det.threshold_for("grid1", "t_box") is not None
         and det.threshold_for("grid1", "mains_hz") is None
     )
-    # a metric the catalog does not describe goes by its name (a server's thermometer the site does not wire)
+    # a metric the catalog does not describe goes by its name (a server's thermometer the site does
+    # not wire)
     assert (
         det.threshold_for("srv_a", "t_c").limit == 85.0
         and det.threshold_for("srv_a", "load_kw") is None

@@ -1,5 +1,5 @@
-"""`gridtwin maintenance`: the forecast per node and thermometer from the store (no daemon running), and
-one clear line naming what is wrong on a user's mistake."""
+"""`gridtwin maintenance`: the forecast per node and thermometer from the store (no daemon running),
+and one clear line naming what is wrong on a user's mistake."""
 
 import json
 import shutil
@@ -26,7 +26,8 @@ def site_file(tmp_path):
 
 
 def _store(site_file, hours=12):
-    """EL1's stack warming 1.5 degC/h from 60 degC (+-0.5), one message a minute; grid1's box steady."""
+    """EL1's stack warming 1.5 degC/h from 60 degC (+-0.5), one message a minute; grid1's box
+    steady."""
     site = load_site(site_file)
     path = db_path(site)
     path.parent.mkdir(parents=True, exist_ok=True)

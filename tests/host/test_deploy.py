@@ -148,7 +148,8 @@ def test_deploy_lands_files_then_uploads_only_changes_and_the_board_boots_it(
     (board.flash / "gt" / "startup.py").write_text(
         "raise RuntimeError('stale source shadows the .mpy')\n"
     )
-    # and a version came over the air since (docs/ota.md): its pointer goes, so the deployed one runs
+    # and a version came over the air since (docs/ota.md): its pointer goes, so the deployed one
+    # runs
     (board.flash / "ota.json").write_text(
         '{"cur": {"v": "0.9+x", "code": "ota/0"}, "st": "confirmed"}'
     )

@@ -32,7 +32,9 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # command (without its comment) -> the test that runs what it does, where it cannot run here as is
 ELSEWHERE = {
     # over the air: the same verb against virtual boards on the test's broker
-    "gridtwin ota --all --canary 2": "tests/host/test_ota_bus.py::test_canary_rolled_back_stops_the_rest",
+    "gridtwin ota --all --canary 2": (
+        "tests/host/test_ota_bus.py::test_canary_rolled_back_stops_the_rest"
+    ),
     "gridtwin ota status": "tests/host/test_ota_bus.py::test_cli_config_only_and_status",
     "make demo": "tests/host/test_demo.py::test_demo_scenario_end_to_end",
     "make test": "CI runs it (.ci/run is `make test`)",

@@ -216,15 +216,19 @@ def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, t
             a = ua.ActivateSessionParameters()
             a.UserIdentityToken = ua.AnonymousIdentityToken(PolicyId="anonymous")
             await c.uaclient.activate_session(a)
-            return f"read {await c.get_node('ns=2;s=Acme.mg.energy.meter1.inv1.Power_Active').read_value()}"
+            return (
+                "read "
+                f"{await c.get_node('ns=2;s=Acme.mg.energy.meter1.inv1.Power_Active').read_value()}"
+            )
         except Exception as exc:
             return type(exc).__name__
         finally:
             c.disconnect_socket()
 
     async def borrowed_certificate_read():
-        """A channel opened with the foreign key, and the site's (public) collector certificate shown in
-        CreateSession: asyncua validated only the latter, so the foreign key got a session."""
+        """A channel opened with the foreign key, and the site's (public) collector certificate
+        shown in CreateSession: asyncua validated only the latter, so the foreign key got a
+        session."""
         c = Client(ep, timeout=3)
         c.application_uri = uri
         await c.set_security(
@@ -245,7 +249,10 @@ def test_none_foreign_and_revoked_clients_are_refused_and_dev_offers_none(env, t
         except Exception as exc:
             return type(exc).__name__
         try:
-            return f"read {await c.get_node('ns=2;s=Acme.mg.energy.meter1.inv1.Power_Active').read_value()}"
+            return (
+                "read "
+                f"{await c.get_node('ns=2;s=Acme.mg.energy.meter1.inv1.Power_Active').read_value()}"
+            )
         except Exception as exc:
             return type(exc).__name__
         finally:
@@ -416,10 +423,10 @@ def test_a_database_from_before_value_bool_takes_boolean_points(tmp_path):
     SqliteStore(tmp_path / "gt.db").close()
     with sqlite3.connect(tmp_path / "gt.db") as db:
         db.execute(
-            "CREATE TABLE opcua_points (enterprise TEXT NOT NULL, site TEXT NOT NULL, area TEXT NOT "
-            "NULL, line TEXT NOT NULL, machine TEXT NOT NULL, tag TEXT NOT NULL, ts_ns INTEGER NOT "
-            "NULL, value REAL, text TEXT, unit TEXT, quality TEXT NOT NULL, source TEXT, PRIMARY "
-            "KEY (enterprise, site, area, line, machine, tag, ts_ns)) WITHOUT ROWID"
+            "CREATE TABLE opcua_points (enterprise TEXT NOT NULL, site TEXT NOT NULL, area TEXT "
+            "NOT NULL, line TEXT NOT NULL, machine TEXT NOT NULL, tag TEXT NOT NULL, ts_ns INTEGER "
+            "NOT NULL, value REAL, text TEXT, unit TEXT, quality TEXT NOT NULL, source TEXT, "
+            "PRIMARY KEY (enterprise, site, area, line, machine, tag, ts_ns)) WITHOUT ROWID"
         )
         db.execute(
             "INSERT INTO opcua_points VALUES ('A','s','a','l','m','P',1,2.5,NULL,'kW','GOOD','x')"
@@ -549,7 +556,8 @@ def test_influxdb_outage_spools_opcua_telemetry_and_replays_in_order(env, influx
 
 
 def test_status_codes_carry_the_components_quality(env):
-    # a utility (any other twin kind is served by its metric names): a fault is BadOutOfService -> BAD
+    # a utility (any other twin kind is served by its metric names): a fault is BadOutOfService ->
+    # BAD
     site, pki, tw, store = env('\n[[twin.components]]\nid = "util1"\nkind = "utility"\n')
 
     def quality(tag):
@@ -582,7 +590,8 @@ def test_status_codes_carry_the_components_quality(env):
             await srv.stop()
         return seen
 
-    # OPC UA Part 4, 7.7.1: a Bad value is null; the row keeps the quality and no value (none is invented)
+    # OPC UA Part 4, 7.7.1: a Bad value is null; the row keeps the quality and no value (none is
+    # invented)
     assert asyncio.run(main()) == ["ok", None]
     bad = [r for r in store.opcua_points("util1") if r[10] == "BAD"]
     assert bad and all(r[7] is None and r[8] is None for r in bad)

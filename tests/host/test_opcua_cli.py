@@ -1,5 +1,5 @@
-"""`gridtwin opcua` as a user runs it: serve until a signal stops it, collect, points; a busy port and
-a bad [opcua] key are one line naming the fix."""
+"""`gridtwin opcua` as a user runs it: serve until a signal stops it, collect, points; a busy port
+and a bad [opcua] key are one line naming the fix."""
 
 import signal
 import socket
@@ -93,7 +93,8 @@ def test_serve_then_collect_then_points_and_signals_stop_serve(tmp_path, sig):
             assert len(r.stdout.splitlines()) == int(n)
             r = _gt(site, "opcua", "browse", "--toml")
             assert r.returncode == 0 and r.stdout.startswith("[[opcua.sources]]\n")
-            # the stub, pasted into a site file, is a mapping the collector takes; one wrong NodeId is one line
+            # the stub, pasted into a site file, is a mapping the collector takes; one wrong NodeId
+            # is one line
             stub = r.stdout.replace("inv1.Efficiency", "inv1.Efficency")
             mapped = tmp_path / "mapped.toml"  # beside site.toml: the same PKI
             mapped.write_text(

@@ -19,8 +19,8 @@ def stored(db, node) -> dict[str, list[int]]:
     con = sqlite3.connect(db)
     try:
         rows = con.execute(
-            "SELECT boot, seq FROM readings WHERE node = ? ORDER BY min(ts) OVER (PARTITION BY boot),"
-            " seq",
+            "SELECT boot, seq FROM readings WHERE node = ? ORDER BY min(ts) OVER (PARTITION BY "
+            "boot), seq",
             (node,),
         ).fetchall()
     finally:

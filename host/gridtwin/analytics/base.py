@@ -5,8 +5,8 @@ ingest committed them, on the analytics worker thread (never on the writer's):
 
     det = SomeDetector(ctx, **its_config)
     findings = det.observe([(node, metric, ts_ms, value), ...])   # every drained batch
-    findings += det.tick(now_ms)                                   # about once a second, optional
-    saved = det.state(); ...; det.restore(saved)                   # across daemon restarts, optional
+    findings += det.tick(now_ms)                                   # about once a second (optional)
+    saved = det.state(); ...; det.restore(saved)                   # across restarts (optional)
 
 A ``Finding`` says "this (node, metric) is abnormal now"; the engine owns what follows (alert
 hysteresis, minimum duration, storage, the retained MQTT topic, the notifier). A detector reports a
@@ -43,9 +43,8 @@ class Finding:
     severity: str  # one of SEVERITIES
     description: str  # one line a user can act on
     quality: str | None = None  # the reading's quality when the detector judges one (limits do)
-    cleared: bool = (
-        False  # True: the condition this detector reported for (node, metric, kind) is over
-    )
+    # True: the condition this detector reported for (node, metric, kind) is over
+    cleared: bool = False
     detail: dict = field(
         default_factory=dict
     )  # JSON-able extras (threshold, window, score, prediction, ...)

@@ -2,11 +2,11 @@
 and what a site's analytics resolve to per (node, metric): its limits and its rules.
 
     [analytics]                      # every key optional: the example site needs none of them
-    min_duration_s = 10              # a condition must hold this long (reading time) before it alerts
+    min_duration_s = 10              # a condition must hold this long (reading time) to alert
     notify_command = "/usr/local/bin/page-me"   # gets each raised/cleared alert as JSON on stdin
 
-    [[analytics.limits]]             # engineering limits: UNCERTAIN outside lo..hi, BAD outside bad_lo..bad_hi
-    quantity = "voltage"             # or metric = "mains_v"; roles = [...] and nodes = [...] narrow it
+    [[analytics.limits]]             # UNCERTAIN outside lo..hi, BAD outside bad_lo..bad_hi
+    quantity = "voltage"             # or metric = "mains_v"; roles = [...], nodes = [...] narrow it
     roles = ["grid_monitor"]
     lo = 200.0
     hi = 250.0
@@ -114,8 +114,8 @@ RULE_KEYS = {
         str,
         "drop",
         check=one_of(*KINDS),
-        help="drop / rise: fall / climb from the window's highest / lowest value; ratio: the value over "
-        "the window's lowest; deviation: the window's mean away from nominal",
+        help="drop / rise: fall / climb from the window's highest / lowest value; ratio: the value "
+        "over the window's lowest; deviation: the window's mean away from nominal",
     ),
     "window_s": Key(float, 300.0, check=in_range(1, 7 * 86400), help="the window, seconds"),
     "threshold": Key(
@@ -182,8 +182,9 @@ ANALYTICS = Section(
             list,
             ["sensor", "grid_monitor"],
             item=Key(str, check=check_role),
-            help="roles whose metrics the sigma detector watches (a PV array's clouds, the stack that "
-            "follows it and the simulated plant's steps are weather and events, not anomalies)",
+            help="roles whose metrics the sigma detector watches (a PV array's clouds, the stack "
+            "that follows it and the simulated plant's steps are weather and events, not "
+            "anomalies)",
         ),
         "sigma_warmup": Key(
             int, 60, check=in_range(5, 100_000), help="readings per metric before sigma judges any"
@@ -246,7 +247,8 @@ ANALYTICS = Section(
         "default_rules": Key(
             bool, True, help="add the seed systems' four rate rules where their metrics exist"
         ),
-        # the multivariate detector and the maintenance forecast (analytics/iforest.py, maintenance.py)
+        # the multivariate detector and the maintenance forecast (analytics/iforest.py,
+        # maintenance.py)
         "iforest": Key(
             bool, True, help="an IsolationForest per node on its metrics and derived features"
         ),
@@ -320,11 +322,12 @@ def check_site(site) -> None:
                     )
 
 
-# The seed systems' defaults, as rows of the site schema. The power grid monitor's voltage and current
-# ranges apply to what it measured (its mains); its temperature range to every thermometer but an
-# electrolyser's: an alkaline stack runs at 80 degC by design (Ulleberg's PHOEBUS) and trips at 90, so
-# its thermometers alert at 88, the maintenance forecast's threshold (`make bench` section analytics
-# counted the stacks' every sunny day as a false alert at 80); the demo's injected fault passes 88.
+# The seed systems' defaults, as rows of the site schema. The power grid monitor's voltage and
+# current ranges apply to what it measured (its mains); its temperature range to every thermometer
+# but an electrolyser's: an alkaline stack runs at 80 degC by design (Ulleberg's PHOEBUS) and trips
+# at 90, so its thermometers alert at 88, the maintenance forecast's threshold (`make bench` section
+# analytics counted the stacks' every sunny day as a false alert at 80); the demo's injected fault
+# passes 88.
 DEFAULT_LIMITS = (
     dict(quantity="voltage", roles=["grid_monitor"], lo=200.0, hi=250.0, bad_lo=0.0, bad_hi=1000.0),
     dict(quantity="current", roles=["grid_monitor"], lo=0.0, hi=10.0, bad_lo=-100.0, bad_hi=1000.0),
@@ -393,8 +396,8 @@ DEFAULT_RULES = (
         severity="medium",
     ),
 )
-# Physically impossible whatever the site says (BAD), by catalog quantity: a percentage outside 0..100,
-# a temperature below absolute zero, a negative frequency.
+# Physically impossible whatever the site says (BAD), by catalog quantity: a percentage outside
+# 0..100, a temperature below absolute zero, a negative frequency.
 PHYSICAL = {
     "battery": (0.0, 100.0),
     "humidity": (0.0, 100.0),
@@ -456,7 +459,8 @@ class Rule:
 
 @dataclass
 class Plan:
-    """What analytics does per (node, metric): resolved once per metric a node is first seen with."""
+    """What analytics does per (node, metric): resolved once per metric a node is first seen
+    with."""
 
     limits: dict = field(default_factory=dict)  # (node, metric) -> Limit
     rules: dict = field(default_factory=dict)  # (node, metric) -> [Rule]

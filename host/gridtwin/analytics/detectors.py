@@ -1,8 +1,8 @@
 """The core detectors: engineering limits, windowed change rules and robust sigma.
 
 Each keeps O(1) state per (node, metric) (the rules a few fixed buckets per window) and reports
-``Finding``s (gridtwin.analytics.base). Limits and rules report a condition on every reading while it
-holds and once ``cleared`` when it ends (hysteresis: it must come back past the threshold by a
+``Finding``s (gridtwin.analytics.base). Limits and rules report a condition on every reading while
+it holds and once ``cleared`` when it ends (hysteresis: it must come back past the threshold by a
 margin); sigma reports point anomalies (``detail["instant"]``), which the engine clears after a
 quiet spell. Thresholds are inclusive: a drop of exactly the threshold fires.
 """
@@ -22,8 +22,8 @@ def _reached(change: float, threshold: float) -> bool:
 
 
 class LimitDetector:
-    """Quality (GOOD / UNCERTAIN / BAD) of every reading that has limits, and a ``limit`` alert while
-    a value is outside lo..hi (the bounds are in range), cleared once it is back inside by the
+    """Quality (GOOD / UNCERTAIN / BAD) of every reading that has limits, and a ``limit`` alert
+    while a value is outside lo..hi (the bounds are in range), cleared once it is back inside by the
     hysteresis. BAD (physically impossible) readings raise a high alert of their own."""
 
     name = "limits"
@@ -86,7 +86,9 @@ class LimitDetector:
         node, metric, ts, value, lim: Limit, side: str, quality: str, cleared: bool = False
     ) -> Finding:
         if side == "bad":
-            bounds = f"{'' if lim.bad_lo is None else lim.bad_lo}..{'' if lim.bad_hi is None else lim.bad_hi}"
+            lo = "" if lim.bad_lo is None else lim.bad_lo
+            hi = "" if lim.bad_hi is None else lim.bad_hi
+            bounds = f"{lo}..{hi}"
             desc = (
                 f"{node} {metric} = {value:g} is physically impossible (outside {bounds}): "
                 f"check the sensor and its wiring"
@@ -105,8 +107,9 @@ class LimitDetector:
             )
         bound = lim.lo if side == "lo" else lim.hi
         desc = (
-            f"{node} {metric} = {value:g} is {'below' if side == 'lo' else 'above'} its limit {bound:g} "
-            f"(range {'' if lim.lo is None else f'{lim.lo:g}'}..{'' if lim.hi is None else f'{lim.hi:g}'})"
+            f"{node} {metric} = {value:g} is {'below' if side == 'lo' else 'above'} its limit "
+            f"{bound:g} (range "
+            f"{'' if lim.lo is None else f'{lim.lo:g}'}..{'' if lim.hi is None else f'{lim.hi:g}'})"
         )
         return Finding(
             node,
@@ -267,14 +270,17 @@ class RuleDetector:
     def _finding(node, metric, ts, value, rule: Rule, ref, change) -> Finding:
         win = f"{rule.window_ms / 1000:g} s"
         if rule.kind == "deviation":
-            desc = f"{node} {metric} averaged {ref:g} over {win}, {change:.1f} % from nominal {rule.nominal:g}"
+            desc = (
+                f"{node} {metric} averaged {ref:g} over {win}, {change:.1f} % from nominal "
+                f"{rule.nominal:g}"
+            )
         elif rule.kind == "ratio":
             desc = f"{node} {metric} = {value:g} is {change:.2f}x its lowest ({ref:g}) in {win}"
         else:
             unit = " %" if rule.relative else ""
             desc = (
-                f"{node} {metric} {'fell' if rule.kind == 'drop' else 'rose'} by {change:.4g}{unit} in {win} "
-                f"(from {ref:g} to {value:g})"
+                f"{node} {metric} {'fell' if rule.kind == 'drop' else 'rose'} by "
+                f"{change:.4g}{unit} in {win} (from {ref:g} to {value:g})"
             )
         return Finding(
             node,
@@ -294,7 +300,8 @@ class RuleDetector:
         )
 
     def state(self) -> dict:
-        # the windows of the conditions that hold (few), so a restart judges their end on the same data
+        # the windows of the conditions that hold (few), so a restart judges their end on the same
+        # data
         return {
             "active": [
                 list(k) + [[w.idx, w.lo, w.hi, w.sum, w.n, w.last_ts]]
@@ -321,8 +328,8 @@ _MAD_TO_SIGMA = 1.4826  # a normal distribution's sigma is 1.4826 x its median a
 
 class _Robust:
     """A series' center and spread: the median and MAD of its first ``warmup`` readings, then an
-    exponentially weighted mean and variance of each reading winsorised to center +- 3 spreads, so an
-    anomaly moves the estimate by at most 3 spreads x alpha."""
+    exponentially weighted mean and variance of each reading winsorised to center +- 3 spreads, so
+    an anomaly moves the estimate by at most 3 spreads x alpha."""
 
     __slots__ = ("warm", "center", "var", "prev", "res")
 
@@ -336,8 +343,9 @@ class _Robust:
         )  # the smallest step seen between consecutive readings: the sensor's resolution
 
     def spread(self) -> float:
-        # floors: a flat or coarsely quantised series (MAD 0: an LM75 reading 25.0 then 25.125) would
-        # make its smallest step infinitely many sigmas; one step of resolution is one sigma at least
+        # floors: a flat or coarsely quantised series (MAD 0: an LM75 reading 25.0 then 25.125)
+        # would make its smallest step infinitely many sigmas; one step of resolution is one sigma
+        # at least
         return max(
             math.sqrt(self.var),
             self.res if self.res < math.inf else 0.0,
@@ -410,8 +418,8 @@ class SigmaDetector:
                             value,
                             "sigma",
                             sev,
-                            f"{node} {metric} = {value:g} is {z:.1f} sigma from its usual {s.center:g} "
-                            f"(spread {sd:.3g})",
+                            f"{node} {metric} = {value:g} is {z:.1f} sigma from its usual "
+                            f"{s.center:g} (spread {sd:.3g})",
                             detail={
                                 "z": round(z, 2),
                                 "center": s.center,

@@ -220,7 +220,8 @@ class Analytics:
                 return
 
     def drain(self) -> None:
-        """Analyse what is queued now, on the caller's thread (tests, benchmarks without the worker)."""
+        """Analyse what is queued now, on the caller's thread (tests, benchmarks without the
+        worker)."""
         with self._cv:
             batches = list(self._q)
             self._q.clear()
@@ -243,7 +244,8 @@ class Analytics:
         return out
 
     def process(self, tels) -> list[Finding]:
-        """Run every detector over one committed batch (Telemetry objects); handle their findings."""
+        """Run every detector over one committed batch (Telemetry objects); handle their
+        findings."""
         return self.observe(self.readings(tels))
 
     def observe(self, batch: list[base.Reading]) -> list[Finding]:
@@ -312,8 +314,8 @@ class Analytics:
             self.store.write_quality(quality)
 
     def _raise(self, key: str, f: Finding) -> None:
-        # raised and cleared are the host's times (as for every alert); the reading's time is in detail
-        # (a replay or a demo's fast clock stamps readings far from now)
+        # raised and cleared are the host's times (as for every alert); the reading's time is in
+        # detail (a replay or a demo's fast clock stamps readings far from now)
         detail = {k: v for k, v in f.detail.items() if k != "instant"}
         detail["reading_ts"] = f.ts
         self.alerts.raise_(

@@ -1,29 +1,32 @@
-"""Multivariate anomalies: one scikit-learn ``IsolationForest`` per node, on its metrics and derived features.
+"""Multivariate anomalies: one scikit-learn ``IsolationForest`` per node, on its metrics and derived
+features.
 
     det = IsolationForestDetector(ctx, train_s=86400, retrain_s=3600, contamination=0.001)
     findings = det.observe(batch)      # scores each node's new rows once its model is trained
-    det.tick(now_ms)                   # trains what is due (in the background worker unless background=False)
+    det.tick(now_ms)                   # trains what is due (in the worker unless background=False)
     det.close()                        # stops the worker
 
-A node's *row* is the readings one message carried (same node, same ts). Its features are every metric
-the node reports plus, derived: the power of each ``<p>_v``/``<p>_a`` pair without a ``<p>_w``, each
-metric's absolute deviation from its nominal (``nominal`` config, else the training median) and each
-metric's rate of change per second (against the node's previous row; 0 after a gap).
+A node's *row* is the readings one message carried (same node, same ts). Its features are every
+metric the node reports plus, derived: the power of each ``<p>_v``/``<p>_a`` pair without a
+``<p>_w``, each metric's absolute deviation from its nominal (``nominal`` config, else the training
+median) and each metric's rate of change per second (against the node's previous row; 0 after a
+gap).
 
-Training reads the last ``train_s`` of the node's *stored* readings (ctx.store, the daemon's reader), so a
-restart or a new model never needs the readings in memory; the window ends at the newest reading seen (the
-readings' clock, not the host's: a replay or the bench's simulated days train on their own time). No model,
-no alert: a node needs ``min_samples`` stored rows first. Models are retrained every ``retrain_s`` of
-reading time by a background thread and saved with their training window (joblib, mode 0600, in the
-site's var/analytics/), and reloaded at start.
+Training reads the last ``train_s`` of the node's *stored* readings (ctx.store, the daemon's
+reader), so a restart or a new model never needs the readings in memory; the window ends at the
+newest reading seen (the readings' clock, not the host's: a replay or the bench's simulated days
+train on their own time). No model, no alert: a node needs ``min_samples`` stored rows first. Models
+are retrained every ``retrain_s`` of reading time by a background thread and saved with their
+training window (joblib, mode 0600, in the site's var/analytics/), and reloaded at start.
 
-Scoring does not call scikit-learn: each fitted forest is compiled into flat arrays and walked for all of
-a node's new rows at once (numpy, one pass per tree level), which is what lets one worker score tens of
-thousands of readings a second; it equals ``IsolationForest.decision_function`` (tests check it). A row
-is anomalous below the contamination's offset; ``confirm`` anomalous rows in a row raise the condition
-(one row in ``1/contamination`` is an outlier by construction: a single one is not worth an alert), and
-``clear_rows`` normal ones clear it. The finding names the metric that strays most from its training
-median (robust z), kept for the life of the condition so the alert keeps one key.
+Scoring does not call scikit-learn: each fitted forest is compiled into flat arrays and walked for
+all of a node's new rows at once (numpy, one pass per tree level), which is what lets one worker
+score tens of thousands of readings a second; it equals ``IsolationForest.decision_function`` (tests
+check it). A row is anomalous below the contamination's offset; ``confirm`` anomalous rows in a row
+raise the condition (one row in ``1/contamination`` is an outlier by construction: a single one is
+not worth an alert), and ``clear_rows`` normal ones clear it. The finding names the metric that
+strays most from its training median (robust z), kept for the life of the condition so the alert
+keeps one key.
 """
 
 from __future__ import annotations
@@ -43,13 +46,12 @@ log = logging.getLogger("gridtwin.analytics.iforest")
 
 MODEL_VERSION = 2  # 2: the compiled arrays are saved, not scikit-learn's estimator
 # a feature this many times farther from its median than all but 0.1 % of the training rows (robust
-# deviations, at least 3): out of the envelope. The quantile, not the farthest row, so that an anomaly
-# the training window holds does not widen the envelope for the next.
+# deviations, at least 3): out of the envelope. The quantile, not the farthest row, so that an
+# anomaly the training window holds does not widen the envelope for the next.
 ENVELOPE, ENVELOPE_Q = 3.0, 0.999
 IDLE_S = 10.0  # the training worker ends after this long without a request
-MAX_EXCLUDED = (
-    0.2  # retraining leaves out what the last model found outside its envelope, up to this share
-)
+# retraining leaves out what the last model found outside its envelope, up to this share
+MAX_EXCLUDED = 0.2
 SEVERITY_BY_MARGIN = (
     (0.10, "high"),
     (0.05, "medium"),
@@ -58,7 +60,8 @@ SEVERITY_BY_MARGIN = (
 
 
 def _avg_path(n: np.ndarray) -> np.ndarray:
-    """c(n): the mean path length of an unsuccessful BST search (Liu et al. 2008), as scikit-learn computes it."""
+    """c(n): the mean path length of an unsuccessful BST search (Liu et al. 2008), as scikit-learn
+    computes it."""
     n = np.asarray(n, dtype=float)
     out = np.zeros_like(n)
     out[n == 2] = 1.0
@@ -68,15 +71,17 @@ def _avg_path(n: np.ndarray) -> np.ndarray:
 
 
 class CompiledForest:
-    """A fitted IsolationForest as compact flat arrays, walked for all rows and trees level by level.
+    """A fitted IsolationForest as compact flat arrays, walked for all rows and trees level by
+    level.
 
-    Every tree's nodes concatenated, 11 bytes a node: ``step`` (int16) from a node to its right child
-    (its left child is the next node: scikit-learn builds depth first), 0 at a leaf; ``feat`` (uint8,
-    uint16 beyond 256 features); ``thr`` (float32: the split rounded down to the float32 below it,
-    which the trees' float32 inputs compare against exactly as against the float64 split; -inf at a
-    leaf, so a row that arrived stays); ``leaf`` (float32): a leaf's path length (its depth plus the
-    average path of the samples it holds), 0 elsewhere. scikit-learn's own trees (~90 bytes a node
-    with their value arrays) are not kept: a node's forest is ~30 KB instead of ~1.4 MB."""
+    Every tree's nodes concatenated, 11 bytes a node: ``step`` (int16) from a node to its right
+    child (its left child is the next node: scikit-learn builds depth first), 0 at a leaf; ``feat``
+    (uint8, uint16 beyond 256 features); ``thr`` (float32: the split rounded down to the float32
+    below it, which the trees' float32 inputs compare against exactly as against the float64 split;
+    -inf at a leaf, so a row that arrived stays); ``leaf`` (float32): a leaf's path length (its
+    depth plus the average path of the samples it holds), 0 elsewhere. scikit-learn's own trees (~90
+    bytes a node with their value arrays) are not kept: a node's forest is ~30 KB instead of ~1.4
+    MB."""
 
     __slots__ = ("step", "feat", "thr", "leaf", "roots", "levels", "denom", "offset")
     ARRAYS = ("step", "feat", "thr", "leaf", "roots")
@@ -166,9 +171,8 @@ class Features:
         ]
         self.nominal = np.array([nominal.get(m, math.nan) for m in self.metrics])
         self.gap_s = gap_s
-        self.median_raw: np.ndarray | None = (
-            None  # the training median: the nominal of a metric without one
-        )
+        # the training median: the nominal of a metric without one
+        self.median_raw: np.ndarray | None = None
         self.pca: tuple | None = None  # (center, scale, components) of the training rows' metrics
         self._layout(0)
 
@@ -180,7 +184,8 @@ class Features:
             + [f"d{m}/dt" for m in self.metrics]
             + [f"relation{k + 1}" for k in range(pcs)]
         )
-        # each feature back to the metric a user knows (a relation: the metric that weighs most in it)
+        # each feature back to the metric a user knows (a relation: the metric that weighs most in
+        # it)
         heavy = (
             [self.metrics[int(np.argmax(np.abs(self.pca[2][:, k])))] for k in range(pcs)]
             if pcs
@@ -193,10 +198,10 @@ class Features:
     def fit(self, raw: np.ndarray) -> None:
         """Learn the medians and the node's usual relations from the training rows.
 
-        An IsolationForest splits one feature at a time, so a reading that breaks the relation between
-        two metrics (a voltage that belongs to another current) while each stays in its range looks
-        normal to it. The principal components of the standardised metrics make each relation a
-        feature of its own: the minor ones are near zero while the relations hold."""
+        An IsolationForest splits one feature at a time, so a reading that breaks the relation
+        between two metrics (a voltage that belongs to another current) while each stays in its
+        range looks normal to it. The principal components of the standardised metrics make each
+        relation a feature of its own: the minor ones are near zero while the relations hold."""
         self.median_raw = np.median(raw, axis=0)
         if raw.shape[1] < 2:
             return
@@ -208,7 +213,8 @@ class Features:
         self._layout(vt.shape[0])
 
     def matrix(self, ts: np.ndarray, raw: np.ndarray, prev: tuple | None) -> np.ndarray:
-        """Features of rows (ts ms, raw values in self.metrics order), given the row before the first."""
+        """Features of rows (ts ms, raw values in self.metrics order), given the row before the
+        first."""
         n = len(ts)
         col = {m: i for i, m in enumerate(self.metrics)}
         power = [raw[:, col[v]] * raw[:, col[a]] for v, a in self.pairs]
@@ -267,10 +273,10 @@ class _Fit:
     def judge(self, X: np.ndarray) -> np.ndarray:
         """Per row: the forest's decision, or below it when a feature leaves the training envelope.
 
-        A forest cannot rank what lies beyond everything it was trained on: every split sends such a row
-        with the training extremes, so a voltage 100 deviations off its usual relation scores like the
-        most unusual minute of the day. Beyond the envelope (see ENVELOPE) a row is anomalous by how far
-        out it is."""
+        A forest cannot rank what lies beyond everything it was trained on: every split sends such a
+        row with the training extremes, so a voltage 100 deviations off its usual relation scores
+        like the most unusual minute of the day. Beyond the envelope (see ENVELOPE) a row is
+        anomalous by how far out it is."""
         d = self.forest.decision(X)
         worst = self.worst(X)
         return np.where(worst > 1.0, np.minimum(d, -0.01 * worst), d)
@@ -309,9 +315,8 @@ class _Node:
             str, float
         ] = {}  # the last value of each metric (fills a row that lacks one)
         self.prev: tuple | None = None  # (ts, raw row) of the last scored row: the rates' reference
-        self.fit: _Fit | None = (
-            None  # swapped whole by the trainer: the scorer never sees half a model
-        )
+        # swapped whole by the trainer: the scorer never sees half a model
+        self.fit: _Fit | None = None
         self.streak = self.normal = 0
         self.active = False
         self.active_metric = ""
@@ -521,8 +526,9 @@ class IsolationForestDetector:
             self._worker.start()
 
     def _run(self) -> None:
-        # the worker lives while there is training to do: it ends after IDLE_S without a request (tick()
-        # starts it again), so a daemon that stops without close() leaves no thread behind for long
+        # the worker lives while there is training to do: it ends after IDLE_S without a request
+        # (tick() starts it again), so a daemon that stops without close() leaves no thread behind
+        # for long
         while not self._stop.is_set():
             if not self._wake.wait(IDLE_S):
                 return
@@ -541,7 +547,8 @@ class IsolationForestDetector:
             self._worker.join(timeout=10)
 
     def train_due(self) -> int:
-        """Train every node that is due; returns how many got a model. Saves the models when any did."""
+        """Train every node that is due; returns how many got a model. Saves the models when any
+        did."""
         with self._lock:
             due, self._due = sorted(self._due), set()
         trained = 0
@@ -597,9 +604,9 @@ class IsolationForestDetector:
 
         old = st.fit
         if old is not None and old.feats.metrics == metrics:
-            # what the last model found out of its envelope is not learnt as normal by the next (or one
-            # fault in the window widens the envelope for all the others); unless it is most of the
-            # window: then the normal has moved, and the model must follow
+            # what the last model found out of its envelope is not learnt as normal by the next (or
+            # one fault in the window widens the envelope for all the others); unless it is most of
+            # the window: then the normal has moved, and the model must follow
             out = old.outside(old.feats.matrix(ts, raw, None))
             if 0 < out.sum() <= MAX_EXCLUDED * len(ts):
                 ts, raw = ts[~out], raw[~out]
@@ -634,7 +641,8 @@ class IsolationForestDetector:
     # --- persistence -----------------------------------------------------------------------------
 
     def save(self) -> None:
-        """Every trained model with its window and feature layout, atomically, readable by the daemon's user only."""
+        """Every trained model with its window and feature layout, atomically, readable by the
+        daemon's user only."""
         if self.path is None:
             return
         import joblib
@@ -670,7 +678,8 @@ class IsolationForestDetector:
         os.replace(tmp, self.path)
 
     def load(self) -> int:
-        """Models saved by an earlier run (same training length): scoring resumes without a warm-up."""
+        """Models saved by an earlier run (same training length): scoring resumes without a
+        warm-up."""
         if self.path is None or not self.path.exists():
             return 0
         import joblib
@@ -697,7 +706,8 @@ class IsolationForestDetector:
             return 0
 
     def state(self) -> dict:
-        """What the engine saves for us: the conditions that are active (the models have their own file)."""
+        """What the engine saves for us: the conditions that are active (the models have their own
+        file)."""
         return {"active": {n: st.active_metric for n, st in self.nodes.items() if st.active}}
 
     def restore(self, saved: dict) -> None:

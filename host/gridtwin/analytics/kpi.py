@@ -16,13 +16,13 @@ node's intervals (at least 10 s) is not bridged: energy nobody measured is not i
 stretch an outbox replays after the live readings went past it). The running totals (``total_kwh``,
 a store's charge and discharge counters) are saved with the detector's state and survive a restart.
 
-Round-trip efficiency over the last ``rte_window_s`` (default a day) from a store's counters: charged
-kWh C, discharged kWh D and, when it reports ``e_stored_kwh``, the change of its stored energy dE.
-D / C is the round trip only over a window that ends at the charge it began with; with dE known the
-window need not: a store whose one-way efficiency e is the same both ways has dE = e C - D / e, so
-e = (dE + sqrt(dE^2 + 4 C D)) / 2C and the round trip is e^2 (D / C when dE is 0). A counter that
-goes back (a restarted meter) starts again from its new value; nothing is reported before the window
-holds some charge and some discharge (``RTE_MIN_KWH`` each).
+Round-trip efficiency over the last ``rte_window_s`` (default a day) from a store's counters:
+charged kWh C, discharged kWh D and, when it reports ``e_stored_kwh``, the change of its stored
+energy dE. D / C is the round trip only over a window that ends at the charge it began with; with dE
+known the window need not: a store whose one-way efficiency e is the same both ways has dE = e C - D
+/ e, so e = (dE + sqrt(dE^2 + 4 C D)) / 2C and the round trip is e^2 (D / C when dE is 0). A counter
+that goes back (a restarted meter) starts again from its new value; nothing is reported before the
+window holds some charge and some discharge (``RTE_MIN_KWH`` each).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ _SCALE = {"W": 0.001, "kW": 1.0, "MW": 1000.0}
 # a store's cumulative counters: 0 charged, 1 discharged (their index in _Store.tot and last), 2 the
 # energy it holds
 _TWIN_STORE = {"e_charge_kwh": 0, "e_discharge_kwh": 1, "e_stored_kwh": 2}
-# ... and the same counters under their OPC UA tags (Energy_Charged, ...), as the collector feeds them
+# ... and the same counters under their OPC UA tags (Energy_Charged, ...), as the collector feeds
+# them
 STORE_METRICS = dict(_TWIN_STORE)
 STORE_METRICS.update((tag, _TWIN_STORE[m]) for tag, m in TAGS.get("bess", ()) if m in _TWIN_STORE)
 RTE_MIN_KWH = 0.01  # a window with less charge or discharge than this has no round trip to speak of
@@ -53,7 +54,8 @@ RTE_MIN_KWH = 0.01  # a window with less charge or discharge than this has no ro
 
 class _Store:
     """A battery store's counters: running totals of charge and discharge (increments of its
-    cumulative counters), its stored energy, and a snapshot of them at each bucket's end (the window)."""
+    cumulative counters), its stored energy, and a snapshot of them at each bucket's end (the
+    window)."""
 
     __slots__ = ("tot", "last", "stored", "snaps", "bucket0")
 
@@ -152,7 +154,8 @@ class EnergyKpi:
                 kw = value * p[1]
                 last = self._last.get(node)
                 if last is not None and ts <= last[0]:
-                    continue  # an outbox replay behind the live readings: that stretch is a gap here
+                    # an outbox replay behind the live readings: that stretch is a gap here
+                    continue
                 self._last[node] = (ts, kw)
                 acc = self._acc.get(node)
                 if acc is None:

@@ -1,18 +1,20 @@
 """Predictive maintenance: when will a metric cross its maintenance threshold, if its trend goes on?
 
-    det = MaintenanceDetector(ctx, horizon_s=86400)      # the daemon's detector (engine plugin)
-    det.observe(batch); det.tick(now_ms)                  # -> Finding(kind="maintenance") inside the horizon
-    fc = forecast(ts_ms, values, Threshold("t_*", 85.0), now_ms, horizon_s=86400)   # one series (the CLI)
+    det = MaintenanceDetector(ctx, horizon_s=86400)   # the daemon's detector (engine plugin)
+    det.observe(batch); det.tick(now_ms)               # Finding(kind="maintenance") in the horizon
+    # one series (the CLI):
+    fc = forecast(ts_ms, values, Threshold("t_*", 85.0), now_ms, horizon_s=86400)
 
-Per (node, metric) with a threshold (``THRESHOLDS``: every thermometer against 85 °C, the seed system's
-figure; a site's ``thresholds`` come first), readings are averaged into buckets (``horizon / 288``,
-5 minutes for a day) of which the last horizon's worth is kept: bounded state, O(1) per reading. At
-each closed bucket the trend is fitted by Theil–Sen (the median of all pairwise slopes: a spike or a
-stuck stretch moves it little, where least squares follows it), and the predicted crossing time is
-where the fitted line meets the threshold. Its confidence comes from the fit: 1 - the 95 % interval of
-the slope over twice the slope (scipy.stats.theilslopes), so noise and a wavering trend lower it and
-a slope whose interval holds zero has none. A forecast needs ``min_span_s`` of data (a quarter of the
-horizon by default: a warm-up over an hour is not a trend) and ``min_points`` buckets.
+Per (node, metric) with a threshold (``THRESHOLDS``: every thermometer against 85 °C, the seed
+system's figure; a site's ``thresholds`` come first), readings are averaged into buckets (``horizon
+/ 288``, 5 minutes for a day) of which the last horizon's worth is kept: bounded state, O(1) per
+reading. At each closed bucket the trend is fitted by Theil–Sen (the median of all pairwise slopes:
+a spike or a stuck stretch moves it little, where least squares follows it), and the predicted
+crossing time is where the fitted line meets the threshold. Its confidence comes from the fit: 1 -
+the 95 % interval of the slope over twice the slope (scipy.stats.theilslopes), so noise and a
+wavering trend lower it and a slope whose interval holds zero has none. A forecast needs
+``min_span_s`` of data (a quarter of the horizon by default: a warm-up over an hour is not a trend)
+and ``min_points`` buckets.
 
 A Finding is reported while the crossing falls inside the horizon with at least ``min_confidence``
 and cleared when it no longer does. It names the predicted time, the confidence, the risk factors in
@@ -33,8 +35,9 @@ from gridtwin.analytics.config import setting
 
 BUCKETS = 288  # buckets per horizon
 MIN_POINTS = 12  # buckets a forecast needs
-# a forecast raises nothing below this: a day-periodic temperature (a stack warming every sunny morning)
-# fitted over a day that starts mid-cycle gives a slope whose interval is wide (0.69 on the bench's twin)
+# a forecast raises nothing below this: a day-periodic temperature (a stack warming every sunny
+# morning) fitted over a day that starts mid-cycle gives a slope whose interval is wide (0.69 on the
+# bench's twin)
 MIN_CONFIDENCE = 0.8
 
 
@@ -46,15 +49,14 @@ class Threshold:
     roles: tuple = ()  # only nodes of these roles (empty: all)
     nodes: tuple = ()  # only these nodes (empty: all)
     unit: str = ""
-    quantity: str = (
-        ""  # every metric of this catalog quantity (gridtwin.catalog) of a node the site knows
-    )
+    # every metric of this catalog quantity (gridtwin.catalog) of a node the site knows
+    quantity: str = ""
 
     def matches(
         self, node: str, role: str | None, metric: str, quantity: str | None = None
     ) -> bool:
-        """`quantity`: the metric's catalog quantity; None when the site does not know the node and ""
-        when the catalog does not know the metric (then the name patterns decide)."""
+        """`quantity`: the metric's catalog quantity; None when the site does not know the node and
+        "" when the catalog does not know the metric (then the name patterns decide)."""
         if (self.roles and role not in self.roles) or (self.nodes and node not in self.nodes):
             return False
         if (
@@ -64,10 +66,11 @@ class Threshold:
         return any(fnmatch.fnmatchcase(metric, p) for p in self.metric.split("|") if p)
 
 
-# Every thermometer (the catalog's temperature quantity; by the firmware's names for a node the site does
-# not describe: a sensor's own id such as t_cell, or a combined chip's "<id>_t"); 85 °C: the seed system's
-# maintenance threshold. An alkaline stack runs at 80 °C by design (the twin's t_set_c) and trips at 90
-# (t_max_c): its threshold lies between, or every sunny morning's warm-up would be a forecast.
+# Every thermometer (the catalog's temperature quantity; by the firmware's names for a node the site
+# does not describe: a sensor's own id such as t_cell, or a combined chip's "<id>_t"); 85 °C: the
+# seed system's maintenance threshold. An alkaline stack runs at 80 °C by design (the twin's
+# t_set_c) and trips at 90 (t_max_c): its threshold lies between, or every sunny morning's warm-up
+# would be a forecast.
 THRESHOLDS = (
     Threshold("t_*|*_t|temp*", 88.0, unit="°C", quantity="temperature", roles=("electrolyser",)),
     Threshold("t_*|*_t|temp*", 85.0, unit="°C", quantity="temperature"),
@@ -105,9 +108,8 @@ class Forecast:
     points: int = 0
     span_s: float = 0.0
     noise: float = 0.0  # robust scatter around the line (unit)
-    status: str = (
-        "no data"  # no data | too short | flat | away | beyond horizon | crossed | inside horizon
-    )
+    # no data | too short | flat | away | beyond horizon | crossed | inside horizon
+    status: str = "no data"
     risks: list = field(default_factory=list)
     actions: list = field(default_factory=list)
 
@@ -137,7 +139,8 @@ class Forecast:
 
 
 def theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
-    """(slope, intercept, slope low, slope high): Theil–Sen with its 95 % interval (scipy's, Sen 1968)."""
+    """(slope, intercept, slope low, slope high): Theil–Sen with its 95 % interval (scipy's, Sen
+    1968)."""
     from scipy.stats import theilslopes
 
     slope, intercept, lo, hi = theilslopes(y, x, alpha=0.95)
@@ -179,7 +182,8 @@ def forecast(
     fc.noise = float(1.4826 * np.median(np.abs(resid - np.median(resid))))
     sign = 1.0 if th.direction == "rise" else -1.0
     toward = sign * slope > 0
-    # the interval as a share of the slope: 1 when tight; 0 when it reaches zero (no trend to speak of)
+    # the interval as a share of the slope: 1 when tight; 0 when it reaches zero (no trend to speak
+    # of)
     fc.confidence = (
         max(0.0, min(1.0, 1.0 - (hi - lo) / (2.0 * abs(slope)))) if slope and toward else 0.0
     )
@@ -206,13 +210,15 @@ def risk_factors(fc: Forecast) -> list[str]:
     out = []
     if fc.status == "crossed":
         out.append(
-            f"{fc.metric} is at {fc.level:.1f} {u}, past the maintenance threshold of {th.limit:g} {u}"
+            f"{fc.metric} is at {fc.level:.1f} {u}, past the maintenance threshold of {th.limit:g} "
+            f"{u}"
         )
     else:
         left = fc.hours_left
         out.append(
-            f"{fc.metric} {'rises' if fc.slope_per_h > 0 else 'falls'} {abs(fc.slope_per_h):.2f} {u}/h: "
-            f"{abs(th.limit - fc.level):.1f} {u} from {th.limit:g} {u}, reached in {left:.1f} h"
+            f"{fc.metric} {'rises' if fc.slope_per_h > 0 else 'falls'} {abs(fc.slope_per_h):.2f} "
+            f"{u}/h: {abs(th.limit - fc.level):.1f} {u} from {th.limit:g} {u}, reached in "
+            f"{left:.1f} h"
         )
     if fc.noise and fc.slope_per_h and fc.noise > abs(fc.slope_per_h):
         out.append(f"scatter of ±{fc.noise:.2f} {u} around the trend, more than an hour's rise")
@@ -344,7 +350,8 @@ class MaintenanceDetector:
         return None
 
     def forecasts(self) -> list[Forecast]:
-        """The current forecast of every series (what `gridtwin maintenance` prints from a running engine)."""
+        """The current forecast of every series (what `gridtwin maintenance` prints from a running
+        engine)."""
         out = []
         for (node, metric), s in self.series.items():
             if s is not None and s.points:
@@ -366,7 +373,8 @@ class MaintenanceDetector:
         return out
 
     def state(self) -> dict:
-        """The buckets (a day's trend is worth keeping across a restart), the open one and the alerts."""
+        """The buckets (a day's trend is worth keeping across a restart), the open one and the
+        alerts."""
         return {
             "series": [
                 [n, m, s.bucket, s.n, s.total, list(map(list, s.points)), s.active]
@@ -393,8 +401,9 @@ def finding(fc: Forecast) -> Finding:
     text = (
         f"{fc.node} {fc.metric}: past {th.limit:g} {th.unit} (maintenance threshold)"
         if fc.status == "crossed"
-        else f"{fc.node} {fc.metric}: forecast to reach {th.limit:g} {th.unit} in {left:.1f} h ({when}), "
-        f"confidence {fc.confidence:.2f}; {fc.actions[0] if fc.actions else 'plan maintenance'}"
+        else f"{fc.node} {fc.metric}: forecast to reach {th.limit:g} {th.unit} in {left:.1f} h "
+        f"({when}), confidence {fc.confidence:.2f}; "
+        f"{fc.actions[0] if fc.actions else 'plan maintenance'}"
     )
     return Finding(
         fc.node,

@@ -223,7 +223,8 @@ class MetricsServer:
                 path, query = parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 self.close_connection = True  # one request per connection: nothing lingers
                 if path in private and self.headers.get("Authorization") != f"Bearer {token}":
-                    # before the body: an unauthenticated client cannot make us read (or wait for) it
+                    # before the body: an unauthenticated client cannot make us read (or wait for)
+                    # it
                     return self._reply(
                         401, "application/json", b'{"error": "missing or wrong daemon token"}'
                     )

@@ -232,12 +232,14 @@ class Demo:
 
     @property
     def web_url(self) -> str | None:
-        """The daemon's web view (gridtwin.web), on loopback; None when the site turned the server off."""
+        """The daemon's web view (gridtwin.web), on loopback; None when the site turned the server
+        off."""
         srv = self.daemon.metrics_server if self.daemon else None
         return f"http://127.0.0.1:{srv.port}/ui/" if srv else None
 
     def run(self, until: float, *, view: bool = False) -> None:
-        """Step the twin to `until` seconds at `speed` x real time (Ctrl-C or stop() ends it early)."""
+        """Step the twin to `until` seconds at `speed` x real time (Ctrl-C or stop() ends it
+        early)."""
         from gridtwin.twin.scenario import run_realtime
 
         def on_step(twin):
@@ -271,7 +273,8 @@ class Demo:
         return self._counts
 
     def run_counts(self) -> dict[str, int]:
-        """Readings stored during this run, per node (the site's database also holds earlier runs')."""
+        """Readings stored during this run, per node (the site's database also holds earlier
+        runs')."""
         return {
             n: self.daemon.store.count_readings(n) - self._base.get(n, 0) for n in self.node_ids
         }

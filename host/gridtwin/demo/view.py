@@ -78,7 +78,8 @@ def render(demo) -> Group:
                 cid,
                 _fmt(m.get("p_kw")),
                 f"{_fmt(m.get('i_a'), ' A', 0)}  "
-                f"H₂ {_fmt(m.get('h2_nm3h'), ' Nm³/h', 2)}  total {_fmt(m.get('h2_total_kg'), ' kg', 3)}"
+                f"H₂ {_fmt(m.get('h2_nm3h'), ' Nm³/h', 2)}  total "
+                f"{_fmt(m.get('h2_total_kg'), ' kg', 3)}"
                 + ("  TRIPPED" if m.get("tripped") else ""),
             )
         elif c["kind"] == "h2_tank":

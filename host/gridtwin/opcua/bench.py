@@ -1,4 +1,5 @@
-"""Collector throughput and latency: ``python -m gridtwin.opcua.bench [--vars 1000] [--hz 1 10] [--seconds 10]``.
+"""Collector throughput and latency: ``python -m gridtwin.opcua.bench [--vars 1000] [--hz 1 10]
+[--seconds 10]``.
 
 A server in a child process (asyncua, Basic256Sha256 SignAndEncrypt, the site PKI of a temporary
 site) publishes N Double variables under the ISA-95 tree, every one of them with a new value R times
@@ -224,10 +225,11 @@ def main(argv=None) -> int:
     for hz in a.hz:
         r = run(a.vars, hz, a.seconds)
         print(
-            f"{a.vars} variables at {hz:g} Hz for {a.seconds:g} s: {r['points_per_s']:.0f} points/s stored "
-            f"({r['points']} of {r['written']} written), collector CPU {r['collector_cpu_pct']:.0f} % of a core, "
-            f"server CPU {r['server_cpu_pct']:.0f} %, collector RSS {r['rss_mb']:.0f} MB, "
-            f"write -> stored row p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms",
+            f"{a.vars} variables at {hz:g} Hz for {a.seconds:g} s: {r['points_per_s']:.0f} "
+            f"points/s stored ({r['points']} of {r['written']} written), collector CPU "
+            f"{r['collector_cpu_pct']:.0f} % of a core, server CPU {r['server_cpu_pct']:.0f} %, "
+            f"collector RSS {r['rss_mb']:.0f} MB, write -> stored row p50 {r['p50_ms']:.0f} ms, "
+            f"p99 {r['p99_ms']:.0f} ms",
             flush=True,
         )
     return 0

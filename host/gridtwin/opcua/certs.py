@@ -53,7 +53,8 @@ def identity(name: str) -> str:
 
 
 def _current(p: "pki_mod.PKI", folder: Path, uri: str) -> bool:
-    """The identity on disk is usable: signed by this CA, carries the URI, not expired or revoked."""
+    """The identity on disk is usable: signed by this CA, carries the URI, not expired or
+    revoked."""
     try:
         cert = x509.load_der_x509_certificate((folder / "cert.der").read_bytes())
         (folder / "key.pem").stat()
@@ -145,8 +146,8 @@ def trust_store(p: "pki_mod.PKI"):
 
 
 def validator(p: "pki_mod.PKI", peer: str):
-    """A certificate validator for the peer (`client` or `server`): time, URI, key usage, signed by the
-    site CA, not revoked."""
+    """A certificate validator for the peer (`client` or `server`): time, URI, key usage, signed by
+    the site CA, not revoked."""
     from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions as O
 
     role = O.PEER_CLIENT if peer == "client" else O.PEER_SERVER

@@ -101,7 +101,8 @@ class Collector:
         self.site, self.store, self.pki = site, store, pki
         self.clock = clock or Clock()
         self.cfg = site.opcua
-        # source k: [[opcua.sources]] entry k, its endpoint, security and mapping; None: browse the tree
+        # source k: [[opcua.sources]] entry k, its endpoint, security and mapping; None: browse the
+        # tree
         self.source = self.cfg.sources[source] if source is not None else None
         self.source_key = f"opcua.sources[{source}]"
         src = self.source if self.source is not None else {}
@@ -128,9 +129,8 @@ class Collector:
         self.listeners: list = []
         self._by_handle: dict = {}
         self._change_event = None  # asyncua's DataChangeEvent class, once a session imports it
-        self.error: str | None = (
-            None  # a ConfigError that stopped this source (the daemon's health)
-        )
+        # a ConfigError that stopped this source (the daemon's health)
+        self.error: str | None = None
 
     # -- the subscription handler (asyncua calls it for every notification) --------------------
     def datachange_notification(self, node, val, data) -> None:
@@ -389,7 +389,8 @@ class Collector:
                 self._down_since = None
             else:
                 self.log(
-                    f"collecting {len(nodes)} variables from {self.endpoint} ({self.policy}, {self.mode})"
+                    f"collecting {len(nodes)} variables from {self.endpoint} ({self.policy}, "
+                    f"{self.mode})"
                 )
             self.connected.set()
             while not stop.is_set():
@@ -414,7 +415,8 @@ class Collector:
                 pass
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Collect until `stop` is set: reconnect with backoff, BAD rows while the server is away."""
+        """Collect until `stop` is set: reconnect with backoff, BAD rows while the server is
+        away."""
         flusher = asyncio.create_task(self._flusher(stop))
         backoff = 0.1
         try:

@@ -37,7 +37,8 @@ def _check_nodeid(value: str):
     if not NODEID_RE.match(value):
         return (
             f"{value!r} is not a NodeId",
-            'write it as "ns=2;s=Inverter1.Power" or "nsu=URI;i=1234" (`gridtwin opcua browse` prints them)',
+            'write it as "ns=2;s=Inverter1.Power" or "nsu=URI;i=1234" (`gridtwin opcua browse` '
+            'prints them)',
         )
     return None
 
@@ -47,7 +48,8 @@ def _check_path(value: str):
     if len(parts) != 5 or not all(p.strip() for p in parts):
         return (
             f"{value!r} is not an ISA-95 path of 5 levels",
-            'write it as "enterprise/site/area/line/machine", e.g. "Acme/plant1/energy/feeder1/inv1"',
+            'write it as "enterprise/site/area/line/machine", e.g. '
+            '"Acme/plant1/energy/feeder1/inv1"',
         )
     return None
 
@@ -122,7 +124,8 @@ OPCUA = Section(
         "area": Key(
             str,
             "",
-            help="ISA-95 area of every asset; empty = by the asset's domain (energy, datacentre, ...)",
+            help="ISA-95 area of every asset; empty = by the asset's domain (energy, datacentre, "
+            "...)",
         ),
         "policies": Key(
             list,

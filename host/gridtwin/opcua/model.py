@@ -150,7 +150,8 @@ def _line(topo, comp) -> str:
 
 
 def points(twin, site_id: str, enterprise: str, area: str = "") -> list[Point]:
-    """Every variable the server publishes, from the twin's current state (its metrics and units)."""
+    """Every variable the server publishes, from the twin's current state (its metrics and
+    units)."""
     topo = twin.topo
     state = twin.state()
     out = []

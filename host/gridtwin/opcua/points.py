@@ -31,7 +31,8 @@ class PointView:
 
 
 def is_machine(site, name: str, db: Path | None = None) -> bool:
-    """`name` is an OPC UA machine: one a [[opcua.sources]] mapping names, or one with stored points."""
+    """`name` is an OPC UA machine: one a [[opcua.sources]] mapping names, or one with stored
+    points."""
     for src in site.opcua.sources:
         for pt in src.get("points") or ():
             if pt["path"].rsplit("/", 1)[-1] == name:

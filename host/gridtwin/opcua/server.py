@@ -6,9 +6,9 @@ Address space, under the namespace ``[opcua] namespace`` (default ``urn:gridtwin
 
 every level an Object, every tag a Variable with the string NodeId ``ns=<i>;s=<path>.<tag>``
 (stable: a collector's mapping survives restarts), a Double (a state: a String; a 0/1 flag: a
-Boolean), and for a quantity its ``EngineeringUnits`` property (EUInformation, UNECE code). Every `publish()` writes the
-twin's current state into the variables with a source timestamp and a status code from the
-component's state (GOOD: Good, UNCERTAIN: Uncertain, BAD: BadOutOfService).
+Boolean), and for a quantity its ``EngineeringUnits`` property (EUInformation, UNECE code). Every
+`publish()` writes the twin's current state into the variables with a source timestamp and a status
+code from the component's state (GOOD: Good, UNCERTAIN: Uncertain, BAD: BadOutOfService).
 
 Security: only the policies and modes of ``[opcua] policies``/``modes`` (Basic256Sha256 and
 Aes128_Sha256_RsaOaep, Sign and SignAndEncrypt); the None endpoint exists only with ``dev=True``

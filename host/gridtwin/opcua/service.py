@@ -205,7 +205,8 @@ class ServedTwin:
         return self
 
     def publish(self, state: dict) -> None:
-        """Queue a publish of `state` (returns at once; a publish still running is not waited for)."""
+        """Queue a publish of `state` (returns at once; a publish still running is not waited
+        for)."""
 
         async def one():
             try:

@@ -31,7 +31,8 @@ SQRT3 = math.sqrt(3.0)
 
 
 def inverter_ac_pu(p_dc_pu: float, l0: float, l1: float, l2: float) -> float:
-    """AC output in per unit of the rating for a DC input in per unit (the loss model solved for x)."""
+    """AC output in per unit of the rating for a DC input in per unit (the loss model solved for
+    x)."""
     if p_dc_pu <= l0:
         return 0.0
     if l2 <= 0.0:
@@ -158,7 +159,8 @@ class Microgrid:
             self.status[c.id] = (
                 ("clipping" if x >= 1.0 and p_dc > used_dc else "mppt") if x > 0 else "standby"
             )
-        # Stores: self-consumption; the surplus charges them, the deficit discharges them, each within its limits.
+        # Stores: self-consumption; the surplus charges them, the deficit discharges them, each
+        # within its limits.
         net = load_p - pv_p  # what the site needs from the grid before the stores act
         bat_p = 0.0
         for c in self.stores:

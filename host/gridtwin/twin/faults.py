@@ -3,28 +3,34 @@ analytics bench (tools/bench_analytics.py) scores detectors against.
 
     from gridtwin.twin.faults import Fault
     twin.inject(Fault("load_spike", "srv_a", start=3600, end=4200, args={"factor": 1.6}))
-    twin.faults.labels()     # [{"kind", "component", "node", "metric", "start_s", "end_s", "start_ms", "end_ms"}]
+    # [{"kind", "component", "node", "metric", "start_s", "end_s", "start_ms", "end_ms"}]:
+    twin.faults.labels()
 
 A scenario carries its faults (``Scenario.faults``); ``Twin.schedule`` injects them. Kinds:
 
-- ``soc_collapse`` (ups, battery): the state of charge drains ``drop_pct`` (40) over ``ramp_s`` (300): a
+- ``soc_collapse`` (ups, battery): the state of charge drains ``drop_pct`` (40) over ``ramp_s``
+(300): a
   failing cell string;
-- ``load_spike`` (server): its demand is ``factor`` (1.6) times its base load (more may trip its PDU);
+- ``load_spike`` (server): its demand is ``factor`` (1.6) times its base load (more may trip its
+PDU);
 - ``efficiency_loss`` (electrolyser): its cells' ohmic resistance grows to ``factor`` (3) times over
   ``ramp_s`` (600): more volts, and power, for the same hydrogen;
-- ``voltage_sag`` (a component with a ``*_v`` metric): the voltage (``metric``, else the first) reads
+- ``voltage_sag`` (a component with a ``*_v`` metric): the voltage (``metric``, else the first)
+reads
   ``depth`` (0.15) lower;
-- ``temp_rise`` (any): a temperature (``metric``, t_c) climbs ``rate_c_per_h`` (2); a component the twin
+- ``temp_rise`` (any): a temperature (``metric``, t_c) climbs ``rate_c_per_h`` (2); a component the
+twin
   gives none (a server) reads ``base_c`` (45) all along, plus the rise during the fault;
 - ``stuck_sensor`` (any): a metric (p_kw) keeps the value it had at the start;
-- ``spike_sensor`` (any): a metric (p_kw) jumps by ``amplitude`` (0.5) x its value on a share ``rate``
+- ``spike_sensor`` (any): a metric (p_kw) jumps by ``amplitude`` (0.5) x its value on a share
+``rate``
   (0.05) of the reports.
 
-The first three change the simulation (the model runs on the faulty plant); the others change what the
-component reports (the twin's state, hence what its node reads and stores): a sensor's fault, or a
-quantity the twin does not model (a server's temperature). A fault's random draws come from a generator
-of its own (seeded by the twin's seed and the fault's place), so the twin's own sequence, and with it
-every other value, is the same with or without faults.
+The first three change the simulation (the model runs on the faulty plant); the others change what
+the component reports (the twin's state, hence what its node reads and stores): a sensor's fault, or
+a quantity the twin does not model (a server's temperature). A fault's random draws come from a
+generator of its own (seeded by the twin's seed and the fault's place), so the twin's own sequence,
+and with it every other value, is the same with or without faults.
 """
 
 from __future__ import annotations
@@ -128,7 +134,8 @@ class FaultInjector:
         }
 
     def labels(self) -> list[dict]:
-        """Every injection: kind, component, node (the component's node, else its id), metric, start, end."""
+        """Every injection: kind, component, node (the component's node, else its id), metric,
+        start, end."""
         return [self.label(a) for a in self.faults]
 
     # --- the simulation: physical faults, before each step --------------------------------------
@@ -198,7 +205,8 @@ class FaultInjector:
                 continue
             metric = a.metric
             if not f.start - 1e-9 <= t < f.end - 1e-9:
-                # a component the twin gives no such temperature (a server) reads the fault's base all along
+                # a component the twin gives no such temperature (a server) reads the fault's base
+                # all along
                 if f.kind == "temp_rise" and metric not in m:
                     m[metric] = float(f.args.get("base_c", 45.0))
                 continue
@@ -214,6 +222,7 @@ class FaultInjector:
                 if a.stuck is not None:
                     m[metric] = a.stuck
             elif f.kind == "spike_sensor" and metric in m:
-                # one draw per report, from the fault's own generator: the twin's sequence is untouched
+                # one draw per report, from the fault's own generator: the twin's sequence is
+                # untouched
                 if a.rng.random() < float(f.args.get("rate", 0.05)):
                     m[metric] = m[metric] * (1.0 + float(f.args.get("amplitude", 0.5)))
