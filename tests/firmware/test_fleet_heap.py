@@ -3,7 +3,7 @@ DS18B20, OLED, TLS) included: its config rendered as the demo renders it, its ch
 `vworld`, the compiled build, mutual TLS to the real broker. No crash boot, no MemoryError, and
 room left at the TLS connect (the node logs its free heap there, after a collection).
 
-Not met yet (xfail): pv1 connects with ~6.8-7.2 KB free (EL1 and EL2 with ~8.5-8.8 KB). No
+Not met yet (xfail): pv1 connects with ~6.4-7.2 KB free (EL1 and EL2 with ~8-8.8 KB). No
 crash boot since the sampler waits out the TLS handshake (it ran out of RAM there at EL1's first
 boot). The figures are printed either way."""
 
