@@ -7,7 +7,7 @@ ROLES = {
     "sensor": "base",
     "grid_monitor": "sensing",
     "electrolyser": "sensing",
-    "pv": "sensing",
+    "pv": "base",  # no derived metric: the plain role (gt/roles/sensing.py's ~2 KB stay out of RAM)
     # the data-centre chain: simulated components with local state (gt/roles/plant.py)
     "utility": "plant",
     "transformer": "plant",

@@ -5,7 +5,7 @@
 #                 Ulleberg's Faraday efficiency eta_F = j^2 / (f1 + j^2) * f2 (j in mA/cm2 of the
 #                 cell area) when params give f1, f2 and area_m2, as the twin computes it
 #                 (gridtwin/twin/electrolyser.py), else the constant faradaic_eff
-#   pv            a pyranometer and the array's INA226: no derived metric
+# (pv, a pyranometer and the array's INA226, has no derived metric: it is the plain role of base.py)
 # Which sensor to use comes from params ({"meter": id} / {"stack": id}), else the first of its kind.
 from gt.roles.base import Role as Base
 
