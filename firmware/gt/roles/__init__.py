@@ -5,9 +5,9 @@
 # a role whose module is "plant" is a component of the power chain there too)
 ROLES = {
     "sensor": "base",
-    "grid_monitor": "sensing",
+    "grid_monitor": "grid",
     "electrolyser": "sensing",
-    "pv": "base",  # no derived metric: the plain role (gt/roles/sensing.py's ~2 KB stay out of RAM)
+    "pv": "base",  # derives nothing: the plain role (no deriving role's code in RAM, issue #20)
     # the data-centre chain: simulated components with local state (gt/roles/plant.py)
     "utility": "plant",
     "transformer": "plant",

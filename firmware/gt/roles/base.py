@@ -19,3 +19,13 @@ class Role:
     def state(self):
         """A few words for the display and the birth document."""
         return ""
+
+
+def reads(app, suffix, sensor=None):
+    """The metric a deriving role reads: the first ending in suffix ("_hz", "_a") of the sensor
+    named (params), of any sensor when none is named; None when there is none."""
+    for s in app.sensors:
+        for m in s.names:
+            if m.endswith(suffix) and (sensor is None or s.id == sensor):
+                return m
+    return None

@@ -116,7 +116,7 @@ def readings(
             out["h2_nlh"] = float(comp["m"]["h2_nm3h"]) * 1000.0
     elif role == "grid_monitor":
         hz = [v for _sid, suffix, v in sensed.values() if suffix == "hz"]
-        if hz:  # gt/roles/sensing.py: the first frequency it has, minus its nominal
+        if hz:  # gt/roles/grid.py: the first frequency it has, minus its nominal
             out["f_dev"] = hz[0] - float((cfg or {}).get("params", {}).get("nominal_hz", 50))
     return out
 
