@@ -29,8 +29,9 @@ def site(tmp_path):
 
     path = tmp_path / "site.toml"
     shutil.copyfile(example_site_path(), path)
-    # an hour boundary 10 minutes ago, readings 23.5 s apart around it
-    hour = (int(time.time() * 1000) - 600_000) // 3_600_000 * 3_600_000
+    # the last hour boundary at least 5 minutes ago (5 to 65 minutes ago: `--since 2h` below takes
+    # it all), readings 23.5 s apart around it, the last 4.3 minutes after it
+    hour = (int(time.time() * 1000) - 300_000) // 3_600_000 * 3_600_000
     store = SqliteStore(db_path(load_site(path)))
     try:
         rows = []
@@ -51,7 +52,7 @@ def _iso(ms: int) -> str:
 
 
 def _run(capsys, path, *fmt) -> str:
-    argv = ["--site", str(path), "query", "pdu_a", "load_kw", "--since", "1h", *fmt]
+    argv = ["--site", str(path), "query", "pdu_a", "load_kw", "--since", "2h", *fmt]
     assert cli.main(argv) == 0
     return capsys.readouterr().out
 
