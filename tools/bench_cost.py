@@ -160,8 +160,8 @@ def daemon_latency(
 
 
 def raw_executemany(work: Path, n: int) -> float:
-    """The floor of storing n 6-metric rows in SQLite from Python: one executemany per 20,000 rows into
-    a table laid out as the daemon's (its one index, the (node, boot, seq) key), WAL,
+    """The floor of storing n 6-metric rows in SQLite from Python: one executemany per 20,000 rows
+    into a table laid out as the daemon's (its one index, the (node, boot, seq) key), WAL,
     synchronous=NORMAL."""
     db = work / "raw.db"
     conn = sqlite3.connect(db, isolation_level=None)
@@ -285,7 +285,8 @@ def run(
                 f"{burst_rate:,.0f} msg/s",
                 f"raw SQLite executemany of the same rows (table + its key index): "
                 f"{raw:,.0f} rows/s, ratio "
-                f"{burst_rate / raw:.2f}; target >= 0.5 (and >= 1.0x mosquitto_sub: section ingest)",
+                f"{burst_rate / raw:.2f}; target >= 0.5 (and >= 1.0x mosquitto_sub: section "
+                "ingest)",
             )
         )
 
@@ -351,8 +352,8 @@ def _storage_and_query(args, work: Path) -> list:
     if batch:
         store.write_batch(batch)
     write_s = time.monotonic() - t0
-    # what the daemon's maintenance thread does every minute: readings older than 5 minutes -> blocks
-    # (100,000 a pass: the passes of the next few minutes, back to back)
+    # what the daemon's maintenance thread does every minute: readings older than 5 minutes ->
+    # blocks (100,000 a pass: the passes of the next few minutes, back to back)
     t0 = time.monotonic()
     moved = 0
     while step := store.compact(now_ms=now):
@@ -374,9 +375,10 @@ def _storage_and_query(args, work: Path) -> list:
         (
             "bytes per stored reading (6 metrics)",
             f"{per:.0f} B",
-            f"{stored:,} readings written at {stored / write_s:,.0f}/s, the {moved:,} older than 5 min "
-            f"compacted at {moved / max(compact_s, 1e-9):,.0f}/s; the bare values are {raw} B "
-            f"({per / raw:.1f}x); InfluxDB 1.x after compaction: 37.5 B (issue #20); target <= 60 B",
+            f"{stored:,} readings written at {stored / write_s:,.0f}/s, the {moved:,} older than 5 "
+            f"min compacted at {moved / max(compact_s, 1e-9):,.0f}/s; the bare values are {raw} B "
+            f"({per / raw:.1f}x); InfluxDB 1.x after compaction: 37.5 B (issue #20); target <= 60 "
+            "B",
         )
     )
 
@@ -409,11 +411,11 @@ def _storage_and_query(args, work: Path) -> list:
         f"c = sqlite3.connect({str(db)!r})\n"
         "since = int(time.time() * 1000) - 3600_000\n"
         "rows = []\n"
-        "for (data,) in c.execute(\"SELECT data FROM blocks WHERE node='n0042' AND ts_hi>=?\", (since,)):\n"
-        "    ts, _seq, vs = Block(data).metric('p_w')\n"
+        "for (data,) in c.execute(\"SELECT data FROM blocks WHERE node='n0042' AND ts_hi>=?\", "
+        "(since,)):\n    ts, _seq, vs = Block(data).metric('p_w')\n"
         "    rows += [(t, v) for t, v in zip(ts, vs) if t >= since]\n"
-        "rows += c.execute(\"SELECT ts, json_extract(msg, '$.p_w') FROM readings WHERE node='n0042' AND ts>=?\", "
-        "(since,)).fetchall()\n"
+        "rows += c.execute(\"SELECT ts, json_extract(msg, '$.p_w') FROM readings WHERE "
+        "node='n0042' AND ts>=?\", (since,)).fetchall()\n"
         "rows.sort(key=lambda r: r[0])\n"
         "sys.stdout.write(''.join(f'{t},{v}\\n' for t, v in rows))\n"
     )

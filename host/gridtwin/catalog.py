@@ -155,8 +155,9 @@ def node_metrics(node) -> dict[str, Metric]:
 
 
 def role_input(node, sensor_metrics_: dict[str, Metric] | None = None) -> str | None:
-    """The sensor metric a deriving role reads (gt/roles/base.py, reads): the first metric ending in the
-    role's suffix ("_hz", "_a") of the sensor its params name, of any sensor when none is named."""
+    """The sensor metric a deriving role reads (gt/roles/base.py, reads): the first metric ending in
+    the role's suffix ("_hz", "_a") of the sensor its params name, of any sensor when none is
+    named."""
     role = _get(node, "role")
     needs = next((r[4] for r in ROLE_METRICS.get(role, ()) if r[4] is not None), None)
     if needs is None:

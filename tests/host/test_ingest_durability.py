@@ -126,14 +126,16 @@ def test_broker_restart_mid_stream_loses_nothing(fleet_broker, tmp_path):
 
 @pytest.fixture(scope="module")
 def two_instance_site(tmp_path_factory):
-    """The fleet site with `[daemon] instances = 2`: its PKI holds gridtwin-host and gridtwin-host-2."""
+    """The fleet site with `[daemon] instances = 2`: its PKI holds gridtwin-host and
+    gridtwin-host-2."""
     return make_site_pki(
         tmp_path_factory.mktemp("fleet2"), fleet_site_text(extra="[daemon]\ninstances = 2\n")
     )
 
 
 def site_daemon(sp, broker, instance, db):
-    """Daemon instance K as `gridtwin daemon --instance K` builds it, pointed at the test broker's port."""
+    """Daemon instance K as `gridtwin daemon --instance K` builds it, pointed at the test broker's
+    port."""
     ep = dataclasses.replace(
         endpoint_from_site(sp.site, instance=instance), host=broker.host, port=broker.port
     )

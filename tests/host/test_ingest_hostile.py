@@ -41,7 +41,8 @@ def _daemon(broker, db):
 
 
 def _sentinel_then_wait(node_client, daemon, db, boot, seq):
-    """Per-client order: once a reading published last is stored, everything before it was handled."""
+    """Per-client order: once a reading published last is stored, everything before it was
+    handled."""
     node_client.publish(telemetry_payload(node_client.node, boot=boot, seq=seq))
     wait_for(
         lambda: (
@@ -354,13 +355,15 @@ import sys
 from pathlib import Path
 from gridtwin.daemon.connection import Endpoint
 from gridtwin.daemon.service import Daemon
-ep = Endpoint({ep.host!r}, {ep.port}, Path({str(ep.ca)!r}), Path({str(ep.cert)!r}), Path({str(ep.key)!r}), {ep.root!r})
+ep = Endpoint({ep.host!r}, {ep.port}, Path({str(ep.ca)!r}), Path({str(ep.cert)!r}),
+              Path({str(ep.key)!r}), {ep.root!r})
 d = Daemon(endpoint=ep, db_path={str(tmp_path / 'db')!r}, metrics_port=None)
 def die(batch):
     raise RuntimeError("simulated: a bug outside every per-message guard")
 d.ingest._process = die
 import threading
-threading.Thread(target=lambda: d.bus.wait_subscribed(20) and print("ready", flush=True), daemon=True).start()
+ready = lambda: d.bus.wait_subscribed(20) and print("ready", flush=True)
+threading.Thread(target=ready, daemon=True).start()
 sys.exit(d.run_forever())
 """
     proc = subprocess.Popen(

@@ -253,7 +253,8 @@ def test_a_corrupt_database_is_named_with_its_fix(tmp_path):
     destroy_pages(pages)
     with pytest.raises(CorruptDatabase):
         SqliteStore(pages, check=True)  # the daemon's start and doctor
-    # a reader that skipped the check (the CLI) meets it mid-query: the same error, never a traceback
+    # a reader that skipped the check (the CLI) meets it mid-query: the same error, never a
+    # traceback
     store = SqliteStore(pages)
     met = 0
     for read in (
@@ -269,7 +270,8 @@ def test_a_corrupt_database_is_named_with_its_fix(tmp_path):
     assert met >= 1
 
 
-# -- compaction into blocks (issue #20: <= 60 B a reading) --------------------------------------------
+# -- compaction into blocks (issue #20: <= 60 B a reading)
+# --------------------------------------------
 
 
 def _mixed_readings():
@@ -426,8 +428,8 @@ def _indexes(store, table: str) -> list:
 
 def test_the_hot_table_has_one_index_and_a_version_2_database_loses_its_second(tmp_path):
     """Each index on readings costs a page write per reading at fleet rates (a batch's readings come
-    from as many nodes): only the de-duplication key stays. A version-2 database (with the (node, ts)
-    index) is opened without loss, and a node's readings by time still come from that key."""
+    from as many nodes): only the de-duplication key stays. A version-2 database (with the (node,
+    ts) index) is opened without loss, and a node's readings by time still come from that key."""
     s = SqliteStore(tmp_path / "new.db")
     assert _indexes(s, "readings") == ["readings_key"]
     s.close()
@@ -450,8 +452,8 @@ def test_the_hot_table_has_one_index_and_a_version_2_database_loses_its_second(t
 
 
 def test_a_version_1_database_is_migrated_without_loss(tmp_path):
-    """A database of the release before blocks (user_version 1): opened, its readings and queries are
-    all there, and the daemon's compaction then takes its rows like any others."""
+    """A database of the release before blocks (user_version 1): opened, its readings and queries
+    are all there, and the daemon's compaction then takes its rows like any others."""
     conn = sqlite3.connect(tmp_path / "v1.db")
     conn.executescript("""
         CREATE TABLE readings (node TEXT NOT NULL, boot TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -459,8 +461,10 @@ def test_a_version_1_database_is_migrated_without_loss(tmp_path):
         CREATE UNIQUE INDEX readings_key ON readings (node, boot, seq);
         CREATE INDEX readings_node_ts ON readings (node, ts);
         CREATE TABLE rollup_1m (node TEXT NOT NULL, metric TEXT NOT NULL, bucket INTEGER NOT NULL,
-            n INTEGER NOT NULL, vmin REAL, vmax REAL, vsum REAL, PRIMARY KEY (node, metric, bucket)) WITHOUT ROWID;
-        CREATE TABLE nodes (id TEXT PRIMARY KEY, state TEXT, fw TEXT, board TEXT, reset TEXT, boot TEXT,
+            n INTEGER NOT NULL, vmin REAL, vmax REAL, vsum REAL,
+            PRIMARY KEY (node, metric, bucket)) WITHOUT ROWID;
+        CREATE TABLE nodes (id TEXT PRIMARY KEY, state TEXT, fw TEXT, board TEXT, reset TEXT,
+            boot TEXT,
             heap REAL, rssi REAL, uptime REAL, cfg TEXT, sensors TEXT, outbox REAL, drops REAL,
             interval REAL, last_seen INTEGER, status_at INTEGER, heap_min REAL, rejected INTEGER,
             last_reject TEXT, last_reject_at INTEGER);

@@ -1,4 +1,5 @@
-"""Compressed blocks of one node's readings: how the SQLite store keeps readings older than a few minutes.
+"""Compressed blocks of one node's readings: how the SQLite store keeps readings older than a few
+minutes.
 
 A block holds up to a few thousand readings of one node, sorted by (ts, seq), column by column:
 ts, seq, boot, hist, the set of metric names of each reading (its "shape") and one column per

@@ -154,9 +154,9 @@ class Bus:
         )
         everything = f"{self.root}/#"
         if self.shared_group:
-            # retained birth/will messages are not delivered on shared subscriptions: every daemon also
-            # subscribes to status directly (registry updates are idempotent upserts); acks too: the
-            # daemon that sent a command must see its ack (duplicates are ignored)
+            # retained birth/will messages are not delivered on shared subscriptions: every daemon
+            # also subscribes to status directly (registry updates are idempotent upserts); acks
+            # too: the daemon that sent a command must see its ack (duplicates are ignored)
             client.subscribe(
                 [
                     (f"$share/{self.shared_group}/{everything}", 1),
@@ -189,8 +189,8 @@ class Bus:
         ):  # paho retries every few seconds; say it, not every time
             self._last_fail_log = now
             log.warning(
-                "cannot reach the broker at %s:%s (not running, wrong port or TLS refused); retrying. "
-                "Messages wait in the broker's session meanwhile.",
+                "cannot reach the broker at %s:%s (not running, wrong port or TLS refused); "
+                "retrying. Messages wait in the broker's session meanwhile.",
                 self.endpoint.host,
                 self.endpoint.port,
             )

@@ -29,7 +29,8 @@ from gridtwin.daemon.store_sqlite import BatchResult, CorruptDatabase, StoreErro
 
 log = logging.getLogger("gridtwin.daemon.ingest")
 
-# reasons logged at most once per node and reason in this many seconds (a flood must not fill the disk)
+# reasons logged at most once per node and reason in this many seconds (a flood must not fill the
+# disk)
 LOG_EVERY_S = 10.0
 LINGER_UNTIL = 200  # messages waiting: commit at once, no linger
 
@@ -75,7 +76,8 @@ class Ingest:
         self._stop = threading.Event()
         self._logged: dict = {}
         self._suppressed: dict = {}
-        self._node_rejects: dict = {}  # node -> (count, last reason, at ms), stored with the next batch
+        # node -> (count, last reason, at ms), stored with the next batch
+        self._node_rejects: dict = {}
         self.on_fatal = None  # fn(thread name): the writer died (service.Daemon exits)
         self._writer: threading.Thread | None = None
         self.host_prefix = f"{self.root}/_host/"

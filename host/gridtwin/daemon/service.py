@@ -117,8 +117,9 @@ class Daemon:
             stopping=self._stop.is_set,
         )
         self.ingest.listeners.append(self.api.feed)
-        # analytics reads what ingest committed, from a bounded queue on its own thread; once per site
-        # (instance 1), off for a daemon built without a site (tests and benchmarks set their own)
+        # analytics reads what ingest committed, from a bounded queue on its own thread; once per
+        # site (instance 1), off for a daemon built without a site (tests and benchmarks set their
+        # own)
         from gridtwin.analytics.engine import Analytics
 
         self.analytics = Analytics.from_daemon(self) if instance == 1 and site is not None else None
@@ -201,7 +202,8 @@ class Daemon:
         metrics_port = d.metrics_port + instance - 1 if d.metrics_port else None
         # Instance 1 keeps [daemon] client_id (its lock file and _host/daemon/<id> status topic stay
         # as they were); the rendered broker replaces any client id by the CN anyway. The others
-        # send their CN, which is the id the broker uses, so logs, lock and status topic agree with it.
+        # send their CN, which is the id the broker uses, so logs, lock and status topic agree with
+        # it.
         client_id = (d.client_id or identity) if instance == 1 else identity
         kw = dict(
             endpoint=endpoint_from_site(site, identity),
@@ -385,7 +387,8 @@ class Daemon:
             self.metrics.gaps += 1
             self.metrics.missing += missing
             log.warning(
-                "gap node=%s boot=%s: %d message(s) after seq %d never arrived (not replayed within %g s)",
+                "gap node=%s boot=%s: %d message(s) after seq %d never arrived (not replayed "
+                "within %g s)",
                 node,
                 boot,
                 missing,

@@ -1,9 +1,9 @@
 """The daemon's embedded store: SQLite in the site's ``var/`` folder.
 
-One row per telemetry message (the validated payload, metrics under ``$.m``) keeps ingest at one B-tree insert per
-message, which is what lets one Python process store tens of thousands of messages a second.
-The unique index on (node, boot, seq) *is* the de-duplication: QoS 1 redeliveries and outbox replays
-hit ``INSERT OR IGNORE`` and are counted, never stored twice.
+One row per telemetry message (the validated payload, metrics under ``$.m``) keeps ingest at one
+B-tree insert per message, which is what lets one Python process store tens of thousands of messages
+a second. The unique index on (node, boot, seq) *is* the de-duplication: QoS 1 redeliveries and
+outbox replays hit ``INSERT OR IGNORE`` and are counted, never stored twice.
 
 Readings older than a few minutes do not stay one row each: the daemon's maintenance thread moves
 them (``compact``) into compressed blocks of one node's readings (gridtwin.daemon.blocks), about
@@ -111,8 +111,10 @@ INSERT_BATCH = (
     "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) "
     "SELECT * FROM (SELECT json_extract(value, '$[0]') AS n, json_extract(value, '$[1]') AS b, "
     "json_extract(value, '$[2]') AS s, json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
-    "json_extract(value, '$[5]') FROM json_each(?) "  # json_extract, not ->>: SQLite < 3.38 (bullseye) lacks ->>
-    "LIMIT -1 OFFSET 0) "  # not flattened into the outer query, which would extract n, b and s twice
+    # json_extract, not ->>: SQLite < 3.38 (bullseye) lacks ->>
+    "json_extract(value, '$[5]') FROM json_each(?) "
+    # not flattened into the outer query, which would extract n, b and s twice
+    "LIMIT -1 OFFSET 0) "
     "WHERE coalesce((SELECT seq_lo FROM runs WHERE node = n AND boot = b AND seq_hi >= s "
     "ORDER BY seq_hi LIMIT 1) > s, 1)"
 )
@@ -239,7 +241,8 @@ def _private(path: Path) -> None:
         except FileNotFoundError:
             pass
         except PermissionError:
-            pass  # a reader that does not own the file (the CLI as another user): not ours to change
+            # a reader that does not own the file (the CLI as another user): not ours to change
+            pass
 
 
 def quick_check(conn: sqlite3.Connection, path: Path) -> None:
@@ -264,7 +267,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if version < 1:
         # readings.msg: the whole payload -> its metrics object (what queries read, validated)
         conn.execute(
-            "UPDATE readings SET msg = json_extract(msg, '$.m') WHERE json_type(msg, '$.m') = 'object'"
+            "UPDATE readings SET msg = json_extract(msg, '$.m') WHERE json_type(msg, '$.m') = "
+            "'object'"
         )
         # spooled line protocol: millisecond times -> nanoseconds (the writer's precision now)
         conn.execute("UPDATE spool SET line = line || '000000'")
@@ -281,7 +285,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE gaps ADD COLUMN {col} {kind}")
     # gaps of the first release were never retracted: their end is after_seq + missing
     conn.execute(
-        "UPDATE gaps SET last_seq = after_seq + missing, confirmed = detected WHERE last_seq IS NULL"
+        "UPDATE gaps SET last_seq = after_seq + missing, confirmed = detected WHERE last_seq IS "
+        "NULL"
     )
     conn.execute("DROP INDEX IF EXISTS readings_node_ts")  # version 2's second index (see SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -350,9 +355,8 @@ SETTLE_MS = 60 * 60_000
 MIN_ROWS = 256
 MAX_ROWS = 1024
 TXN_ROWS = 50_000  # rows moved per transaction: ingest waits for it (about 0.2 s), once a pass
-PASS_ROWS = (
-    100_000  # rows moved per pass (a few seconds): the daemon's stop waits for the pass to end
-)
+# rows moved per pass (a few seconds): the daemon's stop waits for the pass to end
+PASS_ROWS = 100_000
 
 
 class SqliteStore:
@@ -434,8 +438,8 @@ class SqliteStore:
                 (node, boot, seq, first_rowid),
             ).fetchone():
                 conn.execute(
-                    "UPDATE gaps SET missing = missing - 1 WHERE node=? AND boot=? AND after_seq < ? "
-                    "AND ? <= last_seq AND confirmed IS NULL AND missing > 0",
+                    "UPDATE gaps SET missing = missing - 1 WHERE node=? AND boot=? AND after_seq < "
+                    "? AND ? <= last_seq AND confirmed IS NULL AND missing > 0",
                     (node, boot, seq, seq),
                 )
 
@@ -453,7 +457,8 @@ class SqliteStore:
                     (older_than_ms,),
                 ).fetchall()
                 conn.execute(
-                    "UPDATE gaps SET confirmed=? WHERE confirmed IS NULL AND detected < ? AND missing > 0",
+                    "UPDATE gaps SET confirmed=? WHERE confirmed IS NULL AND detected < ? AND "
+                    "missing > 0",
                     (now, older_than_ms),
                 )
                 conn.execute("DELETE FROM gaps WHERE confirmed IS NULL AND missing <= 0")
@@ -477,7 +482,8 @@ class SqliteStore:
         """Store one batch in one transaction; returns what was new. Raises StoreError.
 
         ``rejects``: {node: (count, "reason: detail", at_ms)} of messages ingest refused since the
-        last batch, so `gridtwin nodes` and `deploy --wait` can say why a node's readings are missing."""
+        last batch, so `gridtwin nodes` and `deploy --wait` can say why a node's readings are
+        missing."""
         now = _now_ms()
         # The whole batch goes to SQLite as one JSON array and is inserted by one statement: one
         # sqlite3_step for thousands of rows. executemany steps once per row and releases the GIL
@@ -528,8 +534,8 @@ class SqliteStore:
                     seen.pop(node, None)
                 if seen:  # one statement for all nodes of the batch (see INSERT_BATCH)
                     conn.execute(
-                        "INSERT INTO nodes (id, last_seen) SELECT value, ? FROM json_each(?) WHERE true "
-                        "ON CONFLICT(id) DO UPDATE SET last_seen=excluded.last_seen",
+                        "INSERT INTO nodes (id, last_seen) SELECT value, ? FROM json_each(?) WHERE "
+                        "true ON CONFLICT(id) DO UPDATE SET last_seen=excluded.last_seen",
                         (now, json.dumps(list(seen))),
                     )
                 for node, a in acks:
@@ -544,9 +550,10 @@ class SqliteStore:
                     )
                 if rejects:
                     conn.executemany(
-                        "INSERT INTO nodes (id, rejected, last_reject, last_reject_at) VALUES (?,?,?,?) "
-                        "ON CONFLICT(id) DO UPDATE SET rejected=coalesce(nodes.rejected, 0)+excluded.rejected, "
-                        "last_reject=excluded.last_reject, last_reject_at=excluded.last_reject_at",
+                        "INSERT INTO nodes (id, rejected, last_reject, last_reject_at) VALUES "
+                        "(?,?,?,?) ON CONFLICT(id) DO UPDATE SET rejected=coalesce(nodes.rejected, "
+                        "0)+excluded.rejected, last_reject=excluded.last_reject, "
+                        "last_reject_at=excluded.last_reject_at",
                         [(node, n, text, at) for node, (n, text, at) in rejects.items()],
                     )
                 conn.execute("COMMIT")
@@ -672,12 +679,13 @@ class SqliteStore:
     def query(
         self, node: str, metric: str, since_ms: int, until_ms: int | None = None
     ) -> list[tuple[int, float]]:
-        """(ts, value) of one metric, oldest first: 1-minute averages where raw data was downsampled."""
+        """(ts, value) of one metric, oldest first: 1-minute averages where raw data was
+        downsampled."""
         until_ms = _now_ms() + 86400_000 if until_ms is None else until_ms
         path = f'$."{metric}"'
         rolled = self.conn.execute(
-            "SELECT bucket, vsum / n FROM rollup_1m WHERE node=? AND metric=? AND bucket>=? AND bucket<? "
-            "ORDER BY bucket",
+            "SELECT bucket, vsum / n FROM rollup_1m WHERE node=? AND metric=? AND bucket>=? AND "
+            "bucket<? ORDER BY bucket",
             (node, metric, since_ms, until_ms),
         ).fetchall()
         packed = self.conn.execute(
@@ -688,8 +696,8 @@ class SqliteStore:
             raw = self._with_blocks(packed, path, node, metric, since_ms, until_ms)
         else:
             raw = self.conn.execute(
-                "SELECT ts, json_extract(msg, ?) AS v FROM readings WHERE node=? AND ts>=? AND ts<? AND v IS NOT NULL "
-                "ORDER BY ts, seq",
+                "SELECT ts, json_extract(msg, ?) AS v FROM readings WHERE node=? AND ts>=? AND "
+                "ts<? AND v IS NOT NULL ORDER BY ts, seq",
                 (path, node, since_ms, until_ms),
             ).fetchall()
         return (
@@ -701,14 +709,15 @@ class SqliteStore:
     def _with_blocks(
         self, packed, path, node, metric, since_ms, until_ms
     ) -> list[tuple[int, float]]:
-        """The (ts, value) of the blocks and of the rows, in (ts, seq) order as the rows alone come."""
+        """The (ts, value) of the blocks and of the rows, in (ts, seq) order as the rows alone
+        come."""
         out = []
         for (data,) in packed:
             ts, seq, vals = blocks.Block(data).metric(metric)
             out += [(t, s, v) for t, s, v in zip(ts, seq, vals) if since_ms <= t < until_ms]
         out += self.conn.execute(
-            "SELECT ts, seq, json_extract(msg, ?) AS v FROM readings WHERE node=? AND ts>=? AND ts<? "
-            "AND v IS NOT NULL ORDER BY ts, seq",
+            "SELECT ts, seq, json_extract(msg, ?) AS v FROM readings WHERE node=? AND ts>=? AND "
+            "ts<? AND v IS NOT NULL ORDER BY ts, seq",
             (path, node, since_ms, until_ms),
         ).fetchall()
         out.sort(
@@ -754,11 +763,12 @@ class SqliteStore:
             try:
                 for node in nodes:
                     conn.execute(
-                        "INSERT INTO rollup_1m SELECT r.node, j.key, (r.ts / 60000) * 60000 AS b, count(*), "
-                        "min(j.value), max(j.value), sum(j.value) FROM readings r, json_each(r.msg) j "
-                        "WHERE r.node = ? AND r.ts < ? GROUP BY j.key, b ORDER BY 1, 2, 3 "
-                        "ON CONFLICT(node, metric, bucket) DO UPDATE SET n=n+excluded.n, "
-                        "vmin=min(vmin, excluded.vmin), vmax=max(vmax, excluded.vmax), vsum=vsum+excluded.vsum",
+                        "INSERT INTO rollup_1m SELECT r.node, j.key, (r.ts / 60000) * 60000 AS b, "
+                        "count(*), min(j.value), max(j.value), sum(j.value) FROM readings r, "
+                        "json_each(r.msg) j WHERE r.node = ? AND r.ts < ? GROUP BY j.key, b ORDER "
+                        "BY 1, 2, 3 ON CONFLICT(node, metric, bucket) DO UPDATE SET "
+                        "n=n+excluded.n, vmin=min(vmin, excluded.vmin), vmax=max(vmax, "
+                        "excluded.vmax), vsum=vsum+excluded.vsum",
                         (node, older_than_ms),
                     )
                     deleted += conn.execute(
@@ -801,14 +811,15 @@ class SqliteStore:
             folded += len(rows) - len(keep)
         conn.executemany(
             "INSERT INTO rollup_1m VALUES (?,?,?,?,?,?,?) ON CONFLICT(node, metric, bucket) "
-            "DO UPDATE SET n=n+excluded.n, vmin=min(vmin, excluded.vmin), vmax=max(vmax, excluded.vmax), "
-            "vsum=vsum+excluded.vsum",
+            "DO UPDATE SET n=n+excluded.n, vmin=min(vmin, excluded.vmin), vmax=max(vmax, "
+            "excluded.vmax), vsum=vsum+excluded.vsum",
             [(node, k, b, *a) for (k, b), a in sorted(acc.items())],
         )
         return folded
 
     def _put_block(self, node: str, rows: list, data: bytes | None = None) -> None:
-        """Rows [(boot, seq, ts, hist, metrics)] sorted by (ts, seq) as one block, in the caller's transaction."""
+        """Rows [(boot, seq, ts, hist, metrics)] sorted by (ts, seq) as one block, in the caller's
+        transaction."""
         bid = self.conn.execute(
             "INSERT INTO blocks (node, ts_lo, ts_hi, n, data) VALUES (?,?,?,?,?)",
             (node, rows[0][2], rows[-1][2], len(rows), data or blocks.encode(rows)),
@@ -900,7 +911,8 @@ class SqliteStore:
 
     def _move(self, pending: list, rowids: list) -> int:
         """Blocks in, their rows out, in one transaction; 0 (nothing done) if the rows changed since
-        they were read (only retention deletes rows, and it runs on the same thread: never, in practice)."""
+        they were read (only retention deletes rows, and it runs on the same thread: never, in
+        practice)."""
         with self._lock:
             conn = self.conn
             conn.execute("BEGIN")
@@ -952,7 +964,8 @@ class SqliteStore:
     # -- read-only views for the CLI (`query`, `nodes NODE`, `logs`) ------------------------------
     @_reads
     def metric_names(self, node: str) -> list[str]:
-        """Every metric name this store holds for the node: its rollups' and its latest reading's."""
+        """Every metric name this store holds for the node: its rollups' and its latest
+        reading's."""
         names = {
             r[0]
             for r in self.conn.execute(
@@ -966,15 +979,15 @@ class SqliteStore:
     def rollups(self, node: str, metric: str, since_ms: int, until_ms: int) -> list[tuple]:
         """(bucket, n, vmin, vmax, vsum) of the 1-minute rollups of one metric, oldest first."""
         return self.conn.execute(
-            "SELECT bucket, n, vmin, vmax, vsum FROM rollup_1m WHERE node=? AND metric=? AND bucket>=? AND bucket<? "
-            "ORDER BY bucket",
+            "SELECT bucket, n, vmin, vmax, vsum FROM rollup_1m WHERE node=? AND metric=? AND "
+            "bucket>=? AND bucket<? ORDER BY bucket",
             (node, metric, since_ms, until_ms),
         ).fetchall()
 
     @_reads
     def node_logs(self, node: str, after: int = 0, limit: int | None = None) -> list[dict]:
-        """The node's log lines in arrival order, each with its ``row`` (pass the last one as ``after``
-        to get only newer lines); with ``limit``, the newest ``limit`` of them."""
+        """The node's log lines in arrival order, each with its ``row`` (pass the last one as
+        ``after`` to get only newer lines); with ``limit``, the newest ``limit`` of them."""
         sql = "SELECT rowid AS row, * FROM logs WHERE node=? AND rowid>? ORDER BY rowid DESC"
         cur = self.conn.execute(
             sql + (" LIMIT ?" if limit else ""), (node, after) + ((limit,) if limit else ())
@@ -982,7 +995,8 @@ class SqliteStore:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in reversed(cur.fetchall())]
 
-    # -- analytics (gridtwin.analytics): alerts with their reading, saved state, reading quality, KPIs ----
+    # -- analytics (gridtwin.analytics): alerts with their reading, saved state, reading quality,
+    # KPIs ----
     def record_alert(
         self,
         key: str,
@@ -995,11 +1009,12 @@ class SqliteStore:
         detail: dict | None = None,
         ts: int | None = None,
     ) -> int:
-        """An alert raised (``key``: its topic under _host/alerts/, so a restart finds it active again)."""
+        """An alert raised (``key``: its topic under _host/alerts/, so a restart finds it active
+        again)."""
         with self._lock:
             return self.conn.execute(
-                "INSERT INTO alerts (ts, node, severity, kind, message, key, metric, value, detail) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO alerts (ts, node, severity, kind, message, key, metric, value, "
+                "detail) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     _now_ms() if ts is None else ts,
                     node,
@@ -1032,8 +1047,8 @@ class SqliteStore:
         changed_after_ms: int | None = None,
         limit: int | None = None,
     ) -> list[dict]:
-        """Alerts oldest first: all, only the active ones, raised since ``since_ms``, or (``--follow``)
-        raised after ``after_id`` or cleared after ``changed_after_ms``."""
+        """Alerts oldest first: all, only the active ones, raised since ``since_ms``, or
+        (``--follow``) raised after ``after_id`` or cleared after ``changed_after_ms``."""
         where, args = [], []
         if active:
             where.append("active=1")
@@ -1071,13 +1086,15 @@ class SqliteStore:
         return json.loads(row[0]) if row else None
 
     def write_quality(self, rows) -> None:
-        """(node, metric, ts, value, quality) of the readings that are not GOOD (GOOD is the default)."""
+        """(node, metric, ts, value, quality) of the readings that are not GOOD (GOOD is the
+        default)."""
         with self._lock:
             self.conn.executemany("INSERT OR REPLACE INTO reading_quality VALUES (?,?,?,?,?)", rows)
 
     @_reads
     def quality(self, node: str, metric: str | None = None, since_ms: int = 0) -> list[tuple]:
-        """(metric, ts, value, quality) of a node's readings judged UNCERTAIN or BAD, oldest first."""
+        """(metric, ts, value, quality) of a node's readings judged UNCERTAIN or BAD, oldest
+        first."""
         sql = "SELECT metric, ts, value, quality FROM reading_quality WHERE node=? AND ts>=?"
         args = [node, since_ms]
         if metric:
@@ -1086,7 +1103,8 @@ class SqliteStore:
         return self.conn.execute(sql + " ORDER BY ts", args).fetchall()
 
     def write_kpis(self, rows, spool_lines=None) -> None:
-        """(bucket ms, node or "" for the site, kpi, value) rows, and their InfluxDB lines when spooled."""
+        """(bucket ms, node or "" for the site, kpi, value) rows, and their InfluxDB lines when
+        spooled."""
         with self._lock:
             self.conn.execute("BEGIN")
             try:
@@ -1116,10 +1134,10 @@ class SqliteStore:
     def _opcua_ready(self) -> None:
         if not self.__dict__.get("_opcua_schema"):
             self.conn.executescript(
-                "CREATE TABLE IF NOT EXISTS opcua_points (enterprise TEXT NOT NULL, site TEXT NOT NULL, "
-                "area TEXT NOT NULL, line TEXT NOT NULL, machine TEXT NOT NULL, tag TEXT NOT NULL, "
-                "ts_ns INTEGER NOT NULL, value REAL, text TEXT, unit TEXT, quality TEXT NOT NULL, source TEXT, "
-                "value_bool INTEGER, "
+                "CREATE TABLE IF NOT EXISTS opcua_points (enterprise TEXT NOT NULL, site TEXT NOT "
+                "NULL, area TEXT NOT NULL, line TEXT NOT NULL, machine TEXT NOT NULL, tag TEXT NOT "
+                "NULL, ts_ns INTEGER NOT NULL, value REAL, text TEXT, unit TEXT, quality TEXT NOT "
+                "NULL, source TEXT, value_bool INTEGER, "
                 "PRIMARY KEY (enterprise, site, area, line, machine, tag, ts_ns)) WITHOUT ROWID;"
                 # `query MACHINE TAG` and `tail` name a point by machine and tag (docs/opcua.md)
                 "CREATE INDEX IF NOT EXISTS opcua_by_machine ON opcua_points (machine, tag, ts_ns);"
@@ -1131,16 +1149,16 @@ class SqliteStore:
 
     def write_opcua(self, rows, spool_lines=None) -> int:
         """(enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality, source,
-        value_bool) rows and their InfluxDB lines (spooled) in one transaction; returns the rows that
-        were new."""
+        value_bool) rows and their InfluxDB lines (spooled) in one transaction; returns the rows
+        that were new."""
         with self._lock:
             self._opcua_ready()
             self.conn.execute("BEGIN")
             try:
                 before = self.conn.total_changes
                 self.conn.executemany(
-                    "INSERT OR IGNORE INTO opcua_points (enterprise, site, area, line, machine, tag, "
-                    "ts_ns, value, text, unit, quality, source, value_bool) "
+                    "INSERT OR IGNORE INTO opcua_points (enterprise, site, area, line, machine, "
+                    "tag, ts_ns, value, text, unit, quality, source, value_bool) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
@@ -1164,8 +1182,8 @@ class SqliteStore:
         with self._lock:
             self._opcua_ready()
             sql = (
-                "SELECT enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, quality, "
-                "value_bool FROM opcua_points WHERE ts_ns>=?"
+                "SELECT enterprise, site, area, line, machine, tag, ts_ns, value, text, unit, "
+                "quality, value_bool FROM opcua_points WHERE ts_ns>=?"
             )
             args: list = [since_ns]
             for col, v in (("machine", machine), ("tag", tag)):
@@ -1193,10 +1211,13 @@ class SqliteStore:
 
 
 ANALYTICS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS analytics_state (name TEXT PRIMARY KEY, data TEXT NOT NULL, saved INTEGER);
+CREATE TABLE IF NOT EXISTS analytics_state (
+    name TEXT PRIMARY KEY, data TEXT NOT NULL, saved INTEGER
+);
 -- the quality of readings analytics judged UNCERTAIN or BAD (every other reading is GOOD)
 CREATE TABLE IF NOT EXISTS reading_quality (
-    node TEXT NOT NULL, metric TEXT NOT NULL, ts INTEGER NOT NULL, value REAL, quality TEXT NOT NULL,
+    node TEXT NOT NULL, metric TEXT NOT NULL, ts INTEGER NOT NULL, value REAL,
+    quality TEXT NOT NULL,
     PRIMARY KEY (node, metric, ts)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kpi (
