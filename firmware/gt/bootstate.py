@@ -63,7 +63,8 @@ class BootState:
         self._save(planned=True)
 
     def clear(self):
-        """From the REPL after fixing a crash: `from gt import bootstate; bootstate.BootState().clear()`."""
+        """From the REPL after fixing a crash: `from gt import bootstate;
+        bootstate.BootState().clear()`."""
         self.streak = 0
         self._save(crash=None)
 

@@ -238,7 +238,8 @@ def load(path=PATH):
 
 
 def _sensors(specs):
-    # each sensor type brings its own rows (gt/drivers/options.py, generated from the host's catalog)
+    # each sensor type brings its own rows (gt/drivers/options.py, generated from the host's
+    # catalog)
     from gt.drivers.options import TYPES, rows as type_rows
 
     for i, s in enumerate(specs):

@@ -41,7 +41,8 @@ class Role(Base):
         self.fault = False
         self.rated_kw = float(p.get("rated_kw", 100))
         self.load_kw = float(p.get("load_kw", self.rated_kw / 4))
-        # medium voltage from the utility, 400 V three-phase after the transformer, 230 V at a server
+        # medium voltage from the utility, 400 V three-phase after the transformer, 230 V at a
+        # server
         self.v_nom = float(
             p.get(
                 "v_nom", 11000 if self.name == "utility" else 230 if self.name == "server" else 400
