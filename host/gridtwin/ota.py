@@ -208,14 +208,7 @@ class Updater:
 
         c.on_connect = on_connect
         c.on_subscribe = lambda *a: sub.set()
-        try:
-            c.connect(host, int(port), keepalive=30)
-        except OSError as exc:
-            raise ToolError(
-                f"cannot reach the broker at {host}:{port}: {exc}",
-                hint="start it (`gridtwin broker run`)",
-            ) from None
-        c.loop_start()
+        _connect(c, host, port)
         if not ready.wait(10):
             c.loop_stop()
             raise ToolError(f"the broker at {host}:{port} did not accept {OTA_IDENTITY}")
@@ -397,6 +390,18 @@ def staged(updater: Updater, releases: list[Release], canary: int, out=print, **
     return first + updater.update(releases[canary:], **kw)
 
 
+def _connect(client, host: str, port) -> None:
+    """Connect and start the client's network thread, or say the broker is not there."""
+    try:
+        client.connect(host, int(port), keepalive=30)
+    except OSError as exc:
+        raise ToolError(
+            f"cannot reach the broker at {host}:{port}: {exc}",
+            hint="start it (`gridtwin broker run`)",
+        ) from None
+    client.loop_start()
+
+
 def fleet_status(pki, host: str, port: int, root: str, timeout: float = 10.0) -> dict[str, dict]:
     """Every node's retained status (birth, health or will), by node id, as the broker holds it."""
     from gridtwin.daemon.connection import Endpoint
@@ -437,14 +442,7 @@ def fleet_status(pki, host: str, port: int, root: str, timeout: float = 10.0) ->
                 got[node] = {**got.get(node, {}), **doc}
 
     c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-    try:
-        c.connect(host, int(port), keepalive=30)
-    except OSError as exc:
-        raise ToolError(
-            f"cannot reach the broker at {host}:{port}: {exc}",
-            hint="start it (`gridtwin broker run`)",
-        ) from None
-    c.loop_start()
+    _connect(c, host, port)
     try:
         if not done.wait(timeout):
             raise ToolError(f"no answer from the broker at {host}:{port} within {timeout:g} s")
