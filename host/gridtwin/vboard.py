@@ -38,7 +38,7 @@ DEFAULT_HEAP = "96k"
 # ESP32), so the same objects take 1.3-2x the room. At 96k every example node connects over TLS,
 # EL1 and EL2 with ~9 KB free after the CONNACK, pv1 with ~9-9.6 KB, no crash boot
 # (tests/firmware/test_fleet_heap.py, issue #20); but in the running demo (the twin's values, the
-# web view, analytics) pv1 still ran out at 96k, in the publisher: 128k until that is gone.
+# web view, analytics) pv1 (publisher) or EL1 (first boot) still ran out at 96k: 128k until then.
 NODE_HEAP = "128k"
 # Room in the interpreter's heap for the shim itself (its modules, and the chip models with their
 # instances). The shim fills what it does not use with ballast, so the firmware sees exactly its
