@@ -206,6 +206,23 @@ def telemetry(root: str, node: str, boot: int, seq: int, ts: int, **m) -> tuple[
     )
 
 
+def birth(root: str, node: str) -> tuple[bytes, bytes]:
+    """A node's retained birth (status online), as the firmware sends it."""
+    doc = {
+        "state": "online",
+        "fw": "0.6.0",
+        "board": "esp32s3",
+        "heap": 80000,
+        "rssi": -60,
+        "reset": "power_on",
+        "boot": 1,
+        "uptime": 5,
+        "outbox": 0,
+        "drops": 0,
+    }
+    return f"{root}/{node}/status".encode(), json.dumps(doc).encode()
+
+
 # --- the daemon as a process ----------------------------------------------------------------------
 
 
@@ -400,28 +417,7 @@ def bench_ingest(args) -> list:
 
         # 5. memory with 1,000 nodes registered (each sent telemetry and a birth message)
         pub = RawPublisher(bs.dev_port, "bench-birth")
-        pub.send(
-            [
-                (
-                    f"{bs.root}/{n}/status".encode(),
-                    json.dumps(
-                        {
-                            "state": "online",
-                            "fw": "0.6.0",
-                            "board": "esp32s3",
-                            "heap": 80000,
-                            "rssi": -60,
-                            "reset": "power_on",
-                            "boot": 1,
-                            "uptime": 5,
-                            "outbox": 0,
-                            "drops": 0,
-                        }
-                    ).encode(),
-                )
-                for n in bs.node_ids
-            ]
-        )
+        pub.send([birth(bs.root, n) for n in bs.node_ids])
         pub.drain()
         pub.close()
         wait_until(lambda: nodes_online(db) >= n_nodes, 60, "1,000 births to be registered")
@@ -567,6 +563,19 @@ def bench_twin(args) -> list:
     return figures
 
 
+def kit() -> dict:
+    """What the sections in their own files (bench_cost, bench_web) use of this one."""
+    return dict(
+        start_daemon=start_daemon,
+        stop=stop,
+        scrape=scrape,
+        free_port=free_port,
+        RawPublisher=RawPublisher,
+        telemetry=telemetry,
+        birth=birth,
+    )
+
+
 @section(
     "firmware",
     "node firmware (issue #4): MQTT/TLS connect time, 10,000-message soak in a 96 KB heap",
@@ -585,17 +594,7 @@ def firmware_section(args):
 def cost_section(args):
     from bench_cost import run  # tools/bench_cost.py
 
-    return run(
-        args,
-        BenchSite,
-        wait_until,
-        start_daemon=start_daemon,
-        stop=stop,
-        scrape=scrape,
-        free_port=free_port,
-        RawPublisher=RawPublisher,
-        telemetry=telemetry,
-    )
+    return run(args, BenchSite, wait_until, **kit())
 
 
 @section(
@@ -606,17 +605,7 @@ def cost_section(args):
 def web_section(args):
     from bench_web import run  # tools/bench_web.py
 
-    return run(
-        args,
-        BenchSite,
-        wait_until,
-        start_daemon=start_daemon,
-        stop=stop,
-        scrape=scrape,
-        free_port=free_port,
-        RawPublisher=RawPublisher,
-        telemetry=telemetry,
-    )
+    return run(args, BenchSite, wait_until, **kit())
 
 
 @section(

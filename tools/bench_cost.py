@@ -188,7 +188,17 @@ def raw_executemany(work: Path, n: int) -> float:
 
 
 def run(
-    args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, RawPublisher, telemetry
+    args,
+    BenchSite,
+    wait_until,
+    *,
+    start_daemon,
+    stop,
+    scrape,
+    free_port,
+    RawPublisher,
+    telemetry,
+    birth,
 ) -> list:
     figures = []
     work = Path(tempfile.mkdtemp(prefix="gridtwin-bench-cost-"))

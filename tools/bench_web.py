@@ -154,7 +154,17 @@ def _burst(pub, bs, telemetry, daemon, mport, scrape, wait_until, n: int, start_
 
 
 def run(
-    args, BenchSite, wait_until, *, start_daemon, stop, scrape, free_port, RawPublisher, telemetry
+    args,
+    BenchSite,
+    wait_until,
+    *,
+    start_daemon,
+    stop,
+    scrape,
+    free_port,
+    RawPublisher,
+    telemetry,
+    birth,
 ) -> list:
     figures = []
     seconds = args.web_seconds
@@ -169,28 +179,7 @@ def run(
 
         # 1. 1,000 births and a reading from each node, then the page's first load
         pub = RawPublisher(bs.dev_port, "bench-web-birth")
-        pub.send(
-            [
-                (
-                    f"{bs.root}/{n}/status".encode(),
-                    json.dumps(
-                        {
-                            "state": "online",
-                            "fw": "0.6.0",
-                            "board": "esp32s3",
-                            "heap": 80000,
-                            "rssi": -60,
-                            "reset": "power_on",
-                            "boot": 1,
-                            "uptime": 5,
-                            "outbox": 0,
-                            "drops": 0,
-                        }
-                    ).encode(),
-                )
-                for n in bs.node_ids
-            ]
-        )
+        pub.send([birth(bs.root, n) for n in bs.node_ids])
         pub.drain()
         pub.close()
         wait_until(
