@@ -59,6 +59,7 @@ class Analytics:
         detectors=None,
         influx_measurement: str | None = None,
         plugins=PLUGINS,
+        notify: bool = True,
     ):
         section = section if section is not None else config.section(site)
         self.section = section
@@ -114,9 +115,9 @@ class Analytics:
         self._latest_ts = 0  # the newest reading time analysed: the clock of alert timers
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.notifier = Notifier(
-            _cfg(section, "notify_command"),
-            _cfg(section, "notify_url"),
+        self.notifier = Notifier(  # notify=False: the caller notifies (analytics.process)
+            _cfg(section, "notify_command") if notify else "",
+            _cfg(section, "notify_url") if notify else "",
             _cfg(section, "notify_timeout_s"),
             _cfg(section, "notify_severity"),
         )

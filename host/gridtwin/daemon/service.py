@@ -117,12 +117,14 @@ class Daemon:
             stopping=self._stop.is_set,
         )
         self.ingest.listeners.append(self.api.feed)
-        # analytics reads what ingest committed, from a bounded queue on its own thread; once per
-        # site (instance 1), off for a daemon built without a site (tests and benchmarks set their
-        # own)
-        from gridtwin.analytics.engine import Analytics
+        # analytics reads what ingest committed, from a bounded queue, in a process of its own
+        # (gridtwin.analytics.process: it never takes the GIL from ingest); once per site
+        # (instance 1), off for a daemon built without a site (tests and benchmarks set their own)
+        from gridtwin.analytics.process import AnalyticsProcess
 
-        self.analytics = Analytics.from_daemon(self) if instance == 1 and site is not None else None
+        self.analytics = (
+            AnalyticsProcess.from_daemon(self) if instance == 1 and site is not None else None
+        )
         if self.analytics:
             self.on_readings(self.analytics.feed)
         self.metrics_server = None

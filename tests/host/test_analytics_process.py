@@ -1,0 +1,128 @@
+"""The daemon runs analytics in a child process (gridtwin.analytics.process): readings reach it,
+its alerts come back to the daemon's store and the broker, a killed child is reported and started
+again, and the child stops with the daemon. Real broker, real daemon, a real spawned process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from gridtwin.analytics.process import AnalyticsProcess
+
+
+def _tel(node, seq, ts, **m):
+    return json.dumps({"v": 1, "node": node, "boot": 1, "seq": seq, "ts": ts, "m": m}).encode()
+
+
+def test_analytics_runs_in_a_child_that_is_restarted_and_stopped(
+    broker, site_pki, mqtt_client, tmp_path
+):
+    from fixtures.daemon_fleet import NodeClient, endpoint, wait_for
+    from gridtwin.daemon.service import Daemon
+
+    site = site_pki.site
+    root = site.topic_root
+    watcher = mqtt_client("telegraf")
+    watcher.subscribe(f"{root}/_host/alerts/#")
+    d = Daemon(
+        endpoint=endpoint(broker),
+        db_path=tmp_path / "gt.db",
+        known_nodes=site.node_ids,
+        metrics_port=None,
+        site=site,
+    )
+    assert isinstance(d.analytics, AnalyticsProcess)
+    grid = NodeClient(broker, "grid1")
+    start = int(time.time() * 1000) - 600_000
+    child = None
+    try:
+        d.start()
+        wait_for(lambda: d.bus.subscribed, 10, "the daemon to subscribe")
+        child = d.analytics.proc
+        assert child.pid != os.getpid() and child.is_alive()
+        # out of range for the site's min_duration_s (10 s of reading time): an alert
+        for k, dt in enumerate((0, 5_000, 11_000)):
+            grid.publish(_tel("grid1", k, start + dt, mains_v=262.0))
+        wait_for(lambda: "grid1/limit/mains_v" in d.alerts.active, 20, "the limit alert")
+        alert = json.loads(
+            watcher.wait_for(f"{root}/_host/alerts/grid1/limit/mains_v", timeout=10).payload
+        )
+        assert (alert["node"], alert["metric"], alert["value"]) == ("grid1", "mains_v", 262.0)
+        assert "grid1/limit/mains_v" in [r["key"] for r in d.store.alerts()]  # the daemon's
+        grid.publish(_tel("grid1", 3, start + 20_000, mains_v=230.0))  # back in range: cleared
+        wait_for(lambda: "grid1/limit/mains_v" not in d.alerts.active, 20, "the alert to clear")
+        watcher.wait_for(
+            f"{root}/_host/alerts/grid1/limit/mains_v", timeout=10, where=lambda m: m.payload == b""
+        )
+        wait_for(lambda: d.analytics.stats["analysed"] >= 4, 10, "the child's counters")
+
+        os.kill(child.pid, signal.SIGKILL)  # a crash: reported, started again, ingest goes on
+        wait_for(lambda: d.analytics.restarts == 1, 20, "the child to be started again")
+        health = d.metrics.health()[1]["analytics"]
+        assert health["restarts"] == 1 and health["pid"] != child.pid
+        wait_for(lambda: d.analytics.health()["alive"], 10, "the new child")
+        assert d.metrics.dead_threads() == []
+        # the new child analyses what comes next: the alert is raised again
+        for k, dt in enumerate((30_000, 35_000, 41_000)):
+            grid.publish(_tel("grid1", 4 + k, start + dt, mains_v=262.0))
+        wait_for(lambda: "grid1/limit/mains_v" in d.alerts.active, 30, "the alert, once more")
+        assert d.metrics.stored == 7
+        child = d.analytics.proc
+    finally:
+        d.stop()
+        grid.close()
+    assert not child.is_alive() and child.exitcode == 0  # stopped in order with the daemon
+    assert d.store  # (closed by stop)
+
+
+def test_a_killed_daemon_leaves_no_analytics_process(tmp_path):
+    """The child is a daemonic process of the daemon and also watches it: a daemon that is
+    killed (no stop) does not leave analytics running."""
+    import subprocess
+    import sys
+
+    from fixtures.daemon_fleet import wait_for
+
+    code = (
+        "import multiprocessing as mp, sys, time\n"
+        "from gridtwin.analytics import process\n"
+        "ctx = mp.get_context('spawn')\n"
+        "q, out, taken = ctx.Queue(), ctx.Queue(), ctx.Value('q', 0, lock=False)\n"
+        "p = ctx.Process(target=process.child_main, args=(sys.argv[1], sys.argv[2], [], q, out,"
+        " taken, None, (None, 0)))\n"
+        "p.start(); print(p.pid, flush=True); time.sleep(600)\n"
+    )
+    from gridtwin.site import example_site_path
+
+    site = tmp_path / "site.toml"
+    site.write_text(example_site_path().read_text())
+    db = tmp_path / "gt.db"
+    from gridtwin.daemon.store_sqlite import SqliteStore
+
+    SqliteStore(db).close()
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code, str(site), str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # its resource tracker, killed with it, complains
+        text=True,
+    )
+    try:
+        pid = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait(10)
+
+        def gone():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            with open(f"/proc/{pid}/stat") as f:  # a zombie until init reaps it
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+        wait_for(gone, 20, "the orphaned analytics process to exit")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.stdout.close()
