@@ -9,6 +9,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from gridtwin.analytics.process import AnalyticsProcess
 
 
@@ -126,3 +128,54 @@ def test_a_killed_daemon_leaves_no_analytics_process(tmp_path):
         if parent.poll() is None:
             parent.kill()
         parent.stdout.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_gridtwin_daemon_stops_its_analytics_process(site_pki_copy, broker, tmp_path, sig):
+    """`gridtwin daemon` as users run it: /healthz names its analytics process; the signal sent to
+    the whole group (a terminal's Ctrl-C) or the daemon alone stops both, in order."""
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    from fixtures.broker import free_port
+    from fixtures.daemon_fleet import wait_for
+
+    site = site_pki_copy.path
+    port = free_port()
+    text = re.sub(r"(?m)^port = \d+", f"port = {broker.port}", site.read_text())
+    site.write_text(text + f"\n[daemon]\nmetrics_port = {port}\n")
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gridtwin", "--site", str(site), "daemon"],
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+
+        def analytics():
+            assert proc.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    part = json.loads(r.read())["analytics"]
+            except OSError:
+                return None
+            return part if part["alive"] else None
+
+        pid = wait_for(analytics, 20, "the daemon and its analytics process")["pid"]
+        with open(f"/proc/{pid}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == proc.pid  # the daemon's child
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        assert proc.wait(30) == 0, log.read_text()
+        assert not os.path.exists(f"/proc/{pid}"), "the analytics process outlived the daemon"
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -43,6 +43,7 @@ from gridtwin.analytics.notify import Notifier
 log = logging.getLogger("gridtwin.analytics")
 STATS_EVERY_S = 1.0
 RESTARTS_MAX, RESTART_WINDOW_S = 5, 600.0
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 Tel = collections.namedtuple("Tel", "node ts m")  # what Analytics.readings reads of a Telemetry
 
@@ -165,7 +166,14 @@ class AnalyticsProcess:
             ),
             daemon=True,  # never outlives the daemon, even one that is killed
         )
-        self.proc.start()
+        # the child inherits a blocked mask through its exec: a signal meant for the daemon's
+        # group (a terminal's Ctrl-C) waits until child_main has chosen what to do with it, instead
+        # of ending the child mid-import with a traceback
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self.proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         self._feed_q = feed_q
         log.info("analytics runs in process %d", self.proc.pid)
 
@@ -369,6 +377,7 @@ def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon stops us, in order
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the daemon's _spawn
     lock = threading.Lock()  # the worker, the forest's trainer and this thread all send
 
     def send(msg) -> None:
