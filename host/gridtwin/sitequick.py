@@ -27,11 +27,9 @@ _END = r"[ \t]*(?:#[^\n]*)?\n"
 _LINE_END = re.compile(_END)
 # a plain string: the only form the three keys are read in (escapes go through tomllib)
 _STRING = re.compile(r"(?:\"([^\"\\\x00-\x1f\x7f]*)\"|'([^'\x00-\x1f\x7f]*)')" + _END)
-_SCALAR = re.compile(
+_SCALAR = re.compile(  # a string, a boolean, or what starts as a number or a time would
     r"(?:\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|true|false|[+-]?(?:inf|nan)"
-    r"|[+-]?(?:0x[0-9A-Fa-f_]+|0o[0-7_]+|0b[01_]+|[0-9_]+(?:\.[0-9_]+)?(?:[eE][+-]?[0-9_]+)?)"
-    r"|\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?)?"
-    r"|\d\d:\d\d:\d\d(?:\.\d+)?)" + _END
+    r"|[+-]?\d[0-9A-Za-z_.:+-]*(?: \d[0-9:.+Z-]*)?)" + _END
 )
 # inside an array or inline table: strings, comments, brackets, and anything else in runs
 _TOKEN = re.compile(r"\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|#[^\n]*|[\[{]|[\]}]|[^\"'#\[\]{}]+")
