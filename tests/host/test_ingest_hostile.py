@@ -303,8 +303,13 @@ def test_property_junk_of_every_kind_interleaved_with_a_valid_stream(
                 node.publish(telemetry_payload(NODE, boot=21, seq=good))
                 good += 1
         _sentinel_then_wait(node, daemon, db, boot=21, seq=good)
-        valid_statuses = 0  # a random dict can't be a valid status/ack/log: nothing else is stored
-        assert daemon.metrics.rejected_total + valid_statuses == len(cases), daemon.metrics.rejected
+        # a random dict can't be a valid status/ack/log: every junk message is rejected. Awaited,
+        # not read at once: the broker keeps one client's order per topic only, and the junk goes
+        # to every leaf (one run in ~15 had 148 of 600 counted when the sentinel was stored)
+        wait_for(
+            lambda: daemon.metrics.rejected_total >= len(cases), 30, "every junk message rejected"
+        )
+        assert daemon.metrics.rejected_total == len(cases), daemon.metrics.rejected
         assert daemon.metrics.rejected["internal"] == 0
         assert count_rows(db) == good + 1
         assert count_rows(db, "SELECT count(*) FROM readings WHERE boot != '21'") == 0
