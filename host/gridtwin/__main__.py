@@ -1,3 +1,3 @@
-from gridtwin.cli import main
+from gridtwin.cli import run
 
-raise SystemExit(main())
+run()

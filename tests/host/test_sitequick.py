@@ -117,3 +117,46 @@ def test_the_verb_is_found_after_the_site_value_even_when_it_is_a_verb_name(
     rc = cli.main([site_flag, "nodes", "query", "pdu_a", "load_kw"])
     assert rc == 1
     assert "no data yet" in capsys.readouterr().err
+
+
+def test_the_process_ends_at_once_with_all_of_its_output(tmp_path, capsys):
+    """`python -m gridtwin query` skips the interpreter's teardown (QUICK_EXIT): what it prints
+    through a pipe (more than a pipe holds) is all of it, as main() prints it in this process."""
+    import json
+    import time
+
+    from gridtwin import cli
+    from gridtwin.daemon import validate
+    from gridtwin.daemon.store_sqlite import SqliteStore
+
+    site = tmp_path / "site.toml"
+    site.write_text(example_site_path().read_text())
+    now = int(time.time() * 1000)
+    store = SqliteStore(tmp_path / "var" / "gridtwin.db")
+    try:
+        rows = []
+        for i in range(3000):
+            doc = {"v": 1, "node": "pdu_a", "boot": 1, "seq": i, "ts": now - 3_000_000 + i * 1000}
+            doc["m"] = {"load_kw": i * 0.25}
+            rows.append(validate.telemetry("pdu_a", json.dumps(doc).encode(), now_ms=now))
+        store.write_batch(rows)
+    finally:
+        store.close()
+    argv = ["--site", str(site), "query", "pdu_a", "load_kw", "--since", "1h", "--csv"]
+    assert cli.main(argv) == 0
+    want = capsys.readouterr().out
+    assert len(want) > 65536 and want.count("\n") == 3001
+    out = subprocess.run(
+        [sys.executable, "-m", "gridtwin", *argv],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(HOST), "PATH": "/usr/bin:/bin"},
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, want, "")
+    miss = subprocess.run(
+        [sys.executable, "-m", "gridtwin", *argv[:4], "load_kx"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(HOST), "PATH": "/usr/bin:/bin"},
+    )
+    assert miss.returncode == 2 and "pdu_a has no metric 'load_kx'" in miss.stderr
