@@ -115,6 +115,7 @@ class Analytics:
         self._latest_ts = 0  # the newest reading time analysed: the clock of alert timers
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.next_tick = self._next_save = time.monotonic()  # housekeeping's next times
         self.notifier = Notifier(  # notify=False: the caller notifies (analytics.process)
             _cfg(section, "notify_command") if notify else "",
             _cfg(section, "notify_url") if notify else "",
@@ -197,28 +198,32 @@ class Analytics:
             log.exception("analytics: cannot save its state")
 
     def _run(self) -> None:
-        next_tick = next_save = time.monotonic()
         while True:
             with self._cv:
                 if not self._q and not self._stop.is_set():
-                    self._cv.wait(max(0.0, min(next_tick - time.monotonic(), 1.0)))
+                    self._cv.wait(max(0.0, min(self.next_tick - time.monotonic(), 1.0)))
                 batches = list(self._q)
                 self._q.clear()
                 self._queued = 0
             try:
                 for tels in batches:
                     self.process(tels)
-                now = time.monotonic()
-                if now >= next_tick:
-                    next_tick = now + 1.0
-                    self.tick(self.ctx.now_ms())
-                if now >= next_save:
-                    next_save = now + SAVE_EVERY_S
-                    self.save()
+                self.housekeeping()
             except Exception:  # a detector's bug must not end analytics: log it and go on
                 log.exception("analytics failed on a batch")
             if self._stop.is_set() and not self._q:
                 return
+
+    def housekeeping(self) -> None:
+        """The worker's periodic part (also the analytics process's loop): detectors' ticks and
+        point anomalies' expiry every second, the state saved every SAVE_EVERY_S."""
+        now = time.monotonic()
+        if now >= self.next_tick:
+            self.next_tick = now + 1.0
+            self.tick(self.ctx.now_ms())
+        if now >= self._next_save:
+            self._next_save = now + SAVE_EVERY_S
+            self.save()
 
     def drain(self) -> None:
         """Analyse what is queued now, on the caller's thread (tests, benchmarks without the

@@ -16,7 +16,8 @@ two queues:
   the one writer of SQLite, the retained ``_host/alerts`` messages and the notifier are as before.
   The child reads the store through a read-only connection (training windows, its saved state).
 
-The child ignores SIGINT and SIGHUP (a terminal sends them to the whole group: the daemon stops it
+The child runs at a lower priority (NICE): on a small machine ingest gets the CPU first, and
+analytics drops (and counts) what it cannot keep up with. The child ignores SIGINT and SIGHUP (a terminal sends them to the whole group: the daemon stops it
 in order), saves and exits on SIGTERM, on the daemon's stop, or when the daemon is gone. A child
 that dies is logged, counted and started again (at most RESTARTS_MAX in RESTART_WINDOW_S; then the
 link thread ends and /healthz reports it dead, like any worker thread); /healthz shows its pid,
@@ -30,6 +31,7 @@ import collections
 import logging
 import marshal
 import multiprocessing
+import os
 import queue
 import signal
 import sqlite3
@@ -42,6 +44,7 @@ from gridtwin.analytics.notify import Notifier
 
 log = logging.getLogger("gridtwin.analytics")
 STATS_EVERY_S = 1.0
+NICE = 10  # the analytics process's niceness, added to the daemon's
 RESTARTS_MAX, RESTART_WINDOW_S = 5, 600.0
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
@@ -368,7 +371,8 @@ def _logging(fmt, level) -> None:
 
 
 def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg) -> None:
-    """The analytics process: the engine on its worker thread, fed from the daemon's queue."""
+    """The analytics process: the engine, fed from the daemon's queue on this one thread."""
+    os.nice(NICE)  # ingest first (its start too): analytics takes what CPU is left
     from gridtwin.analytics.engine import Analytics
     from gridtwin.site import load_site
 
@@ -409,21 +413,26 @@ def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg)
             )
         )
 
-    an.start()
     parent = multiprocessing.parent_process()
     next_stats = 0.0
     try:
+        # one thread: a batch is taken when it can be analysed, so what waits stays the daemon's
+        # compact blobs (bounded there), not objects queued twice
         while not stop.is_set():
             try:
-                blob = feed_q.get(timeout=0.5)
+                blob = feed_q.get(timeout=max(0.0, min(an.next_tick - time.monotonic(), 0.5)))
             except queue.Empty:
                 blob = b""
             if blob is None:
                 break
-            if blob:
-                n, rows = marshal.loads(blob)
-                an.feed([Tel(*r) for r in rows])
-                taken.value += n
+            try:
+                if blob:
+                    n, rows = marshal.loads(blob)
+                    taken.value += n
+                    an.process([Tel(*r) for r in rows])
+                an.housekeeping()
+            except Exception:  # a detector's bug must not end analytics: log it and go on
+                log.exception("analytics failed on a batch")
             now = time.monotonic()
             if now >= next_stats:
                 next_stats = now + STATS_EVERY_S
@@ -431,7 +440,7 @@ def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg)
                 if parent is not None and not parent.is_alive():
                     break  # the daemon is gone (killed): save and go
     finally:
-        an.stop()  # analyses what it took, saves its state (as messages)
+        an.stop()  # saves its state (as messages)
         stats()
         send(("bye",))
         store.close()
