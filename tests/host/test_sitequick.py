@@ -120,7 +120,7 @@ def test_the_verb_is_found_after_the_site_value_even_when_it_is_a_verb_name(
 
 
 def test_the_process_ends_at_once_with_all_of_its_output(tmp_path, capsys):
-    """`python -m gridtwin query` skips the interpreter's teardown (QUICK_EXIT): what it prints
+    """`python -m gridtwin query` skips the interpreter's teardown (cli.QUICK): what it prints
     through a pipe (more than a pipe holds) is all of it, as main() prints it in this process."""
     import json
     import time
@@ -160,3 +160,32 @@ def test_the_process_ends_at_once_with_all_of_its_output(tmp_path, capsys):
         env={"PYTHONPATH": str(HOST), "PATH": "/usr/bin:/bin"},
     )
     assert miss.returncode == 2 and "pdu_a has no metric 'load_kx'" in miss.stderr
+
+
+@pytest.mark.parametrize("verb, quick", [("query", True), ("nodes", False)])
+def test_only_a_quick_verb_runs_without_the_gc_and_skips_the_teardown(verb, quick):
+    """`python -m gridtwin` disables the GC before it knows the verb; any other verb (the daemon)
+    gets it back before it runs, and exits the ordinary way (objects finalized at teardown)."""
+    argv = ["gridtwin", verb, "a", "b"] if verb == "query" else ["gridtwin", verb]
+    code = (
+        "import gc, sys\n"
+        "gc.disable()\n"
+        "from gridtwin import cli\n"
+        f"from gridtwin.commands import {verb} as verb\n"
+        "verb.run = lambda args: print('gc on:', gc.isenabled()) or 3\n"
+        "class Teardown:\n"
+        "    def __del__(self):\n"
+        "        print('teardown')\n"
+        "witness = Teardown()\n"
+        f"sys.argv = {argv!r}\n"
+        "cli.run()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(HOST), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 3
+    want = ["gc on: False"] if quick else ["gc on: True", "teardown"]
+    assert out.stdout.splitlines() == want

@@ -17,8 +17,6 @@ from collections import Counter
 
 from gridtwin.errors import UsageError
 
-# the process may end at once after run() (gridtwin.cli.run): the store is closed, nothing is left
-QUICK_EXIT = True
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DURATION_HINT = "use a number and s/m/h/d/w, e.g. 90s, 15m, 1h, 7d"
 
