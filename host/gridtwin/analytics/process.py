@@ -17,12 +17,12 @@ two queues:
   The child reads the store through a read-only connection (training windows, its saved state).
 
 The child runs at a lower priority (NICE): on a small machine ingest gets the CPU first, and
-analytics drops (and counts) what it cannot keep up with. The child ignores SIGINT and SIGHUP (a terminal sends them to the whole group: the daemon stops it
-in order), saves and exits on SIGTERM, on the daemon's stop, or when the daemon is gone. A child
-that dies is logged, counted and started again (at most RESTARTS_MAX in RESTART_WINDOW_S; then the
-link thread ends and /healthz reports it dead, like any worker thread); /healthz shows its pid,
-whether it is alive and how often it was restarted. Tests that drive the engine in-process use
-Analytics directly.
+analytics drops (and counts) what it cannot keep up with. The child ignores SIGINT and SIGHUP (a
+terminal sends them to the whole group: the daemon stops it in order), saves and exits on SIGTERM,
+on the daemon's stop, or when the daemon is gone. A child that dies is logged, counted and started
+again (at most RESTARTS_MAX in RESTART_WINDOW_S; then the link thread ends and /healthz reports it
+dead, like any worker thread); /healthz shows its pid, whether it is alive and how often it was
+restarted. Tests that drive the engine in-process use Analytics directly.
 """
 
 from __future__ import annotations
