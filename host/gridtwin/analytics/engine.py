@@ -46,6 +46,20 @@ def _cfg(section, key: str):
     return list(d) if isinstance(d, list) else d
 
 
+def say_behind(feeder) -> None:
+    """One warning a minute at most while a feeder (Analytics, or the daemon's side of the
+    analytics process) drops readings: ``dropped``, ``queue_max``, ``_last_drop_log``."""
+    now = time.monotonic()
+    if now - feeder._last_drop_log >= 60:
+        feeder._last_drop_log = now
+        log.warning(
+            "analytics is behind: %d reading(s) not analysed so far (queue of %d full); "
+            "ingest goes on",
+            feeder.dropped,
+            feeder.queue_max,
+        )
+
+
 class Analytics:
     def __init__(
         self,
@@ -168,15 +182,7 @@ class Analytics:
                 drop = False
                 self._cv.notify()
         if drop:
-            now = time.monotonic()
-            if now - self._last_drop_log >= 60:
-                self._last_drop_log = now
-                log.warning(
-                    "analytics is behind: %d reading(s) not analysed so far (queue of %d full); "
-                    "ingest goes on",
-                    self.dropped,
-                    self.queue_max,
-                )
+            say_behind(self)
 
     # -- the worker -----------------------------------------------------------------------------
     def start(self) -> "Analytics":

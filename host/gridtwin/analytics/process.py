@@ -127,15 +127,9 @@ class AnalyticsProcess:
             except (ValueError, OSError):  # a value marshal cannot carry; a queue being closed
                 pass
         self.dropped += n
-        now = time.monotonic()
-        if now - self._last_drop_log >= 60:
-            self._last_drop_log = now
-            log.warning(
-                "analytics is behind: %d reading(s) not analysed so far (queue of %d full); "
-                "ingest goes on",
-                self.dropped,
-                self.queue_max,
-            )
+        from gridtwin.analytics.engine import say_behind
+
+        say_behind(self)
 
     # -- the child's life ------------------------------------------------------------------------
     def start(self) -> "AnalyticsProcess":
