@@ -195,7 +195,7 @@ async def _resume(t):
             return
         t.h = hashlib.sha256()
         with open(t.path(), "rb") as f:
-            buf = bytearray(256)
+            buf = _scratch()
             while True:
                 n = f.readinto(buf)
                 if not n:
@@ -268,6 +268,13 @@ def _finish_file(t):
     return True
 
 
+def _scratch():
+    # what files are read back through (a resume's part-written file, the check before the switch):
+    # net's own receive buffer, idle while the transfer's larger one is in use; a fresh 512 B at the
+    # switch ran out once at 96 KB (srv_a, with the receiver's code loaded)
+    return _SMALL if _SMALL is not None else bytearray(256)
+
+
 def _sha_file(name, buf):
     h = hashlib.sha256()
     with open(name, "rb") as f:
@@ -283,7 +290,7 @@ async def _switch(net, t):
     global T
     # every file again, as the flash holds it: what the new version boots is what was verified
     net.log.info("ota", "verifying %d files" % t.n)
-    buf = bytearray(512)
+    buf = _scratch()
     has_cfg = False
     bad = None
     for name, size, sha in entries(t):
