@@ -153,6 +153,8 @@ async def _reboot(app):
     except OSError as e:
         app.log.warn("cmd", "outbox not saved: %r" % e)
     app.boot.plan_reset()
+    if app.net is not None:
+        app.net._close()  # the session ends here, not in a finaliser (see gt/ota.py _reset)
     machine.reset()
 
 

@@ -343,6 +343,10 @@ async def _reset(app):
     except OSError as e:
         app.log.warn("ota", "outbox not saved: %r" % e)
     app.boot.plan_reset()
+    if app.net is not None:
+        # the TLS socket closed here, not by its finaliser at the unix port's exit, where a
+        # close_notify that cannot be written raised with the heap locked (a traceback in CI)
+        app.net._close()
     machine.reset()
 
 
