@@ -139,6 +139,13 @@ def test_a_store_failure_in_one_message_rejects_that_message_not_the_batch(fleet
         assert daemon.metrics.rejected["internal"] == 1
         assert daemon.ingest._writer.is_alive() and daemon.metrics.health()[0]
         assert not [st for st in heard if st.get("fw") == "boom"]
+        # the node's count reaches its row with the writer's next write (awaited: a full suite's
+        # load once read it before that write)
+        wait_for(
+            lambda: (daemon.store.node_row(NODE) or {}).get("rejected") is not None,
+            30,
+            "the node's rejection count stored",
+        )
         assert daemon.store.node_row(NODE)["rejected"] == 1
     finally:
         node.close()
