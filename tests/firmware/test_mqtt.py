@@ -321,12 +321,11 @@ def _packet(s):
             return first, exact(rl)
 
 
-def test_unacknowledged_reading_is_resent_with_dup_and_its_packet_id(net_node, broker, peer):
-    # A broker of our own (TLS with the site's broker certificate): on the first connection it
-    # takes the first reading and hangs up without a PUBACK; on the second it says the session
-    # is present and acknowledges everything.
-    p = peer(broker)
-    pubs = []  # (connection, first byte, packet id, document) of every telemetry PUBLISH
+def _hangs_up_after(k, pubs):
+    """A broker's side of the conversation: on the first connection it takes k readings without a
+    PUBACK and hangs up with them in flight; on the next it says the session is present and
+    acknowledges everything. Every telemetry PUBLISH lands in pubs as (connection, first byte,
+    packet id, document)."""
     conns = []
 
     def speak(s):
@@ -335,20 +334,31 @@ def test_unacknowledged_reading_is_resent_with_dup_and_its_packet_id(net_node, b
         s.sendall(b"\x20\x02" + (b"\x01" if n > 1 else b"\x00") + b"\x00")
         while True:
             first, body = _packet(s)
-            if first >> 4 == 8:  # SUBSCRIBE -> SUBACK, QoS 1 granted
-                s.sendall(b"\x90\x03" + body[:2] + b"\x01")
+            if first >> 4 == 8:  # SUBSCRIBE (cmd and ota) -> SUBACK, QoS 1 granted to both
+                s.sendall(b"\x90\x04" + body[:2] + b"\x01\x01")
             elif first >> 4 == 3:
                 tl = int.from_bytes(body[:2], "big")
                 pid = int.from_bytes(body[2 + tl : 4 + tl], "big") if first & 6 else None
                 if body[2 : 2 + tl].endswith(b"/telemetry"):
                     pubs.append((n, first, pid, json.loads(body[4 + tl :])))
                     if n == 1:
-                        s.close()  # gone before the PUBACK
-                        return
+                        if len(pubs) == k:
+                            s.close()  # gone with k readings in flight
+                            return
+                        continue  # no PUBACK: the node goes on, its window not yet full
                 if pid is not None:
                     s.sendall(b"\x40\x02" + pid.to_bytes(2, "big"))
 
-    p.mode = speak
+    return speak
+
+
+def test_unacknowledged_reading_is_resent_with_dup_and_its_packet_id(net_node, broker, peer):
+    # A broker of our own (TLS with the site's broker certificate): on the first connection it
+    # takes the first reading and hangs up without a PUBACK; on the second it says the session
+    # is present and acknowledges everything.
+    p = peer(broker)
+    pubs = []  # (connection, first byte, packet id, document) of every telemetry PUBLISH
+    p.mode = _hangs_up_after(1, pubs)
     b = net_node(sample_ms=500, mqtt={"port": p.port})
     b.start()
     b.wait_for(r"conn=2", timeout=30)
@@ -376,30 +386,7 @@ def test_link_cut_mid_window_resends_in_order_and_stores_each_reading_once(net_n
     # reading is there once, the replayed and the live ones each in seq order.
     p = peer(broker)
     pubs = []  # (connection, first byte, packet id, document) of every telemetry PUBLISH
-    conns = []
-
-    def speak(s):
-        conns.append(s)
-        n = len(conns)
-        s.sendall(b"\x20\x02" + (b"\x01" if n > 1 else b"\x00") + b"\x00")
-        while True:
-            first, body = _packet(s)
-            if first >> 4 == 8:  # SUBSCRIBE -> SUBACK, QoS 1 granted
-                s.sendall(b"\x90\x04" + body[:2] + b"\x01\x01")
-            elif first >> 4 == 3:
-                tl = int.from_bytes(body[:2], "big")
-                pid = int.from_bytes(body[2 + tl : 4 + tl], "big") if first & 6 else None
-                if body[2 : 2 + tl].endswith(b"/telemetry"):
-                    pubs.append((n, first, pid, json.loads(body[4 + tl :])))
-                    if n == 1:
-                        if len(pubs) == 4:
-                            s.close()  # gone with 4 readings in flight
-                            return
-                        continue  # no PUBACK: the node goes on, its window not yet full
-                if pid is not None:
-                    s.sendall(b"\x40\x02" + pid.to_bytes(2, "big"))
-
-    p.mode = speak
+    p.mode = _hangs_up_after(4, pubs)
     b = net_node(sample_ms=100, mqtt={"port": p.port, "window": 8})
     b.start()
     b.wait_for(r"conn=2", timeout=30)
