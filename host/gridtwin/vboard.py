@@ -33,13 +33,12 @@ from gridtwin.resources import FIRMWARE_DIR, shim_dir
 RESET_EXIT = 75  # virtual/shim/_world.py: the chip reset, start it again
 # The firmware's GC heap: ESP32-like, and stricter, since the unix port's objects are 64-bit.
 DEFAULT_HEAP = "96k"
-# What a fully equipped node (OLED, three or four chips, the TLS link) gets in the demo and
-# `gridtwin vnode`. On this 64-bit port a GC block is 32 bytes and a pointer 8 (16 and 4 on the
-# ESP32), so the same objects take 1.3-2x the room. At 96k every example node connects over TLS,
-# EL1 and EL2 with ~9 KB free after the CONNACK, pv1 with ~9-9.6 KB, no crash boot
-# (tests/firmware/test_fleet_heap.py, issue #20); but in the running demo (the twin's values, the
-# web view, analytics) pv1 (publisher) or EL1 (first boot) still ran out at 96k: 128k until then.
-NODE_HEAP = "128k"
+# What a node gets in the demo and `gridtwin vnode`: the same budget. On this 64-bit port a GC
+# block is 32 bytes and a pointer 8 (16 and 4 on the ESP32), so the same objects take 1.3-2x the
+# room. Every example node connects over TLS with 11.5 KB or more free after the CONNACK, no crash
+# boot (tests/firmware/test_fleet_heap.py, issue #20). The demo gave its nodes 128k while its
+# boards ran from their folders' full paths (see VirtualBoard._link): pv1 and EL1 ran out.
+NODE_HEAP = DEFAULT_HEAP
 # Room in the interpreter's heap for the shim itself (its modules, and the chip models with their
 # instances). The shim fills what it does not use with ballast, so the firmware sees exactly its
 # budget.
@@ -191,17 +190,36 @@ class VirtualBoard:
             cmd.append(str(shim_dir() / script))
         return cmd
 
+    def _link(self, name: str, target: pathlib.Path) -> str:
+        """A link beside the flash to ``target``, as a path relative to the board's working folder
+        (the flash). MicroPython keeps each imported module's path as an interned string on the
+        heap: a firmware under a long folder (a deep checkout, pytest's temporary folders) cost
+        the node up to 3 KB more than the short "gt/app.mpy" of a real board, enough to crash the
+        fullest nodes at 96 KB depending on where they were run from."""
+        link = self.root / name
+        want = str(pathlib.Path(target).resolve())
+        if not (link.is_symlink() and os.readlink(link) == want):
+            tmp = self.root / f".{name}.tmp"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(want)
+            os.replace(tmp, link)
+        return "../" + name
+
     def environ(self) -> dict[str, str]:
-        path = [str(shim_dir()), "", ".frozen"]  # "" is the flash, first as on the ESP32
-        if self.firmware:
-            path.append(str(self.firmware))
+        # "" is the flash, first as on the ESP32; every folder by a short path (see _link)
+        path = [self._link("shim", shim_dir()), "", ".frozen"]
+        fw = self._link("fw", self.firmware) if self.firmware else ""
+        if fw:
+            path.append(fw)
         env = dict(os.environ)
         env.update(
             {
                 "MICROPYPATH": ":".join(path),
-                "GT_WORLD": str(self.world_path.resolve()),
-                "GT_BOARD_STATE": str(self.state.resolve()),
-                "GT_FIRMWARE": str(self.firmware or ""),
+                # relative to the flash (the interpreter's working folder): the heap's layout, and
+                # so what fits in it, is the same wherever the board's folder is
+                "GT_WORLD": "../" + self.world_path.name,
+                "GT_BOARD_STATE": "../" + self.state.name,
+                "GT_FIRMWARE": fw,
                 "GT_FW_HEAP": str(heap_bytes(self.heap)),
             }
         )

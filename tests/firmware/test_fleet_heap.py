@@ -14,9 +14,10 @@ from gridtwin.fleet import VirtualFleet
 from fixtures.broker import HOST_IDENTITY
 
 HEAP = "96k"
-# A floor against regressions, under issue #20's target of 8 KB, which pv1 missed by 192 B in one
-# run of eight (7.8 KB); the figures `-s` prints are what the issue's target is judged on
-MIN_FREE_AT_CONNECT = 7 * 1024
+# Issue #20's target. The boards' folders are given to the interpreter by short relative paths, so
+# the heap's layout no longer depends on where the suite runs (a deep CI checkout once left pv1 with
+# 3.5 KB less than here and a crash boot); the fullest node has ~11.5 KB (`-s` prints the figures)
+MIN_FREE_AT_CONNECT = 8 * 1024
 
 
 def test_every_example_node_connects_over_tls_in_96k(

@@ -189,3 +189,20 @@ def test_plant_roles_keep_state_and_obey_commands(vboard, node_config, firmware_
     assert m["out"] == 0 and m["fault"] == 1 and m["v"] == 0.0 and state == "FAULT"
     assert cmds[-1] == "> set_fault ValueError needs {\"on\": true|false}"
     assert b.grep(r"units .*\('batt_pct', '%'\).*\('load_kw', 'kW'\)")
+
+
+def test_the_node_heap_does_not_depend_on_the_folder_it_runs_from(
+    vboard, node_config, firmware_build
+):
+    # MicroPython keeps every imported module's path on the heap. A board run from a deep folder
+    # (a CI checkout, pytest's temporary folders) once had ~3 KB less than the same board run from
+    # a short one, and the fullest nodes crashed at 96 KB in one place and not in another.
+    mpy_dir, _ = firmware_build
+    deep = "d" * 120 + "/" + "e" * 120
+    world = dict(ALL_WORLD, clock={"mode": "warp", "stop_at_ms": 6_500})
+    peaks = []
+    for name in ("s", deep + "/s"):
+        b = vboard(name=name, config=_cfg(node_config, queue=16), world=world, firmware=mpy_dir)
+        assert b.run() == 0
+        peaks.append(int(b.wait_for(r"#world stop world_ms=\d+ peak_alloc=(\d+)")[1]))
+    assert abs(peaks[0] - peaks[1]) <= 256, peaks

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from gridtwin.errors import GridTwinError, UsageError
+from gridtwin.vboard import NODE_HEAP
 
 # The smallest firmware heap in which a node of the example site boots, connects over TLS and
 # keeps publishing (measured with `gridtwin vnode NODE --heap N` against `gridtwin broker run`:
@@ -34,7 +35,7 @@ def heap_size(text: str) -> str:
     if heap_bytes(text) < heap_bytes(MIN_HEAP):
         raise argparse.ArgumentTypeError(
             f"{text} is below the {MIN_HEAP} the firmware needs ({MIN_HEAP_NOTE}); "
-            f"leave it out for the default 128k"
+            f"leave it out for the default {NODE_HEAP}"
         )
     return text.strip()
 
@@ -75,8 +76,7 @@ def add_arguments(p):
         "--heap",
         type=heap_size,
         default=None,
-        help=f"the firmware's heap, at least {MIN_HEAP} (default 128k: see "
-        "gridtwin.vboard.NODE_HEAP)",
+        help=f"the firmware's heap, at least {MIN_HEAP} (default {NODE_HEAP}, an ESP32's)",
     )
     p.add_argument("--dir", default=None, help="the board's folder (default: <var>/vnodes/NODE)")
 
