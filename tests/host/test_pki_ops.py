@@ -22,7 +22,10 @@ def _revoked_pair_put_back(pki, node: str) -> None:
 @pytest.mark.micropython
 def test_the_demo_fails_naming_the_nodes_that_never_came_online(site_pki_copy, micropython, capsys):
     sp = site_pki_copy
-    sp.path.write_text(sp.path.read_text() + "\n[daemon]\nmetrics_port = 0\n")
+    sp.path.write_text(
+        sp.path.read_text() + "\n[daemon]\nmetrics_port = 0\n"
+        f'\n[opcua]\nendpoint = "opc.tcp://127.0.0.1:{free_port()}/gridtwin"\n'
+    )
     load_site(sp.path)  # the edited file still loads
     _revoked_pair_put_back(sp.pki, "srv_a")
     rc = cli.main(
@@ -55,7 +58,11 @@ def test_the_demo_counts_this_runs_readings(site_pki_copy, micropython):
     first = None
     for run in (1, 2):
         demo = Demo(
-            site, port=free_port(), nodes=["pdu_a"], daemon_overrides={"metrics_port": None}
+            site,
+            port=free_port(),
+            nodes=["pdu_a"],
+            daemon_overrides={"metrics_port": None},
+            opcua_port=free_port(),
         )
         demo.start()
         try:

@@ -119,6 +119,7 @@ class Cli:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
         )
         self.out: list[str] = []
         self.err: list[str] = []
@@ -172,7 +173,21 @@ class Cli:
         return self.tree
 
     def finish(self, timeout: float = 60.0) -> int:
-        rc = self.proc.wait(timeout)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # where it hangs: Python's fault handler (PYTHONFAULTHANDLER, set above) prints every
+            # thread's stack on SIGABRT (a CI run once saw vnode still there 30 s after SIGTERM)
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            for t in self._readers:
+                t.join(5)
+            raise AssertionError(
+                f"`gridtwin` did not end within {timeout} s; its threads:\n" + "\n".join(self.err)
+            ) from None
         for t in self._readers:
             t.join(5)
         return rc
@@ -191,7 +206,12 @@ def assert_all_gone(cli: Cli, *ports: int) -> None:
 
 def with_ports(site_path: Path, broker_port: int, metrics_port: int) -> None:
     text = re.sub(r"(?m)^port = \d+", f"port = {broker_port}", site_path.read_text())
-    site_path.write_text(text + f"\n[daemon]\nmetrics_port = {metrics_port}\n")
+    # the demo serves its twin over OPC UA too: on a port of its own, not the default 4840 that
+    # another test's demo may hold at the same moment (-n 2: "address already in use")
+    site_path.write_text(
+        text + f"\n[daemon]\nmetrics_port = {metrics_port}\n"
+        f'\n[opcua]\nendpoint = "opc.tcp://127.0.0.1:{free_port()}/gridtwin"\n'
+    )
 
 
 SIGS = [
