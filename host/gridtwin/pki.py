@@ -43,19 +43,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gridtwin.errors import ConfigError, PKIError
+from gridtwin.identities import (  # noqa: F401  (the PKI's names, re-exported for its users)
+    GRAFANA_IDENTITY,
+    HOST_IDENTITY,
+    OTA_IDENTITY,
+    SERVER_IDENTITY,
+    SERVICE_IDENTITIES,
+    TELEGRAF_IDENTITY,
+)
 from gridtwin.site import HOST_INSTANCE_RE, ID_RE
 
 if TYPE_CHECKING:
     from gridtwin.site import Site
 
-SERVER_IDENTITY = "broker"
-HOST_IDENTITY = "gridtwin-host"
-TELEGRAF_IDENTITY = "telegraf"
-GRAFANA_IDENTITY = "grafana"
-# `gridtwin ota`: the one identity the broker lets write a node's update topic (docs/ota.md)
-OTA_IDENTITY = "gridtwin-ota"
 OPCUA_PREFIX = "opcua/"  # OPC UA application identities live in certs/opcua/<name>/
-SERVICE_IDENTITIES = (HOST_IDENTITY, TELEGRAF_IDENTITY, GRAFANA_IDENTITY, OTA_IDENTITY)
 
 
 def host_identities(site: "Site | None") -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from gridtwin import fwsource
 from gridtwin.errors import ConfigError
+from gridtwin.identities import RESERVED_IDS  # a node may not take a service's name
 from gridtwin.sitedefaults import CERTS, VAR
 
 # Node ids become MQTT topic levels, certificate CNs and broker usernames: no wildcards, no '/',
@@ -43,9 +44,7 @@ HOSTNAME_RE = re.compile(
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 
-# Identities the PKI issues to services (see gridtwin.pki); a node may not take one of these names,
-# or the broker could not tell the node from the service.
-RESERVED_IDS = frozenset({"gridtwin-host", "gridtwin-ota", "telegraf", "grafana", "broker", "ca"})
+
 # Extra host daemons (`[daemon] instances`) get `gridtwin-host-2`, `-3`, ...: the whole pattern is
 # reserved, not only the instances configured today, so raising `instances` later never collides.
 HOST_INSTANCE_RE = re.compile(r"^gridtwin-host-[0-9]+$")

@@ -11,8 +11,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gridtwin.errors import BrokerError, PKIError
+from gridtwin.identities import HOST_IDENTITY  # noqa: F401  (re-exported: the daemon's identity)
 
-HOST_IDENTITY = "gridtwin-host"
 PUBACK = 0x40
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 
+from gridtwin.identities import TELEGRAF_IDENTITY
 from gridtwin.stack.config import broker_host
 
 ETC = "/etc/telegraf"
@@ -41,7 +42,8 @@ CONF = f"{ETC}/telegraf.d/gridtwin.conf"
 CERTS = f"{ETC}/gridtwin"
 ENV_FILE = "/etc/default/telegraf"  # Debian's telegraf.service reads it (EnvironmentFile=-)
 TOKEN_VAR = "INFLUX_TOKEN"
-CLIENT_ID = "telegraf"  # the broker sets it to the certificate CN anyway (use_username_as_clientid)
+# the broker sets the client id to the certificate CN anyway (use_username_as_clientid)
+CLIENT_ID = TELEGRAF_IDENTITY
 RAW = "gridtwin_mqtt"  # the input's metric name: a message not yet turned into points
 NODE_LEAVES = ("telemetry", "status", "log")  # <root>/<node>/<leaf> topics Telegraf stores
 STATUS, LOG, TWIN, ALERTS = "node_status", "node_log", "twin", "alerts"  # measurements
