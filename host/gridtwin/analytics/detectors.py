@@ -132,27 +132,31 @@ class LimitDetector:
 
 
 class _Window:
-    """min, max, sum and count of a series over the last window, in NB buckets: O(1) memory, and the
-    extremes exact (a bucket's), the window's edge a bucket wide."""
+    """min, max, sum and count of a series over the last window, in buckets a NB-th of it wide: O(1)
+    memory, and the extremes exact (a bucket's). The window reaches at least window_s back (a bucket
+    more at most): NB + 1 buckets, the oldest the one the window's start falls in. With NB only, it
+    reached back 7/8 of the window at worst, so a change spread over exactly the rule's window (an
+    electrolyser's efficiency loss ramping over 10 min) was seen only in part."""
 
     NB = 8
+    SLOTS = NB + 1
     __slots__ = ("width", "idx", "lo", "hi", "sum", "n", "active", "last_ts")
 
     def __init__(self, window_ms: int):
         self.width = max(1, -(-window_ms // self.NB))
-        self.idx = [None] * self.NB
-        self.lo = [0.0] * self.NB
-        self.hi = [0.0] * self.NB
-        self.sum = [0.0] * self.NB
-        self.n = [0] * self.NB
+        self.idx = [None] * self.SLOTS
+        self.lo = [0.0] * self.SLOTS
+        self.hi = [0.0] * self.SLOTS
+        self.sum = [0.0] * self.SLOTS
+        self.n = [0] * self.SLOTS
         self.active = False
         self.last_ts = None
 
     def _live(self, b: int):
-        # buckets b-NB+1..b: the window (a bucket wide more, at most) ending at this reading
-        for k in range(self.NB):
+        # buckets b-NB..b: the window ending at this reading, its start inside the oldest
+        for k in range(self.SLOTS):
             i = self.idx[k]
-            if i is not None and b - self.NB < i <= b:
+            if i is not None and b - self.NB <= i <= b:
                 yield k
 
     def extremes(self, ts: int) -> tuple[float | None, float | None, float, int]:
@@ -169,7 +173,7 @@ class _Window:
 
     def add(self, ts: int, v: float) -> None:
         b = ts // self.width
-        k = b % self.NB
+        k = b % self.SLOTS
         if self.idx[k] != b:
             self.idx[k], self.lo[k], self.hi[k], self.sum[k], self.n[k] = b, v, v, v, 1
         else:
@@ -316,7 +320,7 @@ class RuleDetector:
                 if rule.name == name:
                     w = self._win.setdefault((node, metric, name), _Window(rule.window_ms))
                     w.active = True
-                    if win and len(win[0]) == 6 and len(win[0][0]) == w.NB:
+                    if win and len(win[0]) == 6 and len(win[0][0]) == w.SLOTS:
                         w.idx, w.lo, w.hi, w.sum, w.n, w.last_ts = (
                             list(x) if isinstance(x, list) else x for x in win[0]
                         )
