@@ -22,9 +22,12 @@ training window (joblib, mode 0600, in the site's var/analytics/), and reloaded 
 Scoring does not call scikit-learn: each fitted forest is compiled into flat arrays and walked for
 all of a node's new rows at once (numpy, one pass per tree level), which is what lets one worker
 score tens of thousands of readings a second; it equals ``IsolationForest.decision_function`` (tests
-check it). A row is anomalous below the contamination's offset; ``confirm`` anomalous rows in a row
-raise the condition (one row in ``1/contamination`` is an outlier by construction: a single one is
-not worth an alert), and ``clear_rows`` normal ones clear it. The finding names the metric that
+check it). A row is anomalous below the contamination's offset; ``confirm`` anomalous rows among the
+last ``confirm_window`` raise the condition (one row in ``1/contamination`` is an outlier by
+construction: a single one is not worth an alert; three of thirty independent ones, about once a
+year of a node's 10 s rows; a glitching sensor's spikes, one report in twenty, are almost never
+three in a row, as the detector once waited for); a whole ``confirm_window`` of normal rows (and at
+least ``clear_rows``) clears it. The finding names the metric that
 strays most from its training median (robust z), kept for the life of the condition so the alert
 keeps one key.
 """
@@ -317,7 +320,8 @@ class _Node:
         self.prev: tuple | None = None  # (ts, raw row) of the last scored row: the rates' reference
         # swapped whole by the trainer: the scorer never sees half a model
         self.fit: _Fit | None = None
-        self.streak = self.normal = 0
+        self.streak = 0  # the last confirm_window rows' verdicts, a bit each (1: anomalous)
+        self.normal = 0  # normal rows in a row
         self.active = False
         self.active_metric = ""
         self.newest = 0  # newest reading ts seen (the training window's end)
@@ -343,6 +347,7 @@ class IsolationForestDetector:
         n_estimators: int = 50,
         max_samples: int = 64,
         confirm: int = 3,
+        confirm_window: int = 30,
         clear_rows: int = 5,
         nominal: dict[str, float] | None = None,
         gap_s: float = 120.0,
@@ -363,6 +368,9 @@ class IsolationForestDetector:
             gap_s,
             min_metrics,
         )
+        # the last confirm_window rows' verdicts, one bit a row (1: anomalous), newest lowest
+        self.confirm_window = max(confirm, min(int(confirm_window), 62))
+        self._window_mask = (1 << self.confirm_window) - 1
         self.nominal = dict(nominal or {})
         self.nodes: dict[str, _Node] = {}
         self.path = Path(path) if path else self._default_path()
@@ -409,9 +417,7 @@ class IsolationForestDetector:
             st.newest = max(st.newest, rs[-1][0])
             self._maybe_due(node, st)
             if st.fit is not None:
-                f = self._score(node, st, rs)
-                if f is not None:
-                    out.append(f)
+                out += self._score(node, st, rs)
             else:
                 for _ts, m in rs:
                     st.last.update(m)
@@ -439,7 +445,7 @@ class IsolationForestDetector:
         elif st.newest - st.trained_to >= self.retrain_ms:
             self._due.add(node)
 
-    def _score(self, node: str, st: _Node, rs: list) -> Finding | None:
+    def _score(self, node: str, st: _Node, rs: list) -> list[Finding]:
         fit = st.fit
         feats = fit.feats
         metrics = feats.metrics
@@ -454,36 +460,54 @@ class IsolationForestDetector:
         if not keep.all():
             raw, ts, rs = raw[keep], ts[keep], [r for r, k in zip(rs, keep) if k]
             if not len(ts):
-                return None
+                return []
         X = feats.matrix(ts, raw, st.prev)
         st.prev = (ts[-1], raw[-1].copy())
         d = fit.judge(X)
-        finding = None
+        # findings of the batch: a condition's first row and its last, and its end; a condition that
+        # starts and ends within one batch (a daemon's backlog, a replay) is reported whole
+        out: list[Finding] = []
+        hold = None
+        mask = self._window_mask
         for i in range(len(d)):
             if d[i] < 0:
-                st.streak += 1
+                st.streak = ((st.streak << 1) | 1) & mask
                 st.normal = 0
-                if st.streak >= self.confirm:
-                    if not st.active:
+                if st.streak.bit_count() >= self.confirm:
+                    first = not st.active
+                    if first:
                         st.active = True
                         st.active_metric = self._top_metric(fit, X[i])
-                    finding = self._finding(node, st, fit, int(ts[i]), raw[i], X[i], float(d[i]))
+                    f = self._finding(node, st, fit, int(ts[i]), raw[i], X[i], float(d[i]))
+                    if first:
+                        out.append(f)
+                    else:
+                        hold = f
             else:
-                st.streak = 0
+                st.streak = (st.streak << 1) & mask
                 st.normal += 1
-                if st.active and st.normal >= self.clear_rows:
+                # over when the whole confirm window is normal: an intermittent fault (a sensor
+                # spiking every 20 reports) holds one alert, not one per spike
+                if st.active and not st.streak and st.normal >= self.clear_rows:
                     st.active = False
-                    finding = Finding(
-                        node,
-                        st.active_metric,
-                        int(ts[i]),
-                        None,
-                        "iforest",
-                        "low",
-                        f"{node}: its metrics are back to their usual pattern",
-                        cleared=True,
+                    if hold is not None:
+                        out.append(hold)
+                        hold = None
+                    out.append(
+                        Finding(
+                            node,
+                            st.active_metric,
+                            int(ts[i]),
+                            None,
+                            "iforest",
+                            "low",
+                            f"{node}: its metrics are back to their usual pattern",
+                            cleared=True,
+                        )
                     )
-        return finding
+        if hold is not None:
+            out.append(hold)
+        return out
 
     @staticmethod
     def _top_metric(fit: _Fit, x: np.ndarray) -> str:
@@ -713,7 +737,8 @@ class IsolationForestDetector:
     def restore(self, saved: dict) -> None:
         for node, metric in (saved or {}).get("active", {}).items():
             st = self.nodes.setdefault(node, _Node())
-            st.active, st.active_metric, st.streak = True, metric, self.confirm
+            st.active, st.active_metric = True, metric
+            st.streak = (1 << self.confirm) - 1
 
     def memory_bytes(self) -> int:
         """The trained models' arrays: the compiled forests and the feature statistics."""
