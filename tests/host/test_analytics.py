@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from gridtwin.analytics.base import Context
@@ -585,10 +586,11 @@ def test_when_analytics_falls_behind_it_drops_counts_and_says_so(tmp_path, caplo
     store.close()
 
 
-def test_sigma_knows_a_sensors_resolution_and_alerts_from_medium(tmp_path):
+def test_sigma_knows_a_sensors_resolution_and_alerts_from_high(tmp_path):
     """A thermometer that reads 25.0 and now and then 25.125 (an LM75's step) has a MAD of 0: a step
-    of its resolution is not a 5-sigma anomaly. A low (3 sigma) finding is counted, not alerted
-    (sigma_alert = "medium", the default)."""
+    of its resolution is not a 5-sigma anomaly. Low and medium (3 and 4 sigma) findings are counted,
+    not alerted (sigma_alert = "high", the default: at a reading every 10 s plain noise passes 4
+    sigma about every other day on each metric, 5 sigma once in 200 days)."""
     det = SigmaDetector(Context(), warmup=20, halflife=1000)
     flat = [(k, 25.125 if k % 10 == 0 else 25.0) for k in range(40)]
     assert _feed(det, "grid1", "t_box", flat + [(40, 25.25)]) == []
@@ -601,11 +603,28 @@ def test_sigma_knows_a_sensors_resolution_and_alerts_from_medium(tmp_path):
         an.observe([("grid1", "mains_hz", T0 + k * 200, 50.0 + (0.01 if k % 2 else -0.01))])
     s = next(d for d in an.detectors if isinstance(d, SigmaDetector))._s[("grid1", "mains_hz")]
     an.observe([("grid1", "mains_hz", T0 + 5000, s.center + 3.2 * s.spread())])
-    assert an.counts[("sigma", "low")] == 1 and store.alerts() == []
     an.observe([("grid1", "mains_hz", T0 + 5200, s.center + 4.5 * s.spread())])
+    assert an.counts[("sigma", "low")] == 1 and an.counts[("sigma", "medium")] == 1
+    assert store.alerts() == []
+    an.observe([("grid1", "mains_hz", T0 + 5400, s.center + 5.5 * s.spread())])
     (row,) = store.alerts()
-    assert (row["kind"], row["severity"], row["key"]) == ("sigma", "medium", "grid1/sigma/mains_hz")
+    assert (row["kind"], row["severity"], row["key"]) == ("sigma", "high", "grid1/sigma/mains_hz")
     store.close()
+
+
+def test_sigma_measures_a_spread_against_the_series_noise_not_its_level():
+    """`make bench` section analytics: grid1's 50 Hz frequency varies by a few mHz, but its spread
+    had a floor of 0.1 % of its level (50 mHz), so a 0.2 Hz glitch was 4 sigma on mains_hz and 80 on
+    f_dev (the same frequency minus 50). A series' spread is its own noise (and its resolution),
+    whatever its level: a pressure of 101,325 Pa with 20 Pa of noise, a frequency with 2 mHz."""
+    rng = np.random.default_rng(3)
+    for metric, level, noise in (("mains_hz", 50.0, 0.002), ("env_p", 101325.0, 20.0)):
+        det = SigmaDetector(Context(), warmup=60, halflife=600)
+        _feed(
+            det, "grid1", metric, [(k, level + noise * rng.standard_normal()) for k in range(200)]
+        )
+        (f,) = _feed(det, "grid1", metric, [(200, level + 20 * noise)])
+        assert f.severity == "high" and f.detail["z"] > 10, f.description
 
 
 def test_the_webhook_gets_each_alert_as_json_and_a_slow_one_is_cut_off():

@@ -173,10 +173,11 @@ ANALYTICS = Section(
         ),
         "sigma_alert": Key(
             str,
-            "medium",
+            "high",
             check=one_of(*SEVERITIES),
-            help="the lowest sigma severity that raises an alert (3 sigma happens 3 times in 1,000 "
-            "readings of plain noise: low findings are counted, not alerted, by default)",
+            help="the lowest sigma severity that raises an alert (at a reading every 10 s plain "
+            "noise passes 4 sigma about every other day on each metric, 5 sigma once in 200 days: "
+            "low and medium findings are counted, not alerted, by default)",
         ),
         "sigma_roles": Key(
             list,

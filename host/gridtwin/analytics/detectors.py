@@ -349,11 +349,12 @@ class _Robust:
     def spread(self) -> float:
         # floors: a flat or coarsely quantised series (MAD 0: an LM75 reading 25.0 then 25.125)
         # would make its smallest step infinitely many sigmas; one step of resolution is one sigma
-        # at least
+        # at least. Not a share of the level (it was 0.1 %): a series' noise does not grow with its
+        # offset (50 Hz varies by mHz: the floor was 50 mHz; 101,325 Pa by 20 Pa: it was 101 Pa)
         return max(
             math.sqrt(self.var),
             self.res if self.res < math.inf else 0.0,
-            1e-3 * abs(self.center),
+            1e-9 * abs(self.center),  # a float's own resolution, and no division by zero
             1e-6,
         )
 
