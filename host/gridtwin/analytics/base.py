@@ -21,6 +21,7 @@ site's ``[analytics]`` Record is ``ctx.config``.
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
@@ -90,3 +91,17 @@ def restore(det, saved: dict) -> None:
     fn = getattr(det, "restore", None)
     if fn and saved is not None:
         fn(saved)
+
+
+class LazyModule:
+    """A module imported at its first attribute's use (``np = LazyModule("numpy")``), each attribute
+    then kept as a plain one. Why: the analytics process imports every detector, and numpy is ~16
+    MB of its RSS, needed only once a node has a forest or a thermometer a forecast."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        value = getattr(importlib.import_module(self._name), attr)
+        setattr(self, attr, value)
+        return value

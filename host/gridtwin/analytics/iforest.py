@@ -40,10 +40,10 @@ import os
 import threading
 from pathlib import Path
 
-import numpy as np
-
-from gridtwin.analytics.base import Context, Finding, Reading
+from gridtwin.analytics.base import Context, Finding, LazyModule, Reading
 from gridtwin.analytics.config import setting
+
+np = LazyModule("numpy")  # imported at its first use: gridtwin.analytics.base.LazyModule
 
 log = logging.getLogger("gridtwin.analytics.iforest")
 

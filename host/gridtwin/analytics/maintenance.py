@@ -29,10 +29,10 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from gridtwin.analytics.base import Context, Finding, Reading
+from gridtwin.analytics.base import Context, Finding, LazyModule, Reading
 from gridtwin.analytics.config import setting
+
+np = LazyModule("numpy")  # imported at its first use: gridtwin.analytics.base.LazyModule
 
 BUCKETS = 288  # buckets per horizon
 MIN_POINTS = 12  # buckets a forecast needs

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 
 log = logging.getLogger("gridtwin.analytics")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
@@ -108,6 +107,10 @@ class Notifier:
                     f"{(err or b'').decode(errors='replace').strip()[:200]}"
                 )
         if self.url:
+            # imported here: urllib.request (ssl, http, email) is ~10 MB of RSS, and the analytics
+            # process, which imports this module, never posts (the daemon notifies)
+            import urllib.request
+
             req = urllib.request.Request(
                 self.url, data=body, headers={"Content-Type": "application/json"}
             )
