@@ -238,3 +238,31 @@ def test_a_glitching_sensor_is_raised_though_its_spikes_are_never_three_in_a_row
     assert raised, "the glitching sensor was not raised"
     t_lo, t_hi = test[spiky[0]][0], test[spiky[-1]][0] + 60_000
     assert all(t_lo <= f.ts <= t_hi for f in raised), [f.ts for f in raised]
+
+
+def test_a_forest_fitted_in_a_process_of_its_own_is_the_same_and_sklearn_stays_out(tmp_path):
+    """The analytics process trains with train_process: each round fits in a Python process of its
+    own, so scikit-learn (~150 MB of RSS an interpreter never gives back) is never imported there;
+    the forest is the one fitted in-process."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+from test_analytics_iforest import _detector, _feed, _rows
+from gridtwin.daemon.store_sqlite import SqliteStore
+import numpy as np
+fits = []
+for mode in (True, False):
+    store = SqliteStore({str(tmp_path)!r} + f"/db{{mode}}")
+    det = _detector(store, None)
+    det.train_process = mode
+    _feed(det, "EL1", _rows(5, 2000), store)
+    fits.append(det.nodes["EL1"].fit.forest)
+    if mode:
+        print("sklearn" in sys.modules)
+print(all(np.array_equal(getattr(fits[0], a), getattr(fits[1], a)) for a in fits[0].ARRAYS))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]

@@ -17,7 +17,9 @@ reader), so a restart or a new model never needs the readings in memory; the win
 newest reading seen (the readings' clock, not the host's: a replay or the bench's simulated days
 train on their own time). No model, no alert: a node needs ``min_samples`` stored rows first. Models
 are retrained every ``retrain_s`` of reading time by a background thread and saved with their
-training window (joblib, mode 0600, in the site's var/analytics/), and reloaded at start.
+training window (a pickle of numpy arrays, mode 0600, in the site's var/analytics/), and reloaded
+at start. In the analytics process (``train_process``) each round of training fits in a Python
+process of its own, so scikit-learn is never imported there.
 
 Scoring does not call scikit-learn: each fitted forest is compiled into flat arrays and walked for
 all of a node's new rows at once (numpy, one pass per tree level), which is what lets one worker
@@ -38,6 +40,7 @@ import logging
 import math
 import os
 import threading
+import time
 from pathlib import Path
 
 from gridtwin.analytics.base import Context, Finding, LazyModule, Reading
@@ -47,12 +50,13 @@ np = LazyModule("numpy")  # imported at its first use: gridtwin.analytics.base.L
 
 log = logging.getLogger("gridtwin.analytics.iforest")
 
-MODEL_VERSION = 2  # 2: the compiled arrays are saved, not scikit-learn's estimator
+MODEL_VERSION = 3  # 2: the compiled arrays are saved, not scikit-learn's estimator; 3: pickled
 # a feature this many times farther from its median than all but 0.1 % of the training rows (robust
 # deviations, at least 3): out of the envelope. The quantile, not the farthest row, so that an
 # anomaly the training window holds does not widen the envelope for the next.
 ENVELOPE, ENVELOPE_Q = 3.0, 0.999
 IDLE_S = 10.0  # the training worker ends after this long without a request
+ROUND_GAP_S = 60.0  # with train_process: a round of training (a process started) a minute at most
 # retraining leaves out what the last model found outside its envelope, up to this share
 MAX_EXCLUDED = 0.2
 SEVERITY_BY_MARGIN = (
@@ -159,6 +163,80 @@ class CompiledForest:
 
     def nbytes(self) -> int:
         return sum(getattr(self, a).nbytes for a in self.ARRAYS)
+
+
+def fit_forest(X, n_estimators: int, max_samples: int, contamination: float, seed: int) -> dict:
+    """scikit-learn's IsolationForest fitted on X, compiled: CompiledForest.arrays(). A function of
+    its own so that it can run in a short-lived process (``train_process``): scikit-learn is ~150 MB
+    of RSS once imported, and an interpreter never gives it back."""
+    from sklearn.ensemble import IsolationForest
+
+    model = IsolationForest(
+        n_estimators=n_estimators,
+        max_samples=min(max_samples, len(X)),
+        contamination=contamination,
+        random_state=seed,
+    ).fit(X)
+    return CompiledForest.from_model(model).arrays()
+
+
+class _Trainer:
+    """A Python process that fits forests for one round of training (``train_process``): each job
+    pickled to its stdin, each forest's arrays pickled back on its stdout; it ends with the round.
+    Not multiprocessing: the analytics process is a daemonic one, which may have no children of
+    its own, and this way it never imports scikit-learn (~150 MB of RSS an interpreter keeps)."""
+
+    def __init__(self):
+        import subprocess
+        import sys
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gridtwin.analytics.iforest"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+
+    def fit(self, *args) -> dict:
+        import pickle
+
+        pickle.dump(args, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.flush()
+        ok, result = pickle.load(self.proc.stdout)
+        if not ok:
+            raise RuntimeError(f"the training process failed: {result}")
+        return result
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            self.proc.stdout.close()
+
+
+def _trainer_main() -> None:
+    """The training process: fit_forest for each job on stdin until it closes."""
+    import pickle
+    import sys
+
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # whatever a library prints must not get into the pickles
+    while True:
+        try:
+            args = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            result = (True, fit_forest(*args))
+        except Exception as exc:  # said to the caller, which logs it
+            result = (False, f"{type(exc).__name__}: {exc}")
+        pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
 
 
 class Features:
@@ -355,6 +433,7 @@ class IsolationForestDetector:
         path: str | os.PathLike | None = None,
         background: bool = True,
         min_metrics: int = 2,
+        train_process: bool = False,
     ):
         if not 0.0 < contamination <= 0.5:
             raise ValueError(f"contamination {contamination} is not in (0, 0.5]")
@@ -375,6 +454,11 @@ class IsolationForestDetector:
         self.nodes: dict[str, _Node] = {}
         self.path = Path(path) if path else self._default_path()
         self.background = background
+        # fit in a process of its own, started for a round of training and ended with it (the
+        # analytics process: scikit-learn never enters it); else on the training thread
+        self.train_process = train_process
+        self._pool = None
+        self._last_round = -math.inf
         self.trainings = 0
         self._lock = threading.Lock()  # guards the set of nodes due for training
         self._due: set[str] = set()
@@ -573,14 +657,23 @@ class IsolationForestDetector:
     def train_due(self) -> int:
         """Train every node that is due; returns how many got a model. Saves the models when any
         did."""
+        # with train_process, a round that fits starts a process that imports scikit-learn: one such
+        # round every ROUND_GAP_S at most (what falls due meanwhile waits for the next)
+        if self.train_process and time.monotonic() - self._last_round < ROUND_GAP_S:
+            return 0
         with self._lock:
             due, self._due = sorted(self._due), set()
         trained = 0
-        for node in due:
-            st = self.nodes[node]
-            st.tried_at = st.newest
-            if self.train_node(node, st.newest):
-                trained += 1
+        try:
+            for node in due:
+                st = self.nodes[node]
+                st.tried_at = st.newest
+                if self.train_node(node, st.newest):
+                    trained += 1
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.close()
         if trained:
             self.save()
             self.trained.set()
@@ -622,10 +715,6 @@ class IsolationForestDetector:
                 self.min_samples,
             )
             return False
-        # imported only now: the import holds the GIL for a second or more, which a daemon (or a
-        # demo's process) should spend only once a node has enough rows to train on
-        from sklearn.ensemble import IsolationForest
-
         old = st.fit
         if old is not None and old.feats.metrics == metrics:
             # what the last model found out of its envelope is not learnt as normal by the next (or
@@ -639,19 +728,26 @@ class IsolationForestDetector:
         X = feats.matrix(ts, raw, None)
         if len(X) > self.max_train:  # evenly over the window, deterministic
             X = X[np.linspace(0, len(X) - 1, self.max_train).astype(int)]
-        model = IsolationForest(
-            n_estimators=self.n_estimators,
-            max_samples=min(self.max_samples, len(X)),
-            contamination=self.contamination,
-            random_state=self.seed,
-        ).fit(X)
-        self._install(node, st, model, feats, X, end_ms)
+        args = (X, self.n_estimators, self.max_samples, self.contamination, self.seed)
+        if self.train_process:
+            if self._pool is None:  # the round's first fit
+                self._pool = _Trainer()
+                self._last_round = time.monotonic()
+            arrays = self._pool.fit(*args)
+        else:
+            # imported only now (in fit_forest): the import holds the GIL for a second or more,
+            # which a daemon (or a demo's process) should spend only once a node can be trained
+            arrays = fit_forest(*args)
+        self._install(node, st, CompiledForest.from_arrays(arrays), feats, X, end_ms)
         self.trainings += 1
         return True
 
     def _install(
-        self, node: str, st: _Node, model, feats: Features, X: np.ndarray, end_ms: int
+        self, node: str, st: _Node, forest, feats: Features, X: np.ndarray, end_ms: int
     ) -> None:
+        """Install a node's model: forest is a CompiledForest (or a fitted IsolationForest)."""
+        if not isinstance(forest, CompiledForest):
+            forest = CompiledForest.from_model(forest)
         center = np.median(X, axis=0)
         scale = 1.4826 * np.median(np.abs(X - center), axis=0)
         scale = np.where(scale > 1e-9, scale, np.maximum(np.std(X, axis=0), 1e-6))
@@ -659,7 +755,7 @@ class IsolationForestDetector:
             np.quantile(np.abs((X - center) / scale), ENVELOPE_Q, axis=0), 3.0
         )
         # one assignment: the scorer sees old or new
-        st.fit = _Fit(CompiledForest.from_model(model), feats, center, scale, envelope, end_ms)
+        st.fit = _Fit(forest, feats, center, scale, envelope, end_ms)
         st.metrics.update(feats.metrics)
 
     # --- persistence -----------------------------------------------------------------------------
@@ -669,7 +765,7 @@ class IsolationForestDetector:
         daemon's user only."""
         if self.path is None:
             return
-        import joblib
+        import pickle  # not joblib: ~14 MB of RSS for what pickle does with these few arrays
 
         fits = {n: st.fit for n, st in list(self.nodes.items()) if st.fit is not None}
         models = {
@@ -689,7 +785,7 @@ class IsolationForestDetector:
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            joblib.dump(
+            pickle.dump(
                 {
                     "version": MODEL_VERSION,
                     "train_ms": self.train_ms,
@@ -697,6 +793,7 @@ class IsolationForestDetector:
                     "models": models,
                 },
                 f,
+                protocol=pickle.HIGHEST_PROTOCOL,
             )
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
@@ -706,10 +803,11 @@ class IsolationForestDetector:
         warm-up."""
         if self.path is None or not self.path.exists():
             return 0
-        import joblib
+        import pickle
 
         try:
-            saved = joblib.load(self.path)
+            with open(self.path, "rb") as f:
+                saved = pickle.load(f)  # the daemon's own file (mode 0600), as joblib's was
             if saved.get("version") != MODEL_VERSION or saved.get("train_ms") != self.train_ms:
                 log.info("%s: saved with other settings; models are trained again", self.path)
                 return 0
@@ -760,3 +858,7 @@ def from_context(ctx: Context) -> IsolationForestDetector | None:
         n_estimators=setting(sec, "iforest_trees"),
         max_samples=setting(sec, "iforest_max_samples"),
     )
+
+
+if __name__ == "__main__":  # the training process (_Trainer)
+    _trainer_main()

@@ -392,6 +392,11 @@ def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg)
         influx_measurement=influx,
         notify=False,
     )
+    for det in an.detectors:
+        if hasattr(det, "train_process"):
+            # the IsolationForest fits in a process of its own for each round: scikit-learn (~150 MB
+            # of RSS, never given back) stays out of this long-lived one
+            det.train_process = True
 
     def stats() -> None:
         counts = [(k, s, n) for (k, s), n in sorted(an.counts.items())]
