@@ -3,6 +3,7 @@
 # or when it fails, the NullDisplay keeps the last lines so they can be read back; a display error
 # never stops the node. pause() takes the pages out of RAM while the node connects.
 _fb = None  # the OLED's frame buffer, taken at boot (reserve) while the heap is still whole
+_held = False  # an update over the air runs: the pages stay out of RAM until it ends (hold)
 
 
 def reserve(cfg):
@@ -32,7 +33,7 @@ class _Paused(NullDisplay):
     # the node's tightest moment (issue #20: EL1 and pv1 ran out of RAM there at 96 KB). The first
     # update once the attempt is over (the app's link no longer "connecting") loads them again.
     def update(self, app):
-        if app.link != "connecting":
+        if app.link != "connecting" and not _held:
             try:
                 app.display = open(app.cfg, app.hw, app.log)
             except MemoryError:
@@ -47,6 +48,15 @@ def pause(app):
         app.display = _Paused()
         unload("screens")
         unload("drivers.ssd1306")
+
+
+def hold(app, on):
+    """An update over the air begins (on) or ends: its receiver gets the pages' RAM while it runs
+    (gt/ota.py; ~8 KB, which EL1 at 96 KB did not have beside the receiver, docs/ota.md)."""
+    global _held
+    _held = on
+    if on:
+        pause(app)
 
 
 def open(cfg, hw, log):

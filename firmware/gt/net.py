@@ -24,7 +24,7 @@ import os
 import time
 from asyncio import core
 from micropython import const
-from gt import clock, io, mqtt, unload, why
+from gt import clock, display, io, mqtt, unload, why
 
 _TX = const(384)  # telemetry packets; bigger payloads (birth, acks) go out from their own bytes
 _RX = const(256)  # the largest packet accepted: commands are small, bigger means a broken broker
@@ -303,7 +303,9 @@ class Net:
                         self.on_ack(rx[b] << 8 | rx[b + 1])
                 elif t == mqtt.PUBLISH and rx[b + 1 + (rx[b] << 8 | rx[b + 1])] == 97:
                     # <root>/<node>/ota (the one subscription ending in "a"): an update, whose
-                    # module stays loaded while the transfer runs (docs/ota.md)
+                    # module stays loaded while the transfer runs (docs/ota.md); the OLED's pages
+                    # leave RAM before it loads, until it unloads (EL1 had no room for both)
+                    display.hold(self.app, True)
                     from gt import ota
 
                     await ota.on_publish(self, first, b, e)

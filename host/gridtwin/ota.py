@@ -30,6 +30,10 @@ from gridtwin.resources import FIRMWARE_DIR
 CHUNK = 1024  # data bytes per chunk, at most what the node's acks say it takes
 WINDOW = 4  # chunks in flight before the node's ack for the first
 ACK_TIMEOUT = 2.0  # s without an ack: ask the node where it is (begin again: it resumes)
+# a node that answers "busy" (no RAM for the transfer just now: a transient refusal) is asked
+# again after 1, 2, 4, 8 s; what it received stays on its flash, so each try resumes
+BUSY_TRIES = 4
+BUSY_BACKOFF = 1.0
 TRIAL_S = 120  # how long a new version has to come up healthy before the node rolls it back
 # what stays on the board across updates: its identity, and the two files outside every version
 # (boot.py picks the version; main.py starts it)
@@ -147,7 +151,7 @@ class Result:
     node: str
     version: str
     ok: bool = False
-    state: str = "pending"  # confirmed, current, rolled_back, refused, failed, expired
+    state: str = "pending"  # confirmed, current, rolled_back, refused, busy, failed, expired
     why: str = ""
     bytes_sent: int = 0  # chunk payload bytes published (resends included)
     messages: int = 0
@@ -184,6 +188,9 @@ class Updater:
     chunk: int = CHUNK
     trial_s: int = TRIAL_S
     ack_timeout: float = ACK_TIMEOUT
+    busy_tries: int = BUSY_TRIES
+    busy_backoff: float = BUSY_BACKOFF  # s before the first try again; doubles each time
+    say: object = None  # fn(line) for what the run does meanwhile (a node's retries)
     _nodes: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -283,7 +290,8 @@ class Updater:
                 "msha": hashlib.sha256(rel.manifest).hexdigest(),
                 "size": size,
                 "trial_s": self.trial_s,
-            }
+            },
+            separators=(",", ":"),  # the node takes it into its 256 B receive buffer
         ).encode()
         # where the node is first: an offline node answers when it is back (QoS 1 waits for it)
         self._pub(node, b'{"op":"status"}', 1)
@@ -296,7 +304,7 @@ class Updater:
         chunk = self.chunk
         base = sent = 0  # acknowledged up to base; sent up to sent
         rewound_at = -1
-        bad = 0
+        bad = busy = 0
         while True:
             try:
                 a = self._ack(n, min(deadline, time.monotonic() + self.ack_timeout), "")
@@ -307,6 +315,28 @@ class Updater:
                 self._pub(node, begin, 1)  # the node says where it is and we go on from there
                 continue
             st = a.get("st")
+            if st == "busy":
+                # no RAM for the transfer just now: asked again after a pause (it resumes)
+                busy += 1
+                if busy > self.busy_tries:
+                    res.state = "busy"
+                    res.why = f"refused {busy} times for want of RAM ({a.get('why')})"
+                    return
+                wait = self.busy_backoff * 2 ** (busy - 1)
+                if self.say:
+                    self.say(
+                        f"{node}: busy ({a.get('why')}): trying again in {wait:g} s "
+                        f"({busy} of {self.busy_tries})"
+                    )
+                if self.stop.wait(min(wait, max(0.0, deadline - time.monotonic()))):
+                    raise ToolError(f"{node}: stopped while waiting to try again")
+                while not n.acks.empty():  # (answers to what was sent before the pause)
+                    n.acks.get_nowait()
+                base = sent = 0
+                rewound_at = -1
+                res.resumes += 1
+                self._pub(node, begin, 1)
+                continue
             if st in ("refused", "err"):
                 res.state, res.why = ("refused" if st == "refused" else "failed"), a.get("why")
                 return

@@ -6,9 +6,10 @@ from gridtwin.micropython import compile_firmware, find_mpy_cross, firmware_sour
 from gridtwin.resources import FIRMWARE_DIR
 
 MPY_BUDGET = (
-    58 * 1024
+    60 * 1024
 )  # what the firmware may take on flash, compiled; raise it knowingly (issue #20:
-# code that runs once split into modules loaded per use, ~1 KB more flash for RAM)
+# code that runs once split into modules loaded per use, ~1 KB more flash for RAM; issue #17:
+# the OTA receiver split in three modules loaded per phase, ~1 KB more flash for ~7 KB of RAM)
 
 
 def test_every_firmware_file_compiles(tmp_path, record_property):

@@ -16,8 +16,9 @@ import ast
 from gridtwin.resources import FIRMWARE_DIR
 
 GT = FIRMWARE_DIR / "gt"
-# the OTA acks are built by gt/ota.py, loaded only while an update runs (docs/ota.md)
-DOCS_ELSEWHERE = {"gt.ota"}
+# the OTA acks are built by gt/ota.py and gt/otactl.py, loaded only while an update runs
+# (docs/ota.md)
+DOCS_ELSEWHERE = {"gt.ota", "gt.otactl"}
 
 
 def _modules() -> dict[str, ast.Module]:

@@ -299,3 +299,47 @@ def test_cli_second_run_refused_while_one_runs(site_pki_copy, broker_factory, ca
     assert lock.read_text().startswith(f"{proc.pid} ")
     assert main(site + ["ota", "status"]) == 0, capsys.readouterr()
     assert lock.read_text() == ""
+
+
+def test_cli_retries_a_busy_node_then_names_it_and_the_fix(
+    site_pki_copy, broker_factory, mqtt_client, capsys, monkeypatch
+):
+    """A node with no RAM for a transfer just now answers "busy" (gt/ota.py: a MemoryError, or
+    less free heap than a transfer needs at begin): `gridtwin ota` asks again after a growing
+    pause, says so, and gives up after a bounded number of tries with one line naming the node and
+    the fix. pv1 here is a client with pv1's certificate on the real broker, answering as the
+    firmware's busy path does (a real node cannot be made short of RAM on cue)."""
+    from gridtwin import ota
+    from gridtwin.cli import main
+
+    sp = site_pki_copy
+    brk = broker_factory(sp)
+    sp.path.write_text(sp.path.read_text().replace("port = 8883", f"port = {brk.port}", 1))
+    monkeypatch.setattr(ota, "BUSY_BACKOFF", 0.05)
+    node = mqtt_client("pv1", broker=brk)
+    topic = brk.topic("pv1", "ota")
+    begins = []
+
+    def answer(client, userdata, msg):
+        op = json.loads(msg.payload).get("op")
+        st = {"status": "idle", "begin": "busy"}[op]
+        begins.append(op)
+        why = "out of RAM" if st == "busy" else None
+        a = {"id": None, "st": st, "off": 0, "chunk": 221, "fw": "0.1.0", "why": why}
+        client.publish(brk.topic("pv1", "ota/ack"), json.dumps(a).encode(), 0)
+
+    node.subscribe(topic)
+    node.client.on_message = answer
+    args = ["--site", str(sp.path), "ota", "pv1", "--config-only", "--firmware", str(SRC)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    tries = ota.BUSY_TRIES
+    assert begins.count("begin") == tries + 1, begins
+    said = [ln for ln in err.splitlines() if ln.startswith("pv1: busy (out of RAM): trying again")]
+    assert len(said) == tries, err
+    assert said[0].endswith(f"in 0.05 s (1 of {tries})") and said[-1].endswith(
+        f"({tries} of {tries})"
+    )
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("gridtwin: 1 of 1 node(s) not updated: pv1 (busy); pv1 had no RAM"), err
+    assert "run `gridtwin ota pv1` again" in last, last

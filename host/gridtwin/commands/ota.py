@@ -115,7 +115,15 @@ def _run(args, site) -> int:
             )
     for r in releases:
         print(f"{r.node}: {r.kind} release {r.version}, {r.size} bytes", file=sys.stderr)
-    up = ota.Updater.connect(pki, host, port, site.topic_root, trial_s=args.trial)
+    up = ota.Updater.connect(
+        pki,
+        host,
+        port,
+        site.topic_root,
+        trial_s=args.trial,
+        busy_backoff=ota.BUSY_BACKOFF,
+        say=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     try:
         results = ota.staged(
             up,
@@ -132,9 +140,18 @@ def _run(args, site) -> int:
             print(r.line(), flush=True)
     failed = [r for r in results if not r.ok]
     if failed:
+        busy = [r.node for r in failed if r.state == "busy"]
+        fix = (
+            f"; {', '.join(busy)} had no RAM for the transfer {ota.BUSY_TRIES + 1} times: run "
+            f"`gridtwin ota {' '.join(busy)}` again (what it received is kept and resumed), or "
+            "give it room (fewer sensors, no OLED)"
+            if busy
+            else ""
+        )
         print(
             f"gridtwin: {len(failed)} of {len(results)} node(s) not updated: "
-            + ", ".join(f"{r.node} ({r.state})" for r in failed),
+            + ", ".join(f"{r.node} ({r.state})" for r in failed)
+            + fix,
             file=sys.stderr,
         )
         return 1
