@@ -124,6 +124,26 @@ def test_broker_restart_mid_stream_loses_nothing(fleet_broker, tmp_path):
         daemon.stop()
 
 
+def test_the_last_burst_is_stored_and_acked_with_nothing_after_it(fleet_broker, tmp_path):
+    """Two shortcuts of the receive path must not strand the last burst when silence follows it
+    (the next keepalive is 30 s away): OpenSSL reads ahead (bytes it holds are invisible to
+    select), and a batch's acks are queued without waking the network thread (they leave with
+    its next read, or the writer wakes it once no message has come for ACK_HOLD_S). Every message
+    is stored once, and the broker gets every ack: nothing is left in the session's queue."""
+    db = tmp_path / "gridtwin.db"
+    daemon = Daemon(endpoint=endpoint(fleet_broker), db_path=db, metrics_port=None).start()
+    try:
+        assert daemon.ingest.wait_connected()
+        assert daemon.bus.read_ahead
+        stream = Stream(fleet_broker, per_node=20, pause=0.2).start()
+        stream.finish()
+        wait_for(lambda: count_rows(db) == 1000, 10, "the last burst without any traffic after it")
+        assert_exactly_once(stored_keys(db), stream.expected)
+        wait_for(lambda: not daemon.bus.acks_waiting(), 5, "the last acks to be written")
+    finally:
+        daemon.stop()
+
+
 @pytest.fixture(scope="module")
 def two_instance_site(tmp_path_factory):
     """The fleet site with `[daemon] instances = 2`: its PKI holds gridtwin-host and

@@ -52,6 +52,7 @@ class Bus:
         self._stopping = False
         self._last_fail_log = -1e9
         self.client = None
+        self.read_ahead = False  # OpenSSL reads every waiting TLS record at once (connection.py)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -65,6 +66,8 @@ class Bus:
         c.will_set(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
         if hasattr(c, "on_publish_raw"):
             c.on_publish_raw = self._deliver
+            # one recv for all the TLS records waiting, not two per message
+            self.read_ahead = c.read_ahead()
         self.client = c
         self.endpoint.connect(
             c, persistent=True, receive_maximum=self.receive_maximum, blocking=False
@@ -109,16 +112,29 @@ class Bus:
             return False
 
     # -- in -----------------------------------------------------------------------------------
-    def ack(self, generation: int, mids: list[int]) -> None:
-        """PUBACK the QoS 1 messages ``mids`` received on connection ``generation``."""
+    def ack(self, generation: int, mids: list[int], wake: bool = True) -> None:
+        """PUBACK the QoS 1 messages ``mids`` received on connection ``generation``. ``wake=False``:
+        they leave with the network thread's next read or ``flush_acks()`` (the fast client only;
+        paho's own ``ack`` always wakes it)."""
         c = self.client
         if generation != self.generation or c is None or not mids:
             return  # an earlier connection's messages come back from the broker anyway
         if hasattr(c, "ack_many"):
-            c.ack_many(mids)
+            c.ack_many(mids, wake)
         else:
             for mid in mids:
                 c.ack(mid, 1)
+
+    def acks_waiting(self) -> bool:
+        """Acks queued with ``wake=False`` that the network thread has not written yet."""
+        c = self.client
+        return c is not None and hasattr(c, "writes_waiting") and c.writes_waiting()
+
+    def flush_acks(self) -> None:
+        """Wake the network thread for acks queued with ``wake=False`` (nothing if none wait)."""
+        c = self.client
+        if c is not None and hasattr(c, "flush"):
+            c.flush()
 
     def _deliver(self, topic, mid, qos, payload) -> None:
         self.sink(self.generation, mid, qos, topic, payload)

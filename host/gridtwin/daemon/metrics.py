@@ -88,6 +88,12 @@ class Metrics:
         )
         metric("missing_total", "counter", "messages missing in those gaps", [("", self.missing)])
         metric(
+            "batches_total",
+            "counter",
+            "ingest transactions committed (received / batches: messages per commit)",
+            [("", self.batches)],
+        )
+        metric(
             "store_errors_total",
             "counter",
             "failed storage transactions (retried)",

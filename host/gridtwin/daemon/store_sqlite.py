@@ -130,6 +130,25 @@ INSERT_ROW = (
 # few. Bursts (thousands a batch) keep the one-statement insert.
 SMALL_BATCH = 200
 _ROWS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+
+
+def _metrics_encoder():
+    """The text of one metrics object, as _ROWS writes it: CPython's C encoder made once, not once
+    per call as JSONEncoder.encode does (a third of the cost of a row at 1,000 msg/s)."""
+    from json.encoder import c_make_encoder, encode_basestring
+
+    if c_make_encoder is None:  # a Python without the C accelerator
+        return _ROWS
+
+    def refuse(o):
+        raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+    enc = c_make_encoder(None, refuse, encode_basestring, None, ":", ",", False, False, True)
+    join = "".join
+    return lambda m: join(enc(m, 0))
+
+
+_METRICS = _metrics_encoder()
 # PRAGMA user_version; 0: readings.msg held the whole payload (metrics under $.m); 1: no blocks yet
 # (the tables are made by SCHEMA, and the daemon compacts the rows a version-1 database holds as it
 # runs); 2: readings had a second index, (node, ts)
@@ -491,13 +510,17 @@ class SqliteStore:
         # cost more than all the rest of ingest. The array is built here from the validated
         # values (see INSERT_BATCH), so what is stored is exactly what was checked. A small batch
         # goes row by row (SMALL_BATCH).
-        rows = [[t.node, str(t.boot), t.seq, t.ts, 1 if t.hist else 0, t.m] for t in readings]
-        if len(rows) <= SMALL_BATCH:
-            for r in rows:
-                r[5] = _ROWS(r[5])
+        if len(readings) <= SMALL_BATCH:
+            enc = _METRICS
+            rows = [
+                (t.node, str(t.boot), t.seq, t.ts, 1 if t.hist else 0, enc(t.m)) for t in readings
+            ]
             batch_json = None
         else:
-            batch_json, rows = _ROWS(rows), None
+            rows = None
+            batch_json = _ROWS(
+                [[t.node, str(t.boot), t.seq, t.ts, 1 if t.hist else 0, t.m] for t in readings]
+            )
         with self._lock:
             try:
                 gaps, late = self._gaps(readings) if self.track_gaps else ([], [])

@@ -107,7 +107,12 @@ def _unique_pairs(pairs: list) -> dict:
 
 
 # one decoder for all messages: json.loads(text, parse_constant=...) would build one per call
-_DECODE = json.JSONDecoder(parse_constant=_no_constants, object_pairs_hook=_unique_pairs).decode
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, object_pairs_hook=_unique_pairs)
+_DECODE = _DECODER.decode
+# the scanner under decode(): a payload that is one object from its first to its last byte (what
+# nodes send) is parsed by it alone; anything else (whitespace around it, an error) goes through
+# decode(), whose answer (and error text) is the one that counts
+_SCAN = _DECODER.scan_once
 # a \uD800-\uDFFF escape: the only way a string decoded from UTF-8 can hold a lone surrogate
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -138,15 +143,20 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
 def parse_object(payload: bytes | str, limits: Limits = DEFAULT_LIMITS) -> dict:
     text = decode(payload, limits) if isinstance(payload, (bytes, bytearray)) else payload
     try:
-        obj = _DECODE(text)
-    except _DuplicateKey as exc:
-        raise Rejected(
-            "duplicate_key", f"key {str(exc)[:40]!r} appears twice in one object"
-        ) from None
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise Rejected("json", f"not JSON ({str(exc)[:80]})") from None
-    if not isinstance(obj, dict):
-        raise Rejected("not_object", f"payload is a JSON {type(obj).__name__}, not an object")
+        obj, end = _SCAN(text, 0)
+    except Exception:  # noqa: BLE001 - decode() below says what is wrong, as it always did
+        obj, end = None, -1
+    if end != len(text) or type(obj) is not dict:
+        try:
+            obj = _DECODE(text)
+        except _DuplicateKey as exc:
+            raise Rejected(
+                "duplicate_key", f"key {str(exc)[:40]!r} appears twice in one object"
+            ) from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise Rejected("json", f"not JSON ({str(exc)[:80]})") from None
+        if not isinstance(obj, dict):
+            raise Rejected("not_object", f"payload is a JSON {type(obj).__name__}, not an object")
     _check_text(obj, text)
     return obj
 
