@@ -146,3 +146,18 @@ def test_theil_sen_equals_scipys_without_importing_scipy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_days_buckets_of_a_thermometer_take_a_few_kilobytes():
+    """A series keeps a horizon's 5-minute means (289): as two arrays, 16 bytes a bucket; a deque of
+    (ms, mean) tuples took ~120 (1,000 nodes with two thermometers each: 69 MB after a day)."""
+    import sys
+
+    det = MaintenanceDetector(Context(), horizon_s=86400)
+    det.observe([("srv", "t_c", T0 + k * 60_000, 40.0 + k * 1e-3) for k in range(26 * 60)])
+    (s,) = [s for s in det.series.values() if s is not None]
+    assert len(s.points) == det.keep == 289
+    assert sys.getsizeof(s.points.ts) + sys.getsizeof(s.points.vals) <= 6_000
+    again = MaintenanceDetector(Context(), horizon_s=86400)
+    again.restore(det.state())
+    assert again.forecasts()[0].slope_per_h == det.forecasts()[0].slope_per_h

@@ -23,7 +23,7 @@ words and the recommended actions for the node's role (``ACTIONS``).
 
 from __future__ import annotations
 
-import collections
+import array
 import fnmatch
 import math
 import time
@@ -255,6 +255,31 @@ def risk_factors(fc: Forecast) -> list[str]:
     return out
 
 
+class _Points:
+    """The last `keep` (bucket middle ms, mean) of a series, 16 bytes each in two arrays: a deque of
+    tuples took ~120 (a day's 288 buckets of 2,000 thermometers: 69 MB, now 9)."""
+
+    __slots__ = ("ts", "vals", "keep")
+
+    def __init__(self, keep: int):
+        self.ts, self.vals, self.keep = array.array("q"), array.array("d"), keep
+
+    def append(self, t: int, v: float) -> None:
+        self.ts.append(int(t))
+        self.vals.append(float(v))
+        if len(self.ts) > self.keep:
+            del self.ts[0], self.vals[0]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def __iter__(self):
+        return zip(self.ts, self.vals)
+
+    def pairs(self) -> list[list]:
+        return [[t, v] for t, v in self]
+
+
 class _Series:
     __slots__ = ("th", "bucket", "n", "total", "points", "active")
 
@@ -262,7 +287,7 @@ class _Series:
         self.th = th
         self.bucket: int | None = None
         self.n, self.total = 0, 0.0
-        self.points: collections.deque = collections.deque(maxlen=keep)  # (bucket middle ms, mean)
+        self.points = _Points(keep)
         self.active = False
 
 
@@ -330,7 +355,7 @@ class MaintenanceDetector:
             b = ts - ts % self.bucket_ms
             if b != s.bucket:
                 if s.n:
-                    s.points.append((s.bucket + self.bucket_ms // 2, s.total / s.n))
+                    s.points.append(s.bucket + self.bucket_ms // 2, s.total / s.n)
                     f = self._judge(node, metric, s, ts)
                     if f is not None:
                         out.append(f)
@@ -342,7 +367,7 @@ class MaintenanceDetector:
     def _judge(self, node: str, metric: str, s: _Series, now_ms: int) -> Finding | None:
         if len(s.points) < self.min_points:
             return None
-        ts, vals = zip(*s.points)
+        ts, vals = s.points.ts, s.points.vals
         fc = forecast(
             ts,
             vals,
@@ -380,7 +405,7 @@ class MaintenanceDetector:
         out = []
         for (node, metric), s in self.series.items():
             if s is not None and s.points:
-                ts, vals = zip(*s.points)
+                ts, vals = s.points.ts, s.points.vals
                 out.append(
                     forecast(
                         ts,
@@ -402,7 +427,7 @@ class MaintenanceDetector:
         alerts."""
         return {
             "series": [
-                [n, m, s.bucket, s.n, s.total, list(map(list, s.points)), s.active]
+                [n, m, s.bucket, s.n, s.total, s.points.pairs(), s.active]
                 for (n, m), s in self.series.items()
                 if s is not None
             ]
@@ -415,7 +440,8 @@ class MaintenanceDetector:
                 continue
             s = self.series[(n, m)] = _Series(th, self.keep)
             s.bucket, s.n, s.total, s.active = bucket, cnt, total, active
-            s.points.extend(tuple(p) for p in points)
+            for t, v in points:
+                s.points.append(t, v)
 
 
 def finding(fc: Forecast) -> Finding:
