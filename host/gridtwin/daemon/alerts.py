@@ -158,9 +158,14 @@ class NodeWatch:
 
     def _arm(self, node: str, last_seen: int) -> None:
         due = last_seen + int(self.stale_intervals * self._interval.get(node, 1000)) + 1
-        if self._due_at.get(node) != due:
+        old = self._due_at.get(node)
+        if old != due:
             self._due_at[node] = due
-            heapq.heappush(self._deadlines, (due, node))
+            # a later deadline keeps the node's entry in the heap: check() moves it on when it
+            # comes up (a node at 1 Hz is re-armed every second: one push per second each was
+            # most of this thread's work with 1,000 nodes)
+            if old is None or due < old:
+                heapq.heappush(self._deadlines, (due, node))
 
     def check(self, now_ms: int | None = None) -> dict[str, str]:
         from gridtwin.daemon.registry import fleet, view
@@ -180,9 +185,12 @@ class NodeWatch:
                     due.add(node)
             while self._deadlines and self._deadlines[0][0] <= now_ms:
                 at, node = heapq.heappop(self._deadlines)
-                if self._due_at.get(node) == at:
+                later = self._due_at.get(node)
+                if later == at:
                     del self._due_at[node]
                     due.add(node)
+                elif later is not None and later > at:
+                    heapq.heappush(self._deadlines, (later, node))  # re-armed since: wait on
             views = []
             for nid in due:
                 sn = self._site_nodes.get(nid)

@@ -125,6 +125,11 @@ INSERT_ROW = (
     "WHERE coalesce((SELECT seq_lo FROM runs WHERE node = ?1 AND boot = ?2 AND seq_hi >= ?3 "
     "ORDER BY seq_hi LIMIT 1) > ?3, 1)"
 )
+# INSERT_ROW for readings known to be newer than anything stored of their (node, boot), so that
+# no block holds them (SqliteStore._gaps tells); the unique key still stores a redelivery once
+INSERT_FRESH = (
+    "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) VALUES (?,?,?,?,?,?)"
+)
 # Batches up to this size go row by row: at 1,000 nodes x 1 Hz (batches of ~20) that costs half the
 # CPU of building the array and extracting it again in SQLite, and the GIL hand-overs it makes are
 # few. Bursts (thousands a batch) keep the one-statement insert.
@@ -425,27 +430,33 @@ class SqliteStore:
             self.conn.close()
 
     # -- ingest ---------------------------------------------------------------------------
-    def _gaps(self, batch) -> tuple[list, list]:
-        """Forward jumps in seq within a boot (new pending gaps), and the readings below the
-        high-water mark (late: a replay or out-of-order delivery) that may fill one. The mark
-        survives restarts via the database."""
+    def _gaps(self, batch) -> tuple[list, list, bool]:
+        """Forward jumps in seq within a boot (new pending gaps), the readings below the
+        high-water mark (late: a replay or out-of-order delivery) that may fill one, and whether
+        every reading is above its mark (then no block can hold it: compact() moves only stored
+        readings). The mark survives restarts via the database."""
         gaps, late = [], []
+        fresh = True
         last = self._last_seq
         for t in batch:
-            key = (t.node, str(t.boot))
+            node, boot, seq = t.node, str(t.boot), t.seq
+            key = (node, boot)
             prev = last.get(key)
             if prev is None:
                 prev = self.conn.execute(HIGH_WATER, key).fetchone()[0]
                 if prev < 0:
                     # first sight of this boot: the host may have started mid-boot, not a gap
-                    last[key] = t.seq
+                    last[key] = seq
                     continue
-            if t.seq > prev + 1:
-                gaps.append((t.node, str(t.boot), prev, t.seq - prev - 1))
-            elif t.seq < prev:
-                late.append((t.node, str(t.boot), t.seq))
-            last[key] = max(prev, t.seq)
-        return gaps, late
+            if seq > prev:
+                if seq > prev + 1:
+                    gaps.append((node, boot, prev, seq - prev - 1))
+                last[key] = seq
+            else:
+                fresh = False
+                if seq < prev:
+                    late.append((node, boot, seq))
+        return gaps, late, fresh
 
     def _fill_gaps(self, late: list, first_rowid: int) -> None:
         """Late readings stored by this batch (rowid past first_rowid: new, not a redelivery)
@@ -523,7 +534,7 @@ class SqliteStore:
             )
         with self._lock:
             try:
-                gaps, late = self._gaps(readings) if self.track_gaps else ([], [])
+                gaps, late, fresh = self._gaps(readings) if self.track_gaps else ([], [], False)
                 conn = self.conn
                 conn.execute("BEGIN")
                 before = conn.total_changes
@@ -535,7 +546,9 @@ class SqliteStore:
                 if batch_json:
                     conn.execute(INSERT_BATCH, (batch_json,))
                 elif rows:
-                    conn.executemany(INSERT_ROW, rows)
+                    # readings above every stored seq of their boot (the live stream) skip the
+                    # look-up in runs that INSERT_ROW makes per row
+                    conn.executemany(INSERT_FRESH if fresh else INSERT_ROW, rows)
                 stored = conn.total_changes - before
                 if gaps:
                     conn.executemany(
