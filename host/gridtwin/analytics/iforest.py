@@ -50,7 +50,8 @@ np = LazyModule("numpy")  # imported at its first use: gridtwin.analytics.base.L
 
 log = logging.getLogger("gridtwin.analytics.iforest")
 
-MODEL_VERSION = 3  # 2: the compiled arrays are saved, not scikit-learn's estimator; 3: pickled
+# 2: the compiled arrays are saved, not scikit-learn's estimator; 3: pickled; 4: 7 bytes a tree node
+MODEL_VERSION = 4
 # a feature this many times farther from its median than all but 0.1 % of the training rows (robust
 # deviations, at least 3): out of the envelope. The quantile, not the farthest row, so that an
 # anomaly the training window holds does not widen the envelope for the next.
@@ -81,25 +82,25 @@ class CompiledForest:
     """A fitted IsolationForest as compact flat arrays, walked for all rows and trees level by
     level.
 
-    Every tree's nodes concatenated, 11 bytes a node: ``step`` (int16) from a node to its right
+    Every tree's nodes concatenated, 7 bytes a node: ``step`` (int16) from a node to its right
     child (its left child is the next node: scikit-learn builds depth first), 0 at a leaf; ``feat``
-    (uint8, uint16 beyond 256 features); ``thr`` (float32: the split rounded down to the float32
-    below it, which the trees' float32 inputs compare against exactly as against the float64 split;
-    -inf at a leaf, so a row that arrived stays); ``leaf`` (float32): a leaf's path length (its
-    depth plus the average path of the samples it holds), 0 elsewhere. scikit-learn's own trees (~90
-    bytes a node with their value arrays) are not kept: a node's forest is ~30 KB instead of ~1.4
-    MB."""
+    (uint8, uint16 beyond 256 features); ``val`` (float32): at a split, the threshold rounded down
+    to the float32 below it, which the trees' float32 inputs compare against exactly as against the
+    float64 split; at a leaf (step 0: a row that arrived stays), its path length (its depth plus
+    the average path of the samples it holds). One array for both (they were two, 0 or -inf where
+    unused: 11 bytes a node). scikit-learn's own trees (~90 bytes a node with their value arrays)
+    are not kept: a node's forest is ~19 KB instead of ~1.4 MB."""
 
-    __slots__ = ("step", "feat", "thr", "leaf", "roots", "levels", "denom", "offset")
-    ARRAYS = ("step", "feat", "thr", "leaf", "roots")
+    __slots__ = ("step", "feat", "val", "roots", "levels", "denom", "offset")
+    ARRAYS = ("step", "feat", "val", "roots")
 
-    def __init__(self, step, feat, thr, leaf, roots, levels: int, denom: float, offset: float):
-        self.step, self.feat, self.thr, self.leaf, self.roots = step, feat, thr, leaf, roots
+    def __init__(self, step, feat, val, roots, levels: int, denom: float, offset: float):
+        self.step, self.feat, self.val, self.roots = step, feat, val, roots
         self.levels, self.denom, self.offset = int(levels), float(denom), float(offset)
 
     @classmethod
     def from_model(cls, model) -> "CompiledForest":
-        steps, feats, thrs, leaves, roots = [], [], [], [], []
+        steps, feats, vals, roots = [], [], [], []
         base = 0
         n_features = int(model.n_features_in_)
         for tree, features, dpl, apl in zip(
@@ -119,9 +120,8 @@ class CompiledForest:
             t32 = thr.astype(np.float32)
             up = t32.astype(np.float64) > thr  # rounded up: one float32 lower keeps x <= thr exact
             t32[up] = np.nextafter(t32[up], np.float32(-np.inf))
-            thrs.append(t32)
             depth = np.asarray(dpl, dtype=float) + np.asarray(apl, dtype=float) - 1.0
-            leaves.append(np.where(leaf, depth, 0.0))
+            vals.append(np.where(leaf, depth.astype(np.float32), t32))
             roots.append(base)
             base += t.node_count
         step = np.concatenate(steps)
@@ -130,8 +130,7 @@ class CompiledForest:
         return cls(
             step.astype(np.int16),
             np.concatenate(feats).astype(np.uint8 if n_features <= 256 else np.uint16),
-            np.concatenate(thrs),
-            np.concatenate(leaves).astype(np.float32),
+            np.concatenate(vals).astype(np.float32),
             np.asarray(roots, dtype=np.int32),
             max(t.tree_.max_depth for t in model.estimators_),
             len(model.estimators_) * float(_avg_path(np.array([model._max_samples]))[0]),
@@ -155,9 +154,10 @@ class CompiledForest:
         node = np.broadcast_to(self.roots, (r, len(self.roots))).copy()
         rows = np.arange(r)[:, None]
         for _ in range(self.levels):
-            go_left = X[rows, self.feat[node]] <= self.thr[node]
-            node += np.where(go_left, 1, self.step[node])
-        depth = self.leaf[node].sum(axis=1, dtype=np.float64)
+            step = self.step[node]
+            go_left = (X[rows, self.feat[node]] <= self.val[node]) & (step != 0)
+            node += np.where(go_left, 1, step)
+        depth = self.val[node].sum(axis=1, dtype=np.float64)
         score = -(2.0 ** (-depth / self.denom)) if self.denom else -np.ones(r)
         return score - self.offset
 
