@@ -16,7 +16,8 @@ the fault's node or, for a fault in the power flow, a node upstream), recall (fa
 F1, mean detection delay and false alerts per node-day. Then the predicted-crossing error of the
 maintenance forecast on noisy linear ramps, and readings/s analysed with the CPU it took.
 
-Held out: the parameters were tuned on seed 1; the figures are for --analytics-seed (default 2).
+Held out: the parameters were tuned on seed 1 (seed 3 the second development seed, for the misses of
+#15's second round); the figures are for --analytics-seed (default 2).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SAMPLE_S = 10.0
 STEP_S = 1.0
 DAY = 86400.0
 TUNED_ON = 1
+DEV_SEEDS = (TUNED_ON, 3)  # what the detectors were developed on: not fair figures
 # sim time 0 is 10:00 UTC (the example's [twin] start): the plant runs from ~ -6 h to +9 h of each
 # day
 DAYLIGHT = (0.0, 6 * 3600.0)
@@ -439,7 +441,7 @@ def run(args) -> list:
 def report(res: dict) -> list:
     seed, days, wall = res["seed"], res["days"], res["wall"]
     figures = []
-    held = "held out" if seed != TUNED_ON else "THE TUNING SEED: not a fair figure"
+    held = "held out" if seed not in DEV_SEEDS else "A DEVELOPMENT SEED: not a fair figure"
     n_faults = len(res["labels"])
     figures.append(
         (
@@ -678,6 +680,7 @@ def ingest_on_off(per_node: int = 60, n_nodes: int = 1000, on_extra: str = "") -
             # analytics runs in a child of the daemon (gridtwin.analytics.process), with
             # multiprocessing's resource tracker: their memory counts too
             r["rss_child"] = sum(rss_mb(c) for c in _children(proc.pid))
+            r["own_child"] = sum(_proc_private_mb(c) for c in _children(proc.pid))
             stop(proc)
             proc = None
             out[name] = r
@@ -705,7 +708,8 @@ def ingest_on_off(per_node: int = 60, n_nodes: int = 1000, on_extra: str = "") -
             "daemon RSS, analytics off / on",
             f"{off['rss']:.0f} / {on['rss']:.0f} + {on['rss_child']:.0f} MB",
             f"+{on['rss'] + on['rss_child'] - off['rss']:.0f} MB (the daemon "
-            f"{on['rss'] - off['rss']:+.0f} MB, its analytics process {on['rss_child']:.0f} MB) "
+            f"{on['rss'] - off['rss']:+.0f} MB, its analytics process and resource tracker "
+            f"{on['rss_child']:.0f} MB, {on['own_child']:.0f} MB of it their own pages) "
             f"for analytics' state of {n_nodes:,} nodes x 10 "
             "metrics (limits, rules, sigma, KPIs; no forest before a node has 1,000 stored rows: "
             "see the next row); target <= +50 MB",
@@ -831,11 +835,12 @@ def forest_fleet(n_nodes: int = 1000, distinct: int = 10, per_node: int = 60) ->
             time.sleep(0.1)
         time.sleep(2.0)  # the last batch taken is analysed
         cpu = _cpu_s(proc.pid) - cpu0
-        rss = _proc_rss_mb(proc.pid)
+        rss, private = _proc_rss_mb(proc.pid), _proc_private_mb(proc.pid)
         kids = sum(_proc_rss_mb(c) for c in _children(proc.pid))
-        tracker = sum(
-            _proc_rss_mb(c) for c in _children(os.getpid()) if c != proc.pid
-        )  # multiprocessing's resource tracker, a child of the daemon too
+        others = [c for c in _children(os.getpid()) if c != proc.pid]
+        # multiprocessing's resource tracker, a child of the daemon too
+        tracker = sum(_proc_rss_mb(c) for c in others)
+        tracker_private = sum(_proc_private_mb(c) for c in others)
     finally:
         feed_q.put(None)
         done.wait(60)
@@ -848,8 +853,9 @@ def forest_fleet(n_nodes: int = 1000, distinct: int = 10, per_node: int = 60) ->
             f"analytics process, {n_nodes:,} nodes x 10 metrics with their forests",
             f"{rss:.0f} MB RSS",
             f"{rss_start:.0f} MB before the first message (Python, numpy, the site, the models "
-            f"loaded), {rss:.0f} MB after {per_node} messages a node (every detector's state); its "
-            f"children {kids:.0f} MB; multiprocessing's resource tracker {tracker:.0f} MB; the "
+            f"loaded), {rss:.0f} MB after {per_node} messages a node (every detector's state), "
+            f"{private:.0f} MB of it its own (not shared pages); its children {kids:.0f} MB; "
+            f"multiprocessing's resource tracker {tracker:.0f} MB ({tracker_private:.0f} own); the "
             f"models {per_node_kb:.0f} kB of arrays a node ({det.n_estimators} trees of "
             f"max_samples {det.max_samples}), {model_mb:.0f} MB on disk; training {train_s:.2f} s "
             "CPU a node-day (in a process of its own for each round)",
@@ -861,6 +867,16 @@ def forest_fleet(n_nodes: int = 1000, distinct: int = 10, per_node: int = 60) ->
             f"{cpu:.1f} s CPU of the child",
         ),
     ]
+
+
+def _proc_private_mb(pid: int) -> float:
+    """What a process has of its own (Private_Clean + Private_Dirty): its RSS less the pages it
+    shares (libpython, numpy's libraries, with the daemon and each other), the memory it adds."""
+    kb = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            kb += int(line.split()[1])
+    return kb / 1024
 
 
 def _proc_rss_mb(pid: int) -> float:
