@@ -94,9 +94,15 @@ def _p99(lat: list, skip: int) -> float:
 
 
 def daemon_latency(
-    bs, mport, RawPublisher, telemetry, rate: int, seconds: float, warmup: float = 2.0
+    bs, mport, RawPublisher, telemetry, scrape, cpu, rate: int, seconds: float, warmup: float = 2.0
 ):
-    """Publish -> committed, acked and seen on the daemon's tail stream."""
+    """Publish -> committed, acked and seen on the daemon's tail stream.
+
+    The tail drops lines for a reader more than 10,000 behind (api.LocalApi: a slow reader never
+    slows ingest), as after a stall of a second or more: the daemon then stores the backlog in a
+    few large batches. The reader here used to wait for every line and, one run in four on the
+    shared VM, sat on a silent stream until its 120 s timeout; now it stops once every message is
+    stored and the stream has shown what it will, and the lines it got are counted."""
     import threading
     import urllib.request
 
@@ -106,6 +112,7 @@ def daemon_latency(
     )
     stream = urllib.request.urlopen(req, timeout=120)
     lat, total = [], int(rate * (seconds + warmup))
+    stored0 = scrape(mport).get("gridtwin_stored_total", 0)
 
     def reader():
         for line in stream:
@@ -142,9 +149,20 @@ def daemon_latency(
         )
     time.sleep(1)  # connected and subscribed (a late start only drops the first warm-up messages)
     pub = RawPublisher(bs.dev_port, "bench-latency-10k")
+    c0, t0 = cpu(), time.monotonic()
     sent = _paced_stamped(pub, bs, telemetry, rate, seconds + warmup, boot=11)
     pub.close()
-    th.join(60)
+    deadline = time.monotonic() + 60
+    while scrape(mport).get("gridtwin_stored_total", 0) < stored0 + sent:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    # the daemon's CPU from the first message to the last one stored, in % of a core
+    core = (cpu() - c0) / (time.monotonic() - t0) * 100
+    seen = -1
+    while len(lat) != seen and th.is_alive():  # until the stream has had a second of silence
+        seen = len(lat)
+        th.join(1.0)
     stream.close()
     time.sleep(0.5)
     floor.terminate()
@@ -156,7 +174,8 @@ def daemon_latency(
             got.append(float(stamp) - json.loads(payload)["m"]["t0"])
         except (ValueError, KeyError):
             pass  # a line cut short when mosquitto_sub was stopped
-    return _p99(lat, int(rate * warmup)), sent, _p99(got, int(rate * warmup)), len(got)
+    p99 = _p99(lat, int(rate * warmup))
+    return p99, sent, _p99(got, int(rate * warmup)), len(got), len(lat), core
 
 
 def raw_executemany(work: Path, n: int) -> float:
@@ -228,18 +247,18 @@ def run(
         # latency p99 at 10,000 msg/s (publish -> committed -> seen on the tail stream) and the CPU
         # it takes, against the broker's own delivery latency of the same stream
         if args.cost_latency:
-            c0, t0 = cpu_s(daemon.pid), time.monotonic()
-            p99, _n, floor99, floor_n = daemon_latency(
-                bs, mport, RawPublisher, telemetry, 10_000, 5
+            pid = daemon.pid
+            p99, lat_sent, floor99, floor_n, tail_n, cpu10k = daemon_latency(
+                bs, mport, RawPublisher, telemetry, scrape, lambda: cpu_s(pid), 10_000, 5
             )
-            cpu10k = (cpu_s(daemon.pid) - c0) / (time.monotonic() - t0) * 100
             figures.append(
                 (
                     "latency p99 at 10,000 msg/s",
                     f"{p99:.1f} ms, {cpu10k:.0f} % core",
                     "publish -> committed -> on the tail stream; broker floor, same stream "
                     f"(mosquitto_sub -F %U, TLS, QoS 1, {floor_n:,} messages): {floor99:.1f} ms, "
-                    f"ratio {p99 / floor99:.1f}x; target <= 25 ms under 60 % of a core",
+                    f"ratio {p99 / floor99:.1f}x; {tail_n:,} of {lat_sent:,} on the tail (it drops "
+                    "lines for a reader 10,000 behind); target <= 25 ms under 60 % of a core",
                 )
             )
 

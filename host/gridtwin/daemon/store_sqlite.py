@@ -125,6 +125,13 @@ INSERT_ROW = (
     "WHERE coalesce((SELECT seq_lo FROM runs WHERE node = ?1 AND boot = ?2 AND seq_hi >= ?3 "
     "ORDER BY seq_hi LIMIT 1) > ?3, 1)"
 )
+# INSERT_BATCH for a batch whose readings are all above the mark (see INSERT_FRESH): no runs look-up
+INSERT_BATCH_FRESH = (
+    "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+    "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') "
+    "FROM json_each(?)"
+)
 # INSERT_ROW for readings known to be newer than anything stored of their (node, boot), so that
 # no block holds them (SqliteStore._gaps tells); the unique key still stores a redelivery once
 INSERT_FRESH = (
@@ -544,7 +551,7 @@ class SqliteStore:
                     else 0
                 )
                 if batch_json:
-                    conn.execute(INSERT_BATCH, (batch_json,))
+                    conn.execute(INSERT_BATCH_FRESH if fresh else INSERT_BATCH, (batch_json,))
                 elif rows:
                     # readings above every stored seq of their boot (the live stream) skip the
                     # look-up in runs that INSERT_ROW makes per row
