@@ -55,6 +55,7 @@ class Net:
         self.on_ack = None  # fn(pid) for each PUBACK (the publisher's)
         self.pid = 0
         self.seen = []  # (id, ack) of recent commands: a repeated id is not run again
+        self.ota = None  # the update over the air being received (gt/otactl.py's Transfer)
         self.conns = self.failures = 0
         self.handshake_ms = None
         self.last_rx = self.last_tx = time.ticks_ms()
@@ -302,14 +303,36 @@ class Net:
                     if self.on_ack is not None:
                         self.on_ack(rx[b] << 8 | rx[b + 1])
                 elif t == mqtt.PUBLISH and rx[b + 1 + (rx[b] << 8 | rx[b + 1])] == 97:
-                    # <root>/<node>/ota (the one subscription ending in "a"): an update, whose
-                    # module stays loaded while the transfer runs (docs/ota.md); the OLED's pages
-                    # leave RAM before it loads, until it unloads (EL1 had no room for both)
+                    # <root>/<node>/ota (the one subscription ending in "a"): an update
+                    # (docs/ota.md). The OLED's pages leave RAM until it ends, and the message's
+                    # first byte picks the one module that handles it (EL1 had no room for two):
+                    # a chunk (0) the receiver, kept while chunks come; the switch (1) and the
+                    # control messages (JSON) theirs, loaded for the message
                     display.hold(self.app, True)
-                    from gt import ota
-
-                    await ota.on_publish(self, first, b, e)
-                    ota = None
+                    o = b + 2 + (rx[b] << 8 | rx[b + 1]) + (2 if first & 6 else 0)
+                    k = rx[o] if o < e else 0x7B
+                    if k == 0:
+                        from gt import ota as m
+                    elif k == 1:
+                        from gt import otasw as m
+                    else:
+                        from gt import otactl as m
+                    a = await m.on_publish(self, o, e)
+                    m = None
+                    unload("otactl")
+                    unload("otasw")
+                    if self.ota is None:  # no transfer running: the receiver and the hold go
+                        unload("ota")
+                        display.hold(None, False)
+                    await self.publish(b"ota/ack", a, 0)
+                    if first & 6:
+                        await self.take()
+                        try:
+                            await self.out(
+                                self.txm, mqtt.puback(self.tx, rx[o - 2] << 8 | rx[o - 1])
+                            )
+                        finally:
+                            self.busy = False
                 elif t == mqtt.PUBLISH:
                     from gt import commands  # loaded per command: they are rare, RAM is not
 

@@ -1,16 +1,15 @@
 # Over-the-air updates: the control messages on <root>/<node>/ota (status, begin, abort) and the
-# node's full answers (docs/ota.md). gt/ota.py, the receiver, loads this module for each of them
-# and drops it after, so none of it is in RAM while the chunks come.
+# node's full answers (docs/ota.md). gt/net.py loads this module for each of them and drops it
+# after, so none of it is in RAM while the chunks come.
 #
 # begin picks a slot (or the one a transfer cut by a reset or a lost link was going into: it
-# resumes), refuses up front what the flash has no room for, and counts what the flash holds of the
-# transfer already: whole files count, a part-written one is hashed again and appended to.
+# resumes, gt/ota.py counting what the flash holds), refuses up front what the flash has no room
+# for, and makes the transfer's state (net.ota), which the receiver and the switch then use.
 import gc
-import hashlib
 import json
 import os
 from micropython import const
-from gt import VERSION
+from gt import VERSION, display, unload
 
 _RESERVE = const(16384)  # flash left free after a release (the outbox spill, log.txt, boot.json)
 _ROOM = const(3072)  # free heap a transfer needs beyond its state (the check's code, a file)
@@ -19,8 +18,8 @@ SLOTS = ("ota/0", "ota/1", "ota/2", "ota/3", "ota/4")
 
 
 class Transfer:
-    # a transfer's state (no methods: nothing of this module stays in RAM with it); gt/ota.py
-    # reads and moves it
+    # a transfer's state, kept on net.ota while it runs (no methods: nothing of this module stays
+    # in RAM with it); gt/ota.py and gt/otasw.py read and move it
     pass
 
 
@@ -43,40 +42,59 @@ def answer(net, t, st, why):
     ).encode()
 
 
-def control(net, msg, t, ota):
-    """(st, why, the transfer running) for control message msg; t is the one running now, ota
-    the receiver's (done, path, finish)."""
-    d = json.loads(msg)
+async def on_publish(net, o, e):
+    """A control message (JSON) in net.rx[o:e]: the answer."""
+    try:
+        st, why = control(net, json.loads(bytes(net.rx[o:e])))
+    except MemoryError:
+        # a transient refusal: what is on flash stays; the host begins again later, it resumes
+        _close(net.ota)
+        net.ota = None
+        gc.collect()
+        st, why = "busy", "out of RAM"
+    except (ValueError, KeyError, TypeError, IndexError) as x:
+        st, why = "err", "bad message: %r" % (x,)
+    except OSError as x:  # the flash
+        _close(net.ota)
+        net.ota = None
+        st, why = "err", "failed: %r" % (x,)
+    return answer(net, net.ota, st, why)
+
+
+def control(net, d):
+    """(st, why) for control message d; the transfer running is net.ota."""
+    t = net.ota
     op = d.get("op")
     if op == "status":
-        return ("recv" if t else "idle"), None, t
+        return ("recv" if t else "idle"), None
     if op == "abort":
         if t is not None and t.id == d.get("id"):
             _close(t)
+            net.ota = None
             _rmtree(t.slot)
             _unstage()
-            t = None
-        return "idle", None, t
+        return "idle", None
     if op != "begin":
-        return "err", "unknown op %r" % (op,), t
+        return "err", "unknown op %r" % (op,)
     if t is not None and t.id == d["id"]:
-        return "recv", None, t  # the host asks again (our answer was lost): where we are
+        return "recv", None  # the host asks again (our answer was lost): where we are
     _close(t)
-    t = None
+    net.ota = t = None
     gc.collect()
     if gc.mem_free() < _ROOM:
-        return "busy", "out of RAM: %d B free, a transfer needs %d" % (gc.mem_free(), _ROOM), None
+        return "busy", "out of RAM: %d B free, a transfer needs %d" % (gc.mem_free(), _ROOM)
     st = _stage()
     if st.get("id") == d["id"]:
         slot = st["slot"]  # a transfer cut by a reset or a lost link: resume it
     else:
         slot = _free_slot(net.app.boot.ota)
         _rmtree(slot)
+    st = None
     need = d["size"] + _RESERVE - _used(slot)
     free = _free()
     if need > free:
         why = "not enough flash: the release needs %d KB, %d KB free" % (need // 1024, free // 1024)
-        return "refused", why, None
+        return "refused", why
     for p in ("ota", slot):
         try:
             os.mkdir(p)
@@ -91,61 +109,47 @@ def control(net, msg, t, ota):
     t.mlen = d["mlen"]
     t.msha = d["msha"]
     t.trial = d.get("trial_s", 120)
-    t.kind = "full"
     t.slot = slot
-    t.n = -1  # files in the release, once the manifest is in and checked
-    t.cur = None  # (path, size, sha256 hex) of file i, from the manifest
+    t.n = -1  # files in the release, once the manifest is in and checked (and its kind)
     t.off = 0  # the next stream byte wanted
-    t.i = -1  # the file being written (-1: the manifest)
+    t.i = -1  # the file being written (-1: the manifest; then cur: its path, size, sha256 hex)
     t.start = 0  # where it starts in the stream
-    t.f = t.h = t.seen = None
-    t.buf = bytearray(256)  # files read back through it (a resume, the check before the switch)
+    t.f = t.task = None  # the file being written (h: its hash), the idle timer (seen: last chunk)
+    # what files are read back through (a resume, the check before the switch): the OLED's frame
+    # buffer while the display is held (display.hold: its pages are out of RAM), else 256 B
+    t.buf = display._fb or bytearray(256)
+    t.low = 1 << 30  # the least free heap at the transfer's fullest moments (gt/ota.py's low)
+    net.ota = t
+    size = d["size"]
+    d = None
+    try:
+        os.stat(slot + "/manifest.json")
+    except OSError:
+        pass
+    else:  # the flash holds some of it already: the receiver counts it (loaded for that alone)
+        from gt import ota
+
+        ota.resume(t)
+        ota = None
+        unload("ota")
     gc.collect()
-    t.low = gc.mem_free()  # the least free heap at the transfer's fullest moments: here (this
-    # code, the receiver and the transfer's buffer in), a file's last chunk, the switch (gt/ota.py)
-    st = _resume(t, *ota)
-    if st == "recv":
-        net.log.info(
-            "ota", "receiving %s (%d bytes) into %s from %d" % (t.v, d["size"], slot, t.off)
-        )
-    return st, None, t
-
-
-def _resume(t, done, path, finish):
-    # what the flash holds of this transfer already
-    while not done(t):
-        name = path(t)
-        try:
-            have = os.stat(name)[6]
-        except OSError:
-            have = 0
-        end = t.start + (t.mlen if t.i < 0 else t.cur[1])
-        if have == 0 or have > end - t.start:
-            return "recv"
-        t.h = hashlib.sha256()
-        with open(name, "rb") as f:
-            while True:
-                n = f.readinto(t.buf)
-                if not n:
-                    break
-                t.h.update(memoryview(t.buf)[:n])
-        t.off = t.start + have
-        if t.off < end:
-            t.f = open(name, "ab")
-            return "recv"
-        t.f = open(name, "rb")  # (finish closes it)
-        if finish(t) is not True:
-            return "recv"
-    return "done"
+    t.low = gc.mem_free()  # begin's fullest moment: this code and the transfer's state in
+    net.log.info("ota", "receiving %s (%d bytes) into %s from %d" % (t.v, size, slot, t.off))
+    return "recv", None
 
 
 def _close(t):
-    if t is not None and t.f is not None:
-        try:
-            t.f.close()
-        except OSError:
-            pass
-        t.f = None
+    # a transfer replaced, aborted or dropped: its file closed, its idle timer stopped
+    if t is not None:
+        if t.task is not None:
+            t.task.cancel()
+            t.task = None
+        if t.f is not None:
+            try:
+                t.f.close()
+            except OSError:
+                pass
+            t.f = None
 
 
 def _stage():

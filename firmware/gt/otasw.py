@@ -1,7 +1,8 @@
-# Over-the-air updates: the switch (docs/ota.md). gt/ota.py loads it when every file of a transfer
-# is in: each file is hashed again as the flash holds it (what the new version boots is what was
-# verified), then ota.json (gt/otastate.py) is replaced in one rename and the node resets into the
-# new version's trial (boot.py).
+# Over-the-air updates: the switch (docs/ota.md). The host asks for it (0x01, id) once every file
+# of a transfer is in; gt/net.py loads this module for that message alone (the receiver of the
+# chunks is out of RAM by then). Each file is hashed again as the flash holds it (what the new
+# version boots is what was verified), then ota.json (gt/otastate.py) is replaced in one rename
+# and the node resets into the new version's trial (boot.py).
 import asyncio
 import gc
 import hashlib
@@ -11,15 +12,38 @@ from binascii import hexlify
 from gt import VERSION
 
 
-async def switch(net, t, line):
-    """("switch", None) once switched (the reset follows), or ("bad", why)."""
+async def on_publish(net, o, e):
+    """The host asks for the switch (0x01, id in net.rx[o:e]): the answer (as gt/ota.py's)."""
+    t = net.ota
+    if t is None or int.from_bytes(net.rx[o + 1 : o + 5], "big") != t.id:
+        return b'{"id":null,"st":"idle","off":0}'  # no transfer of ours: the host begins again
+    if not t.i >= t.n >= 0:
+        return b'{"id":%d,"st":"recv","off":%d}' % (t.id, t.off)  # not all in yet
+    gc.collect()
+    if gc.mem_free() < t.low:
+        t.low = gc.mem_free()  # the switch's fullest moment: this code, the transfer's state
+    try:
+        why = await _switch(net, t)
+    except MemoryError:
+        why = "out of RAM"  # (what is on flash stays: asked again, it switches then)
+        st = "busy"
+    else:
+        st = "switch" if why is None else "bad"
+    if st != "busy":
+        net.ota = None  # (a file that changed on flash: the host begins again, afresh)
+    if why is None:
+        return b'{"id":%d,"st":"%s","off":%d}' % (t.id, st, t.off)
+    return json.dumps({"id": t.id, "st": st, "off": t.off, "why": why}).encode()
+
+
+async def _switch(net, t):
     net.log.info("ota", "verifying %d files" % t.n)
     has_cfg = False
     bad = None
     with open(t.slot + "/manifest.json") as m:
         m.readline()
         for _ in range(t.n):
-            name, _size, sha = line(m.readline())
+            _size, sha, name = m.readline().rstrip("\n").split(" ", 2)
             has_cfg = has_cfg or name == "config.json"
             if bad is None and _sha_file(t.slot + "/" + name, t.buf) != sha:
                 bad = name
@@ -29,7 +53,7 @@ async def switch(net, t, line):
 
         otastate.rmtree(t.slot)
         _unstage()
-        return "bad", "%s changed on flash after it was written" % bad
+        return "%s changed on flash after it was written" % bad
     p = net.app.boot.ota  # the pointer as it is (read at boot, kept current by the trial)
     cur = p.get("cur") or {"v": VERSION, "code": "", "cfg": ""}
     new = {
@@ -55,7 +79,7 @@ async def switch(net, t, line):
         % (new["v"], t.slot, gc.mem_free(), t.low, net.app.heap_min),
     )
     asyncio.create_task(_reset(net.app))
-    return "switch", None
+    return None
 
 
 def _save(p):

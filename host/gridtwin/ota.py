@@ -305,6 +305,8 @@ class Updater:
         base = sent = 0  # acknowledged up to base; sent up to sent
         rewound_at = -1
         bad = busy = 0
+        switch = b"\1" + tag  # every file is in: the node checks them again and switches
+        asked = False  # the switch asked for since the last begin
         while True:
             try:
                 a = self._ack(n, min(deadline, time.monotonic() + self.ack_timeout), "")
@@ -312,6 +314,7 @@ class Updater:
                 if time.monotonic() >= deadline:
                     raise ToolError(f"{node}: no answer within the deadline; the update expired")
                 res.resumes += 1
+                asked = False
                 self._pub(node, begin, 1)  # the node says where it is and we go on from there
                 continue
             st = a.get("st")
@@ -335,6 +338,7 @@ class Updater:
                 base = sent = 0
                 rewound_at = -1
                 res.resumes += 1
+                asked = False
                 self._pub(node, begin, 1)
                 continue
             if st in ("refused", "err"):
@@ -343,6 +347,7 @@ class Updater:
             if a.get("id") != rid:
                 if st == "idle":  # a reset or a fresh module: begin again, it resumes from flash
                     res.resumes += 1
+                    asked = False
                     self._pub(node, begin, 1)
                 continue
             if st == "switch":
@@ -368,6 +373,9 @@ class Updater:
                 res.bytes_sent += len(data)
                 res.messages += 1
                 sent += len(data)
+            if st == "recv" and off >= size and not asked:
+                asked = True  # (its answer lost: the begin after the pause asks where it is)
+                self._pub(node, switch, 1)
         # switched: the node resets into its trial; its births say how it went
         while True:
             left = deadline - time.monotonic()

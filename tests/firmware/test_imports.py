@@ -16,9 +16,9 @@ import ast
 from gridtwin.resources import FIRMWARE_DIR
 
 GT = FIRMWARE_DIR / "gt"
-# the OTA acks are built by gt/ota.py and gt/otactl.py, loaded only while an update runs
-# (docs/ota.md)
-DOCS_ELSEWHERE = {"gt.ota", "gt.otactl"}
+# the OTA acks are built by gt/ota.py, gt/otactl.py and gt/otasw.py, each loaded only while its
+# part of an update runs (docs/ota.md)
+DOCS_ELSEWHERE = {"gt.ota", "gt.otactl", "gt.otasw"}
 
 
 def _modules() -> dict[str, ast.Module]:
