@@ -23,6 +23,7 @@ Held out: the parameters were tuned on seed 1 (seed 3 the second development see
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -133,6 +134,7 @@ def simulate(site, seed: int, days: int, on_batch) -> tuple[list, float]:
     cfgs = {n: nodeconfig.render(site, n) for n in site.node_ids}
     parents = {n: list(twin.topo.by_id[n].parents) for n in site.node_ids}
     t0_ms = int(twin.topo.start_datetime().timestamp() * 1000)
+    watch = _effects(site, labels)
     seq = 0
     twin_cpu = 0.0
     next_sample = 0.0
@@ -151,12 +153,58 @@ def simulate(site, seed: int, days: int, on_batch) -> tuple[list, float]:
             for k in extra.get(nid, ()):
                 if k not in m and k in state[nid]["m"]:
                     m[k] = state[nid]["m"][k]
+            if nid in watch:  # the truth, before the sensors' noise
+                watch[nid](twin.t, m)
             m = {k: _noisy(k, float(v), noise) for k, v in m.items() if isinstance(v, (int, float))}
             batch.append(SimpleNamespace(node=nid, boot="b1", seq=seq, ts=ts, hist=False, m=m))
         seq += 1
         twin_cpu += time.process_time() - c0
         on_batch(batch, twin.t)
     return labels, twin_cpu
+
+
+def _rule(name: str) -> dict:
+    from gridtwin.analytics.config import DEFAULT_RULES
+
+    return next(r for r in DEFAULT_RULES if r["name"] == name)
+
+
+def _effects(site, labels: list) -> dict:
+    """node -> fn(t, true metrics): records what an efficiency loss truly did, in the rule's terms
+    (the largest drop of the stack's derived efficiency within the efficiency rule's window, before
+    the sensors' noise), into its label's "effect_pct". A 3x ohmic resistance costs 13-17 % of the
+    efficiency depending on the stack's current: one that costs less than the rule's 15 % is not
+    the rule's to see (score() leaves it out of the rules' recall, and says so)."""
+    from gridtwin.analytics.derived import derivers
+
+    rule = _rule("efficiency_drop")
+    win = rule["window_s"]
+    der = derivers(site)
+    out = {}
+    for lb in labels:
+        if lb["kind"] != "efficiency_loss" or lb["node"] not in der:
+            continue
+        pts: list = []
+        lb["effect_pct"] = 0.0
+
+        def fn(t, m, lb=lb, pts=pts, derive=der[lb["node"]], prev=out.get(lb["node"])):
+            if prev is not None:
+                prev(t, m)
+            if not lb["start_s"] - win <= t <= lb["end_s"]:
+                return
+            e = derive({k: float(v) for k, v in m.items() if isinstance(v, (int, float))})
+            e = e.get("efficiency")
+            if e is None:
+                return
+            hi = max((v for ts, v in pts if t - win <= ts < t), default=None)
+            if hi and t >= lb["start_s"]:
+                lb["effect_pct"] = max(lb["effect_pct"], (hi - e) * 100.0 / hi)
+            pts.append((t, e))
+            while pts and pts[0][0] < t - win:
+                pts.pop(0)
+
+        out[lb["node"]] = fn
+    return out
 
 
 def _noisy(metric: str, v: float, noise) -> float:
@@ -299,7 +347,8 @@ def family(kind: str) -> str:
     return "limit" if kind.startswith("limit") else kind
 
 
-# The faults each family is built to see on this site: its recall is over these (the catches of
+# The faults each family is built to see on this site: its recall is over these (an efficiency loss
+# that truly cost less than the efficiency rule's 15 % is not the rules': _effects) (the catches of
 # every kind are listed all the same). The four rate rules: a SoC collapse, a load spike, an
 # efficiency loss (a sag of pv1's array voltage is none of theirs: the voltage rule is a deviation
 # from a nominal, which only a grid monitor has, and the twin gives grid1 no voltage; pv1's MPPT
@@ -353,8 +402,15 @@ def score(res: dict, warmup_days: int = 1) -> dict:
                 if a["node"] in lb["affected"]
                 and lb["start_ms"] <= a["raised"] <= lb["end_ms"] + lb["after_s"] * 1000
             ]
-            by_kind.setdefault(_what(lb), []).append(bool(hit))
-            if hit and _in(_what(lb), scope):
+            what = _what(lb)
+            if (
+                fam == "rule"
+                and lb.get("effect_pct", math.inf) < _rule("efficiency_drop")["threshold"]
+            ):
+                # the loss truly cost less than the rule's threshold: not the rule's to see
+                what = f"{lb['kind']}<{_rule('efficiency_drop')['threshold']:g}% {lb['node']}"
+            by_kind.setdefault(what, []).append(bool(hit))
+            if hit and _in(what, scope):
                 delays.append((min(hit) - lb["start_ms"]) / 1000)
         scoped = [v for k, hits in by_kind.items() if _in(k, scope) for v in hits]
         precision = tp / len(mine) if mine else float("nan")
@@ -468,6 +524,18 @@ def report(res: dict) -> list:
                 f"{s['alerts']} alerts ({s['fp']} false, {s['fp_per_node_day']:.2f} per node-day"
                 f"{': ' + false_on if false_on else ''}), mean delay {s['delay_s']:.0f} s; "
                 f"caught: {kinds}",
+            )
+        )
+    losses = [lb for lb in res["labels"] if "effect_pct" in lb]
+    if losses:
+        figures.append(
+            (
+                "efficiency losses, their true effect",
+                f"{len(losses)} injected",
+                "the largest drop of the stack's efficiency within the rule's 10 min, before the "
+                "sensors' noise: "
+                + ", ".join(f"{lb['node']} {lb['effect_pct']:.1f} %" for lb in losses)
+                + f" (the rule: {_rule('efficiency_drop')['threshold']:g} %)",
             )
         )
     errs = crossing_errors()
