@@ -687,14 +687,16 @@ class IsolationForestDetector:
         gridtwin.analytics.derived) is seen but never stored, and a model cannot wait for it."""
         store = self.ctx.store
         if store is None:
-            return [], np.empty(0), np.empty((0, 0))
+            return [], (), ()
         cols: dict[int, list] = {}
         for j, m in enumerate(metrics):
             for ts, v in store.query(node, m, lo, hi + 1):
                 if isinstance(v, (int, float)):
                     cols.setdefault(ts, [math.nan] * len(metrics))[j] = float(v)
-        if not cols:
-            return [], np.empty(0), np.empty((0, 0))
+        if len(cols) < self.min_samples:
+            # too few rows to train on: said without numpy, which the analytics process then
+            # imports only once a node can have a model
+            return [], (), ()
         ts = np.array(sorted(cols), dtype=float)
         raw = np.array([cols[int(t)] for t in ts])
         stored = ~np.isnan(raw).all(axis=0)
