@@ -222,7 +222,13 @@ class _Trainer:
 def _trainer_main() -> None:
     """The training process: fit_forest for each job on stdin until it closes."""
     import pickle
+    import signal
     import sys
+
+    # a terminal's Ctrl-C or hang-up reaches the whole group: the analytics process ends this one
+    # by closing its stdin (or it ends with the round), never with a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # whatever a library prints must not get into the pickles

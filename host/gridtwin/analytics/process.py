@@ -365,6 +365,19 @@ def _logging(fmt, level) -> None:
     root.propagate = False
 
 
+def _malloc_trim():
+    """glibc's malloc_trim, or a no-op: the scoring's numpy temporaries (rows x trees arrays, each
+    node's batch) are malloc'ed and freed every batch; glibc keeps the freed heap pages resident
+    unless asked to give them back."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: fn(0)
+
+
 def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg) -> None:
     """The analytics process: the engine, fed from the daemon's queue on this one thread."""
     os.nice(NICE)  # ingest first (its start too): analytics takes what CPU is left
@@ -414,6 +427,7 @@ def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg)
         )
 
     parent = multiprocessing.parent_process()
+    trim = _malloc_trim()  # once a second, with the stats
     next_stats = 0.0
     try:
         # one thread: a batch is taken when it can be analysed, so what waits stays the daemon's
@@ -442,6 +456,7 @@ def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg)
             if now >= next_stats:
                 next_stats = now + STATS_EVERY_S
                 stats()
+                trim()
                 if parent is not None and not parent.is_alive():
                     break  # the daemon is gone (killed): save and go
     finally:
