@@ -745,10 +745,11 @@ def ingest_on_off(per_node: int = 60, n_nodes: int = 1000, on_extra: str = "") -
                     wall_all=time.monotonic() - t0,
                 )
             r["rss"] = rss_mb(proc.pid)
-            # analytics runs in a child of the daemon (gridtwin.analytics.process), with
-            # multiprocessing's resource tracker: their memory counts too
+            # analytics runs in a child of the daemon (gridtwin.analytics.process): its memory
+            # counts too (and any other child the daemon has)
             r["rss_child"] = sum(rss_mb(c) for c in _children(proc.pid))
             r["own_child"] = sum(_proc_private_mb(c) for c in _children(proc.pid))
+            r["n_child"] = len(_children(proc.pid))
             stop(proc)
             proc = None
             out[name] = r
@@ -776,7 +777,7 @@ def ingest_on_off(per_node: int = 60, n_nodes: int = 1000, on_extra: str = "") -
             "daemon RSS, analytics off / on",
             f"{off['rss']:.0f} / {on['rss']:.0f} + {on['rss_child']:.0f} MB",
             f"+{on['rss'] + on['rss_child'] - off['rss']:.0f} MB (the daemon "
-            f"{on['rss'] - off['rss']:+.0f} MB, its analytics process and resource tracker "
+            f"{on['rss'] - off['rss']:+.0f} MB, its {on['n_child']} child process(es) "
             f"{on['rss_child']:.0f} MB, {on['own_child']:.0f} MB of it their own pages) "
             f"for analytics' state of {n_nodes:,} nodes x 10 "
             "metrics (limits, rules, sigma, KPIs; no forest before a node has 1,000 stored rows: "
@@ -802,7 +803,7 @@ def _up(port: int) -> bool:
 
 
 def forest_fleet(n_nodes: int = 1000, distinct: int = 10, per_node: int = 60) -> list:
-    """The analytics process as the daemon runs it (gridtwin.analytics.process.child_main, spawned
+    """The analytics process as the daemon runs it (gridtwin.analytics.process.Child, started
     the daemon's way), with the IsolationForest models of 1,000 nodes x 10 metrics: `distinct`
     models trained here on seeded grid-monitor days, each copied onto 100 nodes and saved where the
     site's models live, so the child loads them at start like a restarted daemon's; then every node
@@ -810,12 +811,11 @@ def forest_fleet(n_nodes: int = 1000, distinct: int = 10, per_node: int = 60) ->
     of CPU the child took (every detector, scoring included)."""
     import copy
     import marshal
-    import multiprocessing
     import threading
 
     from gridtwin.analytics.base import Context
     from gridtwin.analytics.iforest import Features, IsolationForestDetector, _Node
-    from gridtwin.analytics.process import child_main
+    from gridtwin.analytics.process import EOF, Child
     from gridtwin.daemon.config import db_path
     from gridtwin.daemon.store_sqlite import SqliteStore
     from gridtwin.site import load_site
@@ -867,24 +867,23 @@ def forest_fleet(n_nodes: int = 1000, distinct: int = 10, per_node: int = 60) ->
     db.parent.mkdir(parents=True, exist_ok=True)
     SqliteStore(db).close()  # the daemon's database (the child reads it, read-only)
 
-    mp = multiprocessing.get_context("spawn")  # as AnalyticsProcess._spawn
-    feed_q, out_q = mp.Queue(), mp.Queue()
-    taken = mp.Value("q", 0, lock=False)
-    proc = mp.Process(
-        target=child_main,
-        args=(str(site.path), str(db), [], feed_q, out_q, taken, None, (None, 30)),
-        daemon=True,
+    child = Child(  # as AnalyticsProcess._spawn
+        {"site": str(site.path), "db": str(db), "active": [], "influx": None, "log": (None, 30)}
     )
-    proc.start()
+    proc = child.proc
     done, ready = threading.Event(), threading.Event()
 
     def drain():  # the daemon's link thread: it takes (and here drops) what the child sends
         while True:
-            msg = out_q.get()
-            ready.set()  # its first stats: the engine is built, the models loaded
-            if msg[0] == "bye":
+            msg = child.get(1.0)
+            if msg is None:
+                continue
+            if msg is EOF or msg[0] == "bye":
                 done.set()
                 return
+            if msg[0] == "taken":
+                child.taken = msg[1]
+            ready.set()  # its first stats: the engine is built, the models loaded
 
     threading.Thread(target=drain, daemon=True).start()
     try:
@@ -896,25 +895,19 @@ def forest_fleet(n_nodes: int = 1000, distinct: int = 10, per_node: int = 60) ->
             ms = fleet_metrics(rng, n_nodes)
             rows = [(n, t0 + seq * 10_000, ms[i]) for i, n in enumerate(ids)]
             n = sum(len(r[2]) for r in rows)
-            feed_q.put(marshal.dumps((n, rows)))
+            child.put(marshal.dumps((n, rows)))
             sent += n
         deadline = time.monotonic() + 600
-        while taken.value < sent and time.monotonic() < deadline:
+        while child.taken < sent and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(2.0)  # the last batch taken is analysed
         cpu = _cpu_s(proc.pid) - cpu0
         rss, private = _proc_rss_mb(proc.pid), _proc_private_mb(proc.pid)
         kids = sum(_proc_rss_mb(c) for c in _children(proc.pid))
-        others = [c for c in _children(os.getpid()) if c != proc.pid]
-        # multiprocessing's resource tracker, a child of the daemon too
-        tracker = sum(_proc_rss_mb(c) for c in others)
-        tracker_private = sum(_proc_private_mb(c) for c in others)
     finally:
-        feed_q.put(None)
+        child.close()
         done.wait(60)
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
+        child.end(30)
         shutil.rmtree(work, ignore_errors=True)
     return [
         (
@@ -922,8 +915,7 @@ def forest_fleet(n_nodes: int = 1000, distinct: int = 10, per_node: int = 60) ->
             f"{rss:.0f} MB RSS",
             f"{rss_start:.0f} MB before the first message (Python, numpy, the site, the models "
             f"loaded), {rss:.0f} MB after {per_node} messages a node (every detector's state), "
-            f"{private:.0f} MB of it its own (not shared pages); its children {kids:.0f} MB; "
-            f"multiprocessing's resource tracker {tracker:.0f} MB ({tracker_private:.0f} own); the "
+            f"{private:.0f} MB of it its own (not shared pages); its children {kids:.0f} MB; the "
             f"models {per_node_kb:.0f} kB of arrays a node ({det.n_estimators} trees of "
             f"max_samples {det.max_samples}), {model_mb:.0f} MB on disk; training {train_s:.2f} s "
             "CPU a node-day (in a process of its own for each round)",

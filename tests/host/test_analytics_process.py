@@ -18,6 +18,14 @@ def _tel(node, seq, ts, **m):
     return json.dumps({"v": 1, "node": node, "boot": 1, "seq": seq, "ts": ts, "m": m}).encode()
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in os.scandir(f"/proc/{pid}/task"):
+        with open(f"{task.path}/children") as f:
+            out += [int(c) for c in f.read().split()]
+    return sorted(out)
+
+
 def test_analytics_runs_in_a_child_that_is_restarted_and_stopped(
     broker, site_pki, mqtt_client, tmp_path
 ):
@@ -39,11 +47,14 @@ def test_analytics_runs_in_a_child_that_is_restarted_and_stopped(
     grid = NodeClient(broker, "grid1")
     start = int(time.time() * 1000) - 600_000
     child = None
+    before = _children(os.getpid())  # the broker's
     try:
         d.start()
         wait_for(lambda: d.bus.subscribed, 10, "the daemon to subscribe")
         child = d.analytics.proc
-        assert child.pid != os.getpid() and child.is_alive()
+        assert child.pid != os.getpid() and child.poll() is None
+        # the analytics process is the daemon's one child (no multiprocessing resource tracker)
+        assert sorted(set(_children(os.getpid())) - set(before)) == [child.pid]
         # out of range for the site's min_duration_s (10 s of reading time): an alert
         for k, dt in enumerate((0, 5_000, 11_000)):
             grid.publish(_tel("grid1", k, start + dt, mains_v=262.0))
@@ -75,26 +86,25 @@ def test_analytics_runs_in_a_child_that_is_restarted_and_stopped(
     finally:
         d.stop()
         grid.close()
-    assert not child.is_alive() and child.exitcode == 0  # stopped in order with the daemon
+    assert child.returncode == 0  # stopped in order with the daemon
+    assert _children(os.getpid()) == before
     assert d.store  # (closed by stop)
 
 
 def test_a_killed_daemon_leaves_no_analytics_process(tmp_path):
-    """The child is a daemonic process of the daemon and also watches it: a daemon that is
-    killed (no stop) does not leave analytics running."""
+    """The child dies with the daemon (the kernel's parent-death signal) and also watches it (its
+    pipe's end): a daemon that is killed (no stop) does not leave analytics running."""
     import subprocess
     import sys
 
     from fixtures.daemon_fleet import wait_for
 
     code = (
-        "import multiprocessing as mp, sys, time\n"
+        "import sys, time\n"
         "from gridtwin.analytics import process\n"
-        "ctx = mp.get_context('spawn')\n"
-        "q, out, taken = ctx.Queue(), ctx.Queue(), ctx.Value('q', 0, lock=False)\n"
-        "p = ctx.Process(target=process.child_main, args=(sys.argv[1], sys.argv[2], [], q, out,"
-        " taken, None, (None, 0)))\n"
-        "p.start(); print(p.pid, flush=True); time.sleep(600)\n"
+        "c = process.Child({'site': sys.argv[1], 'db': sys.argv[2], 'active': [],"
+        " 'influx': None, 'log': (None, 0)})\n"
+        "print(c.proc.pid, flush=True); time.sleep(600)\n"
     )
     from gridtwin.site import example_site_path
 
@@ -107,7 +117,6 @@ def test_a_killed_daemon_leaves_no_analytics_process(tmp_path):
     parent = subprocess.Popen(
         [sys.executable, "-c", code, str(site), str(db)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,  # its resource tracker, killed with it, complains
         text=True,
     )
     try:

@@ -183,16 +183,21 @@ def fit_forest(X, n_estimators: int, max_samples: int, contamination: float, see
 class _Trainer:
     """A Python process that fits forests for one round of training (``train_process``): each job
     pickled to its stdin, each forest's arrays pickled back on its stdout; it ends with the round.
-    Not multiprocessing: the analytics process is a daemonic one, which may have no children of
-    its own, and this way it never imports scikit-learn (~150 MB of RSS an interpreter keeps)."""
+    Not multiprocessing (its resource tracker, a process more), and this way the analytics process
+    never imports scikit-learn (~150 MB of RSS an interpreter keeps). Started by gridtwin.procs: in
+    a session of its own, and it dies with the thread that trains (the kernel's parent-death
+    signal) if the analytics process is killed mid-round."""
 
     def __init__(self):
         import subprocess
         import sys
 
+        from gridtwin import procs
+
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.proc = subprocess.Popen(
+        self.proc = procs.spawn(
             [sys.executable, "-m", "gridtwin.analytics.iforest"],
+            kind="training process",
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -217,6 +222,9 @@ class _Trainer:
             self.proc.wait()
         finally:
             self.proc.stdout.close()
+            from gridtwin import procs
+
+            procs.reaped(self.proc)
 
 
 def _trainer_main() -> None:
@@ -225,8 +233,8 @@ def _trainer_main() -> None:
     import signal
     import sys
 
-    # a terminal's Ctrl-C or hang-up reaches the whole group: the analytics process ends this one
-    # by closing its stdin (or it ends with the round), never with a traceback
+    # a stray Ctrl-C or hang-up: the analytics process ends this one by closing its stdin (or it
+    # ends with the round), never with a traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 

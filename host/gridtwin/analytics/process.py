@@ -3,26 +3,31 @@
 Why: in the daemon's interpreter the analytics worker takes the GIL from ingest during a burst
 (durable ingest with analytics on ran at 29-68 % of off), and its state (detectors, forests) grew
 the daemon's memory. Here the engine (gridtwin.analytics.engine.Analytics, unchanged) runs in a
-child started with multiprocessing's 'spawn' context, so it shares nothing with the daemon but
-two queues:
+child, ``python -m gridtwin.analytics.process``, started by gridtwin.procs.spawn (its own session,
+a parent-death signal), so it shares nothing with the daemon but two pipes of length-prefixed
+frames. Not multiprocessing: its 'spawn' context also starts a resource tracker process (12 MB of
+RSS, for semaphores analytics never makes) and its queues pickle through a feeder thread each.
 
 - *readings in*: ingest's writer, after a commit, hands the batch as one ``marshal`` blob of
-  compact rows ``(node, ts, {metric: value})`` to an unbounded queue whose depth is bounded here,
-  in readings (``queue_max``): the daemon counts what it sent, the child what it took (a shared
-  counter only the child writes). What does not fit is dropped and counted; ingest never waits.
+  compact rows ``(node, ts, {metric: value})`` to a thread of the daemon that writes it to the
+  child's pipe (``analytics-feed``; ingest never waits on the pipe). The depth is bounded here, in
+  readings (``queue_max``): the daemon counts what it sent, the child says what it took. What
+  does not fit is dropped and counted; ingest never waits. The first frame says what to run (the
+  site, the database, the active alerts); closing the pipe asks the child to save and exit.
 - *actions out*: what the engine would have done to the daemon's store and alerts (raise, clear,
-  reading quality, KPI rows, its saved state) comes back as messages; a thread of the daemon
-  (``analytics-link``) applies them with the daemon's own Alerts and store, so the daemon stays
-  the one writer of SQLite, the retained ``_host/alerts`` messages and the notifier are as before.
-  The child reads the store through a read-only connection (training windows, its saved state).
+  reading quality, KPI rows, its saved state) comes back as pickled messages; a thread of the
+  daemon (``analytics-link``) applies them with the daemon's own Alerts and store, so the daemon
+  stays the one writer of SQLite, the retained ``_host/alerts`` messages and the notifier are as
+  before. The child reads the store through a read-only connection (training windows, its state).
 
 The child runs at a lower priority (NICE): on a small machine ingest gets the CPU first, and
-analytics drops (and counts) what it cannot keep up with. The child ignores SIGINT and SIGHUP (a
-terminal sends them to the whole group: the daemon stops it in order), saves and exits on SIGTERM,
-on the daemon's stop, or when the daemon is gone. A child that dies is logged, counted and started
-again (at most RESTARTS_MAX in RESTART_WINDOW_S; then the link thread ends and /healthz reports it
-dead, like any worker thread); /healthz shows its pid, whether it is alive and how often it was
-restarted. Tests that drive the engine in-process use Analytics directly.
+analytics drops (and counts) what it cannot keep up with. It is in a session of its own (a
+terminal's Ctrl-C reaches the daemon, which stops it in order); it saves and exits on SIGTERM, when
+its pipe closes (the daemon's stop), or when the daemon is gone (the kernel's parent-death signal,
+the pipe's end). A child that dies is logged, counted and started again (at most RESTARTS_MAX in
+RESTART_WINDOW_S; then the link thread ends and /healthz reports it dead, like any worker thread);
+/healthz shows its pid, whether it is alive and how often it was restarted. Tests that drive the
+engine in-process use Analytics directly.
 """
 
 from __future__ import annotations
@@ -30,15 +35,19 @@ from __future__ import annotations
 import collections
 import logging
 import marshal
-import multiprocessing
 import os
-import queue
+import pickle
+import select
 import signal
 import sqlite3
+import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+from gridtwin import procs
 from gridtwin.analytics import config
 from gridtwin.analytics.notify import Notifier
 
@@ -47,9 +56,144 @@ STATS_EVERY_S = 1.0
 CHUNK = 200  # messages analysed at a time (a batch of 1,000 nodes' messages in five)
 NICE = 10  # the analytics process's niceness, added to the daemon's
 RESTARTS_MAX, RESTART_WINDOW_S = 5, 600.0
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+HEAD = struct.Struct("<I")  # a frame's length, before its bytes
+EOF = object()  # Frames.get: the other end closed its pipe
 
 Tel = collections.namedtuple("Tel", "node ts m")  # what Analytics.readings reads of a Telemetry
+
+
+class Frames:
+    """Length-prefixed frames read from a pipe: ``get(timeout)`` is a frame's bytes, None when
+    none came in time, or EOF."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buf = bytearray()
+
+    def _frame(self):
+        if len(self.buf) >= HEAD.size:
+            (n,) = HEAD.unpack_from(self.buf)
+            if len(self.buf) >= HEAD.size + n:
+                out = bytes(self.buf[HEAD.size : HEAD.size + n])
+                del self.buf[: HEAD.size + n]
+                return out
+        return None
+
+    def get(self, timeout: float | None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            frame = self._frame()
+            if frame is not None:
+                return frame
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.fd], [], [], left)[0]:
+                return None
+            data = os.read(self.fd, 1 << 20)
+            if not data:
+                return EOF
+            self.buf += data
+
+
+def write_frame(fd: int, payload: bytes) -> None:
+    """One frame, whole (a blocking pipe: waits while the reader is behind)."""
+    view = memoryview(HEAD.pack(len(payload)) + payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class Child:
+    """One analytics process and the daemon's ends of its pipes: ``put`` a frame (queued for the
+    ``analytics-feed`` thread, which writes it; never blocks), ``get`` a message, ``close``."""
+
+    def __init__(self, run: dict):
+        feed_r, self.feed_w = os.pipe()
+        self.out_r, out_w = os.pipe()
+        host = str(Path(__file__).resolve().parents[2])  # where gridtwin is, for any python path
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (host, env.get("PYTHONPATH")) if p)
+        try:
+            self.proc = procs.spawn(
+                [sys.executable, "-m", "gridtwin.analytics.process", str(feed_r), str(out_w)],
+                kind="analytics process",
+                setup=lambda: os.nice(NICE),  # ingest first (its start too)
+                stdin=subprocess.DEVNULL,
+                pass_fds=(feed_r, out_w),
+                env=env,
+            )
+        except BaseException:
+            os.close(self.feed_w)
+            os.close(self.out_r)
+            raise
+        finally:
+            os.close(feed_r)
+            os.close(out_w)
+        self.frames = Frames(self.out_r)
+        self.sent = 0  # readings put, counted by the caller
+        self.taken = 0  # readings the child says it took
+        self._pending: collections.deque = collections.deque()
+        self._cv = threading.Condition()
+        self._closed = self._ended = False
+        self.put(marshal.dumps(run))
+        self._writer = threading.Thread(target=self._write, name="analytics-feed", daemon=True)
+        self._writer.start()
+
+    def put(self, blob: bytes) -> bool:
+        with self._cv:
+            if self._closed:
+                return False
+            self._pending.append(blob)
+            self._cv.notify()
+        return True
+
+    def _write(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while not self._pending and not self._closed:
+                        self._cv.wait()
+                    if not self._pending:
+                        return  # closed, and all written
+                    blob = self._pending.popleft()
+                write_frame(self.feed_w, blob)
+        except OSError:  # the child is gone: what was not written is lost (counted as backlog)
+            with self._cv:
+                self._closed = True
+                self._pending.clear()
+        finally:
+            os.close(self.feed_w)
+
+    def close(self) -> None:
+        """No more frames: the child analyses what was written, saves and exits."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+
+    def get(self, timeout: float):
+        """The child's next message, None (none in time) or EOF (it closed its end: exiting)."""
+        frame = self.frames.get(timeout)
+        return frame if frame is None or frame is EOF else pickle.loads(frame)
+
+    def backlog(self) -> int:
+        return self.sent - self.taken
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def end(self, timeout: float = 5.0) -> None:
+        """Wait for the child (kill it if it does not end), then forget its pipes (once)."""
+        self.close()
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("analytics process %d did not stop: killed", self.proc.pid)
+            self.proc.kill()
+            self.proc.wait()
+        procs.reaped(self.proc)
+        self._writer.join(timeout)
+        os.close(self.out_r)
 
 
 def _cfg(section, key: str):
@@ -74,16 +218,15 @@ class AnalyticsProcess:
         )
         if self.notifier.enabled:
             self.alerts.listeners.append(self.notifier)
-        self._mp = multiprocessing.get_context("spawn")
-        self.proc = None
-        self._feed_q = self._out_q = self._taken = None
-        self._sent = 0  # readings put on the current child's queue
+        self.child: Child | None = None
+        self.proc = None  # the child's Popen
         self.dropped = 0  # readings the daemon never handed over (queue full, child down)
         self.restarts = 0
         self._deaths: collections.deque = collections.deque()
         self.stats = {"analysed": 0, "dropped": 0, "queued": 0, "counts": []}
         self._stopping = False
         self._link: threading.Thread | None = None
+        self._started = threading.Event()
         self._last_drop_log = 0.0
         m = daemon.metrics
         m.gauges["analytics_dropped_total"] = lambda: self.dropped + self.stats["dropped"]
@@ -109,8 +252,8 @@ class AnalyticsProcess:
 
     # -- ingest's side: cheap, never blocks -----------------------------------------------------
     def backlog(self) -> int:
-        taken = self._taken
-        return 0 if taken is None else self._sent - taken.value
+        child = self.child
+        return 0 if child is None else child.backlog()
 
     def feed(self, tels) -> None:
         """Ingest's listener (the writer thread, after a commit): hand the batch over or drop it."""
@@ -119,13 +262,13 @@ class AnalyticsProcess:
         for t in tels:
             n += len(t.m)
             rows.append((t.node, t.ts, t.m))
-        q = self._feed_q
-        if q is not None and self._sent - self._taken.value + n <= self.queue_max:
+        child = self.child
+        if child is not None and child.backlog() + n <= self.queue_max:
             try:
-                q.put_nowait(marshal.dumps((n, rows)))
-                self._sent += n
-                return
-            except (ValueError, OSError):  # a value marshal cannot carry; a queue being closed
+                if child.put(marshal.dumps((n, rows))):
+                    child.sent += n
+                    return
+            except ValueError:  # a value marshal cannot carry
                 pass
         self.dropped += n
         from gridtwin.analytics.engine import say_behind
@@ -135,69 +278,56 @@ class AnalyticsProcess:
     # -- the child's life ------------------------------------------------------------------------
     def start(self) -> "AnalyticsProcess":
         self.notifier.start()
-        self._spawn()
+        # the link thread starts every child: the kernel's parent-death signal follows the thread
+        # that started a child (gridtwin.procs), and this one outlives each of its children
         self._link = threading.Thread(target=self._run_link, name="analytics-link", daemon=True)
         self._link.start()
+        self._started.wait(30)
         self.daemon.metrics.watch(self._link)
         return self
 
     def _spawn(self) -> None:
-        mp = self._mp
-        self._out_q = mp.Queue()
-        self._taken = mp.Value("q", 0, lock=False)  # written by the child only
-        self._sent = 0
-        feed_q = mp.Queue()
         root = logging.getLogger("gridtwin")
         fmt = next((type(h.formatter).__name__ for h in root.handlers if h.formatter), None)
-        self.proc = mp.Process(
-            target=child_main,
-            name="gridtwin-analytics",
-            args=(
-                str(self.daemon.site.path),
-                str(self.store.path),
-                list(self.alerts.active),
-                feed_q,
-                self._out_q,
-                self._taken,
-                self.influx,
-                (fmt, root.level),
-            ),
-            daemon=True,  # never outlives the daemon, even one that is killed
+        self.child = Child(
+            {
+                "site": str(self.daemon.site.path),
+                "db": str(self.store.path),
+                "active": list(self.alerts.active),
+                "influx": self.influx,
+                "log": (fmt, root.level),
+            }
         )
-        # the child inherits a blocked mask through its exec: a signal meant for the daemon's
-        # group (a terminal's Ctrl-C) waits until child_main has chosen what to do with it, instead
-        # of ending the child mid-import with a traceback
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            self.proc.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        self._feed_q = feed_q
+        self.proc = self.child.proc
         log.info("analytics runs in process %d", self.proc.pid)
 
     def _run_link(self) -> None:
         """Apply the child's actions; start it again when it dies (not when we stop it)."""
+        try:
+            self._spawn()
+        finally:
+            self._started.set()
         while True:
-            proc, out_q = self.proc, self._out_q
-            try:
-                msg = out_q.get(timeout=0.5)
-            except queue.Empty:
-                msg = None
-            except (EOFError, OSError):
-                msg = None
-            if msg is not None:
+            child = self.child
+            if self._stopping:
+                child.close()  # (again: a child started as stop() began was not told)
+            msg = child.get(0.5)
+            if msg is not None and msg is not EOF:
                 if msg[0] == "bye":
+                    # this thread ends after its child: the parent-death signal follows it
+                    child.end(30)
                     return
                 try:
                     self._apply(msg)
                 except Exception:  # one bad action never ends the link
                     log.exception("analytics: cannot apply %s", msg[0])
                 continue
-            if proc.is_alive():
+            if msg is None and child.alive():
                 continue
+            child.end()  # its pipe closed: it exited (or is about to)
             if self._stopping:
                 return
-            code = proc.exitcode
+            code = child.proc.returncode
             now = time.monotonic()
             while self._deaths and now - self._deaths[0] > RESTART_WINDOW_S:
                 self._deaths.popleft()
@@ -207,28 +337,29 @@ class AnalyticsProcess:
                 log.error(
                     "analytics process %d died (exit %s) %d times in %.0f s: not restarted; "
                     "ingest goes on without analytics",
-                    proc.pid,
+                    child.proc.pid,
                     code,
                     len(self._deaths),
                     RESTART_WINDOW_S,
                 )
                 return  # a dead link thread: /healthz says so (dead_threads)
-            self.restarts += 1
-            log.error("analytics process %d died (exit %s); starting it again", proc.pid, code)
+            log.error(
+                "analytics process %d died (exit %s); starting it again", child.proc.pid, code
+            )
             self._spawn()
+            self.restarts += 1  # after: whoever sees the count sees the new child
 
     def _abandon(self) -> None:
-        """Forget a dead child's queues (what it did not take is lost, and counted)."""
-        q, self._feed_q = self._feed_q, None
-        self.dropped += self.backlog()
-        self._taken = None
-        if q is not None:
-            q.cancel_join_thread()  # nobody reads it any more: exiting must not wait on it
-            q.close()
+        """Forget a dead child (what it did not take is lost, and counted)."""
+        child, self.child = self.child, None
+        if child is not None:
+            self.dropped += child.backlog()
 
     def _apply(self, msg) -> None:
         what = msg[0]
-        if what == "stats":
+        if what == "taken":
+            self.child.taken = msg[1]
+        elif what == "stats":
             self.stats = msg[1]
         elif what == "raise":
             key, severity, kind, message, node, metric, value, detail, ts, extra = msg[1:]
@@ -250,29 +381,22 @@ class AnalyticsProcess:
         proc = self.proc
         return {
             "pid": proc.pid if proc else None,
-            "alive": bool(proc and proc.is_alive()),
+            "alive": bool(proc and proc.poll() is None),
             "restarts": self.restarts,
         }
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Tell the child to analyse what it has, save its state and exit; apply what it sends
-        until then."""
+        """Tell the child to analyse what it has, save its state and exit (its pipe closes); apply
+        what it sends until then."""
         self._stopping = True
-        q = self._feed_q
-        if q is not None:
-            try:
-                q.put_nowait(None)
-            except (ValueError, OSError):
-                pass
+        child = self.child
+        if child is not None:
+            child.close()
         if self._link is not None:
             self._link.join(timeout)
-        proc = self.proc
-        if proc is not None:
-            proc.join(5)
-            if proc.is_alive():
-                log.error("analytics process %d did not stop: killed", proc.pid)
-                proc.kill()
-                proc.join(5)
+        child = self.child  # (one the link thread was starting as we stopped, too)
+        if child is not None:
+            child.end()
         self._abandon()
         self.notifier.stop()
 
@@ -378,32 +502,42 @@ def _malloc_trim():
     return lambda: fn(0)
 
 
-def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg) -> None:
-    """The analytics process: the engine, fed from the daemon's queue on this one thread."""
-    os.nice(NICE)  # ingest first (its start too): analytics takes what CPU is left
-    from gridtwin.analytics.engine import Analytics
-    from gridtwin.site import load_site
-
-    _logging(*logcfg)
+def child_main(feed_fd: int, out_fd: int) -> None:
+    """The analytics process: the engine, fed from the daemon's pipe on this one thread."""
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon stops us, in order
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the daemon's _spawn
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # also the daemon's death (procs)
+    feed = Frames(feed_fd)
+    first = feed.get(None)
+    if first is None or first is EOF:
+        return  # the daemon went before it said what to run
+    run = marshal.loads(first)
+    from gridtwin.analytics.engine import Analytics
+    from gridtwin.site import load_site
+
+    _logging(*run["log"])
     lock = threading.Lock()  # the worker, the forest's trainer and this thread all send
+    broken = []
 
     def send(msg) -> None:
         with lock:
-            out_q.put(msg)
+            if broken:
+                return
+            try:
+                write_frame(out_fd, pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+            except OSError:  # the daemon is gone: nobody to tell
+                broken.append(True)
+                stop.set()
 
-    store = _Store(db_path, send)
-    site = load_site(site_path)
+    store = _Store(run["db"], send)
+    site = load_site(run["site"])
     an = Analytics(
         store,
-        _Alerts(send, active),
+        _Alerts(send, run["active"]),
         site=site,
         section=config.section(site),
-        influx_measurement=influx,
+        influx_measurement=run["influx"],
         notify=False,
     )
     for det in an.detectors:
@@ -426,23 +560,21 @@ def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg)
             )
         )
 
-    parent = multiprocessing.parent_process()
     trim = _malloc_trim()  # once a second, with the stats
     next_stats = 0.0
+    taken = 0
     try:
         # one thread: a batch is taken when it can be analysed, so what waits stays the daemon's
         # compact blobs (bounded there), not objects queued twice
         while not stop.is_set():
-            try:
-                blob = feed_q.get(timeout=max(0.0, min(an.next_tick - time.monotonic(), 0.5)))
-            except queue.Empty:
-                blob = b""
-            if blob is None:
-                break
+            blob = feed.get(max(0.0, min(an.next_tick - time.monotonic(), 0.5)))
+            if blob is EOF:
+                break  # the daemon's stop (or its death)
             try:
                 if blob:
                     n, rows = marshal.loads(blob)
-                    taken.value += n
+                    taken += n
+                    send(("taken", taken))
                     # CHUNK messages at a time: a burst's commit (thousands of messages) analysed
                     # at once made its readings, findings and rows all live together, a peak the
                     # interpreter keeps as RSS; the detectors are streaming, a message stays whole
@@ -457,12 +589,13 @@ def child_main(site_path, db_path, active, feed_q, out_q, taken, influx, logcfg)
                 next_stats = now + STATS_EVERY_S
                 stats()
                 trim()
-                if parent is not None and not parent.is_alive():
-                    break  # the daemon is gone (killed): save and go
     finally:
         an.stop()  # saves its state (as messages)
         stats()
         send(("bye",))
         store.close()
-        out_q.close()
-        out_q.join_thread()  # everything sent is in the pipe before we exit
+        os.close(out_fd)
+
+
+if __name__ == "__main__":  # python -m gridtwin.analytics.process FEED_FD OUT_FD (Child)
+    child_main(int(sys.argv[1]), int(sys.argv[2]))
