@@ -136,9 +136,11 @@ class App:
             self.link = "down"
             asyncio.create_task(self._guard("net", self.net.run()))
         if self.boot.ota.get("st") == "trial":  # a new version: healthy in time, or rolled back
-            from gt import otastate
+            from gt import otatrial, unload
 
-            asyncio.create_task(self._guard("ota", otastate.trial(self)))
+            asyncio.create_task(self._guard("ota", otatrial.watch(self)))
+            otatrial = None  # (held by its task alone: its code leaves RAM when the trial ends)
+            unload("otatrial")
         self.log.info(
             "app",
             "running node=%s role=%s sensors=%d interval=%dms boot=%d"

@@ -1,7 +1,7 @@
 # Over-the-air updates, the node's side (protocol: docs/ota.md): the receiver of the chunks.
 # gt/net.py hands it each chunk on <root>/<node>/ota (the OLED's pages out of RAM while an update
-# runs: display.hold); it stays loaded while chunks come and leaves RAM when every file is in or
-# the host goes quiet (what was received stays on flash: the transfer resumes).
+# runs: display.hold); it stays loaded while chunks come and leaves RAM when every file is in, or
+# when net finds the host silent for a minute (what was received stays on flash: it resumes).
 #
 # The release is one byte stream: the manifest (a JSON line: version, kind, file count; then a
 # line per file: size, SHA-256, path; read a line at a time, never held whole in RAM), then
@@ -15,17 +15,13 @@
 # time: the control messages (status, begin, abort: gt/otactl.py, which makes the transfer's state,
 # net.ota), this one for the chunks, the check and the switch (gt/otasw.py). A chunk fits the
 # receive buffer net has anyway, and its answer is one small bytes object.
-import asyncio
 import gc
 import hashlib
 import json
 import os
 import time
 from binascii import hexlify
-from micropython import const
 from gt import display, unload
-
-_IDLE_MS = const(60000)  # the host silent this long: drop the transfer's RAM (flash keeps it)
 
 
 def low(t):
@@ -62,9 +58,7 @@ async def on_publish(net, o, e):
     rx = net.rx
     if t is None or int.from_bytes(rx[o + 1 : o + 5], "big") != t.id:
         return b'{"id":null,"st":"idle","off":0}'  # no transfer of ours: the host begins again
-    if t.task is None:  # the first chunk since begin
-        t.task = asyncio.create_task(_idle(net, t))
-    t.seen = time.ticks_ms()
+    t.seen = time.ticks_ms()  # (net drops a transfer whose host is silent for a minute)
     if int.from_bytes(rx[o + 5 : o + 9], "big") != t.off:
         return answer(t, "recv")  # lost or repeated: the host sends from t.off
     mv = memoryview(rx)
@@ -87,13 +81,12 @@ async def on_publish(net, o, e):
                     return answer(t, "bad", why)
     except MemoryError:
         # a transient refusal: what is on flash stays; the host begins again later, it resumes
-        _stop(net, t)
+        stop(net, t)
         return answer(t, "busy", "out of RAM")
     except OSError as x:
-        _stop(net, t)
+        stop(net, t)
         return answer(t, "err", "failed: %r" % (x,))
     if done(t):  # every file in: the host asks for the switch (gt/otasw.py) next
-        drop(t)
         unload("ota")
     return answer(t, "recv")
 
@@ -166,26 +159,9 @@ def _seek(t):
         t.cur = (name, int(size), sha)
 
 
-async def _idle(net, t):
-    while net.ota is t:
-        await asyncio.sleep_ms(1000)
-        if net.ota is t and time.ticks_diff(time.ticks_ms(), t.seen) > _IDLE_MS:
-            t.task = None
-            _stop(net, t)
-            net.log.info("ota", "host silent: transfer paused at %d (kept on flash)" % t.off)
-
-
-def drop(t):
-    # the idle timer goes (its task holds this module's code in RAM while it sleeps); gt/otactl.py
-    # drops it too when a transfer is replaced or aborted
-    if t.task is not None:
-        t.task.cancel()
-        t.task = None
-
-
-def _stop(net, t):
-    # the transfer's RAM goes (its file closed), the receiver and the OLED hold with it
-    drop(t)
+def stop(net, t):
+    """Transfer t ends here (out of RAM, the flash failed, the host silent): its RAM goes (its
+    file closed), the receiver and the OLED hold with it; what it wrote stays for a resume."""
     if t.f is not None:
         try:
             t.f.close()

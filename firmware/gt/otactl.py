@@ -8,6 +8,7 @@
 import gc
 import json
 import os
+import time
 from micropython import const
 from gt import VERSION, display, unload
 
@@ -72,18 +73,26 @@ def control(net, d):
             _close(t)
             net.ota = None
             _rmtree(t.slot)
-            _unstage()
+            try:
+                os.remove(STAGE)
+            except OSError:
+                pass
         return "idle", None
     if op != "begin":
         return "err", "unknown op %r" % (op,)
     if t is not None and t.id == d["id"]:
+        t.seen = time.ticks_ms()
         return "recv", None  # the host asks again (our answer was lost): where we are
     _close(t)
     net.ota = t = None
     gc.collect()
     if gc.mem_free() < _ROOM:
         return "busy", "out of RAM: %d B free, a transfer needs %d" % (gc.mem_free(), _ROOM)
-    st = _stage()
+    try:
+        with open(STAGE) as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        st = {}
     if st.get("id") == d["id"]:
         slot = st["slot"]  # a transfer cut by a reset or a lost link: resume it
     else:
@@ -91,7 +100,8 @@ def control(net, d):
         _rmtree(slot)
     st = None
     need = d["size"] + _RESERVE - _used(slot)
-    free = _free()
+    free = os.statvfs(os.getcwd())  # the flash filesystem: free blocks x block size
+    free = free[1] * free[4]
     if need > free:
         why = "not enough flash: the release needs %d KB, %d KB free" % (need // 1024, free // 1024)
         return "refused", why
@@ -114,7 +124,8 @@ def control(net, d):
     t.off = 0  # the next stream byte wanted
     t.i = -1  # the file being written (-1: the manifest; then cur: its path, size, sha256 hex)
     t.start = 0  # where it starts in the stream
-    t.f = t.task = None  # the file being written (h: its hash), the idle timer (seen: last chunk)
+    t.f = None  # the file being written (h: its hash)
+    t.seen = time.ticks_ms()  # the host's last message (net drops a transfer silent for 60 s)
     # what files are read back through (a resume, the check before the switch): the OLED's frame
     # buffer while the display is held (display.hold: its pages are out of RAM), else 256 B
     t.buf = display._fb or bytearray(256)
@@ -139,32 +150,13 @@ def control(net, d):
 
 
 def _close(t):
-    # a transfer replaced, aborted or dropped: its file closed, its idle timer stopped
-    if t is not None:
-        if t.task is not None:
-            t.task.cancel()
-            t.task = None
-        if t.f is not None:
-            try:
-                t.f.close()
-            except OSError:
-                pass
-            t.f = None
-
-
-def _stage():
-    try:
-        with open(STAGE) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
-def _unstage():
-    try:
-        os.remove(STAGE)
-    except OSError:
-        pass
+    # a transfer replaced, aborted or dropped: its file closed
+    if t is not None and t.f is not None:
+        try:
+            t.f.close()
+        except OSError:
+            pass
+        t.f = None
 
 
 def _rmtree(d):
@@ -188,11 +180,6 @@ def _free_slot(p):
         if s not in k:
             return s
     raise OSError(0, "no free slot")
-
-
-def _free():
-    s = os.statvfs(os.getcwd())  # the flash filesystem: free blocks x block size
-    return s[1] * s[4]
 
 
 def _used(d):

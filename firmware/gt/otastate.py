@@ -1,7 +1,8 @@
 # The OTA pointer (ota.json, docs/ota.md): which folders hold the running version's code and
 # config, which version came before, and the trial. boot.py reads it before anything of the
 # firmware loads (and rolls a failed trial back); this module is what the running firmware does
-# with it: the config's path at boot, the trial's confirmation or failure. Loaded while needed.
+# with it: the config's path at boot, the trial's confirmation or failure (the wait for it:
+# gt/otatrial.py). Loaded while needed.
 import json
 import os
 
@@ -43,21 +44,9 @@ def fail(p, why, log):
     machine.reset()
 
 
-async def trial(app):
-    """Confirm the trial once the node is healthy (config valid: it got here; broker connected,
-    birth out, a reading taken) within its deadline; else fail it."""
-    import asyncio
-    import time
-
+def confirm(app):
+    """The node is healthy: the trial is confirmed, the versions neither kept are removed."""
     p = app.boot.ota
-    ms = p.get("trial_ms") or 120000
-    t0 = time.ticks_ms()
-    net = app.net
-    while not (net is not None and net.up and not net.birth and app.sampler.seq):
-        if time.ticks_diff(time.ticks_ms(), t0) > ms:
-            why = "no broker connection" if net is None or not net.up else "no reading"
-            fail(p, "not healthy within %d s: %s" % (ms // 1000, why), app.log)
-        await asyncio.sleep_ms(250)
     p["st"] = "confirmed"
     p["tries"] = 0
     p["why"] = None
@@ -67,7 +56,7 @@ async def trial(app):
     except Exception as e:  # (MemoryError too) the confirmation stands; the next one prunes
         app.log.warn("ota", "prune: %r" % (e,))
     app.log.info("ota", "confirmed %s" % p["cur"].get("v"), persist=True)
-    net.rebirth()  # the host learns it from the birth
+    app.net.rebirth()  # the host learns it from the birth
 
 
 def keep(p):
