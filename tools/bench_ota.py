@@ -120,8 +120,9 @@ def _one_node(BenchSite, wait_until, work: Path) -> list:
             (
                 "one node: transfer, then confirmed",
                 f"{res.transfer_s:.2f} s / {res.seconds:.2f} s",
-                f"{res.state}; {res.messages} chunks of <= 1 KB, window 4; reset, trial boot, TLS "
-                "connect and a reading until the confirmation",
+                f"{res.state}; {res.messages} chunks (each what the node's 256 B receive buffer "
+                "holds), window 4; reset, trial boot, TLS connect and a reading until the "
+                "confirmation",
             ),
             (
                 "one node: release size",
@@ -189,12 +190,13 @@ def _fleet(wait_until, work: Path) -> list:
             if m:
                 low[n] = int(m[0][1])
         worst = min(low, key=low.get) if low else None
-        errors = sum(
-            1
-            for n in fleet.nodes.values()
+        errors_seen = [
+            f"{name}: {ln}"
+            for name, n in fleet.nodes.items()
             for ln in n.board.lines
             if "MemoryError" in ln or "Traceback" in ln
-        )
+        ]
+        errors = len(errors_seen)
         return [
             (
                 f"demo fleet ({len(rels)} nodes): all transferred, all confirmed",
@@ -217,7 +219,8 @@ def _fleet(wait_until, work: Path) -> list:
             (
                 "demo fleet: bytes on the wire",
                 f"{wire:,} B",
-                f"{wire / size:.2f}x the releases; MemoryError / Traceback on the boards: {errors}",
+                f"{wire / size:.2f}x the releases; MemoryError / Traceback on the boards: {errors}"
+                + (f" ({errors_seen[0][:120]})" if errors_seen else ""),
             ),
         ]
     finally:

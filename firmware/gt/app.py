@@ -136,11 +136,11 @@ class App:
             self.link = "down"
             asyncio.create_task(self._guard("net", self.net.run()))
         if self.boot.ota.get("st") == "trial":  # a new version: healthy in time, or rolled back
-            from gt import otatrial, unload
+            from gt import otastate, unload
 
-            asyncio.create_task(self._guard("ota", otatrial.watch(self)))
-            otatrial = None  # (held by its task alone: its code leaves RAM when the trial ends)
-            unload("otatrial")
+            asyncio.create_task(self._guard("ota", otastate.trial(self)))
+            otastate = None  # (held by its task alone: its code leaves RAM when the trial ends)
+            unload("otastate")
         self.log.info(
             "app",
             "running node=%s role=%s sensors=%d interval=%dms boot=%d"

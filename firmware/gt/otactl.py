@@ -163,14 +163,14 @@ def _rmtree(d):
     try:
         os.stat(d)
     except OSError:
-        return  # (the usual case: otastate's code stays out of RAM)
-    from gt import otastate
+        return  # (the usual case: otaprune's code stays out of RAM)
+    from gt import otaprune
 
-    otastate.rmtree(d)
+    otaprune.rmtree(d)
 
 
 def _free_slot(p):
-    # a slot neither the running nor the previous version uses (the two kept: otastate.keep)
+    # a slot neither the running nor the previous version uses (the two kept: otaprune.keep)
     k = set()
     for v in (p.get("cur"), p.get("prev")):
         if v:

@@ -1,8 +1,8 @@
 # The OTA pointer (ota.json, docs/ota.md): which folders hold the running version's code and
 # config, which version came before, and the trial. boot.py reads it before anything of the
 # firmware loads (and rolls a failed trial back); this module is what the running firmware does
-# with it: the config's path at boot, the trial's confirmation or failure (the wait for it:
-# gt/otatrial.py). Loaded while needed.
+# with it: the config's path at boot, the trial and its failure (the confirmation and the versions
+# it removes: gt/otaprune.py). Loaded while needed.
 import json
 import os
 
@@ -44,64 +44,25 @@ def fail(p, why, log):
     machine.reset()
 
 
-def confirm(app):
-    """The node is healthy: the trial is confirmed, the versions neither kept are removed."""
+async def trial(app):
+    """Confirm the trial once the node is healthy (config valid: it got here; broker connected,
+    birth out, a reading taken) within its deadline; else fail it. The confirmation's code
+    (gt/otaprune.py) loads at the end: this task runs through the trial boot's first TLS connect,
+    the node's tightest moment for RAM (EL1 ran out there with the whole of it loaded)."""
+    import asyncio
+    import time
+
     p = app.boot.ota
-    p["st"] = "confirmed"
-    p["tries"] = 0
-    p["why"] = None
-    save(p)
-    try:
-        prune(p)
-    except Exception as e:  # (MemoryError too) the confirmation stands; the next one prunes
-        app.log.warn("ota", "prune: %r" % (e,))
-    app.log.info("ota", "confirmed %s" % p["cur"].get("v"), persist=True)
-    app.net.rebirth()  # the host learns it from the birth
+    ms = p.get("trial_ms") or 120000
+    t0 = time.ticks_ms()
+    net = app.net
+    while not (net is not None and net.up and not net.birth and app.sampler.seq):
+        if time.ticks_diff(time.ticks_ms(), t0) > ms:
+            why = "no broker connection" if net is None or not net.up else "no reading"
+            fail(p, "not healthy within %d s: %s" % (ms // 1000, why), app.log)
+        await asyncio.sleep_ms(250)
+    from gt import otaprune, unload
 
-
-def keep(p):
-    """The folders the running and the previous version use (the two versions kept)."""
-    k = set()
-    for v in (p.get("cur"), p.get("prev")):
-        if v:
-            k.add(v.get("code") or "")
-            k.add(v.get("cfg") or "")
-    return k
-
-
-def prune(p, slots=("ota/0", "ota/1", "ota/2", "ota/3", "ota/4")):
-    # exactly two versions on flash: every slot neither of them uses goes, and so does the copy
-    # deploy put in the flash root once neither uses it (called after the confirmed pointer is
-    # saved, so no boot from here on reads the root's; a cut midway leaves a part of it, never
-    # booted, which the next confirmation removes). boot.py, main.py, ota.json and the node's
-    # identity are outside every version and stay.
-    k = keep(p)
-    for s in slots:
-        if s not in k:
-            rmtree(s)
-    for v in (p.get("cur"), p.get("prev")):
-        if not (v and v.get("code")):
-            break
-    else:
-        rmtree("gt")
-    for v in (p.get("cur"), p.get("prev")):
-        if not (v and v.get("cfg")):
-            return
-    try:
-        os.remove("config.json")
-    except OSError:
-        pass
-
-
-def rmtree(d):
-    try:
-        it = list(os.ilistdir(d))
-    except OSError:
-        return
-    for e in it:
-        q = d + "/" + e[0]
-        if e[1] == 0x4000:
-            rmtree(q)
-        else:
-            os.remove(q)
-    os.rmdir(d)
+    otaprune.confirm(app, save)
+    otaprune = None
+    unload("otaprune")

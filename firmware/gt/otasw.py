@@ -49,9 +49,9 @@ async def _switch(net, t):
                 bad = name
             await asyncio.sleep_ms(0)  # the sampler and the publisher run between files
     if bad is not None:
-        from gt import otastate
+        from gt import otaprune
 
-        otastate.rmtree(t.slot)
+        otaprune.rmtree(t.slot)
         _unstage()
         return "%s changed on flash after it was written" % bad
     p = net.app.boot.ota  # the pointer as it is (read at boot, kept current by the trial)
