@@ -132,6 +132,10 @@ class LimitDetector:
         self._active = {(n, m): s for n, m, s in saved.get("active", [])}
 
 
+_NONE = -(1 << 62)  # an empty bucket's index (no reading's bucket is negative)
+_EMPTY, _ZERO = (_NONE,), (0.0,)
+
+
 class _Window:
     """min, max, sum and count of a series over the last window, in buckets a NB-th of it wide: O(1)
     memory, and the extremes exact (a bucket's). The window reaches at least window_s back (a bucket
@@ -144,20 +148,32 @@ class _Window:
     __slots__ = ("width", "idx", "lo", "hi", "sum", "n", "active", "last_ts")
 
     def __init__(self, window_ms: int):
+        # arrays, not lists: a list holds a float object (24 B) for each value, a bucket's index
+        # an int object; 4,000 windows of a 1,000-node fleet were 3.6 MB more as lists
         self.width = max(1, -(-window_ms // self.NB))
-        self.idx = [None] * self.SLOTS
-        self.lo = [0.0] * self.SLOTS
-        self.hi = [0.0] * self.SLOTS
-        self.sum = [0.0] * self.SLOTS
-        self.n = [0] * self.SLOTS
+        self.idx = array.array("q", _EMPTY) * self.SLOTS
+        self.lo = array.array("d", _ZERO) * self.SLOTS
+        self.hi = array.array("d", _ZERO) * self.SLOTS
+        self.sum = array.array("d", _ZERO) * self.SLOTS
+        self.n = array.array("q", (0,)) * self.SLOTS
         self.active = False
         self.last_ts = None
+
+    def saved(self) -> list:
+        idx = [None if i == _NONE else i for i in self.idx]
+        return [idx, list(self.lo), list(self.hi), list(self.sum), list(self.n), self.last_ts]
+
+    def load(self, saved: list) -> None:
+        idx, lo, hi, total, n, self.last_ts = saved
+        self.idx = array.array("q", (_NONE if i is None else i for i in idx))
+        self.lo, self.hi, self.sum = (array.array("d", x) for x in (lo, hi, total))
+        self.n = array.array("q", n)
 
     def _live(self, b: int):
         # buckets b-NB..b: the window ending at this reading, its start inside the oldest
         for k in range(self.SLOTS):
             i = self.idx[k]
-            if i is not None and b - self.NB <= i <= b:
+            if b - self.NB <= i <= b:  # (an empty bucket's _NONE is never)
                 yield k
 
     def extremes(self, ts: int) -> tuple[float | None, float | None, float, int]:
@@ -307,13 +323,7 @@ class RuleDetector:
     def state(self) -> dict:
         # the windows of the conditions that hold (few), so a restart judges their end on the same
         # data
-        return {
-            "active": [
-                list(k) + [[w.idx, w.lo, w.hi, w.sum, w.n, w.last_ts]]
-                for k, w in self._win.items()
-                if w.active
-            ]
-        }
+        return {"active": [list(k) + [w.saved()] for k, w in self._win.items() if w.active]}
 
     def restore(self, saved: dict) -> None:
         for node, metric, name, *win in saved.get("active", []):
@@ -322,9 +332,7 @@ class RuleDetector:
                     w = self._win.setdefault((node, metric, name), _Window(rule.window_ms))
                     w.active = True
                     if win and len(win[0]) == 6 and len(win[0][0]) == w.SLOTS:
-                        w.idx, w.lo, w.hi, w.sum, w.n, w.last_ts = (
-                            list(x) if isinstance(x, list) else x for x in win[0]
-                        )
+                        w.load(win[0])
 
 
 SIGMA_LEVELS = ((5.0, "high"), (4.0, "medium"), (3.0, "low"))

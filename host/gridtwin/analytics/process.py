@@ -53,7 +53,7 @@ from gridtwin.analytics.notify import Notifier
 
 log = logging.getLogger("gridtwin.analytics")
 STATS_EVERY_S = 1.0
-CHUNK = 200  # messages analysed at a time (a batch of 1,000 nodes' messages in five)
+CHUNK = 200  # messages in a frame to the child, analysed at once (1,000 nodes' messages in five)
 NICE = 10  # the analytics process's niceness, added to the daemon's
 RESTARTS_MAX, RESTART_WINDOW_S = 5, 600.0
 HEAD = struct.Struct("<I")  # a frame's length, before its bytes
@@ -137,11 +137,11 @@ class Child:
         self._writer = threading.Thread(target=self._write, name="analytics-feed", daemon=True)
         self._writer.start()
 
-    def put(self, blob: bytes) -> bool:
+    def put(self, *blobs: bytes) -> bool:
         with self._cv:
             if self._closed:
                 return False
-            self._pending.append(blob)
+            self._pending.extend(blobs)
             self._cv.notify()
         return True
 
@@ -257,15 +257,19 @@ class AnalyticsProcess:
 
     def feed(self, tels) -> None:
         """Ingest's listener (the writer thread, after a commit): hand the batch over or drop it."""
-        n = 0
-        rows = []
-        for t in tels:
-            n += len(t.m)
-            rows.append((t.node, t.ts, t.m))
+        rows = [(t.node, t.ts, t.m) for t in tels]
+        counts = [len(r[2]) for r in rows]
+        n = sum(counts)
         child = self.child
         if child is not None and child.backlog() + n <= self.queue_max:
             try:
-                if child.put(marshal.dumps((n, rows))):
+                # a frame of CHUNK messages at most: the child unpacks a frame at once, and a
+                # burst's commit of thousands made a peak of objects its interpreter keeps as RSS
+                blobs = [
+                    marshal.dumps((sum(counts[i : i + CHUNK]), rows[i : i + CHUNK]))
+                    for i in range(0, len(rows), CHUNK)
+                ]
+                if child.put(*blobs):
                     child.sent += n
                     return
             except ValueError:  # a value marshal cannot carry
