@@ -112,6 +112,13 @@ async def _reset(app):
     import machine
 
     await asyncio.sleep_ms(500)  # the ack goes out first
+    # the readings in RAM go out before the reset rather than to flash (up to 3 s): a spill to
+    # replay loads its code (gt/spool.py) beside the trial boot's first TLS connect, which pv1
+    # then did not have the RAM for in one demo fleet run (it connected at the next try)
+    for _ in range(30):
+        if not len(app.outbox):
+            break
+        await asyncio.sleep_ms(100)
     app.log.info("ota", "resetting after reading %d" % app.sampler.seq)
     try:
         app.outbox.flush()  # the readings in RAM survive on flash
