@@ -55,6 +55,9 @@ def test_analytics_runs_in_a_child_that_is_restarted_and_stopped(
         assert child.pid != os.getpid() and child.poll() is None
         # the analytics process is the daemon's one child (no multiprocessing resource tracker)
         assert sorted(set(_children(os.getpid())) - set(before)) == [child.pid]
+        # at a lower priority than the daemon (ingest gets the CPU first)
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(mine + 10, 19)
         # out of range for the site's min_duration_s (10 s of reading time): an alert
         for k, dt in enumerate((0, 5_000, 11_000)):
             grid.publish(_tel("grid1", k, start + dt, mains_v=262.0))
