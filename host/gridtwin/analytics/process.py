@@ -88,7 +88,7 @@ class Frames:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not select.select([self.fd], [], [], left)[0]:
                 return None
-            data = os.read(self.fd, 1 << 20)
+            data = os.read(self.fd, 1 << 16)  # a pipe holds 64 kB
             if not data:
                 return EOF
             self.buf += data
