@@ -110,7 +110,12 @@ def test_five_vnodes_started_at_once_all_run(site_pki_copy, broker_factory, micr
             t.start()
         for t in watchers:
             t.join(90)
-        assert sorted(connected) == sorted(nodes), {n: p.poll() for n, p in procs.items()}
+        consoles = site_pki_copy.dir / "var" / "vnodes"
+        assert sorted(connected) == sorted(nodes), {
+            n: (p.poll(), (consoles / n / "console.log").read_text().splitlines()[-12:])
+            for n, p in procs.items()
+            if n not in connected
+        }
     finally:
         for p in procs.values():
             if p.poll() is None:

@@ -76,7 +76,8 @@ def add_arguments(p):
         "--heap",
         type=heap_size,
         default=None,
-        help=f"the firmware's heap, at least {MIN_HEAP} (default {NODE_HEAP}, an ESP32's)",
+        help=f"the firmware's heap, at least {MIN_HEAP} (default {NODE_HEAP}: see "
+        "gridtwin.vboard.NODE_HEAP)",
     )
     p.add_argument("--dir", default=None, help="the board's folder (default: <var>/vnodes/NODE)")
 
