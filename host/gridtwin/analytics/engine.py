@@ -263,7 +263,7 @@ class Analytics:
     def observe(self, batch: list[base.Reading]) -> list[Finding]:
         if not batch:
             return []
-        self.analysed += len(batch)
+        n = len(batch)
         for r in batch:
             if r[2] > self._latest_ts:
                 self._latest_ts = r[2]
@@ -281,6 +281,7 @@ class Analytics:
             ):  # a physically impossible reading feeds no rule, statistic or KPI after the limits
                 batch = [r for r in batch if (r[0], r[1], r[2]) not in bad]
         self.handle(found)
+        self.analysed += n  # once the detectors are done: whoever reads the count sees their work
         return found
 
     def tick(self, now_ms: int) -> list[Finding]:
