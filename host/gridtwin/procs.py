@@ -63,6 +63,16 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+def python_module(module: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run ``python -m module args`` with this interpreter and
+    this gridtwin (the folder holding the package first on PYTHONPATH: a checkout or an installed
+    wheel alike), for the helper processes of our own (analytics, its training rounds)."""
+    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
+    return [sys.executable, "-m", module, *args], env
+
+
 def spawn(
     cmd: list[str],
     *,

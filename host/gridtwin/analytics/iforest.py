@@ -190,13 +190,12 @@ class _Trainer:
 
     def __init__(self):
         import subprocess
-        import sys
 
         from gridtwin import procs
 
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        cmd, env = procs.python_module("gridtwin.analytics.iforest")
         self.proc = procs.spawn(
-            [sys.executable, "-m", "gridtwin.analytics.iforest"],
+            cmd,
             kind="training process",
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -108,12 +108,10 @@ class Child:
     def __init__(self, run: dict):
         feed_r, self.feed_w = os.pipe()
         self.out_r, out_w = os.pipe()
-        host = str(Path(__file__).resolve().parents[2])  # where gridtwin is, for any python path
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (host, env.get("PYTHONPATH")) if p)
+        cmd, env = procs.python_module("gridtwin.analytics.process", str(feed_r), str(out_w))
         try:
             self.proc = procs.spawn(
-                [sys.executable, "-m", "gridtwin.analytics.process", str(feed_r), str(out_w)],
+                cmd,
                 kind="analytics process",
                 setup=lambda: os.nice(NICE),  # ingest first (its start too)
                 stdin=subprocess.DEVNULL,
