@@ -117,7 +117,7 @@ class Outbox:
             if self.spill_bytes:
                 try:
                     self._append(self._dated(old))
-                except OSError:
+                except (OSError, MemoryError):
                     self._dropped += 1
             else:
                 self._dropped += 1
@@ -259,6 +259,6 @@ class Outbox:
         while self._n:
             try:
                 self._append(self._dated(self._ring[self._head]))
-            except OSError:
+            except (OSError, MemoryError):  # kept in RAM; the next flush tries again
                 return
             self._pop_head()

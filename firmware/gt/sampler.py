@@ -21,6 +21,7 @@ class Sampler:
         self.seq = 0
         self.last = None  # the latest (seq, ticks, metrics): what the OLED's readings page shows
         self.overruns = 0
+        self.short = 0  # of those, the slots skipped for want of RAM
         self.beat = time.ticks_ms()
         # One dict for every reading: emptied key by key (deleting keeps its table) instead of a
         # new one growing through 8 tables a reading, each a different size; varying sizes are
@@ -36,9 +37,9 @@ class Sampler:
         for s in app.sensors:
             s.read_into(m, now, app.log)
         app.role.sample(m, now)
+        rec = (self.seq + 1, now, m)
+        app.outbox.push(rec)  # whole or not at all: a MemoryError here leaves no reading behind
         self.seq += 1
-        rec = (self.seq, now, m)
-        app.outbox.push(rec)
         self.last = rec
         if self.trace:
             print("T", self.seq, now, m)
@@ -53,7 +54,20 @@ class Sampler:
                 # (never taken late under an earlier stamp); with room, sampling goes on as ever
                 self.overruns += 1
             else:
-                self.sample(due)
+                try:
+                    self.sample(due)
+                except MemoryError:
+                    # RAM too fragmented for this reading at this instant (a TLS handshake's
+                    # buffers come and go): collect and try once more, else skip the slot and
+                    # count it. A node that resets here loses far more than one slot.
+                    gc.collect()
+                    try:
+                        self.sample(due)
+                    except MemoryError:
+                        self.overruns += 1
+                        self.short += 1
+                        gc.collect()
+                        self.app.log.warn("sampler", "slot skipped, out of RAM")
             self.beat = time.ticks_ms()
             due = time.ticks_add(due, self.interval)
             late = time.ticks_diff(self.beat, due)

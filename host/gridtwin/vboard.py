@@ -188,7 +188,10 @@ class VirtualBoard:
     def command(self, script: str | None = "_boot_board.py") -> list[str]:
         cmd = [find_micropython(), "-X", f"heapsize={heap_bytes(self.heap) + SHIM_ALLOWANCE}"]
         if script:
-            cmd.append(str(shim_dir() / script))
+            # by the short link, as the rest (see _link): the interpreter interns the script's path
+            # and puts its folder first on sys.path; from the package's absolute folder, a deeper
+            # installation left pv1 3 KB less at 96 KB than a shallow one
+            cmd.append(f"{self._link('shim', shim_dir())}/{script}")
         return cmd
 
     def _link(self, name: str, target: pathlib.Path) -> str:
@@ -387,7 +390,7 @@ class PtyBoard:
             env["GT_SKIP_MAIN"] = "1"  # a soft reset into the raw REPL runs boot.py only
         self._hidden = b"" if raw else None
         self._proc = procs.spawn(
-            self.board.command(script=None) + ["-i", str(shim_dir() / "_boot_board.py")],
+            self.board.command(script=None) + ["-i", self.board.command()[-1]],
             kind="virtual board",
             name=self.board.name,
             setup=controlling_tty,

