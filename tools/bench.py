@@ -683,6 +683,11 @@ def main(argv=None) -> int:
         help="cost: skip the 10,000 msg/s latency run",
     )
     ap.add_argument(
+        "--cost-daemon-only",
+        action="store_true",
+        help="cost: only the daemon's rows (CPU at 1,000 msg/s, latency at 10,000, burst)",
+    )
+    ap.add_argument(
         "--cost-readings",
         type=int,
         default=1_000_000,
