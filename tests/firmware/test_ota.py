@@ -342,6 +342,9 @@ def test_fullest_node_takes_an_update_in_96k(broker, updater, tmp_path):
         assert res.ok and res.state == "confirmed", res.line()
         low = int(board.wait_for(r"ota: switched .* low=(\d+) ", timeout=5)[1])
     finally:
+        # what the Ctrl-C of the stop makes it print (one landing in a collection's finalisers:
+        # "heap is locked", seen in a CI run) is not a crash
+        board.stopped_at = len(board.lines)
         fleet.stop()
     print(f"\nEL1 at 96 KB: {low} B free at the transfer's fullest moment")
     assert not crashed(board), crashed(board)
