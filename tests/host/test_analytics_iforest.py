@@ -266,3 +266,20 @@ print(all(np.array_equal(getattr(fits[0], a), getattr(fits[1], a)) for a in fits
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
+
+
+def test_a_round_of_training_runs_below_ingest():
+    """A round's process (scikit-learn fits: seconds of CPU) runs below the process that starts it,
+    and so does its session: it is in a session of its own, and with Linux's autogroups a core is
+    shared between sessions first (a process's nice alone counts only within its session)."""
+    from gridtwin.analytics.iforest import _Trainer
+
+    trainer = _Trainer()
+    try:
+        want = min(os.getpriority(os.PRIO_PROCESS, 0) + 10, 19)
+        assert os.getpriority(os.PRIO_PROCESS, trainer.proc.pid) == want
+        if os.path.exists("/proc/self/autogroup"):
+            with open(f"/proc/{trainer.proc.pid}/autogroup") as f:
+                assert f.read().split()[-1] == str(want)
+    finally:
+        trainer.close()

@@ -192,11 +192,13 @@ class _Trainer:
         import subprocess
 
         from gridtwin import procs
+        from gridtwin.analytics.process import below_ingest
 
         cmd, env = procs.python_module("gridtwin.analytics.iforest")
         self.proc = procs.spawn(
             cmd,
             kind="training process",
+            setup=below_ingest,  # a round is seconds of CPU: below ingest (its session too)
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
