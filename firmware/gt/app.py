@@ -116,6 +116,8 @@ class App:
             self.uptime()
             try:
                 self.display.update(self)
+            except MemoryError:
+                pass  # a moment short of RAM (a TLS handshake's): the next second draws it
             except Exception as e:  # a broken OLED never stops the node
                 self.log.warn("display", "update failed: %r" % e)
                 self.display = display.NullDisplay()

@@ -67,7 +67,10 @@ class Sampler:
                         self.overruns += 1
                         self.short += 1
                         gc.collect()
-                        self.app.log.warn("sampler", "slot skipped, out of RAM")
+                        try:
+                            self.app.log.warn("sampler", "slot skipped, out of RAM")
+                        except MemoryError:
+                            pass  # (counted: the summary at Ctrl-C carries it)
             self.beat = time.ticks_ms()
             due = time.ticks_add(due, self.interval)
             late = time.ticks_diff(self.beat, due)
