@@ -642,7 +642,7 @@ def _cpu_s(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def ingest_on_off(per_node: int = 120, n_nodes: int = 1000, on_extra: str = "", rounds: int = 3):
+def ingest_on_off(per_node: int = 120, n_nodes: int = 1000, on_extra: str = "", rounds: int = 5):
     """Durable ingest of the same backlog (1,000 nodes x 10 metrics) by the site's daemon with
     [analytics] off and on, `rounds` times each in the order off on, on off, off on, ... (a drift
     of the machine's load falls on both alike): msg/s, the daemon's CPU, its RSS, the analytics
@@ -813,7 +813,10 @@ def ingest_on_off(per_node: int = 120, n_nodes: int = 1000, on_extra: str = "", 
 def _children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
     return out
 
 
