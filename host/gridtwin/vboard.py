@@ -188,10 +188,13 @@ class VirtualBoard:
     def command(self, script: str | None = "_boot_board.py") -> list[str]:
         cmd = [find_micropython(), "-X", f"heapsize={heap_bytes(self.heap) + SHIM_ALLOWANCE}"]
         if script:
-            # by the short link, as the rest (see _link): the interpreter interns the script's path
-            # and puts its folder first on sys.path; from the package's absolute folder, a deeper
-            # installation left pv1 3 KB less at 96 KB than a shallow one
-            cmd.append(f"{self._link('shim', shim_dir())}/{script}")
+            # imported by name from the short link on MICROPYPATH (see _link), not run by path:
+            # for a script the interpreter puts the realpath of its folder first on sys.path, so
+            # every shim module got the package's absolute path as an interned string. The
+            # strings' lengths moved the heap's layout with the checkout's folder: pv1 failed
+            # every TLS connect at 96 KB from /tmp/ci/main (5 runs of 5), never from /work/main.
+            self._link("shim", shim_dir())
+            cmd += ["-c", f"import {script.removesuffix('.py')}"]
         return cmd
 
     def _link(self, name: str, target: pathlib.Path) -> str:
@@ -390,7 +393,7 @@ class PtyBoard:
             env["GT_SKIP_MAIN"] = "1"  # a soft reset into the raw REPL runs boot.py only
         self._hidden = b"" if raw else None
         self._proc = procs.spawn(
-            self.board.command(script=None) + ["-i", self.board.command()[-1]],
+            self.board.command(script=None) + ["-i"] + self.board.command()[-2:],
             kind="virtual board",
             name=self.board.name,
             setup=controlling_tty,
