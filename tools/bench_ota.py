@@ -172,7 +172,7 @@ def _fleet(wait_until, work: Path) -> list:
     brk.start()
     fleet = up = None
     try:
-        # at 96 KB, the budget (the demo's own NODE_HEAP is still 128 KB: gridtwin.vboard)
+        # at 96 KB, the budget (the demo's own NODE_HEAP: gridtwin.vboard)
         fleet = VirtualFleet(site, pki, work / "fleet", broker=("127.0.0.1", brk.port), heap="96k")
         fleet.start()
         for n in fleet.nodes.values():

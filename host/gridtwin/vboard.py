@@ -33,13 +33,13 @@ from gridtwin.resources import FIRMWARE_DIR, shim_dir
 RESET_EXIT = 75  # virtual/shim/_world.py: the chip reset, start it again
 # The firmware's GC heap: ESP32-like, and stricter, since the unix port's objects are 64-bit.
 DEFAULT_HEAP = "96k"
-# What a node gets in the demo and `gridtwin vnode`. On this 64-bit port a GC block is 32 bytes and
-# a pointer 8 (16 and 4 on the ESP32), so the same objects take 1.3-2x the room. At 96k every
-# example node connects over TLS with 11.4 KB or more free after the CONNACK, no crash boot
-# (tests/firmware/test_fleet_heap.py, issue #20); but run at 96k, pv1 failed TLS connects with a
-# MemoryError when five vnodes started at once in a full-suite run (90 s without a connect) and in
-# the OTA bench's fleet (connected at the next try): not explained yet, so 128k until it is.
-NODE_HEAP = "128k"
+# What a node gets in the demo and `gridtwin vnode`: issue #20's 96 KB. On this 64-bit port a GC
+# block is 32 bytes and a pointer 8 (16 and 4 on the ESP32), so the same objects take 1.3-2x the
+# room. Every example node connects over TLS with 12 KB or more free after the CONNACK, no crash
+# boot (tests/firmware/test_fleet_heap.py), five vnodes started at once too (pv1 ~12.7 KB,
+# tests/host/test_firmware_build.py); pv1's failed connects there came from the shim's absolute
+# path moving the heap's layout (see command()).
+NODE_HEAP = "96k"
 # Room in the interpreter's heap for the shim itself (its modules, and the chip models with their
 # instances). The shim fills what it does not use with ballast, so the firmware sees exactly its
 # budget.
