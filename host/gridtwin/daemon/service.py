@@ -21,7 +21,7 @@ from gridtwin.daemon.alerts import Alerts, NodeWatch
 from gridtwin.daemon.api import LocalApi
 from gridtwin.daemon.bus import Bus
 from gridtwin.daemon.dispatch import Dispatcher
-from gridtwin.daemon.ingest import Ingest
+from gridtwin.daemon.ingest import Ingest, settle_gc
 from gridtwin.daemon.metrics import Metrics, MetricsServer
 from gridtwin.daemon.store_influx import InfluxConfig, InfluxWriter, SpoolForwarder
 from gridtwin.daemon.store_sqlite import SqliteStore
@@ -331,6 +331,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: done.set())
         self.start()
+        settle_gc()  # this process is the daemon's: start-up's objects out of the collector's way
         where = f" /metrics on port {self.metrics_server.port}" if self.metrics_server else ""
         log.info("daemon running: database %s,%s", self.store.path, where)
         while not done.wait(1.0):
