@@ -490,8 +490,13 @@ def test_alerts_follow_prints_raised_and_cleared_alerts_until_ctrl_c(tmp_path):
         ]
     finally:
         p.send_signal(signal.SIGINT)
-        assert p.wait(20) == 0
-        store.close()
+        try:
+            assert p.wait(20) == 0
+        finally:
+            if p.poll() is None:  # a follower that did not stop is not left behind
+                p.kill()
+                p.wait()
+            store.close()
 
 
 def test_telegraf_stores_an_analytics_alert_with_its_metric_and_value(site_pki, tmp_path):
