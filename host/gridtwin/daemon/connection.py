@@ -40,65 +40,25 @@ class BufferedClient(mqtt.Client):
         super().__init__(*a, **kw)
         self._gt_data, self._gt_pos, self._gt_sock = b"", 0, None
         self.on_publish_raw = None
-        # the last fill left nothing in OpenSSL or the socket that select would not report
-        self._gt_drained = False
-        self._gt_probe = None  # (SSLObject.read, has_pending()) of this connection, or None
-        self._gt_probe_sock = None
 
     def _gt_check_sock(self) -> None:
         if self._gt_sock is not self._sock:  # a new connection: nothing buffered belongs to it
             self._gt_sock, self._gt_data, self._gt_pos = self._sock, b"", 0
 
-    def _gt_reader(self):
-        """(read, has_pending) for the connection's TLS object once read-ahead is on, else None.
-
-        With read-ahead one ``recv`` brings every waiting record into OpenSSL, which returns them
-        one per read; asking it whether it still holds any (``SSL_has_pending``) ends the reads
-        without the last one that fails (a ``recv`` system call and two exceptions, about a third
-        of this thread's time per wake-up at 1,000 msg/s)."""
-        sock = self._sock
-        if self._gt_probe_sock is not sock:
-            self._gt_probe_sock = sock
-            self._gt_probe = None
-            if self._gt_read_ahead:
-                self._gt_probe = _pending_probe(sock, getattr(self, "_ssl_context", None))
-        return self._gt_probe
-
-    _gt_read_ahead = False
-
     def _gt_fill(self) -> int:
         """Append what the socket holds to the buffer: bytes read, 0 if none; EOF raises."""
         chunks, size = [], 0
-        reader = self._gt_reader()
-        self._gt_drained = False
         while size < self._READ:
-            if reader is None:
-                try:
-                    data = super()._sock_recv(self._READ)
-                except BlockingIOError:
-                    self._gt_drained = True
-                    break
-            else:
-                try:
-                    data = reader[0](self._READ)
-                except ssl.SSLWantReadError:
-                    self._gt_drained = True
-                    break
-                except ssl.SSLWantWriteError:
-                    self._call_socket_register_write()
-                    self._gt_drained = True
-                    break
-                except ssl.SSLEOFError:
-                    data = b""  # a ragged EOF, as SSLSocket.recv reports it (suppress_ragged_eofs)
+            try:
+                data = super()._sock_recv(self._READ)
+            except BlockingIOError:
+                break
             if not data:
                 if chunks:
                     break
                 raise ConnectionError("connection closed by the broker")
             chunks.append(data)
             size += len(data)
-            if reader is not None and not reader[1]():
-                self._gt_drained = True  # OpenSSL holds nothing more: the socket is select's
-                break
         if chunks:
             self._gt_data = self._gt_data[self._gt_pos :] + b"".join(chunks)
             self._gt_pos = 0
@@ -167,7 +127,6 @@ class BufferedClient(mqtt.Client):
             ):
                 rc = super().loop_read(max_packets)
             return rc
-        filled = False
         while True:
             if self._sock is None:
                 return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
@@ -182,10 +141,7 @@ class BufferedClient(mqtt.Client):
                 if rc != ok:
                     return rc
                 continue
-            if filled and self._gt_drained:
-                return ok  # nothing more is waiting anywhere select does not see
             try:
-                filled = True
                 if not self._gt_fill():
                     return ok  # wait for select
             except (ConnectionError, OSError) as exc:
@@ -202,8 +158,7 @@ class BufferedClient(mqtt.Client):
         waits in OpenSSL's buffer while ``select`` sees an idle socket."""
         if self.on_publish_raw is None or self._protocol != mqtt.MQTTv311:
             return False
-        self._gt_read_ahead = _set_read_ahead(getattr(self, "_ssl_context", None))
-        return self._gt_read_ahead
+        return _set_read_ahead(getattr(self, "_ssl_context", None))
 
     def ack_many(self, mids: list[int], wake: bool = True) -> None:
         """PUBACK (QoS 1) for each mid, in order, as one write; the short form is valid in v5.
@@ -274,48 +229,6 @@ def _set_read_ahead(context) -> bool:
         return ctrl(ptr, 40, 0, None) == 1  # SSL_CTRL_GET_READ_AHEAD
     except (OSError, AttributeError, ValueError, ImportError):
         return False
-
-
-def _pending_probe(sock, context):
-    """``(sslobj.read, has_pending)`` for a TLS socket: its C object's read (SSLSocket.recv without
-    three Python frames) and ``SSL_has_pending(ssl)`` through ctypes (Python offers only
-    ``pending()``, which does not count records read ahead but not yet decrypted). The SSL pointer
-    sits in CPython's _ssl._SSLSocket between its socket weakref and its context; it is trusted
-    only if the field after it is the context object and OpenSSL says the SSL belongs to that
-    context's SSL_CTX. Anything unexpected: None (the reads end as before, on the one that
-    fails)."""
-    import sys
-
-    sslobj = getattr(sock, "_sslobj", None)
-    if (
-        sslobj is None
-        or not isinstance(context, ssl.SSLContext)
-        or sys.implementation.name != "cpython"
-    ):
-        return None
-    try:
-        import ctypes
-        import functools
-
-        import _ssl
-
-        lib = ctypes.CDLL(_ssl.__file__)
-        ptr_size = ctypes.sizeof(ctypes.c_void_p)
-        base = id(sslobj) + object.__basicsize__
-        if ctypes.c_void_p.from_address(base + 2 * ptr_size).value != id(sslobj.context):
-            return None
-        if sslobj.context is not context:
-            return None
-        ssl_ptr = ctypes.c_void_p.from_address(base + ptr_size).value
-        ctx_ptr = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
-        get_ctx, has_pending = lib.SSL_get_SSL_CTX, lib.SSL_has_pending
-        get_ctx.restype, get_ctx.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
-        has_pending.restype, has_pending.argtypes = ctypes.c_int, [ctypes.c_void_p]
-        if not ssl_ptr or not ctx_ptr or get_ctx(ssl_ptr) != ctx_ptr:
-            return None
-        return sslobj.read, functools.partial(has_pending, ssl_ptr)
-    except (OSError, AttributeError, ValueError, ImportError):
-        return None
 
 
 _FAST = all(
