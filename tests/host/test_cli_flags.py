@@ -602,6 +602,23 @@ def _vnode(site_path, *argv):
     )
 
 
+def _ctrl_c_once_booted(proc):
+    """Ctrl-C to a `gridtwin vnode` once its board has booted; (proc, stdout, stderr)."""
+    import signal
+
+    try:
+        for line in proc.stdout:  # the firmware is up and sampling (no broker: it keeps retrying)
+            if " boot: " in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc, out, err
+
+
 def test_vnode_out_of_memory_ends_with_one_line_and_a_nonzero_exit(site_pki_copy, micropython):
     # EL1 (INA226, two analog inputs, DS18B20, OLED) runs out of an 80k heap while it boots, three
     # boots in a row, and the firmware falls into safe mode: that is the end of this board's run
@@ -617,19 +634,8 @@ def test_vnode_out_of_memory_ends_with_one_line_and_a_nonzero_exit(site_pki_copy
 
 
 def test_vnode_ctrl_c_stops_without_a_bare_keyboard_interrupt(site_pki_copy, micropython):
-    import signal
 
-    proc = _vnode(site_pki_copy.path, "pdu_a")
-    try:
-        for line in proc.stdout:  # the firmware is up and sampling (no broker: it keeps retrying)
-            if " boot: " in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, out, err = _ctrl_c_once_booted(_vnode(site_pki_copy.path, "pdu_a"))
     assert proc.returncode == 0, err
     assert "KeyboardInterrupt" not in out + err and "Traceback" not in err
     assert "stopped" in err.splitlines()[-1] and "pdu_a" in err.splitlines()[-1]
@@ -652,7 +658,6 @@ def test_vnode_ctrl_c_inside_a_collection_is_not_shown_as_a_crash(site_pki_copy,
     # heap then stayed locked; the node's next allocation failed with "heap is locked" and the
     # docs test saw `gridtwin vnode` print it as a crash with a traceback. A board whose main.py
     # answers Ctrl-C with exactly those lines stands in for that moment.
-    import signal
 
     flash = site_pki_copy.path.parent / "vn" / "flash"
     flash.mkdir(parents=True)
@@ -668,17 +673,9 @@ def test_vnode_ctrl_c_inside_a_collection_is_not_shown_as_a_crash(site_pki_copy,
         "    print('  File \"../shim/socket.py\", line 21, in _watch')\n"
         "    print('MemoryError: memory allocation failed, heap is locked')\n"
     )
-    proc = _vnode(site_pki_copy.path, "pdu_a", "--dir", str(flash.parent))
-    try:
-        for line in proc.stdout:
-            if " boot: " in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, out, err = _ctrl_c_once_booted(
+        _vnode(site_pki_copy.path, "pdu_a", "--dir", str(flash.parent))
+    )
     assert proc.returncode == 0, err
     assert "Traceback" not in out + err and "heap is locked" not in out + err, out
     assert "the Ctrl-C landed inside a garbage collection" in out
