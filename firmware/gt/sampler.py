@@ -21,7 +21,6 @@ class Sampler:
         self.seq = 0
         self.last = None  # the latest (seq, ticks, metrics): what the OLED's readings page shows
         self.overruns = 0
-        self.short = 0  # of those, the slots skipped for want of RAM
         self.beat = time.ticks_ms()
         # One dict for every reading: emptied key by key (deleting keeps its table) instead of a
         # new one growing through 8 tables a reading, each a different size; varying sizes are
@@ -45,6 +44,22 @@ class Sampler:
             print("T", self.seq, now, m)
         return rec
 
+    def _take(self, due):
+        # RAM too fragmented for this reading at this instant (a TLS handshake's buffers come and
+        # go): collect and try once more, else the slot is skipped (counted by the caller). A node
+        # that resets here loses far more than one slot.
+        for _ in range(2):
+            try:
+                self.sample(due)
+                return True
+            except MemoryError:
+                gc.collect()
+        try:
+            self.app.log.warn("sampler", "slot skipped, out of RAM")
+        except MemoryError:
+            pass  # (counted in overruns all the same)
+        return False
+
     async def run(self):
         due = time.ticks_ms()
         net = self.app.net
@@ -53,24 +68,8 @@ class Sampler:
                 # a handshake's peak left no room for a reading: this slot is skipped and counted
                 # (never taken late under an earlier stamp); with room, sampling goes on as ever
                 self.overruns += 1
-            else:
-                try:
-                    self.sample(due)
-                except MemoryError:
-                    # RAM too fragmented for this reading at this instant (a TLS handshake's
-                    # buffers come and go): collect and try once more, else skip the slot and
-                    # count it. A node that resets here loses far more than one slot.
-                    gc.collect()
-                    try:
-                        self.sample(due)
-                    except MemoryError:
-                        self.overruns += 1
-                        self.short += 1
-                        gc.collect()
-                        try:
-                            self.app.log.warn("sampler", "slot skipped, out of RAM")
-                        except MemoryError:
-                            pass  # (counted: the summary at Ctrl-C carries it)
+            elif not self._take(due):
+                self.overruns += 1
             self.beat = time.ticks_ms()
             due = time.ticks_add(due, self.interval)
             late = time.ticks_diff(self.beat, due)
