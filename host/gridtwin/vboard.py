@@ -150,6 +150,10 @@ class VirtualBoard:
         self._proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        # len(lines) when stop() was asked: what the board printed after it is its answer to our
+        # Ctrl-C, not news about the firmware (one landing inside a garbage collection leaves the
+        # unix port's heap locked and prints a "heap is locked" MemoryError)
+        self.stopped_at: int | None = None
         self._console = None
         # called with each console line as it arrives (gridtwin vnode prints them)
         self.on_line = None
@@ -326,6 +330,8 @@ class VirtualBoard:
         with self._cond:
             self._stopping = True
             p = self._proc
+        if self.stopped_at is None:
+            self.stopped_at = len(self.lines)
         procs.stop(p, sig=signal.SIGINT, timeout=timeout)
         if self._thread:
             self._thread.join(timeout)

@@ -127,10 +127,10 @@ def run(args) -> int:
         f"Ctrl-C stops it",
         file=sys.stderr,
     )
-    stopping = []
     noted = []
 
     def echo(line: str) -> None:
+        stopping = node.board.stopped_at is not None  # our Ctrl-C was sent (VirtualBoard.stop)
         if stopping and line.endswith("KeyboardInterrupt"):
             line = line[
                 : -len("KeyboardInterrupt")
@@ -168,7 +168,6 @@ def run(args) -> int:
         except KeyboardInterrupt:
             why = None
         finally:
-            stopping.append(True)
             node.stop()
     if why is None:
         return 0
