@@ -191,15 +191,17 @@ class VirtualBoard:
     # --- the interpreter ---
     def command(self, script: str | None = "_boot_board.py") -> list[str]:
         cmd = [find_micropython(), "-X", f"heapsize={heap_bytes(self.heap) + SHIM_ALLOWANCE}"]
-        if script:
-            # imported by name from the short link on MICROPYPATH (see _link), not run by path:
-            # for a script the interpreter puts the realpath of its folder first on sys.path, so
-            # every shim module got the package's absolute path as an interned string. The
-            # strings' lengths moved the heap's layout with the checkout's folder: pv1 failed
-            # every TLS connect at 96 KB from /tmp/ci/main (5 runs of 5), never from /work/main.
-            self._link("shim", shim_dir())
-            cmd += ["-c", f"import {script.removesuffix('.py')}"]
-        return cmd
+        return cmd + self.boot_args(script) if script else cmd
+
+    def boot_args(self, script: str = "_boot_board.py") -> list[str]:
+        """The interpreter's arguments that run the shim's ``script``: imported by name from the
+        short link on MICROPYPATH (see _link), not run by path. For a script the interpreter puts
+        the realpath of its folder first on sys.path, so every shim module got the package's
+        absolute path as an interned string, and the strings' lengths moved the heap's layout with
+        the checkout's folder: pv1 failed every TLS connect at 96 KB from /tmp/ci/main (5 runs of
+        5), never from /work/main."""
+        self._link("shim", shim_dir())
+        return ["-c", f"import {script.removesuffix('.py')}"]
 
     def _link(self, name: str, target: pathlib.Path) -> str:
         """A link beside the flash to ``target``, as a path relative to the board's working folder
@@ -399,7 +401,7 @@ class PtyBoard:
             env["GT_SKIP_MAIN"] = "1"  # a soft reset into the raw REPL runs boot.py only
         self._hidden = b"" if raw else None
         self._proc = procs.spawn(
-            self.board.command(script=None) + ["-i"] + self.board.command()[-2:],
+            self.board.command(script=None) + ["-i"] + self.board.boot_args(),
             kind="virtual board",
             name=self.board.name,
             setup=controlling_tty,

@@ -184,3 +184,18 @@ def test_a_reading_that_finds_no_ram_is_retried_or_skipped_never_a_reset(vboard,
     assert seqs == [1, 2, 3, 4, 5]
     summary = b.wait_for(r"app: stopped: samples=(\d+) overruns=(\d+)")
     assert int(summary[1]) == 5 and int(summary[2]) == 13 - 5
+
+
+def test_main_py_source_does_not_stay_on_the_heap(vboard):
+    # The shim read main.py whole and passed the text to exec: the string stayed on the heap for
+    # the whole run (main.py's 1.2 KB of every node's budget; a real board's runtime lexes the file
+    # in pieces). A main.py padded with 20 KB of comment must leave as much free as a bare one.
+    free = []
+    for name, pad in (("bare", ""), ("padded", ("# " + "x" * 98 + "\n") * 200)):
+        b = vboard(name=name, world={"clock": {"mode": "warp"}})
+        b.flash.joinpath("main.py").write_text(
+            pad + "import gc\ngc.collect()\nprint('free', gc.mem_free())\n"
+        )
+        assert b.run(timeout=30) == 0
+        free.append(int(b.wait_for(r"^free (\d+)$")[1]))
+    assert abs(free[0] - free[1]) <= 512, free
