@@ -10,8 +10,7 @@ import time
 import pytest
 
 from fixtures.daemon_fleet import endpoint
-from gridtwin.daemon.ingest import GC_YOUNG
-from gridtwin.daemon.service import Daemon
+from gridtwin.daemon.service import GC_YOUNG, Daemon
 
 pytestmark = pytest.mark.broker
 

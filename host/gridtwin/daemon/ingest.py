@@ -43,25 +43,6 @@ _NOT_NODE_DATA = ("/cmd", "/ota", "/ota/ack")
 ACK_HOLD_S = 0.02
 
 
-# The young generation's threshold once the daemon runs (CPython's default: 700). A batch of a
-# few hundred messages holds thousands of tuples, payloads and dicts for a moment: at 700 that set
-# off collections that found nothing to free (10,000 msg/s for 7 s: 6,153 of them, 250 ms of CPU).
-GC_YOUNG = 20_000
-
-
-def settle_gc() -> None:
-    """For a process that runs the daemon, once it has started: what start-up built (modules,
-    paho, SQLite, the web view) lives as long as the process and goes out of the collector's way
-    (``gc.freeze``), and the young generation grows to GC_YOUNG. Measured at 10,000 msg/s over
-    7 s (docs/scaling.md): 50 full collections took 330 ms, the longest 15.5 ms (every thread
-    stopped, every reading waiting), and 18 ms in all, 0.5 ms at most, once frozen."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
-
-
 class Ingest:
     """Validate, store, then acknowledge everything the bus receives (see the module docstring)."""
 
