@@ -161,3 +161,19 @@ def test_a_days_buckets_of_a_thermometer_take_a_few_kilobytes():
     again = MaintenanceDetector(Context(), horizon_s=86400)
     again.restore(det.state())
     assert again.forecasts()[0].slope_per_h == det.forecasts()[0].slope_per_h
+
+
+def test_first_sight_of_a_node_s_metrics_reads_the_site_once(monkeypatch):
+    # a fresh daemon draining a backlog meets every (node, metric) at once: the catalog's metrics
+    # of a node are worked out once for all its metrics (once for each was most of analytics' CPU)
+    import gridtwin.catalog as catalog
+
+    calls = []
+    real = catalog.node_metrics
+    monkeypatch.setattr(catalog, "node_metrics", lambda n: calls.append(n.id) or real(n))
+    site = load_site(EXAMPLE)
+    det = MaintenanceDetector(Context(site=site), horizon_s=86400)
+    metrics = ["t_stack", "stack_v", "stack_a", "h2_nm3h", "t_c"]
+    det.observe([("EL1", m, T0, 20.0) for m in metrics] + [("grid1", "t_box", T0, 20.0)])
+    assert sorted(calls) == ["EL1", "grid1"]
+    assert det.series[("EL1", "t_stack")] is not None and det.series[("EL1", "stack_v")] is None

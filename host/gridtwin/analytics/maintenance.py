@@ -314,6 +314,8 @@ class MaintenanceDetector:
         self.keep = buckets + 1
         self.series: dict[tuple[str, str], _Series | None] = {}
         self._roles: dict[str, str | None] = {}
+        # node -> {metric: quantity} of its catalog metrics (None: a node the site does not know)
+        self._quantities: dict[str, dict | None] = {}
 
     def role(self, node: str) -> str | None:
         if node not in self._roles:
@@ -325,17 +327,21 @@ class MaintenanceDetector:
         return self._roles[node]
 
     def quantity(self, node: str, metric: str) -> str | None:
-        from gridtwin.catalog import node_metrics
+        if node not in self._quantities:  # once a node, not once a metric
+            from gridtwin.catalog import node_metrics
 
-        site = self.ctx.site
-        try:
-            n = site.node(node) if site is not None else None
-        except Exception:
-            n = None
-        if n is None:
+            site = self.ctx.site
+            try:
+                n = site.node(node) if site is not None else None
+            except Exception:
+                n = None
+            self._quantities[node] = (
+                None if n is None else {k: m.quantity for k, m in node_metrics(n).items()}
+            )
+        quantities = self._quantities[node]
+        if quantities is None:
             return None
-        m = node_metrics(n).get(metric)
-        return m.quantity if m is not None else ""
+        return quantities.get(metric, "")
 
     def threshold_for(self, node: str, metric: str) -> Threshold | None:
         role, q = self.role(node), self.quantity(node, metric)

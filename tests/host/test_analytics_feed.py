@@ -1,0 +1,112 @@
+"""The daemon's feed to its analytics process (gridtwin.analytics.process.Feed): frames wait while
+ingest stores a backlog, flow again after it, never wait longer than HOLD_MAX_S at a stretch, and
+are all written when the feed closes. A real pipe and the feed's real thread."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+import pytest
+
+from gridtwin.analytics import process
+from gridtwin.analytics.process import HEAD, AnalyticsProcess, Feed
+
+
+def _frame(fd: int, timeout: float) -> bytes | None:
+    """The next frame on the pipe, or None if none came within timeout."""
+    if not select.select([fd], [], [], timeout)[0]:
+        return None
+    head = os.read(fd, HEAD.size)
+    (n,) = HEAD.unpack(head)
+    return os.read(fd, n)
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    feed = Feed(w)
+    yield r, feed
+    feed.close()
+    feed.join(10)
+    os.close(r)
+
+
+def test_frames_wait_out_a_backlog_then_flow(pipe):
+    r, feed = pipe
+    assert feed.put(b"before")  # no hold: written at once
+    assert _frame(r, 10) == b"before"
+    held_at = time.monotonic()
+    feed.hold()
+    feed.put(b"during")
+    assert feed.holding.wait(10)  # the feed thread has the frame and waits
+    assert not select.select([r], [], [], 0)[0]  # nothing was written meanwhile
+    assert _frame(r, 10 + process.YIELD_S) == b"during"
+    assert time.monotonic() - held_at >= process.YIELD_S  # not before the hold was over
+    assert not feed.holding.is_set()
+
+
+def test_closing_writes_what_a_hold_kept(pipe, monkeypatch):
+    r, feed = pipe
+    monkeypatch.setattr(process, "YIELD_S", 600.0)  # a hold that would outlast the test
+    feed.hold()
+    feed.put(b"one", b"two")
+    assert feed.holding.wait(10)
+    feed.close()  # the daemon stops: the child must still get every frame, in order
+    assert _frame(r, 30) == b"one"
+    assert _frame(r, 30) == b"two"
+
+
+def test_a_hold_lasts_hold_max_s_at_most_then_needs_a_quiet_second():
+    r, w = os.pipe()
+    feed = Feed(w)
+    try:
+        t = 1000.0
+        feed.hold(now=t)
+        assert feed._wait(t + 0.25) == pytest.approx(process.YIELD_S - 0.25)
+        # ingest keeps committing backlog-sized batches, twice a second, for longer than the max
+        while t < 1000.0 + process.HOLD_MAX_S + 5:
+            t += 0.5
+            feed.hold(now=t)
+            expected = max(0.0, min(t + process.YIELD_S, 1000.0 + process.HOLD_MAX_S) - t)
+            assert feed._wait(t) == pytest.approx(expected)
+        assert feed._wait(t) == 0.0  # past the max: frames flow beside ingest
+        # a quiet YIELD_S later, the next burst holds them again
+        t += process.YIELD_S + 0.1
+        feed.hold(now=t)
+        assert feed._wait(t) == pytest.approx(process.YIELD_S)
+    finally:
+        feed.close()
+        feed.join(10)
+        os.close(r)
+
+
+class _Recorder:
+    """The AnalyticsProcess's view of its child: what feed() asks of it."""
+
+    def __init__(self):
+        self.holds, self.sent, self.frames = 0, 0, []
+
+    def hold(self):
+        self.holds += 1
+
+    def backlog(self):
+        return 0
+
+    def put(self, *blobs):
+        self.frames += blobs
+        return True
+
+
+def test_only_a_backlog_sized_commit_holds_the_feed():
+    class _Tel:
+        def __init__(self, i):
+            self.node, self.ts, self.m = f"n{i}", i, {"p_w": 1.0}
+
+    ap = AnalyticsProcess.__new__(AnalyticsProcess)  # its feed() alone: no daemon, no child
+    ap.child, ap.queue_max, ap.dropped = _Recorder(), 10**9, 0
+    ap.feed([_Tel(i) for i in range(process.BACKLOG_BATCH - 1)])
+    assert ap.child.holds == 0 and ap.child.sent == process.BACKLOG_BATCH - 1
+    ap.feed([_Tel(i) for i in range(process.BACKLOG_BATCH)])
+    assert ap.child.holds == 1 and ap.child.sent == 2 * process.BACKLOG_BATCH - 1
