@@ -478,7 +478,8 @@ def setting(section, key: str):
                 return section[key]
         except TypeError:
             pass
-    return ANALYTICS.keys[key].default
+    d = ANALYTICS.keys[key].default
+    return list(d) if isinstance(d, list) else d  # a copy: a caller's change stays its own
 
 
 def _get(row, k, default=None):
@@ -633,3 +634,20 @@ def section(site):
     if site is None:
         return None
     return site.sections.get("analytics")
+
+
+def say_behind(feeder) -> None:
+    """One warning a minute at most while a feeder (Analytics, or the daemon's side of the
+    analytics process) drops readings: ``dropped``, ``queue_max``, ``_last_drop_log``."""
+    import logging
+    import time
+
+    now = time.monotonic()
+    if now - feeder._last_drop_log >= 60:
+        feeder._last_drop_log = now
+        logging.getLogger("gridtwin.analytics").warning(
+            "analytics is behind: %d reading(s) not analysed so far (queue of %d full); "
+            "ingest goes on",
+            feeder.dropped,
+            feeder.queue_max,
+        )

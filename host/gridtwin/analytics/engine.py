@@ -38,26 +38,9 @@ PLUGINS = ("gridtwin.analytics.iforest", "gridtwin.analytics.maintenance")
 SAVE_EVERY_S = 60.0
 
 
-def _cfg(section, key: str):
-    """A key of the site's [analytics] Record, or its schema default."""
-    if section is not None and key in section:
-        return section[key]
-    d = config.ANALYTICS.keys[key].default
-    return list(d) if isinstance(d, list) else d
-
-
-def say_behind(feeder) -> None:
-    """One warning a minute at most while a feeder (Analytics, or the daemon's side of the
-    analytics process) drops readings: ``dropped``, ``queue_max``, ``_last_drop_log``."""
-    now = time.monotonic()
-    if now - feeder._last_drop_log >= 60:
-        feeder._last_drop_log = now
-        log.warning(
-            "analytics is behind: %d reading(s) not analysed so far (queue of %d full); "
-            "ingest goes on",
-            feeder.dropped,
-            feeder.queue_max,
-        )
+# the defaults' one home is config; engine's names for them are kept for its callers
+_cfg = config.setting
+say_behind = config.say_behind
 
 
 class Analytics:

@@ -284,10 +284,9 @@ class Child:
         os.close(self.out_r)
 
 
-def _cfg(section, key: str):
-    from gridtwin.analytics.engine import _cfg as cfg  # one home for the defaults
-
-    return cfg(section, key)
+# the daemon's side reads [analytics] through config alone: the engine (detectors, KPIs) is the
+# child's, and importing it here cost the daemon 2.5 MB of RSS
+_cfg = config.setting
 
 
 class AnalyticsProcess:
@@ -365,9 +364,7 @@ class AnalyticsProcess:
             except ValueError:  # a value marshal cannot carry
                 pass
         self.dropped += n
-        from gridtwin.analytics.engine import say_behind
-
-        say_behind(self)
+        config.say_behind(self)
 
     # -- the child's life ------------------------------------------------------------------------
     def start(self) -> "AnalyticsProcess":
