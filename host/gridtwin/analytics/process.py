@@ -344,13 +344,15 @@ class AnalyticsProcess:
 
     def feed(self, tels) -> None:
         """Ingest's listener (the writer thread, after a commit): hand the batch over or drop it."""
-        rows = [(t.node, t.ts, t.m) for t in tels]
-        counts = [len(r[2]) for r in rows]
+        counts = [len(t.m) for t in tels]
         n = sum(counts)
         child = self.child
-        if child is not None and len(rows) >= BACKLOG_BATCH:
+        if child is not None and len(tels) >= BACKLOG_BATCH:
             child.hold()  # the child waits the burst out (Feed)
         if child is not None and child.backlog() + n <= self.queue_max:
+            # the rows only for a batch that is handed over: once the queue is full in a burst,
+            # each commit of thousands is dropped without building them
+            rows = [(t.node, t.ts, t.m) for t in tels]
             try:
                 # a frame of CHUNK messages at most: the child unpacks a frame at once, and a
                 # burst's commit of thousands made a peak of objects its interpreter keeps as RSS
