@@ -207,14 +207,15 @@ def daemon_latency(
     return p99, sent, _pct(got, skip), len(got), len(lat), core, p50, floor50
 
 
-def cold_batches(work: Path, batch: int = 30, n: int = 6000, gap_s: float = 0.02) -> tuple:
+def cold_batches(
+    work: Path, telemetry, batch: int = 30, n: int = 6000, gap_s: float = 0.02
+) -> tuple:
     """The ingest writer's own work (validate, store, its listeners none) on batches of `batch`
     6-metric messages from 1,000 nodes, in this process: CPU per message with the batches back to
     back, and with `gap_s` of sleep between them, as at 1,000 msg/s (a batch every ~20-30 ms).
     Same code, same rows: the difference is what this machine charges a thread that slept (caches
-    and predictors refilled after other work ran), the floor under the 1,000 msg/s row."""
-    import json as _json
-
+    and predictors refilled after other work ran), the floor under the 1,000 msg/s row.
+    `telemetry`: bench.telemetry, the payload every cost row sends."""
     sys.path.insert(0, str(ROOT / "host"))
     from gridtwin.daemon.ingest import Ingest
     from gridtwin.daemon.store_sqlite import SqliteStore
@@ -228,12 +229,22 @@ def cold_batches(work: Path, batch: int = 30, n: int = 6000, gap_s: float = 0.02
     nodes = [f"n{i:04d}" for i in range(1000)]
     now = int(time.time() * 1000)
 
-    def msg(k: int) -> tuple:
+    def msg(k: int) -> tuple:  # as the bus hands a message to ingest
         node, seq = nodes[k % 1000], k // 1000
-        m = {"p_w": seq * 0.5, "t_c": 21.5, "v": 230.1, "i": 1.25, "pf": 0.98, "f": 50.01}
-        doc = {"v": 1, "node": node, "boot": 5, "seq": seq, "ts": now + seq * 1000, "m": m}
-        payload = _json.dumps(doc, separators=(",", ":")).encode()
-        return (1, k % 65535 + 1, 1, f"gridtwin/bench/{node}/telemetry", payload)
+        topic, payload = telemetry(
+            _Bus.root,
+            node,
+            5,
+            seq,
+            now + seq * 1000,
+            p_w=seq * 0.5,
+            t_c=21.5,
+            v=230.1,
+            i=1.25,
+            pf=0.98,
+            f=50.01,
+        )
+        return (1, k % 65535 + 1, 1, topic.decode(), payload)
 
     out = []
     store = SqliteStore(work / "cold.db")
@@ -376,7 +387,7 @@ def run(
         drained = max(1, per_node * len(bs.node_ids) - base)
         burst_rate = drained / (time.monotonic() - t0)
         burst_us = (cpu_s(daemon.pid) - c0) / drained * 1e6
-        warm_us, cold_us = cold_batches(work)
+        warm_us, cold_us = cold_batches(work, telemetry)
         figures.append(
             (
                 "daemon CPU at 1,000 msg/s offered",

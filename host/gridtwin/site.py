@@ -520,20 +520,10 @@ class Site:
         return [n.id for n in self.nodes]
 
     def node(self, node_id: str) -> Node:
-        """The node with this id, or a ConfigError naming the site file and suggesting a near id.
-
-        A look-up in an index of the nodes, made again when the list changes: analytics asks
-        once for each (node, metric) it first sees, and a walk of 1,000 nodes each time was most
-        of its CPU while a fresh daemon drained a backlog."""
-        index = self.__dict__.get("_index")
-        if index is None or index[0] is not self.nodes or index[1] != len(self.nodes):
-            by_id: dict[str, Node] = {}
-            for n in self.nodes:
-                by_id.setdefault(n.id, n)  # the first of an id, as the walk found it
-            index = self._index = (self.nodes, len(self.nodes), by_id)
-        n = index[2].get(node_id)
-        if n is not None:
-            return n
+        """The node with this id, or a ConfigError naming the site file and suggesting a near id."""
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
         near = difflib.get_close_matches(node_id, self.node_ids, n=1)
         fix = (
             f"did you mean '{near[0]}'?"

@@ -38,7 +38,7 @@ DEFAULT_HEAP = "96k"
 # room. Every example node connects over TLS with 12 KB or more free after the CONNACK, no crash
 # boot (tests/firmware/test_fleet_heap.py), five vnodes started at once too (pv1 ~12.7 KB,
 # tests/host/test_firmware_build.py); pv1's failed connects there came from the shim's absolute
-# path moving the heap's layout (see command()).
+# path moving the heap's layout (see boot_args()).
 NODE_HEAP = "96k"
 # Room in the interpreter's heap for the shim itself (its modules, and the chip models with their
 # instances). The shim fills what it does not use with ballast, so the firmware sees exactly its

@@ -122,7 +122,7 @@ def test_the_daemon_side_of_analytics_leaves_the_engine_to_the_child():
         "import sys, types\n"
         "import gridtwin.daemon.service\n"
         "from gridtwin.analytics import process\n"
-        "assert process._cfg(None, 'queue_max') == 200_000\n"
+        "assert process.config.setting(None, 'queue_max') == 200_000\n"
         "f = types.SimpleNamespace(_last_drop_log=-1e9, dropped=5, queue_max=10)\n"
         "process.config.say_behind(f)\n"
         "print(sorted(m for m in sys.modules if m.startswith('gridtwin.analytics.')))\n"

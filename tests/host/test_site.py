@@ -123,23 +123,6 @@ def test_node_lookup_suggests(tmp_path):
         s.node("pdu_b")
 
 
-def test_node_lookup_follows_the_node_list():
-    # site.node() keeps an index (analytics asks once per node and metric); a list changed after
-    # a first look-up must be seen, not the index of the old one
-    s = load_site(example_site_path())
-    first, second = s.nodes[0], s.nodes[1]
-    assert s.node(first.id) is first
-    s.nodes.pop(0)
-    with pytest.raises(ConfigError):
-        s.node(first.id)
-    s.nodes.append(first)
-    assert s.node(first.id) is first
-    s.nodes = [first]
-    assert s.node(first.id) is first
-    with pytest.raises(ConfigError):
-        s.node(second.id)
-
-
 def test_a_section_or_node_key_is_one_row_in_the_composition_root(tmp_path, monkeypatch):
     # gridtwin.schema lists the sections and node keys; a new one is a row there, not an import
     monkeypatch.setitem(

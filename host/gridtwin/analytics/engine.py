@@ -38,11 +38,6 @@ PLUGINS = ("gridtwin.analytics.iforest", "gridtwin.analytics.maintenance")
 SAVE_EVERY_S = 60.0
 
 
-# the defaults' one home is config; engine's names for them are kept for its callers
-_cfg = config.setting
-say_behind = config.say_behind
-
-
 class Analytics:
     def __init__(
         self,
@@ -67,20 +62,20 @@ class Analytics:
         resolver = config.Resolver(section, site)
         if detectors is None:
             detectors = [LimitDetector(self.ctx, resolver), RuleDetector(self.ctx, resolver)]
-            if _cfg(section, "sigma"):
+            if config.setting(section, "sigma"):
                 detectors.append(
                     SigmaDetector(
                         self.ctx,
-                        _cfg(section, "sigma_warmup"),
-                        _cfg(section, "sigma_halflife"),
-                        _cfg(section, "sigma_roles"),
+                        config.setting(section, "sigma_warmup"),
+                        config.setting(section, "sigma_halflife"),
+                        config.setting(section, "sigma_roles"),
                         resolver,
                     )
                 )
             self.kpi = EnergyKpi(
                 self.ctx,
-                aggregation_s=_cfg(section, "aggregation_s"),
-                rte_window_s=_cfg(section, "rte_window_s"),
+                aggregation_s=config.setting(section, "aggregation_s"),
+                rte_window_s=config.setting(section, "rte_window_s"),
                 influx_measurement=influx_measurement,
             )
             detectors.append(self.kpi)
@@ -91,11 +86,11 @@ class Analytics:
         else:
             self.kpi = next((d for d in detectors if isinstance(d, EnergyKpi)), None)
         self.detectors = list(detectors)
-        self.min_duration_ms = int(_cfg(section, "min_duration_s") * 1000)
-        self.sigma_rank = SEVERITY_RANK[_cfg(section, "sigma_alert")]
+        self.min_duration_ms = int(config.setting(section, "min_duration_s") * 1000)
+        self.sigma_rank = SEVERITY_RANK[config.setting(section, "sigma_alert")]
         self.counts: dict = {}  # (kind, severity) -> findings (alerted or not)
-        self.clear_after_ms = int(_cfg(section, "clear_after_s") * 1000)
-        self.queue_max = _cfg(section, "queue_max")
+        self.clear_after_ms = int(config.setting(section, "clear_after_s") * 1000)
+        self.queue_max = config.setting(section, "queue_max")
         self._derive = derivers(site)
         # the queue: batches of Telemetry as ingest committed them, and how many readings they hold
         self._q: collections.deque = collections.deque()
@@ -114,10 +109,10 @@ class Analytics:
         self._thread: threading.Thread | None = None
         self.next_tick = self._next_save = time.monotonic()  # housekeeping's next times
         self.notifier = Notifier(  # notify=False: the caller notifies (analytics.process)
-            _cfg(section, "notify_command") if notify else "",
-            _cfg(section, "notify_url") if notify else "",
-            _cfg(section, "notify_timeout_s"),
-            _cfg(section, "notify_severity"),
+            config.setting(section, "notify_command") if notify else "",
+            config.setting(section, "notify_url") if notify else "",
+            config.setting(section, "notify_timeout_s"),
+            config.setting(section, "notify_severity"),
         )
         if self.notifier.enabled:
             alerts.listeners.append(self.notifier)
@@ -165,7 +160,7 @@ class Analytics:
                 drop = False
                 self._cv.notify()
         if drop:
-            say_behind(self)
+            config.say_behind(self)
 
     # -- the worker -----------------------------------------------------------------------------
     def start(self) -> "Analytics":

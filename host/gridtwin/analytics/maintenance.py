@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from gridtwin.analytics.base import Context, Finding, LazyModule, Reading
-from gridtwin.analytics.config import setting
+from gridtwin.analytics.config import Resolver, setting
 
 np = LazyModule("numpy")  # imported at its first use: gridtwin.analytics.base.LazyModule
 
@@ -313,35 +313,15 @@ class MaintenanceDetector:
         self.bucket_ms = max(1000, int(horizon_s * 1000 / buckets))
         self.keep = buckets + 1
         self.series: dict[tuple[str, str], _Series | None] = {}
-        self._roles: dict[str, str | None] = {}
-        # node -> {metric: quantity} of its catalog metrics (None: a node the site does not know)
-        self._quantities: dict[str, dict | None] = {}
+        # a node's role and a metric's catalog quantity: the limits' and rules' resolver, which
+        # indexes the site's nodes and keeps each node's quantities once
+        self.resolver = Resolver(None, ctx.site)
 
-    def role(self, node: str) -> str | None:
-        if node not in self._roles:
-            site = self.ctx.site
-            try:
-                self._roles[node] = site.node(node).role if site is not None else None
-            except Exception:  # a node the site does not know: no role-specific threshold or action
-                self._roles[node] = None
-        return self._roles[node]
+    def role(self, node: str) -> str:
+        return self.resolver.role(node)
 
-    def quantity(self, node: str, metric: str) -> str | None:
-        if node not in self._quantities:  # once a node, not once a metric
-            from gridtwin.catalog import node_metrics
-
-            site = self.ctx.site
-            try:
-                n = site.node(node) if site is not None else None
-            except Exception:
-                n = None
-            self._quantities[node] = (
-                None if n is None else {k: m.quantity for k, m in node_metrics(n).items()}
-            )
-        quantities = self._quantities[node]
-        if quantities is None:
-            return None
-        return quantities.get(metric, "")
+    def quantity(self, node: str, metric: str) -> str:
+        return self.resolver.quantity(node, metric)
 
     def threshold_for(self, node: str, metric: str) -> Threshold | None:
         role, q = self.role(node), self.quantity(node, metric)

@@ -13,8 +13,9 @@ RSS, for semaphores analytics never makes) and its queues pickle through a feede
   child's pipe (``analytics-feed``; ingest never waits on the pipe; during a burst frames wait
   here: ``Feed``). The depth is bounded here, in readings (``queue_max``): the daemon counts what
   it sent, the child says what it took. What does not fit is dropped and counted; ingest never
-  waits. The first frame says what to run (the
-  site, the database, the active alerts); closing the pipe asks the child to save and exit.
+  waits. The first frame says what to run (the site, the database, the active alerts); closing
+  the pipe asks the child to save and exit. This side reads ``[analytics]`` through ``config``
+  alone: the engine (detectors, KPIs: 2.5 MB of RSS) is imported only in the child.
 - *actions out*: what the engine would have done to the daemon's store and alerts (raise, clear,
   reading quality, KPI rows, its saved state) comes back as pickled messages; a thread of the
   daemon (``analytics-link``) applies them with the daemon's own Alerts and store, so the daemon
@@ -153,7 +154,7 @@ class Feed:
         self._cv = threading.Condition()
         self._closed = False
         self._busy_at = self._held_since = -1e9  # monotonic times: last hold(), hold's start
-        self.holding = threading.Event()  # set while frames wait out a hold (tests, /healthz)
+        self.holding = threading.Event()  # set while frames wait out a hold (tests await it)
         self._thread = threading.Thread(target=self._write, name="analytics-feed", daemon=True)
         self._thread.start()
 
@@ -284,24 +285,19 @@ class Child:
         os.close(self.out_r)
 
 
-# the daemon's side reads [analytics] through config alone: the engine (detectors, KPIs) is the
-# child's, and importing it here cost the daemon 2.5 MB of RSS
-_cfg = config.setting
-
-
 class AnalyticsProcess:
     """The daemon's side: feed (ingest's listener), the link thread, the child's life."""
 
     def __init__(self, daemon, section):
         self.daemon, self.section = daemon, section
         self.alerts, self.store = daemon.alerts, daemon.store
-        self.queue_max = _cfg(section, "queue_max")
+        self.queue_max = config.setting(section, "queue_max")
         self.influx = "analytics" if daemon.forwarder else None
         self.notifier = Notifier(  # here, not in the child: alerts are raised here
-            _cfg(section, "notify_command"),
-            _cfg(section, "notify_url"),
-            _cfg(section, "notify_timeout_s"),
-            _cfg(section, "notify_severity"),
+            config.setting(section, "notify_command"),
+            config.setting(section, "notify_url"),
+            config.setting(section, "notify_timeout_s"),
+            config.setting(section, "notify_severity"),
         )
         if self.notifier.enabled:
             self.alerts.listeners.append(self.notifier)
