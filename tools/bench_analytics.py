@@ -732,6 +732,7 @@ def ingest_on_off(per_node: int = 120, n_nodes: int = 1000, on_extra: str = "", 
                 r.update(
                     lag=time.monotonic() - t0 - dt,
                     analysed=m.get("gridtwin_analytics_readings_total", 0),
+                    replayed=m.get("gridtwin_analytics_replayed_total", 0),
                     dropped=m.get("gridtwin_analytics_dropped_total", 0),
                     cpu_all=_cpu_s(proc.pid) - c0,
                 )
@@ -750,6 +751,8 @@ def ingest_on_off(per_node: int = 120, n_nodes: int = 1000, on_extra: str = "", 
             stop(proc)
         bs.stop()
         shutil.rmtree(work, ignore_errors=True)
+    from gridtwin.analytics.config import setting
+
     offs = [r for e, r in runs if not e]
     ons = [r for e, r in runs if e]
     ratios = sorted(100 * on["rate"] / off["rate"] for off, on in zip(offs, ons))
@@ -775,7 +778,9 @@ def ingest_on_off(per_node: int = 120, n_nodes: int = 1000, on_extra: str = "", 
         (
             f"analytics behind ingest, {n_nodes:,} nodes x 10 metrics",
             f"{on['lag']:.1f} s after the last commit",
-            f"{on['analysed']:,.0f} readings analysed, {on['dropped']:,.0f} dropped (queue full); "
+            f"{on['analysed']:,.0f} readings analysed ({on['replayed']:,.0f} of them read back "
+            f"from the store: its queue of {setting(None, 'queue_max'):,} was full), "
+            f"{on['dropped']:,.0f} dropped; "
             f"the daemon's CPU from the first commit to the end of analytics {on['cpu_all']:.1f} s "
             "(medians)",
         ),

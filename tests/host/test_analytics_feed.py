@@ -4,9 +4,11 @@ are all written when the feed closes. A real pipe and the feed's real thread."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import select
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -106,6 +108,7 @@ def test_only_a_backlog_sized_commit_holds_the_feed():
 
     ap = AnalyticsProcess.__new__(AnalyticsProcess)  # its feed() alone: no daemon, no child
     ap.child, ap.queue_max, ap.dropped = _Recorder(), 10**9, 0
+    ap.daemon = SimpleNamespace(ingest=SimpleNamespace(last_rows=None))
     ap.feed([_Tel(i) for i in range(process.BACKLOG_BATCH - 1)])
     assert ap.child.holds == 0 and ap.child.sent == process.BACKLOG_BATCH - 1
     ap.feed([_Tel(i) for i in range(process.BACKLOG_BATCH)])
@@ -131,3 +134,45 @@ def test_the_daemon_side_of_analytics_leaves_the_engine_to_the_child():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "gridtwin.analytics.process" in out and "gridtwin.analytics.engine" not in out, out
+
+
+def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
+    """Beyond queue_max a telemetry commit is handed over as its rows' rowids (the child reads
+    them back from the store, in order, when it gets there), merged with the replay before it;
+    until the child has read them, compaction leaves them in place (replay_floor). OPC UA points
+    are not in the readings table: dropped and counted, as before."""
+    r, feed = pipe
+
+    class _Tel:
+        def __init__(self, i):
+            self.node, self.ts, self.m = f"n{i}", i, {"p_w": 1.0, "v": 230.0}
+
+    child = process.Child.__new__(process.Child)  # a real Feed on a real pipe; no process
+    child.feed, child.sent, child.taken = feed, 0, 0
+    ingest = SimpleNamespace(last_rows=None)
+    ap = AnalyticsProcess.__new__(AnalyticsProcess)
+    ap.child, ap.queue_max, ap.dropped = child, 25, 0
+    ap.daemon = SimpleNamespace(ingest=ingest)
+    ap._replays, ap._replay_lock = process.collections.deque(), process.threading.Lock()
+    ap._last_replay_log, ap._replaying, ap._last_drop_log = -1e9, 0, -1e9
+    feed.hold()  # the frames stay queued: what they became is read below
+    first = 1
+    for _ in range(4):  # 5 messages (10 readings) a commit
+        ingest.last_rows = (first, first + 4)
+        ap.feed([_Tel(i) for i in range(first, first + 5)])
+        first += 5
+    assert ap.dropped == 0 and child.sent == 40
+    assert ap.replay_floor() == 11  # rows 11.. are to be read back
+    ap.feed_points([_Tel(0)])  # an OPC UA point: nothing to read back
+    assert ap.dropped == 2
+    feed.close()  # written now, in order
+    frames = [marshal.loads(_frame(r, 10)) for _ in range(3)]
+    assert [f[0] for f in frames[:2]] == [10, 10]  # two commits handed over whole
+    assert [x[0] for x in frames[0][1]] == [f"n{i}" for i in range(1, 6)]
+    what, lo, hi, n, at_ms = frames[2]
+    assert (what, lo, hi, n) == ("replay", 11, 20, 20)  # the last two commits, one replay
+    assert abs(at_ms / 1000 - time.time()) < 60
+    ap._replayed(15)  # the child read up to rowid 15
+    assert ap.replay_floor() == 16
+    ap._replayed(20)
+    assert ap.replay_floor() is None

@@ -199,3 +199,63 @@ def test_gridtwin_daemon_stops_its_analytics_process(site_pki_copy, broker, tmp_
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_what_analytics_has_no_room_for_it_reads_back_from_the_store(
+    broker, site_pki, mqtt_client, tmp_path
+):
+    """A child that falls behind (stopped here) misses nothing: the commits its queue has no room
+    for go as their rowids, it reads those rows back in order once it gets there, the alert they
+    hold is raised, nothing is counted dropped, and compaction leaves the rows until they are
+    read."""
+    from fixtures.daemon_fleet import NodeClient, endpoint, wait_for
+    from gridtwin.daemon.service import Daemon
+
+    site = site_pki.site
+    d = Daemon(
+        endpoint=endpoint(broker),
+        db_path=tmp_path / "gt.db",
+        known_nodes=site.node_ids,
+        metrics_port=None,
+        site=site,
+    )
+    d.analytics.queue_max = 10  # readings (site.toml allows 1,000 and up): 10 messages here
+    grid = NodeClient(broker, "grid1")
+    start = int(time.time() * 1000) - 600_000  # older than compaction's 5 min: it would move them
+    child = None
+    try:
+        d.start()
+        wait_for(lambda: d.bus.subscribed, 10, "the daemon to subscribe")
+        child = d.analytics.proc
+        os.kill(child.pid, signal.SIGSTOP)  # analytics takes nothing for a while
+        # 30 readings in range, then out of range for the site's min_duration_s (10 s): an alert
+        # that only the rows read back can raise
+        for k in range(30):
+            grid.publish(_tel("grid1", k, start + k * 1000, mains_v=230.0))
+        for k, dt in enumerate((30_000, 35_000, 41_000)):
+            grid.publish(_tel("grid1", 30 + k, start + dt, mains_v=262.0))
+        wait_for(lambda: d.metrics.stored == 33, 20, "ingest to store them all")
+        floor = d.analytics.replay_floor()
+        assert floor is not None  # some commits went as rowids
+        assert d.store.compact(keep_from=floor) < 33  # their rows stay rows meanwhile
+        assert (
+            d.store.conn.execute(
+                "SELECT count(*) FROM readings WHERE rowid >= ?", (floor,)
+            ).fetchone()[0]
+            == 33 - floor + 1
+        )
+        os.kill(child.pid, signal.SIGCONT)
+        wait_for(lambda: "grid1/limit/mains_v" in d.alerts.active, 30, "the limit alert")
+        wait_for(lambda: d.analytics.stats["analysed"] >= 33, 20, "the child's counters")
+        assert d.analytics.stats["replayed"] >= 33 - 10
+        assert d.analytics.stats["dropped"] == 0 and d.analytics.dropped == 0
+        wait_for(lambda: d.analytics.replay_floor() is None, 10, "the rows to be let go")
+        text = d.metrics.prometheus()
+        assert "gridtwin_analytics_dropped_total 0" in text
+        assert f"gridtwin_analytics_replayed_total {d.analytics.stats['replayed']}" in text
+    finally:
+        if child is not None and child.poll() is None:
+            os.kill(child.pid, signal.SIGCONT)
+        d.stop()
+        grid.close()
+    assert child.returncode == 0

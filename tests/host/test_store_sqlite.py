@@ -577,3 +577,25 @@ s.compact(now_ms={NOW}, min_rows=1, max_rows=50, txn_rows=100)
         (NOW - 3_600_000 + i * 1000, i / 8) for i in range(200)
     ]
     s.close()
+
+
+def test_a_batch_names_the_rowids_its_readings_took_and_compaction_can_leave_them(
+    store, insert_path
+):
+    """BatchResult.rows: the first and last rowid of the readings a batch stored (consecutive, in
+    the batch's order; duplicates take none), what the analytics process reads back when it fell
+    behind; compaction leaves rows from ``keep_from`` on in place."""
+    first = store.write_batch([tel(seq=i, ts=NOW - 900_000 + i) for i in range(10)])
+    assert first.rows == (1, 10)
+    again = store.write_batch([tel(seq=i, ts=NOW - 900_000 + i) for i in range(5, 15)])
+    assert again.rows == (11, 15)  # seq 10..14: five new rows after the five duplicates
+    got = store.conn.execute(
+        "SELECT rowid, seq FROM readings WHERE rowid BETWEEN ? AND ? ORDER BY rowid", again.rows
+    ).fetchall()
+    assert got == [(11 + k, 10 + k) for k in range(5)]
+    assert store.write_batch([tel(seq=3, ts=NOW - 900_000 + 3)]).rows is None  # nothing new
+    assert store.compact(min_rows=1, keep_from=11) == 10  # rowids 1..10 only
+    assert [r[0] for r in store.conn.execute("SELECT rowid FROM readings ORDER BY rowid")] == list(
+        range(11, 16)
+    )
+    assert store.count_readings("n1") == 15

@@ -155,7 +155,8 @@ ANALYTICS = Section(
             int,
             200_000,
             check=in_range(1000, 10_000_000),
-            help="readings waiting for analytics; beyond it they are dropped (and counted), "
+            help="readings waiting for analytics; beyond it analytics reads the readings back "
+            "from the store when it gets to them (OPC UA points are dropped and counted), "
             "ingest never waits",
         ),
         "min_duration_s": Key(

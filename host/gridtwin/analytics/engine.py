@@ -162,6 +162,11 @@ class Analytics:
         if drop:
             config.say_behind(self)
 
+    def feed_points(self, tels) -> None:
+        """OPC UA points after their commit: as readings (in-process there is nothing to read
+        back: AnalyticsProcess.feed_points)."""
+        self.feed(tels)
+
     # -- the worker -----------------------------------------------------------------------------
     def start(self) -> "Analytics":
         self.notifier.start()

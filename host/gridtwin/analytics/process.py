@@ -12,10 +12,17 @@ RSS, for semaphores analytics never makes) and its queues pickle through a feede
   compact rows ``(node, ts, {metric: value})`` to a thread of the daemon that writes it to the
   child's pipe (``analytics-feed``; ingest never waits on the pipe; during a burst frames wait
   here: ``Feed``). The depth is bounded here, in readings (``queue_max``): the daemon counts what
-  it sent, the child says what it took. What does not fit is dropped and counted; ingest never
-  waits. The first frame says what to run (the site, the database, the active alerts); closing
-  the pipe asks the child to save and exit. This side reads ``[analytics]`` through ``config``
-  alone: the engine (detectors, KPIs: 2.5 MB of RSS) is imported only in the child.
+  it sent, the child says what it took. A batch that does not fit goes as a *replay* frame, the
+  rowids its readings were stored under (``BatchResult.rows``; consecutive replays merge into
+  one): the child reads them back from the store, in the order they were committed, when it gets
+  there, so a burst or an outbox replayed after an outage is analysed whole and in order, late.
+  Until it has, compaction leaves those rows be (``replay_floor``); a replay older than
+  REPLAY_MAX_AGE_S when the child reaches it (analytics that cannot keep up at all), one the daemon
+  stops before reading, and OPC UA points (not in the readings table) are dropped and counted.
+  Ingest never waits. The first frame says what to run (the site, the database, the active
+  alerts); closing the pipe asks the child to save and exit. This side reads ``[analytics]``
+  through ``config`` alone: the engine (detectors, KPIs: 2.5 MB of RSS) is imported only in the
+  child.
 - *actions out*: what the engine would have done to the daemon's store and alerts (raise, clear,
   reading quality, KPI rows, its saved state) comes back as pickled messages; a thread of the
   daemon (``analytics-link``) applies them with the daemon's own Alerts and store, so the daemon
@@ -35,6 +42,7 @@ Tests that drive the engine in-process use Analytics directly.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import marshal
 import os
@@ -63,6 +71,9 @@ BACKLOG_BATCH = 1000
 YIELD_S = 3.0  # frames flow again this long after the last backlog-sized commit
 HOLD_MAX_S = 30.0  # the longest analytics waits for ingest at a stretch
 RESTARTS_MAX, RESTART_WINDOW_S = 5, 600.0
+# a replay the child reaches later than this after its commit is dropped (counted) rather than
+# read back: analytics that far behind cannot keep up; compaction keeps the rows twice as long
+REPLAY_MAX_AGE_S = 600.0
 HEAD = struct.Struct("<I")  # a frame's length, before its bytes
 EOF = object()  # Frames.get: the other end closed its pipe
 
@@ -80,6 +91,9 @@ def below_ingest() -> None:
     burst, as much as the daemon, and durable ingest ran at 68 % of off. The session's nice
     (/proc/self/autogroup) is the one that counts there: it gets the process's (raising it needs no
     privilege)."""
+    # the daemon's "stop reading back" (Child.close): ignored until the child's handler is in
+    # (an ignored signal stays ignored across exec; the default would end the process)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     nice = os.nice(NICE)
     for _ in range(5):
         try:
@@ -166,6 +180,21 @@ class Feed:
             self._cv.notify()
         return True
 
+    def put_replay(self, first: int, last: int, n: int) -> bool:
+        """Rows first..last (n readings) for the child to read back; merged into the replay
+        queued last when they follow it (a burst's commits: one frame while the child is busy)."""
+        with self._cv:
+            if self._closed:
+                return False
+            tail = self._pending[-1] if self._pending else None
+            if isinstance(tail, list) and tail[2] + 1 == first:
+                tail[2] = last
+                tail[3] += n
+            else:
+                self._pending.append(["replay", first, last, n, int(time.time() * 1000)])
+                self._cv.notify()
+        return True
+
     def hold(self, now: float | None = None) -> None:
         """Ingest committed a backlog-sized batch: keep frames here a while (see the class)."""
         now = time.monotonic() if now is None else now
@@ -198,6 +227,8 @@ class Feed:
                         self._cv.wait(wait)
                     self.holding.clear()
                     blob = self._pending.popleft()
+                    if isinstance(blob, list):  # a replay: final once it leaves the queue
+                        blob = marshal.dumps(tuple(blob))
                 write_frame(self.fd, blob)
         except OSError:  # the child is gone: what was not written is lost (counted as backlog)
             with self._cv:
@@ -244,6 +275,7 @@ class Child:
         self.sent = 0  # readings put, counted by the caller
         self.taken = 0  # readings the child says it took
         self._ended = False
+        self._told = False  # close() told the child to read nothing back
         self.feed = Feed(feed_w)
         self.put(marshal.dumps(run))
 
@@ -254,7 +286,11 @@ class Child:
         self.feed.hold()
 
     def close(self) -> None:
-        """No more frames: the child analyses what was written, saves and exits."""
+        """No more frames: the child analyses what was written (reading nothing back: SIGUSR1),
+        saves and exits."""
+        if not self._told:
+            self._told = True
+            self.proc.send_signal(signal.SIGUSR1)  # (a no-op once it was reaped)
         self.feed.close()
 
     def get(self, timeout: float):
@@ -304,16 +340,23 @@ class AnalyticsProcess:
         self.child: Child | None = None
         self.proc = None  # the child's Popen
         self.dropped = 0  # readings the daemon never handed over (queue full, child down)
+        # rowid ranges handed to the child to read back, oldest first: [first, last, handed at
+        # (monotonic)]; the child says how far it read ("replayed")
+        self._replays: collections.deque = collections.deque()
+        self._replay_lock = threading.Lock()
         self.restarts = 0
         self._deaths: collections.deque = collections.deque()
-        self.stats = {"analysed": 0, "dropped": 0, "queued": 0, "counts": []}
+        self.stats = {"analysed": 0, "dropped": 0, "queued": 0, "replayed": 0, "counts": []}
         self._stopping = False
         self._link: threading.Thread | None = None
         self._started = threading.Event()
         self._last_drop_log = 0.0
+        self._last_replay_log = -1e9
+        self._replaying = 0  # readings handed over as replays since the last warning
         m = daemon.metrics
         m.gauges["analytics_dropped_total"] = lambda: self.dropped + self.stats["dropped"]
         m.gauges["analytics_readings_total"] = lambda: self.stats["analysed"]
+        m.gauges["analytics_replayed_total"] = lambda: self.stats.get("replayed", 0)
         m.gauges["analytics_queue"] = lambda: self.backlog() + self.stats["queued"]
         m.gauges["alerts_raised_total"] = lambda: self.alerts.counters("raised")
         m.gauges["alerts_cleared_total"] = lambda: self.alerts.counters("cleared")
@@ -339,12 +382,31 @@ class AnalyticsProcess:
         return 0 if child is None else child.backlog()
 
     def feed(self, tels) -> None:
-        """Ingest's listener (the writer thread, after a commit): hand the batch over or drop it."""
+        """Ingest's listener (the writer thread, after a commit): hand the batch over, or the
+        rowids it was stored under when the queue is full (``ingest.last_rows``: this batch's)."""
+        self._feed(tels, self.daemon.ingest.last_rows)
+
+    def feed_points(self, tels) -> None:
+        """OPC UA points after their commit: not in the readings table, so dropped when full."""
+        self._feed(tels, None)
+
+    def _feed(self, tels, rows) -> None:
         counts = [len(t.m) for t in tels]
         n = sum(counts)
         child = self.child
         if child is not None and len(tels) >= BACKLOG_BATCH:
             child.hold()  # the child waits the burst out (Feed)
+        if child is not None and child.backlog() + n > self.queue_max and rows is not None:
+            # no room: the child reads these rows back when it gets to them (in order)
+            if child.feed.put_replay(rows[0], rows[1], n):
+                with self._replay_lock:
+                    if self._replays and self._replays[-1][1] + 1 == rows[0]:
+                        self._replays[-1][1] = rows[1]
+                    else:
+                        self._replays.append([rows[0], rows[1], time.monotonic()])
+                child.sent += n
+                self._say_replaying(n)
+                return
         if child is not None and child.backlog() + n <= self.queue_max:
             # the rows only for a batch that is handed over: once the queue is full in a burst,
             # each commit of thousands is dropped without building them
@@ -363,6 +425,37 @@ class AnalyticsProcess:
                 pass
         self.dropped += n
         config.say_behind(self)
+
+    def _say_replaying(self, n: int) -> None:
+        self._replaying += n
+        now = time.monotonic()
+        if now - self._last_replay_log >= 60:
+            self._last_replay_log = now
+            log.warning(
+                "analytics is behind: it reads %d reading(s) back from the store when it gets to "
+                "them (its queue of %d is full); ingest goes on",
+                self._replaying,
+                self.queue_max,
+            )
+            self._replaying = 0
+
+    def replay_floor(self) -> int | None:
+        """The lowest rowid the child has yet to read back (compaction leaves it and the rows
+        after it in place), or None. Ranges handed over 2 x REPLAY_MAX_AGE_S ago are let go: the
+        child drops them (as it does those it reaches after REPLAY_MAX_AGE_S)."""
+        old = time.monotonic() - 2 * REPLAY_MAX_AGE_S
+        with self._replay_lock:
+            while self._replays and self._replays[0][2] < old:
+                self._replays.popleft()
+            return self._replays[0][0] if self._replays else None
+
+    def _replayed(self, upto: int) -> None:
+        """The child read the rows back up to rowid ``upto``."""
+        with self._replay_lock:
+            while self._replays and self._replays[0][1] <= upto:
+                self._replays.popleft()
+            if self._replays and self._replays[0][0] <= upto:
+                self._replays[0][0] = upto + 1
 
     # -- the child's life ------------------------------------------------------------------------
     def start(self) -> "AnalyticsProcess":
@@ -443,11 +536,15 @@ class AnalyticsProcess:
         child, self.child = self.child, None
         if child is not None:
             self.dropped += child.backlog()
+        with self._replay_lock:
+            self._replays.clear()  # a new child reads nothing back
 
     def _apply(self, msg) -> None:
         what = msg[0]
         if what == "taken":
             self.child.taken = msg[1]
+        elif what == "replayed":
+            self._replayed(msg[1])
         elif what == "stats":
             self.stats = msg[1]
         elif what == "raise":
@@ -560,6 +657,24 @@ class _Store:
     def close(self) -> None:
         self.reader.conn.close()
 
+    def replay(self, first: int, last: int, closing, analyse) -> int:
+        """Read rows first..last back (rowid order: as committed), CHUNK messages at a time, and
+        ``analyse`` each chunk; stop early once ``closing`` is set. Returns the messages read."""
+        conn, upto, read = self.reader.conn, first - 1, 0
+        loads = json.loads
+        while upto < last and not closing.is_set():
+            rows = conn.execute(
+                "SELECT rowid, node, ts, msg FROM readings WHERE rowid > ? AND rowid <= ? "
+                "ORDER BY rowid LIMIT ?",
+                (upto, last, CHUNK),
+            ).fetchall()
+            if not rows:
+                break  # the rest is gone (retention)
+            upto = rows[-1][0]
+            read += len(rows)
+            analyse([Tel(node, ts, loads(msg)) for _r, node, ts, msg in rows])
+        return read
+
 
 def _logging(fmt, level) -> None:
     if fmt is None:
@@ -594,6 +709,8 @@ def _malloc_trim():
 def child_main(feed_fd: int, out_fd: int) -> None:
     """The analytics process: the engine, fed from the daemon's pipe on this one thread."""
     stop = threading.Event()
+    closing = threading.Event()  # the daemon is stopping: read nothing more back
+    signal.signal(signal.SIGUSR1, lambda *_: closing.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon stops us, in order
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # also the daemon's death (procs)
@@ -642,12 +759,44 @@ def child_main(feed_fd: int, out_fd: int) -> None:
                 "stats",
                 {
                     "analysed": an.analysed,
-                    "dropped": an.dropped,
+                    "dropped": an.dropped + dropped[0],
+                    "replayed": replayed[0],
                     "queued": an._queued,
                     "counts": counts,
                 },
             )
         )
+
+    dropped, replayed = [0], [0]  # readings of replays not read back; readings read back
+
+    def analyse(tels) -> None:
+        an.process(tels)
+        now = time.monotonic()
+        if now >= an.next_tick:  # a long replay: the alert timers and stats go on meanwhile
+            an.housekeeping()
+            stats()
+
+    def read_back(first: int, last: int, n: int, at_ms: int) -> None:
+        late = time.time() - at_ms / 1000
+        if late > REPLAY_MAX_AGE_S or closing.is_set():
+            dropped[0] += n
+            log.warning(
+                "analytics: %d reading(s) stored while it was behind are not analysed (%s)",
+                n,
+                "the daemon is stopping"
+                if closing.is_set()
+                else f"reached {late:.0f} s after their commit, more than {REPLAY_MAX_AGE_S:.0f}",
+            )
+            return
+        before, read = an.analysed, 0
+        try:
+            read = store.replay(first, last, closing, analyse)
+        finally:
+            replayed[0] += an.analysed - before
+            rows = last - first + 1
+            if read < rows:  # the daemon stopped meanwhile, retention took some, or a failure
+                dropped[0] += n * (rows - read) // rows
+            send(("replayed", last))  # done with the range: compaction may have it
 
     trim = _malloc_trim()  # once a second, with the stats
     next_stats = 0.0
@@ -660,8 +809,14 @@ def child_main(feed_fd: int, out_fd: int) -> None:
             if blob is EOF:
                 break  # the daemon's stop (or its death)
             try:
-                if blob:
-                    n, rows = marshal.loads(blob)
+                frame = marshal.loads(blob) if blob else None
+                if frame and frame[0] == "replay":
+                    _what, first, last, n, at_ms = frame
+                    taken += n  # first: the daemon's queue has room again while this is read
+                    send(("taken", taken))
+                    read_back(first, last, n, at_ms)
+                elif frame:
+                    n, rows = frame
                     taken += n
                     send(("taken", taken))
                     # CHUNK messages at a time: a burst's commit (thousands of messages) analysed

@@ -75,6 +75,7 @@ class Ingest:
         # (node, boot, seq) tells them apart) and fn(statuses, acks) (dispatcher)
         self.listeners: list = []
         self.batch_hooks: list = []
+        self.last_rows: tuple | None = None  # rowids of the batch the listeners hear of
         self._inbox: collections.deque = collections.deque()
         self._wake = threading.Event()
         self._full = threading.Event()  # LINGER_UNTIL messages are waiting: stop lingering
@@ -238,6 +239,8 @@ class Ingest:
                 continue
             total.stored += res.stored
             total.duplicates += res.duplicates
+            if res.rows:  # one writer: the singles' rows follow each other
+                total.rows = res.rows if total.rows is None else (total.rows[0], res.rows[1])
             total.gaps += res.gaps
         for items, item in failed:
             items.remove(item)
@@ -309,6 +312,7 @@ class Ingest:
                     return  # not acked: the broker redelivers after restart
                 backoff = min(backoff * 2, 10)
         m.batches += 1
+        self.last_rows = res.rows  # the listeners' batch's rowids (BatchResult.rows)
         m.stored += res.stored
         m.duplicates += res.duplicates
         if (

@@ -377,7 +377,7 @@ class Daemon:
         """OPC UA points after their commit go to analytics and `tail` (not to the twin link, the
         node registry or the web view's fleet: a machine is not a node of the fleet)."""
         if self.analytics:
-            self.analytics.feed(tels)
+            self.analytics.feed_points(tels)
         self.api.feed(tels)
 
     def publish_host(self, suffix: str, payload, retain: bool = True) -> None:
@@ -475,7 +475,10 @@ class Daemon:
                     self.settle_gaps()
                 if time.monotonic() >= next_compact:
                     next_compact = time.monotonic() + 60
-                    self.store.compact()
+                    # rows analytics has yet to read back stay rows (by rowid) until it has
+                    self.store.compact(
+                        keep_from=self.analytics.replay_floor() if self.analytics else None
+                    )
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + 3600
                     self.maintain()

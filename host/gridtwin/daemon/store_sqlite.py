@@ -200,11 +200,15 @@ class BatchResult:
     """What a write_batch stored. A plain class: importing dataclasses (inspect, ast, dis, ...)
     was a tenth of `gridtwin query`'s start, which imports this module."""
 
-    __slots__ = ("stored", "duplicates", "gaps")
+    __slots__ = ("stored", "duplicates", "gaps", "rows")
 
-    def __init__(self, stored: int, duplicates: int, gaps: list):
+    def __init__(self, stored: int, duplicates: int, gaps: list, rows: tuple | None = None):
         self.stored, self.duplicates = stored, duplicates
         self.gaps = gaps  # (node, boot, after_seq, missing)
+        # (first, last) rowid of the readings stored, or None: a batch's new rows take consecutive
+        # rowids, in the batch's order (one writer; a new row's rowid is the largest + 1). What
+        # the analytics process reads back when it fell behind (gridtwin.analytics.process)
+        self.rows = rows
 
     def __repr__(self) -> str:
         return f"BatchResult(stored={self.stored}, duplicates={self.duplicates}, gaps={self.gaps})"
@@ -550,13 +554,22 @@ class SqliteStore:
                     if late
                     else 0
                 )
+                last = None
                 if batch_json:
-                    conn.execute(INSERT_BATCH_FRESH if fresh else INSERT_BATCH, (batch_json,))
+                    last = conn.execute(
+                        INSERT_BATCH_FRESH if fresh else INSERT_BATCH, (batch_json,)
+                    ).lastrowid
                 elif rows:
                     # readings above every stored seq of their boot (the live stream) skip the
                     # look-up in runs that INSERT_ROW makes per row
                     conn.executemany(INSERT_FRESH if fresh else INSERT_ROW, rows)
                 stored = conn.total_changes - before
+                if stored:
+                    if last is None:  # executemany leaves the cursor's lastrowid unset
+                        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                    span = (last - stored + 1, last)
+                else:
+                    span = None
                 if gaps:
                     conn.executemany(
                         "INSERT INTO gaps (node, boot, after_seq, missing, detected, last_seq) "
@@ -614,7 +627,7 @@ class SqliteStore:
                         "check free disk space and permissions of the site's var/ folder",
                     ) from None
                 raise
-        return BatchResult(stored, len(readings) - stored, gaps)
+        return BatchResult(stored, len(readings) - stored, gaps, span)
 
     def _status(self, node: str, st: dict, now: int) -> None:
         values = [
@@ -888,8 +901,12 @@ class SqliteStore:
         max_rows: int = MAX_ROWS,
         txn_rows: int = TXN_ROWS,
         pass_rows: int = PASS_ROWS,
+        keep_from: int | None = None,
     ) -> int:
         """Move readings older than ``hot_ms`` from rows into blocks; returns how many.
+
+        ``keep_from``: rows from this rowid on stay rows (the analytics process has yet to read
+        them back by rowid: AnalyticsProcess.replay_floor).
 
         The daemon's maintenance thread calls it every minute. Rows are read on a connection of
         their own and encoded without the lock. Blocks are then written, and their rows deleted,
@@ -901,6 +918,7 @@ class SqliteStore:
         a block, never both and never neither, at every commit."""
         now = _now_ms() if now_ms is None else now_ms
         cutoff = now - hot_ms
+        below = (1 << 63) - 1 if keep_from is None else keep_from
         reader = getattr(self, "_reader", None)
         if reader is None:
             reader = self._reader = sqlite3.connect(
@@ -910,7 +928,8 @@ class SqliteStore:
         try:
             for (node,) in reader.execute("SELECT id FROM nodes").fetchall():
                 count, oldest = reader.execute(
-                    "SELECT count(*), min(ts) FROM readings WHERE node=? AND ts<?", (node, cutoff)
+                    "SELECT count(*), min(ts) FROM readings WHERE node=? AND ts<? AND rowid<?",
+                    (node, cutoff, below),
                 ).fetchone()
                 if not count or (count < min_rows and oldest >= now - settle_ms):
                     continue
@@ -920,8 +939,8 @@ class SqliteStore:
                 size = -(-count // -(-count // max_rows))  # even blocks: 2,700 rows -> 3 x 900
                 got = reader.execute(
                     "SELECT rowid, boot, seq, ts, hist, msg FROM readings WHERE node=? AND ts<? "
-                    "ORDER BY ts, seq LIMIT ?",
-                    (node, cutoff, count),
+                    "AND rowid<? ORDER BY ts, seq LIMIT ?",
+                    (node, cutoff, below, count),
                 ).fetchall()
                 for i in range(0, len(got), size):
                     rows = [
