@@ -259,3 +259,52 @@ def test_what_analytics_has_no_room_for_it_reads_back_from_the_store(
         d.stop()
         grid.close()
     assert child.returncode == 0
+
+
+def test_a_stopping_daemon_does_not_wait_for_what_analytics_would_read_back(
+    broker, site_pki, tmp_path, capfd
+):
+    """The daemon's stop tells the child (SIGUSR1) to read nothing back: the frames it was sent
+    are analysed, the rows it would have read back are counted dropped and said, and it exits."""
+    from fixtures.daemon_fleet import NodeClient, endpoint, wait_for
+    from gridtwin.daemon.service import Daemon
+
+    site = site_pki.site
+    d = Daemon(
+        endpoint=endpoint(broker),
+        db_path=tmp_path / "gt.db",
+        known_nodes=site.node_ids,
+        metrics_port=None,
+        site=site,
+    )
+    d.analytics.queue_max = 10
+    grid = NodeClient(broker, "grid1")
+    start = int(time.time() * 1000) - 60_000
+    child = None
+    try:
+        d.start()
+        wait_for(lambda: d.bus.subscribed, 10, "the daemon to subscribe")
+        child = d.analytics.proc
+        grid.publish(_tel("grid1", 0, start, mains_v=230.0))
+        # analysed: the child is up (its signal handlers in place)
+        wait_for(lambda: d.analytics.stats["analysed"] == 1, 20, "the child's first reading")
+        os.kill(child.pid, signal.SIGSTOP)
+        for k in range(1, 26):
+            grid.publish(_tel("grid1", k, start + k * 1000, mains_v=230.0))
+        wait_for(lambda: d.metrics.stored == 26, 20, "ingest to store them all")
+        assert d.analytics.replay_floor() is not None
+        d.analytics.child.close()  # what d.stop() does first: the signal waits for SIGCONT
+        os.kill(child.pid, signal.SIGCONT)
+        wait_for(lambda: child.poll() is not None, 30, "the child to exit")
+        assert child.returncode == 0
+        stats = d.analytics.stats
+        # (a commit of more than 10 readings goes as rowids whole: here all 25 did, as a rule)
+        assert stats["replayed"] == 0 and stats["dropped"] >= 15
+        assert stats["analysed"] + stats["dropped"] == 26  # the frames sent were analysed
+        # said on the child's stderr (the daemon's: its journal)
+        assert "not analysed (the daemon is stopping)" in capfd.readouterr().err
+    finally:
+        if child is not None and child.poll() is None:
+            os.kill(child.pid, signal.SIGCONT)
+        d.stop()
+        grid.close()
