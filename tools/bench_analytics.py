@@ -779,8 +779,8 @@ def ingest_on_off(per_node: int = 120, n_nodes: int = 1000, on_extra: str = "", 
             f"analytics behind ingest, {n_nodes:,} nodes x 10 metrics",
             f"{on['lag']:.1f} s after the last commit",
             f"{on['analysed']:,.0f} readings analysed ({on['replayed']:,.0f} of them read back "
-            f"from the store: its queue of {setting(None, 'queue_max'):,} was full), "
-            f"{on['dropped']:,.0f} dropped; "
+            "from the store: what ingest committed during the burst, and beyond the queue of "
+            f"{setting(None, 'queue_max'):,}), {on['dropped']:,.0f} dropped; "
             f"the daemon's CPU from the first commit to the end of analytics {on['cpu_all']:.1f} s "
             "(medians)",
         ),

@@ -138,9 +138,10 @@ def test_the_daemon_side_of_analytics_leaves_the_engine_to_the_child():
 
 def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
     """Beyond queue_max a telemetry commit is handed over as its rows' rowids (the child reads
-    them back from the store, in order, when it gets there), merged with the replay before it;
-    until the child has read them, compaction leaves them in place (replay_floor). OPC UA points
-    are not in the readings table: dropped and counted, as before."""
+    them back from the store, in order, when it gets there), merged with the replay queued before
+    it; so is every commit while a hold is on (nothing of a burst is built or kept in the daemon).
+    Until the child has read them, compaction leaves those rows in place (replay_floor). OPC UA
+    points are not in the readings table: dropped and counted, as before."""
     r, feed = pipe
 
     class _Tel:
@@ -155,24 +156,39 @@ def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
     ap.daemon = SimpleNamespace(ingest=ingest)
     ap._replays, ap._replay_lock = process.collections.deque(), process.threading.Lock()
     ap._last_replay_log, ap._replaying, ap._last_drop_log = -1e9, 0, -1e9
-    feed.hold()  # the frames stay queued: what they became is read below
     first = 1
-    for _ in range(4):  # 5 messages (10 readings) a commit
+
+    def commit():  # 5 messages (10 readings), stored as rowids first..first+4
+        nonlocal first
         ingest.last_rows = (first, first + 4)
         ap.feed([_Tel(i) for i in range(first, first + 5)])
         first += 5
+
+    for _ in range(4):
+        commit()
     assert ap.dropped == 0 and child.sent == 40
     assert ap.replay_floor() == 11  # rows 11.. are to be read back
-    ap.feed_points([_Tel(0)])  # an OPC UA point: nothing to read back
-    assert ap.dropped == 2
-    feed.close()  # written now, in order
-    frames = [marshal.loads(_frame(r, 10)) for _ in range(3)]
-    assert [f[0] for f in frames[:2]] == [10, 10]  # two commits handed over whole
+    frames = [marshal.loads(_frame(r, 10)) for _ in range(2)]
+    assert [f[0] for f in frames] == [10, 10]  # two commits handed over whole
     assert [x[0] for x in frames[0][1]] == [f"n{i}" for i in range(1, 6)]
-    what, lo, hi, n, at_ms = frames[2]
-    assert (what, lo, hi, n) == ("replay", 11, 20, 20)  # the last two commits, one replay
-    assert abs(at_ms / 1000 - time.time()) < 60
+    replays = []
+    while sum(f[3] for f in replays) < 20:  # one frame, or two if the first left before the second
+        replays.append(marshal.loads(_frame(r, 10)))
+    assert [f[0] for f in replays] == ["replay"] * len(replays)
+    assert (replays[0][1], replays[-1][2]) == (11, 20)
+    assert all(a[2] + 1 == b[1] for a, b in zip(replays, replays[1:]))
+    assert abs(replays[0][4] / 1000 - time.time()) < 60
     ap._replayed(15)  # the child read up to rowid 15
     assert ap.replay_floor() == 16
     ap._replayed(20)
     assert ap.replay_floor() is None
+    ap.feed_points([_Tel(0)])  # an OPC UA point: nothing to read back
+    assert ap.dropped == 2
+
+    child.taken = child.sent  # the child took everything: the queue has room again
+    feed.hold()  # ingest stores a backlog: commits go as rowids although they would fit
+    commit()
+    commit()
+    assert ap.replay_floor() == 21
+    feed.close()  # written now: one replay of both
+    assert marshal.loads(_frame(r, 10))[:4] == ("replay", 21, 30, 20)

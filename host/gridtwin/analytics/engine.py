@@ -167,6 +167,11 @@ class Analytics:
         back: AnalyticsProcess.feed_points)."""
         self.feed(tels)
 
+    def replay_floor(self) -> None:
+        """Rows compaction must leave (AnalyticsProcess.replay_floor): none, nothing is read back
+        here."""
+        return None
+
     # -- the worker -----------------------------------------------------------------------------
     def start(self) -> "Analytics":
         self.notifier.start()

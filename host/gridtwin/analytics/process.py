@@ -203,6 +203,10 @@ class Feed:
                 self._held_since = now
             self._busy_at = now
 
+    def held(self) -> bool:
+        """A hold is on: what ingest commits now is better read back later than queued here."""
+        return self._wait(time.monotonic()) > 0
+
     def _wait(self, now: float) -> float:
         """Seconds the next frame waits: 0 once the hold is over (or never was, or we close)."""
         if self._closed:
@@ -396,8 +400,14 @@ class AnalyticsProcess:
         child = self.child
         if child is not None and len(tels) >= BACKLOG_BATCH:
             child.hold()  # the child waits the burst out (Feed)
-        if child is not None and child.backlog() + n > self.queue_max and rows is not None:
-            # no room: the child reads these rows back when it gets to them (in order)
+        if (
+            child is not None
+            and rows is not None
+            and (child.feed.held() or child.backlog() + n > self.queue_max)
+        ):
+            # no room, or ingest is storing a backlog (the child waits it out: Feed): the child
+            # reads these rows back when it gets to them, in order; nothing of a burst is built
+            # or kept here meanwhile
             if child.feed.put_replay(rows[0], rows[1], n):
                 with self._replay_lock:
                     if self._replays and self._replays[-1][1] + 1 == rows[0]:
