@@ -4,6 +4,7 @@ GT_UPDATE_GOLDEN=1 rewrites them."""
 
 import textwrap
 
+from fixtures.netnode import crashed
 from oled import frames, image, last_before, matches_golden, pixels
 
 # Every board here runs the compiled build (.mpy, what `gridtwin deploy` puts on a node) in the
@@ -188,7 +189,8 @@ def test_pages_leave_ram_while_connecting_and_come_back(net_node, broker):
     b.wait_for(r"#world oled ", timeout=10, start=at + 1)  # drawn again after the connect
     b.stop()
     assert frames(b) and all(f["on"] for f in frames(b))
-    assert not b.grep("Traceback|MemoryError|display: update failed")
+    # up to our stop (crashed): a Ctrl-C inside a collection can print a MemoryError as it exits
+    assert not crashed(b) and not b.grep("display: update failed")
 
 
 def test_a_moment_short_of_ram_skips_one_drawing_not_the_oled(vboard, node_config, firmware_build):
