@@ -18,6 +18,20 @@ def _tel(node, seq, ts, **m):
     return json.dumps({"v": 1, "node": node, "boot": 1, "seq": seq, "ts": ts, "m": m}).encode()
 
 
+def _daemon(broker, site, tmp_path):
+    """The site's daemon, in this process, not started."""
+    from fixtures.daemon_fleet import endpoint
+    from gridtwin.daemon.service import Daemon
+
+    return Daemon(
+        endpoint=endpoint(broker),
+        db_path=tmp_path / "gt.db",
+        known_nodes=site.node_ids,
+        metrics_port=None,
+        site=site,
+    )
+
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     for task in os.scandir(f"/proc/{pid}/task"):
@@ -32,20 +46,13 @@ def _children(pid: int) -> list[int]:
 def test_analytics_runs_in_a_child_that_is_restarted_and_stopped(
     broker, site_pki, mqtt_client, tmp_path
 ):
-    from fixtures.daemon_fleet import NodeClient, endpoint, wait_for
-    from gridtwin.daemon.service import Daemon
+    from fixtures.daemon_fleet import NodeClient, wait_for
 
     site = site_pki.site
     root = site.topic_root
     watcher = mqtt_client("telegraf")
     watcher.subscribe(f"{root}/_host/alerts/#")
-    d = Daemon(
-        endpoint=endpoint(broker),
-        db_path=tmp_path / "gt.db",
-        known_nodes=site.node_ids,
-        metrics_port=None,
-        site=site,
-    )
+    d = _daemon(broker, site, tmp_path)
     assert isinstance(d.analytics, AnalyticsProcess)
     grid = NodeClient(broker, "grid1")
     start = int(time.time() * 1000) - 600_000
@@ -201,6 +208,14 @@ def test_gridtwin_daemon_stops_its_analytics_process(site_pki_copy, broker, tmp_
             proc.wait(10)
 
 
+def _small_queue_daemon(broker, site, tmp_path):
+    """The site's daemon (not started) with an analytics queue of 10 readings (site.toml allows
+    1,000 and up): a commit of more than 10 messages of one reading goes as rowids."""
+    d = _daemon(broker, site, tmp_path)
+    d.analytics.queue_max = 10
+    return d
+
+
 def test_what_analytics_has_no_room_for_it_reads_back_from_the_store(
     broker, site_pki, mqtt_client, tmp_path
 ):
@@ -208,18 +223,9 @@ def test_what_analytics_has_no_room_for_it_reads_back_from_the_store(
     for go as their rowids, it reads those rows back in order once it gets there, the alert they
     hold is raised, nothing is counted dropped, and compaction leaves the rows until they are
     read."""
-    from fixtures.daemon_fleet import NodeClient, endpoint, wait_for
-    from gridtwin.daemon.service import Daemon
+    from fixtures.daemon_fleet import NodeClient, wait_for
 
-    site = site_pki.site
-    d = Daemon(
-        endpoint=endpoint(broker),
-        db_path=tmp_path / "gt.db",
-        known_nodes=site.node_ids,
-        metrics_port=None,
-        site=site,
-    )
-    d.analytics.queue_max = 10  # readings (site.toml allows 1,000 and up): 10 messages here
+    d = _small_queue_daemon(broker, site_pki.site, tmp_path)
     grid = NodeClient(broker, "grid1")
     start = int(time.time() * 1000) - 600_000  # older than compaction's 5 min: it would move them
     child = None
@@ -266,18 +272,9 @@ def test_a_stopping_daemon_does_not_wait_for_what_analytics_would_read_back(
 ):
     """The daemon's stop tells the child (SIGUSR1) to read nothing back: the frames it was sent
     are analysed, the rows it would have read back are counted dropped and said, and it exits."""
-    from fixtures.daemon_fleet import NodeClient, endpoint, wait_for
-    from gridtwin.daemon.service import Daemon
+    from fixtures.daemon_fleet import NodeClient, wait_for
 
-    site = site_pki.site
-    d = Daemon(
-        endpoint=endpoint(broker),
-        db_path=tmp_path / "gt.db",
-        known_nodes=site.node_ids,
-        metrics_port=None,
-        site=site,
-    )
-    d.analytics.queue_max = 10
+    d = _small_queue_daemon(broker, site_pki.site, tmp_path)
     grid = NodeClient(broker, "grid1")
     start = int(time.time() * 1000) - 60_000
     child = None
