@@ -305,3 +305,60 @@ def test_a_stopping_daemon_does_not_wait_for_what_analytics_would_read_back(
             os.kill(child.pid, signal.SIGCONT)
         d.stop()
         grid.close()
+
+
+def test_a_replay_reached_too_late_is_dropped_and_said(tmp_path, capfd):
+    """The analytics process reads a replay's rows back in commit order; one it reaches more
+    than REPLAY_MAX_AGE_S after its commit (analytics that cannot keep up at all: the daemon lets
+    compaction have those rows again) is counted dropped and said instead. A real child process,
+    fed as the daemon feeds it."""
+    import marshal
+
+    from gridtwin.analytics import process
+    from gridtwin.daemon import validate
+    from gridtwin.daemon.store_sqlite import SqliteStore
+    from gridtwin.site import example_site_path
+
+    site = tmp_path / "site.toml"
+    site.write_text(example_site_path().read_text())
+    store = SqliteStore(tmp_path / "gt.db")
+    now = int(time.time() * 1000)
+    res = store.write_batch(
+        [
+            validate.telemetry("grid1", _tel("grid1", k, now - 5000 + k, mains_v=230.0))
+            for k in range(5)
+        ]
+    )
+    store.close()
+    first, last = res.rows
+    child = process.Child(
+        {
+            "site": str(site),
+            "db": str(tmp_path / "gt.db"),
+            "active": [],
+            "influx": None,
+            "log": (None, 30),
+        }
+    )
+    late = now - int((process.REPLAY_MAX_AGE_S + 60) * 1000)
+    child.put(marshal.dumps(("replay", first, last, 5, late)))  # too late: dropped
+    child.put(marshal.dumps(("replay", first, last, 5, now)))  # read back
+    child.close()
+    got, stats = [], None
+    while True:
+        msg = child.get(30)
+        assert msg is not None, "the analytics process said nothing for 30 s"
+        if msg is process.EOF or msg[0] == "bye":
+            break
+        if msg[0] == "stats":
+            stats = msg[1]
+        elif msg[0] == "replayed":
+            got.append(msg[1])
+    child.end(30)
+    assert child.proc.returncode == 0
+    assert got == [last, last]  # both ranges are done with (the floor goes)
+    assert (stats["dropped"], stats["replayed"], stats["analysed"]) == (5, 5, 5)
+    assert (
+        "5 reading(s) stored while it was behind are not analysed (reached"
+        in capfd.readouterr().err
+    )

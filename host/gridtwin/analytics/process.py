@@ -797,6 +797,7 @@ def child_main(feed_fd: int, out_fd: int) -> None:
                 if closing.is_set()
                 else f"reached {late:.0f} s after their commit, more than {REPLAY_MAX_AGE_S:.0f}",
             )
+            send(("replayed", last))  # done with the range: compaction may have it
             return
         before, read = an.analysed, 0
         try:
