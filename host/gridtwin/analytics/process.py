@@ -723,7 +723,8 @@ def child_main(feed_fd: int, out_fd: int) -> None:
     signal.signal(signal.SIGUSR1, lambda *_: closing.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon stops us, in order
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # also the daemon's death (procs)
+    # also the daemon's death (procs): a read-back under way stops too
+    signal.signal(signal.SIGTERM, lambda *_: (stop.set(), closing.set()))
     feed = Frames(feed_fd)
     first = feed.get(None)
     if first is None or first is EOF:
