@@ -109,6 +109,7 @@ def test_only_a_backlog_sized_commit_holds_the_feed():
     ap = AnalyticsProcess.__new__(AnalyticsProcess)  # its feed() alone: no daemon, no child
     ap.child, ap.queue_max, ap.dropped = _Recorder(), 10**9, 0
     ap.daemon = SimpleNamespace(ingest=SimpleNamespace(last_rows=None))
+    ap._last_row, ap._per_msg = None, 1.0
     ap.feed([_Tel(i) for i in range(process.BACKLOG_BATCH - 1)])
     assert ap.child.holds == 0 and ap.child.sent == process.BACKLOG_BATCH - 1
     ap.feed([_Tel(i) for i in range(process.BACKLOG_BATCH)])
@@ -136,6 +137,28 @@ def test_the_daemon_side_of_analytics_leaves_the_engine_to_the_child():
     assert "gridtwin.analytics.process" in out and "gridtwin.analytics.engine" not in out, out
 
 
+class _Tel2:
+    """A Telemetry as the feed reads it: 2 readings a message."""
+
+    def __init__(self, i):
+        self.node, self.ts, self.m = f"n{i}", i, {"p_w": 1.0, "v": 230.0}
+
+
+def _daemon_side(feed, queue_max: int):
+    """An AnalyticsProcess's daemon side alone, its child a real Feed on a real pipe (no process):
+    (it, the child, the ingest whose last_rows it reads)."""
+    child = process.Child.__new__(process.Child)
+    child.feed, child.sent, child.taken = feed, 0, 0
+    ingest = SimpleNamespace(last_rows=None)
+    ap = AnalyticsProcess.__new__(AnalyticsProcess)
+    ap.child, ap.queue_max, ap.dropped = child, queue_max, 0
+    ap.daemon = SimpleNamespace(ingest=ingest)
+    ap._replays, ap._replay_lock = process.collections.deque(), process.threading.Lock()
+    ap._last_replay_log, ap._replaying, ap._last_drop_log = -1e9, 0, -1e9
+    ap._last_row, ap._per_msg = None, 1.0
+    return ap, child, ingest
+
+
 def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
     """Beyond queue_max a telemetry commit is handed over as its rows' rowids (the child reads
     them back from the store, in order, when it gets there), merged with the replay queued before
@@ -144,24 +167,13 @@ def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
     points are not in the readings table: dropped and counted, as before."""
     r, feed = pipe
 
-    class _Tel:
-        def __init__(self, i):
-            self.node, self.ts, self.m = f"n{i}", i, {"p_w": 1.0, "v": 230.0}
-
-    child = process.Child.__new__(process.Child)  # a real Feed on a real pipe; no process
-    child.feed, child.sent, child.taken = feed, 0, 0
-    ingest = SimpleNamespace(last_rows=None)
-    ap = AnalyticsProcess.__new__(AnalyticsProcess)
-    ap.child, ap.queue_max, ap.dropped = child, 25, 0
-    ap.daemon = SimpleNamespace(ingest=ingest)
-    ap._replays, ap._replay_lock = process.collections.deque(), process.threading.Lock()
-    ap._last_replay_log, ap._replaying, ap._last_drop_log = -1e9, 0, -1e9
+    ap, child, ingest = _daemon_side(feed, queue_max=25)
     first = 1
 
     def commit():  # 5 messages (10 readings), stored as rowids first..first+4
         nonlocal first
         ingest.last_rows = (first, first + 4)
-        ap.feed([_Tel(i) for i in range(first, first + 5)])
+        ap.feed([_Tel2(i) for i in range(first, first + 5)])
         first += 5
 
     for _ in range(4):
@@ -182,7 +194,7 @@ def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
     assert ap.replay_floor() == 16
     ap._replayed(20)
     assert ap.replay_floor() is None
-    ap.feed_points([_Tel(0)])  # an OPC UA point: nothing to read back
+    ap.feed_points([_Tel2(0)])  # an OPC UA point: nothing to read back
     assert ap.dropped == 2
 
     child.taken = child.sent  # the child took everything: the queue has room again
@@ -192,3 +204,23 @@ def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
     assert ap.replay_floor() == 21
     feed.close()  # written now: one replay of both
     assert marshal.loads(_frame(r, 10))[:4] == ("replay", 21, 30, 20)
+
+
+def test_rows_another_daemon_instance_committed_are_read_back_in_their_place(pipe):
+    """With [daemon] instances > 1 the instances share ingest and the database, and instance 1
+    runs analytics: the rowids between two of its commits were taken by the other instances'
+    commits in between, so they go to the child as a replay, before the commit after them."""
+    r, feed = pipe
+
+    ap, child, ingest = _daemon_side(feed, queue_max=1000)
+    ingest.last_rows = (1, 3)
+    ap.feed([_Tel2(i) for i in (1, 2, 3)])  # rows 1-3: ours
+    ingest.last_rows = (8, 9)  # rows 4-7: another instance's, committed in between
+    ap.feed([_Tel2(i) for i in (8, 9)])
+    ingest.last_rows = (10, 10)  # right after ours: nothing in between
+    ap.feed([_Tel2(10)])
+    frames = [marshal.loads(_frame(r, 10)) for _ in range(4)]
+    assert [f[1][0][0] for f in (frames[0], frames[2], frames[3])] == ["n1", "n8", "n10"]
+    assert frames[1][:4] == ("replay", 4, 7, 8)  # 4 messages, 2 readings each like ours
+    assert child.sent == 6 + 8 + 4 + 2 and ap.dropped == 0
+    assert ap.replay_floor() == 4

@@ -77,6 +77,20 @@ def stored_keys(db):
     return rows
 
 
+def _readings(db) -> int:
+    """The numeric readings stored (what analytics analyses: each metric of each message)."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(
+            "SELECT count(*) FROM readings, json_each(readings.msg) "
+            "WHERE json_each.type IN ('integer', 'real')"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+
+
 def assert_exactly_once(rows, expected):
     keys = [(n, s) for n, _b, s in rows]
     assert len(keys) == len(set(keys)), "a message was stored twice"
@@ -194,6 +208,14 @@ def test_two_daemons_on_a_shared_subscription_split_the_stream(
         assert [d.ingest._gen for d in daemons] == [1, 1], "a daemon lost its session to the other"
         for cid in ("gridtwin-host", "gridtwin-host-2"):
             assert f" as {cid} " in fleet_broker.log, f"the broker did not see client id {cid}"
+        # instance 1 runs analytics for both: the rows instance 2 committed between (and after)
+        # instance 1's commits are read back from the database, none is left out
+        an = daemons[0].analytics
+        assert an is not None and daemons[1].analytics is None
+        readings = _readings(db)
+        wait_for(lambda: an.stats["analysed"] >= readings, 30, f"analytics to see all {readings}")
+        assert an.stats["analysed"] == readings and an.stats["replayed"] > 0
+        assert an.dropped == 0 and an.stats["dropped"] == 0
     finally:
         for d in daemons:
             d.stop()

@@ -348,6 +348,8 @@ class AnalyticsProcess:
         # (monotonic)]; the child says how far it read ("replayed")
         self._replays: collections.deque = collections.deque()
         self._replay_lock = threading.Lock()
+        self._last_row: int | None = None  # the last rowid of this daemon's last commit
+        self._per_msg = 1.0
         self.restarts = 0
         self._deaths: collections.deque = collections.deque()
         self.stats = {"analysed": 0, "dropped": 0, "queued": 0, "replayed": 0, "counts": []}
@@ -387,23 +389,52 @@ class AnalyticsProcess:
 
     def feed(self, tels) -> None:
         """Ingest's listener (the writer thread, after a commit): hand the batch over, or the
-        rowids it was stored under when the queue is full (``ingest.last_rows``: this batch's)."""
-        self._feed(tels, self.daemon.ingest.last_rows)
+        rowids it was stored under when the queue is full (``ingest.last_rows``: this batch's).
+
+        Rowids between this daemon's last commit and this one were taken by another writer of the
+        readings table: the other daemon instances (``[daemon] instances``), whose ingest shares
+        the stream and the database but not analytics. They were committed before this batch
+        (one writer at a time), so the child reads them back first, in order."""
+        rows = self.daemon.ingest.last_rows
+        if rows is not None:
+            if tels:  # readings a message, to count theirs by (the queue's bound is in readings)
+                self._per_msg = sum(len(t.m) for t in tels) / len(tels)
+            last, self._last_row = self._last_row, rows[1]
+            if last is not None and rows[0] > last + 1:
+                self._others(last + 1, rows[0] - 1)
+        self._feed(tels, rows)
+
+    def _others(self, first: int, last: int) -> None:
+        n = int((last - first + 1) * self._per_msg + 0.5)
+        self._feed((), (first, last), n, others=True)
+
+    def idle(self) -> None:
+        """Ingest's idle hook (its writer, after a second without messages): rows another
+        instance committed since this daemon's last commit, read back now rather than at this
+        daemon's next commit (its share of the stream may be quiet)."""
+        last = self._last_row
+        if last is None:
+            return
+        top = self.daemon.store.last_rowid()
+        if top > last:
+            self._last_row = top
+            self._others(last + 1, top)
 
     def feed_points(self, tels) -> None:
         """OPC UA points after their commit: not in the readings table, so dropped when full."""
         self._feed(tels, None)
 
-    def _feed(self, tels, rows) -> None:
+    def _feed(self, tels, rows, n: int | None = None, others: bool = False) -> None:
         counts = [len(t.m) for t in tels]
-        n = sum(counts)
+        if n is None:
+            n = sum(counts)
         child = self.child
         if child is not None and len(tels) >= BACKLOG_BATCH:
             child.hold()  # the child waits the burst out (Feed)
         if (
             child is not None
             and rows is not None
-            and (child.feed.held() or child.backlog() + n > self.queue_max)
+            and (others or child.feed.held() or child.backlog() + n > self.queue_max)
         ):
             # no room, or ingest is storing a backlog (the child waits it out: Feed): the child
             # reads these rows back when it gets to them, in order; nothing of a burst is built
@@ -415,8 +446,12 @@ class AnalyticsProcess:
                     else:
                         self._replays.append([rows[0], rows[1], time.monotonic()])
                 child.sent += n
-                self._say_replaying(n)
+                if not others:  # (another instance's rows are read back as a rule)
+                    self._say_replaying(n)
                 return
+        if others:  # nothing to hand over but rowids (the child is down, or stopping)
+            self.dropped += n
+            return
         if child is not None and child.backlog() + n <= self.queue_max:
             # the rows only for a batch that is handed over: once the queue is full in a burst,
             # each commit of thousands is dropped without building them
@@ -469,6 +504,9 @@ class AnalyticsProcess:
 
     # -- the child's life ------------------------------------------------------------------------
     def start(self) -> "AnalyticsProcess":
+        # rows stored before this start are not analytics' (it analyses from here on); the
+        # ingest writer starts after this
+        self._last_row = self.store.last_rowid()
         self.notifier.start()
         # the link thread starts every child: the kernel's parent-death signal follows the thread
         # that started a child (gridtwin.procs), and this one outlives each of its children

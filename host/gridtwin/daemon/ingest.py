@@ -75,6 +75,7 @@ class Ingest:
         # (node, boot, seq) tells them apart) and fn(statuses, acks) (dispatcher)
         self.listeners: list = []
         self.batch_hooks: list = []
+        self.idle_hooks: list = []  # fn(), on this thread, after a second without messages
         self.last_rows: tuple | None = None  # rowids of the batch the listeners hear of
         self._inbox: collections.deque = collections.deque()
         self._wake = threading.Event()
@@ -153,8 +154,11 @@ class Ingest:
                     self.bus.flush_acks()
                     return
                 held = self.bus.acks_waiting()
-                if not self._wake.wait(ACK_HOLD_S if held else 1.0) and held:
-                    self.bus.flush_acks()
+                if not self._wake.wait(ACK_HOLD_S if held else 1.0):
+                    if held:
+                        self.bus.flush_acks()
+                    else:
+                        self._idle()
         except CorruptDatabase as exc:
             log.critical("%s; %s", exc.message, exc.hint)
             if self.on_fatal:
@@ -169,6 +173,13 @@ class Ingest:
             )
             if self.on_fatal:
                 self.on_fatal("ingest-writer")
+
+    def _idle(self) -> None:
+        for fn in self.idle_hooks:
+            try:
+                fn()
+            except Exception:
+                log.exception("an idle hook failed")
 
     def _reject(self, topic: str, node: str | None, r: validate.Rejected) -> None:
         self.metrics.rejected[r.reason] += 1

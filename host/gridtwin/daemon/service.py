@@ -146,6 +146,7 @@ class Daemon:
         )
         if self.analytics:
             self.on_readings(self.analytics.feed)
+            self.ingest.idle_hooks.append(self.analytics.idle)
         self.metrics_server = None
         if metrics_port is not None:
             try:

@@ -782,6 +782,12 @@ class SqliteStore:
         return [(t, v) for t, _s, v in out]
 
     @_reads
+    def last_rowid(self) -> int:
+        """The largest rowid of the readings table (0: empty): where the next reading goes."""
+        with self._lock:
+            return self.conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
+
+    @_reads
     def count_readings(self, node: str | None = None) -> int:
         where, args = (" WHERE node=?", (node,)) if node else ("", ())
         return self.conn.execute(
