@@ -267,12 +267,14 @@ def test_what_analytics_has_no_room_for_it_reads_back_from_the_store(
     assert child.returncode == 0
 
 
-def test_a_stopping_daemon_does_not_wait_for_what_analytics_would_read_back(
+def test_a_stopping_daemon_leaves_what_analytics_had_to_read_back_for_its_next_start(
     broker, site_pki, tmp_path, capfd
 ):
     """The daemon's stop tells the child (SIGUSR1) to read nothing back: the frames it was sent
-    are analysed, the rows it would have read back are counted dropped and said, and it exits."""
+    before are analysed, the first replay and all after it are left (said, saved as the rowid to
+    resume from) and it exits at once; the next start reads them back first, in order."""
     from fixtures.daemon_fleet import NodeClient, wait_for
+    from gridtwin.analytics.process import RESUME_STATE
 
     d = _small_queue_daemon(broker, site_pki.site, tmp_path)
     grid = NodeClient(broker, "grid1")
@@ -289,21 +291,35 @@ def test_a_stopping_daemon_does_not_wait_for_what_analytics_would_read_back(
         for k in range(1, 26):
             grid.publish(_tel("grid1", k, start + k * 1000, mains_v=230.0))
         wait_for(lambda: d.metrics.stored == 26, 20, "ingest to store them all")
-        assert d.analytics.replay_floor() is not None
+        floor = d.analytics.replay_floor()
+        assert floor is not None
         d.analytics.child.close()  # what d.stop() does first: the signal waits for SIGCONT
         os.kill(child.pid, signal.SIGCONT)
         wait_for(lambda: child.poll() is not None, 30, "the child to exit")
         assert child.returncode == 0
         stats = d.analytics.stats
         # (a commit of more than 10 readings goes as rowids whole: here all 25 did, as a rule)
-        assert stats["replayed"] == 0 and stats["dropped"] >= 15
-        assert stats["analysed"] + stats["dropped"] == 26  # the frames sent were analysed
+        assert stats["replayed"] == 0 and stats["dropped"] == 0 and stats["deferred"] >= 15
+        assert stats["analysed"] + stats["deferred"] == 26  # the frames before were analysed
         # said on the child's stderr (the daemon's: its journal)
-        assert "not analysed (the daemon is stopping)" in capfd.readouterr().err
+        assert "left for the daemon's next start" in capfd.readouterr().err
     finally:
         if child is not None and child.poll() is None:
             os.kill(child.pid, signal.SIGCONT)
         d.stop()
+    left = d.store.__class__(tmp_path / "gt.db")
+    try:
+        assert left.load_state(RESUME_STATE)["rowid"] == floor
+    finally:
+        left.close()
+    d2 = _daemon(broker, site_pki.site, tmp_path)  # the next start, on the same database
+    try:
+        d2.start()
+        wait_for(lambda: d2.analytics.stats["replayed"] == stats["deferred"], 30, "the read-back")
+        assert d2.analytics.stats["dropped"] == 0 and d2.analytics.replay_floor() is None
+        assert d2.store.load_state(RESUME_STATE) == {}  # once
+    finally:
+        d2.stop()
         grid.close()
 
 

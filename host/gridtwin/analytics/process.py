@@ -17,8 +17,9 @@ RSS, for semaphores analytics never makes) and its queues pickle through a feede
   one): the child reads them back from the store, in the order they were committed, when it gets
   there, so a burst or an outbox replayed after an outage is analysed whole and in order, late.
   Until it has, compaction leaves those rows be (``replay_floor``); a replay older than
-  REPLAY_MAX_AGE_S when the child reaches it (analytics that cannot keep up at all), one the daemon
-  stops before reading, and OPC UA points (not in the readings table) are dropped and counted.
+  REPLAY_MAX_AGE_S when the child reaches it (analytics that cannot keep up at all) and OPC UA
+  points (not in the readings table) are dropped and counted; the first replay a stopping daemon
+  leaves, and all after it, are read back first by its next start (RESUME_STATE).
   Ingest never waits. The first frame says what to run (the site, the database, the active
   alerts); closing the pipe asks the child to save and exit. This side reads ``[analytics]``
   through ``config`` alone: the engine (detectors, KPIs: 2.5 MB of RSS) is imported only in the
@@ -74,6 +75,9 @@ RESTARTS_MAX, RESTART_WINDOW_S = 5, 600.0
 # a replay the child reaches later than this after its commit is dropped (counted) rather than
 # read back: analytics that far behind cannot keep up; compaction keeps the rows twice as long
 REPLAY_MAX_AGE_S = 600.0
+# the saved state (analytics_state) where a stopping child leaves the rowid its next start reads
+# back from: the first replay the stop left unread, and every reading after it
+RESUME_STATE = "analytics_resume"
 HEAD = struct.Struct("<I")  # a frame's length, before its bytes
 EOF = object()  # Frames.get: the other end closed its pipe
 
@@ -180,9 +184,10 @@ class Feed:
             self._cv.notify()
         return True
 
-    def put_replay(self, first: int, last: int, n: int) -> bool:
-        """Rows first..last (n readings) for the child to read back; merged into the replay
-        queued last when they follow it (a burst's commits: one frame while the child is busy)."""
+    def put_replay(self, first: int, last: int, n: int, at_ms: int | None = None) -> bool:
+        """Rows first..last (n readings, committed at ``at_ms``: now by default) for the child
+        to read back; merged into the replay queued last when they follow it (a burst's commits:
+        one frame while the child is busy)."""
         with self._cv:
             if self._closed:
                 return False
@@ -191,7 +196,8 @@ class Feed:
                 tail[2] = last
                 tail[3] += n
             else:
-                self._pending.append(["replay", first, last, n, int(time.time() * 1000)])
+                at = int(time.time() * 1000) if at_ms is None else at_ms
+                self._pending.append(["replay", first, last, n, at])
                 self._cv.notify()
         return True
 
@@ -514,7 +520,24 @@ class AnalyticsProcess:
         self._link.start()
         self._started.wait(30)
         self.daemon.metrics.watch(self._link)
+        self._resume()
         return self
+
+    def _resume(self) -> None:
+        """What the last stop left unread (RESUME_STATE: a replay and the readings after it) is
+        read back first, before anything this start stores."""
+        saved = self.store.load_state(RESUME_STATE)
+        if not saved or self.child is None:
+            return
+        self.store.save_state(RESUME_STATE, {})  # once
+        first, top = saved["rowid"], self._last_row
+        if top >= first:
+            n = int((top - first + 1) * saved.get("per_msg", 1.0) + 0.5)
+            if self.child.feed.put_replay(first, top, n, saved["at_ms"]):
+                with self._replay_lock:
+                    self._replays.append([first, top, time.monotonic()])
+                self.child.sent += n
+                log.info("analytics reads back %d reading(s) the last stop left unread", n)
 
     def _spawn(self) -> None:
         root = logging.getLogger("gridtwin")
@@ -810,13 +833,15 @@ def child_main(feed_fd: int, out_fd: int) -> None:
                     "analysed": an.analysed,
                     "dropped": an.dropped + dropped[0],
                     "replayed": replayed[0],
+                    "deferred": deferred[0],
                     "queued": an._queued,
                     "counts": counts,
                 },
             )
         )
 
-    dropped, replayed = [0], [0]  # readings of replays not read back; readings read back
+    # readings of replays not read back; readings read back; readings left for the next start
+    dropped, replayed, deferred = [0], [0], [0]
 
     def analyse(tels) -> None:
         an.process(tels)
@@ -825,16 +850,26 @@ def child_main(feed_fd: int, out_fd: int) -> None:
             an.housekeeping()
             stats()
 
+    resume: list = []  # [rowid, at_ms]: the first replay a stop left, read back at the next start
+
     def read_back(first: int, last: int, n: int, at_ms: int) -> None:
         late = time.time() - at_ms / 1000
-        if late > REPLAY_MAX_AGE_S or closing.is_set():
+        if closing.is_set() and late <= REPLAY_MAX_AGE_S:
+            # the daemon is stopping: this and everything after it wait for its next start, which
+            # reads them back first (RESUME_STATE), in order
+            if not resume:
+                resume[:] = [first, at_ms]
+            deferred[0] += n
+            send(("replayed", last))  # the next start holds compaction back again
+            return
+        if late > REPLAY_MAX_AGE_S:
             dropped[0] += n
             log.warning(
-                "analytics: %d reading(s) stored while it was behind are not analysed (%s)",
+                "analytics: %d reading(s) stored while it was behind are not analysed (reached "
+                "%.0f s after their commit, more than %.0f)",
                 n,
-                "the daemon is stopping"
-                if closing.is_set()
-                else f"reached {late:.0f} s after their commit, more than {REPLAY_MAX_AGE_S:.0f}",
+                late,
+                REPLAY_MAX_AGE_S,
             )
             send(("replayed", last))  # done with the range: compaction may have it
             return
@@ -844,7 +879,11 @@ def child_main(feed_fd: int, out_fd: int) -> None:
         finally:
             replayed[0] += an.analysed - before
             rows = last - first + 1
-            if read < rows:  # the daemon stopped meanwhile, retention took some, or a failure
+            if read < rows and closing.is_set() and not resume:
+                # stopped part way: the rest (and what follows) waits for the next start
+                resume[:] = [first + read, at_ms]
+                deferred[0] += n * (rows - read) // rows
+            elif read < rows:  # retention took some, or a failure
                 dropped[0] += n * (rows - read) // rows
             send(("replayed", last))  # done with the range: compaction may have it
 
@@ -865,6 +904,10 @@ def child_main(feed_fd: int, out_fd: int) -> None:
                     taken += n  # first: the daemon's queue has room again while this is read
                     send(("taken", taken))
                     read_back(first, last, n, at_ms)
+                elif frame and resume:  # after a replay a stop left: read back at the next start
+                    taken += frame[0]
+                    deferred[0] += frame[0]
+                    send(("taken", taken))
                 elif frame:
                     n, rows = frame
                     taken += n
@@ -884,6 +927,13 @@ def child_main(feed_fd: int, out_fd: int) -> None:
                 stats()
                 trim()
     finally:
+        if resume:
+            send(("state", RESUME_STATE, {"rowid": resume[0], "at_ms": resume[1]}))
+            log.warning(
+                "analytics: %d reading(s) stored while it was behind are left for the daemon's "
+                "next start (it reads them back first)",
+                deferred[0],
+            )
         an.stop()  # saves its state (as messages)
         stats()
         send(("bye",))
