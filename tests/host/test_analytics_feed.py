@@ -194,6 +194,16 @@ def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
     assert ap.replay_floor() == 16
     ap._replayed(20)
     assert ap.replay_floor() is None
+    # a range the child never answers for is let go after 2 x REPLAY_MAX_AGE_S (the child drops
+    # what it reaches after REPLAY_MAX_AGE_S): compaction is held back that long at most
+    ingest.last_rows = (21, 25)
+    ap._others(21, 25)
+    assert marshal.loads(_frame(r, 10))[:4] == ("replay", 21, 25, 10)  # 2 readings a message
+    assert ap.replay_floor() == 21
+    ap._replays[0][2] -= 2 * process.REPLAY_MAX_AGE_S + 1  # handed over that long ago
+    assert ap.replay_floor() is None
+    ap._last_row = 25
+    first = 26
     ap.feed_points([_Tel2(0)])  # an OPC UA point: nothing to read back
     assert ap.dropped == 2
 
@@ -201,9 +211,9 @@ def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
     feed.hold()  # ingest stores a backlog: commits go as rowids although they would fit
     commit()
     commit()
-    assert ap.replay_floor() == 21
-    feed.close()  # written now: one replay of both
-    assert marshal.loads(_frame(r, 10))[:4] == ("replay", 21, 30, 20)
+    assert ap.replay_floor() == 26
+    feed.close()  # written now: one replay of both commits
+    assert marshal.loads(_frame(r, 10))[:4] == ("replay", 26, 35, 20)
 
 
 def test_rows_another_daemon_instance_committed_are_read_back_in_their_place(pipe):

@@ -161,8 +161,8 @@ class Feed:
     Why hold: the child shares this machine's caches as well as its cores. While it ran beside a
     burst, durable ingest ran at 75-99 % of its rate without analytics although the child was
     below it in priority (idle CPU is what it took): the daemon's threads came back to colder
-    caches. A burst is short, so analytics waits it out (readings queue here, up to queue_max,
-    then are dropped and counted as before) and catches up after. A hold ends YIELD_S after the
+    caches. A burst is short, so analytics waits it out (what ingest commits meanwhile goes as
+    rowids to read back: ``put_replay``) and catches up after. A hold ends YIELD_S after the
     last backlog-sized commit, and lasts HOLD_MAX_S at most: under a longer load the child runs
     beside ingest again, at its lower priority, until ingest has been quiet for YIELD_S."""
 
@@ -358,7 +358,14 @@ class AnalyticsProcess:
         self._per_msg = 1.0
         self.restarts = 0
         self._deaths: collections.deque = collections.deque()
-        self.stats = {"analysed": 0, "dropped": 0, "queued": 0, "replayed": 0, "counts": []}
+        self.stats = {
+            "analysed": 0,
+            "dropped": 0,
+            "queued": 0,
+            "replayed": 0,
+            "deferred": 0,
+            "counts": [],
+        }
         self._stopping = False
         self._link: threading.Thread | None = None
         self._started = threading.Event()
@@ -368,7 +375,7 @@ class AnalyticsProcess:
         m = daemon.metrics
         m.gauges["analytics_dropped_total"] = lambda: self.dropped + self.stats["dropped"]
         m.gauges["analytics_readings_total"] = lambda: self.stats["analysed"]
-        m.gauges["analytics_replayed_total"] = lambda: self.stats.get("replayed", 0)
+        m.gauges["analytics_replayed_total"] = lambda: self.stats["replayed"]
         m.gauges["analytics_queue"] = lambda: self.backlog() + self.stats["queued"]
         m.gauges["alerts_raised_total"] = lambda: self.alerts.counters("raised")
         m.gauges["alerts_cleared_total"] = lambda: self.alerts.counters("cleared")
@@ -401,18 +408,19 @@ class AnalyticsProcess:
         readings table: the other daemon instances (``[daemon] instances``), whose ingest shares
         the stream and the database but not analytics. They were committed before this batch
         (one writer at a time), so the child reads them back first, in order."""
+        counts = [len(t.m) for t in tels]
         rows = self.daemon.ingest.last_rows
         if rows is not None:
-            if tels:  # readings a message, to count theirs by (the queue's bound is in readings)
-                self._per_msg = sum(len(t.m) for t in tels) / len(tels)
+            if counts:  # readings a message, to count theirs by (the queue's bound is in readings)
+                self._per_msg = sum(counts) / len(counts)
             last, self._last_row = self._last_row, rows[1]
             if last is not None and rows[0] > last + 1:
                 self._others(last + 1, rows[0] - 1)
-        self._feed(tels, rows)
+        self._feed(tels, counts, rows)
 
-    def _others(self, first: int, last: int) -> None:
-        n = int((last - first + 1) * self._per_msg + 0.5)
-        self._feed((), (first, last), n, others=True)
+    def feed_points(self, tels) -> None:
+        """OPC UA points after their commit: not in the readings table, so dropped when full."""
+        self._feed(tels, [len(t.m) for t in tels], None)
 
     def idle(self) -> None:
         """Ingest's idle hook (its writer, after a second without messages): rows another
@@ -426,38 +434,40 @@ class AnalyticsProcess:
             self._last_row = top
             self._others(last + 1, top)
 
-    def feed_points(self, tels) -> None:
-        """OPC UA points after their commit: not in the readings table, so dropped when full."""
-        self._feed(tels, None)
+    def _others(self, first: int, last: int) -> None:
+        """Rows other instances stored: read back as a rule (never handed over as readings)."""
+        n = int((last - first + 1) * self._per_msg + 0.5)
+        if not self._replay(first, last, n):
+            self.dropped += n  # the child is down (or stopping)
 
-    def _feed(self, tels, rows, n: int | None = None, others: bool = False) -> None:
-        counts = [len(t.m) for t in tels]
-        if n is None:
-            n = sum(counts)
+    def _replay(self, first: int, last: int, n: int, at_ms: int | None = None) -> bool:
+        """Hand the child rows first..last (n readings) to read back; compaction leaves them until
+        it says it has (replay_floor). False: no child to take them."""
+        child = self.child
+        if child is None or not child.feed.put_replay(first, last, n, at_ms):
+            return False
+        with self._replay_lock:
+            if self._replays and self._replays[-1][1] + 1 == first:
+                self._replays[-1][1] = last
+            else:
+                self._replays.append([first, last, time.monotonic()])
+        child.sent += n
+        return True
+
+    def _feed(self, tels, counts: list, rows) -> None:
+        n = sum(counts)
         child = self.child
         if child is not None and len(tels) >= BACKLOG_BATCH:
             child.hold()  # the child waits the burst out (Feed)
-        if (
-            child is not None
-            and rows is not None
-            and (others or child.feed.held() or child.backlog() + n > self.queue_max)
-        ):
-            # no room, or ingest is storing a backlog (the child waits it out: Feed): the child
-            # reads these rows back when it gets to them, in order; nothing of a burst is built
-            # or kept here meanwhile
-            if child.feed.put_replay(rows[0], rows[1], n):
-                with self._replay_lock:
-                    if self._replays and self._replays[-1][1] + 1 == rows[0]:
-                        self._replays[-1][1] = rows[1]
-                    else:
-                        self._replays.append([rows[0], rows[1], time.monotonic()])
-                child.sent += n
-                if not others:  # (another instance's rows are read back as a rule)
+        if child is not None and rows is not None:
+            # ingest is storing a backlog (the child waits it out: Feed), or no room: the child
+            # reads these rows back when it gets to them, in order; nothing of a burst is built or
+            # kept here meanwhile
+            full = child.backlog() + n > self.queue_max
+            if (full or child.feed.held()) and self._replay(rows[0], rows[1], n):
+                if full:
                     self._say_replaying(n)
                 return
-        if others:  # nothing to hand over but rowids (the child is down, or stopping)
-            self.dropped += n
-            return
         if child is not None and child.backlog() + n <= self.queue_max:
             # the rows only for a batch that is handed over: once the queue is full in a burst,
             # each commit of thousands is dropped without building them
@@ -526,18 +536,13 @@ class AnalyticsProcess:
     def _resume(self) -> None:
         """What the last stop left unread (RESUME_STATE: a replay and the readings after it) is
         read back first, before anything this start stores."""
-        saved = self.store.load_state(RESUME_STATE)
-        if not saved or self.child is None:
-            return
+        saved = self.store.load_state(RESUME_STATE) or {}
+        first, at_ms, top = saved.get("rowid"), saved.get("at_ms"), self._last_row
+        if not isinstance(first, int) or not isinstance(at_ms, int):
+            return  # none (or not ours to read: left as it is)
         self.store.save_state(RESUME_STATE, {})  # once
-        first, top = saved["rowid"], self._last_row
-        if top >= first:
-            n = int((top - first + 1) * saved.get("per_msg", 1.0) + 0.5)
-            if self.child.feed.put_replay(first, top, n, saved["at_ms"]):
-                with self._replay_lock:
-                    self._replays.append([first, top, time.monotonic()])
-                self.child.sent += n
-                log.info("analytics reads back %d reading(s) the last stop left unread", n)
+        if top >= first and self._replay(first, top, top - first + 1, at_ms):
+            log.info("analytics reads back what the last stop left unread (rows %d-%d)", first, top)
 
     def _spawn(self) -> None:
         root = logging.getLogger("gridtwin")
