@@ -29,6 +29,13 @@ from bench_fleet import cpu_s  # tools/: one reading of /proc/<pid>/stat for eve
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _six(telemetry, root: str, node: str, boot: int, seq: int, ts: int) -> tuple:
+    """The cost rows' message: one node's 6-metric reading (its power rising with seq)."""
+    return telemetry(
+        root, node, boot, seq, ts, p_w=seq * 0.5, t_c=21.5, v=230.1, i=1.25, pf=0.98, f=50.01
+    )
+
+
 def _paced(pub, bs, telemetry, rate: int, seconds: float, boot: int, start_seq: int = 0) -> int:
     """Offer `rate` msg/s for `seconds`, spread over the nodes (each node once per its interval)."""
     tick = 0.01
@@ -45,21 +52,7 @@ def _paced(pub, bs, telemetry, rate: int, seconds: float, boot: int, start_seq: 
             k = sent + start_seq
             n = nodes[k % len(nodes)]
             seq = k // len(nodes)
-            batch.append(
-                telemetry(
-                    bs.root,
-                    n,
-                    boot,
-                    seq,
-                    now + seq * 1000,
-                    p_w=seq * 0.5,
-                    t_c=21.5,
-                    v=230.1,
-                    i=1.25,
-                    pf=0.98,
-                    f=50.01,
-                )
-            )
+            batch.append(_six(telemetry, bs.root, n, boot, seq, now + seq * 1000))
             sent += 1
         pub.send(batch)
         i += 1
@@ -231,19 +224,7 @@ def cold_batches(
 
     def msg(k: int) -> tuple:  # as the bus hands a message to ingest
         node, seq = nodes[k % 1000], k // 1000
-        topic, payload = telemetry(
-            _Bus.root,
-            node,
-            5,
-            seq,
-            now + seq * 1000,
-            p_w=seq * 0.5,
-            t_c=21.5,
-            v=230.1,
-            i=1.25,
-            pf=0.98,
-            f=50.01,
-        )
+        topic, payload = _six(telemetry, _Bus.root, node, 5, seq, now + seq * 1000)
         return (1, k % 65535 + 1, 1, topic.decode(), payload)
 
     out = []
@@ -357,22 +338,7 @@ def run(
         per_node = burst // len(bs.node_ids)
         for seq in range(per_node):
             pub.send(
-                [
-                    telemetry(
-                        bs.root,
-                        nd,
-                        6,
-                        seq,
-                        now - 100_000 + seq,
-                        p_w=seq * 0.5,
-                        t_c=21.5,
-                        v=230.1,
-                        i=1.25,
-                        pf=0.98,
-                        f=50.01,
-                    )
-                    for nd in bs.node_ids
-                ]
+                [_six(telemetry, bs.root, nd, 6, seq, now - 100_000 + seq) for nd in bs.node_ids]
             )
         pub.drain()
         daemon = start_daemon(bs, db, mport)
