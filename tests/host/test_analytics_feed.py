@@ -159,7 +159,7 @@ def _daemon_side(feed, queue_max: int):
     return ap, child, ingest
 
 
-def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
+def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe, caplog):
     """Beyond queue_max a telemetry commit is handed over as its rows' rowids (the child reads
     them back from the store, in order, when it gets there), merged with the replay queued before
     it; so is every commit while a hold is on (nothing of a burst is built or kept in the daemon).
@@ -179,6 +179,12 @@ def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
     for _ in range(4):
         commit()
     assert ap.dropped == 0 and child.sent == 40
+    # said once (a minute at most) for the two commits the full queue had no room for
+    said = [r.message for r in caplog.records if "back from the store" in r.message]
+    assert said == [
+        "analytics is behind: it reads 10 reading(s) back from the store when it gets to them "
+        "(its queue of 25 is full); ingest goes on"
+    ]
     assert ap.replay_floor() == 11  # rows 11.. are to be read back
     frames = [marshal.loads(_frame(r, 10)) for _ in range(2)]
     assert [f[0] for f in frames] == [10, 10]  # two commits handed over whole
@@ -212,6 +218,7 @@ def test_a_commit_without_room_goes_as_the_rowids_to_read_back(pipe):
     commit()
     commit()
     assert ap.replay_floor() == 26
+    assert len([r for r in caplog.records if "back from the store" in r.message]) == 1  # by design
     feed.close()  # written now: one replay of both commits
     assert marshal.loads(_frame(r, 10))[:4] == ("replay", 26, 35, 20)
 
