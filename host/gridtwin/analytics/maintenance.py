@@ -317,14 +317,8 @@ class MaintenanceDetector:
         # indexes the site's nodes and keeps each node's quantities once
         self.resolver = Resolver(None, ctx.site)
 
-    def role(self, node: str) -> str:
-        return self.resolver.role(node)
-
-    def quantity(self, node: str, metric: str) -> str:
-        return self.resolver.quantity(node, metric)
-
     def threshold_for(self, node: str, metric: str) -> Threshold | None:
-        role, q = self.role(node), self.quantity(node, metric)
+        role, q = self.resolver.role(node), self.resolver.quantity(node, metric)
         return next((t for t in self.thresholds if t.matches(node, role, metric, q)), None)
 
     def observe(self, batch: list[Reading]) -> list[Finding]:
@@ -362,7 +356,7 @@ class MaintenanceDetector:
             self.horizon_s,
             node=node,
             metric=metric,
-            role=self.role(node),
+            role=self.resolver.role(node),
             min_span_s=self.min_span_s,
             min_points=self.min_points,
         )
@@ -401,7 +395,7 @@ class MaintenanceDetector:
                         self.horizon_s,
                         node=node,
                         metric=metric,
-                        role=self.role(node),
+                        role=self.resolver.role(node),
                         min_span_s=self.min_span_s,
                         min_points=self.min_points,
                     )

@@ -65,7 +65,7 @@ def forecasts(site, store, nodes: list[str], horizon_s: float) -> list:
                     horizon_s,
                     node=node,
                     metric=metric,
-                    role=det.role(node),
+                    role=det.resolver.role(node),
                     min_span_s=det.min_span_s,
                     min_points=det.min_points,
                 )
