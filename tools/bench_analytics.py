@@ -660,6 +660,7 @@ def ingest_on_off(per_node: int = 120, n_nodes: int = 1000, on_extra: str = "", 
         rss_mb,
         scrape,
         stop,
+        stored,
         telemetry,
         wait_until,
     )
@@ -715,7 +716,7 @@ def ingest_on_off(per_node: int = 120, n_nodes: int = 1000, on_extra: str = "", 
             pub.close()
             total = per_node * n_nodes
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
-            (t0, c0, k0), (t1, c1, k1) = _storing(proc, mport, total, scrape)
+            (t0, c0, k0), (t1, c1, k1) = _storing(proc, mport, total, stored)
             dt = t1 - t0
             r = {"rate": total / dt, "cpu": (c1 - c0) / dt, "total": total}
             if enabled:
@@ -797,11 +798,11 @@ def ingest_on_off(per_node: int = 120, n_nodes: int = 1000, on_extra: str = "", 
     ]
 
 
-def _storing(proc, mport: int, total: int, scrape) -> tuple:
+def _storing(proc, mport: int, total: int, stored) -> tuple:
     """When a fresh daemon stored its backlog of `total` messages: (time, its CPU, its children's
     CPU) at the last sample that saw nothing stored and at the first that saw it all. Sampled from
     its start (its /metrics is up before ingest starts), a sample's time the middle of its request
-    (a scrape waits while the daemon is busy). Waiting for /healthz first and then for a first
+    (a request waits while the daemon is busy). Waiting for /healthz first and then for a first
     stored batch started some windows late: a fast run had stored most of the backlog by then, and
     its short tail gave off rates of 70,000-145,000 msg/s (the daemon stores ~46,000)."""
 
@@ -816,18 +817,18 @@ def _storing(proc, mport: int, total: int, scrape) -> tuple:
             raise RuntimeError(f"the bench's daemon exited ({proc.returncode})")
         a = time.monotonic()
         try:
-            stored = scrape(mport).get("gridtwin_stored_total", 0)
+            done = stored(mport)
         except OSError:  # not listening yet
             time.sleep(0.02)
             continue
         t = (a + time.monotonic()) / 2
-        if stored >= total:
+        if done >= total:
             if zero is None:
                 raise RuntimeError("the bench saw no sample before the daemon's first commit")
             return zero, sample(t)
-        if stored == 0:
+        if done == 0:
             zero = sample(t)
-        time.sleep(0.02 if stored == 0 else 0.05)
+        time.sleep(0.02 if done == 0 else 0.05)
     raise RuntimeError("timed out waiting for the daemon to store its backlog")
 
 

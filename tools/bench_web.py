@@ -103,29 +103,29 @@ class SseClient(threading.Thread):
             pass
 
 
-def _window(pub, bs, telemetry, daemon, mport, scrape, wait_until, seconds: float, start_seq: int):
+def _window(pub, bs, telemetry, daemon, mport, stored, wait_until, seconds: float, start_seq: int):
     """Offer RATE msg/s for `seconds`: (sent, stored/s during the window, s to catch up after, %
     core)."""
-    base = scrape(mport).get("gridtwin_stored_total", 0)
+    base = stored(mport)
     c0, t0 = cpu_s(daemon.pid), time.monotonic()
     n = _paced(pub, bs, telemetry, RATE, seconds, boot=21, start_seq=start_seq)
     elapsed = time.monotonic() - t0
-    stored = scrape(mport).get("gridtwin_stored_total", 0) - base
+    done = stored(mport) - base
     t_stop = time.monotonic()
     wait_until(
-        lambda: scrape(mport).get("gridtwin_stored_total", 0) - base >= n,
+        lambda: stored(mport) - base >= n,
         60,
         "the paced stream",
         interval=0.02,
     )
     catch_up = time.monotonic() - t_stop
     cpu = (cpu_s(daemon.pid) - c0) / (time.monotonic() - t0) * 100
-    return n, stored / elapsed, catch_up, cpu
+    return n, done / elapsed, catch_up, cpu
 
 
-def _burst(pub, bs, telemetry, daemon, mport, scrape, wait_until, n: int, start_seq: int):
+def _burst(pub, bs, telemetry, daemon, mport, stored, wait_until, n: int, start_seq: int):
     """`n` messages as fast as the broker takes them: (durable msg/s, daemon CPU us per message)."""
-    base = scrape(mport).get("gridtwin_stored_total", 0)
+    base = stored(mport)
     nodes, now = bs.node_ids, int(time.time() * 1000)
     c0, t0 = cpu_s(daemon.pid), time.monotonic()
     for k0 in range(start_seq, start_seq + n, len(nodes)):
@@ -144,7 +144,7 @@ def _burst(pub, bs, telemetry, daemon, mport, scrape, wait_until, n: int, start_
             ]
         )
     wait_until(
-        lambda: scrape(mport).get("gridtwin_stored_total", 0) - base >= n,
+        lambda: stored(mport) - base >= n,
         120,
         "the burst",
         interval=0.02,
@@ -160,7 +160,7 @@ def run(
     *,
     start_daemon,
     stop,
-    scrape,
+    stored,
     free_port,
     RawPublisher,
     telemetry,
@@ -193,7 +193,7 @@ def run(
         sent = _paced(
             pub, bs, telemetry, RATE, 2, boot=21
         )  # warm-up: every node seen, sessions settled
-        wait_until(lambda: scrape(mport).get("gridtwin_stored_total", 0) >= sent, 60, "the warm-up")
+        wait_until(lambda: stored(mport) >= sent, 60, "the warm-up")
 
         _get(mport, "/api/ui/fleet")  # first request: imports and caches warm
         runs = [_get(mport, "/api/ui/fleet") for _ in range(10)]
@@ -220,10 +220,10 @@ def run(
         # stream (and its capacity: a burst as fast as the broker takes it, the figure a slow-down
         # shows in first)
         n, rate0, catch0, cpu0 = _window(
-            pub, bs, telemetry, daemon, mport, scrape, wait_until, seconds, sent
+            pub, bs, telemetry, daemon, mport, stored, wait_until, seconds, sent
         )
         sent += n
-        burst0, us0 = _burst(pub, bs, telemetry, daemon, mport, scrape, wait_until, BURST, sent)
+        burst0, us0 = _burst(pub, bs, telemetry, daemon, mport, stored, wait_until, BURST, sent)
         sent += BURST
         clients = [SseClient(mport) for _ in range(CLIENTS)]
         for c in clients:
@@ -235,12 +235,12 @@ def run(
             c.counting = True
         t0 = time.monotonic()
         n, rate1, catch1, cpu1 = _window(
-            pub, bs, telemetry, daemon, mport, scrape, wait_until, seconds, sent
+            pub, bs, telemetry, daemon, mport, stored, wait_until, seconds, sent
         )
         span = time.monotonic() - t0
         sent += n
         events = [c.events for c in clients]
-        burst1, us1 = _burst(pub, bs, telemetry, daemon, mport, scrape, wait_until, BURST, sent)
+        burst1, us1 = _burst(pub, bs, telemetry, daemon, mport, stored, wait_until, BURST, sent)
         sent += BURST
         for c in clients:
             c.close()
