@@ -429,7 +429,11 @@ BROKER = Section(
             help="bytes queued per client; 0 = no byte limit",
         ),
         "max_inflight_messages": Key(
-            int, 100, check=in_range(1, 65535), help="unacknowledged QoS 1 messages per client"
+            int,
+            100,
+            check=in_range(1, 65535),
+            help="unacknowledged QoS 1 messages per MQTT 3.1.1 client (the daemon, on MQTT 5, "
+            "asks for [daemon] receive_maximum)",
         ),
         "persistent_client_expiration": Key(
             str,

@@ -12,6 +12,7 @@ import pytest
 from fixtures.broker import make_site_pki
 from fixtures.daemon_fleet import (
     FLEET as NODES,
+    HOST_ID,
     DaemonProcess,
     NodeClient,
     count_rows,
@@ -259,8 +260,6 @@ def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(
     """The database refuses writes for a while (another process holds its lock): the writer retries
     with backoff and acks nothing, the MQTT thread stops reading once two batches wait, the broker
     keeps the rest; when the lock goes, everything is stored exactly once."""
-    import sqlite3
-
     db = tmp_path / "gridtwin.db"
     daemon = Daemon(
         endpoint=endpoint(fleet_broker), db_path=db, metrics_port=None, batch_max=50
@@ -269,8 +268,7 @@ def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(
     try:
         assert daemon.ingest.wait_connected()
         daemon.store.conn.execute("PRAGMA busy_timeout=50")  # fail fast instead of waiting 30 s
-        locker = sqlite3.connect(db, timeout=0)
-        locker.execute("BEGIN EXCLUSIVE")
+        locker = _locked(db)
         stream = Stream(fleet_broker, per_node=20, pause=0).start()
         stream.finish()  # the broker has all 1,000 messages
         wait_for(lambda: daemon.metrics.store_errors > 0, 10, "the writer to hit the lock")
@@ -288,4 +286,90 @@ def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(
         if locker is not None:
             locker.rollback()
             locker.close()
+        daemon.stop()
+
+
+def _locked(db):
+    """Another process holds the database's write lock: nothing commits, so nothing is acked."""
+    import sqlite3
+
+    locker = sqlite3.connect(db, timeout=0)
+    locker.execute("BEGIN EXCLUSIVE")
+    return locker
+
+
+def test_receive_maximum_is_how_many_unacknowledged_messages_the_broker_sends_the_daemon(
+    fleet_broker, tmp_path
+):
+    """`[daemon] receive_maximum` is the daemon's window: while nothing it received is acked (the
+    database locked) the broker sends it that many messages and keeps the rest, whatever the
+    broker's own max_inflight_messages (100 here). The daemon's 3.1.1 session ignored it: the
+    broker sent 100. Once the lock goes everything is stored, once."""
+    import time
+
+    db = tmp_path / "gridtwin.db"
+    daemon = Daemon(
+        endpoint=endpoint(fleet_broker),
+        db_path=db,
+        metrics_port=None,
+        batch_max=50,
+        receive_maximum=20,
+    )
+    got = []
+    inner = daemon.bus.sink
+
+    def sink(gen, mid, qos, topic, payload):  # everything the broker hands the daemon, QoS 1
+        got.append((topic, qos))
+        inner(gen, mid, qos, topic, payload)
+
+    daemon.bus.sink = sink
+    daemon.start()
+    locker = None
+    try:
+        assert daemon.ingest.wait_connected()
+        daemon.store.conn.execute("PRAGMA busy_timeout=50")  # fail fast instead of waiting 30 s
+        locker = _locked(db)
+        stream = Stream(fleet_broker, per_node=4, pause=0).start()
+        stream.finish()  # the broker has all 200 messages
+        # (the daemon's own retained status, delivered as it subscribes, is outside the window)
+        telemetry = lambda: [t for t, qos in got if t.endswith("/telemetry") and qos == 1]  # noqa: E731
+        wait_for(lambda: len(telemetry()) >= 20, 10, "the daemon's window to fill")
+        wait_for(lambda: daemon.metrics.store_errors > 0, 10, "the writer to hit the lock")
+        time.sleep(0.5)  # the broker would have sent more by now (it sent 100 within this)
+        assert len(telemetry()) == 20, f"the broker sent {len(telemetry())} unacknowledged"
+        locker.rollback()
+        locker.close()
+        locker = None
+        wait_for(lambda: count_rows(db) == 200, 60, "everything stored once the lock is gone")
+        assert_exactly_once(stored_keys(db), stream.expected)
+    finally:
+        if locker is not None:
+            locker.rollback()
+            locker.close()
+        daemon.stop()
+
+
+def test_a_session_an_older_daemon_kept_on_mqtt_3_1_1_is_resumed(fleet_broker, tmp_path):
+    """Daemons before this one kept their broker session on MQTT 3.1.1 (clean_session off); the
+    daemon now connects with MQTT 5 under the same client id. What the broker queued for the old
+    session while the daemon was stopped (an upgrade) is delivered to the new one and stored."""
+    ep = endpoint(fleet_broker)
+    old = ep.client(HOST_ID, persistent=True, manual_ack=True, v5=False)
+    subscribed = threading.Event()
+    old.on_subscribe = lambda *_a: subscribed.set()
+    old.on_connect = lambda c, *_a: c.subscribe(f"{fleet_broker.site.topic_root}/#", 1)
+    ep.connect(old, persistent=True)
+    old.loop_start()
+    assert subscribed.wait(10), "the 3.1.1 session did not subscribe"
+    old.disconnect()
+    old.loop_stop()
+    stream = Stream(fleet_broker, per_node=4, pause=0).start()
+    stream.finish()  # queued for the stopped 3.1.1 session
+    db = tmp_path / "gridtwin.db"
+    daemon = Daemon(endpoint=ep, db_path=db, client_id=HOST_ID, metrics_port=None).start()
+    try:
+        wait_for(lambda: count_rows(db) == 200, 60, "the old session's queue stored")
+        assert_exactly_once(stored_keys(db), stream.expected)
+        assert daemon.bus.client.protocol == 5
+    finally:
         daemon.stop()

@@ -56,7 +56,9 @@ class Bus:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
-        c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True, v5=False)
+        # MQTT 5: Receive Maximum (below) bounds what the broker sends before our acks; on 3.1.1
+        # the broker's max_inflight_messages (100 by default) would, whatever the daemon says
+        c = self.endpoint.client(self.client_id, persistent=True, manual_ack=True)
         c.on_connect, c.on_disconnect, c.on_message = (
             self._on_connect,
             self._on_disconnect,

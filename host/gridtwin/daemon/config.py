@@ -106,7 +106,8 @@ DAEMON = Section(
             int,
             2000,
             check=in_range(1, 65535),
-            help="unacknowledged QoS 1 messages the broker may send us",
+            help="unacknowledged QoS 1 messages the broker may send the daemon (its MQTT 5 "
+            "Receive Maximum; the broker's max_inflight_messages is for 3.1.1 clients)",
         ),
         "metrics_host": Key(str, "127.0.0.1", help="address of /healthz and /metrics"),
         "metrics_port": Key(

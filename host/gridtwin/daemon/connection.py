@@ -14,6 +14,7 @@ from gridtwin.errors import BrokerError, PKIError
 from gridtwin.identities import HOST_IDENTITY  # noqa: F401  (re-exported: the daemon's identity)
 
 PUBACK = 0x40
+_PARSED = (mqtt.MQTTv311, mqtt.MQTTv5)  # the PUBLISH layouts BufferedClient reads itself
 
 
 class BufferedClient(mqtt.Client):
@@ -24,7 +25,8 @@ class BufferedClient(mqtt.Client):
     each packet as its own record, that costs ~100 us a message. Here:
 
     - reads gather every TLS record the socket holds (up to 64 KiB) into a buffer;
-    - with ``on_publish_raw`` set and MQTT 3.1.1, complete QoS 0/1 PUBLISH packets are parsed
+    - with ``on_publish_raw`` set (MQTT 3.1.1 or 5: a v5 PUBLISH's properties are skipped, paho
+      would decode each), complete QoS 0/1 PUBLISH packets are parsed
       straight from the buffer and handed to it as ``(topic, mid, qos, payload)``; any other packet
       (CONNACK, SUBACK, PUBACK, PINGRESP) goes to paho's own reader, which reads it from the buffer;
     - ``ack_many`` queues the PUBACKs of a batch as one write instead of one TLS record per ack.
@@ -82,6 +84,7 @@ class BufferedClient(mqtt.Client):
             len(self._gt_data),
             self.on_publish_raw,
         )
+        v5 = self._protocol == mqtt.MQTTv5
         try:
             while pos < end:
                 h = data[pos]
@@ -102,6 +105,8 @@ class BufferedClient(mqtt.Client):
                 if i + length > end:
                     return False
                 tl = (data[i] << 8) | data[i + 1]
+                if not tl:
+                    return True  # a topic alias (v5, never allowed here): paho's to refuse
                 j = i + 2 + tl
                 topic = data[i + 2 : j].decode("utf-8", "replace")
                 qos = (h >> 1) & 3
@@ -109,6 +114,18 @@ class BufferedClient(mqtt.Client):
                 if qos:
                     mid = (data[j] << 8) | data[j + 1]
                     j += 2
+                if v5:  # the properties (a length, then its bytes): none of them concern ingest
+                    plen, mult = 0, 1
+                    while j < i + length:
+                        b = data[j]
+                        j += 1
+                        plen += (b & 127) * mult
+                        if b < 128:
+                            break
+                        mult *= 128
+                    j += plen
+                    if j > i + length:
+                        return True  # malformed: paho reports the protocol error
                 pos = i + length
                 deliver(topic, mid, qos, data[j:pos])
             return False
@@ -117,7 +134,7 @@ class BufferedClient(mqtt.Client):
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         ok = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
-        if self.on_publish_raw is None or self._protocol != mqtt.MQTTv311:
+        if self.on_publish_raw is None or self._protocol not in _PARSED:
             rc = super().loop_read(max_packets)
             while (
                 rc == ok
@@ -156,7 +173,7 @@ class BufferedClient(mqtt.Client):
         system calls per message in this thread. Read-ahead is safe only on the fast path (call it
         once ``on_publish_raw`` is set): its reads drain OpenSSL until it would block, so nothing
         waits in OpenSSL's buffer while ``select`` sees an idle socket."""
-        if self.on_publish_raw is None or self._protocol != mqtt.MQTTv311:
+        if self.on_publish_raw is None or self._protocol not in _PARSED:
             return False
         return _set_read_ahead(getattr(self, "_ssl_context", None))
 
@@ -261,9 +278,10 @@ class Endpoint:
     def client(
         self, client_id: str, *, persistent: bool = False, manual_ack: bool = False, v5: bool = True
     ) -> mqtt.Client:
-        """A paho client with our TLS identity. v5=False gives MQTT 3.1.1, whose PUBLISH carries no
-        properties: paho's v5 property decoding costs about a third of the per-message time, which
-        matters to ingest only (its session is kept by clean_session=False instead of an expiry)."""
+        """A paho client with our TLS identity; v5=False gives MQTT 3.1.1 (a session kept by
+        clean_session=False instead of an expiry). Ingest's session is v5: its Receive Maximum is
+        the one way a client sets how many unacknowledged messages the broker may send it (a
+        3.1.1 client gets the broker's max_inflight_messages)."""
         for what, p in (
             ("CA certificate", self.ca),
             ("certificate", self.cert),
