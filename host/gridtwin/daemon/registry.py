@@ -75,10 +75,14 @@ def view(
     )
 
 
-def fleet(store, site=None, now_ms: int | None = None, stale_intervals: int = 3) -> list[NodeView]:
+def fleet(
+    store, site=None, now_ms: int | None = None, stale_intervals: int = 3, rows=None
+) -> list[NodeView]:
+    """Every node's view: the site's nodes in site order, then nodes only the database knows.
+    ``rows``: the ``nodes`` table as ``{id: row}``, when the caller has read it already."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     site_nodes = {n.id: n for n in site.nodes} if site is not None else {}
-    rows = {r["id"]: r for r in store.nodes()}
+    rows = {r["id"]: r for r in store.nodes()} if rows is None else rows
     return [
         view(
             nid,

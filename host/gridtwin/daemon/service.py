@@ -438,9 +438,9 @@ class Daemon:
         from gridtwin.daemon.registry import fleet
 
         now_ms = int(time.time() * 1000)
-        rows = {r["id"]: r for r in self.store.nodes()}
+        rows = {r["id"]: r for r in self.store.nodes()}  # read once, for the views and the rest
         out = []
-        for v in fleet(self.store, self.site, now_ms, self.stale_intervals):
+        for v in fleet(self.store, self.site, now_ms, self.stale_intervals, rows):
             r = rows.get(v.id, {})
             out.append(
                 (
