@@ -5,6 +5,7 @@ node, and a reader too far behind loses lines without ever holding ingest up."""
 import json
 import socket
 import threading
+import time
 
 import pytest
 
@@ -60,10 +61,14 @@ def test_every_reading_in_commit_order_and_filtered_by_node(local_api):
     everything = _open_tail(api, srv)
     one = _open_tail(api, srv, "?node=n1")
     batches = [[_tel(f"n{k % 3}", b * 100 + k) for k in range(100)] for b in range(30)]
+    before = int(time.time() * 1000)
     for batch in batches:
         api.feed(batch)  # the ingest writer's call after each commit
+    after = int(time.time() * 1000)
     got = _read_lines(everything, 3000)
     assert [(d["node"], d["seq"]) for d in got] == [(t.node, t.seq) for b in batches for t in b]
+    # when its batch was committed (handed over): how long a reading took to the database
+    stored = got[0].pop("stored")
     assert got[0] == {
         "v": 1,
         "node": "n0",
@@ -72,6 +77,8 @@ def test_every_reading_in_commit_order_and_filtered_by_node(local_api):
         "ts": 1_700_000_000_000,
         "m": {"p_w": 0.0},
     }
+    assert before <= stored <= after
+    assert [d["stored"] for d in got[1:]] == sorted(d["stored"] for d in got[1:])
     n1 = [t.seq for b in batches for t in b if t.node == "n1"]
     assert [d["seq"] for d in _read_lines(one, len(n1))] == n1
     everything.close()
@@ -105,7 +112,7 @@ def test_a_full_backlog_keeps_the_oldest_readings_whole():
     backlog.offer(second)
     backlog.offer([_tel("n0", 999)])  # full: lost
     taken = backlog.take(0)
-    assert [t.seq for t in taken] == list(range(250))
+    assert [t.seq for _at, t in taken] == list(range(250))
     assert backlog.take(0) == []
     backlog.offer([_tel("n0", 1000)])  # room again once the reader took what waited
-    assert [t.seq for t in backlog.take(0)] == [1000]
+    assert [t.seq for _at, t in backlog.take(0)] == [1000]

@@ -10,7 +10,10 @@ import time
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("node", nargs="?", help="only this node (default: all)")
     parser.add_argument(
-        "--json", action="store_true", help="the payloads as received, one per line"
+        "--json",
+        action="store_true",
+        help="the readings as stored, one JSON document per line (the payload's fields and "
+        "`stored`: when it was committed, host clock, Unix ms)",
     )
     parser.add_argument("-n", "--count", type=int, default=0, help="stop after this many readings")
 

@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 
 from gridtwin.daemon import validate
@@ -41,8 +42,10 @@ def exception_for(code: int) -> type[GridTwinError]:
 _COMPACT = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def tail_line(t) -> bytes:
-    """A stored reading as `gridtwin tail` shows it: the validated values, not the node's bytes."""
+def tail_line(t, stored_ms: int) -> bytes:
+    """A stored reading as `gridtwin tail` shows it: the validated values, not the node's bytes,
+    and ``stored``, when its transaction committed (host clock, Unix ms): ``stored - ts`` is how
+    long the reading took from the node's clock to the database."""
     doc = {
         "v": validate.SCHEMA_VERSION,
         "node": t.node,
@@ -53,6 +56,7 @@ def tail_line(t) -> bytes:
     }
     if t.hist:
         doc["hist"] = True
+    doc["stored"] = stored_ms
     return _COMPACT(doc).encode()
 
 
@@ -125,7 +129,9 @@ class LocalApi:
             while not self.stopping():
                 # everything waiting in one write: a write and a flush per line made the stream
                 # (and the GIL it takes from ingest) the slowest part at 10,000 readings/s
-                lines = [tail_line(t) for t in backlog.take(0.5) if not node or t.node == node]
+                lines = [
+                    tail_line(t, at) for at, t in backlog.take(0.5) if not node or t.node == node
+                ]
                 if lines:
                     handler.wfile.write(b"\n".join(lines) + b"\n")
                     handler.wfile.flush()
@@ -150,22 +156,26 @@ class _Backlog:
         self._ready = threading.Event()
 
     def offer(self, tel) -> None:
+        """A committed batch, on the ingest writer's thread right after its commit (the time it
+        is stamped with)."""
+        at = int(time.time() * 1000)
         with self._lock:
             room = self.limit - self._n
             if room <= 0 or not tel:
                 return
             part = tel if len(tel) <= room else tel[:room]
-            self._batches.append(part)
+            self._batches.append((at, part))
             self._n += len(part)
         if not self._ready.is_set():  # one wake-up per batch, none while the reader is behind
             self._ready.set()
 
     def take(self, timeout: float) -> list:
-        """Every reading waiting, in commit order; [] after ``timeout`` s without any."""
+        """Every reading waiting as ``(stored_ms, reading)``, in commit order; [] after
+        ``timeout`` s without any."""
         if not self._ready.wait(timeout):
             return []
         with self._lock:
             # cleared before taking: a batch offered after this sets it again, none is missed
             self._ready.clear()
             batches, self._batches, self._n = self._batches, collections.deque(), 0
-        return [t for batch in batches for t in batch]
+        return [(at, t) for at, batch in batches for t in batch]
