@@ -24,6 +24,8 @@ import logging
 import threading
 import time
 
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
 from gridtwin.errors import GridTwinError
 
 log = logging.getLogger("gridtwin.daemon.bus")
@@ -171,19 +173,24 @@ class Bus:
             retain=True,
         )
         everything = f"{self.root}/#"
+        # No Local: the broker does not send the daemon what it published itself (commands, OTA
+        # chunks, _host/ state and alerts), which ingest would only receive, skip and ack: 1,000
+        # nodes going stale at once was 2,000 such messages back. (MQTT 5 forbids it on a shared
+        # subscription, where the other instances' publications come back all the same.)
+        mine = SubscribeOptions(qos=1, noLocal=True)
         if self.shared_group:
             # retained birth/will messages are not delivered on shared subscriptions: every daemon
             # also subscribes to status directly (registry updates are idempotent upserts); acks
             # too: the daemon that sent a command must see its ack (duplicates are ignored)
             client.subscribe(
                 [
-                    (f"$share/{self.shared_group}/{everything}", 1),
-                    (f"{self.root}/+/status", 1),
-                    (f"{self.root}/+/ack", 1),
+                    (f"$share/{self.shared_group}/{everything}", SubscribeOptions(qos=1)),
+                    (f"{self.root}/+/status", mine),
+                    (f"{self.root}/+/ack", mine),
                 ]
             )
         else:
-            client.subscribe(everything, 1)
+            client.subscribe([(everything, mine)])
         self._emit("connected")
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
