@@ -11,7 +11,8 @@ it receives goes through this object.
   The *generation* counts connections: an ack for a message of an earlier connection is dropped
   (the broker redelivers it anyway).
 - **Out:** ``publish(topic, payload, qos, retain)``; ``publish_host(suffix, payload)`` for
-  ``<root>/_host/...``.
+  ``<root>/_host/...``, also handed to the ``published`` listeners in this process: the
+  subscriptions ask No Local (MQTT 5), so the broker does not send the daemon its own messages.
 - **Link state:** ``connected``, ``subscribed``, ``wait_subscribed()``, and ``on_link`` listeners
   called with ``"connected"``, ``"subscribed"`` or ``"disconnected"``.
 - A retained ``_host/daemon/<client id>`` status says online, and the will says offline.
@@ -50,6 +51,9 @@ class Bus:
         self.connected = self.subscribed = False
         self.sink = None  # fn(generation, mid, qos, topic, payload), paho's network thread
         self.on_link: list = []  # fn(event): "connected" | "subscribed" | "disconnected"
+        # fn(topic, payload bytes): what publish_host sends, for readers in this process (the
+        # broker does not send a client its own messages back: its subscriptions ask No Local)
+        self.published: list = []
         self._subscribed = threading.Event()
         self._stopping = False
         self._last_fail_log = -1e9
@@ -109,8 +113,14 @@ class Bus:
         """``<root>/_host/<suffix>``, QoS 1, retained by default (``b""`` clears a retained topic).
         Host topics carry current state and are re-published on change, so while the daemon is
         not connected this is dropped (False), not queued."""
+        topic = f"{self.root}/_host/{suffix}"
+        body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+        if self.published:  # readers in this process (the broker does not send it back)
+            raw = body.encode() if isinstance(body, str) else body
+            for fn in self.published:
+                fn(topic, raw)
         try:
-            self.publish(f"{self.root}/_host/{suffix}", payload, qos=1, retain=retain)
+            self.publish(topic, body, qos=1, retain=retain)
             return True
         except NotConnected:
             return False

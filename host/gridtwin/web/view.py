@@ -134,6 +134,9 @@ class WebView:
             inner(gen, mid, qos, t, payload)
 
         bus.sink = sink
+        # a twin in this process publishes through the daemon's session, which the broker does
+        # not send its own messages back to (No Local): it is heard here instead
+        bus.published.append(lambda t, payload: web.on_twin(payload) if t == topic else None)
         return web
 
     # -- what the daemon tells us -----------------------------------------------------------------
