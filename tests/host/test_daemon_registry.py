@@ -342,17 +342,21 @@ def test_a_crowd_of_nodes_going_silent_is_one_log_line_and_every_alert_kept(tmp_
     watch = NodeWatch(store, bus, Alerts(store, bus), stale_intervals=3)
     now = int(time.time() * 1000)
     crowd = [f"n{i:03d}" for i in range(40)]
-    store.write_batch(
-        [
-            validate.telemetry(
-                nid,
-                json.dumps(
-                    {"v": 1, "node": nid, "boot": 1, "seq": 1, "ts": now, "m": {"t": 1.0}}
-                ).encode(),
-            )
-            for nid in crowd
-        ]
-    )
+
+    def readings(ids, seq):  # one reading of each node, stored
+        store.write_batch(
+            [
+                validate.telemetry(
+                    nid,
+                    json.dumps(
+                        {"v": 1, "node": nid, "boot": 1, "seq": seq, "ts": now, "m": {"t": 1.0}}
+                    ).encode(),
+                )
+                for nid in ids
+            ]
+        )
+
+    readings(crowd, 1)
     assert set(watch.check(now).values()) == {"online"}  # the first check reads the fleet
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="gridtwin.daemon"):
@@ -366,17 +370,7 @@ def test_a_crowd_of_nodes_going_silent_is_one_log_line_and_every_alert_kept(tmp_
     assert state["id"] == "n007" and state["state"] == "stale" and json.dumps(state)
     # a few nodes: a line each
     few = crowd[:SAY_EACH]
-    store.write_batch(
-        [
-            validate.telemetry(
-                nid,
-                json.dumps(
-                    {"v": 1, "node": nid, "boot": 1, "seq": 2, "ts": now, "m": {"t": 1.0}}
-                ).encode(),
-            )
-            for nid in few
-        ]
-    )
+    readings(few, 2)
     watch.note([types.SimpleNamespace(node=nid) for nid in few], ())
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="gridtwin.daemon"):

@@ -4,6 +4,7 @@ Real mosquitto (mutual TLS, ACL, persistence), real paho clients with node certi
 daemon as its own process where it must be killed.
 """
 
+import contextlib
 import dataclasses
 import threading
 
@@ -254,6 +255,23 @@ def test_instance_2_cannot_take_over_instance_1s_session(
         d1.stop()
 
 
+@contextlib.contextmanager
+def _db_locked(daemon, db):
+    """While the block runs another process holds the database's write lock: nothing commits, so
+    nothing is acked."""
+    import sqlite3
+
+    assert daemon.ingest.wait_connected()
+    daemon.store.conn.execute("PRAGMA busy_timeout=50")  # fail fast instead of waiting 30 s
+    locker = sqlite3.connect(db, timeout=0)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        locker.rollback()
+        locker.close()
+
+
 def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(
     fleet_broker, tmp_path
 ):
@@ -264,38 +282,20 @@ def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(
     daemon = Daemon(
         endpoint=endpoint(fleet_broker), db_path=db, metrics_port=None, batch_max=50
     ).start()
-    locker = None
     try:
-        assert daemon.ingest.wait_connected()
-        daemon.store.conn.execute("PRAGMA busy_timeout=50")  # fail fast instead of waiting 30 s
-        locker = _locked(db)
-        stream = Stream(fleet_broker, per_node=20, pause=0).start()
-        stream.finish()  # the broker has all 1,000 messages
-        wait_for(lambda: daemon.metrics.store_errors > 0, 10, "the writer to hit the lock")
-        inbox = daemon.ingest._inbox
-        assert len(inbox) <= daemon.ingest.max_queued + 1, f"{len(inbox)} messages held in memory"
-        assert daemon.metrics.health()[0] is False  # /healthz says something is wrong
-        locker.rollback()
-        locker.close()
-        locker = None
+        with _db_locked(daemon, db):
+            stream = Stream(fleet_broker, per_node=20, pause=0).start()
+            stream.finish()  # the broker has all 1,000 messages
+            wait_for(lambda: daemon.metrics.store_errors > 0, 10, "the writer to hit the lock")
+            inbox = daemon.ingest._inbox
+            assert len(inbox) <= daemon.ingest.max_queued + 1, f"{len(inbox)} held in memory"
+            assert daemon.metrics.health()[0] is False  # /healthz says something is wrong
         wait_for(
             lambda: count_rows(db) == 1000, 60, "everything to be stored once the lock is gone"
         )
         assert_exactly_once(stored_keys(db), stream.expected)
     finally:
-        if locker is not None:
-            locker.rollback()
-            locker.close()
         daemon.stop()
-
-
-def _locked(db):
-    """Another process holds the database's write lock: nothing commits, so nothing is acked."""
-    import sqlite3
-
-    locker = sqlite3.connect(db, timeout=0)
-    locker.execute("BEGIN EXCLUSIVE")
-    return locker
 
 
 def test_receive_maximum_is_how_many_unacknowledged_messages_the_broker_sends_the_daemon(
@@ -324,28 +324,19 @@ def test_receive_maximum_is_how_many_unacknowledged_messages_the_broker_sends_th
 
     daemon.bus.sink = sink
     daemon.start()
-    locker = None
+    # (the daemon's own retained status, delivered as it subscribes, is outside the window)
+    telemetry = lambda: [t for t, qos in got if t.endswith("/telemetry") and qos == 1]  # noqa: E731
     try:
-        assert daemon.ingest.wait_connected()
-        daemon.store.conn.execute("PRAGMA busy_timeout=50")  # fail fast instead of waiting 30 s
-        locker = _locked(db)
-        stream = Stream(fleet_broker, per_node=4, pause=0).start()
-        stream.finish()  # the broker has all 200 messages
-        # (the daemon's own retained status, delivered as it subscribes, is outside the window)
-        telemetry = lambda: [t for t, qos in got if t.endswith("/telemetry") and qos == 1]  # noqa: E731
-        wait_for(lambda: len(telemetry()) >= 20, 10, "the daemon's window to fill")
-        wait_for(lambda: daemon.metrics.store_errors > 0, 10, "the writer to hit the lock")
-        time.sleep(0.5)  # the broker would have sent more by now (it sent 100 within this)
-        assert len(telemetry()) == 20, f"the broker sent {len(telemetry())} unacknowledged"
-        locker.rollback()
-        locker.close()
-        locker = None
+        with _db_locked(daemon, db):
+            stream = Stream(fleet_broker, per_node=4, pause=0).start()
+            stream.finish()  # the broker has all 200 messages
+            wait_for(lambda: len(telemetry()) >= 20, 10, "the daemon's window to fill")
+            wait_for(lambda: daemon.metrics.store_errors > 0, 10, "the writer to hit the lock")
+            time.sleep(0.5)  # the broker would have sent more by now (it sent 100 within this)
+            assert len(telemetry()) == 20, f"the broker sent {len(telemetry())} unacknowledged"
         wait_for(lambda: count_rows(db) == 200, 60, "everything stored once the lock is gone")
         assert_exactly_once(stored_keys(db), stream.expected)
     finally:
-        if locker is not None:
-            locker.rollback()
-            locker.close()
         daemon.stop()
 
 

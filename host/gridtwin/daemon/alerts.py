@@ -252,22 +252,25 @@ class NodeWatch:
         fails takes hundreds of nodes at once; a line each was a flood, and its cost came out of
         ingest's share of the GIL)."""
         raised, cleared = self._said
-        if len(raised) <= SAY_EACH:
-            for message in raised:
-                log.warning("alert: %s", message)
-        else:
-            log.warning(
+        for level, items, each, crowd, sep in (
+            (
+                logging.WARNING,
+                raised,
+                "alert: %s",
                 "alert: %d nodes stopped sending at once (`gridtwin alerts` lists them): %s; ...",
-                len(raised),
-                "; ".join(raised[:SAY_EACH]),
-            )
-        if len(cleared) <= SAY_EACH:
-            for node in cleared:
-                log.info("alert cleared: %s is online again", node)
-        else:
-            log.info(
+                "; ",
+            ),
+            (
+                logging.INFO,
+                cleared,
+                "alert cleared: %s is online again",
                 "alert cleared: %d nodes are online again: %s, ...",
-                len(cleared),
-                ", ".join(cleared[:SAY_EACH]),
-            )
+                ", ",
+            ),
+        ):
+            if len(items) <= SAY_EACH:
+                for item in items:
+                    log.log(level, each, item)
+            else:
+                log.log(level, crowd, len(items), sep.join(items[:SAY_EACH]))
         self._said = ([], [])
