@@ -405,7 +405,9 @@ def bench_ingest(args) -> list:
                 "C client, QoS 1, TLS",
             )
         )
-        figures.append(("ratio daemon / mosquitto_sub", f"{d_rate / s_rate:.2f}", "target >= 0.25"))
+        figures.append(
+            ("ratio daemon / mosquitto_sub", f"{d_rate / s_rate:.2f}", "target >= 1.0 (issue #20)")
+        )
 
         # 3b. live: the load generator offers a fixed rate while the daemon ingests (all three
         #     share the two cores here, so this is a floor; on a Pi the publishers are elsewhere)
