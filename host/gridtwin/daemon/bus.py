@@ -118,7 +118,10 @@ class Bus:
         if self.published:  # readers in this process (the broker does not send it back)
             raw = body.encode() if isinstance(body, str) else body
             for fn in self.published:
-                fn(topic, raw)
+                try:
+                    fn(topic, raw)
+                except Exception:  # a reader's bug never stops the publish
+                    log.exception("a reader of the daemon's own publications failed")
         try:
             self.publish(topic, body, qos=1, retain=retain)
             return True
@@ -183,8 +186,8 @@ class Bus:
             retain=True,
         )
         everything = f"{self.root}/#"
-        # No Local: the broker does not send the daemon what it published itself (commands, OTA
-        # chunks, _host/ state and alerts), which ingest would only receive, skip and ack: 1,000
+        # No Local: the broker does not send the daemon what it published itself (commands,
+        # _host/ states and alerts), which ingest would only receive, skip and ack: 1,000
         # nodes going stale at once was 2,000 such messages back. (MQTT 5 forbids it on a shared
         # subscription, where the other instances' publications come back all the same.)
         mine = SubscribeOptions(qos=1, noLocal=True)
