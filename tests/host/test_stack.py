@@ -21,7 +21,7 @@ from fixtures.broker import make_site_pki
 from gridtwin.cli import main
 from gridtwin.daemon.lineprotocol import telemetry_line
 from gridtwin.errors import ToolError
-from gridtwin.pki import GRAFANA_IDENTITY, TELEGRAF_IDENTITY
+from gridtwin.pki import GRAFANA_IDENTITY, HOST_IDENTITY, TELEGRAF_IDENTITY
 from gridtwin.stack import doctor, grafana, influx, install, telegraf
 from test_stack_telegraf import (
     Script,
@@ -404,6 +404,13 @@ def test_doctor_follows_the_probe_and_says_what_to_fix(
             )
         }
 
+    # the probe runs while the daemon is stopped, when the broker keeps the daemon's session and
+    # queues what nodes send for it: the probe, which speaks as the host, must leave both alone
+    topic_root, node = site.topic_root, site.nodes[0].id
+    daemon = mqtt_client(HOST_IDENTITY, clean_start=False)
+    daemon.subscribe(f"{topic_root}/#")
+    daemon.close()
+    mqtt_client(node).publish(f"{topic_root}/{node}/telemetry", b'{"waiting": "for the daemon"}')
     # no Telegraf moves the probe: the data path fails and points at Telegraf
     checks = run(1.5)
     assert checks["InfluxDB 2"].ok and checks[f"token file {env.telegraf}"].ok
@@ -436,6 +443,13 @@ def test_doctor_follows_the_probe_and_says_what_to_fix(
     assert checks["data path MQTT -> Telegraf -> InfluxDB"].ok, checks[
         "data path MQTT -> Telegraf -> InfluxDB"
     ]
+    # the daemon comes back: its session and the reading queued for it are there (a probe on a
+    # clean session had discarded both: the broker had acked the reading to the node)
+    daemon = mqtt_client(HOST_IDENTITY, clean_start=False)
+    assert daemon.session_present
+    assert daemon.wait_for(f"{topic_root}/{node}/telemetry").payload == (
+        b'{"waiting": "for the daemon"}'
+    )
     # a token file others can read is flagged
     os.chmod(env.grafana, 0o644)
     c = doctor.check_env(env.grafana, "GRAFANA_INFLUX_TOKEN")

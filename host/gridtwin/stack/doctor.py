@@ -235,22 +235,25 @@ def check_data_path(
         }
     )
     host, port = broker_host or default_host(site), broker_port or site.broker.port
+    # The probe speaks as the host, whose client id is the stopped daemon's: its session holds
+    # what nodes sent since (the broker acked it to them). A clean session would discard all of
+    # it; the probe resumes the session instead, takes at most one message (Receive Maximum 1)
+    # and acks none, so everything is still there, unacknowledged, when the daemon comes back.
+    ep = Endpoint.of(pki, HOST_IDENTITY, host, port, site.topic_root)
     try:
-        c = Endpoint.of(pki, HOST_IDENTITY, host, port, site.topic_root).client(
-            HOST_IDENTITY, v5=False
-        )
+        c = ep.client(HOST_IDENTITY, persistent=True, manual_ack=True)
     except GridTwinError as exc:  # a certificate or key missing or unreadable
         return Check(name, False, exc.message, exc.hint or "")
     try:
-        c.connect(host, port, keepalive=10)
+        ep.connect(c, persistent=True, receive_maximum=1)
         c.loop_start()
         info = c.publish(site.topic(PROBE_NODE, "telemetry"), payload, qos=1)
         info.wait_for_publish(10)
-    except (OSError, ssl.SSLError, ValueError, RuntimeError) as exc:
+    except (OSError, ssl.SSLError, ValueError, RuntimeError, GridTwinError) as exc:
         return Check(
             name,
             False,
-            f"cannot publish the probe on {host}:{port}: {exc}",
+            f"cannot publish the probe on {host}:{port}: {getattr(exc, 'message', exc)}",
             "is mosquitto running (`systemctl status mosquitto`)? `gridtwin doctor` checks the "
             "broker",
         )
