@@ -650,16 +650,16 @@ def _storage_and_query(args, work: Path) -> list:
         "sys.stdout.write(''.join(f'{t},{v}\\n' for t, v in rows))\n"
     )
 
-    def timed(cmd) -> float:
-        best = []
-        for _ in range(5):
-            t = time.monotonic()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
-            best.append(time.monotonic() - t)
-        return sorted(best)[len(best) // 2]
+    def run_s(cmd) -> float:
+        t = time.monotonic()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+        return time.monotonic() - t
 
-    q = timed(cli)
-    p = timed([sys.executable, str(plain)])
+    # the two in turn, 11 rounds, medians: five of one and then five of the other put whatever
+    # else the machine did meanwhile on one side only (1.08x to 1.66x in one day's runs)
+    rounds = [(run_s(cli), run_s([sys.executable, str(plain)])) for _ in range(11)]
+    q = sorted(r[0] for r in rounds)[len(rounds) // 2]
+    p = sorted(r[1] for r in rounds)[len(rounds) // 2]
     figures.append(
         (
             "`gridtwin query` --since 1h, whole process",
