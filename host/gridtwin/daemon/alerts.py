@@ -144,7 +144,6 @@ class NodeWatch:
         self._spoke: set = set()  # nodes that sent a status (birth, will, health)
         self._lock = threading.Lock()
         self._started = False
-        self._said: tuple = ([], [])  # this check's (alert messages, nodes cleared), for the log
 
     def note(self, tel, statuses) -> None:
         """Ingest's batch hook (writer thread): these nodes spoke; look at them at the next
@@ -206,17 +205,19 @@ class NodeWatch:
                         in_site=sn is not None or self.site is None,
                     )
                 )
-        changed = {}
+        changed, raised, cleared = {}, [], []  # the last two for the log (_say)
         for v in views:
             self._interval[v.id] = v.interval_ms or 1000
             if v.state == "online" and v.last_seen is not None:
                 self._arm(v.id, v.last_seen)
-            if self._apply(v, now_ms):
+            if self._apply(v, now_ms, raised, cleared):
                 changed[v.id] = v.state
-        self._say()
+        _say(raised, cleared)
         return changed
 
-    def _apply(self, v, now_ms: int) -> bool:
+    def _apply(self, v, now_ms: int, raised: list, cleared: list) -> bool:
+        """Publish the node's state if it changed, raise or clear its alert; the alert's message
+        goes into ``raised`` (the node into ``cleared``) for the check's log."""
         before = self._states.get(v.id)
         if before == v.state:
             return False
@@ -242,35 +243,34 @@ class NodeWatch:
             self.alerts.raise_(
                 alert_key(v.id, f"node_{v.state}"), "warning", f"node_{v.state}", message, v.id
             )
-            self._said[0].append(message)
+            raised.append(message)
         elif v.state == "online" and any([self.alerts.clear(k) for k in keys]):
-            self._said[1].append(v.id)
+            cleared.append(v.id)
         return True
 
-    def _say(self) -> None:
-        """The check's alerts in the log: a line each, or one line for a crowd (a switch that
-        fails takes hundreds of nodes at once; a line each was a flood, and its cost came out of
-        ingest's share of the GIL)."""
-        raised, cleared = self._said
-        for level, items, each, crowd, sep in (
-            (
-                logging.WARNING,
-                raised,
-                "alert: %s",
-                "alert: %d nodes stopped sending at once (`gridtwin alerts` lists them): %s; ...",
-                "; ",
-            ),
-            (
-                logging.INFO,
-                cleared,
-                "alert cleared: %s is online again",
-                "alert cleared: %d nodes are online again: %s, ...",
-                ", ",
-            ),
-        ):
-            if len(items) <= SAY_EACH:
-                for item in items:
-                    log.log(level, each, item)
-            else:
-                log.log(level, crowd, len(items), sep.join(items[:SAY_EACH]))
-        self._said = ([], [])
+
+def _say(raised: list, cleared: list) -> None:
+    """The check's alerts in the log: a line each, or one line for a crowd (a switch that
+    fails takes hundreds of nodes at once; a line each was a flood, and its cost came out of
+    ingest's share of the GIL)."""
+    for level, items, each, crowd, sep in (
+        (
+            logging.WARNING,
+            raised,
+            "alert: %s",
+            "alert: %d nodes stopped sending at once (`gridtwin alerts` lists them): %s; ...",
+            "; ",
+        ),
+        (
+            logging.INFO,
+            cleared,
+            "alert cleared: %s is online again",
+            "alert cleared: %d nodes are online again: %s, ...",
+            ", ",
+        ),
+    ):
+        if len(items) <= SAY_EACH:
+            for item in items:
+                log.log(level, each, item)
+        else:
+            log.log(level, crowd, len(items), sep.join(items[:SAY_EACH]))

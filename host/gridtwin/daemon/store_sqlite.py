@@ -376,6 +376,8 @@ def _reads(fn):
     return wrapper
 
 
+# the largest rowid of the readings table (0: empty)
+TOP_ROWID = "SELECT coalesce(max(rowid), 0) FROM readings"
 # the highest seq stored of a (node, boot), in rows or blocks; -1: none
 HIGH_WATER = (
     "SELECT max(coalesce((SELECT max(seq) FROM readings WHERE node=?1 AND boot=?2), -1), "
@@ -550,7 +552,7 @@ class SqliteStore:
                 conn.execute("BEGIN")
                 before = conn.total_changes
                 first_rowid = (
-                    conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
+                    conn.execute(TOP_ROWID).fetchone()[0]
                     if late
                     else 0
                 )
@@ -785,7 +787,7 @@ class SqliteStore:
     def last_rowid(self) -> int:
         """The largest rowid of the readings table (0: empty): where the next reading goes."""
         with self._lock:
-            return self.conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
+            return self.conn.execute(TOP_ROWID).fetchone()[0]
 
     @_reads
     def count_readings(self, node: str | None = None) -> int:
