@@ -5,6 +5,7 @@ daemon as its own process where it must be killed.
 """
 
 import contextlib
+import json
 import dataclasses
 import threading
 
@@ -362,5 +363,42 @@ def test_a_session_an_older_daemon_kept_on_mqtt_3_1_1_is_resumed(fleet_broker, t
         wait_for(lambda: count_rows(db) == 200, 60, "the old session's queue stored")
         assert_exactly_once(stored_keys(db), stream.expected)
         assert daemon.bus.client.protocol == 5
+    finally:
+        daemon.stop()
+
+
+def test_a_reading_sent_with_mqtt_5_properties_is_stored_as_sent(
+    fleet_broker, tmp_path, mqtt_client
+):
+    """The daemon's fast receive path reads an MQTT 5 PUBLISH itself: the properties a v5
+    publisher attaches, which the broker forwards, are skipped (one of more than 127 bytes: a
+    two-byte length), never read as the start of the payload."""
+    import sqlite3
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    db = tmp_path / "gridtwin.db"
+    daemon = Daemon(endpoint=endpoint(fleet_broker), db_path=db, metrics_port=None).start()
+    try:
+        assert daemon.ingest.wait_connected()
+        node = NODES[0]
+        pub = mqtt_client(node, broker=fleet_broker, protocol=mqtt.MQTTv5)
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [("note", "x" * 200), ("k", "v")]
+        props.ContentType = "application/json"
+        props.MessageExpiryInterval = 3600
+        payload = telemetry_payload(node, boot=1, seq=0)
+        topic = f"{fleet_broker.site.topic_root}/{node}/telemetry"
+        pub.client.publish(topic, payload, qos=1, properties=props).wait_for_publish(5)
+        wait_for(lambda: count_rows(db) == 1, 10, "the reading to be stored")
+        assert daemon.metrics.rejected_total == 0
+        conn = sqlite3.connect(db)
+        try:
+            (msg,) = conn.execute("SELECT msg FROM readings").fetchone()
+        finally:
+            conn.close()
+        assert json.loads(msg) == json.loads(payload)["m"]
     finally:
         daemon.stop()
