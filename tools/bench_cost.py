@@ -437,7 +437,7 @@ def run(
         bs.stop()
     try:
         if not args.cost_daemon_only:
-            figures += _storage_and_query(args, work)
+            figures += _storage_and_query(args, work, free_port, wait_until)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return figures
@@ -472,21 +472,15 @@ class _Walks:
         return out
 
 
-def _influx_bytes(root: Path, points: Path) -> int:
+def _influx_bytes(root: Path, points: Path, free_port, wait_until) -> int:
     """Bytes of the TSM files InfluxDB 1.x (the Debian `influxd`) keeps for the line protocol in
-    `points` once the
-    cache is written out and its compactions are done. A server of its own on a free port,
-    stopped after."""
+    `points` once the cache is written out and its compactions are done. A server of its own on
+    free ports, stopped after. `free_port`, `wait_until`: bench.py's."""
     import shutil
-    import socket
     import urllib.request
 
     influxd = shutil.which("influxd") or "/usr/bin/influxd"
-    ports = []
-    for _ in range(2):
-        with socket.socket() as sk:
-            sk.bind(("127.0.0.1", 0))
-            ports.append(sk.getsockname()[1])
+    ports = [free_port(), free_port()]
     root.mkdir(parents=True)
     conf = root / "influxdb.conf"
     conf.write_text(
@@ -505,15 +499,15 @@ def _influx_bytes(root: Path, points: Path) -> int:
         def post(path: str, body: bytes) -> None:
             urllib.request.urlopen(urllib.request.Request(url + path, data=body), timeout=60).read()
 
-        deadline = time.monotonic() + 30
-        while True:
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"influxd exited (see {root}/influxd.log)")
             try:
-                urllib.request.urlopen(url + "/ping", timeout=1).read()
-                break
+                return urllib.request.urlopen(url + "/ping", timeout=1).status == 204
             except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"influxd did not start (see {root}/influxd.log)") from None
-                time.sleep(0.1)
+                return False
+
+        wait_until(up, 30, f"influxd to answer (see {root}/influxd.log)")
         post("/query", b"q=CREATE+DATABASE+cost")
         with open(points, "rb") as f:
             while chunk := f.readlines(1 << 20):  # ~1 MB of whole lines a request
@@ -540,7 +534,7 @@ def _influx_bytes(root: Path, points: Path) -> int:
         proc.wait(20)
 
 
-def _storage_and_query(args, work: Path) -> list:
+def _storage_and_query(args, work: Path, free_port, wait_until) -> list:
     sys.path.insert(0, str(ROOT / "host"))
     from gridtwin.daemon import validate
     from gridtwin.daemon.lineprotocol import telemetry_line
@@ -593,7 +587,7 @@ def _storage_and_query(args, work: Path) -> list:
     conn.close()
     per = pages / stored
     raw = 8 * 6 + 8  # six doubles and a timestamp: the values themselves, uncompressed
-    influx = _influx_bytes(work / "influxdb", points) / stored
+    influx = _influx_bytes(work / "influxdb", points, free_port, wait_until) / stored
     points.unlink()
     figures.append(
         (
