@@ -551,11 +551,7 @@ class SqliteStore:
                 conn = self.conn
                 conn.execute("BEGIN")
                 before = conn.total_changes
-                first_rowid = (
-                    conn.execute(TOP_ROWID).fetchone()[0]
-                    if late
-                    else 0
-                )
+                first_rowid = conn.execute(TOP_ROWID).fetchone()[0] if late else 0
                 last = None
                 if batch_json:
                     last = conn.execute(
