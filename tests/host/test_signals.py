@@ -198,7 +198,10 @@ class Cli:
 
 def assert_all_gone(cli: Cli, *ports: int) -> None:
     # the kernel delivers a parent-death signal asynchronously: wait for it, then insist
-    wait_until(lambda: not leftovers(cli.tree), 15, "every process of the verb to end")
+    try:
+        wait_until(lambda: not leftovers(cli.tree), 15, "every process of the verb to end")
+    except AssertionError as exc:  # name the survivors (a CI run once saw one, unnamed)
+        raise AssertionError(f"{exc}: {leftovers(cli.tree)} of {cli.tree}") from None
     assert cli.tree, "the verb started nothing?"
     for port in ports:
         assert port_closed(port), f"port {port} still open"
