@@ -294,8 +294,13 @@ def board_hashes(transport, paths: list[str]) -> dict[str, str | None]:
 
 
 class BirthWatcher:
-    """Subscribes to <root>/<node>/status with the host identity before the reset; `wait()` returns
-    the first *live* birth (a retained copy from before the reset does not count)."""
+    """Subscribes to <root>/<node>/status before the reset, when no daemon runs; `wait()` returns
+    the first *live* birth (a retained copy from before the reset does not count).
+
+    It listens as the OTA identity (which may read the nodes' status), holding the OTA lock as
+    `gridtwin ota` does, never as the daemon: the broker makes the CN the client id, so a clean
+    session of ``gridtwin-host`` would discard the stopped daemon's session and every reading the
+    broker queued for it (acked to the nodes already)."""
 
     def __init__(
         self,
@@ -305,24 +310,25 @@ class BirthWatcher:
         *,
         host: str | None = None,
         port: int | None = None,
-        identity: str | None = None,
     ):
-        from gridtwin.daemon.connection import Endpoint
-        from gridtwin.pki import HOST_IDENTITY
+        from gridtwin.ota import ota_client, single_run
 
         self.topic = site.topic(node_id, "status")
         self.host = host or (site.broker.hosts[0] if site.broker.hosts else "localhost")
         self.port = int(port or site.broker.port)
-        identity = identity or HOST_IDENTITY
         self.cond = threading.Condition()
         self.birth: dict | None = None
         self.subscribed = False
         self.error: str | None = None
         self.seen: list = []  # every message received: (retained?, payload bytes)
-        # the one place that builds TLS MQTT clients (PKIError naming the file if one is missing)
-        c = Endpoint.of(pki, identity, self.host, self.port, site.topic_root).client(
-            identity, v5=False
-        )
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(single_run(site, "gridtwin deploy --wait"))
+        try:
+            # PKIError naming the file if the CA is missing
+            c = ota_client(pki, self.host, self.port, site.topic_root)
+        except BaseException:
+            self._lock.close()
+            raise
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
@@ -331,7 +337,7 @@ class BirthWatcher:
     def _on_connect(self, client, userdata, flags, rc, props):
         if rc.is_failure:
             with self.cond:
-                self.error = f"the broker refused the host identity: {rc}"
+                self.error = f"the broker refused the OTA identity: {rc}"
                 self.cond.notify_all()
             return
         client.subscribe(self.topic, 1)
@@ -360,6 +366,7 @@ class BirthWatcher:
         try:
             self.client.connect(self.host, self.port, keepalive=30)
         except OSError as exc:
+            self._lock.close()
             raise ToolError(
                 f"cannot reach the broker at {self.host}:{self.port}: {exc}",
                 hint="start it (`gridtwin broker run`) or deploy without --wait",
@@ -391,6 +398,7 @@ class BirthWatcher:
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+            self._lock.close()
 
 
 class DaemonWatcher:

@@ -42,14 +42,14 @@ LOCK_FILE = "ota.lock"  # under the site's var dir: the one `gridtwin ota` runni
 
 
 @contextlib.contextmanager
-def single_run(site):
+def single_run(site, who: str = "gridtwin ota"):
     """Hold the site's OTA lock while the block runs, or fail naming who holds it.
 
-    Every `gridtwin ota` connects as the one OTA identity, and the broker makes the identity the
-    client id: a second session takes the first one's over, and both reconnect and kick each
-    other off. The lock is an flock on ``<var>/ota.lock`` (the kernel drops it when the holder
-    ends, however it ends: a stale file of a dead pid is simply taken over); the file says who
-    holds it."""
+    Every `gridtwin ota` (and `gridtwin deploy --wait` without a daemon: ``who``) connects as the
+    one OTA identity, and the broker makes the identity the client id: a second session takes the
+    first one's over, and both reconnect and kick each other off. The lock is an flock on
+    ``<var>/ota.lock`` (the kernel drops it when the holder ends, however it ends: a stale file of
+    a dead pid is simply taken over); the file says who holds it."""
     import fcntl
     import os
 
@@ -66,23 +66,36 @@ def single_run(site):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0)
-        pid, _, since = f.read().strip().partition(" ")
+        # "<pid> <date> <time> <who>" (no <who> in files written before deploy took the lock)
+        pid, day, clock, holder = (f.read().strip().split(" ", 3) + ["", "", "", ""])[:4]
         f.close()
+        since = f"{day} {clock}".strip()
         raise ToolError(
-            f"another gridtwin ota is running (pid {pid or 'unknown'}, since "
+            f"another {holder or 'gridtwin ota'} is running (pid {pid or 'unknown'}, since "
             f"{since or 'an unknown time'}; lock {path}): both would use the one "
             f"{OTA_IDENTITY} session and take it from each other",
             hint="wait for it to end, or stop it",
         ) from None
     try:
         f.truncate(0)
-        f.write(f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.write(f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')} {who}\n")
         f.flush()
         yield path
     finally:
         with contextlib.suppress(OSError):
             f.truncate(0)  # (not removed: another run may have it open already)
         f.close()
+
+
+def ota_client(pki, host: str, port: int, root: str):
+    """A paho client (clean session) of the OTA identity, which may write the nodes' update topics
+    and read their status; its certificate is issued on first use (a new identity, nothing
+    replaced). Hold `single_run` while it is connected."""
+    from gridtwin.daemon.connection import Endpoint
+
+    if not pki.has(OTA_IDENTITY):
+        pki.issue(OTA_IDENTITY)
+    return Endpoint.of(pki, OTA_IDENTITY, host, port, root).client(OTA_IDENTITY, v5=False)
 
 
 def firmware_version(firmware_dir: pathlib.Path = FIRMWARE_DIR) -> str:
@@ -200,11 +213,7 @@ class Updater:
 
     @classmethod
     def connect(cls, pki, host: str, port: int, root: str, **kw) -> "Updater":
-        from gridtwin.daemon.connection import Endpoint
-
-        if not pki.has(OTA_IDENTITY):
-            pki.issue(OTA_IDENTITY)
-        c = Endpoint.of(pki, OTA_IDENTITY, host, port, root).client(OTA_IDENTITY, v5=False)
+        c = ota_client(pki, host, port, root)
         ready, sub = threading.Event(), threading.Event()
 
         def on_connect(client, userdata, flags, rc, props):
@@ -442,11 +451,7 @@ def _connect(client, host: str, port) -> None:
 
 def fleet_status(pki, host: str, port: int, root: str, timeout: float = 10.0) -> dict[str, dict]:
     """Every node's retained status (birth, health or will), by node id, as the broker holds it."""
-    from gridtwin.daemon.connection import Endpoint
-
-    if not pki.has(OTA_IDENTITY):
-        pki.issue(OTA_IDENTITY)
-    c = Endpoint.of(pki, OTA_IDENTITY, host, port, root).client(OTA_IDENTITY, v5=False)
+    c = ota_client(pki, host, port, root)
     got: dict[str, dict] = {}
     done = threading.Event()
     lock = threading.Lock()

@@ -12,6 +12,7 @@ import pytest
 
 from fixtures.broker import make_site_pki
 from gridtwin import deploy as gdeploy
+from gridtwin import ota
 from gridtwin.cli import main
 from gridtwin.errors import ConfigError, PKIError, ToolError
 from gridtwin.micropython import firmware_sources
@@ -260,6 +261,37 @@ def test_wait_ignores_the_retained_birth_of_the_previous_boot(broker, mqtt_clien
         assert w.wait(5)["boot"] == 2
     finally:
         w.stop()
+
+
+def test_wait_without_the_daemon_leaves_its_session_and_backlog(broker, mqtt_client, site_pki):
+    # `deploy --wait` while the daemon is stopped listens to the broker itself. Not as the daemon:
+    # the broker makes the CN the client id, and a clean session of gridtwin-host discarded the
+    # daemon's session with every reading the broker had queued for it (and acked to the nodes)
+    from gridtwin.identities import HOST_IDENTITY
+
+    root = site_pki.site.topic_root
+    daemon = mqtt_client(HOST_IDENTITY, clean_start=False)
+    daemon.subscribe(f"{root}/#")
+    daemon.close()
+    node = mqtt_client("pdu_a")
+    node.publish(f"{root}/pdu_a/telemetry", b'{"waiting": "for the daemon"}')
+    w = gdeploy.BirthWatcher(
+        site_pki.site, "pdu_a", site_pki.pki, host=broker.host, port=broker.port
+    ).start()
+    try:
+        # it listens as gridtwin-ota, so it holds the lock `gridtwin ota` holds for that session
+        with pytest.raises(ToolError, match=r"another gridtwin deploy --wait is running \(pid"):
+            with ota.single_run(site_pki.site):
+                pass
+        node.publish(broker.topic("pdu_a", "status"), json.dumps({"state": "online", "boot": 3}))
+        assert w.wait(5)["boot"] == 3
+    finally:
+        w.stop()
+    with ota.single_run(site_pki.site):  # let go of
+        pass
+    daemon = mqtt_client(HOST_IDENTITY, clean_start=False)
+    assert daemon.session_present
+    assert daemon.wait_for(f"{root}/pdu_a/telemetry").payload == b'{"waiting": "for the daemon"}'
 
 
 def test_ampy_transport_uploads_only_what_changed(
