@@ -378,3 +378,36 @@ def test_a_crowd_of_nodes_going_silent_is_one_log_line_and_every_alert_kept(tmp_
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alert")]
     assert sorted(lines) == sorted(f"alert cleared: {nid} is online again" for nid in few)
     store.close()
+
+
+def test_silence_while_the_daemon_was_not_subscribed_does_not_count(tmp_path):
+    """A broker restart: what the nodes sent meanwhile waits in the broker for the daemon's
+    session. The first check after the daemon subscribed again found every node's last reading
+    older than three intervals and turned the fleet "stale", alerts and all, before the broker had
+    sent the backlog. Silence counts from the subscribe; a node still silent three intervals after
+    it is stale."""
+    from gridtwin.daemon.alerts import Alerts, NodeWatch
+
+    store = SqliteStore(tmp_path / "db")
+    bus = types.SimpleNamespace(publish_host=lambda suffix, payload, retain=True: None)
+    alerts = Alerts(store, bus)
+    watch = NodeWatch(store, bus, alerts, stale_intervals=3)
+    now = int(time.time() * 1000)
+    ids = ["a", "b"]
+    store.write_batch(
+        [
+            validate.telemetry(
+                nid,
+                json.dumps(
+                    {"v": 1, "node": nid, "boot": 1, "seq": 1, "ts": now, "m": {"t": 1.0}}
+                ).encode(),
+            )
+            for nid in ids
+        ]
+    )
+    assert watch.check(now) == {"a": "online", "b": "online"}
+    watch.relisten(now + 10_000)  # the link was down 10 s, the daemon has just subscribed again
+    assert watch.check(now + 10_500) == {}
+    assert alerts.raised == {}
+    assert watch.check(now + 13_002) == {"a": "stale", "b": "stale"}  # silent 3 s since
+    store.close()

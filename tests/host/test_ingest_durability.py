@@ -128,7 +128,11 @@ def test_broker_restart_mid_stream_loses_nothing(fleet_broker, tmp_path):
         stream = Stream(fleet_broker, per_node=40).start()
         wait_for(lambda: daemon.metrics.stored >= 300, 60, "a first part to be stored")
         assert not stream.done.is_set(), "the stream ended before the broker restart"
+        listening = daemon.nodewatch._listening_since
         fleet_broker.restart()  # SIGTERM: mosquitto saves sessions and queues
+        # the node watch hears of the new subscribe: silence counts from it (the unit test:
+        # test_daemon_registry.py::test_silence_while_the_daemon_was_not_subscribed_does_not_count)
+        wait_for(lambda: daemon.nodewatch._listening_since > listening, 30, "the resubscribe")
         stream.finish(timeout=90)
         wait_for(
             lambda: count_rows(db) == 2000,
@@ -295,6 +299,40 @@ def test_a_locked_database_holds_ingest_back_without_loss_or_unbounded_memory(
             lambda: count_rows(db) == 1000, 60, "everything to be stored once the lock is gone"
         )
         assert_exactly_once(stored_keys(db), stream.expected)
+    finally:
+        daemon.stop()
+
+
+def test_nodes_whose_readings_wait_in_a_stalled_daemon_are_not_stale(fleet_broker, tmp_path):
+    """The database is locked (or the daemon froze): the nodes go on sending, their readings wait
+    in the daemon and the broker. The node watch judged silence by when readings were stored, so
+    every node of the fleet turned "stale" with an alert, then "online" again as the backlog was
+    stored: a false alert for each node. Silence counts only up to what the daemon has heard."""
+    import time
+
+    db = tmp_path / "gridtwin.db"
+    # the watch runs when the test says (watch_registry) and at the test's clock
+    daemon = Daemon(
+        endpoint=endpoint(fleet_broker), db_path=db, metrics_port=None, watch_interval=3600
+    ).start()
+    try:
+        first = Stream(fleet_broker, per_node=1, pause=0).start()
+        first.finish()
+        wait_for(lambda: count_rows(db) == len(NODES), 20, "a first reading of every node")
+        assert set(daemon.watch_registry().values()) == {"online"}
+        with _db_locked(daemon, db):
+            stalled_at = int(time.time() * 1000)
+            more = Stream(fleet_broker, per_node=3, pause=0).start()
+            more.finish()  # they keep sending: the readings wait for the lock
+            wait_for(lambda: daemon.metrics.store_errors > 0, 10, "the writer to hit the lock")
+            # ten seconds on: every node would be 3 intervals (3 s) past its last stored reading
+            assert daemon.watch_registry(stalled_at + 10_000) == {}
+        # (the second stream starts at seq 0 again: that one is a duplicate, stored once)
+        wait_for(lambda: count_rows(db) == 3 * len(NODES), 60, "the backlog to be stored")
+        assert daemon.watch_registry() == {}
+        assert daemon.alerts.raised == {}, "an alert for a node that never stopped sending"
+        # a node that does stop, while the daemon keeps up, is still stale three intervals on
+        assert set(daemon.watch_registry(int(time.time() * 1000) + 3_500).values()) == {"stale"}
     finally:
         daemon.stop()
 

@@ -130,9 +130,18 @@ class NodeWatch:
     silent. ``check()`` looks only at those, so an idle daemon with 10,000 nodes does (almost)
     nothing; the first check walks the fleet once to start from the stored state."""
 
-    def __init__(self, store, bus, alerts: Alerts, site=None, stale_intervals: int = 3):
+    def __init__(
+        self, store, bus, alerts: Alerts, site=None, stale_intervals: int = 3, heard_until=None
+    ):
         self.store, self.bus, self.alerts = store, bus, alerts
         self.site, self.stale_intervals = site, stale_intervals
+        # fn(now_ms) -> up to when the daemon has stored everything it received (Ingest's): a node
+        # is silent only while the daemon was listening and keeping up. A locked database or a
+        # daemon that stalled made every node of the fleet "stale" while their readings waited
+        # in the daemon or the broker.
+        self.heard_until = heard_until or (lambda now_ms: now_ms)
+        self._listening_since = 0  # ms of the last (re)subscribe: relisten()
+        self._rearmed_for = 0
         self._site_nodes = {n.id: n for n in site.nodes} if site is not None else {}
         self._states: dict[str, str] = {}
         self._interval: dict[str, float] = {}
@@ -156,6 +165,23 @@ class NodeWatch:
                 self._seen[t.node] = now
             for node, _st in statuses:
                 self._spoke.add(node)
+
+    def relisten(self, at_ms: int | None = None) -> None:
+        """The daemon's session is subscribed again (any thread): whatever a node sent while the
+        link was down is still to come from the broker, so an online node's silence counts from
+        now, not from its last reading (else every node turned stale at the first check after a
+        broker restart, before the broker had sent the backlog)."""
+        self._listening_since = int(time.time() * 1000) if at_ms is None else at_ms
+
+    def _rearm(self) -> None:
+        since = self._listening_since
+        if since <= self._rearmed_for:
+            return
+        self._rearmed_for = since
+        for node, due in self._due_at.items():
+            later = since + int(self.stale_intervals * self._interval.get(node, 1000)) + 1
+            if later > due:
+                self._due_at[node] = later  # its heap entry moves on when it comes up
 
     def _arm(self, node: str, last_seen: int) -> None:
         due = last_seen + int(self.stale_intervals * self._interval.get(node, 1000)) + 1
@@ -184,7 +210,9 @@ class NodeWatch:
                     self._arm(node, at)  # still online: only its deadline moves, no database read
                 else:
                     due.add(node)
-            while self._deadlines and self._deadlines[0][0] <= now_ms:
+            self._rearm()
+            heard = min(now_ms, self.heard_until(now_ms))
+            while self._deadlines and self._deadlines[0][0] <= heard:
                 at, node = heapq.heappop(self._deadlines)
                 later = self._due_at.get(node)
                 if later == at:
@@ -212,6 +240,7 @@ class NodeWatch:
                 self._arm(v.id, v.last_seen)
             if self._apply(v, now_ms, raised, cleared):
                 changed[v.id] = v.state
+        self._rearm()  # the first check's deadlines, from a start that is a subscribe too
         _say(raised, cleared)
         return changed
 

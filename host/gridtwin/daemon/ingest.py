@@ -78,6 +78,11 @@ class Ingest:
         self.idle_hooks: list = []  # fn(), on this thread, after a second without messages
         self.last_rows: tuple | None = None  # rowids of the batch the listeners hear of
         self._inbox: collections.deque = collections.deque()
+        # ms: when the oldest message not yet taken by the writer arrived, and the oldest of the
+        # batch it is storing (None: nothing waiting). heard_until() says up to when the store
+        # holds everything the broker sent, which is what a node's silence is judged against.
+        self._pending_since: int | None = None
+        self._taken_since: int | None = None
         self._wake = threading.Event()
         self._full = threading.Event()  # LINGER_UNTIL messages are waiting: stop lingering
         self._drained = threading.Event()
@@ -101,6 +106,8 @@ class Ingest:
         # paho's network thread: as little as possible, the writer thread does the rest
         inbox = self._inbox
         inbox.append((gen, mid, qos, topic, payload))
+        if self._pending_since is None:
+            self._pending_since = int(time.time() * 1000)
         if not self._wake.is_set():
             self._wake.set()
         n = len(inbox)
@@ -127,6 +134,14 @@ class Ingest:
         if self._writer:
             self._writer.join(timeout=30)
 
+    def heard_until(self, now_ms: int) -> int:
+        """Up to when (ms) the store holds every message the daemon received: ``now_ms`` when
+        nothing waits, else when the oldest message not yet committed arrived (a database that is
+        locked, a backlog being worked off). The node watch judges silence up to here only: a node
+        whose readings wait in the daemon is not silent."""
+        waits = [t for t in (self._taken_since, self._pending_since) if t is not None]
+        return min(now_ms, *waits) if waits else now_ms
+
     def wait_connected(self, timeout: float = 10) -> bool:
         """True once connected *and* subscribed (the broker then queues everything for us)."""
         return self.bus.wait_subscribed(timeout)
@@ -147,8 +162,16 @@ class Ingest:
                     # up to linger_s for more, less once a batch worth committing is waiting
                     self._full.wait(self.linger_s)
                 while inbox:
+                    # the stamp goes with the batch; a message appended meanwhile stamps anew
+                    since, self._pending_since = self._pending_since, None
                     n = min(len(inbox), self.batch_max)
-                    self._process([inbox.popleft() for _ in range(n)])
+                    batch = [inbox.popleft() for _ in range(n)]
+                    if inbox and since is not None:  # what stays is as old as what was taken
+                        waiting = self._pending_since
+                        self._pending_since = since if waiting is None else min(since, waiting)
+                    self._taken_since = since if since is not None else int(time.time() * 1000)
+                    self._process(batch)
+                    self._taken_since = None
                     self._drained.set()
                 if self._stop.is_set():
                     self.bus.flush_acks()

@@ -118,7 +118,15 @@ class Daemon:
         self.dispatcher = Dispatcher(self.bus, self.store, self.known_nodes)
         self.ingest.batch_hooks.append(self.dispatcher.on_batch)
         self.alerts = Alerts(self.store, self.bus)
-        self.nodewatch = NodeWatch(self.store, self.bus, self.alerts, site, stale_intervals)
+        self.nodewatch = NodeWatch(
+            self.store,
+            self.bus,
+            self.alerts,
+            site,
+            stale_intervals,
+            heard_until=self.ingest.heard_until,
+        )
+        self.bus.on_link.append(lambda event: event == "subscribed" and self.nodewatch.relisten())
         self.ingest.listeners.append(lambda tel: self.nodewatch.note(tel, ()))
         self.ingest.batch_hooks.append(lambda statuses, acks: self.nodewatch.note((), statuses))
         self.metrics.gauges["spool_depth"] = self.store.spool_depth
