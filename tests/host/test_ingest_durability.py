@@ -337,6 +337,40 @@ def test_nodes_whose_readings_wait_in_a_stalled_daemon_are_not_stale(fleet_broke
         daemon.stop()
 
 
+def test_a_daemon_that_stood_still_raises_no_alert_for_nodes_that_kept_sending(
+    fleet_broker, tmp_path, mqtt_client
+):
+    """The daemon's process stands still (SIGSTOP here; a VM paused, a Pi swapping) while the
+    nodes go on sending: the broker keeps their readings. When it runs again, the node watch found
+    every node's last reading older than three intervals and raised an alert for each, before the
+    backlog was stored (1,000 of them after a SIGSTOP of a bench daemon)."""
+    import signal
+    import time
+
+    from gridtwin.identities import TELEGRAF_IDENTITY
+
+    db = tmp_path / "gridtwin.db"
+    states = mqtt_client(TELEGRAF_IDENTITY, broker=fleet_broker)  # the daemon's view of each node
+    states.subscribe(f"{fleet_broker.root}/_host/nodes/#")
+    daemon = DaemonProcess(fleet_broker, db).start()
+    stream = Stream(fleet_broker, per_node=40, pause=0.2).start()
+    try:
+        for _ in NODES:
+            states.wait_for(where=lambda m: json.loads(m.payload)["state"] == "online", timeout=20)
+        daemon.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(4.5)  # the scenario itself: longer than three of the nodes' 1 s intervals
+        finally:
+            daemon.proc.send_signal(signal.SIGCONT)
+        stream.finish()
+        wait_for(lambda: count_rows(db) == 40 * len(NODES), 60, "every reading to be stored")
+        assert_exactly_once(stored_keys(db), stream.expected)
+        stale = "SELECT count(*) FROM alerts WHERE kind = 'node_stale'"
+        assert count_rows(db, stale) == 0, "alerts for nodes that never stopped sending"
+    finally:
+        daemon.stop()
+
+
 def test_receive_maximum_is_how_many_unacknowledged_messages_the_broker_sends_the_daemon(
     fleet_broker, tmp_path
 ):

@@ -29,6 +29,8 @@ from gridtwin.errors import ConfigError, GridTwinError
 
 log = logging.getLogger("gridtwin.daemon")
 DAY_MS = 86400_000
+# the maintenance thread woke this much later than it asked: the daemon stood still (_maintenance)
+STOOD_STILL_S = 2.0
 
 
 # The young generation's threshold once the daemon runs (CPython's default: 700). A batch of a
@@ -475,7 +477,19 @@ class Daemon:
         next_compact = (
             time.monotonic() + 300
         )  # readings older than 5 min -> compressed blocks (issue #20)
+        last = time.monotonic()
         while not self._stop.wait(self.watch_interval):
+            now = time.monotonic()
+            if now - last > self.watch_interval + STOOD_STILL_S:
+                # this thread did not run for a while: the process (SIGSTOP, swapped out) or the
+                # machine (a VM paused) stood still, and heard nothing meanwhile; what the nodes
+                # sent is still on its way from the broker, as after a resubscribe
+                log.warning(
+                    "the daemon stood still for %.1f s; node silence counts from now",
+                    now - last - self.watch_interval,
+                )
+                self.nodewatch.relisten()
+            last = now
             try:
                 if self.bus.subscribed:
                     self.nodewatch.check()
