@@ -474,3 +474,28 @@ def test_a_reading_sent_with_mqtt_5_properties_is_stored_as_sent(
         assert json.loads(msg) == json.loads(payload)["m"]
     finally:
         daemon.stop()
+
+
+def test_the_linger_is_long_only_while_the_rate_makes_it_pay():
+    """A small batch waits for more before its commit: linger_ms (100) from LINGER_RATE msg/s up,
+    where it makes one transaction of ~100 messages instead of ~20 (1,000 nodes at 1 Hz); below
+    that QUIET_LINGER_S at most, so a quiet site's readings and acks are not held 100 ms for a
+    transaction that would carry one or two messages anyway. The rate is the last second's."""
+    import time
+    import types
+
+    from gridtwin.daemon import config as dconfig
+    from gridtwin.daemon.ingest import LINGER_RATE, LINGER_S, QUIET_LINGER_S, Ingest
+
+    # the setting's default (site.toml) is the writer's
+    assert dconfig.DAEMON.keys["linger_ms"].default == round(LINGER_S * 1000) == 100
+    bus = types.SimpleNamespace(root="gridtwin/t", sink=None)
+    ing = Ingest(bus, store=None, linger_s=0.1)
+    assert ing._linger() == QUIET_LINGER_S  # nothing received yet
+    ing._counted, ing._count_since = LINGER_RATE * 2, time.monotonic() - 1.0  # 1,000 nodes at 1 Hz
+    assert ing._linger() == 0.1
+    ing._counted, ing._count_since = 0, time.monotonic() - 1.0  # a second later, quiet again
+    assert ing._linger() == QUIET_LINGER_S
+    ing._counted, ing._count_since = LINGER_RATE // 4, time.monotonic() - 1.0  # 50 msg/s
+    assert ing._linger() == QUIET_LINGER_S
+    assert Ingest(bus, store=None, linger_s=0.005)._linger() == 0.005  # never above the setting

@@ -121,10 +121,11 @@ DAEMON = Section(
         ),
         "linger_ms": Key(
             int,
-            20,
+            100,
             check=in_range(0, 1000),
-            help="ms ingest waits for more messages before committing a small batch (0: none); "
-            "fewer transactions at moderate rates, at most this much more latency",
+            help="ms ingest waits for more messages before committing a small batch while it "
+            "receives 200 msg/s or more (below that 20 ms at most; 0: none); fewer transactions "
+            "at moderate rates, at most this much more latency",
         ),
         "gap_grace_s": Key(
             int,

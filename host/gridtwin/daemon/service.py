@@ -21,7 +21,7 @@ from gridtwin.daemon.alerts import Alerts, NodeWatch
 from gridtwin.daemon.api import LocalApi
 from gridtwin.daemon.bus import Bus
 from gridtwin.daemon.dispatch import Dispatcher
-from gridtwin.daemon.ingest import Ingest
+from gridtwin.daemon.ingest import LINGER_S, Ingest
 from gridtwin.daemon.metrics import Metrics, MetricsServer
 from gridtwin.daemon.store_influx import InfluxConfig, InfluxWriter, SpoolForwarder
 from gridtwin.daemon.store_sqlite import SqliteStore
@@ -77,7 +77,7 @@ class Daemon:
         instance: int = 1,
         sntp=None,
         gap_grace_s: float = 600,
-        linger_ms: int = 20,
+        linger_ms: int = round(LINGER_S * 1000),
     ):
         self.site = site
         self.sntp = sntp  # gridtwin.daemon.sntp.SntpServer: the nodes' time source, or None
