@@ -73,9 +73,10 @@ class Ingest:
         self.limits = limits
         self.metrics = metrics or Metrics()
         self.batch_max = batch_max
-        # A moment for more messages before a small batch is committed: at 1,000 nodes x 1 Hz one
-        # transaction (and one wake-up of this thread) then carries ~10 messages instead of 1, which
-        # is most of the per-message cost at moderate rates; bursts fill LINGER_UNTIL at once.
+        # A moment for more messages before a small batch is committed, from LINGER_RATE msg/s up
+        # (_linger): at 1,000 nodes x 1 Hz one transaction (and one wake-up of this thread) then
+        # carries ~100 messages instead of 1, which is most of the per-message cost at moderate
+        # rates; bursts fill LINGER_UNTIL at once.
         self.linger_s = linger_s
         self._rate, self._counted, self._count_since = 0.0, 0, time.monotonic()  # see _linger()
         self.influx_measurement = influx_measurement  # set: also spool line protocol for InfluxDB

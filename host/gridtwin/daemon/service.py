@@ -477,19 +477,20 @@ class Daemon:
         next_compact = (
             time.monotonic() + 300
         )  # readings older than 5 min -> compressed blocks (issue #20)
-        last = time.monotonic()
-        while not self._stop.wait(self.watch_interval):
-            now = time.monotonic()
-            if now - last > self.watch_interval + STOOD_STILL_S:
-                # this thread did not run for a while: the process (SIGSTOP, swapped out) or the
-                # machine (a VM paused) stood still, and heard nothing meanwhile; what the nodes
-                # sent is still on its way from the broker, as after a resubscribe
+        while True:
+            asleep = time.monotonic()
+            if self._stop.wait(self.watch_interval):
+                return
+            overslept = time.monotonic() - asleep - self.watch_interval
+            if overslept > STOOD_STILL_S:
+                # the wait (not this thread's own work: a long compaction is no standstill) ran
+                # over: the process (SIGSTOP, swapped out) or the machine (a VM paused) stood
+                # still and heard nothing meanwhile; what the nodes sent is still on its way from
+                # the broker, as after a resubscribe
                 log.warning(
-                    "the daemon stood still for %.1f s; node silence counts from now",
-                    now - last - self.watch_interval,
+                    "the daemon stood still for %.1f s; node silence counts from now", overslept
                 )
                 self.nodewatch.relisten()
-            last = now
             try:
                 if self.bus.subscribed:
                     self.nodewatch.check()
