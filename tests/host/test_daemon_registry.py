@@ -409,5 +409,10 @@ def test_silence_while_the_daemon_was_not_subscribed_does_not_count(tmp_path):
     watch.relisten(now + 10_000)  # the link was down 10 s, the daemon has just subscribed again
     assert watch.check(now + 10_500) == {}
     assert alerts.raised == {}
+    # what the daemon shows (/metrics, the web view) is its watch's judgment; the table alone,
+    # as `gridtwin nodes` reads it with no daemon running, says stale
+    shown = {v.id: v.state for v in fleet(store, None, now + 10_500, judged=watch.states)}
+    assert shown == {"a": "online", "b": "online"}
+    assert {v.state for v in fleet(store, None, now + 10_500)} == {"stale"}
     assert watch.check(now + 13_002) == {"a": "stale", "b": "stale"}  # silent 3 s since
     store.close()

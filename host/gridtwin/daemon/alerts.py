@@ -166,6 +166,12 @@ class NodeWatch:
             for node, _st in statuses:
                 self._spoke.add(node)
 
+    @property
+    def states(self) -> dict[str, str]:
+        """Each node's state as the last check judged it (read-only; empty before the first check,
+        and in a daemon instance that does not watch): what the daemon's own views show."""
+        return self._states
+
     def relisten(self, at_ms: int | None = None) -> None:
         """The daemon's session is subscribed again (any thread): whatever a node sent while the
         link was down is still to come from the broker, so an online node's silence counts from

@@ -50,13 +50,20 @@ def interval_of(row: dict, sn=None) -> float:
 
 
 def view(
-    nid: str, row: dict, sn, now_ms: int, stale_intervals: int = 3, in_site: bool = True
+    nid: str,
+    row: dict,
+    sn,
+    now_ms: int,
+    stale_intervals: int = 3,
+    in_site: bool = True,
+    state: str | None = None,
 ) -> NodeView:
-    """One node's view from its ``nodes`` row and its site entry (``sn``, or None)."""
+    """One node's view from its ``nodes`` row and its site entry (``sn``, or None); ``state``:
+    the daemon's judgment of it, when there is one (see ``fleet``)."""
     last = row.get("last_seen")
     return NodeView(
         id=nid,
-        state=node_state(row, interval_of(row, sn), now_ms, stale_intervals),
+        state=state or node_state(row, interval_of(row, sn), now_ms, stale_intervals),
         last_seen=last,
         age_s=None if last is None else max(0.0, (now_ms - last) / 1000),
         fw=row.get("fw"),
@@ -76,13 +83,22 @@ def view(
 
 
 def fleet(
-    store, site=None, now_ms: int | None = None, stale_intervals: int = 3, rows=None
+    store,
+    site=None,
+    now_ms: int | None = None,
+    stale_intervals: int = 3,
+    rows=None,
+    judged=None,
 ) -> list[NodeView]:
     """Every node's view: the site's nodes in site order, then nodes only the database knows.
-    ``rows``: the ``nodes`` table as ``{id: row}``, when the caller has read it already."""
+    ``rows``: the ``nodes`` table as ``{id: row}``, when the caller has read it already.
+    ``judged``: ``{id: state}`` of the running daemon's node watch (``NodeWatch.states``), which
+    takes precedence: only the daemon knows whether a node's silence is its own or the daemon's (a
+    broker restart, readings waiting behind a locked database); the table alone says stale."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     site_nodes = {n.id: n for n in site.nodes} if site is not None else {}
     rows = {r["id"]: r for r in store.nodes()} if rows is None else rows
+    judged = judged or {}
     return [
         view(
             nid,
@@ -91,6 +107,7 @@ def fleet(
             now_ms,
             stale_intervals,
             in_site=nid in site_nodes or site is None,
+            state=judged.get(nid),
         )
         for nid in list(site_nodes) + sorted(set(rows) - set(site_nodes))
     ]

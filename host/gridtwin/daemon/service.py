@@ -450,7 +450,8 @@ class Daemon:
         now_ms = int(time.time() * 1000)
         rows = {r["id"]: r for r in self.store.nodes()}  # read once, for the views and the rest
         out = []
-        for v in fleet(self.store, self.site, now_ms, self.stale_intervals, rows):
+        judged = self.nodewatch.states
+        for v in fleet(self.store, self.site, now_ms, self.stale_intervals, rows, judged):
             r = rows.get(v.id, {})
             out.append(
                 (
