@@ -395,6 +395,12 @@ class Daemon:
         """``<root>/_host/<suffix>`` on the daemon's one session (see Bus.publish_host)."""
         self.bus.publish_host(suffix, payload, retain)
 
+    def judged_states(self) -> dict[str, str] | None:
+        """The node watch's states for the daemon's own views (registry.fleet's ``judged``) while
+        the daemon listens; None while its link is down, when it knows no better than the table
+        (whose ages then turn every node stale, as the nodes may well be)."""
+        return self.nodewatch.states if self.bus.subscribed else None
+
     def watch_registry(self, now_ms: int | None = None) -> dict[str, str]:
         return self.nodewatch.check(now_ms)
 
@@ -450,7 +456,7 @@ class Daemon:
         now_ms = int(time.time() * 1000)
         rows = {r["id"]: r for r in self.store.nodes()}  # read once, for the views and the rest
         out = []
-        judged = self.nodewatch.states
+        judged = self.judged_states()
         for v in fleet(self.store, self.site, now_ms, self.stale_intervals, rows, judged):
             r = rows.get(v.id, {})
             out.append(

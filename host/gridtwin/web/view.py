@@ -97,7 +97,8 @@ class WebView:
             stopping,
         )
         self.dispatcher = None  # the daemon's: the command buttons of a logged-in user (remote.py)
-        self.judged: dict = {}  # the daemon's node watch states (registry.fleet's ``judged``)
+        # fn() -> the daemon's node watch states or None (registry.fleet's ``judged``)
+        self.judged = lambda: None
         self.started = int(time.time() * 1000)  # the page reloads what it shows when this changes
         self.twin: dict = {}  # the twin's last state document, as published
         self.twin_at: int | None = None
@@ -121,7 +122,7 @@ class WebView:
             stopping=lambda: daemon.metrics.stopping,
         )
         web.dispatcher = daemon.dispatcher
-        web.judged = daemon.nodewatch.states  # the daemon's judgment of each node's silence
+        web.judged = daemon.judged_states  # the daemon's judgment of each node's silence
         daemon.on_readings(web.on_readings)
         daemon.ingest.batch_hooks.append(web.on_batch)
         daemon.alerts.listeners.append(web.on_alert)
@@ -244,7 +245,7 @@ class WebView:
 
         rows = {r["id"]: r for r in self.store.nodes()}
         out = []
-        for v in fleet(self.store, self.site, now_ms, self.stale_intervals, judged=self.judged):
+        for v in fleet(self.store, self.site, now_ms, self.stale_intervals, judged=self.judged()):
             r = rows.get(v.id, {})
             out.append(
                 {
