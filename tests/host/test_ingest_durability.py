@@ -499,3 +499,32 @@ def test_the_linger_is_long_only_while_the_rate_makes_it_pay():
     ing._counted, ing._count_since = LINGER_RATE // 4, time.monotonic() - 1.0  # 50 msg/s
     assert ing._linger() == QUIET_LINGER_S
     assert Ingest(bus, store=None, linger_s=0.005)._linger() == 0.005  # never above the setting
+
+
+def test_the_network_thread_lets_a_batch_gather_while_the_writer_lingers():
+    """At 1,000 nodes x 1 Hz paho's thread woke for every few messages, and each wake-up of a
+    thread that slept cost more than the messages it read. While the writer lingers (from
+    LINGER_RATE msg/s up) the thread lets the socket fill until about when LINGER_UNTIL messages
+    will wait or the linger ends, READ_EARLY_S before either; never when quiet or full."""
+    import time
+    import types
+
+    from gridtwin.daemon.ingest import LINGER_RATE, LINGER_UNTIL, READ_EARLY_S, Ingest
+
+    bus = types.SimpleNamespace(root="gridtwin/t", sink=None, read_pause=None)
+    ing = Ingest(bus, store=None, linger_s=0.1)
+    assert bus.read_pause == ing._read_pause  # the bus hands it to its network thread
+    assert ing._read_pause() == 0.0  # nothing waits
+    ing._on_raw(1, 1, 1, "gridtwin/t/n1/telemetry", b"{}")
+    assert ing._read_pause() == 0.0  # quiet: the writer does not linger long, nor does this
+    ing._rate = 1000.0  # 1,000 nodes at 1 Hz
+    pause = ing._read_pause()  # (LINGER_UNTIL - 1) messages at 1,000 msg/s: the rest of the linger
+    assert 0.1 - READ_EARLY_S - 0.02 < pause <= 0.1 - READ_EARLY_S
+    ing._rate = 10_000.0  # the batch fills in ~10 ms: a pause of a few
+    assert (LINGER_UNTIL - 1) / 10_000 - READ_EARLY_S - 0.001 < ing._read_pause() < 0.01
+    ing._pending_since = int(time.time() * 1000) - 200  # the linger is over: read on
+    assert ing._read_pause() < 0
+    ing._inbox.extend([None] * LINGER_UNTIL)  # a batch worth committing waits: read on
+    ing._pending_since = int(time.time() * 1000)
+    assert ing._read_pause() == 0.0
+    assert LINGER_RATE <= 1000

@@ -59,6 +59,9 @@ class Bus:
         self._last_fail_log = -1e9
         self.client = None
         self.read_ahead = False  # OpenSSL reads every waiting TLS record at once (connection.py)
+        # fn() -> seconds the network thread lets messages gather in its socket before it reads
+        # on (the fast client's BufferedClient.read_pause; ingest's to set, before start())
+        self.read_pause = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -76,6 +79,7 @@ class Bus:
             c.on_publish_raw = self._deliver
             # one recv for all the TLS records waiting, not two per message
             self.read_ahead = c.read_ahead()
+            c.read_pause = self.read_pause
         self.client = c
         self.endpoint.connect(
             c, persistent=True, receive_maximum=self.receive_maximum, blocking=False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,9 @@ class BufferedClient(mqtt.Client):
       would decode each), complete QoS 0/1 PUBLISH packets are parsed
       straight from the buffer and handed to it as ``(topic, mid, qos, payload)``; any other packet
       (CONNACK, SUBACK, PUBACK, PINGRESP) goes to paho's own reader, which reads it from the buffer;
-    - ``ack_many`` queues the PUBACKs of a batch as one write instead of one TLS record per ack.
+    - ``ack_many`` queues the PUBACKs of a batch as one write instead of one TLS record per ack;
+    - with ``read_pause`` set, a drained socket is left to fill for the time it says (once a
+      ``loop_read``) before the next read, instead of a wake-up for every few messages.
 
     This relies on paho-mqtt 2.x internals (``_sock_recv``, ``_in_packet``, ``_packet_queue``,
     ``_loop_rc_handle``), checked at import; without them the plain client is used (slower, same
@@ -42,6 +45,9 @@ class BufferedClient(mqtt.Client):
         super().__init__(*a, **kw)
         self._gt_data, self._gt_pos, self._gt_sock = b"", 0, None
         self.on_publish_raw = None
+        # fn() -> seconds to let messages gather in the socket before the next read, once the
+        # socket is drained (ingest's: while its writer lingers for more; 0: none)
+        self.read_pause = None
 
     def _gt_check_sock(self) -> None:
         if self._gt_sock is not self._sock:  # a new connection: nothing buffered belongs to it
@@ -144,6 +150,7 @@ class BufferedClient(mqtt.Client):
             ):
                 rc = super().loop_read(max_packets)
             return rc
+        paused = False
         while True:
             if self._sock is None:
                 return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
@@ -160,7 +167,13 @@ class BufferedClient(mqtt.Client):
                 continue
             try:
                 if not self._gt_fill():
-                    return ok  # wait for select
+                    pause = 0.0 if paused or self.read_pause is None else self.read_pause()
+                    if pause <= 0.001:
+                        return ok  # wait for select (paho writes what is queued first)
+                    # one read of all that came meanwhile, instead of a wake-up, a select and a
+                    # read for every few messages; once a call: then paho writes the acks
+                    time.sleep(pause)
+                    paused = True
             except (ConnectionError, OSError) as exc:
                 self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", exc)
                 return self._loop_rc_handle(mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST)

@@ -43,6 +43,9 @@ LINGER_UNTIL = 100
 LINGER_RATE = 200
 QUIET_LINGER_S = 0.02
 LINGER_S = 0.1  # the default of [daemon] linger_ms (daemon/config.py says the same, tested)
+# how long before the writer's linger ends (or the batch is full) paho's thread reads what gathered
+# in its socket during a read pause (_read_pause)
+READ_EARLY_S = 0.005
 
 _NOT_NODE_DATA = ("/cmd", "/ota", "/ota/ack")
 # Acks of a batch are queued without waking paho's network thread: while messages arrive it is
@@ -106,6 +109,7 @@ class Ingest:
         self._writer: threading.Thread | None = None
         self.host_prefix = f"{self.root}/_host/"
         bus.sink = self._on_raw
+        bus.read_pause = self._read_pause
 
     # the session's facts, for tests and logs (the bus owns them)
     client_id = property(lambda self: self.bus.client_id)
@@ -216,6 +220,23 @@ class Ingest:
             self._rate = self._counted / (now - self._count_since)
             self._counted, self._count_since = 0, now
         return self.linger_s if self._rate >= LINGER_RATE else min(self.linger_s, QUIET_LINGER_S)
+
+    def _read_pause(self) -> float:
+        """paho's thread, its socket drained (BufferedClient.read_pause): while the writer lingers
+        for more, let the next messages gather in the socket and read them in one go, until about
+        when LINGER_UNTIL of them will wait (at the last second's rate) or the linger ends,
+        READ_EARLY_S before either so that the read and the parse are done by then. At 1,000
+        nodes x 1 Hz this thread woke for every few messages, and a thread that slept runs cold:
+        each wake-up cost more than the messages it read (its CPU a message went from 20-26 to
+        11-15 us); at 10,000 msg/s the pause is a few ms."""
+        since, rate = self._pending_since, self._rate
+        if since is None or rate < LINGER_RATE:
+            return 0.0
+        missing = LINGER_UNTIL - len(self._inbox)
+        if missing <= 0:
+            return 0.0
+        left = since / 1000 + self.linger_s - time.time()  # the writer lingers from `since` on
+        return min(left, missing / rate) - READ_EARLY_S
 
     def _idle(self) -> None:
         for fn in self.idle_hooks:
