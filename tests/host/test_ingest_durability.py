@@ -487,8 +487,10 @@ def test_the_linger_is_long_only_while_the_rate_makes_it_pay():
     from gridtwin.daemon import config as dconfig
     from gridtwin.daemon.ingest import LINGER_RATE, LINGER_S, QUIET_LINGER_S, Ingest
 
-    # the setting's default (site.toml) is the writer's
-    assert dconfig.DAEMON.keys["linger_ms"].default == round(LINGER_S * 1000) == 100
+    # the setting's default (site.toml) and what its help says are the writer's
+    key = dconfig.DAEMON.keys["linger_ms"]
+    assert key.default == round(LINGER_S * 1000) == 100
+    assert f"{LINGER_RATE} msg/s" in key.help and f"{round(QUIET_LINGER_S * 1000)} ms" in key.help
     bus = types.SimpleNamespace(root="gridtwin/t", sink=None)
     ing = Ingest(bus, store=None, linger_s=0.1)
     assert ing._linger() == QUIET_LINGER_S  # nothing received yet
