@@ -243,9 +243,9 @@ class WebView:
     def _fleet_rows(self, now_ms: int) -> list[dict]:
         from gridtwin.daemon.registry import fleet
 
-        rows = {r["id"]: r for r in self.store.nodes()}
+        rows = {r["id"]: r for r in self.store.nodes()}  # read once, for the views and the rest
         out = []
-        for v in fleet(self.store, self.site, now_ms, self.stale_intervals, judged=self.judged()):
+        for v in fleet(self.store, self.site, now_ms, self.stale_intervals, rows, self.judged()):
             r = rows.get(v.id, {})
             out.append(
                 {
