@@ -416,3 +416,33 @@ def test_silence_while_the_daemon_was_not_subscribed_does_not_count(tmp_path):
     assert {v.state for v in fleet(store, None, now + 10_500)} == {"stale"}
     assert watch.check(now + 13_002) == {"a": "stale", "b": "stale"}  # silent 3 s since
     store.close()
+
+
+def test_the_daemons_own_views_show_its_watchs_judgment(fleet_broker, tmp_path):
+    """/metrics' per-node gauges and the web view's fleet show the node watch's state (the one
+    the alerts follow) while the daemon listens, not a state recomputed from the table, which
+    after a broker restart said stale where the watch knew better; with the link down they read
+    the table."""
+    from fixtures.daemon_fleet import NodeClient, endpoint, telemetry_payload, wait_for
+    from gridtwin.daemon.service import Daemon
+    from gridtwin.web import WebView
+
+    d = Daemon(endpoint=endpoint(fleet_broker), db_path=tmp_path / "db", metrics_port=None).start()
+    node = NodeClient(fleet_broker, "node07")
+    try:
+        assert d.ingest.wait_connected()
+        node.publish(telemetry_payload("node07", boot=1, seq=0))
+        wait_for(lambda: d.store.node_row("node07"), 10, "node07's reading to be stored")
+        assert d.watch_registry() == {"node07": "online"}
+        web = WebView.for_daemon(d)
+        # the table says online (a reading a moment ago); the watch's judgment is what shows
+        d.nodewatch.states["node07"] = "stale"
+        gauges = dict(d._node_gauges())
+        rows = {r["id"]: r for r in web._fleet_rows(int(time.time() * 1000))}
+        assert gauges["node07"]["online"] == 0 and rows["node07"]["state"] == "stale"
+        d.bus.subscribed = False  # the link is down: the watch knows no better than the table
+        assert dict(d._node_gauges())["node07"]["online"] == 1
+    finally:
+        node.close()
+        d.bus.subscribed = True
+        d.stop()
