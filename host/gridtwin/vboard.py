@@ -15,6 +15,7 @@ Two ways to run one:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -109,6 +110,25 @@ def heap_bytes(size: str | int) -> int:
     s = size.strip().lower()
     mult = {"k": 1024, "m": 1024 * 1024}.get(s[-1:], 1)
     return int(s.rstrip("km")) * mult
+
+
+@contextlib.contextmanager
+def _waiting(cond: threading.Condition):
+    """``with cond:`` for a wait on the main thread, where Ctrl-C raises KeyboardInterrupt between
+    any two bytecodes. One that lands inside ``cond.wait()`` after it let go of the lock, before it
+    took it back, made ``with``'s release fail (RuntimeError: cannot release un-acquired lock), and
+    that error hid the KeyboardInterrupt: `gridtwin vnode` ended in a traceback, exit 1, where
+    Ctrl-C stops the board (seen once in CI). The condition's lock is an RLock, so a release that
+    is not ours fails instead of freeing another thread's hold; it is ignored only on the way out
+    of an exception."""
+    cond.acquire()
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(RuntimeError):
+            cond.release()
+        raise
+    cond.release()
 
 
 class VirtualBoard:
@@ -297,7 +317,7 @@ class VirtualBoard:
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         i = start
-        with self._cond:
+        with _waiting(self._cond):
             while True:
                 while i < len(self.lines):
                     m = rx.search(self.lines[i])
@@ -312,7 +332,7 @@ class VirtualBoard:
                 self._cond.wait(left)
 
     def wait_exit(self, timeout: float | None = 60.0) -> int:
-        with self._cond:
+        with _waiting(self._cond):
             if not self._cond.wait_for(lambda: self.exit_code is not None, timeout):
                 raise TimeoutError(
                     "board still running; last output:\n" + "\n".join(self.lines[-25:])

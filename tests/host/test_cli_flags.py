@@ -679,3 +679,26 @@ def test_vnode_ctrl_c_inside_a_collection_is_not_shown_as_a_crash(site_pki_copy,
     assert proc.returncode == 0, err
     assert "Traceback" not in out + err and "heap is locked" not in out + err, out
     assert "the Ctrl-C landed inside a garbage collection" in out
+
+
+@pytest.mark.parametrize("wait", ["wait_for", "wait_exit"])
+def test_ctrl_c_inside_a_boards_wait_stays_a_ctrl_c(tmp_path, wait):
+    # CI once saw `gridtwin vnode` end in "RuntimeError: cannot release un-acquired lock" on
+    # Ctrl-C: the KeyboardInterrupt had landed inside Condition.wait() after it let go of the lock
+    # and before it took it back, and `with cond:` then failed to release, hiding the Ctrl-C. The
+    # moment is made here: a wait that lets go of the lock and is interrupted.
+    from gridtwin.vboard import VirtualBoard
+
+    board = VirtualBoard(tmp_path / "vb", firmware=None, name="vb")
+    lock_release = board._cond._release_save
+
+    def interrupted_wait(*_a, **_k):
+        lock_release()  # what wait() does first; the signal handler raises right after it
+        raise KeyboardInterrupt
+
+    board._cond.wait = interrupted_wait
+    call = board.wait_for if wait == "wait_for" else board.wait_exit
+    with pytest.raises(KeyboardInterrupt):
+        call("never", timeout=5) if wait == "wait_for" else call(5)
+    assert board._cond.acquire(blocking=False)  # and the lock is free for the board's thread
+    board._cond.release()
