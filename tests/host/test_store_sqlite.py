@@ -329,35 +329,48 @@ def test_compaction_moves_readings_into_blocks_and_queries_return_the_same_rows(
     assert store.compact(now_ms=NOW + 600_000, hot_ms=60_000, min_rows=50, settle_ms=300_000) == 1
 
 
-@pytest.fixture(params=["row by row", "one statement"])
+@pytest.fixture(params=["a row a statement", "chunks"])
 def insert_path(request, monkeypatch):
-    """Both ways write_batch inserts readings: small batches row by row, bursts as one statement."""
+    """Both ways write_batch inserts readings: one row a statement, or chunks of _CHUNK rows and
+    the powers of two a batch's tail is cut into."""
     from gridtwin.daemon import store_sqlite
 
-    if request.param == "one statement":
-        monkeypatch.setattr(store_sqlite, "SMALL_BATCH", 0)
+    if request.param == "a row a statement":
+        monkeypatch.setattr(store_sqlite, "_CHUNK", 1)
     return request.param
 
 
 def test_both_insert_paths_store_the_same_rows(tmp_path, monkeypatch):
-    """Row by row (a batch of SMALL_BATCH or fewer) and one statement (larger) store byte-identical
-    rows: the validated metrics as compact JSON, ints as ints, floats as written, boot as text."""
+    """A row a statement and chunks (a batch of 2 x _CHUNK + 7 + 3 redeliveries: every statement
+    size) store byte-identical rows: the validated metrics as compact JSON, ints as ints, floats
+    as written, boot as text; the payload's own text of "m" where validation kept it
+    (Telemetry.mtext) is stored as written."""
     from gridtwin.daemon import store_sqlite
 
     m = {"t": 1.5, "k": 3, "e": 1e-07, "z": -0.0, "big": 123456789012, "f": 0.1}
-    batch = [tel(node=f"n{i % 3}", boot=i % 2, seq=i, hist=i % 4 == 0, **m) for i in range(12)]
+    n = 2 * store_sqlite._CHUNK + 7
+    batch = [tel(node=f"n{i % 3}", boot=i % 2, seq=i, hist=i % 4 == 0, **m) for i in range(n)]
+    text = '{"t":1.50,"k":3,"e":1E-7,"z":-0.0,"big":123456789012,"f":0.1}'
+    raw = validate.telemetry(
+        "n9",
+        f'{{"v":1,"node":"n9","boot":1,"seq":1,"ts":{NOW},"m":{text}}}'.encode(),
+        now_ms=NOW,
+    )
+    assert raw.mtext == text and raw.m == m
     dumps = []
-    for small in (store_sqlite.SMALL_BATCH, 0):
-        monkeypatch.setattr(store_sqlite, "SMALL_BATCH", small)
-        s = SqliteStore(tmp_path / f"db{small}")
-        r = s.write_batch(batch + batch[:3])
-        assert (r.stored, r.duplicates) == (12, 3)
+    for chunk in (1, store_sqlite._CHUNK):
+        monkeypatch.setattr(store_sqlite, "_CHUNK", chunk)
+        s = SqliteStore(tmp_path / f"db{chunk}")
+        r = s.write_batch(batch + batch[:3] + [raw])
+        assert (r.stored, r.duplicates) == (n + 1, 3)
+        assert r.rows == (1, n + 1)
         dumps.append(s.conn.execute("SELECT * FROM readings ORDER BY rowid").fetchall())
         s.close()
-    assert dumps[0] == dumps[1] and len(dumps[0]) == 12
+    assert dumps[0] == dumps[1] and len(dumps[0]) == n + 1
     assert json.loads(dumps[0][0][5]) == m and dumps[0][0][5] == json.dumps(
         m, separators=(",", ":")
     )
+    assert dumps[0][-1][5] == text and json.loads(text) == m
 
 
 def test_a_reading_replayed_after_its_span_was_compacted_is_stored_once(tmp_path, insert_path):

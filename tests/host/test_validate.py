@@ -32,6 +32,11 @@ def enc(obj) -> bytes:
     return json.dumps(obj).encode()
 
 
+def compact(obj) -> bytes:
+    """As nodes write JSON: no spaces."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
 def test_valid_telemetry_is_returned_typed():
     t = validate.telemetry("n1", enc(good(hist=True)), now_ms=NOW)
     assert (t.node, t.boot, t.seq, t.ts, t.hist) == ("n1", 7, 3, NOW - 1000, True)
@@ -81,6 +86,49 @@ def test_each_broken_rule_is_rejected_with_its_reason(payload, reason):
         validate.telemetry("n1", payload, now_ms=NOW)
     assert exc.value.reason == reason
     assert exc.value.detail  # says what is wrong
+
+
+HEAD = b'{"v":1,"node":"n1","boot":1,"seq":1,"ts":%d,' % (NOW - 1000,)
+
+
+@pytest.mark.parametrize(
+    "payload, m, mtext",
+    [
+        (compact(good()), {"t_c": 21.5, "p_w": 10}, '{"t_c":21.5,"p_w":10}'),
+        # numbers stay as written; a metric named m is not the object m
+        (HEAD + b'"m":{"m":1.50,"a":2E3}}', {"m": 1.5, "a": 2000.0}, '{"m":1.50,"a":2E3}'),
+        (b'{"m":{"a":1},' + HEAD[1:-1] + b"}", {"a": 1}, '{"a":1}'),
+        # the parsed values are written out instead: a colon inside a string, an escape, spaces,
+        # another object with keys (each could make the text say other than what was checked)
+        (compact(good(boot="a:b")), {"t_c": 21.5, "p_w": 10}, None),
+        (HEAD + b'"m":{"p\\u005fw":1}}', {"p_w": 1}, None),
+        (enc(good()), {"t_c": 21.5, "p_w": 10}, None),
+        (compact(good(x={"m": {"z": 1}})), {"t_c": 21.5, "p_w": 10}, None),
+    ],
+)
+def test_the_payloads_own_metrics_text_is_kept_only_where_it_says_what_was_checked(
+    payload, m, mtext
+):
+    """Telemetry.mtext, the text the store keeps: the payload's own where the fast parse vouched
+    for it, else None (the store writes the parsed values out)."""
+    t = validate.telemetry("n1", payload, now_ms=NOW)
+    assert t.m == m and t.mtext == mtext
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        HEAD + b'"m":{"t":1,"t":2}}',
+        HEAD + b'"v":1,"m":{"t":1}}',
+        HEAD + b'"m":{"t":1},"m":{"t":2}}',
+        # a duplicate next to a colon in a string: the colon count cannot vouch, the hook sees it
+        b'{"v":1,"node":"n1","boot":"a:b","seq":1,"ts":%d,"m":{"t":1,"t":2}}' % (NOW,),
+    ],
+)
+def test_a_key_twice_is_refused_whichever_parse_reads_it(payload):
+    with pytest.raises(Rejected) as exc:
+        validate.telemetry("n1", payload, now_ms=NOW)
+    assert exc.value.reason == "duplicate_key"
 
 
 @pytest.mark.parametrize(
@@ -154,6 +202,12 @@ def _json_values():
             _json_values(),
             max_size=7,
         ).map(lambda d: json.dumps(d).encode()),
+        # as nodes write it (no spaces): the fast parse and the payload's own "m" text
+        st.dictionaries(
+            st.sampled_from(["v", "node", "boot", "seq", "ts", "m", "hist"]),
+            _json_values(),
+            max_size=7,
+        ).map(lambda d: compact(d)),
     )
 )
 def test_fuzz_validator_only_ever_accepts_or_rejects(payload):
@@ -170,8 +224,11 @@ def test_fuzz_validator_only_ever_accepts_or_rejects(payload):
             "ts_window",
             "metric",
             "too_large",
+            "duplicate_key",
+            "text",
         }
         return
     assert t.node == "n1" and isinstance(t.seq, int) and t.m
+    assert t.mtext is None or json.loads(t.mtext) == t.m
     assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in t.m.values())
     assert abs(t.ts - time.time() * 1000) < 8 * 86400_000

@@ -40,16 +40,18 @@ SCHEMA = """
 -- One index only: each index costs a page write per reading at fleet rates (a batch's readings
 -- come from as many nodes, each node's keys on a page of its own). The table holds a few minutes
 -- of each node (compact()), so reading a node by time walks its few hundred (node, ...) keys.
+-- msg: the metrics object {name: number} as the validator checked it
 CREATE TABLE IF NOT EXISTS readings (
     node TEXT NOT NULL, boot TEXT NOT NULL, seq INTEGER NOT NULL,
-    ts INTEGER NOT NULL, hist INTEGER NOT NULL DEFAULT 0,
-    msg TEXT NOT NULL  -- the metrics object {name: number} as the validator checked it
+    ts INTEGER NOT NULL, hist INTEGER NOT NULL DEFAULT 0, msg TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS readings_key ON readings (node, boot, seq);  -- the de-duplication
--- readings moved out of `readings` by compact(): one row per block of one node's readings
+-- readings moved out of `readings` by compact(): one row per block of one node's readings, data
+-- gridtwin.daemon.blocks.encode()'s (comments inside a statement are kept in the schema: the
+-- spilled table's note says why it must stay small)
 CREATE TABLE IF NOT EXISTS blocks (
     id INTEGER PRIMARY KEY, node TEXT NOT NULL, ts_lo INTEGER NOT NULL, ts_hi INTEGER NOT NULL,
-    n INTEGER NOT NULL, data BLOB NOT NULL  -- gridtwin.daemon.blocks.encode()
+    n INTEGER NOT NULL, data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS blocks_node_ts ON blocks (node, ts_lo, ts_hi);
 -- every (boot, seq) a block holds, as unbroken runs: the de-duplication of compacted readings
@@ -100,57 +102,59 @@ CREATE TABLE IF NOT EXISTS health (
 CREATE INDEX IF NOT EXISTS health_node_ts ON health (node, ts);
 -- line protocol waiting for InfluxDB, in arrival order (AUTOINCREMENT never reuses an id)
 CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL);
+-- messages ingest made durable as received, to be validated and stored in order once it has
+-- caught up (gridtwin.daemon.ingest: the spill); one row a batch (a new one's id is above every
+-- row's left), deleted in the transaction that stores its messages. topics: the messages' topics
+-- joined by NUL (which MQTT forbids in a topic); sizes: each payload's length in bytes, comma-
+-- separated; payloads: one after the other. (Comments stay outside the statement: SQLite keeps
+-- its text in the schema, which must fit the first page for a damaged file to be opened at all.)
+CREATE TABLE IF NOT EXISTS spilled (id INTEGER PRIMARY KEY, received INTEGER NOT NULL,
+    n INTEGER NOT NULL, topics TEXT NOT NULL, sizes TEXT NOT NULL, payloads BLOB NOT NULL);
 """
 
-# One row per element of a JSON array of [node, boot, seq, ts, hist, {metrics}] that write_batch
-# builds itself from the validated values: never from the node's payload, which SQLite would read
-# differently from Python (duplicate keys: first wins here, last there; escaped keys). The metrics
-# object comes back from json_extract as its text, numbers as written. A reading that a block
+# A batch's readings go in as multi-row VALUES statements of up to _CHUNK rows, the values bound
+# as parameters: one sqlite3_step a statement, so the GIL is let go once per chunk, not once per
+# row as executemany does (each re-acquire waited behind the MQTT thread, up to 5 ms: that convoy
+# cost more than all the rest of ingest), and nothing is parsed again in SQL (a JSON array through
+# json_each and six json_extract a row cost 10 us a reading against 3 now). A reading that a block
 # already holds (the run with the first seq_hi >= its seq starts at or before it) is not inserted.
-INSERT_BATCH = (
-    "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) "
-    "SELECT * FROM (SELECT json_extract(value, '$[0]') AS n, json_extract(value, '$[1]') AS b, "
-    "json_extract(value, '$[2]') AS s, json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
-    # json_extract, not ->>: SQLite < 3.38 (bullseye) lacks ->>
-    "json_extract(value, '$[5]') FROM json_each(?) "
-    # not flattened into the outer query, which would extract n, b and s twice
-    "LIMIT -1 OFFSET 0) "
-    "WHERE coalesce((SELECT seq_lo FROM runs WHERE node = n AND boot = b AND seq_hi >= s "
-    "ORDER BY seq_hi LIMIT 1) > s, 1)"
+_INSERT_INTO = "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) "
+_RUNS_FILTER = (
+    # the VALUES rows as a subquery: their columns are column1..column6
+    "SELECT * FROM (VALUES {rows}) "
+    "WHERE coalesce((SELECT seq_lo FROM runs WHERE node = column1 AND boot = column2 AND "
+    "seq_hi >= column3 ORDER BY seq_hi LIMIT 1) > column3, 1)"
 )
-# The same insert, one reading per step, for small batches (below): the metrics object is the same
-# text INSERT_BATCH stores, _ROWS of it (SQLite renders an extracted object as it was written).
-INSERT_ROW = (
-    "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) SELECT ?1, ?2, ?3, ?4, ?5, ?6 "
-    "WHERE coalesce((SELECT seq_lo FROM runs WHERE node = ?1 AND boot = ?2 AND seq_hi >= ?3 "
-    "ORDER BY seq_hi LIMIT 1) > ?3, 1)"
-)
-# INSERT_BATCH for a batch whose readings are all above the mark (see INSERT_FRESH): no runs look-up
-INSERT_BATCH_FRESH = (
-    "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) "
-    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-    "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') "
-    "FROM json_each(?)"
-)
-# INSERT_ROW for readings known to be newer than anything stored of their (node, boot), so that
-# no block holds them (SqliteStore._gaps tells); the unique key still stores a redelivery once
-INSERT_FRESH = (
-    "INSERT OR IGNORE INTO readings (node, boot, seq, ts, hist, msg) VALUES (?,?,?,?,?,?)"
-)
-# Batches up to this size go row by row: at 1,000 nodes x 1 Hz (batches of ~20) that costs half the
-# CPU of building the array and extracting it again in SQLite, and the GIL hand-overs it makes are
-# few. Bursts (thousands a batch) keep the one-statement insert.
-SMALL_BATCH = 200
-_ROWS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+# rows a statement: 6 parameters each, within the 999 that SQLite before 3.32 (buster) allows
+_CHUNK = 128
+
+
+def insert_sql(rows: int, fresh: bool) -> str:
+    """The insert of ``rows`` readings; ``fresh``: all above their (node, boot)'s stored seqs
+    (SqliteStore._gaps tells), so no block can hold them and the runs look-up is skipped (the
+    unique key still stores a redelivery once)."""
+    values = ",".join(("(?,?,?,?,?,?)",) * rows)
+    return _INSERT_INTO + ("VALUES " + values if fresh else _RUNS_FILTER.format(rows=values))
+
+
+# insert_sql of every size write_batch uses (_CHUNK, and the powers of two a batch's tail is cut
+# into), built once: sqlite3 then finds each compiled in its statement cache
+_INSERTS = {
+    (n, fresh): insert_sql(n, fresh)
+    for n in (_CHUNK, *(1 << k for k in range(_CHUNK.bit_length() - 1)))
+    for fresh in (True, False)
+}
 
 
 def _metrics_encoder():
-    """The text of one metrics object, as _ROWS writes it: CPython's C encoder made once, not once
+    """The text of one metrics object as compact JSON: CPython's C encoder made once, not once
     per call as JSONEncoder.encode does (a third of the cost of a row at 1,000 msg/s)."""
     from json.encoder import c_make_encoder, encode_basestring
 
     if c_make_encoder is None:  # a Python without the C accelerator
-        return _ROWS
+        return json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, check_circular=False
+        ).encode
 
     def refuse(o):
         raise TypeError(f"{type(o).__name__} is not JSON serializable")
@@ -519,32 +523,91 @@ class SqliteStore:
             "SELECT coalesce(sum(missing), 0) FROM gaps WHERE confirmed IS NULL"
         ).fetchone()[0]
 
+    # -- the spill: messages kept as received while ingest catches up ---------------------------
+    def spill(self, received_ms: int, topics: list, payloads: list) -> int:
+        """Keep a batch of messages as received (one row, one transaction); returns its id."""
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN")
+                rid = conn.execute(
+                    "INSERT INTO spilled (received, n, topics, sizes, payloads) VALUES (?,?,?,?,?)",
+                    (
+                        received_ms,
+                        len(payloads),
+                        "\0".join(topics),
+                        ",".join(map(str, map(len, payloads))),
+                        b"".join(payloads),
+                    ),
+                ).lastrowid
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise error(
+                    self.path,
+                    exc,
+                    "cannot write to",
+                    "check free disk space and permissions of the site's var/ folder",
+                ) from None
+        return rid
+
+    def spilled(self, ids: list[int]) -> list[tuple[str, bytes]]:
+        """The messages of the spilled batches ``ids`` (oldest first), [(topic, payload)] in
+        the order they arrived."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT topics, sizes, payloads FROM spilled WHERE id IN "
+                f"({','.join('?' * len(ids))}) ORDER BY id",
+                ids,
+            ).fetchall()
+        msgs = []
+        for topics, sizes, data in rows:
+            at = 0
+            for topic, size in zip(topics.split("\0"), map(int, sizes.split(","))):
+                msgs.append((topic, data[at : at + size]))
+                at += size
+        return msgs
+
+    def spilled_index(self) -> list[tuple[int, int, int]]:
+        """The spilled batches not yet stored, oldest first: (id, received ms, messages)."""
+        with self._lock:
+            return self.conn.execute("SELECT id, received, n FROM spilled ORDER BY id").fetchall()
+
     def write_batch(
-        self, readings, statuses=(), acks=(), logs=(), spool_lines=None, rejects=None
+        self,
+        readings,
+        statuses=(),
+        acks=(),
+        logs=(),
+        spool_lines=None,
+        rejects=None,
+        spilled_ids=(),
     ) -> BatchResult:
         """Store one batch in one transaction; returns what was new. Raises StoreError.
 
         ``rejects``: {node: (count, "reason: detail", at_ms)} of messages ingest refused since the
         last batch, so `gridtwin nodes` and `deploy --wait` can say why a node's readings are
-        missing."""
+        missing. ``spilled_ids``: the spilled batches these messages came from, deleted in the same
+        transaction (so each is stored exactly once, whenever the daemon stops)."""
         now = _now_ms()
-        # The whole batch goes to SQLite as one JSON array and is inserted by one statement: one
-        # sqlite3_step for thousands of rows. executemany steps once per row and releases the GIL
-        # each time, and every re-acquire waits behind the MQTT thread (up to 5 ms): that convoy
-        # cost more than all the rest of ingest. The array is built here from the validated
-        # values (see INSERT_BATCH), so what is stored is exactly what was checked. A small batch
-        # goes row by row (SMALL_BATCH).
-        if len(readings) <= SMALL_BATCH:
-            enc = _METRICS
-            rows = [
-                (t.node, str(t.boot), t.seq, t.ts, 1 if t.hist else 0, enc(t.m)) for t in readings
-            ]
-            batch_json = None
-        else:
-            rows = None
-            batch_json = _ROWS(
-                [[t.node, str(t.boot), t.seq, t.ts, 1 if t.hist else 0, t.m] for t in readings]
+        enc = _METRICS
+        # the metrics object's text: as the node wrote it where validation could take it so
+        # (Telemetry.mtext; readings made elsewhere may lack it), else the parsed values written
+        # out; never anything not checked
+        flat = [
+            x
+            for t in readings
+            for mtext in (getattr(t, "mtext", None),)
+            for x in (
+                t.node,
+                str(t.boot),
+                t.seq,
+                t.ts,
+                1 if t.hist else 0,
+                mtext if mtext is not None else enc(t.m),
             )
+        ]
         with self._lock:
             try:
                 gaps, late, fresh = self._gaps(readings) if self.track_gaps else ([], [], False)
@@ -552,19 +615,16 @@ class SqliteStore:
                 conn.execute("BEGIN")
                 before = conn.total_changes
                 first_rowid = conn.execute(TOP_ROWID).fetchone()[0] if late else 0
-                last = None
-                if batch_json:
-                    last = conn.execute(
-                        INSERT_BATCH_FRESH if fresh else INSERT_BATCH, (batch_json,)
-                    ).lastrowid
-                elif rows:
-                    # readings above every stored seq of their boot (the live stream) skip the
-                    # look-up in runs that INSERT_ROW makes per row
-                    conn.executemany(INSERT_FRESH if fresh else INSERT_ROW, rows)
+                i, end = 0, len(flat)
+                while i < end:
+                    n = min(_CHUNK, (end - i) // 6)
+                    n = _CHUNK if n == _CHUNK else 1 << (n.bit_length() - 1)
+                    conn.execute(_INSERTS[n, fresh], flat[i : i + 6 * n])
+                    i += 6 * n
                 stored = conn.total_changes - before
                 if stored:
-                    if last is None:  # executemany leaves the cursor's lastrowid unset
-                        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                    # the last statement may have inserted nothing (all redeliveries)
+                    last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                     span = (last - stored + 1, last)
                 else:
                     span = None
@@ -586,7 +646,7 @@ class SqliteStore:
                 for node, st in statuses:
                     self._status(node, st, now)
                     seen.pop(node, None)
-                if seen:  # one statement for all nodes of the batch (see INSERT_BATCH)
+                if seen:  # one statement for all nodes of the batch
                     conn.execute(
                         "INSERT INTO nodes (id, last_seen) SELECT value, ? FROM json_each(?) WHERE "
                         "true ON CONFLICT(id) DO UPDATE SET last_seen=excluded.last_seen",
@@ -601,6 +661,10 @@ class SqliteStore:
                             (n, lg.get("ts"), lg["lvl"], lg["msg"], now, lg.get("mod"))
                             for n, lg in logs
                         ],
+                    )
+                if spilled_ids:
+                    conn.executemany(
+                        "DELETE FROM spilled WHERE id = ?", [(i,) for i in spilled_ids]
                     )
                 if rejects:
                     conn.executemany(
