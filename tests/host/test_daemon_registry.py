@@ -185,9 +185,9 @@ def test_registry_changes_and_alerts_go_on_the_bus(fleet_broker, tmp_path, mqtt_
     )  # the test drives watch_registry itself
     delivered = []  # every topic the broker hands the daemon
     inner = d.bus.sink
-    d.bus.sink = lambda gen, mid, qos, topic, payload: (
-        delivered.append(topic),
-        inner(gen, mid, qos, topic, payload),
+    d.bus.sink = lambda messages: (
+        delivered.extend(m[3] for m in messages),
+        inner(messages),
     )
     d.start()
     node = NodeClient(fleet_broker, "node07")

@@ -13,6 +13,7 @@ from gridtwin.daemon.logsetup import setup_logging
 from gridtwin.daemon.service import Daemon
 from gridtwin.daemon.store_influx import InfluxConfig
 from gridtwin.errors import GridTwinError
+from gridtwin.sitedefaults import RECEIVE_MAXIMUM
 
 
 def main(argv=None) -> int:
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--metrics-port", type=int, default=None)
     p.add_argument("--influx", default=None, help="JSON of InfluxConfig fields")
     p.add_argument("--batch-max", type=int, default=20000)
-    p.add_argument("--receive-maximum", type=int, default=2000)
+    p.add_argument("--receive-maximum", type=int, default=RECEIVE_MAXIMUM)
     p.add_argument("--log-format", default="json")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)

@@ -6,8 +6,9 @@ it receives goes through this object.
 
 - **In:** a persistent session (fixed client id, clean_session off), subscribed to ``<root>/#``
   (with ``shared_group``: ``$share/<group>/<root>/#`` plus status and acks directly), manual acks.
-  Each message goes to the one ``sink(generation, mid, qos, topic, payload)`` on paho's network
-  thread; the consumer acknowledges with ``ack(generation, mids)`` once the message is durable.
+  Messages go to the one ``sink(messages)`` on paho's network thread, a list of ``(generation,
+  mid, qos, topic, payload)`` at a time (all a read brought); the consumer acknowledges with
+  ``ack(generation, mids)`` once the message is durable.
   The *generation* counts connections: an ack for a message of an earlier connection is dropped
   (the broker redelivers it anyway).
 - **Out:** ``publish(topic, payload, qos, retain)``; ``publish_host(suffix, payload)`` for
@@ -28,6 +29,7 @@ import time
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gridtwin.errors import GridTwinError
+from gridtwin.sitedefaults import RECEIVE_MAXIMUM
 
 log = logging.getLogger("gridtwin.daemon.bus")
 
@@ -38,7 +40,12 @@ class NotConnected(GridTwinError):
 
 class Bus:
     def __init__(
-        self, endpoint, *, client_id: str, shared_group: str = "", receive_maximum: int = 2000
+        self,
+        endpoint,
+        *,
+        client_id: str,
+        shared_group: str = "",
+        receive_maximum: int = RECEIVE_MAXIMUM,
     ):
         self.endpoint, self.root = endpoint, endpoint.root
         self.client_id, self.shared_group, self.receive_maximum = (
@@ -49,7 +56,8 @@ class Bus:
         self.status_topic = f"{self.root}/_host/daemon/{client_id}"
         self.generation = 0
         self.connected = self.subscribed = False
-        self.sink = None  # fn(generation, mid, qos, topic, payload), paho's network thread
+        # fn([(generation, mid, qos, topic, payload), ...]), on paho's network thread
+        self.sink = None
         self.on_link: list = []  # fn(event): "connected" | "subscribed" | "disconnected"
         # fn(topic, payload bytes): what publish_host sends, for readers in this process (the
         # broker does not send a client its own messages back: its subscriptions ask No Local)
@@ -75,8 +83,8 @@ class Bus:
         )
         c.on_subscribe, c.on_connect_fail = self._on_subscribe, self._on_connect_fail
         c.will_set(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
-        if hasattr(c, "on_publish_raw"):
-            c.on_publish_raw = self._deliver
+        if hasattr(c, "on_publish_many"):
+            c.on_publish_many = self._deliver
             # one recv for all the TLS records waiting, not two per message
             self.read_ahead = c.read_ahead()
             c.read_pause = self.read_pause
@@ -157,11 +165,11 @@ class Bus:
         if c is not None and hasattr(c, "flush"):
             c.flush()
 
-    def _deliver(self, topic, mid, qos, payload) -> None:
-        self.sink(self.generation, mid, qos, topic, payload)
+    def _deliver(self, messages: list) -> None:
+        self.sink(messages)  # the fast client tags each with deliver_tag, the generation
 
     def _on_message(self, client, userdata, msg) -> None:
-        self.sink(self.generation, msg.mid, msg.qos, msg.topic, msg.payload)
+        self.sink([(self.generation, msg.mid, msg.qos, msg.topic, msg.payload)])
 
     # -- paho callbacks (network thread) ------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -174,6 +182,7 @@ class Bus:
             )
             return
         self.generation += 1
+        client.deliver_tag = self.generation  # (the fast client's; a plain one ignores it)
         self.connected, self.subscribed = True, False
         self._subscribed.clear()
         log.info(

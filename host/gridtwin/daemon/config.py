@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gridtwin.errors import ConfigError
 from gridtwin.site import Key, Section, in_range, one_of
-from gridtwin.sitedefaults import DB_FILE
+from gridtwin.sitedefaults import DB_FILE, RECEIVE_MAXIMUM
 
 STORAGE = Section(
     {
@@ -104,7 +104,7 @@ DAEMON = Section(
         ),
         "receive_maximum": Key(
             int,
-            2000,
+            RECEIVE_MAXIMUM,
             check=in_range(1, 65535),
             help="unacknowledged QoS 1 messages the broker may send the daemon (its MQTT 5 "
             "Receive Maximum; the broker's max_inflight_messages is for 3.1.1 clients)",

@@ -7,6 +7,10 @@ batch, validates it, commits it in one transaction and only then sends the PUBAC
 order. Batches therefore grow with the load: one message at a time when quiet (low latency),
 thousands under a burst (high throughput).
 
+When the writer falls SPILL_AT messages behind (a backlog, a burst), it *spills* instead: what
+waits is committed as received (``SqliteStore.spill``) and acked, and worked off later, each
+spilled batch stored in the transaction that deletes it; nothing newer is stored before it.
+
 Why nothing is lost: the session is persistent (fixed client id, clean_start=False, session
 expiry) and acks are manual. A message is acked only after its transaction committed, so a
 ``kill -9`` at any instant leaves every unacked message with the broker, which redelivers it on
@@ -46,6 +50,16 @@ LINGER_S = 0.1  # the default of [daemon] linger_ms (daemon/config.py says the s
 # how long before the writer's linger ends (or the batch is full) paho's thread reads what gathered
 # in its socket during a read pause (_read_pause)
 READ_EARLY_S = 0.005
+
+# Messages waiting that make the writer spill instead of store: it has fallen this far behind (a
+# backlog after a restart or an outage, a burst), so it keeps what waits as received, in one row
+# and one transaction, and acks it; the broker's queue then drains at the network's pace, not
+# at validation's (a tenth of the cost a message). The spilled rows are worked off, in order and
+# before anything newer, once the stream slows. Below the broker's window (receive_maximum).
+SPILL_AT = 1000
+# after a spill, how long the writer waits for SPILL_AT more before it works off a spilled row
+# instead: the broker refills the window it acked within a few ms while a backlog lasts
+SPILL_WAIT_S = 0.02
 
 _NOT_NODE_DATA = ("/cmd", "/ota", "/ota/ack")
 # Acks of a batch are queued without waking paho's network thread: while messages arrive it is
@@ -98,6 +112,11 @@ class Ingest:
         self._taken_since: int | None = None
         self._wake = threading.Event()
         self._full = threading.Event()  # LINGER_UNTIL messages are waiting: stop lingering
+        self._spill_ready = threading.Event()  # SPILL_AT messages are waiting
+        # spilled batches not yet stored, oldest first: (id, when its oldest message arrived, ms,
+        # messages); and how many messages they hold
+        self._spilled = collections.deque(store.spilled_index() if store is not None else ())
+        self.spill_waiting = sum(n for _id, _at, n in self._spilled)
         self._drained = threading.Event()
         self.max_queued = 2 * batch_max
         self._stop = threading.Event()
@@ -116,17 +135,21 @@ class Ingest:
     shared_group = property(lambda self: self.bus.shared_group)
     _gen = property(lambda self: self.bus.generation)
 
-    def _on_raw(self, gen, mid, qos, topic, payload):
-        # paho's network thread: as little as possible, the writer thread does the rest
+    def _on_raw(self, messages: list) -> None:
+        # paho's network thread, [(gen, mid, qos, topic, payload)]: as little as possible, the
+        # writer thread does the rest
         inbox = self._inbox
-        inbox.append((gen, mid, qos, topic, payload))
+        inbox.extend(messages)
         if self._pending_since is None:
             self._pending_since = int(time.time() * 1000)
         if not self._wake.is_set():
             self._wake.set()
         n = len(inbox)
-        if n >= LINGER_UNTIL and not self._full.is_set():
-            self._full.set()
+        if n >= LINGER_UNTIL:
+            if not self._full.is_set():
+                self._full.set()
+            if n >= SPILL_AT and not self._spill_ready.is_set():
+                self._spill_ready.set()
         if n > self.max_queued:
             # backpressure: stop reading until the writer catches up, so a backlog waits in the
             # broker (which persists it) instead of in our memory; TCP flow control does the rest
@@ -145,15 +168,22 @@ class Ingest:
         self._stop.set()
         self._wake.set()
         self._full.set()
+        self._spill_ready.set()
         if self._writer:
             self._writer.join(timeout=30)
 
     def heard_until(self, now_ms: int) -> int:
         """Up to when (ms) the store holds every message the daemon received: ``now_ms`` when
-        nothing waits, else when the oldest message not yet committed arrived (a database that is
-        locked, a backlog being worked off). The node watch judges silence up to here only: a node
-        whose readings wait in the daemon is not silent."""
+        nothing waits, else when the oldest message not yet stored arrived (a database that is
+        locked, a backlog being worked off, spilled messages). The node watch judges silence up
+        to here only: a node whose readings wait in the daemon is not silent."""
+        spilled = self._spilled
         waits = [t for t in (self._taken_since, self._pending_since) if t is not None]
+        if spilled:
+            try:
+                waits.append(spilled[0][1])
+            except IndexError:  # worked off meanwhile (the writer's thread)
+                pass
         return min(now_ms, *waits) if waits else now_ms
 
     def wait_connected(self, timeout: float = 10) -> bool:
@@ -171,21 +201,19 @@ class Ingest:
                     inbox
                     and len(inbox) < LINGER_UNTIL
                     and self.linger_s
+                    and not self._spilled
                     and not self._stop.is_set()
                 ):
                     # up to linger_s for more, less once a batch worth committing is waiting
                     self._full.wait(self._linger())
-                while inbox:
-                    # the stamp goes with the batch; a message appended meanwhile stamps anew
-                    since, self._pending_since = self._pending_since, None
-                    n = min(len(inbox), self.batch_max)
-                    batch = [inbox.popleft() for _ in range(n)]
-                    if inbox and since is not None:  # what stays is as old as what was taken
-                        waiting = self._pending_since
-                        self._pending_since = since if waiting is None else min(since, waiting)
-                    self._taken_since = since if since is not None else int(time.time() * 1000)
+                while inbox or (self._spilled and not self._stop.is_set()):
+                    if self._spilled or len(inbox) >= SPILL_AT:
+                        self._catch_up()
+                        continue
+                    batch, since = self._take()
+                    self._taken_since = since
                     self._process(batch)
-                    self._counted += n
+                    self._counted += len(batch)
                     self._taken_since = None
                     self._drained.set()
                 if self._stop.is_set():
@@ -211,6 +239,86 @@ class Ingest:
             )
             if self.on_fatal:
                 self.on_fatal("ingest-writer")
+
+    def _take(self) -> tuple[list, int]:
+        """Up to batch_max messages off the inbox, and when the oldest of them arrived (ms)."""
+        inbox = self._inbox
+        # the stamp goes with the batch; a message appended meanwhile stamps anew
+        since, self._pending_since = self._pending_since, None
+        n = min(len(inbox), self.batch_max)
+        batch = [inbox.popleft() for _ in range(n)]
+        if inbox and since is not None:  # what stays is as old as what was taken
+            waiting = self._pending_since
+            self._pending_since = since if waiting is None else min(since, waiting)
+        if since is None:
+            since = int(time.time() * 1000)
+        return batch, since
+
+    def _catch_up(self) -> None:
+        """Behind (SPILL_AT waiting) or with spilled batches to work off: spill what waits while
+        the broker keeps sending fast (and when stopping: what waits goes after what is spilled),
+        else store the oldest spilled batch."""
+        inbox = self._inbox
+        if len(inbox) >= SPILL_AT or (inbox and self._stop.is_set()):
+            self._spill_ready.clear()
+            batch, since = self._take()
+            self._taken_since = since
+            self._retrying(lambda: self._spill(batch, since))
+            self._taken_since = None
+            self._counted += len(batch)
+            self._drained.set()
+            # the broker refills the window just acked: wait for it rather than start on a
+            # spilled batch, which would hold the next acks back for as long as it takes
+            if len(inbox) < SPILL_AT and not self._stop.is_set():
+                self._spill_ready.wait(SPILL_WAIT_S)
+            return
+        # the oldest spilled batches, batch_max messages at most (one at least): one transaction
+        # (a spilled batch is as large as the broker's window, which shares index pages badly)
+        spilled, ids, n = self._spilled, [], 0
+        for rid, _at, k in spilled:
+            if ids and n + k > self.batch_max:
+                break
+            ids.append(rid)
+            n += k
+        msgs = self.store.spilled(ids)
+        batch = [(0, 0, 0, topic, payload) for topic, payload in msgs]
+        if msgs and not self._process(batch, (ids, spilled[0][1])):
+            return  # stopped while the store failed: the next start works them off
+        for _ in ids:
+            spilled.popleft()
+        self.spill_waiting -= n
+
+    def _spill(self, batch: list, since: int) -> None:
+        """Commit ``batch`` as received (SqliteStore.spill), then ack it."""
+        rid = self.store.spill(since, [b[3] for b in batch], [b[4] for b in batch])
+        self._spilled.append((rid, since, len(batch)))
+        self.spill_waiting += len(batch)
+        self.metrics.spilled += len(batch)
+        self.metrics.durable += len(batch)
+        gen = self.bus.generation
+        self.bus.ack(
+            gen, [mid for g, mid, qos, _t, _p in batch if qos == 1 and g == gen], wake=False
+        )
+
+    def _retrying(self, fn):
+        """fn(), retried with a growing pause while the store fails (locked, disk full): the
+        messages stay unacknowledged meanwhile. Returns fn's answer, or None if stopped."""
+        backoff = 0.1
+        while True:
+            try:
+                return fn()
+            except CorruptDatabase:
+                # retrying cannot help: stop (the batch stays unacknowledged at the broker) and let
+                # the daemon exit non-zero; its next start says the same at quick_check
+                raise
+            except StoreError as exc:
+                self.metrics.store_error()
+                log.error(
+                    "%s; retrying in %.1f s (messages stay unacknowledged meanwhile)", exc, backoff
+                )
+                if self._stop.wait(backoff):
+                    return None  # not acked: the broker redelivers after restart
+                backoff = min(backoff * 2, 10)
 
     def _linger(self) -> float:
         """How long to wait for more before committing a small batch: linger_s from LINGER_RATE
@@ -277,14 +385,16 @@ class Ingest:
             m, text2, at2 = self._node_rejects.get(node, (0, text, at))
             self._node_rejects[node] = (n + m, text2 if at2 >= at else text, max(at, at2))
 
-    def _store(self, tel, statuses, acks, logs, spool):
+    def _store(self, tel, statuses, acks, logs, spool, spilled_ids=()):
         """One transaction for the batch. Should the store refuse a value for a reason other than
         the database itself (a bind error: something validation let through), the batch is
         written message by message and only the message that fails is rejected ("internal") and
         taken out of the lists, so no listener hears of a reading that was not stored."""
         rejects, self._node_rejects = self._node_rejects, {}
         try:
-            return self.store.write_batch(tel, statuses, acks, logs, spool, rejects=rejects)
+            return self.store.write_batch(
+                tel, statuses, acks, logs, spool, rejects=rejects, spilled_ids=spilled_ids
+            )
         except StoreError:
             self._keep_rejects(rejects)
             raise
@@ -322,16 +432,20 @@ class Ingest:
         self._keep_rejects(rejects)
         rejects, self._node_rejects = self._node_rejects, {}
         try:
-            self.store.write_batch((), rejects=rejects)
+            self.store.write_batch((), rejects=rejects, spilled_ids=spilled_ids)
         except Exception:  # bookkeeping only: never worth the batch
             self._keep_rejects(rejects)
         return total
 
-    def _process(self, batch: list) -> None:
+    def _process(self, batch: list, spilled: tuple | None = None) -> bool:
+        """Validate and store ``batch`` in one transaction, then ack it and tell the listeners;
+        False if stopped before it could be stored. ``spilled``: (ids, received ms) of the spilled
+        batches it is (acked already, judged as of when the first arrived, deleted in the same
+        transaction)."""
         m = self.metrics
         root, known, limits = self.root, self.known, self.limits
         tel, statuses, acks, logs = [], [], [], []
-        now_ms = int(time.time() * 1000)
+        now_ms = int(time.time() * 1000) if spilled is None else spilled[1]
         m.received += len(batch)
         for _gen, _mid, _qos, topic, payload in batch:
             if topic.startswith(self.host_prefix) or topic.endswith(_NOT_NODE_DATA):
@@ -369,23 +483,12 @@ class Ingest:
                         f"{root}/{t.node}/telemetry", t.node, validate.Rejected("metric", str(exc))
                     )
             tel = kept
-        backoff = 0.1
-        while True:
-            try:
-                res = self._store(tel, statuses, acks, logs, spool)
-                break
-            except CorruptDatabase:
-                # retrying cannot help: stop (the batch stays unacknowledged at the broker) and let
-                # the daemon exit non-zero; its next start says the same at quick_check
-                raise
-            except StoreError as exc:
-                m.store_error()
-                log.error(
-                    "%s; retrying in %.1f s (messages stay unacknowledged meanwhile)", exc, backoff
-                )
-                if self._stop.wait(backoff):
-                    return  # not acked: the broker redelivers after restart
-                backoff = min(backoff * 2, 10)
+        spilled_ids = spilled[0] if spilled else ()
+        res = self._retrying(lambda: self._store(tel, statuses, acks, logs, spool, spilled_ids))
+        if res is None:
+            return False  # stopped: not acked, the broker redelivers after restart (or spilled)
+        if spilled is None:
+            m.durable += len(batch)
         m.batches += 1
         self.last_rows = res.rows  # the listeners' batch's rowids (BatchResult.rows)
         m.stored += res.stored
@@ -413,3 +516,4 @@ class Ingest:
                 fn(statuses, acks)
             except Exception:
                 log.exception("a status/ack hook failed")
+        return True

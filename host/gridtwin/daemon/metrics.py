@@ -22,6 +22,10 @@ class Metrics:
     def __init__(self):
         self.received = 0
         self.stored = 0
+        # messages ingest made durable (stored, or spilled as received) and so acknowledged; and
+        # those of them spilled (ingest.py): stored later, in order
+        self.durable = 0
+        self.spilled = 0
         self.duplicates = 0
         self.gaps = 0  # confirmed gaps: seq jumps within a boot that replay did not fill
         self.missing = 0  # messages still missing in those gaps
@@ -68,6 +72,18 @@ class Metrics:
             "received_total", "counter", "MQTT messages received by ingest", [("", self.received)]
         )
         metric("stored_total", "counter", "telemetry messages stored (new)", [("", self.stored)])
+        metric(
+            "durable_total",
+            "counter",
+            "messages made durable and acknowledged (stored, or spilled to be stored in order)",
+            [("", self.durable)],
+        )
+        metric(
+            "spilled_total",
+            "counter",
+            "messages kept as received while ingest caught up with a backlog",
+            [("", self.spilled)],
+        )
         metric(
             "duplicates_total",
             "counter",
@@ -145,6 +161,7 @@ class Metrics:
             "subscribed": self.subscribed,
             "received": self.received,
             "stored": self.stored,
+            "durable": self.durable,
             "rejected": self.rejected_total,
             "uptime_s": round(time.time() - self.started, 1),
         }

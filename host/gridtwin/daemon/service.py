@@ -26,6 +26,7 @@ from gridtwin.daemon.metrics import Metrics, MetricsServer
 from gridtwin.daemon.store_influx import InfluxConfig, InfluxWriter, SpoolForwarder
 from gridtwin.daemon.store_sqlite import SqliteStore
 from gridtwin.errors import ConfigError, GridTwinError
+from gridtwin.sitedefaults import RECEIVE_MAXIMUM
 
 log = logging.getLogger("gridtwin.daemon")
 DAY_MS = 86400_000
@@ -64,7 +65,7 @@ class Daemon:
         limits: validate.Limits = validate.DEFAULT_LIMITS,
         sync: str = "normal",
         batch_max: int = 20000,
-        receive_maximum: int = 2000,
+        receive_maximum: int = RECEIVE_MAXIMUM,
         metrics_host: str = "127.0.0.1",
         metrics_port: int | None = 0,
         influx: InfluxConfig | None = None,
@@ -132,6 +133,9 @@ class Daemon:
         self.ingest.listeners.append(lambda tel: self.nodewatch.note(tel, ()))
         self.ingest.batch_hooks.append(lambda statuses, acks: self.nodewatch.note((), statuses))
         self.metrics.gauges["spool_depth"] = self.store.spool_depth
+        # spilled messages not yet stored (ingest works them off once it caught up)
+        self.metrics.gauges["spill_waiting"] = lambda: self.ingest.spill_waiting
+        self.metrics.health_parts["spill_waiting"] = lambda: self.ingest.spill_waiting
         self.metrics.gauges["gap_readings_pending"] = self.store.pending_gaps
         if self.forwarder:  # only where there is an InfluxDB to reach
             self.metrics.gauges["influx_reachable"] = lambda: int(self.forwarder.reachable)

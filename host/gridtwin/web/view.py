@@ -129,12 +129,11 @@ class WebView:
         bus, topic = daemon.bus, f"{daemon.bus.root}/_host/twin"
         inner = bus.sink
 
-        def sink(
-            gen, mid, qos, t, payload
-        ):  # paho's thread: one comparison for every other message
-            if t == topic:
-                web.on_twin(payload)
-            inner(gen, mid, qos, t, payload)
+        def sink(messages):  # paho's thread: one comparison for every other message
+            for m in messages:
+                if m[3] == topic:
+                    web.on_twin(m[4])
+            inner(messages)
 
         bus.sink = sink
         # a twin in this process publishes through the daemon's session, which the broker does
