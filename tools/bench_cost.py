@@ -310,6 +310,8 @@ def run(
     start_daemon,
     stop,
     stored,
+    healthz,
+    durable,
     free_port,
     RawPublisher,
     telemetry,
@@ -378,18 +380,17 @@ def run(
         pub.drain()
         daemon = start_daemon(bs, db, mport)
         c0, t0 = cpu_s(daemon.pid), time.monotonic()
-        base = stored(mport)
-        wait_until(
-            lambda: stored(mport) >= per_node * len(bs.node_ids),
-            300,
-            "the burst",
-            interval=0.05,
-        )
-        drained = max(1, per_node * len(bs.node_ids) - base)
-        burst_rate = drained / (time.monotonic() - t0)
-        burst_us = (cpu_s(daemon.pid) - c0) / drained * 1e6
-        t0 = time.monotonic()  # the C client, connect and TLS handshake included
         total = per_node * len(bs.node_ids)
+        h = healthz(mport)
+        base, stored_base = h["durable"], h["stored"]
+        # durable: stored, or spilled as received while the daemon is behind (and acked either
+        # way); stored: validated and where queries see it
+        wait_until(lambda: durable(mport) >= total, 300, "the burst durable", interval=0.05)
+        burst_rate = max(1, total - base) / (time.monotonic() - t0)
+        wait_until(lambda: stored(mport) >= total, 300, "the burst stored", interval=0.05)
+        stored_rate = max(1, total - stored_base) / (time.monotonic() - t0)
+        burst_us = (cpu_s(daemon.pid) - c0) / max(1, total - stored_base) * 1e6
+        t0 = time.monotonic()  # the C client, connect and TLS handshake included
         subprocess.run(sub + ["-C", str(total)], check=True, stdout=subprocess.DEVNULL, timeout=300)
         sub_rate = total / (time.monotonic() - t0)
         cold_batch, cold_gap, warm_us, cold_us = cold_batches(work, telemetry)
@@ -409,10 +410,20 @@ def run(
             (
                 "burst ingest, durable (a backlog of 100,000)",
                 f"{burst_rate:,.0f} msg/s",
-                f"mosquitto_sub > /dev/null, same backlog: {sub_rate:,.0f} msg/s, ratio "
-                f"{burst_rate / sub_rate:.2f} (target >= 1.0); raw SQLite executemany of the same "
-                f"rows (table + its key index): {raw:,.0f} rows/s, ratio {burst_rate / raw:.2f} "
-                "(target >= 0.5)",
+                f"acked once stored or spilled ({base:,} before /healthz said subscribed, not "
+                f"counted); mosquitto_sub > /dev/null, same backlog: "
+                f"{sub_rate:,.0f} msg/s, ratio {burst_rate / sub_rate:.2f} (target >= 1.0); raw "
+                f"SQLite executemany of the same rows (table + its key index): {raw:,.0f} rows/s, "
+                f"ratio {burst_rate / raw:.2f} (target >= 0.5)",
+            )
+        )
+        figures.append(
+            (
+                "burst ingest, stored (queryable)",
+                f"{stored_rate:,.0f} msg/s",
+                f"the same backlog validated and stored, spilled part included: ratio "
+                f"{stored_rate / sub_rate:.2f} of mosquitto_sub, {stored_rate / raw:.2f} of raw "
+                "executemany",
             )
         )
 

@@ -165,6 +165,7 @@ def run(
     RawPublisher,
     telemetry,
     birth,
+    **_more,
 ) -> list:
     figures = []
     seconds = args.web_seconds
