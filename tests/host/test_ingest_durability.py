@@ -549,8 +549,8 @@ class _AckBus:
     root, client_id, shared_group, generation = "gridtwin/t", "t", "", 1
     sink = read_pause = None
 
-    def __init__(self):
-        self.acked = []
+    def __init__(self, client_id="t"):
+        self.acked, self.client_id = [], client_id
 
     def ack(self, gen, mids, wake=True):
         if gen == self.generation:
@@ -590,7 +590,8 @@ def test_a_backlog_is_spilled_acked_then_stored_in_order_exactly_once_across_a_c
     """SPILL_AT messages waiting: the writer commits them as received and acks them at once (the
     broker's queue drains at the network's pace), and stores them after; a crash in between (the
     store closed with the spill not worked off, which is what kill -9 leaves) loses nothing: the
-    next start stores the spilled messages first, in order, before anything newer, each once."""
+    next start stores the spilled messages first, in order, before anything newer, each once;
+    another instance sharing the file leaves them alone."""
     from gridtwin.daemon.ingest import SPILL_AT, Ingest
     from gridtwin.daemon.store_sqlite import SqliteStore
     from gridtwin.sitedefaults import RECEIVE_MAXIMUM
@@ -610,6 +611,8 @@ def test_a_backlog_is_spilled_acked_then_stored_in_order_exactly_once_across_a_c
     store.close()  # the crash: nothing more of this daemon happens
 
     store, bus = SqliteStore(db), _AckBus()
+    # another daemon instance on the same file (a shared subscription) leaves them to their owner
+    assert Ingest(_AckBus("t-2"), store).spill_waiting == 0
     ing = Ingest(bus, store)
     assert ing.spill_waiting == len(backlog)
     live = _backlog(nodes, 2, first_seq=300, mid0=9000)  # newer, arrived after the restart

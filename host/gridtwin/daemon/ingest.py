@@ -115,7 +115,9 @@ class Ingest:
         self._spill_ready = threading.Event()  # SPILL_AT messages are waiting
         # spilled batches not yet stored, oldest first: (id, when its oldest message arrived, ms,
         # messages); and how many messages they hold
-        self._spilled = collections.deque(store.spilled_index() if store is not None else ())
+        self._spilled = collections.deque(
+            store.spilled_index(bus.client_id) if store is not None else ()
+        )
         self.spill_waiting = sum(n for _id, _at, n in self._spilled)
         self._drained = threading.Event()
         self.max_queued = 2 * batch_max
@@ -290,7 +292,9 @@ class Ingest:
 
     def _spill(self, batch: list, since: int) -> None:
         """Commit ``batch`` as received (SqliteStore.spill), then ack it."""
-        rid = self.store.spill(since, [b[3] for b in batch], [b[4] for b in batch])
+        rid = self.store.spill(
+            self.bus.client_id, since, [b[3] for b in batch], [b[4] for b in batch]
+        )
         self._spilled.append((rid, since, len(batch)))
         self.spill_waiting += len(batch)
         self.metrics.spilled += len(batch)

@@ -104,12 +104,14 @@ CREATE INDEX IF NOT EXISTS health_node_ts ON health (node, ts);
 CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL);
 -- messages ingest made durable as received, to be validated and stored in order once it has
 -- caught up (gridtwin.daemon.ingest: the spill); one row a batch (a new one's id is above every
--- row's left), deleted in the transaction that stores its messages. topics: the messages' topics
+-- row's left), deleted in the transaction that stores its messages. owner: the daemon instance's
+-- client id (instances share the file, each works off its own). topics: the messages' topics
 -- joined by NUL (which MQTT forbids in a topic); sizes: each payload's length in bytes, comma-
 -- separated; payloads: one after the other. (Comments stay outside the statement: SQLite keeps
 -- its text in the schema, which must fit the first page for a damaged file to be opened at all.)
-CREATE TABLE IF NOT EXISTS spilled (id INTEGER PRIMARY KEY, received INTEGER NOT NULL,
-    n INTEGER NOT NULL, topics TEXT NOT NULL, sizes TEXT NOT NULL, payloads BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS spilled (id INTEGER PRIMARY KEY, owner TEXT NOT NULL,
+    received INTEGER NOT NULL, n INTEGER NOT NULL, topics TEXT NOT NULL, sizes TEXT NOT NULL,
+    payloads BLOB NOT NULL);
 """
 
 # A batch's readings go in as multi-row VALUES statements of up to _CHUNK rows, the values bound
@@ -524,15 +526,18 @@ class SqliteStore:
         ).fetchone()[0]
 
     # -- the spill: messages kept as received while ingest catches up ---------------------------
-    def spill(self, received_ms: int, topics: list, payloads: list) -> int:
-        """Keep a batch of messages as received (one row, one transaction); returns its id."""
+    def spill(self, owner: str, received_ms: int, topics: list, payloads: list) -> int:
+        """Keep a batch of messages as received (one row, one transaction) for ``owner`` (the
+        daemon instance's client id); returns its id."""
         with self._lock:
             conn = self.conn
             try:
                 conn.execute("BEGIN")
                 rid = conn.execute(
-                    "INSERT INTO spilled (received, n, topics, sizes, payloads) VALUES (?,?,?,?,?)",
+                    "INSERT INTO spilled (owner, received, n, topics, sizes, payloads) "
+                    "VALUES (?,?,?,?,?,?)",
                     (
+                        owner,
                         received_ms,
                         len(payloads),
                         "\0".join(topics),
@@ -569,10 +574,12 @@ class SqliteStore:
                 at += size
         return msgs
 
-    def spilled_index(self) -> list[tuple[int, int, int]]:
-        """The spilled batches not yet stored, oldest first: (id, received ms, messages)."""
+    def spilled_index(self, owner: str) -> list[tuple[int, int, int]]:
+        """``owner``'s spilled batches not yet stored, oldest first: (id, received ms, messages)."""
         with self._lock:
-            return self.conn.execute("SELECT id, received, n FROM spilled ORDER BY id").fetchall()
+            return self.conn.execute(
+                "SELECT id, received, n FROM spilled WHERE owner = ? ORDER BY id", (owner,)
+            ).fetchall()
 
     def write_batch(
         self,
