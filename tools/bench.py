@@ -247,7 +247,10 @@ def birth(root: str, node: str) -> tuple[bytes, bytes]:
 # --- the daemon as a process ----------------------------------------------------------------------
 
 
-def start_daemon(bs: BenchSite, db: Path, metrics_port: int, extra=()) -> subprocess.Popen:
+def start_daemon(
+    bs: BenchSite, db: Path, metrics_port: int, extra=(), wait: bool = True
+) -> subprocess.Popen:
+    """`python -m gridtwin.daemon` on the bench site; ``wait``: until /healthz says subscribed."""
     cmd = [
         sys.executable,
         "-m",
@@ -273,7 +276,8 @@ def start_daemon(bs: BenchSite, db: Path, metrics_port: int, extra=()) -> subpro
     log = open(bs.dir / "daemon.log", "ab")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "host"))
     p = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
-    wait_until(lambda: _health(metrics_port), 30, "the daemon to subscribe")
+    if wait:
+        wait_until(lambda: _health(metrics_port), 30, "the daemon to subscribe")
     return p
 
 

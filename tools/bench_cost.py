@@ -84,6 +84,37 @@ def _paced_stamped(pub, bs, telemetry, rate: int, seconds: float, boot: int) -> 
     return sent
 
 
+def _drain_times(proc, port: int, total: int, healthz) -> tuple:
+    """A fresh daemon drains a backlog of `total`, its /healthz polled from its first answer (it
+    serves it before ingest connects): ((time, CPU s) at the last sample with nothing durable,
+    time of the first with everything durable, (time, CPU s) at the first with everything
+    stored). A sample's time is the middle of its request. Waiting for /healthz to say subscribed
+    first, as until 2026-12-07, left out what the daemon made durable by then (16,548 of 100,000
+    in one run) and timed the tail alone."""
+    zero = durable_at = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the bench's daemon exited ({proc.returncode})")
+        a = time.monotonic()
+        try:
+            h = healthz(port)
+        except OSError:  # not listening yet
+            time.sleep(0.02)
+            continue
+        t = (a + time.monotonic()) / 2
+        if not h["durable"]:
+            zero = (t, cpu_s(proc.pid))
+        elif zero is None:
+            raise RuntimeError("the bench saw no sample before the daemon's first commit")
+        if durable_at is None and h["durable"] >= total:
+            durable_at = t
+        if h["stored"] >= total:
+            return zero, durable_at, (t, cpu_s(proc.pid))
+        time.sleep(0.02)
+    raise RuntimeError(f"the daemon did not store the burst of {total:,} within 300 s")
+
+
 def _pct(lat: list, skip: int, q: float = 0.99) -> float:
     lat = sorted(lat[skip:])
     return lat[int(q * (len(lat) - 1))] * 1000 if lat else float("nan")
@@ -378,18 +409,12 @@ def run(
                 [_six(telemetry, bs.root, nd, 6, seq, now - 100_000 + seq) for nd in bs.node_ids]
             )
         pub.drain()
-        daemon = start_daemon(bs, db, mport)
-        c0, t0 = cpu_s(daemon.pid), time.monotonic()
+        daemon = start_daemon(bs, db, mport, wait=False)
         total = per_node * len(bs.node_ids)
-        h = healthz(mport)
-        base, stored_base = h["durable"], h["stored"]
-        # durable: stored, or spilled as received while the daemon is behind (and acked either
-        # way); stored: validated and where queries see it
-        wait_until(lambda: durable(mport) >= total, 300, "the burst durable", interval=0.05)
-        burst_rate = max(1, total - base) / (time.monotonic() - t0)
-        wait_until(lambda: stored(mport) >= total, 300, "the burst stored", interval=0.05)
-        stored_rate = max(1, total - stored_base) / (time.monotonic() - t0)
-        burst_us = (cpu_s(daemon.pid) - c0) / max(1, total - stored_base) * 1e6
+        (t0, c0), t_durable, (t_stored, c_stored) = _drain_times(daemon, mport, total, healthz)
+        burst_rate = total / (t_durable - t0)
+        stored_rate = total / (t_stored - t0)
+        burst_us = (c_stored - c0) / total * 1e6
         t0 = time.monotonic()  # the C client, connect and TLS handshake included
         subprocess.run(sub + ["-C", str(total)], check=True, stdout=subprocess.DEVNULL, timeout=300)
         sub_rate = total / (time.monotonic() - t0)
@@ -410,8 +435,8 @@ def run(
             (
                 "burst ingest, durable (a backlog of 100,000)",
                 f"{burst_rate:,.0f} msg/s",
-                f"acked once stored or spilled ({base:,} before /healthz said subscribed, not "
-                f"counted); mosquitto_sub > /dev/null, same backlog: "
+                f"acked once stored or spilled, from the daemon's first answer (before it "
+                f"connects) to the last; mosquitto_sub > /dev/null, same backlog: "
                 f"{sub_rate:,.0f} msg/s, ratio {burst_rate / sub_rate:.2f} (target >= 1.0); raw "
                 f"SQLite executemany of the same rows (table + its key index): {raw:,.0f} rows/s, "
                 f"ratio {burst_rate / raw:.2f} (target >= 0.5)",
