@@ -107,7 +107,8 @@ DAEMON = Section(
             RECEIVE_MAXIMUM,
             check=in_range(1, 65535),
             help="unacknowledged QoS 1 messages the broker may send the daemon (its MQTT 5 "
-            "Receive Maximum; the broker's max_inflight_messages is for 3.1.1 clients)",
+            "Receive Maximum; the broker's max_inflight_messages is for 3.1.1 clients); above "
+            "1,000, where ingest spills a backlog to store it later",
         ),
         "metrics_host": Key(str, "127.0.0.1", help="address of /healthz and /metrics"),
         "metrics_port": Key(

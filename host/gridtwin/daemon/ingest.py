@@ -52,13 +52,22 @@ LINGER_S = 0.1  # the default of [daemon] linger_ms (daemon/config.py says the s
 READ_EARLY_S = 0.005
 
 # Messages waiting that make the writer spill instead of store: it has fallen this far behind (a
-# backlog after a restart or an outage, a burst), so it keeps what waits as received, in one row
-# and one transaction, and acks it; the broker's queue then drains at the network's pace, not
-# at validation's (a tenth of the cost a message). The spilled rows are worked off, in order and
+# backlog after a restart or an outage, a burst), so it keeps what waits as received, in one
+# transaction, and acks it; the broker's queue then drains at the network's pace, not at
+# validation's (a tenth of the cost a message). The spilled rows are worked off, in order and
 # before anything newer, once the stream slows. Below the broker's window (receive_maximum).
 SPILL_AT = 1000
-# after a spill, how long the writer waits for SPILL_AT more before it works off a spilled row
-# instead: the broker refills the window it acked within a few ms while a backlog lasts
+# A spill is kept in rows of this many messages at most (one transaction for all of them), and
+# while spills go on (one in the last SPILLING_S) a transaction works off WORK_OFF_BUSY messages at
+# most: between two, the writer spills whatever waits again, so the acks the broker's window waits
+# for are never held longer than that (a whole spill worked off at once, 20,000 messages, held
+# them a quarter of a second, the broker idle meanwhile).
+SPILL_ROW = 2000
+WORK_OFF_BUSY = 5000
+SPILLING_S = 0.1
+# after a spill, how long the writer waits for SPILL_AT more before it works off spilled rows
+# instead: while a backlog lasts, the broker refills the window it just acked within a few ms;
+# a live stream that is merely fast (10,000 msg/s) does not, and the spilled rows get their turn
 SPILL_WAIT_S = 0.02
 
 _NOT_NODE_DATA = ("/cmd", "/ota", "/ota/ack")
@@ -119,6 +128,7 @@ class Ingest:
             store.spilled_index(bus.client_id) if store is not None else ()
         )
         self.spill_waiting = sum(n for _id, _at, n in self._spilled)
+        self._spilling_until = 0.0  # monotonic: spills went on until then (WORK_OFF_BUSY)
         self._drained = threading.Event()
         self.max_queued = 2 * batch_max
         self._stop = threading.Event()
@@ -147,11 +157,10 @@ class Ingest:
         if not self._wake.is_set():
             self._wake.set()
         n = len(inbox)
-        if n >= LINGER_UNTIL:
-            if not self._full.is_set():
-                self._full.set()
-            if n >= SPILL_AT and not self._spill_ready.is_set():
-                self._spill_ready.set()
+        if n >= LINGER_UNTIL and not self._full.is_set():
+            self._full.set()
+        if n >= SPILL_AT and not self._spill_ready.is_set():
+            self._spill_ready.set()
         if n > self.max_queued:
             # backpressure: stop reading until the writer catches up, so a backlog waits in the
             # broker (which persists it) instead of in our memory; TCP flow control does the rest
@@ -260,25 +269,24 @@ class Ingest:
         """Behind (SPILL_AT waiting) or with spilled batches to work off: spill what waits while
         the broker keeps sending fast (and when stopping: what waits goes after what is spilled),
         else store the oldest spilled batch."""
-        inbox = self._inbox
-        if len(inbox) >= SPILL_AT or (inbox and self._stop.is_set()):
-            self._spill_ready.clear()
-            batch, since = self._take()
-            self._taken_since = since
-            self._retrying(lambda: self._spill(batch, since))
-            self._taken_since = None
-            self._counted += len(batch)
-            self._drained.set()
-            # the broker refills the window just acked: wait for it rather than start on a
-            # spilled batch, which would hold the next acks back for as long as it takes
-            if len(inbox) < SPILL_AT and not self._stop.is_set():
-                self._spill_ready.wait(SPILL_WAIT_S)
+        inbox, stop = self._inbox, self._stop.is_set()
+        if len(inbox) >= SPILL_AT or (inbox and stop):
+            self._spill_inbox()
+            # the broker refills the window just acked within a few ms while a backlog lasts:
+            # wait for that rather than start on the spilled rows; if it does not come, the
+            # stream paused (the backlog's end), and what came meanwhile is spilled too (it
+            # would wait unacked behind the spilled rows, the broker holding it, for as long as
+            # they take to store)
+            if len(inbox) < SPILL_AT and not stop and not self._spill_ready.wait(SPILL_WAIT_S):
+                if inbox:
+                    self._spill_inbox()
             return
-        # the oldest spilled batches, batch_max messages at most (one at least): one transaction
-        # (a spilled batch is as large as the broker's window, which shares index pages badly)
+        # the oldest spilled rows, one at least, in one transaction (bigger ones share index pages
+        # better, smaller ones hold the next spill's acks back less)
+        cap = WORK_OFF_BUSY if time.monotonic() < self._spilling_until else self.batch_max
         spilled, ids, n = self._spilled, [], 0
         for rid, _at, k in spilled:
-            if ids and n + k > self.batch_max:
+            if ids and n + k > cap:
                 break
             ids.append(rid)
             n += k
@@ -290,19 +298,32 @@ class Ingest:
             spilled.popleft()
         self.spill_waiting -= n
 
+    def _spill_inbox(self) -> None:
+        """Spill what waits (up to batch_max), retried while the store fails."""
+        self._spill_ready.clear()
+        batch, since = self._take()
+        self._taken_since = since
+        self._retrying(lambda: self._spill(batch, since))
+        self._taken_since = None
+        self._counted += len(batch)
+        self._drained.set()
+        self._spilling_until = time.monotonic() + SPILLING_S
+
     def _spill(self, batch: list, since: int) -> None:
-        """Commit ``batch`` as received (SqliteStore.spill), then ack it."""
-        rid = self.store.spill(
-            self.bus.client_id, since, [b[3] for b in batch], [b[4] for b in batch]
-        )
-        self._spilled.append((rid, since, len(batch)))
+        """Commit ``batch`` as received, in rows of SPILL_ROW (SqliteStore.spill), then ack it."""
+        rows = [
+            ([b[3] for b in part], [b[4] for b in part])
+            for part in (batch[i : i + SPILL_ROW] for i in range(0, len(batch), SPILL_ROW))
+        ]
+        ids = self.store.spill(self.bus.client_id, since, rows)
+        self._spilled.extend((rid, since, len(t)) for rid, (t, _p) in zip(ids, rows))
         self.spill_waiting += len(batch)
         self.metrics.spilled += len(batch)
         self.metrics.durable += len(batch)
         gen = self.bus.generation
-        self.bus.ack(
-            gen, [mid for g, mid, qos, _t, _p in batch if qos == 1 and g == gen], wake=False
-        )
+        # at once (waking the network thread): a spill is what the broker's window held, so the
+        # broker sends nothing more until these acks, and the thread may sleep in select meanwhile
+        self.bus.ack(gen, [mid for g, mid, qos, _t, _p in batch if qos == 1 and g == gen])
 
     def _retrying(self, fn):
         """fn(), retried with a growing pause while the store fails (locked, disk full): the

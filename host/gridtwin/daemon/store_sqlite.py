@@ -22,6 +22,7 @@ Only the daemon's writer thread writes readings; the CLI opens its own connectio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -227,6 +228,9 @@ class BatchResult:
             other.duplicates,
             other.gaps,
         )
+
+
+WRITE_HINT = "check free disk space and permissions of the site's var/ folder"
 
 
 def _now_ms() -> int:
@@ -496,29 +500,35 @@ class SqliteStore:
         """Gaps detected before the cut-off have had their replay: confirm those still missing
         readings (returned as (node, boot, after_seq, missing)) and drop those that were filled."""
         now = _now_ms()
+        with self._transaction("cannot update gaps in", "check the site's var/ folder") as conn:
+            rows = conn.execute(
+                "SELECT node, boot, after_seq, missing FROM gaps WHERE confirmed IS NULL "
+                "AND detected < ? AND missing > 0",
+                (older_than_ms,),
+            ).fetchall()
+            conn.execute(
+                "UPDATE gaps SET confirmed=? WHERE confirmed IS NULL AND detected < ? AND "
+                "missing > 0",
+                (now, older_than_ms),
+            )
+            conn.execute("DELETE FROM gaps WHERE confirmed IS NULL AND missing <= 0")
+        return rows
+
+    @contextlib.contextmanager
+    def _transaction(self, doing: str, hint: str):
+        """One transaction on the writer's connection, under its lock: a SQLite error rolls it
+        back and becomes the StoreError (CorruptDatabase for a damaged file) that names the file,
+        what was being done and ``hint``."""
         with self._lock:
             conn = self.conn
             try:
                 conn.execute("BEGIN")
-                rows = conn.execute(
-                    "SELECT node, boot, after_seq, missing FROM gaps WHERE confirmed IS NULL "
-                    "AND detected < ? AND missing > 0",
-                    (older_than_ms,),
-                ).fetchall()
-                conn.execute(
-                    "UPDATE gaps SET confirmed=? WHERE confirmed IS NULL AND detected < ? AND "
-                    "missing > 0",
-                    (now, older_than_ms),
-                )
-                conn.execute("DELETE FROM gaps WHERE confirmed IS NULL AND missing <= 0")
+                yield conn
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise error(
-                    self.path, exc, "cannot update gaps in", "check the site's var/ folder"
-                ) from None
-        return rows
+                raise error(self.path, exc, doing, hint) from None
 
     def pending_gaps(self) -> int:
         return self.conn.execute(
@@ -526,14 +536,12 @@ class SqliteStore:
         ).fetchone()[0]
 
     # -- the spill: messages kept as received while ingest catches up ---------------------------
-    def spill(self, owner: str, received_ms: int, topics: list, payloads: list) -> int:
-        """Keep a batch of messages as received (one row, one transaction) for ``owner`` (the
-        daemon instance's client id); returns its id."""
-        with self._lock:
-            conn = self.conn
-            try:
-                conn.execute("BEGIN")
-                rid = conn.execute(
+    def spill(self, owner: str, received_ms: int, rows: list) -> list[int]:
+        """Keep messages as received for ``owner`` (the daemon instance's client id), a row for
+        each (topics, payloads) of ``rows``, in one transaction; returns the rows' ids."""
+        with self._transaction("cannot write to", WRITE_HINT) as conn:
+            return [
+                conn.execute(
                     "INSERT INTO spilled (owner, received, n, topics, sizes, payloads) "
                     "VALUES (?,?,?,?,?,?)",
                     (
@@ -545,17 +553,8 @@ class SqliteStore:
                         b"".join(payloads),
                     ),
                 ).lastrowid
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise error(
-                    self.path,
-                    exc,
-                    "cannot write to",
-                    "check free disk space and permissions of the site's var/ folder",
-                ) from None
-        return rid
+                for topics, payloads in rows
+            ]
 
     def spilled(self, ids: list[int]) -> list[tuple[str, bytes]]:
         """The messages of the spilled batches ``ids`` (oldest first), [(topic, payload)] in
@@ -693,7 +692,7 @@ class SqliteStore:
                         self.path,
                         exc,
                         "cannot write to",
-                        "check free disk space and permissions of the site's var/ folder",
+                        WRITE_HINT,
                     ) from None
                 raise
         return BatchResult(stored, len(readings) - stored, gaps, span)
