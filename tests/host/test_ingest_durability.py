@@ -695,3 +695,38 @@ def test_kill_9_while_a_backlog_is_spilled_loses_nothing_and_keeps_each_nodes_or
     finally:
         spilled.set()
         daemon.stop()
+
+
+def test_spilled_messages_of_an_instance_the_site_no_longer_runs_are_stored_by_instance_1(
+    fleet_broker, tmp_path, two_instance_site, caplog
+):
+    """Instance 2 was killed with messages spilled, and the site went back to one instance: its
+    rows would wait forever (each instance works off its own). Instance 1 takes them over at its
+    start and stores them first; the log says so."""
+    from gridtwin.daemon import config
+    from gridtwin.daemon.store_sqlite import SqliteStore
+
+    ids = []
+    for k in (1, 2):  # the owners instance 1 keeps are the instances' own client ids
+        d = Daemon.from_site(two_instance_site.site, instance=k, metrics_port=None)
+        ids.append(d.bus.client_id)
+        d.store.close()
+    assert config.client_ids(two_instance_site.site) == ids and len(set(ids)) == 2
+    db = tmp_path / "gridtwin.db"
+    store = SqliteStore(db)
+    backlog = [(t, p) for _g, _m, _q, t, p in _backlog(NODES[:5], 4)]
+    root = fleet_broker.site.topic_root
+    backlog = [(t.replace("gridtwin/t/", f"{root}/"), p) for t, p in backlog]
+    store.spill("gridtwin-host-2", int(time.time() * 1000), [tuple(zip(*backlog))])
+    store.close()
+    daemon = Daemon(
+        endpoint=endpoint(fleet_broker), db_path=db, metrics_port=None, spill_owners=["d1"]
+    )
+    assert daemon.ingest.spill_waiting == len(backlog)
+    assert "20 spilled messages of gridtwin-host-2" in caplog.text
+    daemon.start()
+    try:
+        wait_for(lambda: count_rows(db) == len(backlog), 30, "the adopted messages stored")
+        assert count_rows(db, "SELECT count(*) FROM spilled") == 0
+    finally:
+        daemon.stop()

@@ -177,6 +177,17 @@ def _check_daemon(site) -> None:
         )
 
 
+def client_ids(site) -> list[str]:
+    """The MQTT client id of each daemon instance, instance 1 first. Instance 1 keeps [daemon]
+    client_id (its lock file and _host/daemon/<id> status topic stay as they were); the rendered
+    broker replaces any client id by the CN anyway. The others send their CN, which is the id the
+    broker uses, so logs, lock and status topic agree with it."""
+    from gridtwin.pki import host_identities
+
+    ids = host_identities(site)
+    return [site.daemon.client_id or ids[0], *ids[1:]]
+
+
 def shared_group(site) -> str:
     """The $share group ingest uses: the configured one, or "ingest" once there are several
     instances."""

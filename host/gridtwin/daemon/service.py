@@ -79,6 +79,7 @@ class Daemon:
         sntp=None,
         gap_grace_s: float = 600,
         linger_ms: int = round(LINGER_S * 1000),
+        spill_owners=None,
     ):
         self.site = site
         self.sntp = sntp  # gridtwin.daemon.sntp.SntpServer: the nodes' time source, or None
@@ -97,6 +98,17 @@ class Daemon:
         self.known_nodes = None if known_nodes is None else list(known_nodes)
         if self.known_nodes:
             self.store.ensure_nodes(self.known_nodes)
+        if instance == 1 and spill_owners:
+            # spilled messages of an instance the site no longer runs would wait forever: the
+            # first instance stores them (before anything it receives now)
+            rows, msgs, owners = self.store.adopt_spilled(client_id, spill_owners)
+            if rows:
+                log.warning(
+                    "%d spilled messages of %s (no longer a daemon instance of this site) are "
+                    "stored by this one",
+                    msgs,
+                    ", ".join(owners),
+                )
         self.bus = Bus(
             endpoint,
             client_id=client_id,
@@ -236,11 +248,8 @@ class Daemon:
             site, instance
         )  # ConfigError naming daemon.instances if out of range
         metrics_port = d.metrics_port + instance - 1 if d.metrics_port else None
-        # Instance 1 keeps [daemon] client_id (its lock file and _host/daemon/<id> status topic stay
-        # as they were); the rendered broker replaces any client id by the CN anyway. The others
-        # send their CN, which is the id the broker uses, so logs, lock and status topic agree with
-        # it.
-        client_id = (d.client_id or identity) if instance == 1 else identity
+        client_ids = config.client_ids(site)
+        client_id = client_ids[instance - 1]
         kw = dict(
             endpoint=endpoint_from_site(site, identity),
             db_path=config.db_path(site),
@@ -248,6 +257,7 @@ class Daemon:
             known_nodes=site.node_ids,
             shared_group=config.shared_group(site),
             instance=instance,
+            spill_owners=client_ids,
             limits=validate.Limits(
                 max_bytes=st.max_payload,
                 max_past_ms=st.max_past_days * DAY_MS,

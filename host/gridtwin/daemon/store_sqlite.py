@@ -573,6 +573,22 @@ class SqliteStore:
                 at += size
         return msgs
 
+    def adopt_spilled(self, owner: str, keep) -> tuple[int, int, list[str]]:
+        """Give ``owner`` the spilled rows of every owner not in ``keep`` (daemon instances the
+        site no longer has); returns (rows, messages, their former owners)."""
+        marks = ",".join("?" * len(keep))
+        with self._transaction("cannot write to", WRITE_HINT) as conn:
+            rows, msgs, owners = conn.execute(
+                "SELECT count(*), coalesce(sum(n), 0), group_concat(DISTINCT owner) FROM spilled "
+                f"WHERE owner NOT IN ({marks})",
+                list(keep),
+            ).fetchone()
+            if rows:
+                conn.execute(
+                    f"UPDATE spilled SET owner = ? WHERE owner NOT IN ({marks})", [owner, *keep]
+                )
+        return rows, msgs, sorted((owners or "").split(",")) if rows else []
+
     def spilled_index(self, owner: str) -> list[tuple[int, int, int]]:
         """``owner``'s spilled batches not yet stored, oldest first: (id, received ms, messages)."""
         with self._lock:
