@@ -149,6 +149,21 @@ def test_topics_outside_the_contract_are_rejected(topic, reason):
     assert exc.value.reason == reason
 
 
+def test_a_topic_remembered_as_known_is_not_known_to_another_node_set():
+    """split_topic remembers good topics per known-nodes set; it keyed them by the set's id(), so
+    a set with the same address and other nodes (a daemon made after another in one process, or
+    the same set changed) took a node it lacks for known, and ingest stored a stranger's reading."""
+    known = {"n1", "n3"}
+    assert validate.split_topic(f"{ROOT}/n3/telemetry", ROOT, known) == ("n3", "telemetry")
+    known.discard("n3")  # the same object (the same id), without n3
+    with pytest.raises(Rejected) as exc:
+        validate.split_topic(f"{ROOT}/n3/telemetry", ROOT, known)
+    assert exc.value.reason == "unknown_node"
+    fewer = frozenset({"n1"})
+    with pytest.raises(Rejected):
+        validate.split_topic(f"{ROOT}/n3/telemetry", ROOT, fewer)
+
+
 def test_topic_split_and_other_kinds():
     assert validate.split_topic(f"{ROOT}/n1/ack", ROOT, {"n1"}) == ("n1", "ack")
     assert (

@@ -65,14 +65,21 @@ _TOPICS: dict = {}
 
 def split_topic(topic: str, root: str, known_nodes=None) -> tuple[str, str]:
     """``<root>/<node>/<kind>`` -> (node, kind), or Rejected. Good topics are remembered (a fleet
-    has a few thousand), so the checks run once per topic, not once per message."""
-    hit = _TOPICS.get((topic, root, id(known_nodes)))
+    has a few thousand), so the checks run once per topic, not once per message: per known-nodes
+    set, keyed by the set itself (a frozenset hashes once; ingest passes the same one every time).
+    It was keyed by the set's id(), and a daemon made after another in the same process could get
+    the old set's address: a node the new site file no longer has was taken for known (a test
+    saw it store a stranger's reading)."""
+    if known_nodes is not None and type(known_nodes) is not frozenset:
+        known_nodes = frozenset(known_nodes)
+    key = (topic, root, known_nodes)
+    hit = _TOPICS.get(key)
     if hit is not None:
         return hit
     node_kind = _split_topic(topic, root, known_nodes)
     if len(_TOPICS) > 100_000:
         _TOPICS.clear()
-    _TOPICS[(topic, root, id(known_nodes))] = node_kind
+    _TOPICS[key] = node_kind
     return node_kind
 
 
