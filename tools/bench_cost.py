@@ -342,7 +342,6 @@ def run(
     stop,
     stored,
     healthz,
-    durable,
     free_port,
     RawPublisher,
     telemetry,
