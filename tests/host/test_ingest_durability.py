@@ -550,11 +550,13 @@ class _AckBus:
     sink = read_pause = None
 
     def __init__(self, client_id="t"):
-        self.acked, self.client_id = [], client_id
+        self.acked, self.client_id, self.held = [], client_id, []
 
     def ack(self, gen, mids, wake=True):
         if gen == self.generation:
             self.acked += mids
+            if not wake:  # left for the network thread's next read
+                self.held += mids
 
     def acks_waiting(self):
         return False
@@ -615,8 +617,15 @@ def test_a_backlog_is_spilled_acked_then_stored_in_order_exactly_once_across_a_c
     ing._spill_ready.wait = the_stream_pauses
     ing._catch_up()  # what the writer does with SPILL_AT waiting
     assert sorted(bus.acked) == [m[1] for m in backlog]  # the broker may forget them all
+    # and at once: the broker's window waits on these acks, so nothing would come to wake the
+    # network thread for them until the writer flushed them
+    assert bus.held == []
     assert count_rows(db) == 0 and ing.spill_waiting == len(backlog)
     assert ing.metrics.durable == len(backlog) and ing.metrics.stored == 0
+    text = ing.metrics.prometheus()
+    assert f"gridtwin_durable_total {len(backlog)}" in text
+    assert f"gridtwin_spilled_total {len(backlog)}" in text
+    assert ing.metrics.health()[1]["durable"] == len(backlog)
     # the node watch does not take the nodes for silent while their readings wait spilled
     assert ing.heard_until(int(time.time() * 1000) + 60_000) <= int(time.time() * 1000)
     store.close()  # the crash: nothing more of this daemon happens
@@ -724,6 +733,9 @@ def test_spilled_messages_of_an_instance_the_site_no_longer_runs_are_stored_by_i
     )
     assert daemon.ingest.spill_waiting == len(backlog)
     assert "20 spilled messages of gridtwin-host-2" in caplog.text
+    # what /metrics and /healthz say of it
+    assert "gridtwin_spill_waiting 20" in daemon.metrics.prometheus()
+    assert daemon.metrics.health()[1]["spill_waiting"] == 20
     daemon.start()
     try:
         wait_for(lambda: count_rows(db) == len(backlog), 30, "the adopted messages stored")
