@@ -6,5 +6,5 @@ CERTS = "certs"  # [site] certs: the PKI, relative to the site file
 DB_FILE = "gridtwin.db"  # the daemon's database in var/ when [storage] path is empty
 # [daemon] receive_maximum: unacknowledged QoS 1 messages the broker may send the daemon. Above
 # ingest's SPILL_AT, so a backlog is spilled in batches of thousands while the broker refills the
-# rest of the window: a burst was made durable at 70-120k msg/s with 2,000, 140-230k with 10,000
+# rest of the window (issue #20's notes: 2,000 held a burst to about half the rate)
 RECEIVE_MAXIMUM = 10000

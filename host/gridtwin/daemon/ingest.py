@@ -54,8 +54,8 @@ READ_EARLY_S = 0.005
 # Messages waiting that make the writer spill instead of store: it has fallen this far behind (a
 # backlog after a restart or an outage, a burst), so it keeps what waits as received, in one
 # transaction, and acks it; the broker's queue then drains at the network's pace, not at
-# validation's (a tenth of the cost a message). The spilled rows are worked off, in order and
-# before anything newer, once the stream slows. Below the broker's window (receive_maximum).
+# validation's. The spilled rows are worked off, in order and before anything newer, once the
+# stream slows. Below the broker's window (receive_maximum).
 SPILL_AT = 1000
 # A spill is kept in rows of this many messages at most (one transaction for all of them), and
 # while spills go on (one in the last SPILLING_S) a transaction works off WORK_OFF_BUSY messages at
